@@ -1,0 +1,24 @@
+//! mcp-proxy: a thread-per-core gateway that serves many upstream MCP servers as one.
+//!
+//! # Layout
+//! - [`config`]: the TOML configuration, its defaults and its validation.
+//! - [`runtime`]: starts one glommio executor per core and wires the shards together.
+//! - [`shard`]: what one core owns (sessions, pools, catalog) and cross-shard forwarding.
+//! - [`http`]: HTTP/1.1 framing for both sides (server and client) and Server-Sent Events.
+//! - [`protocol`]: JSON-RPC and MCP wire facts: message peeking, errors, versions, names, cursors.
+//! - [`transport`]: Streamable HTTP semantics, downstream (the `/mcp` endpoint) and upstream (a client).
+//! - [`session`]: downstream sessions, their event streams and the id maps that relay a conversation.
+//! - [`registry`]: configured upstream servers and the catalog discovered from them.
+//! - [`routing`]: what each MCP method does: answer locally, aggregate, or forward to one server.
+//!
+//! Protocol code never touches a socket; the HTTP layer never looks inside JSON-RPC.
+
+pub mod config;
+pub mod http;
+pub mod protocol;
+pub mod registry;
+pub mod routing;
+pub mod runtime;
+pub mod session;
+pub mod shard;
+pub mod transport;

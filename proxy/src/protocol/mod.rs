@@ -1,0 +1,6 @@
+//! JSON-RPC and MCP wire facts. Nothing here knows about sockets or HTTP.
+
+pub mod cursor;
+pub mod jsonrpc;
+pub mod names;
+pub mod version;
