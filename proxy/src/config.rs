@@ -1,0 +1,1032 @@
+//! The TOML configuration, its defaults and its validation.
+//!
+//! # How to use
+//! [`Config::load`] a file (or [`Config::from_toml_str`] a string) once at start-up; every
+//! error names the file, the line and column, the problem and how to fix it, so an operator
+//! never has to guess. `docs/example-config.toml` shows every setting.
+//!
+//! Parsing happens in two steps: serde reads raw structs that keep the source spans of the
+//! values we validate ([`toml::Spanned`]), then [`Config::from_toml_str`] checks what serde
+//! cannot (name rules, duplicates, URLs, headers) and points at the offending value.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+use std::net::{Ipv6Addr, SocketAddr};
+use std::ops::Range;
+use std::path::Path;
+use std::time::Duration;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+use crate::protocol::names::{is_valid_server_name, MAX_SERVER_NAME_LEN, NAME_SEPARATOR};
+
+/// The whole configuration.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Config {
+    /// Settings of the proxy itself (the `[proxy]` table).
+    pub proxy: ProxyConfig,
+    /// The upstream MCP servers (the `[[servers]]` entries), in file order.
+    pub servers: Vec<ServerConfig>,
+}
+
+/// Settings of the proxy itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProxyConfig {
+    /// Address the `/mcp` endpoint listens on.
+    pub listen: SocketAddr,
+    /// Number of shards (executor threads); 0 means one per core.
+    pub shards: usize,
+    /// Extra allowed `Origin` values, lower-cased; loopback origins are always allowed.
+    pub allowed_origins: Vec<String>,
+    /// Largest request body accepted from a client, in bytes.
+    pub max_body_bytes: usize,
+    /// Largest request head (request line and headers) accepted, in bytes.
+    pub max_header_bytes: usize,
+    /// Time a client has to send a complete request head.
+    pub header_read_timeout: Duration,
+    /// Time an idle keep-alive connection is kept open.
+    pub idle_timeout: Duration,
+    /// Time after which an unused downstream session expires.
+    pub session_idle_timeout: Duration,
+    /// Items per page of aggregated lists; 0 means no paging.
+    pub page_size: usize,
+}
+
+impl Default for ProxyConfig {
+    fn default() -> Self {
+        ProxyConfig {
+            listen: default_listen(),
+            shards: 0,
+            allowed_origins: Vec::new(),
+            max_body_bytes: default_max_body_bytes(),
+            max_header_bytes: default_max_header_bytes(),
+            header_read_timeout: default_header_read_timeout(),
+            idle_timeout: default_idle_timeout(),
+            session_idle_timeout: default_session_idle_timeout(),
+            page_size: default_page_size(),
+        }
+    }
+}
+
+impl ProxyConfig {
+    /// Whether a request with this `Origin` header value may be served.
+    ///
+    /// Loopback origins are always allowed because local tools (inspectors, desktop clients)
+    /// use them on arbitrary ports; every other origin must be listed, which is what stops a web
+    /// page from driving a local proxy (DNS rebinding).
+    pub fn origin_allowed(&self, origin: &str) -> bool {
+        is_loopback_origin(origin)
+            || self
+                .allowed_origins
+                .iter()
+                .any(|o| o.eq_ignore_ascii_case(origin))
+    }
+}
+
+/// Whether `origin` is `http(s)://localhost|127.0.0.1|[::1]` with an optional port.
+pub fn is_loopback_origin(origin: &str) -> bool {
+    let lower = origin.to_ascii_lowercase();
+    let Some(rest) = lower
+        .strip_prefix("http://")
+        .or_else(|| lower.strip_prefix("https://"))
+    else {
+        return false;
+    };
+    let host_end = if rest.starts_with('[') {
+        rest.find(']').map_or(rest.len(), |i| i + 1)
+    } else {
+        rest.find(':').unwrap_or(rest.len())
+    };
+    let (host, port) = rest.split_at(host_end);
+    let port_ok = port.is_empty()
+        || port
+            .strip_prefix(':')
+            .is_some_and(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()));
+    port_ok && matches!(host, "localhost" | "127.0.0.1" | "[::1]")
+}
+
+/// One upstream MCP server.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerConfig {
+    /// Unique name; also the prefix of the server's tool and prompt names.
+    pub name: String,
+    /// Where the server's Streamable HTTP endpoint is.
+    pub url: UpstreamUrl,
+    /// Extra headers sent with every upstream request, sorted by name.
+    pub headers: Vec<(String, String)>,
+    /// Limit on one upstream request, from sending it to the end of its response.
+    pub timeout: Duration,
+    /// Limit on establishing one upstream connection (TCP and TLS).
+    pub connect_timeout: Duration,
+}
+
+/// An upstream `http://` or `https://` URL, split for the HTTP client.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UpstreamUrl {
+    /// Whether to speak TLS (`https`).
+    pub tls: bool,
+    /// Host to connect to: a name or an IP address, IPv6 without brackets.
+    pub host: String,
+    /// Port to connect to; 80 or 443 when the URL has none.
+    pub port: u16,
+    /// Path and query for the request line; `/` when the URL has none.
+    pub path: String,
+    /// `host[:port]` as written in the URL, for the `Host` header.
+    pub authority: String,
+}
+
+impl UpstreamUrl {
+    /// Parses an upstream URL; the error says what is wrong, to be wrapped with a location.
+    pub fn parse(url: &str) -> Result<UpstreamUrl, String> {
+        if let Some(bad) = url.chars().find(|c| c.is_whitespace() || c.is_control()) {
+            return Err(format!(
+                "url \"{url}\" contains {bad:?}; percent-encode it (space is %20)"
+            ));
+        }
+        let Some((scheme, rest)) = url.split_once("://") else {
+            return Err(format!(
+                "url \"{url}\" has no scheme; write it as http://host:port/path or https://..."
+            ));
+        };
+        let tls = if scheme.eq_ignore_ascii_case("http") {
+            false
+        } else if scheme.eq_ignore_ascii_case("https") {
+            true
+        } else {
+            return Err(format!(
+                "url \"{url}\" has unsupported scheme \"{scheme}\"; use http:// or https://"
+            ));
+        };
+        if url.contains('#') {
+            return Err(format!(
+                "url \"{url}\" has a fragment (#...), which is never sent; remove it"
+            ));
+        }
+        let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
+        let (authority, path) = rest.split_at(authority_end);
+        if authority.contains('@') {
+            return Err(format!(
+                "url \"{url}\" has credentials before '@'; remove them and set \
+                 headers = {{ Authorization = \"...\" }} instead"
+            ));
+        }
+        let (host, port_text) = if let Some(bracketed) = authority.strip_prefix('[') {
+            let Some((v6, after)) = bracketed.split_once(']') else {
+                return Err(format!("url \"{url}\" has an unclosed '[' in its host"));
+            };
+            if v6.parse::<Ipv6Addr>().is_err() {
+                return Err(format!(
+                    "url \"{url}\" has an invalid IPv6 address \"{v6}\"; e.g. http://[::1]:3000/mcp"
+                ));
+            }
+            let port = match after.strip_prefix(':') {
+                Some(p) => Some(p),
+                None if after.is_empty() => None,
+                None => {
+                    return Err(format!(
+                        "url \"{url}\" has unexpected text \"{after}\" after the IPv6 address"
+                    ))
+                }
+            };
+            (v6, port)
+        } else {
+            match authority.split_once(':') {
+                Some((h, p)) => (h, Some(p)),
+                None => (authority, None),
+            }
+        };
+        if host.is_empty() {
+            return Err(format!(
+                "url \"{url}\" has no host; e.g. http://127.0.0.1:3001/mcp"
+            ));
+        }
+        if !authority.starts_with('[')
+            && !host
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_'))
+        {
+            return Err(format!(
+                "url \"{url}\" has an invalid host \"{host}\"; use a DNS name or an IP address"
+            ));
+        }
+        let port = match port_text {
+            None => {
+                if tls {
+                    443
+                } else {
+                    80
+                }
+            }
+            Some(p) => match p.parse::<u16>() {
+                Ok(n) if n != 0 && p.bytes().all(|b| b.is_ascii_digit()) => n,
+                _ => {
+                    return Err(format!(
+                        "url \"{url}\" has an invalid port \"{p}\"; use a number from 1 to 65535"
+                    ))
+                }
+            },
+        };
+        let path = if path.is_empty() {
+            "/".to_owned()
+        } else if path.starts_with('?') {
+            // A query without a path is valid in a URL but not in a request line.
+            format!("/{path}")
+        } else {
+            path.to_owned()
+        };
+        Ok(UpstreamUrl {
+            tls,
+            host: host.to_owned(),
+            port,
+            path,
+            authority: authority.to_owned(),
+        })
+    }
+}
+
+impl fmt::Display for UpstreamUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let scheme = if self.tls { "https" } else { "http" };
+        write!(f, "{scheme}://{}{}", self.authority, self.path)
+    }
+}
+
+/// Where in the configuration text an error is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Position {
+    /// 1-based line.
+    pub line: usize,
+    /// 1-based column, in characters.
+    pub column: usize,
+}
+
+/// A configuration that cannot be used. The proxy refuses to start; nothing here is retryable.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Io {
+        /// The file that was asked for.
+        path: String,
+        /// Why reading failed.
+        source: std::io::Error,
+    },
+    /// The text is not valid TOML, does not fit the schema, or breaks a rule.
+    #[error("{origin}{}: {message}", at(.position))]
+    Invalid {
+        /// The file name (or other origin) the text came from.
+        origin: String,
+        /// Where the problem is, when known.
+        position: Option<Position>,
+        /// What is wrong and how to fix it.
+        message: String,
+    },
+}
+
+impl ConfigError {
+    /// The 1-based line of the problem, when known.
+    pub fn line(&self) -> Option<usize> {
+        match self {
+            ConfigError::Invalid { position, .. } => position.map(|p| p.line),
+            ConfigError::Io { .. } => None,
+        }
+    }
+}
+
+/// `:line:column` for an error message, or nothing.
+fn at(position: &Option<Position>) -> String {
+    position.map_or_else(String::new, |p| format!(":{}:{}", p.line, p.column))
+}
+
+impl Config {
+    /// Reads and validates the configuration file at `path`.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let origin = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
+            path: origin.clone(),
+            source,
+        })?;
+        Config::from_toml_str(&text, &origin)
+    }
+
+    /// Parses and validates configuration text; `origin` names it (a file name) in errors.
+    pub fn from_toml_str(text: &str, origin: &str) -> Result<Config, ConfigError> {
+        let invalid = |span: Option<Range<usize>>, message: String| ConfigError::Invalid {
+            origin: origin.to_owned(),
+            position: span.map(|s| position(text, s.start)),
+            message,
+        };
+        let raw: RawConfig = toml::from_str(text).map_err(|e| {
+            let span = e.span();
+            let mut message = e.message().trim_end().to_owned();
+            if message.starts_with("unknown field") {
+                if let Some(section) = span.as_ref().and_then(|s| section_at(text, s.start)) {
+                    message = message.replacen(',', &format!(" in {section},"), 1);
+                }
+            }
+            message.push_str(toml_hint(&message));
+            invalid(span, message)
+        })?;
+
+        let mut allowed_origins = Vec::with_capacity(raw.proxy.allowed_origins.len());
+        for o in raw.proxy.allowed_origins {
+            let value = check_origin(o.get_ref()).map_err(|m| invalid(Some(o.span()), m))?;
+            allowed_origins.push(value);
+        }
+        let proxy = ProxyConfig {
+            listen: raw.proxy.listen,
+            shards: raw.proxy.shards,
+            allowed_origins,
+            max_body_bytes: raw.proxy.max_body_bytes,
+            max_header_bytes: raw.proxy.max_header_bytes,
+            header_read_timeout: raw.proxy.header_read_timeout,
+            idle_timeout: raw.proxy.idle_timeout,
+            session_idle_timeout: raw.proxy.session_idle_timeout,
+            page_size: raw.proxy.page_size,
+        };
+
+        let mut servers = Vec::with_capacity(raw.servers.len());
+        // Name -> line of its first definition, to point at both ends of a duplicate.
+        let mut seen: HashMap<String, usize> = HashMap::new();
+        for s in raw.servers {
+            let name = s.name.get_ref();
+            check_server_name(name).map_err(|m| invalid(Some(s.name.span()), m))?;
+            let line = position(text, s.name.span().start).line;
+            if let Some(first) = seen.insert(name.clone(), line) {
+                return Err(invalid(
+                    Some(s.name.span()),
+                    format!(
+                        "duplicate server name \"{name}\" (first defined at line {first}); \
+                         give each [[servers]] entry a unique name"
+                    ),
+                ));
+            }
+            let url =
+                UpstreamUrl::parse(s.url.get_ref()).map_err(|m| invalid(Some(s.url.span()), m))?;
+            let mut headers = Vec::with_capacity(s.headers.len());
+            for (k, v) in s.headers {
+                check_header(k.get_ref(), v.get_ref()).map_err(|m| invalid(Some(k.span()), m))?;
+                headers.push((k.into_inner(), v.into_inner()));
+            }
+            servers.push(ServerConfig {
+                name: s.name.into_inner(),
+                url,
+                headers,
+                timeout: s.timeout,
+                connect_timeout: s.connect_timeout,
+            });
+        }
+        Ok(Config { proxy, servers })
+    }
+}
+
+/// A fix for the toml/serde messages that only state the problem.
+fn toml_hint(message: &str) -> &'static str {
+    if message.starts_with("missing field") {
+        "; add it to this table (every [[servers]] entry needs name and url)"
+    } else if message.starts_with("invalid socket address") {
+        "; write an IP address and a port, e.g. \"127.0.0.1:8080\" or \"[::]:8080\""
+    } else {
+        ""
+    }
+}
+
+/// Line and column (1-based, columns in characters) of byte `offset` in `text`.
+fn position(text: &str, offset: usize) -> Position {
+    let offset = offset.min(text.len());
+    let before = &text.as_bytes()[..offset];
+    let line_start = before
+        .iter()
+        .rposition(|&b| b == b'\n')
+        .map_or(0, |i| i + 1);
+    let line = before.iter().filter(|&&b| b == b'\n').count() + 1;
+    // Count characters, not bytes, so the column matches what an editor shows; a span that is
+    // not on a char boundary (never expected) falls back to bytes.
+    let column = text
+        .get(line_start..offset)
+        .map_or(offset - line_start, |s| s.chars().count())
+        + 1;
+    Position { line, column }
+}
+
+/// The table header (`[proxy]`, `[[servers]]`) in force at byte `offset`, if any.
+fn section_at(text: &str, offset: usize) -> Option<&str> {
+    let line = text
+        .get(..offset)?
+        .lines()
+        .rev()
+        .map(str::trim_start)
+        .find(|l| l.starts_with('['))?;
+    // Cut after the header's own closing brackets, dropping any trailing comment.
+    let end = if line.starts_with("[[") {
+        line.find("]]").map(|i| i + 2)
+    } else {
+        line.find(']').map(|i| i + 1)
+    };
+    Some(&line[..end.unwrap_or(line.len())])
+}
+
+/// Checks a server name against [`is_valid_server_name`], suggesting a fixed one.
+fn check_server_name(name: &str) -> Result<(), String> {
+    if is_valid_server_name(name) {
+        return Ok(());
+    }
+    let suggestion = suggest_name(name);
+    let problem = if name.is_empty() {
+        "server name is empty".to_owned()
+    } else if name.len() > MAX_SERVER_NAME_LEN {
+        format!("server name \"{name}\" is longer than {MAX_SERVER_NAME_LEN} characters")
+    } else if name.contains(NAME_SEPARATOR) {
+        format!("server name \"{name}\" contains \"__\", which separates server and tool names")
+    } else {
+        format!("server name \"{name}\" may only contain letters, digits, '-' and '_'")
+    };
+    Err(format!("{problem}; rename it, e.g. \"{suggestion}\""))
+}
+
+/// A valid server name close to `name`.
+fn suggest_name(name: &str) -> String {
+    let mut out = String::new();
+    for c in name.chars() {
+        let c = if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+            c
+        } else {
+            '-'
+        };
+        // Collapse "__" as it is built, so the result never contains the separator.
+        if !(c == '_' && out.ends_with('_')) {
+            out.push(c);
+        }
+        if out.len() == MAX_SERVER_NAME_LEN {
+            break;
+        }
+    }
+    if out.is_empty() {
+        out.push_str("server");
+    }
+    out
+}
+
+/// Checks an allowed origin and returns it lower-cased for comparison.
+fn check_origin(origin: &str) -> Result<String, String> {
+    let lower = origin.to_ascii_lowercase();
+    let rest = lower
+        .strip_prefix("http://")
+        .or_else(|| lower.strip_prefix("https://"));
+    match rest {
+        Some(r) if !r.is_empty() && !r.contains(['/', '?', '#', ' ']) => Ok(lower),
+        _ => Err(format!(
+            "allowed origin \"{origin}\" is not an origin; write scheme and host only, \
+             e.g. \"https://app.example.com\" (no path, no trailing '/')"
+        )),
+    }
+}
+
+/// Headers the proxy sets itself; letting the config override them would break framing or
+/// sessions.
+const RESERVED_HEADERS: &[&str] = &[
+    "host",
+    "content-length",
+    "transfer-encoding",
+    "connection",
+    "upgrade",
+    "mcp-session-id",
+];
+
+/// Checks one extra upstream header.
+fn check_header(name: &str, value: &str) -> Result<(), String> {
+    // RFC 9110 token characters.
+    let token = |b: u8| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b);
+    if name.is_empty() || !name.bytes().all(token) {
+        return Err(format!(
+            "header name \"{name}\" is not a valid HTTP header name; use letters, digits and '-'"
+        ));
+    }
+    if RESERVED_HEADERS
+        .iter()
+        .any(|r| r.eq_ignore_ascii_case(name))
+    {
+        return Err(format!(
+            "header \"{name}\" is set by the proxy itself; remove it from headers"
+        ));
+    }
+    if value.bytes().any(|b| (b < 0x20 && b != b'\t') || b == 0x7f) {
+        return Err(format!(
+            "header \"{name}\" has a control character (such as a newline) in its value; remove it"
+        ));
+    }
+    Ok(())
+}
+
+/// The file as serde sees it.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    /// The `[proxy]` table.
+    #[serde(default)]
+    proxy: RawProxy,
+    /// The `[[servers]]` entries.
+    #[serde(default)]
+    servers: Vec<RawServer>,
+}
+
+/// `[proxy]` as serde sees it; see [`ProxyConfig`] for each field's meaning.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawProxy {
+    /// See [`ProxyConfig::listen`].
+    #[serde(default = "default_listen")]
+    listen: SocketAddr,
+    /// See [`ProxyConfig::shards`].
+    #[serde(default)]
+    shards: usize,
+    /// See [`ProxyConfig::allowed_origins`].
+    #[serde(default)]
+    allowed_origins: Vec<Spanned<String>>,
+    /// See [`ProxyConfig::max_body_bytes`].
+    #[serde(default = "default_max_body_bytes")]
+    max_body_bytes: usize,
+    /// See [`ProxyConfig::max_header_bytes`].
+    #[serde(default = "default_max_header_bytes")]
+    max_header_bytes: usize,
+    /// See [`ProxyConfig::header_read_timeout`].
+    #[serde(
+        default = "default_header_read_timeout",
+        deserialize_with = "duration::deserialize"
+    )]
+    header_read_timeout: Duration,
+    /// See [`ProxyConfig::idle_timeout`].
+    #[serde(
+        default = "default_idle_timeout",
+        deserialize_with = "duration::deserialize"
+    )]
+    idle_timeout: Duration,
+    /// See [`ProxyConfig::session_idle_timeout`].
+    #[serde(
+        default = "default_session_idle_timeout",
+        deserialize_with = "duration::deserialize"
+    )]
+    session_idle_timeout: Duration,
+    /// See [`ProxyConfig::page_size`].
+    #[serde(default = "default_page_size")]
+    page_size: usize,
+}
+
+impl Default for RawProxy {
+    fn default() -> Self {
+        let d = ProxyConfig::default();
+        RawProxy {
+            listen: d.listen,
+            shards: d.shards,
+            allowed_origins: Vec::new(),
+            max_body_bytes: d.max_body_bytes,
+            max_header_bytes: d.max_header_bytes,
+            header_read_timeout: d.header_read_timeout,
+            idle_timeout: d.idle_timeout,
+            session_idle_timeout: d.session_idle_timeout,
+            page_size: d.page_size,
+        }
+    }
+}
+
+/// One `[[servers]]` entry as serde sees it; see [`ServerConfig`] for each field's meaning.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawServer {
+    /// See [`ServerConfig::name`]; spanned to point at it in errors.
+    name: Spanned<String>,
+    /// See [`ServerConfig::url`]; spanned to point at it in errors.
+    url: Spanned<String>,
+    /// See [`ServerConfig::headers`]; spanned to point at a bad one.
+    #[serde(default)]
+    headers: BTreeMap<Spanned<String>, Spanned<String>>,
+    /// See [`ServerConfig::timeout`].
+    #[serde(
+        default = "default_timeout",
+        deserialize_with = "duration::deserialize"
+    )]
+    timeout: Duration,
+    /// See [`ServerConfig::connect_timeout`].
+    #[serde(
+        default = "default_connect_timeout",
+        deserialize_with = "duration::deserialize"
+    )]
+    connect_timeout: Duration,
+}
+
+/// Default listen address: loopback only, so a fresh install is not reachable from outside.
+fn default_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 8080))
+}
+/// Default request body limit: 4 MiB.
+fn default_max_body_bytes() -> usize {
+    4 * 1024 * 1024
+}
+/// Default request head limit: 16 KiB.
+fn default_max_header_bytes() -> usize {
+    16 * 1024
+}
+/// Default time to receive a request head.
+fn default_header_read_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+/// Default keep-alive idle time.
+fn default_idle_timeout() -> Duration {
+    Duration::from_secs(60)
+}
+/// Default downstream session expiry.
+fn default_session_idle_timeout() -> Duration {
+    Duration::from_secs(30 * 60)
+}
+/// Default items per page.
+fn default_page_size() -> usize {
+    100
+}
+/// Default upstream request timeout.
+fn default_timeout() -> Duration {
+    Duration::from_secs(60)
+}
+/// Default upstream connect timeout.
+fn default_connect_timeout() -> Duration {
+    Duration::from_secs(5)
+}
+
+/// Durations written as `"250ms"`, `"10s"`, `"5m"`, `"1h"` or an integer number of seconds.
+pub mod duration {
+    use std::fmt;
+    use std::time::Duration;
+
+    use serde::de::{self, Deserializer, Visitor};
+
+    /// Parses `"<integer><unit>"` with unit `ms`, `s`, `m` or `h`; zero is refused because every
+    /// duration here is a timeout, and a zero timeout would fail every request.
+    pub fn parse(text: &str) -> Result<Duration, String> {
+        let hint = "use a whole number followed by ms, s, m or h, e.g. \"10s\"";
+        let digits_end = text
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(text.len());
+        let (number, unit) = text.split_at(digits_end);
+        let n: u64 = number
+            .parse()
+            .map_err(|_| format!("invalid duration \"{text}\"; {hint}"))?;
+        let millis = match unit {
+            "ms" => Some(n),
+            "s" => n.checked_mul(1_000),
+            "m" => n.checked_mul(60_000),
+            "h" => n.checked_mul(3_600_000),
+            _ => return Err(format!("invalid duration \"{text}\"; {hint}")),
+        }
+        .ok_or_else(|| format!("duration \"{text}\" is too large"))?;
+        if millis == 0 {
+            return Err(format!(
+                "duration \"{text}\" is zero; use a positive value, e.g. \"10s\""
+            ));
+        }
+        Ok(Duration::from_millis(millis))
+    }
+
+    /// Serde `deserialize_with` for a string or integer-seconds duration.
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        d.deserialize_any(DurationVisitor)
+    }
+
+    /// Accepts the two spellings of a duration.
+    struct DurationVisitor;
+
+    impl Visitor<'_> for DurationVisitor {
+        type Value = Duration;
+
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a duration such as \"250ms\", \"10s\", \"5m\", \"1h\" or whole seconds")
+        }
+
+        fn visit_str<E: de::Error>(self, v: &str) -> Result<Duration, E> {
+            parse(v).map_err(E::custom)
+        }
+
+        fn visit_i64<E: de::Error>(self, v: i64) -> Result<Duration, E> {
+            match u64::try_from(v) {
+                Ok(secs) => self.visit_u64(secs),
+                Err(_) => Err(E::custom(format!(
+                    "duration {v} is negative; use a positive number of seconds"
+                ))),
+            }
+        }
+
+        fn visit_u64<E: de::Error>(self, v: u64) -> Result<Duration, E> {
+            if v == 0 {
+                return Err(E::custom(
+                    "duration 0 is zero; use a positive value, e.g. 10 or \"10s\"",
+                ));
+            }
+            Ok(Duration::from_secs(v))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Parses `text` as `config.toml`, expecting an error; returns its line and message.
+    fn error(text: &str) -> (Option<usize>, String) {
+        match Config::from_toml_str(text, "config.toml") {
+            Ok(c) => panic!("expected an error, got {c:?}"),
+            Err(e) => (e.line(), e.to_string()),
+        }
+    }
+
+    /// Asserts `text` fails at `line` with a message containing `fragment`.
+    fn assert_error(text: &str, line: usize, fragment: &str) {
+        let (l, msg) = error(text);
+        assert_eq!(l, Some(line), "wrong line in: {msg}");
+        assert!(msg.contains(fragment), "{msg:?} lacks {fragment:?}");
+        assert!(
+            msg.starts_with(&format!("config.toml:{line}:")),
+            "no location: {msg}"
+        );
+    }
+
+    #[test]
+    fn empty_file_gives_defaults() {
+        let c = Config::from_toml_str("", "config.toml").expect("valid");
+        assert_eq!(c, Config::default());
+        assert_eq!(c.proxy.listen, "127.0.0.1:8080".parse().expect("addr"));
+        assert_eq!(c.proxy.max_body_bytes, 4_194_304);
+        assert_eq!(c.proxy.max_header_bytes, 16_384);
+        assert_eq!(c.proxy.header_read_timeout, Duration::from_secs(10));
+        assert_eq!(c.proxy.idle_timeout, Duration::from_secs(60));
+        assert_eq!(c.proxy.session_idle_timeout, Duration::from_secs(1800));
+        assert_eq!(c.proxy.page_size, 100);
+        assert!(c.servers.is_empty());
+    }
+
+    #[test]
+    fn example_config_is_valid() {
+        let text = include_str!("../../docs/example-config.toml");
+        let c = Config::from_toml_str(text, "example-config.toml").expect("valid");
+        assert_eq!(c.servers.len(), 2);
+        let s = &c.servers[0];
+        assert_eq!(s.name, "everything");
+        assert_eq!(s.url.port, 3001);
+        assert_eq!(s.timeout, Duration::from_secs(60));
+        assert_eq!(s.connect_timeout, Duration::from_secs(5));
+        let r = &c.servers[1];
+        assert!(r.url.tls);
+        assert_eq!(r.url.port, 443);
+        assert_eq!(r.timeout, Duration::from_secs(120));
+        assert_eq!(
+            r.headers,
+            vec![("Authorization".to_owned(), "Bearer change-me".to_owned())]
+        );
+    }
+
+    #[test]
+    fn server_defaults_and_integer_durations() {
+        let c = Config::from_toml_str(
+            "[proxy]\nidle_timeout = 5\n[[servers]]\nname = \"a\"\nurl = \"http://h/\"\n",
+            "config.toml",
+        )
+        .expect("valid");
+        assert_eq!(c.proxy.idle_timeout, Duration::from_secs(5));
+        assert_eq!(c.servers[0].timeout, Duration::from_secs(60));
+        assert_eq!(c.servers[0].connect_timeout, Duration::from_secs(5));
+        assert!(c.servers[0].headers.is_empty());
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(duration::parse("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(duration::parse("10s"), Ok(Duration::from_secs(10)));
+        assert_eq!(duration::parse("5m"), Ok(Duration::from_secs(300)));
+        assert_eq!(duration::parse("1h"), Ok(Duration::from_secs(3600)));
+        for bad in ["", "10", "s", "1.5s", "-1s", "10 s", "10sec", "0s", "0ms"] {
+            assert!(duration::parse(bad).is_err(), "{bad:?} accepted");
+        }
+        assert!(duration::parse("99999999999999999999h").is_err());
+        assert!(duration::parse("9999999999999999h").is_err());
+    }
+
+    #[test]
+    fn bad_durations_are_located() {
+        assert_error(
+            "[proxy]\nlisten = \"127.0.0.1:1\"\nidle_timeout = \"10x\"\n",
+            3,
+            "invalid duration \"10x\"",
+        );
+        assert_error("[proxy]\nidle_timeout = -3\n", 2, "negative");
+        assert_error("[proxy]\nidle_timeout = 0\n", 2, "zero");
+        assert_error("[proxy]\nidle_timeout = true\n", 2, "duration");
+    }
+
+    #[test]
+    fn unknown_field_names_table() {
+        let (line, msg) = error("# comment\n\n[proxy]\nlsiten = \"127.0.0.1:1\"\n");
+        assert_eq!(line, Some(4));
+        assert!(
+            msg.starts_with("config.toml:4:1: unknown field `lsiten` in [proxy]"),
+            "{msg}"
+        );
+        assert!(msg.contains("listen"), "{msg}");
+        assert_error(
+            "[[servers]]\nname = \"a\"\nurl = \"http://h\"\nheader = {}\n",
+            4,
+            "unknown field `header` in [[servers]]",
+        );
+        assert_error("[proxi]\n", 1, "unknown field `proxi`");
+    }
+
+    #[test]
+    fn syntax_and_type_errors_are_located() {
+        assert_error("[proxy]\nshards = \n", 2, "");
+        assert_error("[proxy]\nshards = \"two\"\n", 2, "");
+        assert_error(
+            "[proxy]\n\nlisten = \"localhost\"\n",
+            3,
+            "config.toml:3:10: invalid socket address syntax; write an IP address and a port",
+        );
+        assert_error(
+            "[[servers]]\nname = \"a\"\n",
+            1,
+            "missing field `url`; add it",
+        );
+    }
+
+    #[test]
+    fn bad_server_names() {
+        assert_error(
+            "[[servers]]\nurl = \"http://h\"\n\n\n\n\nname = \"a b\"\n",
+            7,
+            "config.toml:7:8: server name \"a b\" may only contain letters, digits, '-' and '_'; \
+             rename it, e.g. \"a-b\"",
+        );
+        assert_error(
+            "[[servers]]\nname = \"a__b\"\nurl = \"http://h\"\n",
+            2,
+            "separates server and tool names; rename it, e.g. \"a_b\"",
+        );
+        assert_error(
+            "[[servers]]\nname = \"\"\nurl = \"http://h\"\n",
+            2,
+            "empty; rename it, e.g. \"server\"",
+        );
+        let long = "x".repeat(33);
+        assert_error(
+            &format!("[[servers]]\nname = \"{long}\"\nurl = \"http://h\"\n"),
+            2,
+            "longer than 32",
+        );
+    }
+
+    #[test]
+    fn duplicate_server_names() {
+        let text = "[proxy]\n\n[[servers]]\nname = \"everything\"\nurl = \"http://a\"\n\n\
+                    [[servers]]\nname = \"other\"\nurl = \"http://b\"\n\n\
+                    [[servers]]\nname = \"everything\"\nurl = \"http://c\"\n";
+        assert_error(
+            text,
+            12,
+            "config.toml:12:8: duplicate server name \"everything\" (first defined at line 4); \
+             give each [[servers]] entry a unique name",
+        );
+    }
+
+    #[test]
+    fn bad_urls_are_located() {
+        assert_error(
+            "[[servers]]\nname = \"a\"\nurl = \"ftp://h/x\"\n",
+            3,
+            "config.toml:3:7: url \"ftp://h/x\" has unsupported scheme \"ftp\"",
+        );
+        assert_error(
+            "[[servers]]\nname = \"a\"\nurl = \"http:///x\"\n",
+            3,
+            "has no host",
+        );
+    }
+
+    #[test]
+    fn bad_headers_are_located() {
+        assert_error(
+            "[[servers]]\nname = \"a\"\nurl = \"http://h\"\nheaders = { Host = \"x\" }\n",
+            4,
+            "set by the proxy itself",
+        );
+        assert_error(
+            "[[servers]]\nname = \"a\"\nurl = \"http://h\"\nheaders = { \"a b\" = \"x\" }\n",
+            4,
+            "not a valid HTTP header name",
+        );
+        assert_error(
+            "[[servers]]\nname = \"a\"\nurl = \"http://h\"\n[servers.headers]\nX-A = \"x\\ny\"\n",
+            5,
+            "control character",
+        );
+    }
+
+    #[test]
+    fn origins() {
+        let c = Config::from_toml_str(
+            "[proxy]\nallowed_origins = [\"https://App.example.com\"]\n",
+            "config.toml",
+        )
+        .expect("valid");
+        let p = &c.proxy;
+        assert!(p.origin_allowed("https://app.example.com"));
+        assert!(!p.origin_allowed("https://app.example.com.evil.net"));
+        assert!(!p.origin_allowed("http://app.example.com"));
+        assert!(p.origin_allowed("http://localhost:6274"));
+        assert!(p.origin_allowed("https://127.0.0.1"));
+        assert!(p.origin_allowed("http://[::1]:3000"));
+        assert!(!p.origin_allowed("http://localhost.evil.net"));
+        assert!(!p.origin_allowed("http://localhost:"));
+        assert!(!p.origin_allowed("http://localhost:80/x"));
+        assert!(!p.origin_allowed("null"));
+        assert_error(
+            "[proxy]\nallowed_origins = [\n  \"https://a.example.com/\",\n]\n",
+            3,
+            "no trailing '/'",
+        );
+    }
+
+    #[test]
+    fn url_parsing() {
+        let u = UpstreamUrl::parse("http://127.0.0.1:3001/mcp").expect("valid");
+        assert_eq!(
+            u,
+            UpstreamUrl {
+                tls: false,
+                host: "127.0.0.1".into(),
+                port: 3001,
+                path: "/mcp".into(),
+                authority: "127.0.0.1:3001".into(),
+            }
+        );
+        let u = UpstreamUrl::parse("https://example.com").expect("valid");
+        assert!(u.tls);
+        assert_eq!(
+            (u.port, u.path.as_str(), u.authority.as_str()),
+            (443, "/", "example.com")
+        );
+        let u = UpstreamUrl::parse("HTTP://Example.com?x=1").expect("valid");
+        assert!(!u.tls);
+        assert_eq!((u.port, u.path.as_str()), (80, "/?x=1"));
+        let u = UpstreamUrl::parse("http://[::1]:3000/mcp").expect("valid");
+        assert_eq!(u.host, "::1");
+        assert_eq!(u.port, 3000);
+        assert_eq!(u.authority, "[::1]:3000");
+        assert_eq!(u.to_string(), "http://[::1]:3000/mcp");
+        let u = UpstreamUrl::parse("https://[2001:db8::1]/").expect("valid");
+        assert_eq!((u.host.as_str(), u.port), ("2001:db8::1", 443));
+    }
+
+    #[test]
+    fn url_rejections() {
+        for (bad, fragment) in [
+            ("ftp://h/", "unsupported scheme"),
+            ("h:80/mcp", "no scheme"),
+            ("http://", "no host"),
+            ("http://:80/", "no host"),
+            ("http://h:/", "invalid port"),
+            ("http://h:0/", "invalid port"),
+            ("http://h:65536/", "invalid port"),
+            ("http://h:+80/", "invalid port"),
+            ("http://[::1/", "unclosed"),
+            ("http://[zz]/", "invalid IPv6"),
+            ("http://[::1]x/", "unexpected text"),
+            ("http://u:p@h/", "credentials"),
+            ("http://h/a b", "percent-encode"),
+            ("http://h/#top", "fragment"),
+            ("http://h%41/", "invalid host"),
+        ] {
+            match UpstreamUrl::parse(bad) {
+                Ok(u) => panic!("{bad:?} accepted as {u:?}"),
+                Err(m) => assert!(m.contains(fragment), "{bad:?}: {m}"),
+            }
+        }
+    }
+
+    #[test]
+    fn positions_count_characters() {
+        let text = "a\néé=x\n";
+        assert_eq!(position(text, 0), Position { line: 1, column: 1 });
+        assert_eq!(position(text, 2), Position { line: 2, column: 1 });
+        assert_eq!(position(text, 6), Position { line: 2, column: 3 });
+        assert_eq!(position(text, 999), Position { line: 3, column: 1 });
+    }
+
+    #[test]
+    fn name_suggestions_are_valid() {
+        for name in ["a b", "a__b", "", "ü", &"x".repeat(40), "a___b!"] {
+            assert!(is_valid_server_name(&suggest_name(name)), "{name:?}");
+        }
+    }
+
+    #[test]
+    fn load_reports_missing_file() {
+        let err = Config::load(Path::new("/nonexistent/mcp-proxy.toml")).unwrap_err();
+        assert!(matches!(err, ConfigError::Io { .. }));
+        assert!(err.to_string().contains("/nonexistent/mcp-proxy.toml"));
+    }
+}
