@@ -367,6 +367,19 @@ impl Config {
             let mut headers = Vec::with_capacity(s.headers.len());
             for (k, v) in s.headers {
                 check_header(k.get_ref(), v.get_ref()).map_err(|m| invalid(Some(k.span()), m))?;
+                // Header names are case-insensitive, so `a` and `A` would both be sent.
+                if let Some((dup, _)) = headers
+                    .iter()
+                    .find(|(n, _): &&(String, String)| n.eq_ignore_ascii_case(k.get_ref()))
+                {
+                    return Err(invalid(
+                        Some(k.span()),
+                        format!(
+                            "header \"{}\" repeats \"{dup}\" (header names ignore case); keep one",
+                            k.get_ref()
+                        ),
+                    ));
+                }
                 headers.push((k.into_inner(), v.into_inner()));
             }
             servers.push(ServerConfig {
@@ -922,6 +935,11 @@ mod tests {
             "[[servers]]\nname = \"a\"\nurl = \"http://h\"\n[servers.headers]\nX-A = \"x\\ny\"\n",
             5,
             "control character",
+        );
+        assert_error(
+            "[[servers]]\nname = \"a\"\nurl = \"http://h\"\n[servers.headers]\nX-A = \"1\"\nx-a = \"2\"\n",
+            6,
+            "header \"x-a\" repeats \"X-A\"",
         );
     }
 
