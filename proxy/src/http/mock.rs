@@ -17,6 +17,8 @@ pub(crate) struct MockStream {
     step: usize,
     /// Each write call's bytes, in order.
     pub(crate) writes: Vec<Vec<u8>>,
+    /// Once `input` is used up: stay silent forever (true) or close (false).
+    hang_at_end: bool,
 }
 
 impl MockStream {
@@ -27,6 +29,15 @@ impl MockStream {
             pos: 0,
             step: step.max(1),
             writes: Vec::new(),
+            hang_at_end: false,
+        }
+    }
+
+    /// A peer that sends `input` like [`MockStream::new`], then neither sends nor closes.
+    pub(crate) fn hanging(input: &[u8], step: usize) -> Self {
+        Self {
+            hang_at_end: true,
+            ..Self::new(input, step)
         }
     }
 
@@ -42,6 +53,10 @@ impl AsyncRead for MockStream {
         _cx: &mut Context<'_>,
         buf: &mut [u8],
     ) -> Poll<io::Result<usize>> {
+        if self.pos == self.input.len() && self.hang_at_end {
+            // Never woken: the caller's timer is what ends the wait.
+            return Poll::Pending;
+        }
         let n = (self.input.len() - self.pos).min(self.step).min(buf.len());
         let start = self.pos;
         buf[..n].copy_from_slice(&self.input[start..start + n]);

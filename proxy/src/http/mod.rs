@@ -33,7 +33,7 @@ use futures_lite::{AsyncRead, AsyncReadExt};
 
 pub use body::BodyFraming;
 // client exports pending
-// server exports pending
+pub use server::{Method, Request, ServerConn};
 // sse exports pending
 
 /// Bounds that keep one bad peer from holding a shard's memory or time.
