@@ -186,11 +186,6 @@ impl BodyDecoder {
         }
     }
 
-    /// Whether the body has been fully decoded.
-    pub(crate) fn is_done(&self) -> bool {
-        matches!(self.state, State::Done)
-    }
-
     /// The peer closed: fine for a close-delimited body, truncation otherwise.
     pub(crate) fn on_eof(&mut self) -> Result<(), HttpError> {
         match self.state {

@@ -32,7 +32,7 @@ use bytes::{Bytes, BytesMut};
 use futures_lite::{AsyncRead, AsyncReadExt};
 
 pub use body::BodyFraming;
-// client exports pending
+pub use client::{write_request, BodyReader, ClientConn, ResponseHead};
 pub use server::{Method, Request, ServerConn};
 // sse exports pending
 
