@@ -34,7 +34,7 @@ use futures_lite::{AsyncRead, AsyncReadExt};
 pub use body::BodyFraming;
 pub use client::{write_request, BodyReader, ClientConn, ResponseHead};
 pub use server::{Method, Request, ServerConn};
-// sse exports pending
+pub use sse::{encode_event, encode_priming, encode_retry, SseEvent, SseParser};
 
 /// Bounds that keep one bad peer from holding a shard's memory or time.
 #[derive(Clone, Debug)]
