@@ -408,7 +408,7 @@ mod tests {
         let head = Bytes::copy_from_slice(raw);
         let mut req = httparse::Request::new(&mut fields);
         req.parse(&head).unwrap();
-        let ranges = Headers::from_parsed(head.as_ptr(), req.headers);
+        let ranges = Headers::field_ranges(head.as_ptr(), req.headers);
         Headers {
             head: head.clone(),
             fields: ranges,

@@ -14,7 +14,7 @@ use super::{
     HttpError, Limits,
 };
 
-/// Header slots for a response head; upstream servers send a handful.
+/// Header slots kept on the stack; larger `max_headers` falls back to the heap.
 const RESPONSE_HEADERS: usize = 64;
 
 /// Writes one request in one write call: request line, `Host`, `headers`, and `Content-Length`
@@ -159,7 +159,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin> ClientConn<S> {
             if self.buf.is_empty() && read_more(&mut self.stream, &mut self.buf, 0).await? == 0 {
                 return Err(HttpError::Truncated);
             }
-            let head = within(limits.head_timeout, "head", self.read_head(limits)).await?;
+            // A head that arrived whole in one read needs no timer.
+            let buffered = if head_complete(&self.buf, 0) {
+                self.parse_head(limits)?
+            } else {
+                None
+            };
+            let head = match buffered {
+                Some(head) => head,
+                None => within(limits.head_timeout, "head", self.read_head(limits)).await?,
+            };
             // 101 ends HTTP on this connection, so it is final; other 1xx precede the real one.
             if (100..200).contains(&head.status) && head.status != 101 {
                 continue;
@@ -214,9 +223,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin> ClientConn<S> {
 
     /// Parses a response head at the front of the buffer; None when not complete yet.
     fn parse_head(&mut self, limits: &Limits) -> Result<Option<ResponseHead>, HttpError> {
-        let mut slots = [httparse::EMPTY_HEADER; RESPONSE_HEADERS];
-        let max = limits.max_headers.min(RESPONSE_HEADERS);
-        let mut resp = httparse::Response::new(&mut slots[..max]);
+        let mut stack = [httparse::EMPTY_HEADER; RESPONSE_HEADERS];
+        let mut heap = Vec::new();
+        let slots: &mut [httparse::Header<'_>] = if limits.max_headers <= RESPONSE_HEADERS {
+            &mut stack[..limits.max_headers]
+        } else {
+            heap.resize(limits.max_headers, httparse::EMPTY_HEADER);
+            &mut heap
+        };
+        let mut resp = httparse::Response::new(slots);
         let len = match resp.parse(&self.buf).map_err(parse_error)? {
             httparse::Status::Complete(len) => len,
             httparse::Status::Partial => return Ok(None),
@@ -227,7 +242,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> ClientConn<S> {
         let (Some(status), Some(version_minor)) = (resp.code, resp.version) else {
             return Err(HttpError::MalformedHead("incomplete status line"));
         };
-        let ranges = Headers::from_parsed(self.buf.as_ptr(), resp.headers);
+        let ranges = Headers::field_ranges(self.buf.as_ptr(), resp.headers);
         // `split_to` keeps the bytes where they are, so the ranges stay valid in `head`.
         let head = self.buf.split_to(len).freeze();
         let fields = Headers {

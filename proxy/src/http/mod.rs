@@ -137,9 +137,9 @@ pub struct Headers {
 }
 
 impl Headers {
-    /// Builds the field list from httparse's output; `base` is the buffer httparse read from,
-    /// and `head` must hold those same bytes (same addresses) once split off and frozen.
-    fn from_parsed(
+    /// Field ranges of httparse's output, as offsets from `base`, the buffer httparse read; the
+    /// `head` they are later paired with must hold those bytes at the same addresses.
+    fn field_ranges(
         base: *const u8,
         parsed: &[httparse::Header<'_>],
     ) -> Vec<(Range<usize>, Range<usize>)> {
@@ -221,7 +221,8 @@ fn parse_error(e: httparse::Error) -> HttpError {
     }
 }
 
-/// Where a search for the end of the head may resume after `old_len` bytes were already scanned.
+/// Whether `buf` holds the blank line that ends a head, looking only near and past `old_len`
+/// (the length already scanned).
 ///
 /// Re-parsing the whole head on every tiny read would cost O(n^2) under a byte-at-a-time
 /// sender; instead only new bytes (plus the 3 before them) are scanned for the blank line.
