@@ -318,6 +318,89 @@ mod tests {
         assert!(head_complete(b"GET / HTTP/1.0\n\n", 15));
     }
 
+    /// Both sides over a real glommio socket: a JSON exchange, then an SSE stream, one connection.
+    #[test]
+    fn end_to_end_over_tcp() {
+        run_glommio(|| async {
+            let listener = glommio::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+            let addr = listener.local_addr().expect("addr");
+            let server = glommio::spawn_local(async move {
+                let mut conn = ServerConn::new(listener.accept().await.expect("accept"));
+                let limits = Limits::default();
+                let req = conn
+                    .read_request(&limits)
+                    .await
+                    .expect("read")
+                    .expect("request");
+                assert_eq!(
+                    (req.method, &req.body[..]),
+                    (Method::Post, &b"{\"id\":1}"[..])
+                );
+                conn.write_response(
+                    200,
+                    &[("Content-Type", "application/json")],
+                    b"{\"ok\":1}",
+                    true,
+                )
+                .await
+                .expect("write");
+                let req = conn
+                    .read_request(&limits)
+                    .await
+                    .expect("read")
+                    .expect("request");
+                assert_eq!(req.header("accept"), Some("text/event-stream"));
+                conn.start_stream(200, &[("Content-Type", "text/event-stream")])
+                    .await
+                    .expect("start");
+                conn.write_chunk(&encode_priming("0")).await.expect("chunk");
+                conn.write_chunk(&encode_event(Some("1"), b"{\"n\":1}"))
+                    .await
+                    .expect("chunk");
+                conn.finish_stream().await.expect("finish");
+                assert!(conn.read_request(&limits).await.expect("read").is_none());
+            });
+            let stream = glommio::net::TcpStream::connect(addr)
+                .await
+                .expect("connect");
+            let mut client = ClientConn::new(stream);
+            let limits = Limits::default();
+            client
+                .send("POST", "x", "/mcp", &[], Some(b"{\"id\":1}"))
+                .await
+                .expect("send");
+            let head = client.read_response_head(&limits).await.expect("head");
+            let body = client.body(&head).read_to_end(1024).await.expect("body");
+            assert_eq!(&body[..], b"{\"ok\":1}");
+            assert!(client.reusable());
+            client
+                .send("GET", "x", "/mcp", &[("Accept", "text/event-stream")], None)
+                .await
+                .expect("send");
+            let head = client.read_response_head(&limits).await.expect("head");
+            assert_eq!(head.framing, BodyFraming::Chunked);
+            let mut parser = SseParser::new(1024);
+            let mut events = Vec::new();
+            let mut body = client.body(&head);
+            while let Some(piece) = body.next_chunk().await.expect("chunk") {
+                parser.push(&piece);
+                while let Some(e) = parser.next_event().expect("event") {
+                    events.push((e.id, e.data));
+                }
+            }
+            assert_eq!(
+                events,
+                [
+                    (Some("0".into()), String::new()),
+                    (Some("1".into()), "{\"n\":1}".into())
+                ]
+            );
+            assert!(client.reusable());
+            drop(client);
+            server.await;
+        });
+    }
+
     #[test]
     fn field_injection_rejected() {
         assert!(check_field("X-A", "ok").is_ok());
