@@ -151,6 +151,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> ServerConn<S> {
     /// Ok(None) when the peer closed between requests or sent nothing for `idle_timeout`.
     /// `head_timeout` bounds the head from its first byte, `body_timeout` the body.
     /// `Expect: 100-continue` is answered before the body is read.
+    /// After an error, answer with [`HttpError::status`] (if any) and close: where the next
+    /// request would start is unknown.
     pub async fn read_request(&mut self, limits: &Limits) -> Result<Option<Request>, HttpError> {
         if self.buf.is_empty() {
             let idle = glommio::timer::timeout(limits.idle_timeout, async {
@@ -177,6 +179,17 @@ impl<S: AsyncRead + AsyncWrite + Unpin> ServerConn<S> {
                 None => return Ok(None),
             },
         };
+        // Set first: an error response to this request must follow its version's rules too.
+        self.http10 = head.version_minor == 0;
+        // RFC 9112 section 3.2: exactly one Host, or 400 (routing and DNS-rebinding checks use it).
+        let hosts = head
+            .fields
+            .iter()
+            .filter(|(n, _)| n.eq_ignore_ascii_case("host"))
+            .count();
+        if hosts > 1 || (hosts == 0 && head.version_minor == 1) {
+            return Err(HttpError::MalformedHead("missing or repeated Host"));
+        }
         let framing = request_framing(&head.fields)?;
         let mut keep_alive = keep_alive(head.version_minor, &head.fields);
         if head.version_minor == 0 && framing == BodyFraming::Chunked {
@@ -190,7 +203,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin> ServerConn<S> {
                 });
             }
         }
-        self.http10 = head.version_minor == 0;
         if framing != BodyFraming::Empty
             && head.version_minor == 1
             && self.buf.is_empty()

@@ -36,14 +36,14 @@ fn read_one(input: &'static [u8]) -> Result<Request, HttpError> {
 
 #[test]
 fn byte_by_byte_request_with_body() {
-    let input = b"POST /mcp?x=1 HTTP/1.1\r\nHost: a\r\nAccept: application/json\r\naccept: text/event-stream\r\nContent-Length: 7\r\n\r\n{\"a\":1}";
+    let input = b"POST /mcp?x=1 HTTP/1.1\r\nHost: h\r\nAccept: application/json\r\naccept: text/event-stream\r\nContent-Length: 7\r\n\r\n{\"a\":1}";
     let (reqs, err, _) = read_all(input, 1, Limits::default());
     assert!(err.is_none(), "{err:?}");
     let r = &reqs[0];
     assert_eq!(r.method, Method::Post);
     assert_eq!(r.path(), "/mcp");
     assert_eq!(r.query(), Some("x=1"));
-    assert_eq!(r.header("HOST"), Some("a"));
+    assert_eq!(r.header("HOST"), Some("h"));
     assert_eq!(
         r.headers("accept").collect::<Vec<_>>(),
         ["application/json", "text/event-stream"]
@@ -54,7 +54,7 @@ fn byte_by_byte_request_with_body() {
 
 #[test]
 fn pipelined_requests_in_one_read() {
-    let input = b"POST /a HTTP/1.1\r\nContent-Length: 3\r\n\r\nabcGET /b HTTP/1.1\r\n\r\nDELETE /c HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n1;e=1\r\nx\r\n0\r\nT: v\r\n\r\n";
+    let input = b"POST /a HTTP/1.1\r\nHost: h\r\nContent-Length: 3\r\n\r\nabcGET /b HTTP/1.1\r\nHost: h\r\n\r\nDELETE /c HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n1;e=1\r\nx\r\n0\r\nT: v\r\n\r\n";
     for step in [1, 5, input.len()] {
         let (reqs, err, _) = read_all(input, step, Limits::default());
         assert!(err.is_none(), "{err:?}");
@@ -77,20 +77,22 @@ fn pipelined_requests_in_one_read() {
 fn smuggling_and_malformed_heads() {
     let cases: &[(&[u8], u16)] = &[
         (
-            b"POST / HTTP/1.1\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+            b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
             400,
         ),
         (
-            b"POST / HTTP/1.1\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\nabcd",
+            b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\nabcd",
             400,
         ),
-        (b"POST / HTTP/1.1\r\nTransfer-Encoding: gzip\r\n\r\n", 501),
-        (b"GET / HTTP/1.1\r\nX-A: a\r\n  folded\r\n\r\n", 400),
+        (b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: gzip\r\n\r\n", 501),
+        (b"GET / HTTP/1.1\r\nHost: h\r\nX-A: a\r\n  folded\r\n\r\n", 400),
         (b"GET / HTTP/2.0\r\n\r\n", 505),
+        (b"GET / HTTP/1.1\r\n\r\n", 400),
+        (b"GET / HTTP/1.0\r\nHost: a\r\nHost: b\r\n\r\n", 400),
         (b"GET\r\n\r\n", 400),
-        (b"GET / HTTP/1.1\r\nBad Name: x\r\n\r\n", 400),
+        (b"GET / HTTP/1.1\r\nHost: h\r\nBad Name: x\r\n\r\n", 400),
         (
-            b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
+            b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
             400,
         ),
     ];
@@ -115,10 +117,10 @@ fn oversized_head_and_body() {
         ..Limits::default()
     };
     let cases: &[(&[u8], u16)] = &[
-        (b"GET / HTTP/1.1\r\nX-Long: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\r\n\r\n", 431),
-        (b"GET / HTTP/1.1\r\nA: 1\r\nB: 2\r\nC: 3\r\n\r\n", 431),
-        (b"POST / HTTP/1.1\r\nContent-Length: 5\r\n\r\nabcde", 413),
-        (b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n", 413),
+        (b"GET / HTTP/1.1\r\nHost: h\r\nX-Long: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\r\n\r\n", 431),
+        (b"GET / HTTP/1.1\r\nHost: h\r\nA: 1\r\nB: 2\r\nC: 3\r\n\r\n", 431),
+        (b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\n\r\nabcde", 413),
+        (b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n", 413),
     ];
     for (input, status) in cases {
         let input: &'static [u8] = input;
@@ -137,9 +139,9 @@ fn oversized_head_and_body() {
 #[test]
 fn truncated_messages() {
     for input in [
-        &b"POST / HTTP/1.1\r\nContent-Length: 10\r\n\r\nabc"[..],
-        b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nab",
-        b"GET / HTTP/1.1\r\nHost:",
+        &b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 10\r\n\r\nabc"[..],
+        b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nab",
+        b"GET / HTTP/1.1\r\nHost: h\r\nHost:",
     ] {
         assert!(matches!(read_one(input), Err(HttpError::Truncated)));
     }
@@ -151,9 +153,9 @@ fn truncated_messages() {
 #[test]
 fn keep_alive_rules() {
     let ka = |input: &'static [u8]| read_one(input).unwrap().keep_alive;
-    assert!(ka(b"GET / HTTP/1.1\r\n\r\n"));
+    assert!(ka(b"GET / HTTP/1.1\r\nHost: h\r\n\r\n"));
     assert!(!ka(
-        b"GET / HTTP/1.1\r\nConnection: keep-alive, Close\r\n\r\n"
+        b"GET / HTTP/1.1\r\nHost: h\r\nConnection: keep-alive, Close\r\n\r\n"
     ));
     assert!(!ka(b"GET / HTTP/1.0\r\n\r\n"));
     assert!(ka(b"GET / HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n"));
@@ -165,7 +167,7 @@ fn keep_alive_rules() {
 #[test]
 fn expect_continue_answered_before_body() {
     let (reqs, _, written) = read_all(
-        b"POST / HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 2\r\n\r\nhi",
+        b"POST / HTTP/1.1\r\nHost: h\r\nExpect: 100-continue\r\nContent-Length: 2\r\n\r\nhi",
         1,
         Limits::default(),
     );
@@ -199,7 +201,7 @@ fn idle_head_and_body_timeouts() {
     assert!(matches!(slow, Err(HttpError::Timeout("head"))));
     let l = limits.clone();
     let slow_body = run_glommio(move || async move {
-        let input = b"POST / HTTP/1.1\r\nContent-Length: 9\r\n\r\nabc";
+        let input = b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 9\r\n\r\nabc";
         ServerConn::new(MockStream::hanging(input, 1000))
             .read_request(&l)
             .await
@@ -208,7 +210,10 @@ fn idle_head_and_body_timeouts() {
     assert!(matches!(slow_body, Err(HttpError::Timeout("body"))));
     // A keep-alive connection that goes quiet after a request ends cleanly.
     let after_one = run_glommio(move || async move {
-        let mut conn = ServerConn::new(MockStream::hanging(b"GET / HTTP/1.1\r\n\r\n", 1000));
+        let mut conn = ServerConn::new(MockStream::hanging(
+            b"GET / HTTP/1.1\r\nHost: h\r\n\r\n",
+            1000,
+        ));
         let first = conn.read_request(&limits).await.map(|r| r.is_some());
         let second = conn.read_request(&limits).await.map(|r| r.is_none());
         (first.ok(), second.ok())
