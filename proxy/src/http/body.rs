@@ -299,8 +299,14 @@ fn parse_chunk_size(line: &[u8]) -> Result<u64, HttpError> {
             .and_then(|s| s.checked_add(d))
             .ok_or(HttpError::BadChunk("chunk size overflows"))?;
     }
-    let rest = line[digits..].trim_ascii_start();
-    if !(rest.is_empty() || rest[0] == b';') || rest.iter().any(|&b| b == b'\r' || b == 0) {
+    // Only SP and HTAB may precede ';' (BWS), and extensions hold no control bytes.
+    let blank = line[digits..]
+        .iter()
+        .take_while(|&&b| b == b' ' || b == b'\t')
+        .count();
+    let rest = &line[digits + blank..];
+    let control = |b: &u8| (*b < 0x20 && *b != b'\t') || *b == 0x7f;
+    if !(rest.is_empty() || rest[0] == b';') || rest.iter().any(control) {
         return Err(HttpError::BadChunk("junk after chunk size"));
     }
     Ok(size)
@@ -358,6 +364,8 @@ mod tests {
             b"4\r\nWikiXX",
             b"4\nWiki\r\n0\r\n\r\n",
             b"4 junk\r\nWiki\r\n",
+            b"4 \r;x\r\nWiki\r\n",
+            b"4;a\x01\r\nWiki\r\n",
             b"-1\r\n",
         ];
         for case in cases {

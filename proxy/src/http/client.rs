@@ -14,6 +14,9 @@ use super::{
     HttpError, Limits,
 };
 
+/// Most 1xx responses accepted before the final one.
+const MAX_INTERIM: usize = 16;
+
 /// Header slots kept on the stack; larger `max_headers` falls back to the heap.
 const RESPONSE_HEADERS: usize = 64;
 
@@ -155,7 +158,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> ClientConn<S> {
     /// the caller's policy (wrap this call in `glommio::timer::timeout`). Once it has started,
     /// a head must arrive within `head_timeout`.
     pub async fn read_response_head(&mut self, limits: &Limits) -> Result<ResponseHead, HttpError> {
-        loop {
+        // Interim responses are tiny; a peer sending them without end is only wasting our time.
+        for _ in 0..MAX_INTERIM {
             if self.buf.is_empty() && read_more(&mut self.stream, &mut self.buf, 0).await? == 0 {
                 return Err(HttpError::Truncated);
             }
@@ -185,6 +189,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> ClientConn<S> {
             }
             return Ok(head);
         }
+        Err(HttpError::MalformedHead("too many interim responses"))
     }
 
     /// A reader for the body that follows `head`.
