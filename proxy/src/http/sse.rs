@@ -1,0 +1,368 @@
+//! Server-Sent Events (`text/event-stream`): an incremental parser and the encoder.
+//!
+//! The parser follows the WHATWG HTML "event stream interpretation" rules, with one deliberate
+//! difference: a block that set only an `id` (or `retry`, or `event`) is still reported. MCP
+//! servers prime a stream with an id and empty data so a client can resume; a proxy relaying
+//! events must see that id. Callers skip events whose `data` is empty if they only want messages.
+//! Ids are reported per event (not carried over like the spec's "last event ID"): the caller
+//! keeps the last one it saw.
+
+use std::io::Write as _;
+
+use bytes::Bytes;
+
+use super::HttpError;
+
+/// The UTF-8 byte order mark, which may open a stream and is then ignored.
+const BOM: &[u8] = b"\xEF\xBB\xBF";
+
+/// One dispatched event.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SseEvent {
+    /// The `id` field, if this event had one (may be empty: a reset).
+    pub id: Option<String>,
+    /// The `event` field (type), if any; absent means `message`.
+    pub event: Option<String>,
+    /// The data lines joined with `\n` (empty for a priming event).
+    pub data: String,
+    /// The `retry` field, in milliseconds, if a valid one was sent.
+    pub retry: Option<u64>,
+}
+
+/// Fields collected since the last dispatch.
+#[derive(Debug, Default)]
+struct Pending {
+    /// The event being built.
+    event: SseEvent,
+    /// Whether any field that makes the block worth reporting was seen.
+    any: bool,
+}
+
+impl Pending {
+    /// Bytes held by the event being built.
+    fn size(&self) -> usize {
+        let e = &self.event;
+        e.data.len()
+            + e.id.as_ref().map_or(0, String::len)
+            + e.event.as_ref().map_or(0, String::len)
+    }
+
+    /// Applies one line (without its terminator); returns the event when the line was blank.
+    fn line(&mut self, line: &[u8]) -> Option<SseEvent> {
+        if line.is_empty() {
+            if !std::mem::take(&mut self.any) {
+                return None;
+            }
+            let mut event = std::mem::take(&mut self.event);
+            // Every data line appended a '\n'; the spec drops the last one.
+            if event.data.ends_with('\n') {
+                event.data.pop();
+            }
+            return Some(event);
+        }
+        if line[0] == b':' {
+            return None; // a comment, typically a keep-alive ping
+        }
+        let (field, value) = match line.iter().position(|&b| b == b':') {
+            Some(i) => {
+                let v = &line[i + 1..];
+                (&line[..i], v.strip_prefix(b" ").unwrap_or(v))
+            }
+            None => (line, &b""[..]),
+        };
+        let text = || String::from_utf8_lossy(value);
+        match field {
+            b"data" => {
+                self.event.data.push_str(&text());
+                self.event.data.push('\n');
+            }
+            b"event" => self.event.event = Some(text().into_owned()),
+            b"id" if !value.contains(&0) => self.event.id = Some(text().into_owned()),
+            b"retry" if !value.is_empty() && value.iter().all(u8::is_ascii_digit) => {
+                // Too many digits for u64 is as good as no retry at all.
+                match text().parse() {
+                    Ok(ms) => self.event.retry = Some(ms),
+                    Err(_) => return None,
+                }
+            }
+            _ => return None, // unknown fields are ignored
+        }
+        self.any = true;
+        None
+    }
+}
+
+/// Incremental `text/event-stream` parser: push bytes as they arrive, then take events.
+#[derive(Debug)]
+pub struct SseParser {
+    /// Bytes pushed but not yet split into lines; consumed up to `pos`.
+    buf: Vec<u8>,
+    /// Start of the unconsumed part of `buf`.
+    pos: usize,
+    /// The last line ended in CR at the end of the input: a following LF belongs to it.
+    skip_lf: bool,
+    /// Whether the stream's first bytes were checked for a BOM.
+    bom_checked: bool,
+    /// Largest event (pending fields plus an unfinished line) before giving up, in bytes.
+    max_event: usize,
+    /// The event being built.
+    pending: Pending,
+    /// Set once the bound was exceeded; the stream is not trusted after that.
+    failed: bool,
+}
+
+impl SseParser {
+    /// A parser refusing any single event larger than `max_event_bytes`.
+    pub fn new(max_event_bytes: usize) -> Self {
+        Self {
+            buf: Vec::new(),
+            pos: 0,
+            skip_lf: false,
+            bom_checked: false,
+            max_event: max_event_bytes,
+            pending: Pending::default(),
+            failed: false,
+        }
+    }
+
+    /// Appends bytes received from the stream.
+    pub fn push(&mut self, bytes: &[u8]) {
+        // Drop consumed bytes before growing, so the buffer stays about one event long.
+        if self.pos > 0 {
+            self.buf.drain(..self.pos);
+            self.pos = 0;
+        }
+        self.buf.extend_from_slice(bytes);
+    }
+
+    /// The next complete event, Ok(None) when more bytes are needed; Err once an event is too big.
+    pub fn next_event(&mut self) -> Result<Option<SseEvent>, HttpError> {
+        let too_big = HttpError::SseEventTooLarge {
+            limit: self.max_event,
+        };
+        if self.failed {
+            return Err(too_big);
+        }
+        if !self.bom_checked {
+            let rest = &self.buf[self.pos..];
+            if rest.len() < BOM.len() && BOM.starts_with(rest) {
+                return Ok(None); // could still become a BOM
+            }
+            if rest.starts_with(BOM) {
+                self.pos += BOM.len();
+            }
+            self.bom_checked = true;
+        }
+        loop {
+            if self.skip_lf && self.pos < self.buf.len() {
+                if self.buf[self.pos] == b'\n' {
+                    self.pos += 1;
+                }
+                self.skip_lf = false;
+            }
+            let rest = &self.buf[self.pos..];
+            let Some(end) = rest.iter().position(|&b| b == b'\n' || b == b'\r') else {
+                if rest.len() + self.pending.size() > self.max_event {
+                    self.failed = true;
+                    return Err(too_big);
+                }
+                return Ok(None);
+            };
+            let start = self.pos;
+            self.pos += end + 1;
+            if self.buf[start + end] == b'\r' {
+                // CRLF counts as one line end; the LF may not have arrived yet.
+                match self.buf.get(self.pos) {
+                    Some(b'\n') => self.pos += 1,
+                    Some(_) => {}
+                    None => self.skip_lf = true,
+                }
+            }
+            let event = self.pending.line(&self.buf[start..start + end]);
+            if self.pending.size() > self.max_event {
+                self.failed = true;
+                return Err(too_big);
+            }
+            if event.is_some() {
+                return Ok(event);
+            }
+        }
+    }
+}
+
+/// Encodes one `message` event: `id: ..` if given, one `data:` line per line of `data`, blank line.
+pub fn encode_event(id: Option<&str>, data: &[u8]) -> Bytes {
+    let mut out = Vec::with_capacity(data.len() + id.map_or(0, str::len) + 16);
+    if let Some(id) = id {
+        push_id(&mut out, id);
+    }
+    let mut rest = data;
+    loop {
+        // Any of CRLF, LF or CR ends a line on the wire, so each becomes its own data line.
+        let end = rest.iter().position(|&b| b == b'\n' || b == b'\r');
+        let line = &rest[..end.unwrap_or(rest.len())];
+        out.extend_from_slice(if line.is_empty() { b"data:" } else { b"data: " });
+        out.extend_from_slice(line);
+        out.push(b'\n');
+        let Some(end) = end else { break };
+        let skip = if rest[end..].starts_with(b"\r\n") {
+            2
+        } else {
+            1
+        };
+        rest = &rest[end + skip..];
+    }
+    out.push(b'\n');
+    Bytes::from(out)
+}
+
+/// Encodes a priming event: an id with empty data, which a client may resume from.
+pub fn encode_priming(id: &str) -> Bytes {
+    let mut out = Vec::with_capacity(id.len() + 12);
+    push_id(&mut out, id);
+    out.extend_from_slice(b"data:\n\n");
+    Bytes::from(out)
+}
+
+/// Encodes a `retry` field telling the client how long to wait before reconnecting.
+pub fn encode_retry(ms: u64) -> Bytes {
+    Bytes::from(format!("retry: {ms}\n\n"))
+}
+
+/// Appends `id: ..\n`, dropping CR, LF and NUL (they would end the line or void the id).
+fn push_id(out: &mut Vec<u8>, id: &str) {
+    out.extend_from_slice(b"id: ");
+    out.extend(id.bytes().filter(|&b| b != b'\r' && b != b'\n' && b != 0));
+    // Writing to a Vec cannot fail.
+    let _ = writeln!(out);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Parses `input` pushed in the given pieces.
+    fn parse(pieces: &[&[u8]]) -> Result<Vec<SseEvent>, HttpError> {
+        let mut p = SseParser::new(1024);
+        let mut out = Vec::new();
+        for piece in pieces {
+            p.push(piece);
+            while let Some(e) = p.next_event()? {
+                out.push(e);
+            }
+        }
+        Ok(out)
+    }
+
+    fn ev(id: Option<&str>, event: Option<&str>, data: &str) -> SseEvent {
+        SseEvent {
+            id: id.map(Into::into),
+            event: event.map(Into::into),
+            data: data.into(),
+            retry: None,
+        }
+    }
+
+    #[test]
+    fn every_split_point_and_line_ending() {
+        for nl in ["\n", "\r\n", "\r"] {
+            let text = [
+                "\u{feff}: ping",
+                "id: 1",
+                "event: message",
+                "data: {\"a\":1}",
+                "data:  two",
+                "",
+                "data",
+                "",
+                "",
+            ]
+            .join(nl);
+            let want = vec![
+                ev(Some("1"), Some("message"), "{\"a\":1}\n two"),
+                ev(None, None, ""),
+            ];
+            let bytes = text.as_bytes();
+            assert_eq!(parse(&[bytes]).unwrap(), want, "{nl:?}");
+            for i in 0..bytes.len() {
+                assert_eq!(
+                    parse(&[&bytes[..i], &bytes[i..]]).unwrap(),
+                    want,
+                    "{nl:?} split at {i}"
+                );
+            }
+            let singles: Vec<&[u8]> = bytes.chunks(1).collect();
+            assert_eq!(parse(&singles).unwrap(), want, "{nl:?} byte by byte");
+        }
+    }
+
+    #[test]
+    fn cr_then_lf_in_next_piece_is_one_line_end() {
+        assert_eq!(
+            parse(&[b"data: a\r", b"\n\r", b"\ndata: b\r\n\r\n"]).unwrap(),
+            [ev(None, None, "a"), ev(None, None, "b")]
+        );
+    }
+
+    #[test]
+    fn priming_and_field_rules() {
+        let got = parse(&[b"id: 42\ndata:\n\nid: 43\n\nretry: 3000\n\nretry: 3s\nfoo: bar\n:comment\n\nid: a\0b\ndata: x\n\n"]).unwrap();
+        assert_eq!(got[0], ev(Some("42"), None, ""));
+        assert_eq!(got[1], ev(Some("43"), None, ""));
+        assert_eq!(
+            got[2],
+            SseEvent {
+                retry: Some(3000),
+                ..Default::default()
+            }
+        );
+        // Invalid retry, unknown field and comment make no event; an id with NUL is ignored.
+        assert_eq!(got[3], ev(None, None, "x"));
+        assert_eq!(got.len(), 4);
+        // An unterminated event is never reported.
+        assert!(parse(&[b"data: half\n"]).unwrap().is_empty());
+    }
+
+    #[test]
+    fn bounded() {
+        let mut p = SseParser::new(16);
+        p.push(&[b'a'; 40]);
+        assert!(matches!(
+            p.next_event(),
+            Err(HttpError::SseEventTooLarge { limit: 16 })
+        ));
+        assert!(p.next_event().is_err(), "stays failed");
+        let mut p = SseParser::new(16);
+        p.push(b"data: 0123456789\ndata: 0123456789\n");
+        assert!(p.next_event().is_err());
+        let mut p = SseParser::new(16);
+        for _ in 0..100 {
+            p.push(b"data: 0123\n\n");
+            assert_eq!(p.next_event().unwrap().unwrap().data, "0123");
+        }
+    }
+
+    #[test]
+    fn encode_round_trip() {
+        assert_eq!(
+            &encode_event(Some("7"), b"{\"x\":1}")[..],
+            b"id: 7\ndata: {\"x\":1}\n\n"
+        );
+        assert_eq!(
+            &encode_event(None, b"a\r\nb\rc\n")[..],
+            b"data: a\ndata: b\ndata: c\ndata:\n\n"
+        );
+        assert_eq!(&encode_priming("s-1")[..], b"id: s-1\ndata:\n\n");
+        assert_eq!(&encode_retry(500)[..], b"retry: 500\n\n");
+        let mut wire = Vec::new();
+        wire.extend_from_slice(&encode_priming("p\r\n"));
+        wire.extend_from_slice(&encode_event(Some("1"), b"line1\nline2"));
+        wire.extend_from_slice(&encode_event(None, b""));
+        wire.extend_from_slice(&encode_retry(10));
+        let got = parse(&[&wire]).unwrap();
+        assert_eq!(got[0], ev(Some("p"), None, ""));
+        assert_eq!(got[1], ev(Some("1"), None, "line1\nline2"));
+        assert_eq!(got[2], ev(None, None, ""));
+        assert_eq!(got[3].retry, Some(10));
+    }
+}
