@@ -286,20 +286,7 @@ pub struct BodyReader<'a, S> {
 impl<S: AsyncRead + AsyncWrite + Unpin> BodyReader<'_, S> {
     /// The next piece of body as it arrives (for SSE); None once the body has ended.
     pub async fn next_chunk(&mut self) -> Result<Option<Bytes>, HttpError> {
-        loop {
-            match self.decoder.decode(&mut self.conn.buf)? {
-                Decoded::Data(d) => return Ok(Some(d)),
-                Decoded::Done => {
-                    self.conn.finish(self.keep_alive);
-                    return Ok(None);
-                }
-                Decoded::NeedMore => {
-                    if read_more(&mut self.conn.stream, &mut self.conn.buf, 0).await? == 0 {
-                        self.decoder.on_eof()?;
-                    }
-                }
-            }
-        }
+        next_body_chunk(self.conn, &mut self.decoder, self.keep_alive).await
     }
 
     /// The whole body, refused past `max` bytes.
@@ -337,6 +324,62 @@ impl<S: AsyncRead + AsyncWrite + Unpin> BodyReader<'_, S> {
             }
         }
         Ok(first.unwrap_or_else(|| rest.freeze()))
+    }
+}
+
+/// A body reader that owns its connection, for streams that outlive the function that opened
+/// them (an upstream SSE stream is read message by message by whoever relays it).
+pub struct OwnedBody<S> {
+    /// The connection the body arrives on.
+    conn: ClientConn<S>,
+    /// Framing state.
+    decoder: BodyDecoder,
+    /// Whether the connection is reusable once the body has ended.
+    keep_alive: bool,
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> ClientConn<S> {
+    /// Turns the connection into a reader of the body that follows `head`.
+    pub fn into_body(self, head: &ResponseHead) -> OwnedBody<S> {
+        OwnedBody {
+            decoder: BodyDecoder::new(head.framing, RESPONSE_TRAILERS),
+            keep_alive: head.keep_alive,
+            conn: self,
+        }
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> OwnedBody<S> {
+    /// The next piece of body as it arrives; None once the body has ended.
+    pub async fn next_chunk(&mut self) -> Result<Option<Bytes>, HttpError> {
+        next_body_chunk(&mut self.conn, &mut self.decoder, self.keep_alive).await
+    }
+
+    /// The connection, when the body was read to its end and it may carry another request.
+    pub fn into_conn(self) -> Option<ClientConn<S>> {
+        self.conn.reusable().then_some(self.conn)
+    }
+}
+
+/// Decodes the next piece of a body, reading from the connection as needed.
+async fn next_body_chunk<S: AsyncRead + AsyncWrite + Unpin>(
+    conn: &mut ClientConn<S>,
+    decoder: &mut BodyDecoder,
+    keep_alive: bool,
+) -> Result<Option<Bytes>, HttpError> {
+    loop {
+        match decoder.decode(&mut conn.buf)? {
+            Decoded::Data(d) => return Ok(Some(d)),
+            Decoded::Done => {
+                conn.finish(keep_alive);
+                return Ok(None);
+            }
+            Decoded::NeedMore => {
+                if read_more(&mut conn.stream, &mut conn.buf, 0).await? == 0 {
+                    decoder.on_eof()?;
+                }
+            }
+        }
     }
 }
 

@@ -32,7 +32,7 @@ use bytes::{Bytes, BytesMut};
 use futures_lite::{AsyncRead, AsyncReadExt};
 
 pub use body::BodyFraming;
-pub use client::{write_request, BodyReader, ClientConn, ResponseHead};
+pub use client::{write_request, BodyReader, ClientConn, OwnedBody, ResponseHead};
 pub use server::{Method, Request, ServerConn};
 pub use sse::{encode_event, encode_priming, encode_retry, SseEvent, SseParser};
 

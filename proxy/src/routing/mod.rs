@@ -1,1 +1,246 @@
-//! routing
+//! What each MCP method does: answered by the proxy, merged across servers, or sent to one.
+//!
+//! - [`relay`]: rewriting upstream messages for the client (ids, URIs).
+//! - [`forward`]: sending one request to its server and relaying the conversation back.
+//! - [`aggregate`]: the merged lists and their pagination.
+//!
+//! Routing works on parsed JSON-RPC and a session; it knows nothing of HTTP.
+
+pub mod aggregate;
+pub mod forward;
+pub mod relay;
+
+use std::rc::Rc;
+
+use bytes::Bytes;
+use simd_json::prelude::*;
+use simd_json::BorrowedValue as Value;
+
+use crate::protocol::cursor::ListKind;
+use crate::protocol::jsonrpc::{self, code, Id, Kind};
+use crate::protocol::version;
+use crate::session::Session;
+use crate::shard::Shard;
+
+/// How the transport should answer a POSTed message.
+pub enum Answer {
+    /// One JSON-RPC message.
+    Json(Bytes),
+    /// A notification or response was taken (202).
+    Accepted,
+    /// The body was not a valid JSON-RPC message (400 with this error).
+    BadRequest(Bytes),
+    /// Stream this session stream to the client (SSE).
+    Stream(u64),
+}
+
+/// Opens a session for an `initialize` request and returns the answer to send.
+pub fn initialize(
+    shard: &Rc<Shard>,
+    id: &Id,
+    msg: &Value<'_>,
+) -> Result<(Rc<Session>, Bytes), Bytes> {
+    let Some(params) = msg.get("params").filter(|p| p.is_object()) else {
+        return Err(jsonrpc::error_body(
+            Some(id),
+            code::INVALID_PARAMS,
+            "initialize needs params",
+        ));
+    };
+    let negotiated = version::negotiate(params.get_str("protocolVersion"));
+    let capabilities = params
+        .get("capabilities")
+        .map(|c| c.encode())
+        .unwrap_or_else(|| "{}".into());
+    let client_info = params
+        .get("clientInfo")
+        .map(|c| c.encode())
+        .unwrap_or_else(|| r#"{"name":"unknown-client","version":"0"}"#.into());
+    // Upstream sessions are opened with the client's own capabilities and identity, so servers
+    // offer it exactly what they would offer it directly.
+    let upstream_params = format!(
+        r#"{{"protocolVersion":"{negotiated}","capabilities":{capabilities},"clientInfo":{client_info}}}"#
+    );
+    let session = Session::new(
+        shard,
+        shard.new_session_id(),
+        negotiated.to_owned(),
+        Bytes::from(upstream_params),
+    );
+    shard.add_session(session.clone());
+    let catalog = shard.catalog();
+    let mut caps = String::from(
+        r#"{"tools":{"listChanged":true},"prompts":{"listChanged":true},"resources":{"listChanged":true"#,
+    );
+    if catalog.any_declares("resources", Some("subscribe")) {
+        caps.push_str(r#","subscribe":true"#);
+    }
+    caps.push('}');
+    if catalog.any_declares("logging", None) {
+        caps.push_str(r#","logging":{}"#);
+    }
+    if catalog.any_declares("completions", None) {
+        caps.push_str(r#","completions":{}"#);
+    }
+    caps.push('}');
+    let result = format!(
+        r#"{{"protocolVersion":"{negotiated}","capabilities":{caps},"serverInfo":{{"name":"mcp-proxy","version":"{}"}},"instructions":"A gateway aggregating several MCP servers. Tool and prompt names are prefixed with their server's name and two underscores; resource URIs with the server's name and '+'."}}"#,
+        env!("CARGO_PKG_VERSION")
+    );
+    log::debug!("session {} opened ({negotiated})", session.id);
+    Ok((session, jsonrpc::result_body(id, result.as_bytes())))
+}
+
+/// Handles one POSTed message of an established session.
+pub async fn handle(
+    shard: &Rc<Shard>,
+    session: &Rc<Session>,
+    body: Bytes,
+    accepts_sse: bool,
+) -> Answer {
+    let mut buf = body.to_vec();
+    let msg = match jsonrpc::parse(&mut buf) {
+        Ok(m) => m,
+        Err(e) => return Answer::BadRequest(jsonrpc::error_body(None, e.code(), &e.to_string())),
+    };
+    let kind = match jsonrpc::classify(&msg) {
+        Ok(k) => k,
+        Err(e) => {
+            let id = msg.get("id").and_then(Id::from_value);
+            return Answer::BadRequest(jsonrpc::error_body(id.as_ref(), e.code(), &e.to_string()));
+        }
+    };
+    match kind {
+        Kind::Request { id, method } => {
+            let method = method.to_owned();
+            request(shard, session, id, &method, msg, accepts_sse).await
+        }
+        Kind::Notification { method } => {
+            let method = method.to_owned();
+            forward::client_notification(session, &method, msg).await;
+            Answer::Accepted
+        }
+        Kind::Response { id } => {
+            if let Some(id) = id {
+                forward::client_response(session, &id, msg).await;
+            }
+            Answer::Accepted
+        }
+    }
+}
+
+async fn request(
+    shard: &Rc<Shard>,
+    session: &Rc<Session>,
+    id: Id,
+    method: &str,
+    mut msg: Value<'_>,
+    accepts_sse: bool,
+) -> Answer {
+    let catalog = shard.catalog();
+    let target = match method {
+        "ping" => return Answer::Json(jsonrpc::result_body(&id, b"{}")),
+        "initialize" => {
+            return Answer::Json(jsonrpc::error_body(
+                Some(&id),
+                code::INVALID_REQUEST,
+                "the session is already initialized",
+            ))
+        }
+        "tools/list" => return aggregate::list(shard, &catalog, &id, &msg, ListKind::Tools),
+        "prompts/list" => return aggregate::list(shard, &catalog, &id, &msg, ListKind::Prompts),
+        "resources/list" => {
+            return aggregate::list(shard, &catalog, &id, &msg, ListKind::Resources)
+        }
+        "resources/templates/list" => {
+            return aggregate::list(shard, &catalog, &id, &msg, ListKind::ResourceTemplates)
+        }
+        "logging/setLevel" => return forward::set_level(session, &catalog, &id, &msg).await,
+        "tools/call" => by_name(&mut msg, "name", "tool", |n| owned(catalog.tool(n))),
+        "prompts/get" => by_name(&mut msg, "name", "prompt", |n| owned(catalog.prompt(n))),
+        "resources/read" | "resources/subscribe" | "resources/unsubscribe" => {
+            by_name(&mut msg, "uri", "resource", |u| owned(catalog.resource(u)))
+        }
+        "completion/complete" => completion_target(&mut msg, &catalog),
+        _ => {
+            return Answer::Json(jsonrpc::error_body(
+                Some(&id),
+                code::METHOD_NOT_FOUND,
+                &format!("method not found: {method}"),
+            ))
+        }
+    };
+    match target {
+        Ok(server) => forward::request(session, server, id, msg, accepts_sse).await,
+        Err(message) => Answer::Json(jsonrpc::error_body(
+            Some(&id),
+            code::INVALID_PARAMS,
+            &message,
+        )),
+    }
+}
+
+/// Finds the server behind `params.{field}` and rewrites the field to the server's own name.
+fn by_name(
+    msg: &mut Value<'_>,
+    field: &'static str,
+    what: &str,
+    lookup: impl Fn(&str) -> Option<(usize, String)>,
+) -> Result<usize, String> {
+    let Some(params) = msg.get_mut("params").filter(|p| p.is_object()) else {
+        return Err(format!("missing params: the {what} {field} is required"));
+    };
+    let Some(exposed) = params.get_str(field) else {
+        return Err(format!(
+            "missing params.{field}: the {what} {field} is required"
+        ));
+    };
+    let Some((server, original)) = lookup(exposed) else {
+        return Err(format!("unknown {what}: {exposed}"));
+    };
+    relay::set(params, field, Value::from(original));
+    Ok(server)
+}
+
+/// `completion/complete` names a prompt or a resource inside `params.ref`.
+fn completion_target(
+    msg: &mut Value<'_>,
+    catalog: &crate::registry::Catalog,
+) -> Result<usize, String> {
+    let reference = msg
+        .get_mut("params")
+        .and_then(|p| p.get_mut("ref"))
+        .filter(|r| r.is_object());
+    let Some(reference) = reference else {
+        return Err("missing params.ref".into());
+    };
+    match reference.get_str("type") {
+        Some("ref/prompt") => {
+            let Some(name) = reference.get_str("name") else {
+                return Err("missing params.ref.name".into());
+            };
+            let (server, original) = catalog
+                .prompt(name)
+                .ok_or_else(|| format!("unknown prompt: {name}"))?;
+            let original = original.to_owned();
+            relay::set(reference, "name", Value::from(original));
+            Ok(server)
+        }
+        Some("ref/resource") => {
+            let Some(uri) = reference.get_str("uri") else {
+                return Err("missing params.ref.uri".into());
+            };
+            let (server, original) = catalog
+                .resource(uri)
+                .ok_or_else(|| format!("unknown resource: {uri}"))?;
+            let original = original.to_owned();
+            relay::set(reference, "uri", Value::from(original));
+            Ok(server)
+        }
+        _ => Err("params.ref.type must be ref/prompt or ref/resource".into()),
+    }
+}
+
+fn owned(found: Option<(usize, &str)>) -> Option<(usize, String)> {
+    found.map(|(server, original)| (server, original.to_owned()))
+}

@@ -1,1 +1,173 @@
-//! session
+//! Downstream sessions: one per client `initialize`, living on the shard that created it.
+//!
+//! A session holds what relaying a whole conversation needs: its upstream sessions (one per
+//! server, created when first needed), its SSE streams, the client requests in flight (to pass
+//! on cancellations) and the server-to-client requests awaiting the client's answer.
+
+pub mod events;
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::rc::{Rc, Weak};
+use std::time::Instant;
+
+use bytes::Bytes;
+
+use crate::protocol::jsonrpc::Id;
+use crate::shard::Shard;
+use crate::transport::upstream::{UpstreamSession, UpstreamSink};
+pub use events::{EventLog, Next, Position, STANDALONE};
+
+/// A server-to-client request relayed to the client, awaiting its answer.
+#[derive(Clone, Debug)]
+pub struct PendingRequest {
+    /// The server that asked.
+    pub server: usize,
+    /// The id that server used.
+    pub upstream_id: Id,
+}
+
+/// One downstream MCP session.
+pub struct Session {
+    /// The `Mcp-Session-Id` issued at initialize.
+    pub id: String,
+    /// The protocol version agreed with the client.
+    pub version: String,
+    /// `initialize` params for upstream sessions: the client's capabilities and info.
+    init_params: Bytes,
+    shard: Weak<Shard>,
+    this: Weak<Session>,
+    upstreams: RefCell<HashMap<usize, Rc<UpstreamSession>>>,
+    /// The session's SSE streams.
+    pub events: EventLog,
+    /// Client request id -> (server, upstream id), while the request is in flight.
+    inflight: RefCell<HashMap<Id, (usize, Id)>>,
+    /// Proxy id -> the server-to-client request it stands for.
+    pending: RefCell<HashMap<Id, PendingRequest>>,
+    next_proxy_id: Cell<i64>,
+    last_active: Cell<Instant>,
+}
+
+impl Session {
+    /// A new session on `shard`.
+    pub fn new(shard: &Rc<Shard>, id: String, version: String, init_params: Bytes) -> Rc<Session> {
+        Rc::new_cyclic(|this| Session {
+            id,
+            version,
+            init_params,
+            shard: Rc::downgrade(shard),
+            this: this.clone(),
+            upstreams: RefCell::new(HashMap::new()),
+            events: EventLog::new(),
+            inflight: RefCell::new(HashMap::new()),
+            pending: RefCell::new(HashMap::new()),
+            next_proxy_id: Cell::new(1),
+            last_active: Cell::new(Instant::now()),
+        })
+    }
+
+    /// The shard the session lives on.
+    pub fn shard(&self) -> Option<Rc<Shard>> {
+        self.shard.upgrade()
+    }
+
+    /// Marks the session used now (for idle expiry).
+    pub fn touch(&self) {
+        self.last_active.set(Instant::now());
+    }
+
+    /// When the session was last used.
+    pub fn last_active(&self) -> Instant {
+        self.last_active.get()
+    }
+
+    /// The upstream session with `server`, created (not yet initialized) on first use.
+    pub fn upstream(&self, server: usize) -> Option<Rc<UpstreamSession>> {
+        if let Some(u) = self.upstreams.borrow().get(&server) {
+            return Some(u.clone());
+        }
+        let client = self.shard()?.upstreams.get(server)?.clone();
+        let sink: Weak<dyn UpstreamSink> = self.this.clone();
+        let up = UpstreamSession::new(client, self.init_params.clone(), Some(sink));
+        self.upstreams.borrow_mut().insert(server, up.clone());
+        Some(up)
+    }
+
+    /// The upstream sessions already opened.
+    pub fn open_upstreams(&self) -> Vec<Rc<UpstreamSession>> {
+        self.upstreams.borrow().values().cloned().collect()
+    }
+
+    /// Records a client request in flight upstream, for cancellation.
+    pub fn begin_request(&self, client_id: Id, server: usize, upstream_id: Id) {
+        self.inflight
+            .borrow_mut()
+            .insert(client_id, (server, upstream_id));
+    }
+
+    /// Forgets a finished client request.
+    pub fn end_request(&self, client_id: &Id) {
+        self.inflight.borrow_mut().remove(client_id);
+    }
+
+    /// Where a client request went, if still in flight.
+    pub fn inflight(&self, client_id: &Id) -> Option<(usize, Id)> {
+        self.inflight.borrow().get(client_id).cloned()
+    }
+
+    /// Gives a server-to-client request an id unique in this session.
+    pub fn register_pending(&self, server: usize, upstream_id: Id) -> Id {
+        let n = self.next_proxy_id.get();
+        self.next_proxy_id.set(n + 1);
+        let proxy_id = Id::Str(format!("mcp-proxy-{n}"));
+        self.pending.borrow_mut().insert(
+            proxy_id.clone(),
+            PendingRequest {
+                server,
+                upstream_id,
+            },
+        );
+        proxy_id
+    }
+
+    /// Takes the request a client's answer is for.
+    pub fn take_pending(&self, proxy_id: &Id) -> Option<PendingRequest> {
+        self.pending.borrow_mut().remove(proxy_id)
+    }
+
+    /// The proxy id standing for `(server, upstream_id)`, for relaying the server's cancellation.
+    pub fn pending_proxy_id(&self, server: usize, upstream_id: &Id) -> Option<Id> {
+        self.pending
+            .borrow()
+            .iter()
+            .find(|(_, p)| p.server == server && &p.upstream_id == upstream_id)
+            .map(|(k, _)| k.clone())
+    }
+
+    /// Ends the session: streams close and upstream sessions are deleted.
+    pub async fn close(&self) {
+        self.events.end();
+        let ups: Vec<_> = self
+            .upstreams
+            .borrow_mut()
+            .drain()
+            .map(|(_, u)| u)
+            .collect();
+        for u in ups {
+            u.close().await;
+        }
+    }
+}
+
+impl UpstreamSink for Session {
+    fn unsolicited(&self, server: usize, message: Bytes) {
+        let Some(this) = self.this.upgrade() else {
+            return;
+        };
+        if let Some(out) =
+            crate::routing::relay::from_upstream(&this, server, None, &message).into_message()
+        {
+            self.events.push(STANDALONE, out);
+        }
+    }
+}

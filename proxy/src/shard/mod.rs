@@ -1,1 +1,207 @@
-//! shard
+//! What one core owns, and how cores talk.
+//!
+//! A shard owns its listener's connections, its sessions, its upstream pools and its copy of
+//! the catalog. Nothing here is shared between threads except immutable `Arc` snapshots
+//! (config, catalog) and the messages of the glommio channel mesh ([`mesh`]).
+//!
+//! A session lives on the shard that created it; its id names that shard. A request for it
+//! that lands elsewhere (clients pool connections, and the kernel spreads connections over
+//! shards) is forwarded whole to the owner, and the owner's reply, streamed or not, comes back
+//! over the mesh.
+
+pub mod mesh;
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::config::Config;
+use crate::protocol::cursor::ListKind;
+use crate::protocol::jsonrpc;
+use crate::registry::discovery::Discovery;
+use crate::registry::Catalog;
+use crate::session::{Session, STANDALONE};
+use crate::transport::upstream::UpstreamClient;
+pub use mesh::Mesh;
+
+/// One core's state.
+pub struct Shard {
+    /// This shard's index (0-based).
+    pub id: usize,
+    /// How many shards run.
+    pub nr_shards: usize,
+    /// The configuration this shard was started with.
+    pub config: Arc<Config>,
+    /// One pooled client per configured server, by server index.
+    pub upstreams: Vec<Rc<UpstreamClient>>,
+    catalog: RefCell<Arc<Catalog>>,
+    sessions: RefCell<HashMap<String, Rc<Session>>>,
+    /// Channels to the other shards.
+    pub mesh: Mesh,
+    discovery: RefCell<Option<Rc<Discovery>>>,
+}
+
+impl Shard {
+    /// A shard with no sessions and an empty catalog.
+    pub fn new(id: usize, nr_shards: usize, config: Arc<Config>, mesh: Mesh) -> Rc<Shard> {
+        let upstreams = config
+            .servers
+            .iter()
+            .enumerate()
+            .map(|(i, s)| UpstreamClient::new(i, s.clone()))
+            .collect();
+        let names = config.servers.iter().map(|s| s.name.clone()).collect();
+        let status = vec![crate::registry::ServerStatus::Pending; config.servers.len()];
+        Rc::new(Shard {
+            id,
+            nr_shards,
+            config,
+            upstreams,
+            catalog: RefCell::new(Arc::new(Catalog::build(0, names, status))),
+            sessions: RefCell::new(HashMap::new()),
+            mesh,
+            discovery: RefCell::new(None),
+        })
+    }
+
+    /// Starts discovery here (shard 0 only) and waits for its first round, bounded.
+    pub async fn start_discovery(self: &Rc<Self>) {
+        let discovery = Discovery::start(self);
+        *self.discovery.borrow_mut() = Some(discovery.clone());
+        let limit = self
+            .config
+            .servers
+            .iter()
+            .map(|s| s.connect_timeout + s.timeout)
+            .max()
+            .unwrap_or_default();
+        discovery
+            .first_round(limit.min(Duration::from_secs(15)))
+            .await;
+    }
+
+    /// The current catalog.
+    pub fn catalog(&self) -> Arc<Catalog> {
+        self.catalog.borrow().clone()
+    }
+
+    /// Installs a new catalog here and on every other shard (called on shard 0).
+    pub fn publish_catalog(self: &Rc<Self>, catalog: Arc<Catalog>) {
+        for peer in (0..self.nr_shards).filter(|p| *p != self.id) {
+            self.mesh.send_catalog(peer, catalog.clone());
+        }
+        self.install_catalog(catalog);
+    }
+
+    /// Installs a catalog and tells this shard's sessions which lists changed.
+    pub fn install_catalog(&self, catalog: Arc<Catalog>) {
+        let old = std::mem::replace(&mut *self.catalog.borrow_mut(), catalog.clone());
+        let changed = catalog.changed_since(&old);
+        if changed.is_empty() {
+            return;
+        }
+        let notices: Vec<_> = changed
+            .iter()
+            .map(|kind| {
+                let method = match kind {
+                    ListKind::Tools => "notifications/tools/list_changed",
+                    ListKind::Prompts => "notifications/prompts/list_changed",
+                    ListKind::Resources | ListKind::ResourceTemplates => {
+                        "notifications/resources/list_changed"
+                    }
+                };
+                jsonrpc::notification_body(method, None)
+            })
+            .collect();
+        for session in self.sessions.borrow().values() {
+            for n in &notices {
+                session.events.push(STANDALONE, n.clone());
+            }
+        }
+    }
+
+    /// Asks shard 0 to list `server` again (it said its lists changed).
+    pub fn request_rediscovery(&self, server: usize) {
+        if self.id == 0 {
+            if let Some(d) = self.discovery.borrow().as_ref() {
+                d.trigger(server);
+            }
+        } else {
+            self.mesh.send_rediscover(0, server);
+        }
+    }
+
+    /// A fresh session id naming this shard: two hex digits of shard, 32 of randomness.
+    pub fn new_session_id(&self) -> String {
+        let mut bytes = [0u8; 16];
+        if getrandom::fill(&mut bytes).is_err() {
+            // The kernel's CSPRNG does not fail after boot; this fallback only keeps ids unique.
+            let nanos = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default();
+            bytes.copy_from_slice(&nanos.as_nanos().to_le_bytes());
+        }
+        let mut id = format!("{:02x}", self.id);
+        for b in bytes {
+            id.push_str(&format!("{b:02x}"));
+        }
+        id
+    }
+
+    /// The shard that owns `session_id`, if the id is well formed.
+    pub fn owner_of(&self, session_id: &str) -> Option<usize> {
+        let shard = usize::from_str_radix(session_id.get(..2)?, 16).ok()?;
+        (shard < self.nr_shards && session_id.len() == 34).then_some(shard)
+    }
+
+    /// A session of this shard.
+    pub fn session(&self, id: &str) -> Option<Rc<Session>> {
+        self.sessions.borrow().get(id).cloned()
+    }
+
+    /// Registers a new session.
+    pub fn add_session(&self, session: Rc<Session>) {
+        self.sessions
+            .borrow_mut()
+            .insert(session.id.clone(), session);
+    }
+
+    /// Removes a session and ends it.
+    pub async fn end_session(&self, id: &str) -> bool {
+        let removed = self.sessions.borrow_mut().remove(id);
+        match removed {
+            Some(s) => {
+                s.close().await;
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Number of sessions on this shard.
+    pub fn session_count(&self) -> usize {
+        self.sessions.borrow().len()
+    }
+
+    /// Ends sessions unused for longer than the configured idle timeout, forever.
+    pub async fn expire_sessions(self: Rc<Self>) {
+        let idle = self.config.proxy.session_idle_timeout;
+        let period = (idle / 4).clamp(Duration::from_secs(1), Duration::from_secs(60));
+        loop {
+            glommio::timer::sleep(period).await;
+            let expired: Vec<String> = self
+                .sessions
+                .borrow()
+                .values()
+                .filter(|s| s.last_active().elapsed() > idle)
+                .map(|s| s.id.clone())
+                .collect();
+            for id in expired {
+                log::debug!("session {id} expired");
+                self.end_session(&id).await;
+            }
+        }
+    }
+}

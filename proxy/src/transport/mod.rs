@@ -1,1 +1,7 @@
-//! transport
+//! Streamable HTTP on both sides of the proxy.
+//!
+//! - [`downstream`]: the `/mcp` endpoint clients talk to: status codes, sessions, SSE replies.
+//! - [`upstream`]: the proxy as a client of upstream servers: pooled connections and MCP sessions.
+
+pub mod downstream;
+pub mod upstream;

@@ -1,0 +1,260 @@
+//! An immutable snapshot of everything the upstream servers offer, under exposed names.
+//!
+//! Items are kept as ready-to-send JSON with their exposed name or URI already in place, so a
+//! `tools/list` page is a concatenation, not a rebuild.
+
+use std::collections::HashMap;
+
+use bytes::Bytes;
+use simd_json::prelude::*;
+use simd_json::BorrowedValue as Value;
+
+use crate::protocol::cursor::ListKind;
+use crate::protocol::jsonrpc;
+use crate::protocol::names::{self, NameTable};
+
+/// What one server listed, as raw JSON items in the server's own names.
+#[derive(Clone, Debug, Default)]
+pub struct ServerListing {
+    /// The `result` of the server's initialize answer.
+    pub init_result: Bytes,
+    /// `tools/list` items.
+    pub tools: Vec<Bytes>,
+    /// `prompts/list` items.
+    pub prompts: Vec<Bytes>,
+    /// `resources/list` items.
+    pub resources: Vec<Bytes>,
+    /// `resources/templates/list` items.
+    pub templates: Vec<Bytes>,
+}
+
+/// Whether a server could be discovered.
+#[derive(Clone, Debug)]
+pub enum ServerStatus {
+    /// Not tried yet.
+    Pending,
+    /// Listed successfully.
+    Up(ServerListing),
+    /// The last attempt failed; the message says why.
+    Down(String),
+}
+
+/// One item as served to clients.
+#[derive(Clone, Debug)]
+pub struct Item {
+    /// Index of the server it came from.
+    pub server: usize,
+    /// The item's JSON with its exposed name/URI.
+    pub json: Bytes,
+}
+
+/// Every server's offer, merged. Cheap to share: shards hold it behind an `Arc`.
+#[derive(Debug, Default)]
+pub struct Catalog {
+    /// Bumped on every change; pagination cursors name it.
+    pub generation: u64,
+    /// Server names, by index.
+    pub server_names: Vec<String>,
+    /// Discovery state, by server index.
+    pub status: Vec<ServerStatus>,
+    tools: Vec<Item>,
+    prompts: Vec<Item>,
+    resources: Vec<Item>,
+    templates: Vec<Item>,
+    tool_names: NameTable,
+    prompt_names: NameTable,
+}
+
+impl Catalog {
+    /// Merges the servers' listings; a server whose names cannot be exposed is marked down.
+    pub fn build(
+        generation: u64,
+        server_names: Vec<String>,
+        mut status: Vec<ServerStatus>,
+    ) -> Catalog {
+        let tool_names = Self::names(&server_names, &mut status, |l| &l.tools);
+        let prompt_names = Self::names(&server_names, &mut status, |l| &l.prompts);
+        let mut catalog = Catalog {
+            generation,
+            server_names,
+            status,
+            tool_names,
+            prompt_names,
+            ..Catalog::default()
+        };
+        for (server, st) in catalog.status.iter().enumerate() {
+            let ServerStatus::Up(listing) = st else {
+                continue;
+            };
+            let prefix = &catalog.server_names[server];
+            for raw in &listing.tools {
+                if let Some(json) = rewrite(raw, "name", |n| {
+                    catalog.tool_names.exposed(server, n).map(str::to_owned)
+                }) {
+                    catalog.tools.push(Item { server, json });
+                }
+            }
+            for raw in &listing.prompts {
+                if let Some(json) = rewrite(raw, "name", |n| {
+                    catalog.prompt_names.exposed(server, n).map(str::to_owned)
+                }) {
+                    catalog.prompts.push(Item { server, json });
+                }
+            }
+            for raw in &listing.resources {
+                if let Some(json) = rewrite(raw, "uri", |u| Some(names::prefix_uri(prefix, u))) {
+                    catalog.resources.push(Item { server, json });
+                }
+            }
+            for raw in &listing.templates {
+                if let Some(json) =
+                    rewrite(raw, "uriTemplate", |u| Some(names::prefix_uri(prefix, u)))
+                {
+                    catalog.templates.push(Item { server, json });
+                }
+            }
+        }
+        catalog
+    }
+
+    fn names(
+        server_names: &[String],
+        status: &mut [ServerStatus],
+        pick: impl Fn(&ServerListing) -> &Vec<Bytes>,
+    ) -> NameTable {
+        let mut originals: Vec<(usize, String)> = Vec::new();
+        for (server, st) in status.iter().enumerate() {
+            if let ServerStatus::Up(listing) = st {
+                originals.extend(
+                    pick(listing)
+                        .iter()
+                        .filter_map(|raw| item_field(raw, "name"))
+                        .map(|n| (server, n)),
+                );
+            }
+        }
+        let table = NameTable::build(
+            originals
+                .iter()
+                .map(|(s, n)| (*s, server_names[*s].as_str(), n.as_str())),
+        );
+        match table {
+            Ok(t) => t,
+            Err(collision) => {
+                // Never shadow: the later server's offer is withheld until the clash is resolved.
+                let msg = format!(
+                    "name \"{}\" collides with server {}; rename one of them",
+                    collision.name, server_names[collision.first_server]
+                );
+                log::error!("server {}: {msg}", server_names[collision.second_server]);
+                status[collision.second_server] = ServerStatus::Down(msg);
+                Self::names(server_names, status, pick)
+            }
+        }
+    }
+
+    /// The items of one list.
+    pub fn items(&self, kind: ListKind) -> &[Item] {
+        match kind {
+            ListKind::Tools => &self.tools,
+            ListKind::Prompts => &self.prompts,
+            ListKind::Resources => &self.resources,
+            ListKind::ResourceTemplates => &self.templates,
+        }
+    }
+
+    /// The server and original name behind an exposed tool name.
+    pub fn tool(&self, exposed: &str) -> Option<(usize, &str)> {
+        self.tool_names.lookup(exposed)
+    }
+
+    /// The server and original name behind an exposed prompt name.
+    pub fn prompt(&self, exposed: &str) -> Option<(usize, &str)> {
+        self.prompt_names.lookup(exposed)
+    }
+
+    /// The server and original URI behind an exposed resource URI.
+    pub fn resource<'u>(&self, exposed: &'u str) -> Option<(usize, &'u str)> {
+        let (prefix, original) = names::split_uri(exposed)?;
+        let server = self.server_names.iter().position(|n| n == prefix)?;
+        Some((server, original))
+    }
+
+    /// The index of a server by name.
+    pub fn server_index(&self, name: &str) -> Option<usize> {
+        self.server_names.iter().position(|n| n == name)
+    }
+
+    /// True when some reachable server declared `capability` (e.g. "logging").
+    pub fn any_declares(&self, capability: &str, sub: Option<&str>) -> bool {
+        self.status.iter().any(|st| match st {
+            ServerStatus::Up(l) => {
+                let mut buf = l.init_result.to_vec();
+                let Ok(v) = simd_json::to_borrowed_value(&mut buf) else {
+                    return false;
+                };
+                let cap = v.get("capabilities").and_then(|c| c.get(capability));
+                match (cap, sub) {
+                    (Some(c), Some(s)) => c.get_bool(s).unwrap_or(false),
+                    (Some(_), None) => true,
+                    _ => false,
+                }
+            }
+            _ => false,
+        })
+    }
+
+    /// Which lists differ from `older`'s, for `list_changed` notifications.
+    pub fn changed_since(&self, older: &Catalog) -> Vec<ListKind> {
+        let same = |a: &[Item], b: &[Item]| {
+            a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x.json == y.json)
+        };
+        let mut out = Vec::new();
+        if !same(&self.tools, &older.tools) {
+            out.push(ListKind::Tools);
+        }
+        if !same(&self.prompts, &older.prompts) {
+            out.push(ListKind::Prompts);
+        }
+        if !same(&self.resources, &older.resources) || !same(&self.templates, &older.templates) {
+            out.push(ListKind::Resources);
+        }
+        out
+    }
+}
+
+/// Reads a string field of a raw item.
+fn item_field(raw: &[u8], field: &str) -> Option<String> {
+    let mut buf = raw.to_vec();
+    let v = simd_json::to_borrowed_value(&mut buf).ok()?;
+    v.get_str(field).map(str::to_owned)
+}
+
+/// Re-serializes an item with `field` mapped; `None` drops an item that has no such field.
+fn rewrite(raw: &[u8], field: &str, map: impl Fn(&str) -> Option<String>) -> Option<Bytes> {
+    let mut buf = raw.to_vec();
+    let mut v: Value<'_> = simd_json::to_borrowed_value(&mut buf).ok()?;
+    let exposed = map(v.get_str(field)?)?;
+    v.as_object_mut()?
+        .insert(field.to_owned().into(), Value::from(exposed));
+    Some(jsonrpc::to_bytes(&v))
+}
+
+/// A summary of server states, for logs and errors.
+pub fn describe(status: &ServerStatus) -> String {
+    match status {
+        ServerStatus::Pending => "not discovered yet".into(),
+        ServerStatus::Up(l) => format!("up ({} tools)", l.tools.len()),
+        ServerStatus::Down(why) => format!("down: {why}"),
+    }
+}
+
+/// Per-kind item counts, keyed by list name (for logs).
+pub fn counts(c: &Catalog) -> HashMap<&'static str, usize> {
+    HashMap::from([
+        ("tools", c.tools.len()),
+        ("prompts", c.prompts.len()),
+        ("resources", c.resources.len()),
+        ("templates", c.templates.len()),
+    ])
+}

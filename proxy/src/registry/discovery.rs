@@ -1,0 +1,287 @@
+//! Discovery: shard 0 lists every upstream server and publishes the merged catalog.
+//!
+//! One proxy-owned upstream session per server declares the broadest client capabilities, so
+//! servers that tailor their lists to the client show everything they have. A server that is
+//! down is retried with backoff; a server that announces `list_changed` is listed again.
+
+use std::cell::{Cell, RefCell};
+use std::rc::{Rc, Weak};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use glommio::channels::local_channel::{self, LocalReceiver, LocalSender};
+use simd_json::prelude::*;
+
+use super::catalog::{Catalog, ServerListing, ServerStatus};
+use crate::protocol::jsonrpc::{self, code, Id};
+use crate::protocol::version;
+use crate::shard::Shard;
+use crate::transport::upstream::{UpstreamError, UpstreamSession, UpstreamSink};
+
+const RETRY_MIN: Duration = Duration::from_millis(500);
+const RETRY_MAX: Duration = Duration::from_secs(30);
+/// Pages followed per list before giving up on a server that never stops paginating.
+const MAX_PAGES: usize = 1000;
+
+/// Shard 0's discovery of every upstream.
+pub struct Discovery {
+    shard: Weak<Shard>,
+    sessions: RefCell<Vec<Rc<UpstreamSession>>>,
+    status: RefCell<Vec<ServerStatus>>,
+    triggers: Vec<LocalSender<()>>,
+    generation: Cell<u64>,
+}
+
+impl Discovery {
+    /// Starts discovering every configured server.
+    pub fn start(shard: &Rc<Shard>) -> Rc<Discovery> {
+        let n = shard.upstreams.len();
+        let mut triggers = Vec::with_capacity(n);
+        let mut receivers = Vec::with_capacity(n);
+        for _ in 0..n {
+            let (tx, rx) = local_channel::new_bounded(1);
+            triggers.push(tx);
+            receivers.push(rx);
+        }
+        let discovery = Rc::new(Discovery {
+            shard: Rc::downgrade(shard),
+            sessions: RefCell::new(Vec::new()),
+            status: RefCell::new(vec![ServerStatus::Pending; n]),
+            triggers,
+            generation: Cell::new(shard.catalog().generation),
+        });
+        let sink: Weak<dyn UpstreamSink> = Rc::downgrade(&discovery) as Weak<dyn UpstreamSink>;
+        let params = Bytes::from(format!(
+            r#"{{"protocolVersion":"{}","capabilities":{{"sampling":{{}},"elicitation":{{}},"roots":{{"listChanged":true}}}},"clientInfo":{{"name":"mcp-proxy-discovery","version":"{}"}}}}"#,
+            version::LATEST,
+            env!("CARGO_PKG_VERSION")
+        ));
+        *discovery.sessions.borrow_mut() = shard
+            .upstreams
+            .iter()
+            .map(|client| UpstreamSession::new(client.clone(), params.clone(), Some(sink.clone())))
+            .collect();
+        for (server, rx) in receivers.into_iter().enumerate() {
+            let d = discovery.clone();
+            glommio::spawn_local(async move { d.run(server, rx).await }).detach();
+        }
+        discovery
+    }
+
+    /// Asks for `server` to be listed again.
+    pub fn trigger(&self, server: usize) {
+        if let Some(tx) = self.triggers.get(server) {
+            // A full channel already holds a pending trigger; one is enough.
+            let _ = tx.try_send(());
+        }
+    }
+
+    /// Resolves once every server has been tried at least once, or after `limit`.
+    pub async fn first_round(&self, limit: Duration) {
+        let start = std::time::Instant::now();
+        while self
+            .status
+            .borrow()
+            .iter()
+            .any(|s| matches!(s, ServerStatus::Pending))
+            && start.elapsed() < limit
+        {
+            glommio::timer::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    async fn run(self: Rc<Self>, server: usize, rx: LocalReceiver<()>) {
+        let mut backoff = RETRY_MIN;
+        loop {
+            let session = self.sessions.borrow()[server].clone();
+            let name = session.client().name().to_owned();
+            let wait = match list_server(&session).await {
+                Ok(listing) => {
+                    log::info!(
+                        "discovered {name}: {} tools, {} prompts, {} resources, {} templates",
+                        listing.tools.len(),
+                        listing.prompts.len(),
+                        listing.resources.len(),
+                        listing.templates.len()
+                    );
+                    self.status.borrow_mut()[server] = ServerStatus::Up(listing);
+                    backoff = RETRY_MIN;
+                    None
+                }
+                Err(e) => {
+                    let was_down = matches!(self.status.borrow()[server], ServerStatus::Down(_));
+                    if !was_down {
+                        log::warn!("server {name} is unavailable: {e}");
+                    }
+                    self.status.borrow_mut()[server] = ServerStatus::Down(e.to_string());
+                    let wait = backoff;
+                    backoff = (backoff * 2).min(RETRY_MAX);
+                    Some(wait)
+                }
+            };
+            self.publish();
+            match wait {
+                None => {
+                    if rx.recv().await.is_none() {
+                        return;
+                    }
+                }
+                Some(wait) => {
+                    let _ = glommio::timer::timeout(wait, async { Ok(rx.recv().await) }).await;
+                }
+            }
+        }
+    }
+
+    fn publish(&self) {
+        let Some(shard) = self.shard.upgrade() else {
+            return;
+        };
+        let generation = self.generation.get() + 1;
+        self.generation.set(generation);
+        let names = shard
+            .upstreams
+            .iter()
+            .map(|u| u.config.name.clone())
+            .collect();
+        let catalog = Catalog::build(generation, names, self.status.borrow().clone());
+        shard.publish_catalog(Arc::new(catalog));
+    }
+
+    fn answer_server_request(&self, server: usize, message: &[u8]) {
+        let mut buf = message.to_vec();
+        let Ok(msg) = jsonrpc::parse(&mut buf) else {
+            return;
+        };
+        let (Some(method), Some(id)) = (
+            msg.get_str("method"),
+            msg.get("id").and_then(Id::from_value),
+        ) else {
+            return;
+        };
+        // Discovery has no user to ask: it has no roots and declines sampling and elicitation.
+        let answer = if method == "roots/list" {
+            jsonrpc::result_body(&id, br#"{"roots":[]}"#)
+        } else {
+            jsonrpc::error_body(
+                Some(&id),
+                code::METHOD_NOT_FOUND,
+                "the proxy's discovery session cannot do this",
+            )
+        };
+        let Some(session) = self.sessions.borrow().get(server).cloned() else {
+            return;
+        };
+        glommio::spawn_local(async move {
+            let _ = session.post(&answer).await;
+        })
+        .detach();
+    }
+}
+
+impl UpstreamSink for Discovery {
+    fn unsolicited(&self, server: usize, message: Bytes) {
+        let text = &message[..];
+        let changed = [
+            b"tools/list_changed".as_slice(),
+            b"prompts/list_changed",
+            b"resources/list_changed",
+        ]
+        .iter()
+        .any(|m| text.windows(m.len()).any(|w| w == *m));
+        if changed {
+            self.trigger(server);
+        } else {
+            self.answer_server_request(server, text);
+        }
+    }
+}
+
+/// Initializes (if needed) and lists everything `session`'s server declares.
+async fn list_server(session: &Rc<UpstreamSession>) -> Result<ServerListing, UpstreamError> {
+    let est = session.established().await?;
+    let mut buf = est.init_result.to_vec();
+    let caps: Vec<&str> = match simd_json::to_borrowed_value(&mut buf) {
+        Ok(v) => ["tools", "prompts", "resources"]
+            .into_iter()
+            .filter(|c| {
+                v.get("capabilities")
+                    .and_then(|caps| caps.get(*c))
+                    .is_some()
+            })
+            .collect(),
+        Err(_) => Vec::new(),
+    };
+    let mut listing = ServerListing {
+        init_result: est.init_result.clone(),
+        ..ServerListing::default()
+    };
+    if caps.contains(&"tools") {
+        listing.tools = list_all(session, "tools/list", "tools").await?;
+    }
+    if caps.contains(&"prompts") {
+        listing.prompts = list_all(session, "prompts/list", "prompts").await?;
+    }
+    if caps.contains(&"resources") {
+        listing.resources = list_all(session, "resources/list", "resources").await?;
+        listing.templates =
+            list_all(session, "resources/templates/list", "resourceTemplates").await?;
+    }
+    Ok(listing)
+}
+
+/// Follows a list's pagination to the end.
+async fn list_all(
+    session: &Rc<UpstreamSession>,
+    method: &str,
+    key: &str,
+) -> Result<Vec<Bytes>, UpstreamError> {
+    let mut items = Vec::new();
+    let mut cursor: Option<String> = None;
+    for _ in 0..MAX_PAGES {
+        let params = match &cursor {
+            Some(c) => {
+                let mut p = b"{\"cursor\":".to_vec();
+                jsonrpc::write_json_string(&mut p, c);
+                p.push(b'}');
+                p
+            }
+            None => b"{}".to_vec(),
+        };
+        let answer = session.request(method, &params).await?;
+        let mut buf = answer.to_vec();
+        let protocol = |detail: String| UpstreamError::Protocol {
+            server: session.client().name().to_owned(),
+            detail,
+        };
+        let msg = jsonrpc::parse(&mut buf).map_err(|e| protocol(e.to_string()))?;
+        if let Some(err) = msg.get("error") {
+            // A server may declare a capability and still not implement one of its lists.
+            if err.get_i64("code") == Some(i64::from(code::METHOD_NOT_FOUND)) {
+                return Ok(items);
+            }
+            return Err(protocol(format!("{method} failed: {}", err.encode())));
+        }
+        let result = msg
+            .get("result")
+            .ok_or_else(|| protocol(format!("{method} answer has no result")))?;
+        if let Some(list) = result.get(key).and_then(|l| l.as_array()) {
+            items.extend(
+                list.iter()
+                    .map(|item| Bytes::from(item.encode().into_bytes())),
+            );
+        }
+        cursor = result
+            .get_str("nextCursor")
+            .filter(|c| !c.is_empty())
+            .map(str::to_owned);
+        if cursor.is_none() {
+            return Ok(items);
+        }
+    }
+    Err(UpstreamError::Protocol {
+        server: session.client().name().to_owned(),
+        detail: format!("{method} did not end after {MAX_PAGES} pages"),
+    })
+}

@@ -1,0 +1,262 @@
+//! One request to its server, and the conversation that flows back.
+//!
+//! The upstream's answer decides the shape of ours: a JSON answer, or an SSE stream whose
+//! first message is the response, goes back as JSON; a stream that carries progress,
+//! log messages or server-to-client requests first is relayed as SSE while it lasts.
+
+use std::rc::Rc;
+
+use bytes::Bytes;
+use simd_json::prelude::*;
+use simd_json::BorrowedValue as Value;
+
+use super::relay::{self, Relayed};
+use super::Answer;
+use crate::protocol::jsonrpc::{self, code, Id};
+use crate::registry::{Catalog, ServerStatus};
+use crate::session::{Session, STANDALONE};
+use crate::transport::upstream::{MessageStream, ReplyBody, UpstreamError};
+
+/// Clears a client request from the in-flight table however its relay ends.
+struct InFlight {
+    session: Rc<Session>,
+    client_id: Id,
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.session.end_request(&self.client_id);
+    }
+}
+
+/// Sends `msg` (names already mapped) to `server` and relays the answer.
+pub async fn request(
+    session: &Rc<Session>,
+    server: usize,
+    client_id: Id,
+    mut msg: Value<'_>,
+    accepts_sse: bool,
+) -> Answer {
+    let Some(upstream) = session.upstream(server) else {
+        return Answer::Json(jsonrpc::error_body(
+            Some(&client_id),
+            code::INTERNAL_ERROR,
+            "no such upstream server",
+        ));
+    };
+    let upstream_id = upstream.next_id();
+    relay::set(&mut msg, "id", upstream_id.to_value());
+    let body = jsonrpc::to_bytes(&msg);
+    drop(msg);
+    session.begin_request(client_id.clone(), server, upstream_id.clone());
+    let guard = InFlight {
+        session: session.clone(),
+        client_id: client_id.clone(),
+    };
+    let reply = match upstream.post(&body).await {
+        Ok(r) => r,
+        Err(e) => return Answer::Json(upstream_error(&client_id, &e)),
+    };
+    let mut stream = match reply.body {
+        ReplyBody::Json(b) => {
+            return match relay::from_upstream(session, server, Some((&upstream_id, &client_id)), &b)
+            {
+                Relayed::Final(answer) => Answer::Json(answer),
+                _ => Answer::Json(jsonrpc::error_body(
+                    Some(&client_id),
+                    code::UPSTREAM_PROTOCOL,
+                    &format!(
+                        "server {} answered with something that is not the response",
+                        upstream.client().name()
+                    ),
+                )),
+            }
+        }
+        ReplyBody::Accepted => {
+            return Answer::Json(jsonrpc::error_body(
+                Some(&client_id),
+                code::UPSTREAM_PROTOCOL,
+                &format!(
+                    "server {} accepted a request without answering it",
+                    upstream.client().name()
+                ),
+            ))
+        }
+        ReplyBody::Stream(s) => s,
+    };
+    // Read until the answer or the first message the client must see while it waits.
+    loop {
+        match next_relayed(session, server, &mut stream, &upstream_id, &client_id).await {
+            Step::Final(answer) => return Answer::Json(answer),
+            Step::Message(m) if accepts_sse => {
+                let out = session.events.open();
+                session.events.push(out, m);
+                let session = session.clone();
+                glommio::spawn_local(async move {
+                    pump(&session, server, stream, upstream_id, client_id, out).await;
+                    drop(guard);
+                })
+                .detach();
+                return Answer::Stream(out);
+            }
+            // A client that takes only JSON gets interim messages on its GET stream.
+            Step::Message(m) => session.events.push(STANDALONE, m),
+            Step::Failed(answer) => return Answer::Json(answer),
+        }
+    }
+}
+
+enum Step {
+    Final(Bytes),
+    Message(Bytes),
+    Failed(Bytes),
+}
+
+async fn next_relayed(
+    session: &Rc<Session>,
+    server: usize,
+    stream: &mut MessageStream,
+    up: &Id,
+    client: &Id,
+) -> Step {
+    loop {
+        match stream.next().await {
+            Ok(Some(raw)) => {
+                match relay::from_upstream(session, server, Some((up, client)), &raw) {
+                    Relayed::Final(answer) => return Step::Final(answer),
+                    Relayed::Message(m) => return Step::Message(m),
+                    Relayed::Nothing => continue,
+                }
+            }
+            Ok(None) => {
+                let name = session
+                    .shard()
+                    .and_then(|s| s.upstreams.get(server).map(|u| u.config.name.clone()));
+                return Step::Failed(jsonrpc::error_body(
+                    Some(client),
+                    code::UPSTREAM_PROTOCOL,
+                    &format!(
+                        "server {} ended its stream without answering",
+                        name.unwrap_or_default()
+                    ),
+                ));
+            }
+            Err(e) => return Step::Failed(upstream_error(client, &e)),
+        }
+    }
+}
+
+/// Relays the rest of an upstream stream into session stream `out`, ending with the answer.
+async fn pump(
+    session: &Rc<Session>,
+    server: usize,
+    mut stream: Box<MessageStream>,
+    up: Id,
+    client: Id,
+    out: u64,
+) {
+    loop {
+        match next_relayed(session, server, &mut stream, &up, &client).await {
+            Step::Message(m) => session.events.push(out, m),
+            Step::Final(answer) | Step::Failed(answer) => {
+                session.events.push(out, answer);
+                session.events.finish(out);
+                return;
+            }
+        }
+    }
+}
+
+/// The client's error for an upstream failure; it always names the server.
+pub fn upstream_error(client_id: &Id, e: &UpstreamError) -> Bytes {
+    let message = match e {
+        UpstreamError::Connect { server, .. } => format!("server {server} is unavailable: {e}"),
+        other => other.to_string(),
+    };
+    jsonrpc::error_body(Some(client_id), code::UPSTREAM_UNAVAILABLE, &message)
+}
+
+/// A notification from the client: cancellations go to the server doing the work.
+pub async fn client_notification(session: &Rc<Session>, method: &str, mut msg: Value<'_>) {
+    match method {
+        "notifications/cancelled" => {
+            let client_id = msg
+                .get("params")
+                .and_then(|p| p.get("requestId"))
+                .and_then(Id::from_value);
+            let Some((server, upstream_id)) = client_id.and_then(|id| session.inflight(&id)) else {
+                return;
+            };
+            if let Some(params) = msg.get_mut("params") {
+                relay::set(params, "requestId", upstream_id.to_value());
+            }
+            send_to(session, server, jsonrpc::to_bytes(&msg)).await;
+        }
+        "notifications/roots/list_changed" => {
+            let body = jsonrpc::to_bytes(&msg);
+            for upstream in session.open_upstreams() {
+                if upstream.current().is_some() {
+                    let _ = upstream.post(&body).await;
+                }
+            }
+        }
+        _ => {}
+    }
+}
+
+/// The client's answer to a server-to-client request goes back to the server that asked.
+pub async fn client_response(session: &Rc<Session>, proxy_id: &Id, mut msg: Value<'_>) {
+    let Some(pending) = session.take_pending(proxy_id) else {
+        log::debug!(
+            "session {}: answer to unknown request {proxy_id} dropped",
+            session.id
+        );
+        return;
+    };
+    relay::set(&mut msg, "id", pending.upstream_id.to_value());
+    send_to(session, pending.server, jsonrpc::to_bytes(&msg)).await;
+}
+
+async fn send_to(session: &Rc<Session>, server: usize, body: Bytes) {
+    let Some(upstream) = session.upstream(server) else {
+        return;
+    };
+    if let Err(e) = upstream.post(&body).await {
+        log::warn!(
+            "session {}: could not pass a message to {}: {e}",
+            session.id,
+            upstream.client().name()
+        );
+    }
+}
+
+/// `logging/setLevel` goes to every reachable server that logs.
+pub async fn set_level(
+    session: &Rc<Session>,
+    catalog: &Catalog,
+    id: &Id,
+    msg: &Value<'_>,
+) -> Answer {
+    let params = msg
+        .get("params")
+        .map(|p| p.encode())
+        .unwrap_or_else(|| "{}".into());
+    for (server, status) in catalog.status.iter().enumerate() {
+        let ServerStatus::Up(listing) = status else {
+            continue;
+        };
+        if !listing.init_result.windows(9).any(|w| w == b"\"logging\"") {
+            continue;
+        }
+        let Some(upstream) = session.upstream(server) else {
+            continue;
+        };
+        if let Err(e) = upstream
+            .request("logging/setLevel", params.as_bytes())
+            .await
+        {
+            log::warn!("logging/setLevel on {}: {e}", upstream.client().name());
+        }
+    }
+    Answer::Json(jsonrpc::result_body(id, b"{}"))
+}

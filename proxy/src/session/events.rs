@@ -1,0 +1,266 @@
+//! A session's outgoing SSE streams, kept for resumption.
+//!
+//! Every stream (the standalone GET stream and each POST's stream) is a numbered buffer of
+//! messages. Event ids are `{stream}-{seq}`, so a `Last-Event-ID` names both the stream to
+//! resume and where. A reader follows a stream from a position; a newer reader of the same
+//! stream displaces the older one, so each message goes out on exactly one connection.
+
+use std::cell::RefCell;
+use std::collections::{HashMap, VecDeque};
+use std::task::{Context, Poll, Waker};
+
+use bytes::Bytes;
+
+/// The stream of server-initiated messages that a GET opens.
+pub const STANDALONE: u64 = 0;
+/// Messages kept per stream for a client that reconnects.
+const KEEP_EVENTS: usize = 512;
+/// Finished POST streams kept for resumption.
+const KEEP_FINISHED: usize = 32;
+
+#[derive(Default)]
+struct Buffer {
+    events: VecDeque<(u64, Bytes)>,
+    next_seq: u64,
+    closed: bool,
+    /// Highest sequence a reader has taken, so a fresh GET starts after what was delivered.
+    delivered: u64,
+    epoch: u64,
+    wakers: Vec<Waker>,
+}
+
+impl Buffer {
+    fn wake(&mut self) {
+        for w in self.wakers.drain(..) {
+            w.wake();
+        }
+    }
+}
+
+#[derive(Default)]
+struct Inner {
+    streams: HashMap<u64, Buffer>,
+    next_stream: u64,
+    finished: VecDeque<u64>,
+    ended: bool,
+}
+
+/// All SSE streams of one session.
+#[derive(Default)]
+pub struct EventLog {
+    inner: RefCell<Inner>,
+}
+
+/// A position in a session's streams, parsed from `Last-Event-ID`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Position {
+    /// The stream.
+    pub stream: u64,
+    /// The last sequence number the client saw.
+    pub seq: u64,
+}
+
+impl Position {
+    /// Parses an event id the proxy issued; `None` for anything else.
+    pub fn parse(id: &str) -> Option<Position> {
+        let (s, q) = id.split_once('-')?;
+        Some(Position {
+            stream: s.parse().ok()?,
+            seq: q.parse().ok()?,
+        })
+    }
+}
+
+/// What a reader gets next.
+pub enum Next {
+    /// A message with its sequence number.
+    Event(u64, Bytes),
+    /// The stream is over (finished, displaced by a newer reader, or the session ended).
+    End,
+}
+
+impl EventLog {
+    /// A log with the standalone stream open.
+    pub fn new() -> Self {
+        let log = EventLog::default();
+        {
+            let mut inner = log.inner.borrow_mut();
+            inner.streams.insert(
+                STANDALONE,
+                Buffer {
+                    next_seq: 1,
+                    ..Buffer::default()
+                },
+            );
+            inner.next_stream = STANDALONE + 1;
+        }
+        log
+    }
+
+    /// Opens a new stream (for a POST) and returns its number.
+    pub fn open(&self) -> u64 {
+        let mut inner = self.inner.borrow_mut();
+        let id = inner.next_stream;
+        inner.next_stream += 1;
+        inner.streams.insert(
+            id,
+            Buffer {
+                next_seq: 1,
+                ..Buffer::default()
+            },
+        );
+        id
+    }
+
+    /// True when `stream` is known (live or recently finished).
+    pub fn contains(&self, stream: u64) -> bool {
+        self.inner.borrow().streams.contains_key(&stream)
+    }
+
+    /// Appends a message to a stream; dropped if the stream is gone.
+    pub fn push(&self, stream: u64, message: Bytes) {
+        let mut inner = self.inner.borrow_mut();
+        if let Some(buf) = inner.streams.get_mut(&stream) {
+            let seq = buf.next_seq;
+            buf.next_seq += 1;
+            buf.events.push_back((seq, message));
+            if buf.events.len() > KEEP_EVENTS {
+                buf.events.pop_front();
+            }
+            buf.wake();
+        }
+    }
+
+    /// Marks a stream finished: readers drain it and end.
+    pub fn finish(&self, stream: u64) {
+        let mut inner = self.inner.borrow_mut();
+        if let Some(buf) = inner.streams.get_mut(&stream) {
+            buf.closed = true;
+            buf.wake();
+        }
+        if stream != STANDALONE {
+            inner.finished.push_back(stream);
+            while inner.finished.len() > KEEP_FINISHED {
+                if let Some(old) = inner.finished.pop_front() {
+                    inner.streams.remove(&old);
+                }
+            }
+        }
+    }
+
+    /// Ends every stream: the session is gone.
+    pub fn end(&self) {
+        let mut inner = self.inner.borrow_mut();
+        inner.ended = true;
+        for buf in inner.streams.values_mut() {
+            buf.closed = true;
+            buf.wake();
+        }
+    }
+
+    /// Makes the caller the only reader of `stream`; returns its claim.
+    pub fn claim(&self, stream: u64) -> u64 {
+        let mut inner = self.inner.borrow_mut();
+        match inner.streams.get_mut(&stream) {
+            Some(buf) => {
+                buf.epoch += 1;
+                buf.wake();
+                buf.epoch
+            }
+            None => 0,
+        }
+    }
+
+    /// The last sequence number handed to a reader of `stream`.
+    pub fn delivered(&self, stream: u64) -> u64 {
+        self.inner
+            .borrow()
+            .streams
+            .get(&stream)
+            .map_or(0, |b| b.delivered)
+    }
+
+    /// The next message after `after` for the reader holding claim `epoch`.
+    pub fn poll_next(
+        &self,
+        stream: u64,
+        after: u64,
+        epoch: u64,
+        cx: &mut Context<'_>,
+    ) -> Poll<Next> {
+        let mut inner = self.inner.borrow_mut();
+        let ended = inner.ended;
+        let Some(buf) = inner.streams.get_mut(&stream) else {
+            return Poll::Ready(Next::End);
+        };
+        if buf.epoch != epoch || ended && buf.events.back().is_none_or(|(s, _)| *s <= after) {
+            return Poll::Ready(Next::End);
+        }
+        if let Some((seq, msg)) = buf.events.iter().find(|(s, _)| *s > after) {
+            buf.delivered = buf.delivered.max(*seq);
+            return Poll::Ready(Next::Event(*seq, msg.clone()));
+        }
+        if buf.closed {
+            return Poll::Ready(Next::End);
+        }
+        buf.wakers.push(cx.waker().clone());
+        Poll::Pending
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures_lite::future::{block_on, poll_fn};
+
+    fn next(log: &EventLog, stream: u64, after: u64, epoch: u64) -> Option<(u64, Bytes)> {
+        block_on(poll_fn(|cx| {
+            match log.poll_next(stream, after, epoch, cx) {
+                Poll::Ready(Next::Event(s, b)) => Poll::Ready(Some((s, b))),
+                Poll::Ready(Next::End) => Poll::Ready(None),
+                Poll::Pending => Poll::Ready(Some((u64::MAX, Bytes::new()))),
+            }
+        }))
+    }
+
+    #[test]
+    fn a_reader_resumes_after_the_last_seen_event() {
+        let log = EventLog::new();
+        let s = log.open();
+        let epoch = log.claim(s);
+        log.push(s, Bytes::from_static(b"a"));
+        log.push(s, Bytes::from_static(b"b"));
+        log.finish(s);
+        assert_eq!(next(&log, s, 0, epoch).unwrap().1, "a");
+        assert_eq!(next(&log, s, 1, epoch).unwrap().1, "b");
+        assert!(
+            next(&log, s, 2, epoch).is_none(),
+            "finished stream ends after its last event"
+        );
+        let again = log.claim(s);
+        assert_eq!(
+            next(&log, s, 1, again).unwrap().1,
+            "b",
+            "a reconnecting reader replays from its position"
+        );
+    }
+
+    #[test]
+    fn a_newer_reader_displaces_the_older() {
+        let log = EventLog::new();
+        let first = log.claim(STANDALONE);
+        let second = log.claim(STANDALONE);
+        log.push(STANDALONE, Bytes::from_static(b"x"));
+        assert!(next(&log, STANDALONE, 0, first).is_none());
+        assert_eq!(next(&log, STANDALONE, 0, second).unwrap().0, 1);
+    }
+
+    #[test]
+    fn event_ids_round_trip() {
+        assert_eq!(
+            Position::parse("3-17"),
+            Some(Position { stream: 3, seq: 17 })
+        );
+        assert_eq!(Position::parse("garbage"), None);
+    }
+}

@@ -1,0 +1,257 @@
+//! Messages between shards over glommio's channel mesh.
+//!
+//! Requests for a session owned by another shard travel as [`Msg::Forward`]; the owner's reply
+//! comes back as a series of [`Msg::Reply`] parts (head, data, end) tagged with the requester's
+//! token, so a streamed reply (SSE) flows back as it is produced. Receive loops never block:
+//! they hand each message to a local channel or a new task.
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::rc::Rc;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use glommio::channels::channel_mesh::{Receivers, Senders};
+use glommio::channels::local_channel::{self, LocalReceiver, LocalSender};
+use glommio::task::JoinHandle;
+
+use super::Shard;
+use crate::registry::Catalog;
+use crate::transport::downstream::{self, McpRequest, Reply};
+
+/// Capacity of each shard-to-shard channel.
+pub const CHANNEL_SIZE: usize = 1024;
+
+/// One message between shards.
+pub enum Msg {
+    /// Serve this request for a session you own; answer with `Reply` parts under `token`.
+    Forward {
+        /// The requesting shard.
+        from: usize,
+        /// The requester's tag for the reply.
+        token: u64,
+        /// The request.
+        request: McpRequest,
+    },
+    /// The requester's client went away: stop producing the reply for `token`.
+    Abandon {
+        /// The requesting shard.
+        from: usize,
+        /// The reply to stop.
+        token: u64,
+    },
+    /// A part of the reply for `token`.
+    Reply {
+        /// The requester's tag.
+        token: u64,
+        /// The part.
+        part: ReplyPart,
+    },
+    /// A new catalog from discovery.
+    Catalog(Arc<Catalog>),
+    /// Shard 0: list this server again.
+    Rediscover(usize),
+}
+
+/// A piece of a forwarded reply.
+pub enum ReplyPart {
+    /// Status and headers; `streaming` when data parts are SSE chunks to flush one by one.
+    Head {
+        /// HTTP status.
+        status: u16,
+        /// Headers to send.
+        headers: Vec<(String, String)>,
+        /// Whether the body is a stream.
+        streaming: bool,
+    },
+    /// Body bytes.
+    Data(Bytes),
+    /// The reply is complete.
+    End,
+}
+
+/// This shard's end of the mesh.
+pub struct Mesh {
+    senders: Option<Rc<Senders<Msg>>>,
+    waiting: RefCell<HashMap<u64, LocalSender<ReplyPart>>>,
+    serving: RefCell<HashMap<(usize, u64), JoinHandle<()>>>,
+    next_token: Cell<u64>,
+}
+
+impl Mesh {
+    /// A mesh end; `None` senders when this is the only shard.
+    pub fn new(senders: Option<Senders<Msg>>) -> Mesh {
+        Mesh {
+            senders: senders.map(Rc::new),
+            waiting: RefCell::new(HashMap::new()),
+            serving: RefCell::new(HashMap::new()),
+            next_token: Cell::new(1),
+        }
+    }
+
+    fn send_later(&self, peer: usize, msg: Msg) {
+        if let Some(senders) = self.senders.clone() {
+            glommio::spawn_local(async move {
+                if senders.send_to(peer, msg).await.is_err() {
+                    log::warn!("shard {peer} is gone; message dropped");
+                }
+            })
+            .detach();
+        }
+    }
+
+    /// Sends a catalog to `peer`.
+    pub fn send_catalog(&self, peer: usize, catalog: Arc<Catalog>) {
+        self.send_later(peer, Msg::Catalog(catalog));
+    }
+
+    /// Asks `peer` (shard 0) to rediscover `server`.
+    pub fn send_rediscover(&self, peer: usize, server: usize) {
+        self.send_later(peer, Msg::Rediscover(server));
+    }
+
+    /// Tells `owner` that the reply for `token` is no longer wanted.
+    pub fn abandon(&self, me: usize, owner: usize, token: u64) {
+        self.waiting.borrow_mut().remove(&token);
+        self.send_later(owner, Msg::Abandon { from: me, token });
+    }
+
+    /// Sends `request` to `owner` and returns the stream of reply parts.
+    pub async fn forward(
+        &self,
+        me: usize,
+        owner: usize,
+        request: McpRequest,
+    ) -> Option<(u64, LocalReceiver<ReplyPart>)> {
+        let senders = self.senders.as_ref()?;
+        let token = self.next_token.get();
+        self.next_token.set(token + 1);
+        let (tx, rx) = local_channel::new_unbounded();
+        self.waiting.borrow_mut().insert(token, tx);
+        if senders
+            .send_to(
+                owner,
+                Msg::Forward {
+                    from: me,
+                    token,
+                    request,
+                },
+            )
+            .await
+            .is_err()
+        {
+            self.waiting.borrow_mut().remove(&token);
+            return None;
+        }
+        Some((token, rx))
+    }
+
+    /// Starts one receive loop per peer.
+    pub fn spawn_receivers(shard: &Rc<Shard>, mut receivers: Receivers<Msg>) {
+        for (_peer, rx) in receivers.streams() {
+            let shard = shard.clone();
+            glommio::spawn_local(async move {
+                while let Some(msg) = rx.recv().await {
+                    shard.mesh.receive(&shard, msg);
+                }
+            })
+            .detach();
+        }
+    }
+
+    fn receive(&self, shard: &Rc<Shard>, msg: Msg) {
+        match msg {
+            Msg::Forward {
+                from,
+                token,
+                request,
+            } => {
+                let owner = shard.clone();
+                let task = glommio::spawn_local(async move {
+                    let reply = downstream::handle_owned(&owner, request).await;
+                    owner.mesh.send_reply(from, token, reply).await;
+                    owner.mesh.serving.borrow_mut().remove(&(from, token));
+                })
+                .detach();
+                self.serving.borrow_mut().insert((from, token), task);
+            }
+            Msg::Abandon { from, token } => {
+                if let Some(task) = self.serving.borrow_mut().remove(&(from, token)) {
+                    task.cancel();
+                }
+            }
+            Msg::Reply { token, part } => {
+                let end = matches!(part, ReplyPart::End);
+                let mut waiting = self.waiting.borrow_mut();
+                if let Some(tx) = waiting.get(&token) {
+                    // Unbounded, so this never waits; a closed receiver means the client left.
+                    let _ = tx.try_send(part);
+                }
+                if end {
+                    waiting.remove(&token);
+                }
+            }
+            Msg::Catalog(catalog) => shard.install_catalog(catalog),
+            Msg::Rediscover(server) => shard.request_rediscovery(server),
+        }
+    }
+
+    async fn send_reply(&self, to: usize, token: u64, reply: Reply) {
+        let Some(senders) = self.senders.clone() else {
+            return;
+        };
+        let send = |part: ReplyPart| {
+            let senders = senders.clone();
+            async move {
+                senders
+                    .send_to(to, Msg::Reply { token, part })
+                    .await
+                    .is_ok()
+            }
+        };
+        match reply {
+            Reply::Full {
+                status,
+                headers,
+                body,
+            } => {
+                let headers = headers
+                    .into_iter()
+                    .map(|(k, v)| (k.to_owned(), v))
+                    .collect();
+                let _ = send(ReplyPart::Head {
+                    status,
+                    headers,
+                    streaming: false,
+                })
+                .await
+                    && send(ReplyPart::Data(body)).await
+                    && send(ReplyPart::End).await;
+            }
+            Reply::Events {
+                headers,
+                mut source,
+            } => {
+                let headers = headers
+                    .into_iter()
+                    .map(|(k, v)| (k.to_owned(), v))
+                    .collect();
+                if !send(ReplyPart::Head {
+                    status: 200,
+                    headers,
+                    streaming: true,
+                })
+                .await
+                {
+                    return;
+                }
+                while let Some(chunk) = source.next().await {
+                    if !send(ReplyPart::Data(chunk)).await {
+                        return;
+                    }
+                }
+                send(ReplyPart::End).await;
+            }
+        }
+    }
+}

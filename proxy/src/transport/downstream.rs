@@ -1,0 +1,560 @@
+//! The `/mcp` endpoint: Streamable HTTP as clients see it (basic/transports.mdx, 2025-11-25).
+//!
+//! Header-level checks (path, Origin, method, Accept, protocol version) happen on the shard
+//! that accepted the connection; everything that needs the session happens on the session's
+//! owner shard, reached over the mesh when that is another shard.
+
+use std::rc::Rc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_lite::future::poll_fn;
+use glommio::channels::local_channel::LocalReceiver;
+use glommio::net::TcpStream;
+
+use crate::http::{sse, Limits, Method, Request, ServerConn};
+use crate::protocol::jsonrpc::{self, code, Kind};
+use crate::protocol::version;
+use crate::routing::{self, Answer};
+use crate::session::{Next, Position, Session, STANDALONE};
+use crate::shard::mesh::ReplyPart;
+use crate::shard::Shard;
+
+/// A comment sent on idle SSE streams so dead clients are noticed and middleboxes keep the line.
+const KEEPALIVE_EVERY: Duration = Duration::from_secs(25);
+
+/// The HTTP methods of Streamable HTTP.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HttpMethod {
+    /// Client-to-server messages.
+    Post,
+    /// The server-to-client stream.
+    Get,
+    /// Session end.
+    Delete,
+}
+
+/// A request reduced to what MCP needs; `Send`, so it can be forwarded to the owner shard.
+#[derive(Debug)]
+pub struct McpRequest {
+    /// POST, GET or DELETE.
+    pub method: HttpMethod,
+    /// `Mcp-Session-Id`, if sent.
+    pub session_id: Option<String>,
+    /// `MCP-Protocol-Version`, if sent (already checked to be supported).
+    pub protocol_version: Option<String>,
+    /// `Last-Event-ID`, for resuming a stream.
+    pub last_event_id: Option<String>,
+    /// Whether the client takes `text/event-stream` answers.
+    pub accepts_sse: bool,
+    /// The JSON-RPC message.
+    pub body: Bytes,
+}
+
+/// An answer to write.
+pub enum Reply {
+    /// A complete response.
+    Full {
+        /// HTTP status.
+        status: u16,
+        /// Headers besides Content-Length.
+        headers: Vec<(&'static str, String)>,
+        /// The body.
+        body: Bytes,
+    },
+    /// An SSE stream.
+    Events {
+        /// Headers besides the SSE ones.
+        headers: Vec<(&'static str, String)>,
+        /// Where the events come from.
+        source: EventSource,
+    },
+}
+
+impl Reply {
+    fn json(status: u16, body: Bytes) -> Reply {
+        Reply::Full {
+            status,
+            headers: vec![("Content-Type", "application/json".into())],
+            body,
+        }
+    }
+
+    /// An HTTP error with a JSON-RPC error body explaining it.
+    pub fn error(status: u16, rpc_code: i32, message: &str) -> Reply {
+        Reply::json(status, jsonrpc::error_body(None, rpc_code, message))
+    }
+}
+
+/// Encoded SSE events, from a local session or from the owner shard.
+pub enum EventSource {
+    /// Following a stream of a session on this shard.
+    Follow(Follower),
+    /// Relayed from the owner shard.
+    Remote(RemoteEvents),
+}
+
+impl EventSource {
+    /// The next encoded event (or keep-alive comment); `None` at the end.
+    pub async fn next(&mut self) -> Option<Bytes> {
+        match self {
+            EventSource::Follow(f) => f.next().await,
+            EventSource::Remote(r) => r.next().await,
+        }
+    }
+}
+
+/// Reads one of a session's streams from a position.
+pub struct Follower {
+    session: Rc<Session>,
+    stream: u64,
+    after: u64,
+    epoch: u64,
+    prime: Option<Bytes>,
+}
+
+impl Follower {
+    /// Follows `stream` from after `after`, displacing any other reader of it.
+    pub fn new(session: Rc<Session>, stream: u64, after: u64) -> Follower {
+        let epoch = session.events.claim(stream);
+        // 2025-11-25: open with an id and empty data, so a client can resume before any message.
+        let prime = version::primes_streams(&session.version)
+            .then(|| sse::encode_event(Some(&format!("{stream}-{after}")), b""));
+        Follower {
+            session,
+            stream,
+            after,
+            epoch,
+            prime,
+        }
+    }
+
+    async fn next(&mut self) -> Option<Bytes> {
+        if let Some(p) = self.prime.take() {
+            return Some(p);
+        }
+        let wait = poll_fn(|cx| {
+            self.session
+                .events
+                .poll_next(self.stream, self.after, self.epoch, cx)
+        });
+        let next = match glommio::timer::timeout(KEEPALIVE_EVERY, async { Ok(wait.await) }).await {
+            Ok(next) => next,
+            Err(_) => return Some(Bytes::from_static(b": keep-alive\n\n")),
+        };
+        match next {
+            Next::Event(seq, message) => {
+                self.after = seq;
+                self.session.touch();
+                Some(sse::encode_event(
+                    Some(&format!("{}-{seq}", self.stream)),
+                    &message,
+                ))
+            }
+            Next::End => None,
+        }
+    }
+}
+
+/// The reply parts of a request forwarded to its owner shard.
+pub struct RemoteEvents {
+    shard: Rc<Shard>,
+    owner: usize,
+    token: u64,
+    parts: LocalReceiver<ReplyPart>,
+    ended: bool,
+}
+
+impl RemoteEvents {
+    async fn next(&mut self) -> Option<Bytes> {
+        if self.ended {
+            return None;
+        }
+        match self.parts.recv().await {
+            Some(ReplyPart::Data(b)) => Some(b),
+            _ => {
+                self.ended = true;
+                None
+            }
+        }
+    }
+}
+
+impl Drop for RemoteEvents {
+    fn drop(&mut self) {
+        if !self.ended {
+            self.shard
+                .mesh
+                .abandon(self.shard.id, self.owner, self.token);
+        }
+    }
+}
+
+/// Serves one client connection until it closes.
+pub async fn serve_connection(shard: Rc<Shard>, stream: TcpStream) {
+    let _ = stream.set_nodelay(true);
+    let proxy = &shard.config.proxy;
+    let limits = Limits {
+        max_head_bytes: proxy.max_header_bytes,
+        max_body_bytes: proxy.max_body_bytes,
+        head_timeout: proxy.header_read_timeout,
+        idle_timeout: proxy.idle_timeout,
+        ..Limits::default()
+    };
+    let mut conn = ServerConn::new(stream);
+    loop {
+        let request = match conn.read_request(&limits).await {
+            Ok(Some(r)) => r,
+            Ok(None) => return,
+            Err(e) => {
+                if let Some(status) = e.status() {
+                    let body = jsonrpc::error_body(None, code::INVALID_REQUEST, &e.to_string());
+                    let _ = conn
+                        .write_response(
+                            status,
+                            &[("Content-Type", "application/json")],
+                            &body,
+                            false,
+                        )
+                        .await;
+                }
+                return;
+            }
+        };
+        let keep_alive = request.keep_alive;
+        let reply = match check(&shard, &request) {
+            Ok(mcp) => handle(&shard, mcp).await,
+            Err(reply) => reply,
+        };
+        drop(request);
+        let written = match reply {
+            Reply::Full {
+                status,
+                headers,
+                body,
+            } => {
+                let headers: Vec<(&str, &str)> =
+                    headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
+                conn.write_response(status, &headers, &body, keep_alive)
+                    .await
+                    .is_ok()
+            }
+            Reply::Events {
+                headers,
+                mut source,
+            } => {
+                let mut all: Vec<(&str, &str)> =
+                    headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
+                all.push(("Content-Type", "text/event-stream"));
+                all.push(("Cache-Control", "no-cache"));
+                let mut ok = conn.start_stream(200, &all).await.is_ok();
+                while ok {
+                    match source.next().await {
+                        Some(chunk) => ok = conn.write_chunk(&chunk).await.is_ok(),
+                        None => break,
+                    }
+                }
+                ok && conn.finish_stream().await.is_ok()
+            }
+        };
+        if !written || !keep_alive {
+            return;
+        }
+    }
+}
+
+/// The header-level checks of the transport, done where the request arrived.
+fn check(shard: &Shard, request: &Request) -> Result<McpRequest, Reply> {
+    if request.path() != "/mcp" {
+        return Err(Reply::error(
+            404,
+            code::INVALID_REQUEST,
+            "not found: the MCP endpoint is /mcp",
+        ));
+    }
+    if let Some(origin) = request.header("origin") {
+        if !shard.config.proxy.origin_allowed(origin) {
+            return Err(Reply::error(
+                403,
+                code::INVALID_REQUEST,
+                &format!("origin {origin} is not allowed; add it to [proxy] allowed_origins"),
+            ));
+        }
+    }
+    let method = match request.method {
+        Method::Post => HttpMethod::Post,
+        Method::Get => HttpMethod::Get,
+        Method::Delete => HttpMethod::Delete,
+        _ => {
+            return Err(Reply::Full {
+                status: 405,
+                headers: vec![
+                    ("Allow", "GET, POST, DELETE".into()),
+                    ("Content-Type", "application/json".into()),
+                ],
+                body: jsonrpc::error_body(
+                    None,
+                    code::INVALID_REQUEST,
+                    "method not allowed: use POST, GET or DELETE",
+                ),
+            })
+        }
+    };
+    let protocol_version = request.header("mcp-protocol-version").map(str::to_owned);
+    if let Some(v) = protocol_version.as_deref() {
+        if !version::is_supported(v) {
+            return Err(Reply::error(
+                400,
+                code::INVALID_REQUEST,
+                &format!(
+                    "unsupported MCP-Protocol-Version {v}; this proxy speaks {}",
+                    version::SUPPORTED.join(", ")
+                ),
+            ));
+        }
+    }
+    let (accepts_json, accepts_sse) = accepts(request);
+    match method {
+        HttpMethod::Post if !(accepts_json && accepts_sse) => {
+            return Err(Reply::error(
+                406,
+                code::INVALID_REQUEST,
+                "not acceptable: a POST must accept both application/json and text/event-stream",
+            ))
+        }
+        HttpMethod::Get if !accepts_sse => {
+            return Err(Reply::error(
+                406,
+                code::INVALID_REQUEST,
+                "not acceptable: a GET must accept text/event-stream",
+            ))
+        }
+        HttpMethod::Post => {
+            let json = request.header("content-type").is_some_and(|c| {
+                c.split(';')
+                    .next()
+                    .is_some_and(|t| t.trim().eq_ignore_ascii_case("application/json"))
+            });
+            if !json {
+                return Err(Reply::error(
+                    415,
+                    code::INVALID_REQUEST,
+                    "unsupported media type: send Content-Type: application/json",
+                ));
+            }
+        }
+        _ => {}
+    }
+    Ok(McpRequest {
+        method,
+        session_id: request.header("mcp-session-id").map(str::to_owned),
+        protocol_version,
+        last_event_id: request.header("last-event-id").map(str::to_owned),
+        accepts_sse,
+        body: request.body.clone(),
+    })
+}
+
+/// Which of JSON and SSE the client's `Accept` headers allow.
+fn accepts(request: &Request) -> (bool, bool) {
+    let (mut json, mut sse) = (false, false);
+    for value in request.headers("accept") {
+        for media in value.split(',') {
+            let media = media
+                .split(';')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_ascii_lowercase();
+            match media.as_str() {
+                "*/*" => (json, sse) = (true, true),
+                "application/json" | "application/*" => json = true,
+                "text/event-stream" | "text/*" => sse = true,
+                _ => {}
+            }
+        }
+    }
+    (json, sse)
+}
+
+/// Serves a checked request here or on the session's owner shard.
+pub async fn handle(shard: &Rc<Shard>, request: McpRequest) -> Reply {
+    let owner = match request.session_id.as_deref() {
+        Some(id) => match shard.owner_of(id) {
+            Some(owner) => owner,
+            None => return unknown_session(),
+        },
+        None => shard.id,
+    };
+    if owner == shard.id {
+        return handle_owned(shard, request).await;
+    }
+    let Some((token, parts)) = shard.mesh.forward(shard.id, owner, request).await else {
+        return Reply::error(
+            503,
+            code::INTERNAL_ERROR,
+            "the shard owning this session is not running",
+        );
+    };
+    // Dropping `remote` before the end tells the owner to stop, whatever path returns early.
+    let mut remote = RemoteEvents {
+        shard: shard.clone(),
+        owner,
+        token,
+        parts,
+        ended: false,
+    };
+    let Some(ReplyPart::Head {
+        status,
+        headers,
+        streaming,
+    }) = remote.parts.recv().await
+    else {
+        remote.ended = true;
+        return Reply::error(
+            503,
+            code::INTERNAL_ERROR,
+            "the shard owning this session did not answer",
+        );
+    };
+    let headers: Vec<(&'static str, String)> = headers
+        .into_iter()
+        .filter_map(|(k, v)| static_header(&k).map(|k| (k, v)))
+        .collect();
+    if streaming {
+        return Reply::Events {
+            headers,
+            source: EventSource::Remote(remote),
+        };
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = remote.next().await {
+        body.extend_from_slice(&chunk);
+    }
+    Reply::Full {
+        status,
+        headers,
+        body: Bytes::from(body),
+    }
+}
+
+/// Maps a forwarded header name back to the static names this module uses.
+fn static_header(name: &str) -> Option<&'static str> {
+    ["Content-Type", "Mcp-Session-Id", "Allow", "Cache-Control"]
+        .into_iter()
+        .find(|h| h.eq_ignore_ascii_case(name))
+}
+
+fn unknown_session() -> Reply {
+    Reply::error(
+        404,
+        code::INVALID_REQUEST,
+        "session not found: it ended or expired; send initialize to start a new one",
+    )
+}
+
+fn missing_session() -> Reply {
+    Reply::error(
+        400,
+        code::INVALID_REQUEST,
+        "bad request: Mcp-Session-Id header is required; send initialize first",
+    )
+}
+
+/// Serves a request on the shard that owns its session (or will, for initialize).
+pub async fn handle_owned(shard: &Rc<Shard>, request: McpRequest) -> Reply {
+    match request.method {
+        HttpMethod::Post => post(shard, request).await,
+        HttpMethod::Get => get(shard, request),
+        HttpMethod::Delete => {
+            let Some(id) = request.session_id else {
+                return missing_session();
+            };
+            if shard.end_session(&id).await {
+                Reply::Full {
+                    status: 200,
+                    headers: Vec::new(),
+                    body: Bytes::new(),
+                }
+            } else {
+                unknown_session()
+            }
+        }
+    }
+}
+
+async fn post(shard: &Rc<Shard>, request: McpRequest) -> Reply {
+    let Some(session_id) = request.session_id.as_deref() else {
+        return sessionless_post(shard, request.body).await;
+    };
+    let Some(session) = shard.session(session_id) else {
+        return unknown_session();
+    };
+    session.touch();
+    match routing::handle(shard, &session, request.body, request.accepts_sse).await {
+        Answer::Json(body) => Reply::json(200, body),
+        Answer::Accepted => Reply::Full {
+            status: 202,
+            headers: Vec::new(),
+            body: Bytes::new(),
+        },
+        Answer::BadRequest(body) => Reply::json(400, body),
+        Answer::Stream(stream) => Reply::Events {
+            headers: Vec::new(),
+            source: EventSource::Follow(Follower::new(session, stream, 0)),
+        },
+    }
+}
+
+/// A POST without a session: only `initialize` may open one.
+async fn sessionless_post(shard: &Rc<Shard>, body: Bytes) -> Reply {
+    let mut buf = body.to_vec();
+    let msg = match jsonrpc::parse(&mut buf) {
+        Ok(m) => m,
+        Err(e) => return Reply::json(400, jsonrpc::error_body(None, e.code(), &e.to_string())),
+    };
+    match jsonrpc::classify(&msg) {
+        Err(e) => Reply::json(400, jsonrpc::error_body(None, e.code(), &e.to_string())),
+        Ok(Kind::Request { id, method: "initialize" }) => match routing::initialize(shard, &id, &msg) {
+            Ok((session, answer)) => Reply::Full {
+                status: 200,
+                headers: vec![("Content-Type", "application/json".into()), ("Mcp-Session-Id", session.id.clone())],
+                body: answer,
+            },
+            Err(answer) => Reply::json(400, answer),
+        },
+        // The 2026-07-28 probe: refusing it with 400 and -32601 makes current clients fall back.
+        Ok(Kind::Request { id, method: "server/discover" }) => Reply::json(
+            400,
+            jsonrpc::error_body(
+                Some(&id),
+                code::METHOD_NOT_FOUND,
+                "server/discover is not supported; this proxy speaks the stateful protocol (initialize)",
+            ),
+        ),
+        Ok(_) => missing_session(),
+    }
+}
+
+fn get(shard: &Rc<Shard>, request: McpRequest) -> Reply {
+    let Some(session_id) = request.session_id.as_deref() else {
+        return missing_session();
+    };
+    let Some(session) = shard.session(session_id) else {
+        return unknown_session();
+    };
+    session.touch();
+    let resume = request
+        .last_event_id
+        .as_deref()
+        .and_then(Position::parse)
+        .filter(|p| session.events.contains(p.stream));
+    let (stream, after) = match resume {
+        Some(p) => (p.stream, p.seq),
+        None => (STANDALONE, session.events.delivered(STANDALONE)),
+    };
+    Reply::Events {
+        headers: Vec::new(),
+        source: EventSource::Follow(Follower::new(session, stream, after)),
+    }
+}

@@ -1,0 +1,491 @@
+//! HTTP exchanges with one upstream server, over a per-shard keep-alive pool.
+//!
+//! Each shard owns its own pool (no sharing, no locks). Node-based servers close idle
+//! keep-alive connections after 5 s, so pooled connections are retired after
+//! [`POOL_IDLE`] and a reused connection that fails before any byte of the answer arrives
+//! is retried once on a fresh one: the server closed it while idle, so it never saw the request.
+
+use std::cell::RefCell;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use glommio::net::TcpStream;
+
+use crate::config::ServerConfig;
+use crate::http::{ClientConn, HttpError, Limits, OwnedBody, ResponseHead, SseParser};
+
+/// How long an idle pooled connection is trusted (below Node's 5 s keep-alive timeout).
+pub const POOL_IDLE: Duration = Duration::from_secs(4);
+/// Idle connections kept per server per shard.
+const POOL_MAX_IDLE: usize = 64;
+/// Upper bound on a JSON answer or one SSE event from an upstream.
+const MAX_UPSTREAM_MESSAGE: usize = 16 * 1024 * 1024;
+
+/// Why an exchange with an upstream failed, and whether repeating it elsewhere is safe.
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamError {
+    /// No connection could be made: the request never left the proxy.
+    #[error("cannot connect to upstream {server} at {addr}: {source}")]
+    Connect {
+        /// The server's configured name.
+        server: String,
+        /// host:port tried.
+        addr: String,
+        /// The socket error.
+        source: std::io::Error,
+    },
+    /// The connection broke or timed out after the request was written.
+    #[error("upstream {server} failed mid-exchange: {detail}")]
+    Exchange {
+        /// The server's configured name.
+        server: String,
+        /// What went wrong.
+        detail: String,
+    },
+    /// The upstream did not answer within its timeout.
+    #[error("upstream {server} did not answer within {timeout:?}")]
+    Timeout {
+        /// The server's configured name.
+        server: String,
+        /// The configured timeout.
+        timeout: Duration,
+    },
+    /// The upstream no longer knows the session (404, or 400 naming the session).
+    #[error("upstream {server} lost the session")]
+    SessionLost {
+        /// The server's configured name.
+        server: String,
+    },
+    /// The upstream answered with an HTTP error status.
+    #[error("upstream {server} answered HTTP {status}: {body}")]
+    Status {
+        /// The server's configured name.
+        server: String,
+        /// The HTTP status.
+        status: u16,
+        /// The start of the body, for the error message.
+        body: String,
+    },
+    /// The upstream answered something that is not Streamable HTTP.
+    #[error("upstream {server} broke the protocol: {detail}")]
+    Protocol {
+        /// The server's configured name.
+        server: String,
+        /// What was wrong.
+        detail: String,
+    },
+}
+
+impl UpstreamError {
+    /// True when the request certainly never reached the upstream, so sending it again is safe.
+    pub fn never_sent(&self) -> bool {
+        matches!(
+            self,
+            UpstreamError::Connect { .. } | UpstreamError::SessionLost { .. }
+        )
+    }
+}
+
+/// What a POST returned, with the session id the upstream assigned (on initialize).
+pub struct PostReply {
+    /// `Mcp-Session-Id` from the response, if any.
+    pub session_id: Option<String>,
+    /// The body, by kind.
+    pub body: ReplyBody,
+}
+
+/// The three answers Streamable HTTP allows to a POST.
+pub enum ReplyBody {
+    /// 202: a notification or response was taken.
+    Accepted,
+    /// One JSON-RPC message.
+    Json(Bytes),
+    /// An SSE stream of messages.
+    Stream(Box<MessageStream>),
+}
+
+struct Idle {
+    conn: ClientConn<TcpStream>,
+    since: Instant,
+}
+
+/// One upstream server as seen from one shard: its configuration and its connection pool.
+pub struct UpstreamClient {
+    /// Index of the server in the registry.
+    pub index: usize,
+    /// Its configuration.
+    pub config: ServerConfig,
+    idle: RefCell<Vec<Idle>>,
+    limits: Limits,
+}
+
+impl UpstreamClient {
+    /// A client with an empty pool.
+    pub fn new(index: usize, config: ServerConfig) -> Rc<Self> {
+        let limits = Limits {
+            max_body_bytes: MAX_UPSTREAM_MESSAGE,
+            head_timeout: config.timeout,
+            body_timeout: config.timeout,
+            ..Limits::default()
+        };
+        Rc::new(UpstreamClient {
+            index,
+            config,
+            idle: RefCell::new(Vec::new()),
+            limits,
+        })
+    }
+
+    /// The server's name, for errors and logs.
+    pub fn name(&self) -> &str {
+        &self.config.name
+    }
+
+    fn checkout(&self) -> Option<ClientConn<TcpStream>> {
+        let mut idle = self.idle.borrow_mut();
+        while let Some(entry) = idle.pop() {
+            if entry.since.elapsed() < POOL_IDLE {
+                return Some(entry.conn);
+            }
+        }
+        None
+    }
+
+    fn checkin(&self, conn: ClientConn<TcpStream>) {
+        let mut idle = self.idle.borrow_mut();
+        if idle.len() < POOL_MAX_IDLE {
+            idle.push(Idle {
+                conn,
+                since: Instant::now(),
+            });
+        }
+    }
+
+    async fn connect(&self) -> Result<ClientConn<TcpStream>, UpstreamError> {
+        let url = &self.config.url;
+        let addr = format!("{}:{}", url.host, url.port);
+        let stream = TcpStream::connect_timeout(addr.as_str(), self.config.connect_timeout)
+            .await
+            .map_err(|e| UpstreamError::Connect {
+                server: self.config.name.clone(),
+                addr: addr.clone(),
+                source: std::io::Error::other(e.to_string()),
+            })?;
+        // Requests are small and latency-bound; Nagle would hold them back.
+        let _ = stream.set_nodelay(true);
+        Ok(ClientConn::new(stream))
+    }
+
+    /// Sends one request and reads the response head, reusing a pooled connection when possible.
+    async fn exchange(
+        &self,
+        method: &str,
+        headers: &[(&str, &str)],
+        body: Option<&[u8]>,
+    ) -> Result<(ClientConn<TcpStream>, ResponseHead), UpstreamError> {
+        let mut all: Vec<(&str, &str)> =
+            Vec::with_capacity(headers.len() + self.config.headers.len());
+        all.extend_from_slice(headers);
+        for (k, v) in &self.config.headers {
+            all.push((k.as_str(), v.as_str()));
+        }
+        if let Some(mut conn) = self.checkout() {
+            match self.send_on(&mut conn, method, &all, body).await {
+                Ok(head) => return Ok((conn, head)),
+                // A stale pooled connection: the peer closed it while it sat idle.
+                Err(e) if e.nothing_received => log::debug!(
+                    "upstream {}: stale pooled connection: {}",
+                    self.name(),
+                    e.error
+                ),
+                Err(e) => return Err(self.exchange_error(e.error)),
+            }
+        }
+        let mut conn = self.connect().await?;
+        let head = self
+            .send_on(&mut conn, method, &all, body)
+            .await
+            .map_err(|e| self.exchange_error(e.error))?;
+        Ok((conn, head))
+    }
+
+    async fn send_on(
+        &self,
+        conn: &mut ClientConn<TcpStream>,
+        method: &str,
+        headers: &[(&str, &str)],
+        body: Option<&[u8]>,
+    ) -> Result<ResponseHead, SendFailure> {
+        let url = &self.config.url;
+        if let Err(e) = conn
+            .send(method, &url.authority, &url.path, headers, body)
+            .await
+        {
+            return Err(SendFailure {
+                nothing_received: true,
+                error: HttpError::Io(e),
+            });
+        }
+        // The first byte of the answer has no deadline in the HTTP layer: the server's own
+        // timeout is the policy for how long it may think.
+        let head = glommio::timer::timeout(self.config.timeout, async {
+            Ok(conn.read_response_head(&self.limits).await)
+        })
+        .await
+        .unwrap_or(Err(HttpError::Timeout("head")));
+        head.map_err(|error| SendFailure {
+            nothing_received: matches!(&error, HttpError::Truncated) || is_reset(&error),
+            error,
+        })
+    }
+
+    fn exchange_error(&self, e: HttpError) -> UpstreamError {
+        let server = self.config.name.clone();
+        match e {
+            HttpError::Timeout(_) => UpstreamError::Timeout {
+                server,
+                timeout: self.config.timeout,
+            },
+            other => UpstreamError::Exchange {
+                server,
+                detail: other.to_string(),
+            },
+        }
+    }
+
+    fn mcp_headers<'a>(
+        accept: &'a str,
+        session_id: Option<&'a str>,
+        version: Option<&'a str>,
+        extra: Option<(&'a str, &'a str)>,
+    ) -> Vec<(&'a str, &'a str)> {
+        let mut h = vec![("Accept", accept)];
+        if let Some(s) = session_id {
+            h.push(("Mcp-Session-Id", s));
+        }
+        if let Some(v) = version {
+            h.push(("MCP-Protocol-Version", v));
+        }
+        if let Some(x) = extra {
+            h.push(x);
+        }
+        h
+    }
+
+    /// POSTs one JSON-RPC message within `session_id` (none for initialize).
+    pub async fn post(
+        self: &Rc<Self>,
+        session_id: Option<&str>,
+        version: Option<&str>,
+        body: &[u8],
+    ) -> Result<PostReply, UpstreamError> {
+        let mut headers = Self::mcp_headers(
+            "application/json, text/event-stream",
+            session_id,
+            version,
+            None,
+        );
+        headers.push(("Content-Type", "application/json"));
+        let (mut conn, head) = self.exchange("POST", &headers, Some(body)).await?;
+        let new_session = head.header("mcp-session-id").map(str::to_owned);
+        let status = head.status;
+        if status == 202 || status == 204 {
+            self.finish_small(conn, &head).await;
+            return Ok(PostReply {
+                session_id: new_session,
+                body: ReplyBody::Accepted,
+            });
+        }
+        if !(200..300).contains(&status) {
+            return Err(self.status_error(conn, &head, session_id.is_some()).await);
+        }
+        let content_type = head
+            .header("content-type")
+            .unwrap_or("")
+            .to_ascii_lowercase();
+        if content_type.starts_with("text/event-stream") {
+            return Ok(PostReply {
+                session_id: new_session,
+                body: ReplyBody::Stream(Box::new(MessageStream::new(self.clone(), conn, head))),
+            });
+        }
+        let body = {
+            let reader = conn.body(&head);
+            reader
+                .read_to_end(MAX_UPSTREAM_MESSAGE)
+                .await
+                .map_err(|e| self.exchange_error(e))?
+        };
+        if conn.reusable() {
+            self.checkin(conn);
+        }
+        if body.is_empty() {
+            return Ok(PostReply {
+                session_id: new_session,
+                body: ReplyBody::Accepted,
+            });
+        }
+        Ok(PostReply {
+            session_id: new_session,
+            body: ReplyBody::Json(body),
+        })
+    }
+
+    /// Opens the GET stream of server-initiated messages; `Ok(None)` when the server offers none (405).
+    pub async fn open_stream(
+        self: &Rc<Self>,
+        session_id: &str,
+        version: &str,
+        last_event_id: Option<&str>,
+    ) -> Result<Option<MessageStream>, UpstreamError> {
+        let extra = last_event_id.map(|id| ("Last-Event-ID", id));
+        let headers =
+            Self::mcp_headers("text/event-stream", Some(session_id), Some(version), extra);
+        let (conn, head) = self.exchange("GET", &headers, None).await?;
+        match head.status {
+            200 => Ok(Some(MessageStream::new(self.clone(), conn, head))),
+            405 => {
+                self.finish_small(conn, &head).await;
+                Ok(None)
+            }
+            _ => Err(self.status_error(conn, &head, true).await),
+        }
+    }
+
+    /// Ends an upstream session (best effort: the upstream may not support DELETE).
+    pub async fn delete(self: &Rc<Self>, session_id: &str, version: &str) {
+        let headers = Self::mcp_headers(
+            "application/json, text/event-stream",
+            Some(session_id),
+            Some(version),
+            None,
+        );
+        match self.exchange("DELETE", &headers, None).await {
+            Ok((conn, head)) => self.finish_small(conn, &head).await,
+            Err(e) => log::debug!("upstream {}: DELETE failed: {e}", self.name()),
+        }
+    }
+
+    /// Reads a short body and returns the connection to the pool.
+    async fn finish_small(&self, mut conn: ClientConn<TcpStream>, head: &ResponseHead) {
+        let ok = conn.body(head).read_to_end(64 * 1024).await.is_ok();
+        if ok && conn.reusable() {
+            self.checkin(conn);
+        }
+    }
+
+    async fn status_error(
+        &self,
+        mut conn: ClientConn<TcpStream>,
+        head: &ResponseHead,
+        had_session: bool,
+    ) -> UpstreamError {
+        let body = conn
+            .body(head)
+            .read_to_end(64 * 1024)
+            .await
+            .unwrap_or_default();
+        if conn.reusable() {
+            self.checkin(conn);
+        }
+        let text = String::from_utf8_lossy(&body[..body.len().min(300)]).into_owned();
+        let server = self.config.name.clone();
+        // 404 is the spec's answer for an unknown session; the TypeScript SDK's servers answer
+        // 400 instead, so a 400 that mentions the session means the same.
+        let lost = had_session
+            && (head.status == 404
+                || (head.status == 400 && text.to_ascii_lowercase().contains("session")));
+        if lost {
+            UpstreamError::SessionLost { server }
+        } else {
+            UpstreamError::Status {
+                server,
+                status: head.status,
+                body: text,
+            }
+        }
+    }
+}
+
+struct SendFailure {
+    nothing_received: bool,
+    error: HttpError,
+}
+
+fn is_reset(e: &HttpError) -> bool {
+    match e {
+        HttpError::Io(io) => matches!(
+            io.kind(),
+            std::io::ErrorKind::ConnectionReset
+                | std::io::ErrorKind::BrokenPipe
+                | std::io::ErrorKind::UnexpectedEof
+        ),
+        _ => false,
+    }
+}
+
+/// JSON-RPC messages arriving on an upstream SSE stream, one per `next()`.
+pub struct MessageStream {
+    client: Rc<UpstreamClient>,
+    body: Option<OwnedBody<TcpStream>>,
+    parser: SseParser,
+    /// The id of the last event seen, for resuming with `Last-Event-ID`.
+    pub last_event_id: Option<String>,
+}
+
+impl MessageStream {
+    fn new(client: Rc<UpstreamClient>, conn: ClientConn<TcpStream>, head: ResponseHead) -> Self {
+        MessageStream {
+            client,
+            body: Some(conn.into_body(&head)),
+            parser: SseParser::new(MAX_UPSTREAM_MESSAGE),
+            last_event_id: None,
+        }
+    }
+
+    /// The next message's JSON, or `None` when the upstream ended the stream.
+    pub async fn next(&mut self) -> Result<Option<Bytes>, UpstreamError> {
+        loop {
+            match self.parser.next_event() {
+                Ok(Some(event)) => {
+                    if let Some(id) = event.id {
+                        self.last_event_id = Some(id);
+                    }
+                    // Priming events (an id and empty data) and non-message events carry nothing to relay.
+                    if event.data.trim().is_empty()
+                        || event.event.as_deref().is_some_and(|e| e != "message")
+                    {
+                        continue;
+                    }
+                    return Ok(Some(Bytes::from(event.data)));
+                }
+                Ok(None) => {}
+                Err(e) => return Err(self.protocol_error(e.to_string())),
+            }
+            let Some(body) = self.body.as_mut() else {
+                return Ok(None);
+            };
+            match body.next_chunk().await {
+                Ok(Some(bytes)) => self.parser.push(&bytes),
+                Ok(None) => {
+                    if let Some(conn) = self.body.take().and_then(OwnedBody::into_conn) {
+                        self.client.checkin(conn);
+                    }
+                    return Ok(None);
+                }
+                Err(e) => {
+                    self.body = None;
+                    return Err(self.client.exchange_error(e));
+                }
+            }
+        }
+    }
+
+    fn protocol_error(&self, detail: String) -> UpstreamError {
+        UpstreamError::Protocol {
+            server: self.client.config.name.clone(),
+            detail,
+        }
+    }
+}

@@ -1,0 +1,321 @@
+//! One MCP session with one upstream server, owned by one downstream session (or by discovery).
+//!
+//! The upstream session is created lazily and re-created transparently: when the server
+//! answers that it no longer knows the session (it restarted, or expired it), the session is
+//! initialized again with the same client parameters and the request that hit the loss is sent
+//! once more. That is safe because a server that does not know the session did not act on it.
+
+use std::cell::{Cell, RefCell};
+use std::rc::{Rc, Weak};
+use std::time::Duration;
+
+use bytes::Bytes;
+use glommio::sync::Semaphore;
+use glommio::task::JoinHandle;
+use simd_json::prelude::*;
+
+use super::client::{PostReply, ReplyBody, UpstreamClient, UpstreamError};
+use crate::protocol::jsonrpc::{self, Id};
+
+/// Receives what an upstream sends outside any request of ours (its GET stream).
+pub trait UpstreamSink {
+    /// One JSON-RPC message from server `server`.
+    fn unsolicited(&self, server: usize, message: Bytes);
+}
+
+/// A live upstream session.
+#[derive(Debug)]
+pub struct Established {
+    /// `Mcp-Session-Id` the upstream issued, if it is stateful.
+    pub session_id: Option<String>,
+    /// The protocol version the upstream agreed to.
+    pub version: String,
+    /// Bumped at each (re-)initialization, so a loss is handled once.
+    pub generation: u64,
+    /// The `result` of the upstream's initialize answer.
+    pub init_result: Bytes,
+}
+
+/// One MCP session with one upstream, (re-)established on demand.
+pub struct UpstreamSession {
+    client: Rc<UpstreamClient>,
+    /// `initialize` params sent upstream: the client's capabilities and info.
+    init_params: Bytes,
+    state: RefCell<Option<Rc<Established>>>,
+    /// Serializes (re-)initialization so concurrent requests share one handshake.
+    init_lock: Semaphore,
+    generation: Cell<u64>,
+    next_id: Cell<i64>,
+    sink: Option<Weak<dyn UpstreamSink>>,
+    listener: RefCell<Option<JoinHandle<()>>>,
+}
+
+impl UpstreamSession {
+    /// A session that will initialize with `init_params` on first use.
+    pub fn new(
+        client: Rc<UpstreamClient>,
+        init_params: Bytes,
+        sink: Option<Weak<dyn UpstreamSink>>,
+    ) -> Rc<Self> {
+        Rc::new(UpstreamSession {
+            client,
+            init_params,
+            state: RefCell::new(None),
+            init_lock: Semaphore::new(1),
+            generation: Cell::new(0),
+            next_id: Cell::new(1),
+            sink,
+            listener: RefCell::new(None),
+        })
+    }
+
+    /// The server this session talks to.
+    pub fn client(&self) -> &Rc<UpstreamClient> {
+        &self.client
+    }
+
+    /// A fresh id for a request the proxy sends in this session.
+    pub fn next_id(&self) -> Id {
+        let id = self.next_id.get();
+        self.next_id.set(id + 1);
+        Id::Num(id)
+    }
+
+    /// The established session, if any, without initializing.
+    pub fn current(&self) -> Option<Rc<Established>> {
+        self.state.borrow().clone()
+    }
+
+    /// The established session, initializing it first when needed.
+    pub async fn established(self: &Rc<Self>) -> Result<Rc<Established>, UpstreamError> {
+        if let Some(s) = self.current() {
+            return Ok(s);
+        }
+        let _permit =
+            self.init_lock
+                .acquire_permit(1)
+                .await
+                .map_err(|e| UpstreamError::Protocol {
+                    server: self.client.name().to_owned(),
+                    detail: e.to_string(),
+                })?;
+        if let Some(s) = self.current() {
+            return Ok(s);
+        }
+        let est = self.initialize().await?;
+        Ok(est)
+    }
+
+    /// Forgets the session of `generation` (if still current) so the next use re-initializes.
+    fn invalidate(&self, generation: u64) {
+        let mut state = self.state.borrow_mut();
+        if state.as_ref().is_some_and(|s| s.generation == generation) {
+            *state = None;
+            self.listener.borrow_mut().take();
+        }
+    }
+
+    async fn initialize(self: &Rc<Self>) -> Result<Rc<Established>, UpstreamError> {
+        let id = self.next_id();
+        let body = jsonrpc::request_body(&id, "initialize", &self.init_params);
+        let reply = self.client.post(None, None, &body).await?;
+        let session_id = reply.session_id.clone();
+        let answer = self.await_answer(reply, &id).await?;
+        let mut buf = answer.to_vec();
+        let protocol_error = |detail: String| UpstreamError::Protocol {
+            server: self.client.name().to_owned(),
+            detail,
+        };
+        let msg = jsonrpc::parse(&mut buf).map_err(|e| protocol_error(e.to_string()))?;
+        if let Some(err) = msg.get("error") {
+            return Err(protocol_error(format!(
+                "initialize refused: {}",
+                err.encode()
+            )));
+        }
+        let result = msg
+            .get("result")
+            .ok_or_else(|| protocol_error("initialize answer has no result".into()))?;
+        let version = result
+            .get_str("protocolVersion")
+            .unwrap_or(crate::protocol::version::LATEST)
+            .to_owned();
+        let init_result = Bytes::from(result.encode().into_bytes());
+        let generation = self.generation.get() + 1;
+        self.generation.set(generation);
+        let est = Rc::new(Established {
+            session_id,
+            version,
+            generation,
+            init_result,
+        });
+        let initialized = jsonrpc::notification_body("notifications/initialized", None);
+        self.client
+            .post(est.session_id.as_deref(), Some(&est.version), &initialized)
+            .await?;
+        *self.state.borrow_mut() = Some(est.clone());
+        self.start_listener(&est);
+        log::debug!(
+            "upstream {}: session {:?} ready ({})",
+            self.client.name(),
+            est.session_id,
+            est.version
+        );
+        Ok(est)
+    }
+
+    /// POSTs a message in this session, re-initializing once if the upstream lost it.
+    pub async fn post(self: &Rc<Self>, body: &[u8]) -> Result<PostReply, UpstreamError> {
+        let est = self.established().await?;
+        match self
+            .client
+            .post(est.session_id.as_deref(), Some(&est.version), body)
+            .await
+        {
+            Err(UpstreamError::SessionLost { server }) => {
+                log::info!("upstream {server}: session lost; initializing a new one");
+                self.invalidate(est.generation);
+                let est = self.established().await?;
+                self.client
+                    .post(est.session_id.as_deref(), Some(&est.version), body)
+                    .await
+            }
+            other => other,
+        }
+    }
+
+    /// Sends a request of the proxy's own and returns the whole response message.
+    pub async fn request(
+        self: &Rc<Self>,
+        method: &str,
+        params_json: &[u8],
+    ) -> Result<Bytes, UpstreamError> {
+        let id = self.next_id();
+        let body = jsonrpc::request_body(&id, method, params_json);
+        let reply = self.post(&body).await?;
+        self.await_answer(reply, &id).await
+    }
+
+    /// Reads a POST's answer until the response to `id`, passing anything else to the sink.
+    async fn await_answer(&self, reply: PostReply, id: &Id) -> Result<Bytes, UpstreamError> {
+        match reply.body {
+            ReplyBody::Json(b) => Ok(b),
+            ReplyBody::Accepted => Err(UpstreamError::Protocol {
+                server: self.client.name().to_owned(),
+                detail: "a request was answered with 202 Accepted".into(),
+            }),
+            ReplyBody::Stream(mut stream) => {
+                while let Some(message) = stream.next().await? {
+                    if response_id(&message).as_ref() == Some(id) {
+                        return Ok(message);
+                    }
+                    self.deliver(message);
+                }
+                Err(UpstreamError::Protocol {
+                    server: self.client.name().to_owned(),
+                    detail: "the event stream ended before the response".into(),
+                })
+            }
+        }
+    }
+
+    fn deliver(&self, message: Bytes) {
+        if let Some(sink) = self.sink.as_ref().and_then(Weak::upgrade) {
+            sink.unsolicited(self.client.index, message);
+        }
+    }
+
+    /// Listens on the upstream's GET stream for as long as this session is alive.
+    fn start_listener(self: &Rc<Self>, est: &Rc<Established>) {
+        if self.sink.is_none() {
+            return;
+        }
+        let Some(session_id) = est.session_id.clone() else {
+            return;
+        };
+        let weak = Rc::downgrade(self);
+        let version = est.version.clone();
+        let generation = est.generation;
+        let task = glommio::spawn_local(async move {
+            let mut backoff = Duration::from_millis(250);
+            let mut last_event_id: Option<String> = None;
+            loop {
+                let Some(this) = weak.upgrade() else { return };
+                if this.current().map(|s| s.generation) != Some(generation) {
+                    return;
+                }
+                let client = this.client.clone();
+                drop(this);
+                match client
+                    .open_stream(&session_id, &version, last_event_id.as_deref())
+                    .await
+                {
+                    Ok(None) => return,
+                    Ok(Some(mut stream)) => {
+                        backoff = Duration::from_millis(250);
+                        loop {
+                            match stream.next().await {
+                                Ok(Some(message)) => match weak.upgrade() {
+                                    Some(this) => this.deliver(message),
+                                    None => return,
+                                },
+                                Ok(None) => break,
+                                Err(e) => {
+                                    log::debug!(
+                                        "upstream {}: GET stream broke: {e}",
+                                        client.name()
+                                    );
+                                    break;
+                                }
+                            }
+                        }
+                        last_event_id = stream.last_event_id.clone();
+                    }
+                    Err(UpstreamError::SessionLost { .. }) => {
+                        if let Some(this) = weak.upgrade() {
+                            this.invalidate(generation);
+                        }
+                        return;
+                    }
+                    Err(e) => {
+                        log::debug!("upstream {}: cannot open GET stream: {e}", client.name())
+                    }
+                }
+                glommio::timer::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(30));
+            }
+        });
+        *self.listener.borrow_mut() = Some(task.detach());
+    }
+
+    /// Ends the upstream session (DELETE), if one was established.
+    pub async fn close(&self) {
+        let est = self.state.borrow_mut().take();
+        if let Some(handle) = self.listener.borrow_mut().take() {
+            handle.cancel();
+        }
+        if let Some(est) = est {
+            if let Some(sid) = est.session_id.as_deref() {
+                self.client.delete(sid, &est.version).await;
+            }
+        }
+    }
+}
+
+impl Drop for UpstreamSession {
+    fn drop(&mut self) {
+        if let Some(handle) = self.listener.get_mut().take() {
+            handle.cancel();
+        }
+    }
+}
+
+/// The id of a response message, or `None` when the message is not a response.
+pub fn response_id(message: &[u8]) -> Option<Id> {
+    let mut buf = message.to_vec();
+    let v = jsonrpc::parse(&mut buf).ok()?;
+    if v.contains_key("method") {
+        return None;
+    }
+    v.get("id").and_then(Id::from_value)
+}
