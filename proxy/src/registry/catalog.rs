@@ -14,7 +14,7 @@ use crate::protocol::jsonrpc;
 use crate::protocol::names::{self, NameTable};
 
 /// What one server listed, as raw JSON items in the server's own names.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ServerListing {
     /// The `result` of the server's initialize answer.
     pub init_result: Bytes,
@@ -29,7 +29,7 @@ pub struct ServerListing {
 }
 
 /// Whether a server could be discovered.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ServerStatus {
     /// Not tried yet.
     Pending,
@@ -44,6 +44,8 @@ pub enum ServerStatus {
 pub struct Item {
     /// Index of the server it came from.
     pub server: usize,
+    /// Its name (or URI) on that server.
+    pub original: String,
     /// The item's JSON with its exposed name/URI.
     pub json: Bytes,
 }
@@ -88,29 +90,31 @@ impl Catalog {
             };
             let prefix = &catalog.server_names[server];
             for raw in &listing.tools {
-                if let Some(json) = rewrite(raw, "name", |n| {
+                if let Some(item) = rewrite(server, raw, "name", |n| {
                     catalog.tool_names.exposed(server, n).map(str::to_owned)
                 }) {
-                    catalog.tools.push(Item { server, json });
+                    catalog.tools.push(item);
                 }
             }
             for raw in &listing.prompts {
-                if let Some(json) = rewrite(raw, "name", |n| {
+                if let Some(item) = rewrite(server, raw, "name", |n| {
                     catalog.prompt_names.exposed(server, n).map(str::to_owned)
                 }) {
-                    catalog.prompts.push(Item { server, json });
+                    catalog.prompts.push(item);
                 }
             }
             for raw in &listing.resources {
-                if let Some(json) = rewrite(raw, "uri", |u| Some(names::prefix_uri(prefix, u))) {
-                    catalog.resources.push(Item { server, json });
+                if let Some(item) =
+                    rewrite(server, raw, "uri", |u| Some(names::prefix_uri(prefix, u)))
+                {
+                    catalog.resources.push(item);
                 }
             }
             for raw in &listing.templates {
-                if let Some(json) =
-                    rewrite(raw, "uriTemplate", |u| Some(names::prefix_uri(prefix, u)))
-                {
-                    catalog.templates.push(Item { server, json });
+                if let Some(item) = rewrite(server, raw, "uriTemplate", |u| {
+                    Some(names::prefix_uri(prefix, u))
+                }) {
+                    catalog.templates.push(item);
                 }
             }
         }
@@ -231,13 +235,23 @@ fn item_field(raw: &[u8], field: &str) -> Option<String> {
 }
 
 /// Re-serializes an item with `field` mapped; `None` drops an item that has no such field.
-fn rewrite(raw: &[u8], field: &str, map: impl Fn(&str) -> Option<String>) -> Option<Bytes> {
+fn rewrite(
+    server: usize,
+    raw: &[u8],
+    field: &str,
+    map: impl Fn(&str) -> Option<String>,
+) -> Option<Item> {
     let mut buf = raw.to_vec();
     let mut v: Value<'_> = simd_json::to_borrowed_value(&mut buf).ok()?;
-    let exposed = map(v.get_str(field)?)?;
+    let original = v.get_str(field)?.to_owned();
+    let exposed = map(&original)?;
     v.as_object_mut()?
         .insert(field.to_owned().into(), Value::from(exposed));
-    Some(jsonrpc::to_bytes(&v))
+    Some(Item {
+        server,
+        original,
+        json: jsonrpc::to_bytes(&v),
+    })
 }
 
 /// A summary of server states, for logs and errors.

@@ -138,6 +138,11 @@ impl Discovery {
         let Some(shard) = self.shard.upgrade() else {
             return;
         };
+        // Retries of a server that stays down change nothing: keep the generation (and so
+        // clients' cursors and sessions' tool views) as they are.
+        if shard.catalog().status == *self.status.borrow() {
+            return;
+        }
         let generation = self.generation.get() + 1;
         self.generation.set(generation);
         let names = shard
@@ -232,7 +237,7 @@ async fn list_server(session: &Rc<UpstreamSession>) -> Result<ServerListing, Ups
 }
 
 /// Follows a list's pagination to the end.
-async fn list_all(
+pub async fn list_all(
     session: &Rc<UpstreamSession>,
     method: &str,
     key: &str,

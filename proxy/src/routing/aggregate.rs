@@ -1,5 +1,6 @@
 //! The merged lists, paged with the proxy's own cursors.
 
+use std::collections::HashSet;
 use std::rc::Rc;
 
 use simd_json::prelude::*;
@@ -8,12 +9,16 @@ use simd_json::BorrowedValue as Value;
 use super::Answer;
 use crate::protocol::cursor::{self, Cursor, ListKind};
 use crate::protocol::jsonrpc::{self, code, Id};
-use crate::registry::Catalog;
+use crate::registry::catalog::Item;
+use crate::registry::discovery::list_all;
+use crate::registry::{Catalog, ServerStatus};
+use crate::session::{Session, ToolView};
 use crate::shard::Shard;
 
 /// Answers a `*/list` request from the catalog.
-pub fn list(
+pub async fn list(
     shard: &Rc<Shard>,
+    session: &Rc<Session>,
     catalog: &Catalog,
     id: &Id,
     msg: &Value<'_>,
@@ -29,7 +34,17 @@ pub fn list(
     };
     // A cursor from an older catalog still pages by offset: the list may have shifted, which
     // the spec allows (cursors are opaque and lists may change between pages).
-    let (items, next) = cursor::page(catalog.items(kind), offset, shard.config.proxy.page_size);
+    let items: Vec<&Item> = if kind == ListKind::Tools {
+        let view = tool_view(session, catalog).await;
+        catalog
+            .items(kind)
+            .iter()
+            .filter(|i| view.shows(i.server, &i.original))
+            .collect()
+    } else {
+        catalog.items(kind).iter().collect()
+    };
+    let (items, next) = cursor::page(&items, offset, shard.config.proxy.page_size);
     let key = match kind {
         ListKind::Tools => "tools",
         ListKind::Prompts => "prompts",
@@ -62,4 +77,54 @@ pub fn list(
 
 fn invalid(id: &Id, message: &str) -> Answer {
     Answer::Json(jsonrpc::error_body(Some(id), code::INVALID_PARAMS, message))
+}
+
+/// Which tools each server shows this session's client.
+///
+/// Servers tailor their tool list to the client's capabilities (a client without sampling is
+/// not offered a tool that needs it), while the catalog holds what discovery, declaring every
+/// capability, was offered. So the first list of a session asks each server, through the
+/// session's own upstream session, and keeps the answer until the catalog changes.
+async fn tool_view(session: &Rc<Session>, catalog: &Catalog) -> Rc<ToolView> {
+    if let Some(view) = session.tool_view(catalog.generation) {
+        return view;
+    }
+    let mut tasks = Vec::new();
+    for (server, status) in catalog.status.iter().enumerate() {
+        let Some(upstream) = session
+            .upstream(server)
+            .filter(|_| matches!(status, ServerStatus::Up(_)))
+        else {
+            continue;
+        };
+        tasks.push((
+            server,
+            glommio::spawn_local(async move { list_all(&upstream, "tools/list", "tools").await }),
+        ));
+    }
+    let mut visible = vec![None; catalog.status.len()];
+    for (server, task) in tasks {
+        match task.await {
+            Ok(items) => {
+                let names: HashSet<String> = items
+                    .iter()
+                    .filter_map(|raw| {
+                        let mut buf = raw.to_vec();
+                        let v = simd_json::to_borrowed_value(&mut buf).ok()?;
+                        v.get_str("name").map(str::to_owned)
+                    })
+                    .collect();
+                visible[server] = Some(names);
+            }
+            // Unreachable just now: show what discovery saw rather than nothing.
+            Err(e) => log::debug!(
+                "session {}: tools/list for its view failed: {e}",
+                session.id
+            ),
+        }
+    }
+    session.set_tool_view(ToolView {
+        generation: catalog.generation,
+        visible,
+    })
 }

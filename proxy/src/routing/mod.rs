@@ -147,13 +147,25 @@ async fn request(
                 "the session is already initialized",
             ))
         }
-        "tools/list" => return aggregate::list(shard, &catalog, &id, &msg, ListKind::Tools),
-        "prompts/list" => return aggregate::list(shard, &catalog, &id, &msg, ListKind::Prompts),
+        "tools/list" => {
+            return aggregate::list(shard, session, &catalog, &id, &msg, ListKind::Tools).await
+        }
+        "prompts/list" => {
+            return aggregate::list(shard, session, &catalog, &id, &msg, ListKind::Prompts).await
+        }
         "resources/list" => {
-            return aggregate::list(shard, &catalog, &id, &msg, ListKind::Resources)
+            return aggregate::list(shard, session, &catalog, &id, &msg, ListKind::Resources).await
         }
         "resources/templates/list" => {
-            return aggregate::list(shard, &catalog, &id, &msg, ListKind::ResourceTemplates)
+            return aggregate::list(
+                shard,
+                session,
+                &catalog,
+                &id,
+                &msg,
+                ListKind::ResourceTemplates,
+            )
+            .await
         }
         "logging/setLevel" => return forward::set_level(session, &catalog, &id, &msg).await,
         "tools/call" => by_name(&mut msg, "name", "tool", |n| owned(catalog.tool(n))),

@@ -7,7 +7,7 @@
 pub mod events;
 
 use std::cell::{Cell, RefCell};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::rc::{Rc, Weak};
 use std::time::Instant;
 
@@ -25,6 +25,25 @@ pub struct PendingRequest {
     pub server: usize,
     /// The id that server used.
     pub upstream_id: Id,
+}
+
+/// The tools each server offers this session's client, for a given catalog generation.
+#[derive(Debug)]
+pub struct ToolView {
+    /// The catalog generation the view was taken against.
+    pub generation: u64,
+    /// By server index: the original names offered, or `None` for "as discovered".
+    pub visible: Vec<Option<HashSet<String>>>,
+}
+
+impl ToolView {
+    /// True when the tool `original` of `server` is offered to this client.
+    pub fn shows(&self, server: usize, original: &str) -> bool {
+        match self.visible.get(server) {
+            Some(Some(names)) => names.contains(original),
+            _ => true,
+        }
+    }
 }
 
 /// One downstream MCP session.
@@ -46,6 +65,7 @@ pub struct Session {
     pending: RefCell<HashMap<Id, PendingRequest>>,
     next_proxy_id: Cell<i64>,
     last_active: Cell<Instant>,
+    tool_view: RefCell<Option<Rc<ToolView>>>,
 }
 
 impl Session {
@@ -63,6 +83,7 @@ impl Session {
             pending: RefCell::new(HashMap::new()),
             next_proxy_id: Cell::new(1),
             last_active: Cell::new(Instant::now()),
+            tool_view: RefCell::new(None),
         })
     }
 
@@ -142,6 +163,22 @@ impl Session {
             .iter()
             .find(|(_, p)| p.server == server && &p.upstream_id == upstream_id)
             .map(|(k, _)| k.clone())
+    }
+
+    /// The tool view taken against catalog `generation`, if there is one.
+    pub fn tool_view(&self, generation: u64) -> Option<Rc<ToolView>> {
+        self.tool_view
+            .borrow()
+            .as_ref()
+            .filter(|v| v.generation == generation)
+            .cloned()
+    }
+
+    /// Keeps a freshly taken tool view.
+    pub fn set_tool_view(&self, view: ToolView) -> Rc<ToolView> {
+        let view = Rc::new(view);
+        *self.tool_view.borrow_mut() = Some(view.clone());
+        view
     }
 
     /// Ends the session: streams close and upstream sessions are deleted.
