@@ -191,21 +191,24 @@ impl Catalog {
 
     /// True when some reachable server declared `capability` (e.g. "logging").
     pub fn any_declares(&self, capability: &str, sub: Option<&str>) -> bool {
-        self.status.iter().any(|st| match st {
-            ServerStatus::Up(l) => {
-                let mut buf = l.init_result.to_vec();
-                let Ok(v) = simd_json::to_borrowed_value(&mut buf) else {
-                    return false;
-                };
-                let cap = v.get("capabilities").and_then(|c| c.get(capability));
-                match (cap, sub) {
-                    (Some(c), Some(s)) => c.get_bool(s).unwrap_or(false),
-                    (Some(_), None) => true,
-                    _ => false,
-                }
-            }
+        (0..self.status.len()).any(|server| self.declares(server, capability, sub))
+    }
+
+    /// True when `server` is reachable and declared `capability` (and its flag `sub`, if given).
+    pub fn declares(&self, server: usize, capability: &str, sub: Option<&str>) -> bool {
+        let Some(ServerStatus::Up(listing)) = self.status.get(server) else {
+            return false;
+        };
+        let mut buf = listing.init_result.to_vec();
+        let Ok(v) = simd_json::to_borrowed_value(&mut buf) else {
+            return false;
+        };
+        let cap = v.get("capabilities").and_then(|c| c.get(capability));
+        match (cap, sub) {
+            (Some(c), Some(s)) => c.get_bool(s).unwrap_or(false),
+            (Some(_), None) => true,
             _ => false,
-        })
+        }
     }
 
     /// Which lists differ from `older`'s, for `list_changed` notifications.

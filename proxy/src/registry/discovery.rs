@@ -14,7 +14,7 @@ use glommio::channels::local_channel::{self, LocalReceiver, LocalSender};
 use simd_json::prelude::*;
 
 use super::catalog::{Catalog, ServerListing, ServerStatus};
-use crate::protocol::jsonrpc::{self, code, Id};
+use crate::protocol::jsonrpc::{self, code, Id, Kind};
 use crate::protocol::version;
 use crate::shard::Shard;
 use crate::transport::upstream::{UpstreamError, UpstreamSession, UpstreamSink};
@@ -154,23 +154,13 @@ impl Discovery {
         shard.publish_catalog(Arc::new(catalog));
     }
 
-    fn answer_server_request(&self, server: usize, message: &[u8]) {
-        let mut buf = message.to_vec();
-        let Ok(msg) = jsonrpc::parse(&mut buf) else {
-            return;
-        };
-        let (Some(method), Some(id)) = (
-            msg.get_str("method"),
-            msg.get("id").and_then(Id::from_value),
-        ) else {
-            return;
-        };
+    fn answer_server_request(&self, server: usize, id: &Id, method: &str) {
         // Discovery has no user to ask: it has no roots and declines sampling and elicitation.
         let answer = if method == "roots/list" {
-            jsonrpc::result_body(&id, br#"{"roots":[]}"#)
+            jsonrpc::result_body(id, br#"{"roots":[]}"#)
         } else {
             jsonrpc::error_body(
-                Some(&id),
+                Some(id),
                 code::METHOD_NOT_FOUND,
                 "the proxy's discovery session cannot do this",
             )
@@ -187,18 +177,16 @@ impl Discovery {
 
 impl UpstreamSink for Discovery {
     fn unsolicited(&self, server: usize, message: Bytes) {
-        let text = &message[..];
-        let changed = [
-            b"tools/list_changed".as_slice(),
-            b"prompts/list_changed",
-            b"resources/list_changed",
-        ]
-        .iter()
-        .any(|m| text.windows(m.len()).any(|w| w == *m));
-        if changed {
-            self.trigger(server);
-        } else {
-            self.answer_server_request(server, text);
+        let mut buf = message.to_vec();
+        let Ok(msg) = jsonrpc::parse(&mut buf) else {
+            return;
+        };
+        match jsonrpc::classify(&msg) {
+            Ok(Kind::Notification { method }) if method.ends_with("/list_changed") => {
+                self.trigger(server)
+            }
+            Ok(Kind::Request { id, method }) => self.answer_server_request(server, &id, method),
+            _ => {}
         }
     }
 }

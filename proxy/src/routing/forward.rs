@@ -13,7 +13,7 @@ use simd_json::BorrowedValue as Value;
 use super::relay::{self, Relayed};
 use super::Answer;
 use crate::protocol::jsonrpc::{self, code, Id};
-use crate::registry::{Catalog, ServerStatus};
+use crate::registry::Catalog;
 use crate::session::{Session, STANDALONE};
 use crate::transport::upstream::{MessageStream, ReplyBody, UpstreamError};
 
@@ -241,13 +241,7 @@ pub async fn set_level(
         .get("params")
         .map(|p| p.encode())
         .unwrap_or_else(|| "{}".into());
-    for (server, status) in catalog.status.iter().enumerate() {
-        let ServerStatus::Up(listing) = status else {
-            continue;
-        };
-        if !listing.init_result.windows(9).any(|w| w == b"\"logging\"") {
-            continue;
-        }
+    for server in (0..catalog.status.len()).filter(|s| catalog.declares(*s, "logging", None)) {
         let Some(upstream) = session.upstream(server) else {
             continue;
         };

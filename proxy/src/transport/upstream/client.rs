@@ -307,7 +307,12 @@ impl UpstreamClient {
         if content_type.starts_with("text/event-stream") {
             return Ok(PostReply {
                 session_id: new_session,
-                body: ReplyBody::Stream(Box::new(MessageStream::new(self.clone(), conn, head))),
+                body: ReplyBody::Stream(Box::new(MessageStream::new(
+                    self.clone(),
+                    conn,
+                    head,
+                    Some(self.config.timeout),
+                ))),
             });
         }
         let body = {
@@ -344,7 +349,8 @@ impl UpstreamClient {
             Self::mcp_headers("text/event-stream", Some(session_id), Some(version), extra);
         let (conn, head) = self.exchange("GET", &headers, None).await?;
         match head.status {
-            200 => Ok(Some(MessageStream::new(self.clone(), conn, head))),
+            // The GET stream may rightly stay silent for hours: no idle limit.
+            200 => Ok(Some(MessageStream::new(self.clone(), conn, head, None))),
             405 => {
                 self.finish_small(conn, &head).await;
                 Ok(None)
@@ -432,15 +438,23 @@ pub struct MessageStream {
     parser: SseParser,
     /// The id of the last event seen, for resuming with `Last-Event-ID`.
     pub last_event_id: Option<String>,
+    /// Longest silence tolerated between two pieces of a request's stream.
+    idle_limit: Option<Duration>,
 }
 
 impl MessageStream {
-    fn new(client: Rc<UpstreamClient>, conn: ClientConn<TcpStream>, head: ResponseHead) -> Self {
+    fn new(
+        client: Rc<UpstreamClient>,
+        conn: ClientConn<TcpStream>,
+        head: ResponseHead,
+        idle_limit: Option<Duration>,
+    ) -> Self {
         MessageStream {
             client,
             body: Some(conn.into_body(&head)),
             parser: SseParser::new(MAX_UPSTREAM_MESSAGE),
             last_event_id: None,
+            idle_limit,
         }
     }
 
@@ -466,7 +480,17 @@ impl MessageStream {
             let Some(body) = self.body.as_mut() else {
                 return Ok(None);
             };
-            match body.next_chunk().await {
+            let chunk = match self.idle_limit {
+                // A request's stream that falls silent for the server's whole timeout is hung:
+                // the client gets an error instead of waiting forever.
+                Some(limit) => {
+                    glommio::timer::timeout(limit, async { Ok(body.next_chunk().await) })
+                        .await
+                        .unwrap_or(Err(HttpError::Timeout("body")))
+                }
+                None => body.next_chunk().await,
+            };
+            match chunk {
                 Ok(Some(bytes)) => self.parser.push(&bytes),
                 Ok(None) => {
                     if let Some(conn) = self.body.take().and_then(OwnedBody::into_conn) {
