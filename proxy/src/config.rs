@@ -109,8 +109,11 @@ pub fn is_loopback_origin(origin: &str) -> bool {
 /// One upstream MCP server.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServerConfig {
-    /// Unique name; also the prefix of the server's tool and prompt names.
+    /// Unique name, used in logs, errors and the admin API.
     pub name: String,
+    /// What exposed names start with: `{prefix}__tool`, `{prefix}+uri`. Defaults to the name;
+    /// empty exposes the server's own names, for servers whose names cannot collide.
+    pub prefix: String,
     /// Where the server's Streamable HTTP endpoint is.
     pub url: UpstreamUrl,
     /// Extra headers sent with every upstream request, sorted by name.
@@ -349,6 +352,8 @@ impl Config {
         let mut servers = Vec::with_capacity(raw.servers.len());
         // Name -> line of its first definition, to point at both ends of a duplicate.
         let mut seen: HashMap<String, usize> = HashMap::new();
+        // Non-empty prefix -> the server that uses it.
+        let mut prefixes: HashMap<String, String> = HashMap::new();
         for s in raw.servers {
             let name = s.name.get_ref();
             check_server_name(name).map_err(|m| invalid(Some(s.name.span()), m))?;
@@ -382,7 +387,29 @@ impl Config {
                 }
                 headers.push((k.into_inner(), v.into_inner()));
             }
+            let prefix = match &s.prefix {
+                None => name.clone(),
+                Some(p) if p.get_ref().is_empty() => String::new(),
+                Some(p) => {
+                    check_server_name(p.get_ref())
+                        .map_err(|m| invalid(Some(p.span()), m.replace("server name", "prefix")))?;
+                    p.get_ref().clone()
+                }
+            };
+            if !prefix.is_empty() {
+                if let Some(other) = prefixes.insert(prefix.clone(), name.clone()) {
+                    let span = s.prefix.as_ref().map_or(s.name.span(), |p| p.span());
+                    return Err(invalid(
+                        Some(span),
+                        format!(
+                            "servers \"{other}\" and \"{name}\" both use the prefix \"{prefix}\"; \
+                             give one of them another prefix"
+                        ),
+                    ));
+                }
+            }
             servers.push(ServerConfig {
+                prefix,
                 name: s.name.into_inner(),
                 url,
                 headers,
@@ -626,6 +653,9 @@ struct RawServer {
         deserialize_with = "duration::deserialize"
     )]
     connect_timeout: Duration,
+    /// See [`ServerConfig::prefix`]; spanned to point at a clash.
+    #[serde(default)]
+    prefix: Option<Spanned<String>>,
 }
 
 /// Default listen address: loopback only, so a fresh install is not reachable from outside.

@@ -50,13 +50,22 @@ pub struct Item {
     pub json: Bytes,
 }
 
+/// How a server is named and how its items are exposed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServerIdentity {
+    /// The configured name.
+    pub name: String,
+    /// The exposed-name prefix; empty for none.
+    pub prefix: String,
+}
+
 /// Every server's offer, merged. Cheap to share: shards hold it behind an `Arc`.
 #[derive(Debug, Default)]
 pub struct Catalog {
     /// Bumped on every change; pagination cursors name it.
     pub generation: u64,
-    /// Server names, by index.
-    pub server_names: Vec<String>,
+    /// Server names and prefixes, by index.
+    pub servers: Vec<ServerIdentity>,
     /// Discovery state, by server index.
     pub status: Vec<ServerStatus>,
     tools: Vec<Item>,
@@ -71,14 +80,14 @@ impl Catalog {
     /// Merges the servers' listings; a server whose names cannot be exposed is marked down.
     pub fn build(
         generation: u64,
-        server_names: Vec<String>,
+        servers: Vec<ServerIdentity>,
         mut status: Vec<ServerStatus>,
     ) -> Catalog {
-        let tool_names = Self::names(&server_names, &mut status, |l| &l.tools);
-        let prompt_names = Self::names(&server_names, &mut status, |l| &l.prompts);
+        let tool_names = Self::names(&servers, &mut status, "tool", |l| &l.tools);
+        let prompt_names = Self::names(&servers, &mut status, "prompt", |l| &l.prompts);
         let mut catalog = Catalog {
             generation,
-            server_names,
+            servers,
             status,
             tool_names,
             prompt_names,
@@ -88,7 +97,7 @@ impl Catalog {
             let ServerStatus::Up(listing) = st else {
                 continue;
             };
-            let prefix = &catalog.server_names[server];
+            let prefix = &catalog.servers[server].prefix;
             for raw in &listing.tools {
                 if let Some(item) = rewrite(server, raw, "name", |n| {
                     catalog.tool_names.exposed(server, n).map(str::to_owned)
@@ -122,8 +131,9 @@ impl Catalog {
     }
 
     fn names(
-        server_names: &[String],
+        servers: &[ServerIdentity],
         status: &mut [ServerStatus],
+        what: &str,
         pick: impl Fn(&ServerListing) -> &Vec<Bytes>,
     ) -> NameTable {
         let mut originals: Vec<(usize, String)> = Vec::new();
@@ -140,19 +150,24 @@ impl Catalog {
         let table = NameTable::build(
             originals
                 .iter()
-                .map(|(s, n)| (*s, server_names[*s].as_str(), n.as_str())),
+                .map(|(s, n)| (*s, servers[*s].prefix.as_str(), n.as_str())),
         );
         match table {
             Ok(t) => t,
             Err(collision) => {
                 // Never shadow: the later server's offer is withheld until the clash is resolved.
-                let msg = format!(
-                    "name \"{}\" collides with server {}; rename one of them",
-                    collision.name, server_names[collision.first_server]
+                let (first, second) = (
+                    &servers[collision.first_server].name,
+                    &servers[collision.second_server].name,
                 );
-                log::error!("server {}: {msg}", server_names[collision.second_server]);
+                let msg = format!(
+                    "{what} name \"{}\" of server {second} collides with server {first}'s; \
+                     {second} is withheld until one of them gets a distinct prefix",
+                    collision.name
+                );
+                log::error!("{msg}");
                 status[collision.second_server] = ServerStatus::Down(msg);
-                Self::names(server_names, status, pick)
+                Self::names(servers, status, what, pick)
             }
         }
     }
@@ -179,14 +194,38 @@ impl Catalog {
 
     /// The server and original URI behind an exposed resource URI.
     pub fn resource<'u>(&self, exposed: &'u str) -> Option<(usize, &'u str)> {
-        let (prefix, original) = names::split_uri(exposed)?;
-        let server = self.server_names.iter().position(|n| n == prefix)?;
-        Some((server, original))
+        if let Some((prefix, original)) = names::split_uri(exposed) {
+            if let Some(server) = self.servers.iter().position(|s| s.prefix == prefix) {
+                return Some((server, original));
+            }
+        }
+        // Servers without a prefix expose URIs as they are: find the one that lists the URI,
+        // or whose template it fits, or the only unprefixed server.
+        let unprefixed: Vec<usize> = (0..self.servers.len())
+            .filter(|s| self.servers[*s].prefix.is_empty())
+            .collect();
+        let listed = self
+            .resources
+            .iter()
+            .find(|i| i.original == exposed)
+            .map(|i| i.server);
+        let templated = || {
+            self.templates
+                .iter()
+                .filter(|t| unprefixed.contains(&t.server))
+                .find(|t| exposed.starts_with(t.original.split('{').next().unwrap_or("")))
+                .map(|t| t.server)
+        };
+        let server = listed
+            .filter(|s| unprefixed.contains(s))
+            .or_else(templated)
+            .or_else(|| (unprefixed.len() == 1).then(|| unprefixed[0]))?;
+        Some((server, exposed))
     }
 
     /// The index of a server by name.
     pub fn server_index(&self, name: &str) -> Option<usize> {
-        self.server_names.iter().position(|n| n == name)
+        self.servers.iter().position(|s| s.name == name)
     }
 
     /// True when some reachable server declared `capability` (e.g. "logging").

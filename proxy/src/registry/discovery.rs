@@ -145,12 +145,11 @@ impl Discovery {
         }
         let generation = self.generation.get() + 1;
         self.generation.set(generation);
-        let names = shard
-            .upstreams
-            .iter()
-            .map(|u| u.config.name.clone())
-            .collect();
-        let catalog = Catalog::build(generation, names, self.status.borrow().clone());
+        let catalog = Catalog::build(
+            generation,
+            crate::shard::identities(&shard.config),
+            self.status.borrow().clone(),
+        );
         shard.publish_catalog(Arc::new(catalog));
     }
 

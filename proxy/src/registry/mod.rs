@@ -8,4 +8,4 @@
 pub mod catalog;
 pub mod discovery;
 
-pub use catalog::{Catalog, ServerListing, ServerStatus};
+pub use catalog::{Catalog, ServerIdentity, ServerListing, ServerStatus};

@@ -87,7 +87,10 @@ pub async fn request(
     // Read until the answer or the first message the client must see while it waits.
     loop {
         match next_relayed(session, server, &mut stream, &upstream_id, &client_id).await {
-            Step::Final(answer) => return Answer::Json(answer),
+            Step::Final(answer) => {
+                drain(stream);
+                return Answer::Json(answer);
+            }
             Step::Message(m) if accepts_sse => {
                 let out = session.events.open();
                 session.events.push(out, m);
@@ -101,6 +104,7 @@ pub async fn request(
             }
             // A client that takes only JSON gets interim messages on its GET stream.
             Step::Message(m) => session.events.push(STANDALONE, m),
+            Step::Failed(_) if session.abandoned(&client_id) => return Answer::Silent,
             Step::Failed(answer) => return Answer::Json(answer),
         }
     }
@@ -158,13 +162,29 @@ async fn pump(
     loop {
         match next_relayed(session, server, &mut stream, &up, &client).await {
             Step::Message(m) => session.events.push(out, m),
-            Step::Final(answer) | Step::Failed(answer) => {
+            Step::Final(answer) => {
                 session.events.push(out, answer);
+                session.events.finish(out);
+                drain(stream);
+                return;
+            }
+            Step::Failed(answer) => {
+                if !session.abandoned(&client) {
+                    session.events.push(out, answer);
+                }
                 session.events.finish(out);
                 return;
             }
         }
     }
+}
+
+/// Reads an answered stream to its end so its connection goes back to the pool.
+///
+/// Servers close a request's stream right after the response; reading that close costs
+/// nothing, while dropping the stream would cost a new connection for the next request.
+fn drain(mut stream: Box<MessageStream>) {
+    glommio::spawn_local(async move { while let Ok(Some(_)) = stream.next().await {} }).detach();
 }
 
 /// The client's error for an upstream failure; it always names the server.
@@ -184,9 +204,13 @@ pub async fn client_notification(session: &Rc<Session>, method: &str, mut msg: V
                 .get("params")
                 .and_then(|p| p.get("requestId"))
                 .and_then(Id::from_value);
-            let Some((server, upstream_id)) = client_id.and_then(|id| session.inflight(&id)) else {
+            let Some(client_id) = client_id else {
                 return;
             };
+            let Some((server, upstream_id)) = session.inflight(&client_id) else {
+                return;
+            };
+            session.cancel_request(&client_id);
             if let Some(params) = msg.get_mut("params") {
                 relay::set(params, "requestId", upstream_id.to_value());
             }

@@ -32,6 +32,8 @@ pub enum Answer {
     BadRequest(Bytes),
     /// Stream this session stream to the client (SSE).
     Stream(u64),
+    /// End the exchange without a JSON-RPC message (the request was cancelled).
+    Silent,
 }
 
 /// Opens a session for an `initialize` request and returns the answer to send.

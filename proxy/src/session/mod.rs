@@ -65,6 +65,9 @@ pub struct Session {
     pending: RefCell<HashMap<Id, PendingRequest>>,
     next_proxy_id: Cell<i64>,
     last_active: Cell<Instant>,
+    /// Client requests the client cancelled while they were in flight.
+    cancelled: RefCell<HashSet<Id>>,
+    closed: Cell<bool>,
     tool_view: RefCell<Option<Rc<ToolView>>>,
 }
 
@@ -83,6 +86,8 @@ impl Session {
             pending: RefCell::new(HashMap::new()),
             next_proxy_id: Cell::new(1),
             last_active: Cell::new(Instant::now()),
+            cancelled: RefCell::new(HashSet::new()),
+            closed: Cell::new(false),
             tool_view: RefCell::new(None),
         })
     }
@@ -129,6 +134,20 @@ impl Session {
     /// Forgets a finished client request.
     pub fn end_request(&self, client_id: &Id) {
         self.inflight.borrow_mut().remove(client_id);
+        self.cancelled.borrow_mut().remove(client_id);
+    }
+
+    /// Notes that the client cancelled an in-flight request.
+    pub fn cancel_request(&self, client_id: &Id) {
+        if self.inflight.borrow().contains_key(client_id) {
+            self.cancelled.borrow_mut().insert(client_id.clone());
+        }
+    }
+
+    /// True when nobody waits for an answer to `client_id` any more: the client cancelled it
+    /// or ended the session. The spec asks that such requests get no response.
+    pub fn abandoned(&self, client_id: &Id) -> bool {
+        self.closed.get() || self.cancelled.borrow().contains(client_id)
     }
 
     /// Where a client request went, if still in flight.
@@ -183,6 +202,7 @@ impl Session {
 
     /// Ends the session: streams close and upstream sessions are deleted.
     pub async fn close(&self) {
+        self.closed.set(true);
         self.events.end();
         let ups: Vec<_> = self
             .upstreams

@@ -52,14 +52,14 @@ impl Shard {
             .enumerate()
             .map(|(i, s)| UpstreamClient::new(i, s.clone()))
             .collect();
-        let names = config.servers.iter().map(|s| s.name.clone()).collect();
         let status = vec![crate::registry::ServerStatus::Pending; config.servers.len()];
+        let catalog = Catalog::build(0, identities(&config), status);
         Rc::new(Shard {
             id,
             nr_shards,
             config,
             upstreams,
-            catalog: RefCell::new(Arc::new(Catalog::build(0, names, status))),
+            catalog: RefCell::new(Arc::new(catalog)),
             sessions: RefCell::new(HashMap::new()),
             mesh,
             discovery: RefCell::new(None),
@@ -204,4 +204,16 @@ impl Shard {
             }
         }
     }
+}
+
+/// The name and prefix of every configured server, by index.
+pub fn identities(config: &Config) -> Vec<crate::registry::ServerIdentity> {
+    config
+        .servers
+        .iter()
+        .map(|s| crate::registry::ServerIdentity {
+            name: s.name.clone(),
+            prefix: s.prefix.clone(),
+        })
+        .collect()
 }

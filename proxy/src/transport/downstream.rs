@@ -499,6 +499,12 @@ async fn post(shard: &Rc<Shard>, request: McpRequest) -> Reply {
             body: Bytes::new(),
         },
         Answer::BadRequest(body) => Reply::json(400, body),
+        // An empty event stream: the exchange ends, no message, and no event id to resume from.
+        Answer::Silent => Reply::Full {
+            status: 200,
+            headers: vec![("Content-Type", "text/event-stream".into())],
+            body: Bytes::new(),
+        },
         Answer::Stream(stream) => Reply::Events {
             headers: Vec::new(),
             source: EventSource::Follow(Follower::new(session, stream, 0)),
