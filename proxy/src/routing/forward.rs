@@ -184,6 +184,7 @@ async fn pump(
 /// Servers close a request's stream right after the response; reading that close costs
 /// nothing, while dropping the stream would cost a new connection for the next request.
 fn drain(mut stream: Box<MessageStream>) {
+    stream.stop_resuming();
     glommio::spawn_local(async move { while let Ok(Some(_)) = stream.next().await {} }).detach();
 }
 

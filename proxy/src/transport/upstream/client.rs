@@ -307,12 +307,10 @@ impl UpstreamClient {
         if content_type.starts_with("text/event-stream") {
             return Ok(PostReply {
                 session_id: new_session,
-                body: ReplyBody::Stream(Box::new(MessageStream::new(
-                    self.clone(),
-                    conn,
-                    head,
-                    Some(self.config.timeout),
-                ))),
+                body: ReplyBody::Stream(Box::new(
+                    MessageStream::new(self.clone(), conn, head, Some(self.config.timeout))
+                        .resumable(session_id.zip(version)),
+                )),
             });
         }
         let body = {
@@ -440,7 +438,20 @@ pub struct MessageStream {
     pub last_event_id: Option<String>,
     /// Longest silence tolerated between two pieces of a request's stream.
     idle_limit: Option<Duration>,
+    resume: Option<Resume>,
 }
+
+/// How to pick up a request's stream the server closed before answering (2025-11-25 lets a
+/// server end a stream early after an event id, with a `retry` hint, to shed connections).
+struct Resume {
+    session_id: String,
+    version: String,
+    attempts: u32,
+    retry: Duration,
+}
+
+/// Resumptions of one request's stream before the proxy gives up on the answer.
+const MAX_RESUMES: u32 = 3;
 
 impl MessageStream {
     fn new(
@@ -455,6 +466,55 @@ impl MessageStream {
             parser: SseParser::new(MAX_UPSTREAM_MESSAGE),
             last_event_id: None,
             idle_limit,
+            resume: None,
+        }
+    }
+
+    /// Lets `next` resume the stream with GET + `Last-Event-ID` if the server ends it early.
+    fn resumable(mut self, session: Option<(&str, &str)>) -> Self {
+        self.resume = session.map(|(session_id, version)| Resume {
+            session_id: session_id.to_owned(),
+            version: version.to_owned(),
+            attempts: 0,
+            retry: Duration::from_secs(1),
+        });
+        self
+    }
+
+    /// The answer has been read: the end of the stream is expected, do not resume it.
+    pub fn stop_resuming(&mut self) {
+        self.resume = None;
+    }
+
+    /// Reopens the stream after its last event; false when that is not possible.
+    async fn try_resume(&mut self) -> bool {
+        let (Some(resume), Some(last)) = (self.resume.as_mut(), self.last_event_id.as_deref())
+        else {
+            return false;
+        };
+        if resume.attempts >= MAX_RESUMES {
+            return false;
+        }
+        resume.attempts += 1;
+        glommio::timer::sleep(resume.retry.min(Duration::from_secs(5))).await;
+        match self
+            .client
+            .open_stream(&resume.session_id, &resume.version, Some(last))
+            .await
+        {
+            Ok(Some(mut reopened)) => {
+                self.body = reopened.body.take();
+                self.parser = SseParser::new(MAX_UPSTREAM_MESSAGE);
+                true
+            }
+            Ok(None) => false,
+            Err(e) => {
+                log::debug!(
+                    "upstream {}: could not resume a stream: {e}",
+                    self.client.name()
+                );
+                false
+            }
         }
     }
 
@@ -465,6 +525,9 @@ impl MessageStream {
                 Ok(Some(event)) => {
                     if let Some(id) = event.id {
                         self.last_event_id = Some(id);
+                    }
+                    if let (Some(ms), Some(resume)) = (event.retry, self.resume.as_mut()) {
+                        resume.retry = Duration::from_millis(ms);
                     }
                     // Priming events (an id and empty data) and non-message events carry nothing to relay.
                     if event.data.trim().is_empty()
@@ -495,6 +558,9 @@ impl MessageStream {
                 Ok(None) => {
                     if let Some(conn) = self.body.take().and_then(OwnedBody::into_conn) {
                         self.client.checkin(conn);
+                    }
+                    if self.try_resume().await {
+                        continue;
                     }
                     return Ok(None);
                 }
