@@ -3,17 +3,19 @@
 use std::io::Write;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::atomic::Ordering;
 
 use anyhow::Context;
 use clap::Parser;
 use mcp_proxy::config::Config;
-use mcp_proxy::runtime;
+use mcp_proxy::runtime::{self, Mode};
 
 /// A thread-per-core MCP gateway: many upstream MCP servers served as one.
 #[derive(Parser, Debug)]
 #[command(version, about)]
 struct Args {
-    /// TOML configuration file (without it: no upstreams, listening on 127.0.0.1:8080).
+    /// Configuration: TOML, or a Claude Desktop / Claude Code / Cursor `mcpServers` JSON file
+    /// (without it: no upstreams, listening on 127.0.0.1:8080).
     #[arg(long, short = 'c', env = "MCP_PROXY_CONFIG")]
     config: Option<PathBuf>,
     /// Listen address, overriding the configuration (port 0 picks a free port).
@@ -22,6 +24,9 @@ struct Args {
     /// Number of shards (one executor pinned per core), overriding the configuration; 0 = every core.
     #[arg(long)]
     shards: Option<usize>,
+    /// Serve one client over stdin/stdout instead of HTTP (for desktop clients); logs go to stderr.
+    #[arg(long)]
+    stdio: bool,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -39,16 +44,56 @@ fn main() -> anyhow::Result<()> {
     if let Some(shards) = args.shards {
         config.proxy.shards = shards;
     }
+    // Every thread started from here on inherits the blocked signals; one thread takes them.
+    let signals = block_termination_signals();
     let servers = config.servers.len();
-    let running = runtime::start(config).context("mcp-proxy could not start")?;
-    log::info!(
-        "serving {servers} upstream server(s) on http://{}/mcp",
-        running.addr
-    );
-    // Tests and scripts wait for this exact line on stdout.
-    let mut stdout = std::io::stdout();
-    writeln!(stdout, "mcp-proxy ready: http://{}/mcp", running.addr)?;
-    stdout.flush()?;
+    let mode = if args.stdio { Mode::Stdio } else { Mode::Http };
+    let running = runtime::start(config, mode).context("mcp-proxy could not start")?;
+    let stop = running.stop_flag();
+    std::thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || {
+            let signal = wait_for(&signals);
+            log::info!("signal {signal} received: shutting down");
+            stop.store(true, Ordering::Release);
+        })
+        .context("cannot start the signal thread")?;
+    if args.stdio {
+        log::info!("serving {servers} upstream server(s) on stdin/stdout");
+    } else {
+        log::info!(
+            "serving {servers} upstream server(s) on http://{}/mcp",
+            running.addr
+        );
+        // Tests and scripts wait for this exact line on stdout.
+        let mut stdout = std::io::stdout();
+        writeln!(stdout, "mcp-proxy ready: http://{}/mcp", running.addr)?;
+        stdout.flush()?;
+    }
     running.join();
+    log::info!("stopped");
     Ok(())
+}
+
+/// Blocks SIGTERM and SIGINT in this thread (and so in every thread it starts).
+fn block_termination_signals() -> libc::sigset_t {
+    // SAFETY: plain libc signal-set calls on a local, zero-initialised set.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGTERM);
+        libc::sigaddset(&mut set, libc::SIGINT);
+        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+        set
+    }
+}
+
+/// Waits for one of the blocked signals.
+fn wait_for(set: &libc::sigset_t) -> i32 {
+    let mut signal = 0;
+    // SAFETY: sigwait only reads the set and writes the signal number.
+    unsafe {
+        libc::sigwait(set, &mut signal);
+    }
+    signal
 }

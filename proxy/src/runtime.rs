@@ -2,13 +2,17 @@
 //!
 //! All shards bind the same address with SO_REUSEPORT and the kernel spreads connections
 //! over them. Port 0 is resolved once, up front, so every shard binds the same real port.
+//! Shutdown is cooperative: [`Running::stop`] raises a flag every shard watches; each stops
+//! accepting, lets requests in flight finish (up to [`DRAIN_LIMIT`]), ends its sessions
+//! (deleting upstream sessions), and shard 0 stops the stdio children.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use glommio::channels::channel_mesh::MeshBuilder;
+use glommio::channels::channel_mesh::{Full, MeshBuilder};
 use glommio::net::TcpListener;
 use glommio::{LocalExecutorPoolBuilder, PoolPlacement};
 
@@ -16,6 +20,12 @@ use crate::config::Config;
 use crate::shard::mesh::{Msg, CHANNEL_SIZE};
 use crate::shard::{Mesh, Shard};
 use crate::transport::downstream;
+use crate::transport::stdio::downstream as stdio_downstream;
+
+/// How long shutdown waits for requests in flight.
+pub const DRAIN_LIMIT: Duration = Duration::from_secs(10);
+/// How long a stdio child has to exit after SIGTERM before SIGKILL.
+pub const CHILD_GRACE: Duration = Duration::from_secs(3);
 
 /// Why the proxy could not start.
 #[derive(Debug, thiserror::Error)]
@@ -36,16 +46,33 @@ pub enum StartError {
         /// What glommio said.
         detail: String,
     },
+    /// stdin/stdout could not be bridged to the shard.
+    #[error("cannot serve on stdin/stdout: {0}")]
+    Stdio(std::io::Error),
+}
+
+/// Where clients come from.
+pub enum Mode {
+    /// Streamable HTTP on the configured address, on every shard.
+    Http,
+    /// One client on stdin/stdout (one shard, no listener).
+    Stdio,
 }
 
 /// A running proxy, before it is joined.
 pub struct Running {
-    /// The address clients connect to.
+    /// The address clients connect to (HTTP mode).
     pub addr: SocketAddr,
     handles: glommio::PoolThreadHandles<()>,
+    stop: Arc<AtomicBool>,
 }
 
 impl Running {
+    /// A handle that stops the proxy when raised (safe to raise from any thread).
+    pub fn stop_flag(&self) -> Arc<AtomicBool> {
+        self.stop.clone()
+    }
+
     /// Blocks until every shard has stopped.
     pub fn join(self) {
         for result in self.handles.join_all() {
@@ -64,25 +91,35 @@ pub fn default_shards() -> usize {
 }
 
 /// Starts every shard and returns once all listen and the first discovery round is done.
-pub fn start(mut config: Config) -> Result<Running, StartError> {
-    let shards = match config.proxy.shards {
-        0 => default_shards(),
-        n => n.min(256),
+pub fn start(mut config: Config, mode: Mode) -> Result<Running, StartError> {
+    let stdio = match mode {
+        Mode::Stdio => Some(stdio_downstream::bridge_stdio().map_err(StartError::Stdio)?),
+        Mode::Http => None,
     };
-    let addr = resolve_port(config.proxy.listen)?;
-    config.proxy.listen = addr;
+    let shards = match (&stdio, config.proxy.shards) {
+        (Some(_), _) => 1,
+        (None, 0) => default_shards(),
+        (None, n) => n.min(256),
+    };
+    if stdio.is_none() {
+        config.proxy.listen = resolve_port(config.proxy.listen)?;
+    }
+    let addr = config.proxy.listen;
     let config = Arc::new(config);
     let ready = Arc::new(AtomicUsize::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
     let mesh = (shards > 1).then(|| MeshBuilder::<Msg, _>::full(shards, CHANNEL_SIZE));
+    let stdio = Arc::new(std::sync::Mutex::new(stdio));
     let handles = {
-        let ready = ready.clone();
+        let (ready, stop) = (ready.clone(), stop.clone());
         LocalExecutorPoolBuilder::new(PoolPlacement::MaxSpread(shards, None))
             .name("mcp-proxy-shard")
             .on_all_shards(move || {
-                let config = config.clone();
-                let ready = ready.clone();
-                let mesh = mesh.clone();
-                async move { run_shard(config, shards, mesh, ready).await }
+                let (config, ready, stop, mesh) =
+                    (config.clone(), ready.clone(), stop.clone(), mesh.clone());
+                // Only one shard runs in stdio mode; it takes the bridge.
+                let stdio = stdio.lock().ok().and_then(|mut s| s.take());
+                async move { run_shard(config, shards, mesh, ready, stop, stdio).await }
             })
             .map_err(|e| StartError::Executors {
                 shards,
@@ -92,7 +129,11 @@ pub fn start(mut config: Config) -> Result<Running, StartError> {
     while ready.load(Ordering::Acquire) < shards {
         std::thread::sleep(Duration::from_millis(5));
     }
-    Ok(Running { addr, handles })
+    Ok(Running {
+        addr,
+        handles,
+        stop,
+    })
 }
 
 /// Binds once to learn the real port when the configuration asks for port 0.
@@ -107,11 +148,20 @@ fn resolve_port(addr: SocketAddr) -> Result<SocketAddr, StartError> {
         .map_err(|source| StartError::Bind { addr, source })
 }
 
+/// Resolves when `stop` is raised.
+async fn stopped(stop: &AtomicBool) {
+    while !stop.load(Ordering::Acquire) {
+        glommio::timer::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 async fn run_shard(
     config: Arc<Config>,
     shards: usize,
-    mesh: Option<MeshBuilder<Msg, glommio::channels::channel_mesh::Full>>,
+    mesh: Option<MeshBuilder<Msg, Full>>,
     ready: Arc<AtomicUsize>,
+    stop: Arc<AtomicBool>,
+    stdio: Option<std::os::unix::net::UnixStream>,
 ) {
     let (mesh, receivers, id) = match mesh {
         Some(builder) => match builder.join().await {
@@ -131,19 +181,37 @@ async fn run_shard(
     if let Some(receivers) = receivers {
         Mesh::spawn_receivers(&shard, receivers);
     }
-    let listener = match TcpListener::bind(addr) {
-        Ok(l) => l,
-        Err(e) => {
-            log::error!("shard {id}: cannot listen on {addr}: {e}");
-            std::process::exit(1);
-        }
+    let listener = match stdio {
+        Some(_) => None,
+        None => match TcpListener::bind(addr) {
+            Ok(l) => Some(l),
+            Err(e) => {
+                log::error!("shard {id}: cannot listen on {addr}: {e}");
+                std::process::exit(1);
+            }
+        },
     };
     glommio::spawn_local(shard.clone().expire_sessions()).detach();
     if id == 0 {
         shard.start_discovery().await;
     }
     ready.fetch_add(1, Ordering::AcqRel);
-    log::debug!("shard {id} accepting on {addr}");
+    match (listener, stdio) {
+        (Some(listener), _) => {
+            log::debug!("shard {id} accepting on {addr}");
+            futures_lite::future::or(accept(&shard, &listener), stopped(&stop)).await;
+            drop(listener);
+        }
+        (None, Some(io)) => {
+            futures_lite::future::or(stdio_downstream::serve(shard.clone(), io), stopped(&stop))
+                .await;
+        }
+        (None, None) => {}
+    }
+    shut_down(&shard).await;
+}
+
+async fn accept(shard: &Rc<Shard>, listener: &TcpListener) {
     loop {
         match listener.accept().await {
             Ok(stream) => {
@@ -151,9 +219,26 @@ async fn run_shard(
             }
             Err(e) => {
                 // Out of descriptors or a transient accept error: back off instead of spinning.
-                log::warn!("shard {id}: accept failed: {e}");
+                log::warn!("shard {}: accept failed: {e}", shard.id);
                 glommio::timer::sleep(Duration::from_millis(50)).await;
             }
         }
     }
+}
+
+async fn shut_down(shard: &Rc<Shard>) {
+    let start = Instant::now();
+    while shard.requests_in_flight() > 0 && start.elapsed() < DRAIN_LIMIT {
+        glommio::timer::sleep(Duration::from_millis(20)).await;
+    }
+    if shard.requests_in_flight() > 0 {
+        log::warn!(
+            "shard {}: {} request(s) still in flight at shutdown",
+            shard.id,
+            shard.requests_in_flight()
+        );
+    }
+    shard.end_all_sessions().await;
+    shard.stop_children(CHILD_GRACE).await;
+    log::debug!("shard {} stopped", shard.id);
 }

@@ -17,7 +17,8 @@ use super::catalog::{Catalog, ServerListing, ServerStatus};
 use crate::protocol::jsonrpc::{self, code, Id, Kind};
 use crate::protocol::version;
 use crate::shard::Shard;
-use crate::transport::upstream::{UpstreamError, UpstreamSession, UpstreamSink};
+use crate::transport::stdio::link::DISCOVERY;
+use crate::transport::upstream::{UpstreamError, UpstreamHandle, UpstreamSink};
 
 const RETRY_MIN: Duration = Duration::from_millis(500);
 const RETRY_MAX: Duration = Duration::from_secs(30);
@@ -27,7 +28,7 @@ const MAX_PAGES: usize = 1000;
 /// Shard 0's discovery of every upstream.
 pub struct Discovery {
     shard: Weak<Shard>,
-    sessions: RefCell<Vec<Rc<UpstreamSession>>>,
+    sessions: RefCell<Vec<UpstreamHandle>>,
     status: RefCell<Vec<ServerStatus>>,
     triggers: Vec<LocalSender<()>>,
     generation: Cell<u64>,
@@ -60,7 +61,7 @@ impl Discovery {
         *discovery.sessions.borrow_mut() = shard
             .upstreams
             .iter()
-            .map(|client| UpstreamSession::new(client.clone(), params.clone(), Some(sink.clone())))
+            .map(|upstream| upstream.open(shard, DISCOVERY, params.clone(), Some(sink.clone())))
             .collect();
         for (server, rx) in receivers.into_iter().enumerate() {
             let d = discovery.clone();
@@ -95,7 +96,7 @@ impl Discovery {
         let mut backoff = RETRY_MIN;
         loop {
             let session = self.sessions.borrow()[server].clone();
-            let name = session.client().name().to_owned();
+            let name = session.name().to_owned();
             let wait = match list_server(&session).await {
                 Ok(listing) => {
                     log::info!(
@@ -191,9 +192,9 @@ impl UpstreamSink for Discovery {
 }
 
 /// Initializes (if needed) and lists everything `session`'s server declares.
-async fn list_server(session: &Rc<UpstreamSession>) -> Result<ServerListing, UpstreamError> {
-    let est = session.established().await?;
-    let mut buf = est.init_result.to_vec();
+async fn list_server(session: &UpstreamHandle) -> Result<ServerListing, UpstreamError> {
+    let init_result = session.init_result().await?;
+    let mut buf = init_result.to_vec();
     let caps: Vec<&str> = match simd_json::to_borrowed_value(&mut buf) {
         Ok(v) => ["tools", "prompts", "resources"]
             .into_iter()
@@ -206,7 +207,7 @@ async fn list_server(session: &Rc<UpstreamSession>) -> Result<ServerListing, Ups
         Err(_) => Vec::new(),
     };
     let mut listing = ServerListing {
-        init_result: est.init_result.clone(),
+        init_result: init_result.clone(),
         ..ServerListing::default()
     };
     if caps.contains(&"tools") {
@@ -225,7 +226,7 @@ async fn list_server(session: &Rc<UpstreamSession>) -> Result<ServerListing, Ups
 
 /// Follows a list's pagination to the end.
 pub async fn list_all(
-    session: &Rc<UpstreamSession>,
+    session: &UpstreamHandle,
     method: &str,
     key: &str,
 ) -> Result<Vec<Bytes>, UpstreamError> {
@@ -244,7 +245,7 @@ pub async fn list_all(
         let answer = session.request(method, &params).await?;
         let mut buf = answer.to_vec();
         let protocol = |detail: String| UpstreamError::Protocol {
-            server: session.client().name().to_owned(),
+            server: session.name().to_owned(),
             detail,
         };
         let msg = jsonrpc::parse(&mut buf).map_err(|e| protocol(e.to_string()))?;
@@ -273,7 +274,7 @@ pub async fn list_all(
         }
     }
     Err(UpstreamError::Protocol {
-        server: session.client().name().to_owned(),
+        server: session.name().to_owned(),
         detail: format!("{method} did not end after {MAX_PAGES} pages"),
     })
 }

@@ -67,7 +67,7 @@ pub async fn request(
                     code::UPSTREAM_PROTOCOL,
                     &format!(
                         "server {} answered with something that is not the response",
-                        upstream.client().name()
+                        upstream.name()
                     ),
                 )),
             }
@@ -78,7 +78,7 @@ pub async fn request(
                 code::UPSTREAM_PROTOCOL,
                 &format!(
                     "server {} accepted a request without answering it",
-                    upstream.client().name()
+                    upstream.name()
                 ),
             ))
         }
@@ -135,7 +135,7 @@ async fn next_relayed(
             Ok(None) => {
                 let name = session
                     .shard()
-                    .and_then(|s| s.upstreams.get(server).map(|u| u.config.name.clone()));
+                    .and_then(|s| s.upstreams.get(server).map(|u| u.name().to_owned()));
                 return Step::Failed(jsonrpc::error_body(
                     Some(client),
                     code::UPSTREAM_PROTOCOL,
@@ -220,7 +220,7 @@ pub async fn client_notification(session: &Rc<Session>, method: &str, mut msg: V
         "notifications/roots/list_changed" => {
             let body = jsonrpc::to_bytes(&msg);
             for upstream in session.open_upstreams() {
-                if upstream.current().is_some() {
+                if upstream.is_open() {
                     let _ = upstream.post(&body).await;
                 }
             }
@@ -250,7 +250,7 @@ async fn send_to(session: &Rc<Session>, server: usize, body: Bytes) {
         log::warn!(
             "session {}: could not pass a message to {}: {e}",
             session.id,
-            upstream.client().name()
+            upstream.name()
         );
     }
 }
@@ -274,7 +274,7 @@ pub async fn set_level(
             .request("logging/setLevel", params.as_bytes())
             .await
         {
-            log::warn!("logging/setLevel on {}: {e}", upstream.client().name());
+            log::warn!("logging/setLevel on {}: {e}", upstream.name());
         }
     }
     Answer::Json(jsonrpc::result_body(id, b"{}"))

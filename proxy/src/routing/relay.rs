@@ -103,7 +103,7 @@ fn notification(session: &Rc<Session>, server: usize, method: &str, mut msg: Val
         "notifications/resources/updated" => {
             let prefix = session
                 .shard()
-                .and_then(|s| s.upstreams.get(server).map(|u| u.config.prefix.clone()));
+                .and_then(|s| s.upstreams.get(server).map(|u| u.config().prefix.clone()));
             let uri = msg
                 .get("params")
                 .and_then(|p| p.get_str("uri"))

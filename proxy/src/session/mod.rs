@@ -15,7 +15,7 @@ use bytes::Bytes;
 
 use crate::protocol::jsonrpc::Id;
 use crate::shard::Shard;
-use crate::transport::upstream::{UpstreamSession, UpstreamSink};
+use crate::transport::upstream::{UpstreamHandle, UpstreamSink};
 pub use events::{EventLog, Next, Position, STANDALONE};
 
 /// A server-to-client request relayed to the client, awaiting its answer.
@@ -56,7 +56,7 @@ pub struct Session {
     init_params: Bytes,
     shard: Weak<Shard>,
     this: Weak<Session>,
-    upstreams: RefCell<HashMap<usize, Rc<UpstreamSession>>>,
+    upstreams: RefCell<HashMap<usize, UpstreamHandle>>,
     /// The session's SSE streams.
     pub events: EventLog,
     /// Client request id -> (server, upstream id), while the request is in flight.
@@ -107,20 +107,25 @@ impl Session {
         self.last_active.get()
     }
 
-    /// The upstream session with `server`, created (not yet initialized) on first use.
-    pub fn upstream(&self, server: usize) -> Option<Rc<UpstreamSession>> {
+    /// The way to `server` for this session, created (not yet connected) on first use.
+    pub fn upstream(&self, server: usize) -> Option<UpstreamHandle> {
         if let Some(u) = self.upstreams.borrow().get(&server) {
             return Some(u.clone());
         }
-        let client = self.shard()?.upstreams.get(server)?.clone();
+        let shard = self.shard()?;
         let sink: Weak<dyn UpstreamSink> = self.this.clone();
-        let up = UpstreamSession::new(client, self.init_params.clone(), Some(sink));
-        self.upstreams.borrow_mut().insert(server, up.clone());
-        Some(up)
+        let handle = shard.upstreams.get(server)?.open(
+            &shard,
+            &self.id,
+            self.init_params.clone(),
+            Some(sink),
+        );
+        self.upstreams.borrow_mut().insert(server, handle.clone());
+        Some(handle)
     }
 
-    /// The upstream sessions already opened.
-    pub fn open_upstreams(&self) -> Vec<Rc<UpstreamSession>> {
+    /// The upstreams this session has used.
+    pub fn open_upstreams(&self) -> Vec<UpstreamHandle> {
         self.upstreams.borrow().values().cloned().collect()
     }
 

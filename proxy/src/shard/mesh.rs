@@ -18,6 +18,7 @@ use glommio::task::JoinHandle;
 use super::Shard;
 use crate::registry::Catalog;
 use crate::transport::downstream::{self, McpRequest, Reply};
+use crate::transport::stdio::link::LinkReply;
 
 /// Capacity of each shard-to-shard channel.
 pub const CHANNEL_SIZE: usize = 1024;
@@ -46,6 +47,35 @@ pub enum Msg {
         token: u64,
         /// The part.
         part: ReplyPart,
+    },
+    /// Pass this message from `session` to stdio server `server` (whose link you own).
+    StdioPost {
+        /// The requesting shard.
+        from: usize,
+        /// The requester's tag for the reply.
+        token: u64,
+        /// The stdio server's index.
+        server: usize,
+        /// The downstream session sending it.
+        session: String,
+        /// The JSON-RPC message.
+        body: Bytes,
+    },
+    /// `session` ended: drop what stdio server `server` keeps for it.
+    StdioDetach {
+        /// The stdio server's index.
+        server: usize,
+        /// The session.
+        session: String,
+    },
+    /// A message a stdio child sent unasked, for `session` (which you own).
+    Unsolicited {
+        /// The session.
+        session: String,
+        /// The server that sent it.
+        server: usize,
+        /// The JSON-RPC message.
+        message: Bytes,
     },
     /// A new catalog from discovery.
     Catalog(Arc<Catalog>),
@@ -108,6 +138,56 @@ impl Mesh {
     /// Asks `peer` (shard 0) to rediscover `server`.
     pub fn send_rediscover(&self, peer: usize, server: usize) {
         self.send_later(peer, Msg::Rediscover(server));
+    }
+
+    /// Sends a message for a stdio server to its owner; the reply comes back in parts.
+    pub async fn stdio_post(
+        &self,
+        me: usize,
+        owner: usize,
+        server: usize,
+        session: String,
+        body: Bytes,
+    ) -> Option<(u64, LocalReceiver<ReplyPart>)> {
+        let senders = self.senders.as_ref()?;
+        let (token, rx) = self.expect_reply();
+        let msg = Msg::StdioPost {
+            from: me,
+            token,
+            server,
+            session,
+            body,
+        };
+        if senders.send_to(owner, msg).await.is_err() {
+            self.waiting.borrow_mut().remove(&token);
+            return None;
+        }
+        Some((token, rx))
+    }
+
+    /// Tells the owner of stdio server `server` that `session` ended.
+    pub fn stdio_detach(&self, owner: usize, server: usize, session: String) {
+        self.send_later(owner, Msg::StdioDetach { server, session });
+    }
+
+    /// Hands an unasked stdio message to the shard owning `session`.
+    pub fn send_unsolicited(&self, owner: usize, session: String, server: usize, message: Bytes) {
+        self.send_later(
+            owner,
+            Msg::Unsolicited {
+                session,
+                server,
+                message,
+            },
+        );
+    }
+
+    fn expect_reply(&self) -> (u64, LocalReceiver<ReplyPart>) {
+        let token = self.next_token.get();
+        self.next_token.set(token + 1);
+        let (tx, rx) = local_channel::new_unbounded();
+        self.waiting.borrow_mut().insert(token, tx);
+        (token, rx)
     }
 
     /// Tells `owner` that the reply for `token` is no longer wanted.
@@ -191,8 +271,99 @@ impl Mesh {
                     waiting.remove(&token);
                 }
             }
+            Msg::StdioPost {
+                from,
+                token,
+                server,
+                session,
+                body,
+            } => {
+                let owner = shard.clone();
+                glommio::spawn_local(async move {
+                    owner
+                        .mesh
+                        .serve_stdio_post(&owner, from, token, server, session, body)
+                        .await;
+                })
+                .detach();
+            }
+            Msg::StdioDetach { server, session } => {
+                if let Some(link) = shard.stdio_link(server) {
+                    glommio::spawn_local(async move { link.detach(&session).await }).detach();
+                }
+            }
+            Msg::Unsolicited {
+                session,
+                server,
+                message,
+            } => {
+                if let Some(s) = shard.session(&session) {
+                    crate::transport::upstream::UpstreamSink::unsolicited(&*s, server, message);
+                }
+            }
             Msg::Catalog(catalog) => shard.install_catalog(catalog),
             Msg::Rediscover(server) => shard.request_rediscovery(server),
+        }
+    }
+
+    async fn serve_stdio_post(
+        &self,
+        shard: &Rc<Shard>,
+        to: usize,
+        token: u64,
+        server: usize,
+        session: String,
+        body: Bytes,
+    ) {
+        let Some(senders) = self.senders.clone() else {
+            return;
+        };
+        let send = |part: ReplyPart| {
+            let senders = senders.clone();
+            async move {
+                senders
+                    .send_to(to, Msg::Reply { token, part })
+                    .await
+                    .is_ok()
+            }
+        };
+        let head = |status: u16| ReplyPart::Head {
+            status,
+            headers: Vec::new(),
+            streaming: status == 200,
+        };
+        let outcome = match shard.stdio_link(server) {
+            Some(link) => link.post(&session, body).await,
+            None => {
+                let _ = send(head(502)).await
+                    && send(ReplyPart::Data(Bytes::from_static(
+                        b"no stdio link on this shard",
+                    )))
+                    .await
+                    && send(ReplyPart::End).await;
+                return;
+            }
+        };
+        match outcome {
+            Ok(LinkReply::Accepted) => {
+                let _ = send(head(202)).await && send(ReplyPart::End).await;
+            }
+            Ok(LinkReply::Stream(rx)) => {
+                if !send(head(200)).await {
+                    return;
+                }
+                while let Some(message) = rx.recv().await {
+                    if !send(ReplyPart::Data(message)).await {
+                        return;
+                    }
+                }
+                send(ReplyPart::End).await;
+            }
+            Err(e) => {
+                let _ = send(head(502)).await
+                    && send(ReplyPart::Data(Bytes::from(e.to_string()))).await
+                    && send(ReplyPart::End).await;
+            }
         }
     }
 

@@ -18,12 +18,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::config::Config;
+use crate::config::Transport;
 use crate::protocol::cursor::ListKind;
 use crate::protocol::jsonrpc;
 use crate::registry::discovery::Discovery;
 use crate::registry::Catalog;
 use crate::session::{Session, STANDALONE};
-use crate::transport::upstream::UpstreamClient;
+use crate::transport::stdio::link::StdioLink;
+use crate::transport::upstream::{Upstream, UpstreamClient, STDIO_SHARD};
 pub use mesh::Mesh;
 
 /// One core's state.
@@ -34,36 +36,98 @@ pub struct Shard {
     pub nr_shards: usize,
     /// The configuration this shard was started with.
     pub config: Arc<Config>,
-    /// One pooled client per configured server, by server index.
-    pub upstreams: Vec<Rc<UpstreamClient>>,
+    /// Every configured server as this shard reaches it, by server index.
+    pub upstreams: Vec<Upstream>,
     catalog: RefCell<Arc<Catalog>>,
     sessions: RefCell<HashMap<String, Rc<Session>>>,
     /// Channels to the other shards.
     pub mesh: Mesh,
     discovery: RefCell<Option<Rc<Discovery>>>,
+    /// Requests being handled, so shutdown can let them finish.
+    inflight: Rc<std::cell::Cell<usize>>,
+}
+
+/// Counts a request as in flight until dropped.
+pub struct Busy(Rc<std::cell::Cell<usize>>);
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        self.0.set(self.0.get() - 1);
+    }
 }
 
 impl Shard {
     /// A shard with no sessions and an empty catalog.
     pub fn new(id: usize, nr_shards: usize, config: Arc<Config>, mesh: Mesh) -> Rc<Shard> {
-        let upstreams = config
-            .servers
-            .iter()
-            .enumerate()
-            .map(|(i, s)| UpstreamClient::new(i, s.clone()))
-            .collect();
         let status = vec![crate::registry::ServerStatus::Pending; config.servers.len()];
         let catalog = Catalog::build(0, identities(&config), status);
-        Rc::new(Shard {
-            id,
-            nr_shards,
-            config,
-            upstreams,
-            catalog: RefCell::new(Arc::new(catalog)),
-            sessions: RefCell::new(HashMap::new()),
-            mesh,
-            discovery: RefCell::new(None),
+        Rc::new_cyclic(|this| {
+            let upstreams = config
+                .servers
+                .iter()
+                .enumerate()
+                .map(|(i, s)| match &s.transport {
+                    Transport::Http { url, .. } => {
+                        Upstream::Http(UpstreamClient::new(i, s.clone(), url.clone()))
+                    }
+                    Transport::Stdio(command) => Upstream::Stdio {
+                        index: i,
+                        config: s.clone(),
+                        // One child per server, owned by one shard: a stdio server holds one
+                        // session, and stateful servers (memory) must see every client's calls.
+                        link: (id == STDIO_SHARD)
+                            .then(|| StdioLink::start(this.clone(), i, s, command)),
+                    },
+                })
+                .collect();
+            Shard {
+                id,
+                nr_shards,
+                config,
+                upstreams,
+                catalog: RefCell::new(Arc::new(catalog)),
+                sessions: RefCell::new(HashMap::new()),
+                mesh,
+                discovery: RefCell::new(None),
+                inflight: Rc::default(),
+            }
         })
+    }
+
+    /// Marks a request in flight until the returned guard is dropped.
+    pub fn begin_request(&self) -> Busy {
+        self.inflight.set(self.inflight.get() + 1);
+        Busy(self.inflight.clone())
+    }
+
+    /// Requests in flight on this shard.
+    pub fn requests_in_flight(&self) -> usize {
+        self.inflight.get()
+    }
+
+    /// Ends every session of this shard (upstream sessions are deleted, streams closed).
+    pub async fn end_all_sessions(&self) {
+        let ids: Vec<String> = self.sessions.borrow().keys().cloned().collect();
+        for id in ids {
+            self.end_session(&id).await;
+        }
+    }
+
+    /// The link of stdio server `server`, on the shard that owns it.
+    pub fn stdio_link(&self, server: usize) -> Option<Rc<StdioLink>> {
+        match self.upstreams.get(server)? {
+            Upstream::Stdio { link, .. } => link.clone(),
+            Upstream::Http(_) => None,
+        }
+    }
+
+    /// Stops every stdio child this shard owns (SIGTERM, then SIGKILL after `grace`).
+    pub async fn stop_children(&self, grace: Duration) {
+        for server in 0..self.upstreams.len() {
+            if let Some(link) = self.stdio_link(server) {
+                link.stop(grace).await;
+            }
+        }
     }
 
     /// Starts discovery here (shard 0 only) and waits for its first round, bounded.

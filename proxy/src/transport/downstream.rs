@@ -223,7 +223,10 @@ pub async fn serve_connection(shard: Rc<Shard>, stream: TcpStream) {
         };
         let keep_alive = request.keep_alive;
         let reply = match check(&shard, &request) {
-            Ok(mcp) => handle(&shard, mcp).await,
+            Ok(mcp) => {
+                let _busy = shard.begin_request();
+                handle(&shard, mcp).await
+            }
             Err(reply) => reply,
         };
         drop(request);

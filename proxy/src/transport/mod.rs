@@ -4,4 +4,5 @@
 //! - [`upstream`]: the proxy as a client of upstream servers: pooled connections and MCP sessions.
 
 pub mod downstream;
+pub mod stdio;
 pub mod upstream;

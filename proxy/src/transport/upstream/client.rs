@@ -12,8 +12,11 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use glommio::net::TcpStream;
 
-use crate::config::ServerConfig;
+use crate::config::{ServerConfig, UpstreamUrl};
+use glommio::channels::local_channel::LocalReceiver;
+
 use crate::http::{ClientConn, HttpError, Limits, OwnedBody, ResponseHead, SseParser};
+use crate::shard::mesh::ReplyPart;
 
 /// How long an idle pooled connection is trusted (below Node's 5 s keep-alive timeout).
 pub const POOL_IDLE: Duration = Duration::from_secs(4);
@@ -116,13 +119,16 @@ pub struct UpstreamClient {
     pub index: usize,
     /// Its configuration.
     pub config: ServerConfig,
+    url: UpstreamUrl,
+    headers: Vec<(String, String)>,
     idle: RefCell<Vec<Idle>>,
     limits: Limits,
 }
 
 impl UpstreamClient {
     /// A client with an empty pool.
-    pub fn new(index: usize, config: ServerConfig) -> Rc<Self> {
+    pub fn new(index: usize, config: ServerConfig, url: UpstreamUrl) -> Rc<Self> {
+        let headers = config.headers().to_vec();
         let limits = Limits {
             max_body_bytes: MAX_UPSTREAM_MESSAGE,
             head_timeout: config.timeout,
@@ -132,6 +138,8 @@ impl UpstreamClient {
         Rc::new(UpstreamClient {
             index,
             config,
+            url,
+            headers,
             idle: RefCell::new(Vec::new()),
             limits,
         })
@@ -163,7 +171,7 @@ impl UpstreamClient {
     }
 
     async fn connect(&self) -> Result<ClientConn<TcpStream>, UpstreamError> {
-        let url = &self.config.url;
+        let url = &self.url;
         let addr = format!("{}:{}", url.host, url.port);
         let stream = TcpStream::connect_timeout(addr.as_str(), self.config.connect_timeout)
             .await
@@ -184,10 +192,9 @@ impl UpstreamClient {
         headers: &[(&str, &str)],
         body: Option<&[u8]>,
     ) -> Result<(ClientConn<TcpStream>, ResponseHead), UpstreamError> {
-        let mut all: Vec<(&str, &str)> =
-            Vec::with_capacity(headers.len() + self.config.headers.len());
+        let mut all: Vec<(&str, &str)> = Vec::with_capacity(headers.len() + self.headers.len());
         all.extend_from_slice(headers);
-        for (k, v) in &self.config.headers {
+        for (k, v) in &self.headers {
             all.push((k.as_str(), v.as_str()));
         }
         if let Some(mut conn) = self.checkout() {
@@ -217,7 +224,7 @@ impl UpstreamClient {
         headers: &[(&str, &str)],
         body: Option<&[u8]>,
     ) -> Result<ResponseHead, SendFailure> {
-        let url = &self.config.url;
+        let url = &self.url;
         if let Err(e) = conn
             .send(method, &url.authority, &url.path, headers, body)
             .await
@@ -307,10 +314,10 @@ impl UpstreamClient {
         if content_type.starts_with("text/event-stream") {
             return Ok(PostReply {
                 session_id: new_session,
-                body: ReplyBody::Stream(Box::new(
-                    MessageStream::new(self.clone(), conn, head, Some(self.config.timeout))
+                body: ReplyBody::Stream(Box::new(MessageStream::sse(
+                    SseMessages::new(self.clone(), conn, head, Some(self.config.timeout))
                         .resumable(session_id.zip(version)),
-                )),
+                ))),
             });
         }
         let body = {
@@ -348,7 +355,12 @@ impl UpstreamClient {
         let (conn, head) = self.exchange("GET", &headers, None).await?;
         match head.status {
             // The GET stream may rightly stay silent for hours: no idle limit.
-            200 => Ok(Some(MessageStream::new(self.clone(), conn, head, None))),
+            200 => Ok(Some(MessageStream::sse(SseMessages::new(
+                self.clone(),
+                conn,
+                head,
+                None,
+            )))),
             405 => {
                 self.finish_small(conn, &head).await;
                 Ok(None)
@@ -430,7 +442,7 @@ fn is_reset(e: &HttpError) -> bool {
 }
 
 /// JSON-RPC messages arriving on an upstream SSE stream, one per `next()`.
-pub struct MessageStream {
+pub struct SseMessages {
     client: Rc<UpstreamClient>,
     body: Option<OwnedBody<TcpStream>>,
     parser: SseParser,
@@ -453,14 +465,14 @@ struct Resume {
 /// Resumptions of one request's stream before the proxy gives up on the answer.
 const MAX_RESUMES: u32 = 3;
 
-impl MessageStream {
+impl SseMessages {
     fn new(
         client: Rc<UpstreamClient>,
         conn: ClientConn<TcpStream>,
         head: ResponseHead,
         idle_limit: Option<Duration>,
     ) -> Self {
-        MessageStream {
+        SseMessages {
             client,
             body: Some(conn.into_body(&head)),
             parser: SseParser::new(MAX_UPSTREAM_MESSAGE),
@@ -502,12 +514,14 @@ impl MessageStream {
             .open_stream(&resume.session_id, &resume.version, Some(last))
             .await
         {
-            Ok(Some(mut reopened)) => {
+            Ok(Some(MessageStream {
+                source: Source::Sse(mut reopened),
+            })) => {
                 self.body = reopened.body.take();
                 self.parser = SseParser::new(MAX_UPSTREAM_MESSAGE);
                 true
             }
-            Ok(None) => false,
+            Ok(_) => false,
             Err(e) => {
                 log::debug!(
                     "upstream {}: could not resume a stream: {e}",
@@ -576,6 +590,67 @@ impl MessageStream {
         UpstreamError::Protocol {
             server: self.client.config.name.clone(),
             detail,
+        }
+    }
+}
+
+/// The messages that answer one request: from an upstream's SSE stream, or relayed by the
+/// stdio link that owns a child process (locally or from another shard).
+pub struct MessageStream {
+    source: Source,
+}
+
+enum Source {
+    Sse(Box<SseMessages>),
+    Local(LocalReceiver<Bytes>),
+    Remote(LocalReceiver<ReplyPart>),
+}
+
+impl MessageStream {
+    fn sse(messages: SseMessages) -> Self {
+        MessageStream {
+            source: Source::Sse(Box::new(messages)),
+        }
+    }
+
+    /// Messages a stdio link on this shard relays.
+    pub fn local(rx: LocalReceiver<Bytes>) -> Self {
+        MessageStream {
+            source: Source::Local(rx),
+        }
+    }
+
+    /// Messages relayed from the shard that owns a stdio link.
+    pub fn remote(rx: LocalReceiver<ReplyPart>) -> Self {
+        MessageStream {
+            source: Source::Remote(rx),
+        }
+    }
+
+    /// The next message's JSON, or `None` at the end of the answer.
+    pub async fn next(&mut self) -> Result<Option<Bytes>, UpstreamError> {
+        match &mut self.source {
+            Source::Sse(s) => s.next().await,
+            Source::Local(rx) => Ok(rx.recv().await),
+            Source::Remote(rx) => match rx.recv().await {
+                Some(ReplyPart::Data(b)) => Ok(Some(b)),
+                _ => Ok(None),
+            },
+        }
+    }
+
+    /// The id of the last SSE event seen, for resuming with `Last-Event-ID`.
+    pub fn last_event_id(&self) -> Option<&str> {
+        match &self.source {
+            Source::Sse(s) => s.last_event_id.as_deref(),
+            _ => None,
+        }
+    }
+
+    /// The answer has been read: the end of the stream is expected, do not resume it.
+    pub fn stop_resuming(&mut self) {
+        if let Source::Sse(s) = &mut self.source {
+            s.stop_resuming();
         }
     }
 }

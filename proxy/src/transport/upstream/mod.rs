@@ -1,11 +1,14 @@
 //! The proxy as an MCP client of its upstream servers.
 //!
-//! - [`client`]: one shard's keep-alive pool per server and the HTTP exchanges of Streamable HTTP.
-//! - [`session`]: one upstream MCP session: initialize, re-initialize when the server forgot it,
-//!   and the GET stream that carries the server's own messages.
+//! - [`client`]: one shard's keep-alive pool per HTTP server and the exchanges of Streamable HTTP.
+//! - [`session`]: one upstream MCP session over HTTP: initialize, re-initialize when the server
+//!   forgot it, and the GET stream that carries the server's own messages.
+//! - [`handle`]: a downstream session's way to one upstream, HTTP or stdio alike.
 
 pub mod client;
+pub mod handle;
 pub mod session;
 
 pub use client::{MessageStream, PostReply, ReplyBody, UpstreamClient, UpstreamError};
+pub use handle::{Upstream, UpstreamHandle, STDIO_SHARD};
 pub use session::{UpstreamSession, UpstreamSink};

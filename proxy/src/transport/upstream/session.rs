@@ -198,25 +198,7 @@ impl UpstreamSession {
 
     /// Reads a POST's answer until the response to `id`, passing anything else to the sink.
     async fn await_answer(&self, reply: PostReply, id: &Id) -> Result<Bytes, UpstreamError> {
-        match reply.body {
-            ReplyBody::Json(b) => Ok(b),
-            ReplyBody::Accepted => Err(UpstreamError::Protocol {
-                server: self.client.name().to_owned(),
-                detail: "a request was answered with 202 Accepted".into(),
-            }),
-            ReplyBody::Stream(mut stream) => {
-                while let Some(message) = stream.next().await? {
-                    if response_id(&message).as_ref() == Some(id) {
-                        return Ok(message);
-                    }
-                    self.deliver(message);
-                }
-                Err(UpstreamError::Protocol {
-                    server: self.client.name().to_owned(),
-                    detail: "the event stream ended before the response".into(),
-                })
-            }
-        }
+        await_answer(self.client.name(), reply, id, |m| self.deliver(m)).await
     }
 
     fn deliver(&self, message: Bytes) {
@@ -269,7 +251,7 @@ impl UpstreamSession {
                                 }
                             }
                         }
-                        last_event_id = stream.last_event_id.clone();
+                        last_event_id = stream.last_event_id().map(str::to_owned);
                     }
                     Err(UpstreamError::SessionLost { .. }) => {
                         if let Some(this) = weak.upgrade() {
@@ -318,4 +300,32 @@ pub fn response_id(message: &[u8]) -> Option<Id> {
         return None;
     }
     v.get("id").and_then(Id::from_value)
+}
+
+/// Reads a POST's answer until the response to `id`; anything else goes to `other`.
+pub async fn await_answer(
+    server: &str,
+    reply: PostReply,
+    id: &Id,
+    other: impl Fn(Bytes),
+) -> Result<Bytes, UpstreamError> {
+    match reply.body {
+        ReplyBody::Json(b) => Ok(b),
+        ReplyBody::Accepted => Err(UpstreamError::Protocol {
+            server: server.to_owned(),
+            detail: "a request was answered with 202 Accepted".into(),
+        }),
+        ReplyBody::Stream(mut stream) => {
+            while let Some(message) = stream.next().await? {
+                if response_id(&message).as_ref() == Some(id) {
+                    return Ok(message);
+                }
+                other(message);
+            }
+            Err(UpstreamError::Protocol {
+                server: server.to_owned(),
+                detail: "the answer ended before the response".into(),
+            })
+        }
+    }
 }

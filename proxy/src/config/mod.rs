@@ -21,6 +21,8 @@ use toml::Spanned;
 
 use crate::protocol::names::{is_valid_server_name, MAX_SERVER_NAME_LEN, NAME_SEPARATOR};
 
+mod mcp_servers;
+
 /// The whole configuration.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Config {
@@ -114,14 +116,57 @@ pub struct ServerConfig {
     /// What exposed names start with: `{prefix}__tool`, `{prefix}+uri`. Defaults to the name;
     /// empty exposes the server's own names, for servers whose names cannot collide.
     pub prefix: String,
-    /// Where the server's Streamable HTTP endpoint is.
-    pub url: UpstreamUrl,
-    /// Extra headers sent with every upstream request, sorted by name.
-    pub headers: Vec<(String, String)>,
+    /// How the server is reached.
+    pub transport: Transport,
     /// Limit on one upstream request, from sending it to the end of its response.
     pub timeout: Duration,
     /// Limit on establishing one upstream connection (TCP and TLS).
     pub connect_timeout: Duration,
+}
+
+/// How an upstream server is reached.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Transport {
+    /// Streamable HTTP.
+    Http {
+        /// Where the server's endpoint is.
+        url: UpstreamUrl,
+        /// Extra headers sent with every upstream request, sorted by name.
+        headers: Vec<(String, String)>,
+    },
+    /// A child process speaking newline-delimited JSON-RPC on stdin/stdout.
+    Stdio(StdioCommand),
+}
+
+/// The program a stdio server runs as.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StdioCommand {
+    /// The program (a path, or a name looked up in PATH).
+    pub command: String,
+    /// Its arguments.
+    pub args: Vec<String>,
+    /// Environment variables added to the proxy's own, sorted by name.
+    pub env: Vec<(String, String)>,
+    /// Working directory; the proxy's own when absent.
+    pub cwd: Option<std::path::PathBuf>,
+}
+
+impl ServerConfig {
+    /// The HTTP endpoint, for servers reached over HTTP.
+    pub fn http_url(&self) -> Option<&UpstreamUrl> {
+        match &self.transport {
+            Transport::Http { url, .. } => Some(url),
+            Transport::Stdio(_) => None,
+        }
+    }
+
+    /// Extra upstream headers (none for stdio servers).
+    pub fn headers(&self) -> &[(String, String)] {
+        match &self.transport {
+            Transport::Http { headers, .. } => headers,
+            Transport::Stdio(_) => &[],
+        }
+    }
 }
 
 /// An upstream `http://` or `https://` URL, split for the HTTP client.
@@ -310,6 +355,14 @@ impl Config {
             path: origin.clone(),
             source,
         })?;
+        // Desktop clients keep their servers in JSON (`mcpServers`); take such a file as it is.
+        let is_json = path
+            .extension()
+            .is_some_and(|e| e.eq_ignore_ascii_case("json"))
+            || text.trim_start().starts_with('{');
+        if is_json {
+            return mcp_servers::from_json(&text, &origin);
+        }
         Config::from_toml_str(&text, &origin)
     }
 
@@ -367,25 +420,84 @@ impl Config {
                     ),
                 ));
             }
-            let url =
-                UpstreamUrl::parse(s.url.get_ref()).map_err(|m| invalid(Some(s.url.span()), m))?;
-            let mut headers = Vec::with_capacity(s.headers.len());
-            for (k, v) in s.headers {
-                check_header(k.get_ref(), v.get_ref()).map_err(|m| invalid(Some(k.span()), m))?;
-                // Header names are case-insensitive, so `a` and `A` would both be sent.
-                if let Some((dup, _)) = headers
-                    .iter()
-                    .find(|(n, _): &&(String, String)| n.eq_ignore_ascii_case(k.get_ref()))
-                {
+            let transport = match (&s.url, &s.command) {
+                (Some(url), None) => {
+                    let parsed =
+                        UpstreamUrl::parse(url.get_ref()).map_err(|m| invalid(Some(url.span()), m))?;
+                    if let Some(extra) = s.args.as_ref().map(|a| a.span()).or(s.cwd.as_ref().map(|c| c.span())) {
+                        return Err(invalid(
+                            Some(extra),
+                            format!("server \"{name}\" has a url, so it is reached over HTTP: args, env and cwd belong to stdio servers (command = ...); remove them"),
+                        ));
+                    }
+                    let mut headers = Vec::with_capacity(s.headers.len());
+                    for (k, v) in s.headers {
+                        check_header(k.get_ref(), v.get_ref()).map_err(|m| invalid(Some(k.span()), m))?;
+                        // Header names are case-insensitive, so `a` and `A` would both be sent.
+                        if let Some((dup, _)) = headers
+                            .iter()
+                            .find(|(n, _): &&(String, String)| n.eq_ignore_ascii_case(k.get_ref()))
+                        {
+                            return Err(invalid(
+                                Some(k.span()),
+                                format!(
+                                    "header \"{}\" repeats \"{dup}\" (header names ignore case); keep one",
+                                    k.get_ref()
+                                ),
+                            ));
+                        }
+                        headers.push((k.into_inner(), v.into_inner()));
+                    }
+                    Transport::Http { url: parsed, headers }
+                }
+                (None, Some(command)) => {
+                    if command.get_ref().trim().is_empty() {
+                        return Err(invalid(
+                            Some(command.span()),
+                            format!("server \"{name}\" has an empty command; name the program to run, e.g. \"npx\""),
+                        ));
+                    }
+                    if let Some((k, _)) = s.headers.iter().next() {
+                        return Err(invalid(
+                            Some(k.span()),
+                            format!("server \"{name}\" runs a command: headers only apply to url servers; remove them"),
+                        ));
+                    }
+                    Transport::Stdio(StdioCommand {
+                        command: command.get_ref().clone(),
+                        args: s.args.map(Spanned::into_inner).unwrap_or_default(),
+                        env: s.env.into_iter().collect(),
+                        cwd: s.cwd.map(|c| std::path::PathBuf::from(c.into_inner())),
+                    })
+                }
+                (Some(url), Some(_)) => {
                     return Err(invalid(
-                        Some(k.span()),
+                        Some(url.span()),
+                        format!("server \"{name}\" has both url and command; keep url for an HTTP server or command for a stdio one"),
+                    ))
+                }
+                (None, None) => {
+                    return Err(invalid(
+                        Some(s.name.span()),
+                        format!("server \"{name}\" has neither url nor command; add url = \"http://...\" or command = \"...\""),
+                    ))
+                }
+            };
+            if let Some(t) = &s.transport {
+                let expected = match transport {
+                    Transport::Http { .. } => "http",
+                    Transport::Stdio(_) => "stdio",
+                };
+                if t.get_ref() != expected {
+                    return Err(invalid(
+                        Some(t.span()),
                         format!(
-                            "header \"{}\" repeats \"{dup}\" (header names ignore case); keep one",
-                            k.get_ref()
+                            "transport \"{}\" does not match this entry, which has {}; use transport = \"{expected}\" or drop the line",
+                            t.get_ref(),
+                            if expected == "http" { "a url" } else { "a command" }
                         ),
                     ));
                 }
-                headers.push((k.into_inner(), v.into_inner()));
             }
             let prefix = match &s.prefix {
                 None => name.clone(),
@@ -411,8 +523,7 @@ impl Config {
             servers.push(ServerConfig {
                 prefix,
                 name: s.name.into_inner(),
-                url,
-                headers,
+                transport,
                 timeout: s.timeout,
                 connect_timeout: s.connect_timeout,
             });
@@ -424,7 +535,7 @@ impl Config {
 /// A fix for the toml/serde messages that only state the problem.
 fn toml_hint(message: &str) -> &'static str {
     if message.starts_with("missing field") {
-        "; add it to this table (every [[servers]] entry needs name and url)"
+        "; add it to this table (every [[servers]] entry needs a name, and a url or a command)"
     } else if message.starts_with("invalid socket address") {
         "; write an IP address and a port, e.g. \"127.0.0.1:8080\" or \"[::]:8080\""
     } else {
@@ -636,8 +747,24 @@ impl Default for RawProxy {
 struct RawServer {
     /// See [`ServerConfig::name`]; spanned to point at it in errors.
     name: Spanned<String>,
-    /// See [`ServerConfig::url`]; spanned to point at it in errors.
-    url: Spanned<String>,
+    /// `http` or `stdio`; inferred from url/command when absent.
+    #[serde(default)]
+    transport: Option<Spanned<String>>,
+    /// The HTTP endpoint; spanned to point at it in errors.
+    #[serde(default)]
+    url: Option<Spanned<String>>,
+    /// The program of a stdio server.
+    #[serde(default)]
+    command: Option<Spanned<String>>,
+    /// Its arguments.
+    #[serde(default)]
+    args: Option<Spanned<Vec<String>>>,
+    /// Environment variables for it.
+    #[serde(default)]
+    env: BTreeMap<String, String>,
+    /// Its working directory.
+    #[serde(default)]
+    cwd: Option<Spanned<String>>,
     /// See [`ServerConfig::headers`]; spanned to point at a bad one.
     #[serde(default)]
     headers: BTreeMap<Spanned<String>, Spanned<String>>,
@@ -807,21 +934,20 @@ mod tests {
 
     #[test]
     fn example_config_is_valid() {
-        let text = include_str!("../../docs/example-config.toml");
+        let text = include_str!("../../../docs/example-config.toml");
         let c = Config::from_toml_str(text, "example-config.toml").expect("valid");
         assert_eq!(c.servers.len(), 2);
         let s = &c.servers[0];
         assert_eq!(s.name, "everything");
-        assert_eq!(s.url.port, 3001);
+        assert_eq!(s.http_url().map(|u| u.port), Some(3001));
         assert_eq!(s.timeout, Duration::from_secs(60));
         assert_eq!(s.connect_timeout, Duration::from_secs(5));
         let r = &c.servers[1];
-        assert!(r.url.tls);
-        assert_eq!(r.url.port, 443);
+        assert!(r.http_url().is_some_and(|u| u.tls && u.port == 443));
         assert_eq!(r.timeout, Duration::from_secs(120));
         assert_eq!(
-            r.headers,
-            vec![("Authorization".to_owned(), "Bearer change-me".to_owned())]
+            r.headers(),
+            &[("Authorization".to_owned(), "Bearer change-me".to_owned())]
         );
     }
 
@@ -835,7 +961,7 @@ mod tests {
         assert_eq!(c.proxy.idle_timeout, Duration::from_secs(5));
         assert_eq!(c.servers[0].timeout, Duration::from_secs(60));
         assert_eq!(c.servers[0].connect_timeout, Duration::from_secs(5));
-        assert!(c.servers[0].headers.is_empty());
+        assert!(c.servers[0].headers().is_empty());
     }
 
     #[test]
@@ -891,8 +1017,8 @@ mod tests {
         );
         assert_error(
             "[[servers]]\nname = \"a\"\n",
-            1,
-            "missing field `url`; add it",
+            2,
+            "server \"a\" has neither url nor command",
         );
     }
 

@@ -1,0 +1,239 @@
+//! One upstream as seen from one session, whatever carries it.
+//!
+//! An HTTP upstream gets its own upstream MCP session per downstream session. A stdio upstream
+//! is one child process with one MCP session that every downstream session shares: its link
+//! lives on shard 0, and a session elsewhere reaches it over the mesh.
+
+use std::cell::Cell;
+use std::rc::{Rc, Weak};
+
+use bytes::Bytes;
+
+use super::client::{MessageStream, PostReply, ReplyBody, UpstreamClient, UpstreamError};
+use super::session::{await_answer, UpstreamSession, UpstreamSink};
+use crate::config::ServerConfig;
+use crate::protocol::jsonrpc::{self, Id};
+use crate::shard::mesh::ReplyPart;
+use crate::shard::Shard;
+use crate::transport::stdio::link::{LinkReply, StdioLink};
+
+/// The shard every stdio link lives on.
+pub const STDIO_SHARD: usize = 0;
+
+/// One configured upstream server on one shard.
+pub enum Upstream {
+    /// Reached over Streamable HTTP through this shard's pool.
+    Http(Rc<UpstreamClient>),
+    /// A child process; `link` is present on the shard that owns it.
+    Stdio {
+        /// Index of the server.
+        index: usize,
+        /// Its configuration.
+        config: ServerConfig,
+        /// The child's link, on [`STDIO_SHARD`] only.
+        link: Option<Rc<StdioLink>>,
+    },
+}
+
+impl Upstream {
+    /// The server's configuration.
+    pub fn config(&self) -> &ServerConfig {
+        match self {
+            Upstream::Http(c) => &c.config,
+            Upstream::Stdio { config, .. } => config,
+        }
+    }
+
+    /// The server's name.
+    pub fn name(&self) -> &str {
+        &self.config().name
+    }
+
+    /// A handle for one downstream session (`session_key`), not yet connected.
+    pub fn open(
+        &self,
+        shard: &Rc<Shard>,
+        session_key: &str,
+        init_params: Bytes,
+        sink: Option<Weak<dyn UpstreamSink>>,
+    ) -> UpstreamHandle {
+        match self {
+            Upstream::Http(client) => {
+                UpstreamHandle::Http(UpstreamSession::new(client.clone(), init_params, sink))
+            }
+            Upstream::Stdio { index, config, .. } => UpstreamHandle::Stdio(Rc::new(StdioHandle {
+                server: *index,
+                name: config.name.clone(),
+                session_key: session_key.to_owned(),
+                shard: Rc::downgrade(shard),
+                next_id: Cell::new(1),
+            })),
+        }
+    }
+}
+
+/// A session's way to one upstream.
+#[derive(Clone)]
+pub enum UpstreamHandle {
+    /// Its own upstream MCP session over HTTP.
+    Http(Rc<UpstreamSession>),
+    /// Its share of a stdio child.
+    Stdio(Rc<StdioHandle>),
+}
+
+impl UpstreamHandle {
+    /// The server's name.
+    pub fn name(&self) -> &str {
+        match self {
+            UpstreamHandle::Http(s) => s.client().name(),
+            UpstreamHandle::Stdio(h) => &h.name,
+        }
+    }
+
+    /// A fresh id for a request sent through this handle.
+    pub fn next_id(&self) -> Id {
+        match self {
+            UpstreamHandle::Http(s) => s.next_id(),
+            UpstreamHandle::Stdio(h) => {
+                let n = h.next_id.get();
+                h.next_id.set(n + 1);
+                Id::Num(n)
+            }
+        }
+    }
+
+    /// True when messages can be passed on without opening anything new.
+    pub fn is_open(&self) -> bool {
+        match self {
+            UpstreamHandle::Http(s) => s.current().is_some(),
+            UpstreamHandle::Stdio(_) => true,
+        }
+    }
+
+    /// Sends one message (its ids already chosen through this handle).
+    pub async fn post(&self, body: &[u8]) -> Result<PostReply, UpstreamError> {
+        match self {
+            UpstreamHandle::Http(s) => s.post(body).await,
+            UpstreamHandle::Stdio(h) => h.post(Bytes::copy_from_slice(body)).await,
+        }
+    }
+
+    /// Sends a request of the proxy's own and returns the whole response message.
+    pub async fn request(&self, method: &str, params_json: &[u8]) -> Result<Bytes, UpstreamError> {
+        match self {
+            UpstreamHandle::Http(s) => s.request(method, params_json).await,
+            UpstreamHandle::Stdio(h) => {
+                let id = self.next_id();
+                let body = jsonrpc::request_body(&id, method, params_json);
+                let reply = h.post(body).await?;
+                await_answer(&h.name, reply, &id, |_| {}).await
+            }
+        }
+    }
+
+    /// The `result` of the server's initialize answer, initializing first when needed.
+    pub async fn init_result(&self) -> Result<Bytes, UpstreamError> {
+        match self {
+            UpstreamHandle::Http(s) => Ok(s.established().await?.init_result.clone()),
+            UpstreamHandle::Stdio(h) => {
+                let link = h.local_link().ok_or_else(|| UpstreamError::Protocol {
+                    server: h.name.clone(),
+                    detail: "stdio servers are listed on shard 0 only".into(),
+                })?;
+                link.init_result().await
+            }
+        }
+    }
+
+    /// Ends this session's use of the upstream.
+    pub async fn close(&self) {
+        match self {
+            UpstreamHandle::Http(s) => s.close().await,
+            UpstreamHandle::Stdio(h) => h.detach().await,
+        }
+    }
+}
+
+/// A session's share of a stdio child.
+pub struct StdioHandle {
+    server: usize,
+    name: String,
+    session_key: String,
+    shard: Weak<Shard>,
+    next_id: Cell<i64>,
+}
+
+impl StdioHandle {
+    fn local_link(&self) -> Option<Rc<StdioLink>> {
+        let shard = self.shard.upgrade()?;
+        match shard.upstreams.get(self.server)? {
+            Upstream::Stdio { link, .. } => link.clone(),
+            Upstream::Http(_) => None,
+        }
+    }
+
+    fn gone(&self) -> UpstreamError {
+        UpstreamError::Protocol {
+            server: self.name.clone(),
+            detail: "the proxy is shutting down".into(),
+        }
+    }
+
+    async fn post(&self, body: Bytes) -> Result<PostReply, UpstreamError> {
+        if let Some(link) = self.local_link() {
+            return Ok(match link.post(&self.session_key, body).await? {
+                LinkReply::Accepted => PostReply {
+                    session_id: None,
+                    body: ReplyBody::Accepted,
+                },
+                LinkReply::Stream(rx) => PostReply {
+                    session_id: None,
+                    body: ReplyBody::Stream(Box::new(MessageStream::local(rx))),
+                },
+            });
+        }
+        let shard = self.shard.upgrade().ok_or_else(|| self.gone())?;
+        let (_, parts) = shard
+            .mesh
+            .stdio_post(
+                shard.id,
+                STDIO_SHARD,
+                self.server,
+                self.session_key.clone(),
+                body,
+            )
+            .await
+            .ok_or_else(|| self.gone())?;
+        match parts.recv().await {
+            Some(ReplyPart::Head { status: 202, .. }) => Ok(PostReply {
+                session_id: None,
+                body: ReplyBody::Accepted,
+            }),
+            Some(ReplyPart::Head { status: 200, .. }) => Ok(PostReply {
+                session_id: None,
+                body: ReplyBody::Stream(Box::new(MessageStream::remote(parts))),
+            }),
+            Some(ReplyPart::Head { .. }) => {
+                let detail = match parts.recv().await {
+                    Some(ReplyPart::Data(b)) => String::from_utf8_lossy(&b).into_owned(),
+                    _ => "unavailable".into(),
+                };
+                Err(UpstreamError::Protocol {
+                    server: self.name.clone(),
+                    detail,
+                })
+            }
+            _ => Err(self.gone()),
+        }
+    }
+
+    async fn detach(&self) {
+        if let Some(link) = self.local_link() {
+            link.detach(&self.session_key).await;
+        } else if let Some(shard) = self.shard.upgrade() {
+            shard
+                .mesh
+                .stdio_detach(STDIO_SHARD, self.server, self.session_key.clone());
+        }
+    }
+}
