@@ -15,6 +15,8 @@
 //! [`upstream::start`] and [`sessions::open`]. Every network task runs on glommio executors,
 //! like the proxy, so no second async runtime is involved.
 
+#![warn(missing_docs)]
+
 pub mod client;
 pub mod duration;
 pub mod mix;

@@ -105,9 +105,13 @@ struct Progress {
 /// What one thread is given.
 #[derive(Clone)]
 struct ThreadPlan {
+    /// Thread number, from 0.
     index: usize,
+    /// Connections this thread opens.
     connections: usize,
+    /// Workers (requests in flight) on this thread.
     concurrency: usize,
+    /// Sessions this thread opens.
     sessions: usize,
     /// This thread's share of the rate, if open loop.
     rate: Option<f64>,
@@ -115,20 +119,33 @@ struct ThreadPlan {
 
 /// One thread's shared state, used by its workers.
 struct Lane {
+    /// Where requests go.
     target: Target,
+    /// What they are.
     mix: Mix,
     /// Idle connections; None marks one that broke and must be reopened.
     pool: RefCell<VecDeque<Option<Conn>>>,
+    /// This thread's sessions, used round-robin.
     sessions: RefCell<Vec<Rc<Session>>>,
+    /// Next JSON-RPC request id.
     next_id: Cell<u64>,
+    /// Requests picked so far: indexes the mix and the sessions.
     next_pick: Cell<u64>,
+    /// Next open-loop slot on the schedule.
     next_slot: Cell<u64>,
+    /// Measurements of requests due after the warm-up.
     stats: RefCell<Stats>,
+    /// When load started (slot 0 of the schedule).
     start: Instant,
+    /// When measuring starts.
     warm_end: Instant,
+    /// When no new request is started any more.
     end: Instant,
+    /// This thread's share of the open-loop rate.
     rate: Option<f64>,
+    /// Longest wait for one answer.
     timeout: Duration,
+    /// Counters for the progress line.
     progress: Arc<Progress>,
 }
 

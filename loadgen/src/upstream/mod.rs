@@ -106,6 +106,7 @@ impl Running {
 
 /// What every thread shares.
 struct Shared {
+    /// The settings.
     config: UpstreamConfig,
     /// Random per process, so ids from an earlier process are unknown here.
     secret: String,
@@ -115,10 +116,15 @@ struct Shared {
 
 /// What one thread owns.
 struct Local {
+    /// What all threads share.
     shared: Arc<Shared>,
+    /// This thread's number, part of the session ids it issues.
     thread: usize,
+    /// Counter for the session ids this thread issues.
     next_session: Cell<u64>,
+    /// Draws for fault decisions.
     rng: std::cell::RefCell<Rng>,
+    /// HTTP limits for reading requests.
     limits: Limits,
 }
 
@@ -200,9 +206,13 @@ async fn accept_loop(listener: TcpListener, local: Rc<Local>) {
 
 /// A response to write: status, extra header, body, and whether it goes out as SSE.
 struct Answer {
+    /// HTTP status.
     status: u16,
+    /// `Mcp-Session-Id` to set (initialize answers).
     session: Option<String>,
+    /// The body (a JSON-RPC message, or empty).
     body: Vec<u8>,
+    /// Whether to send the body as one SSE event.
     sse: bool,
 }
 
