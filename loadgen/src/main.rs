@@ -1,1 +1,225 @@
-fn main() {}
+//! `mcp-loadgen`: load for MCP servers and gateways (`run`), a fault-injecting MCP server
+//! (`upstream`), and idle sessions by the thousand (`sessions`).
+
+use std::io::Write as _;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand, ValueEnum};
+use mcp_loadgen::client::Target;
+use mcp_loadgen::mix::Mix;
+use mcp_loadgen::run::{self, RunConfig};
+use mcp_loadgen::upstream::faults::{ErrorKind, Faults, Latency};
+use mcp_loadgen::upstream::{self, AnswerMode, UpstreamConfig};
+use mcp_loadgen::{duration, sessions};
+
+/// Load generator and fault-injecting upstream for MCP gateways.
+#[derive(Parser, Debug)]
+#[command(version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Send MCP requests over Streamable HTTP and report throughput, latency and errors.
+    Run(RunArgs),
+    /// Serve a fast MCP server at /mcp with injected latency, errors, stalls and crashes.
+    Upstream(UpstreamArgs),
+    /// Open N MCP sessions and leave them idle (to measure a server's memory per session).
+    Sessions(SessionsArgs),
+}
+
+#[derive(clap::Args, Debug)]
+struct RunArgs {
+    /// MCP endpoint, e.g. http://127.0.0.1:8080/mcp.
+    #[arg(long)]
+    url: String,
+    /// MCP sessions to open; requests go round-robin over them.
+    #[arg(long, default_value_t = 1)]
+    sessions: usize,
+    /// TCP connections (default: the concurrency).
+    #[arg(long)]
+    connections: Option<usize>,
+    /// Requests in flight at most (closed loop: the load itself).
+    #[arg(long, default_value_t = 8)]
+    concurrency: usize,
+    /// Measured time.
+    #[arg(long, default_value = "10s", value_parser = duration::parse)]
+    duration: Duration,
+    /// Time sending load before measuring.
+    #[arg(long, default_value = "2s", value_parser = duration::parse)]
+    warmup: Duration,
+    /// Open loop at this many requests per second (omit for closed loop).
+    #[arg(long)]
+    rate: Option<f64>,
+    /// Request mix: `tools/call:NAME[:ARGS]` or `METHOD[:PARAMS]`, each `=WEIGHT`, comma-separated.
+    #[arg(long, default_value = r#"tools/call:echo:{"message":"hello"}"#)]
+    mix: String,
+    /// Print the report as JSON on stdout (the progress lines stay on stderr).
+    #[arg(long)]
+    json: bool,
+    /// Executor threads.
+    #[arg(long, default_value_t = 1)]
+    threads: usize,
+    /// Longest wait for one answer.
+    #[arg(long, default_value = "10s", value_parser = duration::parse)]
+    timeout: Duration,
+    /// No progress line on stderr.
+    #[arg(long)]
+    quiet: bool,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum ModeArg {
+    /// application/json answers.
+    Json,
+    /// text/event-stream answers.
+    Sse,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum ErrorKindArg {
+    /// HTTP 200 carrying JSON-RPC error -32603.
+    Rpc,
+    /// HTTP 500 carrying JSON-RPC error -32603.
+    Http,
+}
+
+#[derive(clap::Args, Debug)]
+struct UpstreamArgs {
+    /// Listen address (port 0 picks a free port; the ready line says which).
+    #[arg(long, default_value = "127.0.0.1:0")]
+    listen: SocketAddr,
+    /// How requests are answered.
+    #[arg(long, value_enum, default_value_t = ModeArg::Json)]
+    mode: ModeArg,
+    /// No sessions: no Mcp-Session-Id is issued or checked.
+    #[arg(long)]
+    stateless: bool,
+    /// Fixed delay before every answer (except initialize).
+    #[arg(long, default_value = "0ms", value_parser = duration::parse, conflicts_with = "latency_dist")]
+    latency: Duration,
+    /// Delay drawn from percentile points, e.g. 'p50=1ms,p99=20ms'.
+    #[arg(long)]
+    latency_dist: Option<String>,
+    /// Fraction of requests (except initialize) answered with an error.
+    #[arg(long, default_value_t = 0.0)]
+    error_rate: f64,
+    /// How injected errors are answered.
+    #[arg(long, value_enum, default_value_t = ErrorKindArg::Rpc)]
+    error_kind: ErrorKindArg,
+    /// Fraction of requests (except initialize) never answered.
+    #[arg(long, default_value_t = 0.0)]
+    stall_rate: f64,
+    /// Exit (status 3) right after writing this many responses.
+    #[arg(long)]
+    crash_after: Option<u64>,
+    /// Executor threads, all on the same port.
+    #[arg(long, default_value_t = 1)]
+    threads: usize,
+}
+
+#[derive(clap::Args, Debug)]
+struct SessionsArgs {
+    /// MCP endpoint.
+    #[arg(long)]
+    url: String,
+    /// Sessions to open.
+    #[arg(long, default_value_t = 1000)]
+    count: usize,
+    /// Connections to open them over.
+    #[arg(long, default_value_t = 8)]
+    connections: usize,
+}
+
+fn main() -> anyhow::Result<()> {
+    match Cli::parse().command {
+        Command::Run(a) => run_cmd(a),
+        Command::Upstream(a) => upstream_cmd(a),
+        Command::Sessions(a) => sessions_cmd(a),
+    }
+}
+
+fn run_cmd(a: RunArgs) -> anyhow::Result<()> {
+    let target = Target::parse(&a.url)?;
+    let mix = Mix::parse(&a.mix).context("--mix")?;
+    let cfg = RunConfig {
+        url: a.url,
+        target,
+        sessions: a.sessions,
+        connections: a.connections.unwrap_or(a.concurrency),
+        concurrency: a.concurrency,
+        duration: a.duration,
+        warmup: a.warmup,
+        rate: a.rate,
+        mix,
+        mix_text: a.mix,
+        threads: a.threads,
+        timeout: a.timeout,
+        progress: !a.quiet,
+    };
+    let report = run::run(cfg)?;
+    let mut out = std::io::stdout();
+    if a.json {
+        writeln!(out, "{}", report.to_json())?;
+    } else {
+        write!(out, "{}", report.to_table())?;
+    }
+    Ok(())
+}
+
+fn upstream_cmd(a: UpstreamArgs) -> anyhow::Result<()> {
+    for (name, rate) in [
+        ("--error-rate", a.error_rate),
+        ("--stall-rate", a.stall_rate),
+    ] {
+        anyhow::ensure!(
+            (0.0..=1.0).contains(&rate),
+            "{name} must be between 0 and 1"
+        );
+    }
+    let latency = match &a.latency_dist {
+        Some(d) => Latency::parse_dist(d)?,
+        None => Latency::Fixed(a.latency),
+    };
+    let config = UpstreamConfig {
+        listen: a.listen,
+        mode: match a.mode {
+            ModeArg::Json => AnswerMode::Json,
+            ModeArg::Sse => AnswerMode::Sse,
+        },
+        stateless: a.stateless,
+        faults: Faults {
+            latency,
+            error_rate: a.error_rate,
+            error_kind: match a.error_kind {
+                ErrorKindArg::Rpc => ErrorKind::Rpc,
+                ErrorKindArg::Http => ErrorKind::Http,
+            },
+            stall_rate: a.stall_rate,
+        },
+        crash_after: a.crash_after,
+        threads: a.threads,
+    };
+    let running = upstream::start(config)?;
+    // Tests and scripts wait for this exact line on stdout.
+    let mut out = std::io::stdout();
+    writeln!(out, "mcp-loadgen upstream ready: {}", running.url())?;
+    out.flush()?;
+    running.join();
+    Ok(())
+}
+
+fn sessions_cmd(a: SessionsArgs) -> anyhow::Result<()> {
+    let target = Target::parse(&a.url)?;
+    let opened = sessions::open(target, a.count, a.connections)?;
+    println!(
+        "opened {} session(s) in {:.2}s",
+        opened.sessions,
+        opened.elapsed.as_secs_f64()
+    );
+    Ok(())
+}

@@ -1,0 +1,44 @@
+//! mcp-bench: criterion microbenchmarks of mcp-proxy's hot paths, and the inputs they share.
+//!
+//! # Layout
+//! - this file: typical messages and tool catalogs, built the same way for every bench;
+//! - `benches/jsonrpc.rs`: reading a JSON-RPC message (`parse` + `classify`);
+//! - `benches/names.rs`: exposed-name to server lookup at 10, 1,000 and 10,000 tools;
+//! - `compare`: the end-to-end script (direct vs. through the proxy), see docs/performance.md.
+//!
+//! # How to use
+//! `cargo bench -p mcp-bench` (add `-- --quick` for a short run).
+
+/// A small request, as clients send dozens of times per session.
+pub const SMALL_REQUEST: &str = r#"{"jsonrpc":"2.0","id":17,"method":"ping"}"#;
+
+/// A `tools/call` with arguments and a progress token, as an agent sends it.
+pub const TOOLS_CALL: &str = r#"{"jsonrpc":"2.0","id":1042,"method":"tools/call","params":{"name":"github__search_issues","arguments":{"query":"is:open label:bug repo:example/project","per_page":30,"page":2,"sort":"updated","order":"desc"},"_meta":{"progressToken":"c0ffee-17"}}}"#;
+
+/// A tools/call result of about `bytes` bytes: text content with escapes, like a file read.
+pub fn large_result(bytes: usize) -> String {
+    let line = r#"fn main() {\n    println!(\"hello, \\\"world\\\"\");\n}\n"#;
+    let mut text = String::with_capacity(bytes);
+    while text.len() + line.len() < bytes.saturating_sub(120) {
+        text.push_str(line);
+    }
+    format!(
+        r#"{{"jsonrpc":"2.0","id":1042,"result":{{"content":[{{"type":"text","text":"{text}"}}],"isError":false}}}}"#
+    )
+}
+
+/// `(server index, prefix, tool name)` triples for `tools` tools spread over 10 servers, with
+/// names of realistic length (some needing the shortening past 64 characters).
+pub fn catalog(tools: usize) -> Vec<(usize, String, String)> {
+    (0..tools)
+        .map(|i| {
+            let server = i % 10;
+            let name = if i % 50 == 0 {
+                format!("a_rather_long_tool_name_that_describes_everything_it_does_{i}")
+            } else {
+                format!("tool_{i}_list_items")
+            };
+            (server, format!("server{server}"), name)
+        })
+        .collect()
+}

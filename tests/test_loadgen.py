@@ -1,0 +1,119 @@
+"""Smoke test of `mcp-loadgen`: its upstream serves, its load generator measures, directly and
+through the proxy, with zero errors and a non-zero rate.
+
+Environment: MCP_LOADGEN_BIN overrides the binary (default target/release/mcp-loadgen).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import threading
+from pathlib import Path
+
+import pytest
+
+import harness
+
+LOADGEN_BIN = Path(os.environ.get("MCP_LOADGEN_BIN", harness.REPO_ROOT / "target" / "release" / "mcp-loadgen"))
+READY = "mcp-loadgen upstream ready: "
+
+
+def start_upstream(*args: str, timeout: float = 10.0) -> tuple[harness.Child, str]:
+    """Start `mcp-loadgen upstream` on a free port and return it with its URL (from the ready line)."""
+    if not LOADGEN_BIN.exists():
+        raise RuntimeError(f"{LOADGEN_BIN} missing: build it with `cargo build --release --workspace`")
+    child = harness.spawn("loadgen-upstream", [LOADGEN_BIN, "upstream", "--listen", "127.0.0.1:0", *args],
+                          stdout=subprocess.PIPE)
+    found: list[str] = []
+    done = threading.Event()
+
+    def reader() -> None:
+        try:
+            for raw in child.proc.stdout:  # type: ignore[union-attr]
+                line = raw.decode(errors="replace").strip()
+                if line.startswith(READY) and not found:
+                    found.append(line[len(READY):])
+                    done.set()
+        except (ValueError, OSError):
+            pass
+        finally:
+            done.set()
+
+    threading.Thread(target=reader, daemon=True).start()
+    done.wait(timeout)
+    if not found:
+        child.kill()
+        raise RuntimeError(f"upstream printed no ready line; stderr:\n{child.stderr_tail()}")
+    return child, found[0]
+
+
+def run_load(url: str, *args: str) -> dict:
+    """`mcp-loadgen run --json` for a few seconds; returns the parsed report."""
+    argv = [str(LOADGEN_BIN), "run", "--url", url, "--duration", "3s", "--warmup", "500ms", "--json", *args]
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, f"loadgen failed ({done.returncode}):\n{done.stderr}"
+    return json.loads(done.stdout)
+
+
+@pytest.fixture
+def upstream():
+    child, url = start_upstream()
+    try:
+        yield url
+    finally:
+        child.kill()
+
+
+def assert_clean(report: dict) -> None:
+    assert report["errors"] == 0, report["errors_by_kind"]
+    assert report["ok"] > 0 and report["throughput_rps"] > 0, report
+    lat = report["latency_us"]
+    assert 0 < lat["p50"] <= lat["p99"] <= lat["max"], lat
+
+
+def test_loadgen_direct(upstream):
+    report = run_load(upstream, "--concurrency", "4", "--sessions", "4",
+                      "--mix", 'tools/call:echo:{"message":"hi"}=8,tools/list=1,ping=1')
+    assert_clean(report)
+    assert report["settings"]["mode"] == "closed"
+
+
+def test_loadgen_through_proxy(spawner, upstream):
+    proxy = spawner.proxy([("up", upstream)], shards=1)
+    report = run_load(proxy.url, "--concurrency", "4", "--sessions", "8",
+                      "--mix", 'tools/call:up__echo:{"message":"hi"}=8,tools/list=1,ping=1')
+    assert_clean(report)
+
+
+def test_loadgen_open_loop_through_proxy(spawner, upstream):
+    proxy = spawner.proxy([("up", upstream)], shards=1)
+    report = run_load(proxy.url, "--rate", "500", "--concurrency", "4", "--mix", 'tools/call:up__echo:{"message":"hi"}')
+    assert_clean(report)
+    # A fixed rate for 3 s gives about 1,500 requests; a stalled schedule would give far fewer.
+    assert 1300 <= report["requests"] <= 1600, report["requests"]
+
+
+def test_upstream_faults_are_counted_by_kind():
+    child, url = start_upstream("--error-rate", "0.5", "--mode", "sse")
+    try:
+        report = run_load(url, "--concurrency", "2")
+    finally:
+        child.kill()
+    kinds = report["errors_by_kind"]
+    assert set(kinds) == {"rpc_-32603"}, kinds
+    share = report["errors"] / report["requests"]
+    assert 0.4 < share < 0.6, share
+
+
+def test_upstream_speaks_streamable_http(upstream):
+    """The upstream as a plain client sees it: sessions, 404 for unknown ones, echo's text."""
+    session = harness.raw_initialize(upstream)
+    r, answer = harness.raw_call_tool(upstream, session, "echo", {"message": "x"})
+    assert r.status == 200 and answer is not None
+    assert harness.tool_text(answer["result"]) == "Echo: x"
+    r = harness.raw_request(upstream, body=harness.rpc("ping"), session="not-a-session")
+    assert r.status == 404
+    r = harness.raw_request(upstream, body=harness.rpc("ping"))
+    assert r.status == 400
