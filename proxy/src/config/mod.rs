@@ -936,7 +936,12 @@ mod tests {
     fn example_config_is_valid() {
         let text = include_str!("../../../docs/example-config.toml");
         let c = Config::from_toml_str(text, "example-config.toml").expect("valid");
-        assert_eq!(c.servers.len(), 2);
+        assert_eq!(c.servers.len(), 3);
+        let memory = &c.servers[2];
+        assert_eq!(memory.prefix, "mem");
+        assert!(
+            matches!(&memory.transport, Transport::Stdio(cmd) if cmd.command == "npx" && cmd.args.len() == 2)
+        );
         let s = &c.servers[0];
         assert_eq!(s.name, "everything");
         assert_eq!(s.http_url().map(|u| u.port), Some(3001));
