@@ -9,6 +9,7 @@ use anyhow::Context;
 use clap::Parser;
 use mcp_proxy::config::Config;
 use mcp_proxy::runtime::{self, Mode};
+use mcp_proxy::transport::stdio::child;
 
 /// A thread-per-core MCP gateway: many upstream MCP servers served as one.
 #[derive(Parser, Debug)]
@@ -30,6 +31,10 @@ struct Args {
 }
 
 fn main() -> anyhow::Result<()> {
+    let argv: Vec<String> = std::env::args().collect();
+    if argv.get(1).map(String::as_str) == Some(child::SUPERVISOR_ARG) {
+        std::process::exit(child::run_supervisor(&argv[2..]));
+    }
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
         .target(env_logger::Target::Stderr)
         .init();

@@ -107,11 +107,12 @@ pub fn start(mut config: Config, mode: Mode) -> Result<Running, StartError> {
     let addr = config.proxy.listen;
     let config = Arc::new(config);
     let ready = Arc::new(AtomicUsize::new(0));
+    let drained = Arc::new(AtomicUsize::new(0));
     let stop = Arc::new(AtomicBool::new(false));
     let mesh = (shards > 1).then(|| MeshBuilder::<Msg, _>::full(shards, CHANNEL_SIZE));
     let stdio = Arc::new(std::sync::Mutex::new(stdio));
     let handles = {
-        let (ready, stop) = (ready.clone(), stop.clone());
+        let (ready, stop, drained) = (ready.clone(), stop.clone(), drained.clone());
         LocalExecutorPoolBuilder::new(PoolPlacement::MaxSpread(shards, None))
             .name("mcp-proxy-shard")
             .on_all_shards(move || {
@@ -119,7 +120,7 @@ pub fn start(mut config: Config, mode: Mode) -> Result<Running, StartError> {
                     (config.clone(), ready.clone(), stop.clone(), mesh.clone());
                 // Only one shard runs in stdio mode; it takes the bridge.
                 let stdio = stdio.lock().ok().and_then(|mut s| s.take());
-                async move { run_shard(config, shards, mesh, ready, stop, stdio).await }
+                async move { run_shard(config, shards, mesh, ready, stop, drained, stdio).await }
             })
             .map_err(|e| StartError::Executors {
                 shards,
@@ -161,6 +162,7 @@ async fn run_shard(
     mesh: Option<MeshBuilder<Msg, Full>>,
     ready: Arc<AtomicUsize>,
     stop: Arc<AtomicBool>,
+    drained: Arc<AtomicUsize>,
     stdio: Option<std::os::unix::net::UnixStream>,
 ) {
     let (mesh, receivers, id) = match mesh {
@@ -208,7 +210,7 @@ async fn run_shard(
         }
         (None, None) => {}
     }
-    shut_down(&shard).await;
+    shut_down(&shard, &drained).await;
 }
 
 async fn accept(shard: &Rc<Shard>, listener: &TcpListener) {
@@ -226,7 +228,7 @@ async fn accept(shard: &Rc<Shard>, listener: &TcpListener) {
     }
 }
 
-async fn shut_down(shard: &Rc<Shard>) {
+async fn shut_down(shard: &Rc<Shard>, drained: &AtomicUsize) {
     let start = Instant::now();
     while shard.requests_in_flight() > 0 && start.elapsed() < DRAIN_LIMIT {
         glommio::timer::sleep(Duration::from_millis(20)).await;
@@ -237,6 +239,13 @@ async fn shut_down(shard: &Rc<Shard>) {
             shard.id,
             shard.requests_in_flight()
         );
+    }
+    drained.fetch_add(1, Ordering::AcqRel);
+    // Every shard's requests may use the stdio children shard 0 owns: stop them only once
+    // every shard has drained (bounded, in case a shard is stuck).
+    let limit = DRAIN_LIMIT + Duration::from_secs(1);
+    while drained.load(Ordering::Acquire) < shard.nr_shards && start.elapsed() < limit {
+        glommio::timer::sleep(Duration::from_millis(20)).await;
     }
     shard.end_all_sessions().await;
     shard.stop_children(CHILD_GRACE).await;

@@ -170,10 +170,16 @@ async fn request(
             .await
         }
         "logging/setLevel" => return forward::set_level(session, &catalog, &id, &msg).await,
-        "tools/call" => by_name(&mut msg, "name", "tool", |n| owned(catalog.tool(n))),
-        "prompts/get" => by_name(&mut msg, "name", "prompt", |n| owned(catalog.prompt(n))),
+        "tools/call" => by_name(&catalog, &mut msg, "name", "tool", |n| {
+            owned(catalog.tool(n))
+        }),
+        "prompts/get" => by_name(&catalog, &mut msg, "name", "prompt", |n| {
+            owned(catalog.prompt(n))
+        }),
         "resources/read" | "resources/subscribe" | "resources/unsubscribe" => {
-            by_name(&mut msg, "uri", "resource", |u| owned(catalog.resource(u)))
+            by_name(&catalog, &mut msg, "uri", "resource", |u| {
+                owned(catalog.resource(u))
+            })
         }
         "completion/complete" => completion_target(&mut msg, &catalog),
         _ => {
@@ -196,6 +202,7 @@ async fn request(
 
 /// Finds the server behind `params.{field}` and rewrites the field to the server's own name.
 fn by_name(
+    catalog: &crate::registry::Catalog,
     msg: &mut Value<'_>,
     field: &'static str,
     what: &str,
@@ -210,7 +217,10 @@ fn by_name(
         ));
     };
     let Some((server, original)) = lookup(exposed) else {
-        return Err(format!("unknown {what}: {exposed}"));
+        return Err(format!(
+            "unknown {what}: {exposed}{}",
+            down_hint(catalog, exposed)
+        ));
     };
     relay::set(params, field, Value::from(original));
     Ok(server)
@@ -252,6 +262,24 @@ fn completion_target(
             Ok(server)
         }
         _ => Err("params.ref.type must be ref/prompt or ref/resource".into()),
+    }
+}
+
+/// Why a name may be unknown: its prefix names a server that is down.
+fn down_hint(catalog: &crate::registry::Catalog, exposed: &str) -> String {
+    let down = catalog.servers.iter().zip(&catalog.status).find(|(s, _)| {
+        !s.prefix.is_empty()
+            && (exposed.starts_with(&format!("{}__", s.prefix))
+                || exposed.starts_with(&format!("{}+", s.prefix)))
+    });
+    match down {
+        Some((s, crate::registry::ServerStatus::Down(why))) => {
+            format!(" (server {} is unavailable: {why})", s.name)
+        }
+        Some((s, crate::registry::ServerStatus::Pending)) => {
+            format!(" (server {} has not been reached yet)", s.name)
+        }
+        _ => String::new(),
     }
 }
 

@@ -138,6 +138,9 @@ impl Session {
 
     /// Forgets a finished client request.
     pub fn end_request(&self, client_id: &Id) {
+        if let Some(shard) = self.shard() {
+            shard.forwarding_ended();
+        }
         self.inflight.borrow_mut().remove(client_id);
         self.cancelled.borrow_mut().remove(client_id);
     }

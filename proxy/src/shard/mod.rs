@@ -100,6 +100,17 @@ impl Shard {
         Busy(self.inflight.clone())
     }
 
+    /// Notes a request forwarded upstream; its answer may stream long after the HTTP
+    /// exchange that started it returned, so shutdown waits for these too.
+    pub fn forwarding_started(&self) {
+        self.inflight.set(self.inflight.get() + 1);
+    }
+
+    /// Notes the end of a forwarded request.
+    pub fn forwarding_ended(&self) {
+        self.inflight.set(self.inflight.get().saturating_sub(1));
+    }
+
     /// Requests in flight on this shard.
     pub fn requests_in_flight(&self) -> usize {
         self.inflight.get()

@@ -1,11 +1,16 @@
 //! A stdio server's child process.
 //!
 //! The child's stdin and stdout are one end of a Unix socket pair, so the shard reads and
-//! writes it with glommio like any socket (glommio cannot drive pipes). The child gets its own
-//! process group, so ending it ends whatever it started (`npx` runs the real server as its own
-//! child), and `PR_SET_PDEATHSIG`, so the kernel kills it if the proxy dies, even by SIGKILL.
-//! A plain thread spawns it and waits for it: the death signal is tied to the thread that
-//! forked, so that thread must outlive the child. Another thread logs its stderr.
+//! writes it with glommio like any socket (glommio cannot drive pipes).
+//!
+//! No process may outlive the proxy, and servers are often launched through wrappers (`npx`
+//! runs the real server as its own child). So the proxy does not start the command itself: it
+//! starts a copy of its own binary in supervisor mode ([`SUPERVISOR_ARG`]) as the leader of a
+//! new process group, with `PR_SET_PDEATHSIG` = SIGTERM so the kernel tells it when the proxy
+//! dies, even by SIGKILL. The supervisor runs the command in its group (the command itself
+//! gets SIGKILL as its death signal, in case the supervisor is killed outright) and, when told
+//! to stop or orphaned, ends the whole group. A plain thread spawns the supervisor and waits for
+//! it: the death signal is tied to the thread that forked. Another thread logs its stderr.
 
 use std::io::{BufRead, BufReader};
 use std::os::fd::{IntoRawFd, OwnedFd};
@@ -15,6 +20,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use crate::config::StdioCommand;
+
+/// The hidden first argument that runs the proxy binary as a child's supervisor.
+pub const SUPERVISOR_ARG: &str = "__stdio-supervisor";
+/// How long a command gets to exit after SIGTERM before its group is killed.
+const SUPERVISOR_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// A running (or just exited) child.
 pub struct ChildProcess {
@@ -115,4 +125,134 @@ impl ChildProcess {
             libc::kill(-(self.pid as i32), signal);
         }
     }
+}
+
+/// Supervisor mode: runs `argv` (command and arguments) in this process group and ends the
+/// whole group when asked (SIGTERM, SIGINT, SIGHUP) or orphaned. Returns the exit code.
+pub fn run_supervisor(argv: &[String]) -> i32 {
+    let Some((program, args)) = argv.split_first() else {
+        eprintln!("{SUPERVISOR_ARG}: no command given");
+        return 2;
+    };
+    // SAFETY: plain libc signal-set calls on a local, zero-initialised set.
+    let set = unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        for sig in [libc::SIGTERM, libc::SIGINT, libc::SIGHUP, libc::SIGCHLD] {
+            libc::sigaddset(&mut set, sig);
+        }
+        libc::sigprocmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+        set
+    };
+    // The proxy may have died between fork and here, before the death signal was armed.
+    // SAFETY: getppid has no preconditions.
+    if unsafe { libc::getppid() } == 1 {
+        return 1;
+    }
+    let mut command = Command::new(program);
+    command.args(args);
+    // SAFETY: prctl is async-signal-safe and touches no memory of the parent.
+    unsafe {
+        command.pre_exec(|| {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    // std resets the signal mask in the child, so the command sees signals normally.
+    let mut child = match command.spawn() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("cannot start {program}: {e}");
+            return 127;
+        }
+    };
+    loop {
+        let mut signal = 0;
+        // SAFETY: sigwait only reads the set and writes the signal number.
+        unsafe {
+            libc::sigwait(&set, &mut signal);
+        }
+        if signal == libc::SIGCHLD {
+            match child.try_wait() {
+                Ok(Some(status)) => {
+                    end_group();
+                    return status.code().unwrap_or(
+                        128 + std::os::unix::process::ExitStatusExt::signal(&status).unwrap_or(0),
+                    );
+                }
+                Ok(None) => continue,
+                Err(_) => {
+                    end_group();
+                    return 1;
+                }
+            }
+        }
+        // Asked to stop, or the proxy died: give the command a moment, then end the group.
+        // SAFETY: kill has no memory effects.
+        unsafe {
+            libc::kill(child.id() as i32, libc::SIGTERM);
+        }
+        let deadline = std::time::Instant::now() + SUPERVISOR_GRACE;
+        while std::time::Instant::now() < deadline {
+            if let Ok(Some(_)) = child.try_wait() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        end_group();
+        return 143;
+    }
+}
+
+/// Ends every other member of this process group (whatever the command started): SIGTERM
+/// first (this process has it blocked), SIGKILL to the group if any is left after a moment,
+/// which ends this process too, as it is about to exit anyway.
+fn end_group() {
+    // SAFETY: kill and getpgrp have no memory effects.
+    let pgrp = unsafe {
+        libc::kill(0, libc::SIGTERM);
+        libc::getpgrp()
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_millis(500);
+    while others_in_group(pgrp) && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    if others_in_group(pgrp) {
+        // SAFETY: as above.
+        unsafe {
+            libc::kill(0, libc::SIGKILL);
+        }
+    }
+}
+
+/// True when a process other than this one is in process group `pgrp` (read from /proc).
+fn others_in_group(pgrp: i32) -> bool {
+    let me = std::process::id().to_string();
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return false;
+    };
+    entries.flatten().any(|e| {
+        let name = e.file_name();
+        let Some(pid) = name
+            .to_str()
+            .filter(|n| n.bytes().all(|b| b.is_ascii_digit()))
+        else {
+            return false;
+        };
+        if pid == me {
+            return false;
+        }
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            return false;
+        };
+        // Fields after the parenthesised command: state, ppid, pgrp, ...; zombies are done.
+        let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) else {
+            return false;
+        };
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        fields.first() != Some(&"Z")
+            && fields.get(2).and_then(|g| g.parse::<i32>().ok()) == Some(pgrp)
+    })
 }

@@ -574,11 +574,13 @@ impl StdioLink {
         self.fail_pending();
     }
 
+    /// Opens the MCP session with the child. Roots are not declared: a child shared by many
+    /// clients has no single set of roots to be given.
     async fn handshake(&self) -> Result<Bytes, UpstreamError> {
         let child_id = self.next_id.get();
         self.next_id.set(child_id + 1);
         let params = format!(
-            r#"{{"protocolVersion":"{}","capabilities":{{"sampling":{{}},"elicitation":{{}},"roots":{{"listChanged":true}}}},"clientInfo":{{"name":"mcp-proxy","version":"{}"}}}}"#,
+            r#"{{"protocolVersion":"{}","capabilities":{{"sampling":{{}},"elicitation":{{}}}},"clientInfo":{{"name":"mcp-proxy","version":"{}"}}}}"#,
             version::LATEST,
             env!("CARGO_PKG_VERSION")
         );
@@ -683,7 +685,14 @@ async fn write_lines(mut writer: WriteHalf<UnixStream>, rx: LocalReceiver<Bytes>
     }
 }
 
-async fn read_lines(link: Rc<StdioLink>, mut reader: ReadHalf<UnixStream>) {
+async fn read_lines(link: Rc<StdioLink>, reader: ReadHalf<UnixStream>) {
+    read_lines_until_end(&link, reader).await;
+    // The child's output ended: whatever waits on it (the handshake included) learns now.
+    link.out.borrow_mut().take();
+    link.fail_pending();
+}
+
+async fn read_lines_until_end(link: &Rc<StdioLink>, mut reader: ReadHalf<UnixStream>) {
     let mut pending = Vec::new();
     let mut chunk = vec![0u8; 64 * 1024];
     loop {
