@@ -53,6 +53,11 @@ pub struct ProxyConfig {
     pub session_idle_timeout: Duration,
     /// Items per page of aggregated lists; 0 means no paging.
     pub page_size: usize,
+    /// Key (64 hex digits) sealing session ids, so sessions survive restarts and move between
+    /// proxy instances; `MCP_PROXY_SESSION_KEY` in the environment also sets it.
+    pub session_key: Option<String>,
+    /// Age after which a session id is refused even if its session could be restored.
+    pub session_max_age: Duration,
 }
 
 impl Default for ProxyConfig {
@@ -67,6 +72,8 @@ impl Default for ProxyConfig {
             idle_timeout: default_idle_timeout(),
             session_idle_timeout: default_session_idle_timeout(),
             page_size: default_page_size(),
+            session_key: None,
+            session_max_age: default_session_max_age(),
         }
     }
 }
@@ -118,6 +125,8 @@ pub struct ServerConfig {
     pub prefix: String,
     /// How the server is reached.
     pub transport: Transport,
+    /// How its replicas share the work and when one is taken out.
+    pub balance: BalanceConfig,
     /// Limit on one upstream request, from sending it to the end of its response.
     pub timeout: Duration,
     /// Limit on establishing one upstream connection (TCP and TLS).
@@ -129,13 +138,63 @@ pub struct ServerConfig {
 pub enum Transport {
     /// Streamable HTTP.
     Http {
-        /// Where the server's endpoint is.
-        url: UpstreamUrl,
+        /// The copies of the server (one for a plain `url`).
+        replicas: Vec<ReplicaConfig>,
         /// Extra headers sent with every upstream request, sorted by name.
         headers: Vec<(String, String)>,
     },
     /// A child process speaking newline-delimited JSON-RPC on stdin/stdout.
     Stdio(StdioCommand),
+}
+
+/// One copy of an HTTP server.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReplicaConfig {
+    /// Where its endpoint is.
+    pub url: UpstreamUrl,
+    /// Share of new work under the `weighted` strategy (and a tie-breaker elsewhere).
+    pub weight: u32,
+    /// Draining: no new sessions; sessions already bound to it finish there.
+    pub drain: bool,
+}
+
+/// How work is spread over a server's replicas.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Strategy {
+    /// Power of two choices over latency scaled by requests in flight (per shard).
+    #[default]
+    LeastLatency,
+    /// Each replica in turn.
+    RoundRobin,
+    /// In proportion to the weights.
+    Weighted,
+    /// Uniformly at random.
+    Random,
+}
+
+/// Balancing and health settings of one server.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BalanceConfig {
+    /// How replicas are chosen.
+    pub strategy: Strategy,
+    /// The server keeps no session state: balance every request, bind nothing.
+    pub stateless: bool,
+    /// Time between active health checks (`ping`) of each replica.
+    pub health_check_interval: Duration,
+    /// Consecutive failed checks or requests after which a replica is taken out.
+    pub failover_threshold: u32,
+}
+
+impl Default for BalanceConfig {
+    fn default() -> Self {
+        BalanceConfig {
+            strategy: Strategy::default(),
+            stateless: false,
+            health_check_interval: Duration::from_secs(5),
+            failover_threshold: 3,
+        }
+    }
 }
 
 /// The program a stdio server runs as.
@@ -155,7 +214,7 @@ impl ServerConfig {
     /// The HTTP endpoint, for servers reached over HTTP.
     pub fn http_url(&self) -> Option<&UpstreamUrl> {
         match &self.transport {
-            Transport::Http { url, .. } => Some(url),
+            Transport::Http { replicas, .. } => replicas.first().map(|r| &r.url),
             Transport::Stdio(_) => None,
         }
     }
@@ -400,6 +459,15 @@ impl Config {
             idle_timeout: raw.proxy.idle_timeout,
             session_idle_timeout: raw.proxy.session_idle_timeout,
             page_size: raw.proxy.page_size,
+            session_key: match raw.proxy.session_key {
+                Some(k) => {
+                    crate::session::token::SessionKey::from_hex(k.get_ref())
+                        .map_err(|e| invalid(Some(k.span()), e.to_string()))?;
+                    Some(k.into_inner())
+                }
+                None => None,
+            },
+            session_max_age: raw.proxy.session_max_age,
         };
 
         let mut servers = Vec::with_capacity(raw.servers.len());
@@ -420,10 +488,42 @@ impl Config {
                     ),
                 ));
             }
-            let transport = match (&s.url, &s.command) {
-                (Some(url), None) => {
-                    let parsed =
-                        UpstreamUrl::parse(url.get_ref()).map_err(|m| invalid(Some(url.span()), m))?;
+            let url_or_replicas = match (&s.url, &s.replicas) {
+                (Some(_), Some(r)) => {
+                    return Err(invalid(
+                        Some(r.span()),
+                        format!("server \"{name}\" has both url and replicas; list every copy under replicas and drop url"),
+                    ))
+                }
+                (Some(url), None) => Some(vec![ReplicaConfig {
+                    url: UpstreamUrl::parse(url.get_ref()).map_err(|m| invalid(Some(url.span()), m))?,
+                    weight: 1,
+                    drain: false,
+                }]),
+                (None, Some(list)) => {
+                    if list.get_ref().is_empty() {
+                        return Err(invalid(
+                            Some(list.span()),
+                            format!("server \"{name}\" has an empty replicas list; add {{ url = \"http://...\" }} entries"),
+                        ));
+                    }
+                    let mut replicas = Vec::with_capacity(list.get_ref().len());
+                    for r in list.get_ref() {
+                        let url = UpstreamUrl::parse(&r.url).map_err(|m| invalid(Some(list.span()), m))?;
+                        if r.weight == Some(0) {
+                            return Err(invalid(
+                                Some(list.span()),
+                                format!("replica {} of \"{name}\" has weight 0; use drain = true to take it out", r.url),
+                            ));
+                        }
+                        replicas.push(ReplicaConfig { url, weight: r.weight.unwrap_or(1), drain: r.drain });
+                    }
+                    Some(replicas)
+                }
+                (None, None) => None,
+            };
+            let transport = match (url_or_replicas, &s.command) {
+                (Some(replicas), None) => {
                     if let Some(extra) = s.args.as_ref().map(|a| a.span()).or(s.cwd.as_ref().map(|c| c.span())) {
                         return Err(invalid(
                             Some(extra),
@@ -448,7 +548,7 @@ impl Config {
                         }
                         headers.push((k.into_inner(), v.into_inner()));
                     }
-                    Transport::Http { url: parsed, headers }
+                    Transport::Http { replicas, headers }
                 }
                 (None, Some(command)) => {
                     if command.get_ref().trim().is_empty() {
@@ -470,9 +570,9 @@ impl Config {
                         cwd: s.cwd.map(|c| std::path::PathBuf::from(c.into_inner())),
                     })
                 }
-                (Some(url), Some(_)) => {
+                (Some(_), Some(command)) => {
                     return Err(invalid(
-                        Some(url.span()),
+                        Some(command.span()),
                         format!("server \"{name}\" has both url and command; keep url for an HTTP server or command for a stdio one"),
                     ))
                 }
@@ -520,10 +620,22 @@ impl Config {
                     ));
                 }
             }
+            if s.failover_threshold == 0 {
+                return Err(invalid(
+                    Some(s.name.span()),
+                    format!("server \"{name}\" has failover_threshold = 0; use 1 or more"),
+                ));
+            }
             servers.push(ServerConfig {
                 prefix,
                 name: s.name.into_inner(),
                 transport,
+                balance: BalanceConfig {
+                    strategy: s.strategy,
+                    stateless: s.stateless,
+                    health_check_interval: s.health_check_interval,
+                    failover_threshold: s.failover_threshold,
+                },
                 timeout: s.timeout,
                 connect_timeout: s.connect_timeout,
             });
@@ -722,6 +834,15 @@ struct RawProxy {
     /// See [`ProxyConfig::page_size`].
     #[serde(default = "default_page_size")]
     page_size: usize,
+    /// See [`ProxyConfig::session_key`]; spanned to point at a malformed key.
+    #[serde(default)]
+    session_key: Option<Spanned<String>>,
+    /// See [`ProxyConfig::session_max_age`].
+    #[serde(
+        default = "default_session_max_age",
+        deserialize_with = "duration::deserialize"
+    )]
+    session_max_age: Duration,
 }
 
 impl Default for RawProxy {
@@ -737,6 +858,8 @@ impl Default for RawProxy {
             idle_timeout: d.idle_timeout,
             session_idle_timeout: d.session_idle_timeout,
             page_size: d.page_size,
+            session_key: None,
+            session_max_age: d.session_max_age,
         }
     }
 }
@@ -783,6 +906,43 @@ struct RawServer {
     /// See [`ServerConfig::prefix`]; spanned to point at a clash.
     #[serde(default)]
     prefix: Option<Spanned<String>>,
+    /// See [`Transport::Http`]: several copies of one HTTP server.
+    #[serde(default)]
+    replicas: Option<Spanned<Vec<RawReplica>>>,
+    /// See [`BalanceConfig::strategy`].
+    #[serde(default)]
+    strategy: Strategy,
+    /// See [`BalanceConfig::stateless`].
+    #[serde(default)]
+    stateless: bool,
+    /// See [`BalanceConfig::health_check_interval`].
+    #[serde(
+        default = "default_health_check_interval",
+        deserialize_with = "duration::deserialize"
+    )]
+    health_check_interval: Duration,
+    /// See [`BalanceConfig::failover_threshold`].
+    #[serde(default = "default_failover_threshold")]
+    failover_threshold: u32,
+}
+
+/// One `replicas` entry as serde sees it.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawReplica {
+    url: String,
+    #[serde(default)]
+    weight: Option<u32>,
+    #[serde(default)]
+    drain: bool,
+}
+
+fn default_health_check_interval() -> Duration {
+    BalanceConfig::default().health_check_interval
+}
+
+fn default_failover_threshold() -> u32 {
+    BalanceConfig::default().failover_threshold
 }
 
 /// Default listen address: loopback only, so a fresh install is not reachable from outside.
@@ -806,6 +966,10 @@ fn default_idle_timeout() -> Duration {
     Duration::from_secs(60)
 }
 /// Default downstream session expiry.
+fn default_session_max_age() -> Duration {
+    Duration::from_secs(7 * 24 * 3600)
+}
+
 fn default_session_idle_timeout() -> Duration {
     Duration::from_secs(30 * 60)
 }

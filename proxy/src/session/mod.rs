@@ -5,6 +5,7 @@
 //! on cancellations) and the server-to-client requests awaiting the client's answer.
 
 pub mod events;
+pub mod token;
 
 use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, HashSet};

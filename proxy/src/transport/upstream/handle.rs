@@ -29,7 +29,7 @@ pub enum Upstream {
         /// Index of the server.
         index: usize,
         /// Its configuration.
-        config: ServerConfig,
+        config: Box<ServerConfig>,
         /// The child's link, on [`STDIO_SHARD`] only.
         link: Option<Rc<StdioLink>>,
     },
