@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::Parser;
 use mcp_proxy::config::Config;
+use mcp_proxy::metrics::logs::{self, LogFormat};
 use mcp_proxy::runtime;
 
 /// A thread-per-core MCP gateway: many upstream MCP servers served as one.
@@ -22,12 +23,19 @@ struct Args {
     /// Number of shards (one executor pinned per core), overriding the configuration; 0 = every core.
     #[arg(long)]
     shards: Option<usize>,
+    /// Admin endpoints address (/metrics, /stats, /healthz), overriding the configuration.
+    #[arg(long)]
+    admin_listen: Option<SocketAddr>,
+    /// Log format: text, json or logfmt, overriding the configuration.
+    #[arg(long)]
+    log_format: Option<LogFormat>,
+    /// Log filter such as `debug` or `warn,mcp_proxy::routing=debug`, overriding RUST_LOG and
+    /// the configuration.
+    #[arg(long)]
+    log_level: Option<String>,
 }
 
 fn main() -> anyhow::Result<()> {
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
-        .target(env_logger::Target::Stderr)
-        .init();
     let args = Args::parse();
     let mut config = match &args.config {
         Some(path) => Config::load(path)?,
@@ -39,6 +47,20 @@ fn main() -> anyhow::Result<()> {
     if let Some(shards) = args.shards {
         config.proxy.shards = shards;
     }
+    if let Some(admin) = args.admin_listen {
+        config.proxy.admin_listen = Some(admin);
+    }
+    if let Some(level) = &args.log_level {
+        logs::check_filter(level).map_err(anyhow::Error::msg)?;
+    }
+    logs::init(
+        args.log_format.unwrap_or(config.proxy.log_format),
+        args.log_level
+            .as_deref()
+            .or(config.proxy.log_level.as_deref()),
+        args.log_level.is_some(),
+        logs::secrets_of(&config),
+    );
     let servers = config.servers.len();
     let running = runtime::start(config).context("mcp-proxy could not start")?;
     log::info!(
@@ -48,6 +70,9 @@ fn main() -> anyhow::Result<()> {
     // Tests and scripts wait for this exact line on stdout.
     let mut stdout = std::io::stdout();
     writeln!(stdout, "mcp-proxy ready: http://{}/mcp", running.addr)?;
+    if let Some(admin) = running.admin {
+        writeln!(stdout, "mcp-proxy admin: http://{admin}")?;
+    }
     stdout.flush()?;
     running.join();
     Ok(())

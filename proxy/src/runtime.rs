@@ -28,6 +28,9 @@ pub enum StartError {
         /// The socket error.
         source: std::io::Error,
     },
+    /// The metrics recorder could not be installed.
+    #[error(transparent)]
+    Metrics(#[from] crate::metrics::InstallError),
     /// The executors could not be started.
     #[error("cannot start {shards} shard(s): {detail}")]
     Executors {
@@ -42,6 +45,8 @@ pub enum StartError {
 pub struct Running {
     /// The address clients connect to.
     pub addr: SocketAddr,
+    /// The admin endpoints' address (`/metrics`, `/stats`, `/healthz`), when served.
+    pub admin: Option<SocketAddr>,
     handles: glommio::PoolThreadHandles<()>,
 }
 
@@ -71,6 +76,9 @@ pub fn start(mut config: Config) -> Result<Running, StartError> {
     };
     let addr = resolve_port(config.proxy.listen)?;
     config.proxy.listen = addr;
+    let admin = config.proxy.admin_listen.map(resolve_port).transpose()?;
+    config.proxy.admin_listen = admin;
+    crate::metrics::install(shards, &config)?;
     let config = Arc::new(config);
     let ready = Arc::new(AtomicUsize::new(0));
     let mesh = (shards > 1).then(|| MeshBuilder::<Msg, _>::full(shards, CHANNEL_SIZE));
@@ -92,7 +100,11 @@ pub fn start(mut config: Config) -> Result<Running, StartError> {
     while ready.load(Ordering::Acquire) < shards {
         std::thread::sleep(Duration::from_millis(5));
     }
-    Ok(Running { addr, handles })
+    Ok(Running {
+        addr,
+        admin,
+        handles,
+    })
 }
 
 /// Binds once to learn the real port when the configuration asks for port 0.
@@ -139,6 +151,13 @@ async fn run_shard(
         }
     };
     glommio::spawn_local(shard.clone().expire_sessions()).detach();
+    crate::metrics::init_shard(id, &shard.config);
+    if let (0, Some(admin)) = (id, shard.config.proxy.admin_listen) {
+        if let Err(e) = crate::admin::start(&shard, admin) {
+            log::error!("cannot serve the admin endpoints on {admin}: {e}");
+            std::process::exit(1);
+        }
+    }
     if id == 0 {
         shard.start_discovery().await;
     }
