@@ -6,15 +6,22 @@
 //! - `GET /healthz`: liveness, with each upstream server's discovery state (JSON).
 //!
 //! The router is one `match` on method and path ([`route`]); new endpoints are new arms.
-//! Admin work runs in its own low-share task queue on shard 0, so when a scrape and client
-//! requests are both ready, the client requests go first.
+//!
+//! Scrapes must not slow client requests down, even a scraper in a tight loop:
+//! - admin work runs in its own low-share task queue on shard 0, and yields that queue after
+//!   every response (glommio would otherwise let a busy queue run for its whole 100 ms
+//!   preemption slice while client requests wait);
+//! - a rendered `/metrics` body is reused for [`METRICS_MAX_AGE`], so scraping faster than
+//!   that costs a write, not a render.
 
 pub mod stats;
 
+use std::cell::RefCell;
 use std::net::SocketAddr;
 use std::rc::Rc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use glommio::net::{TcpListener, TcpStream};
 use glommio::{Latency, Shares};
 
@@ -29,7 +36,7 @@ pub struct Response {
     /// `Content-Type`.
     pub content_type: &'static str,
     /// The body.
-    pub body: Vec<u8>,
+    pub body: Bytes,
 }
 
 impl Response {
@@ -37,7 +44,7 @@ impl Response {
         Response {
             status,
             content_type: "application/json",
-            body: body.into_bytes(),
+            body: Bytes::from(body),
         }
     }
 }
@@ -105,6 +112,7 @@ async fn serve_connection(shard: Rc<Shard>, stream: TcpStream) {
             }
         };
         let response = route(&shard, &request);
+
         let headers = [("Content-Type", response.content_type)];
         let written = conn
             .write_response(
@@ -117,6 +125,7 @@ async fn serve_connection(shard: Rc<Shard>, stream: TcpStream) {
         if written.is_err() || !request.keep_alive {
             return;
         }
+        glommio::executor().yield_task_queue_now().await;
     }
 }
 
@@ -127,20 +136,45 @@ pub fn route(shard: &Shard, request: &Request) -> Response {
         return Response::json(405, r#"{"error":"method not allowed: use GET"}"#.into());
     }
     match path {
-        "/metrics" => Response {
-            status: 200,
-            content_type: "text/plain; version=0.0.4; charset=utf-8",
-            body: crate::metrics::handle()
-                .map(|h| h.render())
-                .unwrap_or_default()
-                .into_bytes(),
-        },
+        "/metrics" => metrics_response(),
         "/stats" => Response::json(200, stats::render(&shard.config)),
         "/healthz" => Response::json(200, health(shard)),
         _ => Response::json(
             404,
             r#"{"error":"not found: try /metrics, /stats or /healthz"}"#.into(),
         ),
+    }
+}
+
+/// How long a rendered `/metrics` body is served again (Prometheus scrapes every few seconds).
+pub const METRICS_MAX_AGE: Duration = Duration::from_millis(100);
+const METRICS_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+thread_local! {
+    /// The last `/metrics` rendering and when it was made.
+    static RENDERED: RefCell<Option<(Instant, Bytes)>> = const { RefCell::new(None) };
+}
+
+/// `/metrics`, rendered at most once per [`METRICS_MAX_AGE`].
+fn metrics_response() -> Response {
+    let body = RENDERED.with(|cache| {
+        let mut cache = cache.borrow_mut();
+        match cache.as_ref() {
+            Some((at, body)) if at.elapsed() < METRICS_MAX_AGE => body.clone(),
+            _ => {
+                let text = crate::metrics::handle()
+                    .map(|h| h.render())
+                    .unwrap_or_default();
+                let body = Bytes::from(text);
+                *cache = Some((Instant::now(), body.clone()));
+                body
+            }
+        }
+    });
+    Response {
+        status: 200,
+        content_type: METRICS_TYPE,
+        body,
     }
 }
 

@@ -269,6 +269,7 @@ async fn send_to(session: &Rc<Session>, server: usize, body: Bytes) {
     };
     if let Err(e) = upstream.post(&body).await {
         log::warn!(
+            server = upstream.client().name(), session = session.id.as_str();
             "session {}: could not pass a message to {}: {e}",
             session.id,
             upstream.client().name()
@@ -295,7 +296,8 @@ pub async fn set_level(
             .request("logging/setLevel", params.as_bytes())
             .await
         {
-            log::warn!("logging/setLevel on {}: {e}", upstream.client().name());
+            log::warn!(server = upstream.client().name(), session = session.id.as_str();
+                "logging/setLevel on {}: {e}", upstream.client().name());
         }
     }
     Answer::Json(jsonrpc::result_body(id, b"{}"))
