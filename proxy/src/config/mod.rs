@@ -19,6 +19,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use toml::Spanned;
 
+use crate::metrics::logs::LogFormat;
 use crate::protocol::names::{is_valid_server_name, MAX_SERVER_NAME_LEN, NAME_SEPARATOR};
 
 mod mcp_servers;
@@ -58,6 +59,12 @@ pub struct ProxyConfig {
     pub session_key: Option<String>,
     /// Age after which a session id is refused even if its session could be restored.
     pub session_max_age: Duration,
+    /// Address of the admin endpoints (`/metrics`, `/stats`, `/healthz`); `None`: not served.
+    pub admin_listen: Option<SocketAddr>,
+    /// How logs are written.
+    pub log_format: LogFormat,
+    /// Log filter such as `info` or `warn,mcp_proxy::routing=debug`; `None`: `info`.
+    pub log_level: Option<String>,
 }
 
 impl Default for ProxyConfig {
@@ -74,6 +81,9 @@ impl Default for ProxyConfig {
             page_size: default_page_size(),
             session_key: None,
             session_max_age: default_session_max_age(),
+            admin_listen: Some(default_admin_listen()),
+            log_format: LogFormat::default(),
+            log_level: None,
         }
     }
 }
@@ -444,12 +454,17 @@ impl Config {
             invalid(span, message)
         })?;
 
+        let (admin_listen, log_format, log_level) =
+            observability(&raw.proxy).map_err(|(span, m)| invalid(Some(span), m))?;
         let mut allowed_origins = Vec::with_capacity(raw.proxy.allowed_origins.len());
         for o in raw.proxy.allowed_origins {
             let value = check_origin(o.get_ref()).map_err(|m| invalid(Some(o.span()), m))?;
             allowed_origins.push(value);
         }
         let proxy = ProxyConfig {
+            admin_listen,
+            log_format,
+            log_level,
             listen: raw.proxy.listen,
             shards: raw.proxy.shards,
             allowed_origins,
@@ -843,6 +858,15 @@ struct RawProxy {
         deserialize_with = "duration::deserialize"
     )]
     session_max_age: Duration,
+    /// See [`ProxyConfig::admin_listen`]: an address, or `"off"`.
+    #[serde(default)]
+    admin_listen: Option<Spanned<String>>,
+    /// See [`ProxyConfig::log_format`]: `"text"`, `"json"` or `"logfmt"`.
+    #[serde(default)]
+    log_format: Option<Spanned<String>>,
+    /// See [`ProxyConfig::log_level`].
+    #[serde(default)]
+    log_level: Option<Spanned<String>>,
 }
 
 impl Default for RawProxy {
@@ -860,6 +884,9 @@ impl Default for RawProxy {
             page_size: d.page_size,
             session_key: None,
             session_max_age: d.session_max_age,
+            admin_listen: None,
+            log_format: None,
+            log_level: None,
         }
     }
 }
@@ -945,6 +972,43 @@ fn default_failover_threshold() -> u32 {
     BalanceConfig::default().failover_threshold
 }
 
+/// The admin listener and log settings of `[proxy]`, checked; errors carry the value's span.
+#[allow(clippy::type_complexity)]
+fn observability(
+    raw: &RawProxy,
+) -> Result<(Option<SocketAddr>, LogFormat, Option<String>), (Range<usize>, String)> {
+    let admin_listen = match &raw.admin_listen {
+        None => Some(default_admin_listen()),
+        Some(a) if a.get_ref() == "off" => None,
+        Some(a) => Some(a.get_ref().parse::<SocketAddr>().map_err(|_| {
+            (
+                a.span(),
+                format!(
+                    "admin_listen \"{}\" is not an address; write an IP address and a port, \
+                     e.g. \"127.0.0.1:9090\" (port 0 picks a free port), or \"off\"",
+                    a.get_ref()
+                ),
+            )
+        })?),
+    };
+    let log_format = match &raw.log_format {
+        None => LogFormat::default(),
+        Some(f) => f.get_ref().parse().map_err(|m| (f.span(), m))?,
+    };
+    let log_level = match &raw.log_level {
+        None => None,
+        Some(l) => {
+            crate::metrics::logs::check_filter(l.get_ref()).map_err(|m| (l.span(), m))?;
+            Some(l.get_ref().clone())
+        }
+    };
+    Ok((admin_listen, log_format, log_level))
+}
+
+/// Default admin address: loopback only; Prometheus scrapes it from the same host or network.
+fn default_admin_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 9090))
+}
 /// Default listen address: loopback only, so a fresh install is not reachable from outside.
 fn default_listen() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 8080))
@@ -1371,5 +1435,30 @@ mod tests {
         let err = Config::load(Path::new("/nonexistent/mcp-proxy.toml")).unwrap_err();
         assert!(matches!(err, ConfigError::Io { .. }));
         assert!(err.to_string().contains("/nonexistent/mcp-proxy.toml"));
+    }
+
+    #[test]
+    fn observability_settings() {
+        let c = Config::from_toml_str("", "c.toml").expect("valid");
+        assert_eq!(
+            c.proxy.admin_listen,
+            Some("127.0.0.1:9090".parse().expect("addr"))
+        );
+        assert_eq!(c.proxy.log_format, LogFormat::Text);
+        let c = Config::from_toml_str(
+            "[proxy]\nadmin_listen = \"off\"\nlog_format = \"json\"\nlog_level = \"warn,mcp_proxy=debug\"\n",
+            "c.toml",
+        )
+        .expect("valid");
+        assert_eq!(c.proxy.admin_listen, None);
+        assert_eq!(c.proxy.log_format, LogFormat::Json);
+        assert_eq!(c.proxy.log_level.as_deref(), Some("warn,mcp_proxy=debug"));
+        assert_error(
+            "[proxy]\nadmin_listen = \"9090\"\n",
+            2,
+            "admin_listen \"9090\"",
+        );
+        assert_error("[proxy]\n\nlog_format = \"xml\"\n", 3, "\"logfmt\"");
+        assert_error("[proxy]\nlog_level = \"loud\"\n", 2, "invalid log level");
     }
 }

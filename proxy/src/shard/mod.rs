@@ -241,11 +241,13 @@ impl Shard {
         self.sessions
             .borrow_mut()
             .insert(session.id.clone(), session);
+        crate::metrics::sessions(self.session_count());
     }
 
     /// Removes a session and ends it.
     pub async fn end_session(&self, id: &str) -> bool {
         let removed = self.sessions.borrow_mut().remove(id);
+        crate::metrics::sessions(self.session_count());
         match removed {
             Some(s) => {
                 s.close().await;
