@@ -1,6 +1,8 @@
 //! mcp-proxy: a thread-per-core gateway that serves many upstream MCP servers as one.
 //!
 //! # Layout
+//! - [`balance`]: choosing a replica: per-shard latency, load and failure statistics.
+//! - [`health`]: active health checks of every replica, per shard.
 //! - [`config`]: the TOML configuration, its defaults and its validation.
 //! - [`runtime`]: starts one glommio executor per core and wires the shards together.
 //! - [`shard`]: what one core owns (sessions, pools, catalog) and cross-shard forwarding.
@@ -16,7 +18,9 @@
 //! Protocol code never touches a socket; the HTTP layer never looks inside JSON-RPC.
 
 pub mod admin;
+pub mod balance;
 pub mod config;
+pub mod health;
 pub mod http;
 pub mod metrics;
 pub mod protocol;

@@ -113,6 +113,13 @@ pub fn start(mut config: Config, mode: Mode) -> Result<Running, StartError> {
         config.proxy.listen = resolve_port(config.proxy.listen)?;
     }
     let addr = config.proxy.listen;
+    if config.proxy.session_key.is_none() {
+        // Every shard must open every shard's ids, so one random key for the process.
+        let mut key = [0u8; 32];
+        let _ = getrandom::fill(&mut key);
+        config.proxy.session_key = Some(key.iter().map(|b| format!("{b:02x}")).collect());
+        log::info!("no session_key configured: sessions end with this process (set [proxy] session_key or MCP_PROXY_SESSION_KEY to keep them across restarts)");
+    }
     let admin = config.proxy.admin_listen.map(resolve_port).transpose()?;
     config.proxy.admin_listen = admin;
     crate::metrics::install(shards, &config)?;
@@ -206,6 +213,7 @@ async fn run_shard(
         },
     };
     glommio::spawn_local(shard.clone().expire_sessions()).detach();
+    crate::health::start(&shard);
     crate::metrics::init_shard(id, &shard.config);
     if let (0, Some(admin)) = (id, shard.config.proxy.admin_listen) {
         if let Err(e) = crate::admin::start(&shard, admin) {

@@ -46,6 +46,8 @@ pub struct Item {
     pub server: usize,
     /// Its name (or URI) on that server.
     pub original: String,
+    /// For tools: annotated read-only or idempotent, so a failed call may be sent again.
+    pub retry_safe: bool,
     /// The item's JSON with its exposed name/URI.
     pub json: Bytes,
 }
@@ -187,6 +189,13 @@ impl Catalog {
         self.tool_names.lookup(exposed)
     }
 
+    /// True when `server`'s tool `original` is annotated read-only or idempotent.
+    pub fn tool_retry_safe(&self, server: usize, original: &str) -> bool {
+        self.tools
+            .iter()
+            .any(|t| t.server == server && t.original == original && t.retry_safe)
+    }
+
     /// The server and original name behind an exposed prompt name.
     pub fn prompt(&self, exposed: &str) -> Option<(usize, &str)> {
         self.prompt_names.lookup(exposed)
@@ -287,11 +296,18 @@ fn rewrite(
     let mut v: Value<'_> = simd_json::to_borrowed_value(&mut buf).ok()?;
     let original = v.get_str(field)?.to_owned();
     let exposed = map(&original)?;
+    let hint = |name: &str| {
+        v.get("annotations")
+            .and_then(|a| a.get_bool(name))
+            .unwrap_or(false)
+    };
+    let retry_safe = hint("readOnlyHint") || hint("idempotentHint");
     v.as_object_mut()?
         .insert(field.to_owned().into(), Value::from(exposed));
     Some(Item {
         server,
         original,
+        retry_safe,
         json: jsonrpc::to_bytes(&v),
     })
 }

@@ -46,6 +46,7 @@ pub async fn request(
         ));
     };
     let mut timing = Forwarded::start(server, msg.get_str("method").unwrap_or_default());
+    let retry_safe = retry_safe(session, server, &msg);
     let upstream_id = upstream.next_id();
     relay::set(&mut msg, "id", upstream_id.to_value());
     let body = jsonrpc::to_bytes(&msg);
@@ -56,7 +57,7 @@ pub async fn request(
         client_id: client_id.clone(),
     };
     timing.sending();
-    let reply = match upstream.post(&body).await {
+    let reply = match upstream.send(&body, retry_safe).await {
         Ok(r) => r,
         Err(e) => {
             timing.finish(Outcome::Unavailable);
@@ -208,6 +209,28 @@ async fn pump(
 fn drain(mut stream: Box<MessageStream>) {
     stream.stop_resuming();
     glommio::spawn_local(async move { while let Ok(Some(_)) = stream.next().await {} }).detach();
+}
+
+/// Whether sending `msg` again after a replica failed mid-request does no harm: reads are
+/// safe; a tool call only when the tool is annotated read-only or idempotent.
+fn retry_safe(session: &Rc<Session>, server: usize, msg: &Value<'_>) -> bool {
+    match msg.get_str("method") {
+        Some("tools/call") => {
+            let name = msg.get("params").and_then(|p| p.get_str("name"));
+            match (name, session.shard()) {
+                (Some(name), Some(shard)) => shard.catalog().tool_retry_safe(server, name),
+                _ => false,
+            }
+        }
+        Some(
+            "prompts/get"
+            | "resources/read"
+            | "resources/subscribe"
+            | "resources/unsubscribe"
+            | "completion/complete",
+        ) => true,
+        _ => false,
+    }
 }
 
 /// The client's error for an upstream failure; it always names the server.

@@ -63,12 +63,9 @@ pub fn initialize(
     let upstream_params = format!(
         r#"{{"protocolVersion":"{negotiated}","capabilities":{capabilities},"clientInfo":{client_info}}}"#
     );
-    let session = Session::new(
-        shard,
-        shard.new_session_id(),
-        negotiated.to_owned(),
-        Bytes::from(upstream_params),
-    );
+    let upstream_params = Bytes::from(upstream_params);
+    let session_id = shard.new_session_id(negotiated, &upstream_params);
+    let session = Session::new(shard, session_id, negotiated.to_owned(), upstream_params);
     shard.add_session(session.clone());
     let catalog = shard.catalog();
     let mut caps = String::from(

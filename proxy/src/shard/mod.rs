@@ -12,7 +12,9 @@
 pub mod mesh;
 
 use std::cell::RefCell;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet, VecDeque};
+
+use bytes::Bytes;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
@@ -23,6 +25,7 @@ use crate::protocol::cursor::ListKind;
 use crate::protocol::jsonrpc;
 use crate::registry::discovery::Discovery;
 use crate::registry::Catalog;
+use crate::session::token::{Claims, SessionKey};
 use crate::session::{Session, STANDALONE};
 use crate::transport::stdio::link::StdioLink;
 use crate::transport::upstream::{Upstream, UpstreamClient, STDIO_SHARD};
@@ -45,6 +48,19 @@ pub struct Shard {
     discovery: RefCell<Option<Rc<Discovery>>>,
     /// Requests being handled, so shutdown can let them finish.
     inflight: Rc<std::cell::Cell<usize>>,
+    /// Seals and opens session ids.
+    session_key: SessionKey,
+    /// Ids of sessions ended (DELETE) here, so a still-valid sealed id is not restored.
+    ended: RefCell<(HashSet<String>, VecDeque<String>)>,
+}
+
+/// Ended session ids remembered per shard.
+const ENDED_KEPT: usize = 65_536;
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 /// Counts a request as in flight until dropped.
@@ -61,6 +77,13 @@ impl Shard {
     pub fn new(id: usize, nr_shards: usize, config: Arc<Config>, mesh: Mesh) -> Rc<Shard> {
         let status = vec![crate::registry::ServerStatus::Pending; config.servers.len()];
         let catalog = Catalog::build(0, identities(&config), status);
+        // The runtime always sets a key (a random one when none is configured).
+        let session_key = config
+            .proxy
+            .session_key
+            .as_deref()
+            .and_then(|k| SessionKey::from_hex(k).ok())
+            .unwrap_or_else(SessionKey::random);
         Rc::new_cyclic(|this| {
             let upstreams = config
                 .servers
@@ -68,7 +91,7 @@ impl Shard {
                 .enumerate()
                 .map(|(i, s)| match &s.transport {
                     Transport::Http { replicas, .. } => {
-                        Upstream::Http(UpstreamClient::new(i, s.clone(), replicas[0].url.clone()))
+                        Upstream::Http(UpstreamClient::new(i, s.clone(), replicas))
                     }
                     Transport::Stdio(command) => Upstream::Stdio {
                         index: i,
@@ -90,6 +113,8 @@ impl Shard {
                 mesh,
                 discovery: RefCell::new(None),
                 inflight: Rc::default(),
+                session_key,
+                ended: RefCell::default(),
             }
         })
     }
@@ -208,27 +233,41 @@ impl Shard {
         }
     }
 
-    /// A fresh session id naming this shard: two hex digits of shard, 32 of randomness.
-    pub fn new_session_id(&self) -> String {
-        let mut bytes = [0u8; 16];
-        if getrandom::fill(&mut bytes).is_err() {
-            // The kernel's CSPRNG does not fail after boot; this fallback only keeps ids unique.
-            let nanos = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap_or_default();
-            bytes.copy_from_slice(&nanos.as_nanos().to_le_bytes());
-        }
-        let mut id = format!("{:02x}", self.id);
-        for b in bytes {
-            id.push_str(&format!("{b:02x}"));
-        }
-        id
+    /// A fresh sealed session id naming this shard and carrying what restores the session.
+    pub fn new_session_id(&self, version: &str, init_params: &Bytes) -> String {
+        self.session_key.seal(&Claims {
+            shard: self.id as u8,
+            issued_at: unix_now(),
+            version: version.to_owned(),
+            init_params: init_params.clone(),
+        })
     }
 
-    /// The shard that owns `session_id`, if the id is well formed.
+    /// The shard that owns `session_id`: the one named in it, modulo the shards running now
+    /// (a proxy restarted with fewer shards still serves every session).
     pub fn owner_of(&self, session_id: &str) -> Option<usize> {
         let shard = usize::from_str_radix(session_id.get(..2)?, 16).ok()?;
-        (shard < self.nr_shards && session_id.len() == 34).then_some(shard)
+        Some(shard % self.nr_shards)
+    }
+
+    /// A session of this shard, restored from its sealed id if this process does not have it
+    /// (the proxy restarted, or another instance created it). Ended sessions stay ended.
+    pub fn find_session(self: &Rc<Self>, id: &str) -> Option<Rc<Session>> {
+        if let Some(s) = self.session(id) {
+            return Some(s);
+        }
+        if self.ended.borrow().0.contains(id) {
+            return None;
+        }
+        let claims = self.session_key.open(id)?;
+        let age = unix_now().saturating_sub(claims.issued_at);
+        if age > self.config.proxy.session_max_age.as_secs() {
+            return None;
+        }
+        let session = Session::new(self, id.to_owned(), claims.version, claims.init_params);
+        self.add_session(session.clone());
+        log::info!("session restored from its id on shard {}", self.id);
+        Some(session)
     }
 
     /// A session of this shard.
@@ -244,9 +283,20 @@ impl Shard {
         crate::metrics::sessions(self.session_count());
     }
 
-    /// Removes a session and ends it.
+    /// Removes a session and ends it; its id is not restored again.
     pub async fn end_session(&self, id: &str) -> bool {
         let removed = self.sessions.borrow_mut().remove(id);
+        if removed.is_some() {
+            let mut ended = self.ended.borrow_mut();
+            if ended.0.insert(id.to_owned()) {
+                ended.1.push_back(id.to_owned());
+            }
+            while ended.1.len() > ENDED_KEPT {
+                if let Some(old) = ended.1.pop_front() {
+                    ended.0.remove(&old);
+                }
+            }
+        }
         crate::metrics::sessions(self.session_count());
         match removed {
             Some(s) => {

@@ -479,7 +479,7 @@ pub async fn handle_owned(shard: &Rc<Shard>, request: McpRequest) -> Reply {
             let Some(id) = request.session_id else {
                 return missing_session();
             };
-            if shard.end_session(&id).await {
+            if shard.find_session(&id).is_some() && shard.end_session(&id).await {
                 Reply::Full {
                     status: 200,
                     headers: Vec::new(),
@@ -496,7 +496,7 @@ async fn post(shard: &Rc<Shard>, request: McpRequest) -> Reply {
     let Some(session_id) = request.session_id.as_deref() else {
         return sessionless_post(shard, request.body).await;
     };
-    let Some(session) = shard.session(session_id) else {
+    let Some(session) = shard.find_session(session_id) else {
         return unknown_session();
     };
     session.touch();
@@ -555,7 +555,7 @@ fn get(shard: &Rc<Shard>, request: McpRequest) -> Reply {
     let Some(session_id) = request.session_id.as_deref() else {
         return missing_session();
     };
-    let Some(session) = shard.session(session_id) else {
+    let Some(session) = shard.find_session(session_id) else {
         return unknown_session();
     };
     session.touch();

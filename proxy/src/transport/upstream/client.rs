@@ -12,7 +12,8 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use glommio::net::TcpStream;
 
-use crate::config::{ServerConfig, UpstreamUrl};
+use crate::balance::{Picker, ReplicaStats, RetryBudget, Transition};
+use crate::config::{ReplicaConfig, ServerConfig, UpstreamUrl};
 use glommio::channels::local_channel::LocalReceiver;
 
 use crate::http::{ClientConn, HttpError, Limits, OwnedBody, ResponseHead, SseParser};
@@ -81,6 +82,18 @@ pub enum UpstreamError {
 }
 
 impl UpstreamError {
+    /// True when the replica itself failed (no answer, broken or overloaded), as opposed to
+    /// the server refusing the request.
+    pub fn is_replica_failure(&self) -> bool {
+        match self {
+            UpstreamError::Connect { .. }
+            | UpstreamError::Exchange { .. }
+            | UpstreamError::Timeout { .. } => true,
+            UpstreamError::Status { status, .. } => matches!(status, 502..=504),
+            _ => false,
+        }
+    }
+
     /// True when the request certainly never reached the upstream, so sending it again is safe.
     pub fn never_sent(&self) -> bool {
         matches!(
@@ -113,22 +126,45 @@ struct Idle {
     since: Instant,
 }
 
-/// One upstream server as seen from one shard: its configuration and its connection pool.
+/// One replica's address and idle connections.
+struct Replica {
+    url: UpstreamUrl,
+    idle: RefCell<Vec<Idle>>,
+}
+
+/// One upstream server as seen from one shard: its replicas, their connection pools and this
+/// shard's view of how each is doing.
 pub struct UpstreamClient {
     /// Index of the server in the registry.
     pub index: usize,
     /// Its configuration.
     pub config: ServerConfig,
-    url: UpstreamUrl,
+    replicas: Vec<Replica>,
+    /// This shard's latency, load and failure statistics, by replica.
+    pub stats: Vec<ReplicaStats>,
+    /// This shard's picking state for the server.
+    pub picker: Picker,
+    /// Retries this shard may still spend on the server.
+    pub retry_budget: RetryBudget,
     headers: Vec<(String, String)>,
-    idle: RefCell<Vec<Idle>>,
     limits: Limits,
 }
 
 impl UpstreamClient {
     /// A client with an empty pool.
-    pub fn new(index: usize, config: ServerConfig, url: UpstreamUrl) -> Rc<Self> {
+    pub fn new(index: usize, config: ServerConfig, replicas: &[ReplicaConfig]) -> Rc<Self> {
         let headers = config.headers().to_vec();
+        let stats = replicas
+            .iter()
+            .map(|r| ReplicaStats::new(r.weight, r.drain))
+            .collect();
+        let replicas = replicas
+            .iter()
+            .map(|r| Replica {
+                url: r.url.clone(),
+                idle: RefCell::new(Vec::new()),
+            })
+            .collect();
         let limits = Limits {
             max_body_bytes: MAX_UPSTREAM_MESSAGE,
             head_timeout: config.timeout,
@@ -138,9 +174,11 @@ impl UpstreamClient {
         Rc::new(UpstreamClient {
             index,
             config,
-            url,
+            replicas,
+            stats,
+            picker: Picker::default(),
+            retry_budget: RetryBudget::default(),
             headers,
-            idle: RefCell::new(Vec::new()),
             limits,
         })
     }
@@ -150,8 +188,50 @@ impl UpstreamClient {
         &self.config.name
     }
 
-    fn checkout(&self) -> Option<ClientConn<TcpStream>> {
-        let mut idle = self.idle.borrow_mut();
+    /// Number of replicas.
+    pub fn replica_count(&self) -> usize {
+        self.replicas.len()
+    }
+
+    /// A replica's URL, for logs and errors.
+    pub fn replica_url(&self, replica: usize) -> String {
+        self.replicas
+            .get(replica)
+            .map(|r| r.url.to_string())
+            .unwrap_or_default()
+    }
+
+    /// Picks a replica for new work (a new session binding, or a stateless request).
+    pub fn pick(&self, exclude: Option<usize>) -> Option<usize> {
+        self.picker.pick(
+            self.config.balance.strategy,
+            &self.stats,
+            exclude,
+            Instant::now(),
+        )
+    }
+
+    /// Records a replica's answer (or failure) and logs what that changed.
+    fn record(&self, replica: usize, started: Instant, ok: bool) {
+        let now = Instant::now();
+        let threshold = self.config.balance.failover_threshold;
+        match self.stats[replica].end(now - started, ok, threshold, now) {
+            Transition::Ejected(pause) => log::warn!(
+                "replica {replica} of {} ({}) ejected for {pause:?} after consecutive failures",
+                self.name(),
+                self.replica_url(replica)
+            ),
+            Transition::Restored => log::info!(
+                "replica {replica} of {} ({}) answers again",
+                self.name(),
+                self.replica_url(replica)
+            ),
+            Transition::None => {}
+        }
+    }
+
+    fn checkout(&self, replica: usize) -> Option<ClientConn<TcpStream>> {
+        let mut idle = self.replicas[replica].idle.borrow_mut();
         while let Some(entry) = idle.pop() {
             if entry.since.elapsed() < POOL_IDLE {
                 return Some(entry.conn);
@@ -160,8 +240,8 @@ impl UpstreamClient {
         None
     }
 
-    fn checkin(&self, conn: ClientConn<TcpStream>) {
-        let mut idle = self.idle.borrow_mut();
+    fn checkin(&self, replica: usize, conn: ClientConn<TcpStream>) {
+        let mut idle = self.replicas[replica].idle.borrow_mut();
         if idle.len() < POOL_MAX_IDLE {
             idle.push(Idle {
                 conn,
@@ -170,9 +250,13 @@ impl UpstreamClient {
         }
     }
 
-    async fn connect(&self) -> Result<ClientConn<TcpStream>, UpstreamError> {
-        let url = &self.url;
-        let addr = format!("{}:{}", url.host, url.port);
+    async fn connect(&self, replica: usize) -> Result<ClientConn<TcpStream>, UpstreamError> {
+        let url = &self.replicas[replica].url;
+        let addr = if url.host.contains(':') {
+            format!("[{}]:{}", url.host, url.port)
+        } else {
+            format!("{}:{}", url.host, url.port)
+        };
         let stream = TcpStream::connect_timeout(addr.as_str(), self.config.connect_timeout)
             .await
             .map_err(|e| UpstreamError::Connect {
@@ -185,9 +269,25 @@ impl UpstreamClient {
         Ok(ClientConn::new(stream))
     }
 
-    /// Sends one request and reads the response head, reusing a pooled connection when possible.
+    /// Sends one request to `replica` and reads the response head, reusing a pooled connection
+    /// when possible; any HTTP answer counts as the replica being alive.
     async fn exchange(
         &self,
+        replica: usize,
+        method: &str,
+        headers: &[(&str, &str)],
+        body: Option<&[u8]>,
+    ) -> Result<(ClientConn<TcpStream>, ResponseHead), UpstreamError> {
+        let started = Instant::now();
+        self.stats[replica].begin();
+        let result = self.exchange_on(replica, method, headers, body).await;
+        self.record(replica, started, result.is_ok());
+        result
+    }
+
+    async fn exchange_on(
+        &self,
+        replica: usize,
         method: &str,
         headers: &[(&str, &str)],
         body: Option<&[u8]>,
@@ -197,8 +297,8 @@ impl UpstreamClient {
         for (k, v) in &self.headers {
             all.push((k.as_str(), v.as_str()));
         }
-        if let Some(mut conn) = self.checkout() {
-            match self.send_on(&mut conn, method, &all, body).await {
+        if let Some(mut conn) = self.checkout(replica) {
+            match self.send_on(replica, &mut conn, method, &all, body).await {
                 Ok(head) => return Ok((conn, head)),
                 // A stale pooled connection: the peer closed it while it sat idle.
                 Err(e) if e.nothing_received => log::debug!(
@@ -209,9 +309,9 @@ impl UpstreamClient {
                 Err(e) => return Err(self.exchange_error(e.error)),
             }
         }
-        let mut conn = self.connect().await?;
+        let mut conn = self.connect(replica).await?;
         let head = self
-            .send_on(&mut conn, method, &all, body)
+            .send_on(replica, &mut conn, method, &all, body)
             .await
             .map_err(|e| self.exchange_error(e.error))?;
         Ok((conn, head))
@@ -219,12 +319,13 @@ impl UpstreamClient {
 
     async fn send_on(
         &self,
+        replica: usize,
         conn: &mut ClientConn<TcpStream>,
         method: &str,
         headers: &[(&str, &str)],
         body: Option<&[u8]>,
     ) -> Result<ResponseHead, SendFailure> {
-        let url = &self.url;
+        let url = &self.replicas[replica].url;
         if let Err(e) = conn
             .send(method, &url.authority, &url.path, headers, body)
             .await
@@ -280,9 +381,10 @@ impl UpstreamClient {
         h
     }
 
-    /// POSTs one JSON-RPC message within `session_id` (none for initialize).
+    /// POSTs one JSON-RPC message to `replica` within `session_id` (none for initialize).
     pub async fn post(
         self: &Rc<Self>,
+        replica: usize,
         session_id: Option<&str>,
         version: Option<&str>,
         body: &[u8],
@@ -294,18 +396,20 @@ impl UpstreamClient {
             None,
         );
         headers.push(("Content-Type", "application/json"));
-        let (mut conn, head) = self.exchange("POST", &headers, Some(body)).await?;
+        let (mut conn, head) = self.exchange(replica, "POST", &headers, Some(body)).await?;
         let new_session = head.header("mcp-session-id").map(str::to_owned);
         let status = head.status;
         if status == 202 || status == 204 {
-            self.finish_small(conn, &head).await;
+            self.finish_small(replica, conn, &head).await;
             return Ok(PostReply {
                 session_id: new_session,
                 body: ReplyBody::Accepted,
             });
         }
         if !(200..300).contains(&status) {
-            return Err(self.status_error(conn, &head, session_id.is_some()).await);
+            return Err(self
+                .status_error(replica, conn, &head, session_id.is_some())
+                .await);
         }
         let content_type = head
             .header("content-type")
@@ -315,7 +419,7 @@ impl UpstreamClient {
             return Ok(PostReply {
                 session_id: new_session,
                 body: ReplyBody::Stream(Box::new(MessageStream::sse(
-                    SseMessages::new(self.clone(), conn, head, Some(self.config.timeout))
+                    SseMessages::new(self.clone(), replica, conn, head, Some(self.config.timeout))
                         .resumable(session_id.zip(version)),
                 ))),
             });
@@ -328,7 +432,7 @@ impl UpstreamClient {
                 .map_err(|e| self.exchange_error(e))?
         };
         if conn.reusable() {
-            self.checkin(conn);
+            self.checkin(replica, conn);
         }
         if body.is_empty() {
             return Ok(PostReply {
@@ -342,9 +446,28 @@ impl UpstreamClient {
         })
     }
 
+    /// An active health check: a `ping` outside any session. Any HTTP answer within `limit`
+    /// counts as alive (stateful servers rightly refuse a sessionless ping with 400).
+    pub async fn probe(self: &Rc<Self>, replica: usize, limit: Duration) -> bool {
+        let body = br#"{"jsonrpc":"2.0","id":"mcp-proxy-health","method":"ping"}"#;
+        let headers = [
+            ("Accept", "application/json, text/event-stream"),
+            ("Content-Type", "application/json"),
+        ];
+        let exchange = async { Ok(self.exchange(replica, "POST", &headers, Some(body)).await) };
+        match glommio::timer::timeout(limit, exchange).await {
+            Ok(Ok((conn, head))) => {
+                self.finish_small(replica, conn, &head).await;
+                true
+            }
+            _ => false,
+        }
+    }
+
     /// Opens the GET stream of server-initiated messages; `Ok(None)` when the server offers none (405).
     pub async fn open_stream(
         self: &Rc<Self>,
+        replica: usize,
         session_id: &str,
         version: &str,
         last_event_id: Option<&str>,
@@ -352,47 +475,54 @@ impl UpstreamClient {
         let extra = last_event_id.map(|id| ("Last-Event-ID", id));
         let headers =
             Self::mcp_headers("text/event-stream", Some(session_id), Some(version), extra);
-        let (conn, head) = self.exchange("GET", &headers, None).await?;
+        let (conn, head) = self.exchange(replica, "GET", &headers, None).await?;
         match head.status {
             // The GET stream may rightly stay silent for hours: no idle limit.
             200 => Ok(Some(MessageStream::sse(SseMessages::new(
                 self.clone(),
+                replica,
                 conn,
                 head,
                 None,
             )))),
             405 => {
-                self.finish_small(conn, &head).await;
+                self.finish_small(replica, conn, &head).await;
                 Ok(None)
             }
-            _ => Err(self.status_error(conn, &head, true).await),
+            _ => Err(self.status_error(replica, conn, &head, true).await),
         }
     }
 
     /// Ends an upstream session (best effort: the upstream may not support DELETE).
-    pub async fn delete(self: &Rc<Self>, session_id: &str, version: &str) {
+    pub async fn delete(self: &Rc<Self>, replica: usize, session_id: &str, version: &str) {
         let headers = Self::mcp_headers(
             "application/json, text/event-stream",
             Some(session_id),
             Some(version),
             None,
         );
-        match self.exchange("DELETE", &headers, None).await {
-            Ok((conn, head)) => self.finish_small(conn, &head).await,
+        match self.exchange(replica, "DELETE", &headers, None).await {
+            Ok((conn, head)) => self.finish_small(replica, conn, &head).await,
             Err(e) => log::debug!("upstream {}: DELETE failed: {e}", self.name()),
         }
     }
 
     /// Reads a short body and returns the connection to the pool.
-    async fn finish_small(&self, mut conn: ClientConn<TcpStream>, head: &ResponseHead) {
+    async fn finish_small(
+        &self,
+        replica: usize,
+        mut conn: ClientConn<TcpStream>,
+        head: &ResponseHead,
+    ) {
         let ok = conn.body(head).read_to_end(64 * 1024).await.is_ok();
         if ok && conn.reusable() {
-            self.checkin(conn);
+            self.checkin(replica, conn);
         }
     }
 
     async fn status_error(
         &self,
+        replica: usize,
         mut conn: ClientConn<TcpStream>,
         head: &ResponseHead,
         had_session: bool,
@@ -403,7 +533,7 @@ impl UpstreamClient {
             .await
             .unwrap_or_default();
         if conn.reusable() {
-            self.checkin(conn);
+            self.checkin(replica, conn);
         }
         let text = String::from_utf8_lossy(&body[..body.len().min(300)]).into_owned();
         let server = self.config.name.clone();
@@ -444,6 +574,7 @@ fn is_reset(e: &HttpError) -> bool {
 /// JSON-RPC messages arriving on an upstream SSE stream, one per `next()`.
 pub struct SseMessages {
     client: Rc<UpstreamClient>,
+    replica: usize,
     body: Option<OwnedBody<TcpStream>>,
     parser: SseParser,
     /// The id of the last event seen, for resuming with `Last-Event-ID`.
@@ -468,12 +599,14 @@ const MAX_RESUMES: u32 = 3;
 impl SseMessages {
     fn new(
         client: Rc<UpstreamClient>,
+        replica: usize,
         conn: ClientConn<TcpStream>,
         head: ResponseHead,
         idle_limit: Option<Duration>,
     ) -> Self {
         SseMessages {
             client,
+            replica,
             body: Some(conn.into_body(&head)),
             parser: SseParser::new(MAX_UPSTREAM_MESSAGE),
             last_event_id: None,
@@ -511,7 +644,12 @@ impl SseMessages {
         glommio::timer::sleep(resume.retry.min(Duration::from_secs(5))).await;
         match self
             .client
-            .open_stream(&resume.session_id, &resume.version, Some(last))
+            .open_stream(
+                self.replica,
+                &resume.session_id,
+                &resume.version,
+                Some(last),
+            )
             .await
         {
             Ok(Some(MessageStream {
@@ -571,7 +709,7 @@ impl SseMessages {
                 Ok(Some(bytes)) => self.parser.push(&bytes),
                 Ok(None) => {
                     if let Some(conn) = self.body.take().and_then(OwnedBody::into_conn) {
-                        self.client.checkin(conn);
+                        self.client.checkin(self.replica, conn);
                     }
                     if self.try_resume().await {
                         continue;

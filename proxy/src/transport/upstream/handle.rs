@@ -118,6 +118,15 @@ impl UpstreamHandle {
         }
     }
 
+    /// Sends one message, which may be sent again on another replica if the first one fails
+    /// and `retry_safe` says repeating it does no harm.
+    pub async fn send(&self, body: &[u8], retry_safe: bool) -> Result<PostReply, UpstreamError> {
+        match self {
+            UpstreamHandle::Http(s) => s.send(body, retry_safe).await,
+            UpstreamHandle::Stdio(h) => h.post(Bytes::copy_from_slice(body)).await,
+        }
+    }
+
     /// Sends a request of the proxy's own and returns the whole response message.
     pub async fn request(&self, method: &str, params_json: &[u8]) -> Result<Bytes, UpstreamError> {
         match self {

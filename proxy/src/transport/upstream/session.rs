@@ -34,7 +34,12 @@ pub struct Established {
     pub generation: u64,
     /// The `result` of the upstream's initialize answer.
     pub init_result: Bytes,
+    /// The replica the session lives on.
+    pub replica: usize,
 }
+
+/// Attempts of one request across replicas, the first included.
+const MAX_ATTEMPTS: u32 = 3;
 
 /// One MCP session with one upstream, (re-)established on demand.
 pub struct UpstreamSession {
@@ -88,8 +93,28 @@ impl UpstreamSession {
 
     /// The established session, initializing it first when needed.
     pub async fn established(self: &Rc<Self>) -> Result<Rc<Established>, UpstreamError> {
+        self.established_avoiding(None).await
+    }
+
+    /// The established session; a session on a replica that was taken out (or on `avoid`)
+    /// moves to another replica first: a new upstream session opened with the client's own
+    /// capabilities, which the client never notices.
+    async fn established_avoiding(
+        self: &Rc<Self>,
+        avoid: Option<usize>,
+    ) -> Result<Rc<Established>, UpstreamError> {
         if let Some(s) = self.current() {
-            return Ok(s);
+            let usable = self.client.stats[s.replica].usable(std::time::Instant::now());
+            if usable && Some(s.replica) != avoid {
+                return Ok(s);
+            }
+            log::info!(
+                "upstream {}: moving a session off replica {} ({})",
+                self.client.name(),
+                s.replica,
+                self.client.replica_url(s.replica)
+            );
+            self.invalidate(s.generation);
         }
         let _permit =
             self.init_lock
@@ -102,7 +127,18 @@ impl UpstreamSession {
         if let Some(s) = self.current() {
             return Ok(s);
         }
-        let est = self.initialize().await?;
+        let replica = self
+            .client
+            .pick(avoid)
+            .or_else(|| self.client.pick(None))
+            .ok_or_else(|| UpstreamError::Connect {
+                server: self.client.name().to_owned(),
+                addr: "every replica".into(),
+                source: std::io::Error::other(
+                    "no replica is available (all unhealthy, ejected or draining)",
+                ),
+            })?;
+        let est = self.initialize(replica).await?;
         Ok(est)
     }
 
@@ -115,10 +151,10 @@ impl UpstreamSession {
         }
     }
 
-    async fn initialize(self: &Rc<Self>) -> Result<Rc<Established>, UpstreamError> {
+    async fn initialize(self: &Rc<Self>, replica: usize) -> Result<Rc<Established>, UpstreamError> {
         let id = self.next_id();
         let body = jsonrpc::request_body(&id, "initialize", &self.init_params);
-        let reply = self.client.post(None, None, &body).await?;
+        let reply = self.client.post(replica, None, None, &body).await?;
         let session_id = reply.session_id.clone();
         let answer = self.await_answer(reply, &id).await?;
         let mut buf = answer.to_vec();
@@ -148,10 +184,16 @@ impl UpstreamSession {
             version,
             generation,
             init_result,
+            replica,
         });
         let initialized = jsonrpc::notification_body("notifications/initialized", None);
         self.client
-            .post(est.session_id.as_deref(), Some(&est.version), &initialized)
+            .post(
+                replica,
+                est.session_id.as_deref(),
+                Some(&est.version),
+                &initialized,
+            )
             .await?;
         *self.state.borrow_mut() = Some(est.clone());
         self.start_listener(&est);
@@ -164,23 +206,67 @@ impl UpstreamSession {
         Ok(est)
     }
 
-    /// POSTs a message in this session, re-initializing once if the upstream lost it.
+    /// POSTs a message in this session; retried elsewhere only when it never left the proxy.
     pub async fn post(self: &Rc<Self>, body: &[u8]) -> Result<PostReply, UpstreamError> {
-        let est = self.established().await?;
-        match self
-            .client
-            .post(est.session_id.as_deref(), Some(&est.version), body)
-            .await
-        {
-            Err(UpstreamError::SessionLost { server }) => {
-                log::info!("upstream {server}: session lost; initializing a new one");
-                self.invalidate(est.generation);
-                let est = self.established().await?;
-                self.client
-                    .post(est.session_id.as_deref(), Some(&est.version), body)
-                    .await
+        self.send(body, false).await
+    }
+
+    /// POSTs a message in this session. A session the upstream lost is re-initialized and the
+    /// message sent once more (the server did not act on it). A replica that fails moves the
+    /// session to another replica, and the message is sent again there only when that is safe:
+    /// it never reached the upstream, or `retry_safe` (a read-only or idempotent tool). Retries
+    /// back off with jitter and draw on the server's retry budget, so a failing fleet is not
+    /// hammered.
+    pub async fn send(
+        self: &Rc<Self>,
+        body: &[u8],
+        retry_safe: bool,
+    ) -> Result<PostReply, UpstreamError> {
+        self.client.retry_budget.deposit();
+        let stateless = self.client.config.balance.stateless;
+        let mut avoid = None;
+        let mut attempt = 1;
+        loop {
+            let est = self.established_avoiding(avoid).await?;
+            // Stateless servers keep nothing per session: every request may go anywhere.
+            let replica = if stateless {
+                self.client.pick(avoid).unwrap_or(est.replica)
+            } else {
+                est.replica
+            };
+            let result = self
+                .client
+                .post(replica, est.session_id.as_deref(), Some(&est.version), body)
+                .await;
+            let error = match result {
+                Err(e) => e,
+                ok => return ok,
+            };
+            if let UpstreamError::SessionLost { server } = &error {
+                if attempt == 1 {
+                    log::info!("upstream {server}: session lost; initializing a new one");
+                    self.invalidate(est.generation);
+                    attempt += 1;
+                    continue;
+                }
+                return Err(error);
             }
-            other => other,
+            let safe = error.never_sent() || (retry_safe && error.is_replica_failure());
+            let others = self.client.replica_count() > 1;
+            if !safe || attempt >= MAX_ATTEMPTS || !others || !self.client.retry_budget.withdraw() {
+                return Err(error);
+            }
+            log::info!(
+                "upstream {}: replica {replica} ({}) failed: {error}; retrying on another replica",
+                self.client.name(),
+                self.client.replica_url(replica)
+            );
+            if !stateless {
+                self.invalidate(est.generation);
+            }
+            avoid = Some(replica);
+            glommio::timer::sleep(backoff(attempt)).await;
+            attempt += 1;
         }
     }
 
@@ -218,6 +304,7 @@ impl UpstreamSession {
         let weak = Rc::downgrade(self);
         let version = est.version.clone();
         let generation = est.generation;
+        let replica = est.replica;
         let task = glommio::spawn_local(async move {
             let mut backoff = Duration::from_millis(250);
             let mut last_event_id: Option<String> = None;
@@ -229,7 +316,7 @@ impl UpstreamSession {
                 let client = this.client.clone();
                 drop(this);
                 match client
-                    .open_stream(&session_id, &version, last_event_id.as_deref())
+                    .open_stream(replica, &session_id, &version, last_event_id.as_deref())
                     .await
                 {
                     Ok(None) => return,
@@ -278,7 +365,7 @@ impl UpstreamSession {
         }
         if let Some(est) = est {
             if let Some(sid) = est.session_id.as_deref() {
-                self.client.delete(sid, &est.version).await;
+                self.client.delete(est.replica, sid, &est.version).await;
             }
         }
     }
@@ -328,4 +415,14 @@ pub async fn await_answer(
             })
         }
     }
+}
+
+/// Pause before retry `attempt` (1-based): 10 ms doubling, with ±50% jitter so shards and
+/// sessions retrying together spread out.
+fn backoff(attempt: u32) -> Duration {
+    let base = 10u64 << attempt.min(6);
+    let mut noise = [0u8; 2];
+    let _ = getrandom::fill(&mut noise);
+    let jitter = u64::from(u16::from_le_bytes(noise)) % base;
+    Duration::from_millis(base / 2 + jitter)
 }

@@ -1,0 +1,387 @@
+//! Choosing a replica: pure functions over per-shard replica statistics.
+//!
+//! Nothing here knows about HTTP or MCP. Each shard keeps its own [`ReplicaStats`] (latency
+//! EWMA, requests in flight, failures) for the replicas of each server, so picking takes no lock
+//! and allocates nothing.
+//!
+//! `least_latency` is power of two choices: draw two available replicas at random and take the
+//! one with the lower cost, where cost = EWMA latency × (in-flight + 1). Two random draws avoid
+//! the herd that "always the best" causes when every shard sees the same best replica, and the
+//! EWMA starts at a floor rather than zero so a fresh replica is not flooded before it has a
+//! latency of its own.
+
+use std::cell::Cell;
+use std::time::{Duration, Instant};
+
+pub use crate::config::Strategy;
+
+/// Latency a replica is assumed to have before it has answered anything.
+const SEED_LATENCY_US: f64 = 1_000.0;
+/// Weight of the newest sample in the latency average.
+const EWMA_ALPHA: f64 = 0.3;
+/// First ejection of a failing replica; doubles on each further ejection, up to the max.
+const EJECT_MIN: Duration = Duration::from_secs(5);
+const EJECT_MAX: Duration = Duration::from_secs(60);
+
+/// One replica as one shard sees it.
+#[derive(Debug)]
+pub struct ReplicaStats {
+    /// Share of new work under `weighted` (at least 1).
+    pub weight: u32,
+    /// Draining: no new work.
+    pub drain: Cell<bool>,
+    /// Active health checks say it is up.
+    pub healthy: Cell<bool>,
+    ewma_us: Cell<f64>,
+    inflight: Cell<u32>,
+    consecutive_failures: Cell<u32>,
+    ejections: Cell<u32>,
+    ejected_until: Cell<Option<Instant>>,
+}
+
+impl ReplicaStats {
+    /// A fresh replica, healthy until shown otherwise.
+    pub fn new(weight: u32, drain: bool) -> ReplicaStats {
+        ReplicaStats {
+            weight: weight.max(1),
+            drain: Cell::new(drain),
+            healthy: Cell::new(true),
+            ewma_us: Cell::new(SEED_LATENCY_US),
+            inflight: Cell::new(0),
+            consecutive_failures: Cell::new(0),
+            ejections: Cell::new(0),
+            ejected_until: Cell::new(None),
+        }
+    }
+
+    /// True when it may take new work now: healthy, not draining, not ejected (an ejection
+    /// that has run out lets work through again: the circuit is half-open, and the next
+    /// result closes or reopens it).
+    pub fn available(&self, now: Instant) -> bool {
+        self.healthy.get() && !self.drain.get() && self.ejected_until.get().is_none_or(|t| now >= t)
+    }
+
+    /// True when requests may still go to it (existing sessions on a draining replica finish).
+    pub fn usable(&self, now: Instant) -> bool {
+        self.healthy.get() && self.ejected_until.get().is_none_or(|t| now >= t)
+    }
+
+    /// Cost for least-latency picking.
+    fn cost(&self) -> f64 {
+        self.ewma_us.get() * f64::from(self.inflight.get() + 1)
+    }
+
+    /// Latency average, in microseconds.
+    pub fn latency_us(&self) -> f64 {
+        self.ewma_us.get()
+    }
+
+    /// Requests in flight.
+    pub fn inflight(&self) -> u32 {
+        self.inflight.get()
+    }
+
+    /// A request starts.
+    pub fn begin(&self) {
+        self.inflight.set(self.inflight.get() + 1);
+    }
+
+    /// A request ended after `elapsed`; `ok` when the replica answered.
+    pub fn end(&self, elapsed: Duration, ok: bool, threshold: u32, now: Instant) -> Transition {
+        self.inflight.set(self.inflight.get().saturating_sub(1));
+        if ok {
+            let sample = elapsed.as_secs_f64() * 1e6;
+            self.ewma_us
+                .set(EWMA_ALPHA * sample + (1.0 - EWMA_ALPHA) * self.ewma_us.get());
+            return self.succeeded();
+        }
+        self.failed(threshold, now)
+    }
+
+    fn succeeded(&self) -> Transition {
+        self.consecutive_failures.set(0);
+        if self.ejected_until.take().is_some() {
+            self.ejections.set(0);
+            return Transition::Restored;
+        }
+        Transition::None
+    }
+
+    fn failed(&self, threshold: u32, now: Instant) -> Transition {
+        let failures = self.consecutive_failures.get() + 1;
+        self.consecutive_failures.set(failures);
+        // A half-open replica that fails again is ejected at once, for longer.
+        let half_open = self.ejected_until.get().is_some_and(|t| now >= t);
+        if failures >= threshold || half_open {
+            let n = self.ejections.get();
+            self.ejections.set(n + 1);
+            let pause = (EJECT_MIN * 2u32.saturating_pow(n)).min(EJECT_MAX);
+            self.ejected_until.set(Some(now + pause));
+            self.consecutive_failures.set(0);
+            return Transition::Ejected(pause);
+        }
+        Transition::None
+    }
+}
+
+/// What a request's outcome did to a replica.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Transition {
+    /// Nothing changed.
+    None,
+    /// Taken out for this long after consecutive failures.
+    Ejected(Duration),
+    /// Back after an ejection.
+    Restored,
+}
+
+/// Retries a shard may spend on one server: each request earns a tenth of a retry, up to a
+/// reserve of ten, so retries stay a small share of traffic when a whole fleet fails.
+#[derive(Debug)]
+pub struct RetryBudget {
+    /// In tenths of a retry, so earning is exact.
+    tenths: Cell<u32>,
+}
+
+/// Largest reserve, in tenths of a retry.
+const RETRY_RESERVE_TENTHS: u32 = 100;
+
+impl Default for RetryBudget {
+    fn default() -> Self {
+        RetryBudget {
+            tenths: Cell::new(RETRY_RESERVE_TENTHS),
+        }
+    }
+}
+
+impl RetryBudget {
+    /// A request was sent: a tenth of a retry earned.
+    pub fn deposit(&self) {
+        self.tenths
+            .set((self.tenths.get() + 1).min(RETRY_RESERVE_TENTHS));
+    }
+
+    /// Takes one retry; false when the budget is spent.
+    pub fn withdraw(&self) -> bool {
+        let t = self.tenths.get();
+        if t >= 10 {
+            self.tenths.set(t - 10);
+            true
+        } else {
+            false
+        }
+    }
+}
+
+/// Per-shard picking state: the round-robin position and a small PRNG.
+#[derive(Debug)]
+pub struct Picker {
+    next: Cell<usize>,
+    rng: Cell<u64>,
+}
+
+impl Default for Picker {
+    fn default() -> Self {
+        let mut seed = [0u8; 8];
+        let _ = getrandom::fill(&mut seed);
+        Picker {
+            next: Cell::new(0),
+            rng: Cell::new(u64::from_le_bytes(seed) | 1),
+        }
+    }
+}
+
+impl Picker {
+    /// A picker with a fixed seed, for tests and benchmarks.
+    pub fn seeded(seed: u64) -> Picker {
+        Picker {
+            next: Cell::new(0),
+            rng: Cell::new(seed | 1),
+        }
+    }
+
+    /// xorshift64*: a statistically decent draw without a dependency or a syscall.
+    fn random(&self, below: usize) -> usize {
+        let mut x = self.rng.get();
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        self.rng.set(x);
+        (x.wrapping_mul(0x2545_F491_4F6C_DD1D) % below as u64) as usize
+    }
+
+    /// Picks a replica for new work among those `available`, skipping `exclude`.
+    pub fn pick(
+        &self,
+        strategy: Strategy,
+        replicas: &[ReplicaStats],
+        exclude: Option<usize>,
+        now: Instant,
+    ) -> Option<usize> {
+        let ok = |i: usize| Some(i) != exclude && replicas[i].available(now);
+        let count = (0..replicas.len()).filter(|i| ok(*i)).count();
+        if count == 0 {
+            return None;
+        }
+        // The n-th available replica, without collecting them.
+        let nth = |n: usize| (0..replicas.len()).filter(|i| ok(*i)).nth(n);
+        match strategy {
+            Strategy::RoundRobin => {
+                let n = self.next.get();
+                self.next.set(n.wrapping_add(1));
+                nth(n % count)
+            }
+            Strategy::Random => nth(self.random(count)),
+            Strategy::Weighted => {
+                let total: u64 = (0..replicas.len())
+                    .filter(|i| ok(*i))
+                    .map(|i| u64::from(replicas[i].weight))
+                    .sum();
+                let mut point = self.random(total as usize) as u64;
+                (0..replicas.len()).filter(|i| ok(*i)).find(|i| {
+                    let w = u64::from(replicas[*i].weight);
+                    if point < w {
+                        true
+                    } else {
+                        point -= w;
+                        false
+                    }
+                })
+            }
+            Strategy::LeastLatency => {
+                let a = nth(self.random(count))?;
+                if count == 1 {
+                    return Some(a);
+                }
+                // A second draw among the others: skip a's position.
+                let mut k = self.random(count - 1);
+                let pos_a = (0..replicas.len())
+                    .filter(|i| ok(*i))
+                    .position(|i| i == a)
+                    .unwrap_or(0);
+                if k >= pos_a {
+                    k += 1;
+                }
+                let b = nth(k)?;
+                Some(if replicas[b].cost() < replicas[a].cost() {
+                    b
+                } else {
+                    a
+                })
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fleet(n: usize) -> Vec<ReplicaStats> {
+        (0..n).map(|_| ReplicaStats::new(1, false)).collect()
+    }
+
+    #[test]
+    fn round_robin_visits_every_available_replica_in_turn() {
+        let r = fleet(3);
+        let p = Picker::seeded(7);
+        let now = Instant::now();
+        let picks: Vec<_> = (0..6)
+            .map(|_| p.pick(Strategy::RoundRobin, &r, None, now).unwrap())
+            .collect();
+        assert_eq!(picks, [0, 1, 2, 0, 1, 2]);
+        r[1].drain.set(true);
+        let picks: Vec<_> = (0..4)
+            .map(|_| p.pick(Strategy::RoundRobin, &r, None, now).unwrap())
+            .collect();
+        assert!(
+            !picks.contains(&1),
+            "a draining replica gets no new work: {picks:?}"
+        );
+    }
+
+    #[test]
+    fn least_latency_sends_little_to_a_slow_replica() {
+        let r = fleet(3);
+        let p = Picker::seeded(42);
+        let now = Instant::now();
+        for _ in 0..20 {
+            r[0].begin();
+            r[0].end(Duration::from_millis(20), true, 3, now);
+            for fast in &r[1..] {
+                fast.begin();
+                fast.end(Duration::from_micros(300), true, 3, now);
+            }
+        }
+        let mut counts = [0usize; 3];
+        for _ in 0..10_000 {
+            counts[p.pick(Strategy::LeastLatency, &r, None, now).unwrap()] += 1;
+        }
+        assert!(counts[0] < 1_000, "slow replica got {counts:?}");
+        assert!(
+            counts[1] > 3_000 && counts[2] > 3_000,
+            "fast ones share the rest: {counts:?}"
+        );
+    }
+
+    #[test]
+    fn weighted_follows_the_weights() {
+        let r = vec![ReplicaStats::new(1, false), ReplicaStats::new(3, false)];
+        let p = Picker::seeded(3);
+        let now = Instant::now();
+        let heavy = (0..8_000)
+            .filter(|_| p.pick(Strategy::Weighted, &r, None, now) == Some(1))
+            .count();
+        assert!(
+            (5_600..6_400).contains(&heavy),
+            "expected about 3/4, got {heavy}/8000"
+        );
+    }
+
+    #[test]
+    fn consecutive_failures_eject_then_half_open_then_restore() {
+        let r = fleet(2);
+        let now = Instant::now();
+        assert_eq!(r[0].end(Duration::ZERO, false, 3, now), Transition::None);
+        assert_eq!(r[0].end(Duration::ZERO, false, 3, now), Transition::None);
+        assert!(matches!(
+            r[0].end(Duration::ZERO, false, 3, now),
+            Transition::Ejected(_)
+        ));
+        assert!(!r[0].available(now));
+        let p = Picker::seeded(1);
+        assert!((0..100).all(|_| p.pick(Strategy::Random, &r, None, now) == Some(1)));
+        let later = now + EJECT_MIN;
+        assert!(r[0].available(later), "half-open after the pause");
+        assert!(
+            matches!(r[0].end(Duration::ZERO, false, 3, later), Transition::Ejected(d) if d > EJECT_MIN)
+        );
+        let much_later = later + EJECT_MAX;
+        assert_eq!(
+            r[0].end(Duration::from_micros(100), true, 3, much_later),
+            Transition::Restored
+        );
+        assert!(r[0].available(much_later));
+    }
+
+    #[test]
+    fn the_retry_budget_runs_out_and_refills_with_traffic() {
+        let b = RetryBudget::default();
+        assert_eq!((0..20).filter(|_| b.withdraw()).count(), 10);
+        for _ in 0..10 {
+            b.deposit();
+        }
+        assert!(b.withdraw());
+        assert!(!b.withdraw());
+    }
+
+    #[test]
+    fn nothing_available_and_exclusion() {
+        let r = fleet(2);
+        let now = Instant::now();
+        let p = Picker::seeded(9);
+        assert!((0..50).all(|_| p.pick(Strategy::LeastLatency, &r, Some(0), now) == Some(1)));
+        r[1].healthy.set(false);
+        assert_eq!(p.pick(Strategy::LeastLatency, &r, Some(0), now), None);
+    }
+}
