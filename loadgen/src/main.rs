@@ -120,6 +120,16 @@ struct UpstreamArgs {
     /// Executor threads, all on the same port.
     #[arg(long, default_value_t = 1)]
     threads: usize,
+    /// A name for this upstream: `whoami` answers it and the server name in initialize ends
+    /// with it, so replicas can be told apart.
+    #[arg(long)]
+    id: Option<String>,
+    /// Print one line per request read to stderr (method and tool name).
+    #[arg(long)]
+    log_requests: bool,
+    /// Exit (status 3) on reading a tools/call of one of these tools, before answering it.
+    #[arg(long, value_delimiter = ',')]
+    crash_on: Vec<String>,
 }
 
 #[derive(clap::Args, Debug)]
@@ -203,6 +213,9 @@ fn upstream_cmd(a: UpstreamArgs) -> anyhow::Result<()> {
         },
         crash_after: a.crash_after,
         threads: a.threads,
+        id: a.id,
+        log_requests: a.log_requests,
+        crash_on: a.crash_on,
     };
     let running = upstream::start(config)?;
     // Tests and scripts wait for this exact line on stdout.

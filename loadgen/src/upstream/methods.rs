@@ -12,8 +12,13 @@ use simd_json::BorrowedValue as Value;
 /// Revisions this server speaks; a client asking for another gets the latest.
 pub const VERSIONS: [&str; 3] = ["2025-03-26", "2025-06-18", "2025-11-25"];
 
-/// The tool list, as server-everything describes its `echo` and `get-sum`.
+/// The tool list, as server-everything describes its `echo` and `get-sum`. None of these carries
+/// annotations, so a gateway must not assume a retry of them is safe.
 const TOOLS: &str = r#"{"tools":[{"name":"echo","description":"Echoes back the input","inputSchema":{"type":"object","properties":{"message":{"type":"string","description":"Message to echo"}},"required":["message"]}},{"name":"get-sum","description":"Returns the sum of two numbers","inputSchema":{"type":"object","properties":{"a":{"type":"number"},"b":{"type":"number"}},"required":["a","b"]}},{"name":"slow","description":"Answers after ms milliseconds","inputSchema":{"type":"object","properties":{"ms":{"type":"integer","minimum":0}},"required":["ms"]}}]}"#;
+
+/// The tool list of an upstream started with `--id`: [`TOOLS`] plus `whoami`, which answers the
+/// id and is annotated read-only and idempotent (safe to retry).
+const TOOLS_WITH_WHOAMI: &str = r#"{"tools":[{"name":"echo","description":"Echoes back the input","inputSchema":{"type":"object","properties":{"message":{"type":"string","description":"Message to echo"}},"required":["message"]}},{"name":"get-sum","description":"Returns the sum of two numbers","inputSchema":{"type":"object","properties":{"a":{"type":"number"},"b":{"type":"number"}},"required":["a","b"]}},{"name":"slow","description":"Answers after ms milliseconds","inputSchema":{"type":"object","properties":{"ms":{"type":"integer","minimum":0}},"required":["ms"]}},{"name":"whoami","description":"Answers this upstream's --id","inputSchema":{"type":"object","properties":{}},"annotations":{"readOnlyHint":true,"idempotentHint":true}}]}"#;
 
 const PROMPTS: &str =
     r#"{"prompts":[{"name":"simple-prompt","description":"A prompt without arguments"}]}"#;
@@ -42,19 +47,19 @@ pub enum Outcome {
     Error(i32, String),
 }
 
-/// The `initialize` result for the agreed `version`.
-pub fn initialize_result(version: &str) -> Vec<u8> {
+/// The `initialize` result for the agreed `version`; with an `id` (`--id`), the server name is
+/// `mcp-loadgen-upstream:<id>` so a client can tell replicas apart.
+pub fn initialize_result(version: &str, id: Option<&str>) -> Vec<u8> {
     let mut out = b"{\"protocolVersion\":".to_vec();
     write_json_string(&mut out, version);
     out.extend_from_slice(
-        concat!(
-            ",\"capabilities\":{\"tools\":{},\"prompts\":{},\"resources\":{}},",
-            "\"serverInfo\":{\"name\":\"mcp-loadgen-upstream\",\"version\":\"",
-            env!("CARGO_PKG_VERSION"),
-            "\"}}"
-        )
-        .as_bytes(),
+        b",\"capabilities\":{\"tools\":{},\"prompts\":{},\"resources\":{}},\"serverInfo\":{\"name\":",
     );
+    match id {
+        Some(id) => write_json_string(&mut out, &format!("mcp-loadgen-upstream:{id}")),
+        None => out.extend_from_slice(b"\"mcp-loadgen-upstream\""),
+    }
+    out.extend_from_slice(concat!(",\"version\":\"", env!("CARGO_PKG_VERSION"), "\"}}").as_bytes());
     out
 }
 
@@ -66,12 +71,20 @@ pub fn negotiate(asked: Option<&str>) -> &'static str {
         .unwrap_or(VERSIONS[VERSIONS.len() - 1])
 }
 
-/// Answers `method` with `params` (anything but `initialize`).
-pub fn answer(method: &str, params: Option<&Value<'_>>) -> Outcome {
+/// Answers `method` with `params` (anything but `initialize`); `id` is the upstream's `--id`.
+pub fn answer(method: &str, params: Option<&Value<'_>>, id: Option<&str>) -> Outcome {
     match method {
         "ping" | "logging/setLevel" => Outcome::Result(b"{}".to_vec()),
-        "tools/list" => Outcome::Result(TOOLS.as_bytes().to_vec()),
-        "tools/call" => call_tool(params),
+        "tools/list" => Outcome::Result(
+            if id.is_some() {
+                TOOLS_WITH_WHOAMI
+            } else {
+                TOOLS
+            }
+            .as_bytes()
+            .to_vec(),
+        ),
+        "tools/call" => call_tool(params, id),
         "prompts/list" => Outcome::Result(PROMPTS.as_bytes().to_vec()),
         "prompts/get" => match params.and_then(|p| p.get_str("name")) {
             Some("simple-prompt") => Outcome::Result(PROMPT.as_bytes().to_vec()),
@@ -103,7 +116,7 @@ fn text_result(text: &str) -> Vec<u8> {
     out
 }
 
-fn call_tool(params: Option<&Value<'_>>) -> Outcome {
+fn call_tool(params: Option<&Value<'_>>, id: Option<&str>) -> Outcome {
     let Some(params) = params else {
         return invalid("tools/call needs params");
     };
@@ -133,6 +146,10 @@ fn call_tool(params: Option<&Value<'_>>) -> Outcome {
             ),
             None => invalid("slow needs a whole number \"ms\""),
         },
+        Some("whoami") => match id {
+            Some(id) => Outcome::Result(text_result(id)),
+            None => invalid("unknown tool: whoami (start the upstream with --id)"),
+        },
         Some(other) => invalid(&format!("unknown tool: {other}")),
         None => invalid("tools/call needs a tool \"name\""),
     }
@@ -154,7 +171,7 @@ mod tests {
     fn call(params: &str) -> Outcome {
         let mut buf = params.as_bytes().to_vec();
         let v = simd_json::to_borrowed_value(&mut buf).unwrap();
-        answer("tools/call", Some(&v))
+        answer("tools/call", Some(&v), None)
     }
 
     fn text(o: Outcome) -> String {
@@ -188,8 +205,34 @@ mod tests {
             call(r#"{"name":"echo","arguments":{}}"#),
             Outcome::Error(-32602, _)
         ));
-        assert!(matches!(answer("foo/bar", None), Outcome::Error(-32601, _)));
-        assert_eq!(answer("ping", None), Outcome::Result(b"{}".to_vec()));
+        assert!(matches!(
+            answer("foo/bar", None, None),
+            Outcome::Error(-32601, _)
+        ));
+        assert_eq!(answer("ping", None, None), Outcome::Result(b"{}".to_vec()));
+    }
+
+    #[test]
+    fn whoami_only_with_an_id() {
+        let mut buf = br#"{"name":"whoami","arguments":{}}"#.to_vec();
+        let v = simd_json::to_borrowed_value(&mut buf).unwrap();
+        assert_eq!(
+            text(answer("tools/call", Some(&v), Some("r1"))),
+            r#"{"content":[{"type":"text","text":"r1"}]}"#
+        );
+        assert!(matches!(
+            answer("tools/call", Some(&v), None),
+            Outcome::Error(-32602, _)
+        ));
+        assert!(text(answer("tools/list", None, Some("r1"))).contains("\"readOnlyHint\":true"));
+        assert!(!text(answer("tools/list", None, None)).contains("whoami"));
+        let init = String::from_utf8(initialize_result("2025-11-25", Some("r1"))).unwrap();
+        assert!(
+            init.contains("\"name\":\"mcp-loadgen-upstream:r1\""),
+            "{init}"
+        );
+        let mut buf = init.clone().into_bytes();
+        simd_json::to_borrowed_value(&mut buf).expect(&init);
     }
 
     #[test]
@@ -197,7 +240,7 @@ mod tests {
         assert_eq!(negotiate(Some("2025-06-18")), "2025-06-18");
         assert_eq!(negotiate(Some("2026-07-28")), "2025-11-25");
         assert_eq!(negotiate(None), "2025-11-25");
-        let init = String::from_utf8(initialize_result("2025-06-18")).unwrap();
+        let init = String::from_utf8(initialize_result("2025-06-18", None)).unwrap();
         let mut buf = init.clone().into_bytes();
         let v = simd_json::to_borrowed_value(&mut buf).expect(&init);
         assert_eq!(v.get_str("protocolVersion"), Some("2025-06-18"));

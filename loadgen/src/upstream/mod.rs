@@ -18,6 +18,13 @@
 //! - A stalled request is never answered; the connection stays open until the client closes it.
 //! - `--crash-after N`: the process exits (status 3) right after writing its Nth HTTP response
 //!   (every POST counts, notifications and a gateway's discovery requests included).
+//! - `--crash-on TOOL,...`: the process exits (status 3) as soon as it has read a `tools/call` of
+//!   one of these tools, before answering: the request reached this upstream and was never
+//!   answered, which is what a gateway must not blindly retry.
+//! - `--id NAME`: the server name in `initialize` becomes `mcp-loadgen-upstream:NAME` and a tool
+//!   `whoami` (annotated read-only and idempotent) answers NAME, so tests can tell replicas apart.
+//! - `--log-requests`: one stderr line per request read, `mcp-loadgen upstream[NAME]: request
+//!   METHOD [TOOL]`, written before the request is handled, so tests can count what reached it.
 
 pub mod faults;
 pub mod methods;
@@ -62,6 +69,12 @@ pub struct UpstreamConfig {
     pub crash_after: Option<u64>,
     /// Executor threads (each binds the same port).
     pub threads: usize,
+    /// Reported by `whoami` and in the server name.
+    pub id: Option<String>,
+    /// Print every request read to stderr.
+    pub log_requests: bool,
+    /// Exit on reading a `tools/call` of one of these tools.
+    pub crash_on: Vec<String>,
 }
 
 /// Why the upstream could not start.
@@ -333,6 +346,19 @@ async fn handle(local: &Local, request: &Request) -> Option<Answer> {
     };
     let config = &local.shared.config;
     let sse = config.mode == AnswerMode::Sse;
+    let tool = if method == "tools/call" {
+        msg.get("params").and_then(|p| p.get_str("name"))
+    } else {
+        None
+    };
+    if config.log_requests {
+        eprintln!(
+            "mcp-loadgen upstream[{}]: request {method}{}{}",
+            config.id.as_deref().unwrap_or(""),
+            if tool.is_some() { " " } else { "" },
+            tool.unwrap_or("")
+        );
+    }
     if method == "initialize" {
         let params = msg.get("params");
         let version = methods::negotiate(params.and_then(|p| p.get_str("protocolVersion")));
@@ -341,7 +367,7 @@ async fn handle(local: &Local, request: &Request) -> Option<Answer> {
             local.next_session.set(n + 1);
             format!("{}-{}-{n}", local.shared.secret, local.thread)
         });
-        let result = methods::initialize_result(version);
+        let result = methods::initialize_result(version, config.id.as_deref());
         return Some(Answer {
             status: 200,
             session,
@@ -351,6 +377,10 @@ async fn handle(local: &Local, request: &Request) -> Option<Answer> {
     }
     if let Some(refused) = check_session(local, request) {
         return Some(refused);
+    }
+    if let Some(t) = tool.filter(|t| config.crash_on.iter().any(|c| c == t)) {
+        eprintln!("mcp-loadgen upstream: exiting on a call of {t} (--crash-on)");
+        std::process::exit(3);
     }
     let decision = config.faults.decide(&mut local.rng.borrow_mut());
     let (delay, fail) = match decision {
@@ -370,7 +400,7 @@ async fn handle(local: &Local, request: &Request) -> Option<Answer> {
         a.sse = sse && status == 200;
         return Some(a);
     }
-    let body = match methods::answer(method, msg.get("params")) {
+    let body = match methods::answer(method, msg.get("params"), config.id.as_deref()) {
         Outcome::Result(r) => jsonrpc::result_body(&id, &r),
         Outcome::After(wait, r) => {
             glommio::timer::sleep(wait).await;

@@ -61,7 +61,9 @@ impl Discovery {
         *discovery.sessions.borrow_mut() = shard
             .upstreams
             .iter()
-            .map(|upstream| upstream.open(shard, DISCOVERY, params.clone(), Some(sink.clone())))
+            .map(|upstream| {
+                upstream.open(shard, DISCOVERY, params.clone(), Some(sink.clone()), None)
+            })
             .collect();
         for (server, rx) in receivers.into_iter().enumerate() {
             let d = discovery.clone();

@@ -19,6 +19,7 @@ use simd_json::BorrowedValue as Value;
 use crate::protocol::cursor::ListKind;
 use crate::protocol::jsonrpc::{self, code, Id, Kind};
 use crate::protocol::version;
+use crate::session::token::NO_BINDING;
 use crate::session::Session;
 use crate::shard::Shard;
 
@@ -64,8 +65,25 @@ pub fn initialize(
         r#"{{"protocolVersion":"{negotiated}","capabilities":{capabilities},"clientInfo":{client_info}}}"#
     );
     let upstream_params = Bytes::from(upstream_params);
-    let session_id = shard.new_session_id(negotiated, &upstream_params);
-    let session = Session::new(shard, session_id, negotiated.to_owned(), upstream_params);
+    // Replicas are chosen now, while the balancer's view is fresh, and sealed into the id, so
+    // the session keeps them across a proxy restart.
+    let bindings: Vec<u8> = shard
+        .upstreams
+        .iter()
+        .map(|u| {
+            u.pick_binding()
+                .and_then(|r| u8::try_from(r).ok())
+                .unwrap_or(NO_BINDING)
+        })
+        .collect();
+    let session_id = shard.new_session_id(negotiated, &upstream_params, &bindings);
+    let session = Session::new(
+        shard,
+        session_id,
+        negotiated.to_owned(),
+        upstream_params,
+        bindings,
+    );
     shard.add_session(session.clone());
     let catalog = shard.catalog();
     let mut caps = String::from(

@@ -55,6 +55,8 @@ pub struct Session {
     pub version: String,
     /// `initialize` params for upstream sessions: the client's capabilities and info.
     init_params: Bytes,
+    /// The replica chosen for each server at initialize (sealed into the id).
+    bindings: Vec<u8>,
     shard: Weak<Shard>,
     this: Weak<Session>,
     upstreams: RefCell<HashMap<usize, UpstreamHandle>>,
@@ -74,11 +76,18 @@ pub struct Session {
 
 impl Session {
     /// A new session on `shard`.
-    pub fn new(shard: &Rc<Shard>, id: String, version: String, init_params: Bytes) -> Rc<Session> {
+    pub fn new(
+        shard: &Rc<Shard>,
+        id: String,
+        version: String,
+        init_params: Bytes,
+        bindings: Vec<u8>,
+    ) -> Rc<Session> {
         Rc::new_cyclic(|this| Session {
             id,
             version,
             init_params,
+            bindings,
             shard: Rc::downgrade(shard),
             this: this.clone(),
             upstreams: RefCell::new(HashMap::new()),
@@ -115,11 +124,17 @@ impl Session {
         }
         let shard = self.shard()?;
         let sink: Weak<dyn UpstreamSink> = self.this.clone();
+        let preferred = self
+            .bindings
+            .get(server)
+            .filter(|b| **b != token::NO_BINDING)
+            .map(|b| usize::from(*b));
         let handle = shard.upstreams.get(server)?.open(
             &shard,
             &self.id,
             self.init_params.clone(),
             Some(sink),
+            preferred,
         );
         self.upstreams.borrow_mut().insert(server, handle.clone());
         Some(handle)

@@ -35,7 +35,13 @@ pub struct Claims {
     pub version: String,
     /// The client's capabilities and info, as sent to upstreams at initialize.
     pub init_params: Bytes,
+    /// The replica each server's upstream session is bound to, by server index
+    /// ([`NO_BINDING`] where none is), so a restored session lands where it was.
+    pub bindings: Vec<u8>,
 }
+
+/// A server without a replica binding in [`Claims::bindings`].
+pub const NO_BINDING: u8 = u8::MAX;
 
 /// The key that seals and opens session ids.
 pub struct SessionKey {
@@ -79,6 +85,9 @@ impl SessionKey {
         payload.extend_from_slice(&claims.issued_at.to_be_bytes());
         payload.push(claims.version.len() as u8);
         payload.extend_from_slice(claims.version.as_bytes());
+        let bindings = &claims.bindings[..claims.bindings.len().min(usize::from(u8::MAX))];
+        payload.push(bindings.len() as u8);
+        payload.extend_from_slice(bindings);
         payload.extend_from_slice(&claims.init_params);
         let mut nonce = [0u8; NONCE_LEN];
         fill_random(&mut nonce);
@@ -118,12 +127,16 @@ impl SessionKey {
         let version = std::str::from_utf8(plain.get(9..9 + version_len)?)
             .ok()?
             .to_owned();
-        let init_params = Bytes::copy_from_slice(plain.get(9 + version_len..)?);
+        let at = 9 + version_len;
+        let count = usize::from(*plain.get(at)?);
+        let bindings = plain.get(at + 1..at + 1 + count)?.to_vec();
+        let init_params = Bytes::copy_from_slice(plain.get(at + 1 + count..)?);
         Some(Claims {
             shard,
             issued_at,
             version,
             init_params,
+            bindings,
         })
     }
 }
@@ -145,6 +158,7 @@ mod tests {
             issued_at: 1_764_000_000,
             version: "2025-11-25".into(),
             init_params: Bytes::from_static(br#"{"capabilities":{"sampling":{}}}"#),
+            bindings: vec![2, NO_BINDING, 0],
         }
     }
 

@@ -234,12 +234,13 @@ impl Shard {
     }
 
     /// A fresh sealed session id naming this shard and carrying what restores the session.
-    pub fn new_session_id(&self, version: &str, init_params: &Bytes) -> String {
+    pub fn new_session_id(&self, version: &str, init_params: &Bytes, bindings: &[u8]) -> String {
         self.session_key.seal(&Claims {
             shard: self.id as u8,
             issued_at: unix_now(),
             version: version.to_owned(),
             init_params: init_params.clone(),
+            bindings: bindings.to_vec(),
         })
     }
 
@@ -264,7 +265,13 @@ impl Shard {
         if age > self.config.proxy.session_max_age.as_secs() {
             return None;
         }
-        let session = Session::new(self, id.to_owned(), claims.version, claims.init_params);
+        let session = Session::new(
+            self,
+            id.to_owned(),
+            claims.version,
+            claims.init_params,
+            claims.bindings,
+        );
         self.add_session(session.clone());
         log::info!("session restored from its id on shard {}", self.id);
         Some(session)

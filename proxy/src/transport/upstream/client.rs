@@ -232,8 +232,8 @@ impl UpstreamClient {
 
     fn checkout(&self, replica: usize) -> Option<ClientConn<TcpStream>> {
         let mut idle = self.replicas[replica].idle.borrow_mut();
-        while let Some(entry) = idle.pop() {
-            if entry.since.elapsed() < POOL_IDLE {
+        while let Some(mut entry) = idle.pop() {
+            if entry.since.elapsed() < POOL_IDLE && still_open(entry.conn.get_mut()) {
                 return Some(entry.conn);
             }
         }
@@ -343,7 +343,10 @@ impl UpstreamClient {
         .await
         .unwrap_or(Err(HttpError::Timeout("head")));
         head.map_err(|error| SendFailure {
-            nothing_received: matches!(&error, HttpError::Truncated) || is_reset(&error),
+            // The request was written: if the connection now breaks, the server may have read
+            // it, so this is not a stale connection to retry blindly (pooled connections are
+            // checked for a peer close before use).
+            nothing_received: false,
             error,
         })
     }
@@ -559,16 +562,22 @@ struct SendFailure {
     error: HttpError,
 }
 
-fn is_reset(e: &HttpError) -> bool {
-    match e {
-        HttpError::Io(io) => matches!(
-            io.kind(),
-            std::io::ErrorKind::ConnectionReset
-                | std::io::ErrorKind::BrokenPipe
-                | std::io::ErrorKind::UnexpectedEof
-        ),
-        _ => false,
-    }
+/// True when an idle connection's peer has not closed it: a non-blocking peek sees neither
+/// end-of-file nor stray bytes. Checked before reuse, so a failure after the request is
+/// written can be blamed on the server, not on a stale pool.
+fn still_open(stream: &mut TcpStream) -> bool {
+    use std::os::fd::AsRawFd;
+    let mut byte = 0u8;
+    // SAFETY: a one-byte peek into a local buffer on a socket this connection owns.
+    let n = unsafe {
+        libc::recv(
+            stream.as_raw_fd(),
+            (&mut byte as *mut u8).cast(),
+            1,
+            libc::MSG_PEEK | libc::MSG_DONTWAIT,
+        )
+    };
+    n < 0 && std::io::Error::last_os_error().kind() == std::io::ErrorKind::WouldBlock
 }
 
 /// JSON-RPC messages arriving on an upstream SSE stream, one per `next()`.

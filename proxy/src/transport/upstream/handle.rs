@@ -49,6 +49,15 @@ impl Upstream {
         &self.config().name
     }
 
+    /// The replica a new session of this server should be bound to (`None` for stdio and
+    /// stateless servers, or when no replica is available).
+    pub fn pick_binding(&self) -> Option<usize> {
+        match self {
+            Upstream::Http(client) if !client.config.balance.stateless => client.pick(None),
+            _ => None,
+        }
+    }
+
     /// A handle for one downstream session (`session_key`), not yet connected.
     pub fn open(
         &self,
@@ -56,10 +65,13 @@ impl Upstream {
         session_key: &str,
         init_params: Bytes,
         sink: Option<Weak<dyn UpstreamSink>>,
+        preferred_replica: Option<usize>,
     ) -> UpstreamHandle {
         match self {
             Upstream::Http(client) => {
-                UpstreamHandle::Http(UpstreamSession::new(client.clone(), init_params, sink))
+                let session = UpstreamSession::new(client.clone(), init_params, sink);
+                session.prefer(preferred_replica);
+                UpstreamHandle::Http(session)
             }
             Upstream::Stdio { index, config, .. } => UpstreamHandle::Stdio(Rc::new(StdioHandle {
                 server: *index,

@@ -53,6 +53,8 @@ pub struct UpstreamSession {
     next_id: Cell<i64>,
     sink: Option<Weak<dyn UpstreamSink>>,
     listener: RefCell<Option<JoinHandle<()>>>,
+    /// The replica chosen when the downstream session began (kept in its sealed id).
+    preferred: Cell<Option<usize>>,
 }
 
 impl UpstreamSession {
@@ -71,7 +73,14 @@ impl UpstreamSession {
             next_id: Cell::new(1),
             sink,
             listener: RefCell::new(None),
+            preferred: Cell::new(None),
         })
+    }
+
+    /// Binds to `replica` on first use, if it is available then.
+    pub fn prefer(&self, replica: Option<usize>) {
+        self.preferred
+            .set(replica.filter(|r| *r < self.client.replica_count()));
     }
 
     /// The server this session talks to.
@@ -127,9 +136,17 @@ impl UpstreamSession {
         if let Some(s) = self.current() {
             return Ok(s);
         }
-        let replica = self
-            .client
-            .pick(avoid)
+        if avoid.is_some() {
+            // Moving off a failed replica: the original choice no longer holds.
+            self.preferred.set(None);
+        }
+        let now = std::time::Instant::now();
+        let preferred = self
+            .preferred
+            .get()
+            .filter(|r| self.client.stats[*r].usable(now));
+        let replica = preferred
+            .or_else(|| self.client.pick(avoid))
             .or_else(|| self.client.pick(None))
             .ok_or_else(|| UpstreamError::Connect {
                 server: self.client.name().to_owned(),
