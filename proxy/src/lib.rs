@@ -10,11 +10,13 @@
 //! - [`session`]: downstream sessions, their event streams and the id maps that relay a conversation.
 //! - [`registry`]: configured upstream servers and the catalog discovered from them.
 //! - [`routing`]: what each MCP method does: answer locally, aggregate, or forward to one server.
+//! - [`orchestration`]: the proxy's own tools and resources: workflows, tool search, fleet views.
 //!
 //! Protocol code never touches a socket; the HTTP layer never looks inside JSON-RPC.
 
 pub mod config;
 pub mod http;
+pub mod orchestration;
 pub mod protocol;
 pub mod registry;
 pub mod routing;

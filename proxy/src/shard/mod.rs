@@ -45,6 +45,8 @@ pub struct Shard {
     discovery: RefCell<Option<Rc<Discovery>>>,
     /// Requests being handled, so shutdown can let them finish.
     inflight: Rc<std::cell::Cell<usize>>,
+    /// Workflow runs, saved workflows and the tool search index of this shard.
+    pub orchestration: crate::orchestration::State,
 }
 
 /// Counts a request as in flight until dropped.
@@ -61,6 +63,7 @@ impl Shard {
     pub fn new(id: usize, nr_shards: usize, config: Arc<Config>, mesh: Mesh) -> Rc<Shard> {
         let status = vec![crate::registry::ServerStatus::Pending; config.servers.len()];
         let catalog = Catalog::build(0, identities(&config), status);
+        let orchestration = crate::orchestration::State::new(&config);
         Rc::new_cyclic(|this| {
             let upstreams = config
                 .servers
@@ -90,6 +93,7 @@ impl Shard {
                 mesh,
                 discovery: RefCell::new(None),
                 inflight: Rc::default(),
+                orchestration,
             }
         })
     }
