@@ -26,6 +26,20 @@ const STOPWORDS: &[&str] = &[
     "this", "to", "tool", "use", "want", "what", "which", "will", "with", "you", "your",
 ];
 
+/// Everyday words for what tool schemas name with another word; a query gets both. Kept to
+/// verbs and nouns whose meaning does not depend on the tool ("remove" is always "delete").
+const SYNONYMS: &[(&str, &str)] = &[
+    ("remove", "delete"),
+    ("erase", "delete"),
+    ("drop", "delete"),
+    ("make", "create"),
+    ("build", "create"),
+    ("generate", "create"),
+    ("folder", "directory"),
+    ("lookup", "search"),
+    ("locate", "find"),
+];
+
 /// One tool as the index knows it.
 #[derive(Clone, Debug)]
 pub struct Doc {
@@ -132,6 +146,11 @@ impl Index {
     /// The `k` best tools for `query` with a positive score, best first; `keep` filters.
     pub fn search(&self, query: &str, k: usize, keep: impl Fn(&Doc) -> bool) -> Vec<Hit<'_>> {
         let mut query_terms = tokens(query);
+        let extra: Vec<String> = query_terms
+            .iter()
+            .filter_map(|t| SYNONYMS.iter().find(|(w, _)| w == t).map(|(_, s)| stem(s)))
+            .collect();
+        query_terms.extend(extra);
         query_terms.sort();
         query_terms.dedup();
         let n = self.docs.len() as f64;
@@ -316,6 +335,8 @@ mod tests {
         assert_eq!(best(&ix, "create new entities"), "memory__create_entities");
         assert_eq!(best(&ix, "read the whole graph"), "memory__read_graph");
         assert_eq!(best(&ix, "search nodes by query"), "memory__search_nodes");
+        // Query words meet the schema's words through the synonym table.
+        assert_eq!(best(&ix, "make entities"), "memory__create_entities");
     }
 
     #[test]
