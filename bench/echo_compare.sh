@@ -95,6 +95,7 @@ log "upstream server-everything: $DIRECT_URL (core 1)"
 cat >"$TMP/proxy.toml" <<EOF
 [proxy]
 listen = "127.0.0.1:0"
+admin_listen = "127.0.0.1:0"
 shards = 1
 
 [[servers]]

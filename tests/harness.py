@@ -193,6 +193,8 @@ class Proxy:
     child: Child
     url: str
     config_path: Path
+    # The admin endpoints' base URL (http://127.0.0.1:PORT), from the `mcp-proxy admin:` line.
+    admin_url: str | None = None
 
     @property
     def proc(self) -> subprocess.Popen:
@@ -218,6 +220,7 @@ def servers_toml(servers: list[tuple[str, str]] | dict[str, str], timeout: str =
 
 
 READY_PREFIX = "mcp-proxy ready: "
+ADMIN_PREFIX = "mcp-proxy admin: "
 
 
 def start_proxy(config: str | list[tuple[str, str]] | dict[str, str], shards: int = 2,
@@ -233,19 +236,23 @@ def start_proxy(config: str | list[tuple[str, str]] | dict[str, str], shards: in
     with os.fdopen(fd, "w") as f:
         f.write(text)
     cfg = Path(cfg_name)
-    argv = [PROXY_BIN, "--config", cfg, "--listen", "127.0.0.1:0", "--shards", str(shards), *(extra_args or [])]
+    # The admin listener gets a free port too, so proxies started side by side never collide.
+    argv = [PROXY_BIN, "--config", cfg, "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0",
+            "--shards", str(shards), *(extra_args or [])]
     child = spawn("proxy", argv, env={"RUST_LOG": os.environ.get("RUST_LOG", "info")}, stdout=subprocess.PIPE)
     try:
-        url = _read_ready_line(child, timeout)
+        url, admin_url = _read_ready_line(child, timeout)
     except BaseException:
         child.kill()
         raise
-    return Proxy(child, url, cfg)
+    return Proxy(child, url, cfg, admin_url)
 
 
-def _read_ready_line(child: Child, timeout: float) -> str:
-    """Read stdout lines until `mcp-proxy ready: URL`; the deadline holds even if stdout stays silent."""
+def _read_ready_line(child: Child, timeout: float) -> tuple[str, str | None]:
+    """Read stdout lines until `mcp-proxy ready: URL` (and the `mcp-proxy admin: URL` line right
+    after it, when the admin listener runs); the deadline holds even if stdout stays silent."""
     found: list[str] = []
+    admin: list[str] = []
     done = threading.Event()
 
     def reader() -> None:
@@ -254,8 +261,12 @@ def _read_ready_line(child: Child, timeout: float) -> str:
                 line = raw.decode(errors="replace").strip()
                 if line.startswith(READY_PREFIX):
                     found.append(line[len(READY_PREFIX):].strip())
-                    done.set()
                     break
+            for raw in child.proc.stdout:  # type: ignore[union-attr]
+                line = raw.decode(errors="replace").strip()
+                if line.startswith(ADMIN_PREFIX):
+                    admin.append(line[len(ADMIN_PREFIX):].strip())
+                break
             done.set()
             # Keep draining so a proxy that prints more never blocks on a full pipe.
             for _ in child.proc.stdout:  # type: ignore[union-attr]
@@ -268,7 +279,7 @@ def _read_ready_line(child: Child, timeout: float) -> str:
     threading.Thread(target=reader, daemon=True, name=f"{child.name}-stdout").start()
     done.wait(timeout)
     if found:
-        return found[0]
+        return found[0], (admin[0] if admin else None)
     status = child.proc.poll()
     why = f"exited with {status}" if status is not None else f"printed no ready line within {timeout}s"
     raise RuntimeError(f"proxy {why}; stderr tail:\n{child.stderr_tail()}")

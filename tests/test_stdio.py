@@ -206,11 +206,11 @@ class Procs:
         """Start the proxy on 127.0.0.1:0 with `config` (TOML text, or the path of a config file)."""
         require_proxy()
         path = config if isinstance(config, Path) else self.write(config, suffix)
-        argv = [PROXY_BIN, "--config", path, "--listen", "127.0.0.1:0", "--shards", str(shards)]
+        argv = [PROXY_BIN, "--config", path, "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0", "--shards", str(shards)]
         child = harness.spawn("proxy", argv, env=proxy_env(), stdout=subprocess.PIPE)
         self.children.append(child)
         try:
-            url = harness._read_ready_line(child, timeout)
+            url, _admin = harness._read_ready_line(child, timeout)
         except BaseException:
             self.kill(child)
             raise

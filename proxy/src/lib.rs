@@ -11,11 +11,15 @@
 //! - [`registry`]: configured upstream servers and the catalog discovered from them.
 //! - [`routing`]: what each MCP method does: answer locally, aggregate, or forward to one server.
 //! - [`orchestration`]: the proxy's own tools and resources: workflows, tool search, fleet views.
+//! - [`metrics`]: Prometheus metrics, per-shard latency histograms, structured logs.
+//! - [`admin`]: the admin HTTP listener (`/metrics`, `/stats`, `/healthz`).
 //!
 //! Protocol code never touches a socket; the HTTP layer never looks inside JSON-RPC.
 
+pub mod admin;
 pub mod config;
 pub mod http;
+pub mod metrics;
 pub mod orchestration;
 pub mod protocol;
 pub mod registry;

@@ -8,6 +8,7 @@ use std::sync::atomic::Ordering;
 use anyhow::Context;
 use clap::Parser;
 use mcp_proxy::config::Config;
+use mcp_proxy::metrics::logs::{self, LogFormat};
 use mcp_proxy::runtime::{self, Mode};
 use mcp_proxy::transport::stdio::child;
 
@@ -28,6 +29,16 @@ struct Args {
     /// Serve one client over stdin/stdout instead of HTTP (for desktop clients); logs go to stderr.
     #[arg(long)]
     stdio: bool,
+    /// Admin endpoints address (/metrics, /stats, /healthz), overriding the configuration.
+    #[arg(long)]
+    admin_listen: Option<SocketAddr>,
+    /// Log format: text, json or logfmt, overriding the configuration.
+    #[arg(long)]
+    log_format: Option<LogFormat>,
+    /// Log filter such as `debug` or `warn,mcp_proxy::routing=debug`, overriding RUST_LOG and
+    /// the configuration.
+    #[arg(long)]
+    log_level: Option<String>,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -35,9 +46,6 @@ fn main() -> anyhow::Result<()> {
     if argv.get(1).map(String::as_str) == Some(child::SUPERVISOR_ARG) {
         std::process::exit(child::run_supervisor(&argv[2..]));
     }
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
-        .target(env_logger::Target::Stderr)
-        .init();
     let args = Args::parse();
     let mut config = match &args.config {
         Some(path) => Config::load(path)?,
@@ -49,6 +57,25 @@ fn main() -> anyhow::Result<()> {
     if let Some(shards) = args.shards {
         config.proxy.shards = shards;
     }
+    if let Some(admin) = args.admin_listen {
+        config.proxy.admin_listen = Some(admin);
+    }
+    if config.proxy.session_key.is_none() {
+        config.proxy.session_key = std::env::var("MCP_PROXY_SESSION_KEY")
+            .ok()
+            .filter(|k| !k.is_empty());
+    }
+    if let Some(level) = &args.log_level {
+        logs::check_filter(level).map_err(anyhow::Error::msg)?;
+    }
+    logs::init(
+        args.log_format.unwrap_or(config.proxy.log_format),
+        args.log_level
+            .as_deref()
+            .or(config.proxy.log_level.as_deref()),
+        args.log_level.is_some(),
+        logs::secrets_of(&config),
+    );
     // Every thread started from here on inherits the blocked signals; one thread takes them.
     let signals = block_termination_signals();
     let servers = config.servers.len();
@@ -73,6 +100,9 @@ fn main() -> anyhow::Result<()> {
         // Tests and scripts wait for this exact line on stdout.
         let mut stdout = std::io::stdout();
         writeln!(stdout, "mcp-proxy ready: http://{}/mcp", running.addr)?;
+        if let Some(admin) = running.admin {
+            writeln!(stdout, "mcp-proxy admin: http://{admin}")?;
+        }
         stdout.flush()?;
     }
     running.join();

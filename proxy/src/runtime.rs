@@ -38,6 +38,9 @@ pub enum StartError {
         /// The socket error.
         source: std::io::Error,
     },
+    /// The metrics recorder could not be installed.
+    #[error(transparent)]
+    Metrics(#[from] crate::metrics::InstallError),
     /// The executors could not be started.
     #[error("cannot start {shards} shard(s): {detail}")]
     Executors {
@@ -63,6 +66,8 @@ pub enum Mode {
 pub struct Running {
     /// The address clients connect to (HTTP mode).
     pub addr: SocketAddr,
+    /// The admin endpoints' address (`/metrics`, `/stats`, `/healthz`), when served.
+    pub admin: Option<SocketAddr>,
     handles: glommio::PoolThreadHandles<()>,
     stop: Arc<AtomicBool>,
 }
@@ -101,10 +106,16 @@ pub fn start(mut config: Config, mode: Mode) -> Result<Running, StartError> {
         (None, 0) => default_shards(),
         (None, n) => n.min(256),
     };
-    if stdio.is_none() {
+    if stdio.is_some() {
+        // A desktop client may start several stdio proxies; a fixed admin port would collide.
+        config.proxy.admin_listen = None;
+    } else {
         config.proxy.listen = resolve_port(config.proxy.listen)?;
     }
     let addr = config.proxy.listen;
+    let admin = config.proxy.admin_listen.map(resolve_port).transpose()?;
+    config.proxy.admin_listen = admin;
+    crate::metrics::install(shards, &config)?;
     let config = Arc::new(config);
     let ready = Arc::new(AtomicUsize::new(0));
     let drained = Arc::new(AtomicUsize::new(0));
@@ -132,6 +143,7 @@ pub fn start(mut config: Config, mode: Mode) -> Result<Running, StartError> {
     }
     Ok(Running {
         addr,
+        admin,
         handles,
         stop,
     })
@@ -194,6 +206,13 @@ async fn run_shard(
         },
     };
     glommio::spawn_local(shard.clone().expire_sessions()).detach();
+    crate::metrics::init_shard(id, &shard.config);
+    if let (0, Some(admin)) = (id, shard.config.proxy.admin_listen) {
+        if let Err(e) = crate::admin::start(&shard, admin) {
+            log::error!("cannot serve the admin endpoints on {admin}: {e}");
+            std::process::exit(1);
+        }
+    }
     if id == 0 {
         shard.start_discovery().await;
     }

@@ -106,7 +106,14 @@ pub(super) fn from_json(text: &str, origin: &str) -> Result<Config, ConfigError>
                     check_header(&k, &v).map_err(|m| invalid(at, format!("\"{key}\": {m}")))?;
                     headers.push((k, v));
                 }
-                Transport::Http { url, headers }
+                Transport::Http {
+                    replicas: vec![super::ReplicaConfig {
+                        url,
+                        weight: 1,
+                        drain: false,
+                    }],
+                    headers,
+                }
             }
             (Some(_), Some(_)) => {
                 return Err(invalid(
@@ -125,6 +132,7 @@ pub(super) fn from_json(text: &str, origin: &str) -> Result<Config, ConfigError>
             prefix: name.clone(),
             name,
             transport,
+            balance: Default::default(),
             timeout: default_timeout(),
             connect_timeout: default_connect_timeout(),
             tags: Vec::new(),

@@ -19,6 +19,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use toml::Spanned;
 
+use crate::metrics::logs::LogFormat;
 use crate::protocol::names::{is_valid_server_name, MAX_SERVER_NAME_LEN, NAME_SEPARATOR};
 
 mod mcp_servers;
@@ -57,6 +58,17 @@ pub struct ProxyConfig {
     pub state_dir: Option<std::path::PathBuf>,
     /// Which tools `tools/list` shows: every upstream tool, or only the proxy's own.
     pub tool_exposure: ToolExposure,
+    /// Key (64 hex digits) sealing session ids, so sessions survive restarts and move between
+    /// proxy instances; `MCP_PROXY_SESSION_KEY` in the environment also sets it.
+    pub session_key: Option<String>,
+    /// Age after which a session id is refused even if its session could be restored.
+    pub session_max_age: Duration,
+    /// Address of the admin endpoints (`/metrics`, `/stats`, `/healthz`); `None`: not served.
+    pub admin_listen: Option<SocketAddr>,
+    /// How logs are written.
+    pub log_format: LogFormat,
+    /// Log filter such as `info` or `warn,mcp_proxy::routing=debug`; `None`: `info`.
+    pub log_level: Option<String>,
 }
 
 /// Which tools `tools/list` shows.
@@ -84,6 +96,11 @@ impl Default for ProxyConfig {
             page_size: default_page_size(),
             state_dir: None,
             tool_exposure: ToolExposure::All,
+            session_key: None,
+            session_max_age: default_session_max_age(),
+            admin_listen: Some(default_admin_listen()),
+            log_format: LogFormat::default(),
+            log_level: None,
         }
     }
 }
@@ -135,6 +152,8 @@ pub struct ServerConfig {
     pub prefix: String,
     /// How the server is reached.
     pub transport: Transport,
+    /// How its replicas share the work and when one is taken out.
+    pub balance: BalanceConfig,
     /// Limit on one upstream request, from sending it to the end of its response.
     pub timeout: Duration,
     /// Limit on establishing one upstream connection (TCP and TLS).
@@ -148,13 +167,63 @@ pub struct ServerConfig {
 pub enum Transport {
     /// Streamable HTTP.
     Http {
-        /// Where the server's endpoint is.
-        url: UpstreamUrl,
+        /// The copies of the server (one for a plain `url`).
+        replicas: Vec<ReplicaConfig>,
         /// Extra headers sent with every upstream request, sorted by name.
         headers: Vec<(String, String)>,
     },
     /// A child process speaking newline-delimited JSON-RPC on stdin/stdout.
     Stdio(StdioCommand),
+}
+
+/// One copy of an HTTP server.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReplicaConfig {
+    /// Where its endpoint is.
+    pub url: UpstreamUrl,
+    /// Share of new work under the `weighted` strategy (and a tie-breaker elsewhere).
+    pub weight: u32,
+    /// Draining: no new sessions; sessions already bound to it finish there.
+    pub drain: bool,
+}
+
+/// How work is spread over a server's replicas.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Strategy {
+    /// Power of two choices over latency scaled by requests in flight (per shard).
+    #[default]
+    LeastLatency,
+    /// Each replica in turn.
+    RoundRobin,
+    /// In proportion to the weights.
+    Weighted,
+    /// Uniformly at random.
+    Random,
+}
+
+/// Balancing and health settings of one server.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BalanceConfig {
+    /// How replicas are chosen.
+    pub strategy: Strategy,
+    /// The server keeps no session state: balance every request, bind nothing.
+    pub stateless: bool,
+    /// Time between active health checks (`ping`) of each replica.
+    pub health_check_interval: Duration,
+    /// Consecutive failed checks or requests after which a replica is taken out.
+    pub failover_threshold: u32,
+}
+
+impl Default for BalanceConfig {
+    fn default() -> Self {
+        BalanceConfig {
+            strategy: Strategy::default(),
+            stateless: false,
+            health_check_interval: Duration::from_secs(5),
+            failover_threshold: 3,
+        }
+    }
 }
 
 /// The program a stdio server runs as.
@@ -174,7 +243,7 @@ impl ServerConfig {
     /// The HTTP endpoint, for servers reached over HTTP.
     pub fn http_url(&self) -> Option<&UpstreamUrl> {
         match &self.transport {
-            Transport::Http { url, .. } => Some(url),
+            Transport::Http { replicas, .. } => replicas.first().map(|r| &r.url),
             Transport::Stdio(_) => None,
         }
     }
@@ -404,12 +473,17 @@ impl Config {
             invalid(span, message)
         })?;
 
+        let (admin_listen, log_format, log_level) =
+            observability(&raw.proxy).map_err(|(span, m)| invalid(Some(span), m))?;
         let mut allowed_origins = Vec::with_capacity(raw.proxy.allowed_origins.len());
         for o in raw.proxy.allowed_origins {
             let value = check_origin(o.get_ref()).map_err(|m| invalid(Some(o.span()), m))?;
             allowed_origins.push(value);
         }
         let proxy = ProxyConfig {
+            admin_listen,
+            log_format,
+            log_level,
             listen: raw.proxy.listen,
             shards: raw.proxy.shards,
             allowed_origins,
@@ -421,6 +495,15 @@ impl Config {
             page_size: raw.proxy.page_size,
             state_dir: raw.proxy.state_dir.map(std::path::PathBuf::from),
             tool_exposure: raw.proxy.tool_exposure,
+            session_key: match raw.proxy.session_key {
+                Some(k) => {
+                    crate::session::token::SessionKey::from_hex(k.get_ref())
+                        .map_err(|e| invalid(Some(k.span()), e.to_string()))?;
+                    Some(k.into_inner())
+                }
+                None => None,
+            },
+            session_max_age: raw.proxy.session_max_age,
         };
 
         let mut servers = Vec::with_capacity(raw.servers.len());
@@ -442,10 +525,42 @@ impl Config {
                 ));
             }
             check_not_reserved(name, "server name").map_err(|m| invalid(Some(s.name.span()), m))?;
-            let transport = match (&s.url, &s.command) {
-                (Some(url), None) => {
-                    let parsed =
-                        UpstreamUrl::parse(url.get_ref()).map_err(|m| invalid(Some(url.span()), m))?;
+            let url_or_replicas = match (&s.url, &s.replicas) {
+                (Some(_), Some(r)) => {
+                    return Err(invalid(
+                        Some(r.span()),
+                        format!("server \"{name}\" has both url and replicas; list every copy under replicas and drop url"),
+                    ))
+                }
+                (Some(url), None) => Some(vec![ReplicaConfig {
+                    url: UpstreamUrl::parse(url.get_ref()).map_err(|m| invalid(Some(url.span()), m))?,
+                    weight: 1,
+                    drain: false,
+                }]),
+                (None, Some(list)) => {
+                    if list.get_ref().is_empty() {
+                        return Err(invalid(
+                            Some(list.span()),
+                            format!("server \"{name}\" has an empty replicas list; add {{ url = \"http://...\" }} entries"),
+                        ));
+                    }
+                    let mut replicas = Vec::with_capacity(list.get_ref().len());
+                    for r in list.get_ref() {
+                        let url = UpstreamUrl::parse(&r.url).map_err(|m| invalid(Some(list.span()), m))?;
+                        if r.weight == Some(0) {
+                            return Err(invalid(
+                                Some(list.span()),
+                                format!("replica {} of \"{name}\" has weight 0; use drain = true to take it out", r.url),
+                            ));
+                        }
+                        replicas.push(ReplicaConfig { url, weight: r.weight.unwrap_or(1), drain: r.drain });
+                    }
+                    Some(replicas)
+                }
+                (None, None) => None,
+            };
+            let transport = match (url_or_replicas, &s.command) {
+                (Some(replicas), None) => {
                     if let Some(extra) = s.args.as_ref().map(|a| a.span()).or(s.cwd.as_ref().map(|c| c.span())) {
                         return Err(invalid(
                             Some(extra),
@@ -470,7 +585,7 @@ impl Config {
                         }
                         headers.push((k.into_inner(), v.into_inner()));
                     }
-                    Transport::Http { url: parsed, headers }
+                    Transport::Http { replicas, headers }
                 }
                 (None, Some(command)) => {
                     if command.get_ref().trim().is_empty() {
@@ -492,9 +607,9 @@ impl Config {
                         cwd: s.cwd.map(|c| std::path::PathBuf::from(c.into_inner())),
                     })
                 }
-                (Some(url), Some(_)) => {
+                (Some(_), Some(command)) => {
                     return Err(invalid(
-                        Some(url.span()),
+                        Some(command.span()),
                         format!("server \"{name}\" has both url and command; keep url for an HTTP server or command for a stdio one"),
                     ))
                 }
@@ -544,10 +659,22 @@ impl Config {
                     ));
                 }
             }
+            if s.failover_threshold == 0 {
+                return Err(invalid(
+                    Some(s.name.span()),
+                    format!("server \"{name}\" has failover_threshold = 0; use 1 or more"),
+                ));
+            }
             servers.push(ServerConfig {
                 prefix,
                 name: s.name.into_inner(),
                 transport,
+                balance: BalanceConfig {
+                    strategy: s.strategy,
+                    stateless: s.stateless,
+                    health_check_interval: s.health_check_interval,
+                    failover_threshold: s.failover_threshold,
+                },
                 timeout: s.timeout,
                 connect_timeout: s.connect_timeout,
                 tags: s.tags,
@@ -767,6 +894,24 @@ struct RawProxy {
     /// See [`ProxyConfig::tool_exposure`].
     #[serde(default)]
     tool_exposure: ToolExposure,
+    /// See [`ProxyConfig::session_key`]; spanned to point at a malformed key.
+    #[serde(default)]
+    session_key: Option<Spanned<String>>,
+    /// See [`ProxyConfig::session_max_age`].
+    #[serde(
+        default = "default_session_max_age",
+        deserialize_with = "duration::deserialize"
+    )]
+    session_max_age: Duration,
+    /// See [`ProxyConfig::admin_listen`]: an address, or `"off"`.
+    #[serde(default)]
+    admin_listen: Option<Spanned<String>>,
+    /// See [`ProxyConfig::log_format`]: `"text"`, `"json"` or `"logfmt"`.
+    #[serde(default)]
+    log_format: Option<Spanned<String>>,
+    /// See [`ProxyConfig::log_level`].
+    #[serde(default)]
+    log_level: Option<Spanned<String>>,
 }
 
 impl Default for RawProxy {
@@ -784,6 +929,11 @@ impl Default for RawProxy {
             page_size: d.page_size,
             state_dir: None,
             tool_exposure: d.tool_exposure,
+            session_key: None,
+            session_max_age: d.session_max_age,
+            admin_listen: None,
+            log_format: None,
+            log_level: None,
         }
     }
 }
@@ -833,8 +983,82 @@ struct RawServer {
     /// See [`ServerConfig::tags`].
     #[serde(default)]
     tags: Vec<String>,
+    /// See [`Transport::Http`]: several copies of one HTTP server.
+    #[serde(default)]
+    replicas: Option<Spanned<Vec<RawReplica>>>,
+    /// See [`BalanceConfig::strategy`].
+    #[serde(default)]
+    strategy: Strategy,
+    /// See [`BalanceConfig::stateless`].
+    #[serde(default)]
+    stateless: bool,
+    /// See [`BalanceConfig::health_check_interval`].
+    #[serde(
+        default = "default_health_check_interval",
+        deserialize_with = "duration::deserialize"
+    )]
+    health_check_interval: Duration,
+    /// See [`BalanceConfig::failover_threshold`].
+    #[serde(default = "default_failover_threshold")]
+    failover_threshold: u32,
 }
 
+/// One `replicas` entry as serde sees it.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawReplica {
+    url: String,
+    #[serde(default)]
+    weight: Option<u32>,
+    #[serde(default)]
+    drain: bool,
+}
+
+fn default_health_check_interval() -> Duration {
+    BalanceConfig::default().health_check_interval
+}
+
+fn default_failover_threshold() -> u32 {
+    BalanceConfig::default().failover_threshold
+}
+
+/// The admin listener and log settings of `[proxy]`, checked; errors carry the value's span.
+#[allow(clippy::type_complexity)]
+fn observability(
+    raw: &RawProxy,
+) -> Result<(Option<SocketAddr>, LogFormat, Option<String>), (Range<usize>, String)> {
+    let admin_listen = match &raw.admin_listen {
+        None => Some(default_admin_listen()),
+        Some(a) if a.get_ref() == "off" => None,
+        Some(a) => Some(a.get_ref().parse::<SocketAddr>().map_err(|_| {
+            (
+                a.span(),
+                format!(
+                    "admin_listen \"{}\" is not an address; write an IP address and a port, \
+                     e.g. \"127.0.0.1:9090\" (port 0 picks a free port), or \"off\"",
+                    a.get_ref()
+                ),
+            )
+        })?),
+    };
+    let log_format = match &raw.log_format {
+        None => LogFormat::default(),
+        Some(f) => f.get_ref().parse().map_err(|m| (f.span(), m))?,
+    };
+    let log_level = match &raw.log_level {
+        None => None,
+        Some(l) => {
+            crate::metrics::logs::check_filter(l.get_ref()).map_err(|m| (l.span(), m))?;
+            Some(l.get_ref().clone())
+        }
+    };
+    Ok((admin_listen, log_format, log_level))
+}
+
+/// Default admin address: loopback only; Prometheus scrapes it from the same host or network.
+fn default_admin_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 9090))
+}
 /// Default listen address: loopback only, so a fresh install is not reachable from outside.
 fn default_listen() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 8080))
@@ -856,6 +1080,10 @@ fn default_idle_timeout() -> Duration {
     Duration::from_secs(60)
 }
 /// Default downstream session expiry.
+fn default_session_max_age() -> Duration {
+    Duration::from_secs(7 * 24 * 3600)
+}
+
 fn default_session_idle_timeout() -> Duration {
     Duration::from_secs(30 * 60)
 }
@@ -1287,5 +1515,30 @@ mod tests {
         let err = Config::load(Path::new("/nonexistent/mcp-proxy.toml")).unwrap_err();
         assert!(matches!(err, ConfigError::Io { .. }));
         assert!(err.to_string().contains("/nonexistent/mcp-proxy.toml"));
+    }
+
+    #[test]
+    fn observability_settings() {
+        let c = Config::from_toml_str("", "c.toml").expect("valid");
+        assert_eq!(
+            c.proxy.admin_listen,
+            Some("127.0.0.1:9090".parse().expect("addr"))
+        );
+        assert_eq!(c.proxy.log_format, LogFormat::Text);
+        let c = Config::from_toml_str(
+            "[proxy]\nadmin_listen = \"off\"\nlog_format = \"json\"\nlog_level = \"warn,mcp_proxy=debug\"\n",
+            "c.toml",
+        )
+        .expect("valid");
+        assert_eq!(c.proxy.admin_listen, None);
+        assert_eq!(c.proxy.log_format, LogFormat::Json);
+        assert_eq!(c.proxy.log_level.as_deref(), Some("warn,mcp_proxy=debug"));
+        assert_error(
+            "[proxy]\nadmin_listen = \"9090\"\n",
+            2,
+            "admin_listen \"9090\"",
+        );
+        assert_error("[proxy]\n\nlog_format = \"xml\"\n", 3, "\"logfmt\"");
+        assert_error("[proxy]\nlog_level = \"loud\"\n", 2, "invalid log level");
     }
 }

@@ -99,7 +99,7 @@ impl Discovery {
             let name = session.name().to_owned();
             let wait = match list_server(&session).await {
                 Ok(listing) => {
-                    log::info!(
+                    log::info!(server = name.as_str();
                         "discovered {name}: {} tools, {} prompts, {} resources, {} templates",
                         listing.tools.len(),
                         listing.prompts.len(),
@@ -107,15 +107,17 @@ impl Discovery {
                         listing.templates.len()
                     );
                     self.status.borrow_mut()[server] = ServerStatus::Up(listing);
+                    crate::metrics::upstream_up(server, true);
                     backoff = RETRY_MIN;
                     None
                 }
                 Err(e) => {
                     let was_down = matches!(self.status.borrow()[server], ServerStatus::Down(_));
                     if !was_down {
-                        log::warn!("server {name} is unavailable: {e}");
+                        log::warn!(server = name.as_str(); "server {name} is unavailable: {e}");
                     }
                     self.status.borrow_mut()[server] = ServerStatus::Down(e.to_string());
+                    crate::metrics::upstream_up(server, false);
                     let wait = backoff;
                     backoff = (backoff * 2).min(RETRY_MAX);
                     Some(wait)

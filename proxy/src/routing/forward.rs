@@ -12,6 +12,7 @@ use simd_json::BorrowedValue as Value;
 
 use super::relay::{self, Relayed};
 use super::Answer;
+use crate::metrics::{Forwarded, Outcome};
 use crate::protocol::jsonrpc::{self, code, Id};
 use crate::registry::Catalog;
 use crate::session::{Session, STANDALONE};
@@ -44,6 +45,7 @@ pub async fn request(
             "no such upstream server",
         ));
     };
+    let mut timing = Forwarded::start(server, msg.get_str("method").unwrap_or_default());
     let upstream_id = upstream.next_id();
     relay::set(&mut msg, "id", upstream_id.to_value());
     let body = jsonrpc::to_bytes(&msg);
@@ -53,15 +55,23 @@ pub async fn request(
         session: session.clone(),
         client_id: client_id.clone(),
     };
+    timing.sending();
     let reply = match upstream.post(&body).await {
         Ok(r) => r,
-        Err(e) => return Answer::Json(upstream_error(&client_id, &e)),
+        Err(e) => {
+            timing.finish(Outcome::Unavailable);
+            return Answer::Json(upstream_error(&client_id, &e));
+        }
     };
     let mut stream = match reply.body {
         ReplyBody::Json(b) => {
+            timing.answered();
             return match relay::from_upstream(session, server, Some((&upstream_id, &client_id)), &b)
             {
-                Relayed::Final(answer) => Answer::Json(answer),
+                Relayed::Final(answer) => {
+                    timing.finish(Outcome::of_response(&answer));
+                    Answer::Json(answer)
+                }
                 _ => Answer::Json(jsonrpc::error_body(
                     Some(&client_id),
                     code::UPSTREAM_PROTOCOL,
@@ -70,9 +80,10 @@ pub async fn request(
                         upstream.name()
                     ),
                 )),
-            }
+            };
         }
         ReplyBody::Accepted => {
+            timing.finish(Outcome::Protocol);
             return Answer::Json(jsonrpc::error_body(
                 Some(&client_id),
                 code::UPSTREAM_PROTOCOL,
@@ -80,7 +91,7 @@ pub async fn request(
                     "server {} accepted a request without answering it",
                     upstream.name()
                 ),
-            ))
+            ));
         }
         ReplyBody::Stream(s) => s,
     };
@@ -88,6 +99,7 @@ pub async fn request(
     loop {
         match next_relayed(session, server, &mut stream, &upstream_id, &client_id).await {
             Step::Final(answer) => {
+                timing.finish(Outcome::of_response(&answer));
                 drain(stream);
                 return Answer::Json(answer);
             }
@@ -96,7 +108,8 @@ pub async fn request(
                 session.events.push(out, m);
                 let session = session.clone();
                 glommio::spawn_local(async move {
-                    pump(&session, server, stream, upstream_id, client_id, out).await;
+                    let outcome = pump(&session, server, stream, upstream_id, client_id, out).await;
+                    timing.finish(outcome);
                     drop(guard);
                 })
                 .detach();
@@ -105,7 +118,10 @@ pub async fn request(
             // A client that takes only JSON gets interim messages on its GET stream.
             Step::Message(m) => session.events.push(STANDALONE, m),
             Step::Failed(_) if session.abandoned(&client_id) => return Answer::Silent,
-            Step::Failed(answer) => return Answer::Json(answer),
+            Step::Failed(answer) => {
+                timing.finish(Outcome::Unavailable);
+                return Answer::Json(answer);
+            }
         }
     }
 }
@@ -158,22 +174,28 @@ async fn pump(
     up: Id,
     client: Id,
     out: u64,
-) {
+) -> Outcome {
     loop {
         match next_relayed(session, server, &mut stream, &up, &client).await {
             Step::Message(m) => session.events.push(out, m),
             Step::Final(answer) => {
+                let outcome = Outcome::of_response(&answer);
                 session.events.push(out, answer);
                 session.events.finish(out);
                 drain(stream);
-                return;
+                return outcome;
             }
             Step::Failed(answer) => {
-                if !session.abandoned(&client) {
+                let abandoned = session.abandoned(&client);
+                if !abandoned {
                     session.events.push(out, answer);
                 }
                 session.events.finish(out);
-                return;
+                return if abandoned {
+                    Outcome::Cancelled
+                } else {
+                    Outcome::Unavailable
+                };
             }
         }
     }
@@ -252,6 +274,7 @@ async fn send_to(session: &Rc<Session>, server: usize, body: Bytes) {
     };
     if let Err(e) = upstream.post(&body).await {
         log::warn!(
+            server = upstream.name(), session = session.id.as_str();
             "session {}: could not pass a message to {}: {e}",
             session.id,
             upstream.name()
@@ -278,7 +301,8 @@ pub async fn set_level(
             .request("logging/setLevel", params.as_bytes())
             .await
         {
-            log::warn!("logging/setLevel on {}: {e}", upstream.name());
+            log::warn!(server = upstream.name(), session = session.id.as_str();
+                "logging/setLevel on {}: {e}", upstream.name());
         }
     }
     Answer::Json(jsonrpc::result_body(id, b"{}"))

@@ -5,6 +5,7 @@
 //! on cancellations) and the server-to-client requests awaiting the client's answer.
 
 pub mod events;
+pub mod token;
 
 use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, HashSet};
@@ -131,6 +132,9 @@ impl Session {
 
     /// Records a client request in flight upstream, for cancellation.
     pub fn begin_request(&self, client_id: Id, server: usize, upstream_id: Id) {
+        if let Some(shard) = self.shard() {
+            shard.forwarding_started();
+        }
         self.inflight
             .borrow_mut()
             .insert(client_id, (server, upstream_id));

@@ -70,12 +70,12 @@ impl Shard {
                 .iter()
                 .enumerate()
                 .map(|(i, s)| match &s.transport {
-                    Transport::Http { url, .. } => {
-                        Upstream::Http(UpstreamClient::new(i, s.clone(), url.clone()))
+                    Transport::Http { replicas, .. } => {
+                        Upstream::Http(UpstreamClient::new(i, s.clone(), replicas[0].url.clone()))
                     }
                     Transport::Stdio(command) => Upstream::Stdio {
                         index: i,
-                        config: s.clone(),
+                        config: Box::new(s.clone()),
                         // One child per server, owned by one shard: a stdio server holds one
                         // session, and stateful servers (memory) must see every client's calls.
                         link: (id == STDIO_SHARD)
@@ -245,11 +245,13 @@ impl Shard {
         self.sessions
             .borrow_mut()
             .insert(session.id.clone(), session);
+        crate::metrics::sessions(self.session_count());
     }
 
     /// Removes a session and ends it.
     pub async fn end_session(&self, id: &str) -> bool {
         let removed = self.sessions.borrow_mut().remove(id);
+        crate::metrics::sessions(self.session_count());
         match removed {
             Some(s) => {
                 s.close().await;

@@ -193,6 +193,8 @@ impl Drop for RemoteEvents {
 /// Serves one client connection until it closes.
 pub async fn serve_connection(shard: Rc<Shard>, stream: TcpStream) {
     let _ = stream.set_nodelay(true);
+    let _open = crate::metrics::Connection::open();
+    let stream = crate::metrics::Counted::new(stream);
     let proxy = &shard.config.proxy;
     let limits = Limits {
         max_head_bytes: proxy.max_header_bytes,
@@ -222,6 +224,7 @@ pub async fn serve_connection(shard: Rc<Shard>, stream: TcpStream) {
             }
         };
         let keep_alive = request.keep_alive;
+        let (started, is_post) = (std::time::Instant::now(), request.method == Method::Post);
         let reply = match check(&shard, &request) {
             Ok(mcp) => {
                 let _busy = shard.begin_request();
@@ -260,6 +263,9 @@ pub async fn serve_connection(shard: Rc<Shard>, stream: TcpStream) {
                 ok && conn.finish_stream().await.is_ok()
             }
         };
+        if is_post {
+            crate::metrics::request_done(started);
+        }
         if !written || !keep_alive {
             return;
         }

@@ -31,7 +31,7 @@ pub enum Upstream {
         /// Index of the server.
         index: usize,
         /// Its configuration.
-        config: ServerConfig,
+        config: Box<ServerConfig>,
         /// The child's link, on [`STDIO_SHARD`] only.
         link: Option<Rc<StdioLink>>,
     },

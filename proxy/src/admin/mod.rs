@@ -1,0 +1,203 @@
+//! The admin HTTP listener: operational endpoints, served by shard 0 on `[proxy] admin_listen`.
+//!
+//! # Routes
+//! - `GET /metrics`: Prometheus text exposition of every `mcp_proxy_*` metric.
+//! - `GET /stats`: exact latency quantiles (JSON), merged across shards ([`stats`]).
+//! - `GET /healthz`: liveness, with each upstream server's discovery state (JSON).
+//!
+//! The router is one `match` on method and path ([`route`]); new endpoints are new arms.
+//!
+//! Scrapes must not slow client requests down, even a scraper in a tight loop:
+//! - admin work runs in its own low-share task queue on shard 0, and yields that queue after
+//!   every response (glommio would otherwise let a busy queue run for its whole 100 ms
+//!   preemption slice while client requests wait);
+//! - a rendered `/metrics` body is reused for [`METRICS_MAX_AGE`], so scraping faster than
+//!   that costs a write, not a render.
+
+pub mod stats;
+
+use std::cell::RefCell;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use glommio::net::{TcpListener, TcpStream};
+use glommio::{Latency, Shares};
+
+use crate::http::{Limits, Method, Request, ServerConn};
+use crate::registry::ServerStatus;
+use crate::shard::Shard;
+
+/// An admin response.
+pub struct Response {
+    /// HTTP status.
+    pub status: u16,
+    /// `Content-Type`.
+    pub content_type: &'static str,
+    /// The body.
+    pub body: Bytes,
+}
+
+impl Response {
+    fn json(status: u16, body: String) -> Response {
+        Response {
+            status,
+            content_type: "application/json",
+            body: Bytes::from(body),
+        }
+    }
+}
+
+/// Binds `addr` and serves the admin routes on this shard (shard 0), forever.
+pub fn start(shard: &Rc<Shard>, addr: SocketAddr) -> std::io::Result<()> {
+    let listener = TcpListener::bind(addr)?;
+    let queue =
+        glommio::executor().create_task_queue(Shares::Static(100), Latency::NotImportant, "admin");
+    let shard = shard.clone();
+    let accept = async move {
+        loop {
+            match listener.accept().await {
+                Ok(stream) => {
+                    let task = serve_connection(shard.clone(), stream);
+                    match glommio::spawn_local_into(task, queue) {
+                        Ok(task) => {
+                            task.detach();
+                        }
+                        Err(e) => log::warn!("admin: cannot serve a connection: {e}"),
+                    }
+                }
+                Err(e) => {
+                    log::warn!("admin: accept failed: {e}");
+                    glommio::timer::sleep(Duration::from_millis(50)).await;
+                }
+            }
+        }
+    };
+    let upkeep = async {
+        // Drains the recorder's histogram samples even when nobody scrapes.
+        loop {
+            glommio::timer::sleep(crate::metrics::UPKEEP_EVERY).await;
+            if let Some(h) = crate::metrics::handle() {
+                h.run_upkeep();
+            }
+        }
+    };
+    let spawned = glommio::spawn_local_into(accept, queue)
+        .and_then(|a| glommio::spawn_local_into(upkeep, queue).map(|u| (a, u)));
+    match spawned {
+        Ok((a, u)) => {
+            a.detach();
+            u.detach();
+            Ok(())
+        }
+        Err(e) => Err(std::io::Error::other(e.to_string())),
+    }
+}
+
+async fn serve_connection(shard: Rc<Shard>, stream: TcpStream) {
+    let _ = stream.set_nodelay(true);
+    let limits = Limits {
+        max_body_bytes: 64 * 1024,
+        ..Limits::default()
+    };
+    let mut conn = ServerConn::new(stream);
+    loop {
+        let request = match conn.read_request(&limits).await {
+            Ok(Some(r)) => r,
+            Ok(None) => return,
+            Err(e) => {
+                log::debug!("admin: bad request: {e}");
+                return;
+            }
+        };
+        let response = route(&shard, &request);
+
+        let headers = [("Content-Type", response.content_type)];
+        let written = conn
+            .write_response(
+                response.status,
+                &headers,
+                &response.body,
+                request.keep_alive,
+            )
+            .await;
+        if written.is_err() || !request.keep_alive {
+            return;
+        }
+        glommio::executor().yield_task_queue_now().await;
+    }
+}
+
+/// What the admin listener answers to `request`.
+pub fn route(shard: &Shard, request: &Request) -> Response {
+    let path = request.path();
+    if request.method != Method::Get {
+        return Response::json(405, r#"{"error":"method not allowed: use GET"}"#.into());
+    }
+    match path {
+        "/metrics" => metrics_response(),
+        "/stats" => Response::json(200, stats::render(&shard.config)),
+        "/healthz" => Response::json(200, health(shard)),
+        _ => Response::json(
+            404,
+            r#"{"error":"not found: try /metrics, /stats or /healthz"}"#.into(),
+        ),
+    }
+}
+
+/// How long a rendered `/metrics` body is served again (Prometheus scrapes every few seconds).
+pub const METRICS_MAX_AGE: Duration = Duration::from_millis(100);
+const METRICS_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+thread_local! {
+    /// The last `/metrics` rendering and when it was made.
+    static RENDERED: RefCell<Option<(Instant, Bytes)>> = const { RefCell::new(None) };
+}
+
+/// `/metrics`, rendered at most once per [`METRICS_MAX_AGE`].
+fn metrics_response() -> Response {
+    let body = RENDERED.with(|cache| {
+        let mut cache = cache.borrow_mut();
+        match cache.as_ref() {
+            Some((at, body)) if at.elapsed() < METRICS_MAX_AGE => body.clone(),
+            _ => {
+                let text = crate::metrics::handle()
+                    .map(|h| h.render())
+                    .unwrap_or_default();
+                let body = Bytes::from(text);
+                *cache = Some((Instant::now(), body.clone()));
+                body
+            }
+        }
+    });
+    Response {
+        status: 200,
+        content_type: METRICS_TYPE,
+        body,
+    }
+}
+
+/// `{"status":"ok","shards":N,"servers":{"name":"up"|"down"|"pending"}}`.
+fn health(shard: &Shard) -> String {
+    let catalog = shard.catalog();
+    let servers: Vec<String> = shard
+        .config
+        .servers
+        .iter()
+        .zip(catalog.status.iter())
+        .map(|(s, status)| {
+            let state = match status {
+                ServerStatus::Pending => "pending",
+                ServerStatus::Up(_) => "up",
+                ServerStatus::Down(_) => "down",
+            };
+            format!("{}:\"{state}\"", stats::json_str(&s.name))
+        })
+        .collect();
+    format!(
+        r#"{{"status":"ok","shards":{},"servers":{{{}}}}}"#,
+        shard.nr_shards,
+        servers.join(",")
+    )
+}

@@ -1,0 +1,308 @@
+//! Log output: human text, JSON lines or logfmt, with configured secrets redacted.
+//!
+//! Every record carries its time, level, target (the module), the shard that wrote it (or the
+//! thread's name outside shards) and the message, then any structured fields the call site attached
+//! (`log::warn!(server = name; "...")`), such as `server`, `session` or `request`.
+//!
+//! Secrets: every configured upstream header value (and the credential after an
+//! `Authorization` scheme such as `Bearer `) is replaced by `[redacted]` wherever it would
+//! appear in a message or a field, so an upstream error that echoes a header, or a debug
+//! line that prints a configuration, never writes one.
+
+use std::fmt::Write as _;
+use std::io::Write;
+use std::str::FromStr;
+
+use log::kv::{Key, Value, VisitSource};
+use log::Record;
+
+use crate::config::Config;
+
+/// How log records are written (`--log-format`, `[proxy] log_format`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum LogFormat {
+    /// `TIME LEVEL target [thread] message key=value...`, for people.
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
+    /// One logfmt line (`key=value ...`) per record.
+    Logfmt,
+}
+
+impl FromStr for LogFormat {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<LogFormat, String> {
+        match s {
+            "text" => Ok(LogFormat::Text),
+            "json" => Ok(LogFormat::Json),
+            "logfmt" => Ok(LogFormat::Logfmt),
+            _ => Err(format!(
+                "unknown log format \"{s}\"; use \"text\", \"json\" or \"logfmt\""
+            )),
+        }
+    }
+}
+
+/// Checks a log filter (`info`, `warn,mcp_proxy::routing=debug`); the error says how to fix it.
+pub fn check_filter(filter: &str) -> Result<(), String> {
+    const LEVELS: &[&str] = &["off", "error", "warn", "info", "debug", "trace"];
+    for directive in filter.split(',').map(str::trim).filter(|d| !d.is_empty()) {
+        let level = directive.rsplit_once('=').map_or(directive, |(_, l)| l);
+        // A bare word must be a level: env_logger would take a typo for a module name.
+        if !LEVELS.iter().any(|l| l.eq_ignore_ascii_case(level)) {
+            return Err(format!(
+                "invalid log level \"{directive}\"; use one of {} or module=level, \
+                 e.g. \"info,mcp_proxy::routing=debug\"",
+                LEVELS.join(", ")
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The values never to write: configured upstream header values.
+pub fn secrets_of(config: &Config) -> Vec<String> {
+    let mut out = Vec::new();
+    for (_, value) in config.servers.iter().flat_map(|s| s.headers().iter()) {
+        let value = value.trim();
+        out.push(value.to_owned());
+        // "Bearer abc": the credential alone may show up too.
+        if let Some((_, credential)) = value.split_once(' ') {
+            out.push(credential.trim().to_owned());
+        }
+    }
+    // Very short values would redact ordinary words; nobody uses them as secrets.
+    out.retain(|s| s.len() >= 4);
+    // Longest first, so a value is redacted whole before its credential part.
+    out.sort_by_key(|s| std::cmp::Reverse(s.len()));
+    out.dedup();
+    out
+}
+
+/// Installs the logger. `filter` is an env_logger filter; `RUST_LOG`, when set, overrides
+/// it unless `force` (a command-line `--log-level`).
+pub fn init(format: LogFormat, filter: Option<&str>, force: bool, secrets: Vec<String>) {
+    let mut builder = env_logger::Builder::new();
+    builder.filter_level(log::LevelFilter::Info);
+    let env = std::env::var("RUST_LOG").ok().filter(|v| !v.is_empty());
+    match (filter, env) {
+        (Some(f), _) if force => builder.parse_filters(f),
+        (_, Some(env)) => builder.parse_filters(&env),
+        (Some(f), None) => builder.parse_filters(f),
+        (None, None) => &mut builder,
+    };
+    builder
+        .target(env_logger::Target::Stderr)
+        .format(move |buf, record| {
+            let ts = buf.timestamp_millis().to_string();
+            let line = render(format, &ts, record, &secrets);
+            buf.write_all(line.as_bytes())
+        });
+    // A second init (tests) keeps the first logger.
+    let _ = builder.try_init();
+}
+
+/// One record as a line (with its newline).
+pub fn render(format: LogFormat, ts: &str, record: &Record<'_>, secrets: &[String]) -> String {
+    let message = redact(&record.args().to_string(), secrets);
+    // Shard threads say which shard they are; other threads give their name.
+    let (where_key, where_value) = match super::shard() {
+        Some(shard) => ("shard", shard.to_string()),
+        None => (
+            "thread",
+            std::thread::current().name().unwrap_or("main").to_owned(),
+        ),
+    };
+    let mut fields = Fields(Vec::new());
+    let _ = record.key_values().visit(&mut fields);
+    let fields: Vec<(String, String)> = fields
+        .0
+        .into_iter()
+        .map(|(k, v)| (k, redact(&v, secrets)))
+        .collect();
+    let level = record.level().as_str().to_ascii_lowercase();
+    let mut out = String::with_capacity(128 + message.len());
+    match format {
+        LogFormat::Text => {
+            let _ = write!(
+                out,
+                "{ts} {:<5} {} [{where_key} {where_value}] {message}",
+                record.level(),
+                record.target()
+            );
+            for (k, v) in &fields {
+                out.push(' ');
+                logfmt_pair(&mut out, k, v);
+            }
+        }
+        LogFormat::Json => {
+            out.push('{');
+            let base = [
+                ("ts", ts),
+                ("level", level.as_str()),
+                ("target", record.target()),
+                (where_key, where_value.as_str()),
+                ("msg", message.as_str()),
+            ];
+            let all = base
+                .iter()
+                .map(|(k, v)| (*k, *v))
+                .chain(fields.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+            for (i, (k, v)) in all.enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                json_string(&mut out, k);
+                out.push(':');
+                json_string(&mut out, v);
+            }
+            out.push('}');
+        }
+        LogFormat::Logfmt => {
+            let base = [
+                ("ts", ts),
+                ("level", level.as_str()),
+                ("target", record.target()),
+                (where_key, where_value.as_str()),
+                ("msg", message.as_str()),
+            ];
+            let all = base
+                .iter()
+                .map(|(k, v)| (*k, *v))
+                .chain(fields.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+            for (i, (k, v)) in all.enumerate() {
+                if i > 0 {
+                    out.push(' ');
+                }
+                logfmt_pair(&mut out, k, v);
+            }
+        }
+    }
+    out.push('\n');
+    out
+}
+
+/// Structured fields of a record, as text.
+struct Fields(Vec<(String, String)>);
+
+impl<'kvs> VisitSource<'kvs> for Fields {
+    fn visit_pair(&mut self, key: Key<'kvs>, value: Value<'kvs>) -> Result<(), log::kv::Error> {
+        self.0.push((key.as_str().to_owned(), value.to_string()));
+        Ok(())
+    }
+}
+
+/// `text` with every secret replaced.
+fn redact(text: &str, secrets: &[String]) -> String {
+    let mut out = text.to_owned();
+    for s in secrets {
+        if out.contains(s.as_str()) {
+            out = out.replace(s.as_str(), "[redacted]");
+        }
+    }
+    out
+}
+
+fn json_string(out: &mut String, s: &str) {
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if (c as u32) < 0x20 => {
+                let _ = write!(out, "\\u{:04x}", c as u32);
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+}
+
+fn logfmt_pair(out: &mut String, key: &str, value: &str) {
+    out.push_str(key);
+    out.push('=');
+    let bare = !value.is_empty()
+        && !value
+            .chars()
+            .any(|c| c == ' ' || c == '"' || c == '=' || c == '\\' || c.is_control());
+    if bare {
+        out.push_str(value);
+    } else {
+        // Same escapes as JSON strings: what logfmt parsers accept.
+        json_string(out, value);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn line(format: LogFormat, secrets: &[String]) -> String {
+        let kvs: &[(&str, &str)] = &[("server", "alpha"), ("note", "Bearer s3cr3t-token")];
+        let record = Record::builder()
+            .args(format_args!("upstream said \"Bearer s3cr3t-token\" is bad"))
+            .level(log::Level::Warn)
+            .target("mcp_proxy::routing")
+            .key_values(&kvs)
+            .build();
+        render(format, "2026-01-01T00:00:00.000Z", &record, secrets)
+    }
+
+    #[test]
+    fn formats_carry_fields_and_redact_secrets() {
+        let mut config = Config::default();
+        config.servers.push(crate::config::ServerConfig {
+            name: "alpha".into(),
+            prefix: "alpha".into(),
+            transport: crate::config::Transport::Http {
+                replicas: vec![crate::config::ReplicaConfig {
+                    url: crate::config::UpstreamUrl::parse("http://127.0.0.1:1/mcp").unwrap(),
+                    weight: 1,
+                    drain: false,
+                }],
+                headers: vec![("Authorization".into(), "Bearer s3cr3t-token".into())],
+            },
+            balance: Default::default(),
+            timeout: std::time::Duration::from_secs(1),
+            connect_timeout: std::time::Duration::from_secs(1),
+            tags: Vec::new(),
+        });
+        let secrets = secrets_of(&config);
+        for format in [LogFormat::Text, LogFormat::Json, LogFormat::Logfmt] {
+            let out = line(format, &secrets);
+            assert!(!out.contains("s3cr3t"), "{format:?}: {out}");
+            assert!(out.contains("[redacted]"), "{format:?}: {out}");
+            assert!(out.contains("alpha"), "{format:?}: {out}");
+            assert!(out.ends_with('\n'));
+        }
+        let json = line(LogFormat::Json, &secrets);
+        assert!(json.starts_with(r#"{"ts":"2026-01-01T00:00:00.000Z","level":"warn""#));
+        assert!(json.contains(r#""server":"alpha""#), "{json}");
+        assert!(
+            json.contains(r#""msg":"upstream said \"[redacted]\" is bad""#),
+            "{json}"
+        );
+        let logfmt = line(LogFormat::Logfmt, &secrets);
+        assert!(logfmt.contains(" server=alpha"), "{logfmt}");
+        assert!(
+            logfmt.contains("level=warn target=mcp_proxy::routing"),
+            "{logfmt}"
+        );
+    }
+
+    #[test]
+    fn filters_and_formats_parse() {
+        assert!(check_filter("info").is_ok());
+        assert!(check_filter("warn,mcp_proxy::routing=debug").is_ok());
+        assert!(check_filter("mcp_proxy").is_err());
+        assert!(check_filter("loud").is_err());
+        assert!(check_filter("mcp_proxy=loud").is_err());
+        assert_eq!("json".parse::<LogFormat>(), Ok(LogFormat::Json));
+        assert!("xml".parse::<LogFormat>().is_err());
+    }
+}

@@ -1,0 +1,369 @@
+//! Observability: Prometheus metrics, per-shard latency histograms and structured logs.
+//!
+//! # How to use
+//! [`install`] the global recorder once at start-up, then [`init_shard`] on every shard's
+//! thread. Call sites elsewhere are one line each: [`Forwarded`] around a forwarded request,
+//! [`Connection`] and [`Counted`] around a client connection, [`request_done`] after an HTTP
+//! exchange, [`sessions`] and [`upstream_up`] when those change. Before `init_shard` (unit tests)
+//! every call is a no-op.
+//!
+//! # Layout
+//! - this file: metric names, the per-shard handles and the call-site functions;
+//! - [`labels`]: bounded label values (MCP methods, outcomes);
+//! - [`latency`]: per-shard hdrhistograms, published every second and merged on demand;
+//! - [`counted`]: a stream wrapper counting the bytes a client connection moves;
+//! - [`logs`]: the text/JSON/logfmt log formats, with configured secrets redacted.
+//!
+//! # Cost on the hot path
+//! The `metrics` facade's recorder is global (an `Arc` of atomics). Every handle a request
+//! touches is resolved once per shard (the shard label is fixed per thread) and cached here
+//! in a thread-local, so recording is an atomic add or a lock-free histogram push; no label
+//! is formatted and no registry lookup happens per request. The hdrhistograms are plain
+//! thread-local data, touched by their own shard only.
+
+pub mod counted;
+pub mod labels;
+pub mod latency;
+pub mod logs;
+
+use std::cell::RefCell;
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use metrics::{Counter, Gauge, Histogram};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+use crate::config::Config;
+pub use counted::Counted;
+pub use labels::{Method, Outcome};
+
+/// Every exported metric name, so the dashboards, the rules and the tests can be checked.
+pub mod names {
+    /// Forwarded requests by `server`, `method` and `outcome` (counter).
+    pub const REQUESTS_TOTAL: &str = "mcp_proxy_requests_total";
+    /// End-to-end latency of POSTed requests, read to written (histogram, seconds).
+    pub const REQUEST_DURATION: &str = "mcp_proxy_request_duration_seconds";
+    /// Upstream latency by `server` and `replica`: request sent to response received.
+    pub const UPSTREAM_DURATION: &str = "mcp_proxy_upstream_duration_seconds";
+    /// Forwarded requests waiting on an upstream, by `shard` (gauge).
+    pub const INFLIGHT: &str = "mcp_proxy_inflight_requests";
+    /// Downstream sessions by owner `shard` (gauge).
+    pub const SESSIONS: &str = "mcp_proxy_sessions";
+    /// Open client connections by `shard` (gauge).
+    pub const CONNECTIONS: &str = "mcp_proxy_connections";
+    /// Client connections accepted by `shard` (counter).
+    pub const CONNECTIONS_TOTAL: &str = "mcp_proxy_connections_total";
+    /// 1 when discovery last reached `server`, 0 when it did not (gauge).
+    pub const UPSTREAM_UP: &str = "mcp_proxy_upstream_up";
+    /// Bytes read from clients, by `shard` (counter).
+    pub const BYTES_RECEIVED: &str = "mcp_proxy_bytes_received_total";
+    /// Bytes written to clients, by `shard` (counter).
+    pub const BYTES_SENT: &str = "mcp_proxy_bytes_sent_total";
+    /// Every name above.
+    pub const ALL: &[&str] = &[
+        REQUESTS_TOTAL,
+        REQUEST_DURATION,
+        UPSTREAM_DURATION,
+        INFLIGHT,
+        SESSIONS,
+        CONNECTIONS,
+        CONNECTIONS_TOTAL,
+        UPSTREAM_UP,
+        BYTES_RECEIVED,
+        BYTES_SENT,
+    ];
+}
+
+/// Histogram buckets (seconds) for both latency histograms: 0.5 ms to 60 s.
+const BUCKETS: &[f64] = &[
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+    60.0,
+];
+
+static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+
+/// Why the recorder could not be installed.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot install the metrics recorder: {0}")]
+pub struct InstallError(String);
+
+/// Installs the global Prometheus recorder (once; later calls return the same handle) and
+/// sizes the latency board for `shards` shards and `config`'s servers.
+pub fn install(shards: usize, config: &Config) -> Result<&'static PrometheusHandle, InstallError> {
+    latency::init_board(shards, config.servers.len());
+    if let Some(h) = HANDLE.get() {
+        return Ok(h);
+    }
+    let handle = PrometheusBuilder::new()
+        .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), BUCKETS)
+        .map_err(|e| InstallError(e.to_string()))?
+        .install_recorder()
+        .map_err(|e| InstallError(e.to_string()))?;
+    describe();
+    Ok(HANDLE.get_or_init(|| handle))
+}
+
+/// The installed recorder's handle, for rendering `/metrics`.
+pub fn handle() -> Option<&'static PrometheusHandle> {
+    HANDLE.get()
+}
+
+fn describe() {
+    use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
+    describe_counter!(
+        names::REQUESTS_TOTAL,
+        "Requests forwarded to upstream servers, by server, MCP method and outcome"
+    );
+    describe_histogram!(
+        names::REQUEST_DURATION,
+        Unit::Seconds,
+        "End-to-end latency of POSTed MCP messages, from request read to response written"
+    );
+    describe_histogram!(
+        names::UPSTREAM_DURATION,
+        Unit::Seconds,
+        "Upstream latency, from sending a request to receiving its response"
+    );
+    describe_gauge!(
+        names::INFLIGHT,
+        "Forwarded requests waiting on an upstream, by shard"
+    );
+    describe_gauge!(names::SESSIONS, "Downstream MCP sessions, by owner shard");
+    describe_gauge!(names::CONNECTIONS, "Open client connections, by shard");
+    describe_counter!(
+        names::CONNECTIONS_TOTAL,
+        "Client connections accepted, by shard"
+    );
+    describe_gauge!(
+        names::UPSTREAM_UP,
+        "1 when discovery last reached the server, 0 when it did not"
+    );
+    describe_counter!(
+        names::BYTES_RECEIVED,
+        Unit::Bytes,
+        "Bytes read from clients, by shard"
+    );
+    describe_counter!(
+        names::BYTES_SENT,
+        Unit::Bytes,
+        "Bytes written to clients, by shard"
+    );
+}
+
+/// One shard's resolved handles.
+struct ShardMetrics {
+    /// The shard's index.
+    shard: usize,
+    /// Server names, by server index (label values).
+    servers: Vec<String>,
+    /// `requests_total` handles by server, method and outcome, resolved on first use so
+    /// combinations never seen export no series.
+    requests: Vec<Option<Counter>>,
+    /// `upstream_duration_seconds` by server.
+    upstream: Vec<Histogram>,
+    /// `upstream_up` by server (used on shard 0, where discovery runs).
+    up: Vec<Gauge>,
+    /// `request_duration_seconds`.
+    request_duration: Histogram,
+    /// `inflight_requests{shard}`.
+    inflight: Gauge,
+    /// `sessions{shard}`.
+    sessions: Gauge,
+    /// `connections{shard}`.
+    connections: Gauge,
+    /// `connections_total{shard}`.
+    connections_total: Counter,
+    /// `bytes_received_total{shard}`.
+    bytes_in: Counter,
+    /// `bytes_sent_total{shard}`.
+    bytes_out: Counter,
+}
+
+thread_local! {
+    static SHARD: RefCell<Option<ShardMetrics>> = const { RefCell::new(None) };
+}
+
+fn with<R>(f: impl FnOnce(&mut ShardMetrics) -> R) -> Option<R> {
+    SHARD.with(|s| s.borrow_mut().as_mut().map(f))
+}
+
+/// Resolves this shard's handles and starts publishing its latency histograms. Called once
+/// on each shard's thread, inside its executor.
+pub fn init_shard(shard: usize, config: &Config) {
+    let label = shard.to_string();
+    let servers: Vec<String> = config.servers.iter().map(|s| s.name.clone()).collect();
+    let upstream = config
+        .servers
+        .iter()
+        .map(|s| {
+            metrics::histogram!(names::UPSTREAM_DURATION,
+                "server" => s.name.clone(), "replica" => replica_label(s))
+        })
+        .collect();
+    let up = servers
+        .iter()
+        .map(|s| metrics::gauge!(names::UPSTREAM_UP, "server" => s.clone()))
+        .collect();
+    let metrics = ShardMetrics {
+        shard,
+        requests: vec![None; servers.len() * Method::COUNT * Outcome::COUNT],
+        servers,
+        upstream,
+        up,
+        request_duration: metrics::histogram!(names::REQUEST_DURATION),
+        inflight: metrics::gauge!(names::INFLIGHT, "shard" => label.clone()),
+        sessions: metrics::gauge!(names::SESSIONS, "shard" => label.clone()),
+        connections: metrics::gauge!(names::CONNECTIONS, "shard" => label.clone()),
+        connections_total: metrics::counter!(names::CONNECTIONS_TOTAL, "shard" => label.clone()),
+        bytes_in: metrics::counter!(names::BYTES_RECEIVED, "shard" => label.clone()),
+        bytes_out: metrics::counter!(names::BYTES_SENT, "shard" => label),
+    };
+    // Zero-valued gauges from the start, so dashboards show every shard.
+    metrics.inflight.set(0.0);
+    metrics.sessions.set(0.0);
+    metrics.connections.set(0.0);
+    SHARD.with(|s| *s.borrow_mut() = Some(metrics));
+    latency::init_local(shard, config.servers.len());
+    glommio::spawn_local(latency::publish_forever()).detach();
+}
+
+/// A forwarded request being timed: created when it starts, finished with its outcome.
+/// Dropped unfinished (its task was cancelled), it counts as [`Outcome::Cancelled`].
+pub struct Forwarded {
+    server: usize,
+    method: Method,
+    started: Instant,
+    upstream_started: Option<Instant>,
+    done: bool,
+}
+
+impl Forwarded {
+    /// Starts timing a request of `method` (the JSON-RPC method name) to `server`.
+    pub fn start(server: usize, method: &str) -> Forwarded {
+        with(|m| m.inflight.increment(1.0));
+        Forwarded {
+            server,
+            method: Method::of(method),
+            started: Instant::now(),
+            upstream_started: None,
+            done: false,
+        }
+    }
+
+    /// The request is about to be sent upstream.
+    pub fn sending(&mut self) {
+        self.upstream_started = Some(Instant::now());
+    }
+
+    /// The upstream's response (or failure) arrived: records the upstream latency.
+    pub fn answered(&mut self) {
+        if let Some(sent) = self.upstream_started.take() {
+            let took = sent.elapsed();
+            let server = self.server;
+            with(|m| {
+                if let Some(h) = m.upstream.get(server) {
+                    h.record(took.as_secs_f64());
+                }
+            });
+            latency::record_upstream(server, took);
+        }
+    }
+
+    /// Records the outcome; the request's whole time goes to the per-server histogram.
+    pub fn finish(mut self, outcome: Outcome) {
+        self.complete(outcome);
+    }
+
+    fn complete(&mut self, outcome: Outcome) {
+        if self.done {
+            return;
+        }
+        self.done = true;
+        self.answered();
+        let (server, method) = (self.server, self.method);
+        with(|m| {
+            m.inflight.decrement(1.0);
+            let Some(name) = m.servers.get(server) else {
+                return;
+            };
+            let slot =
+                (server * Method::COUNT + method as usize) * Outcome::COUNT + outcome as usize;
+            m.requests[slot]
+                .get_or_insert_with(|| {
+                    metrics::counter!(names::REQUESTS_TOTAL,
+                        "server" => name.clone(),
+                        "method" => method.label(),
+                        "outcome" => outcome.label())
+                })
+                .increment(1);
+        });
+        latency::record_request(server, self.started.elapsed());
+    }
+}
+
+impl Drop for Forwarded {
+    fn drop(&mut self) {
+        self.complete(Outcome::Cancelled);
+    }
+}
+
+/// An open client connection; counts it open now and closed when dropped.
+pub struct Connection(());
+
+impl Connection {
+    /// Counts a connection accepted on this shard.
+    pub fn open() -> Connection {
+        with(|m| {
+            m.connections.increment(1.0);
+            m.connections_total.increment(1);
+        });
+        Connection(())
+    }
+}
+
+impl Drop for Connection {
+    fn drop(&mut self) {
+        with(|m| m.connections.decrement(1.0));
+    }
+}
+
+/// A POSTed message was answered: `started` is when its request was read. Records the
+/// end-to-end latency (GET streams live as long as the client wants and are not timed).
+pub fn request_done(started: Instant) {
+    let took = started.elapsed();
+    with(|m| m.request_duration.record(took.as_secs_f64()));
+    latency::record_end_to_end(took);
+}
+
+/// This shard now owns `count` sessions.
+pub fn sessions(count: usize) {
+    with(|m| m.sessions.set(count as f64));
+}
+
+/// Discovery reached `server` (`up`) or failed to.
+pub fn upstream_up(server: usize, up: bool) {
+    with(|m| {
+        if let Some(g) = m.up.get(server) {
+            g.set(if up { 1.0 } else { 0.0 });
+        }
+    });
+}
+
+/// The byte counters of this shard, for [`Counted`].
+fn byte_counters() -> Option<(Counter, Counter)> {
+    with(|m| (m.bytes_in.clone(), m.bytes_out.clone()))
+}
+
+/// This shard's index, when metrics are initialized here.
+pub fn shard() -> Option<usize> {
+    with(|m| m.shard)
+}
+
+/// How often the recorder's upkeep (draining histogram samples) must run at least.
+pub const UPKEEP_EVERY: Duration = Duration::from_secs(5);
+
+/// The `replica` label of a server's upstream latency: its (first) URL, or `stdio`.
+fn replica_label(s: &crate::config::ServerConfig) -> String {
+    s.http_url()
+        .map_or_else(|| "stdio".to_owned(), ToString::to_string)
+}

@@ -1,0 +1,196 @@
+//! Sealed session ids: everything needed to restore a session, encrypted and authenticated.
+//!
+//! A session id is `{shard:02x}` followed by base64url(nonce || ChaCha20-Poly1305(claims)),
+//! with the shard prefix as associated data, so a forged or edited id fails to open. The
+//! claims hold the client's `initialize` parameters and the negotiated version: any shard, a
+//! restarted proxy or another instance with the same key can rebuild the session and open
+//! fresh upstream sessions for it, while the client keeps its id and never re-initializes.
+//! One key for every token (no per-token derivation): a random 96-bit nonce per token keeps
+//! nonce reuse out of reach for any realistic number of sessions.
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use bytes::Bytes;
+use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, CHACHA20_POLY1305, NONCE_LEN};
+
+/// Bytes of key material.
+pub const KEY_LEN: usize = 32;
+
+/// Why a configured key cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum KeyError {
+    /// Not 64 hex digits.
+    #[error("session_key must be {} hex digits (32 random bytes, e.g. from `openssl rand -hex 32`)", KEY_LEN * 2)]
+    Malformed,
+}
+
+/// What a session id carries.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Claims {
+    /// The shard that created the session (its owner, modulo the shard count).
+    pub shard: u8,
+    /// Seconds since the Unix epoch when the session was created.
+    pub issued_at: u64,
+    /// The protocol version agreed with the client.
+    pub version: String,
+    /// The client's capabilities and info, as sent to upstreams at initialize.
+    pub init_params: Bytes,
+}
+
+/// The key that seals and opens session ids.
+pub struct SessionKey {
+    key: LessSafeKey,
+}
+
+impl SessionKey {
+    /// A key from 64 hex digits.
+    pub fn from_hex(hex: &str) -> Result<SessionKey, KeyError> {
+        let hex = hex.trim();
+        if hex.len() != KEY_LEN * 2 {
+            return Err(KeyError::Malformed);
+        }
+        let mut bytes = [0u8; KEY_LEN];
+        for (i, b) in bytes.iter_mut().enumerate() {
+            *b = u8::from_str_radix(hex.get(i * 2..i * 2 + 2).ok_or(KeyError::Malformed)?, 16)
+                .map_err(|_| KeyError::Malformed)?;
+        }
+        Ok(SessionKey::from_bytes(&bytes))
+    }
+
+    /// A random key: sessions then last as long as this process.
+    pub fn random() -> SessionKey {
+        let mut bytes = [0u8; KEY_LEN];
+        fill_random(&mut bytes);
+        SessionKey::from_bytes(&bytes)
+    }
+
+    fn from_bytes(bytes: &[u8; KEY_LEN]) -> SessionKey {
+        // CHACHA20_POLY1305 takes exactly 32 bytes, so this cannot fail.
+        let unbound = UnboundKey::new(&CHACHA20_POLY1305, bytes).unwrap_or_else(|_| unreachable!());
+        SessionKey {
+            key: LessSafeKey::new(unbound),
+        }
+    }
+
+    /// Seals `claims` into a session id.
+    pub fn seal(&self, claims: &Claims) -> String {
+        let prefix = format!("{:02x}", claims.shard);
+        let mut payload = Vec::with_capacity(10 + claims.version.len() + claims.init_params.len());
+        payload.extend_from_slice(&claims.issued_at.to_be_bytes());
+        payload.push(claims.version.len() as u8);
+        payload.extend_from_slice(claims.version.as_bytes());
+        payload.extend_from_slice(&claims.init_params);
+        let mut nonce = [0u8; NONCE_LEN];
+        fill_random(&mut nonce);
+        // Sealing in place only fails for inputs larger than ring's limit (~256 GiB).
+        let _ = self.key.seal_in_place_append_tag(
+            Nonce::assume_unique_for_key(nonce),
+            Aad::from(prefix.as_bytes()),
+            &mut payload,
+        );
+        let mut sealed = Vec::with_capacity(NONCE_LEN + payload.len());
+        sealed.extend_from_slice(&nonce);
+        sealed.extend_from_slice(&payload);
+        let mut id = prefix;
+        URL_SAFE_NO_PAD.encode_string(&sealed, &mut id);
+        id
+    }
+
+    /// Opens a session id; `None` for anything this key did not seal, unaltered.
+    pub fn open(&self, id: &str) -> Option<Claims> {
+        let prefix = id.get(..2)?;
+        let shard = u8::from_str_radix(prefix, 16).ok()?;
+        let mut sealed = URL_SAFE_NO_PAD.decode(id.get(2..)?).ok()?;
+        if sealed.len() < NONCE_LEN {
+            return None;
+        }
+        let nonce = Nonce::try_assume_unique_for_key(&sealed[..NONCE_LEN]).ok()?;
+        let plain = self
+            .key
+            .open_in_place(
+                nonce,
+                Aad::from(prefix.as_bytes()),
+                &mut sealed[NONCE_LEN..],
+            )
+            .ok()?;
+        let issued_at = u64::from_be_bytes(plain.get(..8)?.try_into().ok()?);
+        let version_len = usize::from(*plain.get(8)?);
+        let version = std::str::from_utf8(plain.get(9..9 + version_len)?)
+            .ok()?
+            .to_owned();
+        let init_params = Bytes::copy_from_slice(plain.get(9 + version_len..)?);
+        Some(Claims {
+            shard,
+            issued_at,
+            version,
+            init_params,
+        })
+    }
+}
+
+fn fill_random(buf: &mut [u8]) {
+    if getrandom::fill(buf).is_err() {
+        // The kernel's CSPRNG does not fail after boot; refuse to go on with a weak key.
+        panic!("the operating system's random number generator failed");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn claims() -> Claims {
+        Claims {
+            shard: 3,
+            issued_at: 1_764_000_000,
+            version: "2025-11-25".into(),
+            init_params: Bytes::from_static(br#"{"capabilities":{"sampling":{}}}"#),
+        }
+    }
+
+    #[test]
+    fn a_sealed_id_opens_with_the_same_key_only() {
+        let key = SessionKey::from_hex(&"ab".repeat(32)).expect("key");
+        let id = key.seal(&claims());
+        assert!(id.starts_with("03"));
+        assert!(
+            id.bytes().all(|b| (0x21..=0x7e).contains(&b)),
+            "visible ASCII only: {id}"
+        );
+        assert_eq!(key.open(&id), Some(claims()));
+        assert_eq!(
+            SessionKey::random().open(&id),
+            None,
+            "a foreign key must not open it"
+        );
+        let again = SessionKey::from_hex(&"ab".repeat(32)).expect("key");
+        assert_eq!(
+            again.open(&id),
+            Some(claims()),
+            "a restarted proxy with the key opens it"
+        );
+    }
+
+    #[test]
+    fn any_edit_is_refused() {
+        let key = SessionKey::random();
+        let id = key.seal(&claims());
+        for i in 0..id.len() {
+            let mut edited = id.clone().into_bytes();
+            edited[i] = if edited[i] == b'A' { b'B' } else { b'A' };
+            let edited = String::from_utf8(edited).expect("ascii");
+            if edited != id {
+                assert_eq!(key.open(&edited), None, "edit at {i} accepted");
+            }
+        }
+        assert_eq!(key.open("garbage"), None);
+        assert_eq!(key.open(""), None);
+    }
+
+    #[test]
+    fn bad_keys_are_explained() {
+        assert!(SessionKey::from_hex("abc").is_err());
+        assert!(SessionKey::from_hex(&"zz".repeat(32)).is_err());
+        assert!(SessionKey::from_hex(&format!("  {}  ", "0f".repeat(32))).is_ok());
+    }
+}
