@@ -12,6 +12,7 @@
 //! - [`session`]: downstream sessions, their event streams and the id maps that relay a conversation.
 //! - [`registry`]: configured upstream servers and the catalog discovered from them.
 //! - [`routing`]: what each MCP method does: answer locally, aggregate, or forward to one server.
+//! - [`orchestration`]: the proxy's own tools and resources: workflows, tool search, fleet views.
 //! - [`metrics`]: Prometheus metrics, per-shard latency histograms, structured logs.
 //! - [`admin`]: the admin HTTP listener (`/metrics`, `/stats`, `/healthz`).
 //!
@@ -23,6 +24,7 @@ pub mod config;
 pub mod health;
 pub mod http;
 pub mod metrics;
+pub mod orchestration;
 pub mod protocol;
 pub mod registry;
 pub mod routing;

@@ -9,8 +9,8 @@ use std::collections::BTreeMap;
 use serde::Deserialize;
 
 use super::{
-    check_header, default_connect_timeout, default_timeout, position, suggest_name, Config,
-    ConfigError, ServerConfig, StdioCommand, Transport, UpstreamUrl,
+    check_header, check_not_reserved, default_connect_timeout, default_timeout, position,
+    suggest_name, Config, ConfigError, ServerConfig, StdioCommand, Transport, UpstreamUrl,
 };
 use crate::protocol::names::is_valid_server_name;
 
@@ -80,6 +80,8 @@ pub(super) fn from_json(text: &str, origin: &str) -> Result<Config, ConfigError>
                 format!("\"{key}\" becomes the server name \"{name}\", which another entry already has; rename one"),
             ));
         }
+        check_not_reserved(&name, "server name")
+            .map_err(|m| invalid(at, format!("\"{key}\": {m}")))?;
         let transport = match (entry.command, entry.url) {
             (Some(command), None) => Transport::Stdio(StdioCommand {
                 command,
@@ -133,6 +135,7 @@ pub(super) fn from_json(text: &str, origin: &str) -> Result<Config, ConfigError>
             balance: Default::default(),
             timeout: default_timeout(),
             connect_timeout: default_connect_timeout(),
+            tags: Vec::new(),
         });
     }
     Ok(Config {

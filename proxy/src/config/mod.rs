@@ -54,6 +54,10 @@ pub struct ProxyConfig {
     pub session_idle_timeout: Duration,
     /// Items per page of aggregated lists; 0 means no paging.
     pub page_size: usize,
+    /// Where the proxy keeps state across restarts (saved workflows); none keeps it in memory.
+    pub state_dir: Option<std::path::PathBuf>,
+    /// Which tools `tools/list` shows: every upstream tool, or only the proxy's own.
+    pub tool_exposure: ToolExposure,
     /// Key (64 hex digits) sealing session ids, so sessions survive restarts and move between
     /// proxy instances; `MCP_PROXY_SESSION_KEY` in the environment also sets it.
     pub session_key: Option<String>,
@@ -65,6 +69,17 @@ pub struct ProxyConfig {
     pub log_format: LogFormat,
     /// Log filter such as `info` or `warn,mcp_proxy::routing=debug`; `None`: `info`.
     pub log_level: Option<String>,
+}
+
+/// Which tools `tools/list` shows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ToolExposure {
+    /// The proxy's own tools and every upstream tool.
+    #[default]
+    All,
+    /// Only the proxy's own tools; upstream tools are found with search and called generically.
+    Search,
 }
 
 impl Default for ProxyConfig {
@@ -79,6 +94,8 @@ impl Default for ProxyConfig {
             idle_timeout: default_idle_timeout(),
             session_idle_timeout: default_session_idle_timeout(),
             page_size: default_page_size(),
+            state_dir: None,
+            tool_exposure: ToolExposure::All,
             session_key: None,
             session_max_age: default_session_max_age(),
             admin_listen: Some(default_admin_listen()),
@@ -141,6 +158,8 @@ pub struct ServerConfig {
     pub timeout: Duration,
     /// Limit on establishing one upstream connection (TCP and TLS).
     pub connect_timeout: Duration,
+    /// Free-form labels that capability search and `discover_servers` match on.
+    pub tags: Vec<String>,
 }
 
 /// How an upstream server is reached.
@@ -474,6 +493,8 @@ impl Config {
             idle_timeout: raw.proxy.idle_timeout,
             session_idle_timeout: raw.proxy.session_idle_timeout,
             page_size: raw.proxy.page_size,
+            state_dir: raw.proxy.state_dir.map(std::path::PathBuf::from),
+            tool_exposure: raw.proxy.tool_exposure,
             session_key: match raw.proxy.session_key {
                 Some(k) => {
                     crate::session::token::SessionKey::from_hex(k.get_ref())
@@ -503,6 +524,7 @@ impl Config {
                     ),
                 ));
             }
+            check_not_reserved(name, "server name").map_err(|m| invalid(Some(s.name.span()), m))?;
             let url_or_replicas = match (&s.url, &s.replicas) {
                 (Some(_), Some(r)) => {
                     return Err(invalid(
@@ -620,6 +642,8 @@ impl Config {
                 Some(p) => {
                     check_server_name(p.get_ref())
                         .map_err(|m| invalid(Some(p.span()), m.replace("server name", "prefix")))?;
+                    check_not_reserved(p.get_ref(), "prefix")
+                        .map_err(|m| invalid(Some(p.span()), m))?;
                     p.get_ref().clone()
                 }
             };
@@ -653,6 +677,7 @@ impl Config {
                 },
                 timeout: s.timeout,
                 connect_timeout: s.connect_timeout,
+                tags: s.tags,
             });
         }
         Ok(Config { proxy, servers })
@@ -722,6 +747,20 @@ fn check_server_name(name: &str) -> Result<(), String> {
     };
     Err(format!("{problem}; rename it, e.g. \"{suggestion}\""))
 }
+
+/// Refuses the name the proxy's own tools live under, so no server's names can collide with them.
+pub(crate) fn check_not_reserved(name: &str, what: &str) -> Result<(), String> {
+    if name.eq_ignore_ascii_case(RESERVED_SERVER_NAME) {
+        return Err(format!(
+            "{what} \"{name}\" is reserved for the proxy's own tools ({RESERVED_SERVER_NAME}__search_tools, ...); \
+             rename it, e.g. \"{name}-upstream\""
+        ));
+    }
+    Ok(())
+}
+
+/// The namespace of the proxy's own tools: no server may be named or prefixed so.
+pub const RESERVED_SERVER_NAME: &str = "proxy";
 
 /// A valid server name close to `name`.
 fn suggest_name(name: &str) -> String {
@@ -849,6 +888,12 @@ struct RawProxy {
     /// See [`ProxyConfig::page_size`].
     #[serde(default = "default_page_size")]
     page_size: usize,
+    /// See [`ProxyConfig::state_dir`].
+    #[serde(default)]
+    state_dir: Option<String>,
+    /// See [`ProxyConfig::tool_exposure`].
+    #[serde(default)]
+    tool_exposure: ToolExposure,
     /// See [`ProxyConfig::session_key`]; spanned to point at a malformed key.
     #[serde(default)]
     session_key: Option<Spanned<String>>,
@@ -882,6 +927,8 @@ impl Default for RawProxy {
             idle_timeout: d.idle_timeout,
             session_idle_timeout: d.session_idle_timeout,
             page_size: d.page_size,
+            state_dir: None,
+            tool_exposure: d.tool_exposure,
             session_key: None,
             session_max_age: d.session_max_age,
             admin_listen: None,
@@ -933,6 +980,9 @@ struct RawServer {
     /// See [`ServerConfig::prefix`]; spanned to point at a clash.
     #[serde(default)]
     prefix: Option<Spanned<String>>,
+    /// See [`ServerConfig::tags`].
+    #[serde(default)]
+    tags: Vec<String>,
     /// See [`Transport::Http`]: several copies of one HTTP server.
     #[serde(default)]
     replicas: Option<Spanned<Vec<RawReplica>>>,
@@ -1279,6 +1329,36 @@ mod tests {
             2,
             "longer than 32",
         );
+    }
+
+    #[test]
+    fn the_proxy_namespace_is_reserved() {
+        assert_error(
+            "[[servers]]\nname = \"proxy\"\nurl = \"http://h\"\n",
+            2,
+            "server name \"proxy\" is reserved for the proxy's own tools",
+        );
+        assert_error(
+            "[[servers]]\nname = \"p\"\nprefix = \"Proxy\"\nurl = \"http://h\"\n",
+            3,
+            "prefix \"Proxy\" is reserved",
+        );
+    }
+
+    #[test]
+    fn orchestration_settings() {
+        let c = Config::from_toml_str(
+            "[proxy]\nstate_dir = \"/var/lib/p\"\ntool_exposure = \"search\"\n\
+             [[servers]]\nname = \"a\"\nurl = \"http://h\"\ntags = [\"math\", \"demo\"]\n",
+            "config.toml",
+        )
+        .expect("valid");
+        assert_eq!(c.proxy.tool_exposure, ToolExposure::Search);
+        assert_eq!(c.proxy.state_dir.as_deref(), Some(Path::new("/var/lib/p")));
+        assert_eq!(c.servers[0].tags, vec!["math", "demo"]);
+        assert_eq!(Config::default().proxy.tool_exposure, ToolExposure::All);
+        let (_, msg) = error("[proxy]\ntool_exposure = \"some\"\n");
+        assert!(msg.contains("unknown variant"), "{msg}");
     }
 
     #[test]

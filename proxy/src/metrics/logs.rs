@@ -270,6 +270,7 @@ mod tests {
             balance: Default::default(),
             timeout: std::time::Duration::from_secs(1),
             connect_timeout: std::time::Duration::from_secs(1),
+            tags: Vec::new(),
         });
         let secrets = secrets_of(&config);
         for format in [LogFormat::Text, LogFormat::Json, LogFormat::Logfmt] {

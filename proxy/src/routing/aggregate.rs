@@ -7,6 +7,7 @@ use simd_json::prelude::*;
 use simd_json::BorrowedValue as Value;
 
 use super::Answer;
+use crate::config::ToolExposure;
 use crate::protocol::cursor::{self, Cursor, ListKind};
 use crate::protocol::jsonrpc::{self, code, Id};
 use crate::registry::catalog::Item;
@@ -34,16 +35,28 @@ pub async fn list(
     };
     // A cursor from an older catalog still pages by offset: the list may have shifted, which
     // the spec allows (cursors are opaque and lists may change between pages).
-    let items: Vec<&Item> = if kind == ListKind::Tools {
-        let view = tool_view(session, catalog).await;
-        catalog
-            .items(kind)
-            .iter()
-            .filter(|i| view.shows(i.server, &i.original))
-            .collect()
-    } else {
-        catalog.items(kind).iter().collect()
+    // The proxy's own tools and resources come first; in search mode they are the only tools.
+    let own: &[Item] = match kind {
+        ListKind::Tools => shard.orchestration.tool_items(),
+        ListKind::Resources => shard.orchestration.resource_items(),
+        _ => &[],
     };
+    let items: Vec<&Item> =
+        if kind == ListKind::Tools && shard.config.proxy.tool_exposure == ToolExposure::Search {
+            own.iter().collect()
+        } else if kind == ListKind::Tools {
+            let view = tool_view(session, catalog).await;
+            own.iter()
+                .chain(
+                    catalog
+                        .items(kind)
+                        .iter()
+                        .filter(|i| view.shows(i.server, &i.original)),
+                )
+                .collect()
+        } else {
+            own.iter().chain(catalog.items(kind)).collect()
+        };
     let (items, next) = cursor::page(&items, offset, shard.config.proxy.page_size);
     let key = match kind {
         ListKind::Tools => "tools",

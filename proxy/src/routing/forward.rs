@@ -253,6 +253,10 @@ pub async fn client_notification(session: &Rc<Session>, method: &str, mut msg: V
             let Some(client_id) = client_id else {
                 return;
             };
+            // A workflow run is the proxy's own work: it stops there, nothing goes upstream.
+            if crate::orchestration::cancel(session, &client_id) {
+                return;
+            }
             let Some((server, upstream_id)) = session.inflight(&client_id) else {
                 return;
             };

@@ -16,6 +16,7 @@ use bytes::Bytes;
 use simd_json::prelude::*;
 use simd_json::BorrowedValue as Value;
 
+use crate::orchestration;
 use crate::protocol::cursor::ListKind;
 use crate::protocol::jsonrpc::{self, code, Id, Kind};
 use crate::protocol::version;
@@ -154,6 +155,23 @@ async fn request(
     mut msg: Value<'_>,
     accepts_sse: bool,
 ) -> Answer {
+    // The proxy's own tools and resources (the `proxy` namespace is reserved in the config).
+    if method == "tools/call"
+        && msg
+            .get("params")
+            .and_then(|p| p.get_str("name"))
+            .is_some_and(orchestration::is_own_tool)
+    {
+        return orchestration::call_tool(shard, session, id, &msg, accepts_sse).await;
+    }
+    if method == "resources/read"
+        && msg
+            .get("params")
+            .and_then(|p| p.get_str("uri"))
+            .is_some_and(orchestration::is_own_resource)
+    {
+        return orchestration::read_resource(shard, &id, &msg);
+    }
     let catalog = shard.catalog();
     let target = match method {
         "ping" => return Answer::Json(jsonrpc::result_body(&id, b"{}")),

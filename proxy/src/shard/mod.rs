@@ -52,6 +52,8 @@ pub struct Shard {
     session_key: SessionKey,
     /// Ids of sessions ended (DELETE) here, so a still-valid sealed id is not restored.
     ended: RefCell<(HashSet<String>, VecDeque<String>)>,
+    /// Workflow runs, saved workflows and the tool search index of this shard.
+    pub orchestration: crate::orchestration::State,
 }
 
 /// Ended session ids remembered per shard.
@@ -84,6 +86,7 @@ impl Shard {
             .as_deref()
             .and_then(|k| SessionKey::from_hex(k).ok())
             .unwrap_or_else(SessionKey::random);
+        let orchestration = crate::orchestration::State::new(&config);
         Rc::new_cyclic(|this| {
             let upstreams = config
                 .servers
@@ -115,6 +118,7 @@ impl Shard {
                 inflight: Rc::default(),
                 session_key,
                 ended: RefCell::default(),
+                orchestration,
             }
         })
     }

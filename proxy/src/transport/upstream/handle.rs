@@ -21,6 +21,8 @@ use crate::transport::stdio::link::{LinkReply, StdioLink};
 pub const STDIO_SHARD: usize = 0;
 
 /// One configured upstream server on one shard.
+// One per server per shard, made once: its size does not matter, so the config is not boxed.
+#[allow(clippy::large_enum_variant)]
 pub enum Upstream {
     /// Reached over Streamable HTTP through this shard's pool.
     Http(Rc<UpstreamClient>),

@@ -1,0 +1,672 @@
+//! The proxy's own tools: their definitions, argument checking and dispatch.
+//!
+//! Every argument is checked before anything runs; a bad one is answered with -32602 naming
+//! the field (also in `error.data.field`). Results carry `structuredContent` and the same
+//! JSON as text, for clients that read only text.
+
+use std::rc::Rc;
+
+use bytes::Bytes;
+use simd_json::prelude::*;
+
+use super::engine::{self, Cancel, Executor, RunStatus, StepError};
+use super::workflow::Workflow;
+use super::{plan, resources, ArgError, Json, TOOL_PREFIX};
+use crate::protocol::jsonrpc::{self, code, Id};
+use crate::registry::catalog::Item;
+use crate::registry::Catalog;
+use crate::routing::{forward, Answer};
+use crate::session::{Session, STANDALONE};
+use crate::shard::Shard;
+
+/// `search_tools`.
+pub const SEARCH_TOOLS: &str = "proxy__search_tools";
+/// `orchestrate_workflow`.
+pub const ORCHESTRATE_WORKFLOW: &str = "proxy__orchestrate_workflow";
+/// `plan_workflow`.
+pub const PLAN_WORKFLOW: &str = "proxy__plan_workflow";
+/// `discover_servers`.
+pub const DISCOVER_SERVERS: &str = "proxy__discover_servers";
+/// `monitor_health`.
+pub const MONITOR_HEALTH: &str = "proxy__monitor_health";
+/// `balance_load`.
+pub const BALANCE_LOAD: &str = "proxy__balance_load";
+/// `optimize_performance`.
+pub const OPTIMIZE_PERFORMANCE: &str = "proxy__optimize_performance";
+/// `call_tool`: the generic call for `tool_exposure = "search"`.
+pub const CALL_TOOL: &str = "proxy__call_tool";
+
+/// Most tools `search_tools` returns.
+const MAX_K: u64 = 50;
+
+/// The tool definitions, as listed.
+const DEFINITIONS: &[&str] = &[
+    r#"{"name":"proxy__search_tools","title":"Search tools","description":"Find the upstream tools that fit a plain-language need: ranks every tool of every server (BM25 over names, descriptions, parameters and server tags) and returns the best k with their input schemas. Call the one you pick by its name, or with proxy__call_tool.","inputSchema":{"type":"object","properties":{"query":{"type":"string","description":"What you need done, in plain words"},"k":{"type":"integer","minimum":1,"maximum":50,"description":"How many tools to return (default 5)"},"server":{"type":"string","description":"Only tools of this server"}},"required":["query"],"additionalProperties":false}}"#,
+    r#"{"name":"proxy__orchestrate_workflow","title":"Run a workflow","description":"Run a workflow: a DAG of tool calls across servers. Steps have id, tool (server__tool), arguments (templates {{inputs.x}}, {{steps.ID.text}}, {{steps.ID/json/pointer}} into structuredContent or JSON text), depends_on, timeout_ms, retry {attempts, backoff_ms} and on_error abort|continue|fallback (with fallback {tool, arguments}). Independent steps run in parallel (max_parallel, default 4). Returns every step's result and timing; sends a progress notification per step when the request has a progressToken; honours cancellation.","inputSchema":{"type":"object","properties":{"workflow":{"type":"object","description":"An inline workflow: {name?, max_parallel?, steps: [...]}"},"name":{"type":"string","description":"The name of a saved workflow (instead of workflow)"},"inputs":{"type":"object","description":"Values for {{inputs.NAME}} templates"}},"additionalProperties":false}}"#,
+    r#"{"name":"proxy__plan_workflow","title":"Plan a workflow","description":"Turn a goal and the capabilities it needs into a candidate workflow: the best tool per capability, arguments wired by matching parameter names to inputs and earlier steps' outputs. Edit it, then run it with proxy__orchestrate_workflow.","inputSchema":{"type":"object","properties":{"goal":{"type":"string","description":"What the workflow should achieve"},"capabilities":{"type":"array","items":{"type":"string"},"minItems":1,"maxItems":16,"description":"One plain-language capability per step, in order"},"inputs":{"type":"array","items":{"type":"string"},"description":"Names of the inputs you will provide"}},"required":["goal","capabilities"],"additionalProperties":false}}"#,
+    r#"{"name":"proxy__discover_servers","title":"Discover servers","description":"List the upstream servers with their state, tool counts and tags; filter by tag, by a capability (servers with a matching tool) or by health.","inputSchema":{"type":"object","properties":{"tag":{"type":"string","description":"Only servers with this configured tag"},"capability":{"type":"string","description":"Only servers offering a tool for this need"},"health":{"type":"string","enum":["up","down","pending"],"description":"Only servers in this state"}},"additionalProperties":false}}"#,
+    r#"{"name":"proxy__monitor_health","title":"Monitor health","description":"State of each upstream server (up, down with the reason, not yet reached) and the failures of its tools in recent workflow runs.","inputSchema":{"type":"object","properties":{"server":{"type":"string","description":"Only this server"}},"additionalProperties":false}}"#,
+    r#"{"name":"proxy__balance_load","title":"Balance load","description":"Show how requests are spread over each server's replicas. Changing a server's strategy or weights is refused until replicas exist.","inputSchema":{"type":"object","properties":{"server":{"type":"string","description":"Only this server"},"strategy":{"type":"string","description":"New balancing strategy (not available yet)"},"weights":{"type":"object","description":"New replica weights (not available yet)"}},"additionalProperties":false}}"#,
+    r#"{"name":"proxy__optimize_performance","title":"Optimize performance","description":"Findings from what the proxy measures: unreachable servers, tools that fail or are slow in recent workflow runs; each with a recommendation.","inputSchema":{"type":"object","properties":{"server":{"type":"string","description":"Only findings about this server"}},"additionalProperties":false}}"#,
+    r#"{"name":"proxy__call_tool","title":"Call a tool","description":"Call any upstream tool by its exposed name (as proxy__search_tools returns it) with its arguments.","inputSchema":{"type":"object","properties":{"name":{"type":"string","description":"The tool's exposed name (server__tool)"},"arguments":{"type":"object","description":"The tool's arguments"}},"required":["name"],"additionalProperties":false}}"#,
+];
+
+/// The tool definitions as list items.
+pub fn items() -> Vec<Item> {
+    DEFINITIONS
+        .iter()
+        .map(|d| {
+            let name = d
+                .split("\"name\":\"")
+                .nth(1)
+                .and_then(|s| s.split('"').next())
+                .unwrap_or_default();
+            Item {
+                // No upstream server: an index past every server's, which every view shows.
+                server: usize::MAX,
+                original: name.to_owned(),
+                // The proxy's own tools never reach an upstream replica.
+                retry_safe: false,
+                json: Bytes::from_static(d.as_bytes()),
+            }
+        })
+        .collect()
+}
+
+/// One call of a proxy tool, with what answering it needs.
+pub struct Call {
+    /// The shard of the session.
+    pub shard: Rc<Shard>,
+    /// The calling session.
+    pub session: Rc<Session>,
+    /// The request id.
+    pub id: Id,
+    /// The tool name.
+    pub name: String,
+    /// Its arguments (an object).
+    pub arguments: Json,
+    /// `_meta.progressToken`, when the caller wants progress.
+    pub progress_token: Option<Json>,
+    /// Whether the client takes an SSE answer.
+    pub accepts_sse: bool,
+}
+
+/// Checks a tool's arguments: known fields only, and typed accessors naming the field.
+struct Args<'a>(&'a Json);
+
+impl<'a> Args<'a> {
+    fn new(v: &'a Json, allowed: &[&str]) -> Result<Args<'a>, ArgError> {
+        if let Some(obj) = v.as_object() {
+            if let Some(bad) = obj.keys().find(|k| !allowed.contains(&k.as_str())) {
+                return Err(ArgError::new(
+                    bad.as_str(),
+                    format!("unknown argument; this tool takes {}", allowed.join(", ")),
+                ));
+            }
+        }
+        Ok(Args(v))
+    }
+
+    fn str_opt(&self, field: &str) -> Result<Option<&'a str>, ArgError> {
+        match self.0.get(field) {
+            None => Ok(None),
+            Some(v) => match v.as_str() {
+                Some(s) if !s.trim().is_empty() => Ok(Some(s)),
+                _ => Err(ArgError::new(field, "must be a non-empty string")),
+            },
+        }
+    }
+
+    fn str_req(&self, field: &str) -> Result<&'a str, ArgError> {
+        self.str_opt(field)?
+            .ok_or_else(|| ArgError::new(field, "is required: a non-empty string"))
+    }
+
+    fn obj_opt(&self, field: &str) -> Result<Option<&'a Json>, ArgError> {
+        match self.0.get(field) {
+            None => Ok(None),
+            Some(v) if v.is_object() => Ok(Some(v)),
+            Some(_) => Err(ArgError::new(field, "must be an object")),
+        }
+    }
+
+    fn int_opt(&self, field: &str, lo: u64, hi: u64) -> Result<Option<u64>, ArgError> {
+        match self.0.get(field) {
+            None => Ok(None),
+            Some(v) => match v.as_u64() {
+                Some(n) if (lo..=hi).contains(&n) => Ok(Some(n)),
+                _ => Err(ArgError::new(
+                    field,
+                    format!("must be an integer from {lo} to {hi}"),
+                )),
+            },
+        }
+    }
+
+    fn strings_opt(&self, field: &str, max: usize) -> Result<Option<Vec<String>>, ArgError> {
+        let Some(v) = self.0.get(field) else {
+            return Ok(None);
+        };
+        let list = v
+            .as_array()
+            .ok_or_else(|| ArgError::new(field, "must be an array of strings"))?;
+        if list.len() > max {
+            return Err(ArgError::new(
+                field,
+                format!("may hold at most {max} items"),
+            ));
+        }
+        list.iter()
+            .enumerate()
+            .map(|(i, s)| {
+                s.as_str()
+                    .filter(|s| !s.trim().is_empty())
+                    .map(str::to_owned)
+                    .ok_or_else(|| {
+                        ArgError::new(format!("{field}[{i}]"), "must be a non-empty string")
+                    })
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .map(Some)
+    }
+
+    /// An optional server name, which must be configured.
+    fn server_opt(&self, catalog: &Catalog, field: &str) -> Result<Option<usize>, ArgError> {
+        match self.str_opt(field)? {
+            None => Ok(None),
+            Some(name) => catalog.server_index(name).map(Some).ok_or_else(|| {
+                let known: Vec<&str> = catalog.servers.iter().map(|s| s.name.as_str()).collect();
+                ArgError::new(
+                    field,
+                    format!(
+                        "unknown server \"{name}\"; configured: {}",
+                        known.join(", ")
+                    ),
+                )
+            }),
+        }
+    }
+}
+
+/// Runs one proxy tool.
+pub async fn dispatch(call: Call) -> Answer {
+    let catalog = call.shard.catalog();
+    let shard = &call.shard;
+    let outcome = match call.name.as_str() {
+        SEARCH_TOOLS => search_tools(shard, &catalog, &call.arguments),
+        PLAN_WORKFLOW => plan_workflow(shard, &catalog, &call.arguments),
+        DISCOVER_SERVERS => discover_servers(shard, &catalog, &call.arguments),
+        MONITOR_HEALTH => monitor_health(shard, &catalog, &call.arguments),
+        BALANCE_LOAD => balance_load(shard, &catalog, &call.arguments),
+        OPTIMIZE_PERFORMANCE => optimize_performance(shard, &catalog, &call.arguments),
+        ORCHESTRATE_WORKFLOW => return orchestrate(call, &catalog).await,
+        CALL_TOOL => return call_tool(call, &catalog).await,
+        other => Err(ArgError::new(
+            "name",
+            format!("unknown tool \"{other}\"; the proxy's own tools start with {TOOL_PREFIX}"),
+        )),
+    };
+    match outcome {
+        Ok(result) => Answer::Json(jsonrpc::result_body(&call.id, result.as_bytes())),
+        Err(e) => Answer::Json(e.to_body(&call.id)),
+    }
+}
+
+/// A tool result whose structured content is `value` (an object), also given as text.
+pub(crate) fn tool_result<T: serde::Serialize>(value: &T, is_error: bool) -> String {
+    let text = super::to_json_text(value);
+    let mut out = Vec::with_capacity(text.len() * 2 + 80);
+    out.extend_from_slice(b"{\"content\":[{\"type\":\"text\",\"text\":");
+    jsonrpc::write_json_string(&mut out, &text);
+    out.extend_from_slice(b"}],\"structuredContent\":");
+    out.extend_from_slice(text.as_bytes());
+    if is_error {
+        out.extend_from_slice(b",\"isError\":true");
+    }
+    out.push(b'}');
+    String::from_utf8(out).unwrap_or_default()
+}
+
+fn search_tools(shard: &Shard, catalog: &Catalog, args: &Json) -> Result<String, ArgError> {
+    let a = Args::new(args, &["query", "k", "server"])?;
+    let query = a.str_req("query")?;
+    let k = a.int_opt("k", 1, MAX_K)?.unwrap_or(5) as usize;
+    let server = a.server_opt(catalog, "server")?;
+    let index = shard.orchestration.index(catalog, &shard.config);
+    let hits = index.search(query, k, |d| server.is_none_or(|s| d.server == s));
+    let tools: Vec<Json> = hits
+        .iter()
+        .map(|h| {
+            let mut t = Json::object();
+            let _ = t.insert("name", h.doc.name.clone());
+            let _ = t.insert(
+                "server",
+                catalog
+                    .servers
+                    .get(h.doc.server)
+                    .map_or(String::new(), |s| s.name.clone()),
+            );
+            let _ = t.insert("score", (h.score * 1000.0).round() / 1000.0);
+            for field in ["title", "description", "inputSchema", "outputSchema"] {
+                if let Some(v) = h.doc.json.get(field) {
+                    let _ = t.insert(field, v.clone());
+                }
+            }
+            t
+        })
+        .collect();
+    let mut out = Json::object();
+    let _ = out.insert("query", query);
+    let _ = out.insert("tools_indexed", index.len() as u64);
+    let _ = out.insert("tools", Json::Array(Box::new(tools)));
+    Ok(tool_result(&out, false))
+}
+
+fn plan_workflow(shard: &Shard, catalog: &Catalog, args: &Json) -> Result<String, ArgError> {
+    let a = Args::new(args, &["goal", "capabilities", "inputs"])?;
+    let goal = a.str_req("goal")?;
+    let capabilities = a
+        .strings_opt("capabilities", 16)?
+        .filter(|c| !c.is_empty())
+        .ok_or_else(|| {
+            ArgError::new(
+                "capabilities",
+                "is required: 1 to 16 plain-language capabilities",
+            )
+        })?;
+    let inputs = a.strings_opt("inputs", 64)?.unwrap_or_default();
+    let index = shard.orchestration.index(catalog, &shard.config);
+    let planned = plan::plan(goal, &capabilities, &inputs, &index);
+    Ok(tool_result(&planned, false))
+}
+
+fn discover_servers(shard: &Shard, catalog: &Catalog, args: &Json) -> Result<String, ArgError> {
+    let a = Args::new(args, &["tag", "capability", "health"])?;
+    let tag = a.str_opt("tag")?;
+    let capability = a.str_opt("capability")?;
+    let health = match a.str_opt("health")? {
+        None => None,
+        Some(h @ ("up" | "down" | "pending")) => Some(h),
+        Some(_) => {
+            return Err(ArgError::new(
+                "health",
+                "must be \"up\", \"down\" or \"pending\"",
+            ))
+        }
+    };
+    let matching: Option<Vec<(usize, String)>> = capability.map(|c| {
+        let index = shard.orchestration.index(catalog, &shard.config);
+        index
+            .search(c, 20, |_| true)
+            .iter()
+            .map(|h| (h.doc.server, h.doc.name.clone()))
+            .collect()
+    });
+    let servers: Vec<Json> = resources::server_facts(shard, catalog)
+        .into_iter()
+        .enumerate()
+        .filter(|(_, f)| health.is_none_or(|h| f.state == h))
+        .filter(|(_, f)| tag.is_none_or(|t| f.tags.iter().any(|x| x.eq_ignore_ascii_case(t))))
+        .filter_map(|(i, f)| {
+            let mut v = simd_json::serde::to_owned_value(&f).ok()?;
+            if let Some(m) = &matching {
+                let tools: Vec<Json> = m
+                    .iter()
+                    .filter(|(s, _)| *s == i)
+                    .map(|(_, n)| Json::from(n.clone()))
+                    .collect();
+                if tools.is_empty() {
+                    return None;
+                }
+                let _ = v.insert("matching_tools", Json::Array(Box::new(tools)));
+            }
+            Some(v)
+        })
+        .collect();
+    let mut out = Json::object();
+    let _ = out.insert("servers", Json::Array(Box::new(servers)));
+    Ok(tool_result(&out, false))
+}
+
+fn monitor_health(shard: &Shard, catalog: &Catalog, args: &Json) -> Result<String, ArgError> {
+    let a = Args::new(args, &["server"])?;
+    let only = a.server_opt(catalog, "server")?;
+    let failures = resources::recent_step_stats(shard, catalog);
+    let servers: Vec<Json> = resources::server_facts(shard, catalog)
+        .into_iter()
+        .enumerate()
+        .filter(|(i, _)| only.is_none_or(|s| s == *i))
+        .map(|(i, f)| {
+            let mut v = Json::object();
+            let _ = v.insert("server", f.name.clone());
+            let _ = v.insert("state", f.state);
+            if let Some(d) = &f.detail {
+                let _ = v.insert("detail", d.clone());
+            }
+            let recent: Vec<Json> = failures
+                .iter()
+                .filter(|s| s.server == Some(i) && s.failures > 0)
+                .filter_map(|s| simd_json::serde::to_owned_value(s).ok())
+                .collect();
+            let _ = v.insert("recent_step_failures", Json::Array(Box::new(recent)));
+            let _ = v.insert(
+                "replicas",
+                "not available yet: one replica per server until replicas land (issue 4)",
+            );
+            v
+        })
+        .collect();
+    let mut out = Json::object();
+    let _ = out.insert("servers", Json::Array(Box::new(servers)));
+    let _ = out.insert(
+        "not_available",
+        Json::Array(Box::new(vec![
+            Json::from("per-replica health and consecutive-failure counts (issue 4)"),
+            Json::from("per-server error rates from live traffic (issue 5); failures listed come from workflow runs on this shard"),
+        ])),
+    );
+    Ok(tool_result(&out, false))
+}
+
+fn balance_load(shard: &Shard, catalog: &Catalog, args: &Json) -> Result<String, ArgError> {
+    let a = Args::new(args, &["server", "strategy", "weights"])?;
+    let only = a.server_opt(catalog, "server")?;
+    let strategy = a.str_opt("strategy")?;
+    let weights = a.obj_opt("weights")?;
+    if strategy.is_some() || weights.is_some() {
+        let field = if strategy.is_some() {
+            "strategy"
+        } else {
+            "weights"
+        };
+        let mut out = Json::object();
+        let _ = out.insert(
+            "error",
+            format!(
+                "cannot set {field}: every server has a single upstream today, so there is nothing to balance; \
+                 strategies and weights come with replicas (issue 4)"
+            ),
+        );
+        return Ok(tool_result(&out, true));
+    }
+    let servers: Vec<Json> = resources::server_facts(shard, catalog)
+        .into_iter()
+        .enumerate()
+        .filter(|(i, _)| only.is_none_or(|s| s == *i))
+        .map(|(_, f)| {
+            let mut v = Json::object();
+            let _ = v.insert("server", f.name);
+            let _ = v.insert("state", f.state);
+            let _ = v.insert("replicas", 1u64);
+            let _ = v.insert("strategy", "single");
+            v
+        })
+        .collect();
+    let mut out = Json::object();
+    let _ = out.insert("servers", Json::Array(Box::new(servers)));
+    let _ = out.insert("shard", shard.id as u64);
+    let _ = out.insert("sessions_on_shard", shard.session_count() as u64);
+    let _ = out.insert(
+        "requests_in_flight_on_shard",
+        shard.requests_in_flight() as u64,
+    );
+    let _ = out.insert(
+        "not_available",
+        "request counts per replica (issues 4 and 5); sessions are spread over shards by the kernel",
+    );
+    Ok(tool_result(&out, false))
+}
+
+fn optimize_performance(shard: &Shard, catalog: &Catalog, args: &Json) -> Result<String, ArgError> {
+    let a = Args::new(args, &["server"])?;
+    let only = a.server_opt(catalog, "server")?;
+    let findings = resources::findings(shard, catalog, only);
+    let mut out = Json::object();
+    let _ = out.insert("findings", Json::Array(Box::new(findings)));
+    let _ = out.insert(
+        "not_available",
+        "latency histograms and error rates from live traffic (issue 5), replica imbalance (issue 4); \
+         findings come from server states and recent workflow runs on this shard",
+    );
+    Ok(tool_result(&out, false))
+}
+
+/// `call_tool`: forwarded like a client's own `tools/call` of that tool.
+async fn call_tool(call: Call, catalog: &Catalog) -> Answer {
+    let checked = (|| {
+        let a = Args::new(&call.arguments, &["name", "arguments"])?;
+        let name = a.str_req("name")?;
+        let arguments = a
+            .obj_opt("arguments")?
+            .cloned()
+            .unwrap_or_else(Json::object);
+        if super::is_own_tool(name) {
+            return Err(ArgError::new("name", "call the proxy's own tools directly"));
+        }
+        let (server, original) = catalog.tool(name).ok_or_else(|| {
+            ArgError::new(
+                "name",
+                super::check_step_tool(catalog, name)
+                    .err()
+                    .unwrap_or_default(),
+            )
+        })?;
+        Ok((server, original.to_owned(), arguments))
+    })();
+    let (server, original, arguments) = match checked {
+        Ok(x) => x,
+        Err(e) => return Answer::Json(e.to_body(&call.id)),
+    };
+    let mut params = Json::object();
+    let _ = params.insert("name", original);
+    let _ = params.insert("arguments", arguments);
+    if let Some(token) = call.progress_token {
+        let mut meta = Json::object();
+        let _ = meta.insert("progressToken", token);
+        let _ = params.insert("_meta", meta);
+    }
+    let body = jsonrpc::request_body(&call.id, "tools/call", params.encode().as_bytes());
+    let mut buf = body.to_vec();
+    let msg = match jsonrpc::parse(&mut buf) {
+        Ok(m) => m,
+        Err(e) => {
+            return Answer::Json(jsonrpc::error_body(
+                Some(&call.id),
+                code::INTERNAL_ERROR,
+                &e.to_string(),
+            ))
+        }
+    };
+    forward::request(
+        &call.session,
+        server,
+        call.id.clone(),
+        msg,
+        call.accepts_sse,
+    )
+    .await
+}
+
+/// Steps call upstream tools through the session's own upstream sessions, as its client would.
+struct SessionExecutor {
+    session: Rc<Session>,
+    catalog: std::sync::Arc<Catalog>,
+}
+
+impl Executor for SessionExecutor {
+    fn call(
+        &self,
+        tool: &str,
+        arguments: Json,
+    ) -> futures_lite::future::BoxedLocal<Result<Json, StepError>> {
+        let found = self.catalog.tool(tool).map(|(s, o)| (s, o.to_owned()));
+        let session = self.session.clone();
+        let tool = tool.to_owned();
+        Box::pin(async move {
+            let (server, original) = found.ok_or_else(|| StepError::Rejected {
+                code: code::INVALID_PARAMS.into(),
+                message: format!("unknown tool \"{tool}\""),
+            })?;
+            let upstream = session
+                .upstream(server)
+                .ok_or_else(|| StepError::Upstream(format!("no upstream for {tool}")))?;
+            let mut params = Json::object();
+            let _ = params.insert("name", original);
+            let _ = params.insert("arguments", arguments);
+            let answer = upstream
+                .request("tools/call", params.encode().as_bytes())
+                .await
+                .map_err(|e| StepError::Upstream(e.to_string()))?;
+            let mut buf = answer.to_vec();
+            let mut msg = simd_json::to_owned_value(&mut buf).map_err(|e| {
+                StepError::Upstream(format!("{tool} answered with invalid JSON: {e}"))
+            })?;
+            if let Some(err) = msg.get("error") {
+                return Err(StepError::Rejected {
+                    code: err.get_i64("code").unwrap_or(0),
+                    message: err.get_str("message").unwrap_or("no message").to_owned(),
+                });
+            }
+            msg.remove("result")
+                .ok()
+                .flatten()
+                .ok_or_else(|| StepError::Upstream(format!("{tool} answered without a result")))
+        })
+    }
+}
+
+/// `orchestrate_workflow`: validate, then run; streamed when progress is asked for.
+async fn orchestrate(call: Call, catalog: &std::sync::Arc<Catalog>) -> Answer {
+    let prepared = (|| {
+        let a = Args::new(&call.arguments, &["workflow", "name", "inputs"])?;
+        let inputs = a.obj_opt("inputs")?.cloned().unwrap_or_else(Json::object);
+        let check = |t: &str| super::check_step_tool(catalog, t);
+        let wf = match (call.arguments.get("workflow"), a.str_opt("name")?) {
+            (Some(w), None) => Workflow::from_json(w, "workflow", &check)?,
+            (None, Some(name)) => {
+                let saved = call
+                    .shard
+                    .orchestration
+                    .store
+                    .get(name)
+                    .map_err(|e| ArgError::new("name", e.to_string()))?
+                    .ok_or_else(|| {
+                        ArgError::new("name", format!("no saved workflow \"{name}\""))
+                    })?;
+                let mut wf =
+                    Workflow::from_json(&saved, &format!("saved workflow {name}"), &check)?;
+                wf.name.get_or_insert_with(|| name.to_owned());
+                wf
+            }
+            (Some(_), Some(_)) => {
+                return Err(ArgError::new(
+                    "name",
+                    "give either workflow or name, not both",
+                ))
+            }
+            (None, None) => {
+                return Err(ArgError::new(
+                    "workflow",
+                    "is required (or name, for a saved workflow)",
+                ))
+            }
+        };
+        wf.check_inputs(&inputs)?;
+        Ok((wf, inputs))
+    })();
+    let (wf, inputs) = match prepared {
+        Ok(x) => x,
+        Err(e) => return Answer::Json(e.to_body(&call.id)),
+    };
+    let shard = call.shard.clone();
+    let session = call.session.clone();
+    let state = &shard.orchestration;
+    let entry = state.start_run(shard.id, wf.name.clone(), wf.steps.len());
+    let watched = Rc::downgrade(&session);
+    let request = call.id.clone();
+    // A run also stops when its session ends.
+    let cancel = Cancel::watching(Rc::new(move || {
+        watched.upgrade().is_none_or(|s| s.abandoned(&request))
+    }));
+    let key = (session.id.clone(), call.id.clone());
+    state
+        .active
+        .borrow_mut()
+        .insert(key.clone(), cancel.clone());
+    let exec: Rc<dyn Executor> = Rc::new(SessionExecutor {
+        session: session.clone(),
+        catalog: catalog.clone(),
+    });
+    let token = call.progress_token.clone();
+    let stream = (token.is_some() && call.accepts_sse).then(|| session.events.open());
+    let id = call.id.clone();
+    let busy = shard.begin_request();
+    let work = async move {
+        let events_to = stream.unwrap_or(STANDALONE);
+        let mut progress = |rec: &engine::StepRecord, done: usize, total: usize| {
+            entry.borrow_mut().steps_finished = done;
+            if let Some(token) = &token {
+                let mut p = Json::object();
+                let _ = p.insert("progressToken", token.clone());
+                let _ = p.insert("progress", done as u64);
+                let _ = p.insert("total", total as u64);
+                let _ = p.insert(
+                    "message",
+                    format!(
+                        "step {} {}",
+                        rec.id,
+                        super::to_json_text(&rec.status).trim_matches('"')
+                    ),
+                );
+                session.events.push(
+                    events_to,
+                    jsonrpc::notification_body(
+                        "notifications/progress",
+                        Some(p.encode().as_bytes()),
+                    ),
+                );
+            }
+        };
+        let report = engine::run(&wf, &inputs, exec, &cancel, &mut progress).await;
+        shard.orchestration.active.borrow_mut().remove(&key);
+        {
+            let mut e = entry.borrow_mut();
+            e.status = report.status;
+            e.duration_ms = Some(report.duration_ms);
+            e.report = Some(report.clone());
+        }
+        let run_id = entry.borrow().run_id.clone();
+        drop(busy);
+        if report.status == RunStatus::Cancelled {
+            // The spec: a cancelled request gets no response.
+            return None;
+        }
+        let mut out = simd_json::serde::to_owned_value(&report).unwrap_or_else(|_| Json::object());
+        let _ = out.insert("run_id", run_id);
+        if let Some(name) = &wf.name {
+            let _ = out.insert("workflow", name.clone());
+        }
+        let failed = report.status == RunStatus::Failed;
+        Some(jsonrpc::result_body(
+            &id,
+            tool_result(&out, failed).as_bytes(),
+        ))
+    };
+    match stream {
+        Some(out) => {
+            let session = call.session.clone();
+            glommio::spawn_local(async move {
+                if let Some(answer) = work.await {
+                    session.events.push(out, answer);
+                }
+                session.events.finish(out);
+            })
+            .detach();
+            Answer::Stream(out)
+        }
+        None => match work.await {
+            Some(answer) => Answer::Json(answer),
+            None => Answer::Silent,
+        },
+    }
+}
