@@ -65,6 +65,14 @@ pub struct ProxyConfig {
     pub log_format: LogFormat,
     /// Log filter such as `info` or `warn,mcp_proxy::routing=debug`; `None`: `info`.
     pub log_level: Option<String>,
+    /// Bearer token of the admin API (`MCP_PROXY_ADMIN_TOKEN` also sets it); `None`: one is
+    /// generated at start and printed.
+    pub admin_token: Option<String>,
+    /// Directory where the live registry (`registry.json`) persists; `None`: not persisted.
+    pub state_dir: Option<std::path::PathBuf>,
+    /// The file this configuration was read from (set by the binary, not by the file), so a
+    /// reload (SIGHUP, admin API) can read it again.
+    pub config_path: Option<std::path::PathBuf>,
 }
 
 impl Default for ProxyConfig {
@@ -84,6 +92,9 @@ impl Default for ProxyConfig {
             admin_listen: Some(default_admin_listen()),
             log_format: LogFormat::default(),
             log_level: None,
+            admin_token: None,
+            state_dir: None,
+            config_path: None,
         }
     }
 }
@@ -483,6 +494,9 @@ impl Config {
                 None => None,
             },
             session_max_age: raw.proxy.session_max_age,
+            admin_token: raw.proxy.admin_token.filter(|t| !t.is_empty()),
+            state_dir: raw.proxy.state_dir.map(std::path::PathBuf::from),
+            config_path: None,
         };
 
         let mut servers = Vec::with_capacity(raw.servers.len());
@@ -867,6 +881,12 @@ struct RawProxy {
     /// See [`ProxyConfig::log_level`].
     #[serde(default)]
     log_level: Option<Spanned<String>>,
+    /// See [`ProxyConfig::admin_token`].
+    #[serde(default)]
+    admin_token: Option<String>,
+    /// See [`ProxyConfig::state_dir`].
+    #[serde(default)]
+    state_dir: Option<String>,
 }
 
 impl Default for RawProxy {
@@ -887,6 +907,8 @@ impl Default for RawProxy {
             admin_listen: None,
             log_format: None,
             log_level: None,
+            admin_token: None,
+            state_dir: None,
         }
     }
 }
