@@ -60,6 +60,12 @@ fn main() -> anyhow::Result<()> {
     if let Some(admin) = args.admin_listen {
         config.proxy.admin_listen = Some(admin);
     }
+    config.proxy.config_path = args.config.clone();
+    if config.proxy.admin_token.is_none() {
+        config.proxy.admin_token = std::env::var("MCP_PROXY_ADMIN_TOKEN")
+            .ok()
+            .filter(|t| !t.is_empty());
+    }
     if config.proxy.session_key.is_none() {
         config.proxy.session_key = std::env::var("MCP_PROXY_SESSION_KEY")
             .ok()
@@ -82,12 +88,19 @@ fn main() -> anyhow::Result<()> {
     let mode = if args.stdio { Mode::Stdio } else { Mode::Http };
     let running = runtime::start(config, mode).context("mcp-proxy could not start")?;
     let stop = running.stop_flag();
+    let reload = running.reload_flag();
     std::thread::Builder::new()
         .name("signals".into())
-        .spawn(move || {
+        .spawn(move || loop {
             let signal = wait_for(&signals);
+            if signal == libc::SIGHUP {
+                log::info!("SIGHUP received: reloading the configuration");
+                reload.store(true, Ordering::Release);
+                continue;
+            }
             log::info!("signal {signal} received: shutting down");
             stop.store(true, Ordering::Release);
+            return;
         })
         .context("cannot start the signal thread")?;
     if args.stdio {
@@ -102,6 +115,9 @@ fn main() -> anyhow::Result<()> {
         writeln!(stdout, "mcp-proxy ready: http://{}/mcp", running.addr)?;
         if let Some(admin) = running.admin {
             writeln!(stdout, "mcp-proxy admin: http://{admin}")?;
+            if let Some(token) = &running.generated_token {
+                writeln!(stdout, "mcp-proxy admin token: {token}")?;
+            }
         }
         stdout.flush()?;
     }
@@ -110,7 +126,7 @@ fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Blocks SIGTERM and SIGINT in this thread (and so in every thread it starts).
+/// Blocks SIGTERM, SIGINT and SIGHUP in this thread (and so in every thread it starts).
 fn block_termination_signals() -> libc::sigset_t {
     // SAFETY: plain libc signal-set calls on a local, zero-initialised set.
     unsafe {
@@ -118,6 +134,7 @@ fn block_termination_signals() -> libc::sigset_t {
         libc::sigemptyset(&mut set);
         libc::sigaddset(&mut set, libc::SIGTERM);
         libc::sigaddset(&mut set, libc::SIGINT);
+        libc::sigaddset(&mut set, libc::SIGHUP);
         libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
         set
     }

@@ -52,6 +52,9 @@ pub enum StartError {
     /// stdin/stdout could not be bridged to the shard.
     #[error("cannot serve on stdin/stdout: {0}")]
     Stdio(std::io::Error),
+    /// The live registry's state file could not be read.
+    #[error(transparent)]
+    Registry(#[from] crate::registry::live::RegistryError),
 }
 
 /// Where clients come from.
@@ -70,9 +73,17 @@ pub struct Running {
     pub admin: Option<SocketAddr>,
     handles: glommio::PoolThreadHandles<()>,
     stop: Arc<AtomicBool>,
+    reload: Arc<AtomicBool>,
+    /// The admin API token made at start (none was configured), for the operator to see.
+    pub generated_token: Option<String>,
 }
 
 impl Running {
+    /// A handle that makes shard 0 re-read the configuration file when raised (SIGHUP).
+    pub fn reload_flag(&self) -> Arc<AtomicBool> {
+        self.reload.clone()
+    }
+
     /// A handle that stops the proxy when raised (safe to raise from any thread).
     pub fn stop_flag(&self) -> Arc<AtomicBool> {
         self.stop.clone()
@@ -122,8 +133,22 @@ pub fn start(mut config: Config, mode: Mode) -> Result<Running, StartError> {
     }
     let admin = config.proxy.admin_listen.map(resolve_port).transpose()?;
     config.proxy.admin_listen = admin;
+    // The admin API is never open: without a configured token, one is made for this run.
+    let generated_token = match (admin, &config.proxy.admin_token) {
+        (Some(_), None) => {
+            let token = random_token();
+            config.proxy.admin_token = Some(token.clone());
+            Some(token)
+        }
+        _ => None,
+    };
+    // The registry's servers (the configuration plus the state directory's changes) are the
+    // servers every shard starts with, so indices agree everywhere from the start.
+    let registry = Arc::new(crate::registry::live::load(&config)?);
+    config.servers = registry.entries.iter().map(|e| e.config.clone()).collect();
     crate::metrics::install(shards, &config)?;
     let config = Arc::new(config);
+    let reload = Arc::new(AtomicBool::new(false));
     let ready = Arc::new(AtomicUsize::new(0));
     let drained = Arc::new(AtomicUsize::new(0));
     let stop = Arc::new(AtomicBool::new(false));
@@ -131,14 +156,22 @@ pub fn start(mut config: Config, mode: Mode) -> Result<Running, StartError> {
     let stdio = Arc::new(std::sync::Mutex::new(stdio));
     let handles = {
         let (ready, stop, drained) = (ready.clone(), stop.clone(), drained.clone());
+        let reload = reload.clone();
         LocalExecutorPoolBuilder::new(PoolPlacement::MaxSpread(shards, None))
             .name("mcp-proxy-shard")
             .on_all_shards(move || {
                 let (config, ready, stop, mesh) =
                     (config.clone(), ready.clone(), stop.clone(), mesh.clone());
+                let (registry, reload) = (registry.clone(), reload.clone());
                 // Only one shard runs in stdio mode; it takes the bridge.
                 let stdio = stdio.lock().ok().and_then(|mut s| s.take());
-                async move { run_shard(config, shards, mesh, ready, stop, drained, stdio).await }
+                let signals = Signals {
+                    ready,
+                    stop,
+                    drained,
+                    reload,
+                };
+                async move { run_shard(config, registry, shards, mesh, signals, stdio).await }
             })
             .map_err(|e| StartError::Executors {
                 shards,
@@ -153,7 +186,23 @@ pub fn start(mut config: Config, mode: Mode) -> Result<Running, StartError> {
         admin,
         handles,
         stop,
+        reload,
+        generated_token,
     })
+}
+
+/// 32 random bytes in hex: an admin token for this run.
+fn random_token() -> String {
+    let mut bytes = [0u8; 32];
+    if getrandom::fill(&mut bytes).is_err() {
+        // Only before the kernel's CSPRNG is seeded; a time-based token is still per run.
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos();
+        bytes[..16].copy_from_slice(&nanos.to_le_bytes());
+    }
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Binds once to learn the real port when the configuration asks for port 0.
@@ -175,15 +224,32 @@ async fn stopped(stop: &AtomicBool) {
     }
 }
 
+/// Flags shared by every shard and the main thread.
+struct Signals {
+    /// Shards that are serving.
+    ready: Arc<AtomicUsize>,
+    /// Raised to shut down.
+    stop: Arc<AtomicBool>,
+    /// Shards that have drained.
+    drained: Arc<AtomicUsize>,
+    /// Raised to re-read the configuration (shard 0 takes it down).
+    reload: Arc<AtomicBool>,
+}
+
 async fn run_shard(
     config: Arc<Config>,
+    registry: Arc<crate::registry::live::Registry>,
     shards: usize,
     mesh: Option<MeshBuilder<Msg, Full>>,
-    ready: Arc<AtomicUsize>,
-    stop: Arc<AtomicBool>,
-    drained: Arc<AtomicUsize>,
+    signals: Signals,
     stdio: Option<std::os::unix::net::UnixStream>,
 ) {
+    let Signals {
+        ready,
+        stop,
+        drained,
+        reload,
+    } = signals;
     let (mesh, receivers, id) = match mesh {
         Some(builder) => match builder.join().await {
             Ok((senders, receivers)) => {
@@ -199,6 +265,8 @@ async fn run_shard(
     };
     let addr = config.proxy.listen;
     let shard = Shard::new(id, shards, config, mesh);
+    // Same servers as the configuration now holds; this brings in their states (drained).
+    shard.install_registry(registry);
     if let Some(receivers) = receivers {
         Mesh::spawn_receivers(&shard, receivers);
     }
@@ -223,6 +291,7 @@ async fn run_shard(
     }
     if id == 0 {
         shard.start_discovery().await;
+        crate::admin::servers::watch_reload(&shard, reload);
     }
     ready.fetch_add(1, Ordering::AcqRel);
     match (listener, stdio) {

@@ -4,6 +4,8 @@
 //! - `GET /metrics`: Prometheus text exposition of every `mcp_proxy_*` metric.
 //! - `GET /stats`: exact latency quantiles (JSON), merged across shards ([`stats`]).
 //! - `GET /healthz`: liveness, with each upstream server's discovery state (JSON).
+//! - `/api/v1/...`: the admin API ([`api`], bearer token), whose changes to the live registry
+//!   go through [`servers`]. `/metrics`, `/stats` and `/healthz` stay open for scrapers.
 //!
 //! The router is one `match` on method and path ([`route`]); new endpoints are new arms.
 //!
@@ -14,6 +16,8 @@
 //! - a rendered `/metrics` body is reused for [`METRICS_MAX_AGE`], so scraping faster than
 //!   that costs a write, not a render.
 
+pub mod api;
+pub mod servers;
 pub mod stats;
 
 use std::cell::RefCell;
@@ -40,7 +44,8 @@ pub struct Response {
 }
 
 impl Response {
-    fn json(status: u16, body: String) -> Response {
+    /// A JSON response.
+    pub fn json(status: u16, body: String) -> Response {
         Response {
             status,
             content_type: "application/json",
@@ -111,7 +116,12 @@ async fn serve_connection(shard: Rc<Shard>, stream: TcpStream) {
                 return;
             }
         };
-        let response = route(&shard, &request);
+        let response = match &shard.config.proxy.admin_token {
+            Some(token) if request.path().starts_with(api::PREFIX) => {
+                api::handle(&shard, token, &request)
+            }
+            _ => route(&shard, &request),
+        };
 
         let headers = [("Content-Type", response.content_type)];
         let written = conn
@@ -137,7 +147,7 @@ pub fn route(shard: &Shard, request: &Request) -> Response {
     }
     match path {
         "/metrics" => metrics_response(),
-        "/stats" => Response::json(200, stats::render(&shard.config)),
+        "/stats" => Response::json(200, stats::render_names(&shard.registry().names_by_index())),
         "/healthz" => Response::json(200, health(shard)),
         _ => Response::json(
             404,
@@ -181,12 +191,14 @@ fn metrics_response() -> Response {
 /// `{"status":"ok","shards":N,"servers":{"name":"up"|"down"|"pending"}}`.
 fn health(shard: &Shard) -> String {
     let catalog = shard.catalog();
-    let servers: Vec<String> = shard
-        .config
-        .servers
+    let registry = shard.registry();
+    let servers: Vec<String> = registry
+        .entries
         .iter()
         .zip(catalog.status.iter())
-        .map(|(s, status)| {
+        .filter(|(e, _)| e.state != crate::registry::live::State::Removed)
+        .map(|(e, status)| {
+            let s = &e.config;
             let state = match status {
                 ServerStatus::Pending => "pending",
                 ServerStatus::Up(_) => "up",

@@ -16,8 +16,14 @@ use std::fmt::Write as _;
 use crate::config::Config;
 use crate::metrics::latency::{self, Quantiles};
 
-/// The `/stats` document.
+/// The `/stats` document for the configured servers.
 pub fn render(config: &Config) -> String {
+    let names: Vec<String> = config.servers.iter().map(|s| s.name.clone()).collect();
+    render_names(&names)
+}
+
+/// The `/stats` document for servers `names` (by index).
+pub fn render_names(names: &[String]) -> String {
     let (merged, per_shard) = latency::merged();
     let mut out = format!(
         r#"{{"unit":"us","published_every_ms":{},"end_to_end":{},"shards":["#,
@@ -31,7 +37,7 @@ pub fn render(config: &Config) -> String {
         let _ = write!(out, r#"{{"shard":{i},"end_to_end_count":{count}}}"#);
     }
     out.push_str(r#"],"servers":{"#);
-    for (i, server) in config.servers.iter().enumerate() {
+    for (i, server) in names.iter().enumerate() {
         if i > 0 {
             out.push(',');
         }
@@ -44,7 +50,7 @@ pub fn render(config: &Config) -> String {
         let _ = write!(
             out,
             r#"{}:{{"request":{},"upstream":{}}}"#,
-            json_str(&server.name),
+            json_str(server),
             quantiles(&request),
             quantiles(&upstream)
         );

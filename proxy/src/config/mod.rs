@@ -54,7 +54,8 @@ pub struct ProxyConfig {
     pub session_idle_timeout: Duration,
     /// Items per page of aggregated lists; 0 means no paging.
     pub page_size: usize,
-    /// Where the proxy keeps state across restarts (saved workflows); none keeps it in memory.
+    /// Where the proxy keeps state across restarts (the live registry, saved workflows);
+    /// none keeps it in memory.
     pub state_dir: Option<std::path::PathBuf>,
     /// Which tools `tools/list` shows: every upstream tool, or only the proxy's own.
     pub tool_exposure: ToolExposure,
@@ -69,6 +70,12 @@ pub struct ProxyConfig {
     pub log_format: LogFormat,
     /// Log filter such as `info` or `warn,mcp_proxy::routing=debug`; `None`: `info`.
     pub log_level: Option<String>,
+    /// Bearer token of the admin API (`MCP_PROXY_ADMIN_TOKEN` also sets it); `None`: one is
+    /// generated at start and printed.
+    pub admin_token: Option<String>,
+    /// The file this configuration was read from (set by the binary, not by the file), so a
+    /// reload (SIGHUP, admin API) can read it again.
+    pub config_path: Option<std::path::PathBuf>,
 }
 
 /// Which tools `tools/list` shows.
@@ -101,6 +108,8 @@ impl Default for ProxyConfig {
             admin_listen: Some(default_admin_listen()),
             log_format: LogFormat::default(),
             log_level: None,
+            admin_token: None,
+            config_path: None,
         }
     }
 }
@@ -504,6 +513,8 @@ impl Config {
                 None => None,
             },
             session_max_age: raw.proxy.session_max_age,
+            admin_token: raw.proxy.admin_token.filter(|t| !t.is_empty()),
+            config_path: None,
         };
 
         let mut servers = Vec::with_capacity(raw.servers.len());
@@ -912,6 +923,9 @@ struct RawProxy {
     /// See [`ProxyConfig::log_level`].
     #[serde(default)]
     log_level: Option<Spanned<String>>,
+    /// See [`ProxyConfig::admin_token`].
+    #[serde(default)]
+    admin_token: Option<String>,
 }
 
 impl Default for RawProxy {
@@ -934,6 +948,7 @@ impl Default for RawProxy {
             admin_listen: None,
             log_format: None,
             log_level: None,
+            admin_token: None,
         }
     }
 }

@@ -16,8 +16,11 @@ pub const RECOVERY_CHECKS: u32 = 2;
 
 /// Starts the checks of every HTTP server of `shard`.
 pub fn start(shard: &Rc<Shard>) {
-    for upstream in &shard.upstreams {
-        if let Upstream::Http(client) = upstream {
+    for index in 0..shard.upstreams.len() {
+        let Some(upstream) = shard.upstreams.get(index) else {
+            continue;
+        };
+        if let Upstream::Http(client) = &*upstream {
             for replica in 0..client.replica_count() {
                 let (client, shard) = (client.clone(), Rc::downgrade(shard));
                 glommio::spawn_local(check_forever(shard, client, replica)).detach();

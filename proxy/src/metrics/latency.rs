@@ -153,6 +153,16 @@ pub fn init_local(shard: usize, servers: usize) {
     LOCAL.with(|l| *l.borrow_mut() = Some((shard, Latencies::new(servers))));
 }
 
+/// Makes room on this shard for `servers` servers (servers added while running).
+pub fn grow_local(servers: usize) {
+    with_local(|l| {
+        if l.request.len() < servers {
+            l.request.resize(servers, None);
+            l.upstream.resize(servers, None);
+        }
+    });
+}
+
 fn with_local(f: impl FnOnce(&mut Latencies)) {
     LOCAL.with(|l| {
         if let Some((_, lat)) = l.borrow_mut().as_mut() {

@@ -91,6 +91,7 @@ pub struct InstallError(String);
 /// sizes the latency board for `shards` shards and `config`'s servers.
 pub fn install(shards: usize, config: &Config) -> Result<&'static PrometheusHandle, InstallError> {
     latency::init_board(shards, config.servers.len());
+    SESSION_COUNTS.get_or_init(|| (0..shards).map(|_| Default::default()).collect());
     if let Some(h) = HANDLE.get() {
         return Ok(h);
     }
@@ -337,7 +338,42 @@ pub fn request_done(started: Instant) {
 
 /// This shard now owns `count` sessions.
 pub fn sessions(count: usize) {
-    with(|m| m.sessions.set(count as f64));
+    with(|m| {
+        m.sessions.set(count as f64);
+        // The admin API (on shard 0) reports every shard's count without asking the shards.
+        if let Some(slot) = SESSION_COUNTS.get().and_then(|c| c.get(m.shard)) {
+            slot.store(count, std::sync::atomic::Ordering::Relaxed);
+        }
+    });
+}
+
+/// Sessions per shard, as last reported by each shard.
+static SESSION_COUNTS: OnceLock<Vec<std::sync::atomic::AtomicUsize>> = OnceLock::new();
+
+/// Each shard's session count, by shard index.
+pub fn session_counts() -> Vec<usize> {
+    SESSION_COUNTS.get().map_or_else(Vec::new, |c| {
+        c.iter()
+            .map(|n| n.load(std::sync::atomic::Ordering::Relaxed))
+            .collect()
+    })
+}
+
+/// Starts this shard's metrics for server `index` (added to the live registry after start).
+/// Indices only grow, so the per-server vectors are extended up to `index`.
+pub fn add_server(index: usize, server: &crate::config::ServerConfig) {
+    with(|m| {
+        while m.servers.len() <= index {
+            m.servers.push(server.name.clone());
+            m.requests
+                .extend(std::iter::repeat_n(None, Method::COUNT * Outcome::COUNT));
+            m.upstream
+                .push(metrics::histogram!(names::UPSTREAM_DURATION,
+                "server" => server.name.clone(), "replica" => replica_label(server)));
+            m.up.push(metrics::gauge!(names::UPSTREAM_UP, "server" => server.name.clone()));
+        }
+    });
+    latency::grow_local(index + 1);
 }
 
 /// Discovery reached `server` (`up`) or failed to.

@@ -3,6 +3,11 @@
 //! One proxy-owned upstream session per server declares the broadest client capabilities, so
 //! servers that tailor their lists to the client show everything they have. A server that is
 //! down is retried with backoff; a server that announces `list_changed` is listed again.
+//!
+//! The set of servers follows the live registry ([`Discovery::follow`]): an added server is
+//! discovered at once, a removed or replaced one has its session closed and its listing task
+//! ended (each task holds an epoch and stops when its server's epoch moves on), and drained
+//! servers are published as down so their items leave the catalog.
 
 use std::cell::{Cell, RefCell};
 use std::rc::{Rc, Weak};
@@ -14,6 +19,7 @@ use glommio::channels::local_channel::{self, LocalReceiver, LocalSender};
 use simd_json::prelude::*;
 
 use super::catalog::{Catalog, ServerListing, ServerStatus};
+use super::live::{Registry, State};
 use crate::protocol::jsonrpc::{self, code, Id, Kind};
 use crate::protocol::version;
 use crate::shard::Shard;
@@ -28,53 +34,99 @@ const MAX_PAGES: usize = 1000;
 /// Shard 0's discovery of every upstream.
 pub struct Discovery {
     shard: Weak<Shard>,
-    sessions: RefCell<Vec<UpstreamHandle>>,
+    /// The proxy's own session with each server, by index (`None`: removed).
+    sessions: RefCell<Vec<Option<UpstreamHandle>>>,
+    /// Last discovery outcome, by index.
     status: RefCell<Vec<ServerStatus>>,
-    triggers: Vec<LocalSender<()>>,
+    /// Wakes a server's listing task, by index.
+    triggers: RefCell<Vec<Option<LocalSender<()>>>>,
+    /// Bumped when a server is removed or replaced, so its old listing task stops.
+    epochs: RefCell<Vec<u64>>,
     generation: Cell<u64>,
+    /// `initialize` params of discovery sessions.
+    params: Bytes,
 }
 
 impl Discovery {
-    /// Starts discovering every configured server.
+    /// Starts discovering every server of the shard's registry.
     pub fn start(shard: &Rc<Shard>) -> Rc<Discovery> {
-        let n = shard.upstreams.len();
-        let mut triggers = Vec::with_capacity(n);
-        let mut receivers = Vec::with_capacity(n);
-        for _ in 0..n {
-            let (tx, rx) = local_channel::new_bounded(1);
-            triggers.push(tx);
-            receivers.push(rx);
-        }
         let discovery = Rc::new(Discovery {
             shard: Rc::downgrade(shard),
             sessions: RefCell::new(Vec::new()),
-            status: RefCell::new(vec![ServerStatus::Pending; n]),
-            triggers,
+            status: RefCell::new(Vec::new()),
+            triggers: RefCell::new(Vec::new()),
+            epochs: RefCell::new(Vec::new()),
             generation: Cell::new(shard.catalog().generation),
+            params: Bytes::from(format!(
+                r#"{{"protocolVersion":"{}","capabilities":{{"sampling":{{}},"elicitation":{{}},"roots":{{"listChanged":true}}}},"clientInfo":{{"name":"mcp-proxy-discovery","version":"{}"}}}}"#,
+                version::LATEST,
+                env!("CARGO_PKG_VERSION")
+            )),
         });
-        let sink: Weak<dyn UpstreamSink> = Rc::downgrade(&discovery) as Weak<dyn UpstreamSink>;
-        let params = Bytes::from(format!(
-            r#"{{"protocolVersion":"{}","capabilities":{{"sampling":{{}},"elicitation":{{}},"roots":{{"listChanged":true}}}},"clientInfo":{{"name":"mcp-proxy-discovery","version":"{}"}}}}"#,
-            version::LATEST,
-            env!("CARGO_PKG_VERSION")
-        ));
-        *discovery.sessions.borrow_mut() = shard
-            .upstreams
-            .iter()
-            .map(|upstream| {
-                upstream.open(shard, DISCOVERY, params.clone(), Some(sink.clone()), None)
-            })
-            .collect();
-        for (server, rx) in receivers.into_iter().enumerate() {
-            let d = discovery.clone();
-            glommio::spawn_local(async move { d.run(server, rx).await }).detach();
+        for server in 0..shard.upstreams.len() {
+            discovery.start_server(shard, server);
         }
         discovery
     }
 
+    /// (Re)starts discovering `server` with a fresh session; a removed server is marked so.
+    fn start_server(self: &Rc<Self>, shard: &Rc<Shard>, server: usize) {
+        let n = server + 1;
+        if self.status.borrow().len() < n {
+            self.status.borrow_mut().resize(n, ServerStatus::Pending);
+        }
+        if self.sessions.borrow().len() < n {
+            self.sessions.borrow_mut().resize(n, None);
+            self.triggers.borrow_mut().resize_with(n, || None);
+            self.epochs.borrow_mut().resize(n, 0);
+        }
+        let epoch = {
+            let mut epochs = self.epochs.borrow_mut();
+            epochs[server] += 1;
+            epochs[server]
+        };
+        let old = self.sessions.borrow_mut()[server].take();
+        if let Some(old) = old {
+            glommio::spawn_local(async move { old.close().await }).detach();
+        }
+        // Dropping the old sender wakes the old task, which sees its epoch is over.
+        self.triggers.borrow_mut()[server] = None;
+        let Some(upstream) = shard.upstreams.get(server) else {
+            self.status.borrow_mut()[server] = ServerStatus::Down("removed".into());
+            return;
+        };
+        let sink: Weak<dyn UpstreamSink> = Rc::downgrade(self) as Weak<dyn UpstreamSink>;
+        let session = upstream.open(shard, DISCOVERY, self.params.clone(), Some(sink), None);
+        self.sessions.borrow_mut()[server] = Some(session.clone());
+        self.status.borrow_mut()[server] = ServerStatus::Pending;
+        let (tx, rx) = local_channel::new_bounded(1);
+        self.triggers.borrow_mut()[server] = Some(tx);
+        let d = self.clone();
+        glommio::spawn_local(async move { d.run(server, epoch, session, rx).await }).detach();
+    }
+
+    /// Follows a registry change (on shard 0, after the shard installed `new`): discovers
+    /// added servers at once, restarts changed ones, ends removed ones, and republishes.
+    pub fn follow(self: &Rc<Self>, shard: &Rc<Shard>, old: &Registry, new: &Registry) {
+        for (i, entry) in new.entries.iter().enumerate() {
+            let before = old.entries.get(i);
+            let was_live = before.is_some_and(|b| b.state != State::Removed);
+            let live = entry.state != State::Removed;
+            let changed = before.is_none_or(|b| b.config != entry.config);
+            if live != was_live || (live && changed) {
+                self.start_server(shard, i);
+            }
+        }
+        self.publish();
+    }
+
+    fn current(&self, server: usize, epoch: u64) -> bool {
+        self.epochs.borrow().get(server) == Some(&epoch)
+    }
+
     /// Asks for `server` to be listed again.
     pub fn trigger(&self, server: usize) {
-        if let Some(tx) = self.triggers.get(server) {
+        if let Some(Some(tx)) = self.triggers.borrow().get(server) {
             // A full channel already holds a pending trigger; one is enough.
             let _ = tx.try_send(());
         }
@@ -94,12 +146,21 @@ impl Discovery {
         }
     }
 
-    async fn run(self: Rc<Self>, server: usize, rx: LocalReceiver<()>) {
+    async fn run(
+        self: Rc<Self>,
+        server: usize,
+        epoch: u64,
+        session: UpstreamHandle,
+        rx: LocalReceiver<()>,
+    ) {
         let mut backoff = RETRY_MIN;
+        let name = session.name().to_owned();
         loop {
-            let session = self.sessions.borrow()[server].clone();
-            let name = session.name().to_owned();
-            let wait = match list_server(&session).await {
+            let listed = list_server(&session).await;
+            if !self.current(server, epoch) {
+                return;
+            }
+            let wait = match listed {
                 Ok(listing) => {
                     log::info!(server = name.as_str();
                         "discovered {name}: {} tools, {} prompts, {} resources, {} templates",
@@ -136,6 +197,9 @@ impl Discovery {
                     let _ = glommio::timer::timeout(wait, async { Ok(rx.recv().await) }).await;
                 }
             }
+            if !self.current(server, epoch) {
+                return;
+            }
         }
     }
 
@@ -143,18 +207,33 @@ impl Discovery {
         let Some(shard) = self.shard.upgrade() else {
             return;
         };
+        let registry = shard.registry();
+        // Drained and removed servers are published as down: their items leave the catalog.
+        let status: Vec<ServerStatus> = registry
+            .entries
+            .iter()
+            .enumerate()
+            .map(|(i, e)| match e.state {
+                State::Active => self
+                    .status
+                    .borrow()
+                    .get(i)
+                    .cloned()
+                    .unwrap_or(ServerStatus::Pending),
+                State::Draining => ServerStatus::Down("draining".into()),
+                State::Removed => ServerStatus::Down("removed".into()),
+            })
+            .collect();
+        let identities = registry.identities();
         // Retries of a server that stays down change nothing: keep the generation (and so
         // clients' cursors and sessions' tool views) as they are.
-        if shard.catalog().status == *self.status.borrow() {
+        let current = shard.catalog();
+        if current.status == status && current.servers == identities {
             return;
         }
         let generation = self.generation.get() + 1;
         self.generation.set(generation);
-        let catalog = Catalog::build(
-            generation,
-            crate::shard::identities(&shard.config),
-            self.status.borrow().clone(),
-        );
+        let catalog = Catalog::build(generation, identities, status);
         shard.publish_catalog(Arc::new(catalog));
     }
 
@@ -169,7 +248,7 @@ impl Discovery {
                 "the proxy's discovery session cannot do this",
             )
         };
-        let Some(session) = self.sessions.borrow().get(server).cloned() else {
+        let Some(session) = self.sessions.borrow().get(server).cloned().flatten() else {
             return;
         };
         glommio::spawn_local(async move {

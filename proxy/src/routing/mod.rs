@@ -68,11 +68,10 @@ pub fn initialize(
     let upstream_params = Bytes::from(upstream_params);
     // Replicas are chosen now, while the balancer's view is fresh, and sealed into the id, so
     // the session keeps them across a proxy restart.
-    let bindings: Vec<u8> = shard
-        .upstreams
-        .iter()
+    let bindings: Vec<u8> = (0..shard.upstreams.len())
+        .map(|i| shard.upstreams.get(i))
         .map(|u| {
-            u.pick_binding()
+            u.and_then(|u| u.pick_binding())
                 .and_then(|r| u8::try_from(r).ok())
                 .unwrap_or(NO_BINDING)
         })

@@ -16,6 +16,7 @@ use glommio::channels::local_channel::{self, LocalReceiver, LocalSender};
 use glommio::task::JoinHandle;
 
 use super::Shard;
+use crate::registry::live::Registry;
 use crate::registry::Catalog;
 use crate::transport::downstream::{self, McpRequest, Reply};
 use crate::transport::stdio::link::LinkReply;
@@ -81,6 +82,8 @@ pub enum Msg {
     Catalog(Arc<Catalog>),
     /// Shard 0: list this server again.
     Rediscover(usize),
+    /// A new live registry from shard 0 (servers added, removed or changed).
+    Registry(Arc<Registry>),
 }
 
 /// A piece of a forwarded reply.
@@ -133,6 +136,11 @@ impl Mesh {
     /// Sends a catalog to `peer`.
     pub fn send_catalog(&self, peer: usize, catalog: Arc<Catalog>) {
         self.send_later(peer, Msg::Catalog(catalog));
+    }
+
+    /// Sends the live registry to `peer`.
+    pub fn send_registry(&self, peer: usize, registry: Arc<Registry>) {
+        self.send_later(peer, Msg::Registry(registry));
     }
 
     /// Asks `peer` (shard 0) to rediscover `server`.
@@ -303,6 +311,9 @@ impl Mesh {
             }
             Msg::Catalog(catalog) => shard.install_catalog(catalog),
             Msg::Rediscover(server) => shard.request_rediscovery(server),
+            Msg::Registry(registry) => {
+                shard.install_registry(registry);
+            }
         }
     }
 

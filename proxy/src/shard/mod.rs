@@ -10,6 +10,7 @@
 //! over the mesh.
 
 pub mod mesh;
+pub mod upstreams;
 
 use std::cell::RefCell;
 use std::collections::{HashMap, HashSet, VecDeque};
@@ -24,12 +25,14 @@ use crate::config::Transport;
 use crate::protocol::cursor::ListKind;
 use crate::protocol::jsonrpc;
 use crate::registry::discovery::Discovery;
+use crate::registry::live::{Registry, State};
 use crate::registry::Catalog;
 use crate::session::token::{Claims, SessionKey};
 use crate::session::{Session, STANDALONE};
 use crate::transport::stdio::link::StdioLink;
 use crate::transport::upstream::{Upstream, UpstreamClient, STDIO_SHARD};
 pub use mesh::Mesh;
+pub use upstreams::Upstreams;
 
 /// One core's state.
 pub struct Shard {
@@ -39,8 +42,10 @@ pub struct Shard {
     pub nr_shards: usize,
     /// The configuration this shard was started with.
     pub config: Arc<Config>,
-    /// Every configured server as this shard reaches it, by server index.
-    pub upstreams: Vec<Upstream>,
+    /// Every server of the live registry as this shard reaches it, by server index.
+    pub upstreams: Upstreams,
+    /// The live registry as this shard last heard it (shard 0's is the authority).
+    registry: RefCell<Arc<Registry>>,
     catalog: RefCell<Arc<Catalog>>,
     sessions: RefCell<HashMap<String, Rc<Session>>>,
     /// Channels to the other shards.
@@ -87,30 +92,18 @@ impl Shard {
             .and_then(|k| SessionKey::from_hex(k).ok())
             .unwrap_or_else(SessionKey::random);
         let orchestration = crate::orchestration::State::new(&config);
+        let registry = Registry::from_config(&config);
         Rc::new_cyclic(|this| {
-            let upstreams = config
-                .servers
-                .iter()
-                .enumerate()
-                .map(|(i, s)| match &s.transport {
-                    Transport::Http { replicas, .. } => {
-                        Upstream::Http(UpstreamClient::new(i, s.clone(), replicas))
-                    }
-                    Transport::Stdio(command) => Upstream::Stdio {
-                        index: i,
-                        config: Box::new(s.clone()),
-                        // One child per server, owned by one shard: a stdio server holds one
-                        // session, and stateful servers (memory) must see every client's calls.
-                        link: (id == STDIO_SHARD)
-                            .then(|| StdioLink::start(this.clone(), i, s, command)),
-                    },
-                })
-                .collect();
+            let upstreams = Upstreams::default();
+            for (i, s) in config.servers.iter().enumerate() {
+                upstreams.set(i, Some(make_upstream(this, id, i, s)));
+            }
             Shard {
                 id,
                 nr_shards,
                 config,
                 upstreams,
+                registry: RefCell::new(Arc::new(registry)),
                 catalog: RefCell::new(Arc::new(catalog)),
                 sessions: RefCell::new(HashMap::new()),
                 mesh,
@@ -155,7 +148,7 @@ impl Shard {
 
     /// The link of stdio server `server`, on the shard that owns it.
     pub fn stdio_link(&self, server: usize) -> Option<Rc<StdioLink>> {
-        match self.upstreams.get(server)? {
+        match self.upstreams.get(server)?.as_ref() {
             Upstream::Stdio { link, .. } => link.clone(),
             Upstream::Http(_) => None,
         }
@@ -175,15 +168,73 @@ impl Shard {
         let discovery = Discovery::start(self);
         *self.discovery.borrow_mut() = Some(discovery.clone());
         let limit = self
-            .config
-            .servers
-            .iter()
-            .map(|s| s.connect_timeout + s.timeout)
+            .registry()
+            .live()
+            .map(|(_, e)| e.config.connect_timeout + e.config.timeout)
             .max()
             .unwrap_or_default();
         discovery
             .first_round(limit.min(Duration::from_secs(15)))
             .await;
+    }
+
+    /// Shard 0's discovery, once started.
+    pub fn discovery(&self) -> Option<Rc<Discovery>> {
+        self.discovery.borrow().clone()
+    }
+
+    /// The live registry as this shard knows it.
+    pub fn registry(&self) -> Arc<Registry> {
+        self.registry.borrow().clone()
+    }
+
+    /// Installs a new registry here and on every other shard, then lets discovery follow it
+    /// (called on shard 0, which owns the registry).
+    pub fn publish_registry(self: &Rc<Self>, registry: Arc<Registry>) {
+        for peer in (0..self.nr_shards).filter(|p| *p != self.id) {
+            self.mesh.send_registry(peer, registry.clone());
+        }
+        let old = self.install_registry(registry.clone());
+        if let Some(d) = self.discovery() {
+            d.follow(self, &old, &registry);
+        }
+    }
+
+    /// Brings this shard's upstreams in line with `registry` and returns the one it replaces:
+    /// new indices get an upstream, removed ones lose theirs (in-flight requests keep the `Rc`
+    /// they hold), changed descriptions get a fresh one.
+    pub fn install_registry(self: &Rc<Self>, registry: Arc<Registry>) -> Arc<Registry> {
+        let old = std::mem::replace(&mut *self.registry.borrow_mut(), registry.clone());
+        let this = Rc::downgrade(self);
+        for (i, entry) in registry.entries.iter().enumerate() {
+            let before = old.entries.get(i);
+            let was_live = before.is_some_and(|b| b.state != State::Removed);
+            let live = entry.state != State::Removed;
+            let changed = before.is_none_or(|b| b.config != entry.config);
+            if before.is_none() {
+                crate::metrics::add_server(i, &entry.config);
+            }
+            let replaced = if live && (!was_live || changed) {
+                self.upstreams
+                    .set(i, Some(make_upstream(&this, self.id, i, &entry.config)))
+            } else if !live && was_live {
+                self.upstreams.set(i, None)
+            } else {
+                None
+            };
+            if let Some(Upstream::Stdio {
+                link: Some(link), ..
+            }) = replaced.as_deref()
+            {
+                // Calls in flight on the old child get until the grace period ends.
+                let link = link.clone();
+                glommio::spawn_local(async move {
+                    link.stop(crate::runtime::CHILD_GRACE).await;
+                })
+                .detach();
+            }
+        }
+        old
     }
 
     /// The current catalog.
@@ -341,6 +392,28 @@ impl Shard {
                 self.end_session(&id).await;
             }
         }
+    }
+}
+
+/// A shard's way to server `index`: its own HTTP pool, or the stdio child (started on
+/// [`STDIO_SHARD`] only).
+fn make_upstream(
+    this: &std::rc::Weak<Shard>,
+    id: usize,
+    index: usize,
+    s: &crate::config::ServerConfig,
+) -> Upstream {
+    match &s.transport {
+        Transport::Http { replicas, .. } => {
+            Upstream::Http(UpstreamClient::new(index, s.clone(), replicas))
+        }
+        Transport::Stdio(command) => Upstream::Stdio {
+            index,
+            config: Box::new(s.clone()),
+            // One child per server, owned by one shard: a stdio server holds one
+            // session, and stateful servers (memory) must see every client's calls.
+            link: (id == STDIO_SHARD).then(|| StdioLink::start(this.clone(), index, s, command)),
+        },
     }
 }
 

@@ -189,7 +189,7 @@ pub struct StdioHandle {
 impl StdioHandle {
     fn local_link(&self) -> Option<Rc<StdioLink>> {
         let shard = self.shard.upgrade()?;
-        match shard.upstreams.get(self.server)? {
+        match shard.upstreams.get(self.server)?.as_ref() {
             Upstream::Stdio { link, .. } => link.clone(),
             Upstream::Http(_) => None,
         }

@@ -1,0 +1,83 @@
+//! Plain-text tables for people (`--json` is for scripts).
+
+use serde_json::Value;
+
+/// A table: a header row and data rows, printed with aligned columns.
+pub struct Table {
+    header: Vec<String>,
+    rows: Vec<Vec<String>>,
+}
+
+impl Table {
+    /// A table with these column names.
+    pub fn new(header: &[&str]) -> Table {
+        Table {
+            header: header.iter().map(|h| h.to_string()).collect(),
+            rows: Vec::new(),
+        }
+    }
+
+    /// Adds a row.
+    pub fn row(&mut self, cells: Vec<String>) {
+        self.rows.push(cells);
+    }
+
+    /// The table as text, one line per row.
+    pub fn render(&self) -> String {
+        let mut widths: Vec<usize> = self.header.iter().map(|h| h.chars().count()).collect();
+        for row in &self.rows {
+            for (i, c) in row.iter().enumerate() {
+                if let Some(w) = widths.get_mut(i) {
+                    *w = (*w).max(c.chars().count());
+                }
+            }
+        }
+        let line = |cells: &[String]| {
+            let mut out = String::new();
+            for (i, c) in cells.iter().enumerate() {
+                let w = widths.get(i).copied().unwrap_or(0);
+                if i + 1 == cells.len() {
+                    out.push_str(c);
+                } else {
+                    out.push_str(&format!("{c:<w$}  "));
+                }
+            }
+            out.trim_end().to_owned()
+        };
+        let mut out = line(&self.header);
+        out.push('\n');
+        for row in &self.rows {
+            out.push_str(&line(row));
+            out.push('\n');
+        }
+        out
+    }
+}
+
+/// A JSON value as a table cell: strings bare, null as `-`.
+pub fn cell(v: Option<&Value>) -> String {
+    match v {
+        None | Some(Value::Null) => "-".into(),
+        Some(Value::String(s)) => s.clone(),
+        Some(other) => other.to_string(),
+    }
+}
+
+/// Microseconds as milliseconds with one decimal.
+pub fn ms(us: Option<&Value>) -> String {
+    us.and_then(Value::as_f64)
+        .map_or_else(|| "-".into(), |u| format!("{:.1}", u / 1000.0))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn columns_align() {
+        let mut t = Table::new(&["NAME", "STATUS"]);
+        t.row(vec!["alpha".into(), "up".into()]);
+        t.row(vec!["b".into(), "down".into()]);
+        assert_eq!(t.render(), "NAME   STATUS\nalpha  up\nb      down\n");
+    }
+}

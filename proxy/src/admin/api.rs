@@ -1,0 +1,508 @@
+//! The admin API: JSON under `/api/v1/`, behind a bearer token (see `docs/admin-api.md`).
+//!
+//! One `match` on method and path segments ([`handle`]); each arm builds its answer from the
+//! shard's registry and catalog (shard 0 owns both, so nothing is asked of other shards).
+//! Answers are built with `serde_json`: this is not the hot path, and it keeps escaping right.
+
+use std::rc::Rc;
+
+use serde_json::{json, Value};
+use simd_json::prelude::*;
+
+use super::{servers, stats, Response};
+use crate::http::{Method, Request};
+use crate::protocol::cursor::ListKind;
+use crate::registry::live::{Entry, RegistryError, State};
+use crate::registry::ServerStatus;
+use crate::shard::Shard;
+
+/// Path prefix of every API route.
+pub const PREFIX: &str = "/api/v1/";
+
+/// Whether `token` matches the configured one, in time independent of where they differ
+/// (the length may leak; the token's bytes do not).
+pub fn token_matches(expected: &str, given: &str) -> bool {
+    let (a, b) = (expected.as_bytes(), given.as_bytes());
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// The bearer token of `request`, if it sent one.
+fn bearer(request: &Request) -> Option<&str> {
+    let value = request.header("authorization")?.trim();
+    let (scheme, token) = value.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+}
+
+fn answer(status: u16, body: Value) -> Response {
+    Response::json(status, body.to_string())
+}
+
+fn error(status: u16, kind: &str, message: impl std::fmt::Display) -> Response {
+    answer(status, json!({"error": message.to_string(), "kind": kind}))
+}
+
+fn registry_error(e: &RegistryError) -> Response {
+    match e {
+        RegistryError::NotFound { known, .. } => answer(
+            404,
+            json!({"error": e.to_string(), "kind": "not_found", "known": known}),
+        ),
+        RegistryError::Conflict(_) => error(409, "conflict", e),
+        RegistryError::InvalidSpec(_) => error(400, "invalid", e),
+        RegistryError::State { .. } => error(500, "state", e),
+    }
+}
+
+/// Answers an API request (any path under [`PREFIX`]).
+pub fn handle(shard: &Rc<Shard>, token: &str, request: &Request) -> Response {
+    match bearer(request) {
+        Some(t) if token_matches(token, t) => {}
+        Some(_) => {
+            return error(
+                401,
+                "unauthorized",
+                "wrong admin token: use the one printed by mcp-proxy at start \
+                 (`mcp-proxy admin token: ...`) or set in [proxy] admin_token",
+            )
+        }
+        None => {
+            return error(
+                401,
+                "unauthorized",
+                "missing token: send Authorization: Bearer <admin token>",
+            )
+        }
+    }
+    let path = request
+        .path()
+        .trim_start_matches(PREFIX)
+        .trim_end_matches('/');
+    let segments: Vec<&str> = path.split('/').collect();
+    let query = request.query().unwrap_or("");
+    let method = match &request.method {
+        Method::Get => "GET",
+        Method::Post => "POST",
+        Method::Delete => "DELETE",
+        Method::Other(m) => m.as_str(),
+        _ => "OTHER",
+    };
+    match (method, segments.as_slice()) {
+        ("GET", ["version"]) => answer(
+            200,
+            json!({"name": "mcp-proxy", "version": env!("CARGO_PKG_VERSION")}),
+        ),
+        ("GET", ["servers"]) => {
+            let reg = shard.registry();
+            let list: Vec<Value> = reg
+                .live()
+                .map(|(i, e)| server_json(shard, i, e, false))
+                .collect();
+            answer(200, json!({"version": reg.version, "servers": list}))
+        }
+        ("GET", ["servers", name]) => match shard.registry().get(name) {
+            Ok((i, e)) => answer(200, server_json(shard, i, e, true)),
+            Err(e) => registry_error(&e),
+        },
+        ("POST", ["servers"]) => match parse_body(request) {
+            Ok(spec) => changed(shard, servers::add(shard, &spec), 201),
+            Err(r) => r,
+        },
+        ("PUT", ["servers", name]) => match parse_body(request) {
+            Ok(spec) => changed(shard, servers::update(shard, name, &spec), 200),
+            Err(r) => r,
+        },
+        ("DELETE", ["servers", name]) => {
+            let before = shard
+                .registry()
+                .get(name)
+                .map(|(i, e)| server_json(shard, i, e, false));
+            match (before, servers::set_state(shard, name, State::Removed)) {
+                (Ok(mut v), Ok(_)) => {
+                    v["state"] = "removed".into();
+                    answer(200, v)
+                }
+                (Err(e), _) | (_, Err(e)) => registry_error(&e),
+            }
+        }
+        ("POST", ["servers", name, "drain"]) => {
+            changed(shard, servers::set_state(shard, name, State::Draining), 200)
+        }
+        ("POST", ["servers", name, "enable"]) => {
+            changed(shard, servers::set_state(shard, name, State::Active), 200)
+        }
+        ("GET", ["tools"]) => items(shard, ListKind::Tools, "name", query),
+        ("GET", ["prompts"]) => items(shard, ListKind::Prompts, "name", query),
+        ("GET", ["resources"]) => items(shard, ListKind::Resources, "uri", query),
+        ("GET", ["route"]) => match param(query, "tool") {
+            Some(tool) => route(shard, &tool),
+            None => error(400, "invalid", "name the tool: /api/v1/route?tool=NAME"),
+        },
+        ("GET", ["health"]) => answer(200, health(shard)),
+        ("GET", ["stats"]) => answer(200, stats_json(shard)),
+        ("GET", ["sessions"]) => {
+            let counts = crate::metrics::session_counts();
+            let total: usize = counts.iter().sum();
+            answer(200, json!({"total": total, "per_shard": counts}))
+        }
+        ("GET", ["shards"]) => answer(200, shards(shard)),
+        ("POST", ["reload"]) => match servers::reload(shard) {
+            Ok(changes) => answer(200, json!({"reloaded": true, "changes": changes})),
+            Err(servers::ReloadError::Registry(e)) => registry_error(&e),
+            Err(e) => error(400, "reload", e),
+        },
+        (
+            _,
+            ["servers" | "tools" | "prompts" | "resources" | "route" | "health" | "stats"
+            | "sessions" | "shards" | "reload" | "version", ..],
+        ) => error(
+            405,
+            "method",
+            format!("{method} is not allowed on {}", request.path()),
+        ),
+        _ => error(
+            404,
+            "not_found",
+            "no such route; see docs/admin-api.md (servers, tools, prompts, resources, route, \
+             health, stats, sessions, shards, reload, version)",
+        ),
+    }
+}
+
+/// The answer to a change: the server as it now is.
+fn changed(shard: &Rc<Shard>, outcome: Result<usize, RegistryError>, status: u16) -> Response {
+    match outcome {
+        Ok(index) => {
+            let reg = shard.registry();
+            match reg.entries.get(index) {
+                Some(e) => answer(status, server_json(shard, index, e, false)),
+                None => error(500, "internal", "the server vanished"),
+            }
+        }
+        Err(e) => registry_error(&e),
+    }
+}
+
+fn parse_body(request: &Request) -> Result<Value, Response> {
+    serde_json::from_slice(&request.body).map_err(|e| {
+        error(
+            400,
+            "invalid",
+            format!(
+                r#"the body is not JSON ({e}); send {{"name":"x","url":"http://host:port/mcp"}}"#
+            ),
+        )
+    })
+}
+
+/// Value of query parameter `key`, percent-decoded.
+fn param(query: &str, key: &str) -> Option<String> {
+    query
+        .split('&')
+        .filter_map(|kv| kv.split_once('=').or(Some((kv, ""))))
+        .find(|(k, _)| *k == key)
+        .map(|(_, v)| percent_decode(v))
+}
+
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'+' => out.push(b' '),
+            b'%' if i + 2 < bytes.len() => match (hex(bytes[i + 1]), hex(bytes[i + 2])) {
+                (Some(hi), Some(lo)) => {
+                    out.push(hi << 4 | lo);
+                    i += 2;
+                }
+                _ => out.push(b'%'),
+            },
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn hex(b: u8) -> Option<u8> {
+    (b as char).to_digit(16).map(|d| d as u8)
+}
+
+/// Discovery state of a server: its status word, why it is down, and its item counts.
+type Status = (&'static str, Option<String>, Option<[usize; 4]>);
+
+fn status_of(shard: &Shard, index: usize) -> Status {
+    let catalog = shard.catalog();
+    match catalog.status.get(index) {
+        Some(ServerStatus::Up(l)) => (
+            "up",
+            None,
+            Some([
+                l.tools.len(),
+                l.prompts.len(),
+                l.resources.len(),
+                l.templates.len(),
+            ]),
+        ),
+        Some(ServerStatus::Down(why)) => ("down", Some(why.clone()), None),
+        Some(ServerStatus::Pending) | None => ("pending", None, None),
+    }
+}
+
+/// A server as the API shows it; `detail` adds its items and its description.
+fn server_json(shard: &Shard, index: usize, e: &Entry, detail: bool) -> Value {
+    let (status, why, counts) = status_of(shard, index);
+    let c = &e.config;
+    let mut v = json!({
+        "index": index,
+        "name": c.name,
+        "prefix": c.prefix,
+        "origin": e.origin,
+        "state": e.state.label(),
+        "status": status,
+        "timeout_ms": c.timeout.as_millis() as u64,
+    });
+    match &c.transport {
+        crate::config::Transport::Http { replicas, .. } => {
+            v["transport"] = "http".into();
+            v["url"] = c.http_url().map(|u| u.to_string()).into();
+            v["replicas"] = replicas
+                .iter()
+                .map(|r| json!({"url": r.url.to_string(), "weight": r.weight, "drain": r.drain}))
+                .collect::<Vec<_>>()
+                .into();
+        }
+        crate::config::Transport::Stdio(cmd) => {
+            v["transport"] = "stdio".into();
+            v["command"] = cmd.command.clone().into();
+            v["args"] = cmd.args.clone().into();
+        }
+    }
+    if let Some(why) = why {
+        v["error"] = why.into();
+    }
+    if let Some(n) = counts {
+        v["tools"] = n[0].into();
+        v["prompts"] = n[1].into();
+        v["resources"] = n[2].into();
+        v["templates"] = n[3].into();
+    }
+    if detail {
+        let catalog = shard.catalog();
+        let names: Vec<Value> = catalog
+            .items(ListKind::Tools)
+            .iter()
+            .filter(|it| it.server == index)
+            .map(|it| json!({"name": field(&it.json, "name"), "original": it.original}))
+            .collect();
+        v["tool_list"] = names.into();
+        if let Some(ServerStatus::Up(l)) = catalog.status.get(index) {
+            v["server_info"] = serde_json::from_slice::<Value>(&l.init_result)
+                .ok()
+                .and_then(|r| r.get("serverInfo").cloned())
+                .unwrap_or(Value::Null);
+        }
+    }
+    v
+}
+
+/// A string field of an item's JSON.
+fn field(json: &[u8], key: &str) -> Option<String> {
+    let mut buf = json.to_vec();
+    let v = simd_json::to_borrowed_value(&mut buf).ok()?;
+    v.get_str(key).map(str::to_owned)
+}
+
+/// A catalog list, filtered by `?q=` (case-insensitive substring of name or description).
+fn items(shard: &Shard, kind: ListKind, key: &str, query: &str) -> Response {
+    let needle = param(query, "q").map(|q| q.to_lowercase());
+    let catalog = shard.catalog();
+    let list: Vec<Value> = catalog
+        .items(kind)
+        .iter()
+        .filter_map(|it| {
+            let mut v: Value = serde_json::from_slice(&it.json).ok()?;
+            let exposed = v.get(key).and_then(Value::as_str).unwrap_or("").to_owned();
+            let description = v.get("description").and_then(Value::as_str).unwrap_or("");
+            if let Some(n) = &needle {
+                if !exposed.to_lowercase().contains(n) && !description.to_lowercase().contains(n) {
+                    return None;
+                }
+            }
+            let server = catalog.servers.get(it.server).map(|s| s.name.clone());
+            let obj = v.as_object_mut()?;
+            obj.insert("server".into(), server.into());
+            obj.insert("original".into(), it.original.clone().into());
+            // Schemas make lists unreadable at a glance; `servers show` has the details.
+            obj.remove("inputSchema");
+            obj.remove("outputSchema");
+            Some(v)
+        })
+        .collect();
+    answer(200, json!({"count": list.len(), "items": list}))
+}
+
+/// Which server would serve `tool`, and why.
+fn route(shard: &Shard, tool: &str) -> Response {
+    let catalog = shard.catalog();
+    let reg = shard.registry();
+    let Some((index, original)) = catalog.tool(tool) else {
+        let lower = tool.to_lowercase();
+        let similar: Vec<String> = catalog
+            .items(ListKind::Tools)
+            .iter()
+            .filter_map(|it| field(&it.json, "name"))
+            .filter(|n| n.to_lowercase().contains(&lower) || lower.contains(&n.to_lowercase()))
+            .take(10)
+            .collect();
+        return answer(
+            404,
+            json!({"error": format!("no tool is exposed as \"{tool}\"; `mcpctl tools search` lists what is"),
+                   "kind": "not_found", "similar": similar}),
+        );
+    };
+    let Some(entry) = reg.entries.get(index) else {
+        return error(500, "internal", "the catalog names an unknown server");
+    };
+    let c = &entry.config;
+    let replica = c.http_url().map(|u| u.to_string());
+    let why = if c.prefix.is_empty() {
+        format!(
+            "server {} exposes its tools without a prefix and lists \"{original}\"",
+            c.name
+        )
+    } else {
+        format!(
+            "\"{tool}\" is prefix \"{}\" (server {}) + its tool \"{original}\"",
+            c.prefix, c.name
+        )
+    };
+    answer(
+        200,
+        json!({
+            "tool": tool,
+            "server": c.name,
+            "index": index,
+            "original": original,
+            "transport": if replica.is_some() { "http" } else { "stdio" },
+            "replica": replica,
+            "state": entry.state.label(),
+            "why": why,
+        }),
+    )
+}
+
+/// `{"status":"ok"|"degraded","servers":{name:{"status","state","error"}}}`.
+fn health(shard: &Shard) -> Value {
+    let reg = shard.registry();
+    let mut servers = serde_json::Map::new();
+    let mut all_up = true;
+    for (i, e) in reg.live() {
+        let (status, why, _) = status_of(shard, i);
+        all_up &= status == "up" || e.state == State::Draining;
+        servers.insert(
+            e.config.name.clone(),
+            json!({"status": status, "state": e.state.label(), "error": why}),
+        );
+    }
+    json!({
+        "status": if all_up { "ok" } else { "degraded" },
+        "shards": shard.nr_shards,
+        "servers": servers,
+    })
+}
+
+/// `/stats` (latency quantiles) plus per-server request and error counts from the metrics.
+fn stats_json(shard: &Shard) -> Value {
+    let reg = shard.registry();
+    let names: Vec<String> = reg.entries.iter().map(|e| e.config.name.clone()).collect();
+    let mut v: Value = serde_json::from_str(&stats::render_names(&names)).unwrap_or(Value::Null);
+    let counts = request_counts();
+    if let Some(servers) = v.get_mut("servers").and_then(Value::as_object_mut) {
+        // Removed servers keep their series in the histograms; the API shows live ones.
+        servers.retain(|name, _| reg.index_of(name).is_some());
+        for (name, s) in servers.iter_mut() {
+            let (requests, errors) = counts.get(name).copied().unwrap_or_default();
+            s["requests"] = requests.into();
+            s["errors"] = errors.into();
+        }
+    }
+    v
+}
+
+/// Requests and failed requests per server, from `mcp_proxy_requests_total`.
+fn request_counts() -> std::collections::HashMap<String, (u64, u64)> {
+    let mut out = std::collections::HashMap::new();
+    let Some(handle) = crate::metrics::handle() else {
+        return out;
+    };
+    let text = handle.render();
+    for line in text
+        .lines()
+        .filter(|l| l.starts_with("mcp_proxy_requests_total{"))
+    {
+        let Some((labels, value)) = line.rsplit_once(' ') else {
+            continue;
+        };
+        let label = |k: &str| {
+            let start = labels.find(&format!("{k}=\""))? + k.len() + 2;
+            let end = labels[start..].find('"')? + start;
+            Some(labels[start..end].to_owned())
+        };
+        let (Some(server), Some(outcome), Ok(n)) =
+            (label("server"), label("outcome"), value.parse::<f64>())
+        else {
+            continue;
+        };
+        let entry: &mut (u64, u64) = out.entry(server).or_default();
+        entry.0 += n as u64;
+        if outcome != "ok" && outcome != "cancelled" {
+            entry.1 += n as u64;
+        }
+    }
+    out
+}
+
+fn shards(shard: &Shard) -> Value {
+    let sessions = crate::metrics::session_counts();
+    let (_, per_shard) = crate::metrics::latency::merged();
+    let list: Vec<Value> = (0..shard.nr_shards)
+        .map(|i| {
+            json!({
+                "shard": i,
+                "sessions": sessions.get(i).copied().unwrap_or(0),
+                "requests": per_shard.get(i).copied().unwrap_or(0),
+                "owns": if i == 0 { vec!["admin", "discovery", "registry", "stdio children"] } else { vec![] },
+            })
+        })
+        .collect();
+    json!({"count": shard.nr_shards, "shards": list})
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_compare_whole() {
+        assert!(token_matches("abc123", "abc123"));
+        assert!(!token_matches("abc123", "abc124"));
+        assert!(!token_matches("abc123", "abc12"));
+        assert!(!token_matches("abc123", ""));
+    }
+
+    #[test]
+    fn query_parameters_are_decoded() {
+        assert_eq!(param("q=echo%20x&tool=a", "q").as_deref(), Some("echo x"));
+        assert_eq!(
+            param("tool=alpha__echo", "tool").as_deref(),
+            Some("alpha__echo")
+        );
+        assert_eq!(param("q=%zz", "q").as_deref(), Some("%zz"));
+        assert_eq!(param("q=a%", "q").as_deref(), Some("a%"));
+        assert_eq!(param("x=1", "q"), None);
+    }
+}

@@ -1,0 +1,112 @@
+//! Changes to the live registry, made on shard 0: add, update, drain, enable, remove, reload.
+//!
+//! Every change follows the same steps, with no await in between, so two admin requests
+//! (served by tasks on the same thread) can never interleave and lose one another's change:
+//! compute the next [`Registry`], persist it (when a state directory is configured), then
+//! publish it to every shard, whose discovery and catalog follow.
+//!
+//! Persisting is a small synchronous write and fsync on shard 0: admin changes are rare, and
+//! doing it inline is what makes "saved, then applied" hold even across a kill -9.
+
+use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::config::Config;
+use crate::registry::live::{self, Changes, Registry, RegistryError, State};
+use crate::shard::Shard;
+
+/// Why a reload failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ReloadError {
+    /// The proxy was started without a configuration file.
+    #[error("the proxy was started without --config: there is no file to reload")]
+    NoFile,
+    /// The file could not be read or is not valid.
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    /// The new registry could not be saved.
+    #[error(transparent)]
+    Registry(#[from] RegistryError),
+}
+
+/// Saves `next` and applies it everywhere.
+fn commit(shard: &Rc<Shard>, next: Registry) -> Result<Arc<Registry>, RegistryError> {
+    if let Some(dir) = &shard.config.proxy.state_dir {
+        live::save_state(dir, &next.state_doc())?;
+    }
+    let next = Arc::new(next);
+    shard.publish_registry(next.clone());
+    Ok(next)
+}
+
+/// Adds the server described by `spec`; returns its index.
+pub fn add(shard: &Rc<Shard>, spec: &serde_json::Value) -> Result<usize, RegistryError> {
+    let (next, index) = shard.registry().add(spec)?;
+    let name = next.entries[index].config.name.clone();
+    commit(shard, next)?;
+    log::info!(server = name.as_str(); "admin: server {name} added (index {index})");
+    Ok(index)
+}
+
+/// Replaces the description of server `name`.
+pub fn update(
+    shard: &Rc<Shard>,
+    name: &str,
+    spec: &serde_json::Value,
+) -> Result<usize, RegistryError> {
+    let (next, index) = shard.registry().update(name, spec)?;
+    commit(shard, next)?;
+    log::info!(server = name; "admin: server {name} updated");
+    Ok(index)
+}
+
+/// Drains, enables or removes server `name`.
+pub fn set_state(shard: &Rc<Shard>, name: &str, state: State) -> Result<usize, RegistryError> {
+    let (next, index) = shard.registry().set_state(name, state)?;
+    commit(shard, next)?;
+    log::info!(server = name; "admin: server {name} is now {}", state.label());
+    Ok(index)
+}
+
+/// Re-reads the configuration file and applies its server changes; sessions are kept.
+pub fn reload(shard: &Rc<Shard>) -> Result<Changes, ReloadError> {
+    let path = shard
+        .config
+        .proxy
+        .config_path
+        .as_ref()
+        .ok_or(ReloadError::NoFile)?;
+    let config = Config::load(path)?;
+    // Only [[servers]] apply live: the [proxy] settings (addresses, shards, limits) are bound
+    // into the running listeners and shards, and apply at the next restart.
+    let (next, changes) = shard.registry().reload(&config);
+    if changes == Changes::default() {
+        return Ok(changes);
+    }
+    commit(shard, next)?;
+    log::info!(
+        "reload: {} added, {} updated, {} removed",
+        changes.added.len(),
+        changes.updated.len(),
+        changes.removed.len()
+    );
+    Ok(changes)
+}
+
+/// Reloads whenever `flag` is raised (the signal thread raises it on SIGHUP).
+pub fn watch_reload(shard: &Rc<Shard>, flag: Arc<AtomicBool>) {
+    let shard = shard.clone();
+    glommio::spawn_local(async move {
+        loop {
+            glommio::timer::sleep(Duration::from_millis(100)).await;
+            if flag.swap(false, Ordering::AcqRel) {
+                if let Err(e) = reload(&shard) {
+                    log::error!("reload failed, the running servers are kept: {e}");
+                }
+            }
+        }
+    })
+    .detach();
+}

@@ -1,0 +1,42 @@
+//! One shard's way to each upstream server, by server index, as the live registry changes.
+//!
+//! Indices are stable (see [`crate::registry::live`]): a removed server leaves an empty slot,
+//! an added one is appended. Slots hand out `Rc`s, so a request that started on a server that
+//! is then removed or replaced finishes on the `Upstream` it started with.
+
+use std::cell::RefCell;
+use std::rc::Rc;
+
+use crate::transport::upstream::Upstream;
+
+/// Every server as this shard reaches it; `None` for a removed server.
+#[derive(Default)]
+pub struct Upstreams {
+    slots: RefCell<Vec<Option<Rc<Upstream>>>>,
+}
+
+impl Upstreams {
+    /// The way to server `index`, unless it was removed.
+    pub fn get(&self, index: usize) -> Option<Rc<Upstream>> {
+        self.slots.borrow().get(index).cloned().flatten()
+    }
+
+    /// Number of indices, removed servers included.
+    pub fn len(&self) -> usize {
+        self.slots.borrow().len()
+    }
+
+    /// Whether no server was ever known.
+    pub fn is_empty(&self) -> bool {
+        self.slots.borrow().is_empty()
+    }
+
+    /// Sets slot `index` (growing the list with empty slots if needed); returns the old one.
+    pub fn set(&self, index: usize, upstream: Option<Upstream>) -> Option<Rc<Upstream>> {
+        let mut slots = self.slots.borrow_mut();
+        if slots.len() <= index {
+            slots.resize(index + 1, None);
+        }
+        std::mem::replace(&mut slots[index], upstream.map(Rc::new))
+    }
+}
