@@ -1229,7 +1229,11 @@ mod tests {
     fn example_config_is_valid() {
         let text = include_str!("../../../docs/example-config.toml");
         let c = Config::from_toml_str(text, "example-config.toml").expect("valid");
-        assert_eq!(c.servers.len(), 3);
+        assert_eq!(c.servers.len(), 4);
+        let search = &c.servers[3];
+        assert!(matches!(&search.transport, Transport::Http { replicas, .. }
+            if replicas.len() == 3 && replicas[1].weight == 2 && replicas[2].drain));
+        assert_eq!(search.balance.failover_threshold, 3);
         let memory = &c.servers[2];
         assert_eq!(memory.prefix, "mem");
         assert!(
