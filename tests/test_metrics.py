@@ -36,7 +36,16 @@ EXPORTED = [
     "mcp_proxy_upstream_up",
     "mcp_proxy_bytes_received_total",
     "mcp_proxy_bytes_sent_total",
+    "mcp_proxy_balancer_picks_total",
+    "mcp_proxy_retries_total",
+    "mcp_proxy_failovers_total",
+    "mcp_proxy_replica_healthy",
+    "mcp_proxy_circuit_open",
+    "mcp_proxy_child_restarts_total",
+    "mcp_proxy_child_failed",
 ]
+# Series that exist only when a stdio server is configured.
+STDIO_ONLY = {"mcp_proxy_child_restarts_total", "mcp_proxy_child_failed"}
 HISTOGRAMS = {"mcp_proxy_request_duration_seconds", "mcp_proxy_upstream_duration_seconds"}
 
 needs_prometheus = pytest.mark.skipif(
@@ -163,6 +172,8 @@ def test_prometheus_scrapes_the_proxy_while_calls_flow(topo, tmp_path):
         assert prom.value('up{job="mcp-proxy"}') == 1.0
         names = {r["metric"]["__name__"] for r in prom.query('{__name__=~"mcp_proxy_.*"}')}
         for name in EXPORTED:
+            if name in STDIO_ONLY:
+                continue  # this topology has no stdio server; the dashboard test has one
             wanted = f"{name}_count" if name in HISTOGRAMS else name
             assert wanted in names, f"{wanted} not in Prometheus: {sorted(names)}"
         assert prom.value('count(mcp_proxy_connections)') == 2.0, "one connections series per shard"
@@ -244,13 +255,24 @@ def used_metric_names() -> dict[str, set[str]]:
     }
 
 
-def test_dashboard_and_rules_use_only_exported_metrics(topo):
-    # Make every series exist: a call, so requests and latencies have samples.
-    session = harness.raw_initialize(topo.url)
-    call_echo(topo.url, session, "alpha", 0)
-    status, text = http_get(f"{topo.admin_url}/metrics")
+def test_dashboard_and_rules_use_only_exported_metrics(spawner):
+    # A proxy with an HTTP server and a stdio one, so replica and child series exist too.
+    alpha = spawner.everything()
+    config = harness.servers_toml([("alpha", alpha.url)]) + (
+        f'\n[[servers]]\nname = "evstdio"\ncommand = "{harness.EVERYTHING_BIN}"\nargs = ["stdio"]\n'
+    )
+    proxy = spawner.proxy(config)
+    session = harness.raw_initialize(proxy.url)
+    call_echo(proxy.url, session, "alpha", 0)
+    deadline = time.time() + 15
+    while True:
+        status, text = http_get(f"{proxy.admin_url}/metrics")
+        exported = sample_names(text)
+        # Health gauges appear with the first round of health checks.
+        if "mcp_proxy_replica_healthy" in exported or time.time() > deadline:
+            break
+        time.sleep(0.2)
     assert status == 200
-    exported = sample_names(text)
     for name in EXPORTED:
         wanted = f"{name}_bucket" if name in HISTOGRAMS else name
         assert wanted in exported, f"{wanted} missing from /metrics"

@@ -36,6 +36,9 @@ async fn check_forever(shard: Weak<Shard>, client: Rc<UpstreamClient>, replica: 
         .min(client.config.timeout)
         .max(Duration::from_millis(100));
     let (mut misses, mut hits) = (0u32, 0u32);
+    if shard.upgrade().is_some_and(|s| s.id == 0) {
+        crate::metrics::fleet::healthy(client.name(), &client.replica_url(replica), true);
+    }
     loop {
         glommio::timer::sleep(interval).await;
         let Some(shard_id) = shard.upgrade().map(|s| s.id) else {
@@ -48,6 +51,11 @@ async fn check_forever(shard: Weak<Shard>, client: Rc<UpstreamClient>, replica: 
             if !stats.healthy.get() && hits >= RECOVERY_CHECKS {
                 stats.healthy.set(true);
                 if shard_id == 0 {
+                    crate::metrics::fleet::healthy(
+                        client.name(),
+                        &client.replica_url(replica),
+                        true,
+                    );
                     log::info!(
                         "replica {replica} of {} ({}) is healthy again",
                         client.name(),
@@ -61,6 +69,11 @@ async fn check_forever(shard: Weak<Shard>, client: Rc<UpstreamClient>, replica: 
             if stats.healthy.get() && misses >= threshold {
                 stats.healthy.set(false);
                 if shard_id == 0 {
+                    crate::metrics::fleet::healthy(
+                        client.name(),
+                        &client.replica_url(replica),
+                        false,
+                    );
                     log::warn!(
                         "replica {replica} of {} ({}) is unhealthy: {misses} health checks missed",
                         client.name(),

@@ -59,8 +59,29 @@ pub mod names {
     pub const BYTES_RECEIVED: &str = "mcp_proxy_bytes_received_total";
     /// Bytes written to clients, by `shard` (counter).
     pub const BYTES_SENT: &str = "mcp_proxy_bytes_sent_total";
+    /// Replicas chosen for new work (session bindings, stateless requests), by replica.
+    pub const BALANCER_PICKS: &str = "mcp_proxy_balancer_picks_total";
+    /// Requests sent again on another replica after a failure.
+    pub const RETRIES: &str = "mcp_proxy_retries_total";
+    /// Upstream sessions moved off a failed or unhealthy replica.
+    pub const FAILOVERS: &str = "mcp_proxy_failovers_total";
+    /// Active health of a replica as shard 0 sees it: 1 healthy, 0 not.
+    pub const REPLICA_HEALTHY: &str = "mcp_proxy_replica_healthy";
+    /// Circuit of a replica on the shard that changed it last: 1 open (ejected), 0 closed.
+    pub const CIRCUIT_OPEN: &str = "mcp_proxy_circuit_open";
+    /// Restarts of a stdio server's child after it exited.
+    pub const CHILD_RESTARTS: &str = "mcp_proxy_child_restarts_total";
+    /// A stdio server given up after a crash loop: 1 failed, 0 running.
+    pub const CHILD_FAILED: &str = "mcp_proxy_child_failed";
     /// Every name above.
     pub const ALL: &[&str] = &[
+        BALANCER_PICKS,
+        RETRIES,
+        FAILOVERS,
+        REPLICA_HEALTHY,
+        CIRCUIT_OPEN,
+        CHILD_RESTARTS,
+        CHILD_FAILED,
         REQUESTS_TOTAL,
         REQUEST_DURATION,
         UPSTREAM_DURATION,
@@ -402,4 +423,62 @@ pub const UPKEEP_EVERY: Duration = Duration::from_secs(5);
 fn replica_label(s: &crate::config::ServerConfig) -> String {
     s.http_url()
         .map_or_else(|| "stdio".to_owned(), ToString::to_string)
+}
+
+/// Fleet events: rare next to requests (a pick per session binding, a retry or failover per
+/// failure, a health or circuit change per transition), so labels are built on the spot.
+pub mod fleet {
+    use super::names;
+
+    /// Makes a server's replica series exist from the start (at zero), so dashboards and alert
+    /// rules see them before anything has happened.
+    pub fn register_replicas(server: &str, replicas: &[String]) {
+        metrics::counter!(names::RETRIES, "server" => server.to_owned()).increment(0);
+        metrics::counter!(names::FAILOVERS, "server" => server.to_owned()).increment(0);
+        for replica in replicas {
+            let labels = [("server", server.to_owned()), ("replica", replica.clone())];
+            metrics::counter!(names::BALANCER_PICKS, &labels).increment(0);
+            metrics::gauge!(names::CIRCUIT_OPEN, &labels).set(0.0);
+        }
+    }
+
+    /// A replica was chosen for new work.
+    pub fn picked(server: &str, replica: &str) {
+        metrics::counter!(names::BALANCER_PICKS, "server" => server.to_owned(), "replica" => replica.to_owned())
+            .increment(1);
+    }
+
+    /// A request is sent again on another replica.
+    pub fn retried(server: &str) {
+        metrics::counter!(names::RETRIES, "server" => server.to_owned()).increment(1);
+    }
+
+    /// An upstream session moved to another replica.
+    pub fn failed_over(server: &str) {
+        metrics::counter!(names::FAILOVERS, "server" => server.to_owned()).increment(1);
+    }
+
+    /// Active health of a replica changed (or is first known).
+    pub fn healthy(server: &str, replica: &str, up: bool) {
+        metrics::gauge!(names::REPLICA_HEALTHY, "server" => server.to_owned(), "replica" => replica.to_owned())
+            .set(if up { 1.0 } else { 0.0 });
+    }
+
+    /// A replica's circuit opened (ejected) or closed.
+    pub fn circuit(server: &str, replica: &str, open: bool) {
+        metrics::gauge!(names::CIRCUIT_OPEN, "server" => server.to_owned(), "replica" => replica.to_owned())
+            .set(if open { 1.0 } else { 0.0 });
+    }
+
+    /// A stdio child was started: `restart` when it replaces one that exited.
+    pub fn child_started(server: &str, restart: bool) {
+        let restarts = metrics::counter!(names::CHILD_RESTARTS, "server" => server.to_owned());
+        restarts.increment(u64::from(restart));
+        metrics::gauge!(names::CHILD_FAILED, "server" => server.to_owned()).set(0.0);
+    }
+
+    /// A stdio server was given up after a crash loop.
+    pub fn child_failed(server: &str) {
+        metrics::gauge!(names::CHILD_FAILED, "server" => server.to_owned()).set(1.0);
+    }
 }

@@ -501,6 +501,7 @@ impl StdioLink {
                 ),
                 Ok((child, stream)) => {
                     log::info!("started stdio server {} (pid {})", self.name, child.pid);
+                    crate::metrics::fleet::child_started(&self.name, runs > 0);
                     runs += 1;
                     self.run(child, stream, runs > 1).await;
                 }
@@ -522,6 +523,7 @@ impl StdioLink {
                     self.command.command
                 );
                 log::error!("stdio server {} failed: {why}", self.name);
+                crate::metrics::fleet::child_failed(&self.name);
                 *self.state.borrow_mut() = State::Failed(why);
                 if let Some(shard) = self.shard.upgrade() {
                     shard.request_rediscovery(self.index);

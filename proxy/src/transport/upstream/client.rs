@@ -158,6 +158,8 @@ impl UpstreamClient {
             .iter()
             .map(|r| ReplicaStats::new(r.weight, r.drain))
             .collect();
+        let urls: Vec<String> = replicas.iter().map(|r| r.url.to_string()).collect();
+        crate::metrics::fleet::register_replicas(&config.name, &urls);
         let replicas = replicas
             .iter()
             .map(|r| Replica {
@@ -216,16 +218,22 @@ impl UpstreamClient {
         let now = Instant::now();
         let threshold = self.config.balance.failover_threshold;
         match self.stats[replica].end(now - started, ok, threshold, now) {
-            Transition::Ejected(pause) => log::warn!(
-                "replica {replica} of {} ({}) ejected for {pause:?} after consecutive failures",
-                self.name(),
-                self.replica_url(replica)
-            ),
-            Transition::Restored => log::info!(
-                "replica {replica} of {} ({}) answers again",
-                self.name(),
-                self.replica_url(replica)
-            ),
+            Transition::Ejected(pause) => {
+                crate::metrics::fleet::circuit(self.name(), &self.replica_url(replica), true);
+                log::warn!(
+                    "replica {replica} of {} ({}) ejected for {pause:?} after consecutive failures",
+                    self.name(),
+                    self.replica_url(replica)
+                )
+            }
+            Transition::Restored => {
+                crate::metrics::fleet::circuit(self.name(), &self.replica_url(replica), false);
+                log::info!(
+                    "replica {replica} of {} ({}) answers again",
+                    self.name(),
+                    self.replica_url(replica)
+                )
+            }
             Transition::None => {}
         }
     }

@@ -117,6 +117,7 @@ impl UpstreamSession {
             if usable && Some(s.replica) != avoid {
                 return Ok(s);
             }
+            crate::metrics::fleet::failed_over(self.client.name());
             log::info!(
                 "upstream {}: moving a session off replica {} ({})",
                 self.client.name(),
@@ -273,6 +274,7 @@ impl UpstreamSession {
             if !safe || attempt >= MAX_ATTEMPTS || !others || !self.client.retry_budget.withdraw() {
                 return Err(error);
             }
+            crate::metrics::fleet::retried(self.client.name());
             log::info!(
                 "upstream {}: replica {replica} ({}) failed: {error}; retrying on another replica",
                 self.client.name(),
