@@ -182,7 +182,8 @@ struct ShardMetrics {
     /// combinations never seen export no series.
     requests: Vec<Option<Counter>>,
     /// `upstream_duration_seconds` by server.
-    upstream: Vec<Histogram>,
+    /// Upstream latency of stdio servers (one child each); HTTP replicas record their own.
+    upstream: Vec<Option<Histogram>>,
     /// `upstream_up` by server (used on shard 0, where discovery runs).
     up: Vec<Gauge>,
     /// `request_duration_seconds`.
@@ -214,14 +215,7 @@ fn with<R>(f: impl FnOnce(&mut ShardMetrics) -> R) -> Option<R> {
 pub fn init_shard(shard: usize, config: &Config) {
     let label = shard.to_string();
     let servers: Vec<String> = config.servers.iter().map(|s| s.name.clone()).collect();
-    let upstream = config
-        .servers
-        .iter()
-        .map(|s| {
-            metrics::histogram!(names::UPSTREAM_DURATION,
-                "server" => s.name.clone(), "replica" => replica_label(s))
-        })
-        .collect();
+    let upstream = config.servers.iter().map(stdio_histogram).collect();
     let up = servers
         .iter()
         .map(|s| metrics::gauge!(names::UPSTREAM_UP, "server" => s.clone()))
@@ -283,7 +277,7 @@ impl Forwarded {
             let took = sent.elapsed();
             let server = self.server;
             with(|m| {
-                if let Some(h) = m.upstream.get(server) {
+                if let Some(Some(h)) = m.upstream.get(server) {
                     h.record(took.as_secs_f64());
                 }
             });
@@ -388,9 +382,7 @@ pub fn add_server(index: usize, server: &crate::config::ServerConfig) {
             m.servers.push(server.name.clone());
             m.requests
                 .extend(std::iter::repeat_n(None, Method::COUNT * Outcome::COUNT));
-            m.upstream
-                .push(metrics::histogram!(names::UPSTREAM_DURATION,
-                "server" => server.name.clone(), "replica" => replica_label(server)));
+            m.upstream.push(stdio_histogram(server));
             m.up.push(metrics::gauge!(names::UPSTREAM_UP, "server" => server.name.clone()));
         }
     });
@@ -419,10 +411,19 @@ pub fn shard() -> Option<usize> {
 /// How often the recorder's upkeep (draining histogram samples) must run at least.
 pub const UPKEEP_EVERY: Duration = Duration::from_secs(5);
 
-/// The `replica` label of a server's upstream latency: its (first) URL, or `stdio`.
-fn replica_label(s: &crate::config::ServerConfig) -> String {
-    s.http_url()
-        .map_or_else(|| "stdio".to_owned(), ToString::to_string)
+/// The upstream latency histogram of a stdio server (`replica="stdio"`); `None` for HTTP
+/// servers, whose replicas record per replica ([`replica_latency`]).
+fn stdio_histogram(s: &crate::config::ServerConfig) -> Option<Histogram> {
+    s.http_url().is_none().then(|| {
+        metrics::histogram!(names::UPSTREAM_DURATION,
+            "server" => s.name.clone(), "replica" => "stdio")
+    })
+}
+
+/// The upstream latency histogram of one HTTP replica, resolved once by its client.
+pub fn replica_latency(server: &str, replica: &str) -> Histogram {
+    metrics::histogram!(names::UPSTREAM_DURATION,
+        "server" => server.to_owned(), "replica" => replica.to_owned())
 }
 
 /// Fleet events: rare next to requests (a pick per session binding, a retry or failover per

@@ -146,6 +146,8 @@ pub struct UpstreamClient {
     pub picker: Picker,
     /// Retries this shard may still spend on the server.
     pub retry_budget: RetryBudget,
+    /// Upstream latency histogram of each replica (time to the response head).
+    latency: Vec<metrics::Histogram>,
     headers: Vec<(String, String)>,
     limits: Limits,
 }
@@ -160,6 +162,10 @@ impl UpstreamClient {
             .collect();
         let urls: Vec<String> = replicas.iter().map(|r| r.url.to_string()).collect();
         crate::metrics::fleet::register_replicas(&config.name, &urls);
+        let latency = urls
+            .iter()
+            .map(|u| crate::metrics::replica_latency(&config.name, u))
+            .collect();
         let replicas = replicas
             .iter()
             .map(|r| Replica {
@@ -180,6 +186,7 @@ impl UpstreamClient {
             stats,
             picker: Picker::default(),
             retry_budget: RetryBudget::default(),
+            latency,
             headers,
             limits,
         })
@@ -201,6 +208,13 @@ impl UpstreamClient {
             .get(replica)
             .map(|r| r.url.to_string())
             .unwrap_or_default()
+    }
+
+    /// Records the upstream latency of one forwarded request on `replica`.
+    pub fn record_latency(&self, replica: usize, took: Duration) {
+        if let Some(h) = self.latency.get(replica) {
+            h.record(took.as_secs_f64());
+        }
     }
 
     /// Picks a replica for new work (a new session binding, or a stateless request).

@@ -226,7 +226,7 @@ impl UpstreamSession {
 
     /// POSTs a message in this session; retried elsewhere only when it never left the proxy.
     pub async fn post(self: &Rc<Self>, body: &[u8]) -> Result<PostReply, UpstreamError> {
-        self.send(body, false).await
+        self.deliver_with(body, false, false).await
     }
 
     /// POSTs a message in this session. A session the upstream lost is re-initialized and the
@@ -240,6 +240,16 @@ impl UpstreamSession {
         body: &[u8],
         retry_safe: bool,
     ) -> Result<PostReply, UpstreamError> {
+        self.deliver_with(body, retry_safe, true).await
+    }
+
+    /// [`send`](Self::send), recording the replica's latency when `record` (client requests).
+    async fn deliver_with(
+        self: &Rc<Self>,
+        body: &[u8],
+        retry_safe: bool,
+        record: bool,
+    ) -> Result<PostReply, UpstreamError> {
         self.client.retry_budget.deposit();
         let stateless = self.client.config.balance.stateless;
         let mut avoid = None;
@@ -252,10 +262,14 @@ impl UpstreamSession {
             } else {
                 est.replica
             };
+            let started = std::time::Instant::now();
             let result = self
                 .client
                 .post(replica, est.session_id.as_deref(), Some(&est.version), body)
                 .await;
+            if record && result.is_ok() {
+                self.client.record_latency(replica, started.elapsed());
+            }
             let error = match result {
                 Err(e) => e,
                 ok => return ok,
