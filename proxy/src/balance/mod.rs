@@ -19,6 +19,10 @@ pub use crate::config::Strategy;
 const SEED_LATENCY_US: f64 = 1_000.0;
 /// Weight of the newest sample in the latency average.
 const EWMA_ALPHA: f64 = 0.3;
+/// Time constant of the decay of an unrefreshed latency average.
+const DECAY_SECS: f64 = 5.0;
+/// Costs closer than this ratio count as a tie, broken at random, so equal replicas share work.
+const TIE_RATIO: f64 = 1.25;
 /// First ejection of a failing replica; doubles on each further ejection, up to the max.
 const EJECT_MIN: Duration = Duration::from_secs(5);
 const EJECT_MAX: Duration = Duration::from_secs(60);
@@ -33,6 +37,8 @@ pub struct ReplicaStats {
     /// Active health checks say it is up.
     pub healthy: Cell<bool>,
     ewma_us: Cell<f64>,
+    /// When the latency average last took a sample; `None` before the first.
+    sampled_at: Cell<Option<Instant>>,
     inflight: Cell<u32>,
     consecutive_failures: Cell<u32>,
     ejections: Cell<u32>,
@@ -47,6 +53,7 @@ impl ReplicaStats {
             drain: Cell::new(drain),
             healthy: Cell::new(true),
             ewma_us: Cell::new(SEED_LATENCY_US),
+            sampled_at: Cell::new(None),
             inflight: Cell::new(0),
             consecutive_failures: Cell::new(0),
             ejections: Cell::new(0),
@@ -66,9 +73,25 @@ impl ReplicaStats {
         self.healthy.get() && self.ejected_until.get().is_none_or(|t| now >= t)
     }
 
-    /// Cost for least-latency picking.
-    fn cost(&self) -> f64 {
-        self.ewma_us.get() * f64::from(self.inflight.get() + 1)
+    /// Cost for least-latency picking: the latency average, decayed with the time since its
+    /// last sample (so a replica that stopped getting work because it looked slow is tried
+    /// again after a while, instead of never), times the requests in flight plus one. A
+    /// replica never measured costs `unmeasured`, the average of its measured peers: neither
+    /// flooded (a zero seed would be) nor starved (a pessimistic seed would be).
+    fn cost(&self, now: Instant, unmeasured: f64) -> f64 {
+        let latency = match self.sampled_at.get() {
+            Some(at) => {
+                let age = now.saturating_duration_since(at).as_secs_f64();
+                self.ewma_us.get() * (-age / DECAY_SECS).exp()
+            }
+            None => unmeasured,
+        };
+        latency * f64::from(self.inflight.get() + 1)
+    }
+
+    /// True once the replica has answered at least once.
+    fn measured(&self) -> bool {
+        self.sampled_at.get().is_some()
     }
 
     /// Latency average, in microseconds.
@@ -91,8 +114,13 @@ impl ReplicaStats {
         self.inflight.set(self.inflight.get().saturating_sub(1));
         if ok {
             let sample = elapsed.as_secs_f64() * 1e6;
-            self.ewma_us
-                .set(EWMA_ALPHA * sample + (1.0 - EWMA_ALPHA) * self.ewma_us.get());
+            let ewma = if self.measured() {
+                EWMA_ALPHA * sample + (1.0 - EWMA_ALPHA) * self.ewma_us.get()
+            } else {
+                sample
+            };
+            self.ewma_us.set(ewma.max(1.0));
+            self.sampled_at.set(Some(now));
             return self.succeeded();
         }
         self.failed(threshold, now)
@@ -263,11 +291,24 @@ impl Picker {
                     k += 1;
                 }
                 let b = nth(k)?;
-                Some(if replicas[b].cost() < replicas[a].cost() {
-                    b
+                let measured: Vec<f64> = replicas
+                    .iter()
+                    .filter(|r| r.measured())
+                    .map(|r| r.ewma_us.get())
+                    .collect();
+                let unmeasured = if measured.is_empty() {
+                    SEED_LATENCY_US
                 } else {
-                    a
-                })
+                    measured.iter().sum::<f64>() / measured.len() as f64
+                };
+                let (ca, cb) = (
+                    replicas[a].cost(now, unmeasured),
+                    replicas[b].cost(now, unmeasured),
+                );
+                if ca.max(cb) <= ca.min(cb) * TIE_RATIO {
+                    return Some(if self.random(2) == 0 { a } else { b });
+                }
+                Some(if cb < ca { b } else { a })
             }
         }
     }
@@ -321,6 +362,48 @@ mod tests {
         assert!(
             counts[1] > 3_000 && counts[2] > 3_000,
             "fast ones share the rest: {counts:?}"
+        );
+    }
+
+    #[test]
+    fn equal_replicas_share_and_an_unmeasured_one_is_neither_flooded_nor_starved() {
+        let r = fleet(2);
+        let p = Picker::seeded(11);
+        let now = Instant::now();
+        for _ in 0..5 {
+            r[0].begin();
+            r[0].end(Duration::from_micros(300), true, 3, now);
+        }
+        let first = (0..1_000)
+            .filter(|_| p.pick(Strategy::LeastLatency, &r, None, now) == Some(1))
+            .count();
+        assert!(
+            (300..700).contains(&first),
+            "unmeasured replica got {first}/1000"
+        );
+    }
+
+    #[test]
+    fn an_idle_slow_replica_is_tried_again_later() {
+        let r = fleet(2);
+        let p = Picker::seeded(5);
+        let now = Instant::now();
+        r[0].begin();
+        r[0].end(Duration::from_millis(20), true, 3, now);
+        r[1].begin();
+        r[1].end(
+            Duration::from_micros(300),
+            true,
+            3,
+            now + Duration::from_secs(60),
+        );
+        let later = now + Duration::from_secs(60);
+        let slow = (0..1_000)
+            .filter(|_| p.pick(Strategy::LeastLatency, &r, None, later) == Some(0))
+            .count();
+        assert!(
+            slow > 100,
+            "a replica slow a minute ago is never retried: {slow}/1000"
         );
     }
 
