@@ -11,18 +11,14 @@ use std::rc::Rc;
 
 use bytes::Bytes;
 use futures_lite::future::poll_fn;
-use futures_lite::io::WriteHalf;
-use futures_lite::{AsyncReadExt, AsyncWriteExt};
-use glommio::channels::local_channel::{self, LocalReceiver, LocalSender};
+use glommio::channels::local_channel::{self, LocalSender};
 use glommio::net::UnixStream;
 
+use super::lines::{read_lines, write_lines};
 use crate::protocol::jsonrpc::{self, code, Kind};
 use crate::routing::{self, Answer};
 use crate::session::{Next, Session, STANDALONE};
 use crate::shard::Shard;
-
-/// Longest line accepted from the client.
-const MAX_LINE: usize = 16 * 1024 * 1024;
 
 /// Joins the process's stdin and stdout to one end of a socket pair and returns the other,
 /// as a raw fd for the shard to adopt: glommio cannot drive pipes, but it drives sockets.
@@ -79,32 +75,15 @@ pub async fn serve(shard: Rc<Shard>, io: std::os::unix::net::UnixStream) {
     let (out, lines) = local_channel::new_unbounded();
     let writer_task = glommio::spawn_local(write_lines(writer, lines));
     let session: Rc<std::cell::RefCell<Option<Rc<Session>>>> = Rc::default();
-    let mut pending = Vec::new();
-    let mut chunk = vec![0u8; 64 * 1024];
     let out = Rc::new(out);
-    loop {
-        let n = match reader.read(&mut chunk).await {
-            Ok(0) | Err(_) => break,
-            Ok(n) => n,
-        };
-        pending.extend_from_slice(&chunk[..n]);
-        let mut start = 0;
-        while let Some(pos) = pending[start..].iter().position(|b| *b == b'\n') {
-            let line = &pending[start..start + pos];
-            let line = line.strip_suffix(b"\r").unwrap_or(line);
-            if !line.iter().all(u8::is_ascii_whitespace) {
-                let (shard, session, out) = (shard.clone(), session.clone(), out.clone());
-                let line = Bytes::copy_from_slice(line);
-                glommio::spawn_local(async move { handle_line(shard, session, out, line).await })
-                    .detach();
-            }
-            start += pos + 1;
-        }
-        pending.drain(..start);
-        if pending.len() > MAX_LINE {
-            log::error!("stdio client sent a line longer than {MAX_LINE} bytes; closing");
-            break;
-        }
+    let read = read_lines(&mut reader, |line| {
+        let (shard, session, out) = (shard.clone(), session.clone(), out.clone());
+        let line = Bytes::copy_from_slice(line);
+        glommio::spawn_local(async move { handle_line(shard, session, out, line).await }).detach();
+    })
+    .await;
+    if let Err(e) = read {
+        log::error!("stdio client sent {e}; closing");
     }
     let ended = session.borrow_mut().take();
     if let Some(s) = ended {
@@ -174,17 +153,6 @@ async fn follow(session: Rc<Session>, stream: u64, out: Rc<LocalSender<Bytes>>) 
                 }
             }
             Next::End => return,
-        }
-    }
-}
-
-async fn write_lines(mut writer: WriteHalf<UnixStream>, lines: LocalReceiver<Bytes>) {
-    while let Some(line) = lines.recv().await {
-        let mut framed = Vec::with_capacity(line.len() + 1);
-        framed.extend_from_slice(&line);
-        framed.push(b'\n');
-        if writer.write_all(&framed).await.is_err() || writer.flush().await.is_err() {
-            return;
         }
     }
 }

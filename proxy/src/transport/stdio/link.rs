@@ -21,14 +21,14 @@ use std::rc::{Rc, Weak};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use futures_lite::io::{ReadHalf, WriteHalf};
-use futures_lite::{AsyncReadExt, AsyncWriteExt};
+use futures_lite::io::ReadHalf;
 use glommio::channels::local_channel::{self, LocalReceiver, LocalSender};
 use glommio::net::UnixStream;
 use simd_json::prelude::*;
 use simd_json::BorrowedValue as Value;
 
 use super::child::ChildProcess;
+use super::lines::{read_lines, write_lines};
 use crate::config::{ServerConfig, StdioCommand};
 use crate::protocol::jsonrpc::{self, code, Id, Kind};
 use crate::protocol::version;
@@ -46,8 +46,6 @@ pub const CRASH_LIMIT: u32 = 5;
 const STABLE_AFTER: Duration = Duration::from_secs(30);
 const BACKOFF_MIN: Duration = Duration::from_millis(500);
 const BACKOFF_MAX: Duration = Duration::from_secs(30);
-/// Longest line accepted from a child.
-const MAX_LINE: usize = 16 * 1024 * 1024;
 
 /// How a posted message was taken.
 pub enum LinkReply {
@@ -547,7 +545,7 @@ impl StdioLink {
         *self.out.borrow_mut() = Some(tx);
         *self.child.borrow_mut() = Some(child);
         let writer = glommio::spawn_local(write_lines(writer, rx));
-        let reader = glommio::spawn_local(read_lines(self.clone(), reader));
+        let reader = glommio::spawn_local(read_child(self.clone(), reader));
         match self.handshake().await {
             Ok(init) => {
                 *self.state.borrow_mut() = State::Ready(init);
@@ -676,49 +674,11 @@ impl StdioLink {
     }
 }
 
-async fn write_lines(mut writer: WriteHalf<UnixStream>, rx: LocalReceiver<Bytes>) {
-    while let Some(line) = rx.recv().await {
-        let mut framed = Vec::with_capacity(line.len() + 1);
-        framed.extend_from_slice(&line);
-        framed.push(b'\n');
-        if writer.write_all(&framed).await.is_err() || writer.flush().await.is_err() {
-            return;
-        }
+async fn read_child(link: Rc<StdioLink>, mut reader: ReadHalf<UnixStream>) {
+    if let Err(e) = read_lines(&mut reader, |line| link.on_line(line)).await {
+        log::warn!("stdio server {}: {e}; dropping the child", link.name);
     }
-}
-
-async fn read_lines(link: Rc<StdioLink>, reader: ReadHalf<UnixStream>) {
-    read_lines_until_end(&link, reader).await;
     // The child's output ended: whatever waits on it (the handshake included) learns now.
     link.out.borrow_mut().take();
     link.fail_pending();
-}
-
-async fn read_lines_until_end(link: &Rc<StdioLink>, mut reader: ReadHalf<UnixStream>) {
-    let mut pending = Vec::new();
-    let mut chunk = vec![0u8; 64 * 1024];
-    loop {
-        let n = match reader.read(&mut chunk).await {
-            Ok(0) | Err(_) => return,
-            Ok(n) => n,
-        };
-        pending.extend_from_slice(&chunk[..n]);
-        let mut start = 0;
-        while let Some(pos) = pending[start..].iter().position(|b| *b == b'\n') {
-            let line = &pending[start..start + pos];
-            let line = line.strip_suffix(b"\r").unwrap_or(line);
-            if !line.iter().all(u8::is_ascii_whitespace) {
-                link.on_line(line);
-            }
-            start += pos + 1;
-        }
-        pending.drain(..start);
-        if pending.len() > MAX_LINE {
-            log::warn!(
-                "stdio server {}: a line longer than {MAX_LINE} bytes; dropping the child",
-                link.name
-            );
-            return;
-        }
-    }
 }

@@ -6,7 +6,9 @@
 //!   multiplexing with id and progress-token rewriting, routing what the child sends back to
 //!   the session that caused it, restarts with backoff and a crash-loop limit.
 //! - [`downstream`]: the proxy itself as a stdio MCP server (`mcp-proxy --stdio`).
+//! - [`lines`]: newline-delimited framing shared by both sides.
 
 pub mod child;
 pub mod downstream;
+pub mod lines;
 pub mod link;
