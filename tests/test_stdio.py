@@ -774,10 +774,33 @@ def test_stdio_child_gets_env_and_cwd(procs, tmp_path):
     info = anyio.run(go)
     assert info["mark"] == mark, info
     assert info["cwd"] == str(workdir), info
-    assert info["ppid"] == proxy.proc.pid, f"the child is not the proxy's own child: {info}"
-    assert ("fx", info["pid"]) in started(log_of(proxy), "fx"), tail(log_of(proxy))
+    # The server runs under the proxy's supervisor (a copy of the proxy binary that ends the
+    # whole group when the proxy dies), which is the process the log names.
+    supervisor = info["ppid"]
+    assert proc_stat(supervisor)["ppid"] == proxy.proc.pid, f"not started by the proxy: {info}"
+    assert "__stdio-supervisor" in cmdline(supervisor), cmdline(supervisor)
+    assert ("fx", supervisor) in started(log_of(proxy), "fx"), tail(log_of(proxy))
     # Its own process group (so a terminal's Ctrl-C to the proxy's group does not hit it directly).
-    assert os.getpgid(info["pid"]) != os.getpgid(proxy.proc.pid)
+    assert os.getpgid(info["pid"]) == supervisor != os.getpgid(proxy.proc.pid)
+
+
+def test_stdio_replicas_share_sessions(procs):
+    config = stdio_toml("fx", PYTHON, [CRASHY]) + "replicas = 2\n"
+    proxy = procs.proxy(config, shards=2)
+
+    async def one_session():
+        async with sdk_session(proxy.url) as s:
+            first = json.loads(text_of(await s.call_tool("fx__whoami", {})))
+            again = json.loads(text_of(await s.call_tool("fx__whoami", {})))
+            return first["pid"], again["pid"]
+
+    async def go():
+        return [await one_session() for _ in range(4)]
+
+    pids = anyio.run(go)
+    assert all(a == b for a, b in pids), f"a session moved between children: {pids}"
+    assert len({a for a, _ in pids}) == 2, f"sessions did not spread over both children: {pids}"
+    assert len(started(log_of(proxy), "fx")) == 2, tail(log_of(proxy))
 
 
 # ---------------------------------------------------------------------------------------------

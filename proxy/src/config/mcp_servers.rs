@@ -88,6 +88,7 @@ pub(super) fn from_json(text: &str, origin: &str) -> Result<Config, ConfigError>
                 args: entry.args,
                 env: entry.env.into_iter().collect(),
                 cwd: entry.cwd.map(Into::into),
+                replicas: 1,
             }),
             (None, Some(url)) => {
                 if entry.kind.as_deref() == Some("sse") {

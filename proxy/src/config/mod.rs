@@ -246,6 +246,8 @@ pub struct StdioCommand {
     pub env: Vec<(String, String)>,
     /// Working directory; the proxy's own when absent.
     pub cwd: Option<std::path::PathBuf>,
+    /// How many copies of the child run (`replicas = N`); each downstream session is bound to one.
+    pub replicas: usize,
 }
 
 impl ServerConfig {
@@ -536,10 +538,26 @@ impl Config {
                 ));
             }
             check_not_reserved(name, "server name").map_err(|m| invalid(Some(s.name.span()), m))?;
-            let url_or_replicas = match (&s.url, &s.replicas) {
-                (Some(_), Some(r)) => {
+            let stdio_count = match s.replicas.as_ref().map(|r| (r.span(), r.get_ref())) {
+                Some((span, RawReplicas::Count(n))) => {
+                    if *n == 0 || s.command.is_none() {
+                        return Err(invalid(
+                            Some(span),
+                            format!("server \"{name}\": replicas = N (a count) is for stdio servers and must be at least 1; an HTTP server lists its copies as replicas = [{{ url = ... }}]"),
+                        ));
+                    }
+                    Some(*n as usize)
+                }
+                _ => None,
+            };
+            let list = s.replicas.as_ref().and_then(|r| match r.get_ref() {
+                RawReplicas::List(l) => Some((r.span(), l)),
+                RawReplicas::Count(_) => None,
+            });
+            let url_or_replicas = match (&s.url, list) {
+                (Some(_), Some((span, _))) => {
                     return Err(invalid(
-                        Some(r.span()),
+                        Some(span),
                         format!("server \"{name}\" has both url and replicas; list every copy under replicas and drop url"),
                     ))
                 }
@@ -548,19 +566,19 @@ impl Config {
                     weight: 1,
                     drain: false,
                 }]),
-                (None, Some(list)) => {
-                    if list.get_ref().is_empty() {
+                (None, Some((span, list))) => {
+                    if list.is_empty() {
                         return Err(invalid(
-                            Some(list.span()),
+                            Some(span),
                             format!("server \"{name}\" has an empty replicas list; add {{ url = \"http://...\" }} entries"),
                         ));
                     }
-                    let mut replicas = Vec::with_capacity(list.get_ref().len());
-                    for r in list.get_ref() {
-                        let url = UpstreamUrl::parse(&r.url).map_err(|m| invalid(Some(list.span()), m))?;
+                    let mut replicas = Vec::with_capacity(list.len());
+                    for r in list {
+                        let url = UpstreamUrl::parse(&r.url).map_err(|m| invalid(Some(span.clone()), m))?;
                         if r.weight == Some(0) {
                             return Err(invalid(
-                                Some(list.span()),
+                                Some(span.clone()),
                                 format!("replica {} of \"{name}\" has weight 0; use drain = true to take it out", r.url),
                             ));
                         }
@@ -616,6 +634,7 @@ impl Config {
                         args: s.args.map(Spanned::into_inner).unwrap_or_default(),
                         env: s.env.into_iter().collect(),
                         cwd: s.cwd.map(|c| std::path::PathBuf::from(c.into_inner())),
+                        replicas: stdio_count.unwrap_or(1),
                     })
                 }
                 (Some(_), Some(command)) => {
@@ -998,9 +1017,10 @@ struct RawServer {
     /// See [`ServerConfig::tags`].
     #[serde(default)]
     tags: Vec<String>,
-    /// See [`Transport::Http`]: several copies of one HTTP server.
+    /// See [`Transport::Http`]: several copies of one HTTP server (a list of URLs), or of a
+    /// stdio server (a count).
     #[serde(default)]
-    replicas: Option<Spanned<Vec<RawReplica>>>,
+    replicas: Option<Spanned<RawReplicas>>,
     /// See [`BalanceConfig::strategy`].
     #[serde(default)]
     strategy: Strategy,
@@ -1016,6 +1036,14 @@ struct RawServer {
     /// See [`BalanceConfig::failover_threshold`].
     #[serde(default = "default_failover_threshold")]
     failover_threshold: u32,
+}
+
+/// `replicas`: a list of HTTP endpoints, or a number of stdio children.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum RawReplicas {
+    Count(u32),
+    List(Vec<RawReplica>),
 }
 
 /// One `replicas` entry as serde sees it.

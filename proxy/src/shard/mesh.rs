@@ -55,8 +55,8 @@ pub enum Msg {
         from: usize,
         /// The requester's tag for the reply.
         token: u64,
-        /// The stdio server's index.
-        server: usize,
+        /// The stdio server's index and the child (replica) bound to the session.
+        server: (usize, usize),
         /// The downstream session sending it.
         session: String,
         /// The JSON-RPC message.
@@ -64,8 +64,8 @@ pub enum Msg {
     },
     /// `session` ended: drop what stdio server `server` keeps for it.
     StdioDetach {
-        /// The stdio server's index.
-        server: usize,
+        /// The stdio server's index and child.
+        server: (usize, usize),
         /// The session.
         session: String,
     },
@@ -153,7 +153,7 @@ impl Mesh {
         &self,
         me: usize,
         owner: usize,
-        server: usize,
+        server: (usize, usize),
         session: String,
         body: Bytes,
     ) -> Option<(u64, LocalReceiver<ReplyPart>)> {
@@ -174,7 +174,7 @@ impl Mesh {
     }
 
     /// Tells the owner of stdio server `server` that `session` ended.
-    pub fn stdio_detach(&self, owner: usize, server: usize, session: String) {
+    pub fn stdio_detach(&self, owner: usize, server: (usize, usize), session: String) {
         self.send_later(owner, Msg::StdioDetach { server, session });
     }
 
@@ -296,7 +296,7 @@ impl Mesh {
                 .detach();
             }
             Msg::StdioDetach { server, session } => {
-                if let Some(link) = shard.stdio_link(server) {
+                if let Some(link) = shard.stdio_link(server.0, server.1) {
                     glommio::spawn_local(async move { link.detach(&session).await }).detach();
                 }
             }
@@ -322,7 +322,7 @@ impl Mesh {
         shard: &Rc<Shard>,
         to: usize,
         token: u64,
-        server: usize,
+        server: (usize, usize),
         session: String,
         body: Bytes,
     ) {
@@ -343,7 +343,7 @@ impl Mesh {
             headers: Vec::new(),
             streaming: status == 200,
         };
-        let outcome = match shard.stdio_link(server) {
+        let outcome = match shard.stdio_link(server.0, server.1) {
             Some(link) => link.post(&session, body).await,
             None => {
                 let _ = send(head(502)).await

@@ -146,10 +146,10 @@ impl Shard {
         }
     }
 
-    /// The link of stdio server `server`, on the shard that owns it.
-    pub fn stdio_link(&self, server: usize) -> Option<Rc<StdioLink>> {
+    /// The link of child `replica` of stdio server `server`, on the shard that owns it.
+    pub fn stdio_link(&self, server: usize, replica: usize) -> Option<Rc<StdioLink>> {
         match self.upstreams.get(server)?.as_ref() {
-            Upstream::Stdio { link, .. } => link.clone(),
+            Upstream::Stdio { links, .. } => links.get(replica).cloned(),
             Upstream::Http(_) => None,
         }
     }
@@ -157,7 +157,11 @@ impl Shard {
     /// Stops every stdio child this shard owns (SIGTERM, then SIGKILL after `grace`).
     pub async fn stop_children(&self, grace: Duration) {
         for server in 0..self.upstreams.len() {
-            if let Some(link) = self.stdio_link(server) {
+            let links = match self.upstreams.get(server).as_deref() {
+                Some(Upstream::Stdio { links, .. }) => links.clone(),
+                _ => Vec::new(),
+            };
+            for link in links {
                 link.stop(grace).await;
             }
         }
@@ -222,16 +226,14 @@ impl Shard {
             } else {
                 None
             };
-            if let Some(Upstream::Stdio {
-                link: Some(link), ..
-            }) = replaced.as_deref()
-            {
-                // Calls in flight on the old child get until the grace period ends.
-                let link = link.clone();
-                glommio::spawn_local(async move {
-                    link.stop(crate::runtime::CHILD_GRACE).await;
-                })
-                .detach();
+            if let Some(Upstream::Stdio { links, .. }) = replaced.as_deref() {
+                // Calls in flight on the old children get until the grace period ends.
+                for link in links.clone() {
+                    glommio::spawn_local(async move {
+                        link.stop(crate::runtime::CHILD_GRACE).await;
+                    })
+                    .detach();
+                }
             }
         }
         old
@@ -410,9 +412,17 @@ fn make_upstream(
         Transport::Stdio(command) => Upstream::Stdio {
             index,
             config: Box::new(s.clone()),
-            // One child per server, owned by one shard: a stdio server holds one
-            // session, and stateful servers (memory) must see every client's calls.
-            link: (id == STDIO_SHARD).then(|| StdioLink::start(this.clone(), index, s, command)),
+            // Children live on one shard: a stdio child holds one session, and a stateful
+            // server (memory) must see every call of the sessions bound to it.
+            links: if id == STDIO_SHARD {
+                (0..command.replicas.max(1))
+                    .map(|_| StdioLink::start(this.clone(), index, s, command))
+                    .collect()
+            } else {
+                Vec::new()
+            },
+            replicas: command.replicas.max(1),
+            next: std::cell::Cell::new(0),
         },
     }
 }

@@ -45,11 +45,14 @@ impl ChildProcess {
         let exited = Arc::new(AtomicBool::new(false));
         let done = exited.clone();
         let (name, cmd) = (name.to_owned(), cmd.clone());
+        let me = std::env::current_exe()?;
         std::thread::Builder::new()
             .name(format!("stdio-{name}"))
             .spawn(move || {
-                let mut command = Command::new(&cmd.command);
+                let mut command = Command::new(me);
                 command
+                    .arg(SUPERVISOR_ARG)
+                    .arg(&cmd.command)
                     .args(&cmd.args)
                     .envs(cmd.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
                     .stdin(Stdio::from(OwnedFd::from(theirs)))
@@ -62,7 +65,8 @@ impl ChildProcess {
                 // SAFETY: prctl is async-signal-safe and touches no memory of the parent.
                 unsafe {
                     command.pre_exec(|| {
-                        if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                        // SIGTERM, not SIGKILL: the supervisor catches it and ends its group.
+                        if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) != 0 {
                             return Err(std::io::Error::last_os_error());
                         }
                         Ok(())

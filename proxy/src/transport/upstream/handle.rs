@@ -32,8 +32,14 @@ pub enum Upstream {
         index: usize,
         /// Its configuration.
         config: Box<ServerConfig>,
-        /// The child's link, on [`STDIO_SHARD`] only.
-        link: Option<Rc<StdioLink>>,
+        /// The links of its children (`replicas = N`), on [`STDIO_SHARD`] only.
+        links: Vec<Rc<StdioLink>>,
+        /// Children to choose from, and the next one to bind a session to (round robin: a
+        /// child serves its sessions one message at a time, so spreading sessions evenly is
+        /// what balances them).
+        replicas: usize,
+        /// Round-robin position.
+        next: Cell<usize>,
     },
 }
 
@@ -56,6 +62,11 @@ impl Upstream {
     pub fn pick_binding(&self) -> Option<usize> {
         match self {
             Upstream::Http(client) if !client.config.balance.stateless => client.pick(None),
+            Upstream::Stdio { replicas, next, .. } if *replicas > 1 => {
+                let n = next.get();
+                next.set(n.wrapping_add(1));
+                Some(n % replicas)
+            }
             _ => None,
         }
     }
@@ -75,8 +86,20 @@ impl Upstream {
                 session.prefer(preferred_replica);
                 UpstreamHandle::Http(session)
             }
-            Upstream::Stdio { index, config, .. } => UpstreamHandle::Stdio(Rc::new(StdioHandle {
+            Upstream::Stdio {
+                index,
+                config,
+                replicas,
+                next,
+                ..
+            } => UpstreamHandle::Stdio(Rc::new(StdioHandle {
                 server: *index,
+                replica: {
+                    let n = next.get();
+                    next.set(n.wrapping_add(1));
+                    // A session bound at initialize keeps its child across restarts of the proxy.
+                    preferred_replica.unwrap_or(n) % (*replicas).max(1)
+                },
                 name: config.name.clone(),
                 session_key: session_key.to_owned(),
                 shard: Rc::downgrade(shard),
@@ -180,6 +203,8 @@ impl UpstreamHandle {
 /// A session's share of a stdio child.
 pub struct StdioHandle {
     server: usize,
+    /// The child this session is bound to.
+    replica: usize,
     name: String,
     session_key: String,
     shard: Weak<Shard>,
@@ -190,7 +215,7 @@ impl StdioHandle {
     fn local_link(&self) -> Option<Rc<StdioLink>> {
         let shard = self.shard.upgrade()?;
         match shard.upstreams.get(self.server)?.as_ref() {
-            Upstream::Stdio { link, .. } => link.clone(),
+            Upstream::Stdio { links, .. } => links.get(self.replica).cloned(),
             Upstream::Http(_) => None,
         }
     }
@@ -221,7 +246,7 @@ impl StdioHandle {
             .stdio_post(
                 shard.id,
                 STDIO_SHARD,
-                self.server,
+                (self.server, self.replica),
                 self.session_key.clone(),
                 body,
             )
@@ -254,9 +279,11 @@ impl StdioHandle {
         if let Some(link) = self.local_link() {
             link.detach(&self.session_key).await;
         } else if let Some(shard) = self.shard.upgrade() {
-            shard
-                .mesh
-                .stdio_detach(STDIO_SHARD, self.server, self.session_key.clone());
+            shard.mesh.stdio_detach(
+                STDIO_SHARD,
+                (self.server, self.replica),
+                self.session_key.clone(),
+            );
         }
     }
 }
