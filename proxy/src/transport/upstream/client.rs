@@ -274,6 +274,16 @@ impl UpstreamClient {
 
     async fn connect(&self, replica: usize) -> Result<ClientConn<TcpStream>, UpstreamError> {
         let url = &self.replicas[replica].url;
+        if url.tls {
+            // Refuse rather than speak plain HTTP to a TLS port.
+            return Err(UpstreamError::Connect {
+                server: self.config.name.clone(),
+                addr: url.to_string(),
+                source: std::io::Error::other(
+                    "https upstreams are not supported yet; use an http:// endpoint",
+                ),
+            });
+        }
         let addr = if url.host.contains(':') {
             format!("[{}]:{}", url.host, url.port)
         } else {
