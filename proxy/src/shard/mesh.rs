@@ -103,6 +103,24 @@ pub enum ReplyPart {
     End,
 }
 
+/// Where the parts of one reply go: the requesting shard and its token.
+struct ReplyTo {
+    senders: Rc<Senders<Msg>>,
+    to: usize,
+    token: u64,
+}
+
+impl ReplyTo {
+    /// Sends one part; false when the requesting shard is gone.
+    async fn send(&self, part: ReplyPart) -> bool {
+        let msg = Msg::Reply {
+            token: self.token,
+            part,
+        };
+        self.senders.send_to(self.to, msg).await.is_ok()
+    }
+}
+
 /// This shard's end of the mesh.
 pub struct Mesh {
     senders: Option<Rc<Senders<Msg>>>,
@@ -329,15 +347,8 @@ impl Mesh {
         let Some(senders) = self.senders.clone() else {
             return;
         };
-        let send = |part: ReplyPart| {
-            let senders = senders.clone();
-            async move {
-                senders
-                    .send_to(to, Msg::Reply { token, part })
-                    .await
-                    .is_ok()
-            }
-        };
+        let reply_to = ReplyTo { senders, to, token };
+        let send = |part: ReplyPart| reply_to.send(part);
         let head = |status: u16| ReplyPart::Head {
             status,
             headers: Vec::new(),
@@ -382,15 +393,8 @@ impl Mesh {
         let Some(senders) = self.senders.clone() else {
             return;
         };
-        let send = |part: ReplyPart| {
-            let senders = senders.clone();
-            async move {
-                senders
-                    .send_to(to, Msg::Reply { token, part })
-                    .await
-                    .is_ok()
-            }
-        };
+        let reply_to = ReplyTo { senders, to, token };
+        let send = |part: ReplyPart| reply_to.send(part);
         match reply {
             Reply::Full {
                 status,
