@@ -81,8 +81,11 @@ fn transfer_encoding(headers: &Headers) -> Result<bool, HttpError> {
     }
 }
 
-/// Body framing of a request; both CL and TE together is refused (request smuggling).
-pub(crate) fn request_framing(headers: &Headers) -> Result<BodyFraming, HttpError> {
+/// What the headers declare: `Some(Chunked)`, `Some(Length(n))`, or `None` when neither
+/// Content-Length nor Transfer-Encoding is present. Both together are refused: RFC 9112 lets
+/// TE win, but a request that carries both is the shape of request smuggling, and a gateway
+/// reusing a connection after such a response must not guess either.
+fn declared_framing(headers: &Headers) -> Result<Option<BodyFraming>, HttpError> {
     let has_te = headers
         .iter()
         .any(|(n, _)| n.eq_ignore_ascii_case("transfer-encoding"));
@@ -94,11 +97,16 @@ pub(crate) fn request_framing(headers: &Headers) -> Result<BodyFraming, HttpErro
     }
     if has_te {
         transfer_encoding(headers)?;
-        return Ok(BodyFraming::Chunked);
+        return Ok(Some(BodyFraming::Chunked));
     }
-    Ok(match cl {
-        None | Some(0) => BodyFraming::Empty,
-        Some(n) => BodyFraming::Length(n),
+    Ok(cl.map(BodyFraming::Length))
+}
+
+/// Body framing of a request; both CL and TE together is refused (request smuggling).
+pub(crate) fn request_framing(headers: &Headers) -> Result<BodyFraming, HttpError> {
+    Ok(match declared_framing(headers)? {
+        None | Some(BodyFraming::Length(0)) => BodyFraming::Empty,
+        Some(framing) => framing,
     })
 }
 
@@ -111,24 +119,10 @@ pub(crate) fn response_framing(
     if head_request || (100..200).contains(&status) || status == 204 || status == 304 {
         return Ok(BodyFraming::Empty);
     }
-    let has_te = headers
-        .iter()
-        .any(|(n, _)| n.eq_ignore_ascii_case("transfer-encoding"));
-    let cl = content_length(headers)?;
-    if has_te && cl.is_some() {
-        // RFC 9112 lets TE win, but a gateway reusing the connection must not guess.
-        return Err(HttpError::AmbiguousLength(
-            "both content-length and transfer-encoding",
-        ));
-    }
-    if has_te {
-        transfer_encoding(headers)?;
-        return Ok(BodyFraming::Chunked);
-    }
-    Ok(match cl {
+    Ok(match declared_framing(headers)? {
         None => BodyFraming::UntilClose,
-        Some(0) => BodyFraming::Empty,
-        Some(n) => BodyFraming::Length(n),
+        Some(BodyFraming::Length(0)) => BodyFraming::Empty,
+        Some(framing) => framing,
     })
 }
 
