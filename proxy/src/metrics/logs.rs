@@ -124,6 +124,19 @@ pub fn render(format: LogFormat, ts: &str, record: &Record<'_>, secrets: &[Strin
         .collect();
     let level = record.level().as_str().to_ascii_lowercase();
     let mut out = String::with_capacity(128 + message.len());
+    // Structured formats write the same pairs: the record's own, then its key-values.
+    let base = [
+        ("ts", ts),
+        ("level", level.as_str()),
+        ("target", record.target()),
+        (where_key, where_value.as_str()),
+        ("msg", message.as_str()),
+    ];
+    let all = || {
+        base.iter()
+            .map(|(k, v)| (*k, *v))
+            .chain(fields.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+    };
     match format {
         LogFormat::Text => {
             let _ = write!(
@@ -139,18 +152,7 @@ pub fn render(format: LogFormat, ts: &str, record: &Record<'_>, secrets: &[Strin
         }
         LogFormat::Json => {
             out.push('{');
-            let base = [
-                ("ts", ts),
-                ("level", level.as_str()),
-                ("target", record.target()),
-                (where_key, where_value.as_str()),
-                ("msg", message.as_str()),
-            ];
-            let all = base
-                .iter()
-                .map(|(k, v)| (*k, *v))
-                .chain(fields.iter().map(|(k, v)| (k.as_str(), v.as_str())));
-            for (i, (k, v)) in all.enumerate() {
+            for (i, (k, v)) in all().enumerate() {
                 if i > 0 {
                     out.push(',');
                 }
@@ -161,18 +163,7 @@ pub fn render(format: LogFormat, ts: &str, record: &Record<'_>, secrets: &[Strin
             out.push('}');
         }
         LogFormat::Logfmt => {
-            let base = [
-                ("ts", ts),
-                ("level", level.as_str()),
-                ("target", record.target()),
-                (where_key, where_value.as_str()),
-                ("msg", message.as_str()),
-            ];
-            let all = base
-                .iter()
-                .map(|(k, v)| (*k, *v))
-                .chain(fields.iter().map(|(k, v)| (k.as_str(), v.as_str())));
-            for (i, (k, v)) in all.enumerate() {
+            for (i, (k, v)) in all().enumerate() {
                 if i > 0 {
                     out.push(' ');
                 }
