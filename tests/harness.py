@@ -285,6 +285,46 @@ def _read_ready_line(child: Child, timeout: float) -> tuple[str, str | None]:
     raise RuntimeError(f"proxy {why}; stderr tail:\n{child.stderr_tail()}")
 
 
+def wait_line(child: Child, prefix: str, timeout: float = 10.0) -> str:
+    """The rest of the first stdout line of `child` starting with `prefix` (the child must have been
+    spawned with stdout=PIPE); kills the child and raises when none comes within `timeout`. Stdout
+    keeps being drained afterwards so a chatty child never blocks on a full pipe."""
+    found: list[str] = []
+    done = threading.Event()
+
+    def reader() -> None:
+        try:
+            for raw in child.proc.stdout:  # type: ignore[union-attr]
+                line = raw.decode(errors="replace").strip()
+                if line.startswith(prefix) and not found:
+                    found.append(line[len(prefix):])
+                    done.set()
+        except (ValueError, OSError):  # stdout closed by kill()
+            pass
+        finally:
+            done.set()
+
+    threading.Thread(target=reader, daemon=True, name=f"{child.name}-stdout").start()
+    done.wait(timeout)
+    if not found:
+        child.kill()
+        raise RuntimeError(f"{child.name} printed no {prefix!r} line; stderr:\n{child.stderr_tail()}")
+    return found[0]
+
+
+async def list_all_tools(session) -> list[Any]:
+    """Every tool of an SDK ClientSession, following the server's cursors."""
+    import mcp_types as types
+
+    tools, cursor = [], None
+    while True:
+        page = await session.list_tools(params=types.PaginatedRequestParams(cursor=cursor) if cursor else None)
+        tools.extend(page.tools)
+        cursor = page.next_cursor
+        if not cursor:
+            return tools
+
+
 # ---------------------------------------------------------------------------------------------
 # Raw Streamable HTTP
 

@@ -16,6 +16,7 @@ from mcp.client.streamable_http import streamable_http_client
 from mcp.shared._httpx_utils import create_mcp_http_client
 from mcp.shared.exceptions import MCPError
 
+import harness
 from harness import sdk_session, text_of
 
 SERVERS = ("alpha", "beta")
@@ -74,19 +75,9 @@ def test_initialize_reports_server_and_capabilities(proxy_ab):
 def _tool_names_direct(url: str) -> list[str]:
     async def go():
         async with sdk_session(url, **CLIENT) as s:
-            return [t.name for t in (await _list_all_tools(s))]
+            return [t.name for t in (await harness.list_all_tools(s))]
 
     return run(go)
-
-
-async def _list_all_tools(session) -> list[types.Tool]:
-    tools, cursor = [], None
-    while True:
-        page = await session.list_tools(params=types.PaginatedRequestParams(cursor=cursor) if cursor else None)
-        tools.extend(page.tools)
-        cursor = page.next_cursor
-        if not cursor:
-            return tools
 
 
 def test_tools_list_merges_both_servers_namespaced(proxy_ab):
@@ -95,7 +86,7 @@ def test_tools_list_merges_both_servers_namespaced(proxy_ab):
 
     async def go():
         async with sdk_session(proxy_ab.url, **CLIENT) as s:
-            return await _list_all_tools(s)
+            return await harness.list_all_tools(s)
 
     tools = run(go)
     # The proxy's own tools (proxy__*, issue 7) are not any server's.

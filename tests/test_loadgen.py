@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import threading
 from pathlib import Path
 
 import pytest
@@ -26,27 +25,7 @@ def start_upstream(*args: str, timeout: float = 10.0) -> tuple[harness.Child, st
         raise RuntimeError(f"{LOADGEN_BIN} missing: build it with `cargo build --release --workspace`")
     child = harness.spawn("loadgen-upstream", [LOADGEN_BIN, "upstream", "--listen", "127.0.0.1:0", *args],
                           stdout=subprocess.PIPE)
-    found: list[str] = []
-    done = threading.Event()
-
-    def reader() -> None:
-        try:
-            for raw in child.proc.stdout:  # type: ignore[union-attr]
-                line = raw.decode(errors="replace").strip()
-                if line.startswith(READY) and not found:
-                    found.append(line[len(READY):])
-                    done.set()
-        except (ValueError, OSError):
-            pass
-        finally:
-            done.set()
-
-    threading.Thread(target=reader, daemon=True).start()
-    done.wait(timeout)
-    if not found:
-        child.kill()
-        raise RuntimeError(f"upstream printed no ready line; stderr:\n{child.stderr_tail()}")
-    return child, found[0]
+    return child, harness.wait_line(child, READY, timeout)
 
 
 def run_load(url: str, *args: str) -> dict:

@@ -97,7 +97,7 @@ class Fleet:
         port = port or harness.free_port()
         argv = [LOADGEN_BIN, "upstream", "--listen", f"127.0.0.1:{port}", "--id", name, "--log-requests", *args]
         child = self._track(harness.spawn(f"loadgen-{name}", argv, stdout=subprocess.PIPE))
-        _wait_line(child, LOADGEN_READY, 10.0)
+        harness.wait_line(child, LOADGEN_READY, 10.0)
         return Replica(name, child, port, argv, {})
 
     def restart(self, r: Replica) -> Replica:
@@ -149,30 +149,6 @@ def _has_admin_listener() -> bool:
         out = subprocess.run([harness.PROXY_BIN, "--help"], capture_output=True, text=True, timeout=10)
         _ADMIN.append("--admin-listen" in out.stdout)
     return _ADMIN[0]
-
-
-def _wait_line(child: harness.Child, prefix: str, timeout: float) -> str:
-    found: list[str] = []
-    done = threading.Event()
-
-    def reader() -> None:
-        try:
-            for raw in child.proc.stdout:  # type: ignore[union-attr]
-                line = raw.decode(errors="replace").strip()
-                if line.startswith(prefix) and not found:
-                    found.append(line[len(prefix):])
-                    done.set()
-        except (ValueError, OSError):
-            pass
-        finally:
-            done.set()
-
-    threading.Thread(target=reader, daemon=True).start()
-    done.wait(timeout)
-    if not found:
-        child.kill()
-        raise RuntimeError(f"{child.name} printed no ready line; stderr:\n{child.stderr_tail()}")
-    return found[0]
 
 
 @pytest.fixture

@@ -34,7 +34,6 @@ import uuid
 from pathlib import Path
 
 import anyio
-import mcp_types as types
 import pytest
 from mcp import ClientSession
 from mcp.client.stdio import StdioServerParameters, stdio_client
@@ -287,16 +286,6 @@ def tail(text: str, n: int = 60) -> str:
     return "\n".join(text.splitlines()[-n:])
 
 
-async def list_all_tools(session) -> list[types.Tool]:
-    tools, cursor = [], None
-    while True:
-        page = await session.list_tools(params=types.PaginatedRequestParams(cursor=cursor) if cursor else None)
-        tools.extend(page.tools)
-        cursor = page.next_cursor
-        if not cursor:
-            return tools
-
-
 # ---------------------------------------------------------------------------------------------
 # The three servers of the issue: memory + filesystem (stdio), everything (HTTP)
 
@@ -342,7 +331,7 @@ def direct_tools():
             async with stdio_client(params, errlog=errlog) as (r, w):
                 async with ClientSession(r, w) as s:
                     await s.initialize()
-                    return {t.name for t in await list_all_tools(s)}
+                    return {t.name for t in await harness.list_all_tools(s)}
 
     async def go():
         mem = await names(MEMORY_BIN, [], {"MEMORY_FILE_PATH": str(tmp / "m.jsonl")})
@@ -361,7 +350,7 @@ def direct_tools():
 async def exercise_three(session, three: Three, direct: dict[str, set[str]]) -> None:
     """List the merged tools and call one tool of each server, checking every answer."""
     # The proxy's own tools (proxy__*, issue 7) are not any server's.
-    names = [t.name for t in await list_all_tools(session) if not t.name.startswith("proxy__")]
+    names = [t.name for t in await harness.list_all_tools(session) if not t.name.startswith("proxy__")]
     assert len(names) == len(set(names)), f"duplicate tool names: {sorted(names)}"
     by_server: dict[str, set[str]] = {}
     for n in names:
