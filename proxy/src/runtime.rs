@@ -99,11 +99,31 @@ impl Running {
     }
 }
 
-/// Shards to run when the configuration says 0: one per online CPU.
+/// Shards to run when the configuration says 0: one per CPU this process may run on.
 pub fn default_shards() -> usize {
     std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(1)
+}
+
+/// The online CPUs in this process's affinity mask (taskset, a container's cpuset), so shards are
+/// pinned where the operator put the process rather than spread over the whole machine. `None`
+/// (every online CPU) when the mask cannot be read.
+fn allowed_cpus() -> Option<glommio::CpuSet> {
+    // SAFETY: cpu_set_t is plain bits, zeroed is a valid empty set, and the kernel writes at most
+    // its size into it.
+    let mask = unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        if libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) != 0 {
+            return None;
+        }
+        set
+    };
+    let allowed = glommio::CpuSet::online()
+        .ok()?
+        // SAFETY: CPU_ISSET only reads the set; `cpu` is below CPU_SETSIZE on any machine glommio sees.
+        .filter(|l| l.cpu < libc::CPU_SETSIZE as usize && unsafe { libc::CPU_ISSET(l.cpu, &mask) });
+    (!allowed.is_empty()).then_some(allowed)
 }
 
 /// Starts every shard and returns once all listen and the first discovery round is done.
@@ -157,7 +177,7 @@ pub fn start(mut config: Config, mode: Mode) -> Result<Running, StartError> {
     let handles = {
         let (ready, stop, drained) = (ready.clone(), stop.clone(), drained.clone());
         let reload = reload.clone();
-        LocalExecutorPoolBuilder::new(PoolPlacement::MaxSpread(shards, None))
+        LocalExecutorPoolBuilder::new(PoolPlacement::MaxSpread(shards, allowed_cpus()))
             .name("mcp-proxy-shard")
             .on_all_shards(move || {
                 let (config, ready, stop, mesh) =
