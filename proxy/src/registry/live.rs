@@ -727,6 +727,43 @@ mod tests {
     }
 
     #[test]
+    fn replica_drains_are_overrides_that_persist_and_say_the_range() {
+        let cfg = Config::from_toml_str(
+            "[[servers]]\nname = \"fleet\"\nreplicas = [{ url = \"http://127.0.0.1:1/mcp\" }, \
+             { url = \"http://127.0.0.1:2/mcp\", drain = true }, { url = \"http://127.0.0.1:3/mcp\" }]\n",
+            "t.toml",
+        )
+        .expect("valid");
+        let reg = Registry::from_config(&cfg);
+        let (reg, i) = reg.set_replica_drain("fleet", 0, true).expect("drained");
+        let e = &reg.entries[i];
+        assert!(e.replica_drained(0) && e.replica_drained(1) && !e.replica_drained(2));
+        // Enabling the replica the file drains is an override; draining it again is none.
+        let (reg, _) = reg.set_replica_drain("fleet", 1, false).expect("enabled");
+        assert!(!reg.entries[0].replica_drained(1));
+        let (reg2, _) = reg.set_replica_drain("fleet", 1, true).expect("drained");
+        assert!(!reg2.entries[0].replica_drain.contains_key(&1));
+        let e = reg
+            .set_replica_drain("fleet", 3, true)
+            .expect_err("out of range");
+        assert!(e.to_string().contains("valid replicas are 0 to 2"), "{e}");
+        assert!(matches!(
+            reg.set_replica_drain("nope", 0, true),
+            Err(RegistryError::NotFound { .. })
+        ));
+        // Saved and loaded over the same file, the overrides come back.
+        let back = Registry::with_state(&cfg, &reg.state_doc());
+        assert!(back.entries[0].replica_drained(0));
+        assert!(!back.entries[0].replica_drained(1));
+        assert_eq!(back.entries[0].config, reg.entries[0].config);
+        // An update describes the replicas anew: the overrides go.
+        let (up, _) = reg
+            .update("fleet", &json!({"url": "http://127.0.0.1:4/mcp"}))
+            .expect("updated");
+        assert!(up.entries[0].replica_drain.is_empty());
+    }
+
+    #[test]
     fn reload_diffs_configured_servers_only() {
         let cfg = config();
         let reg = Registry::from_config(&cfg);
