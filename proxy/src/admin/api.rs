@@ -58,9 +58,7 @@ pub(crate) fn registry_error(e: &RegistryError) -> Response {
             json!({"error": e.to_string(), "kind": "not_found", "replicas": count}),
         ),
         RegistryError::Conflict(_) => error(409, "conflict", e),
-        RegistryError::InvalidSpec(_) | RegistryError::NotApplicable(_) => {
-            error(400, "invalid", e)
-        }
+        RegistryError::InvalidSpec(_) | RegistryError::NotApplicable(_) => error(400, "invalid", e),
         RegistryError::State { .. } => error(500, "state", e),
     }
 }

@@ -84,28 +84,18 @@ pub async fn route(shard: &Rc<Shard>, token: &str, request: &Request) -> Option<
             Ok(i) => list(shard, name, Some(i)).await,
             Err(r) => r,
         },
-        [index, action @ ("drain" | "enable")] if post => {
-            match parse_index(shard, name, index) {
-                Ok(i) => {
-                    let drain = *action == "drain";
-                    match servers::set_replica_drain(shard, name, i, drain) {
-                        Ok(_) => list(shard, name, Some(i)).await,
-                        Err(e) => registry_error(&e),
-                    }
+        [index, action @ ("drain" | "enable")] if post => match parse_index(shard, name, index) {
+            Ok(i) => {
+                let drain = *action == "drain";
+                match servers::set_replica_drain(shard, name, i, drain) {
+                    Ok(_) => list(shard, name, Some(i)).await,
+                    Err(e) => registry_error(&e),
                 }
-                Err(r) => r,
             }
-        }
-        [] | [_] => error(
-            405,
-            "method",
-            format!("use GET on {}", request.path()),
-        ),
-        [_, "drain" | "enable"] => error(
-            405,
-            "method",
-            format!("use POST on {}", request.path()),
-        ),
+            Err(r) => r,
+        },
+        [] | [_] => error(405, "method", format!("use GET on {}", request.path())),
+        [_, "drain" | "enable"] => error(405, "method", format!("use POST on {}", request.path())),
         _ => error(
             404,
             "not_found",
@@ -129,7 +119,9 @@ fn parse_index(shard: &Shard, name: &str, text: &str) -> Result<usize, Response>
         return Err(error(
             400,
             "invalid",
-            format!("replica index \"{text}\" is not a number; server \"{name}\" has replicas {range}"),
+            format!(
+                "replica index \"{text}\" is not a number; server \"{name}\" has replicas {range}"
+            ),
         ));
     };
     registry

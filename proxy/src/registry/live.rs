@@ -351,8 +351,11 @@ impl Registry {
         self.check_unique(&config, None)?;
         let mut next = self.next();
         next.removed_config.retain(|n| *n != config.name);
-        next.entries
-            .push(Arc::new(Entry::new(config, Origin::Api, Some(spec.clone()))));
+        next.entries.push(Arc::new(Entry::new(
+            config,
+            Origin::Api,
+            Some(spec.clone()),
+        )));
         let index = next.entries.len() - 1;
         Ok((next, index))
     }
@@ -507,14 +510,13 @@ impl Registry {
                     state,
                     replica_drain: e.replica_drain.clone(),
                 }),
-                (_, _, state) if state == State::Draining || !e.replica_drain.is_empty() => {
-                    servers.push(SavedServer {
+                (_, _, state) if state == State::Draining || !e.replica_drain.is_empty() => servers
+                    .push(SavedServer {
                         name: e.config.name.clone(),
                         spec: None,
                         state,
                         replica_drain: e.replica_drain.clone(),
-                    })
-                }
+                    }),
                 _ => {}
             }
         }
