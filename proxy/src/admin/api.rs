@@ -281,7 +281,10 @@ fn server_json(shard: &Shard, index: usize, e: &Entry, detail: bool) -> Value {
             v["url"] = c.http_url().map(|u| u.to_string()).into();
             v["replicas"] = replicas
                 .iter()
-                .map(|r| json!({"url": r.url.to_string(), "weight": r.weight, "drain": r.drain}))
+                .enumerate()
+                .map(|(i, r)| {
+                    json!({"url": r.url.to_string(), "weight": r.weight, "drain": e.replica_drained(i)})
+                })
                 .collect::<Vec<_>>()
                 .into();
         }
