@@ -137,6 +137,34 @@ def test_drain_one_replica_moves_new_work_survives_a_restart_and_enable_brings_i
     assert all(r.url in table.stdout for r in reps)
 
 
+def test_a_session_bound_to_a_drained_replica_finishes_there(spawner, fleet, state_dir):
+    """The documented drain semantics: no new work, but a session already talking to the
+    replica keeps its upstream session there until it ends."""
+    reps = [fleet.loadgen(i) for i in IDS]
+    proxy = spawner.proxy(fleet_config([r.url for r in reps], state_dir))
+    wait_until(lambda: "fleet__whoami" in {t["name"] for t in ok_json(proxy, "tools", "ls")["items"]},
+               what="fleet__whoami listed")
+
+    def session_whoami(sid: str) -> str:
+        _, answer = harness.raw_call_tool(proxy.url, sid, "fleet__whoami", {})
+        assert answer is not None and "result" in answer, answer
+        return harness.tool_text(answer["result"])
+
+    # Sessions bind at random among equal replicas; (2/3)^40 is the chance none lands on r1.
+    bound = None
+    for _ in range(40):
+        sid = harness.raw_initialize(proxy.url)
+        if "r1" in session_whoami(sid):
+            bound = sid
+            break
+    assert bound is not None, "no session was bound to r1"
+    assert mcpctl(proxy, "servers", "drain", "fleet", "--replica", "1").returncode == 0
+    for _ in range(3):
+        assert "r1" in session_whoami(bound), "a bound session left a drained (healthy) replica"
+    fresh = harness.raw_initialize(proxy.url)
+    assert "r1" not in session_whoami(fresh)
+
+
 def test_replica_errors_say_what_exists_and_json_parses(spawner, fleet, state_dir):
     reps = [fleet.loadgen(i) for i in IDS]
     proxy = spawner.proxy(fleet_config([r.url for r in reps], state_dir))
