@@ -5,6 +5,7 @@
 //! - [`admin`]: admin API calls and the failures they map to.
 //! - [`http`]: a tiny blocking HTTP/1.1 client (no async runtime in a CLI).
 //! - [`mcp`]: `call`, the proxy's `/mcp` endpoint as an MCP client.
+//! - [`replicas`]: `servers replicas` and per-replica `drain`/`enable`.
 //! - [`top`]: the refreshing per-server table.
 //! - [`table`]: table rendering.
 //! - [`fail`]: messages that say how to fix things, and exit codes.
@@ -15,6 +16,7 @@ mod admin;
 mod fail;
 mod http;
 mod mcp;
+mod replicas;
 mod table;
 mod top;
 
@@ -53,7 +55,7 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
-    /// Upstream servers: list, show, add, update, remove, drain, enable.
+    /// Upstream servers: list, show, add, update, remove, drain, enable, replicas.
     #[command(subcommand)]
     Servers(Servers),
     /// Tools offered through the proxy.
@@ -128,15 +130,29 @@ enum Servers {
         /// Server name.
         name: String,
     },
-    /// Hide a server's tools (no new calls) without removing it.
+    /// Hide a server's tools (no new calls) without removing it; with --replica, take one
+    /// replica out of balancing (its bound sessions finish there).
     Drain {
         /// Server name.
         name: String,
+        /// Drain only this replica (index as in `servers replicas NAME`).
+        #[arg(long)]
+        replica: Option<usize>,
     },
-    /// Offer a drained server's tools again.
+    /// Offer a drained server's tools again; with --replica, let one replica take new work.
     Enable {
         /// Server name.
         name: String,
+        /// Enable only this replica (index as in `servers replicas NAME`).
+        #[arg(long)]
+        replica: Option<usize>,
+    },
+    /// A server's replicas: state, health, load, latency and errors (summed over shards).
+    Replicas {
+        /// Server name.
+        name: String,
+        /// Show only this replica.
+        index: Option<usize>,
     },
 }
 
@@ -494,11 +510,35 @@ fn servers(admin: &Admin, out: &Out, cmd: Servers) -> Result<(), Failure> {
             let v = admin.call("DELETE", &format!("servers/{}", encode(&name)), None)?;
             one(&v, &format!("removed {name}"));
         }
-        Servers::Drain { name } => {
+        Servers::Drain {
+            name,
+            replica: Some(r),
+        } => {
+            let (v, text) = replicas::set_drain(admin, &encode(&name), r, true)?;
+            out.print(&v, || text);
+        }
+        Servers::Enable {
+            name,
+            replica: Some(r),
+        } => {
+            let (v, text) = replicas::set_drain(admin, &encode(&name), r, false)?;
+            out.print(&v, || text);
+        }
+        Servers::Replicas { name, index } => {
+            let (v, text) = replicas::show(admin, &encode(&name), index)?;
+            out.print(&v, || text);
+        }
+        Servers::Drain {
+            name,
+            replica: None,
+        } => {
             let v = admin.call("POST", &format!("servers/{}/drain", encode(&name)), None)?;
             one(&v, &format!("draining {name}"));
         }
-        Servers::Enable { name } => {
+        Servers::Enable {
+            name,
+            replica: None,
+        } => {
             let v = admin.call("POST", &format!("servers/{}/enable", encode(&name)), None)?;
             one(&v, &format!("enabled {name}"));
         }

@@ -207,6 +207,51 @@ def run_server_suite(url: str, out_dir: Path, scenarios: list[str] | None = None
 
 
 # ---------------------------------------------------------------------------------------------
+# Client scenarios: the proxy's upstream side as the client under test
+
+CLIENT_WRAPPER = HERE / "client-via-proxy.py"
+CLIENT_RESULT_RE = re.compile(r"^(?P<scenario>.+)-\d{4}-\d{2}-\d{2}T\d{2}-\d{2}-\d{2}-\d{3}Z$")
+
+
+def list_client_scenarios() -> list[str]:
+    out = subprocess.run([CONFORMANCE_BIN, "list", "--client"], env={**os.environ, **node_env()},
+                         capture_output=True, text=True, timeout=60, check=True).stdout
+    names = re.findall(r"^\s*-\s+(\S+)", out, flags=re.M)
+    if not names:
+        raise RuntimeError(f"`conformance list --client` listed nothing:\n{out}")
+    return names
+
+
+def run_client_scenario(scenario: str, out_dir: Path, python: str,
+                        timeout: float = SCENARIO_TIMEOUT) -> tuple[ScenarioResult, int | None]:
+    """`conformance client --scenario NAME` with client-via-proxy.py as the client (run by `python`);
+    returns the scenario's checks and the CLI's exit status (None when it overstayed)."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    log_path = out_dir / f"client-{scenario}.log"
+    command = f"{python} {CLIENT_WRAPPER}"
+    with open(log_path, "wb") as log:
+        child = harness.spawn(f"conformance-client-{scenario}",
+                              [CONFORMANCE_BIN, "client", "--command", command, "--scenario", scenario,
+                               "--timeout", "60000", "-o", out_dir],
+                              env=node_env(), stdout=log, cwd=harness.TESTS_DIR)
+    status = None
+    try:
+        status = child.proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        pass
+    finally:
+        child.kill()
+    text = log_path.read_text(errors="replace") + "\n" + child.stderr_tail(60)
+    tail = "\n".join(text.strip().splitlines()[-60:])
+    for d in sorted(out_dir.iterdir(), reverse=True):
+        m = CLIENT_RESULT_RE.match(d.name)
+        if m and m.group("scenario") == scenario and (d / "checks.json").exists():
+            return ScenarioResult(scenario, checks=json.loads((d / "checks.json").read_text()), log=tail), status
+    why = "no result within the deadline" if status is None else "no checks.json written"
+    return ScenarioResult(scenario, problem=why, log=tail), status
+
+
+# ---------------------------------------------------------------------------------------------
 # Comparing two runs
 
 

@@ -36,45 +36,55 @@ fn bearer(request: &Request) -> Option<&str> {
     scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
 }
 
-fn answer(status: u16, body: Value) -> Response {
+/// A JSON answer.
+pub(crate) fn answer(status: u16, body: Value) -> Response {
     Response::json(status, body.to_string())
 }
 
-fn error(status: u16, kind: &str, message: impl std::fmt::Display) -> Response {
+/// An error answer: `{"error": message, "kind": kind}`.
+pub(crate) fn error(status: u16, kind: &str, message: impl std::fmt::Display) -> Response {
     answer(status, json!({"error": message.to_string(), "kind": kind}))
 }
 
-fn registry_error(e: &RegistryError) -> Response {
+/// The answer to a refused registry change or lookup.
+pub(crate) fn registry_error(e: &RegistryError) -> Response {
     match e {
         RegistryError::NotFound { known, .. } => answer(
             404,
             json!({"error": e.to_string(), "kind": "not_found", "known": known}),
         ),
+        RegistryError::NoReplica { count, .. } => answer(
+            404,
+            json!({"error": e.to_string(), "kind": "not_found", "replicas": count}),
+        ),
         RegistryError::Conflict(_) => error(409, "conflict", e),
-        RegistryError::InvalidSpec(_) => error(400, "invalid", e),
+        RegistryError::InvalidSpec(_) | RegistryError::NotApplicable(_) => error(400, "invalid", e),
         RegistryError::State { .. } => error(500, "state", e),
+    }
+}
+
+/// The 401 answer when `request` does not carry the admin `token`.
+pub(crate) fn refuse_unauthorized(token: &str, request: &Request) -> Option<Response> {
+    match bearer(request) {
+        Some(t) if token_matches(token, t) => None,
+        Some(_) => Some(error(
+            401,
+            "unauthorized",
+            "wrong admin token: use the one printed by mcp-proxy at start \
+             (`mcp-proxy admin token: ...`) or set in [proxy] admin_token",
+        )),
+        None => Some(error(
+            401,
+            "unauthorized",
+            "missing token: send Authorization: Bearer <admin token>",
+        )),
     }
 }
 
 /// Answers an API request (any path under [`PREFIX`]).
 pub fn handle(shard: &Rc<Shard>, token: &str, request: &Request) -> Response {
-    match bearer(request) {
-        Some(t) if token_matches(token, t) => {}
-        Some(_) => {
-            return error(
-                401,
-                "unauthorized",
-                "wrong admin token: use the one printed by mcp-proxy at start \
-                 (`mcp-proxy admin token: ...`) or set in [proxy] admin_token",
-            )
-        }
-        None => {
-            return error(
-                401,
-                "unauthorized",
-                "missing token: send Authorization: Bearer <admin token>",
-            )
-        }
+    if let Some(refused) = refuse_unauthorized(token, request) {
+        return refused;
     }
     let path = request
         .path()
@@ -271,7 +281,10 @@ fn server_json(shard: &Shard, index: usize, e: &Entry, detail: bool) -> Value {
             v["url"] = c.http_url().map(|u| u.to_string()).into();
             v["replicas"] = replicas
                 .iter()
-                .map(|r| json!({"url": r.url.to_string(), "weight": r.weight, "drain": r.drain}))
+                .enumerate()
+                .map(|(i, r)| {
+                    json!({"url": r.url.to_string(), "weight": r.weight, "drain": e.replica_drained(i)})
+                })
                 .collect::<Vec<_>>()
                 .into();
         }
@@ -401,12 +414,31 @@ fn health(shard: &Shard) -> Value {
     let mut servers = serde_json::Map::new();
     let mut all_up = true;
     for (i, e) in reg.live() {
-        let (status, why, _) = status_of(shard, i);
+        let (mut status, mut why, _) = status_of(shard, i);
+        // Discovery lists a server once and then waits to be told of changes; the active
+        // checks (this shard's) are what notice a server that went away meanwhile.
+        let checks = shard.upstreams.get(i).and_then(|u| match &*u {
+            crate::transport::upstream::Upstream::Http(c) => {
+                let healthy = c.stats.iter().filter(|s| s.healthy.get()).count();
+                Some((healthy, c.replica_count()))
+            }
+            _ => None,
+        });
+        if let Some((0, total)) = checks {
+            if status == "up" && total > 0 {
+                status = "down";
+                why = Some(format!(
+                    "health checks fail on every replica ({total}); `mcpctl servers replicas {}` shows each",
+                    e.config.name
+                ));
+            }
+        }
         all_up &= status == "up" || e.state == State::Draining;
-        servers.insert(
-            e.config.name.clone(),
-            json!({"status": status, "state": e.state.label(), "error": why}),
-        );
+        let mut v = json!({"status": status, "state": e.state.label(), "error": why});
+        if let Some((healthy, total)) = checks {
+            v["replicas"] = json!({"healthy": healthy, "total": total});
+        }
+        servers.insert(e.config.name.clone(), v);
     }
     json!({
         "status": if all_up { "ok" } else { "degraded" },

@@ -5,7 +5,8 @@
 //! - `GET /stats`: exact latency quantiles (JSON), merged across shards ([`stats`]).
 //! - `GET /healthz`: liveness, with each upstream server's discovery state (JSON).
 //! - `/api/v1/...`: the admin API ([`api`], bearer token), whose changes to the live registry
-//!   go through [`servers`]. `/metrics`, `/stats` and `/healthz` stay open for scrapers.
+//!   go through [`servers`]; per-replica routes (which ask every shard) are in [`replicas`].
+//!   `/metrics`, `/stats` and `/healthz` stay open for scrapers.
 //!
 //! The router is one `match` on method and path ([`route`]); new endpoints are new arms.
 //!
@@ -17,6 +18,7 @@
 //!   that costs a write, not a render.
 
 pub mod api;
+pub mod replicas;
 pub mod servers;
 pub mod stats;
 
@@ -118,7 +120,10 @@ async fn serve_connection(shard: Rc<Shard>, stream: TcpStream) {
         };
         let response = match &shard.config.proxy.admin_token {
             Some(token) if request.path().starts_with(api::PREFIX) => {
-                api::handle(&shard, token, &request)
+                match replicas::route(&shard, token, &request).await {
+                    Some(response) => response,
+                    None => api::handle(&shard, token, &request),
+                }
             }
             _ => route(&shard, &request),
         };

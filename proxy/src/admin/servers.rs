@@ -70,6 +70,20 @@ pub fn set_state(shard: &Rc<Shard>, name: &str, state: State) -> Result<usize, R
     Ok(index)
 }
 
+/// Drains (`drain`) or enables replica `replica` of server `name` on every shard.
+pub fn set_replica_drain(
+    shard: &Rc<Shard>,
+    name: &str,
+    replica: usize,
+    drain: bool,
+) -> Result<usize, RegistryError> {
+    let (next, index) = shard.registry().set_replica_drain(name, replica, drain)?;
+    commit(shard, next)?;
+    let word = if drain { "drained" } else { "enabled" };
+    log::info!(server = name; "admin: replica {replica} of {name} {word}");
+    Ok(index)
+}
+
 /// Re-reads the configuration file and applies its server changes; sessions are kept.
 pub fn reload(shard: &Rc<Shard>) -> Result<Changes, ReloadError> {
     let path = shard

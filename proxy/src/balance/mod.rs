@@ -43,6 +43,35 @@ pub struct ReplicaStats {
     consecutive_failures: Cell<u32>,
     ejections: Cell<u32>,
     ejected_until: Cell<Option<Instant>>,
+    /// Times chosen for new work (a session binding or a stateless request).
+    picks: Cell<u64>,
+    /// Exchanges sent to it, and those that failed.
+    requests: Cell<u64>,
+    errors: Cell<u64>,
+}
+
+/// One replica's statistics on one shard at one moment, for the admin API (sent across
+/// shards, so plain values).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ReplicaSnapshot {
+    /// Active health checks say it is up.
+    pub healthy: bool,
+    /// Drained: no new work.
+    pub drain: bool,
+    /// Ejected after consecutive failures, and for how much longer.
+    pub ejected_for: Option<Duration>,
+    /// Requests in flight.
+    pub inflight: u32,
+    /// Latency average in microseconds, once measured.
+    pub ewma_us: Option<f64>,
+    /// Failures in a row.
+    pub consecutive_failures: u32,
+    /// Times chosen for new work.
+    pub picks: u64,
+    /// Exchanges sent, and those that failed.
+    pub requests: u64,
+    /// Exchanges that failed.
+    pub errors: u64,
 }
 
 impl ReplicaStats {
@@ -58,6 +87,33 @@ impl ReplicaStats {
             consecutive_failures: Cell::new(0),
             ejections: Cell::new(0),
             ejected_until: Cell::new(None),
+            picks: Cell::new(0),
+            requests: Cell::new(0),
+            errors: Cell::new(0),
+        }
+    }
+
+    /// Counts a choice of this replica for new work.
+    pub fn picked(&self) {
+        self.picks.set(self.picks.get() + 1);
+    }
+
+    /// What this shard knows of the replica now.
+    pub fn snapshot(&self, now: Instant) -> ReplicaSnapshot {
+        ReplicaSnapshot {
+            healthy: self.healthy.get(),
+            drain: self.drain.get(),
+            ejected_for: self
+                .ejected_until
+                .get()
+                .filter(|t| *t > now)
+                .map(|t| t - now),
+            inflight: self.inflight.get(),
+            ewma_us: self.measured().then(|| self.ewma_us.get()),
+            consecutive_failures: self.consecutive_failures.get(),
+            picks: self.picks.get(),
+            requests: self.requests.get(),
+            errors: self.errors.get(),
         }
     }
 
@@ -112,6 +168,10 @@ impl ReplicaStats {
     /// A request ended after `elapsed`; `ok` when the replica answered.
     pub fn end(&self, elapsed: Duration, ok: bool, threshold: u32, now: Instant) -> Transition {
         self.inflight.set(self.inflight.get().saturating_sub(1));
+        self.requests.set(self.requests.get() + 1);
+        if !ok {
+            self.errors.set(self.errors.get() + 1);
+        }
         if ok {
             let sample = elapsed.as_secs_f64() * 1e6;
             let ewma = if self.measured() {

@@ -5,6 +5,7 @@
 //! row and healthy again after [`RECOVERY_CHECKS`] good ones; sessions bound to an unhealthy
 //! replica move to another on their next request. Shard 0 logs the changes.
 
+use std::cell::Cell;
 use std::rc::{Rc, Weak};
 use std::time::Duration;
 
@@ -14,18 +15,45 @@ use crate::transport::upstream::{Upstream, UpstreamClient};
 /// Good checks in a row that bring an unhealthy replica back.
 pub const RECOVERY_CHECKS: u32 = 2;
 
+thread_local! {
+    /// Whether this shard's checks run; until then servers installed are picked up by
+    /// [`start`], after it by [`watch`].
+    static STARTED: Cell<bool> = const { Cell::new(false) };
+}
+
 /// Starts the checks of every HTTP server of `shard`.
 pub fn start(shard: &Rc<Shard>) {
+    STARTED.with(|s| s.set(true));
     for index in 0..shard.upstreams.len() {
-        let Some(upstream) = shard.upstreams.get(index) else {
-            continue;
-        };
-        if let Upstream::Http(client) = &*upstream {
-            for replica in 0..client.replica_count() {
-                let (client, shard) = (client.clone(), Rc::downgrade(shard));
-                glommio::spawn_local(check_forever(shard, client, replica)).detach();
-            }
+        if let Some(upstream) = shard.upstreams.get(index) {
+            spawn_checks(shard, &upstream);
         }
+    }
+}
+
+/// Starts the checks of an upstream installed while the proxy runs (a server added or
+/// replaced through the live registry). The checks of the upstream it replaces stop by
+/// themselves: each check first makes sure its client is still the one in its slot.
+pub fn watch(shard: &Rc<Shard>, upstream: &Upstream) {
+    if STARTED.with(Cell::get) {
+        spawn_checks(shard, upstream);
+    }
+}
+
+fn spawn_checks(shard: &Rc<Shard>, upstream: &Upstream) {
+    if let Upstream::Http(client) = upstream {
+        for replica in 0..client.replica_count() {
+            let (client, shard) = (client.clone(), Rc::downgrade(shard));
+            glommio::spawn_local(check_forever(shard, client, replica)).detach();
+        }
+    }
+}
+
+/// True while `client` is what its shard uses for its server (not removed, not replaced).
+fn current(shard: &Shard, client: &Rc<UpstreamClient>) -> bool {
+    match shard.upstreams.get(client.index).as_deref() {
+        Some(Upstream::Http(c)) => Rc::ptr_eq(c, client),
+        _ => false,
     }
 }
 
@@ -41,7 +69,11 @@ async fn check_forever(shard: Weak<Shard>, client: Rc<UpstreamClient>, replica: 
     }
     loop {
         glommio::timer::sleep(interval).await;
-        let Some(shard_id) = shard.upgrade().map(|s| s.id) else {
+        let Some(shard_id) = shard
+            .upgrade()
+            .filter(|s| current(s, &client))
+            .map(|s| s.id)
+        else {
             return;
         };
         let stats = &client.stats[replica];

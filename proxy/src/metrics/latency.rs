@@ -83,6 +83,16 @@ fn record(slot: &mut Slot, took: Duration) {
         .saturating_record(us.clamp(1, HIGHEST_US));
 }
 
+/// Records `took` into a histogram kept outside the board (allocated on first use).
+pub fn record_into(slot: &mut Slot, took: Duration) {
+    record(slot, took);
+}
+
+/// Adds histogram `from` into `into` (both kept by [`record_into`]).
+pub fn add_into(into: &mut Slot, from: &Slot) {
+    add(into, from);
+}
+
 fn add(into: &mut Slot, from: &Slot) {
     if let Some(from) = from.as_ref().filter(|h| !h.is_empty()) {
         // Same bounds on both sides, so adding cannot fail.

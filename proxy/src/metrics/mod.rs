@@ -443,10 +443,10 @@ pub mod fleet {
         }
     }
 
-    /// A replica was chosen for new work.
-    pub fn picked(server: &str, replica: &str) {
+    /// The counter of times `replica` of `server` was chosen for new work (a handle kept by
+    /// the replica's client, so counting a pick costs no label lookup).
+    pub fn picks(server: &str, replica: &str) -> metrics::Counter {
         metrics::counter!(names::BALANCER_PICKS, "server" => server.to_owned(), "replica" => replica.to_owned())
-            .increment(1);
     }
 
     /// A request is sent again on another replica.

@@ -202,16 +202,20 @@ impl Catalog {
     }
 
     /// The server and original URI behind an exposed resource URI.
+    /// URIs are resolved by prefix rather than looked up in a list (templates make them
+    /// open-ended), so a server that is down, drained or withheld is refused here: tools and
+    /// prompts of such a server are absent from the catalog, and resources must not be the
+    /// one way new work still reaches it.
     pub fn resource<'u>(&self, exposed: &'u str) -> Option<(usize, &'u str)> {
         if let Some((prefix, original)) = names::split_uri(exposed) {
             if let Some(server) = self.servers.iter().position(|s| s.prefix == prefix) {
-                return Some((server, original));
+                return self.offered(server).then_some((server, original));
             }
         }
         // Servers without a prefix expose URIs as they are: find the one that lists the URI,
         // or whose template it fits, or the only unprefixed server.
         let unprefixed: Vec<usize> = (0..self.servers.len())
-            .filter(|s| self.servers[*s].prefix.is_empty())
+            .filter(|s| self.servers[*s].prefix.is_empty() && self.offered(*s))
             .collect();
         let listed = self
             .resources
@@ -230,6 +234,12 @@ impl Catalog {
             .or_else(templated)
             .or_else(|| (unprefixed.len() == 1).then(|| unprefixed[0]))?;
         Some((server, exposed))
+    }
+
+    /// True unless `server` is down (unreachable, drained, removed or withheld): its items
+    /// are offered, or it has not been listed yet.
+    fn offered(&self, server: usize) -> bool {
+        !matches!(self.status.get(server), Some(ServerStatus::Down(_)))
     }
 
     /// The index of a server by name.

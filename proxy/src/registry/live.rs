@@ -16,6 +16,7 @@
 //! the old one, and the directory fsynced, so a crash at any moment leaves the old or the new
 //! document, never a torn one.
 
+use std::collections::BTreeMap;
 use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -44,6 +45,19 @@ pub enum RegistryError {
         /// The names that exist.
         known: Vec<String>,
     },
+    /// The server has no replica with this index.
+    #[error("server \"{name}\" has no replica {index}: {}", replica_range(*.count))]
+    NoReplica {
+        /// The server.
+        name: String,
+        /// The index asked for.
+        index: usize,
+        /// How many replicas it has.
+        count: usize,
+    },
+    /// The operation does not apply to this server.
+    #[error("{0}")]
+    NotApplicable(String),
     /// The change clashes with a server that exists.
     #[error("{0}")]
     Conflict(String),
@@ -58,6 +72,14 @@ pub enum RegistryError {
         /// What went wrong and how to fix it.
         detail: String,
     },
+}
+
+fn replica_range(count: usize) -> String {
+    match count {
+        0 => "it has none".to_owned(),
+        1 => "its only replica is 0".to_owned(),
+        n => format!("valid replicas are 0 to {} ({n} replicas)", n - 1),
+    }
 }
 
 fn known_list(known: &[String]) -> String {
@@ -112,6 +134,49 @@ pub struct Entry {
     pub state: State,
     /// The description as given to the admin API (persisted); `None` for configured servers.
     pub spec: Option<serde_json::Value>,
+    /// Replicas drained (`true`) or enabled (`false`) through the API, by replica index,
+    /// over the description's own `drain`; kept apart from it so a drain changes no
+    /// description and the replica keeps its statistics.
+    pub replica_drain: BTreeMap<usize, bool>,
+}
+
+impl Entry {
+    /// A server as first registered: active, no replica drained through the API.
+    fn new(config: ServerConfig, origin: Origin, spec: Option<serde_json::Value>) -> Entry {
+        Entry {
+            config,
+            origin,
+            state: State::Active,
+            spec,
+            replica_drain: BTreeMap::new(),
+        }
+    }
+
+    /// Number of HTTP replicas (0 for a stdio server).
+    pub fn replica_count(&self) -> usize {
+        match &self.config.transport {
+            crate::config::Transport::Http { replicas, .. } => replicas.len(),
+            crate::config::Transport::Stdio(_) => 0,
+        }
+    }
+
+    /// Whether replica `replica` takes no new work: drained through the API, or in the
+    /// description (unless enabled through the API).
+    pub fn replica_drained(&self, replica: usize) -> bool {
+        match (&self.config.transport, self.replica_drain.get(&replica)) {
+            (_, Some(drain)) => *drain,
+            (crate::config::Transport::Http { replicas, .. }, None) => {
+                replicas.get(replica).is_some_and(|r| r.drain)
+            }
+            (crate::config::Transport::Stdio(_), None) => false,
+        }
+    }
+
+    /// Forgets API drains of replicas the description no longer has.
+    fn keep_replica_drains_in_range(&mut self) {
+        let count = self.replica_count();
+        self.replica_drain.retain(|r, _| *r < count);
+    }
 }
 
 /// An immutable registry snapshot; shards hold it behind an `Arc`.
@@ -144,14 +209,7 @@ impl Registry {
             entries: config
                 .servers
                 .iter()
-                .map(|s| {
-                    Arc::new(Entry {
-                        config: s.clone(),
-                        origin: Origin::Config,
-                        state: State::Active,
-                        spec: None,
-                    })
-                })
+                .map(|s| Arc::new(Entry::new(s.clone(), Origin::Config, None)))
                 .collect(),
             removed_config: Vec::new(),
         }
@@ -175,12 +233,11 @@ impl Registry {
             match (&saved.spec, found) {
                 (Some(spec), found) => match parse_spec(spec) {
                     Ok(config) => {
-                        let entry = Arc::new(Entry {
-                            config,
-                            origin: Origin::Api,
-                            state: saved.state,
-                            spec: Some(spec.clone()),
-                        });
+                        let mut entry = Entry::new(config, Origin::Api, Some(spec.clone()));
+                        entry.state = saved.state;
+                        entry.replica_drain = saved.replica_drain.clone();
+                        entry.keep_replica_drains_in_range();
+                        let entry = Arc::new(entry);
                         match found {
                             Some(i) => reg.entries[i] = entry,
                             None => reg.entries.push(entry),
@@ -188,7 +245,13 @@ impl Registry {
                     }
                     Err(e) => log::warn!("registry: skipping saved server {}: {e}", saved.name),
                 },
-                (None, Some(i)) => Arc::make_mut(&mut reg.entries[i]).state = saved.state,
+                (None, Some(i)) => {
+                    let entry = Arc::make_mut(&mut reg.entries[i]);
+                    entry.state = saved.state;
+                    entry.replica_drain = saved.replica_drain.clone();
+                    // The file may have lost replicas since the drain was saved.
+                    entry.keep_replica_drains_in_range();
+                }
                 (None, None) => {}
             }
         }
@@ -288,12 +351,11 @@ impl Registry {
         self.check_unique(&config, None)?;
         let mut next = self.next();
         next.removed_config.retain(|n| *n != config.name);
-        next.entries.push(Arc::new(Entry {
+        next.entries.push(Arc::new(Entry::new(
             config,
-            origin: Origin::Api,
-            state: State::Active,
-            spec: Some(spec.clone()),
-        }));
+            Origin::Api,
+            Some(spec.clone()),
+        )));
         let index = next.entries.len() - 1;
         Ok((next, index))
     }
@@ -321,13 +383,58 @@ impl Registry {
         }
         self.check_unique(&config, Some(index))?;
         let mut next = self.next();
-        next.entries[index] = Arc::new(Entry {
-            config,
-            origin: Origin::Api,
-            state: old.state,
-            spec: Some(spec),
-        });
+        // The new description says which replicas are drained: API drains of the old
+        // replica list do not carry over.
+        let mut entry = Entry::new(config, Origin::Api, Some(spec));
+        entry.state = old.state;
+        next.entries[index] = Arc::new(entry);
         Ok((next, index))
+    }
+
+    /// Drains (`drain`) or enables replica `replica` of HTTP server `name`; sessions bound to
+    /// a drained replica finish there, new ones go to the others.
+    pub fn set_replica_drain(
+        &self,
+        name: &str,
+        replica: usize,
+        drain: bool,
+    ) -> Result<(Registry, usize), RegistryError> {
+        let (index, entry) = self.get(name)?;
+        self.check_replica(name, entry, replica)?;
+        let mut next = self.next();
+        let e = Arc::make_mut(&mut next.entries[index]);
+        // An override equal to the description is no override: the state file stays small.
+        e.replica_drain.remove(&replica);
+        if e.replica_drained(replica) != drain {
+            e.replica_drain.insert(replica, drain);
+        }
+        Ok((next, index))
+    }
+
+    /// Refuses a replica index server `name` does not have (saying which exist), and stdio
+    /// servers, whose children are not picked per request.
+    pub fn check_replica(
+        &self,
+        name: &str,
+        entry: &Entry,
+        replica: usize,
+    ) -> Result<(), RegistryError> {
+        if let crate::config::Transport::Stdio(_) = entry.config.transport {
+            return Err(RegistryError::NotApplicable(format!(
+                "server \"{name}\" is a stdio server: its children are bound to sessions, not \
+                 balanced, so they cannot be drained one by one; drain the whole server with \
+                 `mcpctl servers drain {name}`"
+            )));
+        }
+        let count = entry.replica_count();
+        if replica >= count {
+            return Err(RegistryError::NoReplica {
+                name: name.to_owned(),
+                index: replica,
+                count,
+            });
+        }
+        Ok(())
     }
 
     /// Sets server `name`'s state (drain, enable, remove).
@@ -364,7 +471,9 @@ impl Registry {
                 }
                 Some(s) if *s != e.config => {
                     if next.check_unique(s, Some(i)).is_ok() {
-                        Arc::make_mut(&mut next.entries[i]).config = s.clone();
+                        let entry = Arc::make_mut(&mut next.entries[i]);
+                        entry.config = s.clone();
+                        entry.keep_replica_drains_in_range();
                         changes.updated.push(s.name.clone());
                     }
                 }
@@ -377,12 +486,8 @@ impl Registry {
             }
             match next.check_unique(s, None) {
                 Ok(()) => {
-                    next.entries.push(Arc::new(Entry {
-                        config: s.clone(),
-                        origin: Origin::Config,
-                        state: State::Active,
-                        spec: None,
-                    }));
+                    next.entries
+                        .push(Arc::new(Entry::new(s.clone(), Origin::Config, None)));
                     changes.added.push(s.name.clone());
                 }
                 Err(e) => log::warn!("reload: server {} not added: {e}", s.name),
@@ -403,12 +508,15 @@ impl Registry {
                     name: e.config.name.clone(),
                     spec: Some(spec.clone()),
                     state,
+                    replica_drain: e.replica_drain.clone(),
                 }),
-                (_, _, State::Draining) => servers.push(SavedServer {
-                    name: e.config.name.clone(),
-                    spec: None,
-                    state: State::Draining,
-                }),
+                (_, _, state) if state == State::Draining || !e.replica_drain.is_empty() => servers
+                    .push(SavedServer {
+                        name: e.config.name.clone(),
+                        spec: None,
+                        state,
+                        replica_drain: e.replica_drain.clone(),
+                    }),
                 _ => {}
             }
         }
@@ -476,6 +584,9 @@ pub struct SavedServer {
     pub spec: Option<serde_json::Value>,
     /// Its state.
     pub state: State,
+    /// Replicas drained or enabled through the API (replica index to drained).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub replica_drain: BTreeMap<usize, bool>,
 }
 
 /// The state file in `dir`.
@@ -615,6 +726,43 @@ mod tests {
         assert_eq!(back.version, reg.version);
         assert!(!dir.join("registry.json.tmp").exists());
         let _ = fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn replica_drains_are_overrides_that_persist_and_say_the_range() {
+        let cfg = Config::from_toml_str(
+            "[[servers]]\nname = \"fleet\"\nreplicas = [{ url = \"http://127.0.0.1:1/mcp\" }, \
+             { url = \"http://127.0.0.1:2/mcp\", drain = true }, { url = \"http://127.0.0.1:3/mcp\" }]\n",
+            "t.toml",
+        )
+        .expect("valid");
+        let reg = Registry::from_config(&cfg);
+        let (reg, i) = reg.set_replica_drain("fleet", 0, true).expect("drained");
+        let e = &reg.entries[i];
+        assert!(e.replica_drained(0) && e.replica_drained(1) && !e.replica_drained(2));
+        // Enabling the replica the file drains is an override; draining it again is none.
+        let (reg, _) = reg.set_replica_drain("fleet", 1, false).expect("enabled");
+        assert!(!reg.entries[0].replica_drained(1));
+        let (reg2, _) = reg.set_replica_drain("fleet", 1, true).expect("drained");
+        assert!(!reg2.entries[0].replica_drain.contains_key(&1));
+        let e = reg
+            .set_replica_drain("fleet", 3, true)
+            .expect_err("out of range");
+        assert!(e.to_string().contains("valid replicas are 0 to 2"), "{e}");
+        assert!(matches!(
+            reg.set_replica_drain("nope", 0, true),
+            Err(RegistryError::NotFound { .. })
+        ));
+        // Saved and loaded over the same file, the overrides come back.
+        let back = Registry::with_state(&cfg, &reg.state_doc());
+        assert!(back.entries[0].replica_drained(0));
+        assert!(!back.entries[0].replica_drained(1));
+        assert_eq!(back.entries[0].config, reg.entries[0].config);
+        // An update describes the replicas anew: the overrides go.
+        let (up, _) = reg
+            .update("fleet", &json!({"url": "http://127.0.0.1:4/mcp"}))
+            .expect("updated");
+        assert!(up.entries[0].replica_drain.is_empty());
     }
 
     #[test]

@@ -305,6 +305,10 @@ fn down_hint(catalog: &crate::registry::Catalog, exposed: &str) -> String {
                 || exposed.starts_with(&format!("{}+", s.prefix)))
     });
     match down {
+        Some((s, crate::registry::ServerStatus::Down(why))) if why == "draining" => format!(
+            " (server {} is drained and takes no new work; `mcpctl servers enable {}` offers it again)",
+            s.name, s.name
+        ),
         Some((s, crate::registry::ServerStatus::Down(why))) => {
             format!(" (server {} is unavailable: {why})", s.name)
         }

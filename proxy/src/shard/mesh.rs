@@ -16,6 +16,7 @@ use glommio::channels::local_channel::{self, LocalReceiver, LocalSender};
 use glommio::task::JoinHandle;
 
 use super::Shard;
+use crate::admin::replicas::ReplicaReport;
 use crate::registry::live::Registry;
 use crate::registry::Catalog;
 use crate::transport::downstream::{self, McpRequest, Reply};
@@ -78,12 +79,32 @@ pub enum Msg {
         /// The JSON-RPC message.
         message: Bytes,
     },
-    /// A new catalog from discovery.
-    Catalog(Arc<Catalog>),
     /// Shard 0: list this server again.
     Rediscover(usize),
-    /// A new live registry from shard 0 (servers added, removed or changed).
-    Registry(Arc<Registry>),
+    /// Report your statistics of server `server`'s replicas (admin API, from shard 0).
+    ReplicaQuery {
+        /// The asking shard.
+        from: usize,
+        /// Its tag for the report.
+        token: u64,
+        /// The server's index.
+        server: usize,
+    },
+    /// The answer to a `ReplicaQuery`.
+    ReplicaReport {
+        /// The asker's tag.
+        token: u64,
+        /// One entry per replica; empty when the server is not an HTTP server here.
+        replicas: Vec<ReplicaReport>,
+    },
+    /// The live registry (servers added, removed or changed) and the catalog built from it,
+    /// from shard 0: one message, so a shard applies both at once.
+    Snapshot {
+        /// The registry.
+        registry: Arc<Registry>,
+        /// The catalog.
+        catalog: Arc<Catalog>,
+    },
 }
 
 /// A piece of a forwarded reply.
@@ -127,6 +148,7 @@ pub struct Mesh {
     waiting: RefCell<HashMap<u64, LocalSender<ReplyPart>>>,
     serving: RefCell<HashMap<(usize, u64), JoinHandle<()>>>,
     next_token: Cell<u64>,
+    reports: RefCell<HashMap<u64, LocalSender<Vec<ReplicaReport>>>>,
 }
 
 impl Mesh {
@@ -137,6 +159,7 @@ impl Mesh {
             waiting: RefCell::new(HashMap::new()),
             serving: RefCell::new(HashMap::new()),
             next_token: Cell::new(1),
+            reports: RefCell::new(HashMap::new()),
         }
     }
 
@@ -151,14 +174,40 @@ impl Mesh {
         }
     }
 
-    /// Sends a catalog to `peer`.
-    pub fn send_catalog(&self, peer: usize, catalog: Arc<Catalog>) {
-        self.send_later(peer, Msg::Catalog(catalog));
+    /// Sends the live registry and its catalog to `peer`.
+    pub fn send_snapshot(&self, peer: usize, registry: Arc<Registry>, catalog: Arc<Catalog>) {
+        self.send_later(peer, Msg::Snapshot { registry, catalog });
     }
 
-    /// Sends the live registry to `peer`.
-    pub fn send_registry(&self, peer: usize, registry: Arc<Registry>) {
-        self.send_later(peer, Msg::Registry(registry));
+    /// Asks `peer` for its statistics of server `server`'s replicas; `None` when it does not
+    /// answer within `limit` (a shard busy for that long is reported as such).
+    pub async fn query_replicas(
+        &self,
+        me: usize,
+        peer: usize,
+        server: usize,
+        limit: std::time::Duration,
+    ) -> Option<Vec<ReplicaReport>> {
+        let senders = self.senders.as_ref()?;
+        let token = self.next_token.get();
+        self.next_token.set(token + 1);
+        let (tx, rx) = local_channel::new_bounded(1);
+        self.reports.borrow_mut().insert(token, tx);
+        let msg = Msg::ReplicaQuery {
+            from: me,
+            token,
+            server,
+        };
+        let got = if senders.send_to(peer, msg).await.is_ok() {
+            glommio::timer::timeout(limit, async { Ok(rx.recv().await) })
+                .await
+                .ok()
+                .flatten()
+        } else {
+            None
+        };
+        self.reports.borrow_mut().remove(&token);
+        got
     }
 
     /// Asks `peer` (shard 0) to rediscover `server`.
@@ -327,11 +376,21 @@ impl Mesh {
                     crate::transport::upstream::UpstreamSink::unsolicited(&*s, server, message);
                 }
             }
-            Msg::Catalog(catalog) => shard.install_catalog(catalog),
             Msg::Rediscover(server) => shard.request_rediscovery(server),
-            Msg::Registry(registry) => {
-                shard.install_registry(registry);
+            Msg::ReplicaQuery {
+                from,
+                token,
+                server,
+            } => {
+                let replicas = crate::admin::replicas::local_report(shard, server);
+                self.send_later(from, Msg::ReplicaReport { token, replicas });
             }
+            Msg::ReplicaReport { token, replicas } => {
+                if let Some(tx) = self.reports.borrow_mut().remove(&token) {
+                    let _ = tx.try_send(replicas);
+                }
+            }
+            Msg::Snapshot { registry, catalog } => shard.install_snapshot(registry, catalog),
         }
     }
 

@@ -192,15 +192,36 @@ impl Shard {
         self.registry.borrow().clone()
     }
 
-    /// Installs a new registry here and on every other shard, then lets discovery follow it
-    /// (called on shard 0, which owns the registry).
+    /// Installs a new registry here, lets discovery follow it (which republishes the
+    /// catalog without the servers that left), then sends both to every other shard as one
+    /// message (called on shard 0, which owns the registry).
     pub fn publish_registry(self: &Rc<Self>, registry: Arc<Registry>) {
-        for peer in (0..self.nr_shards).filter(|p| *p != self.id) {
-            self.mesh.send_registry(peer, registry.clone());
-        }
         let old = self.install_registry(registry.clone());
         if let Some(d) = self.discovery() {
             d.follow(self, &old, &registry);
+        }
+        self.broadcast_snapshot();
+    }
+
+    /// Sends this shard's registry and catalog to every other shard together: a shard never
+    /// sees a catalog naming a server its registry does not have, or the other way round.
+    fn broadcast_snapshot(&self) {
+        let (registry, catalog) = (self.registry(), self.catalog());
+        for peer in (0..self.nr_shards).filter(|p| *p != self.id) {
+            self.mesh
+                .send_snapshot(peer, registry.clone(), catalog.clone());
+        }
+    }
+
+    /// Applies a registry and catalog published together by shard 0, registry first. Each
+    /// message is sent by its own task, so an older snapshot may arrive after a newer one:
+    /// what is not newer than what this shard holds is ignored.
+    pub fn install_snapshot(self: &Rc<Self>, registry: Arc<Registry>, catalog: Arc<Catalog>) {
+        if registry.version > self.registry().version {
+            self.install_registry(registry);
+        }
+        if catalog.generation >= self.catalog().generation {
+            self.install_catalog(catalog);
         }
     }
 
@@ -218,7 +239,8 @@ impl Shard {
             if before.is_none() {
                 crate::metrics::add_server(i, &entry.config);
             }
-            let replaced = if live && (!was_live || changed) {
+            let fresh = live && (!was_live || changed);
+            let replaced = if fresh {
                 self.upstreams
                     .set(i, Some(make_upstream(&this, self.id, i, &entry.config)))
             } else if !live && was_live {
@@ -226,6 +248,12 @@ impl Shard {
             } else {
                 None
             };
+            if fresh {
+                self.upstreams.watch_health(self, i);
+            }
+            if live {
+                self.upstreams.apply_replica_drain(i, entry);
+            }
             if let Some(Upstream::Stdio { links, .. }) = replaced.as_deref() {
                 // Calls in flight on the old children get until the grace period ends.
                 for link in links.clone() {
@@ -244,12 +272,11 @@ impl Shard {
         self.catalog.borrow().clone()
     }
 
-    /// Installs a new catalog here and on every other shard (called on shard 0).
+    /// Installs a new catalog here and on every other shard, with the registry it was built
+    /// from (called on shard 0).
     pub fn publish_catalog(self: &Rc<Self>, catalog: Arc<Catalog>) {
-        for peer in (0..self.nr_shards).filter(|p| *p != self.id) {
-            self.mesh.send_catalog(peer, catalog.clone());
-        }
         self.install_catalog(catalog);
+        self.broadcast_snapshot();
     }
 
     /// Installs a catalog and tells this shard's sessions which lists changed.

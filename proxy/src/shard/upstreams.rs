@@ -7,6 +7,8 @@
 use std::cell::RefCell;
 use std::rc::Rc;
 
+use crate::registry::live::Entry;
+use crate::shard::Shard;
 use crate::transport::upstream::Upstream;
 
 /// Every server as this shard reaches it; `None` for a removed server.
@@ -38,5 +40,22 @@ impl Upstreams {
             slots.resize(index + 1, None);
         }
         std::mem::replace(&mut slots[index], upstream.map(Rc::new))
+    }
+
+    /// Sets the drain flag of each replica of server `index` as the registry says, in place:
+    /// the replicas keep their statistics and the sessions bound to them.
+    pub fn apply_replica_drain(&self, index: usize, entry: &Entry) {
+        if let Some(Upstream::Http(client)) = self.get(index).as_deref() {
+            for (replica, stats) in client.stats.iter().enumerate() {
+                stats.drain.set(entry.replica_drained(replica));
+            }
+        }
+    }
+
+    /// Starts the active health checks of server `index`, installed while the proxy runs.
+    pub fn watch_health(&self, shard: &Rc<Shard>, index: usize) {
+        if let Some(upstream) = self.get(index) {
+            crate::health::watch(shard, &upstream);
+        }
     }
 }

@@ -148,6 +148,11 @@ pub struct UpstreamClient {
     pub retry_budget: RetryBudget,
     /// Upstream latency histogram of each replica (time to the response head).
     latency: Vec<metrics::Histogram>,
+    /// The same latencies kept on this shard for exact per-replica quantiles in the admin
+    /// API (allocated on the first sample).
+    replica_latency: Vec<RefCell<Option<hdrhistogram::Histogram<u64>>>>,
+    /// `mcp_proxy_balancer_picks_total` of each replica.
+    pick_counters: Vec<metrics::Counter>,
     headers: Vec<(String, String)>,
     limits: Limits,
 }
@@ -165,6 +170,11 @@ impl UpstreamClient {
         let latency = urls
             .iter()
             .map(|u| crate::metrics::replica_latency(&config.name, u))
+            .collect();
+        let replica_latency = replicas.iter().map(|_| RefCell::new(None)).collect();
+        let pick_counters = urls
+            .iter()
+            .map(|u| crate::metrics::fleet::picks(&config.name, u))
             .collect();
         let replicas = replicas
             .iter()
@@ -187,6 +197,8 @@ impl UpstreamClient {
             picker: Picker::default(),
             retry_budget: RetryBudget::default(),
             latency,
+            replica_latency,
+            pick_counters,
             headers,
             limits,
         })
@@ -215,16 +227,29 @@ impl UpstreamClient {
         if let Some(h) = self.latency.get(replica) {
             h.record(took.as_secs_f64());
         }
+        if let Some(slot) = self.replica_latency.get(replica) {
+            crate::metrics::latency::record_into(&mut slot.borrow_mut(), took);
+        }
+    }
+
+    /// This shard's latency histogram of `replica` (microseconds), if it recorded any.
+    pub fn replica_latency(&self, replica: usize) -> Option<hdrhistogram::Histogram<u64>> {
+        self.replica_latency.get(replica)?.borrow().clone()
     }
 
     /// Picks a replica for new work (a new session binding, or a stateless request).
     pub fn pick(&self, exclude: Option<usize>) -> Option<usize> {
-        self.picker.pick(
+        let picked = self.picker.pick(
             self.config.balance.strategy,
             &self.stats,
             exclude,
             Instant::now(),
-        )
+        )?;
+        self.stats[picked].picked();
+        if let Some(c) = self.pick_counters.get(picked) {
+            c.increment(1);
+        }
+        Some(picked)
     }
 
     /// Records a replica's answer (or failure) and logs what that changed.

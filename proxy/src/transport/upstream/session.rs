@@ -142,10 +142,12 @@ impl UpstreamSession {
             self.preferred.set(None);
         }
         let now = std::time::Instant::now();
+        // Opening an upstream session is new work: a replica drained since the binding was
+        // chosen is passed over like an unhealthy one.
         let preferred = self
             .preferred
             .get()
-            .filter(|r| self.client.stats[*r].usable(now));
+            .filter(|r| self.client.stats[*r].available(now));
         let replica = preferred
             .or_else(|| self.client.pick(avoid))
             .or_else(|| self.client.pick(None))

@@ -1,0 +1,286 @@
+"""Per-replica control (issue 6): list, show, drain and enable one replica through `mcpctl`.
+
+- Three `mcp-loadgen upstream --id rN --log-requests` replicas of one server: `whoami` answers
+  the replica's id and each replica logs the requests it read, so the test sees where every call
+  went. Draining replica 1 sends new sessions only to r0 and r2 (its pick count stops moving and
+  it reads no call); the drain survives a proxy restart (state_dir); enabling it brings traffic
+  back. The per-replica statistics (picks, requests, errors, latency quantiles) add up across
+  shards.
+- A server added live is health-checked: its upstream killed, `mcpctl health` reports it down
+  with no client traffic at all.
+- A drained server-everything's resources are refused (resources/read), with a message saying
+  it is drained, while the read worked before the drain.
+- `--json` of the new commands parses; an unknown server, a replica index out of range (the
+  message gives the valid range) and a stdio server's replica give clear non-zero exits.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import tempfile
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import anyio
+import pytest
+
+import harness
+from test_admin import TOKEN, mcpctl, ok_json, wait_until
+from test_replicas import Fleet
+
+IDS = ["r0", "r1", "r2"]
+
+
+@pytest.fixture
+def fleet():
+    f = Fleet()
+    try:
+        yield f
+    finally:
+        f.close()
+
+
+@pytest.fixture
+def state_dir():
+    with tempfile.TemporaryDirectory(prefix="mcp-proxy-state-") as d:
+        yield Path(d)
+
+
+def fleet_config(urls: list[str], state_dir: Path | None, interval: str = "1s") -> str:
+    lines = ["[proxy]", f'admin_token = "{TOKEN}"']
+    if state_dir is not None:
+        lines.append(f'state_dir = "{state_dir}"')
+    lines += ["", "[[servers]]", 'name = "fleet"', "replicas = ["]
+    lines += [f'  {{ url = "{u}" }},' for u in urls]
+    lines += ["]", f'health_check_interval = "{interval}"', 'timeout = "10s"']
+    return "\n".join(lines) + "\n"
+
+
+def whoami(proxy: harness.Proxy) -> str:
+    """One call of `fleet__whoami` in a new MCP session (mcpctl call opens one each time)."""
+    r = mcpctl(proxy, "call", "fleet__whoami", "--mcp-url", proxy.url, "--json")
+    assert r.returncode == 0, f"call failed ({r.returncode}): {r.stderr}"
+    text = "".join(c.get("text", "") for c in json.loads(r.stdout)["content"])
+    found = [i for i in IDS if i in text]
+    assert len(found) == 1, f"whoami answered {text!r}"
+    return found[0]
+
+
+def replicas(proxy: harness.Proxy) -> list[dict]:
+    return ok_json(proxy, "servers", "replicas", "fleet")["replicas"]
+
+
+def test_drain_one_replica_moves_new_work_survives_a_restart_and_enable_brings_it_back(
+        spawner, fleet, state_dir):
+    reps = [fleet.loadgen(i) for i in IDS]
+    text = fleet_config([r.url for r in reps], state_dir)
+    proxy = spawner.proxy(text)
+    wait_until(lambda: "fleet__whoami" in {t["name"] for t in ok_json(proxy, "tools", "ls")["items"]},
+               what="fleet__whoami listed")
+
+    listed = ok_json(proxy, "servers", "replicas", "fleet")
+    assert listed["server"] == "fleet" and listed["shards"] == 2 and listed["shards_missing"] == []
+    assert [r["url"] for r in listed["replicas"]] == [r.url for r in reps]
+    assert all(r["status"] == "active" and r["drain"] is False for r in listed["replicas"])
+
+    # Traffic before the drain, so the statistics have something to add up.
+    for _ in range(6):
+        whoami(proxy)
+    before = replicas(proxy)
+    assert sum(r["picks"] for r in before) >= 6
+    called = [r for r in before if r["latency_us"]["count"] > 0]
+    assert called and all(r["latency_us"]["p50"] > 0 and r["latency_us"]["p99"] >= r["latency_us"]["p50"]
+                          for r in called)
+    assert all(r["errors"] == 0 for r in before)
+
+    drained = ok_json(proxy, "servers", "drain", "fleet", "--replica", "1")
+    assert drained["replica"]["index"] == 1
+    assert drained["replica"]["drain"] is True and drained["replica"]["drained_by"] == "api"
+    assert drained["replica"]["status"] == "drained"
+    picks_r1 = next(r for r in replicas(proxy) if r["index"] == 1)["picks"]
+    calls_r1 = reps[1].requests_of("tools/call", "whoami")
+
+    answered = [whoami(proxy) for _ in range(12)]
+    assert "r1" not in answered, answered
+    assert set(answered) <= {"r0", "r2"}
+    after = {r["index"]: r for r in replicas(proxy)}
+    assert after[1]["picks"] == picks_r1, "a drained replica was picked for new work"
+    assert reps[1].requests_of("tools/call", "whoami") == calls_r1
+    assert after[0]["picks"] + after[2]["picks"] >= 12
+
+    # The drain is saved: a restarted proxy keeps replica 1 out.
+    proxy.kill()
+    again = spawner.proxy(text)
+    wait_until(lambda: "fleet__whoami" in {t["name"] for t in ok_json(again, "tools", "ls")["items"]},
+               what="fleet__whoami after restart")
+    shown = ok_json(again, "servers", "replicas", "fleet", "1")["replica"]
+    assert shown["drain"] is True and shown["drained_by"] == "api"
+    answered = [whoami(again) for _ in range(8)]
+    assert "r1" not in answered, answered
+    assert reps[1].requests_of("tools/call", "whoami") == calls_r1
+
+    enabled = ok_json(again, "servers", "enable", "fleet", "--replica", "1")
+    assert enabled["replica"]["drain"] is False and enabled["replica"]["status"] == "active"
+    # Ties are broken at random among three equal replicas: 60 calls all missing r1 would
+    # happen with probability (2/3)^60, about 3e-11.
+    for _ in range(60):
+        if whoami(again) == "r1":
+            break
+    else:
+        raise AssertionError("an enabled replica never took a new session")
+    assert reps[1].requests_of("tools/call", "whoami") > calls_r1
+    # The table form names the states.
+    table = mcpctl(again, "servers", "replicas", "fleet")
+    assert table.returncode == 0 and "r1" not in table.stderr
+    assert all(r.url in table.stdout for r in reps)
+
+
+def test_a_session_bound_to_a_drained_replica_finishes_there(spawner, fleet, state_dir):
+    """The documented drain semantics: no new work, but a session already talking to the
+    replica keeps its upstream session there until it ends."""
+    reps = [fleet.loadgen(i) for i in IDS]
+    proxy = spawner.proxy(fleet_config([r.url for r in reps], state_dir))
+    wait_until(lambda: "fleet__whoami" in {t["name"] for t in ok_json(proxy, "tools", "ls")["items"]},
+               what="fleet__whoami listed")
+
+    def session_whoami(sid: str) -> str:
+        _, answer = harness.raw_call_tool(proxy.url, sid, "fleet__whoami", {})
+        assert answer is not None and "result" in answer, answer
+        return harness.tool_text(answer["result"])
+
+    # Sessions bind at random among equal replicas; (2/3)^40 is the chance none lands on r1.
+    bound = None
+    for _ in range(40):
+        sid = harness.raw_initialize(proxy.url)
+        if "r1" in session_whoami(sid):
+            bound = sid
+            break
+    assert bound is not None, "no session was bound to r1"
+    assert mcpctl(proxy, "servers", "drain", "fleet", "--replica", "1").returncode == 0
+    for _ in range(3):
+        assert "r1" in session_whoami(bound), "a bound session left a drained (healthy) replica"
+    fresh = harness.raw_initialize(proxy.url)
+    assert "r1" not in session_whoami(fresh)
+
+
+def test_replica_errors_say_what_exists_and_json_parses(spawner, fleet, state_dir):
+    reps = [fleet.loadgen(i) for i in IDS]
+    proxy = spawner.proxy(fleet_config([r.url for r in reps], state_dir))
+
+    r = mcpctl(proxy, "servers", "replicas", "nope")
+    assert r.returncode == 5, (r.returncode, r.stderr)
+    assert "fleet" in r.stderr and "nope" in r.stderr
+
+    for args in (("servers", "drain", "fleet", "--replica", "7"),
+                 ("servers", "enable", "fleet", "--replica", "3"),
+                 ("servers", "replicas", "fleet", "9")):
+        r = mcpctl(proxy, *args)
+        assert r.returncode == 5, (args, r.returncode, r.stderr)
+        assert "valid replicas are 0 to 2" in r.stderr, r.stderr
+
+    r = mcpctl(proxy, "servers", "drain", "nope", "--replica", "0")
+    assert r.returncode == 5 and "known servers: fleet" in r.stderr, r.stderr
+
+    # The API refuses a non-number index and wrong methods clearly.
+    def api(method: str, path: str) -> tuple[int, dict]:
+        req = urllib.request.Request(f"{proxy.admin_url}/api/v1/{path}", method=method,
+                                     headers={"Authorization": f"Bearer {TOKEN}"})
+        try:
+            with urllib.request.urlopen(req, timeout=10) as resp:
+                return resp.status, json.loads(resp.read())
+        except urllib.error.HTTPError as e:
+            return e.code, json.loads(e.read())
+
+    status, body = api("GET", "servers/fleet/replicas/one")
+    assert status == 400 and "0 to 2" in body["error"], body
+    status, body = api("GET", "servers/fleet/replicas/0/drain")
+    assert status == 405 and body["kind"] == "method", body
+    status, body = api("GET", "servers/fleet/replicas/0")
+    assert status == 200 and body["replica"]["index"] == 0
+    req = urllib.request.Request(f"{proxy.admin_url}/api/v1/servers/fleet/replicas")
+    try:
+        urllib.request.urlopen(req, timeout=10)
+        raise AssertionError("no token was accepted")
+    except urllib.error.HTTPError as e:
+        assert e.code == 401
+
+    # Every new command's --json is one JSON document.
+    for args in (("servers", "replicas", "fleet"), ("servers", "replicas", "fleet", "2"),
+                 ("servers", "drain", "fleet", "--replica", "2"),
+                 ("servers", "enable", "fleet", "--replica", "2")):
+        doc = ok_json(proxy, *args)
+        assert doc["server"] == "fleet", (args, doc)
+
+    # A stdio server's children are not balanced: draining one is refused, saying what to do.
+    r = mcpctl(proxy, "servers", "add", "kid", "--command", "cat")
+    assert r.returncode == 0, r.stderr
+    r = mcpctl(proxy, "servers", "drain", "kid", "--replica", "0")
+    assert r.returncode == 2 and "stdio" in r.stderr and "servers drain kid" in r.stderr, r.stderr
+
+
+def test_a_server_added_live_is_health_checked(spawner, fleet, state_dir):
+    base = fleet.loadgen("r0")
+    extra = fleet.loadgen("r1")
+    proxy = spawner.proxy(fleet_config([base.url], state_dir))
+    spec = json.dumps({"health_check_interval": "200ms", "failover_threshold": 1})
+    r = mcpctl(proxy, "servers", "add", "extra", "--url", extra.url, "--spec", spec)
+    assert r.returncode == 0, r.stderr
+
+    def health() -> dict:
+        return ok_json(proxy, "health")["servers"]["extra"]
+
+    wait_until(lambda: health()["status"] == "up", what="extra discovered")
+    assert health()["replicas"] == {"healthy": 1, "total": 1}
+    calls_before = extra.requests_of("tools/call")
+    extra.kill()
+    # Nobody calls it: only the active checks can notice.
+    wait_until(lambda: health()["status"] == "down", what="extra seen down by its health checks")
+    assert "health checks" in health()["error"]
+    assert ok_json(proxy, "health")["status"] == "degraded"
+    shown = ok_json(proxy, "servers", "replicas", "extra", "0")["replica"]
+    assert shown["healthy"] is False and shown["status"] == "unhealthy"
+    assert extra.requests_of("tools/call") == calls_before
+    # Back on the same port, the checks bring it back.
+    fleet.restart(extra)
+    wait_until(lambda: health()["status"] == "up", what="extra healthy again")
+    assert mcpctl(proxy, "servers", "rm", "extra").returncode == 0
+    assert "extra" not in ok_json(proxy, "health")["servers"]
+
+
+def test_a_drained_server_takes_no_resource_reads(spawner):
+    alpha = spawner.everything()
+    config = f'[proxy]\nadmin_token = "{TOKEN}"\n\n' + harness.servers_toml({"alpha": alpha.url})
+    proxy = spawner.proxy(config)
+
+    async def scenario() -> None:
+        async with harness.sdk_session(proxy.url) as session:
+            listed = await session.list_resources()
+            uris = [str(r.uri) for r in listed.resources if str(r.uri).startswith("alpha+")]
+            assert uris, listed
+            uri = uris[0]
+            before = await session.read_resource(uri)
+            assert before.contents
+            r = await anyio.to_thread.run_sync(lambda: mcpctl(proxy, "servers", "drain", "alpha"))
+            assert r.returncode == 0, r.stderr
+            with anyio.fail_after(15):
+                while any(str(x.uri).startswith("alpha+")
+                          for x in (await session.list_resources()).resources):
+                    await anyio.sleep(0.1)
+            with pytest.raises(Exception) as refused:
+                await session.read_resource(uri)
+            message = str(refused.value)
+            assert "drained" in message and "servers enable alpha" in message, message
+            r = await anyio.to_thread.run_sync(lambda: mcpctl(proxy, "servers", "enable", "alpha"))
+            assert r.returncode == 0, r.stderr
+            with anyio.fail_after(15):
+                while True:
+                    try:
+                        again = await session.read_resource(uri)
+                        break
+                    except Exception:
+                        await anyio.sleep(0.1)
+            assert again.contents
+
+    anyio.run(scenario)
