@@ -73,6 +73,9 @@ pub mod names {
     pub const CHILD_RESTARTS: &str = "mcp_proxy_child_restarts_total";
     /// A stdio server given up after a crash loop: 1 failed, 0 running.
     pub const CHILD_FAILED: &str = "mcp_proxy_child_failed";
+    /// Requests and calls refused by `[auth]`, by `client` and `reason` (counter); not in
+    /// [`ALL`] because it only exists when auth is configured.
+    pub const AUTH_DENIED: &str = "mcp_proxy_auth_denied_total";
     /// Every name above.
     pub const ALL: &[&str] = &[
         BALANCER_PICKS,
@@ -164,6 +167,10 @@ fn describe() {
         names::BYTES_RECEIVED,
         Unit::Bytes,
         "Bytes read from clients, by shard"
+    );
+    describe_counter!(
+        names::AUTH_DENIED,
+        "Requests and calls refused by [auth], by client and reason"
     );
     describe_counter!(
         names::BYTES_SENT,

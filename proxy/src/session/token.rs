@@ -38,6 +38,8 @@ pub struct Claims {
     /// The replica each server's upstream session is bound to, by server index
     /// ([`NO_BINDING`] where none is), so a restored session lands where it was.
     pub bindings: Vec<u8>,
+    /// Digest of the client identity that opened the session (empty without `[auth]`).
+    pub principal: Vec<u8>,
 }
 
 /// A server without a replica binding in [`Claims::bindings`].
@@ -88,6 +90,9 @@ impl SessionKey {
         let bindings = &claims.bindings[..claims.bindings.len().min(usize::from(u8::MAX))];
         payload.push(bindings.len() as u8);
         payload.extend_from_slice(bindings);
+        let principal = &claims.principal[..claims.principal.len().min(usize::from(u8::MAX))];
+        payload.push(principal.len() as u8);
+        payload.extend_from_slice(principal);
         payload.extend_from_slice(&claims.init_params);
         let mut nonce = [0u8; NONCE_LEN];
         fill_random(&mut nonce);
@@ -130,13 +135,17 @@ impl SessionKey {
         let at = 9 + version_len;
         let count = usize::from(*plain.get(at)?);
         let bindings = plain.get(at + 1..at + 1 + count)?.to_vec();
-        let init_params = Bytes::copy_from_slice(plain.get(at + 1 + count..)?);
+        let at = at + 1 + count;
+        let principal_len = usize::from(*plain.get(at)?);
+        let principal = plain.get(at + 1..at + 1 + principal_len)?.to_vec();
+        let init_params = Bytes::copy_from_slice(plain.get(at + 1 + principal_len..)?);
         Some(Claims {
             shard,
             issued_at,
             version,
             init_params,
             bindings,
+            principal,
         })
     }
 }
@@ -159,6 +168,7 @@ mod tests {
             version: "2025-11-25".into(),
             init_params: Bytes::from_static(br#"{"capabilities":{"sampling":{}}}"#),
             bindings: vec![2, NO_BINDING, 0],
+            principal: vec![7; 32],
         }
     }
 
