@@ -461,12 +461,11 @@ async fn call_tool(call: Call, catalog: &Catalog) -> Answer {
             .tool(name)
             .filter(|(s, _)| crate::auth::permits_tool(&call.session, catalog, *s, name))
             .ok_or_else(|| {
-                ArgError::new(
-                    "name",
-                    super::check_step_tool(catalog, name)
-                        .err()
-                        .unwrap_or_default(),
-                )
+                // A tool the client's policy hides gets the words of one that does not exist.
+                let why = super::check_step_tool(catalog, name).err().unwrap_or_else(|| {
+                    format!("unknown tool \"{name}\"; proxy__search_tools finds tools by what they do")
+                });
+                ArgError::new("name", why)
             })?;
         Ok((server, original.to_owned(), arguments))
     })();
