@@ -25,6 +25,7 @@ import hashlib
 import hmac
 import json
 import time
+import urllib.error
 import urllib.request
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -527,3 +528,15 @@ def test_without_auth_the_endpoint_stays_open(spawner):
             return await s.call_tool("everything__echo", {"message": "open"})
 
     assert text_of(run(go)) == "Echo: open"
+
+
+def test_the_admin_api_wants_its_own_token_not_a_client_key(topo):
+    """[auth] clients do not open the admin API: it keeps its own bearer token."""
+    for headers, fragment in [({}, "missing token"),
+                              ({"Authorization": f"Bearer {KEY_FULL}"}, "wrong admin token"),
+                              ({"Authorization": "Bearer " + "x" * 40}, "wrong admin token")]:
+        req = urllib.request.Request(f"{topo.proxy.admin_url}/api/v1/servers", headers=headers)
+        with pytest.raises(urllib.error.HTTPError) as e:
+            urllib.request.urlopen(req, timeout=10)
+        assert e.value.code == 401
+        assert fragment in e.value.read().decode()

@@ -532,6 +532,21 @@ mod tests {
     }
 
     #[test]
+    fn the_example_config_documents_auth() {
+        let text = include_str!("../../../docs/example-config.toml");
+        let c = Config::from_toml_str(text, "example-config.toml").expect("valid");
+        assert!(!c.auth.enabled, "the example must not lock anyone out");
+        let ci = &c.auth.clients[0];
+        assert_eq!(
+            ci.api_keys[0],
+            super::sha256(b"change-me-to-a-long-random-key-0001")
+        );
+        assert_eq!(ci.servers, vec!["everything", "mem"]);
+        assert_eq!(ci.max_sessions, Some(4));
+        assert_eq!(ci.rate.map(|r| (r.requests, r.burst)), Some((20, 40)));
+    }
+
+    #[test]
     fn problems_are_located() {
         let (line, msg) = error("[auth]\nenabled = true\n");
         assert_eq!(line, Some(2), "{msg}");
