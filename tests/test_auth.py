@@ -408,9 +408,19 @@ def test_tool_patterns_also_govern_the_proxys_own_tools(topo):
             with pytest.raises(MCPError) as e:
                 await s.call_tool("memory__read_graph", {})
             other_server = str(e.value)
-            return tools, echo, via_proxy, direct, bypass, found, other_server
+            workflow = await s.call_tool("proxy__orchestrate_workflow", {"workflow": {"steps": [
+                {"id": "ok", "tool": "everything__echo", "arguments": {"message": "step"}}]}})
+            with pytest.raises(MCPError) as e:
+                await s.call_tool("proxy__orchestrate_workflow", {"workflow": {"steps": [
+                    {"id": "ok", "tool": "everything__echo", "arguments": {"message": "step"}},
+                    {"id": "hidden", "tool": "everything__get-sum", "arguments": {"a": 1, "b": 2}}]}})
+            hidden_step = str(e.value)
+            return tools, echo, via_proxy, direct, bypass, found, other_server, workflow, hidden_step
 
-    tools, echo, via_proxy, direct, bypass, found, other_server = run(go)
+    tools, echo, via_proxy, direct, bypass, found, other_server, workflow, hidden_step = run(go)
+    assert workflow.structured_content["status"] == "succeeded", workflow.structured_content
+    # A workflow step cannot reach a hidden tool either; it reads as unknown.
+    assert 'unknown tool "everything__get-sum"' in hidden_step, hidden_step
     assert {t for t in tools if not t.startswith("proxy__")} == {"everything__echo"}, tools
     assert "proxy__call_tool" in tools
     assert text_of(echo) == "Echo: allowed"

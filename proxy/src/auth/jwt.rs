@@ -96,6 +96,12 @@ pub fn verify(auth: &AuthConfig, token: &str, now: u64) -> Result<Verified, JwtE
     };
     let header: serde_json::Value = serde_json::from_slice(&part(h, "header")?)
         .map_err(|_| JwtError::Malformed("the header is not JSON".into()))?;
+    // RFC 7515 4.1.11: extensions the verifier does not understand must not be ignored.
+    if header.get("crit").is_some() {
+        return Err(JwtError::Malformed(
+            "the header lists crit extensions, which this proxy does not support".into(),
+        ));
+    }
     let alg = header.get("alg").and_then(|a| a.as_str()).unwrap_or("");
     if !matches!(alg, "HS256" | "RS256" | "ES256") {
         return Err(JwtError::Algorithm(alg.to_owned()));

@@ -514,6 +514,30 @@ pub fn shows(
     exposed.is_some_and(|e| p.tool(server, e))
 }
 
+/// For a `completion/complete` naming a prompt or resource of a server `session` may not use,
+/// the error a name that does not exist gets; `None` otherwise.
+pub fn hidden_reference(
+    session: &Session,
+    catalog: &crate::registry::Catalog,
+    msg: &simd_json::BorrowedValue<'_>,
+) -> Option<String> {
+    use simd_json::prelude::*;
+    policy(session)?;
+    let reference = msg.get("params")?.get("ref")?;
+    let (server, what, name) = match reference.get_str("type")? {
+        "ref/prompt" => {
+            let name = reference.get_str("name")?;
+            (catalog.prompt(name)?.0, "prompt", name)
+        }
+        "ref/resource" => {
+            let uri = reference.get_str("uri")?;
+            (catalog.resource(uri)?.0, "resource", uri)
+        }
+        _ => return None,
+    };
+    (!permits_server(session, catalog, server)).then(|| format!("unknown {what}: {name}"))
+}
+
 /// The configured name of catalog server `server`, or [`PROXY_SERVER`] for the proxy's own.
 pub fn server_name(catalog: &crate::registry::Catalog, server: usize) -> &str {
     catalog

@@ -560,7 +560,18 @@ async fn orchestrate(call: Call, catalog: &std::sync::Arc<Catalog>) -> Answer {
     let prepared = (|| {
         let a = Args::new(&call.arguments, &["workflow", "name", "inputs"])?;
         let inputs = a.obj_opt("inputs")?.cloned().unwrap_or_else(Json::object);
-        let check = |t: &str| super::check_step_tool(catalog, t);
+        // Steps may only name tools the client may call; a hidden one reads as unknown.
+        let check = |t: &str| {
+            super::check_step_tool(catalog, t)?;
+            match catalog.tool(t) {
+                Some((s, _)) if !crate::auth::permits_tool(&call.session, catalog, s, t) => {
+                    Err(format!(
+                        "unknown tool \"{t}\"; proxy__search_tools finds tools by what they do"
+                    ))
+                }
+                _ => Ok(()),
+            }
+        };
         let wf = match (call.arguments.get("workflow"), a.str_opt("name")?) {
             (Some(w), None) => Workflow::from_json(w, "workflow", &check)?,
             (None, Some(name)) => {

@@ -233,13 +233,10 @@ async fn request(
                     .filter(|(s, _)| crate::auth::permits_server(session, &catalog, *s))
             })
         }
-        "completion/complete" => completion_target(&mut msg, &catalog).and_then(|s| {
-            if crate::auth::permits_server(session, &catalog, s) {
-                Ok(s)
-            } else {
-                Err("unknown prompt or resource in params.ref".into())
-            }
-        }),
+        "completion/complete" => match crate::auth::hidden_reference(session, &catalog, &msg) {
+            Some(message) => Err(message),
+            None => completion_target(&mut msg, &catalog),
+        },
         _ => {
             return Answer::Json(jsonrpc::error_body(
                 Some(&id),

@@ -2,9 +2,10 @@
 //!
 //! A session id is `{shard:02x}` followed by base64url(nonce || ChaCha20-Poly1305(claims)),
 //! with the shard prefix as associated data, so a forged or edited id fails to open. The
-//! claims hold the client's `initialize` parameters and the negotiated version: any shard, a
-//! restarted proxy or another instance with the same key can rebuild the session and open
-//! fresh upstream sessions for it, while the client keeps its id and never re-initializes.
+//! claims hold the client's `initialize` parameters, the negotiated version and (with `[auth]`)
+//! a digest of the client identity that opened the session: any shard, a restarted proxy or
+//! another instance with the same key can rebuild the session, owner included, and open fresh
+//! upstream sessions for it, while the client keeps its id and never re-initializes.
 //! One key for every token (no per-token derivation): a random 96-bit nonce per token keeps
 //! nonce reuse out of reach for any realistic number of sessions.
 
