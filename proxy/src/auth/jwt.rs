@@ -76,6 +76,8 @@ pub struct Verified {
     pub issuer: String,
     /// `sub`.
     pub subject: String,
+    /// `exp`, seconds since the epoch.
+    pub expires: u64,
 }
 
 fn part(text: &str, what: &str) -> Result<Vec<u8>, JwtError> {
@@ -197,7 +199,11 @@ pub fn verify(auth: &AuthConfig, token: &str, now: u64) -> Result<Verified, JwtE
         .filter(|s| !s.is_empty())
         .ok_or(JwtError::NoSubject)?
         .to_owned();
-    Ok(Verified { issuer, subject })
+    Ok(Verified {
+        issuer,
+        subject,
+        expires: exp,
+    })
 }
 
 #[cfg(test)]

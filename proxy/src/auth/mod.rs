@@ -16,6 +16,7 @@
 pub mod jwt;
 
 use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
@@ -193,6 +194,12 @@ pub fn authenticate(config: &Config, header: Option<&str>, now: u64) -> Result<I
             message: "unknown API key: check the key, or ask the proxy's operator for one".into(),
         });
     }
+    // A client sends the same token with every request, and a signature check costs up to a
+    // few hundred microseconds (ES256): each shard remembers the tokens it verified, keyed by
+    // the digest of the whole token, until they expire.
+    if let Some(id) = cached(&digest, now, auth.leeway.as_secs()) {
+        return Ok(id);
+    }
     let verified = jwt::verify(auth, token, now).map_err(|e| Denial::Invalid {
         reason: e.reason(),
         message: e.to_string(),
@@ -211,9 +218,44 @@ pub fn authenticate(config: &Config, header: Option<&str>, now: u64) -> Result<I
             ),
         });
     };
-    Ok(Identity {
+    let identity = Identity {
         client,
         principal: sha256(format!("jwt:{}\0{}", verified.issuer, verified.subject).as_bytes()),
+    };
+    remember(digest, verified.expires, &identity);
+    Ok(identity)
+}
+
+/// Verified tokens remembered per shard; past this many, the memory starts afresh.
+const VERIFIED_KEPT: usize = 4096;
+
+thread_local! {
+    /// Token digest -> (its `exp`, the identity it proved), on this shard.
+    static VERIFIED: RefCell<HashMap<[u8; 32], (u64, Identity)>> = RefCell::new(HashMap::new());
+}
+
+fn cached(digest: &[u8; 32], now: u64, leeway: u64) -> Option<Identity> {
+    VERIFIED.with(|v| {
+        let mut v = v.borrow_mut();
+        match v.get(digest) {
+            Some((exp, id)) if now <= exp.saturating_add(leeway) => Some(id.clone()),
+            Some(_) => {
+                // Expired: verifying again gives the client its "expired" message.
+                v.remove(digest);
+                None
+            }
+            None => None,
+        }
+    })
+}
+
+fn remember(digest: [u8; 32], expires: u64, identity: &Identity) {
+    VERIFIED.with(|v| {
+        let mut v = v.borrow_mut();
+        if v.len() >= VERIFIED_KEPT {
+            v.clear();
+        }
+        v.insert(digest, (expires, identity.clone()));
     })
 }
 
@@ -587,6 +629,63 @@ mod tests {
             authenticate(&c, Some("Basic a2V5"), 0),
             Err(Denial::Invalid { .. })
         ));
+    }
+
+    #[test]
+    fn verified_tokens_are_remembered_until_they_expire() {
+        let dir = std::env::temp_dir().join(format!("mcp-proxy-auth-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let jwks = dir.join("jwks.json");
+        let secret = b"0123456789abcdef0123456789abcdef";
+        std::fs::write(
+            &jwks,
+            format!(r#"{{"keys":[{{"kty":"oct","k":"{}"}}]}}"#, b64(secret)),
+        )
+        .expect("write");
+        let c = Config::from_toml_str(
+            &format!("[auth]\nenabled = true\njwks_file = \"{}\"\n[[auth.clients]]\nname = \"j\"\nsubjects = [\"alice\"]\n", jwks.display()),
+            "t.toml",
+        )
+        .expect("valid");
+        let _ = std::fs::remove_dir_all(&dir);
+        let token = |sub: &str| {
+            let input = format!(
+                "{}.{}",
+                b64(br#"{"alg":"HS256"}"#),
+                b64(format!(r#"{{"sub":"{sub}","exp":2000}}"#).as_bytes())
+            );
+            let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, secret);
+            let tag = ring::hmac::sign(&key, input.as_bytes());
+            format!("Bearer {input}.{}", b64(tag.as_ref()))
+        };
+        let alice = token("alice");
+        let first = authenticate(&c, Some(&alice), 1000).expect("valid");
+        assert_eq!(
+            authenticate(&c, Some(&alice), 1500),
+            Ok(first),
+            "remembered"
+        );
+        assert!(
+            matches!(
+                authenticate(&c, Some(&alice), 2100),
+                Err(Denial::Invalid {
+                    reason: "expired",
+                    ..
+                })
+            ),
+            "expiry is checked on a remembered token too"
+        );
+        for _ in 0..2 {
+            assert!(matches!(
+                authenticate(&c, Some(&token("mallory")), 1000),
+                Err(Denial::Forbidden { .. })
+            ));
+        }
+    }
+
+    fn b64(data: &[u8]) -> String {
+        use base64::Engine;
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(data)
     }
 
     #[test]
