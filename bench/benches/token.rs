@@ -15,6 +15,7 @@ fn token(c: &mut Criterion) {
         version: "2025-11-25".into(),
         init_params: Bytes::from_static(INIT_PARAMS.as_bytes()),
         bindings: vec![0, 2, 1],
+        principal: Vec::new(),
     };
     let id = key.seal(&claims);
     let mut group = c.benchmark_group("session_token");

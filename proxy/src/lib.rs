@@ -19,6 +19,7 @@
 //! Protocol code never touches a socket; the HTTP layer never looks inside JSON-RPC.
 
 pub mod admin;
+pub mod auth;
 pub mod balance;
 pub mod config;
 pub mod health;

@@ -527,6 +527,14 @@ mod tests {
     }
 
     #[test]
+    fn the_admin_listener_is_loopback_by_default() {
+        let config = crate::config::Config::default();
+        let listen = config.proxy.admin_listen.expect("on by default");
+        assert!(listen.ip().is_loopback(), "{listen}");
+        assert!(config.proxy.listen.ip().is_loopback());
+    }
+
+    #[test]
     fn query_parameters_are_decoded() {
         assert_eq!(param("q=echo%20x&tool=a", "q").as_deref(), Some("echo x"));
         assert_eq!(

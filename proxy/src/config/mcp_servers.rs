@@ -142,6 +142,7 @@ pub(super) fn from_json(text: &str, origin: &str) -> Result<Config, ConfigError>
     Ok(Config {
         proxy: Default::default(),
         servers,
+        auth: Default::default(),
     })
 }
 

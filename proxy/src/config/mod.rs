@@ -22,6 +22,7 @@ use toml::Spanned;
 use crate::metrics::logs::LogFormat;
 use crate::protocol::names::{is_valid_server_name, MAX_SERVER_NAME_LEN, NAME_SEPARATOR};
 
+pub mod auth;
 mod mcp_servers;
 
 /// The whole configuration.
@@ -31,6 +32,8 @@ pub struct Config {
     pub proxy: ProxyConfig,
     /// The upstream MCP servers (the `[[servers]]` entries), in file order.
     pub servers: Vec<ServerConfig>,
+    /// Client authentication, policy and limits (the `[auth]` table); off by default.
+    pub auth: auth::AuthConfig,
 }
 
 /// Settings of the proxy itself.
@@ -710,7 +713,12 @@ impl Config {
                 tags: s.tags,
             });
         }
-        Ok(Config { proxy, servers })
+        let auth = auth::build(raw.auth).map_err(|(span, m)| invalid(span, m))?;
+        Ok(Config {
+            proxy,
+            servers,
+            auth,
+        })
     }
 }
 
@@ -876,6 +884,9 @@ struct RawConfig {
     /// The `[[servers]]` entries.
     #[serde(default)]
     servers: Vec<RawServer>,
+    /// The `[auth]` table.
+    #[serde(default)]
+    auth: auth::RawAuth,
 }
 
 /// `[proxy]` as serde sees it; see [`ProxyConfig`] for each field's meaning.

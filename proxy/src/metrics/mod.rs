@@ -73,8 +73,11 @@ pub mod names {
     pub const CHILD_RESTARTS: &str = "mcp_proxy_child_restarts_total";
     /// A stdio server given up after a crash loop: 1 failed, 0 running.
     pub const CHILD_FAILED: &str = "mcp_proxy_child_failed";
+    /// Requests and calls refused by `[auth]`, by `client` and `reason` (counter).
+    pub const AUTH_DENIED: &str = "mcp_proxy_auth_denied_total";
     /// Every name above.
     pub const ALL: &[&str] = &[
+        AUTH_DENIED,
         BALANCER_PICKS,
         RETRIES,
         FAILOVERS,
@@ -164,6 +167,10 @@ fn describe() {
         names::BYTES_RECEIVED,
         Unit::Bytes,
         "Bytes read from clients, by shard"
+    );
+    describe_counter!(
+        names::AUTH_DENIED,
+        "Requests and calls refused by [auth], by client and reason"
     );
     describe_counter!(
         names::BYTES_SENT,

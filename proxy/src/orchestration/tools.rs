@@ -193,7 +193,7 @@ pub async fn dispatch(call: Call) -> Answer {
     let catalog = call.shard.catalog();
     let shard = &call.shard;
     let outcome = match call.name.as_str() {
-        SEARCH_TOOLS => search_tools(shard, &catalog, &call.arguments),
+        SEARCH_TOOLS => search_tools(shard, &call.session, &catalog, &call.arguments),
         PLAN_WORKFLOW => plan_workflow(shard, &catalog, &call.arguments),
         DISCOVER_SERVERS => discover_servers(shard, &catalog, &call.arguments),
         MONITOR_HEALTH => monitor_health(shard, &catalog, &call.arguments),
@@ -227,13 +227,27 @@ pub(crate) fn tool_result<T: serde::Serialize>(value: &T, is_error: bool) -> Str
     String::from_utf8(out).unwrap_or_default()
 }
 
-fn search_tools(shard: &Shard, catalog: &Catalog, args: &Json) -> Result<String, ArgError> {
+fn search_tools(
+    shard: &Shard,
+    session: &Session,
+    catalog: &Catalog,
+    args: &Json,
+) -> Result<String, ArgError> {
     let a = Args::new(args, &["query", "k", "server"])?;
     let query = a.str_req("query")?;
     let k = a.int_opt("k", 1, MAX_K)?.unwrap_or(5) as usize;
     let server = a.server_opt(catalog, "server")?;
     let index = shard.orchestration.index(catalog, &shard.config);
-    let hits = index.search(query, k, |d| server.is_none_or(|s| d.server == s));
+    // Only what the client's policy lets it call is found.
+    let policy = crate::auth::policy(session);
+    let allowed = |d: &super::search::Doc| {
+        policy
+            .as_ref()
+            .is_none_or(|p| p.tool(crate::auth::server_name(catalog, d.server), &d.name))
+    };
+    let hits = index.search(query, k, |d| {
+        server.is_none_or(|s| d.server == s) && allowed(d)
+    });
     let tools: Vec<Json> = hits
         .iter()
         .map(|h| {
@@ -443,14 +457,16 @@ async fn call_tool(call: Call, catalog: &Catalog) -> Answer {
         if super::is_own_tool(name) {
             return Err(ArgError::new("name", "call the proxy's own tools directly"));
         }
-        let (server, original) = catalog.tool(name).ok_or_else(|| {
-            ArgError::new(
-                "name",
-                super::check_step_tool(catalog, name)
-                    .err()
-                    .unwrap_or_default(),
-            )
-        })?;
+        let (server, original) = catalog
+            .tool(name)
+            .filter(|(s, _)| crate::auth::permits_tool(&call.session, catalog, *s, name))
+            .ok_or_else(|| {
+                // A tool the client's policy hides gets the words of one that does not exist.
+                let why = super::check_step_tool(catalog, name).err().unwrap_or_else(|| {
+                    format!("unknown tool \"{name}\"; proxy__search_tools finds tools by what they do")
+                });
+                ArgError::new("name", why)
+            })?;
         Ok((server, original.to_owned(), arguments))
     })();
     let (server, original, arguments) = match checked {
@@ -499,7 +515,11 @@ impl Executor for SessionExecutor {
         tool: &str,
         arguments: Json,
     ) -> futures_lite::future::BoxedLocal<Result<Json, StepError>> {
-        let found = self.catalog.tool(tool).map(|(s, o)| (s, o.to_owned()));
+        let found = self
+            .catalog
+            .tool(tool)
+            .filter(|(s, _)| crate::auth::permits_tool(&self.session, &self.catalog, *s, tool))
+            .map(|(s, o)| (s, o.to_owned()));
         let session = self.session.clone();
         let tool = tool.to_owned();
         Box::pin(async move {
@@ -540,7 +560,18 @@ async fn orchestrate(call: Call, catalog: &std::sync::Arc<Catalog>) -> Answer {
     let prepared = (|| {
         let a = Args::new(&call.arguments, &["workflow", "name", "inputs"])?;
         let inputs = a.obj_opt("inputs")?.cloned().unwrap_or_else(Json::object);
-        let check = |t: &str| super::check_step_tool(catalog, t);
+        // Steps may only name tools the client may call; a hidden one reads as unknown.
+        let check = |t: &str| {
+            super::check_step_tool(catalog, t)?;
+            match catalog.tool(t) {
+                Some((s, _)) if !crate::auth::permits_tool(&call.session, catalog, s, t) => {
+                    Err(format!(
+                        "unknown tool \"{t}\"; proxy__search_tools finds tools by what they do"
+                    ))
+                }
+                _ => Ok(()),
+            }
+        };
         let wf = match (call.arguments.get("workflow"), a.str_opt("name")?) {
             (Some(w), None) => Workflow::from_json(w, "workflow", &check)?,
             (None, Some(name)) => {

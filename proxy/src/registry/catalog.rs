@@ -189,6 +189,11 @@ impl Catalog {
         self.tool_names.lookup(exposed)
     }
 
+    /// The exposed name of `server`'s tool `original`.
+    pub fn tool_exposed(&self, server: usize, original: &str) -> Option<&str> {
+        self.tool_names.exposed(server, original)
+    }
+
     /// True when `server`'s tool `original` is annotated read-only or idempotent.
     pub fn tool_retry_safe(&self, server: usize, original: &str) -> bool {
         self.tools

@@ -41,9 +41,12 @@ pub async fn list(
         ListKind::Resources => shard.orchestration.resource_items(),
         _ => &[],
     };
+    // A client's policy (`[auth]`) hides what it may not use, its own tools included.
+    let policy = crate::auth::policy(session);
+    let shown = |i: &&Item| crate::auth::shows(policy.as_ref(), catalog, kind, i);
     let items: Vec<&Item> =
         if kind == ListKind::Tools && shard.config.proxy.tool_exposure == ToolExposure::Search {
-            own.iter().collect()
+            own.iter().filter(shown).collect()
         } else if kind == ListKind::Tools {
             let view = tool_view(session, catalog).await;
             own.iter()
@@ -53,9 +56,13 @@ pub async fn list(
                         .iter()
                         .filter(|i| view.shows(i.server, &i.original)),
                 )
+                .filter(shown)
                 .collect()
         } else {
-            own.iter().chain(catalog.items(kind)).collect()
+            own.iter()
+                .chain(catalog.items(kind))
+                .filter(shown)
+                .collect()
         };
     let (items, next) = cursor::page(&items, offset, shard.config.proxy.page_size);
     let key = match kind {
@@ -104,6 +111,9 @@ async fn tool_view(session: &Rc<Session>, catalog: &Catalog) -> Rc<ToolView> {
     }
     let mut tasks = Vec::new();
     for (server, status) in catalog.status.iter().enumerate() {
+        if !crate::auth::shows_server(session, catalog, server) {
+            continue;
+        }
         let Some(upstream) = session
             .upstream(server)
             .filter(|_| matches!(status, ServerStatus::Up(_)))

@@ -316,7 +316,10 @@ pub async fn set_level(
         .get("params")
         .map(|p| p.encode())
         .unwrap_or_else(|| "{}".into());
-    for server in (0..catalog.status.len()).filter(|s| catalog.declares(*s, "logging", None)) {
+    let servers = (0..catalog.status.len())
+        .filter(|s| catalog.declares(*s, "logging", None))
+        .filter(|s| crate::auth::shows_server(session, catalog, *s));
+    for server in servers {
         let Some(upstream) = session.upstream(server) else {
             continue;
         };

@@ -43,6 +43,7 @@ pub fn initialize(
     shard: &Rc<Shard>,
     id: &Id,
     msg: &Value<'_>,
+    opening: Option<crate::auth::Opening>,
 ) -> Result<(Rc<Session>, Bytes), Bytes> {
     let Some(params) = msg.get("params").filter(|p| p.is_object()) else {
         return Err(jsonrpc::error_body(
@@ -76,7 +77,8 @@ pub fn initialize(
                 .unwrap_or(NO_BINDING)
         })
         .collect();
-    let session_id = shard.new_session_id(negotiated, &upstream_params, &bindings);
+    let principal = opening.as_ref().map_or(&[][..], |o| o.principal());
+    let session_id = shard.new_session_id(negotiated, &upstream_params, &bindings, principal);
     let session = Session::new(
         shard,
         session_id,
@@ -84,6 +86,7 @@ pub fn initialize(
         upstream_params,
         bindings,
     );
+    session.auth.bind(opening);
     shard.add_session(session.clone());
     let catalog = shard.catalog();
     let mut caps = String::from(
@@ -154,24 +157,38 @@ async fn request(
     mut msg: Value<'_>,
     accepts_sse: bool,
 ) -> Answer {
+    let catalog = shard.catalog();
     // The proxy's own tools and resources (the `proxy` namespace is reserved in the config).
-    if method == "tools/call"
-        && msg
-            .get("params")
-            .and_then(|p| p.get_str("name"))
-            .is_some_and(orchestration::is_own_tool)
+    // A client whose policy hides them gets the answer for a name that does not exist.
+    let params = msg.get("params");
+    if let Some(name) = params
+        .and_then(|p| p.get_str("name"))
+        .filter(|n| method == "tools/call" && orchestration::is_own_tool(n))
     {
+        if !crate::auth::permits_tool(session, &catalog, usize::MAX, name) {
+            let message = format!("unknown tool: {name}");
+            return Answer::Json(jsonrpc::error_body(
+                Some(&id),
+                code::INVALID_PARAMS,
+                &message,
+            ));
+        }
         return orchestration::call_tool(shard, session, id, &msg, accepts_sse).await;
     }
-    if method == "resources/read"
-        && msg
-            .get("params")
-            .and_then(|p| p.get_str("uri"))
-            .is_some_and(orchestration::is_own_resource)
+    if let Some(uri) = params
+        .and_then(|p| p.get_str("uri"))
+        .filter(|u| method == "resources/read" && orchestration::is_own_resource(u))
     {
+        if !crate::auth::permits_server(session, &catalog, usize::MAX) {
+            let message = format!("unknown resource: {uri}");
+            return Answer::Json(jsonrpc::error_body(
+                Some(&id),
+                code::INVALID_PARAMS,
+                &message,
+            ));
+        }
         return orchestration::read_resource(shard, &id, &msg);
     }
-    let catalog = shard.catalog();
     let target = match method {
         "ping" => return Answer::Json(jsonrpc::result_body(&id, b"{}")),
         "initialize" => {
@@ -204,16 +221,22 @@ async fn request(
         "logging/setLevel" => return forward::set_level(session, &catalog, &id, &msg).await,
         "tools/call" => by_name(&catalog, &mut msg, "name", "tool", |n| {
             owned(catalog.tool(n))
+                .filter(|(s, _)| crate::auth::permits_tool(session, &catalog, *s, n))
         }),
         "prompts/get" => by_name(&catalog, &mut msg, "name", "prompt", |n| {
             owned(catalog.prompt(n))
+                .filter(|(s, _)| crate::auth::permits_server(session, &catalog, *s))
         }),
         "resources/read" | "resources/subscribe" | "resources/unsubscribe" => {
             by_name(&catalog, &mut msg, "uri", "resource", |u| {
                 owned(catalog.resource(u))
+                    .filter(|(s, _)| crate::auth::permits_server(session, &catalog, *s))
             })
         }
-        "completion/complete" => completion_target(&mut msg, &catalog),
+        "completion/complete" => match crate::auth::hidden_reference(session, &catalog, &msg) {
+            Some(message) => Err(message),
+            None => completion_target(&mut msg, &catalog),
+        },
         _ => {
             return Answer::Json(jsonrpc::error_body(
                 Some(&id),

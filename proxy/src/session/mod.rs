@@ -72,6 +72,8 @@ pub struct Session {
     cancelled: RefCell<HashSet<Id>>,
     closed: Cell<bool>,
     tool_view: RefCell<Option<Rc<ToolView>>>,
+    /// The client identity that opened the session, and its policy.
+    pub auth: crate::auth::SessionAuth,
 }
 
 impl Session {
@@ -99,6 +101,7 @@ impl Session {
             cancelled: RefCell::new(HashSet::new()),
             closed: Cell::new(false),
             tool_view: RefCell::new(None),
+            auth: Default::default(),
         })
     }
 
@@ -230,6 +233,7 @@ impl Session {
     /// Ends the session: streams close and upstream sessions are deleted.
     pub async fn close(&self) {
         self.closed.set(true);
+        self.auth.release();
         self.events.end();
         let ups: Vec<_> = self
             .upstreams

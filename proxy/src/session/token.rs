@@ -2,9 +2,10 @@
 //!
 //! A session id is `{shard:02x}` followed by base64url(nonce || ChaCha20-Poly1305(claims)),
 //! with the shard prefix as associated data, so a forged or edited id fails to open. The
-//! claims hold the client's `initialize` parameters and the negotiated version: any shard, a
-//! restarted proxy or another instance with the same key can rebuild the session and open
-//! fresh upstream sessions for it, while the client keeps its id and never re-initializes.
+//! claims hold the client's `initialize` parameters, the negotiated version and (with `[auth]`)
+//! a digest of the client identity that opened the session: any shard, a restarted proxy or
+//! another instance with the same key can rebuild the session, owner included, and open fresh
+//! upstream sessions for it, while the client keeps its id and never re-initializes.
 //! One key for every token (no per-token derivation): a random 96-bit nonce per token keeps
 //! nonce reuse out of reach for any realistic number of sessions.
 
@@ -38,6 +39,8 @@ pub struct Claims {
     /// The replica each server's upstream session is bound to, by server index
     /// ([`NO_BINDING`] where none is), so a restored session lands where it was.
     pub bindings: Vec<u8>,
+    /// Digest of the client identity that opened the session (empty without `[auth]`).
+    pub principal: Vec<u8>,
 }
 
 /// A server without a replica binding in [`Claims::bindings`].
@@ -88,6 +91,9 @@ impl SessionKey {
         let bindings = &claims.bindings[..claims.bindings.len().min(usize::from(u8::MAX))];
         payload.push(bindings.len() as u8);
         payload.extend_from_slice(bindings);
+        let principal = &claims.principal[..claims.principal.len().min(usize::from(u8::MAX))];
+        payload.push(principal.len() as u8);
+        payload.extend_from_slice(principal);
         payload.extend_from_slice(&claims.init_params);
         let mut nonce = [0u8; NONCE_LEN];
         fill_random(&mut nonce);
@@ -130,13 +136,17 @@ impl SessionKey {
         let at = 9 + version_len;
         let count = usize::from(*plain.get(at)?);
         let bindings = plain.get(at + 1..at + 1 + count)?.to_vec();
-        let init_params = Bytes::copy_from_slice(plain.get(at + 1 + count..)?);
+        let at = at + 1 + count;
+        let principal_len = usize::from(*plain.get(at)?);
+        let principal = plain.get(at + 1..at + 1 + principal_len)?.to_vec();
+        let init_params = Bytes::copy_from_slice(plain.get(at + 1 + principal_len..)?);
         Some(Claims {
             shard,
             issued_at,
             version,
             init_params,
             bindings,
+            principal,
         })
     }
 }
@@ -159,6 +169,7 @@ mod tests {
             version: "2025-11-25".into(),
             init_params: Bytes::from_static(br#"{"capabilities":{"sampling":{}}}"#),
             bindings: vec![2, NO_BINDING, 0],
+            principal: vec![7; 32],
         }
     }
 

@@ -318,13 +318,20 @@ impl Shard {
     }
 
     /// A fresh sealed session id naming this shard and carrying what restores the session.
-    pub fn new_session_id(&self, version: &str, init_params: &Bytes, bindings: &[u8]) -> String {
+    pub fn new_session_id(
+        &self,
+        version: &str,
+        init_params: &Bytes,
+        bindings: &[u8],
+        principal: &[u8],
+    ) -> String {
         self.session_key.seal(&Claims {
             shard: self.id as u8,
             issued_at: unix_now(),
             version: version.to_owned(),
             init_params: init_params.clone(),
             bindings: bindings.to_vec(),
+            principal: principal.to_vec(),
         })
     }
 
@@ -356,6 +363,7 @@ impl Shard {
             claims.init_params,
             claims.bindings,
         );
+        session.auth.restore(&claims.principal);
         self.add_session(session.clone());
         log::info!("session restored from its id on shard {}", self.id);
         Some(session)

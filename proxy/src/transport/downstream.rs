@@ -49,6 +49,8 @@ pub struct McpRequest {
     pub accepts_sse: bool,
     /// The JSON-RPC message.
     pub body: Bytes,
+    /// The authenticated client (`None` with `[auth]` off).
+    pub client: Option<crate::auth::Identity>,
 }
 
 /// An answer to write.
@@ -290,6 +292,7 @@ fn check(shard: &Shard, request: &Request) -> Result<McpRequest, Reply> {
             ));
         }
     }
+    let client = crate::auth::gate(&shard.config, request)?;
     let method = match request.method {
         Method::Post => HttpMethod::Post,
         Method::Get => HttpMethod::Get,
@@ -361,6 +364,7 @@ fn check(shard: &Shard, request: &Request) -> Result<McpRequest, Reply> {
         last_event_id: request.header("last-event-id").map(str::to_owned),
         accepts_sse,
         body: request.body.clone(),
+        client,
     })
 }
 
@@ -479,7 +483,13 @@ pub async fn handle_owned(shard: &Rc<Shard>, request: McpRequest) -> Reply {
             let Some(id) = request.session_id else {
                 return missing_session();
             };
-            if shard.find_session(&id).is_some() && shard.end_session(&id).await {
+            let Some(session) = shard.find_session(&id) else {
+                return unknown_session();
+            };
+            if let Err(r) = crate::auth::admit(&shard.config, &session, request.client.as_ref()) {
+                return r;
+            }
+            if shard.end_session(&id).await {
                 Reply::Full {
                     status: 200,
                     headers: Vec::new(),
@@ -494,11 +504,14 @@ pub async fn handle_owned(shard: &Rc<Shard>, request: McpRequest) -> Reply {
 
 async fn post(shard: &Rc<Shard>, request: McpRequest) -> Reply {
     let Some(session_id) = request.session_id.as_deref() else {
-        return sessionless_post(shard, request.body).await;
+        return sessionless_post(shard, request.body, request.client.as_ref()).await;
     };
     let Some(session) = shard.find_session(session_id) else {
         return unknown_session();
     };
+    if let Err(r) = crate::auth::admit(&shard.config, &session, request.client.as_ref()) {
+        return r;
+    }
     session.touch();
     match routing::handle(shard, &session, request.body, request.accepts_sse).await {
         Answer::Json(body) => Reply::json(200, body),
@@ -522,7 +535,11 @@ async fn post(shard: &Rc<Shard>, request: McpRequest) -> Reply {
 }
 
 /// A POST without a session: only `initialize` may open one.
-async fn sessionless_post(shard: &Rc<Shard>, body: Bytes) -> Reply {
+async fn sessionless_post(
+    shard: &Rc<Shard>,
+    body: Bytes,
+    client: Option<&crate::auth::Identity>,
+) -> Reply {
     let mut buf = body.to_vec();
     let msg = match jsonrpc::parse(&mut buf) {
         Ok(m) => m,
@@ -530,13 +547,15 @@ async fn sessionless_post(shard: &Rc<Shard>, body: Bytes) -> Reply {
     };
     match jsonrpc::classify(&msg) {
         Err(e) => Reply::json(400, jsonrpc::error_body(None, e.code(), &e.to_string())),
-        Ok(Kind::Request { id, method: "initialize" }) => match routing::initialize(shard, &id, &msg) {
+        Ok(Kind::Request { id, method: "initialize" }) => match crate::auth::open(&shard.config, client)
+            .and_then(|o| routing::initialize(shard, &id, &msg, o).map_err(|a| Reply::json(400, a)))
+        {
             Ok((session, answer)) => Reply::Full {
                 status: 200,
                 headers: vec![("Content-Type", "application/json".into()), ("Mcp-Session-Id", session.id.clone())],
                 body: answer,
             },
-            Err(answer) => Reply::json(400, answer),
+            Err(reply) => reply,
         },
         // The 2026-07-28 probe: refusing it with 400 and -32601 makes current clients fall back.
         Ok(Kind::Request { id, method: "server/discover" }) => Reply::json(
@@ -558,6 +577,9 @@ fn get(shard: &Rc<Shard>, request: McpRequest) -> Reply {
     let Some(session) = shard.find_session(session_id) else {
         return unknown_session();
     };
+    if let Err(r) = crate::auth::admit(&shard.config, &session, request.client.as_ref()) {
+        return r;
+    }
     session.touch();
     let resume = request
         .last_event_id

@@ -108,7 +108,7 @@ async fn handle_line(
                 Ok(Kind::Request {
                     id,
                     method: "initialize",
-                }) => match routing::initialize(&shard, &id, &msg) {
+                }) => match routing::initialize(&shard, &id, &msg, None) {
                     Ok((s, answer)) => {
                         *session.borrow_mut() = Some(s.clone());
                         glommio::spawn_local(follow(s, STANDALONE, out.clone())).detach();
