@@ -434,7 +434,7 @@ fn stats_json(shard: &Shard) -> Value {
 }
 
 /// Requests and failed requests per server, from `mcp_proxy_requests_total`.
-fn request_counts() -> std::collections::HashMap<String, (u64, u64)> {
+pub fn request_counts() -> std::collections::HashMap<String, (u64, u64)> {
     let mut out = std::collections::HashMap::new();
     let Some(handle) = crate::metrics::handle() else {
         return out;

@@ -25,6 +25,7 @@ pub mod counted;
 pub mod labels;
 pub mod latency;
 pub mod logs;
+pub mod tools;
 
 use std::cell::RefCell;
 use std::sync::OnceLock;
@@ -251,6 +252,8 @@ pub struct Forwarded {
     started: Instant,
     upstream_started: Option<Instant>,
     done: bool,
+    /// The tool called, for `tools/call` (counted per tool for the fleet views).
+    tool: Option<Box<str>>,
 }
 
 impl Forwarded {
@@ -263,7 +266,13 @@ impl Forwarded {
             started: Instant::now(),
             upstream_started: None,
             done: false,
+            tool: None,
         }
+    }
+
+    /// Names the tool a `tools/call` calls (its name on the server).
+    pub fn tool(&mut self, name: &str) {
+        self.tool = Some(name.into());
     }
 
     /// The request is about to be sent upstream.
@@ -313,7 +322,11 @@ impl Forwarded {
                 })
                 .increment(1);
         });
-        latency::record_request(server, self.started.elapsed());
+        let took = self.started.elapsed();
+        latency::record_request(server, took);
+        if let Some(tool) = self.tool.take() {
+            tools::record(server, tool, outcome, took);
+        }
     }
 }
 

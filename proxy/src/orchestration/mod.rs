@@ -20,6 +20,7 @@
 //! the session that started them (the last [`RUNS_KEPT`] of them).
 
 pub mod engine;
+pub mod fleet;
 pub mod plan;
 pub mod resources;
 pub mod search;
@@ -287,16 +288,17 @@ pub async fn call_tool(
 }
 
 /// Answers `resources/read` of one of the proxy's own resources.
-pub fn read_resource(shard: &Rc<Shard>, id: &Id, msg: &Value<'_>) -> Answer {
+pub async fn read_resource(shard: &Rc<Shard>, id: &Id, msg: &Value<'_>) -> Answer {
     let uri = msg
         .get("params")
         .and_then(|p| p.get_str("uri"))
-        .unwrap_or_default();
-    match resources::read(shard, uri) {
+        .unwrap_or_default()
+        .to_owned();
+    match resources::read(shard, &uri).await {
         Ok(text) => {
             let mut out = Vec::with_capacity(text.len() + 96);
             out.extend_from_slice(b"{\"contents\":[{\"uri\":");
-            jsonrpc::write_json_string(&mut out, uri);
+            jsonrpc::write_json_string(&mut out, &uri);
             out.extend_from_slice(b",\"mimeType\":\"application/json\",\"text\":");
             jsonrpc::write_json_string(&mut out, &text);
             out.extend_from_slice(b"}]}");

@@ -169,7 +169,7 @@ async fn request(
             .and_then(|p| p.get_str("uri"))
             .is_some_and(orchestration::is_own_resource)
     {
-        return orchestration::read_resource(shard, &id, &msg);
+        return orchestration::read_resource(shard, &id, &msg).await;
     }
     let catalog = shard.catalog();
     let target = match method {

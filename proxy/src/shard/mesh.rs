@@ -16,6 +16,7 @@ use glommio::channels::local_channel::{self, LocalReceiver, LocalSender};
 use glommio::task::JoinHandle;
 
 use super::Shard;
+use crate::orchestration::fleet::{self, Ask, Tell};
 use crate::registry::live::Registry;
 use crate::registry::Catalog;
 use crate::transport::downstream::{self, McpRequest, Reply};
@@ -84,6 +85,18 @@ pub enum Msg {
     Rediscover(usize),
     /// A new live registry from shard 0 (servers added, removed or changed).
     Registry(Arc<Registry>),
+    /// A question for this shard's fleet figures or control (see
+    /// [`crate::orchestration::fleet`]); answered with one `Data` part and `End` under `token`.
+    Ask {
+        /// The asking shard.
+        from: usize,
+        /// The asker's tag for the answer.
+        token: u64,
+        /// The question.
+        ask: Ask,
+    },
+    /// A one-way fleet notice (saved workflows changed).
+    Tell(Tell),
 }
 
 /// A piece of a forwarded reply.
@@ -216,6 +229,34 @@ impl Mesh {
         (token, rx)
     }
 
+    /// Asks `peer` a fleet question; the answer's body, or `None` when the peer is gone.
+    pub async fn ask(&self, me: usize, peer: usize, ask: Ask) -> Option<Bytes> {
+        let senders = self.senders.as_ref()?;
+        let (token, rx) = self.expect_reply();
+        if senders
+            .send_to(peer, Msg::Ask { from: me, token, ask })
+            .await
+            .is_err()
+        {
+            self.waiting.borrow_mut().remove(&token);
+            return None;
+        }
+        let mut body = Vec::new();
+        while let Some(part) = rx.recv().await {
+            match part {
+                ReplyPart::Data(b) => body.extend_from_slice(&b),
+                ReplyPart::End => return Some(Bytes::from(body)),
+                ReplyPart::Head { .. } => {}
+            }
+        }
+        None
+    }
+
+    /// Sends a fleet notice to `peer`.
+    pub fn tell(&self, peer: usize, tell: Tell) {
+        self.send_later(peer, Msg::Tell(tell));
+    }
+
     /// Tells `owner` that the reply for `token` is no longer wanted.
     pub fn abandon(&self, me: usize, owner: usize, token: u64) {
         self.waiting.borrow_mut().remove(&token);
@@ -332,6 +373,23 @@ impl Mesh {
             Msg::Registry(registry) => {
                 shard.install_registry(registry);
             }
+            Msg::Ask { from, token, ask } => {
+                let owner = shard.clone();
+                glommio::spawn_local(async move {
+                    let body = fleet::answer(&owner, ask).await;
+                    if let Some(senders) = owner.mesh.senders.clone() {
+                        let reply_to = ReplyTo {
+                            senders,
+                            to: from,
+                            token,
+                        };
+                        let _ = reply_to.send(ReplyPart::Data(body)).await
+                            && reply_to.send(ReplyPart::End).await;
+                    }
+                })
+                .detach();
+            }
+            Msg::Tell(tell) => fleet::told(shard, tell),
         }
     }
 

@@ -5,7 +5,7 @@
 //! [`POOL_IDLE`] and a reused connection that fails before any byte of the answer arrives
 //! is retried once on a fresh one: the server closed it while idle, so it never saw the request.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
@@ -13,7 +13,7 @@ use bytes::Bytes;
 use glommio::net::TcpStream;
 
 use crate::balance::{Picker, ReplicaStats, RetryBudget, Transition};
-use crate::config::{ReplicaConfig, ServerConfig, UpstreamUrl};
+use crate::config::{ReplicaConfig, ServerConfig, Strategy, Transport, UpstreamUrl};
 use glommio::channels::local_channel::LocalReceiver;
 
 use crate::http::{ClientConn, HttpError, Limits, OwnedBody, ResponseHead, SseParser};
@@ -144,6 +144,8 @@ pub struct UpstreamClient {
     pub stats: Vec<ReplicaStats>,
     /// This shard's picking state for the server.
     pub picker: Picker,
+    /// The strategy in force: the configured one until `balance_load` changes it live.
+    strategy: Cell<Strategy>,
     /// Retries this shard may still spend on the server.
     pub retry_budget: RetryBudget,
     /// Upstream latency histogram of each replica (time to the response head).
@@ -181,6 +183,7 @@ impl UpstreamClient {
         };
         Rc::new(UpstreamClient {
             index,
+            strategy: Cell::new(config.balance.strategy),
             config,
             replicas,
             stats,
@@ -215,21 +218,60 @@ impl UpstreamClient {
         if let Some(h) = self.latency.get(replica) {
             h.record(took.as_secs_f64());
         }
+        crate::metrics::latency::record_replica(self.index, replica, took);
     }
 
     /// Picks a replica for new work (a new session binding, or a stateless request).
     pub fn pick(&self, exclude: Option<usize>) -> Option<usize> {
-        self.picker.pick(
-            self.config.balance.strategy,
+        let picked = self.picker.pick(
+            self.strategy.get(),
             &self.stats,
             exclude,
             Instant::now(),
-        )
+        );
+        if let Some(r) = picked.and_then(|r| self.stats.get(r)) {
+            r.picked();
+        }
+        picked
+    }
+
+    /// The balancing strategy in force.
+    pub fn strategy(&self) -> Strategy {
+        self.strategy.get()
+    }
+
+    /// Takes `next`'s strategy and weights in place when that is all that differs from this
+    /// client's configuration, so sessions, pools and statistics carry on; false otherwise
+    /// (the caller then replaces the client).
+    pub fn retune(&self, next: &ServerConfig) -> bool {
+        let weights = |c: &ServerConfig| match &c.transport {
+            Transport::Http { replicas, .. } => replicas.iter().map(|r| r.weight).collect(),
+            Transport::Stdio(_) => Vec::new(),
+        };
+        let mut same = next.clone();
+        same.balance.strategy = self.config.balance.strategy;
+        if let Transport::Http { replicas, .. } = &mut same.transport {
+            for (r, w) in replicas.iter_mut().zip(weights(&self.config)) {
+                r.weight = w;
+            }
+        }
+        if same != self.config {
+            return false;
+        }
+        self.strategy.set(next.balance.strategy);
+        for (stats, w) in self.stats.iter().zip(weights(next)) {
+            stats.weight.set(w.max(1));
+        }
+        true
     }
 
     /// Records a replica's answer (or failure) and logs what that changed.
-    fn record(&self, replica: usize, started: Instant, ok: bool) {
+    fn record(&self, replica: usize, started: Instant, error: Option<&UpstreamError>) {
         let now = Instant::now();
+        let ok = error.is_none();
+        if let Some(e) = error {
+            self.stats[replica].note_error(now, e.to_string());
+        }
         let threshold = self.config.balance.failover_threshold;
         match self.stats[replica].end(now - started, ok, threshold, now) {
             Transition::Ejected(pause) => {
@@ -313,7 +355,7 @@ impl UpstreamClient {
         let started = Instant::now();
         self.stats[replica].begin();
         let result = self.exchange_on(replica, method, headers, body).await;
-        self.record(replica, started, result.is_ok());
+        self.record(replica, started, result.as_ref().err());
         result
     }
 

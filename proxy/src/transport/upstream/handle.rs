@@ -57,6 +57,15 @@ impl Upstream {
         &self.config().name
     }
 
+    /// Takes a new configuration in place when only strategy or weights changed; false when
+    /// the server must be replaced instead.
+    pub fn retune(&self, next: &ServerConfig) -> bool {
+        match self {
+            Upstream::Http(c) => c.retune(next),
+            Upstream::Stdio { .. } => false,
+        }
+    }
+
     /// The replica a new session of this server should be bound to (`None` for stdio and
     /// stateless servers, or when no replica is available).
     pub fn pick_binding(&self) -> Option<usize> {
