@@ -6,6 +6,7 @@
 //! - [`http`]: a tiny blocking HTTP/1.1 client (no async runtime in a CLI).
 //! - [`mcp`]: `call`, the proxy's `/mcp` endpoint as an MCP client.
 //! - [`top`]: the refreshing per-server table.
+//! - [`workflows`]: saved workflows (admin API) and running them (`/mcp`).
 //! - [`table`]: table rendering.
 //! - [`fail`]: messages that say how to fix things, and exit codes.
 //!
@@ -17,6 +18,7 @@ mod http;
 mod mcp;
 mod table;
 mod top;
+mod workflows;
 
 use std::io::Write;
 use std::time::Duration;
@@ -95,6 +97,9 @@ enum Command {
         #[arg(long, default_value_t = 60)]
         timeout: u64,
     },
+    /// Saved workflows: list, show, save from a file, remove, run.
+    #[command(subcommand)]
+    Workflows(workflows::Workflows),
     /// Sessions per shard.
     Sessions,
     /// The shards and what they hold.
@@ -212,6 +217,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
     let out = Out { json: cli.json };
     match cli.command {
         Command::Servers(s) => servers(&admin, &out, s),
+        Command::Workflows(w) => workflows::run(&admin, &out, w),
         Command::Tools(Tools::Ls) => tools(&admin, &out, None),
         Command::Tools(Tools::Search { text }) => tools(&admin, &out, Some(&text)),
         Command::Health => {

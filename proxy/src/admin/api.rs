@@ -153,6 +153,7 @@ pub fn handle(shard: &Rc<Shard>, token: &str, request: &Request) -> Response {
             Err(servers::ReloadError::Registry(e)) => registry_error(&e),
             Err(e) => error(400, "reload", e),
         },
+        (_, ["workflows", rest @ ..]) => super::workflows::handle(shard, method, rest, request),
         (
             _,
             ["servers" | "tools" | "prompts" | "resources" | "route" | "health" | "stats"
@@ -166,7 +167,7 @@ pub fn handle(shard: &Rc<Shard>, token: &str, request: &Request) -> Response {
             404,
             "not_found",
             "no such route; see docs/admin-api.md (servers, tools, prompts, resources, route, \
-             health, stats, sessions, shards, reload, version)",
+             health, stats, sessions, shards, reload, version, workflows)",
         ),
     }
 }

@@ -19,6 +19,7 @@
 pub mod api;
 pub mod servers;
 pub mod stats;
+pub mod workflows;
 
 use std::cell::RefCell;
 use std::net::SocketAddr;

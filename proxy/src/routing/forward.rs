@@ -258,7 +258,8 @@ pub async fn client_notification(session: &Rc<Session>, method: &str, mut msg: V
             let Some(client_id) = client_id else {
                 return;
             };
-            // A workflow run is the proxy's own work: it stops there, nothing goes upstream.
+            // A workflow run is the proxy's own work: stopping it cancels its steps' upstream
+            // calls (each step tells its server when its call is dropped).
             if crate::orchestration::cancel(session, &client_id) {
                 return;
             }

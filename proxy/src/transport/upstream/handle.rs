@@ -186,6 +186,18 @@ impl UpstreamHandle {
         }
     }
 
+    /// Sends `body`, a request whose id `id` came from [`Self::next_id`], and returns the whole
+    /// response message; the caller keeps the id to cancel the request upstream if it must.
+    pub async fn request_as(&self, id: &Id, body: &[u8]) -> Result<Bytes, UpstreamError> {
+        match self {
+            UpstreamHandle::Http(s) => s.request_as(id, body).await,
+            UpstreamHandle::Stdio(h) => {
+                let reply = h.post(Bytes::copy_from_slice(body)).await?;
+                await_answer(&h.name, reply, id, |_| {}).await
+            }
+        }
+    }
+
     /// The `result` of the server's initialize answer, initializing first when needed.
     pub async fn init_result(&self) -> Result<Bytes, UpstreamError> {
         match self {
