@@ -109,7 +109,11 @@ pub fn run(admin: &Admin, out: &Out, cmd: Workflows) -> Result<(), Failure> {
             })?;
             let v = admin.call("PUT", &path(&name), Some(&workflow))?;
             out.print(&v, || {
-                let verb = if v["created"] == true { "saved" } else { "replaced" };
+                let verb = if v["created"] == true {
+                    "saved"
+                } else {
+                    "replaced"
+                };
                 format!("{verb} workflow {name}\n")
             });
         }

@@ -97,7 +97,12 @@ mod tests {
     fn counts_add_up_across_shards_and_cancelled_calls_do_not_count() {
         record(0, "echo".into(), Outcome::Ok, Duration::from_millis(2));
         record(0, "echo".into(), Outcome::Error, Duration::from_millis(4));
-        record(0, "echo".into(), Outcome::Cancelled, Duration::from_millis(9));
+        record(
+            0,
+            "echo".into(),
+            Outcome::Cancelled,
+            Duration::from_millis(9),
+        );
         let mine = snapshot();
         let other = vec![ToolCounts {
             server: 0,

@@ -385,10 +385,15 @@ pub async fn fleet(shard: &Rc<Shard>) -> Fleet {
             .iter()
             .filter_map(|f| f.servers.iter().find(|s| s.index == i))
             .collect();
-        let strategy = per_shard
-            .first()
-            .map_or_else(|| strategy_label(config.balance.strategy).to_owned(), |s| s.strategy.clone());
-        let count = per_shard.iter().map(|s| s.replicas.len()).max().unwrap_or(0);
+        let strategy = per_shard.first().map_or_else(
+            || strategy_label(config.balance.strategy).to_owned(),
+            |s| s.strategy.clone(),
+        );
+        let count = per_shard
+            .iter()
+            .map(|s| s.replicas.len())
+            .max()
+            .unwrap_or(0);
         let replicas = (0..count)
             .map(|r| {
                 let seen: Vec<&ReplicaFigures> =
@@ -625,9 +630,15 @@ headers = { "X-Key" = "v" }
         assert_eq!((v.state, v.picks, v.ewma_ms), ("healthy", 4, Some(1.0)));
         let c = f(false, 2, 0, None);
         let v = replica_view(0, &[&a, &c], Quantiles::default());
-        assert_eq!((v.state, v.failing, v.healthy_on_shards), ("unhealthy", true, 1));
+        assert_eq!(
+            (v.state, v.failing, v.healthy_on_shards),
+            ("unhealthy", true, 1)
+        );
         let d = f(true, 2, 0, None);
-        assert_eq!(replica_view(0, &[&d], Quantiles::default()).state, "failing");
+        assert_eq!(
+            replica_view(0, &[&d], Quantiles::default()).state,
+            "failing"
+        );
     }
 
     #[test]

@@ -9,6 +9,7 @@
 //! - [`plan`]: `plan_workflow`: a candidate workflow from a goal and capabilities.
 //! - [`resources`]: `orchestration://workflows/`, `servers://registry/`, `metrics://performance/`.
 //! - [`store`]: saved workflows, persisted atomically in the state directory.
+//! - [`fleet`]: figures gathered from every shard over the mesh, and live balancing changes.
 //!
 //! # How it hooks in
 //! Routing sends `tools/call` of a `proxy__*` name to [`call_tool`] and `resources/read` of one
@@ -16,8 +17,10 @@
 //! [`State::resource_items`] first. The `proxy` namespace is reserved in the configuration,
 //! so no server's tools can collide with these.
 //!
-//! Everything here is per shard, like the sessions it serves: runs are listed on the shard of
-//! the session that started them (the last [`RUNS_KEPT`] of them).
+//! Everything here is per shard, like the sessions it serves: a run is kept on the shard of
+//! the session that started it (the last [`RUNS_KEPT`] of them). The views of the whole proxy
+//! (runs of every shard, replica figures, tool counts) ask the other shards over the mesh
+//! ([`fleet`]).
 
 pub mod engine;
 pub mod fleet;

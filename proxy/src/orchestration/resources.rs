@@ -242,7 +242,11 @@ pub fn live_findings(fleet: &Fleet, only: Option<usize>) -> Vec<serde_json::Valu
             "detail": detail, "recommendation": rec,
         }));
     };
-    for v in fleet.servers.iter().filter(|v| only.is_none_or(|o| o == v.index)) {
+    for v in fleet
+        .servers
+        .iter()
+        .filter(|v| only.is_none_or(|o| o == v.index))
+    {
         let name = v.server.as_str();
         for r in v.replicas.iter().filter(|r| r.failing) {
             add(
@@ -280,8 +284,11 @@ pub fn live_findings(fleet: &Fleet, only: Option<usize>) -> Vec<serde_json::Valu
             .collect();
         if measured.len() >= 2 {
             for &(i, t) in &measured {
-                let mut others: Vec<f64> =
-                    measured.iter().filter(|(j, _)| *j != i).map(|(_, t)| *t).collect();
+                let mut others: Vec<f64> = measured
+                    .iter()
+                    .filter(|(j, _)| *j != i)
+                    .map(|(_, t)| *t)
+                    .collect();
                 others.sort_by(f64::total_cmp);
                 let median = others[others.len() / 2];
                 if t >= SLOW_MIN_MS && t >= median.max(0.1) * SLOW_RATIO {
@@ -322,7 +329,12 @@ pub fn live_findings(fleet: &Fleet, only: Option<usize>) -> Vec<serde_json::Valu
                         "imbalance",
                         name,
                         r.url.clone(),
-                        format!("{:.0}% of {total} requests where {} gives it {:.0}%", share * 100.0, v.strategy, expected * 100.0),
+                        format!(
+                            "{:.0}% of {total} requests where {} gives it {:.0}%",
+                            share * 100.0,
+                            v.strategy,
+                            expected * 100.0
+                        ),
                         if v.stateless {
                             "check that its peers are healthy and reachable; if they are, the weights may not say what you mean".into()
                         } else {
@@ -369,7 +381,11 @@ pub fn live_findings(fleet: &Fleet, only: Option<usize>) -> Vec<serde_json::Valu
                 format!(
                     "give {} more replicas{}; callers repeating the same call could cache its result",
                     v.server,
-                    if v.stateless { String::new() } else { format!(", or mark it stateless = true if it keeps no session state so each call is balanced on its own") }
+                    if v.stateless {
+                        ""
+                    } else {
+                        ", or mark it stateless = true if it keeps no session state so each call is balanced on its own"
+                    }
                 ),
             );
         }

@@ -427,11 +427,19 @@ fn parse_weights(
         let weight = value
             .as_u64()
             .filter(|w| (1..=1000).contains(w))
-            .ok_or_else(|| ArgError::new(field, "must be an integer from 1 to 1000 (drain a replica to take it out)"))?;
+            .ok_or_else(|| {
+                ArgError::new(
+                    field,
+                    "must be an integer from 1 to 1000 (drain a replica to take it out)",
+                )
+            })?;
         out.push((replica, weight as u32));
     }
     if out.is_empty() {
-        return Err(ArgError::new("weights", "give at least one replica's weight"));
+        return Err(ArgError::new(
+            "weights",
+            "give at least one replica's weight",
+        ));
     }
     Ok(out)
 }
@@ -652,7 +660,10 @@ impl Drop for CancelUpstream {
         let body = jsonrpc::notification_body("notifications/cancelled", Some(&params));
         glommio::spawn_local(async move {
             if let Err(e) = upstream.post(&body).await {
-                log::debug!("upstream {}: cancellation not delivered: {e}", upstream.name());
+                log::debug!(
+                    "upstream {}: cancellation not delivered: {e}",
+                    upstream.name()
+                );
             }
         })
         .detach();

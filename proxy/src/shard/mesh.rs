@@ -234,7 +234,14 @@ impl Mesh {
         let senders = self.senders.as_ref()?;
         let (token, rx) = self.expect_reply();
         if senders
-            .send_to(peer, Msg::Ask { from: me, token, ask })
+            .send_to(
+                peer,
+                Msg::Ask {
+                    from: me,
+                    token,
+                    ask,
+                },
+            )
             .await
             .is_err()
         {

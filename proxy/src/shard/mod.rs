@@ -220,7 +220,13 @@ impl Shard {
             }
             // A change of strategy or weights only is taken in place: sessions, pools and
             // balancer statistics carry on.
-            let retuned = live && was_live && changed && self.upstreams.get(i).is_some_and(|u| u.retune(&entry.config));
+            let retuned = live
+                && was_live
+                && changed
+                && self
+                    .upstreams
+                    .get(i)
+                    .is_some_and(|u| u.retune(&entry.config));
             let replaced = if live && (!was_live || (changed && !retuned)) {
                 self.upstreams
                     .set(i, Some(make_upstream(&this, self.id, i, &entry.config)))

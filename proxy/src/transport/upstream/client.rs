@@ -223,12 +223,9 @@ impl UpstreamClient {
 
     /// Picks a replica for new work (a new session binding, or a stateless request).
     pub fn pick(&self, exclude: Option<usize>) -> Option<usize> {
-        let picked = self.picker.pick(
-            self.strategy.get(),
-            &self.stats,
-            exclude,
-            Instant::now(),
-        );
+        let picked = self
+            .picker
+            .pick(self.strategy.get(), &self.stats, exclude, Instant::now());
         if let Some(r) = picked.and_then(|r| self.stats.get(r)) {
             r.picked();
         }
