@@ -191,12 +191,7 @@ pub fn told(shard: &Shard, tell: Tell) {
 
 /// Asks `peer` and waits at most [`ASK_TIMEOUT`].
 async fn ask(shard: &Rc<Shard>, peer: usize, ask: Ask) -> Option<Value> {
-    let asked = async { shard.mesh.ask(shard.id, peer, ask).await };
-    let late = async {
-        glommio::timer::sleep(ASK_TIMEOUT).await;
-        None
-    };
-    let body = futures_lite::future::or(asked, late).await?;
+    let body = shard.mesh.ask(shard.id, peer, ask, ASK_TIMEOUT).await?;
     serde_json::from_slice(&body).ok()
 }
 

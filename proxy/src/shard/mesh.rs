@@ -9,6 +9,7 @@ use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::rc::Rc;
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use glommio::channels::channel_mesh::{Receivers, Senders};
@@ -229,34 +230,36 @@ impl Mesh {
         (token, rx)
     }
 
-    /// Asks `peer` a fleet question; the answer's body, or `None` when the peer is gone.
-    pub async fn ask(&self, me: usize, peer: usize, ask: Ask) -> Option<Bytes> {
+    /// Asks `peer` a fleet question; the answer's body, or `None` when the peer is gone or
+    /// has not answered `within`.
+    pub async fn ask(&self, me: usize, peer: usize, ask: Ask, within: Duration) -> Option<Bytes> {
         let senders = self.senders.as_ref()?;
         let (token, rx) = self.expect_reply();
-        if senders
-            .send_to(
-                peer,
-                Msg::Ask {
-                    from: me,
-                    token,
-                    ask,
-                },
-            )
-            .await
-            .is_err()
-        {
-            self.waiting.borrow_mut().remove(&token);
-            return None;
-        }
-        let mut body = Vec::new();
-        while let Some(part) = rx.recv().await {
-            match part {
-                ReplyPart::Data(b) => body.extend_from_slice(&b),
-                ReplyPart::End => return Some(Bytes::from(body)),
-                ReplyPart::Head { .. } => {}
+        let answer = async {
+            let msg = Msg::Ask {
+                from: me,
+                token,
+                ask,
+            };
+            senders.send_to(peer, msg).await.ok()?;
+            let mut body = Vec::new();
+            while let Some(part) = rx.recv().await {
+                match part {
+                    ReplyPart::Data(b) => body.extend_from_slice(&b),
+                    ReplyPart::End => return Some(Bytes::from(body)),
+                    ReplyPart::Head { .. } => {}
+                }
             }
-        }
-        None
+            None
+        };
+        let late = async {
+            glommio::timer::sleep(within).await;
+            None
+        };
+        let answer = futures_lite::future::or(answer, late).await;
+        // Answered, gone or late: a reply arriving from now on has nowhere to go.
+        self.waiting.borrow_mut().remove(&token);
+        answer
     }
 
     /// Sends a fleet notice to `peer`.
