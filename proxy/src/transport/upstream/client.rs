@@ -872,3 +872,37 @@ impl MessageStream {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn server(strategy: &str, weight: u32, timeout: &str) -> ServerConfig {
+        let text = format!(
+            "[[servers]]\nname = \"ev\"\nreplicas = [{{ url = \"http://127.0.0.1:1/mcp\" }}, \
+             {{ url = \"http://127.0.0.1:2/mcp\", weight = {weight} }}]\n\
+             strategy = \"{strategy}\"\ntimeout = \"{timeout}\"\n"
+        );
+        let config = crate::config::Config::from_toml_str(&text, "t").expect("config");
+        config.servers[0].clone()
+    }
+
+    #[test]
+    fn strategy_and_weights_change_in_place_and_nothing_else_does() {
+        let config = server("round_robin", 1, "10s");
+        let replicas = match &config.transport {
+            Transport::Http { replicas, .. } => replicas.clone(),
+            Transport::Stdio(_) => unreachable!("an HTTP server"),
+        };
+        let client = UpstreamClient::new(0, config, &replicas);
+        client.stats[0].picked();
+        assert!(client.retune(&server("weighted", 5, "10s")));
+        assert_eq!(client.strategy(), Strategy::Weighted);
+        assert_eq!(client.stats[1].weight.get(), 5);
+        // The statistics are the same objects: nothing was reset.
+        assert_eq!(client.stats[0].snapshot(Instant::now()).picks, 1);
+        // Any other difference needs a new client.
+        assert!(!client.retune(&server("weighted", 5, "3s")));
+        assert_eq!(client.stats[1].weight.get(), 5);
+    }
+}
