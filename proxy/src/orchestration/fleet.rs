@@ -291,10 +291,13 @@ pub struct ReplicaView {
     pub drain: bool,
     /// Times the balancer chose it.
     pub picks: u64,
-    /// Requests that ended on it.
-    pub requests: u64,
-    /// Requests that failed on it.
-    pub failures: u64,
+    /// HTTP exchanges with it that ended (forwarded requests, session set-up, health checks).
+    pub exchanges: u64,
+    /// Exchanges that failed (no answer, broken, timed out).
+    pub failed_exchanges: u64,
+    /// Forwarded requests it answered (from the histograms, so up to 1 s behind): what
+    /// load shares are computed from.
+    pub answered: u64,
     /// Requests in flight on it.
     pub inflight: u32,
     /// Most failed requests in a row on any shard.
@@ -338,7 +341,7 @@ pub struct ServerView {
     /// stdio children.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub children: Option<usize>,
-    /// Forwarded requests (all methods) and how many failed, from the request counters.
+    /// Forwarded requests (all methods), from the request counters.
     pub requests: u64,
     /// Failed forwarded requests (JSON-RPC errors, unreachable, protocol errors).
     pub errors: u64,
@@ -427,6 +430,7 @@ fn replica_view(replica: usize, seen: &[&ReplicaFigures], latency: Quantiles) ->
         url: seen.first().map(|f| f.url.clone()).unwrap_or_default(),
         shards: seen.len(),
         latency: LatencyMs::of(latency),
+        answered: latency.count,
         ..ReplicaView::default()
     };
     let (mut weighted, mut weight_sum) = (0.0, 0.0);
@@ -437,8 +441,8 @@ fn replica_view(replica: usize, seen: &[&ReplicaFigures], latency: Quantiles) ->
         v.drain |= s.drain;
         v.healthy_on_shards += usize::from(s.healthy);
         v.picks += s.picks;
-        v.requests += s.requests;
-        v.failures += s.failures;
+        v.exchanges += s.requests;
+        v.failed_exchanges += s.failures;
         v.inflight += s.inflight;
         v.consecutive_failures = v.consecutive_failures.max(s.consecutive_failures);
         v.ejected_for_ms = v.ejected_for_ms.max(s.ejected_for_ms);

@@ -254,10 +254,10 @@ pub fn live_findings(fleet: &Fleet, only: Option<usize>) -> Vec<serde_json::Valu
                 name,
                 r.url.clone(),
                 format!(
-                    "{} ({} of {} requests failed, {} in a row; healthy on {}/{} shards){}",
+                    "{} ({} of {} exchanges failed, {} in a row; healthy on {}/{} shards){}",
                     r.state,
-                    r.failures,
-                    r.requests,
+                    r.failed_exchanges,
+                    r.exchanges,
                     r.consecutive_failures,
                     r.healthy_on_shards,
                     r.shards,
@@ -274,7 +274,7 @@ pub fn live_findings(fleet: &Fleet, only: Option<usize>) -> Vec<serde_json::Valu
             if r.latency.count >= MIN_SAMPLES {
                 Some(r.latency.p50_ms)
             } else {
-                r.ewma_ms.filter(|_| r.requests >= MIN_SAMPLES)
+                r.ewma_ms.filter(|_| r.exchanges >= MIN_SAMPLES)
             }
         };
         let measured: Vec<(usize, f64)> = v
@@ -314,7 +314,7 @@ pub fn live_findings(fleet: &Fleet, only: Option<usize>) -> Vec<serde_json::Valu
             .iter()
             .filter(|r| !r.failing && !r.drain)
             .collect();
-        let total: u64 = open.iter().map(|r| r.requests).sum();
+        let total: u64 = open.iter().map(|r| r.answered).sum();
         if open.len() >= 2 && total >= IMBALANCE_MIN_REQUESTS && v.strategy != "least_latency" {
             let weight_sum: f64 = open.iter().map(|r| f64::from(r.weight)).sum();
             for r in &open {
@@ -323,7 +323,7 @@ pub fn live_findings(fleet: &Fleet, only: Option<usize>) -> Vec<serde_json::Valu
                 } else {
                     1.0 / open.len() as f64
                 };
-                let share = r.requests as f64 / total as f64;
+                let share = r.answered as f64 / total as f64;
                 if share > expected * 2.0 && share - expected > 0.2 {
                     add(
                         "imbalance",
@@ -487,7 +487,7 @@ pub async fn read(shard: &Rc<Shard>, uri: &str) -> Result<String, ArgError> {
                     .map(|r| {
                         json!({
                             "replica": r.replica, "url": r.url, "state": r.state,
-                            "picks": r.picks, "requests": r.requests, "failures": r.failures,
+                            "picks": r.picks, "answered": r.answered, "exchanges": r.exchanges, "failed_exchanges": r.failed_exchanges,
                             "inflight": r.inflight, "ewma_ms": r.ewma_ms, "upstream": r.latency,
                         })
                     })

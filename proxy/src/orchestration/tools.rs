@@ -356,8 +356,8 @@ async fn monitor_health(
                         "consecutive_failures": r.consecutive_failures,
                         "circuit": if r.ejected_for_ms > 0 { "open" } else { "closed" },
                         "ejected_for_ms": r.ejected_for_ms,
-                        "requests": r.requests,
-                        "failures": r.failures,
+                        "exchanges": r.exchanges,
+                        "failed_exchanges": r.failed_exchanges,
                         "last_error": r.last_error,
                         "last_error_ago_ms": r.last_error_ago_ms,
                     })
@@ -501,13 +501,13 @@ async fn balance_load(
         .iter()
         .filter(|v| only.is_none_or(|s| s == v.index))
         .map(|v| {
-            let total: u64 = v.replicas.iter().map(|r| r.requests).sum();
+            let total: u64 = v.replicas.iter().map(|r| r.answered).sum();
             let replicas: Vec<serde_json::Value> = v
                 .replicas
                 .iter()
                 .map(|r| {
                     let share = if total > 0 {
-                        (r.requests as f64 / total as f64 * 1000.0).round() / 1000.0
+                        (r.answered as f64 / total as f64 * 1000.0).round() / 1000.0
                     } else {
                         0.0
                     };
@@ -518,7 +518,7 @@ async fn balance_load(
                         "weight": r.weight,
                         "drain": r.drain,
                         "picks": r.picks,
-                        "requests": r.requests,
+                        "answered": r.answered,
                         "share": share,
                         "inflight": r.inflight,
                         "ewma_ms": r.ewma_ms,
@@ -556,7 +556,7 @@ async fn balance_load(
     let mut out = serde_json::json!({
         "servers": servers,
         "shards": shards,
-        "note": "picks: times the balancer chose the replica (once per new session, or per request for stateless servers); requests: requests that ended on it",
+        "note": "picks: times the balancer chose the replica (once per new session, or per request for stateless servers); answered: forwarded requests it answered (from the latency histograms, up to 1 s behind); share: its part of the server's answered requests",
     });
     if let Some(c) = changed {
         out["changed"] = c;
