@@ -310,16 +310,24 @@ def test_plan_discover_health_balance_optimize(orch):
     assert [s["name"] for s in answer["result"]["structuredContent"]["servers"]] == ["memory"]
     _, answer = call(orch.url, sid, "proxy__monitor_health", {"server": "memory"})
     h = answer["result"]["structuredContent"]
-    assert h["servers"][0]["state"] == "up" and h["not_available"]
+    assert [s["server"] for s in h["servers"]] == ["memory"]
+    assert h["servers"][0]["state"] == "up" and h["servers"][0]["children"] == 1
+    assert h["shards_answered"] == 2, "every shard's figures are gathered"
     _, answer = call(orch.url, sid, "proxy__balance_load", {})
     b = answer["result"]["structuredContent"]
-    assert all(s["replicas"] == 1 for s in b["servers"]) and len(b["servers"]) == 3
-    _, answer = call(orch.url, sid, "proxy__balance_load", {"server": "memory", "strategy": "round_robin"})
-    assert answer["result"]["isError"] is True and "issue 4" in answer["result"]["structuredContent"]["error"]
+    by_name = {s["server"]: s for s in b["servers"]}
+    assert set(by_name) == {"everything", "memory", "filesystem"}
+    assert len(by_name["everything"]["replicas"]) == 1 and by_name["everything"]["strategy"] == "least_latency"
+    assert by_name["memory"]["replicas"] == [] and by_name["memory"]["children"] == 1
+    _, answer = call(orch.url, sid, "proxy__balance_load", {"server": "everything", "strategy": "round_robin"})
+    assert answer["result"]["isError"] is True
+    assert "allow_fleet_changes" in answer["result"]["structuredContent"]["error"], answer
     _, answer = call(orch.url, sid, "proxy__optimize_performance", {})
     assert "findings" in answer["result"]["structuredContent"]
     metrics = read_resource(orch.url, sid, "metrics://performance/")
-    assert metrics["sessions"] >= 1 and "not_available" in metrics
+    assert sum(s["sessions"] for s in metrics["shards"]) >= 1
+    assert {s["server"] for s in metrics["servers"]} == {"everything", "memory", "filesystem"}
+    assert all(k in metrics["servers"][0]["latency"] for k in ("p50_ms", "p90_ms", "p99_ms"))
 
 
 def test_lists_start_with_the_proxy_items(orch):
@@ -360,6 +368,9 @@ BAD_ARGUMENTS = [
     ("proxy__discover_servers", {"tag": 5}, "tag"),
     ("proxy__monitor_health", {"server": "nope"}, "server"),
     ("proxy__balance_load", {"weights": [1, 2]}, "weights"),
+    ("proxy__balance_load", {"server": "everything", "strategy": "fastest"}, "strategy"),
+    ("proxy__balance_load", {"server": "everything", "weights": {"7": 2}}, "weights.7"),
+    ("proxy__balance_load", {"strategy": "random"}, "server"),
     ("proxy__optimize_performance", {"server": ""}, "server"),
     ("proxy__call_tool", {}, "name"),
     ("proxy__call_tool", {"name": "everything__nope"}, "name"),

@@ -7,6 +7,7 @@
 //! - [`mcp`]: `call`, the proxy's `/mcp` endpoint as an MCP client.
 //! - [`replicas`]: `servers replicas` and per-replica `drain`/`enable`.
 //! - [`top`]: the refreshing per-server table.
+//! - [`workflows`]: saved workflows (admin API) and running them (`/mcp`).
 //! - [`table`]: table rendering.
 //! - [`fail`]: messages that say how to fix things, and exit codes.
 //!
@@ -19,6 +20,7 @@ mod mcp;
 mod replicas;
 mod table;
 mod top;
+mod workflows;
 
 use std::io::Write;
 use std::time::Duration;
@@ -97,6 +99,9 @@ enum Command {
         #[arg(long, default_value_t = 60)]
         timeout: u64,
     },
+    /// Saved workflows: list, show, save from a file, remove, run.
+    #[command(subcommand)]
+    Workflows(workflows::Workflows),
     /// Sessions per shard.
     Sessions,
     /// The shards and what they hold.
@@ -228,6 +233,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
     let out = Out { json: cli.json };
     match cli.command {
         Command::Servers(s) => servers(&admin, &out, s),
+        Command::Workflows(w) => workflows::run(&admin, &out, w),
         Command::Tools(Tools::Ls) => tools(&admin, &out, None),
         Command::Tools(Tools::Search { text }) => tools(&admin, &out, Some(&text)),
         Command::Health => {

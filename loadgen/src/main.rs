@@ -124,7 +124,8 @@ struct UpstreamArgs {
     /// with it, so replicas can be told apart.
     #[arg(long)]
     id: Option<String>,
-    /// Print one line per request read to stderr (method and tool name).
+    /// Print one line per request (method and tool name) and per notification (method and
+    /// requestId, for cancellations) read, to stderr.
     #[arg(long)]
     log_requests: bool,
     /// Exit (status 3) on reading a tools/call of one of these tools, before answering it.

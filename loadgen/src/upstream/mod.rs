@@ -71,7 +71,7 @@ pub struct UpstreamConfig {
     pub threads: usize,
     /// Reported by `whoami` and in the server name.
     pub id: Option<String>,
-    /// Print every request read to stderr.
+    /// Print every request and notification read to stderr.
     pub log_requests: bool,
     /// Exit on reading a `tools/call` of one of these tools.
     pub crash_on: Vec<String>,
@@ -339,6 +339,21 @@ async fn handle(local: &Local, request: &Request) -> Option<Answer> {
     let (id, method) = match jsonrpc::classify(&msg) {
         Ok(Kind::Request { id, method }) => (id, method),
         // Notifications and responses need no answer beyond 202 (after the session check).
+        Ok(Kind::Notification { method }) => {
+            if local.shared.config.log_requests {
+                // The request id a cancellation names, so a test can match it to its call.
+                let about = msg
+                    .get("params")
+                    .and_then(|p| p.get("requestId"))
+                    .map(|id| format!(" {id}"))
+                    .unwrap_or_default();
+                eprintln!(
+                    "mcp-loadgen upstream[{}]: notification {method}{about}",
+                    local.shared.config.id.as_deref().unwrap_or("")
+                );
+            }
+            return Some(check_session(local, request).unwrap_or(Answer::plain(202, Vec::new())));
+        }
         Ok(_) => {
             return Some(check_session(local, request).unwrap_or(Answer::plain(202, Vec::new())))
         }

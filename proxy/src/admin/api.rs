@@ -163,6 +163,7 @@ pub fn handle(shard: &Rc<Shard>, token: &str, request: &Request) -> Response {
             Err(servers::ReloadError::Registry(e)) => registry_error(&e),
             Err(e) => error(400, "reload", e),
         },
+        (_, ["workflows", rest @ ..]) => super::workflows::handle(shard, method, rest, request),
         (
             _,
             ["servers" | "tools" | "prompts" | "resources" | "route" | "health" | "stats"
@@ -176,7 +177,7 @@ pub fn handle(shard: &Rc<Shard>, token: &str, request: &Request) -> Response {
             404,
             "not_found",
             "no such route; see docs/admin-api.md (servers, tools, prompts, resources, route, \
-             health, stats, sessions, shards, reload, version)",
+             health, stats, sessions, shards, reload, version, workflows)",
         ),
     }
 }
@@ -466,7 +467,7 @@ fn stats_json(shard: &Shard) -> Value {
 }
 
 /// Requests and failed requests per server, from `mcp_proxy_requests_total`.
-fn request_counts() -> std::collections::HashMap<String, (u64, u64)> {
+pub fn request_counts() -> std::collections::HashMap<String, (u64, u64)> {
     let mut out = std::collections::HashMap::new();
     let Some(handle) = crate::metrics::handle() else {
         return out;

@@ -21,6 +21,7 @@ pub mod api;
 pub mod replicas;
 pub mod servers;
 pub mod stats;
+pub mod workflows;
 
 use std::cell::RefCell;
 use std::net::SocketAddr;

@@ -195,7 +195,11 @@ fn replica_json(entry: &Entry, replica: usize, views: &[Vec<ReplicaReport>]) -> 
     let mine: Vec<&ReplicaReport> = views.iter().filter_map(|v| v.get(replica)).collect();
     let sum = |f: fn(&ReplicaSnapshot) -> u64| mine.iter().map(|r| f(&r.stats)).sum::<u64>();
     let unhealthy = mine.iter().filter(|r| !r.stats.healthy).count();
-    let ejected_for = mine.iter().filter_map(|r| r.stats.ejected_for).max();
+    let ejected_for_ms = mine
+        .iter()
+        .map(|r| r.stats.ejected_for_ms)
+        .filter(|ms| *ms > 0)
+        .max();
     let measured: Vec<f64> = mine.iter().filter_map(|r| r.stats.ewma_us).collect();
     let ewma_ms = (!measured.is_empty())
         .then(|| measured.iter().sum::<f64>() / measured.len() as f64 / 1000.0);
@@ -214,7 +218,7 @@ fn replica_json(entry: &Entry, replica: usize, views: &[Vec<ReplicaReport>]) -> 
         "drained"
     } else if unhealthy > 0 && unhealthy == mine.len() {
         "unhealthy"
-    } else if ejected_for.is_some() {
+    } else if ejected_for_ms.is_some() {
         "ejected"
     } else if unhealthy > 0 {
         "degraded"
@@ -230,12 +234,12 @@ fn replica_json(entry: &Entry, replica: usize, views: &[Vec<ReplicaReport>]) -> 
         "drained_by": drained_by,
         "healthy": unhealthy == 0,
         "unhealthy_shards": unhealthy,
-        "ejected": ejected_for.is_some(),
-        "ejected_for_ms": ejected_for.map(|d| d.as_millis() as u64),
+        "ejected": ejected_for_ms.is_some(),
+        "ejected_for_ms": ejected_for_ms,
         "inflight": sum(|s| u64::from(s.inflight)),
         "picks": sum(|s| s.picks),
         "requests": sum(|s| s.requests),
-        "errors": sum(|s| s.errors),
+        "errors": sum(|s| s.failures),
         "consecutive_failures": mine.iter().map(|r| r.stats.consecutive_failures).max().unwrap_or(0),
         "ewma_ms": ewma_ms.map(|v| (v * 1000.0).round() / 1000.0),
         "latency_us": {

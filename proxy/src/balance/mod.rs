@@ -10,7 +10,7 @@
 //! EWMA starts at a floor rather than zero so a fresh replica is not flooded before it has a
 //! latency of its own.
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::time::{Duration, Instant};
 
 pub use crate::config::Strategy;
@@ -30,8 +30,8 @@ const EJECT_MAX: Duration = Duration::from_secs(60);
 /// One replica as one shard sees it.
 #[derive(Debug)]
 pub struct ReplicaStats {
-    /// Share of new work under `weighted` (at least 1).
-    pub weight: u32,
+    /// Share of new work under `weighted` (at least 1); changed live by `balance_load`.
+    pub weight: Cell<u32>,
     /// Draining: no new work.
     pub drain: Cell<bool>,
     /// Active health checks say it is up.
@@ -43,42 +43,51 @@ pub struct ReplicaStats {
     consecutive_failures: Cell<u32>,
     ejections: Cell<u32>,
     ejected_until: Cell<Option<Instant>>,
-    /// Times chosen for new work (a session binding or a stateless request).
+    /// Times the picker chose it (a session binding, or a stateless request).
     picks: Cell<u64>,
-    /// Exchanges sent to it, and those that failed.
+    /// Requests that ended, and those of them that failed.
     requests: Cell<u64>,
-    errors: Cell<u64>,
+    failures: Cell<u64>,
+    /// The last failure's message and when it happened.
+    last_error: RefCell<Option<(Instant, String)>>,
 }
 
-/// One replica's statistics on one shard at one moment, for the admin API (sent across
-/// shards, so plain values).
-#[derive(Clone, Debug, Default, PartialEq)]
+/// What one shard knows about one replica right now, for the fleet views.
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct ReplicaSnapshot {
+    /// Weight under `weighted`.
+    pub weight: u32,
+    /// Draining.
+    pub drain: bool,
     /// Active health checks say it is up.
     pub healthy: bool,
-    /// Drained: no new work.
-    pub drain: bool,
-    /// Ejected after consecutive failures, and for how much longer.
-    pub ejected_for: Option<Duration>,
+    /// Ejected (circuit open) until this many ms from now; 0 when not ejected.
+    pub ejected_for_ms: u64,
+    /// Ejections in a row (resets once it answers again).
+    pub ejections: u32,
+    /// Failed requests in a row.
+    pub consecutive_failures: u32,
     /// Requests in flight.
     pub inflight: u32,
-    /// Latency average in microseconds, once measured.
+    /// Latency average in microseconds, when it has answered at least once.
     pub ewma_us: Option<f64>,
-    /// Failures in a row.
-    pub consecutive_failures: u32,
-    /// Times chosen for new work.
+    /// Times the picker chose it.
     pub picks: u64,
-    /// Exchanges sent, and those that failed.
+    /// Requests that ended.
     pub requests: u64,
-    /// Exchanges that failed.
-    pub errors: u64,
+    /// Requests that failed (no answer, broken, 502-504).
+    pub failures: u64,
+    /// The last failure's message.
+    pub last_error: Option<String>,
+    /// How long ago the last failure happened, in ms.
+    pub last_error_ago_ms: Option<u64>,
 }
 
 impl ReplicaStats {
     /// A fresh replica, healthy until shown otherwise.
     pub fn new(weight: u32, drain: bool) -> ReplicaStats {
         ReplicaStats {
-            weight: weight.max(1),
+            weight: Cell::new(weight.max(1)),
             drain: Cell::new(drain),
             healthy: Cell::new(true),
             ewma_us: Cell::new(SEED_LATENCY_US),
@@ -89,31 +98,42 @@ impl ReplicaStats {
             ejected_until: Cell::new(None),
             picks: Cell::new(0),
             requests: Cell::new(0),
-            errors: Cell::new(0),
+            failures: Cell::new(0),
+            last_error: RefCell::new(None),
         }
     }
 
-    /// Counts a choice of this replica for new work.
+    /// Counts one pick.
     pub fn picked(&self) {
         self.picks.set(self.picks.get() + 1);
     }
 
-    /// What this shard knows of the replica now.
+    /// Remembers why a request failed (the fleet views show the last one).
+    pub fn note_error(&self, now: Instant, message: String) {
+        *self.last_error.borrow_mut() = Some((now, message));
+    }
+
+    /// A copy of the figures, for the fleet views.
     pub fn snapshot(&self, now: Instant) -> ReplicaSnapshot {
+        let last = self.last_error.borrow();
         ReplicaSnapshot {
-            healthy: self.healthy.get(),
+            weight: self.weight.get(),
             drain: self.drain.get(),
-            ejected_for: self
-                .ejected_until
-                .get()
-                .filter(|t| *t > now)
-                .map(|t| t - now),
+            healthy: self.healthy.get(),
+            ejected_for_ms: self.ejected_until.get().map_or(0, |t| {
+                u64::try_from(t.saturating_duration_since(now).as_millis()).unwrap_or(u64::MAX)
+            }),
+            ejections: self.ejections.get(),
+            consecutive_failures: self.consecutive_failures.get(),
             inflight: self.inflight.get(),
             ewma_us: self.measured().then(|| self.ewma_us.get()),
-            consecutive_failures: self.consecutive_failures.get(),
             picks: self.picks.get(),
             requests: self.requests.get(),
-            errors: self.errors.get(),
+            failures: self.failures.get(),
+            last_error: last.as_ref().map(|(_, m)| m.clone()),
+            last_error_ago_ms: last.as_ref().map(|(at, _)| {
+                u64::try_from(now.saturating_duration_since(*at).as_millis()).unwrap_or(u64::MAX)
+            }),
         }
     }
 
@@ -169,9 +189,6 @@ impl ReplicaStats {
     pub fn end(&self, elapsed: Duration, ok: bool, threshold: u32, now: Instant) -> Transition {
         self.inflight.set(self.inflight.get().saturating_sub(1));
         self.requests.set(self.requests.get() + 1);
-        if !ok {
-            self.errors.set(self.errors.get() + 1);
-        }
         if ok {
             let sample = elapsed.as_secs_f64() * 1e6;
             let ewma = if self.measured() {
@@ -196,6 +213,7 @@ impl ReplicaStats {
     }
 
     fn failed(&self, threshold: u32, now: Instant) -> Transition {
+        self.failures.set(self.failures.get() + 1);
         let failures = self.consecutive_failures.get() + 1;
         self.consecutive_failures.set(failures);
         // A half-open replica that fails again is ejected at once, for longer.
@@ -323,11 +341,11 @@ impl Picker {
             Strategy::Weighted => {
                 let total: u64 = (0..replicas.len())
                     .filter(|i| ok(*i))
-                    .map(|i| u64::from(replicas[i].weight))
+                    .map(|i| u64::from(replicas[i].weight.get()))
                     .sum();
                 let mut point = self.random(total as usize) as u64;
                 (0..replicas.len()).filter(|i| ok(*i)).find(|i| {
-                    let w = u64::from(replicas[*i].weight);
+                    let w = u64::from(replicas[*i].weight.get());
                     if point < w {
                         true
                     } else {

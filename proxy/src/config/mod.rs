@@ -62,6 +62,9 @@ pub struct ProxyConfig {
     pub state_dir: Option<std::path::PathBuf>,
     /// Which tools `tools/list` shows: every upstream tool, or only the proxy's own.
     pub tool_exposure: ToolExposure,
+    /// Whether MCP clients may change the fleet (`proxy__balance_load` strategy and weights);
+    /// off by default, since any client of the proxy could otherwise retune every server.
+    pub allow_fleet_changes: bool,
     /// Key (64 hex digits) sealing session ids, so sessions survive restarts and move between
     /// proxy instances; `MCP_PROXY_SESSION_KEY` in the environment also sets it.
     pub session_key: Option<String>,
@@ -106,6 +109,7 @@ impl Default for ProxyConfig {
             page_size: default_page_size(),
             state_dir: None,
             tool_exposure: ToolExposure::All,
+            allow_fleet_changes: false,
             session_key: None,
             session_max_age: default_session_max_age(),
             admin_listen: Some(default_admin_listen()),
@@ -509,6 +513,7 @@ impl Config {
             page_size: raw.proxy.page_size,
             state_dir: raw.proxy.state_dir.map(std::path::PathBuf::from),
             tool_exposure: raw.proxy.tool_exposure,
+            allow_fleet_changes: raw.proxy.allow_fleet_changes,
             session_key: match raw.proxy.session_key {
                 Some(k) => {
                     crate::session::token::SessionKey::from_hex(k.get_ref())
@@ -935,6 +940,9 @@ struct RawProxy {
     /// See [`ProxyConfig::tool_exposure`].
     #[serde(default)]
     tool_exposure: ToolExposure,
+    /// See [`ProxyConfig::allow_fleet_changes`].
+    #[serde(default)]
+    allow_fleet_changes: bool,
     /// See [`ProxyConfig::session_key`]; spanned to point at a malformed key.
     #[serde(default)]
     session_key: Option<Spanned<String>>,
@@ -973,6 +981,7 @@ impl Default for RawProxy {
             page_size: d.page_size,
             state_dir: None,
             tool_exposure: d.tool_exposure,
+            allow_fleet_changes: d.allow_fleet_changes,
             session_key: None,
             session_max_age: d.session_max_age,
             admin_listen: None,

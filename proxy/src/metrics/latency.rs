@@ -36,6 +36,8 @@ pub struct Latencies {
     pub request: Vec<Slot>,
     /// Per server: request sent upstream to response received.
     pub upstream: Vec<Slot>,
+    /// Per server, per HTTP replica: request sent to response head (grown on first use).
+    pub replica: Vec<Vec<Slot>>,
 }
 
 /// Quantiles of one histogram, in microseconds.
@@ -107,6 +109,7 @@ impl Latencies {
             end_to_end: None,
             request: vec![None; servers],
             upstream: vec![None; servers],
+            replica: Vec::new(),
         }
     }
 
@@ -124,13 +127,25 @@ impl Latencies {
                 add(into, from);
             }
         }
+        if self.replica.len() < other.replica.len() {
+            self.replica.resize(other.replica.len(), Vec::new());
+        }
+        for (into, from) in self.replica.iter_mut().zip(&other.replica) {
+            if into.len() < from.len() {
+                into.resize(from.len(), None);
+            }
+            for (into, from) in into.iter_mut().zip(from) {
+                add(into, from);
+            }
+        }
     }
 
     /// Forgets every value, keeping the allocations.
     pub fn clear(&mut self) {
         let all = std::iter::once(&mut self.end_to_end)
             .chain(self.request.iter_mut())
-            .chain(self.upstream.iter_mut());
+            .chain(self.upstream.iter_mut())
+            .chain(self.replica.iter_mut().flatten());
         for h in all.flatten() {
             h.reset();
         }
@@ -201,6 +216,27 @@ pub fn record_upstream(server: usize, took: Duration) {
         if let Some(slot) = l.upstream.get_mut(server) {
             record(slot, took)
         }
+    });
+}
+
+/// Most replicas per server tracked (a bound on memory whatever the configuration says).
+const MAX_REPLICAS: usize = 64;
+
+/// Records an upstream latency of `replica` of `server` (time to the response head).
+pub fn record_replica(server: usize, replica: usize, took: Duration) {
+    if replica >= MAX_REPLICAS {
+        return;
+    }
+    with_local(|l| {
+        // Servers only ever get appended, so the index is bounded by the registry's size.
+        if l.replica.len() <= server {
+            l.replica.resize(server + 1, Vec::new());
+        }
+        let series = &mut l.replica[server];
+        if series.len() <= replica {
+            series.resize(replica + 1, None);
+        }
+        record(&mut series[replica], took);
     });
 }
 

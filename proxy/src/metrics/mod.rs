@@ -25,6 +25,7 @@ pub mod counted;
 pub mod labels;
 pub mod latency;
 pub mod logs;
+pub mod tools;
 
 use std::cell::RefCell;
 use std::sync::OnceLock;
@@ -258,6 +259,8 @@ pub struct Forwarded {
     started: Instant,
     upstream_started: Option<Instant>,
     done: bool,
+    /// The tool called, for `tools/call` (counted per tool for the fleet views).
+    tool: Option<Box<str>>,
 }
 
 impl Forwarded {
@@ -270,7 +273,13 @@ impl Forwarded {
             started: Instant::now(),
             upstream_started: None,
             done: false,
+            tool: None,
         }
+    }
+
+    /// Names the tool a `tools/call` calls (its name on the server).
+    pub fn tool(&mut self, name: &str) {
+        self.tool = Some(name.into());
     }
 
     /// The request is about to be sent upstream.
@@ -320,7 +329,11 @@ impl Forwarded {
                 })
                 .increment(1);
         });
-        latency::record_request(server, self.started.elapsed());
+        let took = self.started.elapsed();
+        latency::record_request(server, took);
+        if let Some(tool) = self.tool.take() {
+            tools::record(server, tool, outcome, took);
+        }
     }
 }
 

@@ -9,6 +9,7 @@
 //! - [`plan`]: `plan_workflow`: a candidate workflow from a goal and capabilities.
 //! - [`resources`]: `orchestration://workflows/`, `servers://registry/`, `metrics://performance/`.
 //! - [`store`]: saved workflows, persisted atomically in the state directory.
+//! - [`fleet`]: figures gathered from every shard over the mesh, and live balancing changes.
 //!
 //! # How it hooks in
 //! Routing sends `tools/call` of a `proxy__*` name to [`call_tool`] and `resources/read` of one
@@ -16,10 +17,13 @@
 //! [`State::resource_items`] first. The `proxy` namespace is reserved in the configuration,
 //! so no server's tools can collide with these.
 //!
-//! Everything here is per shard, like the sessions it serves: runs are listed on the shard of
-//! the session that started them (the last [`RUNS_KEPT`] of them).
+//! Everything here is per shard, like the sessions it serves: a run is kept on the shard of
+//! the session that started it (the last [`RUNS_KEPT`] of them). The views of the whole proxy
+//! (runs of every shard, replica figures, tool counts) ask the other shards over the mesh
+//! ([`fleet`]).
 
 pub mod engine;
+pub mod fleet;
 pub mod plan;
 pub mod resources;
 pub mod search;
@@ -287,16 +291,17 @@ pub async fn call_tool(
 }
 
 /// Answers `resources/read` of one of the proxy's own resources.
-pub fn read_resource(shard: &Rc<Shard>, id: &Id, msg: &Value<'_>) -> Answer {
+pub async fn read_resource(shard: &Rc<Shard>, id: &Id, msg: &Value<'_>) -> Answer {
     let uri = msg
         .get("params")
         .and_then(|p| p.get_str("uri"))
-        .unwrap_or_default();
-    match resources::read(shard, uri) {
+        .unwrap_or_default()
+        .to_owned();
+    match resources::read(shard, &uri).await {
         Ok(text) => {
             let mut out = Vec::with_capacity(text.len() + 96);
             out.extend_from_slice(b"{\"contents\":[{\"uri\":");
-            jsonrpc::write_json_string(&mut out, uri);
+            jsonrpc::write_json_string(&mut out, &uri);
             out.extend_from_slice(b",\"mimeType\":\"application/json\",\"text\":");
             jsonrpc::write_json_string(&mut out, &text);
             out.extend_from_slice(b"}]}");

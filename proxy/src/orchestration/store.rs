@@ -5,7 +5,8 @@
 //! and the file is small), so a workflow saved through one shard is seen by all without a
 //! broadcast. Writes replace the file atomically: temp file, fsync, rename, fsync of the
 //! directory, so a crash leaves the old file or the new one, never half of one.
-//! Managing saved workflows from the admin API and mcpctl is issue 6; this is the storage.
+//! Without a state directory each shard keeps the workflows in memory and shard 0 (where the
+//! admin API changes them) sends every other shard the new set (`fleet::Tell::Workflows`).
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;
@@ -81,6 +82,24 @@ impl Store {
             self.save(all)?;
         }
         Ok(found)
+    }
+
+    /// True when workflows live in memory only (no state directory): each shard then keeps a
+    /// copy, replaced by [`Store::replace_memory`] when shard 0 changes them.
+    pub fn in_memory(&self) -> bool {
+        self.dir.is_none()
+    }
+
+    /// Every saved workflow.
+    pub fn all(&self) -> Result<BTreeMap<String, Json>, StoreError> {
+        self.load()
+    }
+
+    /// Takes another shard's copy of the in-memory workflows.
+    pub fn replace_memory(&self, all: BTreeMap<String, Json>) {
+        if self.dir.is_none() {
+            *self.memory.borrow_mut() = all;
+        }
     }
 
     fn path(dir: &Path) -> PathBuf {

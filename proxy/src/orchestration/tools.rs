@@ -11,13 +11,14 @@ use simd_json::prelude::*;
 
 use super::engine::{self, Cancel, Executor, RunStatus, StepError};
 use super::workflow::Workflow;
-use super::{plan, resources, ArgError, Json, TOOL_PREFIX};
+use super::{fleet, plan, resources, ArgError, Json, TOOL_PREFIX};
 use crate::protocol::jsonrpc::{self, code, Id};
 use crate::registry::catalog::Item;
 use crate::registry::Catalog;
 use crate::routing::{forward, Answer};
 use crate::session::{Session, STANDALONE};
 use crate::shard::Shard;
+use crate::transport::upstream::{Upstream, UpstreamHandle};
 
 /// `search_tools`.
 pub const SEARCH_TOOLS: &str = "proxy__search_tools";
@@ -45,9 +46,9 @@ const DEFINITIONS: &[&str] = &[
     r#"{"name":"proxy__orchestrate_workflow","title":"Run a workflow","description":"Run a workflow: a DAG of tool calls across servers. Steps have id, tool (server__tool), arguments (templates {{inputs.x}}, {{steps.ID.text}}, {{steps.ID/json/pointer}} into structuredContent or JSON text), depends_on, timeout_ms, retry {attempts, backoff_ms} and on_error abort|continue|fallback (with fallback {tool, arguments}). Independent steps run in parallel (max_parallel, default 4). Returns every step's result and timing; sends a progress notification per step when the request has a progressToken; honours cancellation.","inputSchema":{"type":"object","properties":{"workflow":{"type":"object","description":"An inline workflow: {name?, max_parallel?, steps: [...]}"},"name":{"type":"string","description":"The name of a saved workflow (instead of workflow)"},"inputs":{"type":"object","description":"Values for {{inputs.NAME}} templates"}},"additionalProperties":false}}"#,
     r#"{"name":"proxy__plan_workflow","title":"Plan a workflow","description":"Turn a goal and the capabilities it needs into a candidate workflow: the best tool per capability, arguments wired by matching parameter names to inputs and earlier steps' outputs. Edit it, then run it with proxy__orchestrate_workflow.","inputSchema":{"type":"object","properties":{"goal":{"type":"string","description":"What the workflow should achieve"},"capabilities":{"type":"array","items":{"type":"string"},"minItems":1,"maxItems":16,"description":"One plain-language capability per step, in order"},"inputs":{"type":"array","items":{"type":"string"},"description":"Names of the inputs you will provide"}},"required":["goal","capabilities"],"additionalProperties":false}}"#,
     r#"{"name":"proxy__discover_servers","title":"Discover servers","description":"List the upstream servers with their state, tool counts and tags; filter by tag, by a capability (servers with a matching tool) or by health.","inputSchema":{"type":"object","properties":{"tag":{"type":"string","description":"Only servers with this configured tag"},"capability":{"type":"string","description":"Only servers offering a tool for this need"},"health":{"type":"string","enum":["up","down","pending"],"description":"Only servers in this state"}},"additionalProperties":false}}"#,
-    r#"{"name":"proxy__monitor_health","title":"Monitor health","description":"State of each upstream server (up, down with the reason, not yet reached) and the failures of its tools in recent workflow runs.","inputSchema":{"type":"object","properties":{"server":{"type":"string","description":"Only this server"}},"additionalProperties":false}}"#,
-    r#"{"name":"proxy__balance_load","title":"Balance load","description":"Show how requests are spread over each server's replicas. Changing a server's strategy or weights is refused until replicas exist.","inputSchema":{"type":"object","properties":{"server":{"type":"string","description":"Only this server"},"strategy":{"type":"string","description":"New balancing strategy (not available yet)"},"weights":{"type":"object","description":"New replica weights (not available yet)"}},"additionalProperties":false}}"#,
-    r#"{"name":"proxy__optimize_performance","title":"Optimize performance","description":"Findings from what the proxy measures: unreachable servers, tools that fail or are slow in recent workflow runs; each with a recommendation.","inputSchema":{"type":"object","properties":{"server":{"type":"string","description":"Only findings about this server"}},"additionalProperties":false}}"#,
+    r#"{"name":"proxy__monitor_health","title":"Monitor health","description":"Health of every upstream server and each of its replicas, added up over the proxy's shards: discovery state, replica state (healthy, unhealthy from health checks, ejected with the circuit open, failing, draining), consecutive failures, request failures and the last error; plus tool failures in recent workflow runs.","inputSchema":{"type":"object","properties":{"server":{"type":"string","description":"Only this server"}},"additionalProperties":false}}"#,
+    r#"{"name":"proxy__balance_load","title":"Balance load","description":"Show how work is spread over each server's replicas (picks, requests, in flight, EWMA latency, p50/p99, weight, strategy), added up over shards. With strategy and/or weights, change a server's balancing live (saved, applied on every shard, sessions kept); the proxy must allow it with [proxy] allow_fleet_changes = true.","inputSchema":{"type":"object","properties":{"server":{"type":"string","description":"Only this server (required to change it)"},"strategy":{"type":"string","enum":["least_latency","round_robin","weighted","random"],"description":"New balancing strategy"},"weights":{"type":"object","additionalProperties":{"type":"integer","minimum":1,"maximum":1000},"description":"New weights by replica index (\"0\") or URL"}},"additionalProperties":false}}"#,
+    r#"{"name":"proxy__optimize_performance","title":"Optimize performance","description":"Findings from live metrics, each with a concrete recommendation: unreachable servers, failing or slow replicas (against their peers), uneven load, hot tools, high error ratios, and tools that fail or are slow in recent workflow runs.","inputSchema":{"type":"object","properties":{"server":{"type":"string","description":"Only findings about this server"}},"additionalProperties":false}}"#,
     r#"{"name":"proxy__call_tool","title":"Call a tool","description":"Call any upstream tool by its exposed name (as proxy__search_tools returns it) with its arguments.","inputSchema":{"type":"object","properties":{"name":{"type":"string","description":"The tool's exposed name (server__tool)"},"arguments":{"type":"object","description":"The tool's arguments"}},"required":["name"],"additionalProperties":false}}"#,
 ];
 
@@ -196,9 +197,9 @@ pub async fn dispatch(call: Call) -> Answer {
         SEARCH_TOOLS => search_tools(shard, &call.session, &catalog, &call.arguments),
         PLAN_WORKFLOW => plan_workflow(shard, &catalog, &call.arguments),
         DISCOVER_SERVERS => discover_servers(shard, &catalog, &call.arguments),
-        MONITOR_HEALTH => monitor_health(shard, &catalog, &call.arguments),
-        BALANCE_LOAD => balance_load(shard, &catalog, &call.arguments),
-        OPTIMIZE_PERFORMANCE => optimize_performance(shard, &catalog, &call.arguments),
+        MONITOR_HEALTH => monitor_health(shard, &catalog, &call.arguments).await,
+        BALANCE_LOAD => balance_load(shard, &catalog, &call.arguments).await,
+        OPTIMIZE_PERFORMANCE => optimize_performance(shard, &catalog, &call.arguments).await,
         ORCHESTRATE_WORKFLOW => return orchestrate(call, &catalog).await,
         CALL_TOOL => return call_tool(call, &catalog).await,
         other => Err(ArgError::new(
@@ -342,106 +343,259 @@ fn discover_servers(shard: &Shard, catalog: &Catalog, args: &Json) -> Result<Str
     Ok(tool_result(&out, false))
 }
 
-fn monitor_health(shard: &Shard, catalog: &Catalog, args: &Json) -> Result<String, ArgError> {
+async fn monitor_health(
+    shard: &Rc<Shard>,
+    catalog: &Catalog,
+    args: &Json,
+) -> Result<String, ArgError> {
     let a = Args::new(args, &["server"])?;
     let only = a.server_opt(catalog, "server")?;
+    let fleet = fleet::fleet(shard).await;
     let failures = resources::recent_step_stats(shard, catalog);
-    let servers: Vec<Json> = resources::server_facts(shard, catalog)
-        .into_iter()
-        .enumerate()
-        .filter(|(i, _)| only.is_none_or(|s| s == *i))
-        .map(|(i, f)| {
-            let mut v = Json::object();
-            let _ = v.insert("server", f.name.clone());
-            let _ = v.insert("state", f.state);
-            if let Some(d) = &f.detail {
-                let _ = v.insert("detail", d.clone());
-            }
-            let recent: Vec<Json> = failures
+    let servers: Vec<serde_json::Value> = fleet
+        .servers
+        .iter()
+        .filter(|v| only.is_none_or(|s| s == v.index))
+        .map(|v| {
+            let replicas: Vec<serde_json::Value> = v
+                .replicas
                 .iter()
-                .filter(|s| s.server == Some(i) && s.failures > 0)
-                .filter_map(|s| simd_json::serde::to_owned_value(s).ok())
+                .map(|r| {
+                    serde_json::json!({
+                        "replica": r.replica,
+                        "url": r.url,
+                        "state": r.state,
+                        "failing": r.failing,
+                        "healthy_on_shards": format!("{}/{}", r.healthy_on_shards, r.shards),
+                        "consecutive_failures": r.consecutive_failures,
+                        "circuit": if r.ejected_for_ms > 0 { "open" } else { "closed" },
+                        "ejected_for_ms": r.ejected_for_ms,
+                        "exchanges": r.exchanges,
+                        "failed_exchanges": r.failed_exchanges,
+                        "last_error": r.last_error,
+                        "last_error_ago_ms": r.last_error_ago_ms,
+                    })
+                })
                 .collect();
-            let _ = v.insert("recent_step_failures", Json::Array(Box::new(recent)));
-            let _ = v.insert(
-                "replicas",
-                "not available yet: one replica per server until replicas land (issue 4)",
-            );
-            v
+            let recent: Vec<serde_json::Value> = failures
+                .iter()
+                .filter(|s| s.server == Some(v.index) && s.failures > 0)
+                .filter_map(|s| serde_json::to_value(s).ok())
+                .collect();
+            let failing = v.replicas.iter().filter(|r| r.failing).count();
+            serde_json::json!({
+                "server": v.server,
+                "state": v.state,
+                "detail": v.detail,
+                "transport": v.transport,
+                "replicas_failing": failing,
+                "replicas": replicas,
+                "children": v.children,
+                "requests": v.requests,
+                "errors": v.errors,
+                "recent_step_failures": recent,
+            })
         })
         .collect();
-    let mut out = Json::object();
-    let _ = out.insert("servers", Json::Array(Box::new(servers)));
-    let _ = out.insert(
-        "not_available",
-        Json::Array(Box::new(vec![
-            Json::from("per-replica health and consecutive-failure counts (issue 4)"),
-            Json::from("per-server error rates from live traffic (issue 5); failures listed come from workflow runs on this shard"),
-        ])),
-    );
+    let out = serde_json::json!({
+        "servers": servers,
+        "shards_answered": fleet.shards.len(),
+        "shards": shard.nr_shards,
+    });
     Ok(tool_result(&out, false))
 }
 
-fn balance_load(shard: &Shard, catalog: &Catalog, args: &Json) -> Result<String, ArgError> {
+/// Checks the `weights` argument against `server`'s replicas: index or URL to a weight.
+fn parse_weights(
+    shard: &Shard,
+    server: usize,
+    weights: &Json,
+) -> Result<Vec<(usize, u32)>, ArgError> {
+    let urls: Vec<String> = match shard.upstreams.get(server).as_deref() {
+        Some(Upstream::Http(c)) => (0..c.replica_count()).map(|r| c.replica_url(r)).collect(),
+        _ => {
+            return Err(ArgError::new(
+                "weights",
+                "this server has no HTTP replicas to weigh",
+            ))
+        }
+    };
+    let mut out = Vec::new();
+    for (key, value) in weights.as_object().into_iter().flatten() {
+        let field = format!("weights.{key}");
+        let replica = key
+            .parse::<usize>()
+            .ok()
+            .filter(|i| *i < urls.len())
+            .or_else(|| urls.iter().position(|u| u == key.as_str()))
+            .ok_or_else(|| {
+                ArgError::new(
+                    field.clone(),
+                    format!(
+                        "no such replica; use an index from 0 to {} or one of: {}",
+                        urls.len().saturating_sub(1),
+                        urls.join(", ")
+                    ),
+                )
+            })?;
+        let weight = value
+            .as_u64()
+            .filter(|w| (1..=1000).contains(w))
+            .ok_or_else(|| {
+                ArgError::new(
+                    field,
+                    "must be an integer from 1 to 1000 (drain a replica to take it out)",
+                )
+            })?;
+        out.push((replica, weight as u32));
+    }
+    if out.is_empty() {
+        return Err(ArgError::new(
+            "weights",
+            "give at least one replica's weight",
+        ));
+    }
+    Ok(out)
+}
+
+async fn balance_load(
+    shard: &Rc<Shard>,
+    catalog: &Catalog,
+    args: &Json,
+) -> Result<String, ArgError> {
     let a = Args::new(args, &["server", "strategy", "weights"])?;
     let only = a.server_opt(catalog, "server")?;
-    let strategy = a.str_opt("strategy")?;
+    let strategy = match a.str_opt("strategy")? {
+        None => None,
+        Some(name) => Some(fleet::strategy_named(name).ok_or_else(|| {
+            ArgError::new(
+                "strategy",
+                "must be least_latency, round_robin, weighted or random",
+            )
+        })?),
+    };
     let weights = a.obj_opt("weights")?;
+    let mut changed = None;
     if strategy.is_some() || weights.is_some() {
-        let field = if strategy.is_some() {
-            "strategy"
-        } else {
-            "weights"
+        let server = only.ok_or_else(|| {
+            ArgError::new("server", "name the server whose strategy or weights change")
+        })?;
+        let weights = match weights {
+            Some(w) => parse_weights(shard, server, w)?,
+            None => Vec::new(),
         };
-        let mut out = Json::object();
-        let _ = out.insert(
-            "error",
-            format!(
-                "cannot set {field}: every server has a single upstream today, so there is nothing to balance; \
-                 strategies and weights come with replicas (issue 4)"
-            ),
-        );
-        return Ok(tool_result(&out, true));
+        if !shard.config.proxy.allow_fleet_changes {
+            let out = serde_json::json!({
+                "error": "changing the fleet through MCP is disabled: set allow_fleet_changes = true in the [proxy] section of the configuration (and restart), or change the server through the admin API",
+                "flag": "[proxy] allow_fleet_changes",
+            });
+            return Ok(tool_result(&out, true));
+        }
+        let name = catalog
+            .servers
+            .get(server)
+            .map(|s| s.name.clone())
+            .unwrap_or_default();
+        let change = fleet::BalanceChange {
+            server: name,
+            strategy,
+            weights,
+        };
+        match fleet::set_balance(shard, change).await {
+            Ok(v) => changed = Some(v),
+            Err(e) => {
+                let out = serde_json::json!({"error": e});
+                return Ok(tool_result(&out, true));
+            }
+        }
     }
-    let servers: Vec<Json> = resources::server_facts(shard, catalog)
-        .into_iter()
-        .enumerate()
-        .filter(|(i, _)| only.is_none_or(|s| s == *i))
-        .map(|(_, f)| {
-            let mut v = Json::object();
-            let _ = v.insert("server", f.name);
-            let _ = v.insert("state", f.state);
-            let _ = v.insert("replicas", 1u64);
-            let _ = v.insert("strategy", "single");
-            v
+    let fleet = fleet::fleet(shard).await;
+    let servers: Vec<serde_json::Value> = fleet
+        .servers
+        .iter()
+        .filter(|v| only.is_none_or(|s| s == v.index))
+        .map(|v| {
+            let total: u64 = v.replicas.iter().map(|r| r.answered).sum();
+            let replicas: Vec<serde_json::Value> = v
+                .replicas
+                .iter()
+                .map(|r| {
+                    let share = if total > 0 {
+                        (r.answered as f64 / total as f64 * 1000.0).round() / 1000.0
+                    } else {
+                        0.0
+                    };
+                    serde_json::json!({
+                        "replica": r.replica,
+                        "url": r.url,
+                        "state": r.state,
+                        "weight": r.weight,
+                        "drain": r.drain,
+                        "picks": r.picks,
+                        "answered": r.answered,
+                        "share": share,
+                        "inflight": r.inflight,
+                        "ewma_ms": r.ewma_ms,
+                        "latency": r.latency,
+                    })
+                })
+                .collect();
+            // A strategy just changed is shown as set even if a shard has not applied it yet.
+            let strategy = changed
+                .as_ref()
+                .filter(|c| c["server"] == v.server.as_str())
+                .and_then(|c| c["strategy"].as_str().map(str::to_owned))
+                .unwrap_or_else(|| v.strategy.clone());
+            serde_json::json!({
+                "server": v.server,
+                "state": v.state,
+                "strategy": strategy,
+                "balanced_per": if v.stateless { "request" } else { "session" },
+                "replicas": replicas,
+                "children": v.children,
+            })
         })
         .collect();
-    let mut out = Json::object();
-    let _ = out.insert("servers", Json::Array(Box::new(servers)));
-    let _ = out.insert("shard", shard.id as u64);
-    let _ = out.insert("sessions_on_shard", shard.session_count() as u64);
-    let _ = out.insert(
-        "requests_in_flight_on_shard",
-        shard.requests_in_flight() as u64,
-    );
-    let _ = out.insert(
-        "not_available",
-        "request counts per replica (issues 4 and 5); sessions are spread over shards by the kernel",
-    );
+    let shards: Vec<serde_json::Value> = fleet
+        .shards
+        .iter()
+        .map(|f| {
+            serde_json::json!({
+                "shard": f.shard,
+                "sessions": f.sessions,
+                "requests_in_flight": f.requests_in_flight,
+            })
+        })
+        .collect();
+    let mut out = serde_json::json!({
+        "servers": servers,
+        "shards": shards,
+        "note": "picks: times the balancer chose the replica (once per new session, or per request for stateless servers); answered: forwarded requests it answered (from the latency histograms, up to 1 s behind); share: its part of the server's answered requests",
+    });
+    if let Some(c) = changed {
+        out["changed"] = c;
+    }
     Ok(tool_result(&out, false))
 }
 
-fn optimize_performance(shard: &Shard, catalog: &Catalog, args: &Json) -> Result<String, ArgError> {
+async fn optimize_performance(
+    shard: &Rc<Shard>,
+    catalog: &Catalog,
+    args: &Json,
+) -> Result<String, ArgError> {
     let a = Args::new(args, &["server"])?;
     let only = a.server_opt(catalog, "server")?;
-    let findings = resources::findings(shard, catalog, only);
-    let mut out = Json::object();
-    let _ = out.insert("findings", Json::Array(Box::new(findings)));
-    let _ = out.insert(
-        "not_available",
-        "latency histograms and error rates from live traffic (issue 5), replica imbalance (issue 4); \
-         findings come from server states and recent workflow runs on this shard",
+    let fleet = fleet::fleet(shard).await;
+    let mut findings = resources::live_findings(&fleet, only);
+    findings.extend(
+        resources::findings(shard, catalog, only)
+            .into_iter()
+            .filter_map(|f| serde_json::from_str(&f.encode()).ok()),
     );
+    let out = serde_json::json!({
+        "findings": findings,
+        "shards_answered": fleet.shards.len(),
+    });
     Ok(tool_result(&out, false))
 }
 
@@ -503,6 +657,35 @@ async fn call_tool(call: Call, catalog: &Catalog) -> Answer {
     .await
 }
 
+/// A step's upstream request in flight; dropped while armed, it sends the server
+/// `notifications/cancelled` for it.
+struct CancelUpstream {
+    upstream: Option<UpstreamHandle>,
+    id: Id,
+}
+
+impl Drop for CancelUpstream {
+    fn drop(&mut self) {
+        let Some(upstream) = self.upstream.take() else {
+            return;
+        };
+        let mut params = Vec::with_capacity(80);
+        params.extend_from_slice(b"{\"requestId\":");
+        self.id.write_json(&mut params);
+        params.extend_from_slice(b",\"reason\":\"the workflow step was cancelled\"}");
+        let body = jsonrpc::notification_body("notifications/cancelled", Some(&params));
+        glommio::spawn_local(async move {
+            if let Err(e) = upstream.post(&body).await {
+                log::debug!(
+                    "upstream {}: cancellation not delivered: {e}",
+                    upstream.name()
+                );
+            }
+        })
+        .detach();
+    }
+}
+
 /// Steps call upstream tools through the session's own upstream sessions, as its client would.
 struct SessionExecutor {
     session: Rc<Session>,
@@ -533,10 +716,17 @@ impl Executor for SessionExecutor {
             let mut params = Json::object();
             let _ = params.insert("name", original);
             let _ = params.insert("arguments", arguments);
-            let answer = upstream
-                .request("tools/call", params.encode().as_bytes())
-                .await
-                .map_err(|e| StepError::Upstream(e.to_string()))?;
+            let id = upstream.next_id();
+            let body = jsonrpc::request_body(&id, "tools/call", params.encode().as_bytes());
+            // Dropped before the answer (the run was cancelled or the step timed out): the
+            // server is told to stop, as the client's own cancellation would tell it.
+            let mut pending = CancelUpstream {
+                upstream: Some(upstream.clone()),
+                id: id.clone(),
+            };
+            let answer = upstream.request_as(&id, &body).await;
+            pending.upstream = None;
+            let answer = answer.map_err(|e| StepError::Upstream(e.to_string()))?;
             let mut buf = answer.to_vec();
             let mut msg = simd_json::to_owned_value(&mut buf).map_err(|e| {
                 StepError::Upstream(format!("{tool} answered with invalid JSON: {e}"))

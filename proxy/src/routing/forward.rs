@@ -46,6 +46,11 @@ pub async fn request(
         ));
     };
     let mut timing = Forwarded::start(server, msg.get_str("method").unwrap_or_default());
+    if msg.get_str("method") == Some("tools/call") {
+        if let Some(tool) = msg.get("params").and_then(|p| p.get_str("name")) {
+            timing.tool(tool);
+        }
+    }
     let retry_safe = retry_safe(session, server, &msg);
     let upstream_id = upstream.next_id();
     relay::set(&mut msg, "id", upstream_id.to_value());
@@ -253,7 +258,8 @@ pub async fn client_notification(session: &Rc<Session>, method: &str, mut msg: V
             let Some(client_id) = client_id else {
                 return;
             };
-            // A workflow run is the proxy's own work: it stops there, nothing goes upstream.
+            // A workflow run is the proxy's own work: stopping it cancels its steps' upstream
+            // calls (each step tells its server when its call is dropped).
             if crate::orchestration::cancel(session, &client_id) {
                 return;
             }

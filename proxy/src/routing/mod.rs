@@ -187,7 +187,7 @@ async fn request(
                 &message,
             ));
         }
-        return orchestration::read_resource(shard, &id, &msg);
+        return orchestration::read_resource(shard, &id, &msg).await;
     }
     let target = match method {
         "ping" => return Answer::Json(jsonrpc::result_body(&id, b"{}")),

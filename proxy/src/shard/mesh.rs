@@ -9,6 +9,7 @@ use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::rc::Rc;
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use glommio::channels::channel_mesh::{Receivers, Senders};
@@ -17,6 +18,7 @@ use glommio::task::JoinHandle;
 
 use super::Shard;
 use crate::admin::replicas::ReplicaReport;
+use crate::orchestration::fleet::{self, Ask, Tell};
 use crate::registry::live::Registry;
 use crate::registry::Catalog;
 use crate::transport::downstream::{self, McpRequest, Reply};
@@ -105,6 +107,18 @@ pub enum Msg {
         /// The catalog.
         catalog: Arc<Catalog>,
     },
+    /// A question for this shard's fleet figures or control (see
+    /// [`crate::orchestration::fleet`]); answered with one `Data` part and `End` under `token`.
+    Ask {
+        /// The asking shard.
+        from: usize,
+        /// The asker's tag for the answer.
+        token: u64,
+        /// The question.
+        ask: Ask,
+    },
+    /// A one-way fleet notice (saved workflows changed).
+    Tell(Tell),
 }
 
 /// A piece of a forwarded reply.
@@ -265,6 +279,43 @@ impl Mesh {
         (token, rx)
     }
 
+    /// Asks `peer` a fleet question; the answer's body, or `None` when the peer is gone or
+    /// has not answered `within`.
+    pub async fn ask(&self, me: usize, peer: usize, ask: Ask, within: Duration) -> Option<Bytes> {
+        let senders = self.senders.as_ref()?;
+        let (token, rx) = self.expect_reply();
+        let answer = async {
+            let msg = Msg::Ask {
+                from: me,
+                token,
+                ask,
+            };
+            senders.send_to(peer, msg).await.ok()?;
+            let mut body = Vec::new();
+            while let Some(part) = rx.recv().await {
+                match part {
+                    ReplyPart::Data(b) => body.extend_from_slice(&b),
+                    ReplyPart::End => return Some(Bytes::from(body)),
+                    ReplyPart::Head { .. } => {}
+                }
+            }
+            None
+        };
+        let late = async {
+            glommio::timer::sleep(within).await;
+            None
+        };
+        let answer = futures_lite::future::or(answer, late).await;
+        // Answered, gone or late: a reply arriving from now on has nowhere to go.
+        self.waiting.borrow_mut().remove(&token);
+        answer
+    }
+
+    /// Sends a fleet notice to `peer`.
+    pub fn tell(&self, peer: usize, tell: Tell) {
+        self.send_later(peer, Msg::Tell(tell));
+    }
+
     /// Tells `owner` that the reply for `token` is no longer wanted.
     pub fn abandon(&self, me: usize, owner: usize, token: u64) {
         self.waiting.borrow_mut().remove(&token);
@@ -391,6 +442,23 @@ impl Mesh {
                 }
             }
             Msg::Snapshot { registry, catalog } => shard.install_snapshot(registry, catalog),
+            Msg::Ask { from, token, ask } => {
+                let owner = shard.clone();
+                glommio::spawn_local(async move {
+                    let body = fleet::answer(&owner, ask).await;
+                    if let Some(senders) = owner.mesh.senders.clone() {
+                        let reply_to = ReplyTo {
+                            senders,
+                            to: from,
+                            token,
+                        };
+                        let _ = reply_to.send(ReplyPart::Data(body)).await
+                            && reply_to.send(ReplyPart::End).await;
+                    }
+                })
+                .detach();
+            }
+            Msg::Tell(tell) => fleet::told(shard, tell),
         }
     }
 

@@ -239,7 +239,16 @@ impl Shard {
             if before.is_none() {
                 crate::metrics::add_server(i, &entry.config);
             }
-            let fresh = live && (!was_live || changed);
+            // A change of strategy or weights only is taken in place: sessions, pools and
+            // balancer statistics carry on.
+            let retuned = live
+                && was_live
+                && changed
+                && self
+                    .upstreams
+                    .get(i)
+                    .is_some_and(|u| u.retune(&entry.config));
+            let fresh = live && (!was_live || (changed && !retuned));
             let replaced = if fresh {
                 self.upstreams
                     .set(i, Some(make_upstream(&this, self.id, i, &entry.config)))

@@ -5,7 +5,7 @@
 //! [`POOL_IDLE`] and a reused connection that fails before any byte of the answer arrives
 //! is retried once on a fresh one: the server closed it while idle, so it never saw the request.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
@@ -13,7 +13,7 @@ use bytes::Bytes;
 use glommio::net::TcpStream;
 
 use crate::balance::{Picker, ReplicaStats, RetryBudget, Transition};
-use crate::config::{ReplicaConfig, ServerConfig, UpstreamUrl};
+use crate::config::{ReplicaConfig, ServerConfig, Strategy, Transport, UpstreamUrl};
 use glommio::channels::local_channel::LocalReceiver;
 
 use crate::http::{ClientConn, HttpError, Limits, OwnedBody, ResponseHead, SseParser};
@@ -144,6 +144,8 @@ pub struct UpstreamClient {
     pub stats: Vec<ReplicaStats>,
     /// This shard's picking state for the server.
     pub picker: Picker,
+    /// The strategy in force: the configured one until `balance_load` changes it live.
+    strategy: Cell<Strategy>,
     /// Retries this shard may still spend on the server.
     pub retry_budget: RetryBudget,
     /// Upstream latency histogram of each replica (time to the response head).
@@ -191,6 +193,7 @@ impl UpstreamClient {
         };
         Rc::new(UpstreamClient {
             index,
+            strategy: Cell::new(config.balance.strategy),
             config,
             replicas,
             stats,
@@ -230,6 +233,7 @@ impl UpstreamClient {
         if let Some(slot) = self.replica_latency.get(replica) {
             crate::metrics::latency::record_into(&mut slot.borrow_mut(), took);
         }
+        crate::metrics::latency::record_replica(self.index, replica, took);
     }
 
     /// This shard's latency histogram of `replica` (microseconds), if it recorded any.
@@ -239,22 +243,55 @@ impl UpstreamClient {
 
     /// Picks a replica for new work (a new session binding, or a stateless request).
     pub fn pick(&self, exclude: Option<usize>) -> Option<usize> {
-        let picked = self.picker.pick(
-            self.config.balance.strategy,
-            &self.stats,
-            exclude,
-            Instant::now(),
-        )?;
-        self.stats[picked].picked();
-        if let Some(c) = self.pick_counters.get(picked) {
+        let picked = self
+            .picker
+            .pick(self.strategy.get(), &self.stats, exclude, Instant::now());
+        if let Some(r) = picked.and_then(|r| self.stats.get(r)) {
+            r.picked();
+        }
+        if let Some(c) = picked.and_then(|r| self.pick_counters.get(r)) {
             c.increment(1);
         }
-        Some(picked)
+        picked
+    }
+
+    /// The balancing strategy in force.
+    pub fn strategy(&self) -> Strategy {
+        self.strategy.get()
+    }
+
+    /// Takes `next`'s strategy and weights in place when that is all that differs from this
+    /// client's configuration, so sessions, pools and statistics carry on; false otherwise
+    /// (the caller then replaces the client).
+    pub fn retune(&self, next: &ServerConfig) -> bool {
+        let weights = |c: &ServerConfig| match &c.transport {
+            Transport::Http { replicas, .. } => replicas.iter().map(|r| r.weight).collect(),
+            Transport::Stdio(_) => Vec::new(),
+        };
+        let mut same = next.clone();
+        same.balance.strategy = self.config.balance.strategy;
+        if let Transport::Http { replicas, .. } = &mut same.transport {
+            for (r, w) in replicas.iter_mut().zip(weights(&self.config)) {
+                r.weight = w;
+            }
+        }
+        if same != self.config {
+            return false;
+        }
+        self.strategy.set(next.balance.strategy);
+        for (stats, w) in self.stats.iter().zip(weights(next)) {
+            stats.weight.set(w.max(1));
+        }
+        true
     }
 
     /// Records a replica's answer (or failure) and logs what that changed.
-    fn record(&self, replica: usize, started: Instant, ok: bool) {
+    fn record(&self, replica: usize, started: Instant, error: Option<&UpstreamError>) {
         let now = Instant::now();
+        let ok = error.is_none();
+        if let Some(e) = error {
+            self.stats[replica].note_error(now, e.to_string());
+        }
         let threshold = self.config.balance.failover_threshold;
         match self.stats[replica].end(now - started, ok, threshold, now) {
             Transition::Ejected(pause) => {
@@ -338,7 +375,7 @@ impl UpstreamClient {
         let started = Instant::now();
         self.stats[replica].begin();
         let result = self.exchange_on(replica, method, headers, body).await;
-        self.record(replica, started, result.is_ok());
+        self.record(replica, started, result.as_ref().err());
         result
     }
 
@@ -856,5 +893,39 @@ impl MessageStream {
         if let Source::Sse(s) = &mut self.source {
             s.stop_resuming();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn server(strategy: &str, weight: u32, timeout: &str) -> ServerConfig {
+        let text = format!(
+            "[[servers]]\nname = \"ev\"\nreplicas = [{{ url = \"http://127.0.0.1:1/mcp\" }}, \
+             {{ url = \"http://127.0.0.1:2/mcp\", weight = {weight} }}]\n\
+             strategy = \"{strategy}\"\ntimeout = \"{timeout}\"\n"
+        );
+        let config = crate::config::Config::from_toml_str(&text, "t").expect("config");
+        config.servers[0].clone()
+    }
+
+    #[test]
+    fn strategy_and_weights_change_in_place_and_nothing_else_does() {
+        let config = server("round_robin", 1, "10s");
+        let replicas = match &config.transport {
+            Transport::Http { replicas, .. } => replicas.clone(),
+            Transport::Stdio(_) => unreachable!("an HTTP server"),
+        };
+        let client = UpstreamClient::new(0, config, &replicas);
+        client.stats[0].picked();
+        assert!(client.retune(&server("weighted", 5, "10s")));
+        assert_eq!(client.strategy(), Strategy::Weighted);
+        assert_eq!(client.stats[1].weight.get(), 5);
+        // The statistics are the same objects: nothing was reset.
+        assert_eq!(client.stats[0].snapshot(Instant::now()).picks, 1);
+        // Any other difference needs a new client.
+        assert!(!client.retune(&server("weighted", 5, "3s")));
+        assert_eq!(client.stats[1].weight.get(), 5);
     }
 }

@@ -57,6 +57,15 @@ impl Upstream {
         &self.config().name
     }
 
+    /// Takes a new configuration in place when only strategy or weights changed; false when
+    /// the server must be replaced instead.
+    pub fn retune(&self, next: &ServerConfig) -> bool {
+        match self {
+            Upstream::Http(c) => c.retune(next),
+            Upstream::Stdio { .. } => false,
+        }
+    }
+
     /// The replica a new session of this server should be bound to (`None` for stdio and
     /// stateless servers, or when no replica is available).
     pub fn pick_binding(&self) -> Option<usize> {
@@ -173,6 +182,18 @@ impl UpstreamHandle {
                 let body = jsonrpc::request_body(&id, method, params_json);
                 let reply = h.post(body).await?;
                 await_answer(&h.name, reply, &id, |_| {}).await
+            }
+        }
+    }
+
+    /// Sends `body`, a request whose id `id` came from [`Self::next_id`], and returns the whole
+    /// response message; the caller keeps the id to cancel the request upstream if it must.
+    pub async fn request_as(&self, id: &Id, body: &[u8]) -> Result<Bytes, UpstreamError> {
+        match self {
+            UpstreamHandle::Http(s) => s.request_as(id, body).await,
+            UpstreamHandle::Stdio(h) => {
+                let reply = h.post(Bytes::copy_from_slice(body)).await?;
+                await_answer(&h.name, reply, id, |_| {}).await
             }
         }
     }

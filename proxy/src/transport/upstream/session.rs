@@ -313,8 +313,14 @@ impl UpstreamSession {
     ) -> Result<Bytes, UpstreamError> {
         let id = self.next_id();
         let body = jsonrpc::request_body(&id, method, params_json);
-        let reply = self.post(&body).await?;
-        self.await_answer(reply, &id).await
+        self.request_as(&id, &body).await
+    }
+
+    /// Sends `body`, a request whose id `id` came from [`Self::next_id`], and returns the
+    /// whole response message (the caller keeps the id, to cancel the request upstream).
+    pub async fn request_as(self: &Rc<Self>, id: &Id, body: &[u8]) -> Result<Bytes, UpstreamError> {
+        let reply = self.post(body).await?;
+        self.await_answer(reply, id).await
     }
 
     /// Reads a POST's answer until the response to `id`, passing anything else to the sink.
