@@ -22,7 +22,9 @@ use toml::Spanned;
 use crate::metrics::logs::LogFormat;
 use crate::protocol::names::{is_valid_server_name, MAX_SERVER_NAME_LEN, NAME_SEPARATOR};
 
+pub mod limits;
 mod mcp_servers;
+pub mod tls;
 
 /// The whole configuration.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -31,6 +33,10 @@ pub struct Config {
     pub proxy: ProxyConfig,
     /// The upstream MCP servers (the `[[servers]]` entries), in file order.
     pub servers: Vec<ServerConfig>,
+    /// TLS on the client-facing listener (`[tls]`); none serves plain HTTP.
+    pub tls: Option<tls::ListenerTls>,
+    /// Request, connection and stream bounds (`[limits]`).
+    pub limits: limits::LimitsConfig,
 }
 
 /// Settings of the proxy itself.
@@ -169,6 +175,8 @@ pub struct ServerConfig {
     pub connect_timeout: Duration,
     /// Free-form labels that capability search and `discover_servers` match on.
     pub tags: Vec<String>,
+    /// TLS settings of its `https://` replicas (`tls = { ... }`); none: web roots, no client cert.
+    pub tls: Option<tls::UpstreamTls>,
 }
 
 /// How an upstream server is reached.
@@ -689,6 +697,8 @@ impl Config {
                     ));
                 }
             }
+            let any_https = matches!(&transport, Transport::Http { replicas, .. } if replicas.iter().any(|r| r.url.tls));
+            let tls = tls::upstream(name, s.tls, any_https).map_err(|(span, m)| invalid(span, m))?;
             if s.failover_threshold == 0 {
                 return Err(invalid(
                     Some(s.name.span()),
@@ -708,9 +718,12 @@ impl Config {
                 timeout: s.timeout,
                 connect_timeout: s.connect_timeout,
                 tags: s.tags,
+                tls,
             });
         }
-        Ok(Config { proxy, servers })
+        let tls = tls::listener(raw.tls).map_err(|(span, m)| invalid(span, m))?;
+        let limits = limits::check(raw.limits).map_err(|(span, m)| invalid(Some(span), m))?;
+        Ok(Config { proxy, servers, tls, limits })
     }
 }
 
@@ -876,6 +889,12 @@ struct RawConfig {
     /// The `[[servers]]` entries.
     #[serde(default)]
     servers: Vec<RawServer>,
+    /// The `[tls]` table.
+    #[serde(default)]
+    tls: Option<Spanned<tls::RawListenerTls>>,
+    /// The `[limits]` table.
+    #[serde(default)]
+    limits: limits::RawLimits,
 }
 
 /// `[proxy]` as serde sees it; see [`ProxyConfig`] for each field's meaning.
@@ -1036,6 +1055,9 @@ struct RawServer {
     /// See [`BalanceConfig::failover_threshold`].
     #[serde(default = "default_failover_threshold")]
     failover_threshold: u32,
+    /// See [`ServerConfig::tls`].
+    #[serde(default)]
+    tls: Option<Spanned<tls::RawUpstreamTls>>,
 }
 
 /// `replicas`: a list of HTTP endpoints, or a number of stdio children.
