@@ -21,6 +21,8 @@
 pub mod admin;
 pub mod balance;
 pub mod config;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod health;
 pub mod http;
 pub mod limits;

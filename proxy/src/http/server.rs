@@ -71,6 +71,11 @@ impl Request {
         self.fields.get(name)
     }
 
+    /// Number of header fields.
+    pub fn header_count(&self) -> usize {
+        self.fields.len()
+    }
+
     /// Every value of header `name` (case-insensitive), e.g. repeated `Accept` fields.
     pub fn headers<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a str> + 'a {
         self.fields.get_all(name)
