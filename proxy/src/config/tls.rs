@@ -164,3 +164,70 @@ pub(super) fn upstream(
     })?;
     Ok(Some(tls))
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::config::Config;
+
+    fn error(text: &str) -> String {
+        Config::from_toml_str(text, "t.toml")
+            .expect_err("should be refused")
+            .to_string()
+    }
+
+    #[test]
+    fn listener_errors_are_located() {
+        let e = error("[tls]\ncert_file = \"/nonexistent/cert.pem\"\n");
+        assert!(e.starts_with("t.toml:1:1"), "{e}");
+        assert!(e.contains("needs both cert_file and key_file"), "{e}");
+        let e = error("[tls]\ncert_file = \"/nonexistent/cert.pem\"\nkey_file = \"/nonexistent/key.pem\"\n");
+        assert!(e.starts_with("t.toml:2:13"), "{e}");
+        assert!(e.contains("cannot read it"), "{e}");
+        let e = error("[tls]\ncert_file = \"a\"\nkey_file = \"b\"\nmin_version = \"1.1\"\n");
+        assert!(e.starts_with("t.toml:4:15") && e.contains("\"1.3\""), "{e}");
+        let e = error("[tls]\ncert_file = \"a\"\nkey_file = \"b\"\nverify = true\n");
+        assert!(e.contains("unknown field"), "{e}");
+    }
+
+    #[test]
+    fn upstream_errors_are_located() {
+        let e = error(
+            "[[servers]]\nname = \"a\"\nurl = \"http://127.0.0.1:1/mcp\"\ntls = { ca_file = \"x.pem\" }\n",
+        );
+        assert!(e.starts_with("t.toml:4:7") && e.contains("no https:// url"), "{e}");
+        let e = error(
+            "[[servers]]\nname = \"a\"\nurl = \"https://127.0.0.1:1/mcp\"\ntls = { client_cert_file = \"c.pem\" }\n",
+        );
+        assert!(e.contains("go together"), "{e}");
+        let e = error(
+            "[[servers]]\nname = \"a\"\nurl = \"https://127.0.0.1:1/mcp\"\ntls = { ca_file = \"/nonexistent/ca.pem\" }\n",
+        );
+        assert!(e.starts_with("t.toml:4:19") && e.contains("ca_file"), "{e}");
+        // No tls table: the built-in roots, accepted without any file.
+        let c = Config::from_toml_str(
+            "[[servers]]\nname = \"a\"\nurl = \"https://example.com/mcp\"\n",
+            "t.toml",
+        )
+        .expect("valid");
+        assert!(c.servers[0].tls.is_none());
+        assert!(crate::tls::client_config(None).is_ok());
+    }
+
+    #[test]
+    fn limits_defaults_and_ranges() {
+        let c = Config::from_toml_str("", "t.toml").expect("valid");
+        assert_eq!(c.limits, crate::config::limits::LimitsConfig::default());
+        let c = Config::from_toml_str(
+            "[limits]\nmax_json_depth = 16\nrequest_timeout = \"5s\"\nmax_connections = 2\n",
+            "t.toml",
+        )
+        .expect("valid");
+        assert_eq!(c.limits.max_json_depth, 16);
+        assert_eq!(c.limits.max_connections, 2);
+        assert_eq!(c.limits.request_timeout, std::time::Duration::from_secs(5));
+        let e = error("[limits]\nmax_headers = 2\n");
+        assert!(e.starts_with("t.toml:2:15") && e.contains("8 to 1024"), "{e}");
+        let e = error("[limits]\nrequest_timeout = \"0s\"\n");
+        assert!(e.contains("t.toml:2"), "{e}");
+    }
+}
