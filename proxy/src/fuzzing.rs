@@ -37,7 +37,11 @@ impl AsyncRead for Replay {
 }
 
 impl AsyncWrite for Replay {
-    fn poll_write(self: Pin<&mut Self>, _: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
         Poll::Ready(Ok(buf.len()))
     }
     fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -80,7 +84,10 @@ pub fn http_request(data: &[u8]) {
             loop {
                 match conn.read_request(&limits).await {
                     Ok(Some(req)) => {
-                        assert!(req.body.len() <= limits.max_body_bytes, "body over its limit");
+                        assert!(
+                            req.body.len() <= limits.max_body_bytes,
+                            "body over its limit"
+                        );
                         assert!(req.header_count() <= limits.max_headers);
                     }
                     Ok(None) => break,

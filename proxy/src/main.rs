@@ -106,7 +106,11 @@ fn main() -> anyhow::Result<()> {
     if args.stdio {
         log::info!("serving {servers} upstream server(s) on stdin/stdout");
     } else {
-        let scheme = if mcp_proxy::tls::listener_enabled() { "https" } else { "http" };
+        let scheme = if mcp_proxy::tls::listener_enabled() {
+            "https"
+        } else {
+            "http"
+        };
         log::info!(
             "serving {servers} upstream server(s) on {scheme}://{}/mcp",
             running.addr

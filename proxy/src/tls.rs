@@ -205,7 +205,10 @@ pub fn reload_listener(tls: Option<&ListenerTls>) -> Result<bool, ReloadError> {
         (false, None) => Ok(false),
         (true, Some(tls)) => {
             set(Some(server_config(tls)?));
-            log::info!("reload: TLS certificate re-read from {}", tls.cert_file.display());
+            log::info!(
+                "reload: TLS certificate re-read from {}",
+                tls.cert_file.display()
+            );
             Ok(true)
         }
         _ => Err(ReloadError::SchemeChange),
@@ -245,8 +248,12 @@ pub async fn connect(
     host: &str,
     tcp: TcpStream,
 ) -> io::Result<UpstreamStream> {
-    let name = ServerName::try_from(host.to_owned())
-        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, format!("server name {host:?}: {e}")))?;
+    let name = ServerName::try_from(host.to_owned()).map_err(|e| {
+        io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("server name {host:?}: {e}"),
+        )
+    })?;
     let stream = futures_rustls::TlsConnector::from(config)
         .connect(name, tcp)
         .await?;

@@ -55,19 +55,27 @@ fn optional_duration<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Du
 /// Checks `[limits]`; errors carry the span of the value at fault.
 pub(super) fn check(raw: RawLimits) -> Result<LimitsConfig, (Range<usize>, String)> {
     let d = LimitsConfig::default();
-    let bounded = |v: Option<Spanned<usize>>, name: &str, min: usize, max: usize, default: usize| {
-        match v {
+    let bounded =
+        |v: Option<Spanned<usize>>, name: &str, min: usize, max: usize, default: usize| match v {
             None => Ok(default),
             Some(s) if (min..=max).contains(s.get_ref()) => Ok(*s.get_ref()),
             Some(s) => Err((
                 s.span(),
-                format!("{name} = {} is out of range; use {min} to {max}", s.get_ref()),
+                format!(
+                    "{name} = {} is out of range; use {min} to {max}",
+                    s.get_ref()
+                ),
             )),
-        }
-    };
+        };
     Ok(LimitsConfig {
         max_headers: bounded(raw.max_headers, "max_headers", 8, 1024, d.max_headers)?,
-        max_json_depth: bounded(raw.max_json_depth, "max_json_depth", 8, 10_000, d.max_json_depth)?,
+        max_json_depth: bounded(
+            raw.max_json_depth,
+            "max_json_depth",
+            8,
+            10_000,
+            d.max_json_depth,
+        )?,
         max_connections: bounded(
             raw.max_connections,
             "max_connections",

@@ -698,7 +698,8 @@ impl Config {
                 }
             }
             let any_https = matches!(&transport, Transport::Http { replicas, .. } if replicas.iter().any(|r| r.url.tls));
-            let tls = tls::upstream(name, s.tls, any_https).map_err(|(span, m)| invalid(span, m))?;
+            let tls =
+                tls::upstream(name, s.tls, any_https).map_err(|(span, m)| invalid(span, m))?;
             if s.failover_threshold == 0 {
                 return Err(invalid(
                     Some(s.name.span()),
@@ -723,7 +724,12 @@ impl Config {
         }
         let tls = tls::listener(raw.tls).map_err(|(span, m)| invalid(span, m))?;
         let limits = limits::check(raw.limits).map_err(|(span, m)| invalid(Some(span), m))?;
-        Ok(Config { proxy, servers, tls, limits })
+        Ok(Config {
+            proxy,
+            servers,
+            tls,
+            limits,
+        })
     }
 }
 

@@ -76,7 +76,9 @@ fn version(v: &Option<Spanned<String>>) -> Result<TlsVersion, Located> {
         Some(("1.2", _)) => Ok(TlsVersion::Tls12),
         Some((other, span)) => Err((
             Some(span),
-            format!("min_version \"{other}\" is not supported; use \"1.3\" (the default) or \"1.2\""),
+            format!(
+                "min_version \"{other}\" is not supported; use \"1.3\" (the default) or \"1.2\""
+            ),
         )),
     }
 }
@@ -180,7 +182,9 @@ mod tests {
         let e = error("[tls]\ncert_file = \"/nonexistent/cert.pem\"\n");
         assert!(e.starts_with("t.toml:1:1"), "{e}");
         assert!(e.contains("needs both cert_file and key_file"), "{e}");
-        let e = error("[tls]\ncert_file = \"/nonexistent/cert.pem\"\nkey_file = \"/nonexistent/key.pem\"\n");
+        let e = error(
+            "[tls]\ncert_file = \"/nonexistent/cert.pem\"\nkey_file = \"/nonexistent/key.pem\"\n",
+        );
         assert!(e.starts_with("t.toml:2:13"), "{e}");
         assert!(e.contains("cannot read it"), "{e}");
         let e = error("[tls]\ncert_file = \"a\"\nkey_file = \"b\"\nmin_version = \"1.1\"\n");
@@ -194,7 +198,10 @@ mod tests {
         let e = error(
             "[[servers]]\nname = \"a\"\nurl = \"http://127.0.0.1:1/mcp\"\ntls = { ca_file = \"x.pem\" }\n",
         );
-        assert!(e.starts_with("t.toml:4:7") && e.contains("no https:// url"), "{e}");
+        assert!(
+            e.starts_with("t.toml:4:7") && e.contains("no https:// url"),
+            "{e}"
+        );
         let e = error(
             "[[servers]]\nname = \"a\"\nurl = \"https://127.0.0.1:1/mcp\"\ntls = { client_cert_file = \"c.pem\" }\n",
         );
@@ -226,7 +233,10 @@ mod tests {
         assert_eq!(c.limits.max_connections, 2);
         assert_eq!(c.limits.request_timeout, std::time::Duration::from_secs(5));
         let e = error("[limits]\nmax_headers = 2\n");
-        assert!(e.starts_with("t.toml:2:15") && e.contains("8 to 1024"), "{e}");
+        assert!(
+            e.starts_with("t.toml:2:15") && e.contains("8 to 1024"),
+            "{e}"
+        );
         let e = error("[limits]\nrequest_timeout = \"0s\"\n");
         assert!(e.contains("t.toml:2"), "{e}");
     }

@@ -450,9 +450,15 @@ pub async fn handle(shard: &Rc<Shard>, request: McpRequest) -> Reply {
 
 /// Maps a forwarded header name back to the static names this module uses.
 fn static_header(name: &str) -> Option<&'static str> {
-    ["Content-Type", "Mcp-Session-Id", "Allow", "Cache-Control", "Retry-After"]
-        .into_iter()
-        .find(|h| h.eq_ignore_ascii_case(name))
+    [
+        "Content-Type",
+        "Mcp-Session-Id",
+        "Allow",
+        "Cache-Control",
+        "Retry-After",
+    ]
+    .into_iter()
+    .find(|h| h.eq_ignore_ascii_case(name))
 }
 
 fn unknown_session() -> Reply {

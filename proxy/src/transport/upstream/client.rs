@@ -178,9 +178,10 @@ impl UpstreamClient {
                 idle: RefCell::new(Vec::new()),
             })
             .collect();
-        let tls = replicas.iter().any(|r| r.url.tls).then(|| {
-            crate::tls::client_config(config.tls.as_ref()).map_err(|e| e.to_string())
-        });
+        let tls = replicas
+            .iter()
+            .any(|r| r.url.tls)
+            .then(|| crate::tls::client_config(config.tls.as_ref()).map_err(|e| e.to_string()));
         let limits = Limits {
             max_body_bytes: MAX_UPSTREAM_MESSAGE,
             head_timeout: config.timeout,
@@ -308,7 +309,11 @@ impl UpstreamClient {
         let config = match &self.tls {
             Some(Ok(config)) => config.clone(),
             Some(Err(e)) => return Err(failed(format!("TLS settings unusable: {e}"))),
-            None => return Err(failed("no TLS configuration for an https:// replica".into())),
+            None => {
+                return Err(failed(
+                    "no TLS configuration for an https:// replica".into(),
+                ))
+            }
         };
         // The handshake shares the connect budget: both are "reaching the server".
         let handshake = glommio::timer::timeout(self.config.connect_timeout, async {
