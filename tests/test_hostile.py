@@ -314,5 +314,6 @@ def test_good_client_unharmed_and_memory_bounded(hostile):
     assert not good.errors, good.errors[:5]
     after = rss_kib(hostile["proxy"].proc.pid)
     before = hostile["rss_before"]
+    print(f"proxy RSS before the hostile inputs: {before} KiB, after: {after} KiB")
     # Every oversized body above was refused or bounded at 1 MiB; nothing may accumulate.
     assert after < before + 64 * 1024, f"RSS grew from {before} KiB to {after} KiB"
