@@ -22,8 +22,11 @@ pub mod admin;
 pub mod auth;
 pub mod balance;
 pub mod config;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod health;
 pub mod http;
+pub mod limits;
 pub mod metrics;
 pub mod orchestration;
 pub mod protocol;
@@ -32,4 +35,5 @@ pub mod routing;
 pub mod runtime;
 pub mod session;
 pub mod shard;
+pub mod tls;
 pub mod transport;

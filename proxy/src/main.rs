@@ -106,13 +106,18 @@ fn main() -> anyhow::Result<()> {
     if args.stdio {
         log::info!("serving {servers} upstream server(s) on stdin/stdout");
     } else {
+        let scheme = if mcp_proxy::tls::listener_enabled() {
+            "https"
+        } else {
+            "http"
+        };
         log::info!(
-            "serving {servers} upstream server(s) on http://{}/mcp",
+            "serving {servers} upstream server(s) on {scheme}://{}/mcp",
             running.addr
         );
         // Tests and scripts wait for this exact line on stdout.
         let mut stdout = std::io::stdout();
-        writeln!(stdout, "mcp-proxy ready: http://{}/mcp", running.addr)?;
+        writeln!(stdout, "mcp-proxy ready: {scheme}://{}/mcp", running.addr)?;
         if let Some(admin) = running.admin {
             writeln!(stdout, "mcp-proxy admin: http://{admin}")?;
             if let Some(token) = &running.generated_token {

@@ -19,7 +19,6 @@ use glommio::{LocalExecutorPoolBuilder, PoolPlacement};
 use crate::config::Config;
 use crate::shard::mesh::{Msg, CHANNEL_SIZE};
 use crate::shard::{Mesh, Shard};
-use crate::transport::downstream;
 use crate::transport::stdio::downstream as stdio_downstream;
 
 /// How long shutdown waits for requests in flight.
@@ -55,6 +54,9 @@ pub enum StartError {
     /// The live registry's state file could not be read.
     #[error(transparent)]
     Registry(#[from] crate::registry::live::RegistryError),
+    /// The listener's TLS files are not usable.
+    #[error("[tls] {0}")]
+    Tls(#[from] crate::tls::TlsError),
 }
 
 /// Where clients come from.
@@ -167,6 +169,8 @@ pub fn start(mut config: Config, mode: Mode) -> Result<Running, StartError> {
     let registry = Arc::new(crate::registry::live::load(&config)?);
     config.servers = registry.entries.iter().map(|e| e.config.clone()).collect();
     crate::metrics::install(shards, &config)?;
+    crate::tls::install_listener(config.tls.as_ref())?;
+    crate::limits::set_max_json_depth(config.limits.max_json_depth);
     let config = Arc::new(config);
     let reload = Arc::new(AtomicBool::new(false));
     let ready = Arc::new(AtomicUsize::new(0));
@@ -333,7 +337,7 @@ async fn accept(shard: &Rc<Shard>, listener: &TcpListener) {
     loop {
         match listener.accept().await {
             Ok(stream) => {
-                glommio::spawn_local(downstream::serve_connection(shard.clone(), stream)).detach();
+                glommio::spawn_local(crate::tls::serve(shard.clone(), stream)).detach();
             }
             Err(e) => {
                 // Out of descriptors or a transient accept error: back off instead of spinning.

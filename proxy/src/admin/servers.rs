@@ -29,6 +29,9 @@ pub enum ReloadError {
     /// The new registry could not be saved.
     #[error(transparent)]
     Registry(#[from] RegistryError),
+    /// The listener's new TLS files are not usable (the running certificate is kept).
+    #[error(transparent)]
+    Tls(#[from] crate::tls::ReloadError),
 }
 
 /// Saves `next` and applies it everywhere.
@@ -93,6 +96,8 @@ pub fn reload(shard: &Rc<Shard>) -> Result<Changes, ReloadError> {
         .as_ref()
         .ok_or(ReloadError::NoFile)?;
     let config = Config::load(path)?;
+    // The certificate first: a renewed certificate is the commonest reason to reload.
+    crate::tls::reload_listener(config.tls.as_ref())?;
     // Only [[servers]] apply live: the [proxy] settings (addresses, shards, limits) are bound
     // into the running listeners and shards, and apply at the next restart.
     let (next, changes) = shard.registry().reload(&config);

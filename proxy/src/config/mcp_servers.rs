@@ -137,12 +137,12 @@ pub(super) fn from_json(text: &str, origin: &str) -> Result<Config, ConfigError>
             timeout: default_timeout(),
             connect_timeout: default_connect_timeout(),
             tags: Vec::new(),
+            tls: None,
         });
     }
     Ok(Config {
-        proxy: Default::default(),
         servers,
-        auth: Default::default(),
+        ..Default::default()
     })
 }
 

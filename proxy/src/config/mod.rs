@@ -23,7 +23,9 @@ use crate::metrics::logs::LogFormat;
 use crate::protocol::names::{is_valid_server_name, MAX_SERVER_NAME_LEN, NAME_SEPARATOR};
 
 pub mod auth;
+pub mod limits;
 mod mcp_servers;
+pub mod tls;
 
 /// The whole configuration.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -34,6 +36,10 @@ pub struct Config {
     pub servers: Vec<ServerConfig>,
     /// Client authentication, policy and limits (the `[auth]` table); off by default.
     pub auth: auth::AuthConfig,
+    /// TLS on the client-facing listener (`[tls]`); none serves plain HTTP.
+    pub tls: Option<tls::ListenerTls>,
+    /// Request, connection and stream bounds (`[limits]`).
+    pub limits: limits::LimitsConfig,
 }
 
 /// Settings of the proxy itself.
@@ -176,6 +182,8 @@ pub struct ServerConfig {
     pub connect_timeout: Duration,
     /// Free-form labels that capability search and `discover_servers` match on.
     pub tags: Vec<String>,
+    /// TLS settings of its `https://` replicas (`tls = { ... }`); none: web roots, no client cert.
+    pub tls: Option<tls::UpstreamTls>,
 }
 
 /// How an upstream server is reached.
@@ -697,6 +705,9 @@ impl Config {
                     ));
                 }
             }
+            let any_https = matches!(&transport, Transport::Http { replicas, .. } if replicas.iter().any(|r| r.url.tls));
+            let tls =
+                tls::upstream(name, s.tls, any_https).map_err(|(span, m)| invalid(span, m))?;
             if s.failover_threshold == 0 {
                 return Err(invalid(
                     Some(s.name.span()),
@@ -716,13 +727,18 @@ impl Config {
                 timeout: s.timeout,
                 connect_timeout: s.connect_timeout,
                 tags: s.tags,
+                tls,
             });
         }
         let auth = auth::build(raw.auth).map_err(|(span, m)| invalid(span, m))?;
+        let tls = tls::listener(raw.tls).map_err(|(span, m)| invalid(span, m))?;
+        let limits = limits::check(raw.limits).map_err(|(span, m)| invalid(Some(span), m))?;
         Ok(Config {
             proxy,
             servers,
             auth,
+            tls,
+            limits,
         })
     }
 }
@@ -892,6 +908,12 @@ struct RawConfig {
     /// The `[auth]` table.
     #[serde(default)]
     auth: auth::RawAuth,
+    /// The `[tls]` table.
+    #[serde(default)]
+    tls: Option<Spanned<tls::RawListenerTls>>,
+    /// The `[limits]` table.
+    #[serde(default)]
+    limits: limits::RawLimits,
 }
 
 /// `[proxy]` as serde sees it; see [`ProxyConfig`] for each field's meaning.
@@ -1056,6 +1078,9 @@ struct RawServer {
     /// See [`BalanceConfig::failover_threshold`].
     #[serde(default = "default_failover_threshold")]
     failover_threshold: u32,
+    /// See [`ServerConfig::tls`].
+    #[serde(default)]
+    tls: Option<Spanned<tls::RawUpstreamTls>>,
 }
 
 /// `replicas`: a list of HTTP endpoints, or a number of stdio children.

@@ -87,8 +87,8 @@ pub enum HttpError {
     /// The body length is ambiguous (CL with TE, conflicting or invalid CL): a smuggling risk.
     #[error("ambiguous message length: {0}")]
     AmbiguousLength(&'static str),
-    /// A transfer coding other than a single `chunked`.
-    #[error("unsupported transfer-encoding")]
+    /// A transfer coding other than a single `chunked`, or any in HTTP/1.0.
+    #[error("unsupported transfer-encoding: only a single \"chunked\" is accepted (HTTP/1.1)")]
     UnsupportedTransferEncoding,
     /// A protocol version other than HTTP/1.0 or HTTP/1.1.
     #[error("unsupported HTTP version")]
@@ -116,10 +116,13 @@ impl HttpError {
         match self {
             HttpError::MalformedHead(_)
             | HttpError::BadChunk(_)
-            | HttpError::AmbiguousLength(_) => Some(400),
+            | HttpError::AmbiguousLength(_)
+            // RFC 9112 suggests 501 for a coding the server does not know; any coding but a
+            // lone `chunked` is also the shape of a smuggling attempt, so it is refused as a
+            // bad request like the other framing faults.
+            | HttpError::UnsupportedTransferEncoding => Some(400),
             HttpError::HeadTooLarge => Some(431),
             HttpError::BodyTooLarge { .. } => Some(413),
-            HttpError::UnsupportedTransferEncoding => Some(501),
             HttpError::UnsupportedVersion => Some(505),
             HttpError::Timeout(_) => Some(408),
             HttpError::Truncated | HttpError::SseEventTooLarge { .. } | HttpError::Io(_) => None,
@@ -304,7 +307,7 @@ mod tests {
         assert_eq!(HttpError::HeadTooLarge.status(), Some(431));
         assert_eq!(HttpError::BodyTooLarge { limit: 1 }.status(), Some(413));
         assert_eq!(HttpError::AmbiguousLength("x").status(), Some(400));
-        assert_eq!(HttpError::UnsupportedTransferEncoding.status(), Some(501));
+        assert_eq!(HttpError::UnsupportedTransferEncoding.status(), Some(400));
         assert_eq!(HttpError::UnsupportedVersion.status(), Some(505));
         assert_eq!(HttpError::Timeout("head").status(), Some(408));
         assert_eq!(HttpError::Truncated.status(), None);

@@ -71,6 +71,11 @@ impl Request {
         self.fields.get(name)
     }
 
+    /// Number of header fields.
+    pub fn header_count(&self) -> usize {
+        self.fields.len()
+    }
+
     /// Every value of header `name` (case-insensitive), e.g. repeated `Accept` fields.
     pub fn headers<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a str> + 'a {
         self.fields.get_all(name)
@@ -191,10 +196,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> ServerConn<S> {
             return Err(HttpError::MalformedHead("missing or repeated Host"));
         }
         let framing = request_framing(&head.fields)?;
-        let mut keep_alive = keep_alive(head.version_minor, &head.fields);
+        let keep_alive = keep_alive(head.version_minor, &head.fields);
         if head.version_minor == 0 && framing == BodyFraming::Chunked {
-            // RFC 9112 section 6.1: chunked in HTTP/1.0 may be a smuggling attempt; close after.
-            keep_alive = false;
+            // RFC 9112 section 6.1: Transfer-Encoding in HTTP/1.0 means the framing is faulty.
+            return Err(HttpError::UnsupportedTransferEncoding);
         }
         if let BodyFraming::Length(n) = framing {
             if n > limits.max_body_bytes as u64 {

@@ -262,6 +262,7 @@ mod tests {
             timeout: std::time::Duration::from_secs(1),
             connect_timeout: std::time::Duration::from_secs(1),
             tags: Vec::new(),
+            tls: None,
         });
         let secrets = secrets_of(&config);
         for format in [LogFormat::Text, LogFormat::Json, LogFormat::Logfmt] {

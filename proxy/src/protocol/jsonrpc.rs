@@ -81,6 +81,9 @@ pub enum RpcError {
     /// JSON, but not a valid JSON-RPC 2.0 message.
     #[error("invalid request: {0}")]
     Invalid(&'static str),
+    /// Arrays and objects nested deeper than the limit (checked before parsing).
+    #[error("invalid request: JSON nested deeper than {0} levels; flatten the message or raise [limits] max_json_depth")]
+    TooDeep(usize),
 }
 
 impl RpcError {
@@ -88,7 +91,7 @@ impl RpcError {
     pub fn code(&self) -> i32 {
         match self {
             RpcError::Parse(_) => code::PARSE_ERROR,
-            RpcError::Invalid(_) => code::INVALID_REQUEST,
+            RpcError::Invalid(_) | RpcError::TooDeep(_) => code::INVALID_REQUEST,
         }
     }
 }
@@ -117,6 +120,10 @@ pub enum Kind<'v> {
 
 /// Parses a body in place. Batches (arrays) are refused: they left the protocol in 2025-06-18.
 pub fn parse(buf: &mut [u8]) -> Result<Value<'_>, RpcError> {
+    let max = crate::limits::max_json_depth();
+    if !crate::limits::json_depth_within(buf, max) {
+        return Err(RpcError::TooDeep(max));
+    }
     let value = simd_json::to_borrowed_value(buf).map_err(|e| RpcError::Parse(e.to_string()))?;
     if value.is_array() {
         return Err(RpcError::Invalid(

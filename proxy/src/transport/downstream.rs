@@ -10,9 +10,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures_lite::future::poll_fn;
 use glommio::channels::local_channel::LocalReceiver;
-use glommio::net::TcpStream;
 
-use crate::http::{sse, Limits, Method, Request, ServerConn};
+use crate::http::{sse, Method, Request, ServerConn};
 use crate::protocol::jsonrpc::{self, code, Kind};
 use crate::protocol::version;
 use crate::routing::{self, Answer};
@@ -108,6 +107,8 @@ impl EventSource {
 
 /// Reads one of a session's streams from a position.
 pub struct Follower {
+    /// Counts this stream against the session's limit while it is open.
+    _slot: Option<crate::limits::StreamSlot>,
     session: Rc<Session>,
     stream: u64,
     after: u64,
@@ -123,12 +124,19 @@ impl Follower {
         let prime = version::primes_streams(&session.version)
             .then(|| sse::encode_event(Some(&format!("{stream}-{after}")), b""));
         Follower {
+            _slot: None,
             session,
             stream,
             after,
             epoch,
             prime,
         }
+    }
+
+    /// Keeps `slot` until the stream ends.
+    fn holding(mut self, slot: crate::limits::StreamSlot) -> Follower {
+        self._slot = Some(slot);
+        self
     }
 
     async fn next(&mut self) -> Option<Bytes> {
@@ -192,19 +200,12 @@ impl Drop for RemoteEvents {
     }
 }
 
-/// Serves one client connection until it closes.
-pub async fn serve_connection(shard: Rc<Shard>, stream: TcpStream) {
-    let _ = stream.set_nodelay(true);
-    let _open = crate::metrics::Connection::open();
-    let stream = crate::metrics::Counted::new(stream);
-    let proxy = &shard.config.proxy;
-    let limits = Limits {
-        max_head_bytes: proxy.max_header_bytes,
-        max_body_bytes: proxy.max_body_bytes,
-        head_timeout: proxy.header_read_timeout,
-        idle_timeout: proxy.idle_timeout,
-        ..Limits::default()
-    };
+/// Serves one client connection (plain or TLS, see `crate::tls::serve`) until it closes.
+pub async fn serve_connection<S>(shard: Rc<Shard>, stream: S)
+where
+    S: futures_lite::AsyncRead + futures_lite::AsyncWrite + Unpin,
+{
+    let limits = crate::limits::http_limits(&shard.config);
     let mut conn = ServerConn::new(stream);
     loop {
         let request = match conn.read_request(&limits).await {
@@ -453,9 +454,15 @@ pub async fn handle(shard: &Rc<Shard>, request: McpRequest) -> Reply {
 
 /// Maps a forwarded header name back to the static names this module uses.
 fn static_header(name: &str) -> Option<&'static str> {
-    ["Content-Type", "Mcp-Session-Id", "Allow", "Cache-Control"]
-        .into_iter()
-        .find(|h| h.eq_ignore_ascii_case(name))
+    [
+        "Content-Type",
+        "Mcp-Session-Id",
+        "Allow",
+        "Cache-Control",
+        "Retry-After",
+    ]
+    .into_iter()
+    .find(|h| h.eq_ignore_ascii_case(name))
 }
 
 fn unknown_session() -> Reply {
@@ -513,6 +520,9 @@ async fn post(shard: &Rc<Shard>, request: McpRequest) -> Reply {
         return r;
     }
     session.touch();
+    let Some(slot) = stream_slot(shard, &session.id) else {
+        return too_many_streams(shard);
+    };
     match routing::handle(shard, &session, request.body, request.accepts_sse).await {
         Answer::Json(body) => Reply::json(200, body),
         Answer::Accepted => Reply::Full {
@@ -529,7 +539,7 @@ async fn post(shard: &Rc<Shard>, request: McpRequest) -> Reply {
         },
         Answer::Stream(stream) => Reply::Events {
             headers: Vec::new(),
-            source: EventSource::Follow(Follower::new(session, stream, 0)),
+            source: EventSource::Follow(Follower::new(session, stream, 0).holding(slot)),
         },
     }
 }
@@ -581,6 +591,9 @@ fn get(shard: &Rc<Shard>, request: McpRequest) -> Reply {
         return r;
     }
     session.touch();
+    let Some(slot) = stream_slot(shard, &session.id) else {
+        return too_many_streams(shard);
+    };
     let resume = request
         .last_event_id
         .as_deref()
@@ -592,6 +605,24 @@ fn get(shard: &Rc<Shard>, request: McpRequest) -> Reply {
     };
     Reply::Events {
         headers: Vec::new(),
-        source: EventSource::Follow(Follower::new(session, stream, after)),
+        source: EventSource::Follow(Follower::new(session, stream, after).holding(slot)),
+    }
+}
+
+/// A stream slot of the session, within `[limits] max_streams_per_session`.
+fn stream_slot(shard: &Shard, id: &str) -> Option<crate::limits::StreamSlot> {
+    crate::limits::stream_slot(id, shard.config.limits.max_streams_per_session)
+}
+
+fn too_many_streams(shard: &Shard) -> Reply {
+    let max = shard.config.limits.max_streams_per_session;
+    Reply::Full {
+        status: 429,
+        headers: vec![("Content-Type", "application/json".into()), ("Retry-After", "1".into())],
+        body: jsonrpc::error_body(
+            None,
+            code::INVALID_REQUEST,
+            &format!("too many open streams in this session (limit {max}): close a GET stream or wait for a request to finish (or raise [limits] max_streams_per_session)"),
+        ),
     }
 }

@@ -7,10 +7,13 @@
 
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use glommio::net::TcpStream;
+
+use crate::tls::UpstreamStream;
 
 use crate::balance::{Picker, ReplicaStats, RetryBudget, Transition};
 use crate::config::{ReplicaConfig, ServerConfig, Strategy, Transport, UpstreamUrl};
@@ -122,7 +125,7 @@ pub enum ReplyBody {
 }
 
 struct Idle {
-    conn: ClientConn<TcpStream>,
+    conn: ClientConn<UpstreamStream>,
     since: Instant,
 }
 
@@ -157,6 +160,8 @@ pub struct UpstreamClient {
     pick_counters: Vec<metrics::Counter>,
     headers: Vec<(String, String)>,
     limits: Limits,
+    /// Client TLS configuration for `https://` replicas (built once; none without any).
+    tls: Option<Result<Arc<rustls::ClientConfig>, String>>,
 }
 
 impl UpstreamClient {
@@ -178,13 +183,17 @@ impl UpstreamClient {
             .iter()
             .map(|u| crate::metrics::fleet::picks(&config.name, u))
             .collect();
-        let replicas = replicas
+        let replicas: Vec<Replica> = replicas
             .iter()
             .map(|r| Replica {
                 url: r.url.clone(),
                 idle: RefCell::new(Vec::new()),
             })
             .collect();
+        let tls = replicas
+            .iter()
+            .any(|r| r.url.tls)
+            .then(|| crate::tls::client_config(config.tls.as_ref()).map_err(|e| e.to_string()));
         let limits = Limits {
             max_body_bytes: MAX_UPSTREAM_MESSAGE,
             head_timeout: config.timeout,
@@ -204,6 +213,7 @@ impl UpstreamClient {
             pick_counters,
             headers,
             limits,
+            tls,
         })
     }
 
@@ -314,7 +324,7 @@ impl UpstreamClient {
         }
     }
 
-    fn checkout(&self, replica: usize) -> Option<ClientConn<TcpStream>> {
+    fn checkout(&self, replica: usize) -> Option<ClientConn<UpstreamStream>> {
         let mut idle = self.replicas[replica].idle.borrow_mut();
         while let Some(mut entry) = idle.pop() {
             if entry.since.elapsed() < POOL_IDLE && still_open(entry.conn.get_mut()) {
@@ -324,7 +334,7 @@ impl UpstreamClient {
         None
     }
 
-    fn checkin(&self, replica: usize, conn: ClientConn<TcpStream>) {
+    fn checkin(&self, replica: usize, conn: ClientConn<UpstreamStream>) {
         let mut idle = self.replicas[replica].idle.borrow_mut();
         if idle.len() < POOL_MAX_IDLE {
             idle.push(Idle {
@@ -334,18 +344,8 @@ impl UpstreamClient {
         }
     }
 
-    async fn connect(&self, replica: usize) -> Result<ClientConn<TcpStream>, UpstreamError> {
+    async fn connect(&self, replica: usize) -> Result<ClientConn<UpstreamStream>, UpstreamError> {
         let url = &self.replicas[replica].url;
-        if url.tls {
-            // Refuse rather than speak plain HTTP to a TLS port.
-            return Err(UpstreamError::Connect {
-                server: self.config.name.clone(),
-                addr: url.to_string(),
-                source: std::io::Error::other(
-                    "https upstreams are not supported yet; use an http:// endpoint",
-                ),
-            });
-        }
         let addr = if url.host.contains(':') {
             format!("[{}]:{}", url.host, url.port)
         } else {
@@ -360,7 +360,36 @@ impl UpstreamClient {
             })?;
         // Requests are small and latency-bound; Nagle would hold them back.
         let _ = stream.set_nodelay(true);
-        Ok(ClientConn::new(stream))
+        if !url.tls {
+            return Ok(ClientConn::new(UpstreamStream::Plain(stream)));
+        }
+        let failed = |detail: String| UpstreamError::Connect {
+            server: self.config.name.clone(),
+            addr: addr.clone(),
+            source: std::io::Error::other(detail),
+        };
+        let config = match &self.tls {
+            Some(Ok(config)) => config.clone(),
+            Some(Err(e)) => return Err(failed(format!("TLS settings unusable: {e}"))),
+            None => {
+                return Err(failed(
+                    "no TLS configuration for an https:// replica".into(),
+                ))
+            }
+        };
+        // The handshake shares the connect budget: both are "reaching the server".
+        let handshake = glommio::timer::timeout(self.config.connect_timeout, async {
+            Ok(crate::tls::connect(config, &url.host, stream).await)
+        })
+        .await;
+        match handshake {
+            Ok(Ok(tls)) => Ok(ClientConn::new(tls)),
+            Ok(Err(e)) => Err(failed(format!("TLS handshake failed: {e}"))),
+            Err(_) => Err(failed(format!(
+                "TLS handshake not finished within {:?}",
+                self.config.connect_timeout
+            ))),
+        }
     }
 
     /// Sends one request to `replica` and reads the response head, reusing a pooled connection
@@ -371,7 +400,7 @@ impl UpstreamClient {
         method: &str,
         headers: &[(&str, &str)],
         body: Option<&[u8]>,
-    ) -> Result<(ClientConn<TcpStream>, ResponseHead), UpstreamError> {
+    ) -> Result<(ClientConn<UpstreamStream>, ResponseHead), UpstreamError> {
         let started = Instant::now();
         self.stats[replica].begin();
         let result = self.exchange_on(replica, method, headers, body).await;
@@ -385,7 +414,7 @@ impl UpstreamClient {
         method: &str,
         headers: &[(&str, &str)],
         body: Option<&[u8]>,
-    ) -> Result<(ClientConn<TcpStream>, ResponseHead), UpstreamError> {
+    ) -> Result<(ClientConn<UpstreamStream>, ResponseHead), UpstreamError> {
         let mut all: Vec<(&str, &str)> = Vec::with_capacity(headers.len() + self.headers.len());
         all.extend_from_slice(headers);
         for (k, v) in &self.headers {
@@ -414,7 +443,7 @@ impl UpstreamClient {
     async fn send_on(
         &self,
         replica: usize,
-        conn: &mut ClientConn<TcpStream>,
+        conn: &mut ClientConn<UpstreamStream>,
         method: &str,
         headers: &[(&str, &str)],
         body: Option<&[u8]>,
@@ -608,7 +637,7 @@ impl UpstreamClient {
     async fn finish_small(
         &self,
         replica: usize,
-        mut conn: ClientConn<TcpStream>,
+        mut conn: ClientConn<UpstreamStream>,
         head: &ResponseHead,
     ) {
         let ok = conn.body(head).read_to_end(64 * 1024).await.is_ok();
@@ -620,7 +649,7 @@ impl UpstreamClient {
     async fn status_error(
         &self,
         replica: usize,
-        mut conn: ClientConn<TcpStream>,
+        mut conn: ClientConn<UpstreamStream>,
         head: &ResponseHead,
         had_session: bool,
     ) -> UpstreamError {
@@ -659,7 +688,7 @@ struct SendFailure {
 /// True when an idle connection's peer has not closed it: a non-blocking peek sees neither
 /// end-of-file nor stray bytes. Checked before reuse, so a failure after the request is
 /// written can be blamed on the server, not on a stale pool.
-fn still_open(stream: &mut TcpStream) -> bool {
+fn still_open(stream: &mut UpstreamStream) -> bool {
     use std::os::fd::AsRawFd;
     let mut byte = 0u8;
     // SAFETY: a one-byte peek into a local buffer on a socket this connection owns.
@@ -678,7 +707,7 @@ fn still_open(stream: &mut TcpStream) -> bool {
 pub struct SseMessages {
     client: Rc<UpstreamClient>,
     replica: usize,
-    body: Option<OwnedBody<TcpStream>>,
+    body: Option<OwnedBody<UpstreamStream>>,
     parser: SseParser,
     /// The id of the last event seen, for resuming with `Last-Event-ID`.
     pub last_event_id: Option<String>,
@@ -703,7 +732,7 @@ impl SseMessages {
     fn new(
         client: Rc<UpstreamClient>,
         replica: usize,
-        conn: ClientConn<TcpStream>,
+        conn: ClientConn<UpstreamStream>,
         head: ResponseHead,
         idle_limit: Option<Duration>,
     ) -> Self {

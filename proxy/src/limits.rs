@@ -1,0 +1,199 @@
+//! Bounds on what one client can make a shard hold: connections, streams per session, JSON depth.
+//!
+//! Counters are per shard (thread-local cells, no atomics on the hot path): connections are
+//! accepted by the kernel's choice of shard, and a session's streams are served on its owner
+//! shard, so each count is only ever touched by one thread. The HTTP-level limits (head and
+//! body sizes, timeouts) are applied by `http::ServerConn` from [`http_limits`].
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use futures_lite::AsyncWriteExt;
+use glommio::net::TcpStream;
+
+use crate::config::Config;
+use crate::http::Limits;
+
+/// The HTTP limits of the client-facing listener, from `[proxy]` and `[limits]`.
+pub fn http_limits(config: &Config) -> Limits {
+    Limits {
+        max_head_bytes: config.proxy.max_header_bytes,
+        max_headers: config.limits.max_headers,
+        max_body_bytes: config.proxy.max_body_bytes,
+        head_timeout: config.proxy.header_read_timeout,
+        body_timeout: config.limits.request_timeout,
+        idle_timeout: config.proxy.idle_timeout,
+    }
+}
+
+thread_local! {
+    /// Client connections open on this shard.
+    static CONNECTIONS: Cell<usize> = const { Cell::new(0) };
+    /// Streams held by each session owned by this shard, by session id.
+    static STREAMS: RefCell<HashMap<String, usize>> = RefCell::new(HashMap::new());
+}
+
+/// One open client connection, counted until dropped.
+pub struct ConnectionSlot(());
+
+impl Drop for ConnectionSlot {
+    fn drop(&mut self) {
+        CONNECTIONS.with(|c| c.set(c.get().saturating_sub(1)));
+    }
+}
+
+/// A slot for a new connection, or `None` when this shard already serves `max`.
+pub fn connection_slot(max: usize) -> Option<ConnectionSlot> {
+    CONNECTIONS.with(|c| {
+        if c.get() >= max {
+            None
+        } else {
+            c.set(c.get() + 1);
+            Some(ConnectionSlot(()))
+        }
+    })
+}
+
+/// Connections open on this shard.
+pub fn connections() -> usize {
+    CONNECTIONS.with(Cell::get)
+}
+
+/// Tells a connection over the limit to come back later, then closes it. A TLS client would
+/// not read a plain-text answer, and a handshake is the work the limit exists to avoid, so TLS
+/// connections are just closed.
+pub async fn refuse_connection(mut tcp: TcpStream, tls: bool) {
+    if tls {
+        return;
+    }
+    let body = crate::protocol::jsonrpc::error_body(
+        None,
+        crate::protocol::jsonrpc::code::INTERNAL_ERROR,
+        "too many connections to this proxy shard; retry shortly (or raise [limits] max_connections)",
+    );
+    let mut out = format!(
+        "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nRetry-After: 1\r\nConnection: close\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    out.extend_from_slice(&body);
+    // Bounded: a client that does not read must not hold the refusal open.
+    let _ = glommio::timer::timeout(std::time::Duration::from_secs(1), async {
+        let _ = tcp.write_all(&out).await;
+        let _ = tcp.flush().await;
+        Ok(())
+    })
+    .await;
+}
+
+/// One stream (GET stream or POST in flight) of a session, counted until dropped.
+pub struct StreamSlot {
+    session: String,
+}
+
+impl Drop for StreamSlot {
+    fn drop(&mut self) {
+        STREAMS.with(|s| {
+            let mut map = s.borrow_mut();
+            if let Some(n) = map.get_mut(&self.session) {
+                *n -= 1;
+                if *n == 0 {
+                    map.remove(&self.session);
+                }
+            }
+        });
+    }
+}
+
+/// A stream slot in session `id`, or `None` when it already holds `max`.
+pub fn stream_slot(id: &str, max: usize) -> Option<StreamSlot> {
+    STREAMS.with(|s| {
+        let mut map = s.borrow_mut();
+        let n = map.entry(id.to_owned()).or_insert(0);
+        if *n >= max {
+            return None;
+        }
+        *n += 1;
+        Some(StreamSlot {
+            session: id.to_owned(),
+        })
+    })
+}
+
+/// Deepest JSON nesting accepted; set from `[limits] max_json_depth` at start.
+static MAX_JSON_DEPTH: AtomicUsize = AtomicUsize::new(128);
+
+/// Sets the JSON depth limit for the whole process.
+pub fn set_max_json_depth(depth: usize) {
+    MAX_JSON_DEPTH.store(depth, Ordering::Relaxed);
+}
+
+/// The JSON depth limit in force.
+pub fn max_json_depth() -> usize {
+    MAX_JSON_DEPTH.load(Ordering::Relaxed)
+}
+
+/// Whether `json` nests arrays and objects at most `max` deep. One pass over the bytes,
+/// skipping strings (with their escapes), run before simd-json so a hostile `[[[[...` is refused
+/// in linear time without building anything. Malformed JSON that stays shallow passes: the
+/// parser reports it.
+pub fn json_depth_within(json: &[u8], max: usize) -> bool {
+    let mut depth = 0usize;
+    let mut in_string = false;
+    let mut escaped = false;
+    for &b in json {
+        if in_string {
+            if escaped {
+                escaped = false;
+            } else if b == b'\\' {
+                escaped = true;
+            } else if b == b'"' {
+                in_string = false;
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'[' | b'{' => {
+                depth += 1;
+                if depth > max {
+                    return false;
+                }
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn depth_counts_nesting_not_strings() {
+        assert!(json_depth_within(br#"{"a":[1,{"b":2}]}"#, 3));
+        assert!(!json_depth_within(br#"{"a":[1,{"b":2}]}"#, 2));
+        assert!(json_depth_within(br#"{"a":"[[[[[[[[\"[[["}"#, 1));
+        let deep = "[".repeat(100_000);
+        assert!(!json_depth_within(deep.as_bytes(), 128));
+        assert!(json_depth_within(b"", 1));
+    }
+
+    #[test]
+    fn slots_count_and_release() {
+        let a = connection_slot(2).expect("first");
+        let _b = connection_slot(2).expect("second");
+        assert!(connection_slot(2).is_none());
+        drop(a);
+        assert!(connection_slot(2).is_some());
+        let s1 = stream_slot("s", 1).expect("first stream");
+        assert!(stream_slot("s", 1).is_none());
+        assert!(stream_slot("t", 1).is_some());
+        drop(s1);
+        assert!(stream_slot("s", 1).is_some());
+        STREAMS.with(|s| assert!(s.borrow().is_empty()));
+    }
+}
