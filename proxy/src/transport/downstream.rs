@@ -14,7 +14,7 @@ use glommio::net::TcpStream;
 
 use crate::http::{sse, Limits, Method, Request, ServerConn};
 use crate::protocol::jsonrpc::{self, code, Kind};
-use crate::protocol::version;
+use crate::protocol::{modern, version};
 use crate::routing::{self, Answer};
 use crate::session::{Next, Position, Session, STANDALONE};
 use crate::shard::mesh::ReplyPart;
@@ -47,6 +47,8 @@ pub struct McpRequest {
     pub last_event_id: Option<String>,
     /// Whether the client takes `text/event-stream` answers.
     pub accepts_sse: bool,
+    /// The request-metadata headers when the request speaks the stateless era (2026-07-28).
+    pub modern: Option<modern::Headers>,
     /// The JSON-RPC message.
     pub body: Bytes,
 }
@@ -312,15 +314,36 @@ fn check(shard: &Shard, request: &Request) -> Result<McpRequest, Reply> {
     let protocol_version = request.header("mcp-protocol-version").map(str::to_owned);
     if let Some(v) = protocol_version.as_deref() {
         if !version::is_supported(v) {
-            return Err(Reply::error(
+            // The era's UnsupportedProtocolVersionError lists both eras, so a client of either
+            // can pick one (and a dual-era client knows this is a modern server).
+            return Err(Reply::json(
                 400,
-                code::INVALID_REQUEST,
-                &format!(
-                    "unsupported MCP-Protocol-Version {v}; this proxy speaks {}",
-                    version::SUPPORTED.join(", ")
-                ),
+                modern::unsupported_version(None, v, &version::ALL),
             ));
         }
+    }
+    let modern = protocol_version
+        .as_deref()
+        .filter(|v| modern::is_modern(v))
+        .map(|v| modern::Headers {
+            version: Some(v.to_owned()),
+            method: request.header("mcp-method").map(str::to_owned),
+            name: request.header("mcp-name").map(str::to_owned),
+        });
+    if modern.is_some() && method != HttpMethod::Post {
+        // 2026-07-28 has no GET stream and no session to DELETE.
+        return Err(Reply::Full {
+            status: 405,
+            headers: vec![
+                ("Allow", "POST".into()),
+                ("Content-Type", "application/json".into()),
+            ],
+            body: jsonrpc::error_body(
+                None,
+                code::INVALID_REQUEST,
+                "method not allowed: 2026-07-28 has no GET stream or sessions; POST requests (subscriptions/listen for change notifications)",
+            ),
+        });
     }
     let (accepts_json, accepts_sse) = accepts(request);
     match method {
@@ -356,7 +379,12 @@ fn check(shard: &Shard, request: &Request) -> Result<McpRequest, Reply> {
     }
     Ok(McpRequest {
         method,
-        session_id: request.header("mcp-session-id").map(str::to_owned),
+        // A stateless-era request ignores any session id (streamable-http.mdx).
+        session_id: request
+            .header("mcp-session-id")
+            .filter(|_| modern.is_none())
+            .map(str::to_owned),
+        modern,
         protocol_version,
         last_event_id: request.header("last-event-id").map(str::to_owned),
         accepts_sse,
@@ -389,6 +417,10 @@ fn accepts(request: &Request) -> (bool, bool) {
 /// Serves a checked request here or on the session's owner shard.
 pub async fn handle(shard: &Rc<Shard>, request: McpRequest) -> Reply {
     let owner = match request.session_id.as_deref() {
+        // A stateless retry goes to the shard holding its round, if it continues one.
+        None if request.modern.is_some() => {
+            routing::bridge::owner(shard, &request.body).unwrap_or(shard.id)
+        }
         Some(id) => match shard.owner_of(id) {
             Some(owner) => owner,
             None => return unknown_session(),
@@ -493,6 +525,18 @@ pub async fn handle_owned(shard: &Rc<Shard>, request: McpRequest) -> Reply {
 }
 
 async fn post(shard: &Rc<Shard>, request: McpRequest) -> Reply {
+    if let Some(headers) = &request.modern {
+        return match routing::bridge::handle(shard, headers, request.body).await {
+            routing::bridge::Modern::Json(body) => Reply::json(200, body),
+            routing::bridge::Modern::Refused(body) => Reply::json(400, body),
+            routing::bridge::Modern::Unknown(body) => Reply::json(404, body),
+            routing::bridge::Modern::Accepted => Reply::Full {
+                status: 202,
+                headers: Vec::new(),
+                body: Bytes::new(),
+            },
+        };
+    }
     let Some(session_id) = request.session_id.as_deref() else {
         return sessionless_post(shard, request.body).await;
     };
