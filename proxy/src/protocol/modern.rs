@@ -80,9 +80,11 @@ pub struct Headers {
 pub fn check_headers(headers: &Headers, method: &str, msg: &Value<'_>) -> Result<(), String> {
     match headers.method.as_deref() {
         None => return Err("Mcp-Method header is required on every 2026-07-28 POST".into()),
-        Some(m) if m != method => return Err(format!(
+        Some(m) if m != method => {
+            return Err(format!(
             "Header mismatch: Mcp-Method header value '{m}' does not match body method '{method}'"
-        )),
+        ))
+        }
         Some(_) => {}
     }
     let params = msg.get("params");
@@ -289,6 +291,90 @@ pub fn input_request_of(request: &Value<'_>) -> Option<String> {
     String::from_utf8(out).ok()
 }
 
+/// Encodes a value for `Mcp-Name` (or `Mcp-Param-*`): plain when it is safe ASCII, else the
+/// `=?base64?…?=` sentinel (streamable-http.mdx, "Value Encoding").
+pub fn encode_header_value(value: &str) -> String {
+    let plain = !value.is_empty()
+        && value.bytes().all(|b| (0x20..0x7f).contains(&b))
+        && !value.starts_with(' ')
+        && !value.ends_with(' ')
+        && !(value.starts_with("=?base64?") && value.ends_with("?="));
+    if plain {
+        value.to_owned()
+    } else {
+        format!("=?base64?{}?=", STANDARD.encode(value.as_bytes()))
+    }
+}
+
+/// A request ready for a 2026-07-28 upstream: its body with the envelope in `_meta`, and the
+/// values of `Mcp-Method` and `Mcp-Name`.
+pub struct Stamped {
+    /// The rewritten body.
+    pub body: Bytes,
+    /// `Mcp-Method`.
+    pub method: String,
+    /// `Mcp-Name`, already encoded.
+    pub name: Option<String>,
+}
+
+/// Puts the per-request envelope (version, the client's capabilities and identity, all JSON
+/// text) into a request's `params._meta`. `None` for anything that is not a request: the era
+/// has no client notifications or responses over HTTP.
+pub fn stamp(body: &[u8], capabilities: &str, client_info: &str) -> Option<Stamped> {
+    // The envelope's buffers are declared first so they outlive the message borrowing them.
+    let mut caps_buf = capabilities.as_bytes().to_vec();
+    let mut info_buf = client_info.as_bytes().to_vec();
+    let mut buf = body.to_vec();
+    let mut msg = jsonrpc::parse(&mut buf).ok()?;
+    msg.get("id")?;
+    let method = msg.get_str("method")?.to_owned();
+    let name = named_field(&method)
+        .and_then(|f| msg.get("params").and_then(|p| p.get_str(f)))
+        .map(encode_header_value);
+    let caps = simd_json::to_borrowed_value(&mut caps_buf).ok()?;
+    let info = simd_json::to_borrowed_value(&mut info_buf).ok()?;
+    let root = msg.as_object_mut()?;
+    if !root.get("params").is_some_and(|p| p.is_object()) {
+        root.insert("params".into(), Value::object());
+    }
+    let params = root.get_mut("params")?.as_object_mut()?;
+    if !params.get("_meta").is_some_and(|m| m.is_object()) {
+        params.insert("_meta".into(), Value::object());
+    }
+    let meta = params.get_mut("_meta")?.as_object_mut()?;
+    meta.insert(META_VERSION.into(), Value::from(VERSION));
+    meta.insert(META_CAPABILITIES.into(), caps);
+    meta.insert(META_CLIENT_INFO.into(), info);
+    Some(Stamped {
+        body: jsonrpc::to_bytes(&msg),
+        method,
+        name,
+    })
+}
+
+/// The `server/discover` probe a proxy sends upstream.
+pub fn discover_request(id: &Id, capabilities: &str, client_info: &str) -> Bytes {
+    let params = format!(
+        r#"{{"_meta":{{"{META_VERSION}":"{VERSION}","{META_CAPABILITIES}":{capabilities},"{META_CLIENT_INFO}":{client_info}}}}}"#
+    );
+    jsonrpc::request_body(id, "server/discover", params.as_bytes())
+}
+
+/// True when a discover answer's `supportedVersions` names this era.
+pub fn discover_says_modern(result: &Value<'_>) -> bool {
+    result
+        .get("supportedVersions")
+        .and_then(|v| v.as_array())
+        .is_some_and(|vs| vs.iter().any(|v| v.as_str() == Some(VERSION)))
+}
+
+/// True when a response message carries an `InputRequiredResult`.
+pub fn is_input_required(msg: &Value<'_>) -> bool {
+    msg.get("result")
+        .and_then(|r| r.get_str("resultType"))
+        .is_some_and(|t| t == "input_required")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -370,6 +456,33 @@ mod tests {
             text.contains("progressToken") && !text.contains("protocolVersion"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn stamping_adds_the_envelope_and_headers() {
+        let s = stamp(
+            r#"{"jsonrpc":"2.0","id":4,"method":"tools/call","params":{"name":"hé","arguments":{}}}"#
+                .as_bytes(),
+            r#"{"sampling":{}}"#,
+            r#"{"name":"c","version":"1"}"#,
+        )
+        .unwrap();
+        let text = std::str::from_utf8(&s.body).unwrap();
+        assert!(
+            text.contains(META_VERSION) && text.contains(r#""sampling":{}"#),
+            "{text}"
+        );
+        assert_eq!(s.method, "tools/call");
+        let name = s.name.unwrap();
+        assert!(name.starts_with("=?base64?"), "{name}");
+        assert_eq!(decode_header_value(&name).as_deref(), Some("hé"));
+        assert!(stamp(
+            br#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#,
+            "{}",
+            "{}"
+        )
+        .is_none());
+        assert_eq!(encode_header_value("plain__name"), "plain__name");
     }
 
     #[test]

@@ -117,7 +117,7 @@ impl State {
         ));
         let session = Session::new(
             shard,
-            format!("bridge-{:02x}-{n}", shard.id),
+            format!("{}{:02x}-{n}", crate::session::BRIDGE_PREFIX, shard.id),
             BRIDGED_VERSION.to_owned(),
             params,
             Vec::new(),

@@ -9,6 +9,7 @@
 pub mod aggregate;
 pub mod bridge;
 pub mod forward;
+pub mod mrtr;
 pub mod relay;
 
 use std::rc::Rc;

@@ -139,6 +139,14 @@ impl UpstreamHandle {
         }
     }
 
+    /// True when the upstream is used in the stateless era (2026-07-28).
+    pub fn is_modern(&self) -> bool {
+        match self {
+            UpstreamHandle::Http(s) => s.is_modern(),
+            UpstreamHandle::Stdio(_) => false,
+        }
+    }
+
     /// True when messages can be passed on without opening anything new.
     pub fn is_open(&self) -> bool {
         match self {
