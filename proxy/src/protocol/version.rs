@@ -31,9 +31,10 @@ pub fn negotiate(requested: Option<&str>) -> &'static str {
         .unwrap_or(LATEST)
 }
 
-/// True from the revision that added the SSE priming event (an id with empty data).
+/// True from the revision that added the SSE priming event (an id with empty data) until
+/// 2026-07-28, which removed resumption.
 pub fn primes_streams(version: &str) -> bool {
-    version >= "2025-11-25"
+    version >= "2025-11-25" && !super::modern::is_modern(version)
 }
 
 #[cfg(test)]
@@ -54,5 +55,6 @@ mod tests {
         assert!(is_supported("2026-07-28"));
         assert!(!is_supported("2026-01-01"));
         assert!(primes_streams("2025-11-25") && !primes_streams("2025-06-18"));
+        assert!(!primes_streams("2026-07-28"));
     }
 }

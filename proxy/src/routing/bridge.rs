@@ -30,6 +30,7 @@ use simd_json::BorrowedValue as Value;
 
 use super::relay;
 use super::Answer;
+use crate::protocol::cursor::ListKind;
 use crate::protocol::jsonrpc::{self, code, Id, Kind};
 use crate::protocol::modern::{self, Headers};
 use crate::protocol::version;
@@ -39,6 +40,8 @@ use crate::shard::Shard;
 /// Prefix of the `requestState` tokens the proxy mints: then two hex digits naming the shard
 /// holding the round, a dot, and a random part.
 const ROUND_PREFIX: &str = "mcp-proxy-round.";
+/// `_meta` key tagging what a `subscriptions/listen` stream carries.
+const SUBSCRIPTION_ID: &str = "io.modelcontextprotocol/subscriptionId";
 /// How long a round waits for the client's retry.
 const ROUND_TTL: Duration = Duration::from_secs(600);
 /// Rounds kept per shard; the oldest go first.
@@ -58,6 +61,8 @@ pub enum Modern {
     Unknown(Bytes),
     /// 202: a notification, taken and ignored.
     Accepted,
+    /// An SSE stream: `subscriptions/listen`, carried by this session's stream.
+    Listen(Rc<Session>, u64),
 }
 
 /// A server-to-client exchange waiting for the client's `inputResponses`.
@@ -83,6 +88,18 @@ pub struct State {
     rounds: RefCell<HashMap<String, Round>>,
     next_id: Cell<i64>,
     next_session: Cell<u64>,
+    listeners: RefCell<Vec<Listener>>,
+}
+
+/// An open `subscriptions/listen` stream.
+struct Listener {
+    /// The stream's own session (it only carries the stream); gone when the client left.
+    session: std::rc::Weak<Session>,
+    stream: u64,
+    /// The listen request's id, as JSON: the subscription id.
+    id_json: String,
+    /// Opted in to tools, prompts and resources list changes.
+    wants: [bool; 3],
 }
 
 impl State {
@@ -152,8 +169,47 @@ impl State {
         token
     }
 
+    /// Tells listeners that opted in which lists changed.
+    pub fn lists_changed(&self, kinds: &[ListKind]) {
+        self.listeners.borrow_mut().retain(|l| {
+            let Some(session) = l.session.upgrade() else {
+                return false;
+            };
+            let mut sent = [false; 3];
+            for kind in kinds {
+                let (slot, method) = match kind {
+                    ListKind::Tools => (0, "notifications/tools/list_changed"),
+                    ListKind::Prompts => (1, "notifications/prompts/list_changed"),
+                    ListKind::Resources | ListKind::ResourceTemplates => {
+                        (2, "notifications/resources/list_changed")
+                    }
+                };
+                if l.wants[slot] && !sent[slot] {
+                    sent[slot] = true;
+                    let params = format!(r#"{{"_meta":{{"{SUBSCRIPTION_ID}":{}}}}}"#, l.id_json);
+                    session.events.push(
+                        l.stream,
+                        jsonrpc::notification_body(method, Some(params.as_bytes())),
+                    );
+                }
+            }
+            true
+        });
+    }
+
     /// Ends every bridge session (shutdown).
     pub async fn close(&self) {
+        // Listeners end gracefully: the listen request gets its response, then the stream ends.
+        for l in self.listeners.borrow_mut().drain(..) {
+            if let Some(session) = l.session.upgrade() {
+                let result = format!(
+                    r#"{{"jsonrpc":"2.0","id":{},"result":{{"resultType":"complete","_meta":{{"{SUBSCRIPTION_ID}":{}}}}}}}"#,
+                    l.id_json, l.id_json
+                );
+                session.events.push(l.stream, Bytes::from(result));
+                session.events.finish(l.stream);
+            }
+        }
         self.rounds.borrow_mut().clear();
         let sessions: Vec<_> = self.sessions.borrow_mut().drain().map(|(_, s)| s).collect();
         for s in sessions {
@@ -219,15 +275,14 @@ pub async fn handle(shard: &Rc<Shard>, headers: &Headers, body: Bytes) -> Modern
             code::INVALID_REQUEST,
             "initialize belongs to the stateful era: send it without MCP-Protocol-Version 2026-07-28, or call methods directly",
         )),
-        "ping"
-        | "logging/setLevel"
-        | "resources/subscribe"
-        | "resources/unsubscribe"
-        | "subscriptions/listen" => Modern::Unknown(jsonrpc::error_body(
+        "subscriptions/listen" => listen(shard, &id, &msg),
+        "ping" | "logging/setLevel" | "resources/subscribe" | "resources/unsubscribe" => {
+            Modern::Unknown(jsonrpc::error_body(
             Some(&id),
             code::METHOD_NOT_FOUND,
-            &format!("method not found: {method} is not served to 2026-07-28 clients"),
-        )),
+                &format!("method not found: {method} is not served to 2026-07-28 clients"),
+            ))
+        }
         _ => {
             let state = msg
                 .get("params")
@@ -242,6 +297,63 @@ pub async fn handle(shard: &Rc<Shard>, headers: &Headers, body: Bytes) -> Modern
             }
         }
     }
+}
+
+/// Opens a `subscriptions/listen` stream for the list changes the client opted in to.
+/// Resource subscriptions are not offered (the acknowledgment leaves them out).
+fn listen(shard: &Rc<Shard>, id: &Id, msg: &Value<'_>) -> Modern {
+    let filter = msg.get("params").and_then(|p| p.get("notifications"));
+    let wants = [
+        "toolsListChanged",
+        "promptsListChanged",
+        "resourcesListChanged",
+    ]
+    .map(|k| filter.and_then(|f| f.get_bool(k)).unwrap_or(false));
+    let mut id_buf = Vec::new();
+    id.write_json(&mut id_buf);
+    let id_json = String::from_utf8_lossy(&id_buf).into_owned();
+    let n = shard.bridge.next_session.get() + 1;
+    shard.bridge.next_session.set(n);
+    let session = Session::new(
+        shard,
+        format!(
+            "{}listen-{:02x}-{n}",
+            crate::session::BRIDGE_PREFIX,
+            shard.id
+        ),
+        modern::VERSION.to_owned(),
+        Bytes::from_static(b"{}"),
+        Vec::new(),
+    );
+    let stream = session.events.open();
+    let granted: Vec<String> = [
+        "toolsListChanged",
+        "promptsListChanged",
+        "resourcesListChanged",
+    ]
+    .iter()
+    .zip(wants)
+    .filter(|(_, w)| *w)
+    .map(|(k, _)| format!(r#""{k}":true"#))
+    .collect();
+    let ack = format!(
+        r#"{{"_meta":{{"{SUBSCRIPTION_ID}":{id_json}}},"notifications":{{{}}}}}"#,
+        granted.join(",")
+    );
+    session.events.push(
+        stream,
+        jsonrpc::notification_body(
+            "notifications/subscriptions/acknowledged",
+            Some(ack.as_bytes()),
+        ),
+    );
+    shard.bridge.listeners.borrow_mut().push(Listener {
+        session: Rc::downgrade(&session),
+        stream,
+        id_json,
+        wants,
+    });
+    Modern::Listen(session, stream)
 }
 
 /// The `server/discover` result: the proxy's versions, capabilities and identity.

@@ -263,6 +263,7 @@ impl Shard {
         if changed.is_empty() {
             return;
         }
+        self.bridge.lists_changed(&changed);
         let notices: Vec<_> = changed
             .iter()
             .map(|kind| {

@@ -481,9 +481,15 @@ pub async fn handle(shard: &Rc<Shard>, request: McpRequest) -> Reply {
 
 /// Maps a forwarded header name back to the static names this module uses.
 fn static_header(name: &str) -> Option<&'static str> {
-    ["Content-Type", "Mcp-Session-Id", "Allow", "Cache-Control"]
-        .into_iter()
-        .find(|h| h.eq_ignore_ascii_case(name))
+    [
+        "Content-Type",
+        "Mcp-Session-Id",
+        "Allow",
+        "Cache-Control",
+        "X-Accel-Buffering",
+    ]
+    .into_iter()
+    .find(|h| h.eq_ignore_ascii_case(name))
 }
 
 fn unknown_session() -> Reply {
@@ -534,6 +540,10 @@ async fn post(shard: &Rc<Shard>, request: McpRequest) -> Reply {
                 status: 202,
                 headers: Vec::new(),
                 body: Bytes::new(),
+            },
+            routing::bridge::Modern::Listen(session, stream) => Reply::Events {
+                headers: vec![("X-Accel-Buffering", "no".into())],
+                source: EventSource::Follow(Follower::new(session, stream, 0)),
             },
         };
     }
