@@ -294,11 +294,10 @@ pub fn input_request_of(request: &Value<'_>) -> Option<String> {
 /// Encodes a value for `Mcp-Name` (or `Mcp-Param-*`): plain when it is safe ASCII, else the
 /// `=?base64?…?=` sentinel (streamable-http.mdx, "Value Encoding").
 pub fn encode_header_value(value: &str) -> String {
-    let plain = !value.is_empty()
-        && value.bytes().all(|b| (0x20..0x7f).contains(&b))
-        && !value.starts_with(' ')
-        && !value.ends_with(' ')
-        && !(value.starts_with("=?base64?") && value.ends_with("?="));
+    let printable = value.bytes().all(|b| (0x20..0x7f).contains(&b));
+    let padded = value.starts_with(' ') || value.ends_with(' ');
+    let looks_encoded = value.starts_with("=?base64?") && value.ends_with("?=");
+    let plain = !value.is_empty() && printable && !padded && !looks_encoded;
     if plain {
         value.to_owned()
     } else {
