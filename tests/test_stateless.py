@@ -175,6 +175,26 @@ def test_stateless_upstream_is_balanced_per_request(eras):
     assert names == {"m1", "m2"}, seen
 
 
+def test_modern_client_gets_progress_from_a_stateful_upstream(eras):
+    """A bridged call that reports progress is answered as SSE: the notifications as they come,
+    then the result."""
+    progress: list[tuple[float, float | None]] = []
+
+    async def on_progress(value: float, total: float | None, message: str | None) -> None:
+        progress.append((value, total))
+
+    async def go():
+        async with modern_client(eras.url) as c:
+            return await c.call_tool("alpha__trigger-long-running-operation", {"duration": 1, "steps": 3},
+                                     progress_callback=on_progress)
+
+    result = run(go)
+    assert not result.is_error, text_of(result)
+    assert "Long running operation completed" in text_of(result)
+    assert [v for v, _ in progress] == [1, 2, 3], progress
+    assert progress[-1][1] == 3
+
+
 # ---------------------------------------------------------------------------------------------
 # Sampling through the bridge, every combination
 
@@ -314,9 +334,12 @@ def test_forged_request_state_is_refused(eras):
     assert "requestState" in r.messages[0]["error"]["message"]
 
 
-def test_input_required_round_raw(eras):
+@pytest.mark.parametrize("attempt", range(4))
+def test_input_required_round_raw(eras, attempt):
     """The bridge's rounds on the wire: the first call answers input_required with the
-    upstream's sampling request; the retry with inputResponses gets the tool's result."""
+    upstream's sampling request; the retry with inputResponses gets the tool's result. Each
+    request is a new connection, so retries land on either shard; the one that did not keep
+    the round forwards it to the one that did (run a few times to cover both)."""
     caps = {"sampling": {}}
     first = modern_body("tools/call", {"name": "alpha__trigger-sampling-request",
                                        "arguments": {"prompt": "hi there", "maxTokens": 5}}, request_id=1)

@@ -61,8 +61,9 @@ pub enum Modern {
     Unknown(Bytes),
     /// 202: a notification, taken and ignored.
     Accepted,
-    /// An SSE stream: `subscriptions/listen`, carried by this session's stream.
-    Listen(Rc<Session>, u64),
+    /// An SSE stream carried by this session's stream: `subscriptions/listen`, or a call
+    /// relaying progress before its answer.
+    Stream(Rc<Session>, u64),
 }
 
 /// A server-to-client exchange waiting for the client's `inputResponses`.
@@ -132,10 +133,12 @@ impl State {
         let params = Bytes::from(format!(
             r#"{{"protocolVersion":"{BRIDGED_VERSION}","capabilities":{caps},"clientInfo":{info}}}"#
         ));
+        // The session's own version is the client's era (its streams carry no priming
+        // event); upstreams get BRIDGED_VERSION through `params`.
         let session = Session::new(
             shard,
             format!("{}{:02x}-{n}", crate::session::BRIDGE_PREFIX, shard.id),
-            BRIDGED_VERSION.to_owned(),
+            modern::VERSION.to_owned(),
             params,
             Vec::new(),
         );
@@ -229,7 +232,7 @@ pub fn owner(shard: &Shard, body: &[u8]) -> Option<usize> {
 }
 
 /// Serves one POST of the stateless era.
-pub async fn handle(shard: &Rc<Shard>, headers: &Headers, body: Bytes) -> Modern {
+pub async fn handle(shard: &Rc<Shard>, headers: &Headers, body: Bytes, sse: bool) -> Modern {
     let mut buf = body.to_vec();
     let mut msg = match jsonrpc::parse(&mut buf) {
         Ok(m) => m,
@@ -291,9 +294,9 @@ pub async fn handle(shard: &Rc<Shard>, headers: &Headers, body: Bytes) -> Modern
                 .map(str::to_owned);
             match state {
                 Some(token) if modern::may_require_input(&method) => {
-                    continuation(shard, id, &method, &msg, &token).await
+                    continuation(shard, id, &method, &msg, &token, sse).await
                 }
-                _ => first_call(shard, id, &method, &mut msg).await,
+                _ => first_call(shard, id, &method, &mut msg, sse).await,
             }
         }
     }
@@ -353,7 +356,7 @@ fn listen(shard: &Rc<Shard>, id: &Id, msg: &Value<'_>) -> Modern {
         id_json,
         wants,
     });
-    Modern::Listen(session, stream)
+    Modern::Stream(session, stream)
 }
 
 /// The `server/discover` result: the proxy's versions, capabilities and identity.
@@ -372,7 +375,13 @@ fn discover(shard: &Rc<Shard>) -> String {
     )
 }
 
-async fn first_call(shard: &Rc<Shard>, id: Id, method: &str, msg: &mut Value<'_>) -> Modern {
+async fn first_call(
+    shard: &Rc<Shard>,
+    id: Id,
+    method: &str,
+    msg: &mut Value<'_>,
+    sse: bool,
+) -> Modern {
     let (caps, info) = modern::client_meta(msg);
     let name = modern::named_field(method)
         .and_then(|f| msg.get("params").and_then(|p| p.get_str(f)))
@@ -387,7 +396,14 @@ async fn first_call(shard: &Rc<Shard>, id: Id, method: &str, msg: &mut Value<'_>
         Answer::Json(body) => Modern::Json(restore(method, &id, body)),
         Answer::BadRequest(body) => Modern::Refused(restore(method, &id, body)),
         Answer::Stream(stream) => {
-            follow(shard, session, stream, 0, id, method.to_owned(), name).await
+            let call = Bridged {
+                session,
+                stream,
+                id,
+                method: method.to_owned(),
+                name,
+            };
+            call.follow(shard, 0, sse.then_some(Relay::Open)).await
         }
         Answer::Accepted | Answer::Silent => Modern::Json(jsonrpc::error_body(
             Some(&id),
@@ -397,90 +413,132 @@ async fn first_call(shard: &Rc<Shard>, id: Id, method: &str, msg: &mut Value<'_>
     }
 }
 
-/// Reads a bridged call's session stream from `after` until its answer, or until the
-/// upstream asks the client something: then the call becomes a round.
-async fn follow(
-    shard: &Rc<Shard>,
+/// Where a bridged call's notifications go.
+#[derive(Clone, Copy)]
+enum Relay {
+    /// The client takes SSE: a stream is opened at the first notification.
+    Open,
+    /// Into this stream of the bridge session, already handed to the client.
+    Into(u64),
+}
+
+/// A bridged call: the session stream relaying it upstream, and what the client asked.
+struct Bridged {
     session: Rc<Session>,
     stream: u64,
-    mut after: u64,
     id: Id,
     method: String,
     name: Option<String>,
-) -> Modern {
-    let epoch = session.events.claim(stream);
-    let mut asked: Vec<(String, Id, Bytes)> = Vec::new();
-    loop {
-        // Once the upstream has asked something, take only what is already there: the
-        // client answers the batch, and the call waits for that.
-        let next = if asked.is_empty() {
-            Some(poll_fn(|cx| session.events.poll_next(stream, after, epoch, cx)).await)
-        } else {
-            poll_once(poll_fn(|cx| {
-                session.events.poll_next(stream, after, epoch, cx)
-            }))
-            .await
-        };
-        let Some(next) = next else { break };
-        let (seq, message) = match next {
-            Next::Event(seq, message) => (seq, message),
-            Next::End if asked.is_empty() => {
-                return Modern::Json(jsonrpc::error_body(
-                    Some(&id),
-                    code::UPSTREAM_PROTOCOL,
-                    "the upstream call ended without an answer",
-                ))
-            }
-            Next::End => break,
-        };
-        after = seq;
-        let mut buf = message.to_vec();
-        let Ok(parsed) = jsonrpc::parse(&mut buf) else {
-            continue;
-        };
-        let proxy_id = parsed.get("id").and_then(Id::from_value);
-        match (parsed.get_str("method"), proxy_id) {
-            // A server-to-client request: it becomes one of the client's input requests.
-            (Some(_), Some(proxy_id)) => {
-                if let Some(request) = modern::input_request_of(&parsed) {
-                    let key = match &proxy_id {
-                        Id::Str(s) => s.clone(),
-                        Id::Num(n) => n.to_string(),
-                    };
-                    asked.push((key, proxy_id, Bytes::from(request)));
+}
+
+impl Bridged {
+    /// Reads the call's stream from `after` until its answer, or until the upstream asks the
+    /// client something: then the call becomes a round. Progress and log notifications go to
+    /// the client on an SSE answer when it takes one (opened at the first), else are dropped.
+    fn follow(
+        self,
+        shard: &Rc<Shard>,
+        mut after: u64,
+        relay: Option<Relay>,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Modern> + '_>> {
+        Box::pin(async move {
+            let session = self.session.clone();
+            let stream = self.stream;
+            let epoch = session.events.claim(stream);
+            let mut asked: Vec<(String, Id, Bytes)> = Vec::new();
+            loop {
+                // Once the upstream has asked something, take only what is already there: the
+                // client answers the batch, and the call waits for that.
+                let next = if asked.is_empty() {
+                    Some(poll_fn(|cx| session.events.poll_next(stream, after, epoch, cx)).await)
+                } else {
+                    poll_once(poll_fn(|cx| {
+                        session.events.poll_next(stream, after, epoch, cx)
+                    }))
+                    .await
+                };
+                let Some(next) = next else { break };
+                let (seq, message) = match next {
+                    Next::Event(seq, message) => (seq, message),
+                    Next::End if asked.is_empty() => {
+                        return Modern::Json(jsonrpc::error_body(
+                            Some(&self.id),
+                            code::UPSTREAM_PROTOCOL,
+                            "the upstream call ended without an answer",
+                        ))
+                    }
+                    Next::End => break,
+                };
+                after = seq;
+                let mut buf = message.to_vec();
+                let Ok(parsed) = jsonrpc::parse(&mut buf) else {
+                    continue;
+                };
+                let proxy_id = parsed.get("id").and_then(Id::from_value);
+                match (parsed.get_str("method"), proxy_id) {
+                    // A server-to-client request: it becomes one of the client's input requests.
+                    (Some(_), Some(proxy_id)) => {
+                        if let Some(request) = modern::input_request_of(&parsed) {
+                            let key = match &proxy_id {
+                                Id::Str(s) => s.clone(),
+                                Id::Num(n) => n.to_string(),
+                            };
+                            asked.push((key, proxy_id, Bytes::from(request)));
+                        }
+                    }
+                    (Some(_), None) => match relay {
+                        Some(Relay::Into(out)) => session.events.push(out, message),
+                        Some(Relay::Open) if asked.is_empty() => {
+                            let out = session.events.open();
+                            session.events.push(out, message);
+                            let shard = shard.clone();
+                            let handed = session.clone();
+                            let session = session.clone();
+                            glommio::spawn_local(async move {
+                                let answer =
+                                    self.follow(&shard, after, Some(Relay::Into(out))).await;
+                                if let Modern::Json(b) | Modern::Refused(b) = answer {
+                                    session.events.push(out, b);
+                                }
+                                session.events.finish(out);
+                            })
+                            .detach();
+                            return Modern::Stream(handed, out);
+                        }
+                        _ => {}
+                    },
+                    (None, _) => {
+                        drop(parsed);
+                        return Modern::Json(restore(&self.method, &self.id, message));
+                    }
                 }
             }
-            // Progress and log messages have no place in a JSON answer; they are dropped.
-            (Some(_), None) => {}
-            (None, _) => {
-                drop(parsed);
-                return Modern::Json(restore(&method, &id, message));
+            let requests: Vec<(String, Bytes)> = asked
+                .iter()
+                .map(|(k, _, r)| (k.clone(), r.clone()))
+                .collect();
+            let id = self.id.clone();
+            let round = Round {
+                session: self.session,
+                stream,
+                after,
+                method: self.method,
+                name: self.name,
+                keys: asked.into_iter().map(|(k, p, _)| (k, p)).collect(),
+                requests: requests.clone(),
+                created: Instant::now(),
+            };
+            let token = shard.bridge.keep_round(shard.id, round);
+            if token.is_empty() {
+                return Modern::Json(jsonrpc::error_body(
+                    Some(&id),
+                    code::INTERNAL_ERROR,
+                    "the server asked for input but the proxy could not keep the round (no randomness)",
+                ));
             }
-        }
+            Modern::Json(modern::input_required(&id, &requests, &token))
+        })
     }
-    let requests: Vec<(String, Bytes)> = asked
-        .iter()
-        .map(|(k, _, r)| (k.clone(), r.clone()))
-        .collect();
-    let round = Round {
-        session,
-        stream,
-        after,
-        method,
-        name,
-        keys: asked.into_iter().map(|(k, p, _)| (k, p)).collect(),
-        requests: requests.clone(),
-        created: Instant::now(),
-    };
-    let token = shard.bridge.keep_round(shard.id, round);
-    if token.is_empty() {
-        return Modern::Json(jsonrpc::error_body(
-            Some(&id),
-            code::INTERNAL_ERROR,
-            "the server asked for input but the proxy could not keep the round (no randomness)",
-        ));
-    }
-    Modern::Json(modern::input_required(&id, &requests, &token))
 }
 
 /// A retry carrying `inputResponses` for a round: answers go to the upstream that asked, and
@@ -491,6 +549,7 @@ async fn continuation(
     method: &str,
     msg: &Value<'_>,
     token: &str,
+    sse: bool,
 ) -> Modern {
     let Some(round) = shard.bridge.rounds.borrow_mut().remove(token) else {
         return Modern::Json(jsonrpc::error_body(
@@ -545,16 +604,15 @@ async fn continuation(
         let token = shard.bridge.keep_round(shard.id, again);
         return Modern::Json(modern::input_required(&id, &requests, &token));
     }
-    follow(
-        shard,
-        round.session,
-        round.stream,
-        round.after,
+    let call = Bridged {
+        session: round.session,
+        stream: round.stream,
         id,
-        round.method,
-        round.name,
-    )
-    .await
+        method: round.method,
+        name: round.name,
+    };
+    call.follow(shard, round.after, sse.then_some(Relay::Open))
+        .await
 }
 
 /// Hands one answer to the upstream request it is for.

@@ -532,7 +532,9 @@ pub async fn handle_owned(shard: &Rc<Shard>, request: McpRequest) -> Reply {
 
 async fn post(shard: &Rc<Shard>, request: McpRequest) -> Reply {
     if let Some(headers) = &request.modern {
-        return match routing::bridge::handle(shard, headers, request.body).await {
+        return match routing::bridge::handle(shard, headers, request.body, request.accepts_sse)
+            .await
+        {
             routing::bridge::Modern::Json(body) => Reply::json(200, body),
             routing::bridge::Modern::Refused(body) => Reply::json(400, body),
             routing::bridge::Modern::Unknown(body) => Reply::json(404, body),
@@ -541,7 +543,7 @@ async fn post(shard: &Rc<Shard>, request: McpRequest) -> Reply {
                 headers: Vec::new(),
                 body: Bytes::new(),
             },
-            routing::bridge::Modern::Listen(session, stream) => Reply::Events {
+            routing::bridge::Modern::Stream(session, stream) => Reply::Events {
                 headers: vec![("X-Accel-Buffering", "no".into())],
                 source: EventSource::Follow(Follower::new(session, stream, 0)),
             },
