@@ -275,9 +275,22 @@ impl UpstreamSession {
             .post_with(replica, None, Some(modern::VERSION), &headers, &body)
             .await
         {
-            Ok(reply) => self.await_answer(reply, &id).await.ok(),
+            Ok(reply) => self.await_answer(reply, &id).await,
+            Err(e) if e.never_sent() => return Err(e),
+            Err(e) => Err(e),
+        };
+        let answer = match answer {
+            Ok(a) => Some(a),
+            // A refusal is the stateful era's answer to the probe; a timeout or a broken
+            // exchange says nothing, so `initialize` is tried without remembering a verdict.
             Err(UpstreamError::Status { .. } | UpstreamError::Protocol { .. }) => None,
-            Err(e) => return Err(e),
+            Err(e) => {
+                log::debug!(
+                    "upstream {}: server/discover probe failed ({e}); trying initialize",
+                    self.client.name()
+                );
+                return Ok(None);
+            }
         };
         let mut buf = answer.map(|a| a.to_vec()).unwrap_or_default();
         let result = jsonrpc::parse(&mut buf)
