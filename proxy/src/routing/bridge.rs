@@ -221,9 +221,17 @@ impl State {
     }
 }
 
-/// The shard holding the round a retry continues, found by a byte search for the proxy's
-/// token (no parse); `None` when the body names no round of this proxy.
-pub fn owner(shard: &Shard, body: &[u8]) -> Option<usize> {
+/// The shard holding the round a retry continues, found from the headers and a byte search
+/// for the proxy's token (no parse); `None` when the request continues no round of this proxy.
+/// Only the methods that can have rounds are searched, as `Mcp-Method` says.
+pub fn owner(shard: &Shard, headers: &Headers, body: &[u8]) -> Option<usize> {
+    if !headers
+        .method
+        .as_deref()
+        .is_some_and(modern::may_require_input)
+    {
+        return None;
+    }
     let prefix = ROUND_PREFIX.as_bytes();
     let at = body.windows(prefix.len()).position(|w| w == prefix)?;
     let hex = body.get(at + prefix.len()..at + prefix.len() + 2)?;

@@ -418,9 +418,11 @@ fn accepts(request: &Request) -> (bool, bool) {
 pub async fn handle(shard: &Rc<Shard>, request: McpRequest) -> Reply {
     let owner = match request.session_id.as_deref() {
         // A stateless retry goes to the shard holding its round, if it continues one.
-        None if request.modern.is_some() => {
-            routing::bridge::owner(shard, &request.body).unwrap_or(shard.id)
-        }
+        None if request.modern.is_some() => request
+            .modern
+            .as_ref()
+            .and_then(|h| routing::bridge::owner(shard, h, &request.body))
+            .unwrap_or(shard.id),
         Some(id) => match shard.owner_of(id) {
             Some(owner) => owner,
             None => return unknown_session(),
@@ -594,13 +596,14 @@ async fn sessionless_post(shard: &Rc<Shard>, body: Bytes) -> Reply {
             },
             Err(answer) => Reply::json(400, answer),
         },
-        // The 2026-07-28 probe: refusing it with 400 and -32601 makes current clients fall back.
+        // 2026-07-28 requests are recognized by their MCP-Protocol-Version header; without it
+        // this is no request of either era.
         Ok(Kind::Request { id, method: "server/discover" }) => Reply::json(
             400,
             jsonrpc::error_body(
                 Some(&id),
-                code::METHOD_NOT_FOUND,
-                "server/discover is not supported; this proxy speaks the stateful protocol (initialize)",
+                code::INVALID_REQUEST,
+                "server/discover is a 2026-07-28 method: send it with MCP-Protocol-Version: 2026-07-28 (or initialize for the stateful protocol)",
             ),
         ),
         Ok(_) => missing_session(),
