@@ -48,10 +48,10 @@ async def answer_sampling(context, params: types.CreateMessageRequestParams) -> 
     )
 
 
-def start_modern(name: str, state_key: str) -> harness.Upstream:
+def start_modern(name: str, state_key: str | None) -> harness.Upstream:
     port = harness.free_port()
-    child = harness.spawn(f"modern-{name}", [sys.executable, str(FIXTURE), str(port), name],
-                          env={"STATE_KEY": state_key})
+    env = {"STATE_KEY": state_key} if state_key else None
+    child = harness.spawn(f"modern-{name}", [sys.executable, str(FIXTURE), str(port), name], env=env)
     try:
         harness.wait_for_port(port, child)
     except BaseException:
@@ -244,6 +244,27 @@ def test_sampling_stateful_client_stateful_upstream_unchanged(eras):
 
     result = run(go)
     assert "sampled:hello" in text_of(result)
+
+
+def test_rounds_stay_on_the_replica_that_asked(spawner):
+    """Replicas with their own requestState keys (the SDK's default): the proxy balances
+    round robin, yet a stateful client's sampling call works every time, because the retry
+    carrying the answers goes back to the replica that asked."""
+    replicas = [start_modern("own1", None), start_modern("own2", None)]
+    spawner.started.extend(replicas)
+    config = (f'[[servers]]\nname = "modern"\nreplicas = [{{ url = "{replicas[0].url}" }}, '
+              f'{{ url = "{replicas[1].url}" }}]\nstrategy = "round_robin"\n')
+    proxy = spawner.proxy(config, shards=1)
+
+    async def go():
+        out = []
+        async with sdk_session(proxy.url, sampling_callback=answer_sampling) as s:
+            for word in ("one", "two", "three", "four"):
+                out.append(await s.call_tool("modern__sample_word", {"prompt": f"say {word}"}))
+        return out
+
+    results = run(go)
+    assert [text_of(r) for r in results] == [f"model said: sampled:{w[::-1]}" for w in ("one", "two", "three", "four")]
 
 
 # ---------------------------------------------------------------------------------------------

@@ -57,7 +57,9 @@ pub async fn request(
         client_id: client_id.clone(),
     };
     timing.sending();
-    let reply = match upstream.send(&body, retry_safe).await {
+    // The replica that answers; an input_required call's retries go back to it.
+    let pin = std::cell::Cell::new(None);
+    let reply = match upstream.send_pinned(&body, retry_safe, &pin).await {
         Ok(r) => r,
         Err(e) => {
             timing.finish(Outcome::Unavailable);
@@ -79,6 +81,7 @@ pub async fn request(
                         upstream,
                         client_id,
                         original: body,
+                        pin,
                     };
                     call.resolve(answer, accepts_sse, timing, guard).await
                 }
@@ -120,6 +123,7 @@ pub async fn request(
                     upstream,
                     client_id,
                     original: body,
+                    pin,
                 };
                 return call.resolve(answer, accepts_sse, timing, guard).await;
             }

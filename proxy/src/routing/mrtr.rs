@@ -47,6 +47,8 @@ pub struct Call {
     pub client_id: Id,
     /// The request as first sent upstream (names mapped).
     pub original: Bytes,
+    /// The replica that asked; retries go there while it is usable.
+    pub pin: std::cell::Cell<Option<usize>>,
 }
 
 impl Call {
@@ -207,7 +209,7 @@ impl Call {
         drop(msg);
         let reply = self
             .upstream
-            .send(&body, false)
+            .send_pinned(&body, false, &self.pin)
             .await
             .map_err(|e| forward::upstream_error(&self.client_id, &e))?;
         let exchange = Some((&upstream_id, &self.client_id));

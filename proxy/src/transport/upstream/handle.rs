@@ -172,6 +172,19 @@ impl UpstreamHandle {
         }
     }
 
+    /// [`send`](Self::send), kept on the replica in `pin` (see `UpstreamSession::send_pinned`).
+    pub async fn send_pinned(
+        &self,
+        body: &[u8],
+        retry_safe: bool,
+        pin: &Cell<Option<usize>>,
+    ) -> Result<PostReply, UpstreamError> {
+        match self {
+            UpstreamHandle::Http(s) => s.send_pinned(body, retry_safe, pin).await,
+            UpstreamHandle::Stdio(h) => h.post(Bytes::copy_from_slice(body)).await,
+        }
+    }
+
     /// Sends a request of the proxy's own and returns the whole response message.
     pub async fn request(&self, method: &str, params_json: &[u8]) -> Result<Bytes, UpstreamError> {
         match self {

@@ -330,7 +330,7 @@ impl UpstreamSession {
 
     /// POSTs a message in this session; retried elsewhere only when it never left the proxy.
     pub async fn post(self: &Rc<Self>, body: &[u8]) -> Result<PostReply, UpstreamError> {
-        self.deliver_with(body, false, false).await
+        self.deliver_with(body, false, false, None).await
     }
 
     /// POSTs a message in this session. A session the upstream lost is re-initialized and the
@@ -344,7 +344,19 @@ impl UpstreamSession {
         body: &[u8],
         retry_safe: bool,
     ) -> Result<PostReply, UpstreamError> {
-        self.deliver_with(body, retry_safe, true).await
+        self.deliver_with(body, retry_safe, true, None).await
+    }
+
+    /// [`send`](Self::send) to the replica in `pin` when it is usable, recording the replica
+    /// that took the request there: the rounds of one `input_required` call stay on the
+    /// replica that asked, which matters for servers whose `requestState` key is their own.
+    pub async fn send_pinned(
+        self: &Rc<Self>,
+        body: &[u8],
+        retry_safe: bool,
+        pin: &Cell<Option<usize>>,
+    ) -> Result<PostReply, UpstreamError> {
+        self.deliver_with(body, retry_safe, true, Some(pin)).await
     }
 
     /// [`send`](Self::send), recording the replica's latency when `record` (client requests).
@@ -353,6 +365,7 @@ impl UpstreamSession {
         body: &[u8],
         retry_safe: bool,
         record: bool,
+        pin: Option<&Cell<Option<usize>>>,
     ) -> Result<PostReply, UpstreamError> {
         self.client.retry_budget.deposit();
         let stateless = self.client.config.balance.stateless;
@@ -361,11 +374,20 @@ impl UpstreamSession {
         loop {
             let est = self.established_avoiding(avoid).await?;
             // Stateless servers keep nothing per session: every request may go anywhere.
+            let now = std::time::Instant::now();
+            let pinned = pin
+                .and_then(Cell::get)
+                .filter(|r| Some(*r) != avoid && self.client.stats[*r].usable(now));
             let replica = if stateless || est.modern.is_some() {
-                self.client.pick(avoid).unwrap_or(est.replica)
+                pinned
+                    .or_else(|| self.client.pick(avoid))
+                    .unwrap_or(est.replica)
             } else {
                 est.replica
             };
+            if let Some(pin) = pin {
+                pin.set(Some(replica));
+            }
             let started = std::time::Instant::now();
             let result = match &est.modern {
                 Some(envelope) => {
