@@ -387,6 +387,26 @@ def test_a_client_allowed_one_server_neither_sees_nor_calls_the_others(topo):
     assert full_tools > tools
 
 
+def test_policy_holds_for_2026_07_28_clients_too(topo):
+    """A stateless-era request has no session of its own; the policy still follows its key."""
+    from test_stateless import modern_body, modern_headers
+
+    def modern(credential, method, params=None, name=None):
+        headers = {**modern_headers(method, name), "Authorization": f"Bearer {credential}"}
+        return raw_request(topo.url, body=modern_body(method, params), headers=headers)
+
+    listed = modern(KEY_MEM, "tools/list")
+    assert listed.status == 200, listed.body
+    tools = {t["name"] for t in listed.messages[0]["result"]["tools"]}
+    assert tools and all(t.startswith("memory__") for t in tools), tools
+    hidden = modern(KEY_MEM, "tools/call", {"name": "everything__echo", "arguments": {"message": "x"}},
+                    name="everything__echo")
+    assert hidden.messages[0]["error"]["message"] == "unknown tool: everything__echo"
+    full = modern(KEY_FULL, "tools/list")
+    assert "everything__echo" in {t["name"] for t in full.messages[0]["result"]["tools"]}
+    assert modern("not-a-key", "tools/list").status == 401
+
+
 def test_tool_patterns_also_govern_the_proxys_own_tools(topo):
     token = topo.keys.token("ES256", sub="svc-echo")
 

@@ -206,17 +206,17 @@ def test_unsupported_protocol_version_header_is_400(proxy_ab, sid):
     assert r.status == 400, (r.status, r.body[:300])
 
 
-def test_stateless_discover_probe_is_refused_so_clients_fall_back(proxy_ab, good_client):
-    """The Python SDK's mcp.Client probes 2026-07-28 `server/discover` first and falls back to
-    initialize only on HTTP 400, JSON-RPC -32601 or -32022."""
+def test_stateless_discover_probe_is_answered(proxy_ab, good_client):
+    """The Python SDK's mcp.Client probes 2026-07-28 `server/discover` first; the proxy speaks
+    that era too (tests/test_stateless.py), so the probe gets a DiscoverResult naming both eras,
+    even with an empty `_meta`, while stateful clients keep being served alongside."""
     req = rpc("server/discover", {"_meta": {}})
     r = raw_request(proxy_ab.url, body=req, protocol_version=None,
                     headers={"MCP-Protocol-Version": "2026-07-28", "Mcp-Method": "server/discover"})
-    if r.status == 400:
-        return
+    assert r.status == 200, (r.status, r.body[:300])
     answer = r.response_for(req["id"])
-    assert answer is not None and "error" in answer, (r.status, r.body[:300])
-    assert answer["error"]["code"] in (-32601, -32022), answer
+    assert answer is not None and "result" in answer, r.body[:300]
+    assert {"2026-07-28", "2025-11-25"} <= set(answer["result"]["supportedVersions"])
 
 
 def test_good_client_saw_no_errors_and_proxy_still_answers(proxy_ab, good_client, sid):

@@ -414,6 +414,24 @@ impl SessionAuth {
         }
     }
 
+    /// Binds a session that counts against no session limit (a 2026-07-28 bridge session,
+    /// which exists per client rather than per conversation) to `identity`.
+    pub fn assume(&self, identity: Option<&Identity>) {
+        if let Some(id) = identity {
+            *self.principal.borrow_mut() = Some(id.principal);
+            self.client.set(Some(id.client));
+        }
+    }
+
+    /// True when `identity` is the one this session belongs to (both none without auth).
+    pub fn owned_by(&self, identity: Option<&Identity>) -> bool {
+        match (*self.principal.borrow(), identity) {
+            (None, None) => true,
+            (Some(p), Some(id)) => same(&p, &id.principal),
+            _ => false,
+        }
+    }
+
     /// Sets the principal sealed in a session id being restored (empty: opened without auth).
     pub fn restore(&self, principal: &[u8]) {
         if let Ok(p) = <[u8; 32]>::try_from(principal) {

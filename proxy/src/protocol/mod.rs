@@ -2,5 +2,6 @@
 
 pub mod cursor;
 pub mod jsonrpc;
+pub mod modern;
 pub mod names;
 pub mod version;

@@ -9,9 +9,19 @@ pub const LATEST: &str = "2025-11-25";
 /// What `MCP-Protocol-Version` means when a request carries none (basic/transports.mdx).
 pub const ASSUMED_WHEN_ABSENT: &str = "2025-03-26";
 
-/// True when `version` is one the proxy can serve.
+/// Every revision served, both eras, oldest first: the stateful ones through `initialize`,
+/// 2026-07-28 per request (`protocol::modern`). The era is chosen per request, so old and
+/// new clients share one endpoint.
+pub const ALL: [&str; 4] = [
+    "2025-03-26",
+    "2025-06-18",
+    "2025-11-25",
+    super::modern::VERSION,
+];
+
+/// True when `version` is one the proxy can serve, in either era.
 pub fn is_supported(version: &str) -> bool {
-    SUPPORTED.contains(&version)
+    ALL.contains(&version)
 }
 
 /// The answer to a client's `initialize`: its own version when supported, else the latest.
@@ -21,9 +31,10 @@ pub fn negotiate(requested: Option<&str>) -> &'static str {
         .unwrap_or(LATEST)
 }
 
-/// True from the revision that added the SSE priming event (an id with empty data).
+/// True from the revision that added the SSE priming event (an id with empty data) until
+/// 2026-07-28, which removed resumption.
 pub fn primes_streams(version: &str) -> bool {
-    version >= "2025-11-25"
+    version >= "2025-11-25" && !super::modern::is_modern(version)
 }
 
 #[cfg(test)]
@@ -39,9 +50,11 @@ mod tests {
     }
 
     #[test]
-    fn only_stateful_era_is_supported() {
+    fn both_eras_are_supported_but_initialize_stays_stateful() {
         assert!(is_supported("2025-03-26"));
-        assert!(!is_supported("2026-07-28"));
+        assert!(is_supported("2026-07-28"));
+        assert!(!is_supported("2026-01-01"));
         assert!(primes_streams("2025-11-25") && !primes_streams("2025-06-18"));
+        assert!(!primes_streams("2026-07-28"));
     }
 }

@@ -19,7 +19,7 @@ use crate::session::{Session, STANDALONE};
 use crate::transport::upstream::{MessageStream, ReplyBody, UpstreamError};
 
 /// Clears a client request from the in-flight table however its relay ends.
-struct InFlight {
+pub(super) struct InFlight {
     session: Rc<Session>,
     client_id: Id,
 }
@@ -62,18 +62,34 @@ pub async fn request(
         client_id: client_id.clone(),
     };
     timing.sending();
-    let reply = match upstream.send(&body, retry_safe).await {
+    // The replica that answers; an input_required call's retries go back to it.
+    let pin = std::cell::Cell::new(None);
+    let reply = match upstream.send_pinned(&body, retry_safe, &pin).await {
         Ok(r) => r,
         Err(e) => {
             timing.finish(Outcome::Unavailable);
             return Answer::Json(upstream_error(&client_id, &e));
         }
     };
+    // 2026-07-28 upstreams may answer input_required; a stateful client is asked instead
+    // (a bridged 2026-07-28 client gets the result as it is and retries itself).
+    let ask_client = upstream.is_modern() && !session.is_bridge();
     let mut stream = match reply.body {
         ReplyBody::Json(b) => {
             timing.answered();
             return match relay::from_upstream(session, server, Some((&upstream_id, &client_id)), &b)
             {
+                Relayed::Final(answer) if ask_client && super::mrtr::requires_input(&answer) => {
+                    let call = super::mrtr::Call {
+                        session: session.clone(),
+                        server,
+                        upstream,
+                        client_id,
+                        original: body,
+                        pin,
+                    };
+                    call.resolve(answer, accepts_sse, timing, guard).await
+                }
                 Relayed::Final(answer) => {
                     timing.finish(Outcome::of_response(&answer));
                     Answer::Json(answer)
@@ -104,6 +120,18 @@ pub async fn request(
     // Read until the answer or the first message the client must see while it waits.
     loop {
         match next_relayed(session, server, &mut stream, &upstream_id, &client_id).await {
+            Step::Final(answer) if ask_client && super::mrtr::requires_input(&answer) => {
+                drain(stream);
+                let call = super::mrtr::Call {
+                    session: session.clone(),
+                    server,
+                    upstream,
+                    client_id,
+                    original: body,
+                    pin,
+                };
+                return call.resolve(answer, accepts_sse, timing, guard).await;
+            }
             Step::Final(answer) => {
                 timing.finish(Outcome::of_response(&answer));
                 drain(stream);
@@ -132,13 +160,13 @@ pub async fn request(
     }
 }
 
-enum Step {
+pub(super) enum Step {
     Final(Bytes),
     Message(Bytes),
     Failed(Bytes),
 }
 
-async fn next_relayed(
+pub(super) async fn next_relayed(
     session: &Rc<Session>,
     server: usize,
     stream: &mut MessageStream,
@@ -211,7 +239,7 @@ async fn pump(
 ///
 /// Servers close a request's stream right after the response; reading that close costs
 /// nothing, while dropping the stream would cost a new connection for the next request.
-fn drain(mut stream: Box<MessageStream>) {
+pub(super) fn drain(mut stream: Box<MessageStream>) {
     stream.stop_resuming();
     glommio::spawn_local(async move { while let Ok(Some(_)) = stream.next().await {} }).detach();
 }
@@ -287,6 +315,9 @@ pub async fn client_notification(session: &Rc<Session>, method: &str, mut msg: V
 /// The client's answer to a server-to-client request goes back to the server that asked.
 pub async fn client_response(session: &Rc<Session>, proxy_id: &Id, mut msg: Value<'_>) {
     let Some(pending) = session.take_pending(proxy_id) else {
+        if session.answer_waiter(proxy_id, jsonrpc::to_bytes(&msg)) {
+            return;
+        }
         log::debug!(
             "session {}: answer to unknown request {proxy_id} dropped",
             session.id

@@ -7,7 +7,9 @@
 //! Routing works on parsed JSON-RPC and a session; it knows nothing of HTTP.
 
 pub mod aggregate;
+pub mod bridge;
 pub mod forward;
+pub mod mrtr;
 pub mod relay;
 
 use std::rc::Rc;
@@ -88,7 +90,20 @@ pub fn initialize(
     );
     session.auth.bind(opening);
     shard.add_session(session.clone());
-    let catalog = shard.catalog();
+    let caps = server_capabilities(&shard.catalog());
+    let result = format!(
+        r#"{{"protocolVersion":"{negotiated}","capabilities":{caps},"serverInfo":{{"name":"mcp-proxy","version":"{}"}},"instructions":"{INSTRUCTIONS}"}}"#,
+        env!("CARGO_PKG_VERSION")
+    );
+    log::debug!("session {} opened ({negotiated})", session.id);
+    Ok((session, jsonrpc::result_body(id, result.as_bytes())))
+}
+
+/// What the proxy tells clients about its names (JSON-escaped already).
+pub const INSTRUCTIONS: &str = "A gateway aggregating several MCP servers. Tool and prompt names are prefixed with their server's name and two underscores; resource URIs with the server's name and '+'.";
+
+/// The proxy's capabilities, from what the servers behind it declare.
+pub fn server_capabilities(catalog: &crate::registry::Catalog) -> String {
     let mut caps = String::from(
         r#"{"tools":{"listChanged":true},"prompts":{"listChanged":true},"resources":{"listChanged":true"#,
     );
@@ -103,12 +118,7 @@ pub fn initialize(
         caps.push_str(r#","completions":{}"#);
     }
     caps.push('}');
-    let result = format!(
-        r#"{{"protocolVersion":"{negotiated}","capabilities":{caps},"serverInfo":{{"name":"mcp-proxy","version":"{}"}},"instructions":"A gateway aggregating several MCP servers. Tool and prompt names are prefixed with their server's name and two underscores; resource URIs with the server's name and '+'."}}"#,
-        env!("CARGO_PKG_VERSION")
-    );
-    log::debug!("session {} opened ({negotiated})", session.id);
-    Ok((session, jsonrpc::result_body(id, result.as_bytes())))
+    caps
 }
 
 /// Handles one POSTed message of an established session.
@@ -149,7 +159,8 @@ pub async fn handle(
     }
 }
 
-async fn request(
+/// Routes one parsed request of `session` (also used by the stateless bridge).
+pub(crate) async fn request(
     shard: &Rc<Shard>,
     session: &Rc<Session>,
     id: Id,

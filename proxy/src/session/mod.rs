@@ -19,6 +19,9 @@ use crate::shard::Shard;
 use crate::transport::upstream::{UpstreamHandle, UpstreamSink};
 pub use events::{EventLog, Next, Position, STANDALONE};
 
+/// The id prefix of bridge sessions (never a sealed id, which starts with two hex digits).
+pub const BRIDGE_PREFIX: &str = "bridge-";
+
 /// A server-to-client request relayed to the client, awaiting its answer.
 #[derive(Clone, Debug)]
 pub struct PendingRequest {
@@ -74,7 +77,13 @@ pub struct Session {
     tool_view: RefCell<Option<Rc<ToolView>>>,
     /// The client identity that opened the session, and its policy.
     pub auth: crate::auth::SessionAuth,
+    /// Proxy id -> where the client's answer goes when the proxy itself asked (the input
+    /// requests of a 2026-07-28 upstream, asked as server-to-client requests).
+    waiters: RefCell<HashMap<Id, Rc<Waiter>>>,
 }
+
+/// Receives the client's answers to requests the proxy asked on an upstream's behalf.
+pub type Waiter = glommio::channels::local_channel::LocalSender<(Id, Bytes)>;
 
 impl Session {
     /// A new session on `shard`.
@@ -102,6 +111,7 @@ impl Session {
             closed: Cell::new(false),
             tool_view: RefCell::new(None),
             auth: Default::default(),
+            waiters: RefCell::new(HashMap::new()),
         })
     }
 
@@ -203,6 +213,38 @@ impl Session {
     /// Takes the request a client's answer is for.
     pub fn take_pending(&self, proxy_id: &Id) -> Option<PendingRequest> {
         self.pending.borrow_mut().remove(proxy_id)
+    }
+
+    /// Gives a request the proxy asks the client an id unique in this session; the answer
+    /// goes to `waiter`.
+    pub fn register_waiter(&self, waiter: Rc<Waiter>) -> Id {
+        let n = self.next_proxy_id.get();
+        self.next_proxy_id.set(n + 1);
+        let proxy_id = Id::Str(format!("mcp-proxy-{n}"));
+        self.waiters.borrow_mut().insert(proxy_id.clone(), waiter);
+        proxy_id
+    }
+
+    /// Hands the client's answer to the proxy's waiter for `proxy_id`; false when none waits.
+    pub fn answer_waiter(&self, proxy_id: &Id, message: Bytes) -> bool {
+        let Some(waiter) = self.waiters.borrow_mut().remove(proxy_id) else {
+            return false;
+        };
+        let _ = waiter.try_send((proxy_id.clone(), message));
+        true
+    }
+
+    /// Forgets waiters that will never be read (their call ended).
+    pub fn forget_waiters(&self, ids: &[Id]) {
+        let mut waiters = self.waiters.borrow_mut();
+        for id in ids {
+            waiters.remove(id);
+        }
+    }
+
+    /// True for the proxy's own sessions serving 2026-07-28 clients (`routing::bridge`).
+    pub fn is_bridge(&self) -> bool {
+        self.id.starts_with(BRIDGE_PREFIX)
     }
 
     /// The proxy id standing for `(server, upstream_id)`, for relaying the server's cancellation.

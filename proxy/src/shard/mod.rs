@@ -59,6 +59,8 @@ pub struct Shard {
     ended: RefCell<(HashSet<String>, VecDeque<String>)>,
     /// Workflow runs, saved workflows and the tool search index of this shard.
     pub orchestration: crate::orchestration::State,
+    /// Bridge sessions and pending input rounds of stateless-era clients.
+    pub bridge: crate::routing::bridge::State,
 }
 
 /// Ended session ids remembered per shard.
@@ -112,6 +114,7 @@ impl Shard {
                 session_key,
                 ended: RefCell::default(),
                 orchestration,
+                bridge: Default::default(),
             }
         })
     }
@@ -144,6 +147,7 @@ impl Shard {
         for id in ids {
             self.end_session(&id).await;
         }
+        self.bridge.close().await;
     }
 
     /// The link of child `replica` of stdio server `server`, on the shard that owns it.
@@ -295,6 +299,7 @@ impl Shard {
         if changed.is_empty() {
             return;
         }
+        self.bridge.lists_changed(&changed);
         let notices: Vec<_> = changed
             .iter()
             .map(|kind| {

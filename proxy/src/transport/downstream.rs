@@ -13,7 +13,7 @@ use glommio::channels::local_channel::LocalReceiver;
 
 use crate::http::{sse, Method, Request, ServerConn};
 use crate::protocol::jsonrpc::{self, code, Kind};
-use crate::protocol::version;
+use crate::protocol::{modern, version};
 use crate::routing::{self, Answer};
 use crate::session::{Next, Position, Session, STANDALONE};
 use crate::shard::mesh::ReplyPart;
@@ -46,6 +46,8 @@ pub struct McpRequest {
     pub last_event_id: Option<String>,
     /// Whether the client takes `text/event-stream` answers.
     pub accepts_sse: bool,
+    /// The request-metadata headers when the request speaks the stateless era (2026-07-28).
+    pub modern: Option<modern::Headers>,
     /// The JSON-RPC message.
     pub body: Bytes,
     /// The authenticated client (`None` with `[auth]` off).
@@ -316,15 +318,36 @@ fn check(shard: &Shard, request: &Request) -> Result<McpRequest, Reply> {
     let protocol_version = request.header("mcp-protocol-version").map(str::to_owned);
     if let Some(v) = protocol_version.as_deref() {
         if !version::is_supported(v) {
-            return Err(Reply::error(
+            // The era's UnsupportedProtocolVersionError lists both eras, so a client of either
+            // can pick one (and a dual-era client knows this is a modern server).
+            return Err(Reply::json(
                 400,
-                code::INVALID_REQUEST,
-                &format!(
-                    "unsupported MCP-Protocol-Version {v}; this proxy speaks {}",
-                    version::SUPPORTED.join(", ")
-                ),
+                modern::unsupported_version(None, v, &version::ALL),
             ));
         }
+    }
+    let modern = protocol_version
+        .as_deref()
+        .filter(|v| modern::is_modern(v))
+        .map(|v| modern::Headers {
+            version: Some(v.to_owned()),
+            method: request.header("mcp-method").map(str::to_owned),
+            name: request.header("mcp-name").map(str::to_owned),
+        });
+    if modern.is_some() && method != HttpMethod::Post {
+        // 2026-07-28 has no GET stream and no session to DELETE.
+        return Err(Reply::Full {
+            status: 405,
+            headers: vec![
+                ("Allow", "POST".into()),
+                ("Content-Type", "application/json".into()),
+            ],
+            body: jsonrpc::error_body(
+                None,
+                code::INVALID_REQUEST,
+                "method not allowed: 2026-07-28 has no GET stream or sessions; POST requests (subscriptions/listen for change notifications)",
+            ),
+        });
     }
     let (accepts_json, accepts_sse) = accepts(request);
     match method {
@@ -360,7 +383,12 @@ fn check(shard: &Shard, request: &Request) -> Result<McpRequest, Reply> {
     }
     Ok(McpRequest {
         method,
-        session_id: request.header("mcp-session-id").map(str::to_owned),
+        // A stateless-era request ignores any session id (streamable-http.mdx).
+        session_id: request
+            .header("mcp-session-id")
+            .filter(|_| modern.is_none())
+            .map(str::to_owned),
+        modern,
         protocol_version,
         last_event_id: request.header("last-event-id").map(str::to_owned),
         accepts_sse,
@@ -394,6 +422,12 @@ fn accepts(request: &Request) -> (bool, bool) {
 /// Serves a checked request here or on the session's owner shard.
 pub async fn handle(shard: &Rc<Shard>, request: McpRequest) -> Reply {
     let owner = match request.session_id.as_deref() {
+        // A stateless retry goes to the shard holding its round, if it continues one.
+        None if request.modern.is_some() => request
+            .modern
+            .as_ref()
+            .and_then(|h| routing::bridge::owner(shard, h, &request.body))
+            .unwrap_or(shard.id),
         Some(id) => match shard.owner_of(id) {
             Some(owner) => owner,
             None => return unknown_session(),
@@ -460,6 +494,7 @@ fn static_header(name: &str) -> Option<&'static str> {
         "Allow",
         "Cache-Control",
         "Retry-After",
+        "X-Accel-Buffering",
     ]
     .into_iter()
     .find(|h| h.eq_ignore_ascii_case(name))
@@ -510,6 +545,30 @@ pub async fn handle_owned(shard: &Rc<Shard>, request: McpRequest) -> Reply {
 }
 
 async fn post(shard: &Rc<Shard>, request: McpRequest) -> Reply {
+    if let Some(headers) = &request.modern {
+        return match routing::bridge::handle(
+            shard,
+            headers,
+            request.body,
+            request.accepts_sse,
+            request.client.as_ref(),
+        )
+        .await
+        {
+            routing::bridge::Modern::Json(body) => Reply::json(200, body),
+            routing::bridge::Modern::Refused(body) => Reply::json(400, body),
+            routing::bridge::Modern::Unknown(body) => Reply::json(404, body),
+            routing::bridge::Modern::Accepted => Reply::Full {
+                status: 202,
+                headers: Vec::new(),
+                body: Bytes::new(),
+            },
+            routing::bridge::Modern::Stream(session, stream) => Reply::Events {
+                headers: vec![("X-Accel-Buffering", "no".into())],
+                source: EventSource::Follow(Follower::new(session, stream, 0)),
+            },
+        };
+    }
     let Some(session_id) = request.session_id.as_deref() else {
         return sessionless_post(shard, request.body, request.client.as_ref()).await;
     };
@@ -567,13 +626,14 @@ async fn sessionless_post(
             },
             Err(reply) => reply,
         },
-        // The 2026-07-28 probe: refusing it with 400 and -32601 makes current clients fall back.
+        // 2026-07-28 requests are recognized by their MCP-Protocol-Version header; without it
+        // this is no request of either era.
         Ok(Kind::Request { id, method: "server/discover" }) => Reply::json(
             400,
             jsonrpc::error_body(
                 Some(&id),
-                code::METHOD_NOT_FOUND,
-                "server/discover is not supported; this proxy speaks the stateful protocol (initialize)",
+                code::INVALID_REQUEST,
+                "server/discover is a 2026-07-28 method: send it with MCP-Protocol-Version: 2026-07-28 (or initialize for the stateful protocol)",
             ),
         ),
         Ok(_) => missing_session(),

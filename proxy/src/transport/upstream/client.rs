@@ -162,6 +162,9 @@ pub struct UpstreamClient {
     limits: Limits,
     /// Client TLS configuration for `https://` replicas (built once; none without any).
     tls: Option<Result<Arc<rustls::ClientConfig>, String>>,
+    /// The server's protocol era as this shard found it: `None` until first probed,
+    /// `Some(true)` for 2026-07-28 (stateless), `Some(false)` for the stateful era.
+    pub modern: std::cell::Cell<Option<bool>>,
 }
 
 impl UpstreamClient {
@@ -214,6 +217,7 @@ impl UpstreamClient {
             headers,
             limits,
             tls,
+            modern: std::cell::Cell::new(None),
         })
     }
 
@@ -515,12 +519,26 @@ impl UpstreamClient {
         version: Option<&str>,
         body: &[u8],
     ) -> Result<PostReply, UpstreamError> {
+        self.post_with(replica, session_id, version, &[], body)
+            .await
+    }
+
+    /// [`post`](Self::post) with more headers (the 2026-07-28 `Mcp-Method` and `Mcp-Name`).
+    pub async fn post_with(
+        self: &Rc<Self>,
+        replica: usize,
+        session_id: Option<&str>,
+        version: Option<&str>,
+        extra: &[(&str, &str)],
+        body: &[u8],
+    ) -> Result<PostReply, UpstreamError> {
         let mut headers = Self::mcp_headers(
             "application/json, text/event-stream",
             session_id,
             version,
             None,
         );
+        headers.extend_from_slice(extra);
         headers.push(("Content-Type", "application/json"));
         let (mut conn, head) = self.exchange(replica, "POST", &headers, Some(body)).await?;
         let new_session = head.header("mcp-session-id").map(str::to_owned);

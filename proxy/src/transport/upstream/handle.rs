@@ -148,6 +148,14 @@ impl UpstreamHandle {
         }
     }
 
+    /// True when the upstream is used in the stateless era (2026-07-28).
+    pub fn is_modern(&self) -> bool {
+        match self {
+            UpstreamHandle::Http(s) => s.is_modern(),
+            UpstreamHandle::Stdio(_) => false,
+        }
+    }
+
     /// True when messages can be passed on without opening anything new.
     pub fn is_open(&self) -> bool {
         match self {
@@ -169,6 +177,19 @@ impl UpstreamHandle {
     pub async fn send(&self, body: &[u8], retry_safe: bool) -> Result<PostReply, UpstreamError> {
         match self {
             UpstreamHandle::Http(s) => s.send(body, retry_safe).await,
+            UpstreamHandle::Stdio(h) => h.post(Bytes::copy_from_slice(body)).await,
+        }
+    }
+
+    /// [`send`](Self::send), kept on the replica in `pin` (see `UpstreamSession::send_pinned`).
+    pub async fn send_pinned(
+        &self,
+        body: &[u8],
+        retry_safe: bool,
+        pin: &Cell<Option<usize>>,
+    ) -> Result<PostReply, UpstreamError> {
+        match self {
+            UpstreamHandle::Http(s) => s.send_pinned(body, retry_safe, pin).await,
             UpstreamHandle::Stdio(h) => h.post(Bytes::copy_from_slice(body)).await,
         }
     }

@@ -36,6 +36,34 @@ pub struct Established {
     pub init_result: Bytes,
     /// The replica the session lives on.
     pub replica: usize,
+    /// The upstream speaks 2026-07-28: no session, the envelope goes on every request, and
+    /// any replica may take any request.
+    pub modern: Option<Envelope>,
+}
+
+/// What a 2026-07-28 upstream gets in every request's `_meta`: the client's capabilities and
+/// identity (JSON text), taken from the `initialize` params the session was opened with.
+#[derive(Debug, Clone)]
+pub struct Envelope {
+    capabilities: String,
+    client_info: String,
+}
+
+impl Envelope {
+    fn of(init_params: &[u8]) -> Envelope {
+        let mut buf = init_params.to_vec();
+        let parsed = simd_json::to_borrowed_value(&mut buf).ok();
+        let field = |key: &str, default: &str| {
+            parsed
+                .as_ref()
+                .and_then(|p| p.get(key))
+                .map_or_else(|| default.to_owned(), |v| v.encode())
+        };
+        Envelope {
+            capabilities: field("capabilities", "{}"),
+            client_info: field("clientInfo", r#"{"name":"mcp-proxy","version":"0"}"#),
+        }
+    }
 }
 
 /// Attempts of one request across replicas, the first included.
@@ -172,6 +200,11 @@ impl UpstreamSession {
     }
 
     async fn initialize(self: &Rc<Self>, replica: usize) -> Result<Rc<Established>, UpstreamError> {
+        if self.client.modern.get() != Some(false) {
+            if let Some(est) = self.discover(replica).await? {
+                return Ok(est);
+            }
+        }
         let id = self.next_id();
         let body = jsonrpc::request_body(&id, "initialize", &self.init_params);
         let reply = self.client.post(replica, None, None, &body).await?;
@@ -205,6 +238,7 @@ impl UpstreamSession {
             generation,
             init_result,
             replica,
+            modern: None,
         });
         let initialized = jsonrpc::notification_body("notifications/initialized", None);
         self.client
@@ -226,9 +260,79 @@ impl UpstreamSession {
         Ok(est)
     }
 
+    /// Probes `server/discover` at 2026-07-28 (once per shard and server): a server that
+    /// answers with that version is used statelessly; anything else means the stateful era,
+    /// as clients of that era decide (streamable-http.mdx, "Backward Compatibility").
+    async fn discover(
+        self: &Rc<Self>,
+        replica: usize,
+    ) -> Result<Option<Rc<Established>>, UpstreamError> {
+        use crate::protocol::modern;
+        let envelope = Envelope::of(&self.init_params);
+        let id = self.next_id();
+        let body = modern::discover_request(&id, &envelope.capabilities, &envelope.client_info);
+        let headers = [("Mcp-Method", "server/discover")];
+        let answer = match self
+            .client
+            .post_with(replica, None, Some(modern::VERSION), &headers, &body)
+            .await
+        {
+            Ok(reply) => self.await_answer(reply, &id).await,
+            Err(e) if e.never_sent() => return Err(e),
+            Err(e) => Err(e),
+        };
+        let answer = match answer {
+            Ok(a) => Some(a),
+            // A refusal is the stateful era's answer to the probe; a timeout or a broken
+            // exchange says nothing, so `initialize` is tried without remembering a verdict.
+            Err(UpstreamError::Status { .. } | UpstreamError::Protocol { .. }) => None,
+            Err(e) => {
+                log::debug!(
+                    "upstream {}: server/discover probe failed ({e}); trying initialize",
+                    self.client.name()
+                );
+                return Ok(None);
+            }
+        };
+        let mut buf = answer.map(|a| a.to_vec()).unwrap_or_default();
+        let result = jsonrpc::parse(&mut buf)
+            .ok()
+            .and_then(|m| m.get("result").cloned())
+            .filter(modern::discover_says_modern)
+            .map(|r| Bytes::from(r.encode().into_bytes()));
+        let Some(init_result) = result else {
+            self.client.modern.set(Some(false));
+            return Ok(None);
+        };
+        if self.client.modern.get().is_none() {
+            log::info!(
+                "upstream {}: speaks 2026-07-28; calling it statelessly",
+                self.client.name()
+            );
+        }
+        self.client.modern.set(Some(true));
+        let generation = self.generation.get() + 1;
+        self.generation.set(generation);
+        let est = Rc::new(Established {
+            session_id: None,
+            version: modern::VERSION.to_owned(),
+            generation,
+            init_result,
+            replica,
+            modern: Some(envelope),
+        });
+        *self.state.borrow_mut() = Some(est.clone());
+        Ok(Some(est))
+    }
+
+    /// True when the upstream is used in the stateless era.
+    pub fn is_modern(&self) -> bool {
+        self.current().is_some_and(|e| e.modern.is_some())
+    }
+
     /// POSTs a message in this session; retried elsewhere only when it never left the proxy.
     pub async fn post(self: &Rc<Self>, body: &[u8]) -> Result<PostReply, UpstreamError> {
-        self.deliver_with(body, false, false).await
+        self.deliver_with(body, false, false, None).await
     }
 
     /// POSTs a message in this session. A session the upstream lost is re-initialized and the
@@ -242,7 +346,19 @@ impl UpstreamSession {
         body: &[u8],
         retry_safe: bool,
     ) -> Result<PostReply, UpstreamError> {
-        self.deliver_with(body, retry_safe, true).await
+        self.deliver_with(body, retry_safe, true, None).await
+    }
+
+    /// [`send`](Self::send) to the replica in `pin` when it is usable, recording the replica
+    /// that took the request there: the rounds of one `input_required` call stay on the
+    /// replica that asked, which matters for servers whose `requestState` key is their own.
+    pub async fn send_pinned(
+        self: &Rc<Self>,
+        body: &[u8],
+        retry_safe: bool,
+        pin: &Cell<Option<usize>>,
+    ) -> Result<PostReply, UpstreamError> {
+        self.deliver_with(body, retry_safe, true, Some(pin)).await
     }
 
     /// [`send`](Self::send), recording the replica's latency when `record` (client requests).
@@ -251,6 +367,7 @@ impl UpstreamSession {
         body: &[u8],
         retry_safe: bool,
         record: bool,
+        pin: Option<&Cell<Option<usize>>>,
     ) -> Result<PostReply, UpstreamError> {
         self.client.retry_budget.deposit();
         let stateless = self.client.config.balance.stateless;
@@ -259,16 +376,49 @@ impl UpstreamSession {
         loop {
             let est = self.established_avoiding(avoid).await?;
             // Stateless servers keep nothing per session: every request may go anywhere.
-            let replica = if stateless {
-                self.client.pick(avoid).unwrap_or(est.replica)
+            let now = std::time::Instant::now();
+            let pinned = pin
+                .and_then(Cell::get)
+                .filter(|r| Some(*r) != avoid && self.client.stats[*r].usable(now));
+            let replica = if stateless || est.modern.is_some() {
+                pinned
+                    .or_else(|| self.client.pick(avoid))
+                    .unwrap_or(est.replica)
             } else {
                 est.replica
             };
+            if let Some(pin) = pin {
+                pin.set(Some(replica));
+            }
             let started = std::time::Instant::now();
-            let result = self
-                .client
-                .post(replica, est.session_id.as_deref(), Some(&est.version), body)
-                .await;
+            let result = match &est.modern {
+                Some(envelope) => {
+                    let Some(stamped) = crate::protocol::modern::stamp(
+                        body,
+                        &envelope.capabilities,
+                        &envelope.client_info,
+                    ) else {
+                        // No client notifications or responses exist in this era over HTTP
+                        // (cancelling is closing the stream): nothing to send.
+                        return Ok(PostReply {
+                            session_id: None,
+                            body: ReplyBody::Accepted,
+                        });
+                    };
+                    let mut headers = vec![("Mcp-Method", stamped.method.as_str())];
+                    if let Some(name) = stamped.name.as_deref() {
+                        headers.push(("Mcp-Name", name));
+                    }
+                    self.client
+                        .post_with(replica, None, Some(&est.version), &headers, &stamped.body)
+                        .await
+                }
+                None => {
+                    self.client
+                        .post(replica, est.session_id.as_deref(), Some(&est.version), body)
+                        .await
+                }
+            };
             if record && result.is_ok() {
                 self.client.record_latency(replica, started.elapsed());
             }

@@ -1,0 +1,435 @@
+"""Both protocol eras through one endpoint, and the bridge between them (issue #10).
+
+Topology (module fixture `eras`): `alpha` is server-everything (stateful, 2025-11-25, with a
+sampling tool); `modern` is two replicas of the Python SDK's MCPServer answering 2026-07-28
+statelessly (tests/fixtures/stateless_server.py, with `sample_word` asking for sampling through
+`input_required`). One proxy with two shards serves them.
+
+Clients: the SDK's high-level `mcp.Client` (probes `server/discover`, stays in 2026-07-28) and
+its low-level stateful `ClientSession` (initialize). Every combination lists and calls tools and
+gets sampling through the bridge. Raw HTTP checks the era's headers and error codes.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import sys
+import urllib.request
+from pathlib import Path
+
+import anyio
+import mcp_types as types
+import pytest
+from mcp import Client
+
+import harness
+from harness import ACCEPT_BOTH, raw_request, sdk_session, text_of
+
+FIXTURE = Path(__file__).resolve().parent / "fixtures" / "stateless_server.py"
+MODERN = "2026-07-28"
+STATEFUL = {"2025-11-25", "2025-06-18", "2025-03-26"}
+
+
+def run(fn, *args):
+    return anyio.run(fn, *args)
+
+
+async def answer_sampling(context, params: types.CreateMessageRequestParams) -> types.CreateMessageResult:
+    """A stand-in LLM: the last word of the prompt, reversed and tagged."""
+    content = params.messages[-1].content
+    parts = content if isinstance(content, list) else [content]
+    text = "".join(c.text for c in parts if c.type == "text")
+    return types.CreateMessageResult(
+        role="assistant",
+        content=types.TextContent(type="text", text=f"sampled:{text.split()[-1][::-1]}"),
+        model="test-model",
+        stop_reason="endTurn",
+    )
+
+
+def start_modern(name: str, state_key: str | None) -> harness.Upstream:
+    port = harness.free_port()
+    env = {"STATE_KEY": state_key} if state_key else None
+    child = harness.spawn(f"modern-{name}", [sys.executable, str(FIXTURE), str(port), name], env=env)
+    try:
+        harness.wait_for_port(port, child)
+    except BaseException:
+        child.kill()
+        raise
+    return harness.Upstream(child, port)
+
+
+class Eras:
+    def __init__(self, proxy: harness.Proxy, started: list) -> None:
+        self.proxy = proxy
+        self.started = started
+
+    @property
+    def url(self) -> str:
+        return self.proxy.url
+
+
+def eras_config(alpha: str, replicas: list[str]) -> str:
+    reps = ", ".join(f'{{ url = "{u}" }}' for u in replicas)
+    return (
+        f'[[servers]]\nname = "alpha"\nurl = "{alpha}"\ntimeout = "30s"\n\n'
+        f'[[servers]]\nname = "modern"\nreplicas = [{reps}]\nstrategy = "round_robin"\ntimeout = "30s"\n'
+    )
+
+
+@pytest.fixture(scope="module")
+def eras():
+    started: list = []
+    try:
+        alpha = harness.start_everything_http()
+        started.append(alpha)
+        key = secrets.token_hex(32)
+        m1 = start_modern("m1", key)
+        started.append(m1)
+        m2 = start_modern("m2", key)
+        started.append(m2)
+        proxy = harness.start_proxy(eras_config(alpha.url, [m1.url, m2.url]), shards=2)
+        started.append(proxy)
+        yield Eras(proxy, started)
+    finally:
+        for p in reversed(started):
+            p.kill()
+
+
+def modern_client(url: str) -> Client:
+    return Client(url, sampling_callback=answer_sampling)
+
+
+def tool_names(result) -> set[str]:
+    return {t.name for t in result.tools}
+
+
+# ---------------------------------------------------------------------------------------------
+# The SDK's two clients, both upstream eras
+
+
+def test_modern_client_stays_modern_and_lists_both_eras(eras):
+    async def go():
+        async with modern_client(eras.url) as c:
+            return c.protocol_version, c.server_info, tool_names(await c.list_tools())
+
+    version, info, names = run(go)
+    assert version == MODERN, "mcp.Client fell back to initialize: server/discover was not answered"
+    assert info is not None and info.name == "mcp-proxy"
+    assert {"alpha__echo", "alpha__trigger-sampling-request"} <= names
+    assert {"modern__whoami", "modern__shout", "modern__sample_word"} <= names
+
+
+def test_modern_client_calls_a_stateful_upstream(eras):
+    async def go():
+        async with modern_client(eras.url) as c:
+            return await c.call_tool("alpha__echo", {"message": "across eras"})
+
+    result = run(go)
+    assert not result.is_error, text_of(result)
+    assert text_of(result) == "Echo: across eras"
+    assert result.result_type == "complete"
+
+
+def test_modern_client_calls_a_stateless_upstream(eras):
+    async def go():
+        async with modern_client(eras.url) as c:
+            return await c.call_tool("modern__shout", {"text": "quiet"})
+
+    result = run(go)
+    assert not result.is_error, text_of(result)
+    assert text_of(result) == "QUIET"
+
+
+def test_stateful_client_lists_and_calls_both_eras(eras):
+    async def go():
+        async with sdk_session(eras.url, sampling_callback=answer_sampling) as s:
+            names = tool_names(await s.list_tools())
+            echo = await s.call_tool("alpha__echo", {"message": "old client"})
+            shout = await s.call_tool("modern__shout", {"text": "old client"})
+            return names, echo, shout
+
+    names, echo, shout = run(go)
+    assert {"alpha__echo", "modern__shout", "modern__sample_word"} <= names
+    assert text_of(echo) == "Echo: old client"
+    assert text_of(shout) == "OLD CLIENT"
+
+
+def test_stateless_upstream_is_balanced_per_request(eras):
+    """No session binds a 2026-07-28 upstream: consecutive calls of one client reach both
+    replicas (the server is configured round_robin)."""
+
+    async def go():
+        seen = []
+        async with modern_client(eras.url) as c:
+            for _ in range(6):
+                seen.append(text_of(await c.call_tool("modern__whoami", {})))
+        async with sdk_session(eras.url) as s:
+            for _ in range(6):
+                seen.append(text_of(await s.call_tool("modern__whoami", {})))
+        return seen
+
+    seen = run(go)
+    names = {s.split(":")[0] for s in seen}
+    assert names == {"m1", "m2"}, seen
+
+
+def test_modern_client_gets_progress_from_a_stateful_upstream(eras):
+    """A bridged call that reports progress is answered as SSE: the notifications as they come,
+    then the result."""
+    progress: list[tuple[float, float | None]] = []
+
+    async def on_progress(value: float, total: float | None, message: str | None) -> None:
+        progress.append((value, total))
+
+    async def go():
+        async with modern_client(eras.url) as c:
+            return await c.call_tool("alpha__trigger-long-running-operation", {"duration": 1, "steps": 3},
+                                     progress_callback=on_progress)
+
+    result = run(go)
+    assert not result.is_error, text_of(result)
+    assert "Long running operation completed" in text_of(result)
+    assert [v for v, _ in progress] == [1, 2, 3], progress
+    assert progress[-1][1] == 3
+
+
+# ---------------------------------------------------------------------------------------------
+# Sampling through the bridge, every combination
+
+
+def test_sampling_modern_client_stateful_upstream(eras):
+    """server-everything sends sampling/createMessage mid-call; the 2026-07-28 client gets it
+    as input_required and answers on its retry."""
+
+    async def go():
+        async with modern_client(eras.url) as c:
+            assert c.protocol_version == MODERN
+            return await c.call_tool("alpha__trigger-sampling-request", {"prompt": "say olleh", "maxTokens": 20})
+
+    result = run(go)
+    assert not result.is_error, text_of(result)
+    assert "sampled:hello" in text_of(result)
+
+
+def test_sampling_stateful_client_stateless_upstream(eras):
+    """The stateless upstream answers input_required; the stateful client is asked a
+    sampling/createMessage request instead, and the proxy retries upstream with its answer."""
+
+    async def go():
+        async with sdk_session(eras.url, sampling_callback=answer_sampling) as s:
+            assert s.initialize_result.protocol_version in STATEFUL
+            return await s.call_tool("modern__sample_word", {"prompt": "tell me dlrow"})
+
+    result = run(go)
+    assert not result.is_error, text_of(result)
+    assert text_of(result) == "model said: sampled:world"
+
+
+def test_sampling_modern_client_stateless_upstream(eras):
+    async def go():
+        async with modern_client(eras.url) as c:
+            return await c.call_tool("modern__sample_word", {"prompt": "tell me nruter"})
+
+    result = run(go)
+    assert not result.is_error, text_of(result)
+    assert text_of(result) == "model said: sampled:return"
+
+
+def test_sampling_stateful_client_stateful_upstream_unchanged(eras):
+    async def go():
+        async with sdk_session(eras.url, sampling_callback=answer_sampling) as s:
+            return await s.call_tool("alpha__trigger-sampling-request", {"prompt": "say olleh", "maxTokens": 20})
+
+    result = run(go)
+    assert "sampled:hello" in text_of(result)
+
+
+def test_rounds_stay_on_the_replica_that_asked(spawner):
+    """Replicas with their own requestState keys (the SDK's default): the proxy balances
+    round robin, yet a stateful client's sampling call works every time, because the retry
+    carrying the answers goes back to the replica that asked."""
+    replicas = [start_modern("own1", None), start_modern("own2", None)]
+    spawner.started.extend(replicas)
+    config = (f'[[servers]]\nname = "modern"\nreplicas = [{{ url = "{replicas[0].url}" }}, '
+              f'{{ url = "{replicas[1].url}" }}]\nstrategy = "round_robin"\n')
+    proxy = spawner.proxy(config, shards=1)
+
+    async def go():
+        out = []
+        async with sdk_session(proxy.url, sampling_callback=answer_sampling) as s:
+            for word in ("one", "two", "three", "four"):
+                out.append(await s.call_tool("modern__sample_word", {"prompt": f"say {word}"}))
+        return out
+
+    results = run(go)
+    assert [text_of(r) for r in results] == [f"model said: sampled:{w[::-1]}" for w in ("one", "two", "three", "four")]
+
+
+# ---------------------------------------------------------------------------------------------
+# The era's wire rules, raw
+
+
+def modern_headers(method: str, name: str | None = None, version: str = MODERN) -> dict[str, str]:
+    h = {"Accept": ACCEPT_BOTH, "Content-Type": "application/json", "MCP-Protocol-Version": version,
+         "Mcp-Method": method}
+    if name is not None:
+        h["Mcp-Name"] = name
+    return h
+
+
+def modern_body(method: str, params: dict | None = None, request_id=1) -> dict:
+    p = dict(params or {})
+    p["_meta"] = {
+        "io.modelcontextprotocol/protocolVersion": MODERN,
+        "io.modelcontextprotocol/clientCapabilities": {},
+        "io.modelcontextprotocol/clientInfo": {"name": "raw", "version": "1"},
+    }
+    return {"jsonrpc": "2.0", "id": request_id, "method": method, "params": p}
+
+
+def test_discover_names_both_eras(eras):
+    r = raw_request(eras.url, body=modern_body("server/discover"), headers=modern_headers("server/discover"))
+    assert r.status == 200
+    result = r.messages[0]["result"]
+    assert result["resultType"] == "complete"
+    assert MODERN in result["supportedVersions"] and "2025-11-25" in result["supportedVersions"]
+    assert "tools" in result["capabilities"]
+    assert result["_meta"]["io.modelcontextprotocol/serverInfo"]["name"] == "mcp-proxy"
+
+
+def test_mcp_name_disagreeing_with_body_is_refused(eras):
+    body = modern_body("tools/call", {"name": "alpha__echo", "arguments": {"message": "x"}}, request_id=7)
+    r = raw_request(eras.url, body=body, headers=modern_headers("tools/call", "modern__shout"))
+    assert r.status == 400
+    error = r.messages[0]["error"]
+    assert error["code"] == -32020
+    assert "modern__shout" in error["message"] and "alpha__echo" in error["message"]
+    assert r.messages[0]["id"] == 7
+
+
+def test_missing_mcp_name_and_wrong_mcp_method_are_refused(eras):
+    body = modern_body("tools/call", {"name": "alpha__echo", "arguments": {"message": "x"}})
+    r = raw_request(eras.url, body=body, headers=modern_headers("tools/call"))
+    assert r.status == 400 and r.messages[0]["error"]["code"] == -32020
+    assert "Mcp-Name" in r.messages[0]["error"]["message"]
+    r = raw_request(eras.url, body=body, headers=modern_headers("tools/list", "alpha__echo"))
+    assert r.status == 400 and r.messages[0]["error"]["code"] == -32020
+    assert "Mcp-Method" in r.messages[0]["error"]["message"]
+
+
+def test_base64_mcp_name_matches(eras):
+    import base64
+
+    encoded = "=?base64?" + base64.b64encode(b"alpha__echo").decode() + "?="
+    body = modern_body("tools/call", {"name": "alpha__echo", "arguments": {"message": "b64"}})
+    r = raw_request(eras.url, body=body, headers=modern_headers("tools/call", encoded))
+    assert r.status == 200, r.body
+    assert r.messages[0]["result"]["content"][0]["text"] == "Echo: b64"
+
+
+def test_unsupported_version_gets_the_eras_error(eras):
+    body = modern_body("tools/list")
+    r = raw_request(eras.url, body=body, headers=modern_headers("tools/list", version="2099-01-01"))
+    assert r.status == 400
+    error = r.messages[0]["error"]
+    assert error["code"] == -32022
+    assert MODERN in error["data"]["supported"] and "2025-11-25" in error["data"]["supported"]
+    assert error["data"]["requested"] == "2099-01-01"
+
+
+def test_removed_methods_are_not_found_and_get_is_not_allowed(eras):
+    r = raw_request(eras.url, body=modern_body("ping"), headers=modern_headers("ping"))
+    assert r.status == 404 and r.messages[0]["error"]["code"] == -32601
+    r = raw_request(eras.url, method="GET", headers={"Accept": "text/event-stream", "MCP-Protocol-Version": MODERN})
+    assert r.status == 405
+
+
+def test_forged_request_state_is_refused(eras):
+    params = {"name": "alpha__echo", "arguments": {"message": "x"}, "inputResponses": {},
+              "requestState": "mcp-proxy-round.00.AAAAAAAAAAAAAAAAAAAAAAAA"}
+    r = raw_request(eras.url, body=modern_body("tools/call", params), headers=modern_headers("tools/call", "alpha__echo"))
+    assert r.status == 200
+    assert r.messages[0]["error"]["code"] == -32602
+    assert "requestState" in r.messages[0]["error"]["message"]
+
+
+@pytest.mark.parametrize("attempt", range(4))
+def test_input_required_round_raw(eras, attempt):
+    """The bridge's rounds on the wire: the first call answers input_required with the
+    upstream's sampling request; the retry with inputResponses gets the tool's result. Each
+    request is a new connection, so retries land on either shard; the one that did not keep
+    the round forwards it to the one that did (run a few times to cover both)."""
+    caps = {"sampling": {}}
+    first = modern_body("tools/call", {"name": "alpha__trigger-sampling-request",
+                                       "arguments": {"prompt": "hi there", "maxTokens": 5}}, request_id=1)
+    first["params"]["_meta"]["io.modelcontextprotocol/clientCapabilities"] = caps
+    h = modern_headers("tools/call", "alpha__trigger-sampling-request")
+    r = raw_request(eras.url, body=first, headers=h)
+    assert r.status == 200, r.body
+    result = r.messages[0]["result"]
+    assert result["resultType"] == "input_required", result
+    (key, request), = result["inputRequests"].items()
+    assert request["method"] == "sampling/createMessage"
+    retry = json.loads(json.dumps(first))
+    retry["id"] = 2
+    retry["params"]["inputResponses"] = {key: {"role": "assistant", "model": "m", "stopReason": "endTurn",
+                                               "content": {"type": "text", "text": "raw-sampled"}}}
+    retry["params"]["requestState"] = result["requestState"]
+    r = raw_request(eras.url, body=retry, headers=h)
+    assert r.status == 200, r.body
+    final = r.messages[0]
+    assert final["id"] == 2
+    assert final["result"]["resultType"] == "complete"
+    assert "raw-sampled" in final["result"]["content"][0]["text"]
+    # A round is used once.
+    r = raw_request(eras.url, body=retry, headers=h)
+    assert r.messages[0]["error"]["code"] == -32602
+
+
+# ---------------------------------------------------------------------------------------------
+# subscriptions/listen
+
+
+def next_message(stream) -> dict:
+    """The next JSON-RPC message of an SSE stream, skipping events without one."""
+    while True:
+        ev = stream.next_event()
+        assert ev is not None, "the listen stream ended"
+        if "message" in ev:
+            return ev["message"]
+
+
+def test_listen_acknowledges_and_announces_tool_changes(spawner):
+    """A listen stream is acknowledged first (tagged with the request id), then carries
+    tools/list_changed when a server is added through the admin API."""
+    token = "stateless-test-token-0123456789"
+    alpha = spawner.everything()
+    config = f'[proxy]\nadmin_token = "{token}"\n\n' + harness.servers_toml([("alpha", alpha.url)])
+    proxy = spawner.proxy(config, shards=1)
+    from test_relay import SseStream
+
+    body = modern_body("subscriptions/listen", {"notifications": {"toolsListChanged": True,
+                                                                  "resourceSubscriptions": ["x://y"]}},
+                       request_id="sub-1")
+    stream = SseStream(proxy.url, "POST", modern_headers("subscriptions/listen"), body, timeout=30)
+    try:
+        assert stream.status == 200 and stream.content_type.startswith("text/event-stream")
+        ack = next_message(stream)
+        assert ack["method"] == "notifications/subscriptions/acknowledged"
+        assert ack["params"]["_meta"]["io.modelcontextprotocol/subscriptionId"] == "sub-1"
+        # Only what the proxy honours is acknowledged.
+        assert ack["params"]["notifications"] == {"toolsListChanged": True}
+        beta = spawner.everything()
+        req = urllib.request.Request(
+            proxy.admin_url + "/api/v1/servers", method="POST",
+            data=json.dumps({"name": "beta", "url": beta.url}).encode(),
+            headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"})
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            assert resp.status == 201
+        changed = next_message(stream)
+        assert changed["method"] == "notifications/tools/list_changed"
+        assert changed["params"]["_meta"]["io.modelcontextprotocol/subscriptionId"] == "sub-1"
+    finally:
+        stream.abort()
