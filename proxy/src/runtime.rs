@@ -183,6 +183,7 @@ pub fn start(mut config: Config, mode: Mode) -> Result<Running, StartError> {
         let reload = reload.clone();
         LocalExecutorPoolBuilder::new(PoolPlacement::MaxSpread(shards, allowed_cpus()))
             .name("mcp-proxy-shard")
+            .spin_before_park(config.proxy.idle_poll)
             .on_all_shards(move || {
                 let (config, ready, stop, mesh) =
                     (config.clone(), ready.clone(), stop.clone(), mesh.clone());
