@@ -179,7 +179,16 @@ pub fn to_bytes(msg: &Value<'_>) -> Bytes {
 
 /// An error response. `id` is `None` when the request's id could not be read.
 pub fn error_body(id: Option<&Id>, code: i32, message: &str) -> Bytes {
-    let mut out = Vec::with_capacity(64 + message.len());
+    error_with(id, code, message, None)
+}
+
+/// An error response with a `data` member (already JSON).
+pub fn error_with_data(id: Option<&Id>, code: i32, message: &str, data_json: &str) -> Bytes {
+    error_with(id, code, message, Some(data_json))
+}
+
+fn error_with(id: Option<&Id>, code: i32, message: &str, data_json: Option<&str>) -> Bytes {
+    let mut out = Vec::with_capacity(64 + message.len() + data_json.map_or(0, str::len));
     out.extend_from_slice(b"{\"jsonrpc\":\"2.0\",\"id\":");
     match id {
         Some(id) => id.write_json(&mut out),
@@ -189,6 +198,10 @@ pub fn error_body(id: Option<&Id>, code: i32, message: &str) -> Bytes {
     out.extend_from_slice(code.to_string().as_bytes());
     out.extend_from_slice(b",\"message\":");
     write_json_string(&mut out, message);
+    if let Some(data) = data_json {
+        out.extend_from_slice(b",\"data\":");
+        out.extend_from_slice(data.as_bytes());
+    }
     out.extend_from_slice(b"}}");
     Bytes::from(out)
 }

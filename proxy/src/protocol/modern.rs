@@ -186,7 +186,7 @@ pub fn unsupported_version(id: Option<&Id>, requested: &str, supported: &[&str])
     jsonrpc::write_json_string(&mut requested_json, requested);
     data.push_str(&String::from_utf8_lossy(&requested_json));
     data.push('}');
-    error_with_data(
+    jsonrpc::error_with_data(
         id,
         code::UNSUPPORTED_PROTOCOL_VERSION,
         &format!(
@@ -195,24 +195,6 @@ pub fn unsupported_version(id: Option<&Id>, requested: &str, supported: &[&str])
         ),
         &data,
     )
-}
-
-/// An error response with a `data` member (already JSON).
-pub fn error_with_data(id: Option<&Id>, code: i32, message: &str, data_json: &str) -> Bytes {
-    let mut out = Vec::with_capacity(96 + message.len() + data_json.len());
-    out.extend_from_slice(b"{\"jsonrpc\":\"2.0\",\"id\":");
-    match id {
-        Some(id) => id.write_json(&mut out),
-        None => out.extend_from_slice(b"null"),
-    }
-    out.extend_from_slice(b",\"error\":{\"code\":");
-    out.extend_from_slice(code.to_string().as_bytes());
-    out.extend_from_slice(b",\"message\":");
-    jsonrpc::write_json_string(&mut out, message);
-    out.extend_from_slice(b",\"data\":");
-    out.extend_from_slice(data_json.as_bytes());
-    out.extend_from_slice(b"}}");
-    Bytes::from(out)
 }
 
 /// Rewrites a stateful-era response for a stateless-era client: results gain
