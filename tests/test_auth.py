@@ -24,6 +24,7 @@ import base64
 import hashlib
 import hmac
 import json
+import signal
 import time
 import urllib.error
 import urllib.request
@@ -570,3 +571,125 @@ def test_the_admin_api_wants_its_own_token_not_a_client_key(topo):
             urllib.request.urlopen(req, timeout=10)
         assert e.value.code == 401
         assert fragment in e.value.read().decode()
+
+
+# ---------------------------------------------------------------------------------------------
+# Reload: [auth] follows the file on SIGHUP / admin reload, without a restart
+
+ADMIN_TOKEN = "auth-reload-admin-token-0123456789abcdef"
+KEY_NEW = "rotated-in-key-0123456789abcdef"
+
+
+def reloadable(keys: Keys, directory: Path, everything_url: str) -> str:
+    """The module's configuration, with an admin token to reload it with."""
+    text = config(keys, directory / "memory.jsonl", everything_url)
+    return text.replace("[proxy]\n", f'[proxy]\nadmin_token = "{ADMIN_TOKEN}"\n', 1)
+
+
+def admin_reload(proxy: harness.Proxy) -> tuple[int, dict]:
+    req = urllib.request.Request(f"{proxy.admin_url}/api/v1/reload", method="POST", data=b"",
+                                 headers={"Authorization": f"Bearer {ADMIN_TOKEN}"})
+    try:
+        with urllib.request.urlopen(req, timeout=30) as r:
+            return r.status, json.loads(r.read())
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read())
+
+
+def ping(url: str, credential: str, sid: str | None = None):
+    return raw_request(url, body=rpc("ping"), session=sid,
+                       headers={"Authorization": f"Bearer {credential}"})
+
+
+def test_a_reload_rotates_keys_and_applies_new_policies_to_open_sessions(spawner, tmp_path):
+    keys = Keys(tmp_path)
+    upstream = spawner.everything()
+    text = reloadable(keys, tmp_path, upstream.url)
+    proxy = spawner.proxy(text)
+    full = raw_init(proxy.url, KEY_FULL)
+    assert full.status == 200
+    full_sid = full.header("mcp-session-id")
+    assert raw_init(proxy.url, KEY_NEW).status == 401
+
+    # The operator rotates "full"'s key, widens "mem-only" from memory to everything__echo and
+    # moves it first (every session's client must be found again by name, not by position).
+    rotated = text.replace(f'api_keys = ["{KEY_FULL}"]', f'api_keys = ["{KEY_NEW}"]')
+    mem_block = f'[[auth.clients]]\nname = "mem-only"\napi_keys = ["{KEY_MEM}"]\nservers = ["memory"]\n'
+    assert mem_block in rotated
+    rotated = rotated.replace(mem_block, "")
+    rotated = rotated.replace(
+        "[[auth.clients]]\nname = \"full\"",
+        f'[[auth.clients]]\nname = "mem-only"\napi_keys = ["{KEY_MEM}"]\n'
+        'servers = ["everything"]\ntools = ["everything__echo"]\n\n'
+        '[[auth.clients]]\nname = "full"', 1)
+
+    async def go():
+        with anyio.fail_after(120):
+            async with session(proxy.url, KEY_MEM) as s:
+                before = tool_names(await s.list_tools())
+                assert before and all(n.startswith("memory__") for n in before), before
+                proxy.config_path.write_text(rotated)
+                status, answer = await anyio.to_thread.run_sync(admin_reload, proxy)
+                assert (status, answer.get("auth")) == (200, True), answer
+                # Same session, same key: its next list and calls follow the new policy.
+                assert tool_names(await s.list_tools()) == {"everything__echo"}
+                echoed = await s.call_tool("everything__echo", {"message": "after reload"})
+                assert "after reload" in text_of(echoed)
+                try:
+                    hidden = await s.call_tool("memory__read_graph", {})
+                    assert hidden.isError and "unknown tool" in text_of(hidden), hidden
+                except MCPError as e:
+                    assert "unknown tool: memory__read_graph" in str(e)
+
+    run(go)
+    # New connections each time, so both shards are asked (each has its own copy of [auth]).
+    for _ in range(4):
+        old = raw_init(proxy.url, KEY_FULL)
+        assert old.status == 401 and "unknown API key" in error_message(old)
+        assert ping(proxy.url, KEY_FULL, full_sid).status == 401
+        assert raw_init(proxy.url, KEY_NEW).status == 200
+    # A JWT of a subject that stayed keeps working through the reload.
+    assert raw_init(proxy.url, keys.token("ES256", sub="alice")).status == 200
+
+
+def test_a_broken_reload_is_refused_and_the_running_auth_keeps_serving(spawner, tmp_path):
+    keys = Keys(tmp_path)
+    upstream = spawner.everything()
+    text = reloadable(keys, tmp_path, upstream.url)
+    proxy = spawner.proxy(text)
+    sid = raw_init(proxy.url, KEY_FULL).header("mcp-session-id")
+    assert sid
+
+    # A key rotation together with an unreadable JWKS: the whole file is refused.
+    proxy.config_path.write_text(text.replace(f'api_keys = ["{KEY_FULL}"]', f'api_keys = ["{KEY_NEW}"]'))
+    good_jwks = keys.jwks.read_text()
+    keys.jwks.write_text('{"keys": [{"kty": "oct", "k": "dG9vLXNob3J0"}]}')
+    status, answer = admin_reload(proxy)
+    assert status == 400, answer
+    message = json.dumps(answer)
+    assert proxy.config_path.name in message and "jwks_file" in message, message
+    # Located like at start: the file, then line and column of jwks_file.
+    jwks_line = text.splitlines().index(f'jwks_file = "{keys.jwks}"') + 1
+    assert f"{proxy.config_path.name}:{jwks_line}:" in message, message
+
+    # SIGHUP takes the same path; the log says why the running [auth] stays.
+    proxy.proc.send_signal(signal.SIGHUP)
+    deadline = time.monotonic() + 20
+    while "reload failed" not in proxy.stderr_tail(200) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    tail = proxy.stderr_tail(200)
+    assert "reload failed" in tail and "jwks_file" in tail, tail
+
+    for _ in range(4):
+        assert raw_init(proxy.url, KEY_FULL).status == 200
+        assert ping(proxy.url, KEY_FULL, sid).status == 200
+        assert raw_init(proxy.url, KEY_NEW).status == 401
+        assert raw_init(proxy.url, keys.token("RS256", sub="alice")).status == 200
+
+    # Turning auth off by reload waits for a restart (open sessions would lose their owner).
+    keys.jwks.write_text(good_jwks)
+    proxy.config_path.write_text(text.replace("enabled = true", "enabled = false", 1))
+    status, answer = admin_reload(proxy)
+    assert status == 400 and "next restart" in json.dumps(answer), answer
+    assert raw_init(proxy.url, None).status == 401
+    assert raw_init(proxy.url, KEY_FULL).status == 200

@@ -398,8 +398,13 @@ fn run(cli: Cli) -> Result<(), Failure> {
                         names.join(", ")
                     }
                 };
+                let auth = if v["auth"].as_bool() == Some(true) {
+                    "applied"
+                } else {
+                    "unchanged"
+                };
                 format!(
-                    "reloaded: added {}, updated {}, removed {}\n",
+                    "reloaded: added {}, updated {}, removed {}; [auth] {auth}\n",
                     list("added"),
                     list("updated"),
                     list("removed")

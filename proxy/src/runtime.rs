@@ -170,6 +170,7 @@ pub fn start(mut config: Config, mode: Mode) -> Result<Running, StartError> {
     config.servers = registry.entries.iter().map(|e| e.config.clone()).collect();
     crate::metrics::install(shards, &config)?;
     crate::tls::install_listener(config.tls.as_ref())?;
+    crate::auth::install(config.auth.clone());
     crate::limits::set_max_json_depth(config.limits.max_json_depth);
     let config = Arc::new(config);
     let reload = Arc::new(AtomicBool::new(false));

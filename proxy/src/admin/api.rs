@@ -159,7 +159,10 @@ pub fn handle(shard: &Rc<Shard>, token: &str, request: &Request) -> Response {
         }
         ("GET", ["shards"]) => answer(200, shards(shard)),
         ("POST", ["reload"]) => match servers::reload(shard) {
-            Ok(changes) => answer(200, json!({"reloaded": true, "changes": changes})),
+            Ok(done) => answer(
+                200,
+                json!({"reloaded": true, "changes": done.servers, "auth": done.auth}),
+            ),
             Err(servers::ReloadError::Registry(e)) => registry_error(&e),
             Err(e) => error(400, "reload", e),
         },

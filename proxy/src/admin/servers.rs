@@ -32,6 +32,18 @@ pub enum ReloadError {
     /// The listener's new TLS files are not usable (the running certificate is kept).
     #[error(transparent)]
     Tls(#[from] crate::tls::ReloadError),
+    /// The new `[auth]` cannot be applied live (the running one is kept).
+    #[error(transparent)]
+    Auth(#[from] crate::auth::ReloadError),
+}
+
+/// What a reload changed.
+#[derive(Debug, Default)]
+pub struct Reloaded {
+    /// Servers added, updated and removed.
+    pub servers: Changes,
+    /// Whether a changed `[auth]` (clients, keys, policies, limits, JWKS) was applied.
+    pub auth: bool,
 }
 
 /// Saves `next` and applies it everywhere.
@@ -87,8 +99,9 @@ pub fn set_replica_drain(
     Ok(index)
 }
 
-/// Re-reads the configuration file and applies its server changes; sessions are kept.
-pub fn reload(shard: &Rc<Shard>) -> Result<Changes, ReloadError> {
+/// Re-reads the configuration file and applies its server, TLS and `[auth]` changes; sessions
+/// are kept. A file with any error (a bad JWKS included) changes nothing.
+pub fn reload(shard: &Rc<Shard>) -> Result<Reloaded, ReloadError> {
     let path = shard
         .config
         .proxy
@@ -96,13 +109,19 @@ pub fn reload(shard: &Rc<Shard>) -> Result<Changes, ReloadError> {
         .as_ref()
         .ok_or(ReloadError::NoFile)?;
     let config = Config::load(path)?;
+    // Refused before anything applies, so a refused reload leaves everything as it was.
+    crate::auth::check_reload(&config.auth)?;
     // The certificate first: a renewed certificate is the commonest reason to reload.
     crate::tls::reload_listener(config.tls.as_ref())?;
+    let auth = crate::auth::reload(&config.auth)?;
     // Only [[servers]] apply live: the [proxy] settings (addresses, shards, limits) are bound
     // into the running listeners and shards, and apply at the next restart.
     let (next, changes) = shard.registry().reload(&config);
     if changes == Changes::default() {
-        return Ok(changes);
+        return Ok(Reloaded {
+            servers: changes,
+            auth,
+        });
     }
     commit(shard, next)?;
     log::info!(
@@ -111,7 +130,10 @@ pub fn reload(shard: &Rc<Shard>) -> Result<Changes, ReloadError> {
         changes.updated.len(),
         changes.removed.len()
     );
-    Ok(changes)
+    Ok(Reloaded {
+        servers: changes,
+        auth,
+    })
 }
 
 /// Reloads whenever `flag` is raised (the signal thread raises it on SIGHUP).

@@ -10,19 +10,23 @@
 //!   is answered exactly like a tool that does not exist, so a client cannot probe for names.
 //! - Sessions per client are counted in process-wide atomics touched only at session open
 //!   and close.
+//! - The running `[auth]` is one process-wide slot with a generation number, like the TLS
+//!   listener's: a reload swaps it, and each shard keeps its own copy, refreshed when one
+//!   atomic load shows a new generation, so the hot path takes no lock. Sessions name their
+//!   client, not an index, so a reload that reorders clients keeps each session's client.
 //!
 //! With `[auth]` off, every function here is a no-op and sessions carry no identity.
 
 pub mod jwt;
 
-use std::cell::{Cell, RefCell};
+use std::cell::RefCell;
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::rc::Rc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
-use crate::config::auth::{sha256, ClientConfig, Rate};
-use crate::config::Config;
+use crate::config::auth::{sha256, AuthConfig, ClientConfig, Rate};
 use crate::http::Request;
 use crate::protocol::jsonrpc::code;
 use crate::session::Session;
@@ -34,10 +38,144 @@ pub const PROXY_SERVER: &str = "proxy";
 /// An authenticated caller: which client, and a digest of exactly who (key or token subject).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Identity {
-    /// Index into `[[auth.clients]]`.
-    pub client: usize,
-    /// SHA-256 of the principal (`api-key:{client}:{n}` or `jwt:{iss}\0{sub}`).
+    /// The `[[auth.clients]]` entry's name (a name, not an index: it survives a reload that
+    /// reorders clients, and a request forwarded to a shard that already has a newer `[auth]`).
+    pub client: String,
+    /// SHA-256 of the principal (`api-key:{key digest}` or `jwt:{iss}\0{sub}`).
     pub principal: [u8; 32],
+}
+
+// ---- the running [auth]: a process-wide slot, a generation, a copy per shard ----
+
+/// One generation of `[auth]` and the session counters of its clients.
+#[derive(Clone, Debug, Default)]
+pub struct Auth {
+    generation: u64,
+    /// The configuration this generation was built from.
+    pub config: AuthConfig,
+    /// Open sessions per client (same order as `config.clients`); shared with every earlier
+    /// generation that had a client of the same name, so a reload keeps the counts.
+    sessions: Vec<Arc<AtomicUsize>>,
+}
+
+impl Auth {
+    /// The index of client `name` in this generation.
+    fn find(&self, name: &str) -> Option<usize> {
+        self.config.clients.iter().position(|c| c.name == name)
+    }
+}
+
+static CURRENT: RwLock<Option<Arc<Auth>>> = RwLock::new(None);
+/// Bumped on every install, so shards notice a new `[auth]` with one atomic load.
+static GENERATION: AtomicU64 = AtomicU64::new(0);
+
+thread_local! {
+    /// This shard's copy of the running `[auth]`.
+    static LOCAL: RefCell<Rc<Auth>> = RefCell::new(Rc::new(Auth::default()));
+}
+
+/// Why a new `[auth]` was not installed by a reload.
+#[derive(Debug, thiserror::Error)]
+pub enum ReloadError {
+    /// Turning authentication on or off would strand the open sessions (their owner would
+    /// no longer match their requests), so it waits for a restart.
+    #[error(
+        "turning [auth] enabled {0} takes effect at the next restart; the running [auth] is kept"
+    )]
+    Toggle(&'static str),
+}
+
+/// Installs `config` as the running `[auth]`; counters of clients that keep their name carry over.
+pub fn install(config: AuthConfig) {
+    let mut slot = match CURRENT.write() {
+        Ok(slot) => slot,
+        // A panic while holding the lock cannot leave a half-written Option; take it back.
+        Err(poisoned) => poisoned.into_inner(),
+    };
+    let old = slot.clone();
+    let sessions = config
+        .clients
+        .iter()
+        .map(|c| {
+            old.as_ref()
+                .and_then(|o| o.find(&c.name).map(|i| o.sessions[i].clone()))
+                .unwrap_or_default()
+        })
+        .collect();
+    let generation = GENERATION.load(Ordering::Acquire) + 1;
+    *slot = Some(Arc::new(Auth {
+        generation,
+        config,
+        sessions,
+    }));
+    GENERATION.store(generation, Ordering::Release);
+}
+
+fn running() -> Arc<Auth> {
+    CURRENT
+        .read()
+        .ok()
+        .and_then(|c| c.clone())
+        .unwrap_or_default()
+}
+
+/// Refuses a re-read `[auth]` that cannot apply live (one that turns auth on or off).
+pub fn check_reload(config: &AuthConfig) -> Result<(), ReloadError> {
+    match (running().config.enabled, config.enabled) {
+        (false, true) => Err(ReloadError::Toggle("on")),
+        (true, false) => Err(ReloadError::Toggle("off")),
+        _ => Ok(()),
+    }
+}
+
+/// Installs the `[auth]` of a re-read configuration, unless it would turn auth on or off.
+/// `Ok(false)`: identical to the running one, nothing changed.
+pub fn reload(config: &AuthConfig) -> Result<bool, ReloadError> {
+    check_reload(config)?;
+    if running().config == *config {
+        return Ok(false);
+    }
+    install(config.clone());
+    log::info!(
+        "reload: [auth] applied ({} client(s), {} JWKS key(s))",
+        config.clients.len(),
+        config.keys.len()
+    );
+    Ok(true)
+}
+
+/// This shard's copy of the running `[auth]`, refreshed when a reload happened.
+pub fn current() -> Rc<Auth> {
+    let generation = GENERATION.load(Ordering::Acquire);
+    LOCAL.with(|cell| {
+        let mut local = cell.borrow_mut();
+        if local.generation != generation {
+            let next = CURRENT.read().ok().and_then(|c| c.clone());
+            if let Some(next) = next {
+                // A copy per shard, so the hot path never touches a refcount shared by cores.
+                let next = Rc::new(Auth::clone(&next));
+                refresh_shard_state(&local, &next);
+                *local = next;
+            }
+        }
+        local.clone()
+    })
+}
+
+/// Moves this shard's buckets to the new client order and forgets remembered tokens (their
+/// key, issuer or subject may be gone).
+fn refresh_shard_state(old: &Auth, next: &Auth) {
+    VERIFIED.with(|v| v.borrow_mut().clear());
+    BUCKETS.with(|b| {
+        let mut buckets = b.borrow_mut();
+        let mut moved: Vec<Option<Bucket>> = next.config.clients.iter().map(|_| None).collect();
+        for (i, c) in old.config.clients.iter().enumerate() {
+            if let (Some(j), Some(bucket)) = (next.find(&c.name), buckets.get_mut(i)) {
+                moved[j] = bucket.take();
+            }
+        }
+        *buckets = moved;
+    });
 }
 
 /// Why a request is refused.
@@ -136,15 +274,17 @@ impl Denial {
 
 /// Authenticates `request` and takes a token from its client's bucket on this shard.
 /// `Ok(None)` when `[auth]` is off.
-pub fn gate(config: &Config, request: &Request) -> Result<Option<Identity>, Reply> {
-    if !config.auth.enabled {
+pub fn gate(request: &Request) -> Result<Option<Identity>, Reply> {
+    let auth = current();
+    if !auth.config.enabled {
         return Ok(None);
     }
-    let identity =
-        authenticate(config, request.header("authorization"), unix_now()).map_err(Denial::reply)?;
-    let client = &config.auth.clients[identity.client];
+    let (index, identity) =
+        authenticate_indexed(&auth.config, request.header("authorization"), unix_now())
+            .map_err(Denial::reply)?;
+    let client = &auth.config.clients[index];
     if let Some(rate) = &client.rate {
-        if let Err(retry_after) = take_token(identity.client, rate, Instant::now()) {
+        if let Err(retry_after) = take_token(index, rate, Instant::now()) {
             return Err(Denial::RateLimited {
                 client: client.name.clone(),
                 retry_after,
@@ -156,8 +296,16 @@ pub fn gate(config: &Config, request: &Request) -> Result<Option<Identity>, Repl
 }
 
 /// Maps an `Authorization` header value to a client.
-pub fn authenticate(config: &Config, header: Option<&str>, now: u64) -> Result<Identity, Denial> {
-    let auth = &config.auth;
+pub fn authenticate(auth: &AuthConfig, header: Option<&str>, now: u64) -> Result<Identity, Denial> {
+    authenticate_indexed(auth, header, now).map(|(_, id)| id)
+}
+
+/// [`authenticate`], with the client's index in `auth`.
+fn authenticate_indexed(
+    auth: &AuthConfig,
+    header: Option<&str>,
+    now: u64,
+) -> Result<(usize, Identity), Denial> {
     let Some(value) = header.map(str::trim).filter(|v| !v.is_empty()) else {
         return Err(Denial::Missing);
     };
@@ -183,10 +331,17 @@ pub fn authenticate(config: &Config, header: Option<&str>, now: u64) -> Result<I
         }
     }
     if let Some((c, k)) = found {
-        return Ok(Identity {
-            client: c,
-            principal: sha256(format!("api-key:{}:{k}", auth.clients[c].name).as_bytes()),
-        });
+        // The principal is the key itself (by digest), not its position: a reload that adds,
+        // removes or moves other keys leaves the sessions opened with this one theirs.
+        let mut principal = b"api-key:".to_vec();
+        principal.extend_from_slice(&auth.clients[c].api_keys[k]);
+        return Ok((
+            c,
+            Identity {
+                client: auth.clients[c].name.clone(),
+                principal: sha256(&principal),
+            },
+        ));
     }
     if token.bytes().filter(|b| *b == b'.').count() != 2 || auth.keys.is_empty() {
         return Err(Denial::Invalid {
@@ -198,7 +353,9 @@ pub fn authenticate(config: &Config, header: Option<&str>, now: u64) -> Result<I
     // few hundred microseconds (ES256): each shard remembers the tokens it verified, keyed by
     // the digest of the whole token, until they expire.
     if let Some(id) = cached(&digest, now, auth.leeway.as_secs()) {
-        return Ok(id);
+        if let Some(c) = auth.clients.iter().position(|c| c.name == id.client) {
+            return Ok((c, id));
+        }
     }
     let verified = jwt::verify(auth, token, now).map_err(|e| Denial::Invalid {
         reason: e.reason(),
@@ -219,11 +376,11 @@ pub fn authenticate(config: &Config, header: Option<&str>, now: u64) -> Result<I
         });
     };
     let identity = Identity {
-        client,
+        client: auth.clients[client].name.clone(),
         principal: sha256(format!("jwt:{}\0{}", verified.issuer, verified.subject).as_bytes()),
     };
     remember(digest, verified.expires, &identity);
-    Ok(identity)
+    Ok((client, identity))
 }
 
 /// Verified tokens remembered per shard; past this many, the memory starts afresh.
@@ -332,21 +489,16 @@ fn take_token(client: usize, rate: &Rate, now: Instant) -> Result<(), Duration> 
 
 // ---- sessions per client: process-wide counters, touched at open and close only ----
 
-static SESSIONS: OnceLock<Box<[AtomicUsize]>> = OnceLock::new();
-
-fn session_counter(config: &Config, client: usize) -> Option<&'static AtomicUsize> {
-    SESSIONS
-        .get_or_init(|| {
-            (0..config.auth.clients.len())
-                .map(|_| AtomicUsize::new(0))
-                .collect()
-        })
-        .get(client)
+/// A counted session of client `name` in `auth`, and how many it had before.
+fn session_slot(auth: &Auth, name: &str) -> Option<(SessionSlot, usize)> {
+    let counter = auth.sessions.get(auth.find(name)?)?.clone();
+    let before = counter.fetch_add(1, Ordering::Relaxed);
+    Some((SessionSlot(counter), before))
 }
 
 /// One counted session of a client; the count drops with it.
 #[derive(Debug)]
-pub struct SessionSlot(&'static AtomicUsize);
+pub struct SessionSlot(Arc<AtomicUsize>);
 
 impl Drop for SessionSlot {
     fn drop(&mut self) {
@@ -369,19 +521,25 @@ impl Opening {
 }
 
 /// Reserves a session for `identity`'s client, or refuses when it has `max_sessions`.
-pub fn open(config: &Config, identity: Option<&Identity>) -> Result<Option<Opening>, Reply> {
+pub fn open(identity: Option<&Identity>) -> Result<Option<Opening>, Reply> {
     let Some(identity) = identity else {
         return Ok(None);
     };
-    let client = &config.auth.clients[identity.client];
-    let Some(counter) = session_counter(config, identity.client) else {
-        return Ok(Some(Opening {
-            identity: identity.clone(),
-            slot: None,
-        }));
+    let auth = current();
+    // Removed by a reload since the request was authenticated: refused like an unknown key.
+    let (Some(client), Some((slot, before))) = (
+        auth.find(&identity.client).map(|i| &auth.config.clients[i]),
+        session_slot(&auth, &identity.client),
+    ) else {
+        return Err(Denial::Invalid {
+            reason: "invalid",
+            message: format!(
+                "client \"{}\" is no longer configured; ask the proxy's operator for credentials",
+                identity.client
+            ),
+        }
+        .reply());
     };
-    let before = counter.fetch_add(1, Ordering::Relaxed);
-    let slot = SessionSlot(counter);
     if client.max_sessions.is_some_and(|max| before >= max) {
         drop(slot);
         return Err(Denial::TooManySessions {
@@ -400,7 +558,9 @@ pub fn open(config: &Config, identity: Option<&Identity>) -> Result<Option<Openi
 #[derive(Debug, Default)]
 pub struct SessionAuth {
     principal: RefCell<Option<[u8; 32]>>,
-    client: Cell<Option<usize>>,
+    /// The client's name, followed from request to request (a reload may move a key or a
+    /// subject to another client).
+    client: RefCell<Option<String>>,
     slot: RefCell<Option<SessionSlot>>,
 }
 
@@ -409,7 +569,7 @@ impl SessionAuth {
     pub fn bind(&self, opening: Option<Opening>) {
         if let Some(o) = opening {
             *self.principal.borrow_mut() = Some(o.identity.principal);
-            self.client.set(Some(o.identity.client));
+            *self.client.borrow_mut() = Some(o.identity.client);
             *self.slot.borrow_mut() = o.slot;
         }
     }
@@ -419,7 +579,9 @@ impl SessionAuth {
     pub fn assume(&self, identity: Option<&Identity>) {
         if let Some(id) = identity {
             *self.principal.borrow_mut() = Some(id.principal);
-            self.client.set(Some(id.client));
+            if self.client.borrow().as_deref() != Some(id.client.as_str()) {
+                *self.client.borrow_mut() = Some(id.client.clone());
+            }
         }
     }
 
@@ -439,9 +601,9 @@ impl SessionAuth {
         }
     }
 
-    /// The client this session belongs to, once known.
-    pub fn client(&self) -> Option<usize> {
-        self.client.get()
+    /// The name of the client this session belongs to, once known.
+    pub fn client(&self) -> Option<String> {
+        self.client.borrow().clone()
     }
 
     /// Stops counting the session against its client.
@@ -451,24 +613,27 @@ impl SessionAuth {
 }
 
 /// Refuses a request made on `session` with other credentials than the ones that opened it.
-pub fn admit(config: &Config, session: &Session, identity: Option<&Identity>) -> Result<(), Reply> {
+pub fn admit(session: &Session, identity: Option<&Identity>) -> Result<(), Reply> {
     let sa = &session.auth;
     let principal = *sa.principal.borrow();
     match (principal, identity) {
         (None, None) => Ok(()),
         (Some(p), Some(id)) if same(&p, &id.principal) => {
-            if sa.client.get().is_none() {
-                // Restored from its id: count it again, whatever the limit (it already existed).
-                sa.client.set(Some(id.client));
-                if let Some(counter) = session_counter(config, id.client) {
-                    counter.fetch_add(1, Ordering::Relaxed);
-                    *sa.slot.borrow_mut() = Some(SessionSlot(counter));
+            let known = sa.client.borrow().clone();
+            if known.as_deref() != Some(id.client.as_str()) {
+                // Restored from its id (count it again, whatever the limit: it already
+                // existed), or its key or subject now belongs to another client (a reload):
+                // the session follows the client, and its count moves with it.
+                let counted = known.is_none() || sa.slot.borrow().is_some();
+                *sa.client.borrow_mut() = Some(id.client.clone());
+                if counted {
+                    *sa.slot.borrow_mut() = session_slot(&current(), &id.client).map(|(s, _)| s);
                 }
             }
             Ok(())
         }
         (_, id) => Err(Denial::Forbidden {
-            client: id.map(|i| config.auth.clients[i.client].name.clone()),
+            client: id.map(|i| i.client.clone()),
             reason: "session_mismatch",
             message: "this session was opened with other credentials; use the credentials that opened it, or initialize a new session".into(),
         }
@@ -480,39 +645,44 @@ pub fn admit(config: &Config, session: &Session, identity: Option<&Identity>) ->
 
 /// What one client may see and call; `None` from [`policy`] means everything.
 pub struct Policy {
-    config: Arc<Config>,
-    client: usize,
+    auth: Rc<Auth>,
+    /// `None`: the client was removed by a reload, and may see nothing.
+    client: Option<usize>,
 }
 
 impl Policy {
-    fn entry(&self) -> &ClientConfig {
-        &self.config.auth.clients[self.client]
+    fn entry(&self) -> Option<&ClientConfig> {
+        self.client.map(|c| &self.auth.config.clients[c])
     }
 
     /// The client's name.
     pub fn name(&self) -> &str {
-        &self.entry().name
+        self.entry().map_or("unknown", |c| c.name.as_str())
     }
 
     /// Whether the client may use server `name` (`proxy` for the proxy's own tools and resources).
     pub fn server(&self, name: &str) -> bool {
-        self.entry().servers.iter().any(|p| glob(p, name))
+        self.entry()
+            .is_some_and(|c| c.servers.iter().any(|p| glob(p, name)))
     }
 
     /// Whether the client may see and call the tool exposed as `exposed` of server `server`.
     pub fn tool(&self, server: &str, exposed: &str) -> bool {
-        self.server(server) && self.entry().tools.iter().any(|p| glob(p, exposed))
+        self.server(server)
+            && self
+                .entry()
+                .is_some_and(|c| c.tools.iter().any(|p| glob(p, exposed)))
     }
 }
 
-/// The policy of `session`'s client, or `None` when everything is allowed.
+/// The policy of `session`'s client in the running `[auth]`, or `None` when everything is
+/// allowed.
 pub fn policy(session: &Session) -> Option<Policy> {
-    let client = session.auth.client()?;
-    let shard = session.shard()?;
-    Some(Policy {
-        config: shard.config.clone(),
-        client,
-    })
+    let name = session.auth.client.borrow();
+    let name = name.as_deref()?;
+    let auth = current();
+    let client = auth.find(name);
+    Some(Policy { auth, client })
 }
 
 /// Whether `session` may use catalog server `server` (an index; past the end is the proxy).
@@ -619,6 +789,7 @@ pub fn count_denial(client: Option<&str>, reason: &'static str) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::Config;
 
     fn config() -> Config {
         Config::from_toml_str(
@@ -632,19 +803,39 @@ mod tests {
     #[test]
     fn api_keys_map_to_clients() {
         let c = config();
-        let a = authenticate(&c, Some("Bearer key-a-0123456789abcdef"), 0).expect("a");
-        assert_eq!(a.client, 0);
-        let b2 = authenticate(&c, Some("bearer  key-b2-0123456789abcdef"), 0).expect("b");
-        assert_eq!(b2.client, 1);
-        let b = authenticate(&c, Some("Bearer key-b-0123456789abcdef"), 0).expect("b");
+        let a = authenticate(&c.auth, Some("Bearer key-a-0123456789abcdef"), 0).expect("a");
+        assert_eq!(a.client, "a");
+        let b2 = authenticate(&c.auth, Some("bearer  key-b2-0123456789abcdef"), 0).expect("b");
+        assert_eq!(b2.client, "b");
+        let b = authenticate(&c.auth, Some("Bearer key-b-0123456789abcdef"), 0).expect("b");
         assert_ne!(b.principal, b2.principal, "two keys are two principals");
-        assert_eq!(authenticate(&c, None, 0), Err(Denial::Missing));
+        assert_eq!(authenticate(&c.auth, None, 0), Err(Denial::Missing));
         assert!(matches!(
-            authenticate(&c, Some("Bearer nope"), 0),
+            authenticate(&c.auth, Some("Bearer nope"), 0),
             Err(Denial::Invalid { .. })
         ));
         assert!(matches!(
-            authenticate(&c, Some("Basic a2V5"), 0),
+            authenticate(&c.auth, Some("Basic a2V5"), 0),
+            Err(Denial::Invalid { .. })
+        ));
+    }
+
+    #[test]
+    fn an_api_key_stays_the_same_principal_when_a_reload_reorders_keys_and_clients() {
+        let before = config();
+        let after = Config::from_toml_str(
+            "[auth]\nenabled = true\n[[auth.clients]]\nname = \"b\"\napi_keys = [\"key-new-0123456789abcdef\", \"key-b2-0123456789abcdef\"]\n\
+             [[auth.clients]]\nname = \"a\"\napi_keys = [\"key-a-0123456789abcdef\"]\n",
+            "t.toml",
+        )
+        .expect("valid");
+        let key = Some("Bearer key-b2-0123456789abcdef");
+        let (i, old) = authenticate_indexed(&before.auth, key, 0).expect("before");
+        let (j, new) = authenticate_indexed(&after.auth, key, 0).expect("after");
+        assert_eq!((i, j), (1, 0), "the client moved");
+        assert_eq!(old, new, "same client name, same principal");
+        assert!(matches!(
+            authenticate(&after.auth, Some("Bearer key-b-0123456789abcdef"), 0),
             Err(Denial::Invalid { .. })
         ));
     }
@@ -677,15 +868,15 @@ mod tests {
             format!("Bearer {input}.{}", b64(tag.as_ref()))
         };
         let alice = token("alice");
-        let first = authenticate(&c, Some(&alice), 1000).expect("valid");
+        let first = authenticate(&c.auth, Some(&alice), 1000).expect("valid");
         assert_eq!(
-            authenticate(&c, Some(&alice), 1500),
+            authenticate(&c.auth, Some(&alice), 1500),
             Ok(first),
             "remembered"
         );
         assert!(
             matches!(
-                authenticate(&c, Some(&alice), 2100),
+                authenticate(&c.auth, Some(&alice), 2100),
                 Err(Denial::Invalid {
                     reason: "expired",
                     ..
@@ -695,7 +886,7 @@ mod tests {
         );
         for _ in 0..2 {
             assert!(matches!(
-                authenticate(&c, Some(&token("mallory")), 1000),
+                authenticate(&c.auth, Some(&token("mallory")), 1000),
                 Err(Denial::Forbidden { .. })
             ));
         }
