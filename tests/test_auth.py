@@ -15,7 +15,9 @@ What the proxy is held to (docs/auth.md):
   mcp_proxy_auth_denied_total; another client sees everything;
 - a session answers only the credentials that opened it, also after a restart (sealed id);
 - rate limit: 429 with Retry-After, then requests pass again; max_sessions: the extra
-  initialize is refused with a message naming the limit, and a freed slot can be reused.
+  initialize is refused with a message naming the limit, and a freed slot can be reused;
+- a reload (admin API or SIGHUP) applies a new [auth] to the next request of open sessions, and
+  refuses a broken one (bad JWKS) with its line while the running [auth] keeps serving.
 """
 
 from __future__ import annotations
