@@ -64,16 +64,16 @@ fn auth(c: &mut Criterion) {
     let es = format!("Bearer {es_input}.{}", b64(sig.as_ref()));
     let key = "Bearer key-9-b-0123456789abcdef";
     for h in [&hs, &es, key] {
-        assert!(authenticate(&config, Some(h), NOW).is_ok(), "{h}");
+        assert!(authenticate(&config.auth, Some(h), NOW).is_ok(), "{h}");
     }
 
     let mut group = c.benchmark_group("auth");
     group.bench_function("api_key_of_20", |b| {
-        b.iter(|| std::hint::black_box(authenticate(&config, Some(key), NOW)))
+        b.iter(|| std::hint::black_box(authenticate(&config.auth, Some(key), NOW)))
     });
     // A token seen before on this shard: digest and lookup only.
     group.bench_function("jwt_remembered", |b| {
-        b.iter(|| std::hint::black_box(authenticate(&config, Some(&es), NOW)))
+        b.iter(|| std::hint::black_box(authenticate(&config.auth, Some(&es), NOW)))
     });
     // A token seen for the first time: the whole verification.
     group.bench_function("jwt_hs256_verify", |b| {
