@@ -329,6 +329,81 @@ def test_base64_mcp_name_matches(eras):
     assert r.messages[0]["result"]["content"][0]["text"] == "Echo: b64"
 
 
+# `modern__in_region` mirrors `region` into Mcp-Param-Region and `tenant` (an integer) into
+# Mcp-Param-Tenant (x-mcp-header); the SDK upstream refuses a call whose headers are missing or
+# wrong, so a call that succeeds through the proxy shows the proxy sent them right.
+
+
+def in_region_call(region, query: str, **extra) -> dict:
+    return modern_body("tools/call", {"name": "modern__in_region",
+                                      "arguments": {"region": region, "query": query, **extra}})
+
+
+def test_mcp_param_headers_are_checked_against_the_body(eras):
+    headers = modern_headers("tools/call", "modern__in_region")
+    r = raw_request(eras.url, body=in_region_call("eu-west1", "q"),
+                    headers={**headers, "Mcp-Param-Region": "us-east1"})
+    assert r.status == 400, r.body
+    error = r.messages[0]["error"]
+    assert error["code"] == -32020
+    assert "Mcp-Param-Region" in error["message"]
+    assert "us-east1" in error["message"] and "eu-west1" in error["message"]
+
+    r = raw_request(eras.url, body=in_region_call("eu-west1", "q"), headers=headers)
+    assert r.status == 400 and r.messages[0]["error"]["code"] == -32020
+    assert "Mcp-Param-Region" in r.messages[0]["error"]["message"]
+
+    # A declared header whose argument is absent disagrees with the body too.
+    r = raw_request(eras.url, body=in_region_call("eu-west1", "q"),
+                    headers={**headers, "Mcp-Param-Region": "eu-west1", "Mcp-Param-Tenant": "5"})
+    assert r.status == 400 and "Mcp-Param-Tenant" in r.messages[0]["error"]["message"]
+
+
+def test_mcp_param_headers_that_match_reach_the_stateless_upstream(eras):
+    import base64
+
+    headers = modern_headers("tools/call", "modern__in_region")
+    # Header names are case-insensitive, integers compare as numbers, and an undeclared
+    # Mcp-Param header is none of the proxy's business.
+    r = raw_request(eras.url, body=in_region_call("eu-west1", "select 1", tenant=42),
+                    headers={**headers, "mcp-param-region": "eu-west1", "Mcp-Param-Tenant": "42.0",
+                             "Mcp-Param-Unrelated": "x"})
+    assert r.status == 200, r.body
+    assert r.messages[0]["result"]["content"][0]["text"] == "eu-west1/42: select 1"
+
+    encoded = "=?base64?" + base64.b64encode("Zürich".encode()).decode() + "?="
+    r = raw_request(eras.url, body=in_region_call("Zürich", "q"),
+                    headers={**headers, "Mcp-Param-Region": encoded})
+    assert r.status == 200, r.body
+    assert r.messages[0]["result"]["content"][0]["text"] == "Zürich/0: q"
+
+
+def test_proxy_mirrors_mcp_param_headers_for_a_stateful_client(eras):
+    """A stateful client sends no Mcp-Param headers; the proxy, as the upstream's client, must."""
+
+    async def go():
+        async with sdk_session(eras.url) as s:
+            listed = {t.name: t for t in (await s.list_tools()).tools}
+            assert listed["modern__in_region"].input_schema["properties"]["region"]["x-mcp-header"] == "Region"
+            plain = await s.call_tool("modern__in_region", {"region": "eu-west1", "query": "a", "tenant": 7})
+            wide = await s.call_tool("modern__in_region", {"region": " Zürich ", "query": "b"})
+            return plain, wide
+
+    plain, wide = run(go)
+    assert not plain.is_error and text_of(plain) == "eu-west1/7: a"
+    assert not wide.is_error and text_of(wide) == " Zürich /0: b"
+
+
+def test_modern_sdk_client_mirrors_and_the_proxy_forwards(eras):
+    async def go():
+        async with modern_client(eras.url) as c:
+            await c.list_tools()
+            return await c.call_tool("modern__in_region", {"region": "ap-south1", "query": "c", "tenant": 3})
+
+    result = run(go)
+    assert not result.is_error and text_of(result) == "ap-south1/3: c"
+
+
 def test_unsupported_version_gets_the_eras_error(eras):
     body = modern_body("tools/list")
     r = raw_request(eras.url, body=body, headers=modern_headers("tools/list", version="2099-01-01"))

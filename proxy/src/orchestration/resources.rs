@@ -53,6 +53,7 @@ pub fn items() -> Vec<Item> {
                 .unwrap_or_default()
                 .to_owned(),
             json: Bytes::from_static(d.as_bytes()),
+            param_headers: Vec::new(),
         })
         .collect()
 }

@@ -69,6 +69,7 @@ pub fn items() -> Vec<Item> {
                 // The proxy's own tools never reach an upstream replica.
                 retry_safe: false,
                 json: Bytes::from_static(d.as_bytes()),
+                param_headers: Vec::new(),
             }
         })
         .collect()

@@ -73,6 +73,8 @@ pub struct Headers {
     pub method: Option<String>,
     /// `Mcp-Name`, still encoded.
     pub name: Option<String>,
+    /// Every `Mcp-Param-{Name}` header: `{Name}` lowercased, and the value still encoded.
+    pub params: Vec<(String, String)>,
 }
 
 /// Checks the headers against the parsed body (streamable-http.mdx, "Server Validation").
@@ -118,6 +120,209 @@ pub fn check_headers(headers: &Headers, method: &str, msg: &Value<'_>) -> Result
         if h != b {
             return Err(format!(
                 "Header mismatch: MCP-Protocol-Version header value '{h}' does not match _meta {META_VERSION} '{b}'"
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The `Mcp-Param-*` fields of a request head, for [`Headers::params`].
+pub fn param_fields<'a>(
+    fields: impl Iterator<Item = (&'a str, &'a [u8])>,
+) -> Vec<(String, String)> {
+    fields
+        .filter_map(|(name, value)| {
+            let rest = name
+                .get(..10)
+                .filter(|p| p.eq_ignore_ascii_case("mcp-param-"))?;
+            let suffix = &name[rest.len()..];
+            // A non-UTF-8 value is kept lossily so the check reports it as invalid.
+            Some((
+                suffix.to_ascii_lowercase(),
+                String::from_utf8_lossy(value).into_owned(),
+            ))
+        })
+        .collect()
+}
+
+/// One `x-mcp-header` annotation of a tool's `inputSchema` (streamable-http.mdx, "Custom
+/// Headers from Tool Parameters"): the argument at `path` is mirrored into `Mcp-Param-{name}`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ParamHeader {
+    /// The `{Name}` part of the header, as the schema spells it.
+    pub name: String,
+    /// The chain of `properties` keys from the schema root to the argument.
+    pub path: Vec<String>,
+    /// The argument is an integer, so header and body compare as numbers.
+    pub integer: bool,
+}
+
+/// The `x-mcp-header` annotations of a tool's `inputSchema`; `Err` saying why when one breaks
+/// the spec's constraints (the tool must then be withheld from clients).
+pub fn param_headers(schema: Option<&Value<'_>>) -> Result<Vec<ParamHeader>, String> {
+    let mut found = Vec::new();
+    let Some(schema) = schema else {
+        return Ok(found);
+    };
+    let mut path = Vec::new();
+    collect_param_headers(schema, &mut path, &mut found)?;
+    if count_annotations(schema, false) != found.len() {
+        return Err(
+            "x-mcp-header is only allowed on properties reached through `properties` alone (not items, oneOf, anyOf, allOf, not, if/then/else or $ref)".into(),
+        );
+    }
+    for (i, a) in found.iter().enumerate() {
+        if found[..i]
+            .iter()
+            .any(|b| b.name.eq_ignore_ascii_case(&a.name))
+        {
+            return Err(format!("x-mcp-header '{}' is declared twice", a.name));
+        }
+    }
+    Ok(found)
+}
+
+fn collect_param_headers(
+    schema: &Value<'_>,
+    path: &mut Vec<String>,
+    found: &mut Vec<ParamHeader>,
+) -> Result<(), String> {
+    let Some(props) = schema.get("properties").and_then(|p| p.as_object()) else {
+        return Ok(());
+    };
+    for (key, prop) in props.iter() {
+        path.push(key.to_string());
+        if let Some(ann) = prop.get("x-mcp-header") {
+            let at = path.join(".");
+            let name = ann
+                .as_str()
+                .ok_or_else(|| format!("x-mcp-header of '{at}' is not a string"))?;
+            let token = |b: u8| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b);
+            if name.is_empty() || !name.bytes().all(token) {
+                return Err(format!(
+                    "x-mcp-header '{name}' of '{at}' is not an HTTP field-name token"
+                ));
+            }
+            let integer = match prop.get_str("type") {
+                Some("integer") => true,
+                Some("string" | "boolean") => false,
+                other => {
+                    return Err(format!(
+                        "x-mcp-header '{name}' is on '{at}' of type {}: only integer, string and boolean parameters may be mirrored",
+                        other.unwrap_or("(none)")
+                    ))
+                }
+            };
+            found.push(ParamHeader {
+                name: name.to_owned(),
+                path: path.clone(),
+                integer,
+            });
+        }
+        collect_param_headers(prop, path, found)?;
+        path.pop();
+    }
+    Ok(())
+}
+
+/// Counts `x-mcp-header` keywords anywhere in a schema (keys of a `properties` map are
+/// property names, not keywords).
+fn count_annotations(schema: &Value<'_>, names: bool) -> usize {
+    match schema {
+        Value::Object(o) => o
+            .iter()
+            .map(|(k, v)| {
+                let own = usize::from(!names && k == "x-mcp-header");
+                own + count_annotations(v, !names && k == "properties")
+            })
+            .sum(),
+        Value::Array(a) => a.iter().map(|v| count_annotations(v, false)).sum(),
+        _ => 0,
+    }
+}
+
+/// The argument an annotation mirrors, `None` when absent or null (the header is omitted).
+fn param_argument<'v>(args: Option<&'v Value<'v>>, path: &[String]) -> Option<&'v Value<'v>> {
+    let mut at = args?;
+    for key in path {
+        at = at.get(key.as_str())?;
+    }
+    (!at.is_null()).then_some(at)
+}
+
+/// A mirrored argument as header text before encoding ("Value Encoding": strings as they are,
+/// integers in decimal, booleans in lowercase).
+fn param_text(v: &Value<'_>) -> String {
+    match v {
+        Value::String(s) => s.to_string(),
+        Value::Static(simd_json::StaticNode::F64(f))
+            if f.fract() == 0.0 && f.abs() < 9_007_199_254_740_992.0 =>
+        {
+            format!("{}", *f as i64)
+        }
+        other => other.encode(),
+    }
+}
+
+/// The `Mcp-Param-*` headers (name, encoded value) a client must send for these arguments.
+pub fn param_header_values(
+    decls: &[ParamHeader],
+    args: Option<&Value<'_>>,
+) -> Vec<(String, String)> {
+    decls
+        .iter()
+        .filter_map(|d| {
+            let v = param_argument(args, &d.path)?;
+            Some((
+                format!("Mcp-Param-{}", d.name),
+                encode_header_value(&param_text(v)),
+            ))
+        })
+        .collect()
+}
+
+/// Checks the `Mcp-Param-*` headers against a `tools/call`'s arguments ("Server Behavior for
+/// Custom Headers"): a mirrored argument needs its header with the same value, and a header
+/// the tool declares needs its argument. Headers the tool does not declare are not checked.
+pub fn check_param_headers(
+    decls: &[ParamHeader],
+    sent: &[(String, String)],
+    args: Option<&Value<'_>>,
+) -> Result<(), String> {
+    for d in decls {
+        let header = format!("Mcp-Param-{}", d.name);
+        let body = param_argument(args, &d.path).map(param_text);
+        let raw = sent
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(&d.name))
+            .map(|(_, v)| v.as_str());
+        let at = d.path.join(".");
+        let Some(raw) = raw else {
+            if let Some(body) = body {
+                return Err(format!(
+                    "{header} header is required: the tool mirrors arguments.{at} into it (body value '{body}')"
+                ));
+            }
+            continue;
+        };
+        let valid = raw.bytes().all(|b| b == b'\t' || (0x20..0x7f).contains(&b));
+        let Some(decoded) = decode_header_value(raw).filter(|_| valid) else {
+            return Err(format!(
+                "{header} header value '{raw}' is not a visible-ASCII value or valid =?base64?...?= encoding"
+            ));
+        };
+        let same = match body.as_deref() {
+            None => false,
+            Some(b) if d.integer => match (decoded.trim().parse::<f64>(), b.parse::<f64>()) {
+                (Ok(h), Ok(b)) => h == b,
+                _ => decoded == b,
+            },
+            Some(b) => decoded == b,
+        };
+        if !same {
+            return Err(format!(
+                "Header mismatch: {header} header value '{decoded}' does not match body value '{}' (arguments.{at})",
+                body.as_deref().unwrap_or("(missing)")
             ));
         }
     }
@@ -296,12 +501,20 @@ pub struct Stamped {
     pub method: String,
     /// `Mcp-Name`, already encoded.
     pub name: Option<String>,
+    /// `Mcp-Param-*` (full header name, encoded value) for the tool's `x-mcp-header` arguments.
+    pub params: Vec<(String, String)>,
 }
 
 /// Puts the per-request envelope (version, the client's capabilities and identity, all JSON
 /// text) into a request's `params._meta`. `None` for anything that is not a request: the era
-/// has no client notifications or responses over HTTP.
-pub fn stamp(body: &[u8], capabilities: &str, client_info: &str) -> Option<Stamped> {
+/// has no client notifications or responses over HTTP. `decls` gives a tool's `x-mcp-header`
+/// annotations by its (upstream) name, so a `tools/call` carries its `Mcp-Param-*` headers.
+pub fn stamp(
+    body: &[u8],
+    capabilities: &str,
+    client_info: &str,
+    decls: impl FnOnce(&str) -> Vec<ParamHeader>,
+) -> Option<Stamped> {
     // The envelope's buffers are declared first so they outlive the message borrowing them.
     let mut caps_buf = capabilities.as_bytes().to_vec();
     let mut info_buf = client_info.as_bytes().to_vec();
@@ -312,6 +525,13 @@ pub fn stamp(body: &[u8], capabilities: &str, client_info: &str) -> Option<Stamp
     let name = named_field(&method)
         .and_then(|f| msg.get("params").and_then(|p| p.get_str(f)))
         .map(encode_header_value);
+    let param_values = match msg.get("params").filter(|_| method == "tools/call") {
+        Some(p) => match p.get_str("name") {
+            Some(tool) => param_header_values(&decls(tool), p.get("arguments")),
+            None => Vec::new(),
+        },
+        None => Vec::new(),
+    };
     let caps = simd_json::to_borrowed_value(&mut caps_buf).ok()?;
     let info = simd_json::to_borrowed_value(&mut info_buf).ok()?;
     let root = msg.as_object_mut()?;
@@ -330,6 +550,7 @@ pub fn stamp(body: &[u8], capabilities: &str, client_info: &str) -> Option<Stamp
         body: jsonrpc::to_bytes(&msg),
         method,
         name,
+        params: param_values,
     })
 }
 
@@ -374,6 +595,7 @@ mod tests {
             version: Some(VERSION.into()),
             method: Some("tools/call".into()),
             name: Some("a__echo".into()),
+            params: Vec::new(),
         };
         assert!(check_headers(&h, "tools/call", &msg).is_ok());
         h.name = Some("=?base64?YV9fZWNobw==?=".into());
@@ -389,6 +611,78 @@ mod tests {
         h.method = Some("tools/call".into());
         h.version = Some("2026-08-01".into());
         assert!(check_headers(&h, "tools/call", &msg).is_err());
+    }
+
+    #[test]
+    fn x_mcp_header_annotations_are_found_and_policed() {
+        let schema = |text: &str| text.as_bytes().to_vec();
+        let mut ok = schema(
+            r#"{"type":"object","properties":{"region":{"type":"string","x-mcp-header":"Region"},"opts":{"type":"object","properties":{"tenant":{"type":"integer","x-mcp-header":"Tenant"}}},"x-mcp-header":{"type":"string"}}}"#,
+        );
+        let v = simd_json::to_borrowed_value(&mut ok).unwrap();
+        let found = param_headers(Some(&v)).unwrap();
+        assert_eq!(found.len(), 2, "{found:?}");
+        let tenant = found.iter().find(|d| d.name == "Tenant").unwrap();
+        assert_eq!(tenant.path, ["opts", "tenant"]);
+        assert!(tenant.integer);
+        for (bad, why) in [
+            (
+                r#"{"properties":{"a":{"type":"number","x-mcp-header":"A"}}}"#,
+                "number",
+            ),
+            (
+                r#"{"properties":{"a":{"type":"string","x-mcp-header":"A B"}}}"#,
+                "token",
+            ),
+            (
+                r#"{"properties":{"a":{"type":"string","x-mcp-header":"A"},"b":{"type":"string","x-mcp-header":"a"}}}"#,
+                "twice",
+            ),
+            (
+                r#"{"properties":{"a":{"type":"array","items":{"type":"string","x-mcp-header":"A"}}}}"#,
+                "items",
+            ),
+        ] {
+            let mut buf = schema(bad);
+            let v = simd_json::to_borrowed_value(&mut buf).unwrap();
+            let e = param_headers(Some(&v)).unwrap_err();
+            assert!(e.contains(why), "{bad}: {e}");
+        }
+
+        let decls = found;
+        let mut args = schema(r#"{"region":"eu-west1","opts":{"tenant":42}}"#);
+        let args = simd_json::to_borrowed_value(&mut args).unwrap();
+        let sent = |pairs: &[(&str, &str)]| -> Vec<(String, String)> {
+            pairs
+                .iter()
+                .map(|(n, v)| (n.to_string(), v.to_string()))
+                .collect()
+        };
+        let check = |pairs: &[(&str, &str)]| check_param_headers(&decls, &sent(pairs), Some(&args));
+        assert!(check(&[("region", "eu-west1"), ("tenant", "42.0")]).is_ok());
+        assert!(check(&[
+            ("region", "=?base64?ZXUtd2VzdDE=?="),
+            ("tenant", "42"),
+            ("other", "x")
+        ])
+        .is_ok());
+        let e = check(&[("region", "us-east1"), ("tenant", "42")]).unwrap_err();
+        assert!(
+            e.contains("Mcp-Param-Region") && e.contains("us-east1") && e.contains("eu-west1"),
+            "{e}"
+        );
+        let e = check(&[("region", "eu-west1")]).unwrap_err();
+        assert!(
+            e.contains("Mcp-Param-Tenant") && e.contains("required"),
+            "{e}"
+        );
+        let e = check(&[("region", "=?base64?!!?="), ("tenant", "42")]).unwrap_err();
+        assert!(e.contains("encoding"), "{e}");
+        let mut none = schema(r#"{"region":null}"#);
+        let none = simd_json::to_borrowed_value(&mut none).unwrap();
+        assert!(check_param_headers(&decls, &[], Some(&none)).is_ok());
+        let e = check_param_headers(&decls, &sent(&[("tenant", "1")]), Some(&none)).unwrap_err();
+        assert!(e.contains("(missing)"), "{e}");
     }
 
     #[test]
@@ -442,10 +736,23 @@ mod tests {
     #[test]
     fn stamping_adds_the_envelope_and_headers() {
         let s = stamp(
-            r#"{"jsonrpc":"2.0","id":4,"method":"tools/call","params":{"name":"hé","arguments":{}}}"#
+            r#"{"jsonrpc":"2.0","id":4,"method":"tools/call","params":{"name":"hé","arguments":{"region":"Zürich","n":7}}}"#
                 .as_bytes(),
             r#"{"sampling":{}}"#,
             r#"{"name":"c","version":"1"}"#,
+            |tool| {
+                assert_eq!(tool, "hé");
+                let decl = |name: &str, key: &str, integer| ParamHeader {
+                    name: name.into(),
+                    path: vec![key.into()],
+                    integer,
+                };
+                vec![
+                    decl("Region", "region", false),
+                    decl("N", "n", true),
+                    decl("Absent", "nothing", false),
+                ]
+            },
         )
         .unwrap();
         let text = std::str::from_utf8(&s.body).unwrap();
@@ -457,10 +764,16 @@ mod tests {
         let name = s.name.unwrap();
         assert!(name.starts_with("=?base64?"), "{name}");
         assert_eq!(decode_header_value(&name).as_deref(), Some("hé"));
+        let region = &s.params[0];
+        assert_eq!(region.0, "Mcp-Param-Region");
+        assert_eq!(decode_header_value(&region.1).as_deref(), Some("Zürich"));
+        assert_eq!(s.params[1], ("Mcp-Param-N".into(), "7".into()));
+        assert_eq!(s.params.len(), 2, "an absent argument gets no header");
         assert!(stamp(
             br#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#,
             "{}",
-            "{}"
+            "{}",
+            |_| Vec::new(),
         )
         .is_none());
         assert_eq!(encode_header_value("plain__name"), "plain__name");

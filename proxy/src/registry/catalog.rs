@@ -10,8 +10,8 @@ use simd_json::prelude::*;
 use simd_json::BorrowedValue as Value;
 
 use crate::protocol::cursor::ListKind;
-use crate::protocol::jsonrpc;
 use crate::protocol::names::{self, NameTable};
+use crate::protocol::{jsonrpc, modern};
 
 /// What one server listed, as raw JSON items in the server's own names.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -50,6 +50,8 @@ pub struct Item {
     pub retry_safe: bool,
     /// The item's JSON with its exposed name/URI.
     pub json: Bytes,
+    /// For tools: the `x-mcp-header` annotations of its `inputSchema`.
+    pub param_headers: Vec<modern::ParamHeader>,
 }
 
 /// How a server is named and how its items are exposed.
@@ -201,6 +203,17 @@ impl Catalog {
             .any(|t| t.server == server && t.original == original && t.retry_safe)
     }
 
+    /// The `x-mcp-header` annotations of the tool exposed as `exposed` (none when unknown).
+    pub fn tool_param_headers(&self, exposed: &str) -> &[modern::ParamHeader] {
+        self.tool(exposed)
+            .and_then(|(server, original)| {
+                self.tools
+                    .iter()
+                    .find(|t| t.server == server && t.original == original)
+            })
+            .map_or(&[], |t| t.param_headers.as_slice())
+    }
+
     /// The server and original name behind an exposed prompt name.
     pub fn prompt(&self, exposed: &str) -> Option<(usize, &str)> {
         self.prompt_names.lookup(exposed)
@@ -317,6 +330,19 @@ fn rewrite(
             .unwrap_or(false)
     };
     let retry_safe = hint("readOnlyHint") || hint("idempotentHint");
+    let param_headers = if field == "name" {
+        match modern::param_headers(v.get("inputSchema")) {
+            Ok(p) => p,
+            Err(why) => {
+                // The spec makes a client drop such a tool rather than call it without the
+                // headers its server may route on; the rest of the server stays usable.
+                log::warn!("tool {original} of server #{server} withheld: {why}");
+                return None;
+            }
+        }
+    } else {
+        Vec::new()
+    };
     v.as_object_mut()?
         .insert(field.to_owned().into(), Value::from(exposed));
     Some(Item {
@@ -324,6 +350,7 @@ fn rewrite(
         original,
         retry_safe,
         json: jsonrpc::to_bytes(&v),
+        param_headers,
     })
 }
 

@@ -287,6 +287,24 @@ pub async fn handle(
             &why,
         ));
     }
+    if method == "tools/call" {
+        let params = msg.get("params");
+        let checked = params.and_then(|p| p.get_str("name")).map(|tool| {
+            let catalog = shard.catalog();
+            modern::check_param_headers(
+                catalog.tool_param_headers(tool),
+                &headers.params,
+                params.and_then(|p| p.get("arguments")),
+            )
+        });
+        if let Some(Err(why)) = checked {
+            return Modern::Refused(jsonrpc::error_body(
+                Some(&id),
+                modern::code::HEADER_MISMATCH,
+                &why,
+            ));
+        }
+    }
     let requested = msg
         .get("params")
         .and_then(|p| p.get("_meta"))

@@ -295,6 +295,7 @@ impl Shard {
     /// Installs a catalog and tells this shard's sessions which lists changed.
     pub fn install_catalog(&self, catalog: Arc<Catalog>) {
         let old = std::mem::replace(&mut *self.catalog.borrow_mut(), catalog.clone());
+        self.upstreams.apply_param_headers(&catalog);
         let changed = catalog.changed_since(&old);
         if changed.is_empty() {
             return;

@@ -7,6 +7,8 @@
 use std::cell::RefCell;
 use std::rc::Rc;
 
+use crate::protocol::cursor::ListKind;
+use crate::registry::catalog::Catalog;
 use crate::registry::live::Entry;
 use crate::shard::Shard;
 use crate::transport::upstream::Upstream;
@@ -48,6 +50,22 @@ impl Upstreams {
         if let Some(Upstream::Http(client)) = self.get(index).as_deref() {
             for (replica, stats) in client.stats.iter().enumerate() {
                 stats.drain.set(entry.replica_drained(replica));
+            }
+        }
+    }
+
+    /// Gives each HTTP server's client the `x-mcp-header` annotations of its tools in
+    /// `catalog`, so requests built for 2026-07-28 upstreams carry their `Mcp-Param-*` headers.
+    pub fn apply_param_headers(&self, catalog: &Catalog) {
+        for index in 0..self.len() {
+            if let Some(Upstream::Http(client)) = self.get(index).as_deref() {
+                let params = catalog
+                    .items(ListKind::Tools)
+                    .iter()
+                    .filter(|t| t.server == index && !t.param_headers.is_empty())
+                    .map(|t| (t.original.clone(), t.param_headers.clone()))
+                    .collect();
+                *client.tool_params.borrow_mut() = params;
             }
         }
     }

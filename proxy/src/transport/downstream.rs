@@ -333,6 +333,7 @@ fn check(shard: &Shard, request: &Request) -> Result<McpRequest, Reply> {
             version: Some(v.to_owned()),
             method: request.header("mcp-method").map(str::to_owned),
             name: request.header("mcp-name").map(str::to_owned),
+            params: modern::param_fields(request.fields().iter()),
         });
     if modern.is_some() && method != HttpMethod::Post {
         // 2026-07-28 has no GET stream and no session to DELETE.

@@ -20,6 +20,7 @@ use crate::config::{ReplicaConfig, ServerConfig, Strategy, Transport, UpstreamUr
 use glommio::channels::local_channel::LocalReceiver;
 
 use crate::http::{ClientConn, HttpError, Limits, OwnedBody, ResponseHead, SseParser};
+use crate::protocol::modern::ParamHeader;
 use crate::shard::mesh::ReplyPart;
 
 /// How long an idle pooled connection is trusted (below Node's 5 s keep-alive timeout).
@@ -165,6 +166,9 @@ pub struct UpstreamClient {
     /// The server's protocol era as this shard found it: `None` until first probed,
     /// `Some(true)` for 2026-07-28 (stateless), `Some(false)` for the stateful era.
     pub modern: std::cell::Cell<Option<bool>>,
+    /// The `x-mcp-header` annotations of the server's tools, by upstream tool name, from the
+    /// catalog this shard serves (only tools that have some).
+    pub tool_params: RefCell<std::collections::HashMap<String, Vec<ParamHeader>>>,
 }
 
 impl UpstreamClient {
@@ -218,6 +222,7 @@ impl UpstreamClient {
             limits,
             tls,
             modern: std::cell::Cell::new(None),
+            tool_params: RefCell::default(),
         })
     }
 

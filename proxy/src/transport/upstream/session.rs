@@ -397,6 +397,10 @@ impl UpstreamSession {
                         body,
                         &envelope.capabilities,
                         &envelope.client_info,
+                        |tool| {
+                            let params = self.client.tool_params.borrow();
+                            params.get(tool).cloned().unwrap_or_default()
+                        },
                     ) else {
                         // No client notifications or responses exist in this era over HTTP
                         // (cancelling is closing the stream): nothing to send.
@@ -409,6 +413,7 @@ impl UpstreamSession {
                     if let Some(name) = stamped.name.as_deref() {
                         headers.push(("Mcp-Name", name));
                     }
+                    headers.extend(stamped.params.iter().map(|(n, v)| (n.as_str(), v.as_str())));
                     self.client
                         .post_with(replica, None, Some(&est.version), &headers, &stamped.body)
                         .await
