@@ -231,6 +231,8 @@ def test_slowloris_head_is_cut_off(hostile):
                 received.extend(chunk)
             except socket.timeout:
                 pass
+            except OSError:  # reset after the close; what arrived before it is what counts
+                break
     finally:
         sock.close()
     assert status_of(bytes(received)) == 408, bytes(received[:300])

@@ -6,7 +6,7 @@
 use std::io::Write as _;
 
 use bytes::{Bytes, BytesMut};
-use futures_lite::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use futures_lite::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use super::body::{request_framing, BodyDecoder, BodyFraming, Decoded};
 use super::{
@@ -460,6 +460,26 @@ impl<S: AsyncRead + AsyncWrite + Unpin> ServerConn<S> {
             out.extend_from_slice(b"Connection: keep-alive\r\n");
         }
         Ok(())
+    }
+
+    /// Reads and drops whatever the client still sends, for at most `linger` or `max_bytes`,
+    /// before the caller closes. Closing a socket with unread input makes the kernel answer
+    /// with a reset, which can destroy an error response the client has not read yet (a
+    /// slowloris client still trickling its head never sees its 408); lingering lets the
+    /// answer arrive first, as Apache's and nginx's lingering close do.
+    pub async fn linger(&mut self, linger: std::time::Duration, max_bytes: usize) {
+        let mut scratch = [0u8; 2048];
+        let mut drained = 0;
+        let _ = glommio::timer::timeout(linger, async {
+            while drained < max_bytes {
+                match self.stream.read(&mut scratch).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => drained += n,
+                }
+            }
+            Ok(())
+        })
+        .await;
     }
 
     /// One write of a whole buffer, flushed (TLS streams hold data until flushed).

@@ -202,6 +202,12 @@ impl Drop for RemoteEvents {
     }
 }
 
+/// How long a connection closed after an HTTP-level error keeps draining the client's input,
+/// so the error response is read before the close (see `ServerConn::linger`).
+const ERROR_LINGER: std::time::Duration = std::time::Duration::from_secs(2);
+/// The most input drained while lingering; a client pushing more is cut off at once.
+const ERROR_LINGER_BYTES: usize = 64 * 1024;
+
 /// Serves one client connection (plain or TLS, see `crate::tls::serve`) until it closes.
 pub async fn serve_connection<S>(shard: Rc<Shard>, stream: S)
 where
@@ -216,14 +222,18 @@ where
             Err(e) => {
                 if let Some(status) = e.status() {
                     let body = jsonrpc::error_body(None, code::INVALID_REQUEST, &e.to_string());
-                    let _ = conn
+                    if conn
                         .write_response(
                             status,
                             &[("Content-Type", "application/json")],
                             &body,
                             false,
                         )
-                        .await;
+                        .await
+                        .is_ok()
+                    {
+                        conn.linger(ERROR_LINGER, ERROR_LINGER_BYTES).await;
+                    }
                 }
                 return;
             }
