@@ -325,6 +325,20 @@ async def list_all_tools(session) -> list[Any]:
             return tools
 
 
+def admin_reload(proxy: "Proxy", token: str, timeout: float = 30.0) -> tuple[int, dict[str, Any]]:
+    """POST /api/v1/reload on the proxy's admin port: the status and the JSON answer."""
+    import urllib.error
+    import urllib.request
+
+    req = urllib.request.Request(f"{proxy.admin_url}/api/v1/reload", method="POST", data=b"",
+                                 headers={"Authorization": f"Bearer {token}"})
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as r:
+            return r.status, json.loads(r.read())
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read())
+
+
 # ---------------------------------------------------------------------------------------------
 # Raw Streamable HTTP
 

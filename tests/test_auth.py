@@ -588,16 +588,6 @@ def reloadable(keys: Keys, directory: Path, everything_url: str) -> str:
     return text.replace("[proxy]\n", f'[proxy]\nadmin_token = "{ADMIN_TOKEN}"\n', 1)
 
 
-def admin_reload(proxy: harness.Proxy) -> tuple[int, dict]:
-    req = urllib.request.Request(f"{proxy.admin_url}/api/v1/reload", method="POST", data=b"",
-                                 headers={"Authorization": f"Bearer {ADMIN_TOKEN}"})
-    try:
-        with urllib.request.urlopen(req, timeout=30) as r:
-            return r.status, json.loads(r.read())
-    except urllib.error.HTTPError as e:
-        return e.code, json.loads(e.read())
-
-
 def ping(url: str, credential: str, sid: str | None = None):
     return raw_request(url, body=rpc("ping"), session=sid,
                        headers={"Authorization": f"Bearer {credential}"})
@@ -631,7 +621,7 @@ def test_a_reload_rotates_keys_and_applies_new_policies_to_open_sessions(spawner
                 before = tool_names(await s.list_tools())
                 assert before and all(n.startswith("memory__") for n in before), before
                 proxy.config_path.write_text(rotated)
-                status, answer = await anyio.to_thread.run_sync(admin_reload, proxy)
+                status, answer = await anyio.to_thread.run_sync(harness.admin_reload, proxy, ADMIN_TOKEN)
                 assert (status, answer.get("auth")) == (200, True), answer
                 # Same session, same key: its next list and calls follow the new policy.
                 assert tool_names(await s.list_tools()) == {"everything__echo"}
@@ -666,7 +656,7 @@ def test_a_broken_reload_is_refused_and_the_running_auth_keeps_serving(spawner, 
     proxy.config_path.write_text(text.replace(f'api_keys = ["{KEY_FULL}"]', f'api_keys = ["{KEY_NEW}"]'))
     good_jwks = keys.jwks.read_text()
     keys.jwks.write_text('{"keys": [{"kty": "oct", "k": "dG9vLXNob3J0"}]}')
-    status, answer = admin_reload(proxy)
+    status, answer = harness.admin_reload(proxy, ADMIN_TOKEN)
     assert status == 400, answer
     message = json.dumps(answer)
     assert proxy.config_path.name in message and "jwks_file" in message, message
@@ -691,7 +681,7 @@ def test_a_broken_reload_is_refused_and_the_running_auth_keeps_serving(spawner, 
     # Turning auth off by reload waits for a restart (open sessions would lose their owner).
     keys.jwks.write_text(good_jwks)
     proxy.config_path.write_text(text.replace("enabled = true", "enabled = false", 1))
-    status, answer = admin_reload(proxy)
+    status, answer = harness.admin_reload(proxy, ADMIN_TOKEN)
     assert status == 400 and "next restart" in json.dumps(answer), answer
     assert raw_init(proxy.url, None).status == 401
     assert raw_init(proxy.url, KEY_FULL).status == 200

@@ -35,6 +35,7 @@ import pytest
 
 import harness
 from harness import NODE_BIN, raw_initialize, raw_request, rpc, tool_text
+from test_orchestration import read_resource
 from test_replicas import LOADGEN_BIN, LOADGEN_READY, Replica
 
 MCPCTL = Path(os.environ.get("MCPCTL_BIN", harness.PROXY_BIN.parent / "mcpctl"))
@@ -107,14 +108,6 @@ def tool(url: str, sid: str, name: str, arguments: dict) -> dict:
     r, answer = call(url, sid, name, arguments)
     assert answer and "result" in answer, f"{name}: HTTP {r.status} {r.messages}"
     return answer["result"]
-
-
-def read_resource(url: str, sid: str, uri: str) -> dict:
-    req = rpc("resources/read", {"uri": uri})
-    r = raw_request(url, body=req, session=sid)
-    answer = r.response_for(req["id"])
-    assert answer and "result" in answer, f"{uri}: {r.messages}"
-    return json.loads(answer["result"]["contents"][0]["text"])
 
 
 def whoami(url: str, sid: str) -> str:

@@ -21,7 +21,6 @@ import signal
 import socket
 import ssl
 import time
-import urllib.request
 from pathlib import Path
 
 import anyio
@@ -169,16 +168,6 @@ def wait_for_serial(port: int, ctx: ssl.SSLContext, serial: int, limit: float = 
     return seen
 
 
-def admin_reload(proxy: harness.Proxy) -> tuple[int, dict]:
-    req = urllib.request.Request(f"{proxy.admin_url}/api/v1/reload", method="POST", data=b"",
-                                 headers={"Authorization": f"Bearer {ADMIN_TOKEN}"})
-    try:
-        with urllib.request.urlopen(req, timeout=10) as r:
-            return r.status, json.loads(r.read())
-    except urllib.error.HTTPError as e:
-        return e.code, json.loads(e.read())
-
-
 def test_sdk_over_tls_and_certificate_reload(spawner, pki):
     upstream = spawner.everything()
     cert, key = pki.issue("server", serial=1001)
@@ -212,14 +201,14 @@ def test_sdk_over_tls_and_certificate_reload(spawner, pki):
 
     # Reload through the admin API.
     pki.issue("server", serial=3003)
-    status, body = admin_reload(proxy)
+    status, body = harness.admin_reload(proxy, ADMIN_TOKEN)
     assert status == 200, body
     assert peer_serial(proxy.port, ctx) == 3003
 
     # A key that does not match: the reload is refused, the running certificate is kept.
     other_cert, other_key = pki.issue("other", serial=4004)
     key.write_bytes(other_key.read_bytes())
-    status, body = admin_reload(proxy)
+    status, body = harness.admin_reload(proxy, ADMIN_TOKEN)
     assert status == 400 and "key_file" in json.dumps(body), (status, body)
     assert peer_serial(proxy.port, ctx) == 3003
     assert anyio.run(sdk_call, proxy.url, ctx, "alpha__echo", "still") == "Echo: still"
