@@ -103,12 +103,14 @@ impl Upstream {
                 ..
             } => UpstreamHandle::Stdio(Rc::new(StdioHandle {
                 server: *index,
-                replica: {
+                // A session bound at initialize keeps its child across restarts of the proxy;
+                // only an unbound handle takes the next turn, or every bound session would
+                // also move the turn and a shard would hand every session the same child.
+                replica: preferred_replica.unwrap_or_else(|| {
                     let n = next.get();
                     next.set(n.wrapping_add(1));
-                    // A session bound at initialize keeps its child across restarts of the proxy.
-                    preferred_replica.unwrap_or(n) % (*replicas).max(1)
-                },
+                    n
+                }) % (*replicas).max(1),
                 name: config.name.clone(),
                 session_key: session_key.to_owned(),
                 shard: Rc::downgrade(shard),
