@@ -92,6 +92,11 @@ bitflags::bitflags! {
         const CQSIZE    = 1 << 3;
         const CLAMP     = 1 << 4;
         const ATTACH_WQ = 1 << 5;
+        /// Don't interrupt a running task to post completions; they are posted at its
+        /// next kernel entry (Linux 5.19). Added by mcp-proxy's patch.
+        const COOP_TASKRUN = 1 << 8;
+        /// Set IORING_SQ_TASKRUN in the SQ flags while such completions wait (Linux 5.19).
+        const TASKRUN_FLAG = 1 << 9;
     }
 }
 

@@ -903,8 +903,19 @@ impl SleepableRing {
         source_map: Rc<RefCell<SourceMap>>,
     ) -> io::Result<Self> {
         assert!(*IO_URING_RECENT_ENOUGH);
+        // mcp-proxy patch: no IPI to kick a running task for each completion; it
+        // collects them at its next kernel entry (see needs_kernel_enter). Kernels
+        // before 5.19 refuse the flags, and get the ring glommio always made.
+        let ring = match iou::IoUring::new_with_flags(
+            size as _,
+            iou::SetupFlags::COOP_TASKRUN | iou::SetupFlags::TASKRUN_FLAG,
+            iou::SetupFeatures::empty(),
+        ) {
+            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => iou::IoUring::new(size as _)?,
+            ring => ring?,
+        };
         Ok(SleepableRing {
-            ring: iou::IoUring::new(size as _)?,
+            ring,
             size,
             submission_queue: UringQueueState::with_capacity(size * 4),
             name,
@@ -918,6 +929,15 @@ impl SleepableRing {
 
     fn ring_fd(&self) -> RawFd {
         self.ring.raw().ring_fd
+    }
+
+    /// True when the kernel holds completions for us that it will only post when
+    /// we enter it (IORING_SETUP_COOP_TASKRUN with IORING_SETUP_TASKRUN_FLAG).
+    fn task_work_pending(&self) -> bool {
+        const IORING_SQ_TASKRUN: u32 = 1 << 2;
+        let flags = self.ring.raw().sq.kflags as *const std::sync::atomic::AtomicU32;
+        // SAFETY: kflags points into the ring's shared mapping, alive as long as the ring.
+        unsafe { (*flags).load(std::sync::atomic::Ordering::Acquire) & IORING_SQ_TASKRUN != 0 }
     }
 
     /// This function prepares a timer that fires unconditionally after a
@@ -1129,9 +1149,9 @@ impl UringCommon for SleepableRing {
     }
 
     fn needs_kernel_enter(&self) -> bool {
-        // We only need to enter the kernel to submit SQEs, not to collect CQEs (the
-        // kernel posts the CQEs asynchronously for us)
-        self.waiting_kernel_submission() > 0
+        // With COOP_TASKRUN the kernel defers completions of a running task until it
+        // next enters the kernel; TASKRUN_FLAG tells us when such work is waiting.
+        self.waiting_kernel_submission() > 0 || self.task_work_pending()
     }
 
     fn can_sleep(&self) -> bool {
