@@ -224,6 +224,11 @@ impl Source {
         })
     }
 
+    /// True once the kernel has completed this source (mcp-proxy patch).
+    pub(crate) fn has_result(&self) -> bool {
+        self.inner.borrow().wakers.result.is_some()
+    }
+
     pub(crate) fn result(&self) -> Option<io::Result<usize>> {
         let mut inner = self.inner.borrow_mut();
         let ret = inner

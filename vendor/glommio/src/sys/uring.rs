@@ -1834,22 +1834,31 @@ impl Reactor {
         // consume all events from the rings
         consume_rings!(into &mut woke; lat_ring, poll_ring, main_ring);
 
-        // Cancel the old timer regardless of whether we can sleep:
-        // if we won't sleep, we will register the new timer with its new
-        // value.
-        //
-        // But if we will sleep, there might be a timer registered that needs
-        // to be removed otherwise we'll wake up when it expires.
-        drop(self.latency_preemption_timeout_src.take());
+        // mcp-proxy patch: a preemption timer still in flight is kept rather than
+        // cancelled and armed again on every pass, which cost two SQEs, an
+        // io_uring_enter and a timer reprogram each (an exit to the hypervisor on
+        // a VM). It only shortens the slice of the next task queue. If we may
+        // sleep, the latency timer is still removed so it does not wake us.
+        let pending = self
+            .latency_preemption_timeout_src
+            .take()
+            .filter(|src| !src.has_result());
+        if preempt_timer().is_some() {
+            self.latency_preemption_timeout_src.set(pending);
+        } else {
+            drop(pending);
+        }
 
-        // Schedule the throughput-based timeout immediately: it won't matter if we end
-        // up sleeping.
-        self.throughput_preemption_timeout_src.replace(Some(
-            main_ring.prepare_throughput_preemption_timer(
+        // The throughput-based timeout only counts main-ring completions, so one in
+        // flight can stay across passes and sleeps alike.
+        let throughput = match self.throughput_preemption_timeout_src.take() {
+            Some(src) if !src.has_result() => src,
+            _ => main_ring.prepare_throughput_preemption_timer(
                 self.ring_depth() as u32,
                 self.eventfd_src.raw(),
             ),
-        ));
+        };
+        self.throughput_preemption_timeout_src.set(Some(throughput));
 
         // This will only dispatch if we run out of sqes. Which means until
         // flush_rings! nothing is really send to the kernel...
@@ -1900,9 +1909,14 @@ impl Reactor {
         }
 
         if let Some(preempt) = preempt_timer() {
-            self.latency_preemption_timeout_src
-                .set(Some(lat_ring.prepare_latency_preemption_timer(preempt)));
-            flush_rings!(lat_ring, main_ring)?;
+            match self.latency_preemption_timeout_src.take() {
+                Some(armed) => self.latency_preemption_timeout_src.set(Some(armed)),
+                None => {
+                    self.latency_preemption_timeout_src
+                        .set(Some(lat_ring.prepare_latency_preemption_timer(preempt)));
+                    flush_rings!(lat_ring, main_ring)?;
+                }
+            }
         }
 
         // A Note about `need_preempt`:
