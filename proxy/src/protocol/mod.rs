@@ -4,4 +4,5 @@ pub mod cursor;
 pub mod jsonrpc;
 pub mod modern;
 pub mod names;
+pub mod splice;
 pub mod version;

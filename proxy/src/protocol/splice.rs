@@ -1,0 +1,280 @@
+//! Rewriting a response's `id` in its bytes, without parsing the message into a tree.
+//!
+//! A response on its way back only needs its id swapped from the proxy's to the client's. A
+//! scan of the top-level object finds the id and tells a response from other messages; nested
+//! values (the result, however large) are skipped, string- and bracket-aware, and copied as they
+//! came. Anything unusual (escaped keys, repeated members, a top level that is not one object)
+//! gets `None`, and the caller takes the full parse.
+
+use std::ops::Range;
+
+use super::jsonrpc::Id;
+
+/// The top-level members of a message that decide how it is relayed.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct TopLevel {
+    /// Byte span of the `id` value.
+    pub id: Option<Range<usize>>,
+    /// A `method` member is present (a request or notification).
+    pub method: bool,
+    /// A `result` or `error` member is present.
+    pub outcome: bool,
+}
+
+/// Scans the top-level object of `msg`; `None` when it is not a plain object.
+pub fn top_level(msg: &[u8]) -> Option<TopLevel> {
+    let mut scan = Scan { b: msg, at: 0 };
+    let mut top = TopLevel::default();
+    scan.space();
+    scan.expect(b'{')?;
+    scan.space();
+    if scan.peek()? == b'}' {
+        scan.at += 1;
+    } else {
+        loop {
+            let key = scan.key()?;
+            scan.space();
+            scan.expect(b':')?;
+            scan.space();
+            let value = scan.value()?;
+            let seen = match key {
+                b"id" => top.id.replace(value).is_some(),
+                b"method" => std::mem::replace(&mut top.method, true),
+                // Both present is malformed; the full parse decides what that means.
+                b"result" | b"error" => std::mem::replace(&mut top.outcome, true),
+                _ => false,
+            };
+            if seen {
+                return None;
+            }
+            scan.space();
+            match scan.next()? {
+                b',' => scan.space(),
+                b'}' => break,
+                _ => return None,
+            }
+        }
+    }
+    scan.space();
+    (scan.at == msg.len()).then_some(top)
+}
+
+/// `msg` with the value at `span` replaced by `id`.
+pub fn replace_id(msg: &[u8], span: Range<usize>, id: &Id) -> Vec<u8> {
+    let mut out = Vec::with_capacity(msg.len() + 16);
+    out.extend_from_slice(&msg[..span.start]);
+    id.write_json(&mut out);
+    out.extend_from_slice(&msg[span.end..]);
+    out
+}
+
+/// Whether `text` is exactly how `id` is written (integers as digits, strings without escapes).
+pub fn id_is(text: &[u8], id: &Id) -> bool {
+    match id {
+        Id::Num(n) => {
+            let mut buf = [0u8; 20];
+            text == format_i64(*n, &mut buf)
+        }
+        Id::Str(s) => {
+            text.len() == s.len() + 2
+                && text.first() == Some(&b'"')
+                && text.last() == Some(&b'"')
+                && &text[1..text.len() - 1] == s.as_bytes()
+                && !s.bytes().any(|c| c == b'\\' || c == b'"' || c < 0x20)
+        }
+    }
+}
+
+/// Writes `n` in decimal into the end of `buf` (20 bytes hold any i64).
+fn format_i64(n: i64, buf: &mut [u8; 20]) -> &[u8] {
+    let mut at = buf.len();
+    let mut v = n.unsigned_abs();
+    loop {
+        at -= 1;
+        buf[at] = b'0' + (v % 10) as u8;
+        v /= 10;
+        if v == 0 {
+            break;
+        }
+    }
+    if n < 0 {
+        at -= 1;
+        buf[at] = b'-';
+    }
+    &buf[at..]
+}
+
+struct Scan<'a> {
+    b: &'a [u8],
+    at: usize,
+}
+
+impl<'a> Scan<'a> {
+    fn peek(&self) -> Option<u8> {
+        self.b.get(self.at).copied()
+    }
+
+    fn next(&mut self) -> Option<u8> {
+        let c = self.peek()?;
+        self.at += 1;
+        Some(c)
+    }
+
+    fn expect(&mut self, c: u8) -> Option<()> {
+        (self.next()? == c).then_some(())
+    }
+
+    fn space(&mut self) {
+        while matches!(self.peek(), Some(b' ' | b'\t' | b'\n' | b'\r')) {
+            self.at += 1;
+        }
+    }
+
+    /// A member name; names with escapes are left to the full parse.
+    fn key(&mut self) -> Option<&'a [u8]> {
+        self.expect(b'"')?;
+        let start = self.at;
+        loop {
+            match self.next()? {
+                b'"' => return Some(&self.b[start..self.at - 1]),
+                b'\\' => return None,
+                c if c < 0x20 => return None,
+                _ => {}
+            }
+        }
+    }
+
+    /// Skips one value and returns its span.
+    fn value(&mut self) -> Option<Range<usize>> {
+        let start = self.at;
+        match self.peek()? {
+            b'"' => {
+                self.at += 1;
+                self.string_tail()?;
+            }
+            b'{' | b'[' => self.nested()?,
+            _ => {
+                // A number or literal runs to the next delimiter; it must not be empty.
+                while !matches!(
+                    self.peek(),
+                    None | Some(b',' | b'}' | b']' | b' ' | b'\t' | b'\n' | b'\r')
+                ) {
+                    let c = self.next()?;
+                    if !(c.is_ascii_alphanumeric() || matches!(c, b'-' | b'+' | b'.')) {
+                        return None;
+                    }
+                }
+                if self.at == start {
+                    return None;
+                }
+            }
+        }
+        Some(start..self.at)
+    }
+
+    /// After an opening quote: up to and including the closing one.
+    fn string_tail(&mut self) -> Option<()> {
+        loop {
+            match self.next()? {
+                b'"' => return Some(()),
+                b'\\' => {
+                    self.next()?;
+                }
+                c if c < 0x20 => return None,
+                _ => {}
+            }
+        }
+    }
+
+    /// An object or array, brackets balanced and matched, strings skipped whole.
+    fn nested(&mut self) -> Option<()> {
+        // Depth is bounded by the message size; a Vec keeps the scan iterative.
+        let mut open: Vec<u8> = Vec::new();
+        loop {
+            match self.next()? {
+                c @ (b'{' | b'[') => open.push(c),
+                b'}' => {
+                    if open.pop()? != b'{' {
+                        return None;
+                    }
+                }
+                b']' => {
+                    if open.pop()? != b'[' {
+                        return None;
+                    }
+                }
+                b'"' => self.string_tail()?,
+                _ => {}
+            }
+            if open.is_empty() {
+                return Some(());
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn top(text: &str) -> Option<TopLevel> {
+        top_level(text.as_bytes())
+    }
+
+    #[test]
+    fn finds_the_id_of_a_response_past_a_nested_result() {
+        let text = r#" {"jsonrpc":"2.0","result":{"content":[{"type":"text","text":"a \"}]{ b"}],"id":5},"id":17}"#;
+        let t = top(text).expect("plain object");
+        assert!(t.outcome && !t.method);
+        assert_eq!(&text[t.id.expect("id")], "17");
+    }
+
+    #[test]
+    fn tells_requests_and_notifications_from_responses() {
+        let t = top(r#"{"jsonrpc":"2.0","id":"a","method":"ping"}"#).expect("object");
+        assert!(t.method && !t.outcome);
+        let t = top(r#"{"jsonrpc":"2.0","method":"notifications/progress","params":{}}"#)
+            .expect("object");
+        assert!(t.method && t.id.is_none());
+    }
+
+    #[test]
+    fn leaves_the_unusual_to_the_full_parse() {
+        for text in [
+            r#"[{"id":1}]"#,
+            r#"{"id":1,"id":2,"result":{}}"#,
+            r#"{"i\u0064":1,"result":{}}"#,
+            r#"{"id":1,"result":{}} trailing"#,
+            r#"{"id":1,"result":{]}"#,
+            r#"{"id":1,"result":{"#,
+            r#"{"id":,"result":{}}"#,
+            r#"{"id":1 "result":{}}"#,
+            r#"{"id":1,"result":{},"error":{}}"#,
+            "{\"id\":1,\"result\":\"a\nb\"}",
+        ] {
+            assert_eq!(top(text), None, "{text}");
+        }
+    }
+
+    #[test]
+    fn replaces_the_id_and_keeps_every_other_byte() {
+        let text = r#"{"result":{"x":[1,2,{"id":3}]}, "id" : 42 ,"jsonrpc":"2.0"}"#;
+        let span = top(text).and_then(|t| t.id).expect("id");
+        assert!(id_is(&text.as_bytes()[span.clone()], &Id::Num(42)));
+        let out = replace_id(text.as_bytes(), span, &Id::Str("client-7".into()));
+        assert_eq!(
+            std::str::from_utf8(&out).expect("utf8"),
+            r#"{"result":{"x":[1,2,{"id":3}]}, "id" : "client-7" ,"jsonrpc":"2.0"}"#
+        );
+    }
+
+    #[test]
+    fn matches_ids_only_as_the_proxy_writes_them() {
+        assert!(id_is(b"0", &Id::Num(0)));
+        assert!(id_is(b"-9223372036854775808", &Id::Num(i64::MIN)));
+        assert!(!id_is(b"42.0", &Id::Num(42)));
+        assert!(!id_is(b"\"42\"", &Id::Num(42)));
+        assert!(id_is(b"\"p-1\"", &Id::Str("p-1".into())));
+        assert!(!id_is(b"\"p\\u002d1\"", &Id::Str("p-1".into())));
+    }
+}
