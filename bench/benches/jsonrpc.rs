@@ -5,7 +5,9 @@
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use mcp_bench::{large_result, SMALL_REQUEST, TOOLS_CALL};
-use mcp_proxy::protocol::jsonrpc::{classify, parse};
+use mcp_proxy::protocol::jsonrpc::{self, classify, parse, Id};
+use mcp_proxy::protocol::splice;
+use mcp_proxy::routing::relay;
 
 fn read_messages(c: &mut Criterion) {
     let large = large_result(10 * 1024);
@@ -31,5 +33,37 @@ fn read_messages(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, read_messages);
+/// Giving an answer back its client id: the full parse and re-encode the relay used to do for
+/// every answer, against the splice into its bytes that it does now.
+fn answer_id(c: &mut Criterion) {
+    let small = jsonrpc::result_body(
+        &Id::Num(1042),
+        br#"{"content":[{"type":"text","text":"hello"}]}"#,
+    );
+    let large = large_result(10 * 1024);
+    let client = Id::Str("client-7".into());
+    let mut group = c.benchmark_group("answer_id");
+    for (name, msg) in [("small", &small[..]), ("result_10kb", large.as_bytes())] {
+        group.throughput(Throughput::Bytes(msg.len() as u64));
+        group.bench_function(format!("reencode/{name}"), |b| {
+            b.iter(|| {
+                let mut buf = msg.to_vec();
+                let mut value = parse(&mut buf).expect("fixture parses");
+                relay::set(&mut value, "id", client.to_value());
+                std::hint::black_box(jsonrpc::to_bytes(&value))
+            })
+        });
+        group.bench_function(format!("splice/{name}"), |b| {
+            b.iter(|| {
+                let top = splice::top_level(msg).expect("plain object");
+                let span = top.id.expect("id");
+                assert!(splice::id_is(&msg[span.clone()], &Id::Num(1042)));
+                std::hint::black_box(splice::replace_id(msg, span, &client))
+            })
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, read_messages, answer_id);
 criterion_main!(benches);

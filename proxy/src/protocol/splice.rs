@@ -193,13 +193,9 @@ impl<'a> Scan<'a> {
         loop {
             match self.next()? {
                 c @ (b'{' | b'[') => open.push(c),
-                b'}' => {
-                    if open.pop()? != b'{' {
-                        return None;
-                    }
-                }
-                b']' => {
-                    if open.pop()? != b'[' {
+                c @ (b'}' | b']') => {
+                    let opener = if c == b'}' { b'{' } else { b'[' };
+                    if open.pop() != Some(opener) {
                         return None;
                     }
                 }
