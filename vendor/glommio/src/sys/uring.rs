@@ -1242,6 +1242,8 @@ pub(crate) struct Reactor {
     poll_ring: RefCell<PollRing>,
 
     latency_preemption_timeout_src: Cell<Option<Source>>,
+    /// What the latency timer in flight was armed for (mcp-proxy patch).
+    latency_preemption_armed_for: Cell<Duration>,
     throughput_preemption_timeout_src: Cell<Option<Source>>,
 
     link_fd: RawFd,
@@ -1373,6 +1375,7 @@ impl Reactor {
             latency_ring: RefCell::new(latency_ring),
             poll_ring: RefCell::new(poll_ring),
             latency_preemption_timeout_src: Cell::new(None),
+            latency_preemption_armed_for: Cell::new(Duration::ZERO),
             throughput_preemption_timeout_src: Cell::new(None),
             blocking_thread,
             link_fd,
@@ -1882,6 +1885,7 @@ impl Reactor {
             if let Some(dur) = user_timer {
                 self.latency_preemption_timeout_src
                     .set(Some(lat_ring.prepare_latency_preemption_timer(dur)));
+                self.latency_preemption_armed_for.set(dur);
                 assert!(flush_rings!(lat_ring)? > 0);
             }
             // From this moment on the remote executors are aware that we are sleeping
@@ -1910,10 +1914,15 @@ impl Reactor {
 
         if let Some(preempt) = preempt_timer() {
             match self.latency_preemption_timeout_src.take() {
-                Some(armed) => self.latency_preemption_timeout_src.set(Some(armed)),
-                None => {
+                // Kept only if it fires no later than the slice asked for now, which is
+                // shorter when a latency-sensitive task queue has become active.
+                Some(armed) if self.latency_preemption_armed_for.get() <= preempt => {
+                    self.latency_preemption_timeout_src.set(Some(armed))
+                }
+                _ => {
                     self.latency_preemption_timeout_src
                         .set(Some(lat_ring.prepare_latency_preemption_timer(preempt)));
+                    self.latency_preemption_armed_for.set(preempt);
                     flush_rings!(lat_ring, main_ring)?;
                 }
             }
