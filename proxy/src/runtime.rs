@@ -8,7 +8,7 @@
 
 use std::net::SocketAddr;
 use std::rc::Rc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -175,13 +175,14 @@ pub fn start(mut config: Config, mode: Mode) -> Result<Running, StartError> {
     let config = Arc::new(config);
     let reload = Arc::new(AtomicBool::new(false));
     let ready = Arc::new(AtomicUsize::new(0));
+    let first_catalog = Arc::new(AtomicU64::new(0));
     let drained = Arc::new(AtomicUsize::new(0));
     let stop = Arc::new(AtomicBool::new(false));
     let mesh = (shards > 1).then(|| MeshBuilder::<Msg, _>::full(shards, CHANNEL_SIZE));
     let stdio = Arc::new(std::sync::Mutex::new(stdio));
     let handles = {
         let (ready, stop, drained) = (ready.clone(), stop.clone(), drained.clone());
-        let reload = reload.clone();
+        let (reload, first_catalog) = (reload.clone(), first_catalog.clone());
         LocalExecutorPoolBuilder::new(PoolPlacement::MaxSpread(shards, allowed_cpus()))
             .name("mcp-proxy-shard")
             .spin_before_park(config.proxy.idle_poll)
@@ -189,10 +190,12 @@ pub fn start(mut config: Config, mode: Mode) -> Result<Running, StartError> {
                 let (config, ready, stop, mesh) =
                     (config.clone(), ready.clone(), stop.clone(), mesh.clone());
                 let (registry, reload) = (registry.clone(), reload.clone());
+                let first_catalog = first_catalog.clone();
                 // Only one shard runs in stdio mode; it takes the bridge.
                 let stdio = stdio.lock().ok().and_then(|mut s| s.take());
                 let signals = Signals {
                     ready,
+                    first_catalog,
                     stop,
                     drained,
                     reload,
@@ -254,6 +257,8 @@ async fn stopped(stop: &AtomicBool) {
 struct Signals {
     /// Shards that are serving.
     ready: Arc<AtomicUsize>,
+    /// 1 + the generation of shard 0's catalog after its first discovery round; 0 until then.
+    first_catalog: Arc<AtomicU64>,
     /// Raised to shut down.
     stop: Arc<AtomicBool>,
     /// Shards that have drained.
@@ -272,6 +277,7 @@ async fn run_shard(
 ) {
     let Signals {
         ready,
+        first_catalog,
         stop,
         drained,
         reload,
@@ -318,6 +324,17 @@ async fn run_shard(
     if id == 0 {
         shard.start_discovery().await;
         crate::admin::servers::watch_reload(&shard, reload);
+        first_catalog.store(shard.catalog().generation + 1, Ordering::Release);
+    } else {
+        // The ready line promises the discovered catalog on every shard: a client that
+        // connects at once must not land on a shard still holding the empty one.
+        loop {
+            let want = first_catalog.load(Ordering::Acquire);
+            if want != 0 && shard.catalog().generation + 1 >= want {
+                break;
+            }
+            glommio::timer::sleep(Duration::from_millis(1)).await;
+        }
     }
     ready.fetch_add(1, Ordering::AcqRel);
     match (listener, stdio) {
