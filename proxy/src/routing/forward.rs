@@ -71,38 +71,23 @@ pub async fn request(
             return Answer::Json(upstream_error(&client_id, &e));
         }
     };
-    // 2026-07-28 upstreams may answer input_required; a stateful client is asked instead
-    // (a bridged 2026-07-28 client gets the result as it is and retries itself).
-    let ask_client = upstream.is_modern() && !session.is_bridge();
-    let mut stream = match reply.body {
+    // The answer, from a JSON reply or from the stream once what precedes it is relayed.
+    let answer = match reply.body {
         ReplyBody::Json(b) => {
             timing.answered();
-            return match relay::from_upstream(session, server, Some((&upstream_id, &client_id)), &b)
-            {
-                Relayed::Final(answer) if ask_client && super::mrtr::requires_input(&answer) => {
-                    let call = super::mrtr::Call {
-                        session: session.clone(),
-                        server,
-                        upstream,
-                        client_id,
-                        original: body,
-                        pin,
-                    };
-                    call.resolve(answer, accepts_sse, timing, guard).await
+            match relay::from_upstream(session, server, Some((&upstream_id, &client_id)), &b) {
+                Relayed::Final(answer) => answer,
+                _ => {
+                    return Answer::Json(jsonrpc::error_body(
+                        Some(&client_id),
+                        code::UPSTREAM_PROTOCOL,
+                        &format!(
+                            "server {} answered with something that is not the response",
+                            upstream.name()
+                        ),
+                    ))
                 }
-                Relayed::Final(answer) => {
-                    timing.finish(Outcome::of_response(&answer));
-                    Answer::Json(answer)
-                }
-                _ => Answer::Json(jsonrpc::error_body(
-                    Some(&client_id),
-                    code::UPSTREAM_PROTOCOL,
-                    &format!(
-                        "server {} answered with something that is not the response",
-                        upstream.name()
-                    ),
-                )),
-            };
+            }
         }
         ReplyBody::Accepted => {
             timing.finish(Outcome::Protocol);
@@ -115,49 +100,50 @@ pub async fn request(
                 ),
             ));
         }
-        ReplyBody::Stream(s) => s,
+        ReplyBody::Stream(mut stream) => loop {
+            match next_relayed(session, server, &mut stream, &upstream_id, &client_id).await {
+                Step::Final(answer) => {
+                    drain(stream);
+                    break answer;
+                }
+                Step::Message(m) if accepts_sse => {
+                    let out = session.events.open();
+                    session.events.push(out, m);
+                    let session = session.clone();
+                    glommio::spawn_local(async move {
+                        let outcome =
+                            pump(&session, server, stream, upstream_id, client_id, out).await;
+                        timing.finish(outcome);
+                        drop(guard);
+                    })
+                    .detach();
+                    return Answer::Stream(out);
+                }
+                // A client that takes only JSON gets interim messages on its GET stream.
+                Step::Message(m) => session.events.push(STANDALONE, m),
+                Step::Failed(_) if session.abandoned(&client_id) => return Answer::Silent,
+                Step::Failed(answer) => {
+                    timing.finish(Outcome::Unavailable);
+                    return Answer::Json(answer);
+                }
+            }
+        },
     };
-    // Read until the answer or the first message the client must see while it waits.
-    loop {
-        match next_relayed(session, server, &mut stream, &upstream_id, &client_id).await {
-            Step::Final(answer) if ask_client && super::mrtr::requires_input(&answer) => {
-                drain(stream);
-                let call = super::mrtr::Call {
-                    session: session.clone(),
-                    server,
-                    upstream,
-                    client_id,
-                    original: body,
-                    pin,
-                };
-                return call.resolve(answer, accepts_sse, timing, guard).await;
-            }
-            Step::Final(answer) => {
-                timing.finish(Outcome::of_response(&answer));
-                drain(stream);
-                return Answer::Json(answer);
-            }
-            Step::Message(m) if accepts_sse => {
-                let out = session.events.open();
-                session.events.push(out, m);
-                let session = session.clone();
-                glommio::spawn_local(async move {
-                    let outcome = pump(&session, server, stream, upstream_id, client_id, out).await;
-                    timing.finish(outcome);
-                    drop(guard);
-                })
-                .detach();
-                return Answer::Stream(out);
-            }
-            // A client that takes only JSON gets interim messages on its GET stream.
-            Step::Message(m) => session.events.push(STANDALONE, m),
-            Step::Failed(_) if session.abandoned(&client_id) => return Answer::Silent,
-            Step::Failed(answer) => {
-                timing.finish(Outcome::Unavailable);
-                return Answer::Json(answer);
-            }
-        }
+    // 2026-07-28 upstreams may answer input_required; a stateful client is asked instead
+    // (a bridged 2026-07-28 client gets the result as it is and retries itself).
+    if upstream.is_modern() && !session.is_bridge() && super::mrtr::requires_input(&answer) {
+        let call = super::mrtr::Call {
+            session: session.clone(),
+            server,
+            upstream,
+            client_id,
+            original: body,
+            pin,
+        };
+        return call.resolve(answer, accepts_sse, timing, guard).await;
     }
+    timing.finish(Outcome::of_response(&answer));
+    Answer::Json(answer)
 }
 
 pub(super) enum Step {
