@@ -160,11 +160,7 @@ impl Headers {
 
     /// First value of `name` (case-insensitive); None when absent or not valid UTF-8.
     pub fn get(&self, name: &str) -> Option<&str> {
-        let (_, value) = self
-            .fields
-            .iter()
-            .find(|(n, _)| self.head[n.clone()].eq_ignore_ascii_case(name.as_bytes()))?;
-        std::str::from_utf8(&self.head[value.clone()]).ok()
+        std::str::from_utf8(self.values_of(name).next()?).ok()
     }
 
     /// Every UTF-8 value of `name` (case-insensitive), in arrival order.
@@ -175,7 +171,7 @@ impl Headers {
 
     /// Raw values of `name`. Names are compared as bytes: a request looks up a dozen
     /// fields, and validating every name as UTF-8 on each lookup showed in profiles.
-    fn values_of<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a [u8]> + 'a {
+    fn values_of<'a, 'n>(&'a self, name: &'n str) -> impl Iterator<Item = &'a [u8]> + use<'a, 'n> {
         self.fields
             .iter()
             .filter(move |(n, _)| self.head[n.clone()].eq_ignore_ascii_case(name.as_bytes()))

@@ -6,6 +6,7 @@
 //! came. Anything unusual (escaped keys, repeated members, a top level that is not one object)
 //! gets `None`, and the caller takes the full parse.
 
+use std::io::Write;
 use std::ops::Range;
 
 use super::jsonrpc::Id;
@@ -72,8 +73,13 @@ pub fn replace_id(msg: &[u8], span: Range<usize>, id: &Id) -> Vec<u8> {
 pub fn id_is(text: &[u8], id: &Id) -> bool {
     match id {
         Id::Num(n) => {
+            // 20 bytes hold any i64; writing into a stack buffer keeps the hot path allocation-free.
             let mut buf = [0u8; 20];
-            text == format_i64(*n, &mut buf)
+            let mut rest = &mut buf[..];
+            write!(rest, "{n}").is_ok() && {
+                let written = 20 - rest.len();
+                text == &buf[..written]
+            }
         }
         Id::Str(s) => {
             text.len() == s.len() + 2
@@ -83,25 +89,6 @@ pub fn id_is(text: &[u8], id: &Id) -> bool {
                 && !s.bytes().any(|c| c == b'\\' || c == b'"' || c < 0x20)
         }
     }
-}
-
-/// Writes `n` in decimal into the end of `buf` (20 bytes hold any i64).
-fn format_i64(n: i64, buf: &mut [u8; 20]) -> &[u8] {
-    let mut at = buf.len();
-    let mut v = n.unsigned_abs();
-    loop {
-        at -= 1;
-        buf[at] = b'0' + (v % 10) as u8;
-        v /= 10;
-        if v == 0 {
-            break;
-        }
-    }
-    if n < 0 {
-        at -= 1;
-        buf[at] = b'-';
-    }
-    &buf[at..]
 }
 
 struct Scan<'a> {
