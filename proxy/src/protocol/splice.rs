@@ -4,8 +4,11 @@
 //! scan of the top-level object finds the id and tells a response from other messages; nested
 //! values (the result, however large) are skipped, string- and bracket-aware, and copied as they
 //! came. Anything unusual (escaped keys, repeated members, a top level that is not one object)
-//! gets `None`, and the caller takes the full parse.
+//! gets `None`, and the caller takes the full parse. The bracket-aware skip does not check the
+//! grammar inside those values, so a spliced answer is also checked whole by simd-json's
+//! tape builder (validation without a tree): a malformed answer takes the full parse too.
 
+use std::cell::RefCell;
 use std::io::Write;
 use std::ops::Range;
 
@@ -20,6 +23,51 @@ pub struct TopLevel {
     pub method: bool,
     /// A `result` or `error` member is present.
     pub outcome: bool,
+}
+
+/// The answer to the proxy's request `up` with the client's id `down` spliced in; `None` when
+/// `msg` is not a plain, well-formed response to `up`.
+pub fn answer(msg: &[u8], up: &Id, down: &Id) -> Option<Vec<u8>> {
+    let top = top_level(msg)?;
+    let span = top.id.filter(|_| top.outcome && !top.method)?;
+    (id_is(&msg[span.clone()], up) && well_formed(msg)).then(|| replace_id(msg, span, down))
+}
+
+/// Whether `msg` is one well-formed JSON document (grammar and UTF-8), checked without building a
+/// tree. simd-json unescapes strings in place, so it works on a copy kept per thread.
+pub fn well_formed(msg: &[u8]) -> bool {
+    struct Scratch {
+        input: Vec<u8>,
+        buffers: simd_json::Buffers,
+        tape: Option<simd_json::Tape<'static>>,
+    }
+    // A shard validates answers one at a time; the scratch is reused so the common case allocates
+    // nothing, and dropped after an outsized answer so one large result does not pin its memory.
+    const KEEP_AT_MOST: usize = 1 << 20;
+    thread_local! {
+        static SCRATCH: RefCell<Scratch> = RefCell::new(Scratch {
+            input: Vec::new(),
+            buffers: simd_json::Buffers::default(),
+            tape: None,
+        });
+    }
+    SCRATCH.with_borrow_mut(|s| {
+        s.input.clear();
+        s.input.extend_from_slice(msg);
+        s.input.resize(msg.len() + simd_json::INPUT_PADDING, 0);
+        let mut tape = s.tape.take().unwrap_or_else(simd_json::Tape::null).reset();
+        let ok =
+            simd_json::fill_tape_padded(&mut s.input, msg.len(), &mut s.buffers, &mut tape).is_ok();
+        s.tape = Some(tape.reset());
+        if s.input.capacity() > KEEP_AT_MOST {
+            *s = Scratch {
+                input: Vec::new(),
+                buffers: simd_json::Buffers::default(),
+                tape: None,
+            };
+        }
+        ok
+    })
 }
 
 /// Scans the top-level object of `msg`; `None` when it is not a plain object.
@@ -249,6 +297,37 @@ mod tests {
             std::str::from_utf8(&out).expect("utf8"),
             r#"{"result":{"x":[1,2,{"id":3}]}, "id" : "client-7" ,"jsonrpc":"2.0"}"#
         );
+    }
+
+    #[test]
+    fn answers_only_well_formed_responses_to_the_request() {
+        let (up, down) = (Id::Num(3), Id::Str("c".into()));
+        let ok =
+            br#"{"jsonrpc":"2.0","id":3,"result":{"content":[{"type":"text","text":"\u00e9"}]}}"#;
+        assert_eq!(
+            answer(ok, &up, &down).as_deref(),
+            Some(&br#"{"jsonrpc":"2.0","id":"c","result":{"content":[{"type":"text","text":"\u00e9"}]}}"#[..])
+        );
+        assert_eq!(
+            answer(ok, &Id::Num(4), &down),
+            None,
+            "another request's answer"
+        );
+        for broken in [
+            &br#"{"jsonrpc":"2.0","id":3,"result":{"content" [1]}}"#[..],
+            br#"{"jsonrpc":"2.0","id":3,"result":{"content":[1,,2]}}"#,
+            br#"{"jsonrpc":"2.0","id":3,"result":{"a":tru}}"#,
+            br#"{"jsonrpc":"2.0","id":3,"result":{"a":"\q"}}"#,
+            b"{\"jsonrpc\":\"2.0\",\"id\":3,\"result\":{\"a\":\"\xff\"}}",
+            br#"{"jsonrpc":"2.0","id":3,"method":"ping"}"#,
+        ] {
+            assert_eq!(
+                answer(broken, &up, &down),
+                None,
+                "{}",
+                String::from_utf8_lossy(broken)
+            );
+        }
     }
 
     #[test]

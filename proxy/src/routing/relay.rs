@@ -44,8 +44,9 @@ pub fn from_upstream(
     message: &[u8],
 ) -> Relayed {
     if let Some((up, down)) = exchange {
-        if let Some(answer) = answer_spliced(message, up, down) {
-            return Relayed::Final(answer);
+        // The common case needs no parse of the result, however large.
+        if let Some(answer) = splice::answer(message, up, down) {
+            return Relayed::Final(Bytes::from(answer));
         }
     }
     let mut buf = message.to_vec();
@@ -78,15 +79,6 @@ pub fn from_upstream(
         }
         (Some(method), None) => notification(session, server, method, msg),
     }
-}
-
-/// The answer to request `up`, with the client's id `down` put in its bytes: the common case
-/// needs no parse of the result, however large. `None` sends the message to the full parse.
-fn answer_spliced(message: &[u8], up: &Id, down: &Id) -> Option<Bytes> {
-    let top = splice::top_level(message)?;
-    let span = top.id.filter(|_| top.outcome && !top.method)?;
-    splice::id_is(&message[span.clone()], up)
-        .then(|| Bytes::from(splice::replace_id(message, span, down)))
 }
 
 fn notification(session: &Rc<Session>, server: usize, method: &str, mut msg: Value<'_>) -> Relayed {
