@@ -201,10 +201,14 @@ impl Shard {
     /// message (called on shard 0, which owns the registry).
     pub fn publish_registry(self: &Rc<Self>, registry: Arc<Registry>) {
         let old = self.install_registry(registry.clone());
+        let catalog_before = self.catalog().generation;
         if let Some(d) = self.discovery() {
             d.follow(self, &old, &registry);
         }
-        self.broadcast_snapshot();
+        // A catalog republished by `follow` has already gone out with this registry.
+        if self.catalog().generation == catalog_before {
+            self.broadcast_snapshot();
+        }
     }
 
     /// Sends this shard's registry and catalog to every other shard together: a shard never
