@@ -12,9 +12,11 @@ would otherwise be what the good client trips on). Tests run in file order.
 from __future__ import annotations
 
 import json
+import signal
 import socket
 import threading
 import time
+import urllib.request
 
 import pytest
 
@@ -307,6 +309,62 @@ def test_connection_limit_is_503():
             proxy.kill()
         upstream.kill()
 
+
+
+def open_connections(proxy) -> float:
+    """Client connections the proxy holds, from its `mcp_proxy_connections` gauge."""
+    with urllib.request.urlopen(f"{proxy.admin_url}/metrics", timeout=5) as resp:
+        text = resp.read().decode()
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+               if line.startswith("mcp_proxy_connections{"))
+
+
+def test_limits_follow_a_reload():
+    """An operator raises max_connections and lowers max_json_depth in the file and sends SIGHUP:
+    the next connection and the next message are judged by the new bounds, without a restart,
+    and the session opened before the reload is kept."""
+    upstream = harness.start_everything_http()
+    proxy = None
+    idle: list[socket.socket] = []
+    nested = (b'{"jsonrpc":"2.0","id":7,"method":"ping","params":{"_meta":'
+              + b'{"a":' * 20 + b"1" + b"}" * 21 + b"}")
+    try:
+        servers = harness.servers_toml([("alpha", upstream.url)])
+        proxy = harness.start_proxy("[limits]\nmax_connections = 2\n\n" + servers, shards=1)
+        sid = raw_initialize(proxy.url)
+        r = raw_request(proxy.url, body=nested, session=sid)
+        assert r.status == 200 and r.response_for(7) == {"jsonrpc": "2.0", "id": 7, "result": {}}, r.body[:300]
+        # The connections of those requests must be gone before the two idle ones take the slots.
+        deadline = time.monotonic() + 10
+        while open_connections(proxy) != 0 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        for _ in range(2):
+            idle.append(socket.create_connection(("127.0.0.1", proxy.port), timeout=10))
+        time.sleep(0.3)
+        raw, _ = socket_exchange(proxy.url, request_head(proxy.url, "GET", {"Accept": "text/event-stream"}))
+        assert status_of(raw) == 503, raw[:300]
+
+        proxy.config_path.write_text("[limits]\nmax_connections = 8\nmax_json_depth = 16\n\n" + servers)
+        proxy.proc.send_signal(signal.SIGHUP)
+        deadline = time.monotonic() + 10
+        while True:
+            raw, _ = socket_exchange(proxy.url, request_head(proxy.url, "GET", {"Accept": "text/event-stream"}))
+            if status_of(raw) != 503 or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+        assert status_of(raw) == 400, raw[:300]  # let in: a GET without a session is 400
+        r = raw_request(proxy.url, body=nested, session=sid)
+        assert r.status == 400, (r.status, r.body[:300])
+        err = r.messages[0]["error"]
+        assert err["code"] == -32600 and "nested deeper than 16" in err["message"], err
+        ok = raw_request(proxy.url, body=rpc("ping", request_id=8), session=sid)
+        assert ok.status == 200 and ok.response_for(8) == {"jsonrpc": "2.0", "id": 8, "result": {}}, ok.body[:300]
+    finally:
+        for s in idle:
+            s.close()
+        if proxy:
+            proxy.kill()
+        upstream.kill()
 
 def test_good_client_unharmed_and_memory_bounded(hostile):
     good: GoodClient = hostile["good"]

@@ -398,16 +398,20 @@ fn run(cli: Cli) -> Result<(), Failure> {
                         names.join(", ")
                     }
                 };
-                let auth = if v["auth"].as_bool() == Some(true) {
-                    "applied"
-                } else {
-                    "unchanged"
+                let applied = |k: &str| {
+                    if v[k].as_bool() == Some(true) {
+                        "applied"
+                    } else {
+                        "unchanged"
+                    }
                 };
                 format!(
-                    "reloaded: added {}, updated {}, removed {}; [auth] {auth}\n",
+                    "reloaded: added {}, updated {}, removed {}; [auth] {}; [limits] {}\n",
                     list("added"),
                     list("updated"),
-                    list("removed")
+                    list("removed"),
+                    applied("auth"),
+                    applied("limits")
                 )
             });
             Ok(())

@@ -4,27 +4,75 @@
 //! accepted by the kernel's choice of shard, and a session's streams are served on its owner
 //! shard, so each count is only ever touched by one thread. The HTTP-level limits (head and
 //! body sizes, timeouts) are applied by `http::ServerConn` from [`http_limits`].
+//!
+//! The bounds themselves (`[limits]`) are process-wide atomics, set at start and replaced by a
+//! reload: written a few times in the process's life, read with a relaxed load where each
+//! limit applies, so shards need no message to follow a reload.
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::Duration;
 
 use futures_lite::AsyncWriteExt;
 use glommio::net::TcpStream;
 
+use crate::config::limits::LimitsConfig;
 use crate::config::Config;
 use crate::http::Limits;
 
-/// The HTTP limits of the client-facing listener, from `[proxy]` and `[limits]`.
+/// The HTTP limits for a new client connection: `[proxy]` as started, `[limits]` as in force.
 pub fn http_limits(config: &Config) -> Limits {
+    let limits = in_force();
     Limits {
         max_head_bytes: config.proxy.max_header_bytes,
-        max_headers: config.limits.max_headers,
+        max_headers: limits.max_headers,
         max_body_bytes: config.proxy.max_body_bytes,
         head_timeout: config.proxy.header_read_timeout,
-        body_timeout: config.limits.request_timeout,
+        body_timeout: limits.request_timeout,
         idle_timeout: config.proxy.idle_timeout,
     }
+}
+
+static MAX_HEADERS: AtomicUsize = AtomicUsize::new(64);
+static MAX_JSON_DEPTH: AtomicUsize = AtomicUsize::new(128);
+static MAX_CONNECTIONS: AtomicUsize = AtomicUsize::new(1024);
+static MAX_STREAMS_PER_SESSION: AtomicUsize = AtomicUsize::new(32);
+static REQUEST_TIMEOUT_MS: AtomicU64 = AtomicU64::new(30_000);
+
+/// Puts `limits` in force for the whole process (at start, and on reload); returns whether
+/// anything changed. Connections and streams already admitted keep going; the next admission
+/// is judged by the new bounds.
+pub fn apply(limits: &LimitsConfig) -> bool {
+    let changed = in_force() != *limits;
+    MAX_HEADERS.store(limits.max_headers, Ordering::Relaxed);
+    MAX_JSON_DEPTH.store(limits.max_json_depth, Ordering::Relaxed);
+    MAX_CONNECTIONS.store(limits.max_connections, Ordering::Relaxed);
+    MAX_STREAMS_PER_SESSION.store(limits.max_streams_per_session, Ordering::Relaxed);
+    let ms = u64::try_from(limits.request_timeout.as_millis()).unwrap_or(u64::MAX);
+    REQUEST_TIMEOUT_MS.store(ms, Ordering::Relaxed);
+    changed
+}
+
+/// The `[limits]` in force.
+pub fn in_force() -> LimitsConfig {
+    LimitsConfig {
+        max_headers: MAX_HEADERS.load(Ordering::Relaxed),
+        max_json_depth: max_json_depth(),
+        max_connections: MAX_CONNECTIONS.load(Ordering::Relaxed),
+        max_streams_per_session: MAX_STREAMS_PER_SESSION.load(Ordering::Relaxed),
+        request_timeout: Duration::from_millis(REQUEST_TIMEOUT_MS.load(Ordering::Relaxed)),
+    }
+}
+
+/// Most client connections one shard serves at once, in force.
+pub fn max_connections() -> usize {
+    MAX_CONNECTIONS.load(Ordering::Relaxed)
+}
+
+/// Most streams one session holds at once, in force.
+pub fn max_streams_per_session() -> usize {
+    MAX_STREAMS_PER_SESSION.load(Ordering::Relaxed)
 }
 
 thread_local! {
@@ -119,14 +167,6 @@ pub fn stream_slot(id: &str, max: usize) -> Option<StreamSlot> {
             session: id.to_owned(),
         })
     })
-}
-
-/// Deepest JSON nesting accepted; set from `[limits] max_json_depth` at start.
-static MAX_JSON_DEPTH: AtomicUsize = AtomicUsize::new(128);
-
-/// Sets the JSON depth limit for the whole process.
-pub fn set_max_json_depth(depth: usize) {
-    MAX_JSON_DEPTH.store(depth, Ordering::Relaxed);
 }
 
 /// The JSON depth limit in force.

@@ -171,7 +171,7 @@ pub fn start(mut config: Config, mode: Mode) -> Result<Running, StartError> {
     crate::metrics::install(shards, &config)?;
     crate::tls::install_listener(config.tls.as_ref())?;
     crate::auth::install(config.auth.clone());
-    crate::limits::set_max_json_depth(config.limits.max_json_depth);
+    crate::limits::apply(&config.limits);
     let config = Arc::new(config);
     let reload = Arc::new(AtomicBool::new(false));
     let ready = Arc::new(AtomicUsize::new(0));

@@ -321,7 +321,7 @@ impl AsyncWrite for UpstreamStream {
 /// listener has it (the handshake bounded by `header_read_timeout`), then HTTP.
 pub async fn serve(shard: Rc<crate::shard::Shard>, tcp: TcpStream) {
     let _ = tcp.set_nodelay(true);
-    let Some(_slot) = crate::limits::connection_slot(shard.config.limits.max_connections) else {
+    let Some(_slot) = crate::limits::connection_slot(crate::limits::max_connections()) else {
         crate::limits::refuse_connection(tcp, acceptor().is_some()).await;
         return;
     };

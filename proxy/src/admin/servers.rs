@@ -44,6 +44,8 @@ pub struct Reloaded {
     pub servers: Changes,
     /// Whether a changed `[auth]` (clients, keys, policies, limits, JWKS) was applied.
     pub auth: bool,
+    /// Whether a changed `[limits]` was put in force (for new connections and streams).
+    pub limits: bool,
 }
 
 /// Saves `next` and applies it everywhere.
@@ -99,8 +101,8 @@ pub fn set_replica_drain(
     Ok(index)
 }
 
-/// Re-reads the configuration file and applies its server, TLS and `[auth]` changes; sessions
-/// are kept. A file with any error (a bad JWKS included) changes nothing.
+/// Re-reads the configuration file and applies its server, TLS, `[auth]` and `[limits]`
+/// changes; sessions are kept. A file with any error (a bad JWKS included) changes nothing.
 pub fn reload(shard: &Rc<Shard>) -> Result<Reloaded, ReloadError> {
     let path = shard
         .config
@@ -114,13 +116,18 @@ pub fn reload(shard: &Rc<Shard>) -> Result<Reloaded, ReloadError> {
     // The certificate first: a renewed certificate is the commonest reason to reload.
     crate::tls::reload_listener(config.tls.as_ref())?;
     let auth = crate::auth::reload(&config.auth)?;
-    // Only [[servers]] apply live: the [proxy] settings (addresses, shards, limits) are bound
-    // into the running listeners and shards, and apply at the next restart.
+    let limits = crate::limits::apply(&config.limits);
+    if limits {
+        log::info!("reload: [limits] now {:?}", config.limits);
+    }
+    // The [proxy] settings (addresses, shards, body and header sizes) stay as started: they are
+    // bound into the running listeners and shards, and apply at the next restart.
     let (next, changes) = shard.registry().reload(&config);
     if changes == Changes::default() {
         return Ok(Reloaded {
             servers: changes,
             auth,
+            limits,
         });
     }
     commit(shard, next)?;
@@ -133,6 +140,7 @@ pub fn reload(shard: &Rc<Shard>) -> Result<Reloaded, ReloadError> {
     Ok(Reloaded {
         servers: changes,
         auth,
+        limits,
     })
 }
 

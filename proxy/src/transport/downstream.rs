@@ -590,8 +590,8 @@ async fn post(shard: &Rc<Shard>, request: McpRequest) -> Reply {
         return r;
     }
     session.touch();
-    let Some(slot) = stream_slot(shard, &session.id) else {
-        return too_many_streams(shard);
+    let Some(slot) = stream_slot(&session.id) else {
+        return too_many_streams();
     };
     match routing::handle(shard, &session, request.body, request.accepts_sse).await {
         Answer::Json(body) => Reply::json(200, body),
@@ -662,8 +662,8 @@ fn get(shard: &Rc<Shard>, request: McpRequest) -> Reply {
         return r;
     }
     session.touch();
-    let Some(slot) = stream_slot(shard, &session.id) else {
-        return too_many_streams(shard);
+    let Some(slot) = stream_slot(&session.id) else {
+        return too_many_streams();
     };
     let resume = request
         .last_event_id
@@ -681,12 +681,12 @@ fn get(shard: &Rc<Shard>, request: McpRequest) -> Reply {
 }
 
 /// A stream slot of the session, within `[limits] max_streams_per_session`.
-fn stream_slot(shard: &Shard, id: &str) -> Option<crate::limits::StreamSlot> {
-    crate::limits::stream_slot(id, shard.config.limits.max_streams_per_session)
+fn stream_slot(id: &str) -> Option<crate::limits::StreamSlot> {
+    crate::limits::stream_slot(id, crate::limits::max_streams_per_session())
 }
 
-fn too_many_streams(shard: &Shard) -> Reply {
-    let max = shard.config.limits.max_streams_per_session;
+fn too_many_streams() -> Reply {
+    let max = crate::limits::max_streams_per_session();
     Reply::Full {
         status: 429,
         headers: vec![("Content-Type", "application/json".into()), ("Retry-After", "1".into())],
