@@ -495,6 +495,7 @@ mod tests {
             } else {
                 false
             };
+            let log = self.log.clone();
             Box::pin(async move {
                 let text = |t: String| Ok(json!({"content": [{"type": "text", "text": t}]}));
                 match tool.as_str() {
@@ -512,6 +513,9 @@ mod tests {
                             arguments.get_u64("ms").unwrap_or(1000),
                         ))
                         .await;
+                        // Logged so a test can tell a call that ran to its end from one dropped.
+                        log.borrow_mut()
+                            .push(("t__slow finished".into(), json!(null)));
                         text("slow done".into())
                     }
                     "t__fail" => {
@@ -665,18 +669,15 @@ mod tests {
             {"id": "later", "tool": "t__echo", "depends_on": ["bad"]},
             {"id": "later2", "tool": "t__echo", "depends_on": ["slow"]}
         ]}));
-        let started = Instant::now();
         let (r, calls, _) = run_sync(w, json!({}), None);
-        assert!(
-            started.elapsed() < Duration::from_millis(1500),
-            "abort waited for the slow step"
-        );
         assert_eq!(r.status, RunStatus::Failed);
         assert_eq!(status_of(&r, "bad"), StepStatus::Failed);
         assert_eq!(status_of(&r, "slow"), StepStatus::Cancelled);
         assert_eq!(status_of(&r, "later"), StepStatus::Skipped);
         assert_eq!(status_of(&r, "later2"), StepStatus::Skipped);
-        assert_eq!(calls.len(), 2);
+        // The slow call was dropped when the run aborted, not waited for.
+        let tools: Vec<&str> = calls.iter().map(|c| c.0.as_str()).collect();
+        assert_eq!(tools, ["t__slow", "t__fail"]);
     }
 
     #[test]
@@ -723,13 +724,13 @@ mod tests {
             {"id": "slow", "tool": "t__slow", "arguments": {"ms": 3000}},
             {"id": "next", "tool": "t__echo", "depends_on": ["slow"]}
         ]}));
-        let started = Instant::now();
         let (r, calls, seen) = run_sync(w, json!({}), Some(Duration::from_millis(100)));
-        assert!(started.elapsed() < Duration::from_millis(1500));
         assert_eq!(r.status, RunStatus::Cancelled);
         assert_eq!(status_of(&r, "slow"), StepStatus::Cancelled);
         assert_eq!(status_of(&r, "next"), StepStatus::Cancelled);
-        assert_eq!(calls.len(), 1);
+        // Dropped at the cancel, not run to its end.
+        let tools: Vec<&str> = calls.iter().map(|c| c.0.as_str()).collect();
+        assert_eq!(tools, ["t__slow"]);
         assert_eq!(seen.len(), 2);
     }
 
