@@ -21,6 +21,7 @@ pub mod jwt;
 
 use std::cell::RefCell;
 use std::collections::HashMap;
+use std::num::NonZeroU64;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
@@ -44,8 +45,9 @@ pub struct Identity {
     /// SHA-256 of the principal (`api-key:{key digest}` or `jwt:{iss}\0{sub}`).
     pub principal: [u8; 32],
     /// The credential's `exp` (seconds since the epoch); `None` for an API key, which does
-    /// not expire. Streams opened with it end when it does ([`stream_end`]).
-    pub expires: Option<u64>,
+    /// not expire. Streams opened with it end when it does ([`stream_end`]). Non-zero so the
+    /// option costs no tag: the identity rides in every forwarded request.
+    pub expires: Option<NonZeroU64>,
 }
 
 // ---- the running [auth]: a process-wide slot, a generation, a copy per shard ----
@@ -382,7 +384,8 @@ fn authenticate_indexed(
     let identity = Identity {
         client: auth.clients[client].name.clone(),
         principal: sha256(format!("jwt:{}\0{}", verified.issuer, verified.subject).as_bytes()),
-        expires: Some(verified.expires),
+        // An exp of 0 never verifies; were one to, its streams would end at once.
+        expires: Some(NonZeroU64::new(verified.expires).unwrap_or(NonZeroU64::MIN)),
     };
     remember(digest, verified.expires, &identity);
     Ok((client, identity))
@@ -430,8 +433,9 @@ fn same(a: &[u8; 32], b: &[u8; 32]) -> bool {
 /// the proxy stops accepting that credential (`exp` plus the leeway, the whole second included,
 /// as [`jwt::verify`] counts it), so a client reconnecting with it gets 401 rather than a
 /// stream that ends at once. `None` (an API key, or an `exp` beyond any clock): never.
-pub fn stream_end(expires: Option<u64>) -> Option<Instant> {
+pub fn stream_end(expires: Option<NonZeroU64>) -> Option<Instant> {
     let refused_from = expires?
+        .get()
         .saturating_add(current().config.leeway.as_secs())
         .saturating_add(1);
     end_at(refused_from, std::time::SystemTime::now(), Instant::now())
@@ -897,7 +901,7 @@ mod tests {
         let alice = token("alice");
         let first = authenticate(&c.auth, Some(&alice), 1000).expect("valid");
         assert_eq!(
-            first.expires,
+            first.expires.map(NonZeroU64::get),
             Some(2000),
             "a stream opened with it ends at its exp"
         );
@@ -944,7 +948,10 @@ mod tests {
             "an exp beyond any clock"
         );
         assert_eq!(stream_end(None), None, "API keys do not expire");
-        assert!(stream_end(Some(u64::MAX)).is_none(), "no overflow");
+        assert!(
+            stream_end(NonZeroU64::new(u64::MAX)).is_none(),
+            "no overflow"
+        );
     }
 
     fn b64(data: &[u8]) -> String {
