@@ -25,8 +25,10 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import http.client
 import json
 import signal
+import socket
 import time
 import urllib.error
 import urllib.request
@@ -486,6 +488,133 @@ def test_a_session_refuses_other_credentials_even_after_a_restart(topo, spawner)
     assert ping(second.url, KEY_MEM).status == 403
     assert ping(second.url, KEY_FULL).status == 200
     assert denied(topo, "mem-only", "session_mismatch") >= 4
+
+
+# ---------------------------------------------------------------------------------------------
+# Streams end with their credential
+
+
+class EventStream:
+    """One request whose text/event-stream answer is read as it arrives, on its own connection."""
+
+    def __init__(self, url: str, credential: str, sid: str, body: dict | None = None,
+                 last_event_id: str | None = None) -> None:
+        host, port = url.split("://", 1)[1].split("/", 1)[0].rsplit(":", 1)
+        self.conn = http.client.HTTPConnection(host, int(port), timeout=30)
+        headers = {"Authorization": f"Bearer {credential}", "Mcp-Session-Id": sid,
+                   "MCP-Protocol-Version": harness.PROTOCOL_VERSION, "Accept": "text/event-stream"}
+        if last_event_id is not None:
+            headers["Last-Event-ID"] = last_event_id
+        data = None
+        if body is not None:
+            data = json.dumps(body).encode()
+            headers.update({"Accept": harness.ACCEPT_BOTH, "Content-Type": "application/json"})
+        self.conn.request("POST" if body is not None else "GET", "/mcp", body=data, headers=headers)
+        self.resp = self.conn.getresponse()
+        self.text = ""
+        ctype = self.resp.getheader("content-type", "")
+        if self.resp.status != 200 or not ctype.startswith("text/event-stream"):
+            detail = self.resp.read(500)
+            self.close()
+            raise AssertionError(f"expected an event stream: HTTP {self.resp.status} {ctype!r} {detail!r}")
+
+    def ended_within(self, seconds: float) -> bool:
+        """Reads until the stream ends (True) or `seconds` pass with it open (False). A stream
+        cut without the chunked terminator (not a clean end) raises IncompleteRead."""
+        deadline = time.monotonic() + seconds
+        while (left := deadline - time.monotonic()) > 0:
+            self.conn.sock.settimeout(left)
+            try:
+                line = self.resp.readline()
+            except (TimeoutError, socket.timeout):
+                return False
+            if not line:
+                return True
+            self.text += line.decode(errors="replace")
+        return False
+
+    def last_event_id(self) -> str | None:
+        ids = [line[3:].strip() for line in self.text.splitlines() if line.startswith("id:")]
+        return ids[-1] if ids else None
+
+    def close(self) -> None:
+        try:
+            self.resp.close()
+        finally:
+            self.conn.close()
+
+
+def open_session(url: str, credential: str) -> str:
+    r = raw_init(url, credential)
+    assert r.status == 200, (r.status, r.body[:300])
+    sid = r.header("mcp-session-id")
+    n = raw_request(url, body={"jsonrpc": "2.0", "method": "notifications/initialized"}, session=sid,
+                    headers={"Authorization": f"Bearer {credential}"})
+    assert n.status in (200, 202), n.status
+    return sid
+
+
+def short_lived(topo) -> str:
+    """alice's token, accepted for a few more seconds: exp in 1 s, plus the module's 5 s leeway."""
+    return topo.keys.token(sub="alice", exp=int(time.time()) + 1)
+
+
+def assert_refused_as_expired(topo, sid: str, token: str) -> None:
+    again = raw_request(topo.url, method="GET", session=sid, accept="text/event-stream",
+                        headers={"Authorization": f"Bearer {token}"})
+    assert again.status == 401, (again.status, again.body[:300])
+    challenge = again.header("www-authenticate")
+    assert challenge.startswith("Bearer") and 'error="invalid_token"' in challenge, challenge
+    assert "expired" in error_message(again)
+
+
+def test_a_get_stream_ends_when_its_token_expires_and_an_api_keys_stays_open(topo):
+    token = short_lived(topo)
+    sid = open_session(topo.url, token)
+    control_sid = open_session(topo.url, KEY_FULL)
+    streams: list[EventStream] = []
+    try:
+        expiring = EventStream(topo.url, token, sid)
+        streams.append(expiring)
+        control = EventStream(topo.url, KEY_FULL, control_sid)
+        streams.append(control)
+        # Bounded, not timed: the token is refused some 7 s from now, the stream must end by 60 s.
+        assert expiring.ended_within(60), "the GET stream outlived its token"
+        # The stream ended no earlier than the token: reconnecting with it is refused.
+        assert_refused_as_expired(topo, sid, token)
+        assert not control.ended_within(1.0), "a stream opened with an API key must stay open"
+        # The session lives on; only its access ended: a fresh token of the same subject reopens it.
+        streams.append(EventStream(topo.url, topo.keys.token(sub="alice"), sid))
+    finally:
+        for s in streams:
+            s.close()
+
+
+def test_a_streamed_answer_ends_when_its_token_expires_and_resumes_with_a_fresh_one(topo):
+    token = short_lived(topo)
+    sid = open_session(topo.url, token)
+    # 15 s of progress notifications before the result: longer than the token lives.
+    call = rpc("tools/call", {"name": "everything__trigger-long-running-operation",
+                              "arguments": {"duration": 15, "steps": 15},
+                              "_meta": {"progressToken": "expiring"}})
+    streams = [EventStream(topo.url, token, sid, body=call)]
+    try:
+        answer = streams[0]
+        assert answer.ended_within(60), "the streamed answer outlived its token"
+        assert "notifications/progress" in answer.text, answer.text[:500]
+        assert '"result"' not in answer.text, "the answer ended early for another reason"
+        assert_refused_as_expired(topo, sid, token)
+        # The call went on upstream; with a fresh token the client resumes its stream from the
+        # last event it saw and gets the rest, result included.
+        seen = answer.last_event_id()
+        assert seen, answer.text[:500]
+        rest = EventStream(topo.url, topo.keys.token(sub="alice"), sid, last_event_id=seen)
+        streams.append(rest)
+        assert rest.ended_within(60), "the resumed stream ends with the answer"
+        assert f'"id":{call["id"]}' in rest.text.replace(" ", "") and '"result"' in rest.text, rest.text[-500:]
+    finally:
+        for s in streams:
+            s.close()
 
 
 # ---------------------------------------------------------------------------------------------

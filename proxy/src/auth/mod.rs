@@ -21,6 +21,7 @@ pub mod jwt;
 
 use std::cell::RefCell;
 use std::collections::HashMap;
+use std::num::NonZeroU64;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
@@ -43,6 +44,10 @@ pub struct Identity {
     pub client: String,
     /// SHA-256 of the principal (`api-key:{key digest}` or `jwt:{iss}\0{sub}`).
     pub principal: [u8; 32],
+    /// The credential's `exp` (seconds since the epoch); `None` for an API key, which does
+    /// not expire. Streams opened with it end when it does ([`stream_end`]). Non-zero so the
+    /// option costs no tag: the identity rides in every forwarded request.
+    pub expires: Option<NonZeroU64>,
 }
 
 // ---- the running [auth]: a process-wide slot, a generation, a copy per shard ----
@@ -340,6 +345,7 @@ fn authenticate_indexed(
             Identity {
                 client: auth.clients[c].name.clone(),
                 principal: sha256(&principal),
+                expires: None,
             },
         ));
     }
@@ -378,6 +384,8 @@ fn authenticate_indexed(
     let identity = Identity {
         client: auth.clients[client].name.clone(),
         principal: sha256(format!("jwt:{}\0{}", verified.issuer, verified.subject).as_bytes()),
+        // An exp of 0 never verifies; were one to, its streams would end at once.
+        expires: Some(NonZeroU64::new(verified.expires).unwrap_or(NonZeroU64::MIN)),
     };
     remember(digest, verified.expires, &identity);
     Ok((client, identity))
@@ -419,6 +427,25 @@ fn remember(digest: [u8; 32], expires: u64, identity: &Identity) {
 /// Byte-equality of two digests in time independent of their contents.
 fn same(a: &[u8; 32], b: &[u8; 32]) -> bool {
     a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// When a stream opened with a credential that expires at `expires` must end: the instant
+/// the proxy stops accepting that credential (`exp` plus the leeway, the whole second included,
+/// as [`jwt::verify`] counts it), so a client reconnecting with it gets 401 rather than a
+/// stream that ends at once. `None` (an API key, or an `exp` beyond any clock): never.
+pub fn stream_end(expires: Option<NonZeroU64>) -> Option<Instant> {
+    let refused_from = expires?
+        .get()
+        .saturating_add(current().config.leeway.as_secs())
+        .saturating_add(1);
+    end_at(refused_from, std::time::SystemTime::now(), Instant::now())
+}
+
+/// [`stream_end`] with its clocks given: the wall-clock second `refused_from` as an instant.
+fn end_at(refused_from: u64, wall: std::time::SystemTime, mono: Instant) -> Option<Instant> {
+    let at = std::time::UNIX_EPOCH.checked_add(Duration::from_secs(refused_from))?;
+    // Already past (a token verified in its last second): the stream ends at once.
+    mono.checked_add(at.duration_since(wall).unwrap_or(Duration::ZERO))
 }
 
 fn unix_now() -> u64 {
@@ -805,6 +832,10 @@ mod tests {
         let c = config();
         let a = authenticate(&c.auth, Some("Bearer key-a-0123456789abcdef"), 0).expect("a");
         assert_eq!(a.client, "a");
+        assert_eq!(
+            a.expires, None,
+            "an API key does not expire, nor do its streams"
+        );
         let b2 = authenticate(&c.auth, Some("bearer  key-b2-0123456789abcdef"), 0).expect("b");
         assert_eq!(b2.client, "b");
         let b = authenticate(&c.auth, Some("Bearer key-b-0123456789abcdef"), 0).expect("b");
@@ -870,6 +901,11 @@ mod tests {
         let alice = token("alice");
         let first = authenticate(&c.auth, Some(&alice), 1000).expect("valid");
         assert_eq!(
+            first.expires.map(NonZeroU64::get),
+            Some(2000),
+            "a stream opened with it ends at its exp"
+        );
+        assert_eq!(
             authenticate(&c.auth, Some(&alice), 1500),
             Ok(first),
             "remembered"
@@ -890,6 +926,32 @@ mod tests {
                 Err(Denial::Forbidden { .. })
             ));
         }
+    }
+
+    #[test]
+    fn a_stream_ends_when_its_credential_stops_being_accepted() {
+        let wall = std::time::UNIX_EPOCH + Duration::from_millis(1_000_500);
+        let mono = Instant::now();
+        // Refused from second 1003 on: 2.5 s after a wall clock at 1000.5.
+        assert_eq!(
+            end_at(1003, wall, mono),
+            Some(mono + Duration::from_millis(2500))
+        );
+        assert_eq!(
+            end_at(1000, wall, mono),
+            Some(mono),
+            "already refused: at once"
+        );
+        assert_eq!(
+            end_at(u64::MAX, wall, mono),
+            None,
+            "an exp beyond any clock"
+        );
+        assert_eq!(stream_end(None), None, "API keys do not expire");
+        assert!(
+            stream_end(NonZeroU64::new(u64::MAX)).is_none(),
+            "no overflow"
+        );
     }
 
     fn b64(data: &[u8]) -> String {

@@ -7,9 +7,14 @@
 //! Ids are reported per event (not carried over like the spec's "last event ID"): the caller
 //! keeps the last one it saw.
 
+use std::future::Future;
 use std::io::Write as _;
+use std::pin::{pin, Pin};
+use std::task::{Poll, Waker};
+use std::time::Instant;
 
 use bytes::Bytes;
+use futures_lite::future::poll_fn;
 
 use super::HttpError;
 
@@ -229,6 +234,58 @@ pub fn encode_retry(ms: u64) -> Bytes {
     Bytes::from(format!("retry: {ms}\n\n"))
 }
 
+/// The instant a stream must end (its credential's expiry, see `crate::auth::stream_end`),
+/// watched with one timer for the whole stream rather than one per event.
+///
+/// The timer is registered with the reactor the first time the stream waits, and again only
+/// if a different task polls it; while events flow, each costs one clock read.
+pub struct Deadline {
+    at: Option<(Instant, glommio::timer::Timer)>,
+    /// The waker the timer was registered with.
+    armed: Option<Waker>,
+}
+
+impl Deadline {
+    /// A deadline at `at`; `None` never ends anything (and arms no timer).
+    pub fn new(at: Option<Instant>) -> Deadline {
+        Deadline {
+            at: at.map(|at| {
+                let timer =
+                    glommio::timer::Timer::new(at.saturating_duration_since(Instant::now()));
+                (at, timer)
+            }),
+            armed: None,
+        }
+    }
+
+    /// The output of `next`, or `None` once the deadline has passed. The deadline is looked
+    /// at before `next` is polled, so an item is never taken from the source and then dropped.
+    pub async fn within<F: Future>(&mut self, next: F) -> Option<F::Output> {
+        let Deadline { at, armed } = self;
+        let Some((at, timer)) = at.as_mut() else {
+            return Some(next.await);
+        };
+        let mut next = pin!(next);
+        poll_fn(|cx| {
+            if Instant::now() >= *at {
+                return Poll::Ready(None);
+            }
+            if let Poll::Ready(v) = next.as_mut().poll(cx) {
+                return Poll::Ready(Some(v));
+            }
+            // Polling the timer re-registers it with the reactor; once per waker is enough.
+            if !armed.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+                if Pin::new(&mut *timer).poll(cx).is_ready() {
+                    return Poll::Ready(None);
+                }
+                *armed = Some(cx.waker().clone());
+            }
+            Poll::Pending
+        })
+        .await
+    }
+}
+
 /// Appends `id: ..\n`, dropping CR, LF and NUL (they would end the line or void the id).
 fn push_id(out: &mut Vec<u8>, id: &str) {
     out.extend_from_slice(b"id: ");
@@ -364,5 +421,73 @@ mod tests {
         assert_eq!(got[1], ev(Some("1"), None, "line1\nline2"));
         assert_eq!(got[2], ev(None, None, ""));
         assert_eq!(got[3].retry, Some(10));
+    }
+
+    #[test]
+    fn without_a_deadline_everything_passes() {
+        let mut d = Deadline::new(None);
+        let got = futures_lite::future::block_on(d.within(async { 7 }));
+        assert_eq!(got, Some(7));
+    }
+
+    #[test]
+    fn a_passed_deadline_takes_nothing_from_the_source() {
+        super::super::run_glommio(|| async {
+            let mut d = Deadline::new(Some(Instant::now()));
+            let polled = std::cell::Cell::new(false);
+            let got = d
+                .within(async {
+                    polled.set(true);
+                    1
+                })
+                .await;
+            assert_eq!(got, None);
+            assert!(
+                !polled.get(),
+                "an item taken after the deadline would be lost"
+            );
+        });
+    }
+
+    #[test]
+    fn events_flow_until_the_deadline_ends_an_idle_stream() {
+        super::super::run_glommio(|| async {
+            let (tx, rx) = glommio::channels::local_channel::new_unbounded::<u32>();
+            let producer = glommio::spawn_local(async move {
+                for i in 0..3 {
+                    glommio::timer::sleep(std::time::Duration::from_millis(5)).await;
+                    if tx.try_send(i).is_err() {
+                        return;
+                    }
+                }
+                // Then the source stays open and silent, like an idle GET stream.
+                futures_lite::future::pending::<()>().await;
+                drop(tx);
+            })
+            .detach();
+            let at = Instant::now() + std::time::Duration::from_millis(200);
+            let mut d = Deadline::new(Some(at));
+            let read = async {
+                let mut got = Vec::new();
+                while let Some(item) = d.within(rx.recv()).await.flatten() {
+                    got.push(item);
+                }
+                Ok(got)
+            };
+            // Only the deadline can end this stream; the outer timeout catches one that fails.
+            let got = glommio::timer::timeout(std::time::Duration::from_secs(10), read)
+                .await
+                .expect("the deadline ended the idle stream");
+            assert_eq!(
+                got,
+                vec![0, 1, 2],
+                "events before the deadline are delivered"
+            );
+            assert!(
+                Instant::now() >= at,
+                "the stream ended by the timer, not early"
+            );
+            producer.cancel();
+        });
     }
 }

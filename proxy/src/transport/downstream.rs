@@ -240,8 +240,10 @@ where
         };
         let keep_alive = request.keep_alive;
         let (started, is_post) = (std::time::Instant::now(), request.method == Method::Post);
+        let mut expires = None;
         let reply = match check(&shard, &request) {
             Ok(mcp) => {
+                expires = mcp.client.as_ref().and_then(|c| c.expires);
                 let _busy = shard.begin_request();
                 handle(&shard, mcp).await
             }
@@ -269,8 +271,10 @@ where
                 all.push(("Content-Type", "text/event-stream"));
                 all.push(("Cache-Control", "no-cache"));
                 let mut ok = conn.start_stream(200, &all).await.is_ok();
+                // Access ends with the credential: the stream ends cleanly when it expires.
+                let mut deadline = sse::Deadline::new(crate::auth::stream_end(expires));
                 while ok {
-                    match source.next().await {
+                    match deadline.within(source.next()).await.flatten() {
                         Some(chunk) => ok = conn.write_chunk(&chunk).await.is_ok(),
                         None => break,
                     }
