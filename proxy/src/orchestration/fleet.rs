@@ -291,12 +291,17 @@ pub struct ReplicaView {
     pub drain: bool,
     /// Times the balancer chose it.
     pub picks: u64,
-    /// HTTP exchanges with it that ended (forwarded requests, session set-up, health checks).
+    /// HTTP exchanges with it that ended (forwarded requests, session set-up; health checks
+    /// are counted in `probes`).
     pub exchanges: u64,
     /// Exchanges that failed (no answer, broken, timed out).
     pub failed_exchanges: u64,
-    /// Forwarded requests it answered (from the histograms, so up to 1 s behind): what
-    /// load shares are computed from.
+    /// Health checks of it that ended.
+    pub probes: u64,
+    /// Health checks that failed.
+    pub failed_probes: u64,
+    /// Forwarded requests it answered (the count of its latency histograms): what load
+    /// shares are computed from.
     pub answered: u64,
     /// Requests in flight on it.
     pub inflight: u32,
@@ -441,14 +446,16 @@ fn replica_view(replica: usize, seen: &[&ReplicaFigures], latency: Quantiles) ->
         v.drain |= s.drain;
         v.healthy_on_shards += usize::from(s.healthy);
         v.picks += s.picks;
-        v.exchanges += s.requests;
-        v.failed_exchanges += s.failures;
+        v.exchanges += s.exchanges;
+        v.failed_exchanges += s.failed_exchanges;
+        v.probes += s.probes;
+        v.failed_probes += s.failed_probes;
         v.inflight += s.inflight;
         v.consecutive_failures = v.consecutive_failures.max(s.consecutive_failures);
         v.ejected_for_ms = v.ejected_for_ms.max(s.ejected_for_ms);
         if let Some(e) = s.ewma_us {
             // Shards that sent it more work know its latency better.
-            let w = (s.requests as f64).max(1.0);
+            let w = (s.exchanges as f64).max(1.0);
             weighted += e * w;
             weight_sum += w;
         }
@@ -619,7 +626,7 @@ headers = { "X-Key" = "v" }
                 healthy,
                 consecutive_failures: failures,
                 picks,
-                requests: picks,
+                exchanges: picks,
                 ewma_us: ewma,
                 ..ReplicaSnapshot::default()
             },

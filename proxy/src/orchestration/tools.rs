@@ -373,6 +373,8 @@ async fn monitor_health(
                         "ejected_for_ms": r.ejected_for_ms,
                         "exchanges": r.exchanges,
                         "failed_exchanges": r.failed_exchanges,
+                        "probes": r.probes,
+                        "failed_probes": r.failed_probes,
                         "last_error": r.last_error,
                         "last_error_ago_ms": r.last_error_ago_ms,
                     })
