@@ -300,7 +300,7 @@ def probe_counts(proxy: harness.Proxy, url: str) -> dict[str, float]:
 
 def test_health_checks_are_not_counted_as_requests(spawner, fleet, state_dir):
     """A replica nobody calls shows health checks and no requests; N calls show N requests
-    (and N latency samples); health checks that
+    (and N latency samples, in the admin API and the fleet view alike); health checks that
     fail are probe errors, not request errors, and still mark the replica unhealthy."""
     [rep] = [fleet.loadgen("r0")]
     proxy = spawner.proxy(fleet_config([rep.url], state_dir, interval="200ms"))
@@ -325,6 +325,14 @@ def test_health_checks_are_not_counted_as_requests(spawner, fleet, state_dir):
     assert busy["latency_us"]["count"] == n, busy
     assert busy["probes"] >= idle["probes"]
     assert rep.requests_of("tools/call", "whoami") == n
+    # The fleet view reads the same per-replica latencies: n answered, n samples.
+    sid = harness.raw_initialize(proxy.url)
+    req = harness.rpc("tools/call", {"name": "proxy__balance_load", "arguments": {"server": "fleet"}})
+    answer = harness.raw_request(proxy.url, body=req, session=sid).response_for(req["id"])
+    assert answer and "result" in answer, answer
+    [view] = answer["result"]["structuredContent"]["servers"]
+    [replica] = view["replicas"]
+    assert replica["answered"] == n and replica["latency"]["count"] == n, replica
 
     # The replica dies: its health checks fail, which is not a failed request.
     rep.kill()

@@ -37,7 +37,8 @@ pub const QUERY_LIMIT: Duration = Duration::from_secs(2);
 pub struct ReplicaReport {
     /// The balancer's statistics.
     pub stats: ReplicaSnapshot,
-    /// Upstream latencies of client requests, in microseconds.
+    /// Upstream latencies of client requests, in microseconds (the client's histogram: the
+    /// same one the fleet views read).
     pub latency: Option<hdrhistogram::Histogram<u64>>,
 }
 

@@ -573,7 +573,7 @@ async fn balance_load(
     let mut out = serde_json::json!({
         "servers": servers,
         "shards": shards,
-        "note": "picks: times the balancer chose the replica (once per new session, or per request for stateless servers); answered: forwarded requests it answered (from the latency histograms, up to 1 s behind); share: its part of the server's answered requests",
+        "note": "picks: times the balancer chose the replica (once per new session, or per request for stateless servers); answered: forwarded requests it answered (health checks are not counted); share: its part of the server's answered requests",
     });
     if let Some(c) = changed {
         out["changed"] = c;

@@ -155,8 +155,9 @@ pub struct UpstreamClient {
     pub retry_budget: RetryBudget,
     /// Upstream latency histogram of each replica (time to the response head).
     latency: Vec<metrics::Histogram>,
-    /// The same latencies kept on this shard for exact per-replica quantiles in the admin
-    /// API (allocated on the first sample).
+    /// The same latencies kept on this shard for exact per-replica quantiles (allocated on
+    /// the first sample): the one source the admin API and the fleet views read, kept as
+    /// long as the replica's other statistics.
     replica_latency: Vec<RefCell<Option<hdrhistogram::Histogram<u64>>>>,
     /// `mcp_proxy_balancer_picks_total` of each replica.
     pick_counters: Vec<metrics::Counter>,
@@ -267,7 +268,6 @@ impl UpstreamClient {
         if let Some(slot) = self.replica_latency.get(replica) {
             crate::metrics::latency::record_into(&mut slot.borrow_mut(), took);
         }
-        crate::metrics::latency::record_replica(self.index, replica, took);
     }
 
     /// This shard's latency histogram of `replica` (microseconds), if it recorded any.
