@@ -39,6 +39,7 @@ EXPORTED = [
     "mcp_proxy_balancer_picks_total",
     "mcp_proxy_retries_total",
     "mcp_proxy_failovers_total",
+    "mcp_proxy_health_probes_total",
     "mcp_proxy_replica_healthy",
     "mcp_proxy_circuit_open",
     "mcp_proxy_child_restarts_total",

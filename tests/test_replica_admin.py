@@ -284,3 +284,64 @@ def test_a_drained_server_takes_no_resource_reads(spawner):
             assert again.contents
 
     anyio.run(scenario)
+
+
+def probe_counts(proxy: harness.Proxy, url: str) -> dict[str, float]:
+    """`mcp_proxy_health_probes_total` of replica `url`, by outcome, from /metrics."""
+    with urllib.request.urlopen(f"{proxy.admin_url}/metrics", timeout=10) as r:
+        text = r.read().decode()
+    counts: dict[str, float] = {}
+    for line in text.splitlines():
+        if line.startswith("mcp_proxy_health_probes_total{") and f'replica="{url}"' in line:
+            outcome = line.split('outcome="', 1)[1].split('"', 1)[0]
+            counts[outcome] = counts.get(outcome, 0.0) + float(line.rsplit(" ", 1)[1])
+    return counts
+
+
+def test_health_checks_are_not_counted_as_requests(spawner, fleet, state_dir):
+    """A replica nobody calls shows health checks and no requests; N calls show N requests
+    (and N latency samples, in the admin API and the fleet view alike); health checks that
+    fail are probe errors, not request errors, and still mark the replica unhealthy."""
+    [rep] = [fleet.loadgen("r0")]
+    proxy = spawner.proxy(fleet_config([rep.url], state_dir, interval="200ms"))
+    wait_until(lambda: "fleet__whoami" in {t["name"] for t in ok_json(proxy, "tools", "ls")["items"]},
+               what="fleet__whoami listed")
+
+    # No client traffic: the replica is pinged by both shards, and that is all.
+    wait_until(lambda: replicas(proxy)[0]["probes"] >= 6, what="a few rounds of health checks")
+    wait_until(lambda: rep.requests_of("ping") >= 6, what="the pings reaching the replica")
+    idle = replicas(proxy)[0]
+    assert idle["requests"] == 0 and idle["errors"] == 0, idle
+    assert idle["latency_us"]["count"] == 0 and idle["inflight"] == 0, idle
+    assert idle["probe_errors"] == 0, idle
+    assert probe_counts(proxy, rep.url).get("ok", 0) >= 6
+    assert rep.requests_of("tools/call") == 0
+
+    n = 5
+    for _ in range(n):
+        assert whoami(proxy) == "r0"
+    busy = replicas(proxy)[0]
+    assert busy["requests"] == n and busy["errors"] == 0, busy
+    assert busy["latency_us"]["count"] == n, busy
+    assert busy["probes"] >= idle["probes"]
+    assert rep.requests_of("tools/call", "whoami") == n
+    # The fleet view reads the same per-replica latencies: n answered, n samples.
+    sid = harness.raw_initialize(proxy.url)
+    req = harness.rpc("tools/call", {"name": "proxy__balance_load", "arguments": {"server": "fleet"}})
+    answer = harness.raw_request(proxy.url, body=req, session=sid).response_for(req["id"])
+    assert answer and "result" in answer, answer
+    [view] = answer["result"]["structuredContent"]["servers"]
+    [replica] = view["replicas"]
+    assert replica["answered"] == n and replica["latency"]["count"] == n, replica
+
+    # The replica dies: its health checks fail, which is not a failed request.
+    rep.kill()
+    wait_until(lambda: replicas(proxy)[0]["probe_errors"] >= 6, what="failed health checks")
+    down = replicas(proxy)[0]
+    assert down["requests"] == n and down["errors"] == 0, down
+    assert down["latency_us"]["count"] == n, down
+    assert probe_counts(proxy, rep.url).get("unavailable", 0) > 0
+    # Health still follows the checks.
+    wait_until(lambda: replicas(proxy)[0]["healthy"] is False, what="the dead replica marked unhealthy")
+    table = mcpctl(proxy, "servers", "replicas", "fleet")
+    assert table.returncode == 0 and "PROBES" in table.stdout and "failed)" in table.stdout, table.stdout

@@ -8,9 +8,10 @@ use crate::admin::Admin;
 use crate::fail::Failure;
 use crate::table::{cell, ms, Table};
 
-const HEADER: [&str; 12] = [
+/// REQUESTS and ERRORS count client requests only; PROBES are the health checks, apart.
+const HEADER: [&str; 13] = [
     "#", "URL", "STATUS", "HEALTHY", "EJECTED", "INFLIGHT", "PICKS", "REQUESTS", "ERRORS",
-    "EWMA MS", "P50 MS", "P99 MS",
+    "PROBES", "EWMA MS", "P50 MS", "P99 MS",
 ];
 
 /// The replicas of server `name` (already percent-encoded), or only replica `index`.
@@ -50,6 +51,15 @@ pub fn set_drain(
     Ok((v, text))
 }
 
+/// Health checks of a replica: how many, and how many failed when some did.
+fn probes(r: &Value) -> String {
+    match (r["probes"].as_u64(), r["probe_errors"].as_u64()) {
+        (Some(n), Some(0)) => n.to_string(),
+        (Some(n), Some(failed)) => format!("{n} ({failed} failed)"),
+        _ => cell(r.get("probes")),
+    }
+}
+
 /// The table of a replicas answer (a list, or one replica).
 fn render(v: &Value) -> String {
     let mut t = Table::new(&HEADER);
@@ -78,6 +88,7 @@ fn render(v: &Value) -> String {
             cell(r.get("picks")),
             cell(r.get("requests")),
             cell(r.get("errors")),
+            probes(r),
             r.get("ewma_ms")
                 .and_then(Value::as_f64)
                 .map_or("-".into(), |m| format!("{m:.1}")),

@@ -37,7 +37,8 @@ pub const QUERY_LIMIT: Duration = Duration::from_secs(2);
 pub struct ReplicaReport {
     /// The balancer's statistics.
     pub stats: ReplicaSnapshot,
-    /// Upstream latencies of client requests, in microseconds.
+    /// Upstream latencies of client requests, in microseconds (the client's histogram: the
+    /// same one the fleet views read).
     pub latency: Option<hdrhistogram::Histogram<u64>>,
 }
 
@@ -240,6 +241,8 @@ fn replica_json(entry: &Entry, replica: usize, views: &[Vec<ReplicaReport>]) -> 
         "picks": sum(|s| s.picks),
         "requests": sum(|s| s.requests),
         "errors": sum(|s| s.failures),
+        "probes": sum(|s| s.probes),
+        "probe_errors": sum(|s| s.failed_probes),
         "consecutive_failures": mine.iter().map(|r| r.stats.consecutive_failures).max().unwrap_or(0),
         "ewma_ms": ewma_ms.map(|v| (v * 1000.0).round() / 1000.0),
         "latency_us": {

@@ -45,9 +45,16 @@ pub struct ReplicaStats {
     ejected_until: Cell<Option<Instant>>,
     /// Times the picker chose it (a session binding, or a stateless request).
     picks: Cell<u64>,
-    /// Requests that ended, and those of them that failed.
+    /// Client requests sent to it that ended, and those of them that got no answer.
     requests: Cell<u64>,
     failures: Cell<u64>,
+    /// HTTP exchanges other than health checks (requests, session set-up, streams opened,
+    /// sessions deleted) that ended, and those that failed (no answer, broken, timed out).
+    exchanges: Cell<u64>,
+    failed_exchanges: Cell<u64>,
+    /// Health checks that ended, and those that failed.
+    probes: Cell<u64>,
+    failed_probes: Cell<u64>,
     /// The last failure's message and when it happened.
     last_error: RefCell<Option<(Instant, String)>>,
 }
@@ -73,10 +80,19 @@ pub struct ReplicaSnapshot {
     pub ewma_us: Option<f64>,
     /// Times the picker chose it.
     pub picks: u64,
-    /// Requests that ended.
+    /// Client requests sent to it (each attempt, retries included) that ended.
     pub requests: u64,
-    /// Requests that failed (no answer, broken, 502-504).
+    /// Client requests it did not answer (no answer, broken, timed out, an HTTP error
+    /// status, not Streamable HTTP); a JSON-RPC error is an answer.
     pub failures: u64,
+    /// HTTP exchanges other than health checks (requests, session set-up, streams, deletes).
+    pub exchanges: u64,
+    /// Exchanges that failed (no answer, broken, timed out).
+    pub failed_exchanges: u64,
+    /// Health checks that ended.
+    pub probes: u64,
+    /// Health checks that failed (no HTTP answer within the check's limit).
+    pub failed_probes: u64,
     /// The last failure's message.
     pub last_error: Option<String>,
     /// How long ago the last failure happened, in ms.
@@ -99,6 +115,10 @@ impl ReplicaStats {
             picks: Cell::new(0),
             requests: Cell::new(0),
             failures: Cell::new(0),
+            exchanges: Cell::new(0),
+            failed_exchanges: Cell::new(0),
+            probes: Cell::new(0),
+            failed_probes: Cell::new(0),
             last_error: RefCell::new(None),
         }
     }
@@ -130,6 +150,10 @@ impl ReplicaStats {
             picks: self.picks.get(),
             requests: self.requests.get(),
             failures: self.failures.get(),
+            exchanges: self.exchanges.get(),
+            failed_exchanges: self.failed_exchanges.get(),
+            probes: self.probes.get(),
+            failed_probes: self.failed_probes.get(),
             last_error: last.as_ref().map(|(_, m)| m.clone()),
             last_error_ago_ms: last.as_ref().map(|(at, _)| {
                 u64::try_from(now.saturating_duration_since(*at).as_millis()).unwrap_or(u64::MAX)
@@ -180,15 +204,19 @@ impl ReplicaStats {
         self.inflight.get()
     }
 
-    /// A request starts.
+    /// An exchange starts (not a health check: those are not load).
     pub fn begin(&self) {
         self.inflight.set(self.inflight.get() + 1);
     }
 
-    /// A request ended after `elapsed`; `ok` when the replica answered.
+    /// An exchange ended after `elapsed`; `ok` when the replica answered. Its latency feeds
+    /// the average and its outcome the circuit.
     pub fn end(&self, elapsed: Duration, ok: bool, threshold: u32, now: Instant) -> Transition {
         self.inflight.set(self.inflight.get().saturating_sub(1));
-        self.requests.set(self.requests.get() + 1);
+        self.exchanges.set(self.exchanges.get() + 1);
+        if !ok {
+            self.failed_exchanges.set(self.failed_exchanges.get() + 1);
+        }
         if ok {
             let sample = elapsed.as_secs_f64() * 1e6;
             let ewma = if self.measured() {
@@ -212,8 +240,29 @@ impl ReplicaStats {
         Transition::None
     }
 
+    /// A client request sent to it ended; `answered` when the replica answered it.
+    pub fn served(&self, answered: bool) {
+        self.requests.set(self.requests.get() + 1);
+        if !answered {
+            self.failures.set(self.failures.get() + 1);
+        }
+    }
+
+    /// A health check ended; `ok` when the replica answered. Its outcome is evidence for the
+    /// circuit like any exchange's (a good check closes an open circuit, failed ones count
+    /// toward ejection), but it is neither load nor a latency sample: a sessionless `ping`,
+    /// which stateful servers refuse at once, says nothing about how long real work takes,
+    /// and would keep an idle replica's average from decaying and seed a fresh one with it.
+    pub fn probed(&self, ok: bool, threshold: u32, now: Instant) -> Transition {
+        self.probes.set(self.probes.get() + 1);
+        if ok {
+            return self.succeeded();
+        }
+        self.failed_probes.set(self.failed_probes.get() + 1);
+        self.failed(threshold, now)
+    }
+
     fn failed(&self, threshold: u32, now: Instant) -> Transition {
-        self.failures.set(self.failures.get() + 1);
         let failures = self.consecutive_failures.get() + 1;
         self.consecutive_failures.set(failures);
         // A half-open replica that fails again is ejected at once, for longer.
@@ -523,6 +572,46 @@ mod tests {
             Transition::Restored
         );
         assert!(r[0].available(much_later));
+    }
+
+    #[test]
+    fn health_checks_are_counted_apart_and_feed_only_the_circuit() {
+        let r = fleet(2);
+        let now = Instant::now();
+        for _ in 0..5 {
+            assert_eq!(r[0].probed(true, 3, now), Transition::None);
+        }
+        let s = r[0].snapshot(now);
+        assert_eq!((s.probes, s.failed_probes), (5, 0));
+        assert_eq!((s.requests, s.failures, s.exchanges), (0, 0, 0));
+        assert_eq!(s.inflight, 0);
+        assert_eq!(s.ewma_us, None, "a ping is not a latency sample");
+        // Client requests are counted as such, whatever the exchanges around them.
+        r[0].served(true);
+        r[0].served(false);
+        let s = r[0].snapshot(now);
+        assert_eq!((s.requests, s.failures, s.probes), (2, 1, 5));
+        // Failed checks still eject, and a good one closes the circuit.
+        assert_eq!(r[1].probed(false, 3, now), Transition::None);
+        assert_eq!(r[1].probed(false, 3, now), Transition::None);
+        assert!(matches!(r[1].probed(false, 3, now), Transition::Ejected(_)));
+        assert!(!r[1].available(now));
+        assert_eq!(r[1].probed(true, 3, now), Transition::Restored);
+        assert!(r[1].available(now));
+        let s = r[1].snapshot(now);
+        assert_eq!(
+            (s.probes, s.failed_probes, s.requests, s.failures),
+            (4, 3, 0, 0)
+        );
+        // The balancer still sees both as unmeasured: equal shares.
+        let p = Picker::seeded(17);
+        let first = (0..1_000)
+            .filter(|_| p.pick(Strategy::LeastLatency, &r, None, now) == Some(0))
+            .count();
+        assert!(
+            (300..700).contains(&first),
+            "probed replica got {first}/1000"
+        );
     }
 
     #[test]

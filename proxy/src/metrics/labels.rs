@@ -120,6 +120,35 @@ impl Outcome {
     }
 }
 
+/// How a health check of a replica ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ProbeOutcome {
+    /// Any HTTP answer: the replica is alive.
+    Ok,
+    /// No answer within the check's limit (or the server's timeout).
+    Timeout,
+    /// No connection, or it broke before an answer.
+    Unavailable,
+}
+
+impl ProbeOutcome {
+    /// Every value, in label order.
+    pub const ALL: [ProbeOutcome; 3] = [
+        ProbeOutcome::Ok,
+        ProbeOutcome::Timeout,
+        ProbeOutcome::Unavailable,
+    ];
+
+    /// The label value.
+    pub fn label(self) -> &'static str {
+        match self {
+            ProbeOutcome::Ok => "ok",
+            ProbeOutcome::Timeout => "timeout",
+            ProbeOutcome::Unavailable => "unavailable",
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -36,8 +36,6 @@ pub struct Latencies {
     pub request: Vec<Slot>,
     /// Per server: request sent upstream to response received.
     pub upstream: Vec<Slot>,
-    /// Per server, per HTTP replica: request sent to response head (grown on first use).
-    pub replica: Vec<Vec<Slot>>,
 }
 
 /// Quantiles of one histogram, in microseconds.
@@ -95,6 +93,29 @@ pub fn add_into(into: &mut Slot, from: &Slot) {
     add(into, from);
 }
 
+/// A histogram kept by [`record_into`] as (value, count) pairs, one per non-empty bucket: a
+/// compact form that survives JSON, for sending it to another shard.
+pub fn to_counts(slot: &Slot) -> Vec<(u64, u64)> {
+    slot.iter()
+        .flat_map(|h| {
+            h.iter_recorded()
+                .map(|v| (v.value_iterated_to(), v.count_at_value()))
+        })
+        .collect()
+}
+
+/// The histogram [`to_counts`] described: each value lands in the bucket it came from, so
+/// quantiles and counts are exactly those of the original.
+pub fn from_counts(counts: &[(u64, u64)]) -> Slot {
+    let mut slot = None;
+    for &(value, count) in counts.iter().filter(|(_, c)| *c > 0) {
+        let _ = slot
+            .get_or_insert_with(new_histogram)
+            .record_n(value.clamp(1, HIGHEST_US), count);
+    }
+    slot
+}
+
 fn add(into: &mut Slot, from: &Slot) {
     if let Some(from) = from.as_ref().filter(|h| !h.is_empty()) {
         // Same bounds on both sides, so adding cannot fail.
@@ -109,7 +130,6 @@ impl Latencies {
             end_to_end: None,
             request: vec![None; servers],
             upstream: vec![None; servers],
-            replica: Vec::new(),
         }
     }
 
@@ -127,25 +147,13 @@ impl Latencies {
                 add(into, from);
             }
         }
-        if self.replica.len() < other.replica.len() {
-            self.replica.resize(other.replica.len(), Vec::new());
-        }
-        for (into, from) in self.replica.iter_mut().zip(&other.replica) {
-            if into.len() < from.len() {
-                into.resize(from.len(), None);
-            }
-            for (into, from) in into.iter_mut().zip(from) {
-                add(into, from);
-            }
-        }
     }
 
     /// Forgets every value, keeping the allocations.
     pub fn clear(&mut self) {
         let all = std::iter::once(&mut self.end_to_end)
             .chain(self.request.iter_mut())
-            .chain(self.upstream.iter_mut())
-            .chain(self.replica.iter_mut().flatten());
+            .chain(self.upstream.iter_mut());
         for h in all.flatten() {
             h.reset();
         }
@@ -216,27 +224,6 @@ pub fn record_upstream(server: usize, took: Duration) {
         if let Some(slot) = l.upstream.get_mut(server) {
             record(slot, took)
         }
-    });
-}
-
-/// Most replicas per server tracked (a bound on memory whatever the configuration says).
-const MAX_REPLICAS: usize = 64;
-
-/// Records an upstream latency of `replica` of `server` (time to the response head).
-pub fn record_replica(server: usize, replica: usize, took: Duration) {
-    if replica >= MAX_REPLICAS {
-        return;
-    }
-    with_local(|l| {
-        // Servers only ever get appended, so the index is bounded by the registry's size.
-        if l.replica.len() <= server {
-            l.replica.resize(server + 1, Vec::new());
-        }
-        let series = &mut l.replica[server];
-        if series.len() <= replica {
-            series.resize(replica + 1, None);
-        }
-        record(&mut series[replica], took);
     });
 }
 
@@ -324,6 +311,28 @@ mod tests {
         assert!(close(q.p999, 999), "{q:?}");
         assert!(close(q.max, 1000), "{q:?}");
         assert_eq!(Quantiles::of(&merged.request[0]), Quantiles::default());
+    }
+
+    #[test]
+    fn a_histogram_sent_as_counts_reads_the_same() {
+        let mut slot = None;
+        for i in 1..=5000u64 {
+            record(&mut slot, Duration::from_micros(i * i % 90_001 + 1));
+        }
+        record(&mut slot, Duration::from_secs(7200));
+        let wire = serde_json::to_string(&to_counts(&slot)).expect("counts serialize");
+        let back: Vec<(u64, u64)> = serde_json::from_str(&wire).expect("counts parse");
+        let copy = from_counts(&back);
+        assert_eq!(Quantiles::of(&copy), Quantiles::of(&slot));
+        assert_eq!(Quantiles::of(&copy).count, 5001);
+        // Merging copies is merging the originals.
+        let (mut a, mut b) = (None, None);
+        add_into(&mut a, &slot);
+        add_into(&mut a, &slot);
+        add_into(&mut b, &copy);
+        add_into(&mut b, &from_counts(&to_counts(&slot)));
+        assert_eq!(Quantiles::of(&a), Quantiles::of(&b));
+        assert!(to_counts(&None).is_empty() && from_counts(&[]).is_none());
     }
 
     #[test]

@@ -36,7 +36,7 @@ use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 use crate::config::Config;
 pub use counted::Counted;
-pub use labels::{Method, Outcome};
+pub use labels::{Method, Outcome, ProbeOutcome};
 
 /// Every exported metric name, so the dashboards, the rules and the tests can be checked.
 pub mod names {
@@ -66,6 +66,9 @@ pub mod names {
     pub const RETRIES: &str = "mcp_proxy_retries_total";
     /// Upstream sessions moved off a failed or unhealthy replica.
     pub const FAILOVERS: &str = "mcp_proxy_failovers_total";
+    /// Health checks of a replica by `server`, `replica` and `outcome` (counter); apart from
+    /// the requests and upstream latency, which count client traffic only.
+    pub const HEALTH_PROBES: &str = "mcp_proxy_health_probes_total";
     /// Active health of a replica as shard 0 sees it: 1 healthy, 0 not.
     pub const REPLICA_HEALTHY: &str = "mcp_proxy_replica_healthy";
     /// Circuit of a replica on the shard that changed it last: 1 open (ejected), 0 closed.
@@ -82,6 +85,7 @@ pub mod names {
         BALANCER_PICKS,
         RETRIES,
         FAILOVERS,
+        HEALTH_PROBES,
         REPLICA_HEALTHY,
         CIRCUIT_OPEN,
         CHILD_RESTARTS,
@@ -148,7 +152,11 @@ fn describe() {
     describe_histogram!(
         names::UPSTREAM_DURATION,
         Unit::Seconds,
-        "Upstream latency, from sending a request to receiving its response"
+        "Upstream latency of client requests, from sending a request to receiving its response (health checks excluded)"
+    );
+    describe_counter!(
+        names::HEALTH_PROBES,
+        "Active health checks of replicas, by server, replica and outcome"
     );
     describe_gauge!(
         names::INFLIGHT,
@@ -477,6 +485,28 @@ pub mod fleet {
     /// An upstream session moved to another replica.
     pub fn failed_over(server: &str) {
         metrics::counter!(names::FAILOVERS, "server" => server.to_owned()).increment(1);
+    }
+
+    /// The `mcp_proxy_health_probes_total` handles of one replica, one per outcome, resolved
+    /// once by its client (they exist at zero from the start, for alert rules).
+    pub struct ProbeCounters([metrics::Counter; 3]);
+
+    impl ProbeCounters {
+        /// Resolves the counters of `replica` of `server`.
+        pub fn new(server: &str, replica: &str) -> ProbeCounters {
+            ProbeCounters(super::ProbeOutcome::ALL.map(|o| {
+                let c = metrics::counter!(names::HEALTH_PROBES,
+                    "server" => server.to_owned(), "replica" => replica.to_owned(),
+                    "outcome" => o.label());
+                c.increment(0);
+                c
+            }))
+        }
+
+        /// Counts one check that ended with `outcome`.
+        pub fn count(&self, outcome: super::ProbeOutcome) {
+            self.0[outcome as usize].increment(1);
+        }
     }
 
     /// Active health of a replica changed (or is first known).

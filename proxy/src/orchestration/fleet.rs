@@ -5,8 +5,9 @@
 //! shard's `UpstreamClient`), as are tool counts (`metrics::tools`) and workflow runs. A view
 //! asks every other shard for a [`ShardFigures`] ([`Ask::Figures`], answered as JSON by
 //! [`answer`] on the shard's own thread) and adds them to its own; nothing is shared or
-//! locked. Latency quantiles come from the merged hdrhistograms of `metrics::latency`, the
-//! same board `/stats` reads.
+//! locked. A replica's latency quantiles come from each shard's client histogram of it, sent
+//! as (value, count) pairs with the figures and merged; a server's from the board of
+//! `metrics::latency` that `/stats` reads.
 //!
 //! Changing a server's strategy or weights ([`set_balance`]) is a registry update made on
 //! shard 0 (asked over the mesh from other shards): saved in the state directory, broadcast,
@@ -102,6 +103,9 @@ pub struct ReplicaFigures {
     pub url: String,
     /// Its statistics.
     pub stats: ReplicaSnapshot,
+    /// Upstream latency of the client requests it answered (request to response head), as
+    /// the (µs, count) pairs of the shard's histogram (`metrics::latency::to_counts`).
+    pub latency: Vec<(u64, u64)>,
 }
 
 /// Name of a strategy as configured.
@@ -141,6 +145,7 @@ pub fn figures(shard: &Shard) -> ShardFigures {
                         .map(|r| ReplicaFigures {
                             url: c.replica_url(r),
                             stats: c.stats[r].snapshot(now),
+                            latency: latency::to_counts(&c.replica_latency(r)),
                         })
                         .collect(),
                 ),
@@ -291,12 +296,17 @@ pub struct ReplicaView {
     pub drain: bool,
     /// Times the balancer chose it.
     pub picks: u64,
-    /// HTTP exchanges with it that ended (forwarded requests, session set-up, health checks).
+    /// HTTP exchanges with it that ended (forwarded requests, session set-up; health checks
+    /// are counted in `probes`).
     pub exchanges: u64,
     /// Exchanges that failed (no answer, broken, timed out).
     pub failed_exchanges: u64,
-    /// Forwarded requests it answered (from the histograms, so up to 1 s behind): what
-    /// load shares are computed from.
+    /// Health checks of it that ended.
+    pub probes: u64,
+    /// Health checks that failed.
+    pub failed_probes: u64,
+    /// Forwarded requests it answered (the count of its latency histograms): what load
+    /// shares are computed from.
     pub answered: u64,
     /// Requests in flight on it.
     pub inflight: u32,
@@ -396,8 +406,11 @@ pub async fn fleet(shard: &Rc<Shard>) -> Fleet {
             .map(|r| {
                 let seen: Vec<&ReplicaFigures> =
                     per_shard.iter().filter_map(|s| s.replicas.get(r)).collect();
-                let hist = merged.replica.get(i).and_then(|s| s.get(r));
-                replica_view(r, &seen, hist.map(Quantiles::of).unwrap_or_default())
+                let mut hist = None;
+                for f in &seen {
+                    latency::add_into(&mut hist, &latency::from_counts(&f.latency));
+                }
+                replica_view(r, &seen, Quantiles::of(&hist))
             })
             .collect();
         let (requests, errors) = counts.get(&config.name).copied().unwrap_or_default();
@@ -441,14 +454,16 @@ fn replica_view(replica: usize, seen: &[&ReplicaFigures], latency: Quantiles) ->
         v.drain |= s.drain;
         v.healthy_on_shards += usize::from(s.healthy);
         v.picks += s.picks;
-        v.exchanges += s.requests;
-        v.failed_exchanges += s.failures;
+        v.exchanges += s.exchanges;
+        v.failed_exchanges += s.failed_exchanges;
+        v.probes += s.probes;
+        v.failed_probes += s.failed_probes;
         v.inflight += s.inflight;
         v.consecutive_failures = v.consecutive_failures.max(s.consecutive_failures);
         v.ejected_for_ms = v.ejected_for_ms.max(s.ejected_for_ms);
         if let Some(e) = s.ewma_us {
             // Shards that sent it more work know its latency better.
-            let w = (s.requests as f64).max(1.0);
+            let w = (s.exchanges as f64).max(1.0);
             weighted += e * w;
             weight_sum += w;
         }
@@ -619,10 +634,11 @@ headers = { "X-Key" = "v" }
                 healthy,
                 consecutive_failures: failures,
                 picks,
-                requests: picks,
+                exchanges: picks,
                 ewma_us: ewma,
                 ..ReplicaSnapshot::default()
             },
+            latency: Vec::new(),
         };
         let (a, b) = (f(true, 0, 3, Some(1000.0)), f(true, 0, 1, None));
         let v = replica_view(0, &[&a, &b], Quantiles::default());

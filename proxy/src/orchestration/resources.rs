@@ -255,10 +255,12 @@ pub fn live_findings(fleet: &Fleet, only: Option<usize>) -> Vec<serde_json::Valu
                 name,
                 r.url.clone(),
                 format!(
-                    "{} ({} of {} exchanges failed, {} in a row; healthy on {}/{} shards){}",
+                    "{} ({} of {} exchanges and {} of {} health checks failed, {} in a row; healthy on {}/{} shards){}",
                     r.state,
                     r.failed_exchanges,
                     r.exchanges,
+                    r.failed_probes,
+                    r.probes,
                     r.consecutive_failures,
                     r.healthy_on_shards,
                     r.shards,
@@ -488,7 +490,7 @@ pub async fn read(shard: &Rc<Shard>, uri: &str) -> Result<String, ArgError> {
                     .map(|r| {
                         json!({
                             "replica": r.replica, "url": r.url, "state": r.state,
-                            "picks": r.picks, "answered": r.answered, "exchanges": r.exchanges, "failed_exchanges": r.failed_exchanges,
+                            "picks": r.picks, "answered": r.answered, "exchanges": r.exchanges, "failed_exchanges": r.failed_exchanges, "probes": r.probes, "failed_probes": r.failed_probes,
                             "inflight": r.inflight, "ewma_ms": r.ewma_ms, "upstream": r.latency,
                         })
                     })

@@ -373,6 +373,8 @@ async fn monitor_health(
                         "ejected_for_ms": r.ejected_for_ms,
                         "exchanges": r.exchanges,
                         "failed_exchanges": r.failed_exchanges,
+                        "probes": r.probes,
+                        "failed_probes": r.failed_probes,
                         "last_error": r.last_error,
                         "last_error_ago_ms": r.last_error_ago_ms,
                     })
@@ -571,7 +573,7 @@ async fn balance_load(
     let mut out = serde_json::json!({
         "servers": servers,
         "shards": shards,
-        "note": "picks: times the balancer chose the replica (once per new session, or per request for stateless servers); answered: forwarded requests it answered (from the latency histograms, up to 1 s behind); share: its part of the server's answered requests",
+        "note": "picks: times the balancer chose the replica (once per new session, or per request for stateless servers); answered: forwarded requests it answered (health checks are not counted); share: its part of the server's answered requests",
     });
     if let Some(c) = changed {
         out["changed"] = c;

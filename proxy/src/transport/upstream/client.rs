@@ -17,6 +17,7 @@ use crate::tls::UpstreamStream;
 
 use crate::balance::{Picker, ReplicaStats, RetryBudget, Transition};
 use crate::config::{ReplicaConfig, ServerConfig, Strategy, Transport, UpstreamUrl};
+use crate::metrics::ProbeOutcome;
 use glommio::channels::local_channel::LocalReceiver;
 
 use crate::http::{ClientConn, HttpError, Limits, OwnedBody, ResponseHead, SseParser};
@@ -154,11 +155,14 @@ pub struct UpstreamClient {
     pub retry_budget: RetryBudget,
     /// Upstream latency histogram of each replica (time to the response head).
     latency: Vec<metrics::Histogram>,
-    /// The same latencies kept on this shard for exact per-replica quantiles in the admin
-    /// API (allocated on the first sample).
+    /// The same latencies kept on this shard for exact per-replica quantiles (allocated on
+    /// the first sample): the one source the admin API and the fleet views read, kept as
+    /// long as the replica's other statistics.
     replica_latency: Vec<RefCell<Option<hdrhistogram::Histogram<u64>>>>,
     /// `mcp_proxy_balancer_picks_total` of each replica.
     pick_counters: Vec<metrics::Counter>,
+    /// `mcp_proxy_health_probes_total` of each replica, by outcome.
+    probe_counters: Vec<crate::metrics::fleet::ProbeCounters>,
     headers: Vec<(String, String)>,
     limits: Limits,
     /// Client TLS configuration for `https://` replicas (built once; none without any).
@@ -190,6 +194,10 @@ impl UpstreamClient {
             .iter()
             .map(|u| crate::metrics::fleet::picks(&config.name, u))
             .collect();
+        let probe_counters = urls
+            .iter()
+            .map(|u| crate::metrics::fleet::ProbeCounters::new(&config.name, u))
+            .collect();
         let replicas: Vec<Replica> = replicas
             .iter()
             .map(|r| Replica {
@@ -218,6 +226,7 @@ impl UpstreamClient {
             latency,
             replica_latency,
             pick_counters,
+            probe_counters,
             headers,
             limits,
             tls,
@@ -244,15 +253,21 @@ impl UpstreamClient {
             .unwrap_or_default()
     }
 
-    /// Records the upstream latency of one forwarded request on `replica`.
-    pub fn record_latency(&self, replica: usize, took: Duration) {
+    /// Records one client request sent to `replica`: counted, and when it was answered
+    /// (`error` is `None`), its upstream latency (time to the response head) recorded.
+    pub fn record_request(&self, replica: usize, took: Duration, error: Option<&UpstreamError>) {
+        if let Some(stats) = self.stats.get(replica) {
+            stats.served(error.is_none());
+        }
+        if error.is_some() {
+            return;
+        }
         if let Some(h) = self.latency.get(replica) {
             h.record(took.as_secs_f64());
         }
         if let Some(slot) = self.replica_latency.get(replica) {
             crate::metrics::latency::record_into(&mut slot.borrow_mut(), took);
         }
-        crate::metrics::latency::record_replica(self.index, replica, took);
     }
 
     /// This shard's latency histogram of `replica` (microseconds), if it recorded any.
@@ -304,7 +319,7 @@ impl UpstreamClient {
         true
     }
 
-    /// Records a replica's answer (or failure) and logs what that changed.
+    /// Records a replica's answer (or failure) to an exchange and logs what that changed.
     fn record(&self, replica: usize, started: Instant, error: Option<&UpstreamError>) {
         let now = Instant::now();
         let ok = error.is_none();
@@ -312,7 +327,13 @@ impl UpstreamClient {
             self.stats[replica].note_error(now, e.to_string());
         }
         let threshold = self.config.balance.failover_threshold;
-        match self.stats[replica].end(now - started, ok, threshold, now) {
+        let change = self.stats[replica].end(now - started, ok, threshold, now);
+        self.transition(replica, change);
+    }
+
+    /// Exports and logs a change of `replica`'s circuit.
+    fn transition(&self, replica: usize, change: Transition) {
+        match change {
             Transition::Ejected(pause) => {
                 crate::metrics::fleet::circuit(self.name(), &self.replica_url(replica), true);
                 log::warn!(
@@ -597,20 +618,56 @@ impl UpstreamClient {
 
     /// An active health check: a `ping` outside any session. Any HTTP answer within `limit`
     /// counts as alive (stateful servers rightly refuse a sessionless ping with 400).
+    ///
+    /// A check is not client traffic: it goes around [`Self::exchange`], so it adds nothing
+    /// to the replica's requests, load or latency (nor to the balancer's average); it is
+    /// counted on its own (`mcp_proxy_health_probes_total`, the replica's `probes`) and its
+    /// outcome still opens or closes the circuit.
     pub async fn probe(self: &Rc<Self>, replica: usize, limit: Duration) -> bool {
         let body = br#"{"jsonrpc":"2.0","id":"mcp-proxy-health","method":"ping"}"#;
         let headers = [
             ("Accept", "application/json, text/event-stream"),
             ("Content-Type", "application/json"),
         ];
-        let exchange = async { Ok(self.exchange(replica, "POST", &headers, Some(body)).await) };
-        match glommio::timer::timeout(limit, exchange).await {
+        let exchange = async {
+            Ok(self
+                .exchange_on(replica, "POST", &headers, Some(body))
+                .await)
+        };
+        let (outcome, error) = match glommio::timer::timeout(limit, exchange).await {
             Ok(Ok((conn, head))) => {
                 self.finish_small(replica, conn, &head).await;
-                true
+                (ProbeOutcome::Ok, None)
             }
-            _ => false,
+            Ok(Err(e)) => {
+                let outcome = match e {
+                    UpstreamError::Timeout { .. } => ProbeOutcome::Timeout,
+                    _ => ProbeOutcome::Unavailable,
+                };
+                (outcome, Some(e.to_string()))
+            }
+            Err(_) => (
+                ProbeOutcome::Timeout,
+                Some(format!(
+                    "health check of upstream {} got no answer within {limit:?}",
+                    self.name()
+                )),
+            ),
+        };
+        if let Some(c) = self.probe_counters.get(replica) {
+            c.count(outcome);
         }
+        let Some(stats) = self.stats.get(replica) else {
+            return false;
+        };
+        let now = Instant::now();
+        if let Some(e) = error {
+            stats.note_error(now, e);
+        }
+        let threshold = self.config.balance.failover_threshold;
+        let ok = outcome == ProbeOutcome::Ok;
+        self.transition(replica, stats.probed(ok, threshold, now));
+        ok
     }
 
     /// Opens the GET stream of server-initiated messages; `Ok(None)` when the server offers none (405).

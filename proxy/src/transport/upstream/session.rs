@@ -361,7 +361,8 @@ impl UpstreamSession {
         self.deliver_with(body, retry_safe, true, Some(pin)).await
     }
 
-    /// [`send`](Self::send), recording the replica's latency when `record` (client requests).
+    /// [`send`](Self::send), counting the request on its replica when `record` (client
+    /// requests; the proxy's own are not client traffic).
     async fn deliver_with(
         self: &Rc<Self>,
         body: &[u8],
@@ -424,8 +425,9 @@ impl UpstreamSession {
                         .await
                 }
             };
-            if record && result.is_ok() {
-                self.client.record_latency(replica, started.elapsed());
+            if record {
+                self.client
+                    .record_request(replica, started.elapsed(), result.as_ref().err());
             }
             let error = match result {
                 Err(e) => e,
