@@ -589,3 +589,48 @@ def test_listen_delivers_resource_updates_and_unsubscribes_at_close(spawner):
         first.abort()
         if second is not None:
             second.abort()
+
+
+WATCHED = Path(__file__).resolve().parent / "fixtures" / "watched_server.py"
+
+
+def test_listen_watches_a_stateless_upstream_through_its_own_listen(spawner):
+    """Behind the proxy, a 2026-07-28 upstream (the SDK's MCPServer) is asked with its own
+    subscriptions/listen: what it grants is granted, its updates arrive under the prefixed URI, and
+    the upstream stream ends when the client's does."""
+    port = harness.free_port()
+    child = harness.spawn("watched", [sys.executable, str(WATCHED), str(port)])
+    spawner.started.append(child)
+    harness.wait_for_port(port, child)
+    proxy = spawner.proxy(harness.servers_toml([("watched", f"http://127.0.0.1:{port}/mcp")]), shards=2)
+    from test_relay import SseStream
+
+    def call(tool: str, arguments: dict) -> str:
+        name = f"watched__{tool}"
+        r = raw_request(proxy.url, body=modern_body("tools/call", {"name": name, "arguments": arguments}),
+                        headers=modern_headers("tools/call", name))
+        return r.messages[0]["result"]["content"][0]["text"]
+
+    assert call("listening", {}) == "0"
+    uri = "watched+watched://doc"
+    body = modern_body("subscriptions/listen", {"notifications": {"resourceSubscriptions": [uri]}},
+                       request_id="w")
+    stream = SseStream(proxy.url, "POST", modern_headers("subscriptions/listen"), body, timeout=30)
+    try:
+        ack = next_message(stream)
+        assert ack["params"]["notifications"] == {"resourceSubscriptions": [uri]}
+        assert call("listening", {}) == "1"
+        assert call("touch", {"uri": "watched://doc"}) == "touched watched://doc"
+        update = next_update(stream)
+        assert update["params"]["uri"] == uri
+        assert update["params"]["_meta"]["io.modelcontextprotocol/subscriptionId"] == "w"
+    finally:
+        stream.abort()
+    # The proxy notices the client left at its next write to the stream: this update.
+    call("touch", {"uri": "watched://doc"})
+    import time
+
+    deadline = time.monotonic() + 20
+    while call("listening", {}) != "0":
+        assert time.monotonic() < deadline, "the proxy kept its upstream listen stream open"
+        time.sleep(0.1)
