@@ -634,3 +634,12 @@ def test_listen_watches_a_stateless_upstream_through_its_own_listen(spawner):
     while call("listening", {}) != "0":
         assert time.monotonic() < deadline, "the proxy kept its upstream listen stream open"
         time.sleep(0.1)
+
+
+def test_listen_with_malformed_resource_subscriptions_is_refused(eras):
+    body = modern_body("subscriptions/listen", {"notifications": {"resourceSubscriptions": "alpha+demo://x"}},
+                       request_id="bad")
+    r = raw_request(eras.url, body=body, headers=modern_headers("subscriptions/listen"))
+    error = r.messages[0]["error"]
+    assert error["code"] == -32602 and "must be an array" in error["message"]
+    assert r.messages[0]["id"] == "bad"

@@ -90,12 +90,22 @@ pub fn requested(filter: Option<&Value<'_>>) -> Result<Vec<String>, String> {
 /// the server is known and offered, visible to the client, and declared `resources.subscribe`.
 /// The proxy's own resources do not change while it runs, so they are never granted.
 pub fn resolve(catalog: &Catalog, session: &Session, exposed: &str) -> Option<(usize, String)> {
+    resolve_with(catalog, exposed, |server| {
+        crate::auth::permits_server(session, catalog, server)
+    })
+}
+
+/// [`resolve`], with the client's policy as `permits` (by server index).
+fn resolve_with(
+    catalog: &Catalog,
+    exposed: &str,
+    permits: impl Fn(usize) -> bool,
+) -> Option<(usize, String)> {
     if orchestration::is_own_resource(exposed) {
         return None;
     }
     let (server, original) = catalog.resource(exposed)?;
-    let allowed = crate::auth::permits_server(session, catalog, server)
-        && catalog.declares(server, "resources", Some("subscribe"));
+    let allowed = permits(server) && catalog.declares(server, "resources", Some("subscribe"));
     allowed.then(|| (server, original.to_owned()))
 }
 
@@ -545,6 +555,52 @@ mod tests {
         assert_eq!(acknowledged_uris(bare), Some(Vec::new()));
         let other = br#"{"jsonrpc":"2.0","method":"notifications/resources/updated","params":{"uri":"demo://a"}}"#;
         assert_eq!(acknowledged_uris(other), None);
+    }
+
+    fn catalog() -> Catalog {
+        use crate::registry::catalog::{ServerIdentity, ServerListing, ServerStatus};
+        let server = |name: &str| ServerIdentity {
+            name: name.to_owned(),
+            prefix: name.to_owned(),
+        };
+        let up = |caps: &'static str| {
+            ServerStatus::Up(ServerListing {
+                init_result: Bytes::from(format!(r#"{{"capabilities":{caps}}}"#)),
+                ..ServerListing::default()
+            })
+        };
+        Catalog::build(
+            1,
+            vec![server("alpha"), server("plain"), server("gone")],
+            vec![
+                up(r#"{"resources":{"subscribe":true}}"#),
+                up(r#"{"resources":{"listChanged":true}}"#),
+                ServerStatus::Down("unreachable".into()),
+            ],
+        )
+    }
+
+    #[test]
+    fn only_servers_that_can_be_subscribed_to_are_granted() {
+        let catalog = catalog();
+        let everyone = |_: usize| true;
+        assert_eq!(
+            resolve_with(&catalog, "alpha+demo://r/1", everyone),
+            Some((0, "demo://r/1".to_owned())),
+            "the prefix is taken off for the upstream"
+        );
+        assert_eq!(
+            resolve_with(&catalog, "plain+demo://r/1", everyone),
+            None,
+            "no resources.subscribe"
+        );
+        assert_eq!(resolve_with(&catalog, "gone+demo://r/1", everyone), None);
+        assert_eq!(resolve_with(&catalog, "nowhere+demo://r/1", everyone), None);
+        assert_eq!(
+            resolve_with(&catalog, "alpha+demo://r/1", |s| s != 0),
+            None,
+            "hidden by the client's policy"
+        );
     }
 
     #[test]
