@@ -508,3 +508,138 @@ def test_listen_acknowledges_and_announces_tool_changes(spawner):
         assert changed["params"]["_meta"]["io.modelcontextprotocol/subscriptionId"] == "sub-1"
     finally:
         stream.abort()
+
+
+def wait_for_log(proxy: harness.Proxy, needle: str, timeout: float = 20.0) -> str:
+    """The proxy's stderr once it contains `needle` (a bounded wait, not a timing assertion)."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        log = proxy.stderr_tail(400)
+        if needle in log:
+            return log
+        time.sleep(0.1)
+    raise AssertionError(f"the proxy never logged {needle!r}:\n{proxy.stderr_tail(60)}")
+
+
+def next_update(stream) -> dict:
+    """The next notifications/resources/updated of a listen stream (nothing else may come)."""
+    message = next_message(stream)
+    assert message["method"] == "notifications/resources/updated", message
+    return message
+
+
+def test_listen_delivers_resource_updates_and_unsubscribes_at_close(spawner):
+    """A 2026-07-28 client names resources in resourceSubscriptions: the proxy grants the ones it
+    can subscribe to upstream (not unknown servers), server-everything's updates arrive under the
+    prefixed URI tagged with the listen id, a stream sharing the subscription keeps it when the
+    other closes, and closing the last one unsubscribes upstream.
+
+    One shard: server-everything sends updates only to the upstream session that switched them on
+    (its toggle-subscriber-updates tool), and the client's calls and its listen streams share a
+    bridge session only on one shard."""
+    alpha = spawner.everything()
+    proxy = spawner.proxy(harness.servers_toml([("alpha", alpha.url)]), shards=1)
+    from test_relay import SseStream
+
+    listed = raw_request(proxy.url, body=modern_body("resources/list"), headers=modern_headers("resources/list"))
+    uris = [r["uri"] for r in listed.messages[0]["result"]["resources"]]
+    uri = next(u for u in uris if u.startswith("alpha+demo://resource/static/document/"))
+
+    def open_listen(request_id: str) -> SseStream:
+        body = modern_body("subscriptions/listen",
+                           {"notifications": {"resourceSubscriptions": ["nowhere+demo://x", uri, uri]}},
+                           request_id=request_id)
+        return SseStream(proxy.url, "POST", modern_headers("subscriptions/listen"), body, timeout=30)
+
+    first = open_listen("watch-1")
+    second = None
+    try:
+        assert first.status == 200 and first.content_type.startswith("text/event-stream")
+        ack = next_message(first)
+        assert ack["method"] == "notifications/subscriptions/acknowledged"
+        assert ack["params"]["_meta"]["io.modelcontextprotocol/subscriptionId"] == "watch-1"
+        # The unknown server's URI is left out; the duplicate is granted once.
+        assert ack["params"]["notifications"] == {"resourceSubscriptions": [uri]}
+        second = open_listen("watch-2")
+        assert next_message(second)["params"]["notifications"] == {"resourceSubscriptions": [uri]}
+
+        toggle = "alpha__toggle-subscriber-updates"
+        r = raw_request(proxy.url, body=modern_body("tools/call", {"name": toggle, "arguments": {}}),
+                        headers=modern_headers("tools/call", toggle))
+        assert "Started simulated resource updated" in r.messages[0]["result"]["content"][0]["text"]
+
+        for stream, sub in ((first, "watch-1"), (second, "watch-2")):
+            update = next_update(stream)
+            assert update["params"]["uri"] == uri
+            assert update["params"]["_meta"]["io.modelcontextprotocol/subscriptionId"] == sub
+
+        first.abort()
+        # The upstream subscription is shared: the other stream keeps getting updates.
+        for _ in range(2):
+            assert next_update(second)["params"]["uri"] == uri
+        assert "ended the upstream subscription" not in proxy.stderr_tail(400)
+
+        second.abort()
+        # The proxy notices the client left at its next write to the stream (an update or a
+        # keep-alive comment), then unsubscribes upstream; the log line follows the upstream's answer.
+        wait_for_log(proxy, f"ended the upstream subscription to {uri}")
+    finally:
+        first.abort()
+        if second is not None:
+            second.abort()
+
+
+WATCHED = Path(__file__).resolve().parent / "fixtures" / "watched_server.py"
+
+
+def test_listen_watches_a_stateless_upstream_through_its_own_listen(spawner):
+    """Behind the proxy, a 2026-07-28 upstream (the SDK's MCPServer) is asked with its own
+    subscriptions/listen: what it grants is granted, its updates arrive under the prefixed URI, and
+    the upstream stream ends when the client's does."""
+    port = harness.free_port()
+    child = harness.spawn("watched", [sys.executable, str(WATCHED), str(port)])
+    spawner.started.append(child)
+    harness.wait_for_port(port, child)
+    proxy = spawner.proxy(harness.servers_toml([("watched", f"http://127.0.0.1:{port}/mcp")]), shards=2)
+    from test_relay import SseStream
+
+    def call(tool: str, arguments: dict) -> str:
+        name = f"watched__{tool}"
+        r = raw_request(proxy.url, body=modern_body("tools/call", {"name": name, "arguments": arguments}),
+                        headers=modern_headers("tools/call", name))
+        return r.messages[0]["result"]["content"][0]["text"]
+
+    assert call("listening", {}) == "0"
+    uri = "watched+watched://doc"
+    body = modern_body("subscriptions/listen", {"notifications": {"resourceSubscriptions": [uri]}},
+                       request_id="w")
+    stream = SseStream(proxy.url, "POST", modern_headers("subscriptions/listen"), body, timeout=30)
+    try:
+        ack = next_message(stream)
+        assert ack["params"]["notifications"] == {"resourceSubscriptions": [uri]}
+        assert call("listening", {}) == "1"
+        assert call("touch", {"uri": "watched://doc"}) == "touched watched://doc"
+        update = next_update(stream)
+        assert update["params"]["uri"] == uri
+        assert update["params"]["_meta"]["io.modelcontextprotocol/subscriptionId"] == "w"
+    finally:
+        stream.abort()
+    # The proxy notices the client left at its next write to the stream: this update.
+    call("touch", {"uri": "watched://doc"})
+    import time
+
+    deadline = time.monotonic() + 20
+    while call("listening", {}) != "0":
+        assert time.monotonic() < deadline, "the proxy kept its upstream listen stream open"
+        time.sleep(0.1)
+
+
+def test_listen_with_malformed_resource_subscriptions_is_refused(eras):
+    body = modern_body("subscriptions/listen", {"notifications": {"resourceSubscriptions": "alpha+demo://x"}},
+                       request_id="bad")
+    r = raw_request(eras.url, body=body, headers=modern_headers("subscriptions/listen"))
+    error = r.messages[0]["error"]
+    assert error["code"] == -32602 and "must be an array" in error["message"]
+    assert r.messages[0]["id"] == "bad"

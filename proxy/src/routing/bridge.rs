@@ -29,6 +29,7 @@ use simd_json::prelude::*;
 use simd_json::BorrowedValue as Value;
 
 use super::relay;
+use super::watch::{self, Grant, SUBSCRIPTION_ID};
 use super::Answer;
 use crate::auth::Identity;
 use crate::protocol::cursor::ListKind;
@@ -41,8 +42,6 @@ use crate::shard::Shard;
 /// Prefix of the `requestState` tokens the proxy mints: then two hex digits naming the shard
 /// holding the round, a dot, and a random part.
 const ROUND_PREFIX: &str = "mcp-proxy-round.";
-/// `_meta` key tagging what a `subscriptions/listen` stream carries.
-const SUBSCRIPTION_ID: &str = "io.modelcontextprotocol/subscriptionId";
 /// How long a round waits for the client's retry.
 const ROUND_TTL: Duration = Duration::from_secs(600);
 /// Rounds kept per shard; the oldest go first.
@@ -91,6 +90,8 @@ pub struct State {
     next_id: Cell<i64>,
     next_session: Cell<u64>,
     listeners: RefCell<Vec<Listener>>,
+    /// Resource subscriptions held upstream for listen streams, through bridge sessions.
+    pub(crate) held: watch::Held,
 }
 
 /// An open `subscriptions/listen` stream.
@@ -102,6 +103,10 @@ struct Listener {
     id_json: String,
     /// Opted in to tools, prompts and resources list changes.
     wants: [bool; 3],
+    /// The bridge session its resource subscriptions go through, if it has any.
+    bridge: Option<Rc<Session>>,
+    /// Resources granted on stateful upstreams: their updates reach the bridge session.
+    resources: Vec<Grant>,
 }
 
 impl State {
@@ -129,13 +134,17 @@ impl State {
             return s.clone();
         }
         if self.sessions.borrow().len() >= MAX_SESSIONS {
+            // A session holding listen streams' resource subscriptions goes last: closing it
+            // ends them (its listeners are told, and re-listen).
             let oldest = self
                 .sessions
                 .borrow()
                 .iter()
-                .min_by_key(|(_, s)| s.last_active())
+                .min_by_key(|(_, s)| (self.held.holds(&s.id), s.last_active()))
                 .map(|(k, _)| k.clone());
             if let Some(old) = oldest.and_then(|k| self.sessions.borrow_mut().remove(&k)) {
+                self.end_listeners_of(&old.id);
+                self.held.forget(&old.id);
                 glommio::spawn_local(async move { old.close().await }).detach();
             }
         }
@@ -156,6 +165,15 @@ impl State {
         session.auth.assume(client);
         self.sessions.borrow_mut().insert(key, session.clone());
         session
+    }
+
+    /// The bridge session with this id, if the shard keeps it.
+    pub fn session_named(&self, id: &str) -> Option<Rc<Session>> {
+        self.sessions
+            .borrow()
+            .values()
+            .find(|s| s.id == id)
+            .cloned()
     }
 
     fn keep_round(&self, shard_id: usize, round: Round) -> String {
@@ -212,23 +230,62 @@ impl State {
         });
     }
 
+    /// Ends the listen streams whose resource subscriptions go through bridge session `id`.
+    fn end_listeners_of(&self, id: &str) {
+        self.listeners.borrow_mut().retain(|l| {
+            let through = l.bridge.as_ref().is_some_and(|b| b.id == id);
+            if through {
+                l.end();
+            }
+            !through
+        });
+    }
+
+    /// Takes what a bridge session's upstreams sent unprompted: a resource update goes to the
+    /// listen streams granted its (prefixed) URI. False for anything else.
+    pub fn unsolicited(&self, bridge: &str, message: &[u8]) -> bool {
+        let Some(uri) = watch::updated_uri(message) else {
+            return false;
+        };
+        let granted = |l: &&Listener| {
+            l.bridge.as_ref().is_some_and(|b| b.id == bridge)
+                && l.resources.iter().any(|g| g.exposed == uri)
+        };
+        for l in self.listeners.borrow().iter().filter(granted) {
+            if let Some(session) = l.session.upgrade() {
+                session
+                    .events
+                    .push(l.stream, watch::updated(&l.id_json, &uri));
+            }
+        }
+        true
+    }
+
     /// Ends every bridge session (shutdown).
     pub async fn close(&self) {
-        // Listeners end gracefully: the listen request gets its response, then the stream ends.
         for l in self.listeners.borrow_mut().drain(..) {
-            if let Some(session) = l.session.upgrade() {
-                let result = format!(
-                    r#"{{"jsonrpc":"2.0","id":{},"result":{{"resultType":"complete","_meta":{{"{SUBSCRIPTION_ID}":{}}}}}}}"#,
-                    l.id_json, l.id_json
-                );
-                session.events.push(l.stream, Bytes::from(result));
-                session.events.finish(l.stream);
-            }
+            l.end();
         }
         self.rounds.borrow_mut().clear();
         let sessions: Vec<_> = self.sessions.borrow_mut().drain().map(|(_, s)| s).collect();
         for s in sessions {
+            // Closing the session ends its upstream subscriptions with it.
+            self.held.forget(&s.id);
             s.close().await;
+        }
+    }
+}
+
+impl Listener {
+    /// Ends the stream gracefully: the listen request gets its response, then the stream ends.
+    fn end(&self) {
+        if let Some(session) = self.session.upgrade() {
+            let result = format!(
+                r#"{{"jsonrpc":"2.0","id":{},"result":{{"resultType":"complete","_meta":{{"{SUBSCRIPTION_ID}":{}}}}}}}"#,
+                self.id_json, self.id_json
+            );
+            session.events.push(self.stream, Bytes::from(result));
+            session.events.finish(self.stream);
         }
     }
 }
@@ -322,7 +379,7 @@ pub async fn handle(
             code::INVALID_REQUEST,
             "initialize belongs to the stateful era: send it without MCP-Protocol-Version 2026-07-28, or call methods directly",
         )),
-        "subscriptions/listen" => listen(shard, &id, &msg, client),
+        "subscriptions/listen" => listen(shard, &id, &msg, client).await,
         "ping" | "logging/setLevel" | "resources/subscribe" | "resources/unsubscribe" => {
             Modern::Unknown(jsonrpc::error_body(
             Some(&id),
@@ -346,9 +403,10 @@ pub async fn handle(
     }
 }
 
-/// Opens a `subscriptions/listen` stream for the list changes the client opted in to.
-/// Resource subscriptions are not offered (the acknowledgment leaves them out).
-fn listen(shard: &Rc<Shard>, id: &Id, msg: &Value<'_>, client: Option<&Identity>) -> Modern {
+/// Opens a `subscriptions/listen` stream: the list changes the client opted in to, and the
+/// updates of the resources it names that the proxy could subscribe to upstream on its behalf
+/// (`routing::watch`). The acknowledgment lists exactly what is granted.
+async fn listen(shard: &Rc<Shard>, id: &Id, msg: &Value<'_>, client: Option<&Identity>) -> Modern {
     let filter = msg.get("params").and_then(|p| p.get("notifications"));
     let wants = [
         "toolsListChanged",
@@ -356,6 +414,10 @@ fn listen(shard: &Rc<Shard>, id: &Id, msg: &Value<'_>, client: Option<&Identity>
         "resourcesListChanged",
     ]
     .map(|k| filter.and_then(|f| f.get_bool(k)).unwrap_or(false));
+    let uris = match watch::requested(filter) {
+        Ok(uris) => uris,
+        Err(why) => return Modern::Json(jsonrpc::error_body(Some(id), code::INVALID_PARAMS, &why)),
+    };
     let mut id_buf = Vec::new();
     id.write_json(&mut id_buf);
     let id_json = String::from_utf8_lossy(&id_buf).into_owned();
@@ -374,19 +436,51 @@ fn listen(shard: &Rc<Shard>, id: &Id, msg: &Value<'_>, client: Option<&Identity>
     );
     session.auth.assume(client);
     let stream = session.events.open();
-    let granted: Vec<String> = [
-        "toolsListChanged",
-        "promptsListChanged",
-        "resourcesListChanged",
-    ]
-    .iter()
-    .zip(wants)
-    .filter(|(_, w)| *w)
-    .map(|(k, _)| format!(r#""{k}":true"#))
-    .collect();
+    let target = watch::Target {
+        session: Rc::downgrade(&session),
+        stream,
+        id_json: id_json.clone(),
+        ready: Rc::new(Cell::new(false)),
+    };
+    let mut subscribed = watch::Subscribed::default();
+    let mut bridge = None;
+    if !uris.is_empty() {
+        // Upstream subscriptions go through the client's bridge session: the upstream session
+        // that watches a resource is the one its calls use.
+        let (caps, info) = modern::client_meta(msg);
+        let through = shard.bridge.session(shard, &caps, &info, client);
+        let catalog = shard.catalog();
+        let wanted: Vec<Grant> = uris
+            .iter()
+            .filter_map(|u| {
+                watch::resolve(&catalog, &through, u).map(|(server, original)| Grant {
+                    server,
+                    original,
+                    exposed: u.clone(),
+                })
+            })
+            .collect();
+        drop(catalog);
+        if !wanted.is_empty() {
+            subscribed = watch::subscribe(shard, &through, wanted, &target).await;
+            bridge = Some(through);
+        }
+    }
+    // Granted in the client's order.
+    let granted: Vec<Grant> = uris
+        .iter()
+        .filter_map(|u| {
+            subscribed
+                .stateful
+                .iter()
+                .chain(&subscribed.modern)
+                .find(|g| g.exposed == *u)
+                .cloned()
+        })
+        .collect();
     let ack = format!(
-        r#"{{"_meta":{{"{SUBSCRIPTION_ID}":{id_json}}},"notifications":{{{}}}}}"#,
-        granted.join(",")
+        r#"{{"_meta":{{"{SUBSCRIPTION_ID}":{id_json}}},"notifications":{}}}"#,
+        watch::acknowledged(wants, &granted)
     );
     session.events.push(
         stream,
@@ -395,12 +489,44 @@ fn listen(shard: &Rc<Shard>, id: &Id, msg: &Value<'_>, client: Option<&Identity>
             Some(ack.as_bytes()),
         ),
     );
+    target.ready.set(true);
+    let watching = !granted.is_empty();
     shard.bridge.listeners.borrow_mut().push(Listener {
         session: Rc::downgrade(&session),
         stream,
         id_json,
         wants,
+        bridge: bridge.clone().filter(|_| watching),
+        resources: subscribed.stateful.clone(),
     });
+    if watching {
+        // The listen session is owned by the client's response stream alone: when the client
+        // goes, it is dropped, and with it this sender, which is what ends the subscriptions.
+        let (tx, rx) = glommio::channels::local_channel::new_bounded(1);
+        session.register_waiter(Rc::new(tx));
+        let shard = shard.clone();
+        let readers = std::mem::take(&mut subscribed.readers);
+        let stateful = std::mem::take(&mut subscribed.stateful);
+        glommio::spawn_local(async move {
+            let _ = rx.recv().await;
+            for reader in readers {
+                reader.cancel();
+            }
+            shard
+                .bridge
+                .listeners
+                .borrow_mut()
+                .retain(|l| l.session.strong_count() > 0);
+            if let Some(bridge) = bridge {
+                watch::unsubscribe(&shard, &bridge, stateful).await;
+            }
+        })
+        .detach();
+    } else {
+        for reader in subscribed.readers {
+            reader.cancel();
+        }
+    }
     Modern::Stream(session, stream)
 }
 

@@ -3,6 +3,7 @@
 //! - [`relay`]: rewriting upstream messages for the client (ids, URIs).
 //! - [`forward`]: sending one request to its server and relaying the conversation back.
 //! - [`aggregate`]: the merged lists and their pagination.
+//! - [`watch`]: resource subscriptions of 2026-07-28 clients' `subscriptions/listen` streams.
 //!
 //! Routing works on parsed JSON-RPC and a session; it knows nothing of HTTP.
 
@@ -11,6 +12,7 @@ pub mod bridge;
 pub mod forward;
 pub mod mrtr;
 pub mod relay;
+pub mod watch;
 
 use std::rc::Rc;
 

@@ -297,7 +297,15 @@ impl UpstreamSink for Session {
         if let Some(out) =
             crate::routing::relay::from_upstream(&this, server, None, &message).into_message()
         {
-            self.events.push(STANDALONE, out);
+            // No client reads a bridge session's own stream: resource updates go to the listen
+            // streams subscribed to them.
+            let taken = self.is_bridge()
+                && self
+                    .shard()
+                    .is_some_and(|s| s.bridge.unsolicited(&self.id, &out));
+            if !taken {
+                self.events.push(STANDALONE, out);
+            }
         }
     }
 }

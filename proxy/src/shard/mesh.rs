@@ -423,7 +423,11 @@ impl Mesh {
                 server,
                 message,
             } => {
-                if let Some(s) = shard.session(&session) {
+                // A stdio child's updates for a bridge session (routing::bridge) come here too.
+                let found = shard
+                    .session(&session)
+                    .or_else(|| shard.bridge.session_named(&session));
+                if let Some(s) = found {
                     crate::transport::upstream::UpstreamSink::unsolicited(&*s, server, message);
                 }
             }
