@@ -35,8 +35,9 @@ pub enum Msg {
         from: usize,
         /// The requester's tag for the reply.
         token: u64,
-        /// The request.
-        request: McpRequest,
+        /// The request, boxed: it is the largest message by far, and every other one would
+        /// otherwise be sized like it in the channel.
+        request: Box<McpRequest>,
     },
     /// The requester's client went away: stop producing the reply for `token`.
     Abandon {
@@ -340,7 +341,7 @@ impl Mesh {
                 Msg::Forward {
                     from: me,
                     token,
-                    request,
+                    request: Box::new(request),
                 },
             )
             .await
@@ -374,7 +375,7 @@ impl Mesh {
             } => {
                 let owner = shard.clone();
                 let task = glommio::spawn_local(async move {
-                    let reply = downstream::handle_owned(&owner, request).await;
+                    let reply = downstream::handle_owned(&owner, *request).await;
                     owner.mesh.send_reply(from, token, reply).await;
                     owner.mesh.serving.borrow_mut().remove(&(from, token));
                 })
