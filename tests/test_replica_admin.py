@@ -10,6 +10,9 @@
   with no client traffic at all.
 - A drained server-everything's resources are refused (resources/read), with a message saying
   it is drained, while the read worked before the drain.
+- `mcpctl top --replicas` (two replicas, one drained): rows indented under the server with
+  each URL and state, r0's rate moves with calls while the drained r1's stays 0 (`--json`
+  frames), and a killed replica shows down with failed probes.
 - `--json` of the new commands parses; an unknown server, a replica index out of range (the
   message gives the valid range) and a stdio server's replica give clear non-zero exits.
 """
@@ -350,7 +353,8 @@ def test_health_checks_are_not_counted_as_requests(spawner, fleet, state_dir):
 
 def test_top_shows_each_replica_its_state_and_rate(spawner, fleet, state_dir):
     """`mcpctl top --replicas`: a two-replica server's replicas indented under it, each with
-    its URL and state; the drained one takes no requests, the other one's rate moves."""
+    its URL and state; the drained one takes no requests, the other one's rate moves, and a
+    killed one shows as down with failed health checks."""
     reps = [fleet.loadgen(i) for i in IDS[:2]]
     proxy = spawner.proxy(fleet_config([r.url for r in reps], state_dir))
     wait_until(lambda: "fleet__whoami" in {t["name"] for t in ok_json(proxy, "tools", "ls")["items"]},
@@ -414,3 +418,19 @@ def test_top_shows_each_replica_its_state_and_rate(spawner, fleet, state_dir):
     finally:
         top.kill()
         top.wait(5)
+
+    # A replica that dies is shown failing its health checks, the other rows unchanged.
+    reps[0].kill()
+
+    def r0_failing() -> bool:
+        row = next(s for s in ok_json(proxy, "top", "--once", "--replicas", "--interval", "0.2")["servers"]
+                   if s["server"] == "fleet")
+        r0 = row["replicas"][0]
+        return r0["status"] in ("unhealthy", "ejected") and r0["probe_errors"] > 0
+    wait_until(r0_failing, timeout=30, what="top shows the dead replica failing its checks")
+    table = mcpctl(proxy, "top", "--once", "--replicas", "--interval", "0.2")
+    assert table.returncode == 0, table.stderr
+    r0 = next(l for l in table.stdout.splitlines() if reps[0].url in l)
+    r1 = next(l for l in table.stdout.splitlines() if reps[1].url in l)
+    assert r0.split()[2] == "down" and "failed)" in r0, table.stdout
+    assert r1.split()[3] == "drained", table.stdout
