@@ -10,6 +10,9 @@
   with no client traffic at all.
 - A drained server-everything's resources are refused (resources/read), with a message saying
   it is drained, while the read worked before the drain.
+- `mcpctl top --replicas` (two replicas, one drained): rows indented under the server with
+  each URL and state, r0's rate moves with calls while the drained r1's stays 0 (`--json`
+  frames), and a killed replica shows down with failed probes.
 - `--json` of the new commands parses; an unknown server, a replica index out of range (the
   message gives the valid range) and a stdio server's replica give clear non-zero exits.
 """
@@ -17,6 +20,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import tempfile
 import urllib.error
@@ -27,7 +31,7 @@ import anyio
 import pytest
 
 import harness
-from test_admin import TOKEN, mcpctl, ok_json, wait_until
+from test_admin import MCPCTL, TOKEN, mcpctl, ok_json, wait_until
 from test_replicas import Fleet
 
 IDS = ["r0", "r1", "r2"]
@@ -345,3 +349,88 @@ def test_health_checks_are_not_counted_as_requests(spawner, fleet, state_dir):
     wait_until(lambda: replicas(proxy)[0]["healthy"] is False, what="the dead replica marked unhealthy")
     table = mcpctl(proxy, "servers", "replicas", "fleet")
     assert table.returncode == 0 and "PROBES" in table.stdout and "failed)" in table.stdout, table.stdout
+
+
+def test_top_shows_each_replica_its_state_and_rate(spawner, fleet, state_dir):
+    """`mcpctl top --replicas`: a two-replica server's replicas indented under it, each with
+    its URL and state; the drained one takes no requests, the other one's rate moves, and a
+    killed one shows as down with failed health checks."""
+    reps = [fleet.loadgen(i) for i in IDS[:2]]
+    proxy = spawner.proxy(fleet_config([r.url for r in reps], state_dir))
+    wait_until(lambda: "fleet__whoami" in {t["name"] for t in ok_json(proxy, "tools", "ls")["items"]},
+               what="fleet__whoami listed")
+    # A stdio server has no replicas: no rows and no failure marker for it.
+    assert mcpctl(proxy, "servers", "add", "kid", "--command", "cat").returncode == 0
+    assert mcpctl(proxy, "servers", "drain", "fleet", "--replica", "1").returncode == 0
+
+    table = mcpctl(proxy, "top", "--once", "--replicas", "--interval", "0.3")
+    assert table.returncode == 0, table.stderr
+    lines = table.stdout.splitlines()
+    assert "INFLIGHT" in lines[0] and "PROBES" in lines[0], table.stdout
+    fleet_at = next(i for i, l in enumerate(lines) if l.startswith("fleet "))
+    r0 = next(l for l in lines if reps[0].url in l)
+    r1 = next(l for l in lines if reps[1].url in l)
+    assert lines[fleet_at + 1] == r0 and lines[fleet_at + 2] == r1, table.stdout
+    assert r0.startswith("  #0 ") and r1.startswith("  #1 "), table.stdout
+    assert r0.split()[3] == "active" and r1.split()[3] == "drained", table.stdout
+    assert "unavailable" not in table.stdout and "kid" in table.stdout, table.stdout
+
+    # Without --replicas the table is the per-server one.
+    plain = mcpctl(proxy, "top", "--once", "--interval", "0.3")
+    assert plain.returncode == 0 and reps[0].url not in plain.stdout, plain.stdout
+
+    # --json frames, streamed: calls made meanwhile show up as r0's rate, never r1's.
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MCPCTL_")}
+    env |= {"MCPCTL_URL": proxy.admin_url, "MCPCTL_TOKEN": TOKEN}
+    top = subprocess.Popen([str(MCPCTL), "top", "--replicas", "--json", "--interval", "0.5"],
+                           env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        def fleet_row() -> dict:
+            line = top.stdout.readline()
+            assert line, f"top ended: {top.stderr.read() if top.poll() is not None else ''}"
+            frame = json.loads(line)
+            assert frame["replicas"] is True
+            row = next(s for s in frame["servers"] if s["server"] == "fleet")
+            assert "replicas_error" not in row, row
+            return row
+
+        first = fleet_row()
+        assert [r["url"] for r in first["replicas"]] == [r.url for r in reps]
+        assert [r["status"] for r in first["replicas"]] == ["active", "drained"]
+        assert all(r["drain"] is (r["index"] == 1) for r in first["replicas"])
+        answered = [whoami(proxy) for _ in range(4)]
+        assert answered == ["r0"] * 4, answered
+        # The calls land in some frame after the first; each frame is 0.5 s of counts.
+        rates = []
+        for _ in range(40):
+            row = fleet_row()
+            rates.append([r["rate"] for r in row["replicas"]])
+            if row["replicas"][0]["requests"] >= first["replicas"][0]["requests"] + 4 and \
+                    sum(r[0] for r in rates) > 0:
+                break
+        assert sum(r[0] for r in rates) > 0, rates
+        assert all(r[1] == 0 for r in rates), rates
+        last = row["replicas"]
+        assert last[1]["requests"] == first["replicas"][1]["requests"]
+        assert all(r["errors"] == 0 and r["probe_errors"] == 0 and isinstance(r["probes"], int)
+                   for r in last)
+        assert last[0]["p50_us"] > 0 and last[0]["p99_us"] >= last[0]["p50_us"]
+    finally:
+        top.kill()
+        top.wait(5)
+
+    # A replica that dies is shown failing its health checks, the other rows unchanged.
+    reps[0].kill()
+
+    def r0_failing() -> bool:
+        row = next(s for s in ok_json(proxy, "top", "--once", "--replicas", "--interval", "0.2")["servers"]
+                   if s["server"] == "fleet")
+        r0 = row["replicas"][0]
+        return r0["status"] in ("unhealthy", "ejected") and r0["probe_errors"] > 0
+    wait_until(r0_failing, timeout=30, what="top shows the dead replica failing its checks")
+    table = mcpctl(proxy, "top", "--once", "--replicas", "--interval", "0.2")
+    assert table.returncode == 0, table.stderr
+    r0 = next(l for l in table.stdout.splitlines() if reps[0].url in l)
+    r1 = next(l for l in table.stdout.splitlines() if reps[1].url in l)
+    assert r0.split()[2] == "down" and "failed)" in r0, table.stdout
+    assert r1.split()[3] == "drained", table.stdout

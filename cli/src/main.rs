@@ -75,6 +75,10 @@ enum Command {
         /// Seconds between refreshes.
         #[arg(long, default_value_t = 1.0)]
         interval: f64,
+        /// Also show each replica of every HTTP server, indented under it: state, in-flight,
+        /// rate, errors, p50/p99 and failed health checks (one more request per server).
+        #[arg(long)]
+        replicas: bool,
     },
     /// Which server would serve a tool, and why.
     Route {
@@ -287,13 +291,23 @@ fn run(cli: Cli) -> Result<(), Failure> {
             });
             Ok(())
         }
-        Command::Top { once, interval } => {
+        Command::Top {
+            once,
+            interval,
+            replicas,
+        } => {
             if !(interval > 0.0 && interval.is_finite()) {
                 return Err(Failure::usage(
                     "--interval must be a positive number of seconds",
                 ));
             }
-            top::run(&admin, Duration::from_secs_f64(interval), once, out.json)
+            top::run(
+                &admin,
+                Duration::from_secs_f64(interval),
+                once,
+                replicas,
+                out.json,
+            )
         }
         Command::Route { tool } => {
             let v = admin.get(&format!("route?tool={}", encode(&tool)))?;
@@ -608,7 +622,7 @@ fn spec_of(a: &AddArgs) -> Result<Value, Failure> {
 }
 
 /// Percent-encodes a path segment or query value.
-fn encode(s: &str) -> String {
+pub(crate) fn encode(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for b in s.bytes() {
         if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {

@@ -52,7 +52,7 @@ pub fn set_drain(
 }
 
 /// Health checks of a replica: how many, and how many failed when some did.
-fn probes(r: &Value) -> String {
+pub(crate) fn probes(r: &Value) -> String {
     match (r["probes"].as_u64(), r["probe_errors"].as_u64()) {
         (Some(n), Some(0)) => n.to_string(),
         (Some(n), Some(failed)) => format!("{n} ({failed} failed)"),

@@ -5,7 +5,13 @@ use serde_json::Value;
 /// A table: a header row and data rows, printed with aligned columns.
 pub struct Table {
     header: Vec<String>,
-    rows: Vec<Vec<String>>,
+    rows: Vec<Row>,
+}
+
+/// A data row, or a free-text line that does not widen the columns.
+enum Row {
+    Cells(Vec<String>),
+    Note(String),
 }
 
 impl Table {
@@ -19,13 +25,19 @@ impl Table {
 
     /// Adds a row.
     pub fn row(&mut self, cells: Vec<String>) {
-        self.rows.push(cells);
+        self.rows.push(Row::Cells(cells));
+    }
+
+    /// Adds a line of free text (a marker such as an error), printed as is between the rows.
+    pub fn note(&mut self, text: String) {
+        self.rows.push(Row::Note(text));
     }
 
     /// The table as text, one line per row.
     pub fn render(&self) -> String {
         let mut widths: Vec<usize> = self.header.iter().map(|h| h.chars().count()).collect();
         for row in &self.rows {
+            let Row::Cells(row) = row else { continue };
             for (i, c) in row.iter().enumerate() {
                 if let Some(w) = widths.get_mut(i) {
                     *w = (*w).max(c.chars().count());
@@ -47,7 +59,10 @@ impl Table {
         let mut out = line(&self.header);
         out.push('\n');
         for row in &self.rows {
-            out.push_str(&line(row));
+            match row {
+                Row::Cells(cells) => out.push_str(&line(cells)),
+                Row::Note(text) => out.push_str(text),
+            }
             out.push('\n');
         }
         out
@@ -79,5 +94,13 @@ mod tests {
         t.row(vec!["alpha".into(), "up".into()]);
         t.row(vec!["b".into(), "down".into()]);
         assert_eq!(t.render(), "NAME   STATUS\nalpha  up\nb      down\n");
+    }
+
+    #[test]
+    fn notes_do_not_widen_columns() {
+        let mut t = Table::new(&["NAME", "STATUS"]);
+        t.row(vec!["a".into(), "up".into()]);
+        t.note("  a long marker line".into());
+        assert_eq!(t.render(), "NAME  STATUS\na     up\n  a long marker line\n");
     }
 }
