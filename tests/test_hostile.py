@@ -279,6 +279,16 @@ def test_streams_per_session_limit():
         upstream.kill()
 
 
+def get_once_admitted(proxy, timeout: float = 10.0) -> bytes:
+    """A sessionless GET, repeated while the proxy refuses the connection (503) and `timeout`
+    allows: the raw answer of the first attempt it lets in, or the last refusal."""
+    deadline = time.monotonic() + timeout
+    while True:
+        raw, _ = socket_exchange(proxy.url, request_head(proxy.url, "GET", {"Accept": "text/event-stream"}))
+        if status_of(raw) != 503 or time.monotonic() > deadline:
+            return raw
+        time.sleep(0.2)
+
 def test_connection_limit_is_503():
     upstream = harness.start_everything_http()
     proxy = None
@@ -295,12 +305,7 @@ def test_connection_limit_is_503():
         for s in idle:
             s.close()
         idle.clear()
-        deadline = time.monotonic() + 10
-        while True:
-            raw, _ = socket_exchange(proxy.url, request_head(proxy.url, "GET", {"Accept": "text/event-stream"}))
-            if status_of(raw) != 503 or time.monotonic() > deadline:
-                break
-            time.sleep(0.2)
+        raw = get_once_admitted(proxy)
         assert status_of(raw) == 400, raw[:300]  # served again: a GET without a session is 400
     finally:
         for s in idle:
@@ -346,12 +351,7 @@ def test_limits_follow_a_reload():
 
         proxy.config_path.write_text("[limits]\nmax_connections = 8\nmax_json_depth = 16\n\n" + servers)
         proxy.proc.send_signal(signal.SIGHUP)
-        deadline = time.monotonic() + 10
-        while True:
-            raw, _ = socket_exchange(proxy.url, request_head(proxy.url, "GET", {"Accept": "text/event-stream"}))
-            if status_of(raw) != 503 or time.monotonic() > deadline:
-                break
-            time.sleep(0.2)
+        raw = get_once_admitted(proxy)
         assert status_of(raw) == 400, raw[:300]  # let in: a GET without a session is 400
         r = raw_request(proxy.url, body=nested, session=sid)
         assert r.status == 400, (r.status, r.body[:300])
