@@ -315,7 +315,6 @@ def test_connection_limit_is_503():
         upstream.kill()
 
 
-
 def open_connections(proxy) -> float:
     """Client connections the proxy holds, from its `mcp_proxy_connections` gauge."""
     with urllib.request.urlopen(f"{proxy.admin_url}/metrics", timeout=5) as resp:
@@ -365,6 +364,7 @@ def test_limits_follow_a_reload():
         if proxy:
             proxy.kill()
         upstream.kill()
+
 
 def test_good_client_unharmed_and_memory_bounded(hostile):
     good: GoodClient = hostile["good"]
