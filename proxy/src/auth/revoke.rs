@@ -4,9 +4,8 @@
 //! A stream keeps the credential it was opened with and the `[auth]` generation it last
 //! checked it against. Before each event it compares that with the process-wide generation (one
 //! atomic load); only after a reload does it authenticate again. An idle stream is woken for
-//! that by one watcher task per shard, which looks at the generation every
-//! [`WATCH_EVERY`] while any stream on the shard waits: no lock, no mesh message, and no timer
-//! per stream.
+//! that by one watcher task per shard, which looks at the generation every [`WATCH_EVERY`]
+//! while the shard has open streams that waited: no lock, no mesh message, no timer per stream.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -137,7 +136,7 @@ thread_local! {
 }
 
 /// Wakes the waiting streams that checked an older `[auth]` than the running one; ends once
-/// no stream waits (the next one to wait starts it again).
+/// no stream that waited is left open (the next one to wait starts it again).
 async fn watch() {
     loop {
         glommio::timer::sleep(WATCH_EVERY).await;
