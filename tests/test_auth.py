@@ -814,3 +814,52 @@ def test_a_broken_reload_is_refused_and_the_running_auth_keeps_serving(spawner, 
     assert status == 400 and "next restart" in json.dumps(answer), answer
     assert raw_init(proxy.url, None).status == 401
     assert raw_init(proxy.url, KEY_FULL).status == 200
+
+
+def test_a_reload_that_revokes_a_key_or_subject_ends_its_open_streams_and_only_those(spawner, tmp_path):
+    keys = Keys(tmp_path)
+    upstream = spawner.everything()
+    text = reloadable(keys, tmp_path, upstream.url)
+    proxy = spawner.proxy(text)
+    svc = keys.token("ES256", sub="svc-reports")
+    alice = keys.token("RS256", sub="alice")
+    sids = {name: open_session(proxy.url, credential)
+            for name, credential in [("full", KEY_FULL), ("mem", KEY_MEM), ("svc", svc), ("alice", alice)]}
+    streams: list[EventStream] = []
+    try:
+        revoked_key = EventStream(proxy.url, KEY_FULL, sids["full"])
+        streams.append(revoked_key)
+        kept_key = EventStream(proxy.url, KEY_MEM, sids["mem"])
+        streams.append(kept_key)
+        revoked_subject = EventStream(proxy.url, svc, sids["svc"])
+        streams.append(revoked_subject)
+        kept_subject = EventStream(proxy.url, alice, sids["alice"])
+        streams.append(kept_subject)
+
+        # The operator revokes "full"'s leaked key and stops accepting the svc-* subjects.
+        revoking = text.replace(f'api_keys = ["{KEY_FULL}"]', f'api_keys = ["{KEY_NEW}"]')
+        revoking = revoking.replace('subjects = ["svc-*"]', 'subjects = ["batch-*"]')
+        assert revoking.count(KEY_NEW) == 1 and "svc-*" not in revoking
+        proxy.config_path.write_text(revoking)
+        status, answer = harness.admin_reload(proxy, ADMIN_TOKEN)
+        assert (status, answer.get("auth")) == (200, True), answer
+
+        # Bounded, not timed: each stream whose credential is refused now ends cleanly (a cut
+        # without the chunked terminator would raise instead).
+        assert revoked_key.ended_within(30), "the stream of a revoked API key stayed open"
+        assert revoked_subject.ended_within(30), "the stream of a revoked subject stayed open"
+        # Every shard has looked at the new [auth] by now; the accepted ones stay open (a read
+        # that times out leaves the response unreadable, so each is asked once, last).
+        assert not kept_key.ended_within(2.0), "a stream of a key the reload kept was ended"
+        assert not kept_subject.ended_within(2.0), "a stream of a subject the reload kept was ended"
+
+        # And the revoked credentials are refused when the client reconnects.
+        for credential, sid, status in [(KEY_FULL, sids["full"], 401), (svc, sids["svc"], 403)]:
+            again = raw_request(proxy.url, method="GET", session=sid, accept="text/event-stream",
+                                headers={"Authorization": f"Bearer {credential}"})
+            assert again.status == status, (again.status, again.body[:300])
+        assert ping(proxy.url, KEY_FULL, sids["full"]).status == 401
+        assert ping(proxy.url, KEY_MEM, sids["mem"]).status == 200
+    finally:
+        for s in streams:
+            s.close()

@@ -18,6 +18,9 @@
 //! With `[auth]` off, every function here is a no-op and sessions carry no identity.
 
 pub mod jwt;
+mod revoke;
+
+pub use revoke::{stream_deadline, Opened};
 
 use std::cell::RefCell;
 use std::collections::HashMap;

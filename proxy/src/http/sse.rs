@@ -234,8 +234,18 @@ pub fn encode_retry(ms: u64) -> Bytes {
     Bytes::from(format!("retry: {ms}\n\n"))
 }
 
+/// Something besides the clock that can end a stream: a credential a reload no longer accepts.
+pub trait Revocation {
+    /// Whether the stream must end now; called before each item is taken, so it must be cheap
+    /// (an atomic load) while nothing changed.
+    fn revoked(&mut self) -> bool;
+    /// Wakes `waker` once `revoked` may answer differently; called each time the stream waits.
+    fn wake_on_change(&mut self, waker: &Waker);
+}
+
 /// The instant a stream must end (its credential's expiry, see `crate::auth::stream_end`),
-/// watched with one timer for the whole stream rather than one per event.
+/// watched with one timer for the whole stream rather than one per event, and optionally a
+/// [`Revocation`] that can end it sooner.
 ///
 /// The timer is registered with the reactor the first time the stream waits, and again only
 /// if a different task polls it; while events flow, each costs one clock read.
@@ -243,6 +253,7 @@ pub struct Deadline {
     at: Option<(Instant, glommio::timer::Timer)>,
     /// The waker the timer was registered with.
     armed: Option<Waker>,
+    revocation: Option<Box<dyn Revocation>>,
 }
 
 impl Deadline {
@@ -255,30 +266,50 @@ impl Deadline {
                 (at, timer)
             }),
             armed: None,
+            revocation: None,
         }
     }
 
-    /// The output of `next`, or `None` once the deadline has passed. The deadline is looked
-    /// at before `next` is polled, so an item is never taken from the source and then dropped.
+    /// The same deadline, also ended by `revocation` when it says so.
+    pub fn revoked_by(mut self, revocation: Option<Box<dyn Revocation>>) -> Deadline {
+        self.revocation = revocation;
+        self
+    }
+
+    /// The output of `next`, or `None` once the deadline has passed or the stream is revoked.
+    /// Both are looked at before `next` is polled, so an item is never taken from the source
+    /// and then dropped.
     pub async fn within<F: Future>(&mut self, next: F) -> Option<F::Output> {
-        let Deadline { at, armed } = self;
-        let Some((at, timer)) = at.as_mut() else {
+        let Deadline {
+            at,
+            armed,
+            revocation,
+        } = self;
+        if at.is_none() && revocation.is_none() {
             return Some(next.await);
-        };
+        }
         let mut next = pin!(next);
         poll_fn(|cx| {
-            if Instant::now() >= *at {
+            if at.as_ref().is_some_and(|(at, _)| Instant::now() >= *at) {
+                return Poll::Ready(None);
+            }
+            if revocation.as_mut().is_some_and(|r| r.revoked()) {
                 return Poll::Ready(None);
             }
             if let Poll::Ready(v) = next.as_mut().poll(cx) {
                 return Poll::Ready(Some(v));
             }
             // Polling the timer re-registers it with the reactor; once per waker is enough.
-            if !armed.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
-                if Pin::new(&mut *timer).poll(cx).is_ready() {
-                    return Poll::Ready(None);
+            if let Some((_, timer)) = at.as_mut() {
+                if !armed.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+                    if Pin::new(&mut *timer).poll(cx).is_ready() {
+                        return Poll::Ready(None);
+                    }
+                    *armed = Some(cx.waker().clone());
                 }
-                *armed = Some(cx.waker().clone());
+            }
+            if let Some(r) = revocation.as_mut() {
+                r.wake_on_change(cx.waker());
             }
             Poll::Pending
         })
@@ -488,6 +519,65 @@ mod tests {
                 "the stream ended by the timer, not early"
             );
             producer.cancel();
+        });
+    }
+
+    /// A revocation flipped by the test, waking the stream like the auth watcher does.
+    struct Flag(std::rc::Rc<std::cell::RefCell<(bool, Option<Waker>)>>);
+
+    impl Revocation for Flag {
+        fn revoked(&mut self) -> bool {
+            self.0.borrow().0
+        }
+        fn wake_on_change(&mut self, waker: &Waker) {
+            self.0.borrow_mut().1 = Some(waker.clone());
+        }
+    }
+
+    #[test]
+    fn events_flow_until_a_revocation_ends_the_idle_stream() {
+        super::super::run_glommio(|| async {
+            let (tx, rx) = glommio::channels::local_channel::new_unbounded::<u32>();
+            let flag = std::rc::Rc::new(std::cell::RefCell::new((false, None::<Waker>)));
+            let mut d = Deadline::new(None).revoked_by(Some(Box::new(Flag(flag.clone()))));
+            let revoker = {
+                let flag = flag.clone();
+                glommio::spawn_local(async move {
+                    for i in 0..3 {
+                        glommio::timer::sleep(std::time::Duration::from_millis(5)).await;
+                        if tx.try_send(i).is_err() {
+                            return;
+                        }
+                    }
+                    // The source stays open and silent; only the revocation can end the stream.
+                    glommio::timer::sleep(std::time::Duration::from_millis(20)).await;
+                    let waker = {
+                        let mut f = flag.borrow_mut();
+                        f.0 = true;
+                        f.1.take()
+                    };
+                    waker.expect("the idle stream asked to be woken").wake();
+                    futures_lite::future::pending::<()>().await;
+                    drop(tx);
+                })
+                .detach()
+            };
+            let read = async {
+                let mut got = Vec::new();
+                while let Some(item) = d.within(rx.recv()).await.flatten() {
+                    got.push(item);
+                }
+                Ok(got)
+            };
+            let got = glommio::timer::timeout(std::time::Duration::from_secs(10), read)
+                .await
+                .expect("the revocation ended the idle stream");
+            assert_eq!(
+                got,
+                vec![0, 1, 2],
+                "events before the revocation are delivered"
+            );
+            revoker.cancel();
         });
     }
 }

@@ -240,15 +240,18 @@ where
         };
         let keep_alive = request.keep_alive;
         let (started, is_post) = (std::time::Instant::now(), request.method == Method::Post);
-        let mut expires = None;
+        let mut opened = None;
         let reply = match check(&shard, &request) {
             Ok(mcp) => {
-                expires = mcp.client.as_ref().and_then(|c| c.expires);
+                opened = crate::auth::Opened::of(mcp.client.as_ref());
                 let _busy = shard.begin_request();
                 handle(&shard, mcp).await
             }
             Err(reply) => reply,
         };
+        // Access ends with the credential: when it expires or a reload stops accepting it.
+        let deadline = matches!(reply, Reply::Events { .. })
+            .then(|| crate::auth::stream_deadline(opened, request.header("authorization")));
         drop(request);
         let written = match reply {
             Reply::Full {
@@ -271,8 +274,7 @@ where
                 all.push(("Content-Type", "text/event-stream"));
                 all.push(("Cache-Control", "no-cache"));
                 let mut ok = conn.start_stream(200, &all).await.is_ok();
-                // Access ends with the credential: the stream ends cleanly when it expires.
-                let mut deadline = sse::Deadline::new(crate::auth::stream_end(expires));
+                let mut deadline = deadline.unwrap_or_else(|| sse::Deadline::new(None));
                 while ok {
                     match deadline.within(source.next()).await.flatten() {
                         Some(chunk) => ok = conn.write_chunk(&chunk).await.is_ok(),
