@@ -139,11 +139,12 @@ pub fn start(mut config: Config, mode: Mode) -> Result<Running, StartError> {
         (None, 0) => default_shards(),
         (None, n) => n.min(256),
     };
+    let mut listen_hold = PortHold { _socket: None };
     if stdio.is_some() {
         // A desktop client may start several stdio proxies; a fixed admin port would collide.
         config.proxy.admin_listen = None;
     } else {
-        config.proxy.listen = resolve_port(config.proxy.listen)?;
+        (config.proxy.listen, listen_hold) = resolve_port(config.proxy.listen)?;
     }
     let addr = config.proxy.listen;
     if config.proxy.session_key.is_none() {
@@ -153,7 +154,10 @@ pub fn start(mut config: Config, mode: Mode) -> Result<Running, StartError> {
         config.proxy.session_key = Some(key.iter().map(|b| format!("{b:02x}")).collect());
         log::info!("no session_key configured: sessions end with this process (set [proxy] session_key or MCP_PROXY_SESSION_KEY to keep them across restarts)");
     }
-    let admin = config.proxy.admin_listen.map(resolve_port).transpose()?;
+    let (admin, admin_hold) = match config.proxy.admin_listen {
+        Some(a) => resolve_port(a).map(|(a, hold)| (Some(a), hold))?,
+        None => (None, PortHold { _socket: None }),
+    };
     config.proxy.admin_listen = admin;
     // The admin API is never open: without a configured token, one is made for this run.
     let generated_token = match (admin, &config.proxy.admin_token) {
@@ -210,6 +214,8 @@ pub fn start(mut config: Config, mode: Mode) -> Result<Running, StartError> {
     while ready.load(Ordering::Acquire) < shards {
         std::thread::sleep(Duration::from_millis(5));
     }
+    // Every listener is bound: the ports are ours now.
+    drop((listen_hold, admin_hold));
     Ok(Running {
         addr,
         admin,
@@ -234,16 +240,46 @@ fn random_token() -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// Binds once to learn the real port when the configuration asks for port 0.
-fn resolve_port(addr: SocketAddr) -> Result<SocketAddr, StartError> {
+/// The socket holding a port the kernel picked for a port-0 address, until the shards' listeners
+/// are bound to it.
+///
+/// The listeners use SO_REUSEPORT, which lets any socket of the same user bind the same port. Had
+/// the port been released between being learnt and being listened on, another process binding
+/// port 0 in that moment (another proxy started beside this one, say) could be given it, and the
+/// kernel would then split this proxy's connections between the two processes. While a socket
+/// is bound to the port, the kernel picks other ports for port-0 binds. The hold is bound but
+/// never listens, so it is given no connections.
+struct PortHold {
+    _socket: Option<socket2::Socket>,
+}
+
+/// `addr` with the port the kernel picks when it asks for port 0, and the hold on that port.
+fn resolve_port(addr: SocketAddr) -> Result<(SocketAddr, PortHold), StartError> {
     if addr.port() != 0 {
-        return Ok(addr);
+        return Ok((addr, PortHold { _socket: None }));
     }
-    let probe =
-        std::net::TcpListener::bind(addr).map_err(|source| StartError::Bind { addr, source })?;
-    probe
-        .local_addr()
-        .map_err(|source| StartError::Bind { addr, source })
+    let hold = || -> std::io::Result<(SocketAddr, socket2::Socket)> {
+        let socket = socket2::Socket::new(
+            socket2::Domain::for_address(addr),
+            socket2::Type::STREAM,
+            Some(socket2::Protocol::TCP),
+        )?;
+        // The shards' listeners join the port, so the hold must allow it as they do.
+        socket.set_reuse_port(true)?;
+        socket.bind(&addr.into())?;
+        let bound = socket
+            .local_addr()?
+            .as_socket()
+            .ok_or_else(|| std::io::Error::other("bound to a non-IP address"))?;
+        Ok((bound, socket))
+    };
+    let (bound, socket) = hold().map_err(|source| StartError::Bind { addr, source })?;
+    Ok((
+        bound,
+        PortHold {
+            _socket: Some(socket),
+        },
+    ))
 }
 
 /// Resolves when `stop` is raised.
