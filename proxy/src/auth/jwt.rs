@@ -206,6 +206,19 @@ pub fn verify(auth: &AuthConfig, token: &str, now: u64) -> Result<Verified, JwtE
     })
 }
 
+/// An HS256 token over `header` and `claims`, for the tests of every module that verifies them.
+#[cfg(test)]
+pub(crate) fn sign(header: &str, claims: &str, secret: &[u8]) -> String {
+    let input = format!(
+        "{}.{}",
+        URL_SAFE_NO_PAD.encode(header),
+        URL_SAFE_NO_PAD.encode(claims)
+    );
+    let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, secret);
+    let tag = ring::hmac::sign(&key, input.as_bytes());
+    format!("{input}.{}", URL_SAFE_NO_PAD.encode(tag.as_ref()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -225,17 +238,6 @@ mod tests {
             }],
             clients: Vec::new(),
         }
-    }
-
-    fn sign(header: &str, claims: &str, secret: &[u8]) -> String {
-        let input = format!(
-            "{}.{}",
-            URL_SAFE_NO_PAD.encode(header),
-            URL_SAFE_NO_PAD.encode(claims)
-        );
-        let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, secret);
-        let tag = ring::hmac::sign(&key, input.as_bytes());
-        format!("{input}.{}", URL_SAFE_NO_PAD.encode(tag.as_ref()))
     }
 
     const GOOD: &str =

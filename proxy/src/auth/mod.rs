@@ -892,14 +892,11 @@ mod tests {
         .expect("valid");
         let _ = std::fs::remove_dir_all(&dir);
         let token = |sub: &str| {
-            let input = format!(
-                "{}.{}",
-                b64(br#"{"alg":"HS256"}"#),
-                b64(format!(r#"{{"sub":"{sub}","exp":2000}}"#).as_bytes())
-            );
-            let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, secret);
-            let tag = ring::hmac::sign(&key, input.as_bytes());
-            format!("Bearer {input}.{}", b64(tag.as_ref()))
+            let claims = format!(r#"{{"sub":"{sub}","exp":2000}}"#);
+            format!(
+                "Bearer {}",
+                jwt::sign(r#"{"alg":"HS256"}"#, &claims, secret)
+            )
         };
         let alice = token("alice");
         let first = authenticate(&c.auth, Some(&alice), 1000).expect("valid");

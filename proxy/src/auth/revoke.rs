@@ -241,17 +241,11 @@ mod tests {
         let rotated = with(&jwks("new.json", new_secret), r#""alice", "bob""#);
         let _ = std::fs::remove_dir_all(&dir);
         let token = |sub: &str| {
-            let b64 = |d: &[u8]| {
-                base64::Engine::encode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, d)
-            };
-            let input = format!(
-                "{}.{}",
-                b64(br#"{"alg":"HS256"}"#),
-                b64(format!(r#"{{"sub":"{sub}","exp":2000}}"#).as_bytes())
-            );
-            let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, old_secret);
-            let tag = ring::hmac::sign(&key, input.as_bytes());
-            format!("Bearer {input}.{}", b64(tag.as_ref()))
+            let claims = format!(r#"{{"sub":"{sub}","exp":2000}}"#);
+            format!(
+                "Bearer {}",
+                super::super::jwt::sign(r#"{"alg":"HS256"}"#, &claims, old_secret)
+            )
         };
         let (alice, bob) = (token("alice"), token("bob"));
         let (pa, pb) = (principal(&before, &alice), principal(&before, &bob));

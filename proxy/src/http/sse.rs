@@ -498,13 +498,7 @@ mod tests {
             .detach();
             let at = Instant::now() + std::time::Duration::from_millis(200);
             let mut d = Deadline::new(Some(at));
-            let read = async {
-                let mut got = Vec::new();
-                while let Some(item) = d.within(rx.recv()).await.flatten() {
-                    got.push(item);
-                }
-                Ok(got)
-            };
+            let read = async { Ok(read_until_end(&mut d, &rx).await) };
             // Only the deadline can end this stream; the outer timeout catches one that fails.
             let got = glommio::timer::timeout(std::time::Duration::from_secs(10), read)
                 .await
@@ -520,6 +514,18 @@ mod tests {
             );
             producer.cancel();
         });
+    }
+
+    /// Every item `d` lets through from `rx`, until `d` (or the channel) ends the stream.
+    async fn read_until_end(
+        d: &mut Deadline,
+        rx: &glommio::channels::local_channel::LocalReceiver<u32>,
+    ) -> Vec<u32> {
+        let mut got = Vec::new();
+        while let Some(item) = d.within(rx.recv()).await.flatten() {
+            got.push(item);
+        }
+        got
     }
 
     /// A revocation flipped by the test, waking the stream like the auth watcher does.
@@ -562,13 +568,7 @@ mod tests {
                 })
                 .detach()
             };
-            let read = async {
-                let mut got = Vec::new();
-                while let Some(item) = d.within(rx.recv()).await.flatten() {
-                    got.push(item);
-                }
-                Ok(got)
-            };
+            let read = async { Ok(read_until_end(&mut d, &rx).await) };
             let got = glommio::timer::timeout(std::time::Duration::from_secs(10), read)
                 .await
                 .expect("the revocation ended the idle stream");
