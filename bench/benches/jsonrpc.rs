@@ -8,6 +8,7 @@ use mcp_bench::{large_result, SMALL_REQUEST, TOOLS_CALL};
 use mcp_proxy::protocol::jsonrpc::{self, classify, parse, Id};
 use mcp_proxy::protocol::splice;
 use mcp_proxy::routing::relay;
+use simd_json::prelude::*;
 
 fn read_messages(c: &mut Criterion) {
     let large = large_result(10 * 1024);
@@ -65,5 +66,38 @@ fn answer_id(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, read_messages, answer_id);
+/// Making a client's `tools/call` the server's: its id swapped for the proxy's and its tool name
+/// for the server's own. The full parse, rewrite and re-encode the proxy did for every request,
+/// against the read and splice in its bytes (grammar check included) that it does now.
+fn request_rewrite(c: &mut Criterion) {
+    let upstream_id = Id::Num(88);
+    let mut group = c.benchmark_group("request_rewrite");
+    group.throughput(Throughput::Bytes(TOOLS_CALL.len() as u64));
+    group.bench_function("reencode/tools_call_args", |b| {
+        b.iter(|| {
+            let mut buf = TOOLS_CALL.as_bytes().to_vec();
+            let mut value = parse(&mut buf).expect("fixture parses");
+            let id = match classify(&value).expect("fixture is JSON-RPC") {
+                jsonrpc::Kind::Request { id, .. } => id,
+                _ => unreachable!("fixture is a request"),
+            };
+            let params = value.get_mut("params").expect("fixture has params");
+            relay::set(params, "name", "search_issues".into());
+            relay::set(&mut value, "id", upstream_id.to_value());
+            std::hint::black_box((id, jsonrpc::to_bytes(&value)))
+        })
+    });
+    group.bench_function("splice/tools_call_args", |b| {
+        b.iter(|| {
+            let msg = TOOLS_CALL.as_bytes();
+            let request = splice::request(msg, 64).expect("plain request");
+            let (span, _) = request.param_str(msg, "name").expect("params.name");
+            let out = bytes::Bytes::from(request.rewrite(msg, &upstream_id, span, "search_issues"));
+            std::hint::black_box((request.id, out))
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, read_messages, answer_id, request_rewrite);
 criterion_main!(benches);

@@ -2,7 +2,8 @@
 //!
 //! # Layout
 //! - this file: typical messages and tool catalogs, built the same way for every bench;
-//! - `benches/jsonrpc.rs`: reading a JSON-RPC message (`parse` + `classify`);
+//! - `benches/jsonrpc.rs`: reading a JSON-RPC message (`parse` + `classify`), and rewriting
+//!   requests and answers in their bytes against the parse and re-encode;
 //! - `benches/names.rs`: exposed-name to server lookup at 10, 1,000 and 10,000 tools;
 //! - `compare`: the end-to-end script (direct vs. through the proxy), see docs/performance.md.
 //!

@@ -1,12 +1,14 @@
-//! Rewriting a response's `id` in its bytes, without parsing the message into a tree.
+//! Reading and rewriting JSON-RPC messages in their bytes, without parsing them into a tree.
 //!
-//! A response on its way back only needs its id swapped from the proxy's to the client's. A
-//! scan of the top-level object finds the id and tells a response from other messages; nested
-//! values (the result, however large) are skipped, string- and bracket-aware, and copied as they
-//! came. Anything unusual (escaped keys, repeated members, a top level that is not one object)
-//! gets `None`, and the caller takes the full parse. The bracket-aware skip does not check the
-//! grammar inside those values, so a spliced answer is also checked whole by simd-json's
-//! tape builder (validation without a tree): a malformed answer takes the full parse too.
+//! A response on its way back only needs its id swapped from the proxy's to the client's; a
+//! request on its way out only needs its id swapped and, for the methods that name a tool, prompt
+//! or resource, that name mapped to the server's own. A scan of the top-level object (and of
+//! `params`) finds those members; nested values (a result or arguments, however large) are
+//! skipped, string- and bracket-aware, and copied as they came. Anything unusual (escaped keys or
+//! values, repeated members, a top level that is not one object) gets `None`, and the caller takes
+//! the full parse. The bracket-aware skip does not check the grammar inside those values, so a
+//! message taken this way is also checked whole by simd-json's tape builder (validation without a
+//! tree): a malformed one takes the full parse too, which refuses it.
 
 use std::cell::RefCell;
 use std::io::Write;
@@ -72,40 +74,157 @@ pub fn well_formed(msg: &[u8]) -> bool {
 
 /// Scans the top-level object of `msg`; `None` when it is not a plain object.
 pub fn top_level(msg: &[u8]) -> Option<TopLevel> {
-    let mut scan = Scan { b: msg, at: 0 };
     let mut top = TopLevel::default();
-    scan.space();
-    scan.expect(b'{')?;
-    scan.space();
-    if scan.peek()? == b'}' {
-        scan.at += 1;
-    } else {
-        loop {
-            let key = scan.key()?;
-            scan.space();
-            scan.expect(b':')?;
-            scan.space();
-            let value = scan.value()?;
-            let seen = match key {
-                b"id" => top.id.replace(value).is_some(),
-                b"method" => std::mem::replace(&mut top.method, true),
-                // Both present is malformed; the full parse decides what that means.
-                b"result" | b"error" => std::mem::replace(&mut top.outcome, true),
-                _ => false,
-            };
-            if seen {
-                return None;
+    whole_object(msg, usize::MAX, |scan, key| {
+        let value = scan.value()?;
+        let seen = match key {
+            b"id" => top.id.replace(value).is_some(),
+            b"method" => std::mem::replace(&mut top.method, true),
+            // Both present is malformed; the full parse decides what that means.
+            b"result" | b"error" => std::mem::replace(&mut top.outcome, true),
+            _ => false,
+        };
+        (!seen).then_some(())
+    })?;
+    Some(top)
+}
+
+/// A request read from its bytes: what routing needs, and where to rewrite it.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Request<'a> {
+    /// The client's id.
+    pub id: Id,
+    /// The method, as sent (it had no escapes).
+    pub method: &'a str,
+    id_span: Range<usize>,
+    /// `params.name` and `params.uri`, the members that name what a request is for.
+    name: Option<Range<usize>>,
+    uri: Option<Range<usize>>,
+}
+
+/// Reads a plain request: `"jsonrpc":"2.0"`, an integer or escape-free string id, an escape-free
+/// method, object params, nested no deeper than `max_depth`, and well-formed as a whole. `None`
+/// for anything else (notifications, responses, the unusual, the invalid): the full parse then
+/// decides, and gives the error where there is one.
+pub fn request(msg: &[u8], max_depth: usize) -> Option<Request<'_>> {
+    let (mut version, mut id, mut method, mut params) = (None, None, None, false);
+    let (mut name, mut uri) = (None, None);
+    whole_object(msg, max_depth, |scan, key| {
+        let slot = match key {
+            // Params are read in the same pass, for the members routing looks up.
+            b"params" if !std::mem::replace(&mut params, true) => {
+                return scan.object(|scan, key| {
+                    let value = scan.value()?;
+                    let slot = match key {
+                        b"name" => &mut name,
+                        b"uri" => &mut uri,
+                        _ => return Some(()),
+                    };
+                    slot.replace(value).is_none().then_some(())
+                });
             }
-            scan.space();
-            match scan.next()? {
-                b',' => scan.space(),
-                b'}' => break,
-                _ => return None,
+            b"jsonrpc" => &mut version,
+            b"id" => &mut id,
+            b"method" => &mut method,
+            b"params" | b"result" | b"error" => return None,
+            _ => {
+                scan.value()?;
+                return Some(());
             }
-        }
+        };
+        let value = scan.value()?;
+        slot.replace(value).is_none().then_some(())
+    })?;
+    if version.map(|v| &msg[v]) != Some(&br#""2.0""#[..]) {
+        return None;
     }
+    let id_span = id?;
+    let id = plain_id(&msg[id_span.clone()])?;
+    let method = plain_str(&msg[method?])?;
+    well_formed(msg).then_some(Request {
+        id,
+        method,
+        id_span,
+        name,
+        uri,
+    })
+}
+
+impl<'a> Request<'a> {
+    /// The span and text of `params.name` (`uri` for `"uri"`), when there once as an
+    /// escape-free string.
+    pub fn param_str(&self, msg: &'a [u8], field: &str) -> Option<(Range<usize>, &'a str)> {
+        let span = match field {
+            "name" => self.name.clone(),
+            "uri" => self.uri.clone(),
+            _ => None,
+        }?;
+        let text = plain_str(&msg[span.clone()])?;
+        Some((span, text))
+    }
+
+    /// `msg` with its id replaced by `id` and the string at `span` (from [`Request::param_str`])
+    /// by `text`.
+    pub fn rewrite(&self, msg: &[u8], id: &Id, span: Range<usize>, text: &str) -> Vec<u8> {
+        let mut out = Vec::with_capacity(msg.len() + text.len() + 16);
+        let (first, second) = if self.id_span.start < span.start {
+            (self.id_span.clone(), span)
+        } else {
+            (span, self.id_span.clone())
+        };
+        let write = |out: &mut Vec<u8>, at: &Range<usize>| {
+            if *at == self.id_span {
+                id.write_json(out);
+            } else {
+                super::jsonrpc::write_json_string(out, text);
+            }
+        };
+        out.extend_from_slice(&msg[..first.start]);
+        write(&mut out, &first);
+        out.extend_from_slice(&msg[first.end..second.start]);
+        write(&mut out, &second);
+        out.extend_from_slice(&msg[second.end..]);
+        out
+    }
+}
+
+/// An id written as an integer that fits an i64, or as a string without escapes.
+fn plain_id(text: &[u8]) -> Option<Id> {
+    if text.first() == Some(&b'"') {
+        return plain_str(text).map(|s| Id::Str(s.to_owned()));
+    }
+    let digits = text.strip_prefix(b"-").unwrap_or(text);
+    if digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    std::str::from_utf8(text).ok()?.parse().ok().map(Id::Num)
+}
+
+/// The text of a JSON string without escapes (so its bytes are its value).
+fn plain_str(text: &[u8]) -> Option<&str> {
+    let inner = text.strip_prefix(b"\"")?.strip_suffix(b"\"")?;
+    if inner.contains(&b'\\') {
+        return None;
+    }
+    std::str::from_utf8(inner).ok()
+}
+
+/// Scans `msg` as one object, nested no deeper than `max_depth`, and nothing else around it;
+/// `member` reads each member's value (or refuses the member).
+fn whole_object<'a>(
+    msg: &'a [u8],
+    max_depth: usize,
+    member: impl FnMut(&mut Scan<'a>, &'a [u8]) -> Option<()>,
+) -> Option<()> {
+    let mut scan = Scan {
+        b: msg,
+        at: 0,
+        room: max_depth,
+    };
     scan.space();
-    (scan.at == msg.len()).then_some(top)
+    scan.object(member)?;
+    scan.space();
+    (scan.at == msg.len()).then_some(())
 }
 
 /// `msg` with the value at `span` replaced by `id`.
@@ -142,6 +261,8 @@ pub fn id_is(text: &[u8], id: &Id) -> bool {
 struct Scan<'a> {
     b: &'a [u8],
     at: usize,
+    /// How many more levels of objects and arrays may open below the current position.
+    room: usize,
 }
 
 impl<'a> Scan<'a> {
@@ -162,6 +283,34 @@ impl<'a> Scan<'a> {
     fn space(&mut self) {
         while matches!(self.peek(), Some(b' ' | b'\t' | b'\n' | b'\r')) {
             self.at += 1;
+        }
+    }
+
+    /// An object's members: `member` gets each name, reads its value (or refuses the member).
+    fn object(&mut self, mut member: impl FnMut(&mut Self, &'a [u8]) -> Option<()>) -> Option<()> {
+        self.expect(b'{')?;
+        self.room = self.room.checked_sub(1)?;
+        self.space();
+        if self.peek()? == b'}' {
+            self.at += 1;
+            self.room += 1;
+            return Some(());
+        }
+        loop {
+            let key = self.key()?;
+            self.space();
+            self.expect(b':')?;
+            self.space();
+            member(self, key)?;
+            self.space();
+            match self.next()? {
+                b',' => self.space(),
+                b'}' => {
+                    self.room += 1;
+                    return Some(());
+                }
+                _ => return None,
+            }
         }
     }
 
@@ -227,7 +376,12 @@ impl<'a> Scan<'a> {
         let mut open: Vec<u8> = Vec::new();
         loop {
             match self.next()? {
-                c @ (b'{' | b'[') => open.push(c),
+                c @ (b'{' | b'[') => {
+                    if open.len() == self.room {
+                        return None;
+                    }
+                    open.push(c)
+                }
                 c @ (b'}' | b']') => {
                     let opener = if c == b'}' { b'{' } else { b'[' };
                     if open.pop() != Some(opener) {
@@ -338,5 +492,78 @@ mod tests {
         assert!(!id_is(b"\"42\"", &Id::Num(42)));
         assert!(id_is(b"\"p-1\"", &Id::Str("p-1".into())));
         assert!(!id_is(b"\"p\\u002d1\"", &Id::Str("p-1".into())));
+    }
+
+    fn peek(text: &str) -> Option<Request<'_>> {
+        request(text.as_bytes(), 64)
+    }
+
+    #[test]
+    fn reads_a_plain_request_and_rewrites_its_id_and_name() {
+        let text = r#"{"jsonrpc":"2.0","method":"tools/call","params":{"arguments":{"name":"not this","x":[1,{"name":2}]},"name":"up__echo"},"id":7}"#;
+        let r = peek(text).expect("plain request");
+        assert_eq!((r.id.clone(), r.method), (Id::Num(7), "tools/call"));
+        let (span, name) = r.param_str(text.as_bytes(), "name").expect("params.name");
+        assert_eq!(name, "up__echo");
+        let out = r.rewrite(text.as_bytes(), &Id::Str("p-1".into()), span, "ech\"o");
+        assert_eq!(
+            std::str::from_utf8(&out).expect("utf8"),
+            r#"{"jsonrpc":"2.0","method":"tools/call","params":{"arguments":{"name":"not this","x":[1,{"name":2}]},"name":"ech\"o"},"id":"p-1"}"#
+        );
+        // The id may come before the name too; every other byte is kept as sent.
+        let text =
+            r#"{ "id" : "a" , "jsonrpc":"2.0", "method":"prompts/get","params":{"name":"p"} }"#;
+        let r = peek(text).expect("plain request");
+        assert_eq!(r.id, Id::Str("a".into()));
+        let (span, _) = r.param_str(text.as_bytes(), "name").expect("params.name");
+        let out = r.rewrite(text.as_bytes(), &Id::Num(-3), span, "q");
+        assert_eq!(
+            std::str::from_utf8(&out).expect("utf8"),
+            r#"{ "id" : -3 , "jsonrpc":"2.0", "method":"prompts/get","params":{"name":"q"} }"#
+        );
+    }
+
+    #[test]
+    fn leaves_other_requests_and_the_invalid_to_the_full_parse() {
+        for text in [
+            r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#,
+            r#"{"jsonrpc":"2.0","id":1,"result":{}}"#,
+            r#"{"jsonrpc":"1.0","id":1,"method":"ping"}"#,
+            r#"{"id":1,"method":"ping"}"#,
+            r#"{"jsonrpc":"2.0","id":1.5,"method":"ping"}"#,
+            r#"{"jsonrpc":"2.0","id":null,"method":"ping"}"#,
+            r#"{"jsonrpc":"2.0","id":99999999999999999999,"method":"ping"}"#,
+            r#"{"jsonrpc":"2.0","id":"a\u0062","method":"ping"}"#,
+            r#"{"jsonrpc":"2.0","id":1,"method":"to\u006fls/call"}"#,
+            r#"{"jsonrpc":"2.0","id":1,"id":2,"method":"ping"}"#,
+            r#"{"jsonrpc":"2.0","id":1,"method":"ping","params":[1]}"#,
+            r#"{"jsonrpc":"2.0","id":1,"method":"ping","params":{"a":tru}}"#,
+            r#"{"jsonrpc":"2.0","id":1,"method":"ping","params":{"a":[[[[]]]]}}"#,
+            r#"{"jsonrpc":"2.0","id":01,"method":"ping"}"#,
+        ] {
+            assert_eq!(request(text.as_bytes(), 3), None, "{text}");
+        }
+    }
+
+    #[test]
+    fn finds_a_parameter_only_when_plain_and_single() {
+        let name = |text: &'static str| {
+            let r = peek(text)?;
+            r.param_str(text.as_bytes(), "name")
+                .map(|(_, n)| n.to_owned())
+        };
+        assert_eq!(
+            name(r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"a"}}"#),
+            Some("a".into())
+        );
+        for text in [
+            r#"{"jsonrpc":"2.0","id":1,"method":"tools/call"}"#,
+            r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{}}"#,
+            r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"a","name":"b"}}"#,
+            r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"a\u0062"}}"#,
+            r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":3}}"#,
+        ] {
+            assert_eq!(name(text), None, "{text}");
+        }
     }
 }

@@ -14,6 +14,7 @@ use super::relay::{self, Relayed};
 use super::Answer;
 use crate::metrics::{Forwarded, Outcome};
 use crate::protocol::jsonrpc::{self, code, Id};
+use crate::protocol::splice;
 use crate::registry::Catalog;
 use crate::session::{Session, STANDALONE};
 use crate::transport::upstream::{MessageStream, ReplyBody, UpstreamError};
@@ -39,14 +40,11 @@ pub async fn request(
     accepts_sse: bool,
 ) -> Answer {
     let Some(upstream) = session.upstream(server) else {
-        return Answer::Json(jsonrpc::error_body(
-            Some(&client_id),
-            code::INTERNAL_ERROR,
-            "no such upstream server",
-        ));
+        return no_such_upstream(&client_id);
     };
-    let mut timing = Forwarded::start(server, msg.get_str("method").unwrap_or_default());
-    if msg.get_str("method") == Some("tools/call") {
+    let method = msg.get_str("method").unwrap_or_default();
+    let mut timing = Forwarded::start(server, method);
+    if method == "tools/call" {
         if let Some(tool) = msg.get("params").and_then(|p| p.get_str("name")) {
             timing.tool(tool);
         }
@@ -56,6 +54,76 @@ pub async fn request(
     relay::set(&mut msg, "id", upstream_id.to_value());
     let body = jsonrpc::to_bytes(&msg);
     drop(msg);
+    let outgoing = Outgoing {
+        upstream,
+        upstream_id,
+        body,
+        retry_safe,
+    };
+    send(session, server, client_id, outgoing, timing, accepts_sse).await
+}
+
+/// Sends a request read without a tree (see `splice::Request`) to `server`: its id and the name
+/// at `name_span` are rewritten in its bytes, the name to `original`, the server's own.
+pub async fn request_spliced(
+    session: &Rc<Session>,
+    server: usize,
+    msg: &[u8],
+    peeked: splice::Request<'_>,
+    name_span: std::ops::Range<usize>,
+    original: &str,
+    accepts_sse: bool,
+) -> Answer {
+    let Some(upstream) = session.upstream(server) else {
+        return no_such_upstream(&peeked.id);
+    };
+    let mut timing = Forwarded::start(server, peeked.method);
+    if peeked.method == "tools/call" {
+        timing.tool(original);
+    }
+    let retry_safe = method_retry_safe(session, server, peeked.method, Some(original));
+    let upstream_id = upstream.next_id();
+    let body = Bytes::from(peeked.rewrite(msg, &upstream_id, name_span, original));
+    let outgoing = Outgoing {
+        upstream,
+        upstream_id,
+        body,
+        retry_safe,
+    };
+    send(session, server, peeked.id, outgoing, timing, accepts_sse).await
+}
+
+fn no_such_upstream(client_id: &Id) -> Answer {
+    Answer::Json(jsonrpc::error_body(
+        Some(client_id),
+        code::INTERNAL_ERROR,
+        "no such upstream server",
+    ))
+}
+
+/// A request ready for its server: rewritten to the proxy's id.
+struct Outgoing {
+    upstream: crate::transport::upstream::UpstreamHandle,
+    upstream_id: Id,
+    body: Bytes,
+    retry_safe: bool,
+}
+
+/// Sends `outgoing` and relays the conversation that flows back.
+async fn send(
+    session: &Rc<Session>,
+    server: usize,
+    client_id: Id,
+    outgoing: Outgoing,
+    mut timing: Forwarded,
+    accepts_sse: bool,
+) -> Answer {
+    let Outgoing {
+        upstream,
+        upstream_id,
+        body,
+        retry_safe,
+    } = outgoing;
     session.begin_request(client_id.clone(), server, upstream_id.clone());
     let guard = InFlight {
         session: session.clone(),
@@ -233,21 +301,32 @@ pub(super) fn drain(mut stream: Box<MessageStream>) {
 /// Whether sending `msg` again after a replica failed mid-request does no harm: reads are
 /// safe; a tool call only when the tool is annotated read-only or idempotent.
 fn retry_safe(session: &Rc<Session>, server: usize, msg: &Value<'_>) -> bool {
-    match msg.get_str("method") {
-        Some("tools/call") => {
-            let name = msg.get("params").and_then(|p| p.get_str("name"));
-            match (name, session.shard()) {
-                (Some(name), Some(shard)) => shard.catalog().tool_retry_safe(server, name),
-                _ => false,
-            }
-        }
-        Some(
-            "prompts/get"
-            | "resources/read"
-            | "resources/subscribe"
-            | "resources/unsubscribe"
-            | "completion/complete",
-        ) => true,
+    let name = msg.get("params").and_then(|p| p.get_str("name"));
+    method_retry_safe(
+        session,
+        server,
+        msg.get_str("method").unwrap_or_default(),
+        name,
+    )
+}
+
+/// [`retry_safe`] for a method and the tool name a `tools/call` carries.
+fn method_retry_safe(
+    session: &Rc<Session>,
+    server: usize,
+    method: &str,
+    tool: Option<&str>,
+) -> bool {
+    match method {
+        "tools/call" => match (tool, session.shard()) {
+            (Some(name), Some(shard)) => shard.catalog().tool_retry_safe(server, name),
+            _ => false,
+        },
+        "prompts/get"
+        | "resources/read"
+        | "resources/subscribe"
+        | "resources/unsubscribe"
+        | "completion/complete" => true,
         _ => false,
     }
 }

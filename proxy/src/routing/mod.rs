@@ -130,6 +130,9 @@ pub async fn handle(
     body: Bytes,
     accepts_sse: bool,
 ) -> Answer {
+    if let Some(answer) = spliced(shard, session, &body, accepts_sse) {
+        return answer.await;
+    }
     let mut buf = body.to_vec();
     let msg = match jsonrpc::parse(&mut buf) {
         Ok(m) => m,
@@ -159,6 +162,45 @@ pub async fn handle(
             Answer::Accepted
         }
     }
+}
+
+/// The common case without a tree: a plain request that names an upstream tool, prompt or
+/// resource the session may use, rewritten in its bytes (`splice::request`). `None` leaves the
+/// message to the full parse, which also gives every error (unknown or hidden names included).
+fn spliced<'a>(
+    shard: &'a Rc<Shard>,
+    session: &'a Rc<Session>,
+    body: &'a [u8],
+    accepts_sse: bool,
+) -> Option<impl std::future::Future<Output = Answer> + 'a> {
+    let peeked = crate::protocol::splice::request(body, crate::limits::max_json_depth())?;
+    let field = match peeked.method {
+        "tools/call" | "prompts/get" => "name",
+        "resources/read" | "resources/subscribe" | "resources/unsubscribe" => "uri",
+        _ => return None,
+    };
+    let (span, exposed) = peeked.param_str(body, field)?;
+    let catalog = shard.catalog();
+    let (server, original) = match peeked.method {
+        "tools/call" if !orchestration::is_own_tool(exposed) => catalog
+            .tool(exposed)
+            .filter(|(s, _)| crate::auth::permits_tool(session, &catalog, *s, exposed)),
+        "prompts/get" => catalog
+            .prompt(exposed)
+            .filter(|(s, _)| crate::auth::permits_server(session, &catalog, *s)),
+        "resources/read" | "resources/subscribe" | "resources/unsubscribe"
+            if !orchestration::is_own_resource(exposed) =>
+        {
+            catalog
+                .resource(exposed)
+                .filter(|(s, _)| crate::auth::permits_server(session, &catalog, *s))
+        }
+        _ => None,
+    }?;
+    let original = original.to_owned();
+    Some(async move {
+        forward::request_spliced(session, server, body, peeked, span, &original, accepts_sse).await
+    })
 }
 
 /// Routes one parsed request of `session` (also used by the stateless bridge).
