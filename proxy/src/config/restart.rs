@@ -216,13 +216,15 @@ mod tests {
     #[test]
     fn only_switching_tls_on_or_off_waits_for_a_restart() {
         let plain = Config::default();
-        let mut on = Config::default();
-        on.tls = Some(crate::config::tls::ListenerTls {
-            cert_file: "a.pem".into(),
-            key_file: "a.key".into(),
-            client_ca_file: None,
-            min_version: Default::default(),
-        });
+        let on = Config {
+            tls: Some(crate::config::tls::ListenerTls {
+                cert_file: "a.pem".into(),
+                key_file: "a.key".into(),
+                client_ca_file: None,
+                min_version: Default::default(),
+            }),
+            ..Config::default()
+        };
         assert_eq!(changed(&plain, &on), ["[tls] (on/off)"]);
         assert_eq!(changed(&on, &plain), ["[tls] (on/off)"]);
         let mut renewed = on.clone();
