@@ -283,3 +283,59 @@ def test_sighup_reloads_the_config_without_dropping_sessions(spawner, mcpctl_bin
     assert changes["removed"] == ["alpha"]
     wait_until(lambda: not any(n.startswith("alpha__") for n in tool_names(proxy)),
                what="alpha gone after reload")
+
+
+def test_a_reload_names_the_settings_that_wait_for_a_restart(spawner, mcpctl_bin, state_dir):
+    """An operator edits [proxy] session_idle_timeout and adds a server in one edit, then reloads:
+    the server is added live, and mcpctl, the admin API and the log each name the timeout as not
+    applied until a restart, while the reload still succeeds."""
+    alpha = spawner.everything()
+    beta = spawner.everything()
+    proxy = spawner.proxy(config_toml({"alpha": alpha.url}, state_dir))
+    edited = config_toml({"alpha": alpha.url, "beta": beta.url}, state_dir).replace(
+        "[proxy]\n", '[proxy]\nsession_idle_timeout = "5s"\n', 1)
+    proxy.config_path.write_text(edited)
+
+    r = mcpctl(proxy, "reload")
+    assert r.returncode == 0, r.stderr
+    assert "added beta" in r.stdout, r.stdout
+    assert "not applied until restart: [proxy] session_idle_timeout\n" in r.stdout, r.stdout
+    wait_until(lambda: "beta__echo" in tool_names(proxy), what="beta after the reload")
+    log = proxy.stderr_tail(200)
+    assert "WARN" in log and "not applied until restart: [proxy] session_idle_timeout" in log, log
+
+    # Reloading again with only the waiting setting still changed: a success that does not
+    # pretend nothing changed, since the timeout still waits for the restart.
+    status, answer = harness.admin_reload(proxy, TOKEN)
+    assert status == 200, answer
+    assert answer["changes"] == {"added": [], "updated": [], "removed": []}, answer
+    assert answer["not_applied_until_restart"] == ["[proxy] session_idle_timeout"], answer
+
+    # Put back as started: nothing waits any more.
+    proxy.config_path.write_text(config_toml({"alpha": alpha.url, "beta": beta.url}, state_dir))
+    status, answer = harness.admin_reload(proxy, TOKEN)
+    assert status == 200 and answer["not_applied_until_restart"] == [], answer
+
+
+def test_command_line_overrides_are_not_reported_as_edits(spawner, mcpctl_bin, state_dir):
+    """The file says listen, admin_listen and shards; the command line overrides all three
+    (--listen 127.0.0.1:0 --admin-listen 127.0.0.1:0 --shards 2). A reload of the unchanged file
+    reports nothing waiting for a restart, by mcpctl, the admin API or SIGHUP's log."""
+    alpha = spawner.everything()
+    text = config_toml({"alpha": alpha.url}, state_dir).replace(
+        "[proxy]\n",
+        '[proxy]\nlisten = "127.0.0.1:1"\nadmin_listen = "127.0.0.1:2"\nshards = 3\n', 1)
+    proxy = spawner.proxy(text, shards=2)
+    assert proxy.port != 1 and not proxy.admin_url.endswith(":2")
+
+    r = mcpctl(proxy, "reload")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.startswith("reloaded:") and "restart" not in r.stdout, r.stdout
+    assert ok_json(proxy, "reload")["not_applied_until_restart"] == []
+    os.kill(proxy.proc.pid, signal.SIGHUP)
+    wait_until(lambda: "reload after SIGHUP done" in proxy.stderr_tail(200), what="the SIGHUP reload")
+    assert "not applied until restart" not in proxy.stderr_tail(200)
+
+    # A real edit of one of them is reported, next to the ones still overridden.
+    proxy.config_path.write_text(text.replace("shards = 3", "shards = 4"))
+    assert ok_json(proxy, "reload")["not_applied_until_restart"] == ["[proxy] shards"]

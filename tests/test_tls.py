@@ -4,6 +4,7 @@
 - The listener's certificate is replaced and reloaded (SIGHUP, and the admin API's reload):
   new connections see the new serial, a connection opened before keeps working, and so does
   the SDK session opened before; an unusable new key keeps the running certificate.
+- Adding or removing [tls] by reload waits for a restart: named in the answer, the rest applies.
 - TLS 1.2 clients are refused unless `min_version = "1.2"`.
 - Upstream HTTPS with a private CA and a client certificate: a second proxy with a TLS
   listener that requires client certificates sits in front of server-everything and is the
@@ -212,6 +213,44 @@ def test_sdk_over_tls_and_certificate_reload(spawner, pki):
     assert status == 400 and "key_file" in json.dumps(body), (status, body)
     assert peer_serial(proxy.port, ctx) == 3003
     assert anyio.run(sdk_call, proxy.url, ctx, "alpha__echo", "still") == "Echo: still"
+
+
+def test_switching_tls_by_reload_waits_for_a_restart_and_the_rest_of_the_edit_applies(spawner, pki):
+    """Adding or removing [tls] cannot apply live (clients would not follow the scheme): the
+    reload still succeeds, applies the servers of the same edit, keeps the listener's scheme and
+    names `[tls] (on/off)` as not applied until restart."""
+    alpha = spawner.everything()
+    beta = spawner.everything()
+    cert, key = pki.issue("server", serial=5005)
+    head = f'[proxy]\nadmin_token = "{ADMIN_TOKEN}"\n\n'
+    tls = f'[tls]\ncert_file = "{cert}"\nkey_file = "{key}"\n\n'
+    one = harness.servers_toml([("alpha", alpha.url)])
+    two = harness.servers_toml([("alpha", alpha.url), ("beta", beta.url)])
+    ctx = pki.context()
+
+    secure = spawner.proxy(head + tls + one)
+    secure.config_path.write_text(head + two)
+    status, answer = harness.admin_reload(secure, ADMIN_TOKEN)
+    assert status == 200, answer
+    assert answer["changes"]["added"] == ["beta"], answer
+    assert answer["not_applied_until_restart"] == ["[tls] (on/off)"], answer
+    assert peer_serial(secure.port, ctx) == 5005
+
+    plain = spawner.proxy(head + one)
+    plain.config_path.write_text(head + tls + two)
+    status, answer = harness.admin_reload(plain, ADMIN_TOKEN)
+    assert status == 200, answer
+    assert answer["changes"]["added"] == ["beta"], answer
+    assert answer["not_applied_until_restart"] == ["[tls] (on/off)"], answer
+    # Still plain HTTP, and beta (discovered in the background) answers through it.
+    session = harness.raw_initialize(plain.url)
+    deadline = time.monotonic() + 15
+    while True:
+        _, reply = harness.raw_call_tool(plain.url, session, "beta__echo", {"message": "plain"})
+        if (reply and "result" in reply) or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    assert reply is not None and "plain" in harness.tool_text(reply["result"]), reply
 
 
 def test_tls12_only_when_configured(spawner, pki):

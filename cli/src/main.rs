@@ -419,14 +419,23 @@ fn run(cli: Cli) -> Result<(), Failure> {
                         "unchanged"
                     }
                 };
-                format!(
+                let mut text = format!(
                     "reloaded: added {}, updated {}, removed {}; [auth] {}; [limits] {}\n",
                     list("added"),
                     list("updated"),
                     list("removed"),
                     applied("auth"),
                     applied("limits")
-                )
+                );
+                // A warning, not a failure: what did apply stays applied, and the exit is 0.
+                let waiting = restart_only(&v);
+                if !waiting.is_empty() {
+                    text.push_str(&format!(
+                        "not applied until restart: {}\n",
+                        waiting.join(", ")
+                    ));
+                }
+                text
             });
             Ok(())
         }
@@ -634,6 +643,16 @@ pub(crate) fn encode(s: &str) -> String {
     out
 }
 
+/// The settings a reload answer names as waiting for a restart (none from an older proxy).
+fn restart_only(answer: &Value) -> Vec<&str> {
+    answer["not_applied_until_restart"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .collect()
+}
+
 fn tools(admin: &Admin, out: &Out, search: Option<&str>) -> Result<(), Failure> {
     let path = match search {
         Some(q) => format!("tools?q={}", encode(q)),
@@ -689,6 +708,13 @@ mod tests {
             panic!("not add");
         };
         assert_eq!(spec_of(&a).expect_err("no target").code, Code::Usage);
+    }
+
+    #[test]
+    fn a_reload_answer_names_what_waits_for_a_restart() {
+        let answer = json!({"reloaded": true, "not_applied_until_restart": ["[proxy] listen", "[tls] (on/off)"]});
+        assert_eq!(restart_only(&answer), ["[proxy] listen", "[tls] (on/off)"]);
+        assert!(restart_only(&json!({"reloaded": true})).is_empty());
     }
 
     #[test]

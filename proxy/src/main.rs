@@ -51,6 +51,8 @@ fn main() -> anyhow::Result<()> {
         Some(path) => Config::load(path)?,
         None => Config::default(),
     };
+    // Before the overrides below, so a reload compares file with file.
+    mcp_proxy::config::restart::remember_started(&config);
     if let Some(listen) = args.listen {
         config.proxy.listen = listen;
     }

@@ -161,7 +161,13 @@ pub fn handle(shard: &Rc<Shard>, token: &str, request: &Request) -> Response {
         ("POST", ["reload"]) => match servers::reload(shard) {
             Ok(done) => answer(
                 200,
-                json!({"reloaded": true, "changes": done.servers, "auth": done.auth, "limits": done.limits}),
+                json!({
+                    "reloaded": true,
+                    "changes": done.servers,
+                    "auth": done.auth,
+                    "limits": done.limits,
+                    "not_applied_until_restart": done.restart,
+                }),
             ),
             Err(servers::ReloadError::Registry(e)) => registry_error(&e),
             Err(e) => error(400, "reload", e),

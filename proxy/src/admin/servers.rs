@@ -46,6 +46,9 @@ pub struct Reloaded {
     pub auth: bool,
     /// Whether a changed `[limits]` was put in force (for new connections and streams).
     pub limits: bool,
+    /// Settings the file changes since the proxy started that only a restart applies
+    /// (`[proxy] listen`, ...), in a stable order; every reload names them until the restart.
+    pub restart: Vec<&'static str>,
 }
 
 /// Saves `next` and applies it everywhere.
@@ -103,6 +106,8 @@ pub fn set_replica_drain(
 
 /// Re-reads the configuration file and applies its server, TLS, `[auth]` and `[limits]`
 /// changes; sessions are kept. A file with any error (a bad JWKS included) changes nothing.
+/// Changed settings that only a restart applies are named (in the answer and a warning), not
+/// refused: refusing them would hold back every later reload until the file is reverted.
 pub fn reload(shard: &Rc<Shard>) -> Result<Reloaded, ReloadError> {
     let path = shard
         .config
@@ -111,36 +116,38 @@ pub fn reload(shard: &Rc<Shard>) -> Result<Reloaded, ReloadError> {
         .as_ref()
         .ok_or(ReloadError::NoFile)?;
     let config = Config::load(path)?;
+    // Against the file as started, not the running configuration: see `config::restart`.
+    let restart = crate::config::restart::pending(&config);
     // Refused before anything applies, so a refused reload leaves everything as it was.
     crate::auth::check_reload(&config.auth)?;
-    // The certificate first: a renewed certificate is the commonest reason to reload.
-    crate::tls::reload_listener(config.tls.as_ref())?;
+    // The certificate first: a renewed certificate is the commonest reason to reload. Switching
+    // the scheme is in `restart`: clients would not follow it, so the listener keeps its own.
+    if config.tls.is_some() == crate::tls::listener_enabled() {
+        crate::tls::reload_listener(config.tls.as_ref())?;
+    }
     let auth = crate::auth::reload(&config.auth)?;
     let limits = crate::limits::apply(&config.limits);
     if limits {
         log::info!("reload: [limits] now {:?}", config.limits);
     }
-    // The [proxy] settings (addresses, shards, body and header sizes) stay as started: they are
-    // bound into the running listeners and shards, and apply at the next restart.
     let (next, changes) = shard.registry().reload(&config);
-    if changes == Changes::default() {
-        return Ok(Reloaded {
-            servers: changes,
-            auth,
-            limits,
-        });
+    if changes != Changes::default() {
+        commit(shard, next)?;
+        log::info!(
+            "reload: {} added, {} updated, {} removed",
+            changes.added.len(),
+            changes.updated.len(),
+            changes.removed.len()
+        );
     }
-    commit(shard, next)?;
-    log::info!(
-        "reload: {} added, {} updated, {} removed",
-        changes.added.len(),
-        changes.updated.len(),
-        changes.removed.len()
-    );
+    if !restart.is_empty() {
+        log::warn!("reload: not applied until restart: {}", restart.join(", "));
+    }
     Ok(Reloaded {
         servers: changes,
         auth,
         limits,
+        restart,
     })
 }
 
@@ -151,8 +158,10 @@ pub fn watch_reload(shard: &Rc<Shard>, flag: Arc<AtomicBool>) {
         loop {
             glommio::timer::sleep(Duration::from_millis(100)).await;
             if flag.swap(false, Ordering::AcqRel) {
-                if let Err(e) = reload(&shard) {
-                    log::error!("reload failed, the running servers are kept: {e}");
+                match reload(&shard) {
+                    // Said even when nothing changed: the signal leaves no other answer.
+                    Ok(_) => log::info!("reload after SIGHUP done"),
+                    Err(e) => log::error!("reload failed, the running servers are kept: {e}"),
                 }
             }
         }

@@ -25,6 +25,7 @@ use crate::protocol::names::{is_valid_server_name, MAX_SERVER_NAME_LEN, NAME_SEP
 pub mod auth;
 pub mod limits;
 mod mcp_servers;
+pub mod restart;
 pub mod tls;
 
 /// The whole configuration.
