@@ -116,11 +116,10 @@ fn render(v: &Value) -> String {
             let ago = r
                 .get("last_error_ago_ms")
                 .and_then(Value::as_u64)
-                .map_or(String::new(), |ms| format!(" ({:.1}s ago)", ms as f64 / 1000.0));
-            head.push_str(&format!(
-                "#{} last error{ago}: {e}\n",
-                cell(r.get("index"))
-            ));
+                .map_or(String::new(), |ms| {
+                    format!(" ({:.1}s ago)", ms as f64 / 1000.0)
+                });
+            head.push_str(&format!("#{} last error{ago}: {e}\n", cell(r.get("index"))));
         }
     }
     head

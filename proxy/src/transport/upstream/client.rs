@@ -1123,7 +1123,11 @@ mod tests {
                     while let Ok(Some(_)) = conn.read_request(&limits).await {
                         let headers = [("Content-Type", "text/plain"), ("Retry-After", "7")];
                         let body = b"no healthy upstream";
-                        if conn.write_response(status, &headers, body, true).await.is_err() {
+                        if conn
+                            .write_response(status, &headers, body, true)
+                            .await
+                            .is_err()
+                        {
                             return;
                         }
                     }
