@@ -67,7 +67,7 @@ fn render(v: &Value) -> String {
         Some(one) => vec![one],
         None => v["replicas"].as_array().into_iter().flatten().collect(),
     };
-    for r in list {
+    for r in &list {
         let healthy = match (r.get("healthy"), r.get("unhealthy_shards")) {
             (Some(Value::Bool(true)), _) => "yes".to_owned(),
             (_, Some(n)) => format!("no ({n} shards)"),
@@ -110,5 +110,17 @@ fn render(v: &Value) -> String {
         }
     );
     head.push_str(&t.render());
+    // Why a replica failed does not fit a column: one line each, under the table.
+    for r in &list {
+        if let Some(e) = r.get("last_error").and_then(Value::as_str) {
+            let ago = r
+                .get("last_error_ago_ms")
+                .and_then(Value::as_u64)
+                .map_or(String::new(), |ms| {
+                    format!(" ({:.1}s ago)", ms as f64 / 1000.0)
+                });
+            head.push_str(&format!("#{} last error{ago}: {e}\n", cell(r.get("index"))));
+        }
+    }
     head
 }

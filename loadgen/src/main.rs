@@ -10,7 +10,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use mcp_loadgen::client::Target;
 use mcp_loadgen::mix::Mix;
 use mcp_loadgen::run::{self, RunConfig};
-use mcp_loadgen::upstream::faults::{ErrorKind, Faults, Latency};
+use mcp_loadgen::upstream::faults::{self, ErrorKind, Faults, Latency};
 use mcp_loadgen::upstream::{self, AnswerMode, UpstreamConfig};
 use mcp_loadgen::{duration, sessions};
 
@@ -114,6 +114,15 @@ struct UpstreamArgs {
     /// Fraction of requests (except initialize) never answered.
     #[arg(long, default_value_t = 0.0)]
     stall_rate: f64,
+    /// Fraction of POSTs (initialize and notifications included) answered with a bare HTTP
+    /// error (`--http-error-status`, text body, no JSON-RPC), as a failing load balancer in
+    /// front of the server would.
+    #[arg(long, default_value_t = 0.0)]
+    http_error_rate: f64,
+    /// Status of `--http-error-rate` answers (503 carries `Retry-After: 1`).
+    #[arg(long, default_value_t = faults::DEFAULT_HTTP_ERROR_STATUS,
+          value_parser = clap::value_parser!(u16).range(400..=599))]
+    http_error_status: u16,
     /// Exit (status 3) right after writing this many responses.
     #[arg(long)]
     crash_after: Option<u64>,
@@ -186,6 +195,7 @@ fn upstream_cmd(a: UpstreamArgs) -> anyhow::Result<()> {
     for (name, rate) in [
         ("--error-rate", a.error_rate),
         ("--stall-rate", a.stall_rate),
+        ("--http-error-rate", a.http_error_rate),
     ] {
         anyhow::ensure!(
             (0.0..=1.0).contains(&rate),
@@ -211,6 +221,8 @@ fn upstream_cmd(a: UpstreamArgs) -> anyhow::Result<()> {
                 ErrorKindArg::Http => ErrorKind::Http,
             },
             stall_rate: a.stall_rate,
+            http_error_rate: a.http_error_rate,
+            http_error_status: a.http_error_status,
         },
         crash_after: a.crash_after,
         threads: a.threads,

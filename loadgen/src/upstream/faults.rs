@@ -86,7 +86,16 @@ pub struct Faults {
     pub error_kind: ErrorKind,
     /// Fraction of requests never answered.
     pub stall_rate: f64,
+    /// Fraction of POSTs (initialize and notifications included) answered with a bare HTTP
+    /// error before the MCP server sees them, as a broken load balancer or an overloaded
+    /// front end would.
+    pub http_error_rate: f64,
+    /// The status of those answers (503 by default).
+    pub http_error_status: u16,
 }
+
+/// Default status of `--http-error-rate` answers: what an overloaded front end says.
+pub const DEFAULT_HTTP_ERROR_STATUS: u16 = 503;
 
 /// What to do with one request.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -100,6 +109,25 @@ pub enum Decision {
 }
 
 impl Faults {
+    /// No faults at all.
+    pub fn none() -> Faults {
+        Faults {
+            latency: Latency::Fixed(Duration::ZERO),
+            error_rate: 0.0,
+            error_kind: ErrorKind::Rpc,
+            stall_rate: 0.0,
+            http_error_rate: 0.0,
+            http_error_status: DEFAULT_HTTP_ERROR_STATUS,
+        }
+    }
+
+    /// The status to answer a POST with instead of handling it, if the front end fails it.
+    /// Drawn before anything else: the request never reaches the MCP server.
+    pub fn gateway(&self, rng: &mut Rng) -> Option<u16> {
+        (self.http_error_rate > 0.0 && rng.uniform() < self.http_error_rate)
+            .then_some(self.http_error_status)
+    }
+
     /// Decides the fate of one request from three uniform draws.
     pub fn decide(&self, rng: &mut Rng) -> Decision {
         if self.stall_rate > 0.0 && rng.uniform() < self.stall_rate {
@@ -175,10 +203,9 @@ mod tests {
     #[test]
     fn rates_are_respected() {
         let faults = Faults {
-            latency: Latency::Fixed(Duration::ZERO),
             error_rate: 0.1,
-            error_kind: ErrorKind::Rpc,
             stall_rate: 0.05,
+            ..Faults::none()
         };
         let mut rng = Rng::seeded(42);
         let (mut fails, mut stalls) = (0, 0);
@@ -192,5 +219,26 @@ mod tests {
         assert!((4_500..5_500).contains(&stalls), "{stalls}");
         // Errors are drawn among the requests that were not stalled.
         assert!((9_000..10_000).contains(&fails), "{fails}");
+    }
+
+    #[test]
+    fn gateway_failures_follow_their_rate_and_status() {
+        let mut rng = Rng::seeded(7);
+        let none = Faults::none();
+        assert!((0..10_000).all(|_| none.gateway(&mut rng).is_none()));
+        let always = Faults {
+            http_error_rate: 1.0,
+            ..Faults::none()
+        };
+        assert!((0..1_000).all(|_| always.gateway(&mut rng) == Some(503)));
+        let half = Faults {
+            http_error_rate: 0.5,
+            http_error_status: 502,
+            ..Faults::none()
+        };
+        let draws: Vec<_> = (0..100_000).map(|_| half.gateway(&mut rng)).collect();
+        let failed = draws.iter().filter(|d| d.is_some()).count();
+        assert!((48_000..52_000).contains(&failed), "{failed}");
+        assert!(draws.iter().flatten().all(|s| *s == 502));
     }
 }

@@ -15,6 +15,11 @@
 //! - GET (server stream) and DELETE (end session) get 405, which the spec allows.
 //! - Injected errors (`--error-rate`) are JSON-RPC -32603 with HTTP 200 by default, or HTTP 500
 //!   with the same JSON-RPC body with `--error-kind http`.
+//! - Injected front-end failures (`--http-error-rate`, `--http-error-status`, 503 by default)
+//!   answer any POST, initialize and notifications included, with that status and a text body
+//!   (503 with `Retry-After: 1`) before anything of MCP is read, as a broken load balancer or
+//!   an overloaded front end would; with `--log-requests` each one logs `http-error STATUS`
+//!   instead of a request line (the server never saw it).
 //! - A stalled request is never answered; the connection stays open until the client closes it.
 //! - `--crash-after N`: the process exits (status 3) right after writing its Nth HTTP response
 //!   (every POST counts, notifications and a gateway's discovery requests included).
@@ -227,6 +232,8 @@ struct Answer {
     body: Vec<u8>,
     /// Whether to send the body as one SSE event.
     sse: bool,
+    /// An injected front-end failure: a text body, no JSON-RPC.
+    gateway: bool,
 }
 
 impl Answer {
@@ -236,6 +243,20 @@ impl Answer {
             session: None,
             body,
             sse: false,
+            gateway: false,
+        }
+    }
+
+    /// What a failing load balancer answers: the status, a line of text, and for 503 a
+    /// `Retry-After`, as proxies such as Envoy and nginx send.
+    fn gateway(status: u16) -> Answer {
+        Answer {
+            gateway: true,
+            ..Answer::plain(
+                status,
+                format!("mcp-loadgen upstream: injected HTTP {status} (--http-error-rate)\n")
+                    .into_bytes(),
+            )
         }
     }
 }
@@ -285,6 +306,15 @@ async fn write(
     if let Some(s) = &a.session {
         headers.push(("Mcp-Session-Id", s));
     }
+    if a.gateway {
+        headers.push(("Content-Type", "text/plain"));
+        if a.status == 503 {
+            headers.push(("Retry-After", "1"));
+        }
+        return conn
+            .write_response(a.status, &headers, &a.body, keep_alive)
+            .await;
+    }
     if a.sse {
         headers.push(("Content-Type", "text/event-stream"));
         headers.push(("Cache-Control", "no-cache"));
@@ -331,6 +361,17 @@ async fn handle(local: &Local, request: &Request) -> Option<Answer> {
     if request.method != Method::Post {
         return Some(Answer::plain(405, Vec::new()));
     }
+    let config = &local.shared.config;
+    // The front end fails the POST before the server reads it: nothing of MCP is looked at.
+    if let Some(status) = config.faults.gateway(&mut local.rng.borrow_mut()) {
+        if config.log_requests {
+            eprintln!(
+                "mcp-loadgen upstream[{}]: http-error {status}",
+                config.id.as_deref().unwrap_or("")
+            );
+        }
+        return Some(Answer::gateway(status));
+    }
     let mut body = request.body.to_vec();
     let msg = match jsonrpc::parse(&mut body) {
         Ok(m) => m,
@@ -359,7 +400,6 @@ async fn handle(local: &Local, request: &Request) -> Option<Answer> {
         }
         Err(e) => return Some(rpc_error(400, None, e.code(), &e.to_string())),
     };
-    let config = &local.shared.config;
     let sse = config.mode == AnswerMode::Sse;
     let tool = if method == "tools/call" {
         msg.get("params").and_then(|p| p.get_str("name"))
@@ -388,6 +428,7 @@ async fn handle(local: &Local, request: &Request) -> Option<Answer> {
             session,
             body: jsonrpc::result_body(&id, &result).to_vec(),
             sse,
+            gateway: false,
         });
     }
     if let Some(refused) = check_session(local, request) {
@@ -428,6 +469,7 @@ async fn handle(local: &Local, request: &Request) -> Option<Answer> {
         session: None,
         body: body.to_vec(),
         sse,
+        gateway: false,
     })
 }
 

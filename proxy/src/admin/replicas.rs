@@ -209,6 +209,11 @@ fn replica_json(entry: &Entry, replica: usize, views: &[Vec<ReplicaReport>]) -> 
         add_into(&mut latency, &r.latency);
     }
     let q = Quantiles::of(&latency);
+    // The newest failure any shard saw: what an operator asks first of a replica that is out.
+    let last_error = mine
+        .iter()
+        .filter_map(|r| Some((r.stats.last_error_ago_ms?, r.stats.last_error.as_ref()?)))
+        .min_by_key(|(ago, _)| *ago);
     let drained = entry.replica_drained(replica);
     let drained_by = match (drained, entry.replica_drain.get(&replica)) {
         (true, Some(_)) => json!("api"),
@@ -244,6 +249,8 @@ fn replica_json(entry: &Entry, replica: usize, views: &[Vec<ReplicaReport>]) -> 
         "probes": sum(|s| s.probes),
         "probe_errors": sum(|s| s.failed_probes),
         "consecutive_failures": mine.iter().map(|r| r.stats.consecutive_failures).max().unwrap_or(0),
+        "last_error": last_error.map(|(_, m)| m),
+        "last_error_ago_ms": last_error.map(|(ago, _)| ago),
         "ewma_ms": ewma_ms.map(|v| (v * 1000.0).round() / 1000.0),
         "latency_us": {
             "count": q.count, "p50": q.p50, "p90": q.p90, "p99": q.p99, "p99_9": q.p999, "max": q.max,

@@ -291,7 +291,7 @@ fn push_field(out: &mut Vec<u8>, name: &str, value: &str) {
 
 /// Runs a test future on a fresh glommio executor (needed wherever a timer is armed).
 #[cfg(test)]
-fn run_glommio<F, Fut, T>(f: F) -> T
+pub(crate) fn run_glommio<F, Fut, T>(f: F) -> T
 where
     F: FnOnce() -> Fut + Send + 'static,
     Fut: Future<Output = T> + 'static,

@@ -86,6 +86,16 @@ pub enum UpstreamError {
     },
 }
 
+/// True for the HTTP statuses that say the replica, not the request, failed: 502 Bad Gateway,
+/// 503 Service Unavailable and 504 Gateway Timeout (what Envoy calls gateway failures). They
+/// count against the replica's circuit like a refused connection. 500 is deliberately not one:
+/// it is the application's own answer to this request (a handler that threw), and a replica
+/// that answers it is up and reachable; ejecting it would move healthy traffic off a server
+/// whose other tools work.
+pub fn is_gateway_failure(status: u16) -> bool {
+    matches!(status, 502..=504)
+}
+
 impl UpstreamError {
     /// True when the replica itself failed (no answer, broken or overloaded), as opposed to
     /// the server refusing the request.
@@ -94,7 +104,7 @@ impl UpstreamError {
             UpstreamError::Connect { .. }
             | UpstreamError::Exchange { .. }
             | UpstreamError::Timeout { .. } => true,
-            UpstreamError::Status { status, .. } => matches!(status, 502..=504),
+            UpstreamError::Status { status, .. } => is_gateway_failure(*status),
             _ => false,
         }
     }
@@ -319,12 +329,13 @@ impl UpstreamClient {
         true
     }
 
-    /// Records a replica's answer (or failure) to an exchange and logs what that changed.
-    fn record(&self, replica: usize, started: Instant, error: Option<&UpstreamError>) {
+    /// Records a replica's answer (or failure, with its message) to an exchange and logs what
+    /// that changed.
+    fn record(&self, replica: usize, started: Instant, failure: Option<String>) {
         let now = Instant::now();
-        let ok = error.is_none();
-        if let Some(e) = error {
-            self.stats[replica].note_error(now, e.to_string());
+        let ok = failure.is_none();
+        if let Some(message) = failure {
+            self.stats[replica].note_error(now, message);
         }
         let threshold = self.config.balance.failover_threshold;
         let change = self.stats[replica].end(now - started, ok, threshold, now);
@@ -423,7 +434,10 @@ impl UpstreamClient {
     }
 
     /// Sends one request to `replica` and reads the response head, reusing a pooled connection
-    /// when possible; any HTTP answer counts as the replica being alive.
+    /// when possible. Any HTTP answer counts as the replica being alive except a gateway
+    /// failure (502, 503, 504), which counts against its circuit like a refused connection:
+    /// a replica behind a broken load balancer answers quickly and would otherwise keep its
+    /// share of traffic forever.
     async fn exchange(
         &self,
         replica: usize,
@@ -434,8 +448,27 @@ impl UpstreamClient {
         let started = Instant::now();
         self.stats[replica].begin();
         let result = self.exchange_on(replica, method, headers, body).await;
-        self.record(replica, started, result.as_ref().err());
+        let failure = match &result {
+            Err(e) => Some(e.to_string()),
+            Ok((_, head)) if is_gateway_failure(head.status) => Some(self.gateway_failure(head)),
+            Ok(_) => None,
+        };
+        self.record(replica, started, failure);
         result
+    }
+
+    /// The message of a gateway failure known from its head alone (the body, when it is read,
+    /// refines it: see `status_error`).
+    fn gateway_failure(&self, head: &ResponseHead) -> String {
+        let retry_after = head
+            .header("retry-after")
+            .map(|v| format!(" (Retry-After: {v})"))
+            .unwrap_or_default();
+        format!(
+            "upstream {} answered HTTP {}{retry_after}",
+            self.name(),
+            head.status
+        )
     }
 
     async fn exchange_on(
@@ -617,7 +650,8 @@ impl UpstreamClient {
     }
 
     /// An active health check: a `ping` outside any session. Any HTTP answer within `limit`
-    /// counts as alive (stateful servers rightly refuse a sessionless ping with 400).
+    /// but a gateway failure (502, 503, 504) counts as alive (stateful servers rightly refuse a
+    /// sessionless ping with 400).
     ///
     /// A check is not client traffic: it goes around [`Self::exchange`], so it adds nothing
     /// to the replica's requests, load or latency (nor to the balancer's average); it is
@@ -635,6 +669,13 @@ impl UpstreamClient {
                 .await)
         };
         let (outcome, error) = match glommio::timer::timeout(limit, exchange).await {
+            // A gateway failure is not a sign of life: were it one, every check would close
+            // the circuit that the replica's 503s to client requests just opened.
+            Ok(Ok((conn, head))) if is_gateway_failure(head.status) => {
+                let message = self.gateway_failure(&head);
+                self.finish_small(replica, conn, &head).await;
+                (ProbeOutcome::Unavailable, Some(message))
+            }
             Ok(Ok((conn, head))) => {
                 self.finish_small(replica, conn, &head).await;
                 (ProbeOutcome::Ok, None)
@@ -742,6 +783,14 @@ impl UpstreamClient {
             self.checkin(replica, conn);
         }
         let text = String::from_utf8_lossy(&body[..body.len().min(300)]).into_owned();
+        if is_gateway_failure(head.status) {
+            // `exchange` already counted it against the circuit; the body (a load balancer's
+            // "no healthy upstream", say) tells the operator more than the status alone.
+            if let Some(stats) = self.stats.get(replica) {
+                let message = format!("{}: {}", self.gateway_failure(head), text.trim());
+                stats.note_error(Instant::now(), message);
+            }
+        }
         let server = self.config.name.clone();
         // 404 is the spec's answer for an unknown session; the TypeScript SDK's servers answer
         // 400 instead, so a 400 that mentions the session means the same.
@@ -1036,5 +1085,117 @@ mod tests {
         // Any other difference needs a new client.
         assert!(!client.retune(&server("weighted", 5, "3s")));
         assert_eq!(client.stats[1].weight.get(), 5);
+    }
+
+    fn status_error(status: u16) -> UpstreamError {
+        UpstreamError::Status {
+            server: "ev".into(),
+            status,
+            body: String::new(),
+        }
+    }
+
+    #[test]
+    fn only_gateway_statuses_are_replica_failures() {
+        for status in [502, 503, 504] {
+            assert!(is_gateway_failure(status), "{status}");
+            assert!(status_error(status).is_replica_failure(), "{status}");
+            // The upstream may have acted on it (a 504 is often a handler still running):
+            // only requests that are safe to repeat go elsewhere.
+            assert!(!status_error(status).never_sent(), "{status}");
+        }
+        for status in [200, 202, 400, 401, 403, 404, 429, 500, 501, 505] {
+            assert!(!is_gateway_failure(status), "{status}");
+            assert!(!status_error(status).is_replica_failure(), "{status}");
+        }
+    }
+
+    /// A one-replica client of an HTTP server on this executor that answers every request
+    /// with `status` (and a short text body), keeping connections alive.
+    async fn answering(status: u16, threshold: u32) -> Rc<UpstreamClient> {
+        let listener = glommio::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        glommio::spawn_local(async move {
+            while let Ok(stream) = listener.accept().await {
+                glommio::spawn_local(async move {
+                    let mut conn = crate::http::ServerConn::new(stream);
+                    let limits = Limits::default();
+                    while let Ok(Some(_)) = conn.read_request(&limits).await {
+                        let headers = [("Content-Type", "text/plain"), ("Retry-After", "7")];
+                        let body = b"no healthy upstream";
+                        if conn
+                            .write_response(status, &headers, body, true)
+                            .await
+                            .is_err()
+                        {
+                            return;
+                        }
+                    }
+                })
+                .detach();
+            }
+        })
+        .detach();
+        let text = format!(
+            "[[servers]]\nname = \"ev\"\nurl = \"http://127.0.0.1:{port}/mcp\"\n\
+             failover_threshold = {threshold}\n"
+        );
+        let config = crate::config::Config::from_toml_str(&text, "t").expect("config");
+        let config = config.servers[0].clone();
+        let replicas = match &config.transport {
+            Transport::Http { replicas, .. } => replicas.clone(),
+            Transport::Stdio(_) => unreachable!("an HTTP server"),
+        };
+        UpstreamClient::new(0, config, &replicas)
+    }
+
+    #[test]
+    fn a_replica_answering_503_is_ejected_with_the_status_as_its_last_error() {
+        crate::http::run_glommio(|| async {
+            let client = answering(503, 3).await;
+            for n in 1..=3 {
+                let error = match client.post(0, Some("s"), Some("v"), b"{}").await {
+                    Err(e) => e,
+                    Ok(_) => panic!("a 503 is not an answer"),
+                };
+                assert!(matches!(error, UpstreamError::Status { status: 503, .. }));
+                let s = client.stats[0].snapshot(Instant::now());
+                if n < 3 {
+                    assert_eq!((s.consecutive_failures, s.ejected_for_ms), (n, 0));
+                } else {
+                    assert!(s.ejected_for_ms > 0, "not ejected after 3 503s: {s:?}");
+                }
+                let last = s.last_error.unwrap_or_default();
+                assert!(
+                    last.contains("HTTP 503") && last.contains("Retry-After: 7"),
+                    "{last}"
+                );
+                assert!(last.contains("no healthy upstream"), "{last}");
+            }
+            assert!(!client.stats[0].available(Instant::now()));
+            // A health check answered 503 is a miss, not a sign of life that would close the
+            // circuit the requests just opened.
+            assert!(!client.probe(0, Duration::from_secs(5)).await);
+            let s = client.stats[0].snapshot(Instant::now());
+            assert!(s.ejected_for_ms > 0 && s.failed_probes == 1, "{s:?}");
+        });
+    }
+
+    #[test]
+    fn a_replica_answering_500_stays_in() {
+        crate::http::run_glommio(|| async {
+            let client = answering(500, 3).await;
+            for _ in 0..10 {
+                let error = match client.post(0, Some("s"), Some("v"), b"{}").await {
+                    Err(e) => e,
+                    Ok(_) => panic!("a 500 is not a success"),
+                };
+                assert!(!error.is_replica_failure());
+            }
+            assert!(client.probe(0, Duration::from_secs(5)).await);
+            let s = client.stats[0].snapshot(Instant::now());
+            assert_eq!((s.consecutive_failures, s.ejected_for_ms), (0, 0), "{s:?}");
+            assert!(client.stats[0].available(Instant::now()));
+        });
     }
 }

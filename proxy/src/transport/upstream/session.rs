@@ -176,7 +176,7 @@ impl UpstreamSession {
             .preferred
             .get()
             .filter(|r| self.client.stats[*r].available(now));
-        let replica = preferred
+        let mut replica = preferred
             .or_else(|| self.client.pick(avoid))
             .or_else(|| self.client.pick(None))
             .ok_or_else(|| UpstreamError::Connect {
@@ -186,8 +186,35 @@ impl UpstreamSession {
                     "no replica is available (all unhealthy, ejected or draining)",
                 ),
             })?;
-        let est = self.initialize(replica).await?;
-        Ok(est)
+        // The client's request has not left the proxy while its upstream session is being
+        // set up, so a replica that fails the set-up (refused, broken, timed out, a gateway
+        // failure) is passed over for another, as any request that never left the proxy is:
+        // the client does not pay for a replica whose circuit is about to open, nor for the
+        // one request a half-open circuit lets through. At worst the failed replica keeps an
+        // upstream session nobody uses, which it expires.
+        let mut attempt = 1;
+        loop {
+            let error = match self.initialize(replica).await {
+                Ok(est) => return Ok(est),
+                Err(e) => e,
+            };
+            let retry = error.never_sent() || error.is_replica_failure();
+            if !retry || attempt >= MAX_ATTEMPTS || !self.client.retry_budget.withdraw() {
+                return Err(error);
+            }
+            let Some(next) = self.client.pick(Some(replica)) else {
+                return Err(error);
+            };
+            crate::metrics::fleet::retried(self.client.name());
+            log::info!(
+                "upstream {}: replica {replica} ({}) failed to open a session: {error}; \
+                 opening it on another replica",
+                self.client.name(),
+                self.client.replica_url(replica)
+            );
+            replica = next;
+            attempt += 1;
+        }
     }
 
     /// Forgets the session of `generation` (if still current) so the next use re-initializes.
@@ -283,8 +310,16 @@ impl UpstreamSession {
         };
         let answer = match answer {
             Ok(a) => Some(a),
-            // A refusal is the stateful era's answer to the probe; a timeout or a broken
-            // exchange says nothing, so `initialize` is tried without remembering a verdict.
+            // A refusal is the stateful era's answer to the probe; a timeout, a broken
+            // exchange or a gateway failure (502/503/504: the server never saw it) says
+            // nothing, so `initialize` is tried without remembering a verdict.
+            Err(e @ UpstreamError::Status { .. }) if e.is_replica_failure() => {
+                log::debug!(
+                    "upstream {}: server/discover probe failed ({e}); trying initialize",
+                    self.client.name()
+                );
+                return Ok(None);
+            }
             Err(UpstreamError::Status { .. } | UpstreamError::Protocol { .. }) => None,
             Err(e) => {
                 log::debug!(
