@@ -6,6 +6,7 @@
 //! connections between the two processes. So before the shards bind a fixed port, a plain
 //! socket (SO_REUSEADDR, no SO_REUSEPORT) is bound to it: Linux refuses that bind with
 //! EADDRINUSE while any listener (SO_REUSEPORT or not) or a not yet listening hold is there.
+//! A port still held after [`RELEASE_GRACE`] counts as in use (see [`wait_free`]).
 //! `--takeover` skips the check, which is how a new proxy joins an old one's port for a
 //! zero-downtime restart.
 //!
@@ -16,8 +17,12 @@
 
 use std::net::SocketAddr;
 use std::os::fd::{FromRawFd, IntoRawFd};
+use std::time::{Duration, Instant};
 
 use socket2::{Domain, Protocol, Socket, Type};
+
+/// How long a fixed port may stay held before it counts as in use (see [`wait_free`]).
+pub const RELEASE_GRACE: Duration = Duration::from_secs(2);
 
 /// Pending connections each listener queues before accepting (glommio's own default).
 const BACKLOG: i32 = 1024;
@@ -96,7 +101,7 @@ pub fn reserve(
         if takeover {
             return Ok((addr, PortHold::none()));
         }
-        check_free(addr, role)?;
+        wait_free(addr, role, RELEASE_GRACE)?;
     }
     let socket = hold(addr).map_err(bind_error)?;
     let bound = socket
@@ -110,6 +115,24 @@ pub fn reserve(
             _socket: Some(socket),
         },
     ))
+}
+
+/// Checks `addr` until it is free or `grace` has passed, then refuses it as [`check_free`] does.
+///
+/// A process that has just exited (killed, or stopped a moment before) still holds its
+/// listeners for a few milliseconds: the kernel tears its io_uring down, and with it the
+/// descriptors a pending accept holds, after the process is gone. A restart at once must not
+/// take that for another proxy; one that really runs holds the port for the whole grace.
+pub fn wait_free(addr: SocketAddr, role: Role, grace: Duration) -> Result<(), ListenError> {
+    let start = Instant::now();
+    loop {
+        match check_free(addr, role) {
+            Err(ListenError::InUse { .. }) if start.elapsed() < grace => {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            other => return other,
+        }
+    }
 }
 
 /// Refuses `addr` when a socket is already bound to it: a plain bind (no SO_REUSEPORT) fails
@@ -190,6 +213,24 @@ mod tests {
             .err()
             .expect("reserve passed");
         assert!(err.to_string().contains("--admin-listen"), "{err}");
+    }
+
+    #[test]
+    fn a_port_released_within_the_grace_is_taken() {
+        let (other, addr) = reuseport_listener();
+        let releaser = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(100));
+            drop(other);
+        });
+        wait_free(addr, Role::Clients, Duration::from_secs(10)).expect("released port refused");
+        releaser.join().expect("releaser");
+    }
+
+    #[test]
+    fn a_port_held_past_the_grace_is_refused() {
+        let (_other, addr) = reuseport_listener();
+        let err = wait_free(addr, Role::Clients, Duration::from_millis(50)).expect_err("passed");
+        assert!(matches!(err, ListenError::InUse { .. }), "{err}");
     }
 
     #[test]
