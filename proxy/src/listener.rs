@@ -41,6 +41,17 @@ pub enum ListenError {
         /// The option that sets it, for the operator to change.
         flag: &'static str,
     },
+    /// The admin endpoints were given the client listener's own address.
+    #[error(
+        "the admin address {admin} overlaps the listen address {listen}; give --admin-listen \
+         ([proxy] admin_listen) another port"
+    )]
+    SameAsListen {
+        /// The client listen address.
+        listen: SocketAddr,
+        /// The admin address.
+        admin: SocketAddr,
+    },
     /// The address could not be bound for another reason (permission, not a local address...).
     #[error("cannot listen on {addr}: {source}")]
     Bind {
@@ -115,6 +126,19 @@ pub fn reserve(
             _socket: Some(socket),
         },
     ))
+}
+
+/// Refuses an admin address that the client listener's address covers: SO_REUSEPORT would let
+/// both listen, and the kernel would hand MCP clients to the admin listener and the reverse.
+pub fn check_distinct(listen: SocketAddr, admin: SocketAddr) -> Result<(), ListenError> {
+    let overlap = listen.port() == admin.port()
+        && (listen.ip() == admin.ip()
+            || listen.ip().is_unspecified()
+            || admin.ip().is_unspecified());
+    if overlap && admin.port() != 0 {
+        return Err(ListenError::SameAsListen { listen, admin });
+    }
+    Ok(())
 }
 
 /// Checks `addr` until it is free or `grace` has passed, then refuses it as [`check_free`] does.
@@ -231,6 +255,18 @@ mod tests {
         let (_other, addr) = reuseport_listener();
         let err = wait_free(addr, Role::Clients, Duration::from_millis(50)).expect_err("passed");
         assert!(matches!(err, ListenError::InUse { .. }), "{err}");
+    }
+
+    #[test]
+    fn an_admin_address_on_the_listen_address_is_refused() {
+        let at = |s: &str| s.parse::<SocketAddr>().expect("addr");
+        let err = check_distinct(at("127.0.0.1:8080"), at("127.0.0.1:8080")).expect_err("same");
+        assert!(err.to_string().contains("--admin-listen"), "{err}");
+        assert!(check_distinct(at("0.0.0.0:8080"), at("127.0.0.1:8080")).is_err());
+        assert!(check_distinct(at("127.0.0.1:8080"), at("[::]:8080")).is_err());
+        assert!(check_distinct(at("127.0.0.1:8080"), at("127.0.0.1:9090")).is_ok());
+        assert!(check_distinct(at("127.0.0.1:8080"), at("127.0.0.2:8080")).is_ok());
+        assert!(check_distinct(at("127.0.0.1:0"), at("127.0.0.1:0")).is_ok());
     }
 
     #[test]

@@ -160,7 +160,10 @@ pub fn start(mut config: Config, mode: Mode) -> Result<Running, StartError> {
         log::info!("no session_key configured: sessions end with this process (set [proxy] session_key or MCP_PROXY_SESSION_KEY to keep them across restarts)");
     }
     let (admin, admin_hold) = match config.proxy.admin_listen {
-        Some(a) => listener::reserve(a, Role::Admin, takeover).map(|(a, h)| (Some(a), h))?,
+        Some(a) => {
+            listener::check_distinct(config.proxy.listen, a)?;
+            listener::reserve(a, Role::Admin, takeover).map(|(a, h)| (Some(a), h))?
+        }
         None => (None, PortHold::none()),
     };
     config.proxy.admin_listen = admin;
