@@ -5,6 +5,7 @@
 //! - [`health`]: active health checks of every replica, per shard.
 //! - [`config`]: the TOML configuration, its defaults and its validation.
 //! - [`runtime`]: starts one glommio executor per core and wires the shards together.
+//! - [`listener`]: binds the listeners; refuses a fixed port in use unless told to take it over.
 //! - [`shard`]: what one core owns (sessions, pools, catalog) and cross-shard forwarding.
 //! - [`http`]: HTTP/1.1 framing for both sides (server and client) and Server-Sent Events.
 //! - [`protocol`]: JSON-RPC and MCP wire facts: message peeking, errors, versions, names, cursors.
@@ -27,6 +28,7 @@ pub mod fuzzing;
 pub mod health;
 pub mod http;
 pub mod limits;
+pub mod listener;
 pub mod metrics;
 pub mod orchestration;
 pub mod protocol;

@@ -32,6 +32,11 @@ struct Args {
     /// Admin endpoints address (/metrics, /stats, /healthz), overriding the configuration.
     #[arg(long)]
     admin_listen: Option<SocketAddr>,
+    /// Share the listen and admin ports with a proxy already running on them instead of
+    /// refusing to start: for a zero-downtime restart, start the new proxy with --takeover, wait
+    /// for its ready line, then stop the old one (SIGTERM).
+    #[arg(long, conflicts_with = "stdio")]
+    takeover: bool,
     /// Log format: text, json or logfmt, overriding the configuration.
     #[arg(long)]
     log_format: Option<LogFormat>,
@@ -87,7 +92,13 @@ fn main() -> anyhow::Result<()> {
     // Every thread started from here on inherits the blocked signals; one thread takes them.
     let signals = block_termination_signals();
     let servers = config.servers.len();
-    let mode = if args.stdio { Mode::Stdio } else { Mode::Http };
+    let mode = if args.stdio {
+        Mode::Stdio
+    } else {
+        Mode::Http {
+            takeover: args.takeover,
+        }
+    };
     let running = runtime::start(config, mode).context("mcp-proxy could not start")?;
     let stop = running.stop_flag();
     let reload = running.reload_flag();

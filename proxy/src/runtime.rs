@@ -1,7 +1,8 @@
 //! Starts the shards: one glommio executor pinned per core, each with its own listener.
 //!
 //! All shards bind the same address with SO_REUSEPORT and the kernel spreads connections
-//! over them. Port 0 is resolved once, up front, so every shard binds the same real port.
+//! over them. Port 0 is resolved once, up front, so every shard binds the same real port; a
+//! fixed port another process already holds is refused unless `--takeover` (see [`listener`]).
 //! Shutdown is cooperative: [`Running::stop`] raises a flag every shard watches; each stops
 //! accepting, lets requests in flight finish (up to [`DRAIN_LIMIT`]), ends its sessions
 //! (deleting upstream sessions), and shard 0 stops the stdio children.
@@ -17,6 +18,7 @@ use glommio::net::TcpListener;
 use glommio::{LocalExecutorPoolBuilder, PoolPlacement};
 
 use crate::config::Config;
+use crate::listener::{self, PortHold, Role};
 use crate::shard::mesh::{Msg, CHANNEL_SIZE};
 use crate::shard::{Mesh, Shard};
 use crate::transport::stdio::downstream as stdio_downstream;
@@ -29,14 +31,9 @@ pub const CHILD_GRACE: Duration = Duration::from_secs(3);
 /// Why the proxy could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
-    /// The listen address could not be bound.
-    #[error("cannot listen on {addr}: {source}")]
-    Bind {
-        /// The configured address.
-        addr: SocketAddr,
-        /// The socket error.
-        source: std::io::Error,
-    },
+    /// A listen address is taken or cannot be bound.
+    #[error(transparent)]
+    Listen(#[from] crate::listener::ListenError),
     /// The metrics recorder could not be installed.
     #[error(transparent)]
     Metrics(#[from] crate::metrics::InstallError),
@@ -61,8 +58,12 @@ pub enum StartError {
 
 /// Where clients come from.
 pub enum Mode {
-    /// Streamable HTTP on the configured address, on every shard.
-    Http,
+    /// Streamable HTTP on the configured address, on every shard; `takeover` shares fixed
+    /// ports another process already listens on instead of refusing them.
+    Http {
+        /// Share a fixed port already in use (zero-downtime restart) instead of refusing it.
+        takeover: bool,
+    },
     /// One client on stdin/stdout (one shard, no listener).
     Stdio,
 }
@@ -130,21 +131,25 @@ fn allowed_cpus() -> Option<glommio::CpuSet> {
 
 /// Starts every shard and returns once all listen and the first discovery round is done.
 pub fn start(mut config: Config, mode: Mode) -> Result<Running, StartError> {
-    let stdio = match mode {
-        Mode::Stdio => Some(stdio_downstream::bridge_stdio().map_err(StartError::Stdio)?),
-        Mode::Http => None,
+    let (stdio, takeover) = match mode {
+        Mode::Stdio => (
+            Some(stdio_downstream::bridge_stdio().map_err(StartError::Stdio)?),
+            false,
+        ),
+        Mode::Http { takeover } => (None, takeover),
     };
     let shards = match (&stdio, config.proxy.shards) {
         (Some(_), _) => 1,
         (None, 0) => default_shards(),
         (None, n) => n.min(256),
     };
-    let mut listen_hold = PortHold { _socket: None };
+    let mut listen_hold = PortHold::none();
     if stdio.is_some() {
         // A desktop client may start several stdio proxies; a fixed admin port would collide.
         config.proxy.admin_listen = None;
     } else {
-        (config.proxy.listen, listen_hold) = resolve_port(config.proxy.listen)?;
+        (config.proxy.listen, listen_hold) =
+            listener::reserve(config.proxy.listen, Role::Clients, takeover)?;
     }
     let addr = config.proxy.listen;
     if config.proxy.session_key.is_none() {
@@ -155,8 +160,11 @@ pub fn start(mut config: Config, mode: Mode) -> Result<Running, StartError> {
         log::info!("no session_key configured: sessions end with this process (set [proxy] session_key or MCP_PROXY_SESSION_KEY to keep them across restarts)");
     }
     let (admin, admin_hold) = match config.proxy.admin_listen {
-        Some(a) => resolve_port(a).map(|(a, hold)| (Some(a), hold))?,
-        None => (None, PortHold { _socket: None }),
+        Some(a) => {
+            listener::check_distinct(config.proxy.listen, a)?;
+            listener::reserve(a, Role::Admin, takeover).map(|(a, h)| (Some(a), h))?
+        }
+        None => (None, PortHold::none()),
     };
     config.proxy.admin_listen = admin;
     // The admin API is never open: without a configured token, one is made for this run.
@@ -240,48 +248,6 @@ fn random_token() -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// The socket holding a port the kernel picked for a port-0 address, until the shards' listeners
-/// are bound to it.
-///
-/// The listeners use SO_REUSEPORT, which lets any socket of the same user bind the same port. Had
-/// the port been released between being learnt and being listened on, another process binding
-/// port 0 in that moment (another proxy started beside this one, say) could be given it, and the
-/// kernel would then split this proxy's connections between the two processes. While a socket
-/// is bound to the port, the kernel picks other ports for port-0 binds. The hold is bound but
-/// never listens, so it is given no connections.
-struct PortHold {
-    _socket: Option<socket2::Socket>,
-}
-
-/// `addr` with the port the kernel picks when it asks for port 0, and the hold on that port.
-fn resolve_port(addr: SocketAddr) -> Result<(SocketAddr, PortHold), StartError> {
-    if addr.port() != 0 {
-        return Ok((addr, PortHold { _socket: None }));
-    }
-    let hold = || -> std::io::Result<(SocketAddr, socket2::Socket)> {
-        let socket = socket2::Socket::new(
-            socket2::Domain::for_address(addr),
-            socket2::Type::STREAM,
-            Some(socket2::Protocol::TCP),
-        )?;
-        // The shards' listeners join the port, so the hold must allow it as they do.
-        socket.set_reuse_port(true)?;
-        socket.bind(&addr.into())?;
-        let bound = socket
-            .local_addr()?
-            .as_socket()
-            .ok_or_else(|| std::io::Error::other("bound to a non-IP address"))?;
-        Ok((bound, socket))
-    };
-    let (bound, socket) = hold().map_err(|source| StartError::Bind { addr, source })?;
-    Ok((
-        bound,
-        PortHold {
-            _socket: Some(socket),
-        },
-    ))
-}
-
 /// Resolves when `stop` is raised.
 async fn stopped(stop: &AtomicBool) {
     while !stop.load(Ordering::Acquire) {
@@ -340,7 +306,7 @@ async fn run_shard(
     }
     let listener = match stdio {
         Some(_) => None,
-        None => match TcpListener::bind(addr) {
+        None => match listener::bind(addr) {
             Ok(l) => Some(l),
             Err(e) => {
                 log::error!("shard {id}: cannot listen on {addr}: {e}");

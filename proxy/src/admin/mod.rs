@@ -29,7 +29,7 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use glommio::net::{TcpListener, TcpStream};
+use glommio::net::TcpStream;
 use glommio::{Latency, Shares};
 
 use crate::http::{Limits, Method, Request, ServerConn};
@@ -59,7 +59,7 @@ impl Response {
 
 /// Binds `addr` and serves the admin routes on this shard (shard 0), forever.
 pub fn start(shard: &Rc<Shard>, addr: SocketAddr) -> std::io::Result<()> {
-    let listener = TcpListener::bind(addr)?;
+    let listener = crate::listener::bind(addr)?;
     let queue =
         glommio::executor().create_task_queue(Shares::Static(100), Latency::NotImportant, "admin");
     let shard = shard.clone();
