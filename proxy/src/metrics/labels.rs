@@ -238,10 +238,18 @@ mod tests {
         let labels: Vec<_> = StreamEnd::ALL.iter().map(|r| r.label()).collect();
         assert_eq!(
             labels,
-            ["completed", "client_closed", "token_expired", "credential_revoked"]
+            [
+                "completed",
+                "client_closed",
+                "token_expired",
+                "credential_revoked"
+            ]
         );
         for (i, r) in StreamEnd::ALL.iter().enumerate() {
-            assert_eq!(*r as usize, i, "ALL is in discriminant order (handle index)");
+            assert_eq!(
+                *r as usize, i,
+                "ALL is in discriminant order (handle index)"
+            );
         }
     }
 }
