@@ -238,6 +238,35 @@ def denied(topo, client: str, reason: str) -> float:
     return total
 
 
+def stream_metrics(admin_url: str) -> tuple[dict[str, float], float]:
+    """mcp_proxy_event_streams_ended_total by reason, and mcp_proxy_event_streams summed over
+    shards, from the admin /metrics."""
+    with urllib.request.urlopen(f"{admin_url}/metrics", timeout=10) as r:
+        text = r.read().decode()
+    ended: dict[str, float] = {}
+    open_streams = 0.0
+    for line in text.splitlines():
+        value = line.rsplit(" ", 1)[-1]
+        if line.startswith("mcp_proxy_event_streams_ended_total{"):
+            reason = line.split('reason="', 1)[1].split('"', 1)[0]
+            ended[reason] = ended.get(reason, 0.0) + float(value)
+        elif line.startswith("mcp_proxy_event_streams{"):
+            open_streams += float(value)
+    return ended, open_streams
+
+
+def streams_ended(admin_url: str, reason: str, at_least: float, within: float = 30) -> float:
+    """mcp_proxy_event_streams_ended_total{reason} once it reaches `at_least` (the proxy counts
+    a stream just after writing its end, and a /metrics rendering is reused for 100 ms), or
+    its value when `within` seconds pass first."""
+    deadline = time.monotonic() + within
+    while True:
+        value = stream_metrics(admin_url)[0].get(reason, 0.0)
+        if value >= at_least or time.monotonic() > deadline:
+            return value
+        time.sleep(0.2)
+
+
 def tool_names(result) -> set[str]:
     return {t.name for t in result.tools}
 
@@ -569,6 +598,7 @@ def assert_refused_as_expired(topo, sid: str, token: str) -> None:
 
 
 def test_a_get_stream_ends_when_its_token_expires_and_an_api_keys_stays_open(topo):
+    before = stream_metrics(topo.proxy.admin_url)[0].get("token_expired", 0.0)
     token = short_lived(topo)
     sid = open_session(topo.url, token)
     control_sid = open_session(topo.url, KEY_FULL)
@@ -580,6 +610,9 @@ def test_a_get_stream_ends_when_its_token_expires_and_an_api_keys_stays_open(top
         streams.append(control)
         # Bounded, not timed: the token is refused some 7 s from now, the stream must end by 60 s.
         assert expiring.ended_within(60), "the GET stream outlived its token"
+        # Operators see why: the end is counted as an expired token.
+        expired = streams_ended(topo.proxy.admin_url, "token_expired", before + 1)
+        assert expired >= before + 1, f"token_expired went from {before} to {expired}"
         # The stream ended no earlier than the token: reconnecting with it is refused.
         assert_refused_as_expired(topo, sid, token)
         assert not control.ended_within(1.0), "a stream opened with an API key must stay open"
@@ -615,6 +648,40 @@ def test_a_streamed_answer_ends_when_its_token_expires_and_resumes_with_a_fresh_
     finally:
         for s in streams:
             s.close()
+
+
+def test_a_client_that_closes_its_get_stream_is_counted_as_client_closed(spawner, tmp_path):
+    # A proxy of its own: a stream another test closed would be counted whenever the proxy next
+    # writes to it, so on a shared proxy this count could come from elsewhere.
+    keys = Keys(tmp_path)
+    upstream = spawner.everything()
+    proxy = spawner.proxy(config(keys, tmp_path / "memory.jsonl", upstream.url))
+    sid = open_session(proxy.url, KEY_FULL)
+    # server-everything then logs to the session every 5 s, outside any request: the proxy
+    # writes each message to the GET stream, which is how it finds the client gone.
+    call = rpc("tools/call", {"name": "everything__toggle-simulated-logging", "arguments": {}})
+    r = raw_request(proxy.url, body=call, session=sid, headers={"Authorization": f"Bearer {KEY_FULL}"})
+    assert r.status == 200 and r.response_for(call["id"]), (r.status, r.body[:300])
+    stream = EventStream(proxy.url, KEY_FULL, sid)
+    try:
+        # Read up to the first log message (a read that times out fails the test).
+        stream.conn.sock.settimeout(30)
+        while "notifications/message" not in stream.text:
+            line = stream.resp.readline()
+            assert line, f"the GET stream ended: {stream.text[:500]}"
+            stream.text += line.decode(errors="replace")
+        # The stream is counted as the proxy starts writing it; /metrics may lag by 100 ms.
+        deadline = time.monotonic() + 10
+        while stream_metrics(proxy.admin_url)[1] != 1 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert stream_metrics(proxy.admin_url)[1] == 1, "the open GET stream is not counted open"
+    finally:
+        stream.close()
+    closed = streams_ended(proxy.admin_url, "client_closed", 1, within=60)
+    assert closed == 1, f"client_closed is {closed}, want the one closed GET stream"
+    ended, open_streams = stream_metrics(proxy.admin_url)
+    assert ended.get("token_expired") == 0 and ended.get("credential_revoked") == 0, ended
+    assert open_streams == 0, open_streams
 
 
 # ---------------------------------------------------------------------------------------------
@@ -848,6 +915,12 @@ def test_a_reload_that_revokes_a_key_or_subject_ends_its_open_streams_and_only_t
         # without the chunked terminator would raise instead).
         assert revoked_key.ended_within(30), "the stream of a revoked API key stayed open"
         assert revoked_subject.ended_within(30), "the stream of a revoked subject stayed open"
+        # Operators see why both ended; the two kept streams are still counted open.
+        revoked = streams_ended(proxy.admin_url, "credential_revoked", 2)
+        assert revoked == 2, f"credential_revoked is {revoked}, want the 2 revoked streams"
+        ended, open_streams = stream_metrics(proxy.admin_url)
+        assert ended.get("token_expired") == 0 and ended.get("client_closed") == 0, ended
+        assert open_streams == 2, open_streams
         # Every shard has looked at the new [auth] by now; the accepted ones stay open (a read
         # that times out leaves the response unreadable, so each is asked once, last).
         assert not kept_key.ended_within(2.0), "a stream of a key the reload kept was ended"

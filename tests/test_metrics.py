@@ -44,6 +44,8 @@ EXPORTED = [
     "mcp_proxy_circuit_open",
     "mcp_proxy_child_restarts_total",
     "mcp_proxy_child_failed",
+    "mcp_proxy_event_streams",
+    "mcp_proxy_event_streams_ended_total",
 ]
 # Series that exist only when a stdio server is configured.
 STDIO_ONLY = {"mcp_proxy_child_restarts_total", "mcp_proxy_child_failed"}

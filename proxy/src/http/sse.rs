@@ -243,6 +243,15 @@ pub trait Revocation {
     fn wake_on_change(&mut self, waker: &Waker);
 }
 
+/// Why a [`Deadline`] ended its stream.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Ended {
+    /// The instant passed: the credential expired.
+    Expired,
+    /// The [`Revocation`] said so: a reload stopped accepting the credential.
+    Revoked,
+}
+
 /// The instant a stream must end (its credential's expiry, see `crate::auth::stream_end`),
 /// watched with one timer for the whole stream rather than one per event, and optionally a
 /// [`Revocation`] that can end it sooner.
@@ -254,6 +263,8 @@ pub struct Deadline {
     /// The waker the timer was registered with.
     armed: Option<Waker>,
     revocation: Option<Box<dyn Revocation>>,
+    /// Set when `within` ended the stream, so the caller can say why (metrics).
+    ended: Option<Ended>,
 }
 
 impl Deadline {
@@ -267,6 +278,7 @@ impl Deadline {
             }),
             armed: None,
             revocation: None,
+            ended: None,
         }
     }
 
@@ -276,14 +288,20 @@ impl Deadline {
         self
     }
 
-    /// The output of `next`, or `None` once the deadline has passed or the stream is revoked.
-    /// Both are looked at before `next` is polled, so an item is never taken from the source
-    /// and then dropped.
+    /// Why `within` ended the stream; `None` while it has not.
+    pub fn ended(&self) -> Option<Ended> {
+        self.ended
+    }
+
+    /// The output of `next`, or `None` once the deadline has passed or the stream is revoked
+    /// (then [`Deadline::ended`] says which). Both are looked at before `next` is polled, so an
+    /// item is never taken from the source and then dropped.
     pub async fn within<F: Future>(&mut self, next: F) -> Option<F::Output> {
         let Deadline {
             at,
             armed,
             revocation,
+            ended,
         } = self;
         if at.is_none() && revocation.is_none() {
             return Some(next.await);
@@ -291,9 +309,11 @@ impl Deadline {
         let mut next = pin!(next);
         poll_fn(|cx| {
             if at.as_ref().is_some_and(|(at, _)| Instant::now() >= *at) {
+                *ended = Some(Ended::Expired);
                 return Poll::Ready(None);
             }
             if revocation.as_mut().is_some_and(|r| r.revoked()) {
+                *ended = Some(Ended::Revoked);
                 return Poll::Ready(None);
             }
             if let Poll::Ready(v) = next.as_mut().poll(cx) {
@@ -303,6 +323,7 @@ impl Deadline {
             if let Some((_, timer)) = at.as_mut() {
                 if !armed.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
                     if Pin::new(&mut *timer).poll(cx).is_ready() {
+                        *ended = Some(Ended::Expired);
                         return Poll::Ready(None);
                     }
                     *armed = Some(cx.waker().clone());
@@ -459,6 +480,7 @@ mod tests {
         let mut d = Deadline::new(None);
         let got = futures_lite::future::block_on(d.within(async { 7 }));
         assert_eq!(got, Some(7));
+        assert_eq!(d.ended(), None);
     }
 
     #[test]
@@ -473,6 +495,7 @@ mod tests {
                 })
                 .await;
             assert_eq!(got, None);
+            assert_eq!(d.ended(), Some(Ended::Expired));
             assert!(
                 !polled.get(),
                 "an item taken after the deadline would be lost"
@@ -512,6 +535,7 @@ mod tests {
                 Instant::now() >= at,
                 "the stream ended by the timer, not early"
             );
+            assert_eq!(d.ended(), Some(Ended::Expired), "ended by the clock");
             producer.cancel();
         });
     }
@@ -577,6 +601,7 @@ mod tests {
                 vec![0, 1, 2],
                 "events before the revocation are delivered"
             );
+            assert_eq!(d.ended(), Some(Ended::Revoked), "ended by the revocation");
             revoker.cancel();
         });
     }

@@ -149,6 +149,54 @@ impl ProbeOutcome {
     }
 }
 
+/// Why an event stream (a GET stream, a streamed answer, a `subscriptions/listen` stream)
+/// ended, as the shard writing it to the client can tell.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StreamEnd {
+    /// The proxy's side ended it: the answer was complete, or the session's stream closed
+    /// (session deleted or expired, a newer GET of the session took the stream over, shutdown).
+    Completed,
+    /// Writing to the client failed: it went away.
+    ClientClosed,
+    /// The JWT it was opened with expired.
+    TokenExpired,
+    /// A reload stopped accepting the credential it was opened with.
+    CredentialRevoked,
+}
+
+impl StreamEnd {
+    /// Every value, in label order.
+    pub const ALL: [StreamEnd; 4] = [
+        StreamEnd::Completed,
+        StreamEnd::ClientClosed,
+        StreamEnd::TokenExpired,
+        StreamEnd::CredentialRevoked,
+    ];
+
+    /// The reason of a stream that stopped: `ended` is what its deadline ended it for, if it
+    /// did; otherwise the source ran out (`written`: every write reached the client) or a
+    /// write failed. The credential wins: a write failing after it was cut says nothing new.
+    pub fn of(ended: Option<crate::http::sse::Ended>, written: bool) -> StreamEnd {
+        use crate::http::sse::Ended;
+        match (ended, written) {
+            (Some(Ended::Expired), _) => StreamEnd::TokenExpired,
+            (Some(Ended::Revoked), _) => StreamEnd::CredentialRevoked,
+            (None, false) => StreamEnd::ClientClosed,
+            (None, true) => StreamEnd::Completed,
+        }
+    }
+
+    /// The label value.
+    pub fn label(self) -> &'static str {
+        match self {
+            StreamEnd::Completed => "completed",
+            StreamEnd::ClientClosed => "client_closed",
+            StreamEnd::TokenExpired => "token_expired",
+            StreamEnd::CredentialRevoked => "credential_revoked",
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -170,5 +218,38 @@ mod tests {
         assert_eq!(Outcome::of_response(ok), Outcome::Ok);
         let err = br#"{"jsonrpc":"2.0","id":1,"error":{"code":-32602,"message":"x"}}"#;
         assert_eq!(Outcome::of_response(err), Outcome::Error);
+    }
+
+    #[test]
+    fn stream_end_reasons() {
+        use crate::http::sse::Ended;
+        assert_eq!(StreamEnd::of(None, true), StreamEnd::Completed);
+        assert_eq!(StreamEnd::of(None, false), StreamEnd::ClientClosed);
+        for written in [true, false] {
+            assert_eq!(
+                StreamEnd::of(Some(Ended::Expired), written),
+                StreamEnd::TokenExpired
+            );
+            assert_eq!(
+                StreamEnd::of(Some(Ended::Revoked), written),
+                StreamEnd::CredentialRevoked
+            );
+        }
+        let labels: Vec<_> = StreamEnd::ALL.iter().map(|r| r.label()).collect();
+        assert_eq!(
+            labels,
+            [
+                "completed",
+                "client_closed",
+                "token_expired",
+                "credential_revoked"
+            ]
+        );
+        for (i, r) in StreamEnd::ALL.iter().enumerate() {
+            assert_eq!(
+                *r as usize, i,
+                "ALL is in discriminant order (handle index)"
+            );
+        }
     }
 }

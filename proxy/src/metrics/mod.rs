@@ -36,7 +36,7 @@ use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 use crate::config::Config;
 pub use counted::Counted;
-pub use labels::{Method, Outcome, ProbeOutcome};
+pub use labels::{Method, Outcome, ProbeOutcome, StreamEnd};
 
 /// Every exported metric name, so the dashboards, the rules and the tests can be checked.
 pub mod names {
@@ -79,9 +79,15 @@ pub mod names {
     pub const CHILD_FAILED: &str = "mcp_proxy_child_failed";
     /// Requests and calls refused by `[auth]`, by `client` and `reason` (counter).
     pub const AUTH_DENIED: &str = "mcp_proxy_auth_denied_total";
+    /// Event streams being written to clients, by accepting `shard` (gauge).
+    pub const EVENT_STREAMS: &str = "mcp_proxy_event_streams";
+    /// Event streams that ended, by `reason` (counter).
+    pub const EVENT_STREAMS_ENDED: &str = "mcp_proxy_event_streams_ended_total";
     /// Every name above.
     pub const ALL: &[&str] = &[
         AUTH_DENIED,
+        EVENT_STREAMS,
+        EVENT_STREAMS_ENDED,
         BALANCER_PICKS,
         RETRIES,
         FAILOVERS,
@@ -181,6 +187,14 @@ fn describe() {
         names::AUTH_DENIED,
         "Requests and calls refused by [auth], by client and reason"
     );
+    describe_gauge!(
+        names::EVENT_STREAMS,
+        "Open SSE event streams (GET streams, streamed answers, listen streams), by the shard writing them"
+    );
+    describe_counter!(
+        names::EVENT_STREAMS_ENDED,
+        "SSE event streams ended, by reason: completed, client_closed, token_expired, credential_revoked"
+    );
     describe_counter!(
         names::BYTES_SENT,
         Unit::Bytes,
@@ -216,6 +230,10 @@ struct ShardMetrics {
     bytes_in: Counter,
     /// `bytes_sent_total{shard}`.
     bytes_out: Counter,
+    /// `event_streams{shard}`.
+    streams: Gauge,
+    /// `event_streams_ended_total{reason}`, by [`StreamEnd`] discriminant.
+    streams_ended: [Counter; 4],
 }
 
 thread_local! {
@@ -248,12 +266,18 @@ pub fn init_shard(shard: usize, config: &Config) {
         connections: metrics::gauge!(names::CONNECTIONS, "shard" => label.clone()),
         connections_total: metrics::counter!(names::CONNECTIONS_TOTAL, "shard" => label.clone()),
         bytes_in: metrics::counter!(names::BYTES_RECEIVED, "shard" => label.clone()),
-        bytes_out: metrics::counter!(names::BYTES_SENT, "shard" => label),
+        bytes_out: metrics::counter!(names::BYTES_SENT, "shard" => label.clone()),
+        streams: metrics::gauge!(names::EVENT_STREAMS, "shard" => label),
+        streams_ended: StreamEnd::ALL
+            .map(|r| metrics::counter!(names::EVENT_STREAMS_ENDED, "reason" => r.label())),
     };
     // Zero-valued gauges from the start, so dashboards show every shard.
     metrics.inflight.set(0.0);
     metrics.sessions.set(0.0);
     metrics.connections.set(0.0);
+    metrics.streams.set(0.0);
+    // Every reason exists at zero, so a rate over it is defined before the first end.
+    metrics.streams_ended.iter().for_each(|c| c.increment(0));
     SHARD.with(|s| *s.borrow_mut() = Some(metrics));
     latency::init_local(shard, config.servers.len());
     glommio::spawn_local(latency::publish_forever()).detach();
@@ -368,6 +392,39 @@ impl Connection {
 impl Drop for Connection {
     fn drop(&mut self) {
         with(|m| m.connections.decrement(1.0));
+    }
+}
+
+/// An event stream being written to a client; counts it open now, and ended (with its
+/// reason) by [`EventStream::end`]. One gauge change at each end, nothing per event.
+pub struct EventStream {
+    ended: bool,
+}
+
+impl EventStream {
+    /// Counts a stream this shard starts writing.
+    pub fn open() -> EventStream {
+        with(|m| m.streams.increment(1.0));
+        EventStream { ended: false }
+    }
+
+    /// The stream stopped for `why`.
+    pub fn end(mut self, why: StreamEnd) {
+        self.ended = true;
+        with(|m| {
+            m.streams.decrement(1.0);
+            m.streams_ended[why as usize].increment(1);
+        });
+    }
+}
+
+impl Drop for EventStream {
+    fn drop(&mut self) {
+        // Dropped without an end (its connection's task was dropped): no longer open, but
+        // nothing tells why, so no reason is counted.
+        if !self.ended {
+            with(|m| m.streams.decrement(1.0));
+        }
     }
 }
 

@@ -273,6 +273,7 @@ where
                     headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
                 all.push(("Content-Type", "text/event-stream"));
                 all.push(("Cache-Control", "no-cache"));
+                let counted = crate::metrics::EventStream::open();
                 let mut ok = conn.start_stream(200, &all).await.is_ok();
                 let mut deadline = deadline.unwrap_or_else(|| sse::Deadline::new(None));
                 while ok {
@@ -281,7 +282,9 @@ where
                         None => break,
                     }
                 }
-                ok && conn.finish_stream().await.is_ok()
+                let ok = ok && conn.finish_stream().await.is_ok();
+                counted.end(crate::metrics::StreamEnd::of(deadline.ended(), ok));
+                ok
             }
         };
         if is_post {
