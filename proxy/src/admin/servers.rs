@@ -46,6 +46,10 @@ pub struct Reloaded {
     pub auth: bool,
     /// Whether a changed `[limits]` was put in force (for new connections and streams).
     pub limits: bool,
+    /// Whether changed per-connection HTTP limits of `[proxy]` (`max_body_bytes`,
+    /// `max_header_bytes`, `header_read_timeout`, `idle_timeout`) were put in force (for new
+    /// connections).
+    pub proxy_limits: bool,
     /// Settings the file changes since the proxy started that only a restart applies
     /// (`[proxy] listen`, ...), in a stable order; every reload names them until the restart.
     pub restart: Vec<&'static str>,
@@ -104,8 +108,9 @@ pub fn set_replica_drain(
     Ok(index)
 }
 
-/// Re-reads the configuration file and applies its server, TLS, `[auth]` and `[limits]`
-/// changes; sessions are kept. A file with any error (a bad JWKS included) changes nothing.
+/// Re-reads the configuration file and applies its server, TLS, `[auth]`, `[limits]` and
+/// per-connection `[proxy]` limit changes; sessions are kept. A file with any error (a bad
+/// JWKS included) changes nothing.
 /// Changed settings that only a restart applies are named (in the answer and a warning), not
 /// refused: refusing them would hold back every later reload until the file is reverted.
 pub fn reload(shard: &Rc<Shard>) -> Result<Reloaded, ReloadError> {
@@ -130,6 +135,11 @@ pub fn reload(shard: &Rc<Shard>) -> Result<Reloaded, ReloadError> {
     if limits {
         log::info!("reload: [limits] now {:?}", config.limits);
     }
+    let connection = crate::limits::ConnectionLimits::of(&config.proxy);
+    let proxy_limits = crate::limits::apply_connection(&connection);
+    if proxy_limits {
+        log::info!("reload: [proxy] connection limits now {connection:?}");
+    }
     let (next, changes) = shard.registry().reload(&config);
     if changes != Changes::default() {
         commit(shard, next)?;
@@ -147,6 +157,7 @@ pub fn reload(shard: &Rc<Shard>) -> Result<Reloaded, ReloadError> {
         servers: changes,
         auth,
         limits,
+        proxy_limits,
         restart,
     })
 }

@@ -1,8 +1,10 @@
 //! The settings a reload cannot apply, and which of them an edited file changed.
 //!
-//! A reload (SIGHUP, admin API) applies `[[servers]]`, `[auth]`, `[limits]` and a new
-//! certificate; every `[proxy]` setting and switching `[tls]` on or off wait for a restart:
-//! they are bound into listeners, executors and each shard's `Arc<Config>` at start. So that an
+//! A reload (SIGHUP, admin API) applies `[[servers]]`, `[auth]`, `[limits]`, the
+//! per-connection HTTP limits of `[proxy]` (`max_body_bytes`, `max_header_bytes`,
+//! `header_read_timeout`, `idle_timeout`: see `crate::limits`) and a new certificate; every
+//! other `[proxy]` setting and switching `[tls]` on or off wait for a restart: they are bound
+//! into listeners, executors and each shard's `Arc<Config>` at start. So that an
 //! operator who edits them and reloads is told so, a reload compares them between the file as
 //! the proxy started from it and the file as it is now.
 //!
@@ -52,10 +54,11 @@ pub fn changed(before: &Config, after: &Config) -> Vec<&'static str> {
         listen,
         shards,
         allowed_origins,
-        max_body_bytes,
-        max_header_bytes,
-        header_read_timeout,
-        idle_timeout,
+        // Applied by a reload to new connections (`crate::limits::apply_connection`).
+        max_body_bytes: _,
+        max_header_bytes: _,
+        header_read_timeout: _,
+        idle_timeout: _,
         session_idle_timeout,
         page_size,
         state_dir,
@@ -78,19 +81,6 @@ pub fn changed(before: &Config, after: &Config) -> Vec<&'static str> {
             "[proxy] allowed_origins",
             *allowed_origins != a.allowed_origins,
         ),
-        (
-            "[proxy] max_body_bytes",
-            *max_body_bytes != a.max_body_bytes,
-        ),
-        (
-            "[proxy] max_header_bytes",
-            *max_header_bytes != a.max_header_bytes,
-        ),
-        (
-            "[proxy] header_read_timeout",
-            *header_read_timeout != a.header_read_timeout,
-        ),
-        ("[proxy] idle_timeout", *idle_timeout != a.idle_timeout),
         (
             "[proxy] session_idle_timeout",
             *session_idle_timeout != a.session_idle_timeout,
@@ -154,14 +144,17 @@ mod tests {
     fn what_a_reload_applies_is_not_listed() {
         let before = parse(SERVERS);
         let after = parse(
-            "[limits]\nmax_connections = 9\n\n[auth]\nenabled = false\n\n\
+            "[proxy]\nmax_body_bytes = 1024\nmax_header_bytes = 4096\n\
+             header_read_timeout = \"7s\"\nidle_timeout = \"6s\"\n\n\
+             [limits]\nmax_connections = 9\n\n[auth]\nenabled = false\n\n\
              [[servers]]\nname = \"beta\"\nurl = \"http://127.0.0.1:3002/mcp\"\n",
         );
+        assert_ne!(before.proxy.max_body_bytes, after.proxy.max_body_bytes);
         assert_eq!(changed(&before, &after), Vec::<&str>::new());
     }
 
     #[test]
-    fn each_changed_proxy_setting_is_named_once_in_field_order() {
+    fn each_changed_restart_only_proxy_setting_is_named_once_in_field_order() {
         let before = parse(SERVERS);
         let after = parse(&format!(
             "[proxy]\n\
@@ -190,10 +183,8 @@ mod tests {
             "[proxy] listen",
             "[proxy] shards",
             "[proxy] allowed_origins",
-            "[proxy] max_body_bytes",
-            "[proxy] max_header_bytes",
-            "[proxy] header_read_timeout",
-            "[proxy] idle_timeout",
+            // max_body_bytes, max_header_bytes, header_read_timeout and idle_timeout are edited
+            // above too, but a reload applies them.
             "[proxy] session_idle_timeout",
             "[proxy] page_size",
             "[proxy] state_dir",
