@@ -32,9 +32,6 @@ pub enum ReloadError {
     /// The listener's new TLS files are not usable (the running certificate is kept).
     #[error(transparent)]
     Tls(#[from] crate::tls::ReloadError),
-    /// The new `[auth]` cannot be applied live (the running one is kept).
-    #[error(transparent)]
-    Auth(#[from] crate::auth::ReloadError),
 }
 
 /// What a reload changed.
@@ -123,14 +120,13 @@ pub fn reload(shard: &Rc<Shard>) -> Result<Reloaded, ReloadError> {
     let config = Config::load(path)?;
     // Against the file as started, not the running configuration: see `config::restart`.
     let restart = crate::config::restart::pending(&config);
-    // Refused before anything applies, so a refused reload leaves everything as it was.
-    crate::auth::check_reload(&config.auth)?;
     // The certificate first: a renewed certificate is the commonest reason to reload. Switching
     // the scheme is in `restart`: clients would not follow it, so the listener keeps its own.
     if config.tls.is_some() == crate::tls::listener_enabled() {
         crate::tls::reload_listener(config.tls.as_ref())?;
     }
-    let auth = crate::auth::reload(&config.auth)?;
+    // Turning auth on or off is in `restart`: the running mode and its [auth] are kept whole.
+    let auth = crate::auth::reload(&config.auth);
     let limits = crate::limits::apply(&config.limits);
     if limits {
         log::info!("reload: [limits] now {:?}", config.limits);

@@ -4,7 +4,8 @@
 //! per-connection HTTP limits of `[proxy]` (`max_body_bytes`, `max_header_bytes`,
 //! `header_read_timeout`, `idle_timeout`: see `crate::limits`) and a new certificate; every
 //! other `[proxy]` setting and switching `[tls]` on or off wait for a restart: they are bound
-//! into listeners, executors and each shard's `Arc<Config>` at start. So that an
+//! into listeners, executors and each shard's `Arc<Config>` at start. So does switching
+//! `[auth]` on or off: the running mode is kept whole (see `crate::auth::reload`). So that an
 //! operator who edits them and reloads is told so, a reload compares them between the file as
 //! the proxy started from it and the file as it is now.
 //!
@@ -16,6 +17,7 @@
 
 use std::sync::OnceLock;
 
+use super::auth::AuthConfig;
 use super::{Config, ProxyConfig};
 
 /// The restart-only part of the file the proxy started from (before any override).
@@ -36,17 +38,22 @@ pub fn pending(now: &Config) -> Vec<&'static str> {
         .unwrap_or_default()
 }
 
-/// What of `config` only a restart applies: `[proxy]` and whether `[tls]` is on.
+/// What of `config` only a restart applies: `[proxy]` and whether `[tls]` and `[auth]` are on.
 fn restart_only(config: &Config) -> Config {
     Config {
         proxy: config.proxy.clone(),
         tls: config.tls.clone(),
+        auth: AuthConfig {
+            enabled: config.auth.enabled,
+            ..AuthConfig::default()
+        },
         ..Config::default()
     }
 }
 
 /// The restart-only settings that differ between `before` and `after`, named as an operator
-/// writes them (`[proxy] listen`), in the order of [`ProxyConfig`]'s fields then `[tls]`.
+/// writes them (`[proxy] listen`), in the order of [`ProxyConfig`]'s fields, then `[tls]`,
+/// then `[auth]`.
 pub fn changed(before: &Config, after: &Config) -> Vec<&'static str> {
     // Destructured, not read field by field, so that a new [proxy] setting does not compile
     // until it is listed here (or marked as not read from the file).
@@ -107,6 +114,8 @@ pub fn changed(before: &Config, after: &Config) -> Vec<&'static str> {
             "[tls] (on/off)",
             before.tls.is_some() != after.tls.is_some(),
         ),
+        // Likewise [auth]'s clients, keys and policies follow a reload; only the mode does not.
+        ("[auth] (on/off)", before.auth.enabled != after.auth.enabled),
     ];
     fields
         .into_iter()
@@ -223,6 +232,28 @@ mod tests {
             tls.cert_file = "b.pem".into();
         }
         assert_eq!(changed(&on, &renewed), Vec::<&str>::new());
+    }
+
+    #[test]
+    fn only_switching_auth_on_or_off_waits_for_a_restart() {
+        let off = Config::default();
+        let on = Config {
+            auth: AuthConfig {
+                enabled: true,
+                issuers: vec!["https://a.example".into()],
+                ..AuthConfig::default()
+            },
+            ..Config::default()
+        };
+        assert_eq!(changed(&off, &on), ["[auth] (on/off)"]);
+        assert_eq!(changed(&on, &off), ["[auth] (on/off)"]);
+        // Staying on with other settings (clients, keys, issuers...) is applied by the reload.
+        let mut edited = on.clone();
+        edited.auth.issuers = vec!["https://b.example".into()];
+        assert_eq!(changed(&on, &edited), Vec::<&str>::new());
+        // The baseline keeps the mode only: a later edit of what stays on compares equal.
+        assert_eq!(changed(&restart_only(&on), &edited), Vec::<&str>::new());
+        assert!(restart_only(&on).auth.issuers.is_empty());
     }
 
     #[test]
