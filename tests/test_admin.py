@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import signal
@@ -339,3 +340,68 @@ def test_command_line_overrides_are_not_reported_as_edits(spawner, mcpctl_bin, s
     # A real edit of one of them is reported, next to the ones still overridden.
     proxy.config_path.write_text(text.replace("shards = 3", "shards = 4"))
     assert ok_json(proxy, "reload")["not_applied_until_restart"] == ["[proxy] shards"]
+
+
+def big_initialize() -> bytes:
+    """An initialize of about 4 KiB (padding in `_meta`), which the proxy answers when let in."""
+    params = harness.initialize_params("big-body-client")
+    params["_meta"] = {"padding": "x" * 4000}
+    return json.dumps(harness.rpc("initialize", params, request_id=1)).encode()
+
+
+def test_a_reload_applies_proxy_body_limit_to_new_connections(spawner, mcpctl_bin, state_dir):
+    """[proxy] max_body_bytes = 1024 refuses a 4 KiB POST with 413. The operator raises it to
+    64 KiB in the file and reloads: the same POST on a new connection is answered (on either
+    shard), the reload reports the [proxy] limits applied and nothing waiting for a restart, and
+    a connection opened before the reload keeps the limit it started with. Lowering it again by
+    `mcpctl reload` refuses the POST again."""
+    alpha = spawner.everything()
+    text = config_toml({"alpha": alpha.url}, state_dir)
+    small = text.replace("[proxy]\n", "[proxy]\nmax_body_bytes = 1024\n", 1)
+    proxy = spawner.proxy(small, shards=2)
+    body = big_initialize()
+    assert len(body) > 4000
+    for _ in range(4):
+        r = harness.raw_request(proxy.url, body=body)
+        assert r.status == 413, (r.status, r.body[:300])
+        assert "1024" in r.body.decode(errors="replace"), r.body[:300]
+
+    # A keep-alive connection accepted before the reload, proven open by one small request.
+    host, port = proxy.url.split("://", 1)[1].split("/", 1)[0].rsplit(":", 1)
+    before = http.client.HTTPConnection(host, int(port), timeout=30)
+    before.connect()
+    before.auto_open = 0  # a closed connection must fail, not be silently replaced by a new one
+    headers = {"Content-Type": "application/json", "Accept": "application/json, text/event-stream"}
+    try:
+        before.request("POST", "/mcp", body=json.dumps(harness.rpc("initialize", harness.initialize_params())),
+                       headers=headers)
+        first = before.getresponse()
+        first.read()
+        assert first.status == 200
+
+        proxy.config_path.write_text(text.replace("[proxy]\n", "[proxy]\nmax_body_bytes = 65536\n", 1))
+        status, answer = harness.admin_reload(proxy, TOKEN)
+        assert status == 200, answer
+        assert answer["proxy_limits"] is True and answer["limits"] is False, answer
+        assert answer["not_applied_until_restart"] == [], answer
+        # New connections, so both shards are asked.
+        for _ in range(4):
+            r = harness.raw_request(proxy.url, body=body)
+            assert r.status == 200, (r.status, r.body[:300])
+            assert r.response_for(1)["result"]["serverInfo"], r.body[:300]
+
+        before.request("POST", "/mcp", body=body, headers=headers)
+        old = before.getresponse()
+        old.read()
+        assert old.status == 413, old.status
+    finally:
+        before.close()
+
+    proxy.config_path.write_text(small)
+    r = mcpctl(proxy, "reload")
+    assert r.returncode == 0, r.stderr
+    assert "[proxy] limits applied" in r.stdout and "restart" not in r.stdout, r.stdout
+    log = proxy.stderr_tail(200)
+    assert "reload: [proxy] connection limits now" in log and "not applied until restart" not in log, log
+    for _ in range(4):
+        assert harness.raw_request(proxy.url, body=body).status == 413

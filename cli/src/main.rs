@@ -420,12 +420,14 @@ fn run(cli: Cli) -> Result<(), Failure> {
                     }
                 };
                 let mut text = format!(
-                    "reloaded: added {}, updated {}, removed {}; [auth] {}; [limits] {}\n",
+                    "reloaded: added {}, updated {}, removed {}; [auth] {}; [limits] {}; \
+                     [proxy] limits {}\n",
                     list("added"),
                     list("updated"),
                     list("removed"),
                     applied("auth"),
-                    applied("limits")
+                    applied("limits"),
+                    applied("proxy_limits")
                 );
                 // A warning, not a failure: what did apply stays applied, and the exit is 0.
                 let waiting = restart_only(&v);

@@ -5,9 +5,10 @@
 //! shard, so each count is only ever touched by one thread. The HTTP-level limits (head and
 //! body sizes, timeouts) are applied by `http::ServerConn` from [`http_limits`].
 //!
-//! The bounds themselves (`[limits]`) are process-wide atomics, set at start and replaced by a
-//! reload: written a few times in the process's life, read with a relaxed load where each
-//! limit applies, so shards need no message to follow a reload.
+//! The bounds themselves (`[limits]`, and the per-connection HTTP limits of `[proxy]`, see
+//! [`ConnectionLimits`]) are process-wide atomics, set at start and replaced by a reload:
+//! written a few times in the process's life, read with a relaxed load where each limit
+//! applies, so shards need no message to follow a reload.
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
@@ -18,27 +19,89 @@ use futures_lite::AsyncWriteExt;
 use glommio::net::TcpStream;
 
 use crate::config::limits::LimitsConfig;
-use crate::config::Config;
+use crate::config::ProxyConfig;
 use crate::http::Limits;
 
-/// The HTTP limits for a new client connection: `[proxy]` as started, `[limits]` as in force.
-pub fn http_limits(config: &Config) -> Limits {
+/// The HTTP limits for a new client connection, as in force when it is accepted: the
+/// connection keeps them for its life, so a reload changes only later connections.
+pub fn http_limits() -> Limits {
     let limits = in_force();
+    let conn = connection_limits();
     Limits {
-        max_head_bytes: config.proxy.max_header_bytes,
+        max_head_bytes: conn.max_header_bytes,
         max_headers: limits.max_headers,
-        max_body_bytes: config.proxy.max_body_bytes,
-        head_timeout: config.proxy.header_read_timeout,
+        max_body_bytes: conn.max_body_bytes,
+        head_timeout: conn.header_read_timeout,
         body_timeout: limits.request_timeout,
-        idle_timeout: config.proxy.idle_timeout,
+        idle_timeout: conn.idle_timeout,
     }
+}
+
+/// The per-connection HTTP limits that live in `[proxy]` (where existing configurations have
+/// them) but follow a reload like `[limits]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConnectionLimits {
+    /// `[proxy] max_body_bytes`.
+    pub max_body_bytes: usize,
+    /// `[proxy] max_header_bytes`.
+    pub max_header_bytes: usize,
+    /// `[proxy] header_read_timeout` (also bounds the TLS handshake).
+    pub header_read_timeout: Duration,
+    /// `[proxy] idle_timeout`.
+    pub idle_timeout: Duration,
+}
+
+impl ConnectionLimits {
+    /// The connection limits set in `proxy`.
+    pub fn of(proxy: &ProxyConfig) -> Self {
+        ConnectionLimits {
+            max_body_bytes: proxy.max_body_bytes,
+            max_header_bytes: proxy.max_header_bytes,
+            header_read_timeout: proxy.header_read_timeout,
+            idle_timeout: proxy.idle_timeout,
+        }
+    }
+}
+
+// The values before the first `apply_connection` are `[proxy]`'s defaults; the runtime puts
+// the configuration's in force before any shard accepts a connection.
+static MAX_BODY_BYTES: AtomicUsize = AtomicUsize::new(4 * 1024 * 1024);
+static MAX_HEADER_BYTES: AtomicUsize = AtomicUsize::new(16 * 1024);
+static HEADER_READ_TIMEOUT_US: AtomicU64 = AtomicU64::new(10_000_000);
+static IDLE_TIMEOUT_US: AtomicU64 = AtomicU64::new(60_000_000);
+
+/// Puts the connection limits `conn` in force for the whole process (at start, and on
+/// reload); returns whether anything changed. Open connections keep the limits they started
+/// with; the next accepted connection gets these.
+pub fn apply_connection(conn: &ConnectionLimits) -> bool {
+    let changed = connection_limits() != *conn;
+    MAX_BODY_BYTES.store(conn.max_body_bytes, Ordering::Relaxed);
+    MAX_HEADER_BYTES.store(conn.max_header_bytes, Ordering::Relaxed);
+    HEADER_READ_TIMEOUT_US.store(micros(conn.header_read_timeout), Ordering::Relaxed);
+    IDLE_TIMEOUT_US.store(micros(conn.idle_timeout), Ordering::Relaxed);
+    changed
+}
+
+/// The connection limits in force.
+pub fn connection_limits() -> ConnectionLimits {
+    ConnectionLimits {
+        max_body_bytes: MAX_BODY_BYTES.load(Ordering::Relaxed),
+        max_header_bytes: MAX_HEADER_BYTES.load(Ordering::Relaxed),
+        header_read_timeout: Duration::from_micros(HEADER_READ_TIMEOUT_US.load(Ordering::Relaxed)),
+        idle_timeout: Duration::from_micros(IDLE_TIMEOUT_US.load(Ordering::Relaxed)),
+    }
+}
+
+/// `d` in whole microseconds (the finest unit a setting is written in), saturated.
+fn micros(d: Duration) -> u64 {
+    u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
 }
 
 static MAX_HEADERS: AtomicUsize = AtomicUsize::new(64);
 static MAX_JSON_DEPTH: AtomicUsize = AtomicUsize::new(128);
 static MAX_CONNECTIONS: AtomicUsize = AtomicUsize::new(1024);
 static MAX_STREAMS_PER_SESSION: AtomicUsize = AtomicUsize::new(32);
-static REQUEST_TIMEOUT_MS: AtomicU64 = AtomicU64::new(30_000);
+static REQUEST_TIMEOUT_US: AtomicU64 = AtomicU64::new(30_000_000);
 
 /// Puts `limits` in force for the whole process (at start, and on reload); returns whether
 /// anything changed. Connections and streams already admitted keep going; the next admission
@@ -49,8 +112,7 @@ pub fn apply(limits: &LimitsConfig) -> bool {
     MAX_JSON_DEPTH.store(limits.max_json_depth, Ordering::Relaxed);
     MAX_CONNECTIONS.store(limits.max_connections, Ordering::Relaxed);
     MAX_STREAMS_PER_SESSION.store(limits.max_streams_per_session, Ordering::Relaxed);
-    let ms = u64::try_from(limits.request_timeout.as_millis()).unwrap_or(u64::MAX);
-    REQUEST_TIMEOUT_MS.store(ms, Ordering::Relaxed);
+    REQUEST_TIMEOUT_US.store(micros(limits.request_timeout), Ordering::Relaxed);
     changed
 }
 
@@ -61,7 +123,7 @@ pub fn in_force() -> LimitsConfig {
         max_json_depth: max_json_depth(),
         max_connections: MAX_CONNECTIONS.load(Ordering::Relaxed),
         max_streams_per_session: MAX_STREAMS_PER_SESSION.load(Ordering::Relaxed),
-        request_timeout: Duration::from_millis(REQUEST_TIMEOUT_MS.load(Ordering::Relaxed)),
+        request_timeout: Duration::from_micros(REQUEST_TIMEOUT_US.load(Ordering::Relaxed)),
     }
 }
 
@@ -220,6 +282,39 @@ mod tests {
         let deep = "[".repeat(100_000);
         assert!(!json_depth_within(deep.as_bytes(), 128));
         assert!(json_depth_within(b"", 1));
+    }
+
+    #[test]
+    fn connection_limits_put_in_force_reach_the_next_connections_limits() {
+        let started = connection_limits();
+        let raised = ConnectionLimits {
+            max_body_bytes: 12_345,
+            max_header_bytes: 6_789,
+            header_read_timeout: Duration::from_micros(1_500),
+            idle_timeout: Duration::from_secs(3),
+        };
+        assert!(apply_connection(&raised));
+        assert!(
+            !apply_connection(&raised),
+            "the same limits again change nothing"
+        );
+        let http = http_limits();
+        assert_eq!(
+            (
+                http.max_body_bytes,
+                http.max_head_bytes,
+                http.head_timeout,
+                http.idle_timeout
+            ),
+            (
+                12_345,
+                6_789,
+                Duration::from_micros(1_500),
+                Duration::from_secs(3)
+            )
+        );
+        apply_connection(&started);
+        assert_eq!(connection_limits(), started);
     }
 
     #[test]

@@ -184,6 +184,7 @@ pub fn start(mut config: Config, mode: Mode) -> Result<Running, StartError> {
     crate::tls::install_listener(config.tls.as_ref())?;
     crate::auth::install(config.auth.clone());
     crate::limits::apply(&config.limits);
+    crate::limits::apply_connection(&crate::limits::ConnectionLimits::of(&config.proxy));
     let config = Arc::new(config);
     let reload = Arc::new(AtomicBool::new(false));
     let ready = Arc::new(AtomicUsize::new(0));

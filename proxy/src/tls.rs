@@ -331,7 +331,7 @@ pub async fn serve(shard: Rc<crate::shard::Shard>, tcp: TcpStream) {
     match acceptor() {
         None => crate::transport::downstream::serve_connection(shard, counted).await,
         Some(acceptor) => {
-            let limit = shard.config.proxy.header_read_timeout;
+            let limit = crate::limits::connection_limits().header_read_timeout;
             let handshake =
                 glommio::timer::timeout(limit, async { Ok(acceptor.accept(counted).await) }).await;
             match handshake {

@@ -166,6 +166,7 @@ pub fn handle(shard: &Rc<Shard>, token: &str, request: &Request) -> Response {
                     "changes": done.servers,
                     "auth": done.auth,
                     "limits": done.limits,
+                    "proxy_limits": done.proxy_limits,
                     "not_applied_until_restart": done.restart,
                 }),
             ),

@@ -32,9 +32,6 @@ pub enum ReloadError {
     /// The listener's new TLS files are not usable (the running certificate is kept).
     #[error(transparent)]
     Tls(#[from] crate::tls::ReloadError),
-    /// The new `[auth]` cannot be applied live (the running one is kept).
-    #[error(transparent)]
-    Auth(#[from] crate::auth::ReloadError),
 }
 
 /// What a reload changed.
@@ -46,6 +43,10 @@ pub struct Reloaded {
     pub auth: bool,
     /// Whether a changed `[limits]` was put in force (for new connections and streams).
     pub limits: bool,
+    /// Whether changed per-connection HTTP limits of `[proxy]` (`max_body_bytes`,
+    /// `max_header_bytes`, `header_read_timeout`, `idle_timeout`) were put in force (for new
+    /// connections).
+    pub proxy_limits: bool,
     /// Settings the file changes since the proxy started that only a restart applies
     /// (`[proxy] listen`, ...), in a stable order; every reload names them until the restart.
     pub restart: Vec<&'static str>,
@@ -104,8 +105,9 @@ pub fn set_replica_drain(
     Ok(index)
 }
 
-/// Re-reads the configuration file and applies its server, TLS, `[auth]` and `[limits]`
-/// changes; sessions are kept. A file with any error (a bad JWKS included) changes nothing.
+/// Re-reads the configuration file and applies its server, TLS, `[auth]`, `[limits]` and
+/// per-connection `[proxy]` limit changes; sessions are kept. A file with any error (a bad
+/// JWKS included) changes nothing.
 /// Changed settings that only a restart applies are named (in the answer and a warning), not
 /// refused: refusing them would hold back every later reload until the file is reverted.
 pub fn reload(shard: &Rc<Shard>) -> Result<Reloaded, ReloadError> {
@@ -118,17 +120,21 @@ pub fn reload(shard: &Rc<Shard>) -> Result<Reloaded, ReloadError> {
     let config = Config::load(path)?;
     // Against the file as started, not the running configuration: see `config::restart`.
     let restart = crate::config::restart::pending(&config);
-    // Refused before anything applies, so a refused reload leaves everything as it was.
-    crate::auth::check_reload(&config.auth)?;
     // The certificate first: a renewed certificate is the commonest reason to reload. Switching
     // the scheme is in `restart`: clients would not follow it, so the listener keeps its own.
     if config.tls.is_some() == crate::tls::listener_enabled() {
         crate::tls::reload_listener(config.tls.as_ref())?;
     }
-    let auth = crate::auth::reload(&config.auth)?;
+    // Turning auth on or off is in `restart`: the running mode and its [auth] are kept whole.
+    let auth = crate::auth::reload(&config.auth);
     let limits = crate::limits::apply(&config.limits);
     if limits {
         log::info!("reload: [limits] now {:?}", config.limits);
+    }
+    let connection = crate::limits::ConnectionLimits::of(&config.proxy);
+    let proxy_limits = crate::limits::apply_connection(&connection);
+    if proxy_limits {
+        log::info!("reload: [proxy] connection limits now {connection:?}");
     }
     let (next, changes) = shard.registry().reload(&config);
     if changes != Changes::default() {
@@ -147,6 +153,7 @@ pub fn reload(shard: &Rc<Shard>) -> Result<Reloaded, ReloadError> {
         servers: changes,
         auth,
         limits,
+        proxy_limits,
         restart,
     })
 }

@@ -82,17 +82,6 @@ thread_local! {
     static LOCAL: RefCell<Rc<Auth>> = RefCell::new(Rc::new(Auth::default()));
 }
 
-/// Why a new `[auth]` was not installed by a reload.
-#[derive(Debug, thiserror::Error)]
-pub enum ReloadError {
-    /// Turning authentication on or off would strand the open sessions (their owner would
-    /// no longer match their requests), so it waits for a restart.
-    #[error(
-        "turning [auth] enabled {0} takes effect at the next restart; the running [auth] is kept"
-    )]
-    Toggle(&'static str),
-}
-
 /// Installs `config` as the running `[auth]`; counters of clients that keep their name carry over.
 pub fn install(config: AuthConfig) {
     let mut slot = match CURRENT.write() {
@@ -127,21 +116,18 @@ fn running() -> Arc<Auth> {
         .unwrap_or_default()
 }
 
-/// Refuses a re-read `[auth]` that cannot apply live (one that turns auth on or off).
-pub fn check_reload(config: &AuthConfig) -> Result<(), ReloadError> {
-    match (running().config.enabled, config.enabled) {
-        (false, true) => Err(ReloadError::Toggle("on")),
-        (true, false) => Err(ReloadError::Toggle("off")),
-        _ => Ok(()),
-    }
-}
-
-/// Installs the `[auth]` of a re-read configuration, unless it would turn auth on or off.
-/// `Ok(false)`: identical to the running one, nothing changed.
-pub fn reload(config: &AuthConfig) -> Result<bool, ReloadError> {
-    check_reload(config)?;
-    if running().config == *config {
-        return Ok(false);
+/// Installs the `[auth]` of a re-read configuration; returns whether anything changed.
+///
+/// One that turns auth on or off is not installed at all, and the running `[auth]` (mode,
+/// clients, keys) stays whole until a restart (`config::restart` names it): turning auth off
+/// live would open `/mcp` to anyone holding a session id, and turning it on would strand the
+/// open sessions, which have no owner to match their requests against. Keeping the running one
+/// whole, rather than applying the rest of the new `[auth]`, means a reload never leaves auth
+/// half switched.
+pub fn reload(config: &AuthConfig) -> bool {
+    let running = running();
+    if running.config.enabled != config.enabled || running.config == *config {
+        return false;
     }
     install(config.clone());
     log::info!(
@@ -149,7 +135,7 @@ pub fn reload(config: &AuthConfig) -> Result<bool, ReloadError> {
         config.clients.len(),
         config.keys.len()
     );
-    Ok(true)
+    true
 }
 
 /// This shard's copy of the running `[auth]`, refreshed when a reload happened.

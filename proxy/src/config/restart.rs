@@ -1,8 +1,11 @@
 //! The settings a reload cannot apply, and which of them an edited file changed.
 //!
-//! A reload (SIGHUP, admin API) applies `[[servers]]`, `[auth]`, `[limits]` and a new
-//! certificate; every `[proxy]` setting and switching `[tls]` on or off wait for a restart:
-//! they are bound into listeners, executors and each shard's `Arc<Config>` at start. So that an
+//! A reload (SIGHUP, admin API) applies `[[servers]]`, `[auth]`, `[limits]`, the
+//! per-connection HTTP limits of `[proxy]` (`max_body_bytes`, `max_header_bytes`,
+//! `header_read_timeout`, `idle_timeout`: see `crate::limits`) and a new certificate; every
+//! other `[proxy]` setting and switching `[tls]` on or off wait for a restart: they are bound
+//! into listeners, executors and each shard's `Arc<Config>` at start. So does switching
+//! `[auth]` on or off: the running mode is kept whole (see `crate::auth::reload`). So that an
 //! operator who edits them and reloads is told so, a reload compares them between the file as
 //! the proxy started from it and the file as it is now.
 //!
@@ -14,6 +17,7 @@
 
 use std::sync::OnceLock;
 
+use super::auth::AuthConfig;
 use super::{Config, ProxyConfig};
 
 /// The restart-only part of the file the proxy started from (before any override).
@@ -34,17 +38,22 @@ pub fn pending(now: &Config) -> Vec<&'static str> {
         .unwrap_or_default()
 }
 
-/// What of `config` only a restart applies: `[proxy]` and whether `[tls]` is on.
+/// What of `config` only a restart applies: `[proxy]` and whether `[tls]` and `[auth]` are on.
 fn restart_only(config: &Config) -> Config {
     Config {
         proxy: config.proxy.clone(),
         tls: config.tls.clone(),
+        auth: AuthConfig {
+            enabled: config.auth.enabled,
+            ..AuthConfig::default()
+        },
         ..Config::default()
     }
 }
 
 /// The restart-only settings that differ between `before` and `after`, named as an operator
-/// writes them (`[proxy] listen`), in the order of [`ProxyConfig`]'s fields then `[tls]`.
+/// writes them (`[proxy] listen`), in the order of [`ProxyConfig`]'s fields, then `[tls]`,
+/// then `[auth]`.
 pub fn changed(before: &Config, after: &Config) -> Vec<&'static str> {
     // Destructured, not read field by field, so that a new [proxy] setting does not compile
     // until it is listed here (or marked as not read from the file).
@@ -52,10 +61,11 @@ pub fn changed(before: &Config, after: &Config) -> Vec<&'static str> {
         listen,
         shards,
         allowed_origins,
-        max_body_bytes,
-        max_header_bytes,
-        header_read_timeout,
-        idle_timeout,
+        // Applied by a reload to new connections (`crate::limits::apply_connection`).
+        max_body_bytes: _,
+        max_header_bytes: _,
+        header_read_timeout: _,
+        idle_timeout: _,
         session_idle_timeout,
         page_size,
         state_dir,
@@ -78,19 +88,6 @@ pub fn changed(before: &Config, after: &Config) -> Vec<&'static str> {
             "[proxy] allowed_origins",
             *allowed_origins != a.allowed_origins,
         ),
-        (
-            "[proxy] max_body_bytes",
-            *max_body_bytes != a.max_body_bytes,
-        ),
-        (
-            "[proxy] max_header_bytes",
-            *max_header_bytes != a.max_header_bytes,
-        ),
-        (
-            "[proxy] header_read_timeout",
-            *header_read_timeout != a.header_read_timeout,
-        ),
-        ("[proxy] idle_timeout", *idle_timeout != a.idle_timeout),
         (
             "[proxy] session_idle_timeout",
             *session_idle_timeout != a.session_idle_timeout,
@@ -117,6 +114,8 @@ pub fn changed(before: &Config, after: &Config) -> Vec<&'static str> {
             "[tls] (on/off)",
             before.tls.is_some() != after.tls.is_some(),
         ),
+        // Likewise [auth]'s clients, keys and policies follow a reload; only the mode does not.
+        ("[auth] (on/off)", before.auth.enabled != after.auth.enabled),
     ];
     fields
         .into_iter()
@@ -154,14 +153,17 @@ mod tests {
     fn what_a_reload_applies_is_not_listed() {
         let before = parse(SERVERS);
         let after = parse(
-            "[limits]\nmax_connections = 9\n\n[auth]\nenabled = false\n\n\
+            "[proxy]\nmax_body_bytes = 1024\nmax_header_bytes = 4096\n\
+             header_read_timeout = \"7s\"\nidle_timeout = \"6s\"\n\n\
+             [limits]\nmax_connections = 9\n\n[auth]\nenabled = false\n\n\
              [[servers]]\nname = \"beta\"\nurl = \"http://127.0.0.1:3002/mcp\"\n",
         );
+        assert_ne!(before.proxy.max_body_bytes, after.proxy.max_body_bytes);
         assert_eq!(changed(&before, &after), Vec::<&str>::new());
     }
 
     #[test]
-    fn each_changed_proxy_setting_is_named_once_in_field_order() {
+    fn each_changed_restart_only_proxy_setting_is_named_once_in_field_order() {
         let before = parse(SERVERS);
         let after = parse(&format!(
             "[proxy]\n\
@@ -190,10 +192,8 @@ mod tests {
             "[proxy] listen",
             "[proxy] shards",
             "[proxy] allowed_origins",
-            "[proxy] max_body_bytes",
-            "[proxy] max_header_bytes",
-            "[proxy] header_read_timeout",
-            "[proxy] idle_timeout",
+            // max_body_bytes, max_header_bytes, header_read_timeout and idle_timeout are edited
+            // above too, but a reload applies them.
             "[proxy] session_idle_timeout",
             "[proxy] page_size",
             "[proxy] state_dir",
@@ -232,6 +232,28 @@ mod tests {
             tls.cert_file = "b.pem".into();
         }
         assert_eq!(changed(&on, &renewed), Vec::<&str>::new());
+    }
+
+    #[test]
+    fn only_switching_auth_on_or_off_waits_for_a_restart() {
+        let off = Config::default();
+        let on = Config {
+            auth: AuthConfig {
+                enabled: true,
+                issuers: vec!["https://a.example".into()],
+                ..AuthConfig::default()
+            },
+            ..Config::default()
+        };
+        assert_eq!(changed(&off, &on), ["[auth] (on/off)"]);
+        assert_eq!(changed(&on, &off), ["[auth] (on/off)"]);
+        // Staying on with other settings (clients, keys, issuers...) is applied by the reload.
+        let mut edited = on.clone();
+        edited.auth.issuers = vec!["https://b.example".into()];
+        assert_eq!(changed(&on, &edited), Vec::<&str>::new());
+        // The baseline keeps the mode only: a later edit of what stays on compares equal.
+        assert_eq!(changed(&restart_only(&on), &edited), Vec::<&str>::new());
+        assert!(restart_only(&on).auth.issuers.is_empty());
     }
 
     #[test]

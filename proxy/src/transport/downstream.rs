@@ -213,7 +213,7 @@ pub async fn serve_connection<S>(shard: Rc<Shard>, stream: S)
 where
     S: futures_lite::AsyncRead + futures_lite::AsyncWrite + Unpin,
 {
-    let limits = crate::limits::http_limits(&shard.config);
+    let limits = crate::limits::http_limits();
     let mut conn = ServerConn::new(stream);
     loop {
         let request = match conn.read_request(&limits).await {
