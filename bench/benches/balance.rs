@@ -4,7 +4,7 @@
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
-use mcp_proxy::balance::{Picker, ReplicaStats, Strategy};
+use mcp_proxy::balance::{Picker, ReplicaStats, Strategy, Traffic};
 
 fn fleet(n: usize) -> Vec<ReplicaStats> {
     let now = Instant::now();
@@ -13,7 +13,13 @@ fn fleet(n: usize) -> Vec<ReplicaStats> {
             let r = ReplicaStats::new(1 + (i % 3) as u32, false);
             for _ in 0..8 {
                 r.begin();
-                r.end(Duration::from_micros(200 + 50 * i as u64), true, 3, now);
+                r.end(
+                    Traffic::Client,
+                    Duration::from_micros(200 + 50 * i as u64),
+                    true,
+                    3,
+                    now,
+                );
             }
             r
         })

@@ -209,13 +209,23 @@ impl ReplicaStats {
         self.inflight.set(self.inflight.get() + 1);
     }
 
-    /// An exchange ended after `elapsed`; `ok` when the replica answered. Its latency feeds
-    /// the average and its outcome the circuit.
-    pub fn end(&self, elapsed: Duration, ok: bool, threshold: u32, now: Instant) -> Transition {
+    /// An exchange ended after `elapsed`; `ok` when the replica answered. Its outcome feeds
+    /// the circuit whoever sent it; its latency feeds the average only for [`Traffic::Client`].
+    pub fn end(
+        &self,
+        traffic: Traffic,
+        elapsed: Duration,
+        ok: bool,
+        threshold: u32,
+        now: Instant,
+    ) -> Transition {
         self.inflight.set(self.inflight.get().saturating_sub(1));
         self.exchanges.set(self.exchanges.get() + 1);
         if !ok {
             self.failed_exchanges.set(self.failed_exchanges.get() + 1);
+        }
+        if ok && traffic == Traffic::Own {
+            return self.succeeded();
         }
         if ok {
             let sample = elapsed.as_secs_f64() * 1e6;
@@ -277,6 +287,22 @@ impl ReplicaStats {
         }
         Transition::None
     }
+}
+
+/// Whose work an exchange with a replica is, which decides what the balancer learns from it.
+///
+/// Only a client's request says how long real work takes there. The proxy's own exchanges
+/// (upstream session set-up, the `server/discover` probe, discovery's lists, GET streams
+/// opened, sessions deleted, notifications and answers passed on) are slower (`initialize`)
+/// or faster (a 202) than that and come in bursts (a replica that just took many sessions),
+/// so as latency samples they would move traffic for no reason. Whether they got an answer
+/// is still evidence for the circuit: a replica that fails `initialize` is failing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Traffic {
+    /// A request a client sent: a latency sample for the balancer and evidence for the circuit.
+    Client,
+    /// The proxy's own exchange: evidence for the circuit only.
+    Own,
 }
 
 /// What a request's outcome did to a replica.
@@ -475,10 +501,10 @@ mod tests {
         let now = Instant::now();
         for _ in 0..20 {
             r[0].begin();
-            r[0].end(Duration::from_millis(20), true, 3, now);
+            r[0].end(Traffic::Client, Duration::from_millis(20), true, 3, now);
             for fast in &r[1..] {
                 fast.begin();
-                fast.end(Duration::from_micros(300), true, 3, now);
+                fast.end(Traffic::Client, Duration::from_micros(300), true, 3, now);
             }
         }
         let mut counts = [0usize; 3];
@@ -499,7 +525,7 @@ mod tests {
         let now = Instant::now();
         for _ in 0..5 {
             r[0].begin();
-            r[0].end(Duration::from_micros(300), true, 3, now);
+            r[0].end(Traffic::Client, Duration::from_micros(300), true, 3, now);
         }
         let first = (0..1_000)
             .filter(|_| p.pick(Strategy::LeastLatency, &r, None, now) == Some(1))
@@ -516,9 +542,10 @@ mod tests {
         let p = Picker::seeded(5);
         let now = Instant::now();
         r[0].begin();
-        r[0].end(Duration::from_millis(20), true, 3, now);
+        r[0].end(Traffic::Client, Duration::from_millis(20), true, 3, now);
         r[1].begin();
         r[1].end(
+            Traffic::Client,
             Duration::from_micros(300),
             true,
             3,
@@ -552,10 +579,16 @@ mod tests {
     fn consecutive_failures_eject_then_half_open_then_restore() {
         let r = fleet(2);
         let now = Instant::now();
-        assert_eq!(r[0].end(Duration::ZERO, false, 3, now), Transition::None);
-        assert_eq!(r[0].end(Duration::ZERO, false, 3, now), Transition::None);
+        assert_eq!(
+            r[0].end(Traffic::Client, Duration::ZERO, false, 3, now),
+            Transition::None
+        );
+        assert_eq!(
+            r[0].end(Traffic::Client, Duration::ZERO, false, 3, now),
+            Transition::None
+        );
         assert!(matches!(
-            r[0].end(Duration::ZERO, false, 3, now),
+            r[0].end(Traffic::Client, Duration::ZERO, false, 3, now),
             Transition::Ejected(_)
         ));
         assert!(!r[0].available(now));
@@ -564,11 +597,17 @@ mod tests {
         let later = now + EJECT_MIN;
         assert!(r[0].available(later), "half-open after the pause");
         assert!(
-            matches!(r[0].end(Duration::ZERO, false, 3, later), Transition::Ejected(d) if d > EJECT_MIN)
+            matches!(r[0].end(Traffic::Client, Duration::ZERO, false, 3, later), Transition::Ejected(d) if d > EJECT_MIN)
         );
         let much_later = later + EJECT_MAX;
         assert_eq!(
-            r[0].end(Duration::from_micros(100), true, 3, much_later),
+            r[0].end(
+                Traffic::Client,
+                Duration::from_micros(100),
+                true,
+                3,
+                much_later
+            ),
             Transition::Restored
         );
         assert!(r[0].available(much_later));
@@ -612,6 +651,35 @@ mod tests {
             (300..700).contains(&first),
             "probed replica got {first}/1000"
         );
+    }
+
+    #[test]
+    fn own_exchanges_feed_only_the_circuit() {
+        let r = fleet(2);
+        let now = Instant::now();
+        for _ in 0..5 {
+            r[0].begin();
+            let slow = Duration::from_millis(50);
+            assert_eq!(r[0].end(Traffic::Own, slow, true, 3, now), Transition::None);
+        }
+        let s = r[0].snapshot(now);
+        assert_eq!((s.exchanges, s.inflight, s.ewma_us), (5, 0, None), "{s:?}");
+        // Failed set-ups still eject, and an answered one closes the circuit.
+        for _ in 0..2 {
+            r[1].begin();
+            assert_eq!(
+                r[1].end(Traffic::Own, Duration::ZERO, false, 3, now),
+                Transition::None
+            );
+        }
+        r[1].begin();
+        let third = r[1].end(Traffic::Own, Duration::ZERO, false, 3, now);
+        assert!(matches!(third, Transition::Ejected(_)), "{third:?}");
+        let later = now + EJECT_MAX;
+        r[1].begin();
+        let fourth = r[1].end(Traffic::Own, Duration::from_millis(50), true, 3, later);
+        assert_eq!(fourth, Transition::Restored);
+        assert_eq!(r[1].snapshot(later).ewma_us, None);
     }
 
     #[test]

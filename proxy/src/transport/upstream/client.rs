@@ -15,7 +15,7 @@ use glommio::net::TcpStream;
 
 use crate::tls::UpstreamStream;
 
-use crate::balance::{Picker, ReplicaStats, RetryBudget, Transition};
+use crate::balance::{Picker, ReplicaStats, RetryBudget, Traffic, Transition};
 use crate::config::{ReplicaConfig, ServerConfig, Strategy, Transport, UpstreamUrl};
 use crate::metrics::ProbeOutcome;
 use glommio::channels::local_channel::LocalReceiver;
@@ -331,14 +331,14 @@ impl UpstreamClient {
 
     /// Records a replica's answer (or failure, with its message) to an exchange and logs what
     /// that changed.
-    fn record(&self, replica: usize, started: Instant, failure: Option<String>) {
+    fn record(&self, replica: usize, traffic: Traffic, started: Instant, failure: Option<String>) {
         let now = Instant::now();
         let ok = failure.is_none();
         if let Some(message) = failure {
             self.stats[replica].note_error(now, message);
         }
         let threshold = self.config.balance.failover_threshold;
-        let change = self.stats[replica].end(now - started, ok, threshold, now);
+        let change = self.stats[replica].end(traffic, now - started, ok, threshold, now);
         self.transition(replica, change);
     }
 
@@ -438,9 +438,13 @@ impl UpstreamClient {
     /// failure (502, 503, 504), which counts against its circuit like a refused connection:
     /// a replica behind a broken load balancer answers quickly and would otherwise keep its
     /// share of traffic forever.
+    ///
+    /// Only [`Traffic::Client`] exchanges are latency samples for the balancer; the proxy's
+    /// own count for the circuit alone (see [`Traffic`]).
     async fn exchange(
         &self,
         replica: usize,
+        traffic: Traffic,
         method: &str,
         headers: &[(&str, &str)],
         body: Option<&[u8]>,
@@ -453,7 +457,7 @@ impl UpstreamClient {
             Ok((_, head)) if is_gateway_failure(head.status) => Some(self.gateway_failure(head)),
             Ok(_) => None,
         };
-        self.record(replica, started, failure);
+        self.record(replica, traffic, started, failure);
         result
     }
 
@@ -570,15 +574,17 @@ impl UpstreamClient {
         h
     }
 
-    /// POSTs one JSON-RPC message to `replica` within `session_id` (none for initialize).
+    /// POSTs one JSON-RPC message to `replica` within `session_id` (none for initialize);
+    /// `traffic` says whether it carries a client's request (see [`Traffic`]).
     pub async fn post(
         self: &Rc<Self>,
         replica: usize,
+        traffic: Traffic,
         session_id: Option<&str>,
         version: Option<&str>,
         body: &[u8],
     ) -> Result<PostReply, UpstreamError> {
-        self.post_with(replica, session_id, version, &[], body)
+        self.post_with(replica, traffic, session_id, version, &[], body)
             .await
     }
 
@@ -586,6 +592,7 @@ impl UpstreamClient {
     pub async fn post_with(
         self: &Rc<Self>,
         replica: usize,
+        traffic: Traffic,
         session_id: Option<&str>,
         version: Option<&str>,
         extra: &[(&str, &str)],
@@ -599,7 +606,9 @@ impl UpstreamClient {
         );
         headers.extend_from_slice(extra);
         headers.push(("Content-Type", "application/json"));
-        let (mut conn, head) = self.exchange(replica, "POST", &headers, Some(body)).await?;
+        let (mut conn, head) = self
+            .exchange(replica, traffic, "POST", &headers, Some(body))
+            .await?;
         let new_session = head.header("mcp-session-id").map(str::to_owned);
         let status = head.status;
         if status == 202 || status == 204 {
@@ -722,7 +731,9 @@ impl UpstreamClient {
         let extra = last_event_id.map(|id| ("Last-Event-ID", id));
         let headers =
             Self::mcp_headers("text/event-stream", Some(session_id), Some(version), extra);
-        let (conn, head) = self.exchange(replica, "GET", &headers, None).await?;
+        let (conn, head) = self
+            .exchange(replica, Traffic::Own, "GET", &headers, None)
+            .await?;
         match head.status {
             // The GET stream may rightly stay silent for hours: no idle limit.
             200 => Ok(Some(MessageStream::sse(SseMessages::new(
@@ -748,7 +759,10 @@ impl UpstreamClient {
             Some(version),
             None,
         );
-        match self.exchange(replica, "DELETE", &headers, None).await {
+        match self
+            .exchange(replica, Traffic::Own, "DELETE", &headers, None)
+            .await
+        {
             Ok((conn, head)) => self.finish_small(replica, conn, &head).await,
             Err(e) => log::debug!("upstream {}: DELETE failed: {e}", self.name()),
         }
@@ -1136,6 +1150,11 @@ mod tests {
             }
         })
         .detach();
+        client_of(port, threshold)
+    }
+
+    /// A one-replica client of `127.0.0.1:{port}` ejecting after `threshold` failures.
+    fn client_of(port: u16, threshold: u32) -> Rc<UpstreamClient> {
         let text = format!(
             "[[servers]]\nname = \"ev\"\nurl = \"http://127.0.0.1:{port}/mcp\"\n\
              failover_threshold = {threshold}\n"
@@ -1149,12 +1168,170 @@ mod tests {
         UpstreamClient::new(0, config, &replicas)
     }
 
+    /// A one-replica client of a minimal stateful MCP server on this executor: it refuses the
+    /// `server/discover` probe (400, as a server of the stateful era does), opens session
+    /// `s1` on `initialize`, accepts notifications (202) and answers any other request with an
+    /// empty result.
+    async fn stateful_server(threshold: u32) -> Rc<UpstreamClient> {
+        let listener = glommio::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        glommio::spawn_local(async move {
+            while let Ok(stream) = listener.accept().await {
+                glommio::spawn_local(async move {
+                    let mut conn = crate::http::ServerConn::new(stream);
+                    let limits = Limits::default();
+                    while let Ok(Some(request)) = conn.read_request(&limits).await {
+                        let message: serde_json::Value =
+                            serde_json::from_slice(&request.body).unwrap_or_default();
+                        let id = message["id"].clone();
+                        let json = [("Content-Type", "application/json")];
+                        let (status, headers, body): (u16, &[(&str, &str)], String) = match message
+                            ["method"]
+                            .as_str()
+                            .unwrap_or_default()
+                        {
+                            "server/discover" => (400, &json, String::new()),
+                            "initialize" => {
+                                let result = serde_json::json!({
+                                    "jsonrpc": "2.0", "id": id, "result": {
+                                        "protocolVersion": "2025-06-18",
+                                        "capabilities": {},
+                                        "serverInfo": {"name": "t", "version": "1"},
+                                    },
+                                });
+                                let headers: &[(&str, &str)] = &[
+                                    ("Content-Type", "application/json"),
+                                    ("Mcp-Session-Id", "s1"),
+                                ];
+                                (200, headers, result.to_string())
+                            }
+                            m if m.starts_with("notifications/") => (202, &[], String::new()),
+                            _ => {
+                                let result =
+                                    serde_json::json!({"jsonrpc": "2.0", "id": id, "result": {}});
+                                (200, &json, result.to_string())
+                            }
+                        };
+                        if conn
+                            .write_response(status, headers, body.as_bytes(), true)
+                            .await
+                            .is_err()
+                        {
+                            return;
+                        }
+                    }
+                })
+                .detach();
+            }
+        })
+        .detach();
+        client_of(port, threshold)
+    }
+
+    #[test]
+    fn session_set_up_and_discovery_are_not_client_traffic() {
+        crate::http::run_glommio(|| async {
+            let client = stateful_server(3).await;
+            let session = super::super::session::UpstreamSession::new(
+                client.clone(),
+                Bytes::from_static(
+                    br#"{"capabilities":{},"clientInfo":{"name":"t","version":"1"}}"#,
+                ),
+                None,
+            );
+            // The proxy's own: discover probe, initialize, initialized, then a list as
+            // discovery sends it.
+            session
+                .request("tools/list", b"{}")
+                .await
+                .expect("tools/list answered");
+            let s = client.stats[0].snapshot(Instant::now());
+            assert_eq!(
+                s.exchanges, 4,
+                "discover, initialize, initialized, tools/list: {s:?}"
+            );
+            assert_eq!((s.requests, s.failures, s.inflight), (0, 0, 0), "{s:?}");
+            assert_eq!(s.ewma_us, None, "set-up is no latency sample: {s:?}");
+            assert!(client.replica_latency(0).is_none());
+            // Client requests are counted, and only they.
+            let call = br#"{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"x"}}"#;
+            for _ in 0..3 {
+                session
+                    .send(call, false)
+                    .await
+                    .expect("tools/call answered");
+            }
+            let s = client.stats[0].snapshot(Instant::now());
+            assert_eq!((s.exchanges, s.requests, s.failures), (7, 3, 0), "{s:?}");
+            assert!(
+                s.ewma_us.is_some(),
+                "client calls are latency samples: {s:?}"
+            );
+            let histogram = client
+                .replica_latency(0)
+                .expect("client latencies recorded");
+            assert_eq!(histogram.len(), 3);
+        });
+    }
+
+    #[test]
+    fn a_failed_session_set_up_still_counts_against_the_circuit() {
+        crate::http::run_glommio(|| async {
+            // Gateway failures: the discover probe and initialize both answered 503.
+            let client = answering(503, 2).await;
+            let session = super::super::session::UpstreamSession::new(
+                client.clone(),
+                Bytes::from_static(b"{}"),
+                None,
+            );
+            let error = session
+                .established()
+                .await
+                .expect_err("503 opens no session");
+            assert!(error.is_replica_failure(), "{error}");
+            let s = client.stats[0].snapshot(Instant::now());
+            assert!(
+                s.ejected_for_ms > 0,
+                "not ejected after 2 failed set-ups: {s:?}"
+            );
+            assert_eq!((s.exchanges, s.failed_exchanges), (2, 2), "{s:?}");
+            assert_eq!((s.requests, s.failures, s.ewma_us), (0, 0, None), "{s:?}");
+            assert!(client.replica_latency(0).is_none());
+
+            // No answer at all: a port nobody listens on.
+            let closed = glommio::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+            let port = closed.local_addr().expect("addr").port();
+            drop(closed);
+            let client = client_of(port, 2);
+            let session = super::super::session::UpstreamSession::new(
+                client.clone(),
+                Bytes::from_static(b"{}"),
+                None,
+            );
+            // Each attempt fails at the discover probe (nothing was sent, so nothing more is
+            // tried on this one replica): two attempts reach the threshold.
+            for _ in 0..2 {
+                let error = session.established().await.expect_err("nothing listens");
+                assert!(error.never_sent(), "{error}");
+            }
+            let s = client.stats[0].snapshot(Instant::now());
+            assert!(
+                s.ejected_for_ms > 0,
+                "not ejected after refused set-ups: {s:?}"
+            );
+            assert_eq!((s.requests, s.ewma_us), (0, None), "{s:?}");
+        });
+    }
+
     #[test]
     fn a_replica_answering_503_is_ejected_with_the_status_as_its_last_error() {
         crate::http::run_glommio(|| async {
             let client = answering(503, 3).await;
             for n in 1..=3 {
-                let error = match client.post(0, Some("s"), Some("v"), b"{}").await {
+                let error = match client
+                    .post(0, Traffic::Client, Some("s"), Some("v"), b"{}")
+                    .await
+                {
                     Err(e) => e,
                     Ok(_) => panic!("a 503 is not an answer"),
                 };
@@ -1186,7 +1363,10 @@ mod tests {
         crate::http::run_glommio(|| async {
             let client = answering(500, 3).await;
             for _ in 0..10 {
-                let error = match client.post(0, Some("s"), Some("v"), b"{}").await {
+                let error = match client
+                    .post(0, Traffic::Client, Some("s"), Some("v"), b"{}")
+                    .await
+                {
                     Err(e) => e,
                     Ok(_) => panic!("a 500 is not a success"),
                 };

@@ -15,6 +15,7 @@ use glommio::task::JoinHandle;
 use simd_json::prelude::*;
 
 use super::client::{PostReply, ReplyBody, UpstreamClient, UpstreamError};
+use crate::balance::Traffic;
 use crate::protocol::jsonrpc::{self, Id};
 
 /// Receives what an upstream sends outside any request of ours (its GET stream).
@@ -234,7 +235,10 @@ impl UpstreamSession {
         }
         let id = self.next_id();
         let body = jsonrpc::request_body(&id, "initialize", &self.init_params);
-        let reply = self.client.post(replica, None, None, &body).await?;
+        let reply = self
+            .client
+            .post(replica, Traffic::Own, None, None, &body)
+            .await?;
         let session_id = reply.session_id.clone();
         let answer = self.await_answer(reply, &id).await?;
         let mut buf = answer.to_vec();
@@ -271,6 +275,7 @@ impl UpstreamSession {
         self.client
             .post(
                 replica,
+                Traffic::Own,
                 est.session_id.as_deref(),
                 Some(&est.version),
                 &initialized,
@@ -301,7 +306,14 @@ impl UpstreamSession {
         let headers = [("Mcp-Method", "server/discover")];
         let answer = match self
             .client
-            .post_with(replica, None, Some(modern::VERSION), &headers, &body)
+            .post_with(
+                replica,
+                Traffic::Own,
+                None,
+                Some(modern::VERSION),
+                &headers,
+                &body,
+            )
             .await
         {
             Ok(reply) => self.await_answer(reply, &id).await,
@@ -365,9 +377,10 @@ impl UpstreamSession {
         self.current().is_some_and(|e| e.modern.is_some())
     }
 
-    /// POSTs a message in this session; retried elsewhere only when it never left the proxy.
+    /// POSTs a message of the proxy's own in this session (not a client request: see
+    /// [`Traffic`]); retried elsewhere only when it never left the proxy.
     pub async fn post(self: &Rc<Self>, body: &[u8]) -> Result<PostReply, UpstreamError> {
-        self.deliver_with(body, false, false, None).await
+        self.deliver_with(body, false, Traffic::Own, None).await
     }
 
     /// POSTs a message in this session. A session the upstream lost is re-initialized and the
@@ -381,7 +394,8 @@ impl UpstreamSession {
         body: &[u8],
         retry_safe: bool,
     ) -> Result<PostReply, UpstreamError> {
-        self.deliver_with(body, retry_safe, true, None).await
+        self.deliver_with(body, retry_safe, Traffic::Client, None)
+            .await
     }
 
     /// [`send`](Self::send) to the replica in `pin` when it is usable, recording the replica
@@ -393,16 +407,17 @@ impl UpstreamSession {
         retry_safe: bool,
         pin: &Cell<Option<usize>>,
     ) -> Result<PostReply, UpstreamError> {
-        self.deliver_with(body, retry_safe, true, Some(pin)).await
+        self.deliver_with(body, retry_safe, Traffic::Client, Some(pin))
+            .await
     }
 
-    /// [`send`](Self::send), counting the request on its replica when `record` (client
-    /// requests; the proxy's own are not client traffic).
+    /// [`send`](Self::send), counting the request on its replica (requests, errors, latency
+    /// histogram, balancer average) only when it is a client's: `traffic` says which.
     async fn deliver_with(
         self: &Rc<Self>,
         body: &[u8],
         retry_safe: bool,
-        record: bool,
+        traffic: Traffic,
         pin: Option<&Cell<Option<usize>>>,
     ) -> Result<PostReply, UpstreamError> {
         self.client.retry_budget.deposit();
@@ -451,16 +466,29 @@ impl UpstreamSession {
                     }
                     headers.extend(stamped.params.iter().map(|(n, v)| (n.as_str(), v.as_str())));
                     self.client
-                        .post_with(replica, None, Some(&est.version), &headers, &stamped.body)
+                        .post_with(
+                            replica,
+                            traffic,
+                            None,
+                            Some(&est.version),
+                            &headers,
+                            &stamped.body,
+                        )
                         .await
                 }
                 None => {
                     self.client
-                        .post(replica, est.session_id.as_deref(), Some(&est.version), body)
+                        .post(
+                            replica,
+                            traffic,
+                            est.session_id.as_deref(),
+                            Some(&est.version),
+                            body,
+                        )
                         .await
                 }
             };
-            if record {
+            if traffic == Traffic::Client {
                 self.client
                     .record_request(replica, started.elapsed(), result.as_ref().err());
             }
