@@ -13,6 +13,9 @@
 - `mcpctl top --replicas` (two replicas, one drained): rows indented under the server with
   each URL and state, r0's rate moves with calls while the drained r1's stays 0 (`--json`
   frames), and a killed replica shows down with failed probes.
+- Only client requests count: after discovery and N calls in N new sessions (each with its
+  upstream session set up), the replica shows N requests and N latency samples, and no
+  balancer latency before the first call.
 - `--json` of the new commands parses; an unknown server, a replica index out of range (the
   message gives the valid range) and a stdio server's replica give clear non-zero exits.
 """
@@ -349,6 +352,38 @@ def test_health_checks_are_not_counted_as_requests(spawner, fleet, state_dir):
     wait_until(lambda: replicas(proxy)[0]["healthy"] is False, what="the dead replica marked unhealthy")
     table = mcpctl(proxy, "servers", "replicas", "fleet")
     assert table.returncode == 0 and "PROBES" in table.stdout and "failed)" in table.stdout, table.stdout
+
+
+def test_only_client_requests_are_requests_and_latency_samples(spawner, fleet, state_dir):
+    """The proxy's own exchanges with a replica (discovery's upstream session and lists, each
+    client session's upstream `initialize` and `notifications/initialized`, GET streams,
+    DELETEs) are not client work: before any call the replica has no balancer latency (it
+    costs its peers' average, not an `initialize`'s time), and after N calls it counts exactly
+    N requests and N latency samples, though it read many more messages than that."""
+    rep = fleet.loadgen("r0")
+    proxy = spawner.proxy(fleet_config([rep.url], state_dir, interval="60s"))
+    wait_until(lambda: "fleet__whoami" in {t["name"] for t in ok_json(proxy, "tools", "ls")["items"]},
+               what="fleet__whoami listed")
+    # Discovery opened a session on the replica and listed it: real exchanges, no client's.
+    assert rep.requests_of("initialize") >= 1 and rep.requests_of("tools/list") >= 1
+    idle = replicas(proxy)[0]
+    assert idle["ewma_ms"] is None, f"set-up and discovery fed the balancer's latency: {idle}"
+    assert idle["requests"] == 0 and idle["latency_us"]["count"] == 0, idle
+    assert idle["inflight"] == 0 and idle["errors"] == 0, idle
+
+    n = 5
+    initialized_before = rep.requests_of("initialize")
+    for _ in range(n):
+        assert whoami(proxy) == "r0"
+    busy = replicas(proxy)[0]
+    # Each call came in a new session: its upstream session was set up first, and none of
+    # that is a request.
+    assert rep.requests_of("initialize") - initialized_before >= n
+    assert rep.requests_of("tools/call", "whoami") == n
+    assert busy["requests"] == n and busy["errors"] == 0, busy
+    assert busy["latency_us"]["count"] == n, busy
+    assert busy["ewma_ms"] is not None and busy["ewma_ms"] > 0, busy
+    assert busy["inflight"] == 0, busy
 
 
 def test_top_shows_each_replica_its_state_and_rate(spawner, fleet, state_dir):
