@@ -13,6 +13,9 @@ the application's answer to one request and leaves the replica in.
 - The 500 replica is `mcp-loadgen upstream --error-rate 1 --error-kind http` (HTTP 500 with a
   JSON-RPC error body to everything but initialize, what a crashing web framework answers).
 
+- `mcpctl top --replicas --once` (table and `--json`) shows the 503 replica's row `ejected` and
+  the healthy one `active`.
+
 One shard, so the one circuit the admin API shows is the one that routes the calls; health
 checks are far apart (60 s) in the 503 test so only the client traffic opens the circuit.
 """
@@ -119,6 +122,61 @@ def test_replica_answering_503_is_ejected_and_calls_go_to_the_healthy_one(spawne
     for i in range(5):
         answer = echo(url, sid, f"after {i}")
         assert tool_text(answer["result"]) == f"Echo: after {i}", answer
+
+
+def drive_until_ejected(proxy: harness.Proxy, bad_url: str) -> None:
+    """New sessions (each calling get-env) until `bad_url`'s circuit is open; every call is
+    answered by the healthy replica all along."""
+    for _ in range(20):
+        assert served_by(proxy.url) == "good"
+        if {r["url"]: r for r in replicas(proxy)}[bad_url]["ejected"]:
+            return
+    raise AssertionError(f"{bad_url} not ejected after 20 sessions: {replicas(proxy)}")
+
+
+@pytest.mark.skipif(not MCPCTL.exists(), reason="mcpctl not built")
+def test_top_shows_an_ejected_replica(spawner, fleet):
+    """`mcpctl top --replicas`: the replica answering 503 is shown `ejected` (table and
+    `--json`) while the healthy one is `active`."""
+    good = fleet.everything("good")
+    bad = fleet.loadgen("bad", "--http-error-rate", "1", "--http-error-status", "503")
+    proxy = spawner.proxy(config([good.url, bad.url], interval="60s"), shards=1)
+
+    def top_states(*extra: str) -> tuple[dict[str, str], str]:
+        """Each replica's state in one `top --once --replicas` frame, by URL, and the output."""
+        r = mcpctl(proxy, "top", "--once", "--replicas", "--interval", "0.2", *extra)
+        assert r.returncode == 0, r.stderr
+        if extra:
+            [row] = [s for s in json.loads(r.stdout)["servers"] if s["server"] == "ev"]
+            assert "replicas_error" not in row, row
+            return {rep["url"]: rep["status"] for rep in row["replicas"]}, r.stdout
+        lines = r.stdout.splitlines()
+        states = {}
+        for url in (good.url, bad.url):
+            [line] = [l for l in lines if url in l]
+            # "  #N URL HEALTH STATE REQ/S ...": the replica rows are indented under "ev".
+            assert line.startswith("  #"), r.stdout
+            states[url] = line.split()[3]
+        return states, r.stdout
+
+    # An ejection lasts 5 s at first; a frame taken on a slow machine just after it ran out
+    # shows the half-open replica as active, so each form gets a few fresh ejections to be
+    # seen in, and the proxy is asked whether the replica was still out when it was not.
+    for extra in ((), ("--json",)):
+        seen = []
+        for _ in range(4):
+            drive_until_ejected(proxy, bad.url)
+            states, out = top_states(*extra)
+            seen.append(states)
+            if states[bad.url] == "ejected":
+                assert states[good.url] == "active", out
+                break
+            assert states[bad.url] == "active", out
+            assert not {r["url"]: r for r in replicas(proxy)}[bad.url]["ejected"], \
+                f"top showed {states[bad.url]!r} for a replica the proxy says is ejected:\n{out}"
+        else:
+            raise AssertionError(f"top {' '.join(extra)} never showed the ejected replica: {seen}")
+    assert http_errors(bad) > 0
 
 
 def test_replica_answering_500_is_not_ejected(spawner, fleet):
