@@ -209,6 +209,12 @@ impl ReplicaStats {
         self.inflight.set(self.inflight.get() + 1);
     }
 
+    /// An exchange was dropped before its outcome was known (its caller went away: a client
+    /// that disconnected, a cancelled call): no longer load, and no verdict on the replica.
+    pub fn abandoned(&self) {
+        self.inflight.set(self.inflight.get().saturating_sub(1));
+    }
+
     /// An exchange ended after `elapsed`; `ok` when the replica answered. Its outcome feeds
     /// the circuit whoever sent it; its latency feeds the average only for [`Traffic::Client`].
     pub fn end(

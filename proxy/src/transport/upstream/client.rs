@@ -451,7 +451,11 @@ impl UpstreamClient {
     ) -> Result<(ClientConn<UpstreamStream>, ResponseHead), UpstreamError> {
         let started = Instant::now();
         self.stats[replica].begin();
+        // Dropped with this future (the caller's task cancelled) before the answer came, the
+        // exchange would otherwise stay in flight for good and the replica look loaded.
+        let mut pending = Pending(Some(&self.stats[replica]));
         let result = self.exchange_on(replica, method, headers, body).await;
+        pending.0 = None;
         let failure = match &result {
             Err(e) => Some(e.to_string()),
             Ok((_, head)) if is_gateway_failure(head.status) => Some(self.gateway_failure(head)),
@@ -823,6 +827,17 @@ impl UpstreamClient {
     }
 }
 
+/// An exchange in flight on a replica; dropped unsettled, it stops counting as load.
+struct Pending<'a>(Option<&'a ReplicaStats>);
+
+impl Drop for Pending<'_> {
+    fn drop(&mut self) {
+        if let Some(stats) = self.0 {
+            stats.abandoned();
+        }
+    }
+}
+
 struct SendFailure {
     nothing_received: bool,
     error: HttpError,
@@ -1151,6 +1166,35 @@ mod tests {
         })
         .detach();
         client_of(port, threshold)
+    }
+
+    #[test]
+    fn an_exchange_dropped_before_its_answer_is_no_longer_in_flight() {
+        crate::http::run_glommio(|| async {
+            // A server that reads requests and never answers them.
+            let listener = glommio::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+            let port = listener.local_addr().expect("addr").port();
+            glommio::spawn_local(async move {
+                while let Ok(stream) = listener.accept().await {
+                    glommio::spawn_local(async move {
+                        let mut conn = crate::http::ServerConn::new(stream);
+                        while let Ok(Some(_)) = conn.read_request(&Limits::default()).await {}
+                    })
+                    .detach();
+                }
+            })
+            .detach();
+            let client = client_of(port, 3);
+            let call = client.post(0, Traffic::Client, Some("s"), Some("v"), b"{}");
+            // The client went away: its task, and this exchange with it, is dropped.
+            let cut =
+                glommio::timer::timeout(Duration::from_millis(200), async { Ok(call.await) }).await;
+            assert!(cut.is_err(), "a server that never answers answered");
+            let s = client.stats[0].snapshot(Instant::now());
+            assert_eq!(s.inflight, 0, "{s:?}");
+            // No verdict either way: it neither failed nor answered.
+            assert_eq!((s.exchanges, s.consecutive_failures), (0, 0), "{s:?}");
+        });
     }
 
     /// A one-replica client of `127.0.0.1:{port}` ejecting after `threshold` failures.
