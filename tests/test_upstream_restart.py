@@ -169,3 +169,55 @@ def test_listen_subscription_survives_upstream_restart(spawner):
         toggle()
     finally:
         stream.abort()
+
+
+def test_listen_on_a_stateless_upstream_is_reopened_after_it_restarts(spawner):
+    """A 2026-07-28 upstream (the SDK's MCPServer) watched through its own subscriptions/listen
+    restarts: the proxy opens that upstream stream again while the client's listen stream is open,
+    and the client's stream carries updates again without the client doing anything."""
+    import sys
+
+    import harness
+    from test_relay import SseStream
+    from test_stateless import WATCHED, modern_body, modern_headers, next_message
+
+    port = harness.free_port()
+
+    def start_watched():
+        child = harness.spawn("watched", [sys.executable, str(WATCHED), str(port)])
+        spawner.started.append(child)
+        harness.wait_for_port(port, child)
+        return child
+
+    watched = start_watched()
+    proxy = spawner.proxy(servers_toml([("watched", f"http://127.0.0.1:{port}/mcp")]), shards=2)
+
+    def call(tool: str, arguments: dict) -> str | None:
+        name = f"watched__{tool}"
+        r = raw_request(proxy.url, body=modern_body("tools/call", {"name": name, "arguments": arguments}),
+                        headers=modern_headers("tools/call", name))
+        result = r.messages[0].get("result") if r.messages else None
+        return result["content"][0]["text"] if result else None
+
+    uri = "watched+watched://doc"
+    body = modern_body("subscriptions/listen", {"notifications": {"resourceSubscriptions": [uri]}},
+                       request_id="w")
+    stream = SseStream(proxy.url, "POST", modern_headers("subscriptions/listen"), body, timeout=30)
+    try:
+        assert next_message(stream)["params"]["notifications"] == {"resourceSubscriptions": [uri]}
+        assert call("touch", {"uri": "watched://doc"}) == "touched watched://doc"
+        assert next_message(stream)["params"]["uri"] == uri
+
+        watched.kill()
+        start_watched()
+        deadline = time.monotonic() + 60
+        while call("listening", {}) != "1":
+            assert time.monotonic() < deadline, "the proxy did not listen to the restarted upstream again"
+            time.sleep(0.2)
+        assert call("touch", {"uri": "watched://doc"}) == "touched watched://doc"
+        update = next_message(stream)
+        assert update["method"] == "notifications/resources/updated", update
+        assert update["params"]["uri"] == uri
+        assert update["params"]["_meta"]["io.modelcontextprotocol/subscriptionId"] == "w"
+    finally:
+        stream.abort()
