@@ -50,6 +50,7 @@ pub async fn request(
         }
     }
     let retry_safe = retry_safe(session, server, &msg);
+    let subscription = Subscription::of(method, msg.get("params").and_then(|p| p.get_str("uri")));
     let upstream_id = upstream.next_id();
     relay::set(&mut msg, "id", upstream_id.to_value());
     let body = jsonrpc::to_bytes(&msg);
@@ -59,6 +60,7 @@ pub async fn request(
         upstream_id,
         body,
         retry_safe,
+        subscription,
     };
     send(session, server, client_id, outgoing, timing, accepts_sse).await
 }
@@ -82,6 +84,7 @@ pub async fn request_spliced(
         timing.tool(original);
     }
     let retry_safe = method_retry_safe(session, server, peeked.method, Some(original));
+    let subscription = Subscription::of(peeked.method, Some(original));
     let upstream_id = upstream.next_id();
     let body = Bytes::from(peeked.rewrite(msg, &upstream_id, name_span, original));
     let outgoing = Outgoing {
@@ -89,6 +92,7 @@ pub async fn request_spliced(
         upstream_id,
         body,
         retry_safe,
+        subscription,
     };
     send(session, server, peeked.id, outgoing, timing, accepts_sse).await
 }
@@ -107,6 +111,38 @@ struct Outgoing {
     upstream_id: Id,
     body: Bytes,
     retry_safe: bool,
+    subscription: Option<Subscription>,
+}
+
+/// The resource subscription a `resources/subscribe` or `resources/unsubscribe` changes in its
+/// upstream session, which keeps what it holds to renew it if the server forgets the session.
+#[derive(Debug, PartialEq, Eq)]
+enum Subscription {
+    /// Kept once the server accepts it.
+    Subscribe(String),
+    /// Dropped before it is sent: the client no longer wants it, whatever the server answers.
+    Unsubscribe(String),
+}
+
+impl Subscription {
+    /// What request `method` changes, given the server's own URI it names.
+    fn of(method: &str, uri: Option<&str>) -> Option<Subscription> {
+        // Matched before the URI is copied: every tools/call passes through here.
+        match method {
+            "resources/subscribe" => Some(Subscription::Subscribe(uri?.to_owned())),
+            "resources/unsubscribe" => Some(Subscription::Unsubscribe(uri?.to_owned())),
+            _ => None,
+        }
+    }
+
+    /// The server answered `answer`: an accepted subscription is recorded.
+    fn settle(&self, upstream: &crate::transport::upstream::UpstreamHandle, answer: &[u8]) {
+        if let Subscription::Subscribe(uri) = self {
+            if Outcome::of_response(answer) == Outcome::Ok {
+                upstream.subscribed(uri);
+            }
+        }
+    }
 }
 
 /// Sends `outgoing` and relays the conversation that flows back.
@@ -123,7 +159,11 @@ async fn send(
         upstream_id,
         body,
         retry_safe,
+        subscription,
     } = outgoing;
+    if let Some(Subscription::Unsubscribe(uri)) = &subscription {
+        upstream.unsubscribed(uri);
+    }
     session.begin_request(client_id.clone(), server, upstream_id.clone());
     let guard = InFlight {
         session: session.clone(),
@@ -179,8 +219,13 @@ async fn send(
                     session.events.push(out, m);
                     let session = session.clone();
                     glommio::spawn_local(async move {
-                        let outcome =
-                            pump(&session, server, stream, upstream_id, client_id, out).await;
+                        let ids = (upstream_id, client_id);
+                        let answered = |answer: &[u8]| {
+                            if let Some(s) = &subscription {
+                                s.settle(&upstream, answer);
+                            }
+                        };
+                        let outcome = pump(&session, server, stream, ids, out, answered).await;
                         timing.finish(outcome);
                         drop(guard);
                     })
@@ -209,6 +254,9 @@ async fn send(
             pin,
         };
         return call.resolve(answer, accepts_sse, timing, guard).await;
+    }
+    if let Some(s) = &subscription {
+        s.settle(&upstream, &answer);
     }
     timing.finish(Outcome::of_response(&answer));
     Answer::Json(answer)
@@ -254,19 +302,22 @@ pub(super) async fn next_relayed(
     }
 }
 
-/// Relays the rest of an upstream stream into session stream `out`, ending with the answer.
+/// Relays the rest of an upstream stream into session stream `out`, ending with the answer,
+/// which `answered` sees first. `ids` are the request's upstream and client ids.
 async fn pump(
     session: &Rc<Session>,
     server: usize,
     mut stream: Box<MessageStream>,
-    up: Id,
-    client: Id,
+    ids: (Id, Id),
     out: u64,
+    answered: impl FnOnce(&[u8]),
 ) -> Outcome {
+    let (up, client) = ids;
     loop {
         match next_relayed(session, server, &mut stream, &up, &client).await {
             Step::Message(m) => session.events.push(out, m),
             Step::Final(answer) => {
+                answered(&answer);
                 let outcome = Outcome::of_response(&answer);
                 session.events.push(out, answer);
                 session.events.finish(out);
@@ -434,4 +485,23 @@ pub async fn set_level(
         }
     }
     Answer::Json(jsonrpc::result_body(id, b"{}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Subscription;
+
+    #[test]
+    fn only_subscribe_and_unsubscribe_change_what_a_session_holds() {
+        assert_eq!(
+            Subscription::of("resources/subscribe", Some("demo://a")),
+            Some(Subscription::Subscribe("demo://a".into()))
+        );
+        assert_eq!(
+            Subscription::of("resources/unsubscribe", Some("demo://a")),
+            Some(Subscription::Unsubscribe("demo://a".into()))
+        );
+        assert_eq!(Subscription::of("resources/read", Some("demo://a")), None);
+        assert_eq!(Subscription::of("resources/subscribe", None), None);
+    }
 }

@@ -12,7 +12,9 @@
 //!   as long as the client's stream lives.
 //!
 //! Listen streams sharing a bridge session share its upstream subscriptions (counted here): the
-//! first one subscribes, the last one to close unsubscribes. A URI whose server is unknown,
+//! first one subscribes, the last one to close unsubscribes. What the upstream session holds is
+//! also recorded in it (`transport::upstream::subscriptions`), as a stateful client's own
+//! subscriptions are, so a session the server forgot is re-opened with them renewed. A URI whose server is unknown,
 //! hidden from the client, or did not declare `resources.subscribe`, or that the upstream
 //! refuses, is left out of the acknowledgment (the spec's "subset the server agreed to honor").
 
@@ -308,10 +310,13 @@ pub async fn unsubscribe(shard: &Rc<Shard>, bridge: &Rc<Session>, grants: Vec<Gr
 }
 
 /// Sends `resources/subscribe` or `resources/unsubscribe` for `uri`; true when it succeeded.
+/// The upstream session keeps what it holds, to renew it if the server forgets the session.
 async fn ask(handle: &UpstreamHandle, method: &str, uri: &str) -> bool {
-    let mut params = Vec::from(&b"{\"uri\":"[..]);
-    jsonrpc::write_json_string(&mut params, uri);
-    params.push(b'}');
+    let subscribing = method == "resources/subscribe";
+    if !subscribing {
+        handle.unsubscribed(uri);
+    }
+    let params = crate::transport::upstream::subscriptions::uri_params(uri);
     let answer = match handle.request(method, &params).await {
         Ok(a) => a,
         Err(e) => {
@@ -321,6 +326,9 @@ async fn ask(handle: &UpstreamHandle, method: &str, uri: &str) -> bool {
     };
     let mut buf = answer.to_vec();
     let ok = jsonrpc::parse(&mut buf).is_ok_and(|m| m.contains_key("result"));
+    if ok && subscribing {
+        handle.subscribed(uri);
+    }
     if !ok {
         log::info!(
             "{method} {uri} refused by {}: {}",

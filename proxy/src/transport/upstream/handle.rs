@@ -235,6 +235,21 @@ impl UpstreamHandle {
         }
     }
 
+    /// The server accepted `resources/subscribe` for `uri` (its own URI): a re-opened
+    /// upstream session subscribes to it again. A stdio link keeps and renews its own.
+    pub fn subscribed(&self, uri: &str) {
+        if let UpstreamHandle::Http(s) = self {
+            s.subscribed(uri);
+        }
+    }
+
+    /// The client let go of `uri`: no re-opened upstream session subscribes to it again.
+    pub fn unsubscribed(&self, uri: &str) {
+        if let UpstreamHandle::Http(s) = self {
+            s.unsubscribed(uri);
+        }
+    }
+
     /// Ends this session's use of the upstream.
     pub async fn close(&self) {
         match self {

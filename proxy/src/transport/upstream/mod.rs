@@ -4,10 +4,12 @@
 //! - [`session`]: one upstream MCP session over HTTP: initialize, re-initialize when the server
 //!   forgot it, and the GET stream that carries the server's own messages.
 //! - [`handle`]: a downstream session's way to one upstream, HTTP or stdio alike.
+//! - [`subscriptions`]: the resource subscriptions an upstream session renews when re-opened.
 
 pub mod client;
 pub mod handle;
 pub mod session;
+pub mod subscriptions;
 
 pub use client::{MessageStream, PostReply, ReplyBody, UpstreamClient, UpstreamError};
 pub use handle::{Upstream, UpstreamHandle, STDIO_SHARD};

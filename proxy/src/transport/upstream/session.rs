@@ -4,6 +4,9 @@
 //! answers that it no longer knows the session (it restarted, or expired it), the session is
 //! initialized again with the same client parameters and the request that hit the loss is sent
 //! once more. That is safe because a server that does not know the session did not act on it.
+//! The resource subscriptions the lost session held are renewed in the new one before that
+//! request goes out; a session holding subscriptions is re-opened as soon as its GET stream
+//! finds it lost, so a client that only listens keeps getting its updates.
 
 use std::cell::{Cell, RefCell};
 use std::rc::{Rc, Weak};
@@ -15,7 +18,9 @@ use glommio::task::JoinHandle;
 use simd_json::prelude::*;
 
 use super::client::{PostReply, ReplyBody, UpstreamClient, UpstreamError};
+use super::subscriptions::{uri_params, Subscriptions};
 use crate::balance::Traffic;
+use crate::metrics::Outcome;
 use crate::protocol::jsonrpc::{self, Id};
 
 /// Receives what an upstream sends outside any request of ours (its GET stream).
@@ -84,6 +89,8 @@ pub struct UpstreamSession {
     listener: RefCell<Option<JoinHandle<()>>>,
     /// The replica chosen when the downstream session began (kept in its sealed id).
     preferred: Cell<Option<usize>>,
+    /// Resource subscriptions to renew in a re-initialized session.
+    subscriptions: Subscriptions,
 }
 
 impl UpstreamSession {
@@ -103,7 +110,18 @@ impl UpstreamSession {
             sink,
             listener: RefCell::new(None),
             preferred: Cell::new(None),
+            subscriptions: Subscriptions::default(),
         })
+    }
+
+    /// The server accepted `resources/subscribe` for `uri` (its own URI) in this session.
+    pub fn subscribed(&self, uri: &str) {
+        self.subscriptions.add(uri);
+    }
+
+    /// The client let go of `uri`: a new session must not subscribe to it again.
+    pub fn unsubscribed(&self, uri: &str) {
+        self.subscriptions.remove(uri);
     }
 
     /// Binds to `replica` on first use, if it is available then.
@@ -289,7 +307,58 @@ impl UpstreamSession {
             est.session_id,
             est.version
         );
+        self.resubscribe(&est).await;
         Ok(est)
+    }
+
+    /// Subscribes `est`, a new session, to what the sessions before it held: the server forgot
+    /// those with the old session, and the client still counts on their updates. Sent straight
+    /// to `est` (no re-initialization of its own, so a session lost again cannot recurse), before
+    /// the request that opened it; a failure is logged and fails nothing else, since the
+    /// client's request is about something else.
+    async fn resubscribe(&self, est: &Established) {
+        let uris = self.subscriptions.uris();
+        if uris.is_empty() {
+            return;
+        }
+        let mut renewed = 0;
+        for uri in &uris {
+            let id = self.next_id();
+            let body = jsonrpc::request_body(&id, "resources/subscribe", &uri_params(uri));
+            let sent = self
+                .client
+                .post(
+                    est.replica,
+                    Traffic::Own,
+                    est.session_id.as_deref(),
+                    Some(&est.version),
+                    &body,
+                )
+                .await;
+            let answer = match sent {
+                Ok(reply) => self.await_answer(reply, &id).await,
+                Err(e) => Err(e),
+            };
+            match answer {
+                Ok(a) if Outcome::of_response(&a) == Outcome::Ok => renewed += 1,
+                Ok(a) => log::warn!(
+                    server = self.client.name();
+                    "upstream {}: could not renew the subscription to {uri} in a new session: {}",
+                    self.client.name(),
+                    String::from_utf8_lossy(&a[..a.len().min(300)])
+                ),
+                Err(e) => log::warn!(
+                    server = self.client.name();
+                    "upstream {}: could not renew the subscription to {uri} in a new session: {e}",
+                    self.client.name()
+                ),
+            }
+        }
+        log::info!(
+            "upstream {}: renewed {renewed} of {} resource subscriptions in a new session",
+            self.client.name(),
+            uris.len()
+        );
     }
 
     /// Probes `server/discover` at 2026-07-28 (once per shard and server): a server that
@@ -605,6 +674,9 @@ impl UpstreamSession {
                         if let Some(this) = weak.upgrade() {
                             this.invalidate(generation);
                         }
+                        // Otherwise the next request re-opens it; subscriptions cannot wait
+                        // for one, since a client that only listens sends none.
+                        reopen_for_subscriptions(weak).await;
                         return;
                     }
                     Err(e) => {
@@ -637,6 +709,34 @@ impl Drop for UpstreamSession {
         if let Some(handle) = self.listener.get_mut().take() {
             handle.cancel();
         }
+    }
+}
+
+/// Opens a new session for a lost one that held resource subscriptions (renewing them, and
+/// with them the GET stream that carries their updates), retrying with backoff while the
+/// session lives, still holds some and no request has opened one meanwhile.
+async fn reopen_for_subscriptions(weak: Weak<UpstreamSession>) {
+    let mut pause = Duration::from_millis(250);
+    loop {
+        let Some(this) = weak.upgrade() else { return };
+        if this.subscriptions.is_empty() || this.current().is_some() {
+            return;
+        }
+        log::info!(
+            "upstream {}: session lost; opening a new one to keep its resource subscriptions",
+            this.client.name()
+        );
+        match this.established().await {
+            Ok(_) => return,
+            Err(e) => log::warn!(
+                server = this.client.name();
+                "upstream {}: cannot open a new session to renew its resource subscriptions: {e}",
+                this.client.name()
+            ),
+        }
+        drop(this);
+        glommio::timer::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_secs(30));
     }
 }
 
