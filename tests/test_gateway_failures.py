@@ -31,16 +31,7 @@ import pytest
 import harness
 from harness import raw_call_tool, raw_initialize, tool_text
 from test_admin import MCPCTL, TOKEN, mcpctl
-from test_replicas import Fleet
-
-
-@pytest.fixture
-def fleet():
-    f = Fleet()
-    try:
-        yield f
-    finally:
-        f.close()
+from test_replicas import fleet  # noqa: F401 (a fixture)
 
 
 def config(urls: list[str], interval: str) -> str:

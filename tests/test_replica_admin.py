@@ -35,18 +35,9 @@ import pytest
 
 import harness
 from test_admin import MCPCTL, TOKEN, mcpctl, ok_json, wait_until
-from test_replicas import Fleet
+from test_replicas import fleet  # noqa: F401 (a fixture)
 
 IDS = ["r0", "r1", "r2"]
-
-
-@pytest.fixture
-def fleet():
-    f = Fleet()
-    try:
-        yield f
-    finally:
-        f.close()
 
 
 @pytest.fixture

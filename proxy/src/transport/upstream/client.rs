@@ -1139,21 +1139,30 @@ mod tests {
         }
     }
 
-    /// A one-replica client of an HTTP server on this executor that answers every request
-    /// with `status` (and a short text body), keeping connections alive.
-    async fn answering(status: u16, threshold: u32) -> Rc<UpstreamClient> {
+    /// What a test server answers: status, headers and body.
+    type Answer = (u16, Vec<(&'static str, String)>, Vec<u8>);
+
+    /// A one-replica client of an HTTP server on this executor that answers each request with
+    /// what `respond` makes of it, keeping connections alive.
+    async fn serving(
+        threshold: u32,
+        respond: impl Fn(&crate::http::Request) -> Answer + 'static,
+    ) -> Rc<UpstreamClient> {
         let listener = glommio::net::TcpListener::bind("127.0.0.1:0").expect("bind");
         let port = listener.local_addr().expect("addr").port();
+        let respond = Rc::new(respond);
         glommio::spawn_local(async move {
             while let Ok(stream) = listener.accept().await {
+                let respond = respond.clone();
                 glommio::spawn_local(async move {
                     let mut conn = crate::http::ServerConn::new(stream);
                     let limits = Limits::default();
-                    while let Ok(Some(_)) = conn.read_request(&limits).await {
-                        let headers = [("Content-Type", "text/plain"), ("Retry-After", "7")];
-                        let body = b"no healthy upstream";
+                    while let Ok(Some(request)) = conn.read_request(&limits).await {
+                        let (status, headers, body) = respond(&request);
+                        let headers: Vec<(&str, &str)> =
+                            headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
                         if conn
-                            .write_response(status, &headers, body, true)
+                            .write_response(status, &headers, &body, true)
                             .await
                             .is_err()
                         {
@@ -1166,6 +1175,19 @@ mod tests {
         })
         .detach();
         client_of(port, threshold)
+    }
+
+    /// A one-replica client of a server that answers every request with `status` (and a short
+    /// text body).
+    async fn answering(status: u16, threshold: u32) -> Rc<UpstreamClient> {
+        serving(threshold, move |_| {
+            let headers = vec![
+                ("Content-Type", "text/plain".to_owned()),
+                ("Retry-After", "7".to_owned()),
+            ];
+            (status, headers, b"no healthy upstream".to_vec())
+        })
+        .await
     }
 
     #[test]
@@ -1217,59 +1239,32 @@ mod tests {
     /// `s1` on `initialize`, accepts notifications (202) and answers any other request with an
     /// empty result.
     async fn stateful_server(threshold: u32) -> Rc<UpstreamClient> {
-        let listener = glommio::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-        let port = listener.local_addr().expect("addr").port();
-        glommio::spawn_local(async move {
-            while let Ok(stream) = listener.accept().await {
-                glommio::spawn_local(async move {
-                    let mut conn = crate::http::ServerConn::new(stream);
-                    let limits = Limits::default();
-                    while let Ok(Some(request)) = conn.read_request(&limits).await {
-                        let message: serde_json::Value =
-                            serde_json::from_slice(&request.body).unwrap_or_default();
-                        let id = message["id"].clone();
-                        let json = [("Content-Type", "application/json")];
-                        let (status, headers, body): (u16, &[(&str, &str)], String) = match message
-                            ["method"]
-                            .as_str()
-                            .unwrap_or_default()
-                        {
-                            "server/discover" => (400, &json, String::new()),
-                            "initialize" => {
-                                let result = serde_json::json!({
-                                    "jsonrpc": "2.0", "id": id, "result": {
-                                        "protocolVersion": "2025-06-18",
-                                        "capabilities": {},
-                                        "serverInfo": {"name": "t", "version": "1"},
-                                    },
-                                });
-                                let headers: &[(&str, &str)] = &[
-                                    ("Content-Type", "application/json"),
-                                    ("Mcp-Session-Id", "s1"),
-                                ];
-                                (200, headers, result.to_string())
-                            }
-                            m if m.starts_with("notifications/") => (202, &[], String::new()),
-                            _ => {
-                                let result =
-                                    serde_json::json!({"jsonrpc": "2.0", "id": id, "result": {}});
-                                (200, &json, result.to_string())
-                            }
-                        };
-                        if conn
-                            .write_response(status, headers, body.as_bytes(), true)
-                            .await
-                            .is_err()
-                        {
-                            return;
-                        }
-                    }
-                })
-                .detach();
+        serving(threshold, |request| {
+            let message: serde_json::Value =
+                serde_json::from_slice(&request.body).unwrap_or_default();
+            let id = message["id"].clone();
+            let json = || ("Content-Type", "application/json".to_owned());
+            match message["method"].as_str().unwrap_or_default() {
+                "server/discover" => (400, vec![json()], Vec::new()),
+                "initialize" => {
+                    let result = serde_json::json!({
+                        "jsonrpc": "2.0", "id": id, "result": {
+                            "protocolVersion": "2025-06-18",
+                            "capabilities": {},
+                            "serverInfo": {"name": "t", "version": "1"},
+                        },
+                    });
+                    let headers = vec![json(), ("Mcp-Session-Id", "s1".to_owned())];
+                    (200, headers, result.to_string().into_bytes())
+                }
+                m if m.starts_with("notifications/") => (202, Vec::new(), Vec::new()),
+                _ => {
+                    let result = serde_json::json!({"jsonrpc": "2.0", "id": id, "result": {}});
+                    (200, vec![json()], result.to_string().into_bytes())
+                }
             }
         })
-        .detach();
-        client_of(port, threshold)
+        .await
     }
 
     #[test]
