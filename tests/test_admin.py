@@ -14,6 +14,7 @@ from __future__ import annotations
 import http.client
 import json
 import os
+import shutil
 import signal
 import subprocess
 import tempfile
@@ -340,6 +341,45 @@ def test_command_line_overrides_are_not_reported_as_edits(spawner, mcpctl_bin, s
     # A real edit of one of them is reported, next to the ones still overridden.
     proxy.config_path.write_text(text.replace("shards = 3", "shards = 4"))
     assert ok_json(proxy, "reload")["not_applied_until_restart"] == ["[proxy] shards"]
+
+
+def test_a_reload_that_cannot_save_the_registry_changes_nothing(spawner, mcpctl_bin, state_dir):
+    """The state directory has become unwritable (here: a file stands where it was). A reload
+    that adds a server and raises max_body_bytes is refused with the reason, and nothing of it
+    is in force: no new server, the old body limit. Once the directory is back, the same reload
+    applies all of it."""
+    alpha = spawner.everything()
+    beta = spawner.everything()
+    text = config_toml({"alpha": alpha.url}, state_dir)
+    proxy = spawner.proxy(text.replace("[proxy]\n", "[proxy]\nmax_body_bytes = 1024\n", 1), shards=2)
+    body = big_initialize()
+    assert harness.raw_request(proxy.url, body=body).status == 413
+    names_before = tool_names(proxy)
+
+    shutil.rmtree(state_dir)
+    state_dir.write_text("not a directory")
+    try:
+        edited = config_toml({"alpha": alpha.url, "beta": beta.url}, state_dir)
+        proxy.config_path.write_text(edited.replace("[proxy]\n", "[proxy]\nmax_body_bytes = 65536\n", 1))
+        status, answer = harness.admin_reload(proxy, TOKEN)
+        assert status == 500 and answer.get("kind") == "state", (status, answer)
+        assert str(state_dir) in answer["error"], answer
+        r = mcpctl(proxy, "reload")
+        assert r.returncode != 0 and str(state_dir) in r.stderr, (r.returncode, r.stdout, r.stderr)
+        for _ in range(4):  # new connections, so both shards are asked
+            assert harness.raw_request(proxy.url, body=body).status == 413
+        assert tool_names(proxy) == names_before
+        assert {s["name"] for s in ok_json(proxy, "servers", "ls")["servers"]} == {"alpha"}
+    finally:
+        # The fixture removes a directory; put one back whatever happened.
+        state_dir.unlink()
+        state_dir.mkdir()
+
+    status, answer = harness.admin_reload(proxy, TOKEN)
+    assert status == 200 and answer["proxy_limits"] is True, (status, answer)
+    wait_until(lambda: any(n.startswith("beta__") for n in tool_names(proxy)), what="beta's tools")
+    for _ in range(4):
+        assert harness.raw_request(proxy.url, body=body).status == 200
 
 
 def big_initialize() -> bytes:

@@ -198,19 +198,33 @@ pub fn install_listener(tls: Option<&ListenerTls>) -> Result<(), TlsError> {
     Ok(())
 }
 
-/// Re-reads the listener's files (a reload); the running configuration is kept on error.
-pub fn reload_listener(tls: Option<&ListenerTls>) -> Result<bool, ReloadError> {
+/// A listener certificate re-read by a reload and checked, not yet in force.
+pub struct Reread {
+    config: Arc<ServerConfig>,
+    cert_file: std::path::PathBuf,
+}
+
+impl Reread {
+    /// Puts the re-read certificate in force for the connections accepted from now on.
+    pub fn install(self) {
+        set(Some(self.config));
+        log::info!(
+            "reload: TLS certificate re-read from {}",
+            self.cert_file.display()
+        );
+    }
+}
+
+/// Re-reads the listener's files for a reload without putting them in force (`None`: a plain
+/// listener, nothing to read); on error the running configuration is kept.
+pub fn reread_listener(tls: Option<&ListenerTls>) -> Result<Option<Reread>, ReloadError> {
     let running = LISTENER.read().map(|l| l.is_some()).unwrap_or(false);
     match (running, tls) {
-        (false, None) => Ok(false),
-        (true, Some(tls)) => {
-            set(Some(server_config(tls)?));
-            log::info!(
-                "reload: TLS certificate re-read from {}",
-                tls.cert_file.display()
-            );
-            Ok(true)
-        }
+        (false, None) => Ok(None),
+        (true, Some(tls)) => Ok(Some(Reread {
+            config: server_config(tls)?,
+            cert_file: tls.cert_file.clone(),
+        })),
         _ => Err(ReloadError::SchemeChange),
     }
 }

@@ -54,12 +54,23 @@ pub struct Reloaded {
 
 /// Saves `next` and applies it everywhere.
 fn commit(shard: &Rc<Shard>, next: Registry) -> Result<Arc<Registry>, RegistryError> {
-    if let Some(dir) = &shard.config.proxy.state_dir {
-        live::save_state(dir, &next.state_doc())?;
+    save(shard, &next)?;
+    Ok(publish(shard, next))
+}
+
+/// Writes `next` to the state directory, if there is one, so it outlives a restart.
+fn save(shard: &Shard, next: &Registry) -> Result<(), RegistryError> {
+    match &shard.config.proxy.state_dir {
+        Some(dir) => live::save_state(dir, &next.state_doc()),
+        None => Ok(()),
     }
+}
+
+/// Puts `next` in force on every shard.
+fn publish(shard: &Rc<Shard>, next: Registry) -> Arc<Registry> {
     let next = Arc::new(next);
     shard.publish_registry(next.clone());
-    Ok(next)
+    next
 }
 
 /// Adds the server described by `spec`; returns its index.
@@ -120,10 +131,21 @@ pub fn reload(shard: &Rc<Shard>) -> Result<Reloaded, ReloadError> {
     let config = Config::load(path)?;
     // Against the file as started, not the running configuration: see `config::restart`.
     let restart = crate::config::restart::pending(&config);
-    // The certificate first: a renewed certificate is the commonest reason to reload. Switching
-    // the scheme is in `restart`: clients would not follow it, so the listener keeps its own.
-    if config.tls.is_some() == crate::tls::listener_enabled() {
-        crate::tls::reload_listener(config.tls.as_ref())?;
+    // Whatever can fail is done before anything is put in force, so a refused reload changes
+    // nothing: the certificate is read and checked, the new registry saved. Switching the TLS
+    // scheme is in `restart`: clients would not follow it, so the listener keeps its own.
+    let certificate = if config.tls.is_some() == crate::tls::listener_enabled() {
+        crate::tls::reread_listener(config.tls.as_ref())?
+    } else {
+        None
+    };
+    let (next, changes) = shard.registry().reload(&config);
+    let servers_changed = changes != Changes::default();
+    if servers_changed {
+        save(shard, &next)?;
+    }
+    if let Some(certificate) = certificate {
+        certificate.install();
     }
     // Turning auth on or off is in `restart`: the running mode and its [auth] are kept whole.
     let auth = crate::auth::reload(&config.auth);
@@ -136,9 +158,8 @@ pub fn reload(shard: &Rc<Shard>) -> Result<Reloaded, ReloadError> {
     if proxy_limits {
         log::info!("reload: [proxy] connection limits now {connection:?}");
     }
-    let (next, changes) = shard.registry().reload(&config);
-    if changes != Changes::default() {
-        commit(shard, next)?;
+    if servers_changed {
+        publish(shard, next);
         log::info!(
             "reload: {} added, {} updated, {} removed",
             changes.added.len(),
