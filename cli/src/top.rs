@@ -136,6 +136,17 @@ fn frame(
     json!({"interval_s": secs, "replicas": replicas.is_some(), "servers": rows})
 }
 
+/// REQ/S, P50 MS, P99 MS, REQUESTS and ERRORS, read alike from a server's row and a replica's.
+fn traffic_cells(row: &Value) -> [String; 5] {
+    [
+        cell(row.get("rate")),
+        ms(row.get("p50_us")),
+        ms(row.get("p99_us")),
+        cell(row.get("requests")),
+        cell(row.get("errors")),
+    ]
+}
+
 fn render(frame: &Value) -> String {
     let with_replicas = frame["replicas"] == true;
     let mut header = vec![
@@ -150,12 +161,8 @@ fn render(frame: &Value) -> String {
             cell(r.get("server")),
             cell(r.get("health")),
             cell(r.get("state")),
-            cell(r.get("rate")),
-            ms(r.get("p50_us")),
-            ms(r.get("p99_us")),
-            cell(r.get("requests")),
-            cell(r.get("errors")),
         ];
+        cells.extend(traffic_cells(r));
         if with_replicas {
             cells.extend([cell(r.get("inflight")), "-".to_owned()]);
         }
@@ -164,7 +171,7 @@ fn render(frame: &Value) -> String {
             t.note(format!("  ! replicas unavailable: {e}"));
         }
         for rep in r["replicas"].as_array().into_iter().flatten() {
-            t.row(vec![
+            let mut cells = vec![
                 format!("  #{} {}", cell(rep.get("index")), cell(rep.get("url"))),
                 match rep.get("healthy") {
                     Some(Value::Bool(true)) => "up".to_owned(),
@@ -172,14 +179,10 @@ fn render(frame: &Value) -> String {
                     other => cell(other),
                 },
                 cell(rep.get("status")),
-                cell(rep.get("rate")),
-                ms(rep.get("p50_us")),
-                ms(rep.get("p99_us")),
-                cell(rep.get("requests")),
-                cell(rep.get("errors")),
-                cell(rep.get("inflight")),
-                probes(rep),
-            ]);
+            ];
+            cells.extend(traffic_cells(rep));
+            cells.extend([cell(rep.get("inflight")), probes(rep)]);
+            t.row(cells);
         }
     }
     t.render()

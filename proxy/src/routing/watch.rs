@@ -14,9 +14,10 @@
 //! Listen streams sharing a bridge session share its upstream subscriptions (counted here): the
 //! first one subscribes, the last one to close unsubscribes. What the upstream session holds is
 //! also recorded in it (`transport::upstream::subscriptions`), as a stateful client's own
-//! subscriptions are, so a session the server forgot is re-opened with them renewed. A URI whose server is unknown,
-//! hidden from the client, or did not declare `resources.subscribe`, or that the upstream
-//! refuses, is left out of the acknowledgment (the spec's "subset the server agreed to honor").
+//! subscriptions are, so a session the server forgot is re-opened with them renewed. A URI
+//! whose server is unknown, hidden from the client, or did not declare `resources.subscribe`,
+//! or that the upstream refuses, is left out of the acknowledgment (the spec's "subset the
+//! server agreed to honor").
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
