@@ -90,7 +90,7 @@ fn request_rewrite(c: &mut Criterion) {
     group.bench_function("splice/tools_call_args", |b| {
         b.iter(|| {
             let msg = TOOLS_CALL.as_bytes();
-            let request = splice::request(msg, 64).expect("plain request");
+            let request = splice::request(msg, 64, |m| m == "tools/call").expect("plain request");
             let (span, _) = request.param_str(msg, "name").expect("params.name");
             let out = bytes::Bytes::from(request.rewrite(msg, &upstream_id, span, "search_issues"));
             std::hint::black_box((request.id, out))

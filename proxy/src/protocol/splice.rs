@@ -103,10 +103,12 @@ pub struct Request<'a> {
 }
 
 /// Reads a plain request: `"jsonrpc":"2.0"`, an integer or escape-free string id, an escape-free
-/// method, object params, nested no deeper than `max_depth`, and well-formed as a whole. `None`
-/// for anything else (notifications, responses, the unusual, the invalid): the full parse then
-/// decides, and gives the error where there is one.
-pub fn request(msg: &[u8], max_depth: usize) -> Option<Request<'_>> {
+/// method that `taken` accepts, object params, nested no deeper than `max_depth`, and
+/// well-formed as a whole. `None` for anything else (notifications, responses, other methods,
+/// the unusual, the invalid): the full parse then decides, and gives the error where there is
+/// one. The method is looked at before the whole-message check, so a message the caller would
+/// not take anyway does not pay for it ahead of its full parse.
+pub fn request(msg: &[u8], max_depth: usize, taken: impl Fn(&str) -> bool) -> Option<Request<'_>> {
     let (mut version, mut id, mut method, mut params) = (None, None, None, false);
     let (mut name, mut uri) = (None, None);
     whole_object(msg, max_depth, |scan, key| {
@@ -140,7 +142,7 @@ pub fn request(msg: &[u8], max_depth: usize) -> Option<Request<'_>> {
     }
     let id_span = id?;
     let id = plain_id(&msg[id_span.clone()])?;
-    let method = plain_str(&msg[method?])?;
+    let method = plain_str(&msg[method?]).filter(|m| taken(m))?;
     well_formed(msg).then_some(Request {
         id,
         method,
@@ -495,7 +497,7 @@ mod tests {
     }
 
     fn peek(text: &str) -> Option<Request<'_>> {
-        request(text.as_bytes(), 64)
+        request(text.as_bytes(), 64, |_| true)
     }
 
     #[test]
@@ -541,8 +543,15 @@ mod tests {
             r#"{"jsonrpc":"2.0","id":1,"method":"ping","params":{"a":[[[[]]]]}}"#,
             r#"{"jsonrpc":"2.0","id":01,"method":"ping"}"#,
         ] {
-            assert_eq!(request(text.as_bytes(), 3), None, "{text}");
+            assert_eq!(request(text.as_bytes(), 3, |_| true), None, "{text}");
         }
+        let ping = br#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#;
+        assert!(request(ping, 3, |_| true).is_some());
+        assert_eq!(
+            request(ping, 3, |m| m == "tools/call"),
+            None,
+            "a method not taken"
+        );
     }
 
     #[test]

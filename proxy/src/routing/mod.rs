@@ -173,13 +173,14 @@ fn spliced<'a>(
     body: &'a [u8],
     accepts_sse: bool,
 ) -> Option<impl std::future::Future<Output = Answer> + 'a> {
-    let peeked = crate::protocol::splice::request(body, crate::limits::max_json_depth())?;
-    let field = match peeked.method {
-        "tools/call" | "prompts/get" => "name",
-        "resources/read" | "resources/subscribe" | "resources/unsubscribe" => "uri",
-        _ => return None,
+    let target = |method: &str| match method {
+        "tools/call" | "prompts/get" => Some("name"),
+        "resources/read" | "resources/subscribe" | "resources/unsubscribe" => Some("uri"),
+        _ => None,
     };
-    let (span, exposed) = peeked.param_str(body, field)?;
+    let depth = crate::limits::max_json_depth();
+    let peeked = crate::protocol::splice::request(body, depth, |m| target(m).is_some())?;
+    let (span, exposed) = peeked.param_str(body, target(peeked.method)?)?;
     let catalog = shard.catalog();
     let (server, original) = match peeked.method {
         "tools/call" if !orchestration::is_own_tool(exposed) => catalog
