@@ -74,6 +74,29 @@ def test_loadgen_open_loop_through_proxy(spawner, upstream):
     assert 1300 <= report["requests"] <= 1600, report["requests"]
 
 
+def test_timeline_cuts_the_window_into_slices(upstream):
+    report = run_load(upstream, "--rate", "400", "--concurrency", "2", "--timeline", "500ms")
+    assert_clean(report)
+    slices = report["timeline"]
+    assert [s["at_s"] for s in slices] == [0.0, 0.5, 1.0, 1.5, 2.0, 2.5], slices
+    # Every measured request is in exactly one slice, and the schedule spreads them evenly.
+    assert sum(s["requests"] for s in slices) == report["requests"]
+    assert all(150 <= s["requests"] <= 250 and 0 < s["p50_us"] <= s["max_us"] for s in slices), slices
+    # This is Linux: the host's steal is read for every slice, and the latency without it is
+    # taken over some of the slices only.
+    assert all(s["host_steal_ms"] is not None and s["host_steal_ms"] >= 0 for s in slices), slices
+    unstolen = report["unstolen"]
+    assert unstolen["of"] == 6 and 0 <= unstolen["slices"] <= 6, unstolen
+    assert unstolen["ok"] <= report["ok"], unstolen
+
+
+def test_a_timeline_too_fine_for_the_run_is_refused_with_the_fix(upstream):
+    argv = [str(LOADGEN_BIN), "run", "--url", upstream, "--duration", "60m", "--timeline", "100ms"]
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=30)
+    assert done.returncode != 0
+    assert "36000 slices" in done.stderr and "use a longer slice" in done.stderr, done.stderr
+
+
 def test_upstream_faults_are_counted_by_kind():
     child, url = start_upstream("--error-rate", "0.5", "--mode", "sse")
     try:

@@ -6,6 +6,7 @@
 //! - [`mix`]: the request mix (`tools/call:echo:{..}=8,ping=1`) and the bodies it sends.
 //! - [`run`]: the load driver: threads, connections, closed and open loop, warm-up, progress.
 //! - [`report`]: latency histograms and error counts, the table and the JSON report.
+//! - [`timeline`]: the run cut into slices, with the host's steal time per slice.
 //! - [`sessions`]: opens many idle sessions (to measure what one costs a server).
 //! - [`upstream`]: the MCP server with injected latency, errors, stalls and crashes.
 //! - [`duration`]: `10s` / `250ms` style durations on the command line.
@@ -23,4 +24,5 @@ pub mod mix;
 pub mod report;
 pub mod run;
 pub mod sessions;
+pub mod timeline;
 pub mod upstream;

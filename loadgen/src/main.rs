@@ -70,6 +70,10 @@ struct RunArgs {
     /// No progress line on stderr.
     #[arg(long)]
     quiet: bool,
+    /// Also report the measured window slice by slice (e.g. 100ms), with the CPU time the host
+    /// took from this machine in each slice and the latency over the slices where it took none.
+    #[arg(long, value_parser = duration::parse)]
+    timeline: Option<Duration>,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -180,6 +184,7 @@ fn run_cmd(a: RunArgs) -> anyhow::Result<()> {
         threads: a.threads,
         timeout: a.timeout,
         progress: !a.quiet,
+        timeline: a.timeline,
     };
     let report = run::run(cfg)?;
     let mut out = std::io::stdout();

@@ -9,9 +9,10 @@ use hdrhistogram::Histogram;
 use serde::Serialize;
 
 use crate::client::Failure;
+use crate::timeline::Timeline;
 
 /// Longest latency the histogram tracks; longer ones are clamped to it.
-const MAX_TRACKED_NS: u64 = 120 * 1_000_000_000;
+pub const MAX_TRACKED_NS: u64 = 120 * 1_000_000_000;
 
 /// Measurements of one thread (or, after [`Stats::merge`], of the whole run).
 #[derive(Debug, Clone)]
@@ -20,6 +21,8 @@ pub struct Stats {
     pub latency: Histogram<u64>,
     /// Failed requests by kind.
     pub errors: BTreeMap<Failure, u64>,
+    /// The same, slice by slice, when the run keeps a timeline.
+    pub timeline: Option<Timeline>,
 }
 
 impl Default for Stats {
@@ -37,17 +40,42 @@ impl Stats {
         Self {
             latency,
             errors: BTreeMap::new(),
+            timeline: None,
         }
     }
 
-    /// Records one finished request.
-    pub fn record(&mut self, latency: Duration, outcome: Result<(), Failure>) {
+    /// Empty measurements that also keep `count` slices of length `slice`.
+    pub fn with_timeline(slice: Duration, count: usize) -> Self {
+        Self {
+            timeline: Some(Timeline::new(slice, count)),
+            ..Self::new()
+        }
+    }
+
+    /// Records one finished request, due `since_start` after the warm-up ended.
+    pub fn record(
+        &mut self,
+        since_start: Duration,
+        latency: Duration,
+        outcome: Result<(), Failure>,
+    ) {
+        let slice = self.timeline.as_mut().and_then(|t| t.slot(since_start));
         match outcome {
             Ok(()) => {
-                let ns = (latency.as_nanos() as u64).clamp(1, MAX_TRACKED_NS);
+                let ns = u64::try_from(latency.as_nanos())
+                    .unwrap_or(u64::MAX)
+                    .clamp(1, MAX_TRACKED_NS);
                 self.latency.saturating_record(ns);
+                if let Some(s) = slice {
+                    s.latency.saturating_record(ns);
+                }
             }
-            Err(f) => *self.errors.entry(f).or_default() += 1,
+            Err(f) => {
+                *self.errors.entry(f).or_default() += 1;
+                if let Some(s) = slice {
+                    s.errors += 1;
+                }
+            }
         }
     }
 
@@ -57,6 +85,11 @@ impl Stats {
         let _ = self.latency.add(&other.latency);
         for (k, v) in &other.errors {
             *self.errors.entry(*k).or_default() += v;
+        }
+        match (&mut self.timeline, &other.timeline) {
+            (Some(mine), Some(theirs)) => mine.merge(theirs),
+            (None, Some(theirs)) => self.timeline = Some(theirs.clone()),
+            _ => {}
         }
     }
 }
@@ -103,6 +136,65 @@ pub struct Percentiles {
     pub mean: f64,
 }
 
+impl Percentiles {
+    /// The percentiles of `h` (nanoseconds), all zero when it is empty.
+    fn of(h: &Histogram<u64>) -> Self {
+        if h.is_empty() {
+            return Self {
+                p50: 0.0,
+                p90: 0.0,
+                p99: 0.0,
+                p99_9: 0.0,
+                max: 0.0,
+                mean: 0.0,
+            };
+        }
+        let us = |ns: u64| ns as f64 / 1000.0;
+        Self {
+            p50: us(h.value_at_quantile(0.5)),
+            p90: us(h.value_at_quantile(0.9)),
+            p99: us(h.value_at_quantile(0.99)),
+            p99_9: us(h.value_at_quantile(0.999)),
+            max: us(h.max()),
+            mean: h.mean() / 1000.0,
+        }
+    }
+}
+
+/// One slice of the timeline.
+#[derive(Debug, Clone, Serialize)]
+pub struct SliceReport {
+    /// Start of the slice, seconds after the warm-up.
+    pub at_s: f64,
+    /// Requests due in the slice (successes and errors).
+    pub requests: u64,
+    /// Of which failed.
+    pub errors: u64,
+    /// Median latency of the successful ones, microseconds.
+    pub p50_us: f64,
+    /// Their 99th percentile, microseconds.
+    pub p99_us: f64,
+    /// Their largest, microseconds.
+    pub max_us: f64,
+    /// CPU time the hypervisor took from the machine during the slice, all CPUs summed, in
+    /// milliseconds (10 ms resolution); absent where `/proc/stat` cannot be read.
+    pub host_steal_ms: Option<f64>,
+}
+
+/// Latency over the slices in which the host took no CPU time, neither in the slice nor in
+/// the one before (a stall's backlog spills into the next slice).
+#[derive(Debug, Clone, Serialize)]
+pub struct Unstolen {
+    /// Slices counted.
+    pub slices: usize,
+    /// Slices in the run.
+    pub of: usize,
+    /// Successful requests in the counted slices.
+    pub ok: u64,
+    /// Their latency, microseconds (1 % resolution).
+    pub latency_us: Percentiles,
+}
+
 /// The final report of a run.
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
@@ -120,35 +212,29 @@ pub struct Report {
     pub throughput_rps: f64,
     /// Latency of successful requests, microseconds.
     pub latency_us: Percentiles,
+    /// Slice by slice (`--timeline`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub timeline: Vec<SliceReport>,
+    /// Latency where the host took nothing (`--timeline`, where steal can be read).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub unstolen: Option<Unstolen>,
 }
 
 impl Report {
-    /// Builds the report from merged measurements.
-    pub fn new(settings: Settings, stats: &Stats) -> Report {
-        let h = &stats.latency;
-        let ok = h.len();
+    /// Builds the report from merged measurements; `steal` is the host's steal per interval
+    /// from [`crate::timeline::sample_steal`] when the run kept a timeline.
+    pub fn new(settings: Settings, stats: &Stats, steal: Option<&[u64]>) -> Report {
+        let ok = stats.latency.len();
         let errors: u64 = stats.errors.values().sum();
-        let us = |ns: u64| ns as f64 / 1000.0;
-        let q = |q: f64| {
-            if ok == 0 {
-                0.0
-            } else {
-                us(h.value_at_quantile(q))
-            }
-        };
-        let latency_us = Percentiles {
-            p50: q(0.5),
-            p90: q(0.9),
-            p99: q(0.99),
-            p99_9: q(0.999),
-            max: if ok == 0 { 0.0 } else { us(h.max()) },
-            mean: if ok == 0 { 0.0 } else { h.mean() / 1000.0 },
-        };
         let requests = ok + errors;
         let throughput_rps = if settings.duration_s > 0.0 {
             requests as f64 / settings.duration_s
         } else {
             0.0
+        };
+        let (timeline, unstolen) = match &stats.timeline {
+            Some(t) => slice_reports(t, steal),
+            None => (Vec::new(), None),
         };
         Report {
             errors_by_kind: stats.errors.iter().map(|(k, v)| (k.key(), *v)).collect(),
@@ -157,7 +243,9 @@ impl Report {
             ok,
             errors,
             throughput_rps,
-            latency_us,
+            latency_us: Percentiles::of(&stats.latency),
+            timeline,
+            unstolen,
         }
     }
 
@@ -201,8 +289,74 @@ impl Report {
             "latency (us) p50 {:.1}  p90 {:.1}  p99 {:.1}  p99.9 {:.1}  max {:.1}  mean {:.1}",
             l.p50, l.p90, l.p99, l.p99_9, l.max, l.mean
         );
+        if !self.timeline.is_empty() {
+            let _ = writeln!(
+                out,
+                "timeline     {:>8} {:>9} {:>7} {:>10} {:>10} {:>10} {:>15}",
+                "at s", "requests", "errors", "p50 us", "p99 us", "max us", "host steal ms"
+            );
+            for s in &self.timeline {
+                let steal = s
+                    .host_steal_ms
+                    .map_or_else(|| "-".to_owned(), |ms| format!("{ms:.0}"));
+                let _ = writeln!(
+                    out,
+                    "             {:>8.2} {:>9} {:>7} {:>10.1} {:>10.1} {:>10.1} {:>15}",
+                    s.at_s, s.requests, s.errors, s.p50_us, s.p99_us, s.max_us, steal
+                );
+            }
+        }
+        if let Some(u) = &self.unstolen {
+            let l = &u.latency_us;
+            let _ = writeln!(
+                out,
+                "no steal     {} of {} slices, {} ok: p50 {:.1}  p90 {:.1}  p99 {:.1}  p99.9 {:.1}  max {:.1} us",
+                u.slices, u.of, u.ok, l.p50, l.p90, l.p99, l.p99_9, l.max
+            );
+        }
         out
     }
+}
+
+/// The timeline's slices as reported, and the latency over the slices the host left alone.
+fn slice_reports(t: &Timeline, steal: Option<&[u64]>) -> (Vec<SliceReport>, Option<Unstolen>) {
+    // steal[0] is the interval before the first slice, steal[i + 1] slice i.
+    let steal = steal.filter(|s| s.len() == t.slices.len() + 1);
+    let mut quiet = Histogram::<u64>::new_with_bounds(1, MAX_TRACKED_NS, 2)
+        .expect("constant histogram bounds are valid");
+    let mut quiet_slices = 0;
+    let reports = t
+        .slices
+        .iter()
+        .enumerate()
+        .map(|(i, s)| {
+            let h = &s.latency;
+            let p = Percentiles::of(h);
+            if let Some(st) = steal {
+                if st[i] == 0 && st[i + 1] == 0 {
+                    quiet_slices += 1;
+                    // Same bounds, so adding cannot fail.
+                    let _ = quiet.add(h);
+                }
+            }
+            SliceReport {
+                at_s: (t.slice * u32::try_from(i).unwrap_or(u32::MAX)).as_secs_f64(),
+                requests: h.len() + s.errors,
+                errors: s.errors,
+                p50_us: p.p50,
+                p99_us: p.p99,
+                max_us: p.max,
+                host_steal_ms: steal.map(|st| st[i + 1] as f64 / 1e6),
+            }
+        })
+        .collect();
+    let unstolen = steal.map(|_| Unstolen {
+        slices: quiet_slices,
+        of: t.slices.len(),
+        ok: quiet.len(),
+        latency_us: Percentiles::of(&quiet),
+    });
+    (reports, unstolen)
 }
 
 #[cfg(test)]
@@ -214,10 +368,18 @@ mod tests {
         let mut a = Stats::new();
         let mut b = Stats::new();
         for i in 1..=100u64 {
-            a.record(Duration::from_micros(i), Ok(()));
+            a.record(Duration::ZERO, Duration::from_micros(i), Ok(()));
         }
-        b.record(Duration::from_micros(5), Err(Failure::Rpc(-32603)));
-        b.record(Duration::from_micros(5), Err(Failure::Timeout));
+        b.record(
+            Duration::ZERO,
+            Duration::from_micros(5),
+            Err(Failure::Rpc(-32603)),
+        );
+        b.record(
+            Duration::ZERO,
+            Duration::from_micros(5),
+            Err(Failure::Timeout),
+        );
         a.merge(&b);
         let settings = Settings {
             url: "http://x/mcp".into(),
@@ -231,7 +393,7 @@ mod tests {
             warmup_s: 0.0,
             mix: "ping".into(),
         };
-        let r = Report::new(settings, &a);
+        let r = Report::new(settings, &a, None);
         assert_eq!((r.requests, r.ok, r.errors), (102, 100, 2));
         assert_eq!(r.throughput_rps, 51.0);
         assert!(
@@ -245,5 +407,62 @@ mod tests {
         assert!(json.contains("\"throughput_rps\":51.0"), "{json}");
         assert!(json.contains("\"timeout\":1"), "{json}");
         assert!(r.to_table().contains("rpc_-32603"));
+    }
+
+    #[test]
+    fn slices_the_host_stole_from_are_left_out_with_the_one_after() {
+        let slice = Duration::from_millis(100);
+        let (mut a, mut b) = (
+            Stats::with_timeline(slice, 4),
+            Stats::with_timeline(slice, 4),
+        );
+        // 10 requests per slice at 100 us, split over two threads, except slice 1, which a
+        // stall hit (50 ms), and slice 2 draining its backlog (5 ms).
+        for (k, us) in [100, 50_000, 5_000, 100].into_iter().enumerate() {
+            let at = slice * k as u32 + Duration::from_millis(10);
+            for i in 0..10 {
+                let t = if i % 2 == 0 { &mut a } else { &mut b };
+                t.record(at, Duration::from_micros(us), Ok(()));
+            }
+        }
+        b.record(slice * 3, Duration::from_micros(1), Err(Failure::Timeout));
+        a.merge(&b);
+        let settings = Settings {
+            url: "http://x/mcp".into(),
+            mode: "open",
+            rate: Some(100.0),
+            threads: 2,
+            connections: 2,
+            concurrency: 2,
+            sessions: 1,
+            duration_s: 0.4,
+            warmup_s: 0.0,
+            mix: "ping".into(),
+        };
+        let ms = 1_000_000;
+        // Before the first slice, then slices 0..4: the host took 20 ms in slice 1.
+        let steal = [0, 0, 20 * ms, 0, 0];
+        let r = Report::new(settings.clone(), &a, Some(&steal));
+        let counts: Vec<(u64, u64)> = r.timeline.iter().map(|s| (s.requests, s.errors)).collect();
+        assert_eq!(counts, [(10, 0), (10, 0), (10, 0), (11, 1)]);
+        assert!(
+            (r.timeline[1].p99_us - 50_000.0).abs() < 500.0,
+            "{:?}",
+            r.timeline[1]
+        );
+        assert_eq!(r.timeline[1].host_steal_ms, Some(20.0));
+        assert!((r.timeline[3].at_s - 0.3).abs() < 1e-9);
+        let u = r.unstolen.as_ref().expect("steal was read");
+        assert_eq!((u.slices, u.of, u.ok), (2, 4, 20));
+        assert!(u.latency_us.max < 101.0, "{:?}", u.latency_us);
+        // The whole run's tail still shows the stall.
+        assert!(r.latency_us.p99 > 40_000.0);
+        assert!(r.to_json().contains("\"unstolen\""));
+        assert!(r.to_table().contains("2 of 4 slices"));
+        // Without steal readings (or with the wrong count), no unstolen figure is made up.
+        assert!(Report::new(settings.clone(), &a, None).unstolen.is_none());
+        assert!(Report::new(settings, &a, Some(&steal[1..]))
+            .unstolen
+            .is_none());
     }
 }

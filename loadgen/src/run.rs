@@ -26,6 +26,7 @@ use crate::client::{initialize, Conn, Failure, Session, Target};
 use crate::mix::Mix;
 use crate::report::{Report, Settings, Stats};
 use crate::sessions::{self, SetupError};
+use crate::timeline::{self, TimelineError};
 
 /// Everything a run needs.
 #[derive(Debug, Clone)]
@@ -56,6 +57,8 @@ pub struct RunConfig {
     pub timeout: Duration,
     /// Whether to print a progress line on stderr every second.
     pub progress: bool,
+    /// Cut the measured window into slices of this length and report each (`--timeline`).
+    pub timeline: Option<Duration>,
 }
 
 /// Why a run could not be carried out.
@@ -84,6 +87,9 @@ pub enum RunError {
     /// An executor thread could not start or died.
     #[error("executor: {0}")]
     Executor(String),
+    /// The timeline cannot be kept as asked.
+    #[error(transparent)]
+    Timeline(#[from] TimelineError),
 }
 
 /// Share `i` of `n` split over `parts` as evenly as possible.
@@ -170,10 +176,14 @@ pub fn run(cfg: RunConfig) -> Result<Report, RunError> {
     if cfg.rate.is_some_and(|r| !(r.is_finite() && r > 0.0)) {
         return Err(RunError::BadRate);
     }
+    let slices = cfg
+        .timeline
+        .map(|slice| timeline::slices(slice, cfg.duration).map(|n| (slice, n)))
+        .transpose()?;
     // A thread with no worker would only hold connections: never more threads than workers.
     let threads = cfg.threads.min(cfg.concurrency);
     let progress = Arc::new(Progress::default());
-    let barrier = Arc::new(Barrier::new(threads));
+    let barrier = Arc::new(Barrier::new(threads + usize::from(slices.is_some())));
     let mut handles = Vec::new();
     for index in 0..threads {
         let plan = ThreadPlan {
@@ -191,6 +201,14 @@ pub fn run(cfg: RunConfig) -> Result<Report, RunError> {
             .map_err(|e| RunError::Executor(e.to_string()))?;
         handles.push(handle);
     }
+    // Reads the host's steal at each slice boundary, on a clock started with the lanes'.
+    let steal_sampler = slices.map(|(slice, count)| {
+        let (barrier, warmup) = (barrier.clone(), cfg.warmup);
+        std::thread::spawn(move || {
+            barrier.wait();
+            timeline::sample_steal(Instant::now() + warmup, slice, count)
+        })
+    });
     let ticker = cfg
         .progress
         .then(|| spawn_progress(progress.clone(), cfg.warmup, cfg.warmup + cfg.duration));
@@ -208,8 +226,10 @@ pub fn run(cfg: RunConfig) -> Result<Report, RunError> {
         let _ = t.join();
     }
     if let Some(e) = first_err {
+        // The steal sampler is left to finish on its own: nothing will read it.
         return Err(e);
     }
+    let steal = steal_sampler.and_then(|s| s.join().ok().flatten());
     let settings = Settings {
         url: cfg.url.clone(),
         mode: if cfg.rate.is_some() { "open" } else { "closed" },
@@ -222,7 +242,7 @@ pub fn run(cfg: RunConfig) -> Result<Report, RunError> {
         warmup_s: cfg.warmup.as_secs_f64(),
         mix: cfg.mix_text.clone(),
     };
-    Ok(Report::new(settings, &total))
+    Ok(Report::new(settings, &total, steal.as_deref()))
 }
 
 /// One executor thread: connect, open sessions, wait for the others, then send load.
@@ -234,6 +254,14 @@ async fn thread_main(
 ) -> Result<Stats, RunError> {
     // Ids are unique across threads too: each thread counts from its own high base.
     let id_base = (plan.index as u64) << 40;
+    // run() has checked the slice count already.
+    let slices = cfg
+        .timeline
+        .and_then(|slice| Some((slice, timeline::slices(slice, cfg.duration).ok()?)));
+    let fresh_stats = || match slices {
+        Some((slice, count)) => Stats::with_timeline(slice, count),
+        None => Stats::new(),
+    };
     let setup = async {
         let conns = sessions::connect(&cfg.target, plan.connections, cfg.timeout).await?;
         sessions::setup(&cfg.target, conns, plan.sessions, id_base + 1).await
@@ -252,7 +280,7 @@ async fn thread_main(
         next_id: Cell::new(id_base + plan.sessions as u64 + 1),
         next_pick: Cell::new(0),
         next_slot: Cell::new(0),
-        stats: RefCell::new(Stats::new()),
+        stats: RefCell::new(fresh_stats()),
         start,
         warm_end,
         end: warm_end + cfg.duration,
@@ -316,7 +344,10 @@ async fn worker(lane: Rc<Lane>) {
             lane.pool.borrow_mut().push_back(conn);
         }
         if intended >= lane.warm_end {
-            lane.stats.borrow_mut().record(latency, outcome);
+            let since_start = intended.saturating_duration_since(lane.warm_end);
+            lane.stats
+                .borrow_mut()
+                .record(since_start, latency, outcome);
         }
         lane.progress.done.fetch_add(1, Ordering::Relaxed);
         if outcome.is_err() {
