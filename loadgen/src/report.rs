@@ -23,6 +23,14 @@ pub struct Stats {
     pub errors: BTreeMap<Failure, u64>,
     /// The same, slice by slice, when the run keeps a timeline.
     pub timeline: Option<Timeline>,
+    /// Open loop: how late the generator woke for slots it was free to send on time, in
+    /// nanoseconds (its own timer and scheduling delay, not the server's).
+    pub wake_lag: Histogram<u64>,
+}
+
+/// 3 significant digits: 0.1% resolution at any magnitude, about 200 KB per histogram.
+fn latency_histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, MAX_TRACKED_NS, 3).expect("constant histogram bounds are valid")
 }
 
 impl Default for Stats {
@@ -34,13 +42,11 @@ impl Default for Stats {
 impl Stats {
     /// Empty measurements.
     pub fn new() -> Self {
-        // 3 significant digits: 0.1% resolution at any magnitude, about 200 KB per histogram.
-        let latency = Histogram::new_with_bounds(1, MAX_TRACKED_NS, 3)
-            .expect("constant histogram bounds are valid");
         Self {
-            latency,
+            latency: latency_histogram(),
             errors: BTreeMap::new(),
             timeline: None,
+            wake_lag: latency_histogram(),
         }
     }
 
@@ -79,10 +85,17 @@ impl Stats {
         }
     }
 
+    /// Records how late the generator woke for a slot it was free to send on time.
+    pub fn record_wake_lag(&mut self, lag: Duration) {
+        let ns = u64::try_from(lag.as_nanos()).unwrap_or(u64::MAX);
+        self.wake_lag.saturating_record(ns.clamp(1, MAX_TRACKED_NS));
+    }
+
     /// Adds another thread's measurements.
     pub fn merge(&mut self, other: &Stats) {
         // Both histograms have the same bounds, so adding cannot fail.
         let _ = self.latency.add(&other.latency);
+        let _ = self.wake_lag.add(&other.wake_lag);
         for (k, v) in &other.errors {
             *self.errors.entry(*k).or_default() += v;
         }
@@ -212,6 +225,10 @@ pub struct Report {
     pub throughput_rps: f64,
     /// Latency of successful requests, microseconds.
     pub latency_us: Percentiles,
+    /// Open loop: how late the generator itself woke for the slots it was free to send on
+    /// time, microseconds. Part of `latency_us`, which counts from the intended time.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub wake_lag_us: Option<Percentiles>,
     /// Slice by slice (`--timeline`).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub timeline: Vec<SliceReport>,
@@ -244,6 +261,7 @@ impl Report {
             errors,
             throughput_rps,
             latency_us: Percentiles::of(&stats.latency),
+            wake_lag_us: (!stats.wake_lag.is_empty()).then(|| Percentiles::of(&stats.wake_lag)),
             timeline,
             unstolen,
         }
@@ -289,6 +307,13 @@ impl Report {
             "latency (us) p50 {:.1}  p90 {:.1}  p99 {:.1}  p99.9 {:.1}  max {:.1}  mean {:.1}",
             l.p50, l.p90, l.p99, l.p99_9, l.max, l.mean
         );
+        if let Some(l) = &self.wake_lag_us {
+            let _ = writeln!(
+                out,
+                "wake lag     p50 {:.1}  p90 {:.1}  p99 {:.1}  max {:.1} us (the generator's own lateness, inside the latency)",
+                l.p50, l.p90, l.p99, l.max
+            );
+        }
         if !self.timeline.is_empty() {
             let _ = writeln!(
                 out,
@@ -407,6 +432,41 @@ mod tests {
         assert!(json.contains("\"throughput_rps\":51.0"), "{json}");
         assert!(json.contains("\"timeout\":1"), "{json}");
         assert!(r.to_table().contains("rpc_-32603"));
+        // Closed loop never waits for a slot, so no wake lag is reported.
+        assert!(
+            r.wake_lag_us.is_none() && !json.contains("wake_lag_us"),
+            "{json}"
+        );
+    }
+
+    #[test]
+    fn the_generators_own_lateness_is_reported_apart() {
+        let mut a = Stats::new();
+        let mut b = Stats::new();
+        for us in [10, 20, 30, 40] {
+            a.record_wake_lag(Duration::from_micros(us));
+        }
+        b.record_wake_lag(Duration::from_micros(900));
+        a.merge(&b);
+        let settings = Settings {
+            url: "http://x/mcp".into(),
+            mode: "open",
+            rate: Some(5.0),
+            threads: 2,
+            connections: 2,
+            concurrency: 2,
+            sessions: 1,
+            duration_s: 1.0,
+            warmup_s: 0.0,
+            mix: "ping".into(),
+        };
+        let r = Report::new(settings, &a, None);
+        let lag = r.wake_lag_us.as_ref().expect("lag was recorded");
+        assert!(
+            (lag.p50 - 30.0).abs() < 0.1 && (lag.max - 900.0).abs() < 1.0,
+            "{lag:?}"
+        );
+        assert!(r.to_table().contains("wake lag"));
     }
 
     #[test]

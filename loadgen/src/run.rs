@@ -8,7 +8,10 @@
 //! Open loop: requests are due on a fixed schedule (`--rate`), and workers take the next due
 //! slot in turn. Latency is measured from the slot's *intended* time, not from when a worker got
 //! around to sending it, so queueing behind a slow answer counts (the coordinated-omission
-//! correction, done with the schedule rather than after the fact).
+//! correction, done with the schedule rather than after the fact). The generator's own lateness
+//! in waking for a slot it was free to send on time (its timer, its core being busy or halted)
+//! is inside that figure too; it is reported apart as the *wake lag*, so a reader can tell
+//! it from the server's.
 //!
 //! HTTP/1.1 carries one request at a time per connection, so `concurrency <= connections`;
 //! with more connections than workers, workers rotate through them.
@@ -316,6 +319,9 @@ async fn worker(lane: Rc<Lane>) {
         let now = Instant::now();
         if intended > now {
             glommio::timer::sleep(intended - now).await;
+            if intended >= lane.warm_end {
+                lane.stats.borrow_mut().record_wake_lag(intended.elapsed());
+            }
         }
         let n = lane.next_pick.get();
         lane.next_pick.set(n + 1);
