@@ -241,6 +241,8 @@ def test_every_json_output_parses_and_errors_say_how_to_fix(spawner, mcpctl_bin,
     # Tables for people.
     r = mcpctl(proxy, "servers", "ls")
     assert r.returncode == 0 and "alpha" in r.stdout and "NAME" in r.stdout
+    r = mcpctl(proxy, "stats")
+    assert r.returncode == 0 and "OWN P50 US" in r.stdout and "alpha" in r.stdout, r.stdout
 
     r = mcpctl(proxy, "servers", "ls", token="wrong")
     assert r.returncode == 4 and "MCPCTL_TOKEN" in r.stderr, r.stderr

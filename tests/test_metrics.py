@@ -203,11 +203,19 @@ def test_stats_merges_shard_histograms(topo):
     assert status == 200
     stats = json.loads(body)
     beta = stats["servers"]["beta"]
-    for kind in ("request", "upstream"):
+    # overhead: the proxy's own time on each of those requests, without the upstream's.
+    for kind in ("request", "upstream", "overhead"):
         q = beta[kind]
         assert q["count"] - before["servers"]["beta"][kind]["count"] == 12, (kind, q)
         assert 0 < q["p50"] <= q["p90"] <= q["p99"] <= q["p99_9"] <= q["max"], q
     assert beta["upstream"]["p50"] <= beta["request"]["p50"]
+    # The same, for Prometheus: a histogram per server, with buckets fine enough for
+    # microseconds (the request histograms start at 0.5 ms).
+    _, text = http_get(f"{topo.admin_url}/metrics")
+    counts = {line.split()[0]: float(line.split()[1]) for line in text.splitlines()
+              if line.startswith("mcp_proxy_overhead_seconds_count")}
+    assert counts.get('mcp_proxy_overhead_seconds_count{server="beta"}', 0) >= 12, counts
+    assert 'mcp_proxy_overhead_seconds_bucket{server="beta",le="0.00001"}' in text
     assert len(stats["shards"]) == 2
     assert sum(s["end_to_end_count"] for s in stats["shards"]) == stats["end_to_end"]["count"]
 

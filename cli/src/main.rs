@@ -265,11 +265,20 @@ fn run(cli: Cli) -> Result<(), Failure> {
         Command::Stats => {
             let v = admin.get("stats")?;
             out.print(&v, || {
+                // OWN: the proxy's own time on a request, without the upstream's (microseconds).
                 let mut t = Table::new(&[
-                    "SERVER", "REQUESTS", "ERRORS", "P50 MS", "P90 MS", "P99 MS", "MAX MS",
+                    "SERVER",
+                    "REQUESTS",
+                    "ERRORS",
+                    "P50 MS",
+                    "P90 MS",
+                    "P99 MS",
+                    "MAX MS",
+                    "OWN P50 US",
+                    "OWN P99 US",
                 ]);
                 for (name, s) in v["servers"].as_object().into_iter().flatten() {
-                    let q = &s["request"];
+                    let (q, own) = (&s["request"], &s["overhead"]);
                     t.row(vec![
                         name.clone(),
                         cell(s.get("requests")),
@@ -278,6 +287,8 @@ fn run(cli: Cli) -> Result<(), Failure> {
                         ms(q.get("p90")),
                         ms(q.get("p99")),
                         ms(q.get("max")),
+                        cell(own.get("p50")),
+                        cell(own.get("p99")),
                     ]);
                 }
                 let e = &v["end_to_end"];

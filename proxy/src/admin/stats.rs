@@ -4,11 +4,13 @@
 //! {"unit":"us","published_every_ms":1000,
 //!  "end_to_end":{"count":10,"p50":812,"p90":990,"p99":1203,"p99_9":1203,"max":1203},
 //!  "shards":[{"shard":0,"end_to_end_count":6},{"shard":1,"end_to_end_count":4}],
-//!  "servers":{"alpha":{"request":{...},"upstream":{...}}}}
+//!  "servers":{"alpha":{"request":{...},"upstream":{...},"overhead":{...}}}}
 //! ```
 //! Values are microseconds since start. `end_to_end` covers every POSTed message (request read
 //! to response written); per server, `request` is the proxy's whole handling of a forwarded
-//! request and `upstream` the upstream's part of it. Shards publish once a second, so the
+//! request and `upstream` the upstream's part of it; `overhead` is the proxy's own time on a
+//! forwarded request, from reading it to its answer being ready to write, less the wait for the
+//! upstream (requests that also waited on the client for input are left out). Shards publish once a second, so the
 //! figures lag by up to that (see [`crate::metrics::latency`]).
 
 use std::fmt::Write as _;
@@ -47,12 +49,18 @@ pub fn render_names(names: &[String]) -> String {
             .get(i)
             .map(Quantiles::of)
             .unwrap_or_default();
+        let overhead = merged
+            .overhead
+            .get(i)
+            .map(Quantiles::of)
+            .unwrap_or_default();
         let _ = write!(
             out,
-            r#"{}:{{"request":{},"upstream":{}}}"#,
+            r#"{}:{{"request":{},"upstream":{},"overhead":{}}}"#,
             json_str(server),
             quantiles(&request),
-            quantiles(&upstream)
+            quantiles(&upstream),
+            quantiles(&overhead)
         );
     }
     out.push_str("}}");

@@ -36,6 +36,9 @@ pub struct Latencies {
     pub request: Vec<Slot>,
     /// Per server: request sent upstream to response received.
     pub upstream: Vec<Slot>,
+    /// Per server: the proxy's own time on a forwarded request, from reading it to its
+    /// answer being ready to write, less the wait for the upstream.
+    pub overhead: Vec<Slot>,
 }
 
 /// Quantiles of one histogram, in microseconds.
@@ -130,6 +133,7 @@ impl Latencies {
             end_to_end: None,
             request: vec![None; servers],
             upstream: vec![None; servers],
+            overhead: vec![None; servers],
         }
     }
 
@@ -139,6 +143,7 @@ impl Latencies {
         for (series, from) in [
             (&mut self.request, &other.request),
             (&mut self.upstream, &other.upstream),
+            (&mut self.overhead, &other.overhead),
         ] {
             if series.len() < from.len() {
                 series.resize(from.len(), None);
@@ -153,7 +158,8 @@ impl Latencies {
     pub fn clear(&mut self) {
         let all = std::iter::once(&mut self.end_to_end)
             .chain(self.request.iter_mut())
-            .chain(self.upstream.iter_mut());
+            .chain(self.upstream.iter_mut())
+            .chain(self.overhead.iter_mut());
         for h in all.flatten() {
             h.reset();
         }
@@ -192,6 +198,7 @@ pub fn grow_local(servers: usize) {
         if l.request.len() < servers {
             l.request.resize(servers, None);
             l.upstream.resize(servers, None);
+            l.overhead.resize(servers, None);
         }
     });
 }
@@ -225,6 +232,21 @@ pub fn record_upstream(server: usize, took: Duration) {
             record(slot, took)
         }
     });
+}
+
+/// Records the proxy's own time on a request to `server`.
+pub fn record_overhead(server: usize, took: Duration) {
+    with_local(|l| {
+        if let Some(slot) = l.overhead.get_mut(server) {
+            record(slot, took)
+        }
+    });
+}
+
+/// This thread's unpublished latencies (for tests of what the recording sites record).
+#[cfg(test)]
+pub fn local_snapshot() -> Option<Latencies> {
+    LOCAL.with(|l| l.borrow().as_ref().map(|(_, lat)| lat.clone()))
 }
 
 /// Adds what this shard recorded to its slot of the board and starts afresh.

@@ -46,6 +46,9 @@ pub mod names {
     pub const REQUEST_DURATION: &str = "mcp_proxy_request_duration_seconds";
     /// Upstream latency by `server` and `replica`: request sent to response received.
     pub const UPSTREAM_DURATION: &str = "mcp_proxy_upstream_duration_seconds";
+    /// The proxy's own time on a forwarded request, by `server`: read to answer ready, less
+    /// the wait for the upstream (histogram, seconds).
+    pub const OVERHEAD: &str = "mcp_proxy_overhead_seconds";
     /// Forwarded requests waiting on an upstream, by `shard` (gauge).
     pub const INFLIGHT: &str = "mcp_proxy_inflight_requests";
     /// Downstream sessions by owner `shard` (gauge).
@@ -99,6 +102,7 @@ pub mod names {
         REQUESTS_TOTAL,
         REQUEST_DURATION,
         UPSTREAM_DURATION,
+        OVERHEAD,
         INFLIGHT,
         SESSIONS,
         CONNECTIONS,
@@ -109,10 +113,17 @@ pub mod names {
     ];
 }
 
-/// Histogram buckets (seconds) for both latency histograms: 0.5 ms to 60 s.
+/// Histogram buckets (seconds) for the request and upstream latencies: 0.5 ms to 60 s.
 const BUCKETS: &[f64] = &[
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
     60.0,
+];
+
+/// Buckets (seconds) for the proxy's own time, which is tens of microseconds when all is well:
+/// 10 us to 100 ms.
+const OVERHEAD_BUCKETS: &[f64] = &[
+    0.00001, 0.000025, 0.00005, 0.000075, 0.0001, 0.00015, 0.0002, 0.0003, 0.0005, 0.001, 0.0025,
+    0.005, 0.01, 0.025, 0.1,
 ];
 
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
@@ -130,7 +141,10 @@ pub fn install(shards: usize, config: &Config) -> Result<&'static PrometheusHand
     if let Some(h) = HANDLE.get() {
         return Ok(h);
     }
+    // A full-name matcher is checked before a suffix one.
     let handle = PrometheusBuilder::new()
+        .set_buckets_for_metric(Matcher::Full(names::OVERHEAD.into()), OVERHEAD_BUCKETS)
+        .map_err(|e| InstallError(e.to_string()))?
         .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), BUCKETS)
         .map_err(|e| InstallError(e.to_string()))?
         .install_recorder()
@@ -159,6 +173,11 @@ fn describe() {
         names::UPSTREAM_DURATION,
         Unit::Seconds,
         "Upstream latency of client requests, from sending a request to receiving its response (health checks excluded)"
+    );
+    describe_histogram!(
+        names::OVERHEAD,
+        Unit::Seconds,
+        "The proxy's own time on a forwarded request, from reading it to its answer being ready to write, less the wait for the upstream"
     );
     describe_counter!(
         names::HEALTH_PROBES,
@@ -214,6 +233,8 @@ struct ShardMetrics {
     /// `upstream_duration_seconds` by server.
     /// Upstream latency of stdio servers (one child each); HTTP replicas record their own.
     upstream: Vec<Option<Histogram>>,
+    /// `overhead_seconds` by server, resolved on first use.
+    overhead: Vec<Option<Histogram>>,
     /// `upstream_up` by server (used on shard 0, where discovery runs).
     up: Vec<Gauge>,
     /// `request_duration_seconds`.
@@ -257,6 +278,7 @@ pub fn init_shard(shard: usize, config: &Config) {
     let metrics = ShardMetrics {
         shard,
         requests: vec![None; servers.len() * Method::COUNT * Outcome::COUNT],
+        overhead: vec![None; servers.len()],
         servers,
         upstream,
         up,
@@ -288,25 +310,43 @@ pub fn init_shard(shard: usize, config: &Config) {
 pub struct Forwarded {
     server: usize,
     method: Method,
+    /// When the client's request was read (before routing).
+    received: Instant,
     started: Instant,
     upstream_started: Option<Instant>,
+    /// Time spent waiting on upstream exchanges so far.
+    upstream_wait: Duration,
+    /// Whether the proxy's own time is recorded: not when the request also waited on the
+    /// client (a server asked it for input), which is neither the proxy's time nor the
+    /// upstream's.
+    own_time: bool,
     done: bool,
     /// The tool called, for `tools/call` (counted per tool for the fleet views).
     tool: Option<Box<str>>,
 }
 
 impl Forwarded {
-    /// Starts timing a request of `method` (the JSON-RPC method name) to `server`.
-    pub fn start(server: usize, method: &str) -> Forwarded {
+    /// Starts timing a request of `method` (the JSON-RPC method name) to `server`, read from
+    /// the client at `received`.
+    pub fn start(server: usize, method: &str, received: Instant) -> Forwarded {
         with(|m| m.inflight.increment(1.0));
         Forwarded {
             server,
             method: Method::of(method),
+            received,
             started: Instant::now(),
             upstream_started: None,
+            upstream_wait: Duration::ZERO,
+            own_time: true,
             done: false,
             tool: None,
         }
+    }
+
+    /// The request waits on the client too (a server asked it for input): its time is not
+    /// the proxy's own.
+    pub fn waits_on_client(&mut self) {
+        self.own_time = false;
     }
 
     /// Names the tool a `tools/call` calls (its name on the server).
@@ -323,6 +363,7 @@ impl Forwarded {
     pub fn answered(&mut self) {
         if let Some(sent) = self.upstream_started.take() {
             let took = sent.elapsed();
+            self.upstream_wait += took;
             let server = self.server;
             with(|m| {
                 if let Some(Some(h)) = m.upstream.get(server) {
@@ -363,6 +404,21 @@ impl Forwarded {
         });
         let took = self.started.elapsed();
         latency::record_request(server, took);
+        if self.own_time && outcome != Outcome::Cancelled {
+            let own = self.received.elapsed().saturating_sub(self.upstream_wait);
+            latency::record_overhead(server, own);
+            with(|m| {
+                let Some(name) = m.servers.get(server) else {
+                    return;
+                };
+                if let Some(slot) = m.overhead.get_mut(server) {
+                    slot.get_or_insert_with(
+                        || metrics::histogram!(names::OVERHEAD, "server" => name.clone()),
+                    )
+                    .record(own.as_secs_f64());
+                }
+            });
+        }
         if let Some(tool) = self.tool.take() {
             tools::record(server, tool, outcome, took);
         }
@@ -468,6 +524,7 @@ pub fn add_server(index: usize, server: &crate::config::ServerConfig) {
             m.requests
                 .extend(std::iter::repeat_n(None, Method::COUNT * Outcome::COUNT));
             m.upstream.push(stdio_histogram(server));
+            m.overhead.push(None);
             m.up.push(metrics::gauge!(names::UPSTREAM_UP, "server" => server.name.clone()));
         }
     });
@@ -588,5 +645,52 @@ pub mod fleet {
     /// A stdio server was given up after a crash loop.
     pub fn child_failed(server: &str) {
         metrics::gauge!(names::CHILD_FAILED, "server" => server.to_owned()).set(1.0);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn own_time(server: usize) -> latency::Quantiles {
+        latency::local_snapshot()
+            .and_then(|l| l.overhead.get(server).map(latency::Quantiles::of))
+            .unwrap_or_default()
+    }
+
+    #[test]
+    fn own_time_leaves_out_the_upstream_and_the_client() {
+        latency::init_local(0, 1);
+        let read_long_ago = Instant::now()
+            .checked_sub(Duration::from_millis(50))
+            .unwrap_or_else(Instant::now);
+
+        // Read 50 ms ago, answered at once: those 50 ms were the proxy's.
+        let mut plain = Forwarded::start(0, "tools/call", read_long_ago);
+        plain.sending();
+        plain.answered();
+        plain.finish(Outcome::Ok);
+        let q = own_time(0);
+        assert_eq!(q.count, 1);
+        assert!(q.max >= 50_000, "{q:?}");
+
+        // Sent upstream as soon as it was read, answered now: the wait is the upstream's.
+        let mut waited = Forwarded::start(0, "tools/call", Instant::now());
+        waited.upstream_started = Some(read_long_ago);
+        waited.answered();
+        waited.finish(Outcome::Ok);
+        let q = own_time(0);
+        assert_eq!(q.count, 2);
+        assert!(
+            q.p50 < 50_000,
+            "the upstream's 50 ms counted as the proxy's: {q:?}"
+        );
+
+        // Waiting on the client for input, or cancelled: not the proxy's time, not recorded.
+        let mut asked = Forwarded::start(0, "tools/call", read_long_ago);
+        asked.waits_on_client();
+        asked.finish(Outcome::Ok);
+        drop(Forwarded::start(0, "tools/call", read_long_ago));
+        assert_eq!(own_time(0).count, 2);
     }
 }

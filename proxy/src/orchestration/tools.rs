@@ -655,7 +655,7 @@ async fn call_tool(call: Call, catalog: &Catalog) -> Answer {
         server,
         call.id.clone(),
         msg,
-        call.accepts_sse,
+        forward::Delivery::own(call.accepts_sse),
     )
     .await
 }

@@ -28,6 +28,7 @@ use futures_lite::future::{poll_fn, poll_once};
 use simd_json::prelude::*;
 use simd_json::BorrowedValue as Value;
 
+use super::forward::Delivery;
 use super::relay;
 use super::watch::{self, Grant, SUBSCRIPTION_ID};
 use super::Answer;
@@ -315,6 +316,7 @@ pub async fn handle(
     body: Bytes,
     sse: bool,
     client: Option<&Identity>,
+    received: Instant,
 ) -> Modern {
     let mut buf = body.to_vec();
     let mut msg = match jsonrpc::parse(&mut buf) {
@@ -397,7 +399,13 @@ pub async fn handle(
                 Some(token) if modern::may_require_input(&method) => {
                     continuation(shard, id, &method, &msg, &token, sse, client).await
                 }
-                _ => first_call(shard, id, &method, &mut msg, sse, client).await,
+                _ => {
+                    let delivery = Delivery {
+                        accepts_sse: sse,
+                        received,
+                    };
+                    first_call(shard, id, &method, &mut msg, delivery, client).await
+                }
             }
         }
     }
@@ -551,7 +559,7 @@ async fn first_call(
     id: Id,
     method: &str,
     msg: &mut Value<'_>,
-    sse: bool,
+    delivery: Delivery,
     client: Option<&Identity>,
 ) -> Modern {
     let (caps, info) = modern::client_meta(msg);
@@ -563,7 +571,12 @@ async fn first_call(
     let inner = shard.bridge.fresh_id();
     relay::set(msg, "id", inner.to_value());
     let owned = std::mem::replace(msg, Value::null());
-    let answer = super::request(shard, &session, inner, method, owned, true).await;
+    // The answer comes back through the bridge session, which always takes a stream.
+    let inner_delivery = Delivery {
+        accepts_sse: true,
+        ..delivery
+    };
+    let answer = super::request(shard, &session, inner, method, owned, inner_delivery).await;
     match answer {
         Answer::Json(body) => Modern::Json(restore(method, &id, body)),
         Answer::BadRequest(body) => Modern::Refused(restore(method, &id, body)),
@@ -575,7 +588,8 @@ async fn first_call(
                 method: method.to_owned(),
                 name,
             };
-            call.follow(shard, 0, sse.then_some(Relay::Open)).await
+            call.follow(shard, 0, delivery.accepts_sse.then_some(Relay::Open))
+                .await
         }
         Answer::Accepted | Answer::Silent => Modern::Json(jsonrpc::error_body(
             Some(&id),

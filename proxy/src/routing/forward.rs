@@ -5,6 +5,7 @@
 //! log messages or server-to-client requests first is relayed as SSE while it lasts.
 
 use std::rc::Rc;
+use std::time::Instant;
 
 use bytes::Bytes;
 use simd_json::prelude::*;
@@ -31,19 +32,38 @@ impl Drop for InFlight {
     }
 }
 
+/// How the client takes its answer, and when its request was read.
+#[derive(Clone, Copy, Debug)]
+pub struct Delivery {
+    /// Whether the client takes `text/event-stream` answers.
+    pub accepts_sse: bool,
+    /// When the client's request was read: the proxy's own time on it counts from here.
+    pub received: Instant,
+}
+
+impl Delivery {
+    /// A request the proxy makes itself (a workflow step), read now.
+    pub fn own(accepts_sse: bool) -> Delivery {
+        Delivery {
+            accepts_sse,
+            received: Instant::now(),
+        }
+    }
+}
+
 /// Sends `msg` (names already mapped) to `server` and relays the answer.
 pub async fn request(
     session: &Rc<Session>,
     server: usize,
     client_id: Id,
     mut msg: Value<'_>,
-    accepts_sse: bool,
+    delivery: Delivery,
 ) -> Answer {
     let Some(upstream) = session.upstream(server) else {
         return no_such_upstream(&client_id);
     };
     let method = msg.get_str("method").unwrap_or_default();
-    let mut timing = Forwarded::start(server, method);
+    let mut timing = Forwarded::start(server, method, delivery.received);
     if method == "tools/call" {
         if let Some(tool) = msg.get("params").and_then(|p| p.get_str("name")) {
             timing.tool(tool);
@@ -62,7 +82,15 @@ pub async fn request(
         retry_safe,
         subscription,
     };
-    send(session, server, client_id, outgoing, timing, accepts_sse).await
+    send(
+        session,
+        server,
+        client_id,
+        outgoing,
+        timing,
+        delivery.accepts_sse,
+    )
+    .await
 }
 
 /// Sends a request read without a tree (see `splice::Request`) to `server`: its id and the name
@@ -74,12 +102,12 @@ pub async fn request_spliced(
     peeked: splice::Request<'_>,
     name_span: std::ops::Range<usize>,
     original: &str,
-    accepts_sse: bool,
+    delivery: Delivery,
 ) -> Answer {
     let Some(upstream) = session.upstream(server) else {
         return no_such_upstream(&peeked.id);
     };
-    let mut timing = Forwarded::start(server, peeked.method);
+    let mut timing = Forwarded::start(server, peeked.method, delivery.received);
     if peeked.method == "tools/call" {
         timing.tool(original);
     }
@@ -94,7 +122,15 @@ pub async fn request_spliced(
         retry_safe,
         subscription,
     };
-    send(session, server, peeked.id, outgoing, timing, accepts_sse).await
+    send(
+        session,
+        server,
+        peeked.id,
+        outgoing,
+        timing,
+        delivery.accepts_sse,
+    )
+    .await
 }
 
 fn no_such_upstream(client_id: &Id) -> Answer {

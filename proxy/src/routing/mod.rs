@@ -15,6 +15,7 @@ pub mod relay;
 pub mod watch;
 
 use std::rc::Rc;
+use std::time::Instant;
 
 use bytes::Bytes;
 use simd_json::prelude::*;
@@ -129,8 +130,9 @@ pub async fn handle(
     session: &Rc<Session>,
     body: Bytes,
     accepts_sse: bool,
+    received: Instant,
 ) -> Answer {
-    if let Some(answer) = spliced(shard, session, &body, accepts_sse) {
+    if let Some(answer) = spliced(shard, session, &body, accepts_sse, received) {
         return answer.await;
     }
     let mut buf = body.to_vec();
@@ -148,7 +150,11 @@ pub async fn handle(
     match kind {
         Kind::Request { id, method } => {
             let method = method.to_owned();
-            request(shard, session, id, &method, msg, accepts_sse).await
+            let delivery = forward::Delivery {
+                accepts_sse,
+                received,
+            };
+            request(shard, session, id, &method, msg, delivery).await
         }
         Kind::Notification { method } => {
             let method = method.to_owned();
@@ -172,6 +178,7 @@ fn spliced<'a>(
     session: &'a Rc<Session>,
     body: &'a [u8],
     accepts_sse: bool,
+    received: Instant,
 ) -> Option<impl std::future::Future<Output = Answer> + 'a> {
     let target = |method: &str| match method {
         "tools/call" | "prompts/get" => Some("name"),
@@ -200,7 +207,11 @@ fn spliced<'a>(
     }?;
     let original = original.to_owned();
     Some(async move {
-        forward::request_spliced(session, server, body, peeked, span, &original, accepts_sse).await
+        let delivery = forward::Delivery {
+            accepts_sse,
+            received,
+        };
+        forward::request_spliced(session, server, body, peeked, span, &original, delivery).await
     })
 }
 
@@ -211,7 +222,7 @@ pub(crate) async fn request(
     id: Id,
     method: &str,
     mut msg: Value<'_>,
-    accepts_sse: bool,
+    delivery: forward::Delivery,
 ) -> Answer {
     let catalog = shard.catalog();
     // The proxy's own tools and resources (the `proxy` namespace is reserved in the config).
@@ -229,7 +240,7 @@ pub(crate) async fn request(
                 &message,
             ));
         }
-        return orchestration::call_tool(shard, session, id, &msg, accepts_sse).await;
+        return orchestration::call_tool(shard, session, id, &msg, delivery.accepts_sse).await;
     }
     if let Some(uri) = params
         .and_then(|p| p.get_str("uri"))
@@ -302,7 +313,7 @@ pub(crate) async fn request(
         }
     };
     match target {
-        Ok(server) => forward::request(session, server, id, msg, accepts_sse).await,
+        Ok(server) => forward::request(session, server, id, msg, delivery).await,
         Err(message) => Answer::Json(jsonrpc::error_body(
             Some(&id),
             code::INVALID_PARAMS,

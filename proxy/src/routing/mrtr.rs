@@ -57,9 +57,10 @@ impl Call {
         self,
         first: Bytes,
         accepts_sse: bool,
-        timing: Forwarded,
+        mut timing: Forwarded,
         guard: InFlight,
     ) -> Answer {
+        timing.waits_on_client();
         if !accepts_sse {
             let answer = self.rounds(first, STANDALONE).await;
             timing.finish(Outcome::of_response(&answer));

@@ -52,6 +52,9 @@ pub struct McpRequest {
     pub body: Bytes,
     /// The authenticated client (`None` with `[auth]` off).
     pub client: Option<crate::auth::Identity>,
+    /// When the request was read: the proxy's own time on it is counted from here, across a
+    /// hop to the owner shard too.
+    pub received: std::time::Instant,
 }
 
 /// An answer to write.
@@ -414,6 +417,7 @@ fn check(shard: &Shard, request: &Request) -> Result<McpRequest, Reply> {
         accepts_sse,
         body: request.body.clone(),
         client,
+        received: std::time::Instant::now(),
     })
 }
 
@@ -572,6 +576,7 @@ async fn post(shard: &Rc<Shard>, request: McpRequest) -> Reply {
             request.body,
             request.accepts_sse,
             request.client.as_ref(),
+            request.received,
         )
         .await
         {
@@ -602,7 +607,15 @@ async fn post(shard: &Rc<Shard>, request: McpRequest) -> Reply {
     let Some(slot) = stream_slot(&session.id) else {
         return too_many_streams();
     };
-    match routing::handle(shard, &session, request.body, request.accepts_sse).await {
+    match routing::handle(
+        shard,
+        &session,
+        request.body,
+        request.accepts_sse,
+        request.received,
+    )
+    .await
+    {
         Answer::Json(body) => Reply::json(200, body),
         Answer::Accepted => Reply::Full {
             status: 202,

@@ -131,7 +131,8 @@ async fn handle_line(
         return;
     };
     current.touch();
-    match routing::handle(&shard, &current, line, true).await {
+    let received = std::time::Instant::now();
+    match routing::handle(&shard, &current, line, true, received).await {
         Answer::Json(b) | Answer::BadRequest(b) => {
             let _ = out.try_send(b);
         }
