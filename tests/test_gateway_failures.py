@@ -16,8 +16,13 @@ the application's answer to one request and leaves the replica in.
 - `mcpctl top --replicas --once` (table and `--json`) shows the 503 replica's row `ejected` and
   the healthy one `active`.
 
+- A replica that starts failing under a session already open on it
+  (`--http-error-after N --retry-after 45`): with two replicas the session's next calls move to
+  the other one and the failing one stays out for the 45 s it asked for, past the circuit's own
+  5 s; with one replica each call gets a JSON-RPC error and the session stays usable.
+
 One shard, so the one circuit the admin API shows is the one that routes the calls; health
-checks are far apart (60 s) in the 503 test so only the client traffic opens the circuit.
+checks are far apart (60 s) in the 503 tests so only the client traffic opens the circuit.
 """
 
 from __future__ import annotations
