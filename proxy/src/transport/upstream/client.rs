@@ -8,7 +8,7 @@
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use glommio::net::TcpStream;
@@ -830,7 +830,7 @@ impl UpstreamClient {
             self.checkin(replica, conn);
         }
         let text = String::from_utf8_lossy(&body[..body.len().min(300)]).into_owned();
-        let pause = super::retry_after::of(head, SystemTime::now());
+        let pause = super::retry_after::of(head);
         if is_replica_status(head.status, pause) {
             // `exchange` already counted it against the circuit; the body (a load balancer's
             // "no healthy upstream", say) tells the operator more than the status alone.
@@ -861,7 +861,7 @@ impl UpstreamClient {
 /// What an answer's head says of the replica: `None` when it is alive (whatever it thinks of
 /// the request), `Some(pause)` when it failed, with the pause its `Retry-After` asked for.
 fn replica_failure(head: &ResponseHead) -> Option<Option<Duration>> {
-    let pause = super::retry_after::of(head, SystemTime::now());
+    let pause = super::retry_after::of(head);
     is_replica_status(head.status, pause).then_some(pause)
 }
 

@@ -17,12 +17,13 @@ const SATURATED: u64 = 1 << 31;
 
 /// The pause an answer asks for: its `Retry-After`, when the status is one that carries it as
 /// "the server cannot take work now" (503 Service Unavailable, 429 Too Many Requests) and the
-/// value parses to more than zero.
-pub fn of(head: &ResponseHead, now: SystemTime) -> Option<Duration> {
+/// value parses to more than zero. Every answer passes here, so the clock is read only for
+/// those.
+pub fn of(head: &ResponseHead) -> Option<Duration> {
     if !matches!(head.status, 503 | 429) {
         return None;
     }
-    parse(head.header("retry-after")?, now)
+    parse(head.header("retry-after")?, SystemTime::now())
 }
 
 /// Parses a `Retry-After` value: delta-seconds (digits only: no sign, no fraction) or an
