@@ -16,20 +16,28 @@ the application's answer to one request and leaves the replica in.
 - `mcpctl top --replicas --once` (table and `--json`) shows the 503 replica's row `ejected` and
   the healthy one `active`.
 
+- A replica that starts failing under a session already open on it
+  (`--http-error-after N --retry-after 45`): with two replicas the session's next calls move to
+  the other one and the failing one stays out for the 45 s it asked for, past the circuit's own
+  5 s; with one replica each call gets a JSON-RPC error and the session stays usable.
+
 One shard, so the one circuit the admin API shows is the one that routes the calls; health
-checks are far apart (60 s) in the 503 test so only the client traffic opens the circuit.
+checks are far apart (60 s) in the 503 tests so only the client traffic opens the circuit.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import urllib.request
 
+import anyio
 import pytest
+from mcp.shared.exceptions import MCPError
 
 import harness
-from harness import raw_call_tool, raw_initialize, tool_text
+from harness import raw_call_tool, raw_initialize, sdk_session, text_of, tool_text
 from test_admin import MCPCTL, TOKEN, mcpctl
 from test_replicas import fleet  # noqa: F401 (a fixture)
 
@@ -201,3 +209,147 @@ def test_replica_answering_500_is_not_ejected(spawner, fleet):
     assert not c["ejected"] and c["status"] == "active" and c["healthy"], c
     assert c["consecutive_failures"] == 0, c
     assert c["errors"] >= failed, c
+
+
+
+# ---------------------------------------------------------------------------------------------
+# A replica that starts failing under a session already open on it, with Retry-After
+#
+# `mcp-loadgen upstream --http-error-after N --http-error-rate 1` serves its first N POSTs and
+# fails every later one, with `--retry-after` on each 503. The tests open their session and make
+# its first calls well within N, then use up the rest of N with POSTs sent straight to the
+# replica, so the switch happens at a known point of the test rather than after some time.
+
+PAUSE = 45  # the failing replica's Retry-After, s: far longer than the circuit's own first 5 s
+ENOUGH = 60  # POSTs it serves first: discovery, session set-ups and the first calls fit easily
+FIRST_EJECTION_MS = 5_000  # how long the circuit keeps a replica out the first time on its own
+
+
+def start_failing(replica) -> None:
+    """POSTs straight to `replica` (started with --http-error-after) until its front end answers
+    503; from then on it fails every POST, the proxy's included."""
+    for _ in range(ENOUGH + 10):
+        r = harness.raw_request(replica.url, body=harness.rpc("ping"))
+        if r.status == 503:
+            assert r.header("retry-after") == str(PAUSE), r.headers
+            return
+    raise AssertionError(f"{replica.url} never started answering 503")
+
+
+async def sdk_whoami(session) -> str:
+    """`whoami` through an SDK session: read-only and idempotent, so safe to send again."""
+    result = await session.call_tool("ev__whoami", {})
+    assert not result.is_error, result
+    return text_of(result)
+
+
+def new_session_whoami(url: str) -> str:
+    """A new raw session's first whoami; fails the test if the call fails."""
+    sid = raw_initialize(url)
+    r, answer = raw_call_tool(url, sid, "ev__whoami", {}, timeout=30)
+    assert r.status == 200 and answer and "result" in answer, f"HTTP {r.status}: {answer or r.body[:300]!r}"
+    assert not answer["result"].get("isError"), answer
+    return tool_text(answer["result"])
+
+
+def test_open_session_moves_off_a_replica_that_starts_answering_503_and_it_stays_out(spawner, fleet):
+    """A client initialized through the proxy, with calls already answered by its replica: the
+    replica starts answering 503 with `Retry-After: 45`. The client's next calls still succeed
+    (moved to the other replica), the failing one is ejected, and it stays out past the
+    circuit's own first ejection (5 s) because it asked for 45 s."""
+    good = fleet.loadgen("good")
+    bad = fleet.loadgen("bad", "--http-error-rate", "1", "--http-error-after", str(ENOUGH),
+                        "--retry-after", str(PAUSE))
+    proxy = spawner.proxy(config([good.url, bad.url], interval="60s"), shards=1)
+
+    async def go():
+        with anyio.fail_after(150):
+            async with contextlib.AsyncExitStack() as stack:
+                # Round robin: a session or two until one is bound to bad, a real SDK client
+                # whose calls bad answers.
+                for _ in range(4):
+                    s = await stack.enter_async_context(sdk_session(proxy.url))
+                    if await sdk_whoami(s) == "bad":
+                        break
+                else:
+                    raise AssertionError("no session was bound to bad")
+                assert await sdk_whoami(s) == "bad"
+                assert http_errors(bad) == 0
+
+                await anyio.to_thread.run_sync(start_failing, bad)
+                before = http_errors(bad)
+                # The next calls all succeed: the first reaches bad, is answered 503 and, being
+                # read-only, is sent again on good, where the session lives from then on.
+                for _ in range(3):
+                    assert await sdk_whoami(s) == "good"
+                assert http_errors(bad) > before, "no call reached the failing replica"
+
+                # New sessions are bound to bad in turn and find it failing (their set-up moves
+                # them to good) until its circuit opens.
+                for _ in range(20):
+                    assert await anyio.to_thread.run_sync(new_session_whoami, proxy.url) == "good"
+                    if {r["url"]: r for r in replicas(proxy)}[bad.url]["ejected"]:
+                        break
+                by_url = {r["url"]: r for r in replicas(proxy)}
+                b, g = by_url[bad.url], by_url[good.url]
+                assert b["ejected"] and b["status"] == "ejected", b
+                # Out for what it asked, not the circuit's own 5 s.
+                assert b["ejected_for_ms"] > FIRST_EJECTION_MS, b
+                assert f"Retry-After: {PAUSE}" in (b["last_error"] or ""), b["last_error"]
+                assert not g["ejected"] and g["status"] == "active", g
+
+                # Past the circuit's own first ejection, bad is still out: no request (not even
+                # the half-open one) reaches it, and the open session carries on on good.
+                await anyio.sleep(FIRST_EJECTION_MS / 1000 + 1)
+                errors = http_errors(bad)
+                for _ in range(3):
+                    assert await sdk_whoami(s) == "good"
+                    assert await anyio.to_thread.run_sync(new_session_whoami, proxy.url) == "good"
+                assert http_errors(bad) == errors, "the replica was let back in before its Retry-After"
+                b = {r["url"]: r for r in replicas(proxy)}[bad.url]
+                assert b["ejected"] and b["ejected_for_ms"] > 0, b
+
+    anyio.run(go)
+
+    if MCPCTL.exists():
+        r = mcpctl(proxy, "servers", "replicas", "ev")
+        assert r.returncode == 0, r.stderr
+        assert re.search(rf"#1 last error \([\d.]+s ago\): upstream ev answered HTTP 503 \(Retry-After: {PAUSE}\)",
+                         r.stdout), r.stdout
+
+
+def test_one_replica_starting_to_answer_503_gives_an_open_session_a_clear_error(spawner, fleet):
+    """The same with one replica only: nowhere to move, so each call gets a JSON-RPC error that
+    names the server and the failure (no hang, no dropped connection), and once the circuit
+    opens, one that says no replica is available. The session itself stays usable."""
+    only = fleet.loadgen("only", "--http-error-rate", "1", "--http-error-after", str(ENOUGH),
+                         "--retry-after", str(PAUSE))
+    proxy = spawner.proxy(config([only.url], interval="60s"), shards=1)
+
+    async def go():
+        with anyio.fail_after(120):
+            async with sdk_session(proxy.url) as s:
+                assert await sdk_whoami(s) == "only"
+                assert await sdk_whoami(s) == "only"
+                await anyio.to_thread.run_sync(start_failing, only)
+
+                messages = []
+                for _ in range(5):
+                    with pytest.raises(MCPError) as info:
+                        await s.call_tool("ev__whoami", {})
+                    assert info.value.code == -32000, info.value
+                    assert re.search(r"\bev\b", info.value.message), info.value.message
+                    messages.append(info.value.message)
+                # failover_threshold = 3: three 503s, then the circuit is open.
+                for m in messages[:3]:
+                    assert "HTTP 503" in m, messages
+                for m in messages[3:]:
+                    assert "no replica is available" in m, messages
+                [o] = replicas(proxy)
+                assert o["ejected"] and o["ejected_for_ms"] > FIRST_EJECTION_MS, o
+                assert f"Retry-After: {PAUSE}" in (o["last_error"] or ""), o["last_error"]
+                # The session is alive: what the proxy answers itself still works.
+                tools = await s.list_tools()
+                assert "ev__whoami" in {t.name for t in tools.tools}
+
+    anyio.run(go)

@@ -123,10 +123,19 @@ struct UpstreamArgs {
     /// front of the server would.
     #[arg(long, default_value_t = 0.0)]
     http_error_rate: f64,
-    /// Status of `--http-error-rate` answers (503 carries `Retry-After: 1`).
+    /// Status of `--http-error-rate` answers (503 carries `Retry-After: 1` unless
+    /// `--retry-after` says otherwise).
     #[arg(long, default_value_t = faults::DEFAULT_HTTP_ERROR_STATUS,
           value_parser = clap::value_parser!(u16).range(400..=599))]
     http_error_status: u16,
+    /// Serve the first N POSTs of the process normally (sessions open, calls answered), then
+    /// apply `--http-error-rate`: a replica that starts failing under clients already on it.
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    http_error_after: u64,
+    /// `Retry-After` value of every `--http-error-rate` answer, whatever its status: seconds
+    /// (`45`), an HTTP-date, or any other text to see how a client takes a malformed one.
+    #[arg(long, value_name = "VALUE")]
+    retry_after: Option<String>,
     /// Exit (status 3) right after writing this many responses.
     #[arg(long)]
     crash_after: Option<u64>,
@@ -207,6 +216,15 @@ fn upstream_cmd(a: UpstreamArgs) -> anyhow::Result<()> {
             "{name} must be between 0 and 1"
         );
     }
+    if let Some(value) = &a.retry_after {
+        // Written into the response head as given: a control character would split it.
+        anyhow::ensure!(
+            value
+                .bytes()
+                .all(|b| b == b'\t' || (b' '..=b'~').contains(&b)),
+            "--retry-after must be printable ASCII (e.g. 45 or 'Wed, 21 Oct 2026 07:28:00 GMT')"
+        );
+    }
     let latency = match &a.latency_dist {
         Some(d) => Latency::parse_dist(d)?,
         None => Latency::Fixed(a.latency),
@@ -228,6 +246,8 @@ fn upstream_cmd(a: UpstreamArgs) -> anyhow::Result<()> {
             stall_rate: a.stall_rate,
             http_error_rate: a.http_error_rate,
             http_error_status: a.http_error_status,
+            http_error_after: a.http_error_after,
+            retry_after: a.retry_after,
         },
         crash_after: a.crash_after,
         threads: a.threads,

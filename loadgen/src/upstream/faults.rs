@@ -92,6 +92,12 @@ pub struct Faults {
     pub http_error_rate: f64,
     /// The status of those answers (503 by default).
     pub http_error_status: u16,
+    /// POSTs served normally before `http_error_rate` applies: a replica that starts failing
+    /// once clients are already using it.
+    pub http_error_after: u64,
+    /// `Retry-After` of those answers, sent as given (so a malformed one can be sent too);
+    /// `None` sends `1` with a 503 and nothing with other statuses.
+    pub retry_after: Option<String>,
 }
 
 /// Default status of `--http-error-rate` answers: what an overloaded front end says.
@@ -118,14 +124,27 @@ impl Faults {
             stall_rate: 0.0,
             http_error_rate: 0.0,
             http_error_status: DEFAULT_HTTP_ERROR_STATUS,
+            http_error_after: 0,
+            retry_after: None,
         }
     }
 
-    /// The status to answer a POST with instead of handling it, if the front end fails it.
-    /// Drawn before anything else: the request never reaches the MCP server.
-    pub fn gateway(&self, rng: &mut Rng) -> Option<u16> {
-        (self.http_error_rate > 0.0 && rng.uniform() < self.http_error_rate)
+    /// The status to answer the POST that `earlier` POSTs preceded with instead of handling
+    /// it, if the front end fails it. Drawn before anything else: the request never reaches
+    /// the MCP server.
+    pub fn gateway(&self, rng: &mut Rng, earlier: u64) -> Option<u16> {
+        (self.http_error_rate > 0.0
+            && earlier >= self.http_error_after
+            && rng.uniform() < self.http_error_rate)
             .then_some(self.http_error_status)
+    }
+
+    /// The `Retry-After` of an injected answer with `status`.
+    pub fn retry_after(&self, status: u16) -> Option<&str> {
+        match &self.retry_after {
+            Some(value) => Some(value),
+            None => (status == 503).then_some("1"),
+        }
     }
 
     /// Decides the fate of one request from three uniform draws.
@@ -225,20 +244,47 @@ mod tests {
     fn gateway_failures_follow_their_rate_and_status() {
         let mut rng = Rng::seeded(7);
         let none = Faults::none();
-        assert!((0..10_000).all(|_| none.gateway(&mut rng).is_none()));
+        assert!((0..10_000).all(|_| none.gateway(&mut rng, 0).is_none()));
         let always = Faults {
             http_error_rate: 1.0,
             ..Faults::none()
         };
-        assert!((0..1_000).all(|_| always.gateway(&mut rng) == Some(503)));
+        assert!((0..1_000).all(|_| always.gateway(&mut rng, 0) == Some(503)));
         let half = Faults {
             http_error_rate: 0.5,
             http_error_status: 502,
             ..Faults::none()
         };
-        let draws: Vec<_> = (0..100_000).map(|_| half.gateway(&mut rng)).collect();
+        let draws: Vec<_> = (0..100_000).map(|_| half.gateway(&mut rng, 0)).collect();
         let failed = draws.iter().filter(|d| d.is_some()).count();
         assert!((48_000..52_000).contains(&failed), "{failed}");
         assert!(draws.iter().flatten().all(|s| *s == 502));
+    }
+
+    #[test]
+    fn gateway_failures_start_after_the_posts_served_first() {
+        let mut rng = Rng::seeded(11);
+        let later = Faults {
+            http_error_rate: 1.0,
+            http_error_after: 5,
+            ..Faults::none()
+        };
+        let fates: Vec<_> = (0..10).map(|n| later.gateway(&mut rng, n)).collect();
+        assert_eq!(fates[..5], [None; 5]);
+        assert_eq!(fates[5..], [Some(503); 5]);
+    }
+
+    #[test]
+    fn retry_after_defaults_to_one_second_on_503_only() {
+        let plain = Faults::none();
+        assert_eq!(plain.retry_after(503), Some("1"));
+        assert_eq!(plain.retry_after(502), None);
+        assert_eq!(plain.retry_after(429), None);
+        let given = Faults {
+            retry_after: Some("45".into()),
+            ..Faults::none()
+        };
+        assert_eq!(given.retry_after(503), Some("45"));
+        assert_eq!(given.retry_after(429), Some("45"));
     }
 }

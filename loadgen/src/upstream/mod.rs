@@ -17,9 +17,11 @@
 //!   with the same JSON-RPC body with `--error-kind http`.
 //! - Injected front-end failures (`--http-error-rate`, `--http-error-status`, 503 by default)
 //!   answer any POST, initialize and notifications included, with that status and a text body
-//!   (503 with `Retry-After: 1`) before anything of MCP is read, as a broken load balancer or
-//!   an overloaded front end would; with `--log-requests` each one logs `http-error STATUS`
-//!   instead of a request line (the server never saw it).
+//!   (503 with `Retry-After: 1`, or `--retry-after VALUE` with any status) before anything of
+//!   MCP is read, as a broken load balancer or an overloaded front end would; with
+//!   `--log-requests` each one logs `http-error STATUS` instead of a request line (the server
+//!   never saw it). `--http-error-after N` serves the first N POSTs (of the process) normally,
+//!   so a replica can start failing under sessions already open on it.
 //! - A stalled request is never answered; the connection stays open until the client closes it.
 //! - `--crash-after N`: the process exits (status 3) right after writing its Nth HTTP response
 //!   (every POST counts, notifications and a gateway's discovery requests included).
@@ -130,6 +132,8 @@ struct Shared {
     secret: String,
     /// Answers written so far, for crash-after.
     answered: AtomicU64,
+    /// POSTs to `/mcp` read so far, for `--http-error-after`.
+    posts: AtomicU64,
 }
 
 /// What one thread owns.
@@ -155,6 +159,7 @@ pub fn start(config: UpstreamConfig) -> Result<Running, UpstreamError> {
         secret: format!("{:016x}", rng.next_u64()),
         config,
         answered: AtomicU64::new(0),
+        posts: AtomicU64::new(0),
     });
     let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<(), UpstreamError>>();
     let counter = Arc::new(AtomicU64::new(0));
@@ -234,6 +239,8 @@ struct Answer {
     sse: bool,
     /// An injected front-end failure: a text body, no JSON-RPC.
     gateway: bool,
+    /// Its `Retry-After`.
+    retry_after: Option<String>,
 }
 
 impl Answer {
@@ -244,14 +251,16 @@ impl Answer {
             body,
             sse: false,
             gateway: false,
+            retry_after: None,
         }
     }
 
     /// What a failing load balancer answers: the status, a line of text, and for 503 a
     /// `Retry-After`, as proxies such as Envoy and nginx send.
-    fn gateway(status: u16) -> Answer {
+    fn gateway(status: u16, retry_after: Option<&str>) -> Answer {
         Answer {
             gateway: true,
+            retry_after: retry_after.map(str::to_owned),
             ..Answer::plain(
                 status,
                 format!("mcp-loadgen upstream: injected HTTP {status} (--http-error-rate)\n")
@@ -308,8 +317,8 @@ async fn write(
     }
     if a.gateway {
         headers.push(("Content-Type", "text/plain"));
-        if a.status == 503 {
-            headers.push(("Retry-After", "1"));
+        if let Some(value) = &a.retry_after {
+            headers.push(("Retry-After", value));
         }
         return conn
             .write_response(a.status, &headers, &a.body, keep_alive)
@@ -363,14 +372,15 @@ async fn handle(local: &Local, request: &Request) -> Option<Answer> {
     }
     let config = &local.shared.config;
     // The front end fails the POST before the server reads it: nothing of MCP is looked at.
-    if let Some(status) = config.faults.gateway(&mut local.rng.borrow_mut()) {
+    let earlier = local.shared.posts.fetch_add(1, Ordering::AcqRel);
+    if let Some(status) = config.faults.gateway(&mut local.rng.borrow_mut(), earlier) {
         if config.log_requests {
             eprintln!(
                 "mcp-loadgen upstream[{}]: http-error {status}",
                 config.id.as_deref().unwrap_or("")
             );
         }
-        return Some(Answer::gateway(status));
+        return Some(Answer::gateway(status, config.faults.retry_after(status)));
     }
     let mut body = request.body.to_vec();
     let msg = match jsonrpc::parse(&mut body) {
@@ -429,6 +439,7 @@ async fn handle(local: &Local, request: &Request) -> Option<Answer> {
             body: jsonrpc::result_body(&id, &result).to_vec(),
             sse,
             gateway: false,
+            retry_after: None,
         });
     }
     if let Some(refused) = check_session(local, request) {
@@ -470,6 +481,7 @@ async fn handle(local: &Local, request: &Request) -> Option<Answer> {
         body: body.to_vec(),
         sse,
         gateway: false,
+        retry_after: None,
     })
 }
 

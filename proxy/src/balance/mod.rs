@@ -26,6 +26,11 @@ const TIE_RATIO: f64 = 1.25;
 /// First ejection of a failing replica; doubles on each further ejection, up to the max.
 const EJECT_MIN: Duration = Duration::from_secs(5);
 const EJECT_MAX: Duration = Duration::from_secs(60);
+/// Longest pause a replica's own request for one (HTTP `Retry-After`, parsed by the transport)
+/// keeps it out: the circuit's own longest ejection. One replica's header never keeps it out
+/// longer than the circuit would for failures that go on; one still unavailable by then says
+/// so again to the request the half-open circuit lets through, and is held again.
+pub const HOLD_MAX: Duration = EJECT_MAX;
 
 /// One replica as one shard sees it.
 #[derive(Debug)]
@@ -43,6 +48,11 @@ pub struct ReplicaStats {
     consecutive_failures: Cell<u32>,
     ejections: Cell<u32>,
     ejected_until: Cell<Option<Instant>>,
+    /// The longest pause the replica asked for since its last success or ejection.
+    asked: Cell<Option<Duration>>,
+    /// The end of the pause the replica itself asked for: until then an answer (one already on
+    /// its way, a health check) does not close its circuit.
+    held_until: Cell<Option<Instant>>,
     /// Times the picker chose it (a session binding, or a stateless request).
     picks: Cell<u64>,
     /// Client requests sent to it that ended, and those of them that got no answer.
@@ -112,6 +122,8 @@ impl ReplicaStats {
             consecutive_failures: Cell::new(0),
             ejections: Cell::new(0),
             ejected_until: Cell::new(None),
+            asked: Cell::new(None),
+            held_until: Cell::new(None),
             picks: Cell::new(0),
             requests: Cell::new(0),
             failures: Cell::new(0),
@@ -231,7 +243,7 @@ impl ReplicaStats {
             self.failed_exchanges.set(self.failed_exchanges.get() + 1);
         }
         if ok && traffic == Traffic::Own {
-            return self.succeeded();
+            return self.succeeded(now);
         }
         if ok {
             let sample = elapsed.as_secs_f64() * 1e6;
@@ -242,13 +254,20 @@ impl ReplicaStats {
             };
             self.ewma_us.set(ewma.max(1.0));
             self.sampled_at.set(Some(now));
-            return self.succeeded();
+            return self.succeeded(now);
         }
         self.failed(threshold, now)
     }
 
-    fn succeeded(&self) -> Transition {
+    fn succeeded(&self, now: Instant) -> Transition {
         self.consecutive_failures.set(0);
+        self.asked.set(None);
+        if self.held_until.get().is_some_and(|t| now < t) {
+            // The replica asked for this pause; an answer that was already on its way, or a
+            // sessionless health check, does not cut it short.
+            return Transition::None;
+        }
+        self.held_until.set(None);
         if self.ejected_until.take().is_some() {
             self.ejections.set(0);
             return Transition::Restored;
@@ -272,10 +291,37 @@ impl ReplicaStats {
     pub fn probed(&self, ok: bool, threshold: u32, now: Instant) -> Transition {
         self.probes.set(self.probes.get() + 1);
         if ok {
-            return self.succeeded();
+            return self.succeeded(now);
         }
         self.failed_probes.set(self.failed_probes.get() + 1);
         self.failed(threshold, now)
+    }
+
+    /// The replica asked to get no work for `pause` (it answered "unavailable, retry after"):
+    /// the failure that comes with it counts as usual, and whenever that ejects the replica the
+    /// ejection lasts at least `pause`; an ejection already in force is lengthened to it. The
+    /// request decides whether to eject (one answer of one request does not take a replica
+    /// out), the replica how long. Capped at [`HOLD_MAX`], so no value keeps it out for good.
+    pub fn asked_pause(&self, pause: Duration, now: Instant) {
+        let pause = pause.min(HOLD_MAX);
+        if pause.is_zero() {
+            return;
+        }
+        match self.ejected_until.get() {
+            Some(until) if now < until => {
+                let end = now + pause;
+                self.ejected_until.set(Some(until.max(end)));
+                self.hold_until(end);
+            }
+            _ => self
+                .asked
+                .set(Some(self.asked.get().map_or(pause, |a| a.max(pause)))),
+        }
+    }
+
+    fn hold_until(&self, end: Instant) {
+        let held = self.held_until.get().map_or(end, |h| h.max(end));
+        self.held_until.set(Some(held));
     }
 
     fn failed(&self, threshold: u32, now: Instant) -> Transition {
@@ -286,10 +332,17 @@ impl ReplicaStats {
         if failures >= threshold || half_open {
             let n = self.ejections.get();
             self.ejections.set(n + 1);
-            let pause = (EJECT_MIN * 2u32.saturating_pow(n)).min(EJECT_MAX);
-            self.ejected_until.set(Some(now + pause));
+            let backoff = (EJECT_MIN * 2u32.saturating_pow(n)).min(EJECT_MAX);
+            let asked = self.asked.take().unwrap_or_default();
+            if !asked.is_zero() {
+                self.hold_until(now + asked);
+            }
+            // Never shorter than an ejection already in force (one the replica asked for).
+            let end = now + backoff.max(asked);
+            let end = self.ejected_until.get().map_or(end, |t| t.max(end));
+            self.ejected_until.set(Some(end));
             self.consecutive_failures.set(0);
-            return Transition::Ejected(pause);
+            return Transition::Ejected(end.saturating_duration_since(now));
         }
         Transition::None
     }
@@ -686,6 +739,134 @@ mod tests {
         let fourth = r[1].end(Traffic::Own, Duration::from_millis(50), true, 3, later);
         assert_eq!(fourth, Transition::Restored);
         assert_eq!(r[1].snapshot(later).ewma_us, None);
+    }
+
+    /// Fails `r` once as a client request answered "unavailable, retry after `pause`" is.
+    fn asked(r: &ReplicaStats, pause: Duration, now: Instant) -> Transition {
+        r.asked_pause(pause, now);
+        r.end(Traffic::Client, Duration::ZERO, false, 3, now)
+    }
+
+    #[test]
+    fn a_pause_asked_for_lengthens_the_ejection_but_does_not_cause_it() {
+        let r = fleet(2);
+        let now = Instant::now();
+        let pause = Duration::from_secs(30);
+        // One request's answer does not take the replica out: the threshold still decides.
+        assert_eq!(asked(&r[0], pause, now), Transition::None);
+        assert_eq!(asked(&r[0], pause, now), Transition::None);
+        assert!(r[0].available(now));
+        assert_eq!(asked(&r[0], pause, now), Transition::Ejected(pause));
+        // Out past the circuit's own first ejection, for as long as it asked.
+        assert!(!r[0].available(now + EJECT_MIN));
+        assert!(!r[0].available(now + pause - Duration::from_millis(1)));
+        assert!(r[0].available(now + pause));
+        assert_eq!(r[0].snapshot(now).ejected_for_ms, 30_000);
+
+        // A pause asked for once, in a run of failures, still counts when the run ejects.
+        let now = now + Duration::from_secs(600);
+        r[1].asked_pause(Duration::from_secs(20), now);
+        r[1].end(Traffic::Own, Duration::ZERO, false, 3, now);
+        r[1].probed(false, 3, now);
+        let third = r[1].end(Traffic::Client, Duration::ZERO, false, 3, now);
+        assert_eq!(third, Transition::Ejected(Duration::from_secs(20)));
+        // Back once it is over; a pause asked for then forgotten by a success in between: the
+        // next ejection is the circuit's own.
+        let later = now + Duration::from_secs(20);
+        let back = r[1].end(Traffic::Client, Duration::ZERO, true, 3, later);
+        assert_eq!(back, Transition::Restored);
+        assert_eq!(
+            asked(&r[1], Duration::from_secs(40), later),
+            Transition::None
+        );
+        let ok = r[1].end(Traffic::Client, Duration::ZERO, true, 3, later);
+        assert_eq!(ok, Transition::None);
+        for _ in 0..3 {
+            r[1].end(Traffic::Client, Duration::ZERO, false, 3, later);
+        }
+        assert_eq!(r[1].snapshot(later).ejected_for_ms, 5_000);
+    }
+
+    #[test]
+    fn a_pause_shorter_than_the_backoff_changes_nothing() {
+        let r = fleet(1);
+        let now = Instant::now();
+        asked(&r[0], Duration::from_secs(1), now);
+        asked(&r[0], Duration::from_secs(1), now);
+        assert_eq!(
+            asked(&r[0], Duration::from_secs(1), now),
+            Transition::Ejected(EJECT_MIN)
+        );
+        // Past the pause it asked for, an answer closes the circuit as before.
+        let later = now + Duration::from_secs(2);
+        assert_eq!(r[0].probed(true, 3, later), Transition::Restored);
+        assert!(r[0].available(later));
+    }
+
+    #[test]
+    fn an_answer_during_the_pause_asked_for_does_not_close_the_circuit() {
+        let r = fleet(1);
+        let now = Instant::now();
+        for _ in 0..3 {
+            asked(&r[0], Duration::from_secs(30), now);
+        }
+        // A request that was already on its way, then a health check, both answered.
+        let soon = now + Duration::from_secs(1);
+        assert_eq!(
+            r[0].end(Traffic::Client, Duration::ZERO, true, 3, soon),
+            Transition::None
+        );
+        assert_eq!(r[0].probed(true, 3, soon), Transition::None);
+        assert!(!r[0].available(soon));
+        // Once the pause is over, the next answer closes it.
+        let after = now + Duration::from_secs(30);
+        assert_eq!(r[0].probed(true, 3, after), Transition::Restored);
+        assert!(r[0].available(after));
+    }
+
+    #[test]
+    fn a_pause_asked_for_while_out_lengthens_the_ejection_never_shortens_it() {
+        let r = fleet(1);
+        let now = Instant::now();
+        for _ in 0..3 {
+            r[0].end(Traffic::Client, Duration::ZERO, false, 3, now);
+        }
+        assert_eq!(r[0].snapshot(now).ejected_for_ms, 5_000);
+        // An answer still in flight when the circuit opened asks for 45 s.
+        let soon = now + Duration::from_secs(1);
+        r[0].asked_pause(Duration::from_secs(45), soon);
+        assert_eq!(r[0].snapshot(soon).ejected_for_ms, 45_000);
+        // A shorter one does not cut it.
+        r[0].asked_pause(Duration::from_secs(2), soon);
+        assert_eq!(r[0].snapshot(soon).ejected_for_ms, 45_000);
+        // Failures while out eject again, but not for less than was asked.
+        for _ in 0..3 {
+            r[0].end(Traffic::Client, Duration::ZERO, false, 3, soon);
+        }
+        assert_eq!(r[0].snapshot(soon).ejected_for_ms, 45_000);
+    }
+
+    #[test]
+    fn an_absurd_pause_is_capped() {
+        let r = fleet(1);
+        let now = Instant::now();
+        for _ in 0..3 {
+            asked(&r[0], Duration::MAX, now);
+        }
+        assert_eq!(
+            r[0].snapshot(now).ejected_for_ms,
+            HOLD_MAX.as_millis() as u64
+        );
+        assert!(r[0].available(now + HOLD_MAX));
+        // Asked while out: capped too, no overflow.
+        r[0].asked_pause(Duration::MAX, now + Duration::from_secs(1));
+        assert!(r[0].available(now + Duration::from_secs(1) + HOLD_MAX));
+        // Zero asks for nothing.
+        let r = fleet(1);
+        for _ in 0..3 {
+            asked(&r[0], Duration::ZERO, now);
+        }
+        assert_eq!(r[0].snapshot(now).ejected_for_ms, 5_000);
     }
 
     #[test]

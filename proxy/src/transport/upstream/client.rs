@@ -75,6 +75,8 @@ pub enum UpstreamError {
         status: u16,
         /// The start of the body, for the error message.
         body: String,
+        /// The pause its `Retry-After` asked for (503, 429), if any.
+        pause: Option<Duration>,
     },
     /// The upstream answered something that is not Streamable HTTP.
     #[error("upstream {server} broke the protocol: {detail}")]
@@ -96,6 +98,14 @@ pub fn is_gateway_failure(status: u16) -> bool {
     matches!(status, 502..=504)
 }
 
+/// True when an answer with `status`, whose `Retry-After` asked for `pause`, says the replica
+/// failed: a gateway failure, or a 429 that asks for a pause. The proxy is a replica's one
+/// client, so "too many requests, retry after N" is about all the work it sends there; a 429
+/// without one says nothing of when to come back and stays the request's own error.
+pub fn is_replica_status(status: u16, pause: Option<Duration>) -> bool {
+    is_gateway_failure(status) || (status == 429 && pause.is_some())
+}
+
 impl UpstreamError {
     /// True when the replica itself failed (no answer, broken or overloaded), as opposed to
     /// the server refusing the request.
@@ -104,7 +114,7 @@ impl UpstreamError {
             UpstreamError::Connect { .. }
             | UpstreamError::Exchange { .. }
             | UpstreamError::Timeout { .. } => true,
-            UpstreamError::Status { status, .. } => is_gateway_failure(*status),
+            UpstreamError::Status { status, pause, .. } => is_replica_status(*status, *pause),
             _ => false,
         }
     }
@@ -329,13 +339,23 @@ impl UpstreamClient {
         true
     }
 
-    /// Records a replica's answer (or failure, with its message) to an exchange and logs what
-    /// that changed.
-    fn record(&self, replica: usize, traffic: Traffic, started: Instant, failure: Option<String>) {
+    /// Records a replica's answer (or failure, with its message and the pause it asked for) to
+    /// an exchange and logs what that changed.
+    fn record(
+        &self,
+        replica: usize,
+        traffic: Traffic,
+        started: Instant,
+        failure: Option<String>,
+        pause: Option<Duration>,
+    ) {
         let now = Instant::now();
         let ok = failure.is_none();
         if let Some(message) = failure {
             self.stats[replica].note_error(now, message);
+        }
+        if let Some(pause) = pause {
+            self.stats[replica].asked_pause(pause, now);
         }
         let threshold = self.config.balance.failover_threshold;
         let change = self.stats[replica].end(traffic, now - started, ok, threshold, now);
@@ -456,12 +476,14 @@ impl UpstreamClient {
         let mut pending = Pending(Some(&self.stats[replica]));
         let result = self.exchange_on(replica, method, headers, body).await;
         pending.0 = None;
-        let failure = match &result {
-            Err(e) => Some(e.to_string()),
-            Ok((_, head)) if is_gateway_failure(head.status) => Some(self.gateway_failure(head)),
-            Ok(_) => None,
+        let (failure, pause) = match &result {
+            Err(e) => (Some(e.to_string()), None),
+            Ok((_, head)) => match replica_failure(head) {
+                Some(pause) => (Some(self.gateway_failure(head)), pause),
+                None => (None, None),
+            },
         };
-        self.record(replica, traffic, started, failure);
+        self.record(replica, traffic, started, failure, pause);
         result
     }
 
@@ -681,18 +703,22 @@ impl UpstreamClient {
                 .exchange_on(replica, "POST", &headers, Some(body))
                 .await)
         };
+        let mut pause = None;
         let (outcome, error) = match glommio::timer::timeout(limit, exchange).await {
             // A gateway failure is not a sign of life: were it one, every check would close
             // the circuit that the replica's 503s to client requests just opened.
-            Ok(Ok((conn, head))) if is_gateway_failure(head.status) => {
-                let message = self.gateway_failure(&head);
-                self.finish_small(replica, conn, &head).await;
-                (ProbeOutcome::Unavailable, Some(message))
-            }
-            Ok(Ok((conn, head))) => {
-                self.finish_small(replica, conn, &head).await;
-                (ProbeOutcome::Ok, None)
-            }
+            Ok(Ok((conn, head))) => match replica_failure(&head) {
+                Some(asked) => {
+                    pause = asked;
+                    let message = self.gateway_failure(&head);
+                    self.finish_small(replica, conn, &head).await;
+                    (ProbeOutcome::Unavailable, Some(message))
+                }
+                None => {
+                    self.finish_small(replica, conn, &head).await;
+                    (ProbeOutcome::Ok, None)
+                }
+            },
             Ok(Err(e)) => {
                 let outcome = match e {
                     UpstreamError::Timeout { .. } => ProbeOutcome::Timeout,
@@ -717,6 +743,9 @@ impl UpstreamClient {
         let now = Instant::now();
         if let Some(e) = error {
             stats.note_error(now, e);
+        }
+        if let Some(pause) = pause {
+            stats.asked_pause(pause, now);
         }
         let threshold = self.config.balance.failover_threshold;
         let ok = outcome == ProbeOutcome::Ok;
@@ -801,7 +830,8 @@ impl UpstreamClient {
             self.checkin(replica, conn);
         }
         let text = String::from_utf8_lossy(&body[..body.len().min(300)]).into_owned();
-        if is_gateway_failure(head.status) {
+        let pause = super::retry_after::of(head);
+        if is_replica_status(head.status, pause) {
             // `exchange` already counted it against the circuit; the body (a load balancer's
             // "no healthy upstream", say) tells the operator more than the status alone.
             if let Some(stats) = self.stats.get(replica) {
@@ -822,9 +852,17 @@ impl UpstreamClient {
                 server,
                 status: head.status,
                 body: text,
+                pause,
             }
         }
     }
+}
+
+/// What an answer's head says of the replica: `None` when it is alive (whatever it thinks of
+/// the request), `Some(pause)` when it failed, with the pause its `Retry-After` asked for.
+fn replica_failure(head: &ResponseHead) -> Option<Option<Duration>> {
+    let pause = super::retry_after::of(head);
+    is_replica_status(head.status, pause).then_some(pause)
 }
 
 /// An exchange in flight on a replica; dropped unsettled, it stops counting as load.
@@ -1121,6 +1159,7 @@ mod tests {
             server: "ev".into(),
             status,
             body: String::new(),
+            pause: None,
         }
     }
 
@@ -1137,6 +1176,10 @@ mod tests {
             assert!(!is_gateway_failure(status), "{status}");
             assert!(!status_error(status).is_replica_failure(), "{status}");
         }
+        // A 429 that asks for a pause is about the replica; a pause on a 500 changes nothing.
+        let pause = Some(Duration::from_secs(3));
+        assert!(is_replica_status(429, pause) && !is_replica_status(429, None));
+        assert!(!is_replica_status(500, pause) && is_replica_status(503, None));
     }
 
     /// What a test server answers: status, headers and body.
@@ -1180,14 +1223,81 @@ mod tests {
     /// A one-replica client of a server that answers every request with `status` (and a short
     /// text body).
     async fn answering(status: u16, threshold: u32) -> Rc<UpstreamClient> {
+        answering_with(status, Some("7"), threshold).await
+    }
+
+    /// [`answering`] with this `Retry-After` (or none).
+    async fn answering_with(
+        status: u16,
+        retry_after: Option<&'static str>,
+        threshold: u32,
+    ) -> Rc<UpstreamClient> {
         serving(threshold, move |_| {
-            let headers = vec![
-                ("Content-Type", "text/plain".to_owned()),
-                ("Retry-After", "7".to_owned()),
-            ];
+            let mut headers = vec![("Content-Type", "text/plain".to_owned())];
+            if let Some(value) = retry_after {
+                headers.push(("Retry-After", value.to_owned()));
+            }
             (status, headers, b"no healthy upstream".to_vec())
         })
         .await
+    }
+
+    /// Sends client requests until the one-replica `client` is ejected (at most `tries`) and
+    /// returns how long for, in ms (0: never ejected).
+    async fn ejected_after(client: &Rc<UpstreamClient>, tries: u32) -> u64 {
+        for _ in 0..tries {
+            let sent = client.post(0, Traffic::Client, Some("s"), Some("v"), b"{}");
+            assert!(sent.await.is_err(), "an error status is not an answer");
+            let s = client.stats[0].snapshot(Instant::now());
+            if s.ejected_for_ms > 0 {
+                return s.ejected_for_ms;
+            }
+        }
+        0
+    }
+
+    #[test]
+    fn retry_after_sets_how_long_a_replica_stays_out() {
+        crate::http::run_glommio(|| async {
+            // Longer than the circuit's own first ejection (5 s): the replica's pause governs.
+            let client = answering_with(503, Some("40"), 3).await;
+            let out = ejected_after(&client, 3).await;
+            assert!((35_000..=40_000).contains(&out), "{out} ms");
+            let last = client.stats[0].snapshot(Instant::now()).last_error;
+            assert!(last.unwrap_or_default().contains("Retry-After: 40"));
+
+            // 429 with a pause: the replica is out, the error is the replica's.
+            let client = answering_with(429, Some("20"), 3).await;
+            let error = client
+                .post(0, Traffic::Client, Some("s"), Some("v"), b"{}")
+                .await
+                .err()
+                .expect("a 429 is not an answer");
+            assert!(error.is_replica_failure(), "{error}");
+            let out = ejected_after(&client, 2).await;
+            assert!((15_000..=20_000).contains(&out), "{out} ms");
+
+            // A 429 without one stays the request's error and never moves traffic.
+            let client = answering_with(429, None, 3).await;
+            assert_eq!(ejected_after(&client, 6).await, 0);
+            // So does one whose pause is garbage.
+            let client = answering_with(429, Some("soon"), 3).await;
+            assert_eq!(ejected_after(&client, 6).await, 0);
+
+            // A 503 is a gateway failure whatever its header says: garbage or a date long
+            // past leave the circuit's own 5 s; an absurd pause is capped.
+            for value in ["soon", "-30", "Sun, 06 Nov 1994 08:49:37 GMT"] {
+                let client = answering_with(503, Some(value), 3).await;
+                let out = ejected_after(&client, 3).await;
+                assert!((1..=5_000).contains(&out), "{value}: {out} ms");
+            }
+            for value in ["99999999999999999999999", "Fri, 31 Dec 9999 23:59:59 GMT"] {
+                let client = answering_with(503, Some(value), 3).await;
+                let out = ejected_after(&client, 3).await;
+                let cap = crate::balance::HOLD_MAX.as_millis() as u64;
+                assert!((cap - 5_000..=cap).contains(&out), "{value}: {out} ms");
+            }
+        });
     }
 
     #[test]

@@ -5,9 +5,11 @@
 //!   forgot it, and the GET stream that carries the server's own messages.
 //! - [`handle`]: a downstream session's way to one upstream, HTTP or stdio alike.
 //! - [`subscriptions`]: the resource subscriptions an upstream session renews when re-opened.
+//! - [`retry_after`]: the pause a replica's 503 or 429 asks for, handed to the balancer.
 
 pub mod client;
 pub mod handle;
+pub mod retry_after;
 pub mod session;
 pub mod subscriptions;
 
