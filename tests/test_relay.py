@@ -12,6 +12,7 @@ import http.client
 import json
 import socket
 import struct
+import threading
 import time
 import warnings
 from typing import Any
@@ -57,17 +58,28 @@ class SseStream:
         if data is not None:
             hdrs["Content-Type"] = "application/json"
         self.conn.request(method, "/" + path, body=data, headers=hdrs)
+        # Kept: http.client drops conn.sock when the response is to be read until close, and
+        # the deadline of `next_event` sets this socket's timeout line by line.
+        self.sock = self.conn.sock
         self.resp = self.conn.getresponse()
         self.status = self.resp.status
         self.content_type = self.resp.getheader("content-type", "")
         self.ended = False
 
-    def next_event(self) -> dict[str, Any] | None:
+    def next_event(self, deadline: float | None = None) -> dict[str, Any] | None:
         """The next event (`id`, `event`, `data`, and `message` if data is JSON), or None at the
-        end of the stream. A silent server raises TimeoutError after the socket timeout."""
+        end of the stream. A silent server raises TimeoutError after the socket timeout. With a
+        `deadline` (time.monotonic), TimeoutError once it passes, checked before every line:
+        keep-alive comments do not keep a reader waiting past it."""
         current: dict[str, Any] = {}
         data_lines: list[str] = []
         while True:
+            if deadline is not None:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise TimeoutError("deadline passed before the next event")
+                if self.sock is not None:
+                    self.sock.settimeout(left)
             raw = self.resp.readline()
             if not raw:
                 self.ended = True
@@ -97,12 +109,11 @@ class SseStream:
         return current
 
     def events_until(self, deadline: float):
-        """Yield events until the stream ends or `deadline` (time.monotonic) passes."""
-        while time.monotonic() < deadline:
-            if self.conn.sock is not None:
-                self.conn.sock.settimeout(max(0.05, deadline - time.monotonic()))
+        """Yield events until the stream ends (then `ended` is set) or `deadline`
+        (time.monotonic) passes, whatever the server sends meanwhile (keep-alives included)."""
+        while True:
             try:
-                ev = self.next_event()
+                ev = self.next_event(deadline)
             except (TimeoutError, socket.timeout):
                 return
             if ev is None:
@@ -111,7 +122,7 @@ class SseStream:
 
     def abort(self) -> None:
         """Drop the connection at once (RST), the way a crashed client or a dead network does."""
-        sock = self.conn.sock
+        sock = self.sock
         if sock is not None:
             try:
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
@@ -124,6 +135,53 @@ class SseStream:
             self.resp.close()
         finally:
             self.conn.close()
+
+
+def test_events_until_keeps_its_deadline_on_a_stream_of_keep_alives():
+    """A stream that sends only keep-alive comments ends the wait at its deadline, not when the
+    server gives up: otherwise a test waiting for an event that never comes hangs."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+    stop = threading.Event()
+    gave_up = threading.Event()
+
+    def keep_alive_forever() -> None:
+        conn, _ = listener.accept()
+        with conn:
+            conn.recv(65536)
+            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
+                         b"Transfer-Encoding: chunked\r\n\r\n")
+            comment = b": keep-alive\n\n"
+            # Far longer than the reader's deadline; the cap only keeps a broken reader finite.
+            cap = time.monotonic() + 30
+            while not stop.is_set():
+                if time.monotonic() > cap:
+                    gave_up.set()
+                    break
+                try:
+                    conn.sendall(b"%x\r\n%s\r\n" % (len(comment), comment))
+                except OSError:
+                    return
+                time.sleep(0.05)
+            try:
+                conn.sendall(b"0\r\n\r\n")
+            except OSError:
+                pass
+
+    server = threading.Thread(target=keep_alive_forever, daemon=True)
+    server.start()
+    stream = SseStream(f"http://127.0.0.1:{port}/mcp", "GET", {"Accept": "text/event-stream"})
+    try:
+        events = list(stream.events_until(time.monotonic() + 0.5))
+        still_sending = not gave_up.is_set()
+    finally:
+        stop.set()
+        stream.close()
+        server.join(timeout=5)
+        listener.close()
+    assert events == [], events
+    assert still_sending and not stream.ended, \
+        "events_until waited for the server to end the stream instead of returning at its deadline"
 
 
 def session_headers(sid: str, **extra: str) -> dict[str, str]:
@@ -298,7 +356,8 @@ def test_dropped_tool_call_stream_resumes_with_last_event_id(proxy_ab):
             if msg and msg.get("id") == request_id and ("result" in msg or "error" in msg):
                 response = msg
                 break
-        ended = get.ended or next(get.events_until(time.monotonic() + 3), None) is None
+        # Ended, not merely quiet for 3 s: `ended` is set only when the stream closed.
+        ended = get.ended or (next(get.events_until(time.monotonic() + 3), None) is None and get.ended)
     finally:
         get.close()
 
@@ -406,3 +465,4 @@ def test_notification_sent_before_get_stream_is_delivered_when_it_opens(proxy_ab
     assert update["params"]["uri"] == ALPHA_ARCH, update
     ids = [split_event_id(ev["id"]) for ev in events if "id" in ev]
     assert len(ids) == len(events) and len({st for st, _ in ids}) == 1, f"GET stream event ids: {events}"
+
