@@ -14,6 +14,7 @@ import socket
 import struct
 import threading
 import time
+import urllib.request
 import warnings
 from typing import Any
 
@@ -466,3 +467,140 @@ def test_notification_sent_before_get_stream_is_delivered_when_it_opens(proxy_ab
     ids = [split_event_id(ev["id"]) for ev in events if "id" in ev]
     assert len(ids) == len(events) and len({st for st, _ in ids}) == 1, f"GET stream event ids: {events}"
 
+
+# ---------------------------------------------------------------------------------------------
+# 7. Why event streams end (mcp_proxy_event_streams_ended_total{reason})
+#
+# Each test has its own proxy (two shards), so the open-stream gauge shows only its streams:
+# the shard where it reads 1 is the one that accepted the connection. A session belongs to the
+# shard named in its id; a GET accepted on the other shard is relayed over the mesh, and the
+# reason it ended must cross it too.
+
+
+def stream_metrics(admin_url: str) -> tuple[dict[str, float], dict[str, float]]:
+    """mcp_proxy_event_streams_ended_total by reason and mcp_proxy_event_streams by shard."""
+    with urllib.request.urlopen(f"{admin_url}/metrics", timeout=10) as r:
+        text = r.read().decode()
+    ended: dict[str, float] = {}
+    open_by_shard: dict[str, float] = {}
+    for line in text.splitlines():
+        if line.startswith("mcp_proxy_event_streams_ended_total{"):
+            reason = line.split('reason="', 1)[1].split('"', 1)[0]
+            ended[reason] = ended.get(reason, 0.0) + float(line.rsplit(" ", 1)[1])
+        elif line.startswith("mcp_proxy_event_streams{"):
+            shard = line.split('shard="', 1)[1].split('"', 1)[0]
+            open_by_shard[shard] = float(line.rsplit(" ", 1)[1])
+    return ended, open_by_shard
+
+
+def metrics_when(admin_url: str, settled, what: str, within: float = 20):
+    """The first (ended, open) scrape for which `settled(ended, open)` holds: the proxy counts a
+    stream's end just after writing it, and a /metrics rendering is reused for 100 ms."""
+    deadline = time.monotonic() + within
+    while True:
+        ended, open_by_shard = stream_metrics(admin_url)
+        if settled(ended, open_by_shard):
+            return ended, open_by_shard
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what} within {within} s; ended {ended}, open {open_by_shard}")
+        time.sleep(0.1)
+
+
+def only_open_stream(open_by_shard: dict[str, float]) -> int | None:
+    """The shard writing the one open stream, if exactly one is open."""
+    shards = [int(s) for s, n in open_by_shard.items() if n == 1]
+    if sum(open_by_shard.values()) == 1 and len(shards) == 1:
+        return shards[0]
+    return None
+
+
+def owner_shard(sid: str) -> int:
+    # The id's first byte names the owner, modulo the shards running (Shard::owner_of).
+    return int(sid[:2], 16) % 2
+
+
+def read_to_end(stream: SseStream, within: float = 10) -> list[dict[str, Any]]:
+    events = list(stream.events_until(time.monotonic() + within))
+    assert stream.ended, f"the stream was still open after {within} s; events {events}"
+    return events
+
+
+def test_a_newer_get_stream_ends_the_older_counted_as_replaced(spawner):
+    """A client opening a second GET stream for its session (a reconnect) ends the first one; that
+    end counts as `replaced`, not `completed`, whether the shard that accepted the replaced stream
+    owns the session or relays it from the owner."""
+    upstream = spawner.everything()
+    proxy = spawner.proxy([("solo", upstream.url)], shards=2)
+    admin = proxy.admin_url
+    assert admin, "the proxy printed no admin URL"
+    sid = raw_initialize(proxy.url)
+    owner = owner_shard(sid)
+    before, _ = stream_metrics(admin)
+    streams: list[SseStream] = []
+    replaced_on: list[int] = []
+    try:
+        # New connections land on either shard (SO_REUSEPORT): go on until a replaced stream was
+        # accepted on each. 16 tries leave a 2**-15 chance of never reaching one of them.
+        current: int | None = None
+        for _ in range(16):
+            newer = open_get_stream(proxy.url, sid)
+            streams.append(newer)
+            if len(streams) > 1:
+                older = streams[-2]
+                events = read_to_end(older)
+                assert all("id" in ev for ev in events), events
+                replaced_on.append(current)
+            want = len(replaced_on)
+            _, open_now = metrics_when(
+                admin,
+                lambda e, o: e.get("replaced", 0) - before.get("replaced", 0) >= want
+                and only_open_stream(o) is not None,
+                f"{want} replaced stream(s) counted and one stream open")
+            current = only_open_stream(open_now)
+            if owner in replaced_on and 1 - owner in replaced_on:
+                break
+        ended, _ = stream_metrics(admin)
+    finally:
+        for st in streams:
+            st.close()
+    assert owner in replaced_on and 1 - owner in replaced_on, \
+        f"16 new connections never landed on both shards (replaced streams were on {replaced_on})"
+    delta = {r: ended.get(r, 0) - before.get(r, 0) for r in ended}
+    assert delta.get("replaced") == len(replaced_on), delta
+    assert delta.get("completed") == 0, f"a replaced stream counted as completed: {delta}"
+    assert delta.get("client_closed") == 0, delta
+
+
+def test_deleting_a_session_ends_its_open_get_stream_counted_as_session_ended(spawner):
+    """DELETE of a session whose GET stream is open ends the stream for the client, counted as
+    `session_ended`, both when the stream was accepted on the owning shard and when relayed."""
+    upstream = spawner.everything()
+    proxy = spawner.proxy([("solo", upstream.url)], shards=2)
+    admin = proxy.admin_url
+    assert admin, "the proxy printed no admin URL"
+    before, _ = stream_metrics(admin)
+    kinds: list[str] = []
+    for _ in range(16):
+        sid = raw_initialize(proxy.url)
+        get = open_get_stream(proxy.url, sid)
+        try:
+            _, open_now = metrics_when(admin, lambda e, o: only_open_stream(o) is not None,
+                                       "one stream open")
+            accepted = only_open_stream(open_now)
+            gone = raw_request(proxy.url, "DELETE", session=sid)
+            assert gone.status == 200, (gone.status, gone.body[:300])
+            read_to_end(get)
+        finally:
+            get.close()
+        kinds.append("owned" if accepted == owner_shard(sid) else "relayed")
+        want = len(kinds)
+        metrics_when(admin, lambda e, o: e.get("session_ended", 0) - before.get("session_ended", 0) >= want
+                     and sum(o.values()) == 0,
+                     f"{want} stream(s) counted session_ended and none open")
+        if {"owned", "relayed"} <= set(kinds):
+            break
+    ended, _ = stream_metrics(admin)
+    assert {"owned", "relayed"} <= set(kinds), f"16 sessions never covered both paths: {kinds}"
+    delta = {r: ended.get(r, 0) - before.get(r, 0) for r in ended}
+    assert delta.get("session_ended") == len(kinds), delta
+    assert delta.get("completed") == 0, f"a stream cut by DELETE counted as completed: {delta}"

@@ -15,7 +15,7 @@ use crate::http::{sse, Method, Request, ServerConn};
 use crate::protocol::jsonrpc::{self, code, Kind};
 use crate::protocol::{modern, version};
 use crate::routing::{self, Answer};
-use crate::session::{Next, Position, Session, STANDALONE};
+use crate::session::{Closed, Next, Position, Session, STANDALONE};
 use crate::shard::mesh::ReplyPart;
 use crate::shard::Shard;
 
@@ -105,6 +105,15 @@ impl EventSource {
             EventSource::Remote(r) => r.next().await,
         }
     }
+
+    /// Why the source ran out, as the session's owner told; `None` while it has not.
+    pub fn closed(&self) -> Option<Closed> {
+        match self {
+            EventSource::Follow(f) => f.closed,
+            // The owner tells only reasons other than `Finished` (see `ReplyPart::Ended`).
+            EventSource::Remote(r) => r.ended.then_some(r.closed.unwrap_or(Closed::Finished)),
+        }
+    }
 }
 
 /// Reads one of a session's streams from a position.
@@ -116,6 +125,8 @@ pub struct Follower {
     after: u64,
     epoch: u64,
     prime: Option<Bytes>,
+    /// Why the stream ended, once it has.
+    closed: Option<Closed>,
 }
 
 impl Follower {
@@ -132,6 +143,7 @@ impl Follower {
             after,
             epoch,
             prime,
+            closed: None,
         }
     }
 
@@ -163,7 +175,10 @@ impl Follower {
                     &message,
                 ))
             }
-            Next::End => None,
+            Next::End(why) => {
+                self.closed = Some(why);
+                None
+            }
         }
     }
 }
@@ -175,20 +190,20 @@ pub struct RemoteEvents {
     token: u64,
     parts: LocalReceiver<ReplyPart>,
     ended: bool,
+    /// Why the owner's stream ended, when it said.
+    closed: Option<Closed>,
 }
 
 impl RemoteEvents {
     async fn next(&mut self) -> Option<Bytes> {
-        if self.ended {
-            return None;
-        }
-        match self.parts.recv().await {
-            Some(ReplyPart::Data(b)) => Some(b),
-            _ => {
-                self.ended = true;
-                None
+        while !self.ended {
+            match self.parts.recv().await {
+                Some(ReplyPart::Data(b)) => return Some(b),
+                Some(ReplyPart::Ended(why)) => self.closed = Some(why),
+                _ => self.ended = true,
             }
         }
+        None
     }
 }
 
@@ -283,7 +298,8 @@ where
                     }
                 }
                 let ok = ok && conn.finish_stream().await.is_ok();
-                counted.end(crate::metrics::StreamEnd::of(deadline.ended(), ok));
+                let closed = source.closed();
+                counted.end(crate::metrics::StreamEnd::of(deadline.ended(), closed, ok));
                 ok
             }
         };
@@ -471,6 +487,7 @@ pub async fn handle(shard: &Rc<Shard>, request: McpRequest) -> Reply {
         token,
         parts,
         ended: false,
+        closed: None,
     };
     let Some(ReplyPart::Head {
         status,
@@ -551,7 +568,10 @@ pub async fn handle_owned(shard: &Rc<Shard>, request: McpRequest) -> Reply {
             if let Err(r) = crate::auth::admit(&session, request.client.as_ref()) {
                 return r;
             }
-            if shard.end_session(&id).await {
+            if shard
+                .end_session(&id, crate::session::Closed::SessionEnded)
+                .await
+            {
                 Reply::Full {
                     status: 200,
                     headers: Vec::new(),
