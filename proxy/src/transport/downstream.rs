@@ -124,7 +124,9 @@ pub struct Follower {
     stream: u64,
     after: u64,
     epoch: u64,
-    prime: Option<Bytes>,
+    /// Whether the priming event is still to be sent; encoded when sent, so a `Reply` (an
+    /// `Err` of many functions) stays small.
+    prime: bool,
     /// Why the stream ended, once it has.
     closed: Option<Closed>,
 }
@@ -134,8 +136,7 @@ impl Follower {
     pub fn new(session: Rc<Session>, stream: u64, after: u64) -> Follower {
         let epoch = session.events.claim(stream);
         // 2025-11-25: open with an id and empty data, so a client can resume before any message.
-        let prime = version::primes_streams(&session.version)
-            .then(|| sse::encode_event(Some(&format!("{stream}-{after}")), b""));
+        let prime = version::primes_streams(&session.version);
         Follower {
             _slot: None,
             session,
@@ -154,8 +155,9 @@ impl Follower {
     }
 
     async fn next(&mut self) -> Option<Bytes> {
-        if let Some(p) = self.prime.take() {
-            return Some(p);
+        if std::mem::take(&mut self.prime) {
+            let id = format!("{}-{}", self.stream, self.after);
+            return Some(sse::encode_event(Some(&id), b""));
         }
         let wait = poll_fn(|cx| {
             self.session
