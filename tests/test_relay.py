@@ -604,3 +604,25 @@ def test_deleting_a_session_ends_its_open_get_stream_counted_as_session_ended(sp
     delta = {r: ended.get(r, 0) - before.get(r, 0) for r in ended}
     assert delta.get("session_ended") == len(kinds), delta
     assert delta.get("completed") == 0, f"a stream cut by DELETE counted as completed: {delta}"
+
+
+def test_an_idle_session_expiring_under_its_open_get_stream_counts_session_ended(spawner):
+    """A session that expires (no request for session_idle_timeout; an open GET stream with no
+    event is no use of it) ends its GET stream, counted as `session_ended`."""
+    upstream = spawner.everything()
+    proxy = spawner.proxy('[proxy]\nsession_idle_timeout = "2s"\n\n' + servers_toml([("solo", upstream.url)]))
+    admin = proxy.admin_url
+    assert admin, "the proxy printed no admin URL"
+    before, _ = stream_metrics(admin)
+    sid = raw_initialize(proxy.url)
+    get = open_get_stream(proxy.url, sid, timeout=20)
+    try:
+        read_to_end(get, within=20)
+    finally:
+        get.close()
+    ended, _ = metrics_when(admin, lambda e, o: e.get("session_ended", 0) > before.get("session_ended", 0),
+                            "the expired session's stream counted session_ended")
+    delta = {r: ended.get(r, 0) - before.get(r, 0) for r in ended}
+    assert delta.get("session_ended") == 1 and delta.get("completed") == 0, delta
+    gone = raw_request(proxy.url, body=rpc("ping"), session=sid)
+    assert gone.status == 404, f"the session did not expire: HTTP {gone.status}"
