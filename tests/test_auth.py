@@ -228,7 +228,7 @@ def error_message(r) -> str:
     return r.messages[0]["error"]["message"]
 
 
-def denied(topo, client: str, reason: str) -> float:
+def denied_now(topo, client: str, reason: str) -> float:
     """mcp_proxy_auth_denied_total{client, reason} from the admin /metrics."""
     with urllib.request.urlopen(f"{topo.proxy.admin_url}/metrics", timeout=10) as r:
         text = r.read().decode()
@@ -238,6 +238,19 @@ def denied(topo, client: str, reason: str) -> float:
                 and f'reason="{reason}"' in line:
             total += float(line.rsplit(" ", 1)[1])
     return total
+
+
+def denied(topo, client: str, reason: str, at_least: float = 0, within: float = 10) -> float:
+    """mcp_proxy_auth_denied_total{client, reason} once it reaches `at_least`, or its value when
+    `within` seconds pass first. The proxy serves a /metrics rendering again for 100 ms
+    (admin::METRICS_MAX_AGE): a scrape right after a quick exchange that followed another scrape
+    reads the older rendering, from before the refusals."""
+    deadline = time.monotonic() + within
+    while True:
+        value = denied_now(topo, client, reason)
+        if value >= at_least or time.monotonic() > deadline:
+            return value
+        time.sleep(0.05)
 
 
 def stream_metrics(admin_url: str) -> tuple[dict[str, float], float]:
@@ -357,8 +370,8 @@ def test_wrong_expired_and_forged_jwts_are_refused_with_the_reason(topo):
     message, statuses = sdk_refusal(topo.url, topo.keys.token("RS256", exp=int(time.time()) - 600))
     assert "expired" in message and "fresh token" in message
     assert statuses[0][0] == 401
-    assert denied(topo, "unknown", "forged") >= 4
-    assert denied(topo, "unknown", "expired") >= 2
+    assert denied(topo, "unknown", "forged", at_least=4) >= 4
+    assert denied(topo, "unknown", "expired", at_least=2) >= 2
 
 
 def test_a_valid_token_of_an_unknown_subject_is_forbidden(topo):
@@ -374,7 +387,7 @@ def test_a_valid_token_of_an_unknown_subject_is_forbidden(topo):
 
 
 def test_a_client_allowed_one_server_neither_sees_nor_calls_the_others(topo):
-    before = denied(topo, "mem-only", "policy")
+    before = denied_now(topo, "mem-only", "policy")
 
     async def restricted():
         async with session(topo.url, KEY_MEM) as s:
@@ -415,7 +428,9 @@ def test_a_client_allowed_one_server_neither_sees_nor_calls_the_others(topo):
     assert "unknown prompt" in refused["prompt"]
     # A hidden tool is refused exactly like one that does not exist.
     assert refused["missing"] == "unknown tool: everything__no-such-tool"
-    assert denied(topo, "mem-only", "policy") >= before + 3
+    # Three refusals, each counted once (echo, proxy__call_tool, the prompt; a name that does
+    # not exist is no refusal).
+    assert denied(topo, "mem-only", "policy", at_least=before + 3) == before + 3
 
     full_tools, echo = run(everything)
     assert {"everything__echo", "memory__read_graph", "proxy__search_tools"} <= full_tools
@@ -518,7 +533,7 @@ def test_a_session_refuses_other_credentials_even_after_a_restart(topo, spawner)
     second = spawner.proxy(topo.config_text)
     assert ping(second.url, KEY_MEM).status == 403
     assert ping(second.url, KEY_FULL).status == 200
-    assert denied(topo, "mem-only", "session_mismatch") >= 4
+    assert denied(topo, "mem-only", "session_mismatch", at_least=4) >= 4
 
 
 # ---------------------------------------------------------------------------------------------
@@ -717,7 +732,7 @@ def test_rate_limit_answers_429_with_retry_after_and_recovers(topo):
     time.sleep(retry_after + 0.2)
     again = raw_request(topo.url, body=rpc("ping"), session=sid, headers=headers)
     assert again.status == 200, again.body
-    assert denied(topo, "limited", "rate_limited") >= 1
+    assert denied(topo, "limited", "rate_limited", at_least=1) >= 1
 
     # The SDK surfaces the refusal as an error carrying the proxy's message.
     async def burst():
@@ -747,7 +762,7 @@ def test_sessions_per_client_are_limited_and_freed(topo):
     assert "max_sessions" in error_message(third)
     assert other_client.status == 200, "another client's sessions are not counted"
     assert "everything__echo" in tools
-    assert denied(topo, "two", "too_many_sessions") >= 1
+    assert denied(topo, "two", "too_many_sessions", at_least=1) >= 1
 
 
 def test_without_auth_the_endpoint_stays_open(spawner):

@@ -12,7 +12,9 @@ import http.client
 import json
 import socket
 import struct
+import threading
 import time
+import urllib.request
 import warnings
 from typing import Any
 
@@ -57,17 +59,28 @@ class SseStream:
         if data is not None:
             hdrs["Content-Type"] = "application/json"
         self.conn.request(method, "/" + path, body=data, headers=hdrs)
+        # Kept: http.client drops conn.sock when the response is to be read until close, and
+        # the deadline of `next_event` sets this socket's timeout line by line.
+        self.sock = self.conn.sock
         self.resp = self.conn.getresponse()
         self.status = self.resp.status
         self.content_type = self.resp.getheader("content-type", "")
         self.ended = False
 
-    def next_event(self) -> dict[str, Any] | None:
+    def next_event(self, deadline: float | None = None) -> dict[str, Any] | None:
         """The next event (`id`, `event`, `data`, and `message` if data is JSON), or None at the
-        end of the stream. A silent server raises TimeoutError after the socket timeout."""
+        end of the stream. A silent server raises TimeoutError after the socket timeout. With a
+        `deadline` (time.monotonic), TimeoutError once it passes, checked before every line:
+        keep-alive comments do not keep a reader waiting past it."""
         current: dict[str, Any] = {}
         data_lines: list[str] = []
         while True:
+            if deadline is not None:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise TimeoutError("deadline passed before the next event")
+                if self.sock is not None:
+                    self.sock.settimeout(left)
             raw = self.resp.readline()
             if not raw:
                 self.ended = True
@@ -97,12 +110,11 @@ class SseStream:
         return current
 
     def events_until(self, deadline: float):
-        """Yield events until the stream ends or `deadline` (time.monotonic) passes."""
-        while time.monotonic() < deadline:
-            if self.conn.sock is not None:
-                self.conn.sock.settimeout(max(0.05, deadline - time.monotonic()))
+        """Yield events until the stream ends (then `ended` is set) or `deadline`
+        (time.monotonic) passes, whatever the server sends meanwhile (keep-alives included)."""
+        while True:
             try:
-                ev = self.next_event()
+                ev = self.next_event(deadline)
             except (TimeoutError, socket.timeout):
                 return
             if ev is None:
@@ -111,7 +123,7 @@ class SseStream:
 
     def abort(self) -> None:
         """Drop the connection at once (RST), the way a crashed client or a dead network does."""
-        sock = self.conn.sock
+        sock = self.sock
         if sock is not None:
             try:
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
@@ -124,6 +136,53 @@ class SseStream:
             self.resp.close()
         finally:
             self.conn.close()
+
+
+def test_events_until_keeps_its_deadline_on_a_stream_of_keep_alives():
+    """A stream that sends only keep-alive comments ends the wait at its deadline, not when the
+    server gives up: otherwise a test waiting for an event that never comes hangs."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+    stop = threading.Event()
+    gave_up = threading.Event()
+
+    def keep_alive_forever() -> None:
+        conn, _ = listener.accept()
+        with conn:
+            conn.recv(65536)
+            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
+                         b"Transfer-Encoding: chunked\r\n\r\n")
+            comment = b": keep-alive\n\n"
+            # Far longer than the reader's deadline; the cap only keeps a broken reader finite.
+            cap = time.monotonic() + 30
+            while not stop.is_set():
+                if time.monotonic() > cap:
+                    gave_up.set()
+                    break
+                try:
+                    conn.sendall(b"%x\r\n%s\r\n" % (len(comment), comment))
+                except OSError:
+                    return
+                time.sleep(0.05)
+            try:
+                conn.sendall(b"0\r\n\r\n")
+            except OSError:
+                pass
+
+    server = threading.Thread(target=keep_alive_forever, daemon=True)
+    server.start()
+    stream = SseStream(f"http://127.0.0.1:{port}/mcp", "GET", {"Accept": "text/event-stream"})
+    try:
+        events = list(stream.events_until(time.monotonic() + 0.5))
+        still_sending = not gave_up.is_set()
+    finally:
+        stop.set()
+        stream.close()
+        server.join(timeout=5)
+        listener.close()
+    assert events == [], events
+    assert still_sending and not stream.ended, \
+        "events_until waited for the server to end the stream instead of returning at its deadline"
 
 
 def session_headers(sid: str, **extra: str) -> dict[str, str]:
@@ -298,7 +357,8 @@ def test_dropped_tool_call_stream_resumes_with_last_event_id(proxy_ab):
             if msg and msg.get("id") == request_id and ("result" in msg or "error" in msg):
                 response = msg
                 break
-        ended = get.ended or next(get.events_until(time.monotonic() + 3), None) is None
+        # Ended, not merely quiet for 3 s: `ended` is set only when the stream closed.
+        ended = get.ended or (next(get.events_until(time.monotonic() + 3), None) is None and get.ended)
     finally:
         get.close()
 
@@ -406,3 +466,163 @@ def test_notification_sent_before_get_stream_is_delivered_when_it_opens(proxy_ab
     assert update["params"]["uri"] == ALPHA_ARCH, update
     ids = [split_event_id(ev["id"]) for ev in events if "id" in ev]
     assert len(ids) == len(events) and len({st for st, _ in ids}) == 1, f"GET stream event ids: {events}"
+
+
+# ---------------------------------------------------------------------------------------------
+# 7. Why event streams end (mcp_proxy_event_streams_ended_total{reason})
+#
+# Each test has its own proxy (two shards), so the open-stream gauge shows only its streams:
+# the shard where it reads 1 is the one that accepted the connection. A session belongs to the
+# shard named in its id; a GET accepted on the other shard is relayed over the mesh, and the
+# reason it ended must cross it too.
+
+
+def stream_metrics(admin_url: str) -> tuple[dict[str, float], dict[str, float]]:
+    """mcp_proxy_event_streams_ended_total by reason and mcp_proxy_event_streams by shard."""
+    with urllib.request.urlopen(f"{admin_url}/metrics", timeout=10) as r:
+        text = r.read().decode()
+    ended: dict[str, float] = {}
+    open_by_shard: dict[str, float] = {}
+    for line in text.splitlines():
+        if line.startswith("mcp_proxy_event_streams_ended_total{"):
+            reason = line.split('reason="', 1)[1].split('"', 1)[0]
+            ended[reason] = ended.get(reason, 0.0) + float(line.rsplit(" ", 1)[1])
+        elif line.startswith("mcp_proxy_event_streams{"):
+            shard = line.split('shard="', 1)[1].split('"', 1)[0]
+            open_by_shard[shard] = float(line.rsplit(" ", 1)[1])
+    return ended, open_by_shard
+
+
+def metrics_when(admin_url: str, settled, what: str, within: float = 20):
+    """The first (ended, open) scrape for which `settled(ended, open)` holds: the proxy counts a
+    stream's end just after writing it, and a /metrics rendering is reused for 100 ms."""
+    deadline = time.monotonic() + within
+    while True:
+        ended, open_by_shard = stream_metrics(admin_url)
+        if settled(ended, open_by_shard):
+            return ended, open_by_shard
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what} within {within} s; ended {ended}, open {open_by_shard}")
+        time.sleep(0.1)
+
+
+def only_open_stream(open_by_shard: dict[str, float]) -> int | None:
+    """The shard writing the one open stream, if exactly one is open."""
+    shards = [int(s) for s, n in open_by_shard.items() if n == 1]
+    if sum(open_by_shard.values()) == 1 and len(shards) == 1:
+        return shards[0]
+    return None
+
+
+def owner_shard(sid: str) -> int:
+    # The id's first byte names the owner, modulo the shards running (Shard::owner_of).
+    return int(sid[:2], 16) % 2
+
+
+def read_to_end(stream: SseStream, within: float = 10) -> list[dict[str, Any]]:
+    events = list(stream.events_until(time.monotonic() + within))
+    assert stream.ended, f"the stream was still open after {within} s; events {events}"
+    return events
+
+
+def test_a_newer_get_stream_ends_the_older_counted_as_replaced(spawner):
+    """A client opening a second GET stream for its session (a reconnect) ends the first one; that
+    end counts as `replaced`, not `completed`, whether the shard that accepted the replaced stream
+    owns the session or relays it from the owner."""
+    upstream = spawner.everything()
+    proxy = spawner.proxy([("solo", upstream.url)], shards=2)
+    admin = proxy.admin_url
+    assert admin, "the proxy printed no admin URL"
+    sid = raw_initialize(proxy.url)
+    owner = owner_shard(sid)
+    before, _ = stream_metrics(admin)
+    streams: list[SseStream] = []
+    replaced_on: list[int] = []
+    try:
+        # New connections land on either shard (SO_REUSEPORT): go on until a replaced stream was
+        # accepted on each. 16 tries leave a 2**-15 chance of never reaching one of them.
+        current: int | None = None
+        for _ in range(16):
+            newer = open_get_stream(proxy.url, sid)
+            streams.append(newer)
+            if len(streams) > 1:
+                older = streams[-2]
+                events = read_to_end(older)
+                assert all("id" in ev for ev in events), events
+                replaced_on.append(current)
+            want = len(replaced_on)
+            _, open_now = metrics_when(
+                admin,
+                lambda e, o: e.get("replaced", 0) - before.get("replaced", 0) >= want
+                and only_open_stream(o) is not None,
+                f"{want} replaced stream(s) counted and one stream open")
+            current = only_open_stream(open_now)
+            if owner in replaced_on and 1 - owner in replaced_on:
+                break
+        ended, _ = stream_metrics(admin)
+    finally:
+        for st in streams:
+            st.close()
+    assert owner in replaced_on and 1 - owner in replaced_on, \
+        f"16 new connections never landed on both shards (replaced streams were on {replaced_on})"
+    delta = {r: ended.get(r, 0) - before.get(r, 0) for r in ended}
+    assert delta.get("replaced") == len(replaced_on), delta
+    assert delta.get("completed") == 0, f"a replaced stream counted as completed: {delta}"
+    assert delta.get("client_closed") == 0, delta
+
+
+def test_deleting_a_session_ends_its_open_get_stream_counted_as_session_ended(spawner):
+    """DELETE of a session whose GET stream is open ends the stream for the client, counted as
+    `session_ended`, both when the stream was accepted on the owning shard and when relayed."""
+    upstream = spawner.everything()
+    proxy = spawner.proxy([("solo", upstream.url)], shards=2)
+    admin = proxy.admin_url
+    assert admin, "the proxy printed no admin URL"
+    before, _ = stream_metrics(admin)
+    kinds: list[str] = []
+    for _ in range(16):
+        sid = raw_initialize(proxy.url)
+        get = open_get_stream(proxy.url, sid)
+        try:
+            _, open_now = metrics_when(admin, lambda e, o: only_open_stream(o) is not None,
+                                       "one stream open")
+            accepted = only_open_stream(open_now)
+            gone = raw_request(proxy.url, "DELETE", session=sid)
+            assert gone.status == 200, (gone.status, gone.body[:300])
+            read_to_end(get)
+        finally:
+            get.close()
+        kinds.append("owned" if accepted == owner_shard(sid) else "relayed")
+        want = len(kinds)
+        metrics_when(admin, lambda e, o: e.get("session_ended", 0) - before.get("session_ended", 0) >= want
+                     and sum(o.values()) == 0,
+                     f"{want} stream(s) counted session_ended and none open")
+        if {"owned", "relayed"} <= set(kinds):
+            break
+    ended, _ = stream_metrics(admin)
+    assert {"owned", "relayed"} <= set(kinds), f"16 sessions never covered both paths: {kinds}"
+    delta = {r: ended.get(r, 0) - before.get(r, 0) for r in ended}
+    assert delta.get("session_ended") == len(kinds), delta
+    assert delta.get("completed") == 0, f"a stream cut by DELETE counted as completed: {delta}"
+
+
+def test_an_idle_session_expiring_under_its_open_get_stream_counts_session_ended(spawner):
+    """A session that expires (no request for session_idle_timeout; an open GET stream with no
+    event is no use of it) ends its GET stream, counted as `session_ended`."""
+    upstream = spawner.everything()
+    proxy = spawner.proxy('[proxy]\nsession_idle_timeout = "2s"\n\n' + servers_toml([("solo", upstream.url)]))
+    admin = proxy.admin_url
+    assert admin, "the proxy printed no admin URL"
+    before, _ = stream_metrics(admin)
+    sid = raw_initialize(proxy.url)
+    get = open_get_stream(proxy.url, sid, timeout=20)
+    try:
+        read_to_end(get, within=20)
+    finally:
+        get.close()
+    ended, _ = metrics_when(admin, lambda e, o: e.get("session_ended", 0) > before.get("session_ended", 0),
+                            "the expired session's stream counted session_ended")
+    delta = {r: ended.get(r, 0) - before.get(r, 0) for r in ended}
+    assert delta.get("session_ended") == 1 and delta.get("completed") == 0, delta
+    gone = raw_request(proxy.url, body=rpc("ping"), session=sid)
+    assert gone.status == 404, f"the session did not expire: HTTP {gone.status}"

@@ -737,6 +737,17 @@ pub fn shows_server(session: &Session, catalog: &crate::registry::Catalog, serve
     policy(session).is_none_or(|p| p.server(server_name(catalog, server)))
 }
 
+/// Whether `session` may call the tool exposed as `exposed`, without counting a refusal (for a
+/// fast path that leaves refusing, and counting, to the full one).
+pub fn shows_tool(
+    session: &Session,
+    catalog: &crate::registry::Catalog,
+    server: usize,
+    exposed: &str,
+) -> bool {
+    policy(session).is_none_or(|p| p.tool(server_name(catalog, server), exposed))
+}
+
 /// Whether a list item is shown under `policy` (`None`: everything is).
 pub fn shows(
     policy: Option<&Policy>,

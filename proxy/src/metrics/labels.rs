@@ -150,11 +150,11 @@ impl ProbeOutcome {
 }
 
 /// Why an event stream (a GET stream, a streamed answer, a `subscriptions/listen` stream)
-/// ended, as the shard writing it to the client can tell.
+/// ended, as the shard writing it to the client can tell (with the owner's word, for a
+/// stream relayed from another shard).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum StreamEnd {
-    /// The proxy's side ended it: the answer was complete, or the session's stream closed
-    /// (session deleted or expired, a newer GET of the session took the stream over, shutdown).
+    /// The stream ran its course: the answer was complete.
     Completed,
     /// Writing to the client failed: it went away.
     ClientClosed,
@@ -162,27 +162,47 @@ pub enum StreamEnd {
     TokenExpired,
     /// A reload stopped accepting the credential it was opened with.
     CredentialRevoked,
+    /// A newer reader of the same stream (a newer GET of the session, a resumption) took it.
+    Replaced,
+    /// Its session ended: DELETE, idle expiry, or an evicted 2026-07-28 bridge session.
+    SessionEnded,
+    /// The proxy is shutting down.
+    Shutdown,
 }
 
 impl StreamEnd {
     /// Every value, in label order.
-    pub const ALL: [StreamEnd; 4] = [
+    pub const ALL: [StreamEnd; 7] = [
         StreamEnd::Completed,
         StreamEnd::ClientClosed,
         StreamEnd::TokenExpired,
         StreamEnd::CredentialRevoked,
+        StreamEnd::Replaced,
+        StreamEnd::SessionEnded,
+        StreamEnd::Shutdown,
     ];
 
-    /// The reason of a stream that stopped: `ended` is what its deadline ended it for, if it
-    /// did; otherwise the source ran out (`written`: every write reached the client) or a
-    /// write failed. The credential wins: a write failing after it was cut says nothing new.
-    pub fn of(ended: Option<crate::http::sse::Ended>, written: bool) -> StreamEnd {
+    /// The reason of a stream that stopped: `cut` is what its deadline ended it for, if it
+    /// did; `closed` why its source ran out, if it did; `written` whether every write reached
+    /// the client. The credential wins: a write failing after it was cut says nothing new.
+    /// The proxy ending the stream wins over the final write failing (a client that
+    /// reconnects is often gone from the old connection already); but an answer whose end
+    /// did not reach the client was not completed.
+    pub fn of(
+        cut: Option<crate::http::sse::Ended>,
+        closed: Option<crate::session::Closed>,
+        written: bool,
+    ) -> StreamEnd {
         use crate::http::sse::Ended;
-        match (ended, written) {
-            (Some(Ended::Expired), _) => StreamEnd::TokenExpired,
-            (Some(Ended::Revoked), _) => StreamEnd::CredentialRevoked,
-            (None, false) => StreamEnd::ClientClosed,
-            (None, true) => StreamEnd::Completed,
+        use crate::session::Closed;
+        match (cut, closed, written) {
+            (Some(Ended::Expired), _, _) => StreamEnd::TokenExpired,
+            (Some(Ended::Revoked), _, _) => StreamEnd::CredentialRevoked,
+            (None, Some(Closed::Replaced), _) => StreamEnd::Replaced,
+            (None, Some(Closed::SessionEnded), _) => StreamEnd::SessionEnded,
+            (None, Some(Closed::Shutdown), _) => StreamEnd::Shutdown,
+            (None, _, false) => StreamEnd::ClientClosed,
+            (None, Some(Closed::Finished) | None, true) => StreamEnd::Completed,
         }
     }
 
@@ -193,6 +213,9 @@ impl StreamEnd {
             StreamEnd::ClientClosed => "client_closed",
             StreamEnd::TokenExpired => "token_expired",
             StreamEnd::CredentialRevoked => "credential_revoked",
+            StreamEnd::Replaced => "replaced",
+            StreamEnd::SessionEnded => "session_ended",
+            StreamEnd::Shutdown => "shutdown",
         }
     }
 }
@@ -223,17 +246,38 @@ mod tests {
     #[test]
     fn stream_end_reasons() {
         use crate::http::sse::Ended;
-        assert_eq!(StreamEnd::of(None, true), StreamEnd::Completed);
-        assert_eq!(StreamEnd::of(None, false), StreamEnd::ClientClosed);
-        for written in [true, false] {
-            assert_eq!(
-                StreamEnd::of(Some(Ended::Expired), written),
-                StreamEnd::TokenExpired
-            );
-            assert_eq!(
-                StreamEnd::of(Some(Ended::Revoked), written),
-                StreamEnd::CredentialRevoked
-            );
+        use crate::session::Closed;
+        let finished = Some(Closed::Finished);
+        assert_eq!(StreamEnd::of(None, finished, true), StreamEnd::Completed);
+        assert_eq!(
+            StreamEnd::of(None, finished, false),
+            StreamEnd::ClientClosed
+        );
+        assert_eq!(
+            StreamEnd::of(None, None, false),
+            StreamEnd::ClientClosed,
+            "a write failed before the source ran out"
+        );
+        for (closed, reason) in [
+            (Closed::Replaced, StreamEnd::Replaced),
+            (Closed::SessionEnded, StreamEnd::SessionEnded),
+            (Closed::Shutdown, StreamEnd::Shutdown),
+        ] {
+            for written in [true, false] {
+                assert_eq!(StreamEnd::of(None, Some(closed), written), reason);
+            }
+        }
+        for closed in [None, finished, Some(Closed::Replaced)] {
+            for written in [true, false] {
+                assert_eq!(
+                    StreamEnd::of(Some(Ended::Expired), closed, written),
+                    StreamEnd::TokenExpired
+                );
+                assert_eq!(
+                    StreamEnd::of(Some(Ended::Revoked), closed, written),
+                    StreamEnd::CredentialRevoked
+                );
+            }
         }
         let labels: Vec<_> = StreamEnd::ALL.iter().map(|r| r.label()).collect();
         assert_eq!(
@@ -242,7 +286,10 @@ mod tests {
                 "completed",
                 "client_closed",
                 "token_expired",
-                "credential_revoked"
+                "credential_revoked",
+                "replaced",
+                "session_ended",
+                "shutdown"
             ]
         );
         for (i, r) in StreamEnd::ALL.iter().enumerate() {

@@ -212,7 +212,7 @@ fn describe() {
     );
     describe_counter!(
         names::EVENT_STREAMS_ENDED,
-        "SSE event streams ended, by reason: completed, client_closed, token_expired, credential_revoked"
+        "SSE event streams ended, by reason: completed, client_closed, token_expired, credential_revoked, replaced, session_ended, shutdown"
     );
     describe_counter!(
         names::BYTES_SENT,
@@ -254,7 +254,7 @@ struct ShardMetrics {
     /// `event_streams{shard}`.
     streams: Gauge,
     /// `event_streams_ended_total{reason}`, by [`StreamEnd`] discriminant.
-    streams_ended: [Counter; 4],
+    streams_ended: [Counter; StreamEnd::ALL.len()],
 }
 
 thread_local! {

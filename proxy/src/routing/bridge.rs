@@ -37,7 +37,7 @@ use crate::protocol::cursor::ListKind;
 use crate::protocol::jsonrpc::{self, code, Id, Kind};
 use crate::protocol::modern::{self, Headers};
 use crate::protocol::version;
-use crate::session::{Next, Session};
+use crate::session::{Closed, Next, Session};
 use crate::shard::Shard;
 
 /// Prefix of the `requestState` tokens the proxy mints: then two hex digits naming the shard
@@ -146,7 +146,7 @@ impl State {
             if let Some(old) = oldest.and_then(|k| self.sessions.borrow_mut().remove(&k)) {
                 self.end_listeners_of(&old.id);
                 self.held.forget(&old.id);
-                glommio::spawn_local(async move { old.close().await }).detach();
+                glommio::spawn_local(async move { old.close(Closed::SessionEnded).await }).detach();
             }
         }
         let n = self.next_session.get() + 1;
@@ -272,7 +272,7 @@ impl State {
         for s in sessions {
             // Closing the session ends its upstream subscriptions with it.
             self.held.forget(&s.id);
-            s.close().await;
+            s.close(Closed::Shutdown).await;
         }
     }
 }
@@ -646,14 +646,14 @@ impl Bridged {
                 let Some(next) = next else { break };
                 let (seq, message) = match next {
                     Next::Event(seq, message) => (seq, message),
-                    Next::End if asked.is_empty() => {
+                    Next::End(_) if asked.is_empty() => {
                         return Modern::Json(jsonrpc::error_body(
                             Some(&self.id),
                             code::UPSTREAM_PROTOCOL,
                             "the upstream call ended without an answer",
                         ))
                     }
-                    Next::End => break,
+                    Next::End(_) => break,
                 };
                 after = seq;
                 let mut buf = message.to_vec();

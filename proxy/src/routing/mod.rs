@@ -172,7 +172,8 @@ pub async fn handle(
 
 /// The common case without a tree: a plain request that names an upstream tool, prompt or
 /// resource the session may use, rewritten in its bytes (`splice::request`). `None` leaves the
-/// message to the full parse, which also gives every error (unknown or hidden names included).
+/// message to the full parse, which also gives every error (unknown or hidden names included)
+/// and counts policy refusals: checks here must not count, or each refusal counts twice.
 fn spliced<'a>(
     shard: &'a Rc<Shard>,
     session: &'a Rc<Session>,
@@ -192,16 +193,16 @@ fn spliced<'a>(
     let (server, original) = match peeked.method {
         "tools/call" if !orchestration::is_own_tool(exposed) => catalog
             .tool(exposed)
-            .filter(|(s, _)| crate::auth::permits_tool(session, &catalog, *s, exposed)),
+            .filter(|(s, _)| crate::auth::shows_tool(session, &catalog, *s, exposed)),
         "prompts/get" => catalog
             .prompt(exposed)
-            .filter(|(s, _)| crate::auth::permits_server(session, &catalog, *s)),
+            .filter(|(s, _)| crate::auth::shows_server(session, &catalog, *s)),
         "resources/read" | "resources/subscribe" | "resources/unsubscribe"
             if !orchestration::is_own_resource(exposed) =>
         {
             catalog
                 .resource(exposed)
-                .filter(|(s, _)| crate::auth::permits_server(session, &catalog, *s))
+                .filter(|(s, _)| crate::auth::shows_server(session, &catalog, *s))
         }
         _ => None,
     }?;

@@ -42,7 +42,8 @@ struct Inner {
     streams: HashMap<u64, Buffer>,
     next_stream: u64,
     finished: VecDeque<u64>,
-    ended: bool,
+    /// Why the session ended, once it has.
+    ended: Option<Closed>,
 }
 
 /// All SSE streams of one session.
@@ -75,8 +76,22 @@ impl Position {
 pub enum Next {
     /// A message with its sequence number.
     Event(u64, Bytes),
-    /// The stream is over (finished, displaced by a newer reader, or the session ended).
-    End,
+    /// The stream is over, for this reason.
+    End(Closed),
+}
+
+/// Why a reader's stream ended, as the session's owner knows it (counted in
+/// `mcp_proxy_event_streams_ended_total{reason}`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Closed {
+    /// The stream ran its course: its answer is complete (or it is no longer kept).
+    Finished,
+    /// A newer reader of the same stream (a newer GET, or a resumption) took it over.
+    Replaced,
+    /// The session ended: DELETE, idle expiry, or evicted.
+    SessionEnded,
+    /// The proxy is shutting down.
+    Shutdown,
 }
 
 impl EventLog {
@@ -148,12 +163,12 @@ impl EventLog {
         }
     }
 
-    /// Ends every stream: the session is gone.
-    pub fn end(&self) {
+    /// Ends every stream: the session is gone, for `why`.
+    pub fn end(&self, why: Closed) {
         let mut inner = self.inner.borrow_mut();
-        inner.ended = true;
+        inner.ended = Some(why);
+        // Not marked closed: readers tell a stream that had finished from one the end cut.
         for buf in inner.streams.values_mut() {
-            buf.closed = true;
             buf.wake();
         }
     }
@@ -191,17 +206,22 @@ impl EventLog {
         let mut inner = self.inner.borrow_mut();
         let ended = inner.ended;
         let Some(buf) = inner.streams.get_mut(&stream) else {
-            return Poll::Ready(Next::End);
+            return Poll::Ready(Next::End(Closed::Finished));
         };
-        if buf.epoch != epoch || ended && buf.events.back().is_none_or(|(s, _)| *s <= after) {
-            return Poll::Ready(Next::End);
+        if buf.epoch != epoch {
+            return Poll::Ready(Next::End(Closed::Replaced));
         }
+        // A session that ended still hands out what its readers have not seen.
         if let Some((seq, msg)) = buf.events.iter().find(|(s, _)| *s > after) {
             buf.delivered = buf.delivered.max(*seq);
             return Poll::Ready(Next::Event(*seq, msg.clone()));
         }
+        // A stream that finished before the session ended ran its course.
         if buf.closed {
-            return Poll::Ready(Next::End);
+            return Poll::Ready(Next::End(Closed::Finished));
+        }
+        if let Some(why) = ended {
+            return Poll::Ready(Next::End(why));
         }
         buf.wakers.push(cx.waker().clone());
         Poll::Pending
@@ -214,11 +234,16 @@ mod tests {
     use futures_lite::future::{block_on, poll_fn};
 
     fn next(log: &EventLog, stream: u64, after: u64, epoch: u64) -> Option<(u64, Bytes)> {
+        poll(log, stream, after, epoch).ok()
+    }
+
+    /// The next event, or why the stream ended (`u64::MAX` as the sequence: nothing yet).
+    fn poll(log: &EventLog, stream: u64, after: u64, epoch: u64) -> Result<(u64, Bytes), Closed> {
         block_on(poll_fn(|cx| {
             match log.poll_next(stream, after, epoch, cx) {
-                Poll::Ready(Next::Event(s, b)) => Poll::Ready(Some((s, b))),
-                Poll::Ready(Next::End) => Poll::Ready(None),
-                Poll::Pending => Poll::Ready(Some((u64::MAX, Bytes::new()))),
+                Poll::Ready(Next::Event(s, b)) => Poll::Ready(Ok((s, b))),
+                Poll::Ready(Next::End(why)) => Poll::Ready(Err(why)),
+                Poll::Pending => Poll::Ready(Ok((u64::MAX, Bytes::new()))),
             }
         }))
     }
@@ -253,6 +278,61 @@ mod tests {
         log.push(STANDALONE, Bytes::from_static(b"x"));
         assert!(next(&log, STANDALONE, 0, first).is_none());
         assert_eq!(next(&log, STANDALONE, 0, second).unwrap().0, 1);
+    }
+
+    #[test]
+    fn a_displaced_reader_is_told_it_was_replaced() {
+        let log = EventLog::new();
+        let first = log.claim(STANDALONE);
+        let _second = log.claim(STANDALONE);
+        assert_eq!(poll(&log, STANDALONE, 0, first), Err(Closed::Replaced));
+        let s = log.open();
+        let old = log.claim(s);
+        log.push(s, Bytes::from_static(b"a"));
+        let _resumed = log.claim(s);
+        assert_eq!(
+            poll(&log, s, 0, old),
+            Err(Closed::Replaced),
+            "a resumption displaces the POST stream's reader, unread events or not"
+        );
+    }
+
+    #[test]
+    fn the_sessions_end_reaches_readers_after_what_they_have_not_seen() {
+        for why in [Closed::SessionEnded, Closed::Shutdown] {
+            let log = EventLog::new();
+            let epoch = log.claim(STANDALONE);
+            log.push(STANDALONE, Bytes::from_static(b"x"));
+            log.end(why);
+            assert_eq!(poll(&log, STANDALONE, 0, epoch).map(|e| e.0), Ok(1));
+            assert_eq!(poll(&log, STANDALONE, 1, epoch), Err(why));
+        }
+    }
+
+    #[test]
+    fn a_stream_that_finished_before_the_session_ended_ran_its_course() {
+        let log = EventLog::new();
+        let s = log.open();
+        let epoch = log.claim(s);
+        log.push(s, Bytes::from_static(b"answer"));
+        log.finish(s);
+        log.end(Closed::SessionEnded);
+        assert_eq!(poll(&log, s, 1, epoch), Err(Closed::Finished));
+        let log = EventLog::new();
+        let cut = log.open();
+        let epoch = log.claim(cut);
+        assert_eq!(
+            poll(&log, cut, 0, epoch).map(|e| e.0),
+            Ok(u64::MAX),
+            "an open stream waits"
+        );
+        log.end(Closed::SessionEnded);
+        assert_eq!(poll(&log, cut, 0, epoch), Err(Closed::SessionEnded));
+        assert_eq!(
+            poll(&log, 99, 0, 0),
+            Err(Closed::Finished),
+            "a stream no longer kept"
+        );
     }
 
     #[test]

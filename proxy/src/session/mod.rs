@@ -17,7 +17,7 @@ use bytes::Bytes;
 use crate::protocol::jsonrpc::Id;
 use crate::shard::Shard;
 use crate::transport::upstream::{UpstreamHandle, UpstreamSink};
-pub use events::{EventLog, Next, Position, STANDALONE};
+pub use events::{Closed, EventLog, Next, Position, STANDALONE};
 
 /// The id prefix of bridge sessions (never a sealed id, which starts with two hex digits).
 pub const BRIDGE_PREFIX: &str = "bridge-";
@@ -272,11 +272,11 @@ impl Session {
         view
     }
 
-    /// Ends the session: streams close and upstream sessions are deleted.
-    pub async fn close(&self) {
+    /// Ends the session for `why`: streams close and upstream sessions are deleted.
+    pub async fn close(&self, why: Closed) {
         self.closed.set(true);
         self.auth.release();
-        self.events.end();
+        self.events.end(why);
         let ups: Vec<_> = self
             .upstreams
             .borrow_mut()

@@ -2,7 +2,8 @@
 //!
 //! Requests for a session owned by another shard travel as [`Msg::Forward`]; the owner's reply
 //! comes back as a series of [`Msg::Reply`] parts (head, data, end) tagged with the requester's
-//! token, so a streamed reply (SSE) flows back as it is produced. Receive loops never block:
+//! token, so a streamed reply (SSE) flows back as it is produced (with why it ended, when that
+//! is not the default, so the requester counts the stream's end as the owner saw it). Receive loops never block:
 //! they hand each message to a local channel or a new task.
 
 use std::cell::{Cell, RefCell};
@@ -21,6 +22,7 @@ use crate::admin::replicas::ReplicaReport;
 use crate::orchestration::fleet::{self, Ask, Tell};
 use crate::registry::live::Registry;
 use crate::registry::Catalog;
+use crate::session::Closed;
 use crate::transport::downstream::{self, McpRequest, Reply};
 use crate::transport::stdio::link::LinkReply;
 
@@ -135,6 +137,9 @@ pub enum ReplyPart {
     },
     /// Body bytes.
     Data(Bytes),
+    /// Why a streamed reply's source ran out, sent just before `End` when it is not
+    /// `Finished`: the requesting shard counts the stream's end under the owner's reason.
+    Ended(Closed),
     /// The reply is complete.
     End,
 }
@@ -297,7 +302,7 @@ impl Mesh {
                 match part {
                     ReplyPart::Data(b) => body.extend_from_slice(&b),
                     ReplyPart::End => return Some(Bytes::from(body)),
-                    ReplyPart::Head { .. } => {}
+                    ReplyPart::Head { .. } | ReplyPart::Ended(_) => {}
                 }
             }
             None
@@ -565,6 +570,12 @@ impl Mesh {
                 }
                 while let Some(chunk) = source.next().await {
                     if !send(ReplyPart::Data(chunk)).await {
+                        return;
+                    }
+                }
+                // One more message only for the rare ends; a finished answer is the default.
+                if let Some(why) = source.closed().filter(|w| *w != Closed::Finished) {
+                    if !send(ReplyPart::Ended(why)).await {
                         return;
                     }
                 }

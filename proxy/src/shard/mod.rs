@@ -145,7 +145,8 @@ impl Shard {
     pub async fn end_all_sessions(&self) {
         let ids: Vec<String> = self.sessions.borrow().keys().cloned().collect();
         for id in ids {
-            self.end_session(&id).await;
+            self.end_session(&id, crate::session::Closed::Shutdown)
+                .await;
         }
         self.bridge.close().await;
     }
@@ -401,8 +402,8 @@ impl Shard {
         crate::metrics::sessions(self.session_count());
     }
 
-    /// Removes a session and ends it; its id is not restored again.
-    pub async fn end_session(&self, id: &str) -> bool {
+    /// Removes a session and ends it for `why`; its id is not restored again.
+    pub async fn end_session(&self, id: &str, why: crate::session::Closed) -> bool {
         let removed = self.sessions.borrow_mut().remove(id);
         if removed.is_some() {
             let mut ended = self.ended.borrow_mut();
@@ -418,7 +419,7 @@ impl Shard {
         crate::metrics::sessions(self.session_count());
         match removed {
             Some(s) => {
-                s.close().await;
+                s.close(why).await;
                 true
             }
             None => false,
@@ -445,7 +446,8 @@ impl Shard {
                 .collect();
             for id in expired {
                 log::debug!("session {id} expired");
-                self.end_session(&id).await;
+                self.end_session(&id, crate::session::Closed::SessionEnded)
+                    .await;
             }
         }
     }

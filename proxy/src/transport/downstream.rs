@@ -15,7 +15,7 @@ use crate::http::{sse, Method, Request, ServerConn};
 use crate::protocol::jsonrpc::{self, code, Kind};
 use crate::protocol::{modern, version};
 use crate::routing::{self, Answer};
-use crate::session::{Next, Position, Session, STANDALONE};
+use crate::session::{Closed, Next, Position, Session, STANDALONE};
 use crate::shard::mesh::ReplyPart;
 use crate::shard::Shard;
 
@@ -108,6 +108,15 @@ impl EventSource {
             EventSource::Remote(r) => r.next().await,
         }
     }
+
+    /// Why the source ran out, as the session's owner told; `None` while it has not.
+    pub fn closed(&self) -> Option<Closed> {
+        match self {
+            EventSource::Follow(f) => f.closed,
+            // The owner tells only reasons other than `Finished` (see `ReplyPart::Ended`).
+            EventSource::Remote(r) => r.ended.then_some(r.closed.unwrap_or(Closed::Finished)),
+        }
+    }
 }
 
 /// Reads one of a session's streams from a position.
@@ -118,7 +127,11 @@ pub struct Follower {
     stream: u64,
     after: u64,
     epoch: u64,
-    prime: Option<Bytes>,
+    /// Whether the priming event is still to be sent; encoded when sent, so a `Reply` (an
+    /// `Err` of many functions) stays small.
+    prime: bool,
+    /// Why the stream ended, once it has.
+    closed: Option<Closed>,
 }
 
 impl Follower {
@@ -126,8 +139,7 @@ impl Follower {
     pub fn new(session: Rc<Session>, stream: u64, after: u64) -> Follower {
         let epoch = session.events.claim(stream);
         // 2025-11-25: open with an id and empty data, so a client can resume before any message.
-        let prime = version::primes_streams(&session.version)
-            .then(|| sse::encode_event(Some(&format!("{stream}-{after}")), b""));
+        let prime = version::primes_streams(&session.version);
         Follower {
             _slot: None,
             session,
@@ -135,6 +147,7 @@ impl Follower {
             after,
             epoch,
             prime,
+            closed: None,
         }
     }
 
@@ -145,8 +158,9 @@ impl Follower {
     }
 
     async fn next(&mut self) -> Option<Bytes> {
-        if let Some(p) = self.prime.take() {
-            return Some(p);
+        if std::mem::take(&mut self.prime) {
+            let id = format!("{}-{}", self.stream, self.after);
+            return Some(sse::encode_event(Some(&id), b""));
         }
         let wait = poll_fn(|cx| {
             self.session
@@ -166,7 +180,10 @@ impl Follower {
                     &message,
                 ))
             }
-            Next::End => None,
+            Next::End(why) => {
+                self.closed = Some(why);
+                None
+            }
         }
     }
 }
@@ -178,20 +195,20 @@ pub struct RemoteEvents {
     token: u64,
     parts: LocalReceiver<ReplyPart>,
     ended: bool,
+    /// Why the owner's stream ended, when it said.
+    closed: Option<Closed>,
 }
 
 impl RemoteEvents {
     async fn next(&mut self) -> Option<Bytes> {
-        if self.ended {
-            return None;
-        }
-        match self.parts.recv().await {
-            Some(ReplyPart::Data(b)) => Some(b),
-            _ => {
-                self.ended = true;
-                None
+        while !self.ended {
+            match self.parts.recv().await {
+                Some(ReplyPart::Data(b)) => return Some(b),
+                Some(ReplyPart::Ended(why)) => self.closed = Some(why),
+                _ => self.ended = true,
             }
         }
+        None
     }
 }
 
@@ -286,7 +303,8 @@ where
                     }
                 }
                 let ok = ok && conn.finish_stream().await.is_ok();
-                counted.end(crate::metrics::StreamEnd::of(deadline.ended(), ok));
+                let closed = source.closed();
+                counted.end(crate::metrics::StreamEnd::of(deadline.ended(), closed, ok));
                 ok
             }
         };
@@ -475,6 +493,7 @@ pub async fn handle(shard: &Rc<Shard>, request: McpRequest) -> Reply {
         token,
         parts,
         ended: false,
+        closed: None,
     };
     let Some(ReplyPart::Head {
         status,
@@ -555,7 +574,10 @@ pub async fn handle_owned(shard: &Rc<Shard>, request: McpRequest) -> Reply {
             if let Err(r) = crate::auth::admit(&session, request.client.as_ref()) {
                 return r;
             }
-            if shard.end_session(&id).await {
+            if shard
+                .end_session(&id, crate::session::Closed::SessionEnded)
+                .await
+            {
                 Reply::Full {
                     status: 200,
                     headers: Vec::new(),

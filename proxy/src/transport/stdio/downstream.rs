@@ -87,7 +87,9 @@ pub async fn serve(shard: Rc<Shard>, io: std::os::unix::net::UnixStream) {
     }
     let ended = session.borrow_mut().take();
     if let Some(s) = ended {
-        shard.end_session(&s.id).await;
+        shard
+            .end_session(&s.id, crate::session::Closed::SessionEnded)
+            .await;
     }
     drop(out);
     writer_task.await;
@@ -153,7 +155,7 @@ async fn follow(session: Rc<Session>, stream: u64, out: Rc<LocalSender<Bytes>>) 
                     return;
                 }
             }
-            Next::End => return,
+            Next::End(_) => return,
         }
     }
 }
