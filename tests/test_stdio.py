@@ -503,6 +503,35 @@ def test_stdio_mode_stdout_carries_only_jsonrpc(procs):
     assert gone, f"children outlived the --stdio proxy: {[(p, cmdline(p)) for p in pids if alive(p)]}"
 
 
+def test_stdio_mode_says_auth_does_not_apply(procs):
+    """An operator who enabled [auth] and runs --stdio is told the policies do not apply there;
+    the process that started the proxy is served as before."""
+    config = ('[auth]\nenabled = true\n\n[[auth.clients]]\nname = "ci"\n'
+              'api_keys = ["a-key-of-sixteen-chars-or-more"]\nservers = ["nothing-*"]\n\n'
+              + stdio_toml("fx", PYTHON, [CRASHY]))
+    child, lines = procs.stdio_proxy(config)
+    proc = child.proc
+    proc.stdin.write((json.dumps(harness.rpc("initialize", harness.initialize_params("auth-stdio"),
+                                             request_id=1)) + "\n").encode())
+    proc.stdin.flush()
+    deadline = time.monotonic() + 20
+    init = None
+    while init is None and time.monotonic() < deadline:
+        try:
+            line = lines.get(timeout=max(0.05, deadline - time.monotonic()))
+        except queue.Empty:
+            break
+        assert line is not None, f"stdout closed; stderr:\n{child.stderr_tail()}"
+        msg = json.loads(line)
+        if msg.get("id") == 1:
+            init = msg
+    assert init is not None and "result" in init, (init, child.stderr_tail())
+    log = child.stderr_tail(200)
+    assert "[auth] is enabled but --stdio serves only the process that started it" in log, log
+    proc.stdin.close()
+    proc.wait(timeout=10)
+
+
 # ---------------------------------------------------------------------------------------------
 # 3. 50 concurrent calls from 5 sessions to one stdio child
 

@@ -92,6 +92,14 @@ fn main() -> anyhow::Result<()> {
     // Every thread started from here on inherits the blocked signals; one thread takes them.
     let signals = block_termination_signals();
     let servers = config.servers.len();
+    if args.stdio && config.auth.enabled {
+        // The one client is the process that started us, over a pipe: there is no credential
+        // to check, so the policies would silently not apply. Say so rather than pretend.
+        log::warn!(
+            "[auth] is enabled but --stdio serves only the process that started it: no \
+             credential is checked and no client policy or limit applies (docs/auth.md)"
+        );
+    }
     let mode = if args.stdio {
         Mode::Stdio
     } else {
