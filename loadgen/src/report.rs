@@ -347,8 +347,7 @@ impl Report {
 fn slice_reports(t: &Timeline, steal: Option<&[u64]>) -> (Vec<SliceReport>, Option<Unstolen>) {
     // steal[0] is the interval before the first slice, steal[i + 1] slice i.
     let steal = steal.filter(|s| s.len() == t.slices.len() + 1);
-    let mut quiet = Histogram::<u64>::new_with_bounds(1, MAX_TRACKED_NS, 2)
-        .expect("constant histogram bounds are valid");
+    let mut quiet = crate::timeline::slice_histogram();
     let mut quiet_slices = 0;
     let reports = t
         .slices

@@ -124,6 +124,8 @@ struct ThreadPlan {
     sessions: usize,
     /// This thread's share of the rate, if open loop.
     rate: Option<f64>,
+    /// The timeline's slice length and count (`--timeline`), checked by [`run`].
+    slices: Option<(Duration, usize)>,
 }
 
 /// One thread's shared state, used by its workers.
@@ -196,6 +198,7 @@ pub fn run(cfg: RunConfig) -> Result<Report, RunError> {
             // Every thread needs a session to send on, even when there are fewer than threads.
             sessions: share(cfg.sessions, index, threads).max(1),
             rate: cfg.rate.map(|r| r / threads as f64),
+            slices,
         };
         let (cfg, progress, barrier) = (cfg.clone(), progress.clone(), barrier.clone());
         let handle = LocalExecutorBuilder::new(Placement::Unbound)
@@ -257,14 +260,6 @@ async fn thread_main(
 ) -> Result<Stats, RunError> {
     // Ids are unique across threads too: each thread counts from its own high base.
     let id_base = (plan.index as u64) << 40;
-    // run() has checked the slice count already.
-    let slices = cfg
-        .timeline
-        .and_then(|slice| Some((slice, timeline::slices(slice, cfg.duration).ok()?)));
-    let fresh_stats = || match slices {
-        Some((slice, count)) => Stats::with_timeline(slice, count),
-        None => Stats::new(),
-    };
     let setup = async {
         let conns = sessions::connect(&cfg.target, plan.connections, cfg.timeout).await?;
         sessions::setup(&cfg.target, conns, plan.sessions, id_base + 1).await
@@ -283,7 +278,10 @@ async fn thread_main(
         next_id: Cell::new(id_base + plan.sessions as u64 + 1),
         next_pick: Cell::new(0),
         next_slot: Cell::new(0),
-        stats: RefCell::new(fresh_stats()),
+        stats: RefCell::new(match plan.slices {
+            Some((slice, count)) => Stats::with_timeline(slice, count),
+            None => Stats::new(),
+        }),
         start,
         warm_end,
         end: warm_end + cfg.duration,

@@ -65,11 +65,15 @@ pub struct Slice {
     pub errors: u64,
 }
 
+/// An empty histogram with a slice's bounds and precision (slices and their merges share it).
+pub fn slice_histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, MAX_TRACKED_NS, 2).expect("constant histogram bounds are valid")
+}
+
 impl Slice {
     fn new() -> Self {
         Self {
-            latency: Histogram::new_with_bounds(1, MAX_TRACKED_NS, 2)
-                .expect("constant histogram bounds are valid"),
+            latency: slice_histogram(),
             errors: 0,
         }
     }

@@ -402,10 +402,11 @@ impl Forwarded {
                 })
                 .increment(1);
         });
-        let took = self.started.elapsed();
+        let now = Instant::now();
+        let took = now - self.started;
         latency::record_request(server, took);
         if self.own_time && outcome != Outcome::Cancelled {
-            let own = self.received.elapsed().saturating_sub(self.upstream_wait);
+            let own = (now - self.received).saturating_sub(self.upstream_wait);
             latency::record_overhead(server, own);
             with(|m| {
                 let Some(name) = m.servers.get(server) else {

@@ -351,12 +351,7 @@ impl UpstreamClient {
     ) {
         let now = Instant::now();
         let ok = failure.is_none();
-        if let Some(message) = failure {
-            self.stats[replica].note_error(now, message);
-        }
-        if let Some(pause) = pause {
-            self.stats[replica].asked_pause(pause, now);
-        }
+        note_failure(&self.stats[replica], now, failure, pause);
         let threshold = self.config.balance.failover_threshold;
         let change = self.stats[replica].end(traffic, now - started, ok, threshold, now);
         self.transition(replica, change);
@@ -741,12 +736,7 @@ impl UpstreamClient {
             return false;
         };
         let now = Instant::now();
-        if let Some(e) = error {
-            stats.note_error(now, e);
-        }
-        if let Some(pause) = pause {
-            stats.asked_pause(pause, now);
-        }
+        note_failure(stats, now, error, pause);
         let threshold = self.config.balance.failover_threshold;
         let ok = outcome == ProbeOutcome::Ok;
         self.transition(replica, stats.probed(ok, threshold, now));
@@ -863,6 +853,22 @@ impl UpstreamClient {
 fn replica_failure(head: &ResponseHead) -> Option<Option<Duration>> {
     let pause = super::retry_after::of(head);
     is_replica_status(head.status, pause).then_some(pause)
+}
+
+/// Keeps what a failed exchange or health check said of `stats`' replica: the message for the
+/// operator, and the pause it asked for, before the outcome counts against its circuit.
+fn note_failure(
+    stats: &ReplicaStats,
+    now: Instant,
+    failure: Option<String>,
+    pause: Option<Duration>,
+) {
+    if let Some(message) = failure {
+        stats.note_error(now, message);
+    }
+    if let Some(pause) = pause {
+        stats.asked_pause(pause, now);
+    }
 }
 
 /// An exchange in flight on a replica; dropped unsettled, it stops counting as load.
