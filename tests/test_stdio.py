@@ -14,8 +14,9 @@ What the proxy is expected to do (the interface these tests hold it to):
 - SIGTERM/SIGINT: in-flight calls finish, children stopped, exit 0; SIGKILL: children die too.
 
 Cleanup: every proxy these tests start carries MCP_PROXY_STDIO_TEST_TAG=<random> in its environment
-(children inherit it). After each test (and at interpreter exit) every process with the tag, and
-every descendant of one, is SIGKILLed, so even a proxy that leaks children leaves nothing behind.
+(children do not inherit it: no MCP_PROXY_* variable reaches a child). After each test (and at
+interpreter exit) every process with the tag, and every descendant of one, is SIGKILLed; the
+orphan tests below check by pid that nothing outlives a proxy.
 """
 
 from __future__ import annotations

@@ -87,6 +87,9 @@ pub(super) fn from_json(text: &str, origin: &str) -> Result<Config, ConfigError>
                 command,
                 args: entry.args,
                 env: entry.env.into_iter().collect(),
+                // The file format has no inheritance setting: the safe default applies.
+                env_inherit: Default::default(),
+                env_allow: Vec::new(),
                 cwd: entry.cwd.map(Into::into),
                 replicas: 1,
             }),

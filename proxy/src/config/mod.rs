@@ -26,6 +26,7 @@ pub mod auth;
 pub mod limits;
 mod mcp_servers;
 pub mod restart;
+pub mod stdio_env;
 pub mod tls;
 
 /// The whole configuration.
@@ -262,8 +263,12 @@ pub struct StdioCommand {
     pub command: String,
     /// Its arguments.
     pub args: Vec<String>,
-    /// Environment variables added to the proxy's own, sorted by name.
+    /// Environment variables set for it (over what it inherits), sorted by name.
     pub env: Vec<(String, String)>,
+    /// Which of the proxy's variables it inherits (`env_inherit`); see [`stdio_env`].
+    pub env_inherit: stdio_env::EnvInherit,
+    /// More of the proxy's variables it inherits (`env_allow`: names, or prefixes ending in `*`).
+    pub env_allow: Vec<String>,
     /// Working directory; the proxy's own when absent.
     pub cwd: Option<std::path::PathBuf>,
     /// How many copies of the child run (`replicas = N`); each downstream session is bound to one.
@@ -612,10 +617,17 @@ impl Config {
             };
             let transport = match (url_or_replicas, &s.command) {
                 (Some(replicas), None) => {
-                    if let Some(extra) = s.args.as_ref().map(|a| a.span()).or(s.cwd.as_ref().map(|c| c.span())) {
+                    if let Some(extra) = s
+                        .args
+                        .as_ref()
+                        .map(|a| a.span())
+                        .or(s.cwd.as_ref().map(|c| c.span()))
+                        .or(s.env_inherit.as_ref().map(|e| e.span()))
+                        .or(s.env_allow.as_ref().map(|e| e.span()))
+                    {
                         return Err(invalid(
                             Some(extra),
-                            format!("server \"{name}\" has a url, so it is reached over HTTP: args, env and cwd belong to stdio servers (command = ...); remove them"),
+                            format!("server \"{name}\" has a url, so it is reached over HTTP: args, env, env_inherit, env_allow and cwd belong to stdio servers (command = ...); remove them"),
                         ));
                     }
                     let mut headers = Vec::with_capacity(s.headers.len());
@@ -651,10 +663,20 @@ impl Config {
                             format!("server \"{name}\" runs a command: headers only apply to url servers; remove them"),
                         ));
                     }
+                    let (env_inherit, env_allow) = stdio_env::parse(
+                        s.env_inherit.as_ref().map(|e| e.get_ref().as_str()),
+                        s.env_allow.as_ref().map_or(&[][..], |a| a.get_ref()),
+                    )
+                    .map_err(|m| {
+                        let at = s.env_inherit.as_ref().map(|e| e.span());
+                        invalid(at.or(s.env_allow.as_ref().map(|a| a.span())), format!("server \"{name}\": {m}"))
+                    })?;
                     Transport::Stdio(StdioCommand {
                         command: command.get_ref().clone(),
                         args: s.args.map(Spanned::into_inner).unwrap_or_default(),
                         env: s.env.into_iter().collect(),
+                        env_inherit,
+                        env_allow,
                         cwd: s.cwd.map(|c| std::path::PathBuf::from(c.into_inner())),
                         replicas: stdio_count.unwrap_or(1),
                     })
@@ -1045,6 +1067,12 @@ struct RawServer {
     /// Environment variables for it.
     #[serde(default)]
     env: BTreeMap<String, String>,
+    /// Which of the proxy's variables it inherits: `base`, `all` or `none`.
+    #[serde(default)]
+    env_inherit: Option<Spanned<String>>,
+    /// More of the proxy's variables it inherits.
+    #[serde(default)]
+    env_allow: Option<Spanned<Vec<String>>>,
     /// Its working directory.
     #[serde(default)]
     cwd: Option<Spanned<String>>,

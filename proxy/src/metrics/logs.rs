@@ -141,10 +141,11 @@ pub fn render(format: LogFormat, ts: &str, record: &Record<'_>, secrets: &[Strin
         LogFormat::Text => {
             let _ = write!(
                 out,
-                "{ts} {:<5} {} [{where_key} {where_value}] {message}",
+                "{ts} {:<5} {} [{where_key} {where_value}] ",
                 record.level(),
                 record.target()
             );
+            text_escaped(&mut out, &message);
             for (k, v) in &fields {
                 out.push(' ');
                 logfmt_pair(&mut out, k, v);
@@ -196,6 +197,33 @@ fn redact(text: &str, secrets: &[String]) -> String {
     out
 }
 
+/// Whether `c` must not reach a log raw: a C0 control but tab (a newline or carriage return
+/// would forge a line, ESC starts a terminal sequence), DEL, or a C1 control (U+0080..U+009F,
+/// which some terminals also obey).
+fn is_escaped_control(c: char) -> bool {
+    c != '\t' && c.is_control()
+}
+
+/// `s` for the text format: control characters as `\n`, `\r` or `\xHH`, the rest as is, so
+/// text from outside (a child's stderr, an upstream's error) stays on its own line and never
+/// drives the terminal.
+fn text_escaped(out: &mut String, s: &str) {
+    if !s.chars().any(is_escaped_control) {
+        out.push_str(s);
+        return;
+    }
+    for c in s.chars() {
+        match c {
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            c if is_escaped_control(c) => {
+                let _ = write!(out, "\\x{:02x}", c as u32);
+            }
+            c => out.push(c),
+        }
+    }
+}
+
 fn json_string(out: &mut String, s: &str) {
     out.push('"');
     for c in s.chars() {
@@ -205,7 +233,7 @@ fn json_string(out: &mut String, s: &str) {
             '\n' => out.push_str("\\n"),
             '\r' => out.push_str("\\r"),
             '\t' => out.push_str("\\t"),
-            c if (c as u32) < 0x20 => {
+            c if c.is_control() => {
                 let _ = write!(out, "\\u{:04x}", c as u32);
             }
             c => out.push(c),
@@ -285,6 +313,28 @@ mod tests {
             logfmt.contains("level=warn target=mcp_proxy::routing"),
             "{logfmt}"
         );
+    }
+
+    #[test]
+    fn control_characters_never_reach_a_log_raw() {
+        let record = Record::builder()
+            .args(format_args!("child: a\x1b[31mred\rb\nc\x07d\u{9b}e\tf"))
+            .level(log::Level::Info)
+            .target("stdio")
+            .build();
+        let text = render(LogFormat::Text, "T", &record, &[]);
+        assert!(
+            text.ends_with("child: a\\x1b[31mred\\rb\\nc\\x07d\\x9be\tf\n"),
+            "{text}"
+        );
+        for format in [LogFormat::Text, LogFormat::Json, LogFormat::Logfmt] {
+            let out = render(format, "T", &record, &[]);
+            let body = out.strip_suffix('\n').unwrap_or(&out);
+            assert!(
+                !body.chars().any(|c| c.is_control() && c != '\t'),
+                "{format:?}: {out:?}"
+            );
+        }
     }
 
     #[test]

@@ -592,6 +592,15 @@ pub fn spec_of(config: &ServerConfig) -> Value {
                 .map(|(k, v)| (k.clone(), Value::from(v.clone())))
                 .collect::<serde_json::Map<_, _>>()
                 .into();
+            spec["env_inherit"] = match c.env_inherit {
+                crate::config::stdio_env::EnvInherit::Base => "base",
+                crate::config::stdio_env::EnvInherit::All => "all",
+                crate::config::stdio_env::EnvInherit::None => "none",
+            }
+            .into();
+            if !c.env_allow.is_empty() {
+                spec["env_allow"] = c.env_allow.clone().into();
+            }
             if let Some(cwd) = &c.cwd {
                 spec["cwd"] = cwd.display().to_string().into();
             }
@@ -618,6 +627,19 @@ health_check_interval = "2s"
 failover_threshold = 4
 tags = ["a"]
 headers = { "X-Key" = "v" }
+"#;
+        let config = crate::config::Config::from_toml_str(text, "t").expect("config");
+        let server = &config.servers[0];
+        let back = crate::registry::live::parse_spec(&spec_of(server)).expect("spec parses");
+        assert_eq!(&back, server);
+        let text = r#"
+[[servers]]
+name = "child"
+command = "npx"
+args = ["-y", "x"]
+env = { A = "1" }
+env_inherit = "none"
+env_allow = ["PATH", "npm_config_*"]
 "#;
         let config = crate::config::Config::from_toml_str(text, "t").expect("config");
         let server = &config.servers[0];

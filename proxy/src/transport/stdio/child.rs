@@ -10,9 +10,13 @@
 //! dies, even by SIGKILL. The supervisor runs the command in its group (the command itself
 //! gets SIGKILL as its death signal, in case the supervisor is killed outright) and, when told
 //! to stop or orphaned, ends the whole group. A plain thread spawns the supervisor and waits for
-//! it: the death signal is tied to the thread that forked. Another thread logs its stderr.
+//! it: the death signal is tied to the thread that forked. Another thread drains its stderr
+//! into the log ([`super::stderr_log`]).
+//!
+//! Environment: the supervisor, and so the command, gets only what the server's
+//! `env_inherit` / `env_allow` let through from the proxy's environment, never the proxy's own
+//! `MCP_PROXY_*` variables, plus its `env` table (see [`crate::config::stdio_env`]).
 
-use std::io::{BufRead, BufReader};
 use std::os::fd::{IntoRawFd, OwnedFd};
 use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
@@ -54,7 +58,8 @@ impl ChildProcess {
                     .arg(SUPERVISOR_ARG)
                     .arg(&cmd.command)
                     .args(&cmd.args)
-                    .envs(cmd.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+                    .env_clear()
+                    .envs(cmd.child_env(std::env::vars_os()))
                     .stdin(Stdio::from(OwnedFd::from(theirs)))
                     .stdout(Stdio::from(OwnedFd::from(theirs_out)))
                     .stderr(Stdio::piped())
@@ -90,9 +95,7 @@ impl ChildProcess {
                     let _ = std::thread::Builder::new()
                         .name(format!("stderr-{name}"))
                         .spawn(move || {
-                            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                                log::info!(target: "stdio", "{name}: {line}");
-                            }
+                            super::stderr_log::drain(&name, stderr);
                         });
                 }
                 match child.wait() {

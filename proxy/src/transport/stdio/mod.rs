@@ -7,8 +7,10 @@
 //!   the session that caused it, restarts with backoff and a crash-loop limit.
 //! - [`downstream`]: the proxy itself as a stdio MCP server (`mcp-proxy --stdio`).
 //! - [`lines`]: newline-delimited framing shared by both sides.
+//! - [`stderr_log`]: a child's stderr into the proxy's log, bounded per line and rate-limited.
 
 pub mod child;
 pub mod downstream;
 pub mod lines;
 pub mod link;
+pub mod stderr_log;
