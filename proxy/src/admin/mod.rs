@@ -8,6 +8,9 @@
 //!   go through [`servers`]; per-replica routes (which ask every shard) are in [`replicas`].
 //!   `/metrics`, `/stats` and `/healthz` stay open for scrapers.
 //!
+//! Every route first checks `Host` and `Origin` ([`host`]), so a web page cannot read any of
+//! them by DNS rebinding.
+//!
 //! The router is one `match` on method and path ([`route`]); new endpoints are new arms.
 //!
 //! Scrapes must not slow client requests down, even a scraper in a tight loop:
@@ -18,6 +21,7 @@
 //!   that costs a write, not a render.
 
 pub mod api;
+pub mod host;
 pub mod replicas;
 pub mod servers;
 pub mod stats;
@@ -119,14 +123,18 @@ async fn serve_connection(shard: Rc<Shard>, stream: TcpStream) {
                 return;
             }
         };
-        let response = match &shard.config.proxy.admin_token {
-            Some(token) if request.path().starts_with(api::PREFIX) => {
+        let response = match (
+            host::refusal(&shard.config.proxy, &request),
+            &shard.config.proxy.admin_token,
+        ) {
+            (Some(refused), _) => refused,
+            (None, Some(token)) if request.path().starts_with(api::PREFIX) => {
                 match replicas::route(&shard, token, &request).await {
                     Some(response) => response,
                     None => api::handle(&shard, token, &request),
                 }
             }
-            _ => route(&shard, &request),
+            (None, _) => route(&shard, &request),
         };
 
         let headers = [("Content-Type", response.content_type)];

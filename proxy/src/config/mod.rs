@@ -83,6 +83,9 @@ pub struct ProxyConfig {
     pub session_max_age: Duration,
     /// Address of the admin endpoints (`/metrics`, `/stats`, `/healthz`); `None`: not served.
     pub admin_listen: Option<SocketAddr>,
+    /// `Host` names (lower-cased, port optional) the admin listener answers besides loopback
+    /// names and IP addresses; see `admin::host`.
+    pub admin_allowed_hosts: Vec<String>,
     /// How logs are written.
     pub log_format: LogFormat,
     /// Log filter such as `info` or `warn,mcp_proxy::routing=debug`; `None`: `info`.
@@ -125,6 +128,7 @@ impl Default for ProxyConfig {
             session_key: None,
             session_max_age: default_session_max_age(),
             admin_listen: Some(default_admin_listen()),
+            admin_allowed_hosts: Vec::new(),
             log_format: LogFormat::default(),
             log_level: None,
             admin_token: None,
@@ -516,8 +520,15 @@ impl Config {
             let value = check_origin(o.get_ref()).map_err(|m| invalid(Some(o.span()), m))?;
             allowed_origins.push(value);
         }
+        let mut admin_allowed_hosts = Vec::with_capacity(raw.proxy.admin_allowed_hosts.len());
+        for h in raw.proxy.admin_allowed_hosts {
+            let value = crate::admin::host::check_allowed_host(h.get_ref())
+                .map_err(|m| invalid(Some(h.span()), m))?;
+            admin_allowed_hosts.push(value);
+        }
         let proxy = ProxyConfig {
             admin_listen,
+            admin_allowed_hosts,
             log_format,
             log_level,
             listen: raw.proxy.listen,
@@ -1008,6 +1019,9 @@ struct RawProxy {
     /// See [`ProxyConfig::admin_listen`]: an address, or `"off"`.
     #[serde(default)]
     admin_listen: Option<Spanned<String>>,
+    /// See [`ProxyConfig::admin_allowed_hosts`].
+    #[serde(default)]
+    admin_allowed_hosts: Vec<Spanned<String>>,
     /// See [`ProxyConfig::log_format`]: `"text"`, `"json"` or `"logfmt"`.
     #[serde(default)]
     log_format: Option<Spanned<String>>,
@@ -1039,6 +1053,7 @@ impl Default for RawProxy {
             session_key: None,
             session_max_age: d.session_max_age,
             admin_listen: None,
+            admin_allowed_hosts: Vec::new(),
             log_format: None,
             log_level: None,
             admin_token: None,

@@ -75,6 +75,7 @@ pub fn changed(before: &Config, after: &Config) -> Vec<&'static str> {
         session_key,
         session_max_age,
         admin_listen,
+        admin_allowed_hosts,
         log_format,
         log_level,
         admin_token,
@@ -106,6 +107,10 @@ pub fn changed(before: &Config, after: &Config) -> Vec<&'static str> {
             *session_max_age != a.session_max_age,
         ),
         ("[proxy] admin_listen", *admin_listen != a.admin_listen),
+        (
+            "[proxy] admin_allowed_hosts",
+            *admin_allowed_hosts != a.admin_allowed_hosts,
+        ),
         ("[proxy] log_format", *log_format != a.log_format),
         ("[proxy] log_level", *log_level != a.log_level),
         ("[proxy] admin_token", *admin_token != a.admin_token),
@@ -171,6 +176,7 @@ mod tests {
              log_level = \"debug\"\n\
              log_format = \"json\"\n\
              admin_listen = \"off\"\n\
+             admin_allowed_hosts = [\"scrape.internal:9090\"]\n\
              session_max_age = \"1h\"\n\
              session_key = \"{key}\"\n\
              idle_poll = \"1ms\"\n\
@@ -203,6 +209,7 @@ mod tests {
             "[proxy] session_key",
             "[proxy] session_max_age",
             "[proxy] admin_listen",
+            "[proxy] admin_allowed_hosts",
             "[proxy] log_format",
             "[proxy] log_level",
             "[proxy] admin_token",

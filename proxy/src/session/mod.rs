@@ -4,6 +4,7 @@
 //! server, created when first needed), its SSE streams, the client requests in flight (to pass
 //! on cancellations) and the server-to-client requests awaiting the client's answer.
 
+pub mod ended;
 pub mod events;
 pub mod token;
 

@@ -13,7 +13,7 @@ pub mod mesh;
 pub mod upstreams;
 
 use std::cell::RefCell;
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::HashMap;
 
 use bytes::Bytes;
 use std::rc::Rc;
@@ -27,6 +27,7 @@ use crate::protocol::jsonrpc;
 use crate::registry::discovery::Discovery;
 use crate::registry::live::{Registry, State};
 use crate::registry::Catalog;
+use crate::session::ended::EndedIds;
 use crate::session::token::{Claims, SessionKey};
 use crate::session::{Session, STANDALONE};
 use crate::transport::stdio::link::StdioLink;
@@ -55,16 +56,14 @@ pub struct Shard {
     inflight: Rc<std::cell::Cell<usize>>,
     /// Seals and opens session ids.
     session_key: SessionKey,
-    /// Ids of sessions ended (DELETE) here, so a still-valid sealed id is not restored.
-    ended: RefCell<(HashSet<String>, VecDeque<String>)>,
+    /// Ids of sessions ended here (DELETE, idle expiry), so a still-valid sealed id is not
+    /// restored.
+    ended: RefCell<EndedIds>,
     /// Workflow runs, saved workflows and the tool search index of this shard.
     pub orchestration: crate::orchestration::State,
     /// Bridge sessions and pending input rounds of stateless-era clients.
     pub bridge: crate::routing::bridge::State,
 }
-
-/// Ended session ids remembered per shard.
-const ENDED_KEPT: usize = 65_536;
 
 fn unix_now() -> u64 {
     std::time::SystemTime::now()
@@ -95,6 +94,7 @@ impl Shard {
             .unwrap_or_else(SessionKey::random);
         let orchestration = crate::orchestration::State::new(&config);
         let registry = Registry::from_config(&config);
+        let ended = RefCell::new(EndedIds::new(config.proxy.session_max_age));
         Rc::new_cyclic(|this| {
             let upstreams = Upstreams::default();
             for (i, s) in config.servers.iter().enumerate() {
@@ -112,7 +112,7 @@ impl Shard {
                 discovery: RefCell::new(None),
                 inflight: Rc::default(),
                 session_key,
-                ended: RefCell::default(),
+                ended,
                 orchestration,
                 bridge: Default::default(),
             }
@@ -368,7 +368,7 @@ impl Shard {
         if let Some(s) = self.session(id) {
             return Some(s);
         }
-        if self.ended.borrow().0.contains(id) {
+        if self.ended.borrow().contains(id) {
             return None;
         }
         let claims = self.session_key.open(id)?;
@@ -406,15 +406,7 @@ impl Shard {
     pub async fn end_session(&self, id: &str, why: crate::session::Closed) -> bool {
         let removed = self.sessions.borrow_mut().remove(id);
         if removed.is_some() {
-            let mut ended = self.ended.borrow_mut();
-            if ended.0.insert(id.to_owned()) {
-                ended.1.push_back(id.to_owned());
-            }
-            while ended.1.len() > ENDED_KEPT {
-                if let Some(old) = ended.1.pop_front() {
-                    ended.0.remove(&old);
-                }
-            }
+            self.ended.borrow_mut().insert(id, unix_now());
         }
         crate::metrics::sessions(self.session_count());
         match removed {
