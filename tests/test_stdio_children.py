@@ -168,6 +168,23 @@ def test_stdio_children_never_see_the_proxys_secrets(proxies):
 
 
 @pytest.mark.timeout(120)
+def test_the_proxys_own_environment_block_no_longer_holds_its_secrets(proxies):
+    """A child runs as the proxy's user, so it could read the proxy's /proc/PID/environ (the block
+    written at exec, whatever unsetenv did since): the values are gone from it once read, and they
+    still work (the admin token authenticates)."""
+    s = Secrets()
+    proxy = proxies.start(stdio_server("base", EVERYTHING_BIN, ["stdio"]), env=s.env)
+    block = Path(f"/proc/{proxy.proc.pid}/environ").read_bytes()
+    assert s.admin_token.encode() not in block, "the admin token is readable in /proc/PID/environ"
+    assert s.session_key.encode() not in block, "the session key is readable in /proc/PID/environ"
+    assert s.unrelated.encode() in block, "a variable that is not the proxy's secret was touched"
+    req = urllib.request.Request(f"{proxy.admin_url}/api/v1/servers",
+                                 headers={"Authorization": f"Bearer {s.admin_token}"})
+    with urllib.request.urlopen(req, timeout=10) as r:
+        assert r.status == 200
+
+
+@pytest.mark.timeout(120)
 def test_env_allow_and_env_inherit_choose_what_else_a_child_gets(proxies):
     s = Secrets()
     config = (stdio_server("allow", EVERYTHING_BIN, ["stdio"], extra='env_allow = ["CLOUD_*"]\n')

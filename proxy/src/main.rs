@@ -78,6 +78,7 @@ fn main() -> anyhow::Result<()> {
             .ok()
             .filter(|k| !k.is_empty());
     }
+    hide_own_secrets();
     if let Some(level) = &args.log_level {
         logs::check_filter(level).map_err(anyhow::Error::msg)?;
     }
@@ -150,6 +151,43 @@ fn main() -> anyhow::Result<()> {
     running.join();
     log::info!("stopped");
     Ok(())
+}
+
+/// The variables that carry the proxy's own secrets.
+const SECRET_VARIABLES: [&str; 2] = ["MCP_PROXY_ADMIN_TOKEN", "MCP_PROXY_SESSION_KEY"];
+
+/// Keeps the secrets read from the environment out of other processes' reach, once read.
+///
+/// Children never inherit them (`config::stdio_env`), but a child runs as the proxy's user, and
+/// `/proc/PID/environ` shows any process of that user (root's children: any process) the
+/// environment block the kernel wrote at exec, whatever `unsetenv` did since. So each value is
+/// overwritten where it lies before it is removed. The process is also made non-dumpable (as
+/// ssh-agent does), so another process of the same user cannot read its memory through
+/// `/proc/PID/mem` or attach a debugger, and no core file holds the keys.
+fn hide_own_secrets() {
+    for name in SECRET_VARIABLES {
+        let prefix = format!("{name}=");
+        // SAFETY: no other thread exists yet (nothing reads the environment concurrently); each
+        // entry of `environ` is a NUL-terminated string the process owns, and only bytes before
+        // its terminator are written.
+        unsafe {
+            let mut entry = libc::environ;
+            while !entry.is_null() && !(*entry).is_null() {
+                let text = *entry as *mut u8;
+                let len = libc::strlen(*entry);
+                let bytes = std::slice::from_raw_parts_mut(text, len);
+                if bytes.starts_with(prefix.as_bytes()) {
+                    bytes[prefix.len()..].fill(b'x');
+                }
+                entry = entry.add(1);
+            }
+        }
+        std::env::remove_var(name);
+    }
+    // SAFETY: prctl with an integer option and argument; it changes only this process's flag.
+    unsafe {
+        libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0);
+    }
 }
 
 /// Blocks SIGTERM, SIGINT and SIGHUP in this thread (and so in every thread it starts).
