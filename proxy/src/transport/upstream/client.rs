@@ -15,6 +15,7 @@ use glommio::net::TcpStream;
 
 use crate::tls::UpstreamStream;
 
+use crate::balance::panic::Mode;
 use crate::balance::{Picker, ReplicaStats, RetryBudget, Traffic, Transition};
 use crate::config::{ReplicaConfig, ServerConfig, Strategy, Transport, UpstreamUrl};
 use crate::metrics::ProbeOutcome;
@@ -181,6 +182,10 @@ pub struct UpstreamClient {
     replica_latency: Vec<RefCell<Option<hdrhistogram::Histogram<u64>>>>,
     /// `mcp_proxy_balancer_picks_total` of each replica.
     pick_counters: Vec<metrics::Counter>,
+    /// `mcp_proxy_balancer_panic_picks_total` of the server.
+    panic_picks: metrics::Counter,
+    /// Whether this shard's balancer was in panic for the server when last looked at.
+    panicking: Cell<bool>,
     /// `mcp_proxy_health_probes_total` of each replica, by outcome.
     probe_counters: Vec<crate::metrics::fleet::ProbeCounters>,
     headers: Vec<(String, String)>,
@@ -214,6 +219,7 @@ impl UpstreamClient {
             .iter()
             .map(|u| crate::metrics::fleet::picks(&config.name, u))
             .collect();
+        let panic_picks = crate::metrics::fleet::panic_picks(&config.name);
         let probe_counters = urls
             .iter()
             .map(|u| crate::metrics::fleet::ProbeCounters::new(&config.name, u))
@@ -246,6 +252,8 @@ impl UpstreamClient {
             latency,
             replica_latency,
             pick_counters,
+            panic_picks,
+            panicking: Cell::new(false),
             probe_counters,
             headers,
             limits,
@@ -297,16 +305,71 @@ impl UpstreamClient {
 
     /// Picks a replica for new work (a new session binding, or a stateless request).
     pub fn pick(&self, exclude: Option<usize>) -> Option<usize> {
+        let now = Instant::now();
+        let mode = self.balancer_mode(now);
         let picked = self
             .picker
-            .pick(self.strategy.get(), &self.stats, exclude, Instant::now());
+            .pick_in(mode, self.strategy.get(), &self.stats, exclude, now);
         if let Some(r) = picked.and_then(|r| self.stats.get(r)) {
             r.picked();
         }
         if let Some(c) = picked.and_then(|r| self.pick_counters.get(r)) {
             c.increment(1);
         }
+        if let Some(r) = picked.and_then(|r| self.stats.get(r)) {
+            self.let_through(!r.available(now));
+        }
         picked
+    }
+
+    /// Which replicas may take work now (`balance::panic`). A change is exported and logged
+    /// by shard 0, whose view stands for the proxy's as for health.
+    pub fn balancer_mode(&self, now: Instant) -> Mode {
+        let mode = Mode::of(&self.stats, now);
+        let panic = mode == Mode::Panic;
+        if self.panicking.replace(panic) == panic || crate::metrics::shard() != Some(0) {
+            return mode;
+        }
+        crate::metrics::fleet::panic(self.name(), panic);
+        let available = self.stats.iter().filter(|r| r.available(now)).count();
+        if panic {
+            log::warn!(
+                "upstream {}: balancer in panic: {available} of {} replicas available, \
+                 so every replica not draining is tried, ejected or unhealthy",
+                self.name(),
+                self.replica_count()
+            );
+        } else {
+            log::info!(
+                "upstream {}: balancer out of panic: {available} of {} replicas available",
+                self.name(),
+                self.replica_count()
+            );
+        }
+        mode
+    }
+
+    /// True when `replica` may take new work now (a session bound or opened there).
+    pub fn takes_new_work(&self, replica: usize, now: Instant) -> bool {
+        self.stats.get(replica).is_some_and(|r| {
+            r.available(now) || self.let_through(self.balancer_mode(now).takes_new_work(r, now))
+        })
+    }
+
+    /// True when the sessions already on `replica` may go on using it.
+    pub fn serves(&self, replica: usize, now: Instant) -> bool {
+        self.stats.get(replica).is_some_and(|r| {
+            r.usable(now) || self.let_through(self.balancer_mode(now).serves(r, now))
+        })
+    }
+
+    /// Counts work sent to a replica that is out, which only the panic rule allowed
+    /// (`mcp_proxy_balancer_panic_picks_total`); returns `allowed`.
+    fn let_through(&self, allowed: bool) -> bool {
+        if allowed {
+            self.panic_picks.increment(1);
+        }
+        allowed
     }
 
     /// The balancing strategy in force.
@@ -340,7 +403,7 @@ impl UpstreamClient {
     }
 
     /// Records a replica's answer (or failure, with its message and the pause it asked for) to
-    /// an exchange and logs what that changed.
+    /// an exchange and logs what that changed; `timed_out` when it got no answer in time.
     fn record(
         &self,
         replica: usize,
@@ -348,12 +411,18 @@ impl UpstreamClient {
         started: Instant,
         failure: Option<String>,
         pause: Option<Duration>,
+        timed_out: bool,
     ) {
         let now = Instant::now();
         let ok = failure.is_none();
-        note_failure(&self.stats[replica], now, failure, pause);
+        let stats = &self.stats[replica];
+        note_failure(stats, now, failure, pause);
         let threshold = self.config.balance.failover_threshold;
-        let change = self.stats[replica].end(traffic, now - started, ok, threshold, now);
+        let change = if timed_out {
+            stats.timed_out(traffic, now - started, threshold, now)
+        } else {
+            stats.end(traffic, now - started, ok, threshold, now)
+        };
         self.transition(replica, change);
     }
 
@@ -376,8 +445,9 @@ impl UpstreamClient {
                     self.replica_url(replica)
                 )
             }
-            Transition::None => {}
+            Transition::None => return,
         }
+        self.balancer_mode(Instant::now());
     }
 
     fn checkout(&self, replica: usize) -> Option<ClientConn<UpstreamStream>> {
@@ -478,7 +548,8 @@ impl UpstreamClient {
                 None => (None, None),
             },
         };
-        self.record(replica, traffic, started, failure, pause);
+        let timed_out = matches!(result, Err(UpstreamError::Timeout { .. }));
+        self.record(replica, traffic, started, failure, pause, timed_out);
         result
     }
 
@@ -744,6 +815,8 @@ impl UpstreamClient {
     }
 
     /// Opens the GET stream of server-initiated messages; `Ok(None)` when the server offers none (405).
+    /// The proxy (re-)opens it on its own, so a failure does not count against the replica's
+    /// circuit ([`Traffic::Background`]).
     pub async fn open_stream(
         self: &Rc<Self>,
         replica: usize,
@@ -755,7 +828,7 @@ impl UpstreamClient {
         let headers =
             Self::mcp_headers("text/event-stream", Some(session_id), Some(version), extra);
         let (conn, head) = self
-            .exchange(replica, Traffic::Own, "GET", &headers, None)
+            .exchange(replica, Traffic::Background, "GET", &headers, None)
             .await?;
         match head.status {
             // The GET stream may rightly stay silent for hours: no idle limit.
@@ -774,7 +847,8 @@ impl UpstreamClient {
         }
     }
 
-    /// Ends an upstream session (best effort: the upstream may not support DELETE).
+    /// Ends an upstream session (best effort: the upstream may not support DELETE; nobody
+    /// waits on it, so a failure does not count against the replica).
     pub async fn delete(self: &Rc<Self>, replica: usize, session_id: &str, version: &str) {
         let headers = Self::mcp_headers(
             "application/json, text/event-stream",
@@ -783,7 +857,7 @@ impl UpstreamClient {
             None,
         );
         match self
-            .exchange(replica, Traffic::Own, "DELETE", &headers, None)
+            .exchange(replica, Traffic::Background, "DELETE", &headers, None)
             .await
         {
             Ok((conn, head)) => self.finish_small(replica, conn, &head).await,
