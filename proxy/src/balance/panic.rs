@@ -10,6 +10,7 @@
 //! new work, and a replica that asked for a pause (`Retry-After`) is left alone until it ends,
 //! so a server whose replicas all drain or all asked to wait still refuses.
 
+use std::cell::Cell;
 use std::time::Instant;
 
 use super::ReplicaStats;
@@ -59,6 +60,56 @@ impl Mode {
             Mode::Normal => r.usable(now),
             Mode::Panic => !r.paused(now),
         }
+    }
+}
+
+/// One server's panic state on one shard: tells when it changes (shard 0 logs it and exports
+/// `mcp_proxy_balancer_panic`, its view standing for the proxy's as for health) and counts the
+/// work it let through to replicas that were out (`mcp_proxy_balancer_panic_picks_total`).
+pub struct Watch {
+    panicking: Cell<bool>,
+    let_through: metrics::Counter,
+}
+
+impl Watch {
+    /// The state of server `server`, out of panic.
+    pub fn new(server: &str) -> Watch {
+        Watch {
+            panicking: Cell::new(false),
+            let_through: crate::metrics::fleet::panic_picks(server),
+        }
+    }
+
+    /// The mode of `server`'s `replicas` at `now`, noting a change.
+    pub fn mode(&self, server: &str, replicas: &[ReplicaStats], now: Instant) -> Mode {
+        let mode = Mode::of(replicas, now);
+        let panic = mode == Mode::Panic;
+        if self.panicking.replace(panic) == panic || crate::metrics::shard() != Some(0) {
+            return mode;
+        }
+        crate::metrics::fleet::panic(server, panic);
+        let available = replicas.iter().filter(|r| r.available(now)).count();
+        let of = replicas.len();
+        if panic {
+            log::warn!(
+                "upstream {server}: balancer in panic: {available} of {of} replicas available, \
+                 so every replica not draining is tried, ejected or unhealthy"
+            );
+        } else {
+            log::info!(
+                "upstream {server}: balancer out of panic: {available} of {of} replicas available"
+            );
+        }
+        mode
+    }
+
+    /// Counts work sent to a replica that was out, which only panic allowed, when `allowed`;
+    /// returns `allowed`.
+    pub fn let_through(&self, allowed: bool) -> bool {
+        if allowed {
+            self.let_through.increment(1);
+        }
+        allowed
     }
 }
 

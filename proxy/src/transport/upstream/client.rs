@@ -15,7 +15,7 @@ use glommio::net::TcpStream;
 
 use crate::tls::UpstreamStream;
 
-use crate::balance::panic::Mode;
+use crate::balance::panic::{self, Mode};
 use crate::balance::{Picker, ReplicaStats, RetryBudget, Traffic, Transition};
 use crate::config::{ReplicaConfig, ServerConfig, Strategy, Transport, UpstreamUrl};
 use crate::metrics::ProbeOutcome;
@@ -182,10 +182,8 @@ pub struct UpstreamClient {
     replica_latency: Vec<RefCell<Option<hdrhistogram::Histogram<u64>>>>,
     /// `mcp_proxy_balancer_picks_total` of each replica.
     pick_counters: Vec<metrics::Counter>,
-    /// `mcp_proxy_balancer_panic_picks_total` of the server.
-    panic_picks: metrics::Counter,
-    /// Whether this shard's balancer was in panic for the server when last looked at.
-    panicking: Cell<bool>,
+    /// This shard's panic state for the server (`balance::panic`).
+    panic: panic::Watch,
     /// `mcp_proxy_health_probes_total` of each replica, by outcome.
     probe_counters: Vec<crate::metrics::fleet::ProbeCounters>,
     headers: Vec<(String, String)>,
@@ -219,7 +217,7 @@ impl UpstreamClient {
             .iter()
             .map(|u| crate::metrics::fleet::picks(&config.name, u))
             .collect();
-        let panic_picks = crate::metrics::fleet::panic_picks(&config.name);
+        let panic = panic::Watch::new(&config.name);
         let probe_counters = urls
             .iter()
             .map(|u| crate::metrics::fleet::ProbeCounters::new(&config.name, u))
@@ -252,8 +250,7 @@ impl UpstreamClient {
             latency,
             replica_latency,
             pick_counters,
-            panic_picks,
-            panicking: Cell::new(false),
+            panic,
             probe_counters,
             headers,
             limits,
@@ -312,64 +309,35 @@ impl UpstreamClient {
             .pick_in(mode, self.strategy.get(), &self.stats, exclude, now);
         if let Some(r) = picked.and_then(|r| self.stats.get(r)) {
             r.picked();
+            self.panic.let_through(!r.available(now));
         }
         if let Some(c) = picked.and_then(|r| self.pick_counters.get(r)) {
             c.increment(1);
         }
-        if let Some(r) = picked.and_then(|r| self.stats.get(r)) {
-            self.let_through(!r.available(now));
-        }
         picked
     }
 
-    /// Which replicas may take work now (`balance::panic`). A change is exported and logged
-    /// by shard 0, whose view stands for the proxy's as for health.
+    /// Which replicas may take work now (`balance::panic`).
     pub fn balancer_mode(&self, now: Instant) -> Mode {
-        let mode = Mode::of(&self.stats, now);
-        let panic = mode == Mode::Panic;
-        if self.panicking.replace(panic) == panic || crate::metrics::shard() != Some(0) {
-            return mode;
-        }
-        crate::metrics::fleet::panic(self.name(), panic);
-        let available = self.stats.iter().filter(|r| r.available(now)).count();
-        if panic {
-            log::warn!(
-                "upstream {}: balancer in panic: {available} of {} replicas available, \
-                 so every replica not draining is tried, ejected or unhealthy",
-                self.name(),
-                self.replica_count()
-            );
-        } else {
-            log::info!(
-                "upstream {}: balancer out of panic: {available} of {} replicas available",
-                self.name(),
-                self.replica_count()
-            );
-        }
-        mode
+        self.panic.mode(self.name(), &self.stats, now)
     }
 
     /// True when `replica` may take new work now (a session bound or opened there).
     pub fn takes_new_work(&self, replica: usize, now: Instant) -> bool {
         self.stats.get(replica).is_some_and(|r| {
-            r.available(now) || self.let_through(self.balancer_mode(now).takes_new_work(r, now))
+            let mode = || self.balancer_mode(now);
+            r.available(now) || self.panic.let_through(mode().takes_new_work(r, now))
         })
     }
 
     /// True when the sessions already on `replica` may go on using it.
     pub fn serves(&self, replica: usize, now: Instant) -> bool {
         self.stats.get(replica).is_some_and(|r| {
-            r.usable(now) || self.let_through(self.balancer_mode(now).serves(r, now))
+            r.usable(now)
+                || self
+                    .panic
+                    .let_through(self.balancer_mode(now).serves(r, now))
         })
-    }
-
-    /// Counts work sent to a replica that is out, which only the panic rule allowed
-    /// (`mcp_proxy_balancer_panic_picks_total`); returns `allowed`.
-    fn let_through(&self, allowed: bool) -> bool {
-        if allowed {
-            self.panic_picks.increment(1);
-        }
-        allowed
     }
 
     /// The balancing strategy in force.
