@@ -37,6 +37,8 @@ EXPORTED = [
     "mcp_proxy_bytes_received_total",
     "mcp_proxy_bytes_sent_total",
     "mcp_proxy_balancer_picks_total",
+    "mcp_proxy_balancer_panic",
+    "mcp_proxy_balancer_panic_picks_total",
     "mcp_proxy_retries_total",
     "mcp_proxy_failovers_total",
     "mcp_proxy_health_probes_total",

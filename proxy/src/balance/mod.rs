@@ -9,6 +9,10 @@
 //! the herd that "always the best" causes when every shard sees the same best replica, and the
 //! EWMA starts at a floor rather than zero so a fresh replica is not flooded before it has a
 //! latency of its own.
+//!
+//! When too few replicas are available, the picker tries them anyway ([`panic`]).
+
+pub mod panic;
 
 use std::cell::{Cell, RefCell};
 use std::time::{Duration, Instant};
@@ -53,6 +57,8 @@ pub struct ReplicaStats {
     /// The end of the pause the replica itself asked for: until then an answer (one already on
     /// its way, a health check) does not close its circuit.
     held_until: Cell<Option<Instant>>,
+    /// When it last answered anything (an exchange, a health check).
+    answered_at: Cell<Option<Instant>>,
     /// Times the picker chose it (a session binding, or a stateless request).
     picks: Cell<u64>,
     /// Client requests sent to it that ended, and those of them that got no answer.
@@ -124,6 +130,7 @@ impl ReplicaStats {
             ejected_until: Cell::new(None),
             asked: Cell::new(None),
             held_until: Cell::new(None),
+            answered_at: Cell::new(None),
             picks: Cell::new(0),
             requests: Cell::new(0),
             failures: Cell::new(0),
@@ -185,6 +192,12 @@ impl ReplicaStats {
         self.healthy.get() && self.ejected_until.get().is_none_or(|t| now >= t)
     }
 
+    /// True while a pause the replica asked for (`Retry-After`) runs: it gets nothing then,
+    /// even when the balancer is in panic.
+    pub fn paused(&self, now: Instant) -> bool {
+        self.held_until.get().is_some_and(|t| now < t)
+    }
+
     /// Cost for least-latency picking: the latency average, decayed with the time since its
     /// last sample (so a replica that stopped getting work because it looked slow is tried
     /// again after a while, instead of never), times the requests in flight plus one. A
@@ -227,8 +240,9 @@ impl ReplicaStats {
         self.inflight.set(self.inflight.get().saturating_sub(1));
     }
 
-    /// An exchange ended after `elapsed`; `ok` when the replica answered. Its outcome feeds
-    /// the circuit whoever sent it; its latency feeds the average only for [`Traffic::Client`].
+    /// An exchange ended after `elapsed`; `ok` when the replica answered. An answer closes the
+    /// circuit whoever asked; a failure counts against it unless it was
+    /// [`Traffic::Background`]; the latency feeds the average only for [`Traffic::Client`].
     pub fn end(
         &self,
         traffic: Traffic,
@@ -241,8 +255,11 @@ impl ReplicaStats {
         self.exchanges.set(self.exchanges.get() + 1);
         if !ok {
             self.failed_exchanges.set(self.failed_exchanges.get() + 1);
+            if traffic == Traffic::Background {
+                return Transition::None;
+            }
         }
-        if ok && traffic == Traffic::Own {
+        if ok && traffic != Traffic::Client {
             return self.succeeded(now);
         }
         if ok {
@@ -259,7 +276,35 @@ impl ReplicaStats {
         self.failed(threshold, now)
     }
 
+    /// An exchange got no answer within the server's timeout, `elapsed` after it was sent.
+    /// When the replica answered something else meanwhile (another request, a health check, a
+    /// stream), the time was this request's own (a slow tool, a stuck handler): it fails the
+    /// request but says nothing against the replica. When nothing answered, it counts as any
+    /// failure: a replica that answers nothing at all is down.
+    pub fn timed_out(
+        &self,
+        traffic: Traffic,
+        elapsed: Duration,
+        threshold: u32,
+        now: Instant,
+    ) -> Transition {
+        let sent = now.checked_sub(elapsed);
+        let answered_since = self
+            .answered_at
+            .get()
+            .zip(sent)
+            .is_some_and(|(answered, sent)| answered > sent);
+        if !answered_since {
+            return self.end(traffic, elapsed, false, threshold, now);
+        }
+        self.inflight.set(self.inflight.get().saturating_sub(1));
+        self.exchanges.set(self.exchanges.get() + 1);
+        self.failed_exchanges.set(self.failed_exchanges.get() + 1);
+        Transition::None
+    }
+
     fn succeeded(&self, now: Instant) -> Transition {
+        self.answered_at.set(Some(now));
         self.consecutive_failures.set(0);
         self.asked.set(None);
         if self.held_until.get().is_some_and(|t| now < t) {
@@ -325,6 +370,13 @@ impl ReplicaStats {
     }
 
     fn failed(&self, threshold: u32, now: Instant) -> Transition {
+        // While the circuit is open a failure says nothing new: exchanges begun before it
+        // opened, health checks, calls the panic rule let through. Counted, each would take
+        // the replica out again for twice as long while it is down, and keep it out long after
+        // it answers again. The half-open trial, once the ejection has run out, decides.
+        if self.ejected_until.get().is_some_and(|t| now < t) {
+            return Transition::None;
+        }
         let failures = self.consecutive_failures.get() + 1;
         self.consecutive_failures.set(failures);
         // A half-open replica that fails again is ejected at once, for longer.
@@ -351,17 +403,25 @@ impl ReplicaStats {
 /// Whose work an exchange with a replica is, which decides what the balancer learns from it.
 ///
 /// Only a client's request says how long real work takes there. The proxy's own exchanges
-/// (upstream session set-up, the `server/discover` probe, discovery's lists, GET streams
-/// opened, sessions deleted, notifications and answers passed on) are slower (`initialize`)
-/// or faster (a 202) than that and come in bursts (a replica that just took many sessions),
-/// so as latency samples they would move traffic for no reason. Whether they got an answer
-/// is still evidence for the circuit: a replica that fails `initialize` is failing.
+/// (upstream session set-up, the `server/discover` probe, notifications and answers passed
+/// on) are slower (`initialize`) or faster (a 202) than that and come in bursts (a replica
+/// that just took many sessions), so as latency samples they would move traffic for no
+/// reason. Whether they got an answer is still evidence for the circuit: a replica that fails
+/// the `initialize` a client waits on is failing.
+///
+/// What the proxy retries on its own, with nobody waiting (GET streams opened and re-opened,
+/// sessions re-opened to keep their subscriptions, subscriptions renewed, discovery, DELETEs),
+/// is [`Traffic::Background`]: an answer closes the circuit, a failure does not count against
+/// it. Those retries go on while a replica is down, so counted they would keep it ejected,
+/// for longer each time, after it is back.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Traffic {
     /// A request a client sent: a latency sample for the balancer and evidence for the circuit.
     Client,
-    /// The proxy's own exchange: evidence for the circuit only.
+    /// The proxy's own exchange for a client's request: evidence for the circuit only.
     Own,
+    /// The proxy's own exchange that nobody waits on: only its answers count, as signs of life.
+    Background,
 }
 
 /// What a request's outcome did to a replica.
@@ -450,7 +510,8 @@ impl Picker {
         (x.wrapping_mul(0x2545_F491_4F6C_DD1D) % below as u64) as usize
     }
 
-    /// Picks a replica for new work among those `available`, skipping `exclude`.
+    /// Picks a replica for new work, skipping `exclude`: among those available, or under the
+    /// panic rule among all that may be tried ([`panic`]).
     pub fn pick(
         &self,
         strategy: Strategy,
@@ -458,7 +519,20 @@ impl Picker {
         exclude: Option<usize>,
         now: Instant,
     ) -> Option<usize> {
-        let ok = |i: usize| Some(i) != exclude && replicas[i].available(now);
+        let mode = panic::Mode::of(replicas, now);
+        self.pick_in(mode, strategy, replicas, exclude, now)
+    }
+
+    /// [`pick`](Self::pick) in a `mode` the caller already worked out.
+    pub fn pick_in(
+        &self,
+        mode: panic::Mode,
+        strategy: Strategy,
+        replicas: &[ReplicaStats],
+        exclude: Option<usize>,
+        now: Instant,
+    ) -> Option<usize> {
+        let ok = |i: usize| Some(i) != exclude && mode.takes_new_work(&replicas[i], now);
         let count = (0..replicas.len()).filter(|i| ok(*i)).count();
         if count == 0 {
             return None;
@@ -503,15 +577,14 @@ impl Picker {
                     k += 1;
                 }
                 let b = nth(k)?;
-                let measured: Vec<f64> = replicas
+                let (sum, measured) = replicas
                     .iter()
                     .filter(|r| r.measured())
-                    .map(|r| r.ewma_us.get())
-                    .collect();
-                let unmeasured = if measured.is_empty() {
+                    .fold((0.0, 0u32), |(sum, n), r| (sum + r.ewma_us.get(), n + 1));
+                let unmeasured = if measured == 0 {
                     SEED_LATENCY_US
                 } else {
-                    measured.iter().sum::<f64>() / measured.len() as f64
+                    sum / f64::from(measured)
                 };
                 let (ca, cb) = (
                     replicas[a].cost(now, unmeasured),
@@ -527,366 +600,4 @@ impl Picker {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn fleet(n: usize) -> Vec<ReplicaStats> {
-        (0..n).map(|_| ReplicaStats::new(1, false)).collect()
-    }
-
-    #[test]
-    fn round_robin_visits_every_available_replica_in_turn() {
-        let r = fleet(3);
-        let p = Picker::seeded(7);
-        let now = Instant::now();
-        let picks: Vec<_> = (0..6)
-            .map(|_| p.pick(Strategy::RoundRobin, &r, None, now).unwrap())
-            .collect();
-        assert_eq!(picks, [0, 1, 2, 0, 1, 2]);
-        r[1].drain.set(true);
-        let picks: Vec<_> = (0..4)
-            .map(|_| p.pick(Strategy::RoundRobin, &r, None, now).unwrap())
-            .collect();
-        assert!(
-            !picks.contains(&1),
-            "a draining replica gets no new work: {picks:?}"
-        );
-    }
-
-    #[test]
-    fn least_latency_sends_little_to_a_slow_replica() {
-        let r = fleet(3);
-        let p = Picker::seeded(42);
-        let now = Instant::now();
-        for _ in 0..20 {
-            r[0].begin();
-            r[0].end(Traffic::Client, Duration::from_millis(20), true, 3, now);
-            for fast in &r[1..] {
-                fast.begin();
-                fast.end(Traffic::Client, Duration::from_micros(300), true, 3, now);
-            }
-        }
-        let mut counts = [0usize; 3];
-        for _ in 0..10_000 {
-            counts[p.pick(Strategy::LeastLatency, &r, None, now).unwrap()] += 1;
-        }
-        assert!(counts[0] < 1_000, "slow replica got {counts:?}");
-        assert!(
-            counts[1] > 3_000 && counts[2] > 3_000,
-            "fast ones share the rest: {counts:?}"
-        );
-    }
-
-    #[test]
-    fn equal_replicas_share_and_an_unmeasured_one_is_neither_flooded_nor_starved() {
-        let r = fleet(2);
-        let p = Picker::seeded(11);
-        let now = Instant::now();
-        for _ in 0..5 {
-            r[0].begin();
-            r[0].end(Traffic::Client, Duration::from_micros(300), true, 3, now);
-        }
-        let first = (0..1_000)
-            .filter(|_| p.pick(Strategy::LeastLatency, &r, None, now) == Some(1))
-            .count();
-        assert!(
-            (300..700).contains(&first),
-            "unmeasured replica got {first}/1000"
-        );
-    }
-
-    #[test]
-    fn an_idle_slow_replica_is_tried_again_later() {
-        let r = fleet(2);
-        let p = Picker::seeded(5);
-        let now = Instant::now();
-        r[0].begin();
-        r[0].end(Traffic::Client, Duration::from_millis(20), true, 3, now);
-        r[1].begin();
-        r[1].end(
-            Traffic::Client,
-            Duration::from_micros(300),
-            true,
-            3,
-            now + Duration::from_secs(60),
-        );
-        let later = now + Duration::from_secs(60);
-        let slow = (0..1_000)
-            .filter(|_| p.pick(Strategy::LeastLatency, &r, None, later) == Some(0))
-            .count();
-        assert!(
-            slow > 100,
-            "a replica slow a minute ago is never retried: {slow}/1000"
-        );
-    }
-
-    #[test]
-    fn weighted_follows_the_weights() {
-        let r = vec![ReplicaStats::new(1, false), ReplicaStats::new(3, false)];
-        let p = Picker::seeded(3);
-        let now = Instant::now();
-        let heavy = (0..8_000)
-            .filter(|_| p.pick(Strategy::Weighted, &r, None, now) == Some(1))
-            .count();
-        assert!(
-            (5_600..6_400).contains(&heavy),
-            "expected about 3/4, got {heavy}/8000"
-        );
-    }
-
-    #[test]
-    fn consecutive_failures_eject_then_half_open_then_restore() {
-        let r = fleet(2);
-        let now = Instant::now();
-        assert_eq!(
-            r[0].end(Traffic::Client, Duration::ZERO, false, 3, now),
-            Transition::None
-        );
-        assert_eq!(
-            r[0].end(Traffic::Client, Duration::ZERO, false, 3, now),
-            Transition::None
-        );
-        assert!(matches!(
-            r[0].end(Traffic::Client, Duration::ZERO, false, 3, now),
-            Transition::Ejected(_)
-        ));
-        assert!(!r[0].available(now));
-        let p = Picker::seeded(1);
-        assert!((0..100).all(|_| p.pick(Strategy::Random, &r, None, now) == Some(1)));
-        let later = now + EJECT_MIN;
-        assert!(r[0].available(later), "half-open after the pause");
-        assert!(
-            matches!(r[0].end(Traffic::Client, Duration::ZERO, false, 3, later), Transition::Ejected(d) if d > EJECT_MIN)
-        );
-        let much_later = later + EJECT_MAX;
-        assert_eq!(
-            r[0].end(
-                Traffic::Client,
-                Duration::from_micros(100),
-                true,
-                3,
-                much_later
-            ),
-            Transition::Restored
-        );
-        assert!(r[0].available(much_later));
-    }
-
-    #[test]
-    fn health_checks_are_counted_apart_and_feed_only_the_circuit() {
-        let r = fleet(2);
-        let now = Instant::now();
-        for _ in 0..5 {
-            assert_eq!(r[0].probed(true, 3, now), Transition::None);
-        }
-        let s = r[0].snapshot(now);
-        assert_eq!((s.probes, s.failed_probes), (5, 0));
-        assert_eq!((s.requests, s.failures, s.exchanges), (0, 0, 0));
-        assert_eq!(s.inflight, 0);
-        assert_eq!(s.ewma_us, None, "a ping is not a latency sample");
-        // Client requests are counted as such, whatever the exchanges around them.
-        r[0].served(true);
-        r[0].served(false);
-        let s = r[0].snapshot(now);
-        assert_eq!((s.requests, s.failures, s.probes), (2, 1, 5));
-        // Failed checks still eject, and a good one closes the circuit.
-        assert_eq!(r[1].probed(false, 3, now), Transition::None);
-        assert_eq!(r[1].probed(false, 3, now), Transition::None);
-        assert!(matches!(r[1].probed(false, 3, now), Transition::Ejected(_)));
-        assert!(!r[1].available(now));
-        assert_eq!(r[1].probed(true, 3, now), Transition::Restored);
-        assert!(r[1].available(now));
-        let s = r[1].snapshot(now);
-        assert_eq!(
-            (s.probes, s.failed_probes, s.requests, s.failures),
-            (4, 3, 0, 0)
-        );
-        // The balancer still sees both as unmeasured: equal shares.
-        let p = Picker::seeded(17);
-        let first = (0..1_000)
-            .filter(|_| p.pick(Strategy::LeastLatency, &r, None, now) == Some(0))
-            .count();
-        assert!(
-            (300..700).contains(&first),
-            "probed replica got {first}/1000"
-        );
-    }
-
-    #[test]
-    fn own_exchanges_feed_only_the_circuit() {
-        let r = fleet(2);
-        let now = Instant::now();
-        for _ in 0..5 {
-            r[0].begin();
-            let slow = Duration::from_millis(50);
-            assert_eq!(r[0].end(Traffic::Own, slow, true, 3, now), Transition::None);
-        }
-        let s = r[0].snapshot(now);
-        assert_eq!((s.exchanges, s.inflight, s.ewma_us), (5, 0, None), "{s:?}");
-        // Failed set-ups still eject, and an answered one closes the circuit.
-        for _ in 0..2 {
-            r[1].begin();
-            assert_eq!(
-                r[1].end(Traffic::Own, Duration::ZERO, false, 3, now),
-                Transition::None
-            );
-        }
-        r[1].begin();
-        let third = r[1].end(Traffic::Own, Duration::ZERO, false, 3, now);
-        assert!(matches!(third, Transition::Ejected(_)), "{third:?}");
-        let later = now + EJECT_MAX;
-        r[1].begin();
-        let fourth = r[1].end(Traffic::Own, Duration::from_millis(50), true, 3, later);
-        assert_eq!(fourth, Transition::Restored);
-        assert_eq!(r[1].snapshot(later).ewma_us, None);
-    }
-
-    /// Fails `r` once as a client request answered "unavailable, retry after `pause`" is.
-    fn asked(r: &ReplicaStats, pause: Duration, now: Instant) -> Transition {
-        r.asked_pause(pause, now);
-        r.end(Traffic::Client, Duration::ZERO, false, 3, now)
-    }
-
-    #[test]
-    fn a_pause_asked_for_lengthens_the_ejection_but_does_not_cause_it() {
-        let r = fleet(2);
-        let now = Instant::now();
-        let pause = Duration::from_secs(30);
-        // One request's answer does not take the replica out: the threshold still decides.
-        assert_eq!(asked(&r[0], pause, now), Transition::None);
-        assert_eq!(asked(&r[0], pause, now), Transition::None);
-        assert!(r[0].available(now));
-        assert_eq!(asked(&r[0], pause, now), Transition::Ejected(pause));
-        // Out past the circuit's own first ejection, for as long as it asked.
-        assert!(!r[0].available(now + EJECT_MIN));
-        assert!(!r[0].available(now + pause - Duration::from_millis(1)));
-        assert!(r[0].available(now + pause));
-        assert_eq!(r[0].snapshot(now).ejected_for_ms, 30_000);
-
-        // A pause asked for once, in a run of failures, still counts when the run ejects.
-        let now = now + Duration::from_secs(600);
-        r[1].asked_pause(Duration::from_secs(20), now);
-        r[1].end(Traffic::Own, Duration::ZERO, false, 3, now);
-        r[1].probed(false, 3, now);
-        let third = r[1].end(Traffic::Client, Duration::ZERO, false, 3, now);
-        assert_eq!(third, Transition::Ejected(Duration::from_secs(20)));
-        // Back once it is over; a pause asked for then forgotten by a success in between: the
-        // next ejection is the circuit's own.
-        let later = now + Duration::from_secs(20);
-        let back = r[1].end(Traffic::Client, Duration::ZERO, true, 3, later);
-        assert_eq!(back, Transition::Restored);
-        assert_eq!(
-            asked(&r[1], Duration::from_secs(40), later),
-            Transition::None
-        );
-        let ok = r[1].end(Traffic::Client, Duration::ZERO, true, 3, later);
-        assert_eq!(ok, Transition::None);
-        for _ in 0..3 {
-            r[1].end(Traffic::Client, Duration::ZERO, false, 3, later);
-        }
-        assert_eq!(r[1].snapshot(later).ejected_for_ms, 5_000);
-    }
-
-    #[test]
-    fn a_pause_shorter_than_the_backoff_changes_nothing() {
-        let r = fleet(1);
-        let now = Instant::now();
-        asked(&r[0], Duration::from_secs(1), now);
-        asked(&r[0], Duration::from_secs(1), now);
-        assert_eq!(
-            asked(&r[0], Duration::from_secs(1), now),
-            Transition::Ejected(EJECT_MIN)
-        );
-        // Past the pause it asked for, an answer closes the circuit as before.
-        let later = now + Duration::from_secs(2);
-        assert_eq!(r[0].probed(true, 3, later), Transition::Restored);
-        assert!(r[0].available(later));
-    }
-
-    #[test]
-    fn an_answer_during_the_pause_asked_for_does_not_close_the_circuit() {
-        let r = fleet(1);
-        let now = Instant::now();
-        for _ in 0..3 {
-            asked(&r[0], Duration::from_secs(30), now);
-        }
-        // A request that was already on its way, then a health check, both answered.
-        let soon = now + Duration::from_secs(1);
-        assert_eq!(
-            r[0].end(Traffic::Client, Duration::ZERO, true, 3, soon),
-            Transition::None
-        );
-        assert_eq!(r[0].probed(true, 3, soon), Transition::None);
-        assert!(!r[0].available(soon));
-        // Once the pause is over, the next answer closes it.
-        let after = now + Duration::from_secs(30);
-        assert_eq!(r[0].probed(true, 3, after), Transition::Restored);
-        assert!(r[0].available(after));
-    }
-
-    #[test]
-    fn a_pause_asked_for_while_out_lengthens_the_ejection_never_shortens_it() {
-        let r = fleet(1);
-        let now = Instant::now();
-        for _ in 0..3 {
-            r[0].end(Traffic::Client, Duration::ZERO, false, 3, now);
-        }
-        assert_eq!(r[0].snapshot(now).ejected_for_ms, 5_000);
-        // An answer still in flight when the circuit opened asks for 45 s.
-        let soon = now + Duration::from_secs(1);
-        r[0].asked_pause(Duration::from_secs(45), soon);
-        assert_eq!(r[0].snapshot(soon).ejected_for_ms, 45_000);
-        // A shorter one does not cut it.
-        r[0].asked_pause(Duration::from_secs(2), soon);
-        assert_eq!(r[0].snapshot(soon).ejected_for_ms, 45_000);
-        // Failures while out eject again, but not for less than was asked.
-        for _ in 0..3 {
-            r[0].end(Traffic::Client, Duration::ZERO, false, 3, soon);
-        }
-        assert_eq!(r[0].snapshot(soon).ejected_for_ms, 45_000);
-    }
-
-    #[test]
-    fn an_absurd_pause_is_capped() {
-        let r = fleet(1);
-        let now = Instant::now();
-        for _ in 0..3 {
-            asked(&r[0], Duration::MAX, now);
-        }
-        assert_eq!(
-            r[0].snapshot(now).ejected_for_ms,
-            HOLD_MAX.as_millis() as u64
-        );
-        assert!(r[0].available(now + HOLD_MAX));
-        // Asked while out: capped too, no overflow.
-        r[0].asked_pause(Duration::MAX, now + Duration::from_secs(1));
-        assert!(r[0].available(now + Duration::from_secs(1) + HOLD_MAX));
-        // Zero asks for nothing.
-        let r = fleet(1);
-        for _ in 0..3 {
-            asked(&r[0], Duration::ZERO, now);
-        }
-        assert_eq!(r[0].snapshot(now).ejected_for_ms, 5_000);
-    }
-
-    #[test]
-    fn the_retry_budget_runs_out_and_refills_with_traffic() {
-        let b = RetryBudget::default();
-        assert_eq!((0..20).filter(|_| b.withdraw()).count(), 10);
-        for _ in 0..10 {
-            b.deposit();
-        }
-        assert!(b.withdraw());
-        assert!(!b.withdraw());
-    }
-
-    #[test]
-    fn nothing_available_and_exclusion() {
-        let r = fleet(2);
-        let now = Instant::now();
-        let p = Picker::seeded(9);
-        assert!((0..50).all(|_| p.pick(Strategy::LeastLatency, &r, Some(0), now) == Some(1)));
-        r[1].healthy.set(false);
-        assert_eq!(p.pick(Strategy::LeastLatency, &r, Some(0), now), None);
-    }
-}
+mod tests;

@@ -3,7 +3,8 @@
 //! A shard's view of a replica is its own (like its latency statistics), so no health state
 //! crosses cores. A replica is marked unhealthy after `failover_threshold` missed checks in a
 //! row and healthy again after [`RECOVERY_CHECKS`] good ones; sessions bound to an unhealthy
-//! replica move to another on their next request. Shard 0 logs the changes.
+//! replica move to another on their next request, unless too few replicas are left for that
+//! (the balancer's panic rule, `balance::panic`). Shard 0 logs the changes.
 
 use std::cell::Cell;
 use std::rc::{Rc, Weak};
@@ -82,6 +83,7 @@ async fn check_forever(shard: Weak<Shard>, client: Rc<UpstreamClient>, replica: 
             hits += 1;
             if !stats.healthy.get() && hits >= RECOVERY_CHECKS {
                 stats.healthy.set(true);
+                client.balancer_mode(std::time::Instant::now());
                 if shard_id == 0 {
                     crate::metrics::fleet::healthy(
                         client.name(),
@@ -100,6 +102,7 @@ async fn check_forever(shard: Weak<Shard>, client: Rc<UpstreamClient>, replica: 
             misses += 1;
             if stats.healthy.get() && misses >= threshold {
                 stats.healthy.set(false);
+                client.balancer_mode(std::time::Instant::now());
                 if shard_id == 0 {
                     crate::metrics::fleet::healthy(
                         client.name(),

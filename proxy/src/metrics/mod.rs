@@ -65,6 +65,12 @@ pub mod names {
     pub const BYTES_SENT: &str = "mcp_proxy_bytes_sent_total";
     /// Replicas chosen for new work (session bindings, stateless requests), by replica.
     pub const BALANCER_PICKS: &str = "mcp_proxy_balancer_picks_total";
+    /// 1 while shard 0's balancer is in panic for `server` (too few replicas available, so
+    /// it tries those that are out), 0 otherwise (gauge).
+    pub const BALANCER_PANIC: &str = "mcp_proxy_balancer_panic";
+    /// Work the panic rule sent to a replica that was out (a pick, a session opened or kept
+    /// there), by `server` (counter).
+    pub const BALANCER_PANIC_PICKS: &str = "mcp_proxy_balancer_panic_picks_total";
     /// Requests sent again on another replica after a failure.
     pub const RETRIES: &str = "mcp_proxy_retries_total";
     /// Upstream sessions moved off a failed or unhealthy replica.
@@ -92,6 +98,8 @@ pub mod names {
         EVENT_STREAMS,
         EVENT_STREAMS_ENDED,
         BALANCER_PICKS,
+        BALANCER_PANIC,
+        BALANCER_PANIC_PICKS,
         RETRIES,
         FAILOVERS,
         HEALTH_PROBES,
@@ -579,6 +587,8 @@ pub mod fleet {
     pub fn register_replicas(server: &str, replicas: &[String]) {
         metrics::counter!(names::RETRIES, "server" => server.to_owned()).increment(0);
         metrics::counter!(names::FAILOVERS, "server" => server.to_owned()).increment(0);
+        metrics::counter!(names::BALANCER_PANIC_PICKS, "server" => server.to_owned()).increment(0);
+        metrics::gauge!(names::BALANCER_PANIC, "server" => server.to_owned()).set(0.0);
         for replica in replicas {
             let labels = [("server", server.to_owned()), ("replica", replica.clone())];
             metrics::counter!(names::BALANCER_PICKS, &labels).increment(0);
@@ -590,6 +600,21 @@ pub mod fleet {
     /// the replica's client, so counting a pick costs no label lookup).
     pub fn picks(server: &str, replica: &str) -> metrics::Counter {
         metrics::counter!(names::BALANCER_PICKS, "server" => server.to_owned(), "replica" => replica.to_owned())
+    }
+
+    /// The counter of work the panic rule let through to a replica of `server` that was out
+    /// (a handle kept by its client).
+    pub fn panic_picks(server: &str) -> metrics::Counter {
+        metrics::counter!(names::BALANCER_PANIC_PICKS, "server" => server.to_owned())
+    }
+
+    /// The balancer entered (`on`) or left panic for `server`.
+    pub fn panic(server: &str, on: bool) {
+        metrics::gauge!(names::BALANCER_PANIC, "server" => server.to_owned()).set(if on {
+            1.0
+        } else {
+            0.0
+        });
     }
 
     /// A request is sent again on another replica.

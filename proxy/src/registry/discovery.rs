@@ -97,6 +97,8 @@ impl Discovery {
         };
         let sink: Weak<dyn UpstreamSink> = Rc::downgrade(self) as Weak<dyn UpstreamSink>;
         let session = upstream.open(shard, DISCOVERY, self.params.clone(), Some(sink), None);
+        // Discovery retries on its own while a server is down: that must not keep it out.
+        session.in_background();
         self.sessions.borrow_mut()[server] = Some(session.clone());
         self.status.borrow_mut()[server] = ServerStatus::Pending;
         let (tx, rx) = local_channel::new_bounded(1);

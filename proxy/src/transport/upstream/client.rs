@@ -15,6 +15,7 @@ use glommio::net::TcpStream;
 
 use crate::tls::UpstreamStream;
 
+use crate::balance::panic::{self, Mode};
 use crate::balance::{Picker, ReplicaStats, RetryBudget, Traffic, Transition};
 use crate::config::{ReplicaConfig, ServerConfig, Strategy, Transport, UpstreamUrl};
 use crate::metrics::ProbeOutcome;
@@ -181,6 +182,8 @@ pub struct UpstreamClient {
     replica_latency: Vec<RefCell<Option<hdrhistogram::Histogram<u64>>>>,
     /// `mcp_proxy_balancer_picks_total` of each replica.
     pick_counters: Vec<metrics::Counter>,
+    /// This shard's panic state for the server (`balance::panic`).
+    panic: panic::Watch,
     /// `mcp_proxy_health_probes_total` of each replica, by outcome.
     probe_counters: Vec<crate::metrics::fleet::ProbeCounters>,
     headers: Vec<(String, String)>,
@@ -214,6 +217,7 @@ impl UpstreamClient {
             .iter()
             .map(|u| crate::metrics::fleet::picks(&config.name, u))
             .collect();
+        let panic = panic::Watch::new(&config.name);
         let probe_counters = urls
             .iter()
             .map(|u| crate::metrics::fleet::ProbeCounters::new(&config.name, u))
@@ -246,6 +250,7 @@ impl UpstreamClient {
             latency,
             replica_latency,
             pick_counters,
+            panic,
             probe_counters,
             headers,
             limits,
@@ -297,16 +302,42 @@ impl UpstreamClient {
 
     /// Picks a replica for new work (a new session binding, or a stateless request).
     pub fn pick(&self, exclude: Option<usize>) -> Option<usize> {
+        let now = Instant::now();
+        let mode = self.balancer_mode(now);
         let picked = self
             .picker
-            .pick(self.strategy.get(), &self.stats, exclude, Instant::now());
+            .pick_in(mode, self.strategy.get(), &self.stats, exclude, now);
         if let Some(r) = picked.and_then(|r| self.stats.get(r)) {
             r.picked();
+            self.panic.let_through(!r.available(now));
         }
         if let Some(c) = picked.and_then(|r| self.pick_counters.get(r)) {
             c.increment(1);
         }
         picked
+    }
+
+    /// Which replicas may take work now (`balance::panic`).
+    pub fn balancer_mode(&self, now: Instant) -> Mode {
+        self.panic.mode(self.name(), &self.stats, now)
+    }
+
+    /// True when `replica` may take new work now (a session bound or opened there).
+    pub fn takes_new_work(&self, replica: usize, now: Instant) -> bool {
+        self.stats.get(replica).is_some_and(|r| {
+            let mode = || self.balancer_mode(now);
+            r.available(now) || self.panic.let_through(mode().takes_new_work(r, now))
+        })
+    }
+
+    /// True when the sessions already on `replica` may go on using it.
+    pub fn serves(&self, replica: usize, now: Instant) -> bool {
+        self.stats.get(replica).is_some_and(|r| {
+            r.usable(now)
+                || self
+                    .panic
+                    .let_through(self.balancer_mode(now).serves(r, now))
+        })
     }
 
     /// The balancing strategy in force.
@@ -340,7 +371,7 @@ impl UpstreamClient {
     }
 
     /// Records a replica's answer (or failure, with its message and the pause it asked for) to
-    /// an exchange and logs what that changed.
+    /// an exchange and logs what that changed; `timed_out` when it got no answer in time.
     fn record(
         &self,
         replica: usize,
@@ -348,12 +379,18 @@ impl UpstreamClient {
         started: Instant,
         failure: Option<String>,
         pause: Option<Duration>,
+        timed_out: bool,
     ) {
         let now = Instant::now();
         let ok = failure.is_none();
-        note_failure(&self.stats[replica], now, failure, pause);
+        let stats = &self.stats[replica];
+        note_failure(stats, now, failure, pause);
         let threshold = self.config.balance.failover_threshold;
-        let change = self.stats[replica].end(traffic, now - started, ok, threshold, now);
+        let change = if timed_out {
+            stats.timed_out(traffic, now - started, threshold, now)
+        } else {
+            stats.end(traffic, now - started, ok, threshold, now)
+        };
         self.transition(replica, change);
     }
 
@@ -376,8 +413,9 @@ impl UpstreamClient {
                     self.replica_url(replica)
                 )
             }
-            Transition::None => {}
+            Transition::None => return,
         }
+        self.balancer_mode(Instant::now());
     }
 
     fn checkout(&self, replica: usize) -> Option<ClientConn<UpstreamStream>> {
@@ -478,7 +516,8 @@ impl UpstreamClient {
                 None => (None, None),
             },
         };
-        self.record(replica, traffic, started, failure, pause);
+        let timed_out = matches!(result, Err(UpstreamError::Timeout { .. }));
+        self.record(replica, traffic, started, failure, pause, timed_out);
         result
     }
 
@@ -744,6 +783,8 @@ impl UpstreamClient {
     }
 
     /// Opens the GET stream of server-initiated messages; `Ok(None)` when the server offers none (405).
+    /// The proxy (re-)opens it on its own, so a failure does not count against the replica's
+    /// circuit ([`Traffic::Background`]).
     pub async fn open_stream(
         self: &Rc<Self>,
         replica: usize,
@@ -755,7 +796,7 @@ impl UpstreamClient {
         let headers =
             Self::mcp_headers("text/event-stream", Some(session_id), Some(version), extra);
         let (conn, head) = self
-            .exchange(replica, Traffic::Own, "GET", &headers, None)
+            .exchange(replica, Traffic::Background, "GET", &headers, None)
             .await?;
         match head.status {
             // The GET stream may rightly stay silent for hours: no idle limit.
@@ -774,7 +815,8 @@ impl UpstreamClient {
         }
     }
 
-    /// Ends an upstream session (best effort: the upstream may not support DELETE).
+    /// Ends an upstream session (best effort: the upstream may not support DELETE; nobody
+    /// waits on it, so a failure does not count against the replica).
     pub async fn delete(self: &Rc<Self>, replica: usize, session_id: &str, version: &str) {
         let headers = Self::mcp_headers(
             "application/json, text/event-stream",
@@ -783,7 +825,7 @@ impl UpstreamClient {
             None,
         );
         match self
-            .exchange(replica, Traffic::Own, "DELETE", &headers, None)
+            .exchange(replica, Traffic::Background, "DELETE", &headers, None)
             .await
         {
             Ok((conn, head)) => self.finish_small(replica, conn, &head).await,

@@ -150,6 +150,14 @@ impl UpstreamHandle {
         }
     }
 
+    /// Marks the handle as the proxy's own with no client waiting (discovery's): its failed
+    /// exchanges do not count against a replica's circuit (`balance::Traffic::Background`).
+    pub fn in_background(&self) {
+        if let UpstreamHandle::Http(s) = self {
+            s.in_background();
+        }
+    }
+
     /// True when the upstream is used in the stateless era (2026-07-28).
     pub fn is_modern(&self) -> bool {
         match self {

@@ -91,6 +91,9 @@ pub struct UpstreamSession {
     preferred: Cell<Option<usize>>,
     /// Resource subscriptions to renew in a re-initialized session.
     subscriptions: Subscriptions,
+    /// Whose work the session's own exchanges (set-up, messages of the proxy's) are:
+    /// [`Traffic::Own`] for a client's session, [`Traffic::Background`] for discovery's.
+    own: Cell<Traffic>,
 }
 
 impl UpstreamSession {
@@ -111,6 +114,7 @@ impl UpstreamSession {
             listener: RefCell::new(None),
             preferred: Cell::new(None),
             subscriptions: Subscriptions::default(),
+            own: Cell::new(Traffic::Own),
         })
     }
 
@@ -128,6 +132,12 @@ impl UpstreamSession {
     pub fn prefer(&self, replica: Option<usize>) {
         self.preferred
             .set(replica.filter(|r| *r < self.client.replica_count()));
+    }
+
+    /// Marks the session as the proxy's own, with no client waiting on it (discovery's): its
+    /// failures do not count against a replica's circuit.
+    pub fn in_background(&self) {
+        self.own.set(Traffic::Background);
     }
 
     /// The server this session talks to.
@@ -149,19 +159,22 @@ impl UpstreamSession {
 
     /// The established session, initializing it first when needed.
     pub async fn established(self: &Rc<Self>) -> Result<Rc<Established>, UpstreamError> {
-        self.established_avoiding(None).await
+        self.established_avoiding(None, self.own.get()).await
     }
 
     /// The established session; a session on a replica that was taken out (or on `avoid`)
     /// moves to another replica first: a new upstream session opened with the client's own
-    /// capabilities, which the client never notices.
+    /// capabilities, which the client never notices. A replica that is out still serves its
+    /// sessions while the balancer is in panic (`balance::panic`): there is nowhere better.
+    /// `traffic` is whose work the set-up is, should one be needed.
     async fn established_avoiding(
         self: &Rc<Self>,
         avoid: Option<usize>,
+        traffic: Traffic,
     ) -> Result<Rc<Established>, UpstreamError> {
         if let Some(s) = self.current() {
-            let usable = self.client.stats[s.replica].usable(std::time::Instant::now());
-            if usable && Some(s.replica) != avoid {
+            let serves = self.client.serves(s.replica, std::time::Instant::now());
+            if serves && Some(s.replica) != avoid {
                 return Ok(s);
             }
             crate::metrics::fleet::failed_over(self.client.name());
@@ -194,7 +207,7 @@ impl UpstreamSession {
         let preferred = self
             .preferred
             .get()
-            .filter(|r| self.client.stats[*r].available(now));
+            .filter(|r| self.client.takes_new_work(*r, now));
         let mut replica = preferred
             .or_else(|| self.client.pick(avoid))
             .or_else(|| self.client.pick(None))
@@ -202,7 +215,7 @@ impl UpstreamSession {
                 server: self.client.name().to_owned(),
                 addr: "every replica".into(),
                 source: std::io::Error::other(
-                    "no replica is available (all unhealthy, ejected or draining)",
+                    "no replica is available (each is draining or asked for a pause)",
                 ),
             })?;
         // The client's request has not left the proxy while its upstream session is being
@@ -213,7 +226,7 @@ impl UpstreamSession {
         // upstream session nobody uses, which it expires.
         let mut attempt = 1;
         loop {
-            let error = match self.initialize(replica).await {
+            let error = match self.initialize(replica, traffic).await {
                 Ok(est) => return Ok(est),
                 Err(e) => e,
             };
@@ -245,9 +258,13 @@ impl UpstreamSession {
         }
     }
 
-    async fn initialize(self: &Rc<Self>, replica: usize) -> Result<Rc<Established>, UpstreamError> {
+    async fn initialize(
+        self: &Rc<Self>,
+        replica: usize,
+        traffic: Traffic,
+    ) -> Result<Rc<Established>, UpstreamError> {
         if self.client.modern.get() != Some(false) {
-            if let Some(est) = self.discover(replica).await? {
+            if let Some(est) = self.discover(replica, traffic).await? {
                 return Ok(est);
             }
         }
@@ -255,7 +272,7 @@ impl UpstreamSession {
         let body = jsonrpc::request_body(&id, "initialize", &self.init_params);
         let reply = self
             .client
-            .post(replica, Traffic::Own, None, None, &body)
+            .post(replica, traffic, None, None, &body)
             .await?;
         let session_id = reply.session_id.clone();
         let answer = self.await_answer(reply, &id).await?;
@@ -293,7 +310,7 @@ impl UpstreamSession {
         self.client
             .post(
                 replica,
-                Traffic::Own,
+                traffic,
                 est.session_id.as_deref(),
                 Some(&est.version),
                 &initialized,
@@ -315,7 +332,8 @@ impl UpstreamSession {
     /// those with the old session, and the client still counts on their updates. Sent straight
     /// to `est` (no re-initialization of its own, so a session lost again cannot recurse), before
     /// the request that opened it; a failure is logged and fails nothing else, since the
-    /// client's request is about something else.
+    /// client's request is about something else, and counts nothing against the replica
+    /// ([`Traffic::Background`]).
     async fn resubscribe(&self, est: &Established) {
         let uris = self.subscriptions.uris();
         if uris.is_empty() {
@@ -329,7 +347,7 @@ impl UpstreamSession {
                 .client
                 .post(
                     est.replica,
-                    Traffic::Own,
+                    Traffic::Background,
                     est.session_id.as_deref(),
                     Some(&est.version),
                     &body,
@@ -367,6 +385,7 @@ impl UpstreamSession {
     async fn discover(
         self: &Rc<Self>,
         replica: usize,
+        traffic: Traffic,
     ) -> Result<Option<Rc<Established>>, UpstreamError> {
         use crate::protocol::modern;
         let envelope = Envelope::of(&self.init_params);
@@ -377,7 +396,7 @@ impl UpstreamSession {
             .client
             .post_with(
                 replica,
-                Traffic::Own,
+                traffic,
                 None,
                 Some(modern::VERSION),
                 &headers,
@@ -449,7 +468,7 @@ impl UpstreamSession {
     /// POSTs a message of the proxy's own in this session (not a client request: see
     /// [`Traffic`]); retried elsewhere only when it never left the proxy.
     pub async fn post(self: &Rc<Self>, body: &[u8]) -> Result<PostReply, UpstreamError> {
-        self.deliver_with(body, false, Traffic::Own, None).await
+        self.deliver_with(body, false, self.own.get(), None).await
     }
 
     /// POSTs a message in this session. A session the upstream lost is re-initialized and the
@@ -493,13 +512,18 @@ impl UpstreamSession {
         let stateless = self.client.config.balance.stateless;
         let mut avoid = None;
         let mut attempt = 1;
+        // A client's request opens what it needs on the client's behalf.
+        let setup = match traffic {
+            Traffic::Client => self.own.get(),
+            own => own,
+        };
         loop {
-            let est = self.established_avoiding(avoid).await?;
+            let est = self.established_avoiding(avoid, setup).await?;
             // Stateless servers keep nothing per session: every request may go anywhere.
             let now = std::time::Instant::now();
             let pinned = pin
                 .and_then(Cell::get)
-                .filter(|r| Some(*r) != avoid && self.client.stats[*r].usable(now));
+                .filter(|r| Some(*r) != avoid && self.client.serves(*r, now));
             let replica = if stateless || est.modern.is_some() {
                 pinned
                     .or_else(|| self.client.pick(avoid))
@@ -726,7 +750,7 @@ async fn reopen_for_subscriptions(weak: Weak<UpstreamSession>) {
             "upstream {}: session lost; opening a new one to keep its resource subscriptions",
             this.client.name()
         );
-        match this.established().await {
+        match this.established_avoiding(None, Traffic::Background).await {
             Ok(_) => return,
             Err(e) => log::warn!(
                 server = this.client.name();
