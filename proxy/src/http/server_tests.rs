@@ -288,7 +288,7 @@ fn response_is_one_write() {
 fn streamed_response_framing() {
     let writes = written_by(false, |c| {
         Box::pin(async {
-            c.start_stream(200, &[("Content-Type", "text/event-stream")])
+            c.start_stream(200, &[("Content-Type", "text/event-stream")], true)
                 .await
                 .unwrap();
             c.write_chunk(b"data: 1\n\n").await.unwrap();
@@ -312,7 +312,7 @@ fn streamed_response_framing() {
     assert_eq!(writes[3], b"0\r\n\r\n");
     let writes = written_by(true, |c| {
         Box::pin(async {
-            c.start_stream(200, &[]).await.unwrap();
+            c.start_stream(200, &[], true).await.unwrap();
             c.write_chunk(b"raw").await.unwrap();
             c.finish_stream().await.unwrap();
         })
