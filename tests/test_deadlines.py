@@ -282,3 +282,20 @@ def test_sigterm_closes_idle_connections_and_answers_the_rest_with_close(spawner
     exited_after = time.monotonic() - signalled
     assert proxy.proc.returncode == 0
     assert exited_after < 8, f"exited {exited_after:.1f}s after SIGTERM (the drain cap is 10 s)"
+
+
+def test_a_stdio_server_that_never_answers_times_out(spawner):
+    fixture = Path(__file__).resolve().parent / "fixtures" / "silent_stdio.py"
+    config = (f'[[servers]]\nname = "silent"\ncommand = "{sys.executable}"\n'
+              f'args = ["{fixture}"]\ntimeout = "{TIMEOUT_S}s"\n')
+    proxy = spawner.proxy(config)
+    session = harness.raw_initialize(proxy.url)
+    took, r, answer = timed_call(proxy.url, session, "silent__hang")
+    assert answer is not None and "error" in answer, f"{r.status} {r.messages}"
+    message = answer["error"]["message"]
+    assert "silent" in message and "did not answer" in message, message
+    assert took < 4 * TIMEOUT_S, f"the error took {took:.1f}s with timeout {TIMEOUT_S}s"
+    deadline = time.monotonic() + 10
+    while "cancelled {" not in proxy.stderr_tail(200) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert "cancelled {" in proxy.stderr_tail(200), "the child was told to stop"

@@ -992,6 +992,7 @@ impl SseMessages {
         {
             Ok(Some(MessageStream {
                 source: Source::Sse(mut reopened),
+                ..
             })) => {
                 self.body = reopened.body.take();
                 self.parser = SseParser::new(MAX_UPSTREAM_MESSAGE);
@@ -1012,19 +1013,13 @@ impl SseMessages {
     /// stream fails with [`UpstreamError::Timeout`] once its deadline passes, however busy
     /// with keep-alives the server keeps it; a progress notification moves the deadline on.
     pub async fn next(&mut self) -> Result<Option<Bytes>, UpstreamError> {
-        let Some(deadline) = self.deadline else {
+        let Some(mut deadline) = self.deadline else {
             return self.next_message().await;
         };
-        match deadline.within(self.next_message()).await {
-            Ok(Ok(Some(message))) => {
-                if deadline::is_progress(&message) {
-                    if let Some(d) = self.deadline.as_mut() {
-                        d.progressed(Instant::now());
-                    }
-                }
-                Ok(Some(message))
-            }
-            Ok(other) => other,
+        let next = deadline.next_message(self.next_message()).await;
+        self.deadline = Some(deadline);
+        match next {
+            Ok(got) => got,
             Err(deadline::Expired) => {
                 // Whatever was half read is lost with the connection: it cannot be pooled.
                 self.body = None;
@@ -1092,6 +1087,8 @@ impl SseMessages {
 /// stdio link that owns a child process (locally or from another shard).
 pub struct MessageStream {
     source: Source,
+    /// The deadline of a relayed answer, with its server's name (an SSE stream keeps its own).
+    deadline: Option<(AnswerDeadline, String)>,
 }
 
 enum Source {
@@ -1104,6 +1101,7 @@ impl MessageStream {
     fn sse(messages: SseMessages) -> Self {
         MessageStream {
             source: Source::Sse(Box::new(messages)),
+            deadline: None,
         }
     }
 
@@ -1111,6 +1109,7 @@ impl MessageStream {
     pub fn local(rx: LocalReceiver<Bytes>) -> Self {
         MessageStream {
             source: Source::Local(rx),
+            deadline: None,
         }
     }
 
@@ -1118,18 +1117,38 @@ impl MessageStream {
     pub fn remote(rx: LocalReceiver<ReplyPart>) -> Self {
         MessageStream {
             source: Source::Remote(rx),
+            deadline: None,
         }
+    }
+
+    /// The same messages, given up on with [`UpstreamError::Timeout`] once `deadline` passes.
+    pub fn within(mut self, deadline: AnswerDeadline, server: &str) -> Self {
+        self.deadline = Some((deadline, server.to_owned()));
+        self
     }
 
     /// The next message's JSON, or `None` at the end of the answer.
     pub async fn next(&mut self) -> Result<Option<Bytes>, UpstreamError> {
-        match &mut self.source {
-            Source::Sse(s) => s.next().await,
-            Source::Local(rx) => Ok(rx.recv().await),
-            Source::Remote(rx) => match rx.recv().await {
-                Some(ReplyPart::Data(b)) => Ok(Some(b)),
-                _ => Ok(None),
-            },
+        let MessageStream { source, deadline } = self;
+        let next = async {
+            match source {
+                Source::Sse(s) => s.next().await,
+                Source::Local(rx) => Ok(rx.recv().await),
+                Source::Remote(rx) => match rx.recv().await {
+                    Some(ReplyPart::Data(b)) => Ok(Some(b)),
+                    _ => Ok(None),
+                },
+            }
+        };
+        let Some((deadline, server)) = deadline.as_mut() else {
+            return next.await;
+        };
+        match deadline.next_message(next).await {
+            Ok(got) => got,
+            Err(deadline::Expired) => Err(UpstreamError::Timeout {
+                server: server.clone(),
+                timeout: deadline.timeout(),
+            }),
         }
     }
 

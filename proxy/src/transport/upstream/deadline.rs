@@ -71,6 +71,23 @@ impl AnswerDeadline {
     }
 }
 
+impl AnswerDeadline {
+    /// The next message of the answer, from `next`, within the deadline; a progress
+    /// notification moves the deadline on.
+    pub async fn next_message<E>(
+        &mut self,
+        next: impl Future<Output = Result<Option<bytes::Bytes>, E>>,
+    ) -> Result<Result<Option<bytes::Bytes>, E>, Expired> {
+        let got = self.within(next).await?;
+        if let Ok(Some(message)) = &got {
+            if is_progress(message) {
+                self.progressed(Instant::now());
+            }
+        }
+        Ok(got)
+    }
+}
+
 /// True when `message` (one JSON-RPC message from a request's stream) is a progress
 /// notification. The substring test keeps every other message free of a parse; the few that
 /// pass it are parsed so that a result or a log line quoting the method name does not count.
