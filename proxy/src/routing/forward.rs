@@ -245,8 +245,8 @@ async fn send(
         session: session.clone(),
         client_id: client_id.clone(),
     };
-    // Declared after `guard`, so dropped first: the request still counts as in flight when
-    // its cancellation is decided.
+    // Declared after `guard`, so dropped first: whether the client cancelled the request
+    // itself is still on record when a drop decides to cancel it upstream.
     let mut awaiting = Awaiting {
         cancel: CancelOnDrop::new(
             upstream.clone(),
