@@ -4,8 +4,10 @@
 //! over them. Port 0 is resolved once, up front, so every shard binds the same real port; a
 //! fixed port another process already holds is refused unless `--takeover` (see [`listener`]).
 //! Shutdown is cooperative: [`Running::stop`] raises a flag every shard watches; each stops
-//! accepting, lets requests in flight finish (up to [`DRAIN_LIMIT`]), ends its sessions
-//! (deleting upstream sessions), and shard 0 stops the stdio children.
+//! accepting, closes its idle keep-alive connections and answers the rest with
+//! `Connection: close` (`transport::drain`), lets requests in flight finish (up to
+//! [`DRAIN_LIMIT`]), ends its sessions (deleting upstream sessions), and shard 0 stops the
+//! stdio children.
 
 use std::net::SocketAddr;
 use std::rc::Rc;
@@ -352,7 +354,11 @@ async fn run_shard(
         }
         (None, None) => {}
     }
+    // Idle keep-alive connections close now and busy ones after their answer, so only
+    // requests in flight keep the shard.
+    crate::transport::drain::begin();
     shut_down(&shard, &drained).await;
+    crate::transport::drain::finish();
 }
 
 async fn accept(shard: &Rc<Shard>, listener: &TcpListener) {

@@ -327,7 +327,7 @@ async fn write(
     if a.sse {
         headers.push(("Content-Type", "text/event-stream"));
         headers.push(("Cache-Control", "no-cache"));
-        conn.start_stream(a.status, &headers).await?;
+        conn.start_stream(a.status, &headers, keep_alive).await?;
         conn.write_chunk(&encode_event(None, &a.body)).await?;
         conn.finish_stream().await
     } else {

@@ -359,7 +359,7 @@ mod tests {
                     .expect("read")
                     .expect("request");
                 assert_eq!(req.header("accept"), Some("text/event-stream"));
-                conn.start_stream(200, &[("Content-Type", "text/event-stream")])
+                conn.start_stream(200, &[("Content-Type", "text/event-stream")], true)
                     .await
                     .expect("start");
                 conn.write_chunk(&encode_priming("0")).await.expect("chunk");

@@ -151,6 +151,51 @@ impl<S: AsyncRead + AsyncWrite + Unpin> ServerConn<S> {
         self.stream
     }
 
+    /// Waits for the first bytes of the next request: true once some are buffered (at once
+    /// when a pipelined request already is), false when the client closed, sent nothing for
+    /// `idle` or `stop` resolved first (a draining shard closes idle connections). After
+    /// false the connection is done: close it.
+    pub async fn next_request_begins(
+        &mut self,
+        idle: std::time::Duration,
+        stop: impl std::future::Future<Output = ()>,
+    ) -> bool {
+        if !self.buf.is_empty() {
+            return true;
+        }
+        let first = async {
+            matches!(
+                glommio::timer::timeout(idle, async {
+                    Ok(read_more(&mut self.stream, &mut self.buf, 0).await)
+                })
+                .await,
+                Ok(Ok(n)) if n > 0
+            )
+        };
+        futures_lite::future::or(first, async {
+            stop.await;
+            false
+        })
+        .await
+    }
+
+    /// Resolves when the client goes away (end of file, reset) while its request is served;
+    /// never while it stays. A client that half-closes after its request is taken as gone, as
+    /// nginx takes it. Bytes it sends meanwhile (a pipelined request) are kept for the next
+    /// [`read_request`](Self::read_request); past `max_buffered` of them nothing more is read
+    /// and the client is taken as present. Dropping this future loses nothing: each read goes
+    /// to a local buffer and is appended whole.
+    pub async fn gone(&mut self, max_buffered: usize) {
+        let mut scratch = [0u8; 2048];
+        while self.buf.len() < max_buffered {
+            match self.stream.read(&mut scratch).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => self.buf.extend_from_slice(&scratch[..n]),
+            }
+        }
+        futures_lite::future::pending::<()>().await
+    }
+
     /// Reads the next request, body included.
     ///
     /// Ok(None) when the peer closed between requests or sent nothing for `idle_timeout`.
@@ -381,11 +426,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> ServerConn<S> {
     /// Starts a streamed response (`Transfer-Encoding: chunked`, e.g. for `text/event-stream`).
     ///
     /// For an HTTP/1.0 client the body is sent raw with `Connection: close`, and the caller must
-    /// close the connection after `finish_stream`.
+    /// close the connection after `finish_stream`. `keep_alive = false` adds `Connection: close`
+    /// to a chunked stream too (the caller closes after it).
     pub async fn start_stream(
         &mut self,
         status: u16,
         headers: &[(&str, &str)],
+        keep_alive: bool,
     ) -> std::io::Result<()> {
         let mut out = Vec::with_capacity(256);
         let mode = if self.http10 {
@@ -393,7 +440,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> ServerConn<S> {
         } else {
             StreamMode::Chunked
         };
-        self.push_head(&mut out, status, headers, mode == StreamMode::Chunked)?;
+        self.push_head(
+            &mut out,
+            status,
+            headers,
+            keep_alive && mode == StreamMode::Chunked,
+        )?;
         if mode == StreamMode::Chunked {
             out.extend_from_slice(b"Transfer-Encoding: chunked\r\n");
         }

@@ -288,7 +288,7 @@ fn response_is_one_write() {
 fn streamed_response_framing() {
     let writes = written_by(false, |c| {
         Box::pin(async {
-            c.start_stream(200, &[("Content-Type", "text/event-stream")])
+            c.start_stream(200, &[("Content-Type", "text/event-stream")], true)
                 .await
                 .unwrap();
             c.write_chunk(b"data: 1\n\n").await.unwrap();
@@ -312,7 +312,7 @@ fn streamed_response_framing() {
     assert_eq!(writes[3], b"0\r\n\r\n");
     let writes = written_by(true, |c| {
         Box::pin(async {
-            c.start_stream(200, &[]).await.unwrap();
+            c.start_stream(200, &[], true).await.unwrap();
             c.write_chunk(b"raw").await.unwrap();
             c.finish_stream().await.unwrap();
         })
@@ -321,4 +321,56 @@ fn streamed_response_framing() {
         writes.concat(),
         b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\nraw"
     );
+}
+
+/// Runs `gone` for at most 50 ms: true when it resolved (the client left).
+async fn left<S>(conn: &mut ServerConn<S>) -> bool
+where
+    S: futures_lite::AsyncRead + futures_lite::AsyncWrite + Unpin,
+{
+    glommio::timer::timeout(Duration::from_millis(50), async {
+        conn.gone(64 * 1024).await;
+        Ok(())
+    })
+    .await
+    .is_ok()
+}
+
+#[test]
+fn a_client_that_closes_is_gone_and_one_that_pipelines_keeps_its_request() {
+    const FIRST: &[u8] = b"GET /a HTTP/1.1\r\nHost: h\r\n\r\n";
+    const SECOND: &[u8] = b"GET /b HTTP/1.1\r\nHost: h\r\n\r\n";
+    run_glommio(|| async {
+        let limits = Limits::default();
+        // Closed after its request: gone.
+        let mut conn = ServerConn::new(MockStream::new(FIRST, 7));
+        assert!(conn.read_request(&limits).await.unwrap().is_some());
+        assert!(left(&mut conn).await);
+
+        // Sends the next request while the first is served, then waits: present, and the
+        // pipelined request is read whole afterwards.
+        let input = [FIRST, SECOND].concat();
+        let mut conn = ServerConn::new(MockStream::hanging(&input, 5));
+        let first = conn.read_request(&limits).await.unwrap().unwrap();
+        assert_eq!(first.path(), "/a");
+        assert!(!left(&mut conn).await);
+        assert!(
+            conn.next_request_begins(Duration::from_secs(1), futures_lite::future::pending())
+                .await
+        );
+        let second = conn.read_request(&limits).await.unwrap().unwrap();
+        assert_eq!(second.path(), "/b");
+    });
+}
+
+#[test]
+fn a_stop_closes_a_connection_waiting_for_its_next_request() {
+    run_glommio(|| async {
+        let mut conn = ServerConn::new(MockStream::hanging(b"", 5));
+        assert!(
+            !conn
+                .next_request_begins(Duration::from_secs(60), async {})
+                .await
+        );
+    });
 }

@@ -18,7 +18,8 @@ use crate::registry::Catalog;
 use crate::routing::{forward, Answer};
 use crate::session::{Session, STANDALONE};
 use crate::shard::Shard;
-use crate::transport::upstream::{Upstream, UpstreamHandle};
+use crate::transport::upstream::cancel::CancelOnDrop;
+use crate::transport::upstream::Upstream;
 
 /// `search_tools`.
 pub const SEARCH_TOOLS: &str = "proxy__search_tools";
@@ -660,35 +661,6 @@ async fn call_tool(call: Call, catalog: &Catalog) -> Answer {
     .await
 }
 
-/// A step's upstream request in flight; dropped while armed, it sends the server
-/// `notifications/cancelled` for it.
-struct CancelUpstream {
-    upstream: Option<UpstreamHandle>,
-    id: Id,
-}
-
-impl Drop for CancelUpstream {
-    fn drop(&mut self) {
-        let Some(upstream) = self.upstream.take() else {
-            return;
-        };
-        let mut params = Vec::with_capacity(80);
-        params.extend_from_slice(b"{\"requestId\":");
-        self.id.write_json(&mut params);
-        params.extend_from_slice(b",\"reason\":\"the workflow step was cancelled\"}");
-        let body = jsonrpc::notification_body("notifications/cancelled", Some(&params));
-        glommio::spawn_local(async move {
-            if let Err(e) = upstream.post(&body).await {
-                log::debug!(
-                    "upstream {}: cancellation not delivered: {e}",
-                    upstream.name()
-                );
-            }
-        })
-        .detach();
-    }
-}
-
 /// Steps call upstream tools through the session's own upstream sessions, as its client would.
 struct SessionExecutor {
     session: Rc<Session>,
@@ -723,12 +695,13 @@ impl Executor for SessionExecutor {
             let body = jsonrpc::request_body(&id, "tools/call", params.encode().as_bytes());
             // Dropped before the answer (the run was cancelled or the step timed out): the
             // server is told to stop, as the client's own cancellation would tell it.
-            let mut pending = CancelUpstream {
-                upstream: Some(upstream.clone()),
-                id: id.clone(),
-            };
+            let mut pending = CancelOnDrop::new(
+                upstream.clone(),
+                id.clone(),
+                "the workflow step was cancelled",
+            );
             let answer = upstream.request_as(&id, &body).await;
-            pending.upstream = None;
+            pending.disarm();
             let answer = answer.map_err(|e| StepError::Upstream(e.to_string()))?;
             let mut buf = answer.to_vec();
             let mut msg = simd_json::to_owned_value(&mut buf).map_err(|e| {

@@ -18,6 +18,7 @@ use crate::protocol::jsonrpc::{self, code, Id};
 use crate::protocol::splice;
 use crate::registry::Catalog;
 use crate::session::{Session, STANDALONE};
+use crate::transport::upstream::cancel::CancelOnDrop;
 use crate::transport::upstream::{MessageStream, ReplyBody, UpstreamError};
 
 /// Clears a client request from the in-flight table however its relay ends.
@@ -29,6 +30,45 @@ pub(super) struct InFlight {
 impl Drop for InFlight {
     fn drop(&mut self) {
         self.session.end_request(&self.client_id);
+    }
+}
+
+/// A client request waiting for its upstream answer. Dropped while waiting (the client went
+/// away: its connection closed, or the shard that accepted it sent `Abandon`), it tells the
+/// server to stop, unless the client cancelled the request itself or its session ended.
+struct Awaiting {
+    cancel: CancelOnDrop,
+    session: Rc<Session>,
+    client_id: Id,
+}
+
+impl Awaiting {
+    /// The wait ended with `error`: a server that did not answer in time is told to stop
+    /// (one that failed otherwise has no request left to stop).
+    fn failed(&mut self, error: &UpstreamError) {
+        match error {
+            UpstreamError::Timeout { timeout, .. } => self.timed_out(*timeout),
+            _ => self.cancel.disarm(),
+        }
+    }
+
+    /// No answer came within `timeout` (moved on by progress, if any).
+    fn timed_out(&mut self, timeout: std::time::Duration) {
+        if self.session.abandoned(&self.client_id) {
+            self.cancel.disarm();
+        } else {
+            self.cancel.fire(&format!(
+                "the proxy stopped waiting: no answer within {timeout:?}"
+            ));
+        }
+    }
+}
+
+impl Drop for Awaiting {
+    fn drop(&mut self) {
+        if self.session.abandoned(&self.client_id) {
+            self.cancel.disarm();
+        }
     }
 }
 
@@ -205,12 +245,24 @@ async fn send(
         session: session.clone(),
         client_id: client_id.clone(),
     };
+    // Declared after `guard`, so dropped first: whether the client cancelled the request
+    // itself is still on record when a drop decides to cancel it upstream.
+    let mut awaiting = Awaiting {
+        cancel: CancelOnDrop::new(
+            upstream.clone(),
+            upstream_id.clone(),
+            "the client went away",
+        ),
+        session: session.clone(),
+        client_id: client_id.clone(),
+    };
     timing.sending();
     // The replica that answers; an input_required call's retries go back to it.
     let pin = std::cell::Cell::new(None);
     let reply = match upstream.send_pinned(&body, retry_safe, &pin).await {
         Ok(r) => r,
         Err(e) => {
+            awaiting.failed(&e);
             timing.finish(Outcome::Unavailable);
             return Answer::Json(upstream_error(&client_id, &e));
         }
@@ -218,6 +270,7 @@ async fn send(
     // The answer, from a JSON reply or from the stream once what precedes it is relayed.
     let answer = match reply.body {
         ReplyBody::Json(b) => {
+            awaiting.cancel.disarm();
             timing.answered();
             match relay::from_upstream(session, server, Some((&upstream_id, &client_id)), &b) {
                 Relayed::Final(answer) => answer,
@@ -234,6 +287,7 @@ async fn send(
             }
         }
         ReplyBody::Accepted => {
+            awaiting.cancel.disarm();
             timing.finish(Outcome::Protocol);
             return Answer::Json(jsonrpc::error_body(
                 Some(&client_id),
@@ -247,6 +301,7 @@ async fn send(
         ReplyBody::Stream(mut stream) => loop {
             match next_relayed(session, server, &mut stream, &upstream_id, &client_id).await {
                 Step::Final(answer) => {
+                    awaiting.cancel.disarm();
                     drain(stream);
                     break answer;
                 }
@@ -261,8 +316,10 @@ async fn send(
                                 s.settle(&upstream, answer);
                             }
                         };
-                        let outcome = pump(&session, server, stream, ids, out, answered).await;
+                        let outcome =
+                            pump(&session, server, stream, ids, out, &mut awaiting, answered).await;
                         timing.finish(outcome);
+                        drop(awaiting);
                         drop(guard);
                     })
                     .detach();
@@ -270,8 +327,16 @@ async fn send(
                 }
                 // A client that takes only JSON gets interim messages on its GET stream.
                 Step::Message(m) => session.events.push(STANDALONE, m),
-                Step::Failed(_) if session.abandoned(&client_id) => return Answer::Silent,
+                Step::Failed(_) | Step::Expired(..) if session.abandoned(&client_id) => {
+                    return Answer::Silent
+                }
                 Step::Failed(answer) => {
+                    awaiting.cancel.disarm();
+                    timing.finish(Outcome::Unavailable);
+                    return Answer::Json(answer);
+                }
+                Step::Expired(answer, timeout) => {
+                    awaiting.timed_out(timeout);
                     timing.finish(Outcome::Unavailable);
                     return Answer::Json(answer);
                 }
@@ -301,7 +366,11 @@ async fn send(
 pub(super) enum Step {
     Final(Bytes),
     Message(Bytes),
+    /// The stream broke or ended without the answer: the client's error.
     Failed(Bytes),
+    /// The answer's deadline passed (the server's timeout): the client's error; the server
+    /// may still be working.
+    Expired(Bytes, std::time::Duration),
 }
 
 pub(super) async fn next_relayed(
@@ -333,6 +402,9 @@ pub(super) async fn next_relayed(
                     ),
                 ));
             }
+            Err(e @ UpstreamError::Timeout { timeout, .. }) => {
+                return Step::Expired(upstream_error(client, &e), timeout)
+            }
             Err(e) => return Step::Failed(upstream_error(client, &e)),
         }
     }
@@ -346,11 +418,18 @@ async fn pump(
     mut stream: Box<MessageStream>,
     ids: (Id, Id),
     out: u64,
+    awaiting: &mut Awaiting,
     answered: impl FnOnce(&[u8]),
 ) -> Outcome {
     let (up, client) = ids;
     loop {
-        match next_relayed(session, server, &mut stream, &up, &client).await {
+        let step = next_relayed(session, server, &mut stream, &up, &client).await;
+        match &step {
+            Step::Expired(_, timeout) => awaiting.timed_out(*timeout),
+            Step::Message(_) => {}
+            Step::Final(_) | Step::Failed(_) => awaiting.cancel.disarm(),
+        }
+        match step {
             Step::Message(m) => session.events.push(out, m),
             Step::Final(answer) => {
                 answered(&answer);
@@ -360,7 +439,7 @@ async fn pump(
                 drain(stream);
                 return outcome;
             }
-            Step::Failed(answer) => {
+            Step::Failed(answer) | Step::Expired(answer, _) => {
                 let abandoned = session.abandoned(&client);
                 if !abandoned {
                     session.events.push(out, answer);

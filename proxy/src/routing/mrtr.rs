@@ -239,7 +239,7 @@ impl Call {
                         forward::drain(stream);
                         return Ok(answer);
                     }
-                    Step::Failed(answer) => return Err(answer),
+                    Step::Failed(answer) | Step::Expired(answer, _) => return Err(answer),
                 }
             },
         }

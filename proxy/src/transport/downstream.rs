@@ -18,6 +18,7 @@ use crate::routing::{self, Answer};
 use crate::session::{Closed, Next, Position, Session, STANDALONE};
 use crate::shard::mesh::ReplyPart;
 use crate::shard::Shard;
+use crate::transport::drain;
 
 /// A comment sent on idle SSE streams so dead clients are noticed and middleboxes keep the line.
 const KEEPALIVE_EVERY: Duration = Duration::from_secs(25);
@@ -222,6 +223,10 @@ impl Drop for RemoteEvents {
     }
 }
 
+/// The most a client may send ahead (a pipelined request) while its request is served before
+/// the proxy stops reading, and so stops watching for it to leave.
+const PIPELINED_KEPT: usize = 64 * 1024;
+
 /// How long a connection closed after an HTTP-level error keeps draining the client's input,
 /// so the error response is read before the close (see `ServerConn::linger`).
 const ERROR_LINGER: std::time::Duration = std::time::Duration::from_secs(2);
@@ -236,6 +241,13 @@ where
     let limits = crate::limits::http_limits();
     let mut conn = ServerConn::new(stream);
     loop {
+        // A draining shard closes a connection that waits for its next request at once.
+        if !conn
+            .next_request_begins(limits.idle_timeout, drain::started())
+            .await
+        {
+            return;
+        }
         let request = match conn.read_request(&limits).await {
             Ok(Some(r)) => r,
             Ok(None) => return,
@@ -258,17 +270,29 @@ where
                 return;
             }
         };
-        let keep_alive = request.keep_alive;
         let (started, is_post) = (std::time::Instant::now(), request.method == Method::Post);
         let mut opened = None;
         let reply = match check(&shard, &request) {
             Ok(mcp) => {
                 opened = crate::auth::Opened::of(mcp.client.as_ref());
                 let _busy = shard.begin_request();
-                handle(&shard, mcp).await
+                // A client that goes away while its request is served takes the work with it:
+                // dropping `handle` drops the upstream exchange (the server is told to stop,
+                // see `routing::forward`) or, across shards, sends the owner `Abandon`.
+                let served = async { Some(handle(&shard, mcp).await) };
+                let gone = async {
+                    conn.gone(PIPELINED_KEPT).await;
+                    None
+                };
+                match futures_lite::future::or(served, gone).await {
+                    Some(reply) => reply,
+                    None => return,
+                }
             }
             Err(reply) => reply,
         };
+        // While draining, every answer is the connection's last.
+        let keep_alive = request.keep_alive && !drain::draining();
         // Access ends with the credential: when it expires or a reload stops accepting it.
         let deadline = matches!(reply, Reply::Events { .. })
             .then(|| crate::auth::stream_deadline(opened, request.header("authorization")));
@@ -294,12 +318,20 @@ where
                 all.push(("Content-Type", "text/event-stream"));
                 all.push(("Cache-Control", "no-cache"));
                 let counted = crate::metrics::EventStream::open();
-                let mut ok = conn.start_stream(200, &all).await.is_ok();
+                let mut ok = conn.start_stream(200, &all, keep_alive).await.is_ok();
                 let mut deadline = deadline.unwrap_or_else(|| sse::Deadline::new(None));
                 while ok {
-                    match deadline.within(source.next()).await.flatten() {
-                        Some(chunk) => ok = conn.write_chunk(&chunk).await.is_ok(),
-                        None => break,
+                    // A client that leaves is noticed at once, not at the next write (which
+                    // may be a keep-alive 25 s away): its connection is freed.
+                    let next = async { Some(deadline.within(source.next()).await.flatten()) };
+                    let gone = async {
+                        conn.gone(PIPELINED_KEPT).await;
+                        None
+                    };
+                    match futures_lite::future::or(next, gone).await {
+                        Some(Some(chunk)) => ok = conn.write_chunk(&chunk).await.is_ok(),
+                        Some(None) => break,
+                        None => ok = false,
                     }
                 }
                 let ok = ok && conn.finish_stream().await.is_ok();

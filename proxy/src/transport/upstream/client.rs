@@ -21,6 +21,7 @@ use crate::config::{ReplicaConfig, ServerConfig, Strategy, Transport, UpstreamUr
 use crate::metrics::ProbeOutcome;
 use glommio::channels::local_channel::LocalReceiver;
 
+use super::deadline::{self, AnswerDeadline};
 use crate::http::{ClientConn, HttpError, Limits, OwnedBody, ResponseHead, SseParser};
 use crate::protocol::modern::ParamHeader;
 use crate::shard::mesh::ReplyPart;
@@ -666,6 +667,8 @@ impl UpstreamClient {
         );
         headers.extend_from_slice(extra);
         headers.push(("Content-Type", "application/json"));
+        // The server's timeout bounds the whole answer, its body or stream included.
+        let deadline = AnswerDeadline::start(self.config.timeout);
         let (mut conn, head) = self
             .exchange(replica, traffic, "POST", &headers, Some(body))
             .await?;
@@ -691,18 +694,18 @@ impl UpstreamClient {
             return Ok(PostReply {
                 session_id: new_session,
                 body: ReplyBody::Stream(Box::new(MessageStream::sse(
-                    SseMessages::new(self.clone(), replica, conn, head, Some(self.config.timeout))
+                    SseMessages::new(self.clone(), replica, conn, head, Some(deadline))
                         .resumable(session_id.zip(version)),
                 ))),
             });
         }
-        let body = {
-            let reader = conn.body(&head);
-            reader
-                .read_to_end(MAX_UPSTREAM_MESSAGE)
-                .await
-                .map_err(|e| self.exchange_error(e))?
-        };
+        // A body shorter than its Content-Length, or trickling, must not hold the client past
+        // the deadline; the connection is dropped with it (its framing is lost).
+        let body = deadline
+            .within(conn.body(&head).read_to_end(MAX_UPSTREAM_MESSAGE))
+            .await
+            .unwrap_or(Err(HttpError::Timeout("body")))
+            .map_err(|e| self.exchange_error(e))?;
         if conn.reusable() {
             self.checkin(replica, conn);
         }
@@ -955,8 +958,9 @@ pub struct SseMessages {
     parser: SseParser,
     /// The id of the last event seen, for resuming with `Last-Event-ID`.
     pub last_event_id: Option<String>,
-    /// Longest silence tolerated between two pieces of a request's stream.
-    idle_limit: Option<Duration>,
+    /// When a request's answer is given up on (none for the GET stream, which may rightly
+    /// stay silent for hours).
+    deadline: Option<AnswerDeadline>,
     resume: Option<Resume>,
 }
 
@@ -978,7 +982,7 @@ impl SseMessages {
         replica: usize,
         conn: ClientConn<UpstreamStream>,
         head: ResponseHead,
-        idle_limit: Option<Duration>,
+        deadline: Option<AnswerDeadline>,
     ) -> Self {
         SseMessages {
             client,
@@ -986,7 +990,7 @@ impl SseMessages {
             body: Some(conn.into_body(&head)),
             parser: SseParser::new(MAX_UPSTREAM_MESSAGE),
             last_event_id: None,
-            idle_limit,
+            deadline,
             resume: None,
         }
     }
@@ -1030,6 +1034,7 @@ impl SseMessages {
         {
             Ok(Some(MessageStream {
                 source: Source::Sse(mut reopened),
+                ..
             })) => {
                 self.body = reopened.body.take();
                 self.parser = SseParser::new(MAX_UPSTREAM_MESSAGE);
@@ -1046,8 +1051,30 @@ impl SseMessages {
         }
     }
 
-    /// The next message's JSON, or `None` when the upstream ended the stream.
+    /// The next message's JSON, or `None` when the upstream ended the stream. A request's
+    /// stream fails with [`UpstreamError::Timeout`] once its deadline passes, however busy
+    /// with keep-alives the server keeps it; a progress notification moves the deadline on.
     pub async fn next(&mut self) -> Result<Option<Bytes>, UpstreamError> {
+        let Some(mut deadline) = self.deadline else {
+            return self.next_message().await;
+        };
+        let next = deadline.next_message(self.next_message()).await;
+        self.deadline = Some(deadline);
+        match next {
+            Ok(got) => got,
+            Err(deadline::Expired) => {
+                // Whatever was half read is lost with the connection: it cannot be pooled.
+                self.body = None;
+                self.resume = None;
+                Err(UpstreamError::Timeout {
+                    server: self.client.config.name.clone(),
+                    timeout: deadline.timeout(),
+                })
+            }
+        }
+    }
+
+    async fn next_message(&mut self) -> Result<Option<Bytes>, UpstreamError> {
         loop {
             match self.parser.next_event() {
                 Ok(Some(event)) => {
@@ -1071,17 +1098,7 @@ impl SseMessages {
             let Some(body) = self.body.as_mut() else {
                 return Ok(None);
             };
-            let chunk = match self.idle_limit {
-                // A request's stream that falls silent for the server's whole timeout is hung:
-                // the client gets an error instead of waiting forever.
-                Some(limit) => {
-                    glommio::timer::timeout(limit, async { Ok(body.next_chunk().await) })
-                        .await
-                        .unwrap_or(Err(HttpError::Timeout("body")))
-                }
-                None => body.next_chunk().await,
-            };
-            match chunk {
+            match body.next_chunk().await {
                 Ok(Some(bytes)) => self.parser.push(&bytes),
                 Ok(None) => {
                     if let Some(conn) = self.body.take().and_then(OwnedBody::into_conn) {
@@ -1112,6 +1129,8 @@ impl SseMessages {
 /// stdio link that owns a child process (locally or from another shard).
 pub struct MessageStream {
     source: Source,
+    /// The deadline of a relayed answer, with its server's name (an SSE stream keeps its own).
+    deadline: Option<(AnswerDeadline, String)>,
 }
 
 enum Source {
@@ -1124,6 +1143,7 @@ impl MessageStream {
     fn sse(messages: SseMessages) -> Self {
         MessageStream {
             source: Source::Sse(Box::new(messages)),
+            deadline: None,
         }
     }
 
@@ -1131,6 +1151,7 @@ impl MessageStream {
     pub fn local(rx: LocalReceiver<Bytes>) -> Self {
         MessageStream {
             source: Source::Local(rx),
+            deadline: None,
         }
     }
 
@@ -1138,18 +1159,38 @@ impl MessageStream {
     pub fn remote(rx: LocalReceiver<ReplyPart>) -> Self {
         MessageStream {
             source: Source::Remote(rx),
+            deadline: None,
         }
+    }
+
+    /// The same messages, given up on with [`UpstreamError::Timeout`] once `deadline` passes.
+    pub fn within(mut self, deadline: AnswerDeadline, server: &str) -> Self {
+        self.deadline = Some((deadline, server.to_owned()));
+        self
     }
 
     /// The next message's JSON, or `None` at the end of the answer.
     pub async fn next(&mut self) -> Result<Option<Bytes>, UpstreamError> {
-        match &mut self.source {
-            Source::Sse(s) => s.next().await,
-            Source::Local(rx) => Ok(rx.recv().await),
-            Source::Remote(rx) => match rx.recv().await {
-                Some(ReplyPart::Data(b)) => Ok(Some(b)),
-                _ => Ok(None),
-            },
+        let MessageStream { source, deadline } = self;
+        let next = async {
+            match source {
+                Source::Sse(s) => s.next().await,
+                Source::Local(rx) => Ok(rx.recv().await),
+                Source::Remote(rx) => match rx.recv().await {
+                    Some(ReplyPart::Data(b)) => Ok(Some(b)),
+                    _ => Ok(None),
+                },
+            }
+        };
+        let Some((deadline, server)) = deadline.as_mut() else {
+            return next.await;
+        };
+        match deadline.next_message(next).await {
+            Ok(got) => got,
+            Err(deadline::Expired) => Err(UpstreamError::Timeout {
+                server: server.clone(),
+                timeout: deadline.timeout(),
+            }),
         }
     }
 

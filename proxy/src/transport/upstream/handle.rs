@@ -112,6 +112,7 @@ impl Upstream {
                     n
                 }) % (*replicas).max(1),
                 name: config.name.clone(),
+                timeout: config.timeout,
                 session_key: session_key.to_owned(),
                 shard: Rc::downgrade(shard),
                 next_id: Cell::new(1),
@@ -276,6 +277,8 @@ pub struct StdioHandle {
     session_key: String,
     shard: Weak<Shard>,
     next_id: Cell<i64>,
+    /// The server's timeout: the deadline of each answer (see `deadline`).
+    timeout: std::time::Duration,
 }
 
 impl StdioHandle {
@@ -295,6 +298,8 @@ impl StdioHandle {
     }
 
     async fn post(&self, body: Bytes) -> Result<PostReply, UpstreamError> {
+        // The child's answer is bounded like an HTTP server's: its timeout, moved by progress.
+        let deadline = super::deadline::AnswerDeadline::start(self.timeout);
         if let Some(link) = self.local_link() {
             return Ok(match link.post(&self.session_key, body).await? {
                 LinkReply::Accepted => PostReply {
@@ -303,7 +308,9 @@ impl StdioHandle {
                 },
                 LinkReply::Stream(rx) => PostReply {
                     session_id: None,
-                    body: ReplyBody::Stream(Box::new(MessageStream::local(rx))),
+                    body: ReplyBody::Stream(Box::new(
+                        MessageStream::local(rx).within(deadline, &self.name),
+                    )),
                 },
             });
         }
@@ -326,7 +333,9 @@ impl StdioHandle {
             }),
             Some(ReplyPart::Head { status: 200, .. }) => Ok(PostReply {
                 session_id: None,
-                body: ReplyBody::Stream(Box::new(MessageStream::remote(parts))),
+                body: ReplyBody::Stream(Box::new(
+                    MessageStream::remote(parts).within(deadline, &self.name),
+                )),
             }),
             Some(ReplyPart::Head { .. }) => {
                 let detail = match parts.recv().await {
