@@ -303,8 +303,11 @@ fn assert_same(expected: &serde_json::Value, out: &[u8], what: &str) {
     );
 }
 
-/// Equal as JSON values, numbers by value (an integer written as a float, or a float parsed by
-/// two parsers, is the same number).
+/// Equal as JSON values, numbers by value: an integer written as a float is the same number,
+/// and floats may differ in their last bits. simd-json reads a mantissa of more than 19 digits
+/// an ulp or so away from a correctly rounded parser (serde), and re-encodes what it read; the
+/// proxy decides nothing on a float's value, and this target is about which members a message
+/// has and what its strings and integers say.
 fn same_meaning(a: &serde_json::Value, b: &serde_json::Value) -> bool {
     use serde_json::Value;
     match (a, b) {
@@ -312,7 +315,12 @@ fn same_meaning(a: &serde_json::Value, b: &serde_json::Value) -> bool {
             match (x.as_i64(), y.as_i64(), x.as_u64(), y.as_u64()) {
                 (Some(x), Some(y), _, _) => x == y,
                 (_, _, Some(x), Some(y)) => x == y,
-                _ => x.as_f64() == y.as_f64(),
+                _ => match (x.as_f64(), y.as_f64()) {
+                    (Some(x), Some(y)) => {
+                        (x - y).abs() <= 8.0 * f64::EPSILON * x.abs().max(y.abs())
+                    }
+                    _ => false,
+                },
             }
         }
         (Value::Array(x), Value::Array(y)) => {
