@@ -33,3 +33,8 @@ fn jsonrpc_corpus() {
 fn session_token_corpus() {
     replay("session_token", mcp_proxy::fuzzing::session_token);
 }
+
+#[test]
+fn forwarded_meaning_corpus() {
+    replay("forwarded_meaning", mcp_proxy::fuzzing::forwarded_meaning);
+}

@@ -704,9 +704,11 @@ impl Executor for SessionExecutor {
             pending.disarm();
             let answer = answer.map_err(|e| StepError::Upstream(e.to_string()))?;
             let mut buf = answer.to_vec();
-            let mut msg = simd_json::to_owned_value(&mut buf).map_err(|e| {
-                StepError::Upstream(format!("{tool} answered with invalid JSON: {e}"))
-            })?;
+            // Read as every upstream message is (a repeated member name is refused), so a
+            // step's result has the one meaning the client will see.
+            let mut msg = Json::from(jsonrpc::parse(&mut buf).map_err(|e| {
+                StepError::Upstream(format!("{tool} answered with invalid JSON-RPC: {e}"))
+            })?);
             if let Some(err) = msg.get("error") {
                 return Err(StepError::Rejected {
                     code: err.get_i64("code").unwrap_or(0),

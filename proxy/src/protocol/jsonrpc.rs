@@ -84,6 +84,11 @@ pub enum RpcError {
     /// Arrays and objects nested deeper than the limit (checked before parsing).
     #[error("invalid request: JSON nested deeper than {0} levels; flatten the message or raise [limits] max_json_depth")]
     TooDeep(usize),
+    /// One object names a member twice (the name, cut to 64 characters).
+    #[error(
+        "invalid request: the member name {0:?} appears twice in one object; send each name once"
+    )]
+    DuplicateKey(String),
 }
 
 impl RpcError {
@@ -91,7 +96,11 @@ impl RpcError {
     pub fn code(&self) -> i32 {
         match self {
             RpcError::Parse(_) => code::PARSE_ERROR,
-            RpcError::Invalid(_) | RpcError::TooDeep(_) => code::INVALID_REQUEST,
+            // A repeated name is still JSON by the grammar (RFC 8259 leaves its meaning open),
+            // so not -32700; it is no Request object with one meaning, so -32600.
+            RpcError::Invalid(_) | RpcError::TooDeep(_) | RpcError::DuplicateKey(_) => {
+                code::INVALID_REQUEST
+            }
         }
     }
 }
@@ -119,12 +128,21 @@ pub enum Kind<'v> {
 }
 
 /// Parses a body in place. Batches (arrays) are refused: they left the protocol in 2025-06-18.
+/// So is an object that names a member twice, at any depth: the proxy would read the first and
+/// the server behind it the last (see `duplicate_keys`), so what was checked would not be what
+/// runs. Every message read whole, from a client or a server, comes through here.
 pub fn parse(buf: &mut [u8]) -> Result<Value<'_>, RpcError> {
     let max = crate::limits::max_json_depth();
     if !crate::limits::json_depth_within(buf, max) {
         return Err(RpcError::TooDeep(max));
     }
-    let value = simd_json::to_borrowed_value(buf).map_err(|e| RpcError::Parse(e.to_string()))?;
+    // The tape first, checked, then the tree from it: what `to_borrowed_value` does in one call,
+    // with the check between (the tree of a large object keeps one member of a name).
+    let tape = simd_json::to_tape(buf).map_err(|e| RpcError::Parse(e.to_string()))?;
+    if let Some(name) = super::duplicate_keys::in_tape(&tape.0) {
+        return Err(RpcError::DuplicateKey(name.chars().take(64).collect()));
+    }
+    let value = simd_json::value::lazy::Value::from_tape(tape.as_value()).into_value();
     if value.is_array() {
         return Err(RpcError::Invalid(
             "batch requests are not supported; send one message per POST",
@@ -321,6 +339,37 @@ mod tests {
                 .code(),
             code::INVALID_REQUEST
         );
+    }
+
+    #[test]
+    fn refuses_a_member_named_twice_at_any_depth() {
+        for text in [
+            r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"secret__echo","name":"get-env"}}"#,
+            r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"a"},"params":{"name":"b"}}"#,
+            r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"a","na\u006de":"b"}}"#,
+            r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"a","arguments":{"x":[{"k":1,"k":2}]}}}"#,
+            r#"{"jsonrpc":"2.0","id":1,"id":2,"method":"ping"}"#,
+            r#"{"jsonrpc":"2.0","id":1,"result":{"content":[],"content":[{"type":"text","text":"x"}]}}"#,
+        ] {
+            let e = kind_of(text).unwrap_err();
+            assert!(matches!(e, RpcError::DuplicateKey(_)), "{text}: {e}");
+            assert_eq!(e.code(), code::INVALID_REQUEST, "{text}");
+        }
+        let e =
+            kind_of(r#"{"jsonrpc":"2.0","method":"x","params":{"a":{"n\u0061me":1,"name":2}}}"#)
+                .unwrap_err();
+        assert!(e.to_string().contains("\"name\" appears twice"), "{e}");
+        // Over 32 members, the tree simd-json builds keeps one of a name: the tape still tells.
+        let padding: String = (0..40).map(|i| format!(",\"k{i}\":{i}")).collect();
+        let large = format!(
+            r#"{{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{{"name":"a"{padding},"name":"b"}}}}"#
+        );
+        assert!(matches!(kind_of(&large), Err(RpcError::DuplicateKey(_))));
+        // The same name in different objects is no repetition.
+        assert!(kind_of(
+            r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"a","arguments":{"name":"b","x":{"name":"c"}}}}"#
+        )
+        .is_ok());
     }
 
     #[test]

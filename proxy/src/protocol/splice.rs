@@ -8,7 +8,8 @@
 //! values, repeated members, a top level that is not one object) gets `None`, and the caller takes
 //! the full parse. The bracket-aware skip does not check the grammar inside those values, so a
 //! message taken this way is also checked whole by simd-json's tape builder (validation without a
-//! tree): a malformed one takes the full parse too, which refuses it.
+//! tree), and on that tape for a member name repeated in any object: a malformed message, or one
+//! with a repeated name anywhere, takes the full parse too, which refuses it.
 
 use std::cell::RefCell;
 use std::io::Write;
@@ -35,8 +36,11 @@ pub fn answer(msg: &[u8], up: &Id, down: &Id) -> Option<Vec<u8>> {
     (id_is(&msg[span.clone()], up) && well_formed(msg)).then(|| replace_id(msg, span, down))
 }
 
-/// Whether `msg` is one well-formed JSON document (grammar and UTF-8), checked without building a
-/// tree. simd-json unescapes strings in place, so it works on a copy kept per thread.
+/// Whether `msg` is one well-formed JSON document (grammar and UTF-8) in which no object names a
+/// member twice, checked without building a tree: a repeated name, even deep in values this
+/// module copies as they came, would mean one thing to the proxy and another to the peer that
+/// keeps the last (the full parse refuses it; see `duplicate_keys`). simd-json unescapes strings
+/// in place, so it works on a copy kept per thread.
 pub fn well_formed(msg: &[u8]) -> bool {
     struct Scratch {
         input: Vec<u8>,
@@ -58,8 +62,9 @@ pub fn well_formed(msg: &[u8]) -> bool {
         s.input.extend_from_slice(msg);
         s.input.resize(msg.len() + simd_json::INPUT_PADDING, 0);
         let mut tape = s.tape.take().unwrap_or_else(simd_json::Tape::null).reset();
-        let ok =
-            simd_json::fill_tape_padded(&mut s.input, msg.len(), &mut s.buffers, &mut tape).is_ok();
+        let ok = simd_json::fill_tape_padded(&mut s.input, msg.len(), &mut s.buffers, &mut tape)
+            .is_ok()
+            && super::duplicate_keys::in_tape(&tape.0).is_none();
         s.tape = Some(tape.reset());
         if s.input.capacity() > KEEP_AT_MOST {
             *s = Scratch {
@@ -476,6 +481,8 @@ mod tests {
             br#"{"jsonrpc":"2.0","id":3,"result":{"a":"\q"}}"#,
             b"{\"jsonrpc\":\"2.0\",\"id\":3,\"result\":{\"a\":\"\xff\"}}",
             br#"{"jsonrpc":"2.0","id":3,"method":"ping"}"#,
+            br#"{"jsonrpc":"2.0","id":3,"result":{"isError":false,"isError":true}}"#,
+            br#"{"jsonrpc":"2.0","id":3,"result":{"content":[{"text":"a","t\u0065xt":"b"}]}}"#,
         ] {
             assert_eq!(
                 answer(broken, &up, &down),
@@ -542,6 +549,9 @@ mod tests {
             r#"{"jsonrpc":"2.0","id":1,"method":"ping","params":{"a":tru}}"#,
             r#"{"jsonrpc":"2.0","id":1,"method":"ping","params":{"a":[[[[]]]]}}"#,
             r#"{"jsonrpc":"2.0","id":01,"method":"ping"}"#,
+            r#"{"jsonrpc":"2.0","id":1,"method":"ping","params":{"a":{"b":1,"b":2}}}"#,
+            r#"{"jsonrpc":"2.0","id":1,"method":"ping","params":{"a":{"b":1,"\u0062":2}}}"#,
+            r#"{"jsonrpc":"2.0","id":1,"method":"ping","params":{"a":1},"x":[{"k":1,"k":1}]}"#,
         ] {
             assert_eq!(request(text.as_bytes(), 3, |_| true), None, "{text}");
         }

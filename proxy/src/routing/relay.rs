@@ -50,9 +50,14 @@ pub fn from_upstream(
         }
     }
     let mut buf = message.to_vec();
-    let Ok(mut msg) = jsonrpc::parse(&mut buf) else {
-        log::warn!("upstream #{server} sent a message that is not JSON-RPC; dropped");
-        return Relayed::Nothing;
+    let mut msg = match jsonrpc::parse(&mut buf) {
+        Ok(msg) => msg,
+        // A repeated member name lands here too: relayed, it could mean one thing to the proxy
+        // and another to the client.
+        Err(e) => {
+            log::warn!("upstream #{server} sent a message that cannot be relayed ({e}); dropped");
+            return Relayed::Nothing;
+        }
     };
     let method = msg.get_str("method").map(str::to_owned);
     let id = msg.get("id").and_then(Id::from_value);
