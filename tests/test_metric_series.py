@@ -5,9 +5,10 @@
   `process_*` metrics are there with believable values.
 - The dashboard's replica and retry panels follow `$server` and `$__rate_interval`, and its
   error ratio is 0 (not empty) for a server with traffic and no failure.
-- A server removed through the admin API leaves /metrics with every series, and Prometheus,
-  loaded with the shipped alert rules, stops alerting for it: a down HTTP server and a
-  crash-looping stdio one both alert while they exist and neither does once removed.
+- A server removed through the admin API takes every series with it from /metrics (and its
+  entry from /stats), and Prometheus, loaded with the shipped alert rules, stops alerting for
+  it: a down HTTP server and a crash-looping stdio one both alert while they exist and neither
+  does once removed. `promtool test rules` shows the windowed rules stop too.
 """
 
 from __future__ import annotations
@@ -197,6 +198,8 @@ def test_removed_servers_leave_metrics_and_stop_alerting(spawner, tmp_path):
             raise AssertionError(f"series of removed servers still exported: {leftovers()}")
         text = metrics_text(proxy)
         assert 'mcp_proxy_upstream_up{server="alpha"} 1' in text, "alpha's series went too"
+        stats = json.loads(http_get(f"{proxy.admin_url}/stats")[1])
+        assert set(stats["servers"]) == {"alpha"}, stats["servers"]
 
         try:
             wait_for(lambda: not alerts_for(prom, gone), 20, "no alert for four and five")

@@ -161,7 +161,11 @@ pub fn route(shard: &Shard, request: &Request) -> Response {
     }
     match path {
         "/metrics" => metrics_response(shard),
-        "/stats" => Response::json(200, stats::render_names(&shard.registry().names_by_index())),
+        "/stats" => {
+            let registry = shard.registry();
+            let live = registry.live().map(|(i, e)| (i, e.config.name.as_str()));
+            Response::json(200, stats::render_servers(live))
+        }
         "/healthz" => Response::json(200, health(shard)),
         _ => Response::json(
             404,
