@@ -8,7 +8,8 @@
 - A server removed through the admin API takes every series with it from /metrics (and its
   entry from /stats), and Prometheus, loaded with the shipped alert rules, stops alerting for
   it: a down HTTP server and a crash-looping stdio one both alert while they exist and neither
-  does once removed. `promtool test rules` shows the windowed rules stop too.
+  does once removed. `promtool test rules` shows the windowed rules stop too. A replica that
+  an update drops leaves /metrics as well.
 """
 
 from __future__ import annotations
@@ -264,3 +265,24 @@ def test_shipped_rules_stop_alerting_when_a_servers_series_stop(tmp_path):
     r = subprocess.run([PROMTOOL, "test", "rules", test_file], capture_output=True, text=True,
                        timeout=60)
     assert r.returncode == 0, f"promtool test rules:\n{r.stdout}\n{r.stderr}"
+
+
+def test_a_replica_dropped_by_an_update_leaves_metrics(spawner):
+    r1, r2 = spawner.everything(), spawner.everything()
+    proxy = spawner.proxy(
+        f'[proxy]\nadmin_token = "{TOKEN}"\n\n[[servers]]\nname = "ev"\nreplicas = [\n'
+        f'  {{ url = "{r1.url}" }},\n  {{ url = "{r2.url}" }},\n]\n'
+        'health_check_interval = "1s"\n', shards=1)
+
+    def replicas() -> set[str]:
+        return {m.group(1) for _, l, _ in samples(metrics_text(proxy))
+                if (m := re.search(r'replica="([^"]+)"', l))}
+
+    wait_for(lambda: {r1.url, r2.url} <= replicas(), 20, "series of both replicas")
+    assert admin(proxy, "PUT", "servers/ev", {
+        "name": "ev", "replicas": [{"url": r1.url}], "health_check_interval": "1s"}) == 200
+    try:
+        wait_for(lambda: r2.url not in replicas(), 5, "no series of the dropped replica")
+    except AssertionError:
+        raise AssertionError(f"the dropped replica is still exported: {replicas()}")
+    assert r1.url in replicas()
