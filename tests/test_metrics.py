@@ -79,13 +79,15 @@ def call_echo(url: str, session: str, server: str, i: int) -> None:
 
 
 class Prometheus:
-    """A Prometheus server scraping `target` (host:port) every second."""
+    """A Prometheus server scraping `target` (host:port) every second, evaluating the alert
+    rules of `rules` (a file) every second when given."""
 
-    def __init__(self, target: str, tmp: Path) -> None:
+    def __init__(self, target: str, tmp: Path, rules: Path | None = None) -> None:
         self.port = harness.free_port()
         config = tmp / "prometheus.yml"
+        rule_files = f"rule_files:\n  - '{rules}'\n" if rules else ""
         config.write_text(
-            "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n"
+            "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n" + rule_files +
             "scrape_configs:\n  - job_name: mcp-proxy\n    scrape_interval: 1s\n"
             f"    static_configs:\n      - targets: ['{target}']\n"
         )
@@ -119,6 +121,13 @@ class Prometheus:
     def value(self, expr: str) -> float | None:
         result = self.query(expr)
         return float(result[0]["value"][1]) if result else None
+
+    def alerts(self) -> list[dict]:
+        """The alerts pending or firing now."""
+        status, body = http_get(f"{self.base}/api/v1/alerts")
+        doc = json.loads(body)
+        assert status == 200 and doc["status"] == "success", body
+        return doc["data"]["alerts"]
 
     def kill(self) -> None:
         self.child.kill()

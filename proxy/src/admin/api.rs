@@ -461,12 +461,10 @@ fn health(shard: &Shard) -> Value {
 /// `/stats` (latency quantiles) plus per-server request and error counts from the metrics.
 fn stats_json(shard: &Shard) -> Value {
     let reg = shard.registry();
-    let names: Vec<String> = reg.entries.iter().map(|e| e.config.name.clone()).collect();
-    let mut v: Value = serde_json::from_str(&stats::render_names(&names)).unwrap_or(Value::Null);
+    let live = reg.live().map(|(i, e)| (i, e.config.name.as_str()));
+    let mut v: Value = serde_json::from_str(&stats::render_servers(live)).unwrap_or(Value::Null);
     let counts = request_counts();
     if let Some(servers) = v.get_mut("servers").and_then(Value::as_object_mut) {
-        // Removed servers keep their series in the histograms; the API shows live ones.
-        servers.retain(|name, _| reg.index_of(name).is_some());
         for (name, s) in servers.iter_mut() {
             let (requests, errors) = counts.get(name).copied().unwrap_or_default();
             s["requests"] = requests.into();

@@ -160,8 +160,12 @@ pub fn route(shard: &Shard, request: &Request) -> Response {
         return Response::json(405, r#"{"error":"method not allowed: use GET"}"#.into());
     }
     match path {
-        "/metrics" => metrics_response(),
-        "/stats" => Response::json(200, stats::render_names(&shard.registry().names_by_index())),
+        "/metrics" => metrics_response(shard),
+        "/stats" => {
+            let registry = shard.registry();
+            let live = registry.live().map(|(i, e)| (i, e.config.name.as_str()));
+            Response::json(200, stats::render_servers(live))
+        }
         "/healthz" => Response::json(200, health(shard)),
         _ => Response::json(
             404,
@@ -180,15 +184,19 @@ thread_local! {
 }
 
 /// `/metrics`, rendered at most once per [`METRICS_MAX_AGE`].
-fn metrics_response() -> Response {
+fn metrics_response(shard: &Shard) -> Response {
     let body = RENDERED.with(|cache| {
         let mut cache = cache.borrow_mut();
         match cache.as_ref() {
             Some((at, body)) if at.elapsed() < METRICS_MAX_AGE => body.clone(),
             _ => {
-                let text = crate::metrics::handle()
-                    .map(|h| h.render())
-                    .unwrap_or_default();
+                // Series of removed servers and replicas are left out: nothing pages for
+                // what no longer exists.
+                let registry = shard.registry();
+                let live = crate::metrics::exposition::LiveSeries::of(
+                    registry.live().map(|(_, e)| &e.config),
+                );
+                let text = crate::metrics::render(&live);
                 let body = Bytes::from(text);
                 *cache = Some((Instant::now(), body.clone()));
                 body

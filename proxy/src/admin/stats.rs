@@ -20,12 +20,18 @@ use crate::metrics::latency::{self, Quantiles};
 
 /// The `/stats` document for the configured servers.
 pub fn render(config: &Config) -> String {
-    let names: Vec<String> = config.servers.iter().map(|s| s.name.clone()).collect();
-    render_names(&names)
+    render_servers(
+        config
+            .servers
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (i, s.name.as_str())),
+    )
 }
 
-/// The `/stats` document for servers `names` (by index).
-pub fn render_names(names: &[String]) -> String {
+/// The `/stats` document for `servers` (index, name): the live ones of the registry, so a
+/// removed server is not listed (nor twice, once added again under its name).
+pub fn render_servers<'a>(servers: impl Iterator<Item = (usize, &'a str)>) -> String {
     let (merged, per_shard) = latency::merged();
     let mut out = format!(
         r#"{{"unit":"us","published_every_ms":{},"end_to_end":{},"shards":["#,
@@ -39,8 +45,8 @@ pub fn render_names(names: &[String]) -> String {
         let _ = write!(out, r#"{{"shard":{i},"end_to_end_count":{count}}}"#);
     }
     out.push_str(r#"],"servers":{"#);
-    for (i, server) in names.iter().enumerate() {
-        if i > 0 {
+    for (n, (i, server)) in servers.enumerate() {
+        if n > 0 {
             out.push(',');
         }
         let request = merged.request.get(i).map(Quantiles::of).unwrap_or_default();

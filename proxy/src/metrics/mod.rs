@@ -12,6 +12,7 @@
 //! - [`labels`]: bounded label values (MCP methods, outcomes);
 //! - [`latency`]: per-shard hdrhistograms, published every second and merged on demand;
 //! - [`counted`]: a stream wrapper counting the bytes a client connection moves;
+//! - [`exposition`]: the `/metrics` text: live servers' series, build and process metrics;
 //! - [`logs`]: the text/JSON/logfmt log formats, with configured secrets redacted.
 //!
 //! # Cost on the hot path
@@ -22,6 +23,7 @@
 //! thread-local data, touched by their own shard only.
 
 pub mod counted;
+pub mod exposition;
 pub mod labels;
 pub mod latency;
 pub mod logs;
@@ -166,6 +168,13 @@ pub fn handle() -> Option<&'static PrometheusHandle> {
     HANDLE.get()
 }
 
+/// The `/metrics` text: every series of the servers and replicas in `live` (none of those
+/// removed or replaced), `mcp_proxy_build_info` and the `process_*` metrics.
+pub fn render(live: &exposition::LiveSeries) -> String {
+    let recorded = HANDLE.get().map(|h| h.render()).unwrap_or_default();
+    exposition::render(&recorded, live)
+}
+
 fn describe() {
     use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
     describe_counter!(
@@ -222,10 +231,52 @@ fn describe() {
         names::EVENT_STREAMS_ENDED,
         "SSE event streams ended, by reason: completed, client_closed, token_expired, credential_revoked, replaced, session_ended, shutdown"
     );
+    describe_fleet();
     describe_counter!(
         names::BYTES_SENT,
         Unit::Bytes,
         "Bytes written to clients, by shard"
+    );
+}
+
+/// HELP text of the replica, balancer and stdio child metrics.
+fn describe_fleet() {
+    use metrics::{describe_counter, describe_gauge};
+    describe_counter!(
+        names::BALANCER_PICKS,
+        "Replicas chosen for new work (session bindings, stateless requests), by server and replica"
+    );
+    describe_gauge!(
+        names::BALANCER_PANIC,
+        "1 while the balancer of a server is in panic (too few replicas available, so it also tries those that are out), 0 otherwise"
+    );
+    describe_counter!(
+        names::BALANCER_PANIC_PICKS,
+        "Work the panic rule sent to a replica that was out (a pick, a session opened or kept there), by server"
+    );
+    describe_counter!(
+        names::RETRIES,
+        "Requests sent again on another replica after a failure, by server"
+    );
+    describe_counter!(
+        names::FAILOVERS,
+        "Upstream sessions moved off a failed or unhealthy replica, by server"
+    );
+    describe_gauge!(
+        names::REPLICA_HEALTHY,
+        "Active health of a replica as shard 0 sees it: 1 healthy, 0 not"
+    );
+    describe_gauge!(
+        names::CIRCUIT_OPEN,
+        "Circuit of a replica on the shard that changed it last: 1 open (ejected), 0 closed"
+    );
+    describe_counter!(
+        names::CHILD_RESTARTS,
+        "Restarts of a stdio server's child process after it exited, by server"
+    );
+    describe_gauge!(
+        names::CHILD_FAILED,
+        "1 when a stdio server was given up after a crash loop, 0 while its child runs"
     );
 }
 
