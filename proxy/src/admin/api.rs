@@ -473,7 +473,35 @@ fn stats_json(shard: &Shard) -> Value {
             s["errors"] = errors.into();
         }
     }
+    if let Some(obj) = v.as_object_mut() {
+        let (requests, errors) = local_answer_counts();
+        obj.insert(
+            "proxy".into(),
+            json!({ "requests": requests, "errors": errors }),
+        );
+    }
     v
+}
+
+/// Requests the proxy answered itself and how many of them were errors, from
+/// `mcp_proxy_local_answers_total`.
+fn local_answer_counts() -> (u64, u64) {
+    let Some(handle) = crate::metrics::handle() else {
+        return (0, 0);
+    };
+    let prefix = "mcp_proxy_local_answers_total{";
+    let (mut requests, mut errors) = (0, 0);
+    for line in handle.render().lines().filter(|l| l.starts_with(prefix)) {
+        let Some((labels, value)) = line.rsplit_once(' ') else {
+            continue;
+        };
+        let n = value.parse::<f64>().unwrap_or(0.0) as u64;
+        requests += n;
+        if labels.contains("outcome=\"error\"") {
+            errors += n;
+        }
+    }
+    (requests, errors)
 }
 
 /// Requests and failed requests per server, from `mcp_proxy_requests_total`.
