@@ -268,6 +268,8 @@ fn status_of(shard: &Shard, index: usize) -> Status {
                 l.templates.len(),
             ]),
         ),
+        // A drained server is down on purpose: its status says so rather than `down`.
+        Some(ServerStatus::Down(why)) if why == "draining" => ("draining", None, None),
         Some(ServerStatus::Down(why)) => ("down", Some(why.clone()), None),
         Some(ServerStatus::Pending) | None => ("pending", None, None),
     }
@@ -344,9 +346,15 @@ fn field(json: &[u8], key: &str) -> Option<String> {
 fn items(shard: &Shard, kind: ListKind, key: &str, query: &str) -> Response {
     let needle = param(query, "q").map(|q| q.to_lowercase());
     let catalog = shard.catalog();
-    let list: Vec<Value> = catalog
-        .items(kind)
+    // The proxy's own tools and resources come first, as clients see them in their lists.
+    let own: &[crate::registry::catalog::Item] = match kind {
+        ListKind::Tools => shard.orchestration.tool_items(),
+        ListKind::Resources => shard.orchestration.resource_items(),
+        _ => &[],
+    };
+    let list: Vec<Value> = own
         .iter()
+        .chain(catalog.items(kind))
         .filter_map(|it| {
             let mut v: Value = serde_json::from_slice(&it.json).ok()?;
             let exposed = v.get(key).and_then(Value::as_str).unwrap_or("").to_owned();
@@ -356,7 +364,11 @@ fn items(shard: &Shard, kind: ListKind, key: &str, query: &str) -> Response {
                     return None;
                 }
             }
-            let server = catalog.servers.get(it.server).map(|s| s.name.clone());
+            // The proxy's own items belong to no server: they are in its reserved namespace.
+            let server = catalog
+                .servers
+                .get(it.server)
+                .map_or_else(|| "proxy".to_owned(), |s| s.name.clone());
             let obj = v.as_object_mut()?;
             obj.insert("server".into(), server.into());
             obj.insert("original".into(), it.original.clone().into());
