@@ -80,3 +80,25 @@ def test_output_formats_beside_json(spawner, mcpctl_bin):
     wide = mcpctl(proxy, "tools", "ls", "-o", "wide")
     assert wide.returncode == 0 and longest.replace("\n", " ") in wide.stdout
     assert mcpctl(proxy, "tools", "ls", "-o", "yaml").returncode == 2
+
+
+def test_servers_update_changes_only_the_fields_given(spawner, mcpctl_bin):
+    proxy = alpha_proxy(spawner)
+    before = ok_json(proxy, "servers", "show", "alpha")
+    r = mcpctl(proxy, "servers", "update", "alpha", "--timeout", "45s")
+    assert r.returncode == 0, r.stderr
+    after = ok_json(proxy, "servers", "show", "alpha")
+    assert after["timeout_ms"] == 45000
+    assert (after["url"], after["prefix"]) == (before["url"], before["prefix"])
+    # A server added through the API keeps what it was given too.
+    extra = spawner.everything()
+    assert mcpctl(proxy, "servers", "add", "extra", "--url", extra.url, "--prefix", "ex").returncode == 0
+    r = mcpctl(proxy, "servers", "update", "extra", "--timeout", "5s")
+    assert r.returncode == 0, r.stderr
+    shown = ok_json(proxy, "servers", "show", "extra")
+    assert (shown["prefix"], shown["url"], shown["timeout_ms"]) == ("ex", extra.url, 5000)
+    # Nothing to change is a usage error; --replace still replaces the whole description.
+    assert mcpctl(proxy, "servers", "update", "extra").returncode == 2
+    r = mcpctl(proxy, "servers", "update", "extra", "--replace", "--url", extra.url)
+    assert r.returncode == 0, r.stderr
+    assert ok_json(proxy, "servers", "show", "extra")["prefix"] == "extra"

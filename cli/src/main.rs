@@ -147,8 +147,15 @@ enum Servers {
     },
     /// Add a server (HTTP with --url, stdio with --command, or any fields with --spec).
     Add(AddArgs),
-    /// Replace a server's description (same fields as add).
-    Update(AddArgs),
+    /// Change the fields given of a server's description (same flags as add); the others
+    /// stay. With --replace, the flags are the whole new description.
+    Update {
+        #[command(flatten)]
+        fields: AddArgs,
+        /// Replace the whole description instead of changing the fields given.
+        #[arg(long)]
+        replace: bool,
+    },
     /// Remove a server: its tools go at once, calls in flight finish.
     Rm {
         /// Server name.
@@ -600,10 +607,21 @@ fn servers(admin: &Admin, out: &Out, cmd: Servers) -> Result<(), Failure> {
             let v = admin.call("POST", "servers", Some(&spec))?;
             one(&v, &format!("added {}", a.name));
         }
-        Servers::Update(a) => {
-            let spec = spec_of(&a)?;
-            let v = admin.call("PUT", &format!("servers/{}", encode(&a.name)), Some(&spec))?;
-            one(&v, &format!("updated {}", a.name));
+        Servers::Update { fields, replace } => {
+            let path = format!("servers/{}", encode(&fields.name));
+            let v = if replace {
+                admin.call("PUT", &path, Some(&spec_of(&fields)?))?
+            } else {
+                let changes = fields_of(&fields)?;
+                if changes.as_object().is_some_and(|m| m.len() <= 1) {
+                    return Err(Failure::usage(format!(
+                        "nothing to change: name a field of {}, e.g. --timeout 60s",
+                        fields.name
+                    )));
+                }
+                admin.call("PATCH", &path, Some(&changes))?
+            };
+            one(&v, &format!("updated {}", fields.name));
         }
         Servers::Rm { name } => {
             let v = admin.call("DELETE", &format!("servers/{}", encode(&name)), None)?;
@@ -645,8 +663,21 @@ fn servers(admin: &Admin, out: &Out, cmd: Servers) -> Result<(), Failure> {
     Ok(())
 }
 
-/// The JSON description of `add`/`update` from the flags.
+/// The JSON description of `add`/`update --replace` from the flags: it must name a target.
 fn spec_of(a: &AddArgs) -> Result<Value, Failure> {
+    let spec = fields_of(a)?;
+    if spec.get("url").is_none() && spec.get("command").is_none() && spec.get("replicas").is_none()
+    {
+        return Err(Failure::usage(format!(
+            "server {} needs --url http://host:port/mcp or --command PROGRAM",
+            a.name
+        )));
+    }
+    Ok(spec)
+}
+
+/// The fields the flags (and --spec) give, with the name.
+fn fields_of(a: &AddArgs) -> Result<Value, Failure> {
     let mut spec: Map<String, Value> = match &a.spec {
         Some(text) => match serde_json::from_str(text) {
             Ok(Value::Object(m)) => m,
@@ -680,13 +711,6 @@ fn spec_of(a: &AddArgs) -> Result<Value, Failure> {
             m.insert(k.to_owned(), v.into());
         }
         spec.insert(key.into(), Value::Object(m));
-    }
-    if !spec.contains_key("url") && !spec.contains_key("command") && !spec.contains_key("replicas")
-    {
-        return Err(Failure::usage(format!(
-            "server {} needs --url http://host:port/mcp or --command PROGRAM",
-            a.name
-        )));
     }
     Ok(Value::Object(spec))
 }

@@ -124,6 +124,13 @@ pub fn handle(shard: &Rc<Shard>, token: &str, request: &Request) -> Response {
             Ok(spec) => changed(shard, servers::update(shard, name, &spec), 200),
             Err(r) => r,
         },
+        ("PATCH", ["servers", name]) => match parse_body(request) {
+            Ok(fields) => match servers::patched_spec(shard, name, &fields) {
+                Ok(spec) => changed(shard, servers::update(shard, name, &spec), 200),
+                Err(e) => registry_error(&e),
+            },
+            Err(r) => r,
+        },
         ("DELETE", ["servers", name]) => {
             let before = shard
                 .registry()
