@@ -55,6 +55,13 @@ def ok_json(proxy: harness.Proxy, *args: str):
     return json.loads(r.stdout)
 
 
+def health_json(proxy: harness.Proxy) -> dict:
+    """`mcpctl health --json`, which exits 6 (and still prints) when the proxy is degraded."""
+    r = mcpctl(proxy, "health", "--json")
+    assert r.returncode in (0, 6), f"mcpctl health: {r.returncode} {r.stderr}"
+    return json.loads(r.stdout)
+
+
 def tool_names(proxy: harness.Proxy) -> set[str]:
     return {t["name"] for t in ok_json(proxy, "tools", "ls")["items"]}
 

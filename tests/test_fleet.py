@@ -282,7 +282,10 @@ GREET = {
 
 def wait_up(proxy: harness.Proxy, servers: int = 2) -> None:
     def up():
-        h = ok_json(proxy, "health")
+        # `mcpctl health` exits 6 while some server is not up yet, and still prints.
+        r = mcpctl(proxy, "health", "--json")
+        assert r.returncode in (0, 6), f"mcpctl health: exit {r.returncode}: {r.stderr}"
+        h = json.loads(r.stdout)
         return sum(1 for s in h["servers"].values() if s["status"] == "up") == servers, h
 
     wait_for(up, 30, "every server up")

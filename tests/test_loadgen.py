@@ -100,7 +100,7 @@ def test_a_timeline_too_fine_for_the_run_is_refused_with_the_fix(upstream):
 def test_upstream_faults_are_counted_by_kind():
     child, url = start_upstream("--error-rate", "0.5", "--mode", "sse")
     try:
-        report = run_load(url, "--concurrency", "2")
+        report = run_load(url, "--concurrency", "2", "--max-error-rate", "1")
     finally:
         child.kill()
     kinds = report["errors_by_kind"]
@@ -119,3 +119,44 @@ def test_upstream_speaks_streamable_http(upstream):
     assert r.status == 404
     r = harness.raw_request(upstream, body=harness.rpc("ping"))
     assert r.status == 400
+
+
+def run_load_raw(url: str, *args: str) -> subprocess.CompletedProcess:
+    """`mcp-loadgen run` for a short window, whatever its exit status."""
+    argv = [str(LOADGEN_BIN), "run", "--url", url, "--duration", "1s", "--warmup", "200ms", "--quiet", *args]
+    return subprocess.run(argv, capture_output=True, text=True, timeout=60)
+
+
+def test_a_tool_the_server_does_not_offer_stops_the_run_and_names_what_is_offered(spawner, upstream):
+    # Through the proxy `echo` is `up__echo`: the documented default mix names a tool that
+    # does not exist there, and every request would fail.
+    proxy = spawner.proxy([("up", upstream)], shards=1)
+    done = run_load_raw(proxy.url)
+    assert done.returncode != 0, done.stdout
+    assert "tool `echo` is not offered" in done.stderr, done.stderr
+    assert "up__echo" in done.stderr and "did you mean up__echo?" in done.stderr, done.stderr
+    # No load was sent, so no report either.
+    assert "throughput" not in done.stdout
+    # The right name passes the check; the check can be skipped for a server without tools/list.
+    assert run_load_raw(proxy.url, "--mix", 'tools/call:up__echo:{"message":"hi"}').returncode == 0
+    skipped = run_load_raw(proxy.url, "--skip-tool-check", "--json", "--max-error-rate", "1")
+    assert skipped.returncode == 0, skipped.stderr
+    report = json.loads(skipped.stdout)
+    assert report["ok"] == 0 and report["errors"] > 0
+    assert "unknown tool: echo" in report["error_samples"]["rpc_-32602"]
+
+
+def test_errors_above_the_threshold_fail_the_run_with_a_sample_of_each_kind():
+    child, url = start_upstream("--error-rate", "0.5")
+    try:
+        done = run_load_raw(url, "--skip-tool-check")
+        assert done.returncode == 1, done.stdout + done.stderr
+        assert "above --max-error-rate 0.01" in done.stderr, done.stderr
+        # The table shows what the failures said, beside their count.
+        error_line = next(l for l in done.stdout.splitlines() if "rpc_-32603" in l)
+        assert "e.g. " in error_line, done.stdout
+        report = json.loads(run_load_raw(url, "--skip-tool-check", "--json", "--max-error-rate", "1").stdout)
+        assert report["error_samples"]["rpc_-32603"], report
+        assert report["errors"] > 0
+    finally:
+        child.kill()

@@ -34,7 +34,7 @@ import anyio
 import pytest
 
 import harness
-from test_admin import MCPCTL, TOKEN, mcpctl, ok_json, wait_until
+from test_admin import MCPCTL, TOKEN, health_json, mcpctl, ok_json, wait_until
 from test_replicas import fleet  # noqa: F401 (a fixture)
 
 IDS = ["r0", "r1", "r2"]
@@ -227,7 +227,7 @@ def test_a_server_added_live_is_health_checked(spawner, fleet, state_dir):
     assert r.returncode == 0, r.stderr
 
     def health() -> dict:
-        return ok_json(proxy, "health")["servers"]["extra"]
+        return health_json(proxy)["servers"]["extra"]
 
     wait_until(lambda: health()["status"] == "up", what="extra discovered")
     assert health()["replicas"] == {"healthy": 1, "total": 1}
@@ -236,7 +236,7 @@ def test_a_server_added_live_is_health_checked(spawner, fleet, state_dir):
     # Nobody calls it: only the active checks can notice.
     wait_until(lambda: health()["status"] == "down", what="extra seen down by its health checks")
     assert "health checks" in health()["error"]
-    assert ok_json(proxy, "health")["status"] == "degraded"
+    assert health_json(proxy)["status"] == "degraded"
     shown = ok_json(proxy, "servers", "replicas", "extra", "0")["replica"]
     assert shown["healthy"] is False and shown["status"] == "unhealthy"
     assert extra.requests_of("tools/call") == calls_before
@@ -244,7 +244,7 @@ def test_a_server_added_live_is_health_checked(spawner, fleet, state_dir):
     fleet.restart(extra)
     wait_until(lambda: health()["status"] == "up", what="extra healthy again")
     assert mcpctl(proxy, "servers", "rm", "extra").returncode == 0
-    assert "extra" not in ok_json(proxy, "health")["servers"]
+    assert "extra" not in health_json(proxy)["servers"]
 
 
 def test_a_drained_server_takes_no_resource_reads(spawner):

@@ -27,6 +27,26 @@ impl Admin {
 
     /// Sends `method /api/v1/{path}` with an optional JSON body.
     pub fn call(&self, method: &str, path: &str, body: Option<&Value>) -> Result<Value, Failure> {
+        let (status, value) = self.send(method, path, body)?;
+        self.judge(status, value)
+    }
+
+    /// " (did you mean ...?)" with the exposed tools whose names are near `tool`, as the
+    /// route API finds them; empty when there are none or the admin API cannot be asked.
+    pub fn similar_tools(&self, tool: &str) -> String {
+        match self.send("GET", &format!("route?tool={}", crate::encode(tool)), None) {
+            Ok((404, value)) => did_you_mean(&value),
+            _ => String::new(),
+        }
+    }
+
+    /// Sends `method /api/v1/{path}` and returns the status and the JSON answer.
+    fn send(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&Value>,
+    ) -> Result<(u16, Value), Failure> {
         let token = self.token.as_deref().ok_or_else(|| Failure {
             code: Code::Unauthorized,
             message: "no admin token: set MCPCTL_TOKEN (or --token) to the token printed by \
@@ -53,14 +73,20 @@ impl Admin {
         let value: Value = serde_json::from_slice(&response.body).unwrap_or_else(|_| {
             Value::String(String::from_utf8_lossy(&response.body).into_owned())
         });
-        if (200..300).contains(&response.status) {
+        Ok((response.status, value))
+    }
+
+    /// The answer's value, or the failure its status means.
+    fn judge(&self, status: u16, value: Value) -> Result<Value, Failure> {
+        if (200..300).contains(&status) {
             return Ok(value);
         }
-        let message = value
+        let mut message = value
             .get("error")
             .and_then(Value::as_str)
             .map_or_else(|| value.to_string(), str::to_owned);
-        let code = match response.status {
+        message.push_str(&did_you_mean(&value));
+        let code = match status {
             401 | 403 => {
                 return Err(Failure {
                     code: Code::Unauthorized,
@@ -82,5 +108,21 @@ impl Admin {
             _ => Code::Error,
         };
         Err(Failure { code, message })
+    }
+}
+
+/// " (did you mean a, b?)" from the `similar` names of a not-found answer; empty when none.
+pub fn did_you_mean(answer: &Value) -> String {
+    let names: Vec<&str> = answer
+        .get("similar")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .collect();
+    if names.is_empty() {
+        String::new()
+    } else {
+        format!(" (did you mean {}?)", names.join(", "))
     }
 }

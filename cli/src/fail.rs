@@ -2,7 +2,8 @@
 
 use std::fmt;
 
-/// Exit codes: 0 ok, 1 error, 2 usage, 3 unreachable, 4 unauthorized, 5 not found.
+/// Exit codes: 0 ok, 1 error, 2 usage, 3 unreachable, 4 unauthorized, 5 not found,
+/// 6 degraded.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Code {
     /// Anything else that failed.
@@ -15,6 +16,8 @@ pub enum Code {
     Unauthorized = 4,
     /// The server, tool or route named does not exist.
     NotFound = 5,
+    /// `health`: the proxy answers but some server is not up.
+    Degraded = 6,
 }
 
 /// A failure with a message that says how to fix it.

@@ -11,7 +11,8 @@
 //! - [`table`]: table rendering.
 //! - [`fail`]: messages that say how to fix things, and exit codes.
 //!
-//! Exit codes: 0 ok, 1 error, 2 usage, 3 proxy unreachable, 4 unauthorized, 5 not found.
+//! Exit codes: 0 ok, 1 error, 2 usage, 3 proxy unreachable, 4 unauthorized, 5 not found,
+//! 6 degraded (`health`: some server is not up).
 
 mod admin;
 mod fail;
@@ -48,11 +49,25 @@ struct Cli {
     /// Admin token (printed as `mcp-proxy admin token: ...`, or [proxy] admin_token).
     #[arg(long, env = "MCPCTL_TOKEN", hide_env_values = true, global = true)]
     token: Option<String>,
-    /// Print JSON for scripts instead of tables.
+    /// Print JSON for scripts instead of tables (the same as `-o json`).
     #[arg(long, global = true)]
     json: bool,
+    /// Output format: `table` (the default), `json`, or `wide` (tables with nothing cut short).
+    #[arg(short = 'o', long = "output", value_enum, global = true)]
+    output: Option<Format>,
     #[command(subcommand)]
     command: Command,
+}
+
+/// How results are printed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum Format {
+    /// Tables for people; long descriptions are cut to fit.
+    Table,
+    /// JSON for scripts.
+    Json,
+    /// Tables with nothing cut short.
+    Wide,
 }
 
 #[derive(Subcommand, Debug)]
@@ -132,8 +147,15 @@ enum Servers {
     },
     /// Add a server (HTTP with --url, stdio with --command, or any fields with --spec).
     Add(AddArgs),
-    /// Replace a server's description (same fields as add).
-    Update(AddArgs),
+    /// Change the fields given of a server's description (same flags as add); the others
+    /// stay. With --replace, the flags are the whole new description.
+    Update {
+        #[command(flatten)]
+        fields: AddArgs,
+        /// Replace the whole description instead of changing the fields given.
+        #[arg(long)]
+        replace: bool,
+    },
     /// Remove a server: its tools go at once, calls in flight finish.
     Rm {
         /// Server name.
@@ -234,7 +256,10 @@ fn run(cli: Cli) -> Result<(), Failure> {
         url: Url::parse(&cli.admin_url)?,
         token: cli.token.clone().filter(|t| !t.is_empty()),
     };
-    let out = Out { json: cli.json };
+    let out = Out {
+        json: cli.json || cli.output == Some(Format::Json),
+        wide: cli.output == Some(Format::Wide),
+    };
     match cli.command {
         Command::Servers(s) => servers(&admin, &out, s),
         Command::Workflows(w) => workflows::run(&admin, &out, w),
@@ -259,7 +284,24 @@ fn run(cli: Cli) -> Result<(), Failure> {
                     t.render()
                 )
             });
-            // Exit 0 even when degraded: the command worked, and the table says what is down.
+            // Scripts and health checks read the exit status: degraded is not ok.
+            if v["status"] != "ok" {
+                let down: Vec<&str> = v["servers"]
+                    .as_object()
+                    .into_iter()
+                    .flatten()
+                    .filter(|(_, s)| s["status"] != "up" && s["state"] != "draining")
+                    .map(|(name, _)| name.as_str())
+                    .collect();
+                return Err(Failure {
+                    code: Code::Degraded,
+                    message: format!(
+                        "the proxy is {}: not up: {}",
+                        cell(v.get("status")),
+                        down.join(", ")
+                    ),
+                });
+            }
             Ok(())
         }
         Command::Stats => {
@@ -292,11 +334,15 @@ fn run(cli: Cli) -> Result<(), Failure> {
                     ]);
                 }
                 let e = &v["end_to_end"];
+                let own = &v["proxy"];
                 format!(
-                    "end to end: {} messages, p50 {} ms, p99 {} ms\n{}",
+                    "end to end: {} messages, p50 {} ms, p99 {} ms\n\
+                     answered by the proxy itself: {} requests, {} errors\n{}",
                     cell(e.get("count")),
                     ms(e.get("p50")),
                     ms(e.get("p99")),
+                    cell(own.get("requests")),
+                    cell(own.get("errors")),
                     t.render()
                 )
             });
@@ -356,7 +402,14 @@ fn run(cli: Cli) -> Result<(), Failure> {
                 ));
             }
             let url = Url::parse(&mcp_url)?;
-            let result = mcp::call_tool(&url, &tool, arguments, Duration::from_secs(timeout))?;
+            let result = match mcp::call_tool(&url, &tool, arguments, Duration::from_secs(timeout))
+            {
+                Err(mut f) if f.code == Code::NotFound => {
+                    f.message.push_str(&admin.similar_tools(&tool));
+                    return Err(f);
+                }
+                other => other?,
+            };
             out.print(&result, || {
                 let mut text = String::new();
                 for c in result["content"].as_array().into_iter().flatten() {
@@ -471,6 +524,8 @@ fn run(cli: Cli) -> Result<(), Failure> {
 /// Where output goes: a table for people, or JSON for scripts.
 struct Out {
     json: bool,
+    /// Tables keep long cells whole.
+    wide: bool,
 }
 
 impl Out {
@@ -552,10 +607,21 @@ fn servers(admin: &Admin, out: &Out, cmd: Servers) -> Result<(), Failure> {
             let v = admin.call("POST", "servers", Some(&spec))?;
             one(&v, &format!("added {}", a.name));
         }
-        Servers::Update(a) => {
-            let spec = spec_of(&a)?;
-            let v = admin.call("PUT", &format!("servers/{}", encode(&a.name)), Some(&spec))?;
-            one(&v, &format!("updated {}", a.name));
+        Servers::Update { fields, replace } => {
+            let path = format!("servers/{}", encode(&fields.name));
+            let v = if replace {
+                admin.call("PUT", &path, Some(&spec_of(&fields)?))?
+            } else {
+                let changes = fields_of(&fields)?;
+                if changes.as_object().is_some_and(|m| m.len() <= 1) {
+                    return Err(Failure::usage(format!(
+                        "nothing to change: name a field of {}, e.g. --timeout 60s",
+                        fields.name
+                    )));
+                }
+                admin.call("PATCH", &path, Some(&changes))?
+            };
+            one(&v, &format!("updated {}", fields.name));
         }
         Servers::Rm { name } => {
             let v = admin.call("DELETE", &format!("servers/{}", encode(&name)), None)?;
@@ -597,8 +663,21 @@ fn servers(admin: &Admin, out: &Out, cmd: Servers) -> Result<(), Failure> {
     Ok(())
 }
 
-/// The JSON description of `add`/`update` from the flags.
+/// The JSON description of `add`/`update --replace` from the flags: it must name a target.
 fn spec_of(a: &AddArgs) -> Result<Value, Failure> {
+    let spec = fields_of(a)?;
+    if spec.get("url").is_none() && spec.get("command").is_none() && spec.get("replicas").is_none()
+    {
+        return Err(Failure::usage(format!(
+            "server {} needs --url http://host:port/mcp or --command PROGRAM",
+            a.name
+        )));
+    }
+    Ok(spec)
+}
+
+/// The fields the flags (and --spec) give, with the name.
+fn fields_of(a: &AddArgs) -> Result<Value, Failure> {
     let mut spec: Map<String, Value> = match &a.spec {
         Some(text) => match serde_json::from_str(text) {
             Ok(Value::Object(m)) => m,
@@ -632,13 +711,6 @@ fn spec_of(a: &AddArgs) -> Result<Value, Failure> {
             m.insert(k.to_owned(), v.into());
         }
         spec.insert(key.into(), Value::Object(m));
-    }
-    if !spec.contains_key("url") && !spec.contains_key("command") && !spec.contains_key("replicas")
-    {
-        return Err(Failure::usage(format!(
-            "server {} needs --url http://host:port/mcp or --command PROGRAM",
-            a.name
-        )));
     }
     Ok(Value::Object(spec))
 }
@@ -676,7 +748,7 @@ fn tools(admin: &Admin, out: &Out, search: Option<&str>) -> Result<(), Failure> 
         let mut t = Table::new(&["TOOL", "SERVER", "DESCRIPTION"]);
         for tool in v["items"].as_array().into_iter().flatten() {
             let mut d = cell(tool.get("description")).replace('\n', " ");
-            if d.chars().count() > 60 {
+            if !out.wide && d.chars().count() > 60 {
                 d = d.chars().take(57).collect::<String>() + "...";
             }
             t.row(vec![cell(tool.get("name")), cell(tool.get("server")), d]);

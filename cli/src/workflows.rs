@@ -7,7 +7,7 @@ use clap::Subcommand;
 use serde_json::{json, Value};
 
 use crate::admin::Admin;
-use crate::fail::Failure;
+use crate::fail::{Code, Failure};
 use crate::http::Url;
 use crate::table::{cell, Table};
 use crate::{mcp, Out};
@@ -143,7 +143,15 @@ pub fn run(admin: &Admin, out: &Out, cmd: Workflows) -> Result<(), Failure> {
                 "proxy__orchestrate_workflow",
                 json!({"name": name, "inputs": inputs}),
                 Duration::from_secs(timeout),
-            )?;
+            )
+            .map_err(|mut f| {
+                // An unknown workflow is a name not found, like an unknown server or tool.
+                if f.message.contains("no saved workflow") {
+                    f.code = Code::NotFound;
+                    f.message.push_str("; `mcpctl workflows ls` lists them");
+                }
+                f
+            })?;
             let report = result
                 .get("structuredContent")
                 .cloned()

@@ -154,7 +154,17 @@ pub struct Conn {
     http: ClientConn<TcpStream>,
     /// Bounds on what the server may send.
     limits: Limits,
+    /// What the last failed answer said (its JSON-RPC error message, tool error text or HTTP
+    /// body), cut to [`SAMPLE_CHARS`]; taken by [`Conn::take_error`].
+    last_error: Option<String>,
+    /// Whether to keep the body of the next successful answer (for [`Conn::take_answer`]).
+    keep_answer: bool,
+    /// The kept answer.
+    answer: Option<Vec<u8>>,
 }
+
+/// Longest error message kept as a sample.
+pub const SAMPLE_CHARS: usize = 300;
 
 impl Conn {
     /// Connects, with `timeout` bounding both the connect and every response head.
@@ -172,7 +182,26 @@ impl Conn {
         Ok(Conn {
             http: ClientConn::new(stream),
             limits,
+            last_error: None,
+            keep_answer: false,
+            answer: None,
         })
+    }
+
+    /// What the last failed answer said, if it said anything.
+    pub fn take_error(&mut self) -> Option<String> {
+        self.last_error.take()
+    }
+
+    /// Keeps the next answer's body, for [`Conn::take_answer`].
+    pub fn keep_next_answer(&mut self) {
+        self.keep_answer = true;
+        self.answer = None;
+    }
+
+    /// The body of the answer kept after [`Conn::keep_next_answer`].
+    pub fn take_answer(&mut self) -> Option<Vec<u8>> {
+        self.answer.take()
     }
 
     /// Whether another request may be sent on this connection.
@@ -222,7 +251,10 @@ impl Conn {
         let status = head.status;
         if status != 200 {
             // Read the body to its end so the connection stays usable after an error status.
-            self.http.body(&head).read_to_end(MAX_ANSWER).await?;
+            let text = self.http.body(&head).read_to_end(MAX_ANSWER).await?;
+            if status != 202 {
+                self.last_error = Some(sample(&String::from_utf8_lossy(&text)));
+            }
             return match (status, id) {
                 (202, None) => Ok(Reply {
                     session_id,
@@ -238,6 +270,9 @@ impl Conn {
                 protocol_version: None,
             });
         };
+        let keep = std::mem::take(&mut self.keep_answer);
+        let mut kept = None;
+        let mut said = None;
         let verdict = if is_sse {
             let mut body = self.http.body(&head);
             let mut parser = SseParser::new(MAX_ANSWER);
@@ -247,15 +282,26 @@ impl Conn {
                 parser.push(&piece);
                 while let Some(event) = parser.next_event()? {
                     if verdict.is_none() && !event.data.is_empty() {
-                        verdict = judge(&mut event.data.into_bytes(), id);
+                        let mut data = event.data.into_bytes();
+                        if keep {
+                            kept = Some(data.clone());
+                        }
+                        verdict = judge(&mut data, id, &mut said);
                     }
                 }
             }
             verdict.unwrap_or(Err(Failure::Protocol))
         } else {
             let bytes = self.http.body(&head).read_to_end(MAX_ANSWER).await?;
-            judge(&mut bytes.to_vec(), id).unwrap_or(Err(Failure::Protocol))
+            if keep {
+                kept = Some(bytes.to_vec());
+            }
+            judge(&mut bytes.to_vec(), id, &mut said).unwrap_or(Err(Failure::Protocol))
         };
+        self.answer = kept;
+        if verdict.is_err() {
+            self.last_error = said;
+        }
         verdict.map(|protocol_version| Reply {
             session_id,
             protocol_version,
@@ -263,10 +309,32 @@ impl Conn {
     }
 }
 
+/// `text` cut to [`SAMPLE_CHARS`] characters, on one line.
+fn sample(text: &str) -> String {
+    let one_line: String = text
+        .trim()
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .take(SAMPLE_CHARS + 1)
+        .collect();
+    if one_line.chars().count() > SAMPLE_CHARS {
+        let cut: String = one_line.chars().take(SAMPLE_CHARS).collect();
+        format!("{cut}...")
+    } else {
+        one_line
+    }
+}
+
 /// Judges one message: None when it is not the response to `want`; otherwise Ok with the
-/// result's `protocolVersion` (if any), or the failure it reports.
-fn judge(buf: &mut [u8], want: u64) -> Option<Result<Option<String>, Failure>> {
+/// result's `protocolVersion` (if any), or the failure it reports, with what the answer said
+/// about it in `said`.
+fn judge(
+    buf: &mut [u8],
+    want: u64,
+    said: &mut Option<String>,
+) -> Option<Result<Option<String>, Failure>> {
     let Ok(msg) = jsonrpc::parse(buf) else {
+        *said = Some("the answer is not a JSON-RPC message".into());
         return Some(Err(Failure::Protocol));
     };
     match jsonrpc::classify(&msg) {
@@ -279,10 +347,16 @@ fn judge(buf: &mut [u8], want: u64) -> Option<Result<Option<String>, Failure>> {
     }
     if let Some(err) = msg.get("error") {
         let code = err.get_i64("code").unwrap_or(0);
+        *said = err.get_str("message").map(sample);
         return Some(Err(Failure::Rpc(code)));
     }
     let result = msg.get("result")?;
     if result.get_bool("isError") == Some(true) {
+        *said = result
+            .get("content")
+            .and_then(|c| c.as_array())
+            .and_then(|c| c.iter().find_map(|item| item.get_str("text")))
+            .map(sample);
         return Some(Err(Failure::ToolError));
     }
     Some(Ok(result.get_str("protocolVersion").map(str::to_owned)))
@@ -329,7 +403,7 @@ mod tests {
 
     #[test]
     fn judges_answers() {
-        let j = |s: &str, id| judge(&mut s.as_bytes().to_vec(), id);
+        let j = |s: &str, id| judge(&mut s.as_bytes().to_vec(), id, &mut None);
         assert_eq!(
             j(r#"{"jsonrpc":"2.0","id":3,"result":{}}"#, 3),
             Some(Ok(None))

@@ -4,6 +4,7 @@
 //! # Layout
 //! - [`client`]: one Streamable HTTP connection speaking MCP: initialize, post, read JSON or SSE.
 //! - [`mix`]: the request mix (`tools/call:echo:{..}=8,ping=1`) and the bodies it sends.
+//! - [`preflight`]: checks the tools a mix calls against the server's `tools/list`.
 //! - [`run`]: the load driver: threads, connections, closed and open loop, warm-up, progress.
 //! - [`report`]: latency histograms and error counts, the table and the JSON report.
 //! - [`timeline`]: the run cut into slices, with the host's steal time per slice.
@@ -21,6 +22,7 @@
 pub mod client;
 pub mod duration;
 pub mod mix;
+pub mod preflight;
 pub mod report;
 pub mod run;
 pub mod sessions;

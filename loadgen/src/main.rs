@@ -74,6 +74,13 @@ struct RunArgs {
     /// took from this machine in each slice and the latency over the slices where it took none.
     #[arg(long, value_parser = duration::parse)]
     timeline: Option<Duration>,
+    /// Exit with status 1 when more than this fraction of measured requests failed
+    /// (0.01 = 1%; 1 never fails the run). The report is printed either way.
+    #[arg(long, default_value_t = 0.01)]
+    max_error_rate: f64,
+    /// Send the mix without first checking its tools against the server's `tools/list`.
+    #[arg(long)]
+    skip_tool_check: bool,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -177,6 +184,10 @@ fn main() -> anyhow::Result<()> {
 }
 
 fn run_cmd(a: RunArgs) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        (0.0..=1.0).contains(&a.max_error_rate),
+        "--max-error-rate must be between 0 and 1"
+    );
     let target = Target::parse(&a.url)?;
     let mix = Mix::parse(&a.mix).context("--mix")?;
     let cfg = RunConfig {
@@ -194,6 +205,7 @@ fn run_cmd(a: RunArgs) -> anyhow::Result<()> {
         timeout: a.timeout,
         progress: !a.quiet,
         timeline: a.timeline,
+        check_tools: !a.skip_tool_check,
     };
     let report = run::run(cfg)?;
     let mut out = std::io::stdout();
@@ -201,6 +213,26 @@ fn run_cmd(a: RunArgs) -> anyhow::Result<()> {
         writeln!(out, "{}", report.to_json())?;
     } else {
         write!(out, "{}", report.to_table())?;
+    }
+    out.flush()?;
+    if report.requests > 0 {
+        let rate = report.errors as f64 / report.requests as f64;
+        if rate > a.max_error_rate {
+            let first = report
+                .error_samples
+                .iter()
+                .next()
+                .map(|(k, said)| format!("; first kind {k}: {said}"))
+                .unwrap_or_default();
+            eprintln!(
+                "mcp-loadgen: {:.2}% of requests failed ({} of {}), above --max-error-rate {}{first}",
+                rate * 100.0,
+                report.errors,
+                report.requests,
+                a.max_error_rate
+            );
+            std::process::exit(1);
+        }
     }
     Ok(())
 }

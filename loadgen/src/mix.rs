@@ -40,6 +40,8 @@ pub struct Entry {
     pub label: String,
     /// Relative share of requests.
     pub weight: u32,
+    /// The tool a `tools/call` entry calls.
+    pub tool: Option<String>,
     /// The body before the id: `{"jsonrpc":"2.0","id":`.
     prefix: &'static [u8],
     /// The body after the id: `,"method":..,"params":..}`.
@@ -147,6 +149,7 @@ fn entry(spec: &str, weight: u32) -> Result<Entry, MixError> {
     check_name(method)?;
     let mut suffix = b",\"method\":".to_vec();
     write_json_string(&mut suffix, method);
+    let mut tool = None;
     let label = if method == "tools/call" {
         let rest = rest.ok_or_else(bad_json)?;
         let (name, args) = match rest.split_once(':') {
@@ -161,6 +164,7 @@ fn entry(spec: &str, weight: u32) -> Result<Entry, MixError> {
         suffix.extend_from_slice(b",\"arguments\":");
         suffix.extend_from_slice(args.as_bytes());
         suffix.push(b'}');
+        tool = Some(name.to_owned());
         format!("tools/call {name}")
     } else {
         if let Some(params) = rest {
@@ -175,6 +179,7 @@ fn entry(spec: &str, weight: u32) -> Result<Entry, MixError> {
     Ok(Entry {
         label,
         weight,
+        tool,
         prefix: b"{\"jsonrpc\":\"2.0\",\"id\":",
         suffix,
     })

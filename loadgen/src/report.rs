@@ -14,6 +14,9 @@ use crate::timeline::Timeline;
 /// Longest latency the histogram tracks; longer ones are clamped to it.
 pub const MAX_TRACKED_NS: u64 = 120 * 1_000_000_000;
 
+/// Most error kinds a sample is kept for.
+pub const MAX_SAMPLES: usize = 16;
+
 /// Measurements of one thread (or, after [`Stats::merge`], of the whole run).
 #[derive(Debug, Clone)]
 pub struct Stats {
@@ -21,6 +24,8 @@ pub struct Stats {
     pub latency: Histogram<u64>,
     /// Failed requests by kind.
     pub errors: BTreeMap<Failure, u64>,
+    /// What the first failure of each kind said (at most [`MAX_SAMPLES`] kinds).
+    pub samples: BTreeMap<Failure, String>,
     /// The same, slice by slice, when the run keeps a timeline.
     pub timeline: Option<Timeline>,
     /// Open loop: how late the generator woke for slots it was free to send on time, in
@@ -45,6 +50,7 @@ impl Stats {
         Self {
             latency: latency_histogram(),
             errors: BTreeMap::new(),
+            samples: BTreeMap::new(),
             timeline: None,
             wake_lag: latency_histogram(),
         }
@@ -85,6 +91,18 @@ impl Stats {
         }
     }
 
+    /// Keeps what a failure of kind `f` said, if it is the first of its kind to say something.
+    pub fn record_sample(&mut self, f: Failure, said: Option<String>) {
+        let text = said.unwrap_or_else(|| match f {
+            Failure::Timeout => "no complete answer within --timeout".into(),
+            Failure::Connection => "connect failed, or the connection closed mid-answer".into(),
+            _ => String::new(),
+        });
+        if !text.is_empty() && self.samples.len() < MAX_SAMPLES && !self.samples.contains_key(&f) {
+            self.samples.insert(f, text);
+        }
+    }
+
     /// Records how late the generator woke for a slot it was free to send on time.
     pub fn record_wake_lag(&mut self, lag: Duration) {
         let ns = u64::try_from(lag.as_nanos()).unwrap_or(u64::MAX);
@@ -98,6 +116,11 @@ impl Stats {
         let _ = self.wake_lag.add(&other.wake_lag);
         for (k, v) in &other.errors {
             *self.errors.entry(*k).or_default() += v;
+        }
+        for (k, v) in &other.samples {
+            if self.samples.len() < MAX_SAMPLES {
+                self.samples.entry(*k).or_insert_with(|| v.clone());
+            }
         }
         match (&mut self.timeline, &other.timeline) {
             (Some(mine), Some(theirs)) => mine.merge(theirs),
@@ -221,6 +244,9 @@ pub struct Report {
     pub errors: u64,
     /// Failed requests by kind (`http_500`, `rpc_-32603`, `timeout`, `connection`, ...).
     pub errors_by_kind: BTreeMap<String, u64>,
+    /// What the first failure of each kind said, by the same keys (HTTP body, JSON-RPC error
+    /// message or tool error text).
+    pub error_samples: BTreeMap<String, String>,
     /// Requests per second over the measured window.
     pub throughput_rps: f64,
     /// Latency of successful requests, microseconds.
@@ -255,6 +281,11 @@ impl Report {
         };
         Report {
             errors_by_kind: stats.errors.iter().map(|(k, v)| (k.key(), *v)).collect(),
+            error_samples: stats
+                .samples
+                .iter()
+                .map(|(k, v)| (k.key(), v.clone()))
+                .collect(),
             settings,
             requests,
             ok,
@@ -299,7 +330,10 @@ impl Report {
         );
         let _ = writeln!(out, "throughput   {:.1} req/s", self.throughput_rps);
         for (k, v) in &self.errors_by_kind {
-            let _ = writeln!(out, "  error      {k:<14} {v}");
+            let _ = match self.error_samples.get(k) {
+                Some(said) => writeln!(out, "  error      {k:<14} {v:<10} e.g. {said}"),
+                None => writeln!(out, "  error      {k:<14} {v}"),
+            };
         }
         let l = &self.latency_us;
         let _ = writeln!(

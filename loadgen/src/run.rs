@@ -27,6 +27,7 @@ use glommio::{LocalExecutorBuilder, Placement};
 
 use crate::client::{initialize, Conn, Failure, Session, Target};
 use crate::mix::Mix;
+use crate::preflight::{self, PreflightError};
 use crate::report::{Report, Settings, Stats};
 use crate::sessions::{self, SetupError};
 use crate::timeline::{self, TimelineError};
@@ -62,6 +63,8 @@ pub struct RunConfig {
     pub progress: bool,
     /// Cut the measured window into slices of this length and report each (`--timeline`).
     pub timeline: Option<Duration>,
+    /// Check the tools the mix calls against `tools/list` before sending load.
+    pub check_tools: bool,
 }
 
 /// Why a run could not be carried out.
@@ -93,6 +96,9 @@ pub enum RunError {
     /// The timeline cannot be kept as asked.
     #[error(transparent)]
     Timeline(#[from] TimelineError),
+    /// The mix calls tools the server does not offer (or the check could not be made).
+    #[error(transparent)]
+    Preflight(#[from] PreflightError),
 }
 
 /// Share `i` of `n` split over `parts` as evenly as possible.
@@ -185,6 +191,15 @@ pub fn run(cfg: RunConfig) -> Result<Report, RunError> {
         .timeline
         .map(|slice| timeline::slices(slice, cfg.duration).map(|n| (slice, n)))
         .transpose()?;
+    if cfg.check_tools {
+        let (target, mix, timeout) = (cfg.target.clone(), cfg.mix.clone(), cfg.timeout);
+        LocalExecutorBuilder::new(Placement::Unbound)
+            .name("mcp-loadgen-preflight")
+            .spawn(move || async move { preflight::check(&target, &mix, timeout).await })
+            .map_err(|e| RunError::Executor(e.to_string()))?
+            .join()
+            .map_err(|e| RunError::Executor(e.to_string()))??;
+    }
     // A thread with no worker would only hold connections: never more threads than workers.
     let threads = cfg.threads.min(cfg.concurrency);
     let progress = Arc::new(Progress::default());
@@ -329,7 +344,7 @@ async fn worker(lane: Rc<Lane>) {
         let session = lane.sessions.borrow()[session_index].clone();
         lane.mix.pick(n).body(id, &mut body);
         let conn = lane.pool.borrow_mut().pop_front().flatten();
-        let (outcome, conn) = exchange(&lane, conn, &session, &body, id).await;
+        let (outcome, conn, said) = exchange(&lane, conn, &session, &body, id).await;
         let latency = intended.elapsed();
         if outcome == Err(Failure::Http(404)) {
             // The server forgot the session (restart, expiry): open a new one, as a client must.
@@ -349,9 +364,11 @@ async fn worker(lane: Rc<Lane>) {
         }
         if intended >= lane.warm_end {
             let since_start = intended.saturating_duration_since(lane.warm_end);
-            lane.stats
-                .borrow_mut()
-                .record(since_start, latency, outcome);
+            let mut stats = lane.stats.borrow_mut();
+            stats.record(since_start, latency, outcome);
+            if let Err(f) = outcome {
+                stats.record_sample(f, said);
+            }
         }
         lane.progress.done.fetch_add(1, Ordering::Relaxed);
         if outcome.is_err() {
@@ -372,12 +389,12 @@ async fn exchange(
     session: &Session,
     body: &[u8],
     id: u64,
-) -> (Result<(), Failure>, Option<Conn>) {
+) -> (Result<(), Failure>, Option<Conn>, Option<String>) {
     let mut conn = match conn {
         Some(c) => c,
         None => match Conn::open(&lane.target, lane.timeout).await {
             Ok(c) => c,
-            Err(f) => return (Err(f), None),
+            Err(f) => return (Err(f), None, None),
         },
     };
     let sent = glommio::timer::timeout(lane.timeout, async {
@@ -386,11 +403,16 @@ async fn exchange(
     .await;
     match sent {
         Ok(result) => {
+            let said = if result.is_err() {
+                conn.take_error()
+            } else {
+                None
+            };
             let keep = conn.reusable().then_some(conn);
-            (result.map(|_| ()), keep)
+            (result.map(|_| ()), keep, said)
         }
         // A timed-out exchange leaves the connection mid-response: it cannot be reused.
-        Err(_) => (Err(Failure::Timeout), None),
+        Err(_) => (Err(Failure::Timeout), None, None),
     }
 }
 

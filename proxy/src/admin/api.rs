@@ -124,6 +124,13 @@ pub fn handle(shard: &Rc<Shard>, token: &str, request: &Request) -> Response {
             Ok(spec) => changed(shard, servers::update(shard, name, &spec), 200),
             Err(r) => r,
         },
+        ("PATCH", ["servers", name]) => match parse_body(request) {
+            Ok(fields) => match servers::patched_spec(shard, name, &fields) {
+                Ok(spec) => changed(shard, servers::update(shard, name, &spec), 200),
+                Err(e) => registry_error(&e),
+            },
+            Err(r) => r,
+        },
         ("DELETE", ["servers", name]) => {
             let before = shard
                 .registry()
@@ -268,6 +275,8 @@ fn status_of(shard: &Shard, index: usize) -> Status {
                 l.templates.len(),
             ]),
         ),
+        // A drained server is down on purpose: its status says so rather than `down`.
+        Some(ServerStatus::Down(why)) if why == "draining" => ("draining", None, None),
         Some(ServerStatus::Down(why)) => ("down", Some(why.clone()), None),
         Some(ServerStatus::Pending) | None => ("pending", None, None),
     }
@@ -344,9 +353,15 @@ fn field(json: &[u8], key: &str) -> Option<String> {
 fn items(shard: &Shard, kind: ListKind, key: &str, query: &str) -> Response {
     let needle = param(query, "q").map(|q| q.to_lowercase());
     let catalog = shard.catalog();
-    let list: Vec<Value> = catalog
-        .items(kind)
+    // The proxy's own tools and resources come first, as clients see them in their lists.
+    let own: &[crate::registry::catalog::Item] = match kind {
+        ListKind::Tools => shard.orchestration.tool_items(),
+        ListKind::Resources => shard.orchestration.resource_items(),
+        _ => &[],
+    };
+    let list: Vec<Value> = own
         .iter()
+        .chain(catalog.items(kind))
         .filter_map(|it| {
             let mut v: Value = serde_json::from_slice(&it.json).ok()?;
             let exposed = v.get(key).and_then(Value::as_str).unwrap_or("").to_owned();
@@ -356,7 +371,11 @@ fn items(shard: &Shard, kind: ListKind, key: &str, query: &str) -> Response {
                     return None;
                 }
             }
-            let server = catalog.servers.get(it.server).map(|s| s.name.clone());
+            // The proxy's own items belong to no server: they are in its reserved namespace.
+            let server = catalog
+                .servers
+                .get(it.server)
+                .map_or_else(|| "proxy".to_owned(), |s| s.name.clone());
             let obj = v.as_object_mut()?;
             obj.insert("server".into(), server.into());
             obj.insert("original".into(), it.original.clone().into());
@@ -471,7 +490,35 @@ fn stats_json(shard: &Shard) -> Value {
             s["errors"] = errors.into();
         }
     }
+    if let Some(obj) = v.as_object_mut() {
+        let (requests, errors) = local_answer_counts();
+        obj.insert(
+            "proxy".into(),
+            json!({ "requests": requests, "errors": errors }),
+        );
+    }
     v
+}
+
+/// Requests the proxy answered itself and how many of them were errors, from
+/// `mcp_proxy_local_answers_total`.
+fn local_answer_counts() -> (u64, u64) {
+    let Some(handle) = crate::metrics::handle() else {
+        return (0, 0);
+    };
+    let prefix = "mcp_proxy_local_answers_total{";
+    let (mut requests, mut errors) = (0, 0);
+    for line in handle.render().lines().filter(|l| l.starts_with(prefix)) {
+        let Some((labels, value)) = line.rsplit_once(' ') else {
+            continue;
+        };
+        let n = value.parse::<f64>().unwrap_or(0.0) as u64;
+        requests += n;
+        if labels.contains("outcome=\"error\"") {
+            errors += n;
+        }
+    }
+    (requests, errors)
 }
 
 /// Requests and failed requests per server, from `mcp_proxy_requests_total`.

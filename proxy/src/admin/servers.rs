@@ -94,6 +94,65 @@ pub fn update(
     Ok(index)
 }
 
+/// The description of server `name` with `fields` laid over it: each field given replaces
+/// the one described (a `null` removes it), the others stay. The description is the one the
+/// API gave the server, or its `[[servers]]` table in the configuration file.
+pub fn patched_spec(
+    shard: &Rc<Shard>,
+    name: &str,
+    fields: &serde_json::Value,
+) -> Result<serde_json::Value, RegistryError> {
+    let Some(fields) = fields.as_object() else {
+        return Err(RegistryError::InvalidSpec(
+            r#"expected a JSON object of the fields to change, e.g. {"timeout":"60s"}"#.into(),
+        ));
+    };
+    let registry = shard.registry();
+    let (_, entry) = registry.get(name)?;
+    let mut spec = match &entry.spec {
+        Some(spec) => spec.clone(),
+        None => file_spec(shard, name)?,
+    };
+    let Some(current) = spec.as_object_mut() else {
+        return Err(RegistryError::InvalidSpec(format!(
+            "the description of {name} is not an object"
+        )));
+    };
+    for (key, value) in fields {
+        if value.is_null() {
+            current.remove(key);
+        } else {
+            current.insert(key.clone(), value.clone());
+        }
+    }
+    Ok(spec)
+}
+
+/// Server `name`'s `[[servers]]` table in the configuration file, as JSON.
+fn file_spec(shard: &Shard, name: &str) -> Result<serde_json::Value, RegistryError> {
+    let unknown = |why: String| {
+        RegistryError::InvalidSpec(format!(
+            "the description of {name} cannot be read ({why}); give every field with `mcpctl servers update --replace`"
+        ))
+    };
+    let path = shard
+        .config
+        .proxy
+        .config_path
+        .as_ref()
+        .ok_or_else(|| unknown("no configuration file".into()))?;
+    let text = std::fs::read_to_string(path).map_err(|e| unknown(e.to_string()))?;
+    let doc: toml::Table = toml::from_str(&text).map_err(|e| unknown(e.to_string()))?;
+    let table = doc
+        .get("servers")
+        .and_then(toml::Value::as_array)
+        .into_iter()
+        .flatten()
+        .find(|s| s.get("name").and_then(toml::Value::as_str) == Some(name))
+        .ok_or_else(|| unknown("not in the configuration file".into()))?;
+    serde_json::to_value(table).map_err(|e| unknown(e.to_string()))
+}
+
 /// Drains, enables or removes server `name`.
 pub fn set_state(shard: &Rc<Shard>, name: &str, state: State) -> Result<usize, RegistryError> {
     let (next, index) = shard.registry().set_state(name, state)?;

@@ -26,6 +26,7 @@ pub mod counted;
 pub mod exposition;
 pub mod labels;
 pub mod latency;
+pub mod local;
 pub mod logs;
 pub mod tools;
 
@@ -44,6 +45,8 @@ pub use labels::{Method, Outcome, ProbeOutcome, StreamEnd};
 pub mod names {
     /// Forwarded requests by `server`, `method` and `outcome` (counter).
     pub const REQUESTS_TOTAL: &str = "mcp_proxy_requests_total";
+    /// Requests the proxy answered itself, by `method` and `outcome` (counter).
+    pub const LOCAL_ANSWERS: &str = "mcp_proxy_local_answers_total";
     /// End-to-end latency of POSTed requests, read to written (histogram, seconds).
     pub const REQUEST_DURATION: &str = "mcp_proxy_request_duration_seconds";
     /// Upstream latency by `server` and `replica`: request sent to response received.
@@ -110,6 +113,7 @@ pub mod names {
         CHILD_RESTARTS,
         CHILD_FAILED,
         REQUESTS_TOTAL,
+        LOCAL_ANSWERS,
         REQUEST_DURATION,
         UPSTREAM_DURATION,
         OVERHEAD,
@@ -177,6 +181,7 @@ pub fn render(live: &exposition::LiveSeries) -> String {
 
 fn describe() {
     use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
+    local::describe();
     describe_counter!(
         names::REQUESTS_TOTAL,
         "Requests forwarded to upstream servers, by server, MCP method and outcome"

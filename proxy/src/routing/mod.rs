@@ -235,13 +235,17 @@ pub(crate) async fn request(
     {
         if !crate::auth::permits_tool(session, &catalog, usize::MAX, name) {
             let message = format!("unknown tool: {name}");
-            return Answer::Json(jsonrpc::error_body(
-                Some(&id),
-                code::INVALID_PARAMS,
-                &message,
-            ));
+            return local(
+                method,
+                Answer::Json(jsonrpc::error_body(
+                    Some(&id),
+                    code::INVALID_PARAMS,
+                    &message,
+                )),
+            );
         }
-        return orchestration::call_tool(shard, session, id, &msg, delivery.accepts_sse).await;
+        let answer = orchestration::call_tool(shard, session, id, &msg, delivery.accepts_sse).await;
+        return local(method, answer);
     }
     if let Some(uri) = params
         .and_then(|p| p.get_str("uri"))
@@ -249,44 +253,43 @@ pub(crate) async fn request(
     {
         if !crate::auth::permits_server(session, &catalog, usize::MAX) {
             let message = format!("unknown resource: {uri}");
-            return Answer::Json(jsonrpc::error_body(
-                Some(&id),
-                code::INVALID_PARAMS,
-                &message,
-            ));
+            return local(
+                method,
+                Answer::Json(jsonrpc::error_body(
+                    Some(&id),
+                    code::INVALID_PARAMS,
+                    &message,
+                )),
+            );
         }
-        return orchestration::read_resource(shard, &id, &msg).await;
+        return local(method, orchestration::read_resource(shard, &id, &msg).await);
     }
     let target = match method {
-        "ping" => return Answer::Json(jsonrpc::result_body(&id, b"{}")),
+        "ping" => return local(method, Answer::Json(jsonrpc::result_body(&id, b"{}"))),
         "initialize" => {
-            return Answer::Json(jsonrpc::error_body(
+            let answer = Answer::Json(jsonrpc::error_body(
                 Some(&id),
                 code::INVALID_REQUEST,
                 "the session is already initialized",
-            ))
+            ));
+            return local(method, answer);
         }
-        "tools/list" => {
-            return aggregate::list(shard, session, &catalog, &id, &msg, ListKind::Tools).await
+        "tools/list" | "prompts/list" | "resources/list" | "resources/templates/list" => {
+            let kind = match method {
+                "tools/list" => ListKind::Tools,
+                "prompts/list" => ListKind::Prompts,
+                "resources/list" => ListKind::Resources,
+                _ => ListKind::ResourceTemplates,
+            };
+            let answer = aggregate::list(shard, session, &catalog, &id, &msg, kind).await;
+            return local(method, answer);
         }
-        "prompts/list" => {
-            return aggregate::list(shard, session, &catalog, &id, &msg, ListKind::Prompts).await
-        }
-        "resources/list" => {
-            return aggregate::list(shard, session, &catalog, &id, &msg, ListKind::Resources).await
-        }
-        "resources/templates/list" => {
-            return aggregate::list(
-                shard,
-                session,
-                &catalog,
-                &id,
-                &msg,
-                ListKind::ResourceTemplates,
+        "logging/setLevel" => {
+            return local(
+                method,
+                forward::set_level(session, &catalog, &id, &msg).await,
             )
-            .await
         }
-        "logging/setLevel" => return forward::set_level(session, &catalog, &id, &msg).await,
         "tools/call" => by_name(&catalog, &mut msg, "name", "tool", |n| {
             owned(catalog.tool(n))
                 .filter(|(s, _)| crate::auth::permits_tool(session, &catalog, *s, n))
@@ -306,21 +309,31 @@ pub(crate) async fn request(
             None => completion_target(&mut msg, &catalog),
         },
         _ => {
-            return Answer::Json(jsonrpc::error_body(
+            let answer = Answer::Json(jsonrpc::error_body(
                 Some(&id),
                 code::METHOD_NOT_FOUND,
                 &format!("method not found: {method}"),
-            ))
+            ));
+            return local(method, answer);
         }
     };
     match target {
         Ok(server) => forward::request(session, server, id, msg, delivery).await,
-        Err(message) => Answer::Json(jsonrpc::error_body(
-            Some(&id),
-            code::INVALID_PARAMS,
-            &message,
-        )),
+        Err(message) => local(
+            method,
+            Answer::Json(jsonrpc::error_body(
+                Some(&id),
+                code::INVALID_PARAMS,
+                &message,
+            )),
+        ),
     }
+}
+
+/// Counts an answer the proxy gave itself (no upstream involved) and returns it.
+fn local(method: &str, answer: Answer) -> Answer {
+    crate::metrics::local::answered(method, &answer);
+    answer
 }
 
 /// Finds the server behind `params.{field}` and rewrites the field to the server's own name.
