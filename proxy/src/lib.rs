@@ -29,6 +29,7 @@ pub mod health;
 pub mod http;
 pub mod limits;
 pub mod listener;
+pub mod memlock;
 pub mod metrics;
 pub mod orchestration;
 pub mod protocol;

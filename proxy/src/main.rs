@@ -108,9 +108,10 @@ fn main() -> anyhow::Result<()> {
             takeover: args.takeover,
         }
     };
-    let running = runtime::start(config, mode).context("mcp-proxy could not start")?;
-    let stop = running.stop_flag();
-    let reload = running.reload_flag();
+    // The signal thread runs from before start-up, so SIGTERM and SIGINT stop a start that is
+    // slow or stuck (a discovery round waiting on upstreams) as well as a running proxy.
+    let control = runtime::Control::default();
+    let (stop, reload) = (control.stop.clone(), control.reload.clone());
     std::thread::Builder::new()
         .name("signals".into())
         .spawn(move || loop {
@@ -125,6 +126,16 @@ fn main() -> anyhow::Result<()> {
             return;
         })
         .context("cannot start the signal thread")?;
+    let running = match runtime::start(config, mode, control) {
+        Ok(running) => running,
+        Err(runtime::StartError::Interrupted) => {
+            // Shards still starting end with the process; stdio children get SIGTERM from
+            // their parent-death signal.
+            log::info!("stopped during start-up");
+            return Ok(());
+        }
+        Err(e) => return Err(anyhow::Error::new(e).context("mcp-proxy could not start")),
+    };
     if args.stdio {
         log::info!("serving {servers} upstream server(s) on stdin/stdout");
     } else {
