@@ -68,6 +68,9 @@ pub enum StartError {
         /// What the shard's thread returned.
         detail: String,
     },
+    /// The kept admin token could not be read or written.
+    #[error(transparent)]
+    AdminToken(#[from] crate::admin_token::TokenFileError),
     /// SIGTERM or SIGINT arrived before every shard was serving.
     #[error("stopped by a signal during start-up")]
     Interrupted,
@@ -198,10 +201,14 @@ pub fn start(mut config: Config, mode: Mode, control: Control) -> Result<Running
         None => (None, PortHold::none()),
     };
     config.proxy.admin_listen = admin;
-    // The admin API is never open: without a configured token, one is made for this run.
+    // The admin API is never open: without a configured token, one is made (kept in the state
+    // directory when there is one, so it survives a restart).
     let generated_token = match (admin, &config.proxy.admin_token) {
         (Some(_), None) => {
-            let token = random_token();
+            let token = match &config.proxy.state_dir {
+                Some(dir) => crate::admin_token::kept_in(dir)?,
+                None => crate::admin_token::random_token(),
+            };
             config.proxy.admin_token = Some(token.clone());
             Some(token)
         }
@@ -283,20 +290,6 @@ fn shard_failure(handles: &glommio::PoolThreadHandles<()>, shards: usize) -> Sta
              (check the locked-memory limit, `ulimit -l`, and that io_uring is allowed)"
         ),
     }
-}
-
-/// 32 random bytes in hex: an admin token for this run.
-fn random_token() -> String {
-    let mut bytes = [0u8; 32];
-    if getrandom::fill(&mut bytes).is_err() {
-        // Only before the kernel's CSPRNG is seeded; a time-based token is still per run.
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_nanos();
-        bytes[..16].copy_from_slice(&nanos.to_le_bytes());
-    }
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Resolves when `stop` is raised.
