@@ -90,3 +90,83 @@ def test_sigterm_during_start_up_stops_the_proxy():
         assert "stopped during start-up" in child.stderr_path.read_text(errors="replace")
     finally:
         silent.close()
+
+
+# --- configuration errors, as the operator reads them at start -------------------------------
+
+
+def start_with(tmp_path, text: str, *extra: str):
+    """Starts the proxy on `text` as its configuration file; returns (exit status, stderr)."""
+    cfg = tmp_path / "config.toml"
+    cfg.write_text(text)
+    return run_proxy(["--config", str(cfg), "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0",
+                      *extra])
+
+
+def test_type_error_names_the_field_and_an_example(tmp_path):
+    status, err = start_with(tmp_path, '[proxy]\nshards = "two"\n')
+    assert status == 1, err
+    assert "config.toml:2:10" in err, err
+    assert "`shards` in [proxy]" in err and "shards = 2" in err, err
+
+
+def test_unknown_table_is_named_whole_with_a_suggestion(tmp_path):
+    status, err = start_with(tmp_path, '[server]\nname = "a"\n')
+    assert status == 1, err
+    assert "unknown table `server`, expected one of `proxy`, `servers`" in err, err
+    assert "did you mean `servers`?" in err, err
+
+
+def test_near_miss_of_a_field_suggests_the_field(tmp_path):
+    status, err = start_with(tmp_path, '[[servers]]\nname = "a"\nurl = "http://127.0.0.1:9/mcp"\n'
+                                       'timout = "5s"\n')
+    assert status == 1, err
+    assert "unknown field `timout` in [[servers]]" in err and "did you mean `timeout`?" in err, err
+
+
+def test_port_only_listen_on_the_command_line_says_what_to_write():
+    status, err = run_proxy(["--listen", "8083"])
+    assert status != 0, err
+    assert '"127.0.0.1:8083"' in err, err
+
+
+def test_host_name_listen_address_is_resolved():
+    child = harness.spawn("proxy", [harness.PROXY_BIN, "--listen", "localhost:0", "--admin-listen",
+                                    "localhost:0", "--shards", "1"], stdout=subprocess.PIPE)
+    try:
+        url = harness.wait_line(child, harness.READY_PREFIX, timeout=EXIT_WITHIN)
+        assert url.startswith("http://127.0.0.1:"), url
+    finally:
+        child.kill()
+
+
+def test_short_admin_token_is_refused(tmp_path):
+    status, err = start_with(tmp_path, '[proxy]\nadmin_token = "secret"\n')
+    assert status == 1, err
+    assert "admin_token is 6 characters" in err, err
+    assert "openssl rand -hex 32" in err, err
+    child = harness.spawn("proxy", [harness.PROXY_BIN, "--listen", "127.0.0.1:0", "--admin-listen",
+                                    "127.0.0.1:0"], env={"MCP_PROXY_ADMIN_TOKEN": "secret",
+                                                         "RUST_BACKTRACE": "0"})
+    try:
+        status = child.proc.wait(timeout=EXIT_WITHIN)
+    finally:
+        child.kill()
+    err = child.stderr_path.read_text(errors="replace")
+    assert status == 1 and "MCP_PROXY_ADMIN_TOKEN is 6 characters" in err, err
+
+
+def test_check_config_validates_without_starting(tmp_path):
+    good = tmp_path / "good.toml"
+    good.write_text('[proxy]\nlisten = "127.0.0.1:8080"\n')
+    r = subprocess.run([str(harness.PROXY_BIN), "--check-config", str(good)], capture_output=True,
+                       text=True, timeout=EXIT_WITHIN)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == f"{good}: OK"
+    assert "mcp-proxy ready" not in r.stdout
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[proxy]\nshards = "two"\n')
+    r = subprocess.run([str(harness.PROXY_BIN), "--check-config", str(bad)], capture_output=True,
+                       text=True, timeout=EXIT_WITHIN)
+    assert r.returncode == 1
+    assert f"{bad}:2:10:" in r.stderr and "`shards`" in r.stderr, r.stderr
