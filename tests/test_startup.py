@@ -170,3 +170,21 @@ def test_check_config_validates_without_starting(tmp_path):
                        text=True, timeout=EXIT_WITHIN)
     assert r.returncode == 1
     assert f"{bad}:2:10:" in r.stderr and "`shards`" in r.stderr, r.stderr
+
+
+def test_missing_stdio_command_is_reported_as_missing(tmp_path):
+    cfg = tmp_path / "config.toml"
+    cfg.write_text('[[servers]]\nname = "gone"\ncommand = "/nonexistent/bin/mcp-server-x"\n\n'
+                   '[[servers]]\nname = "unfound"\ncommand = "no-such-mcp-server-x"\n')
+    child = harness.spawn("proxy", [harness.PROXY_BIN, "--config", cfg, "--listen", "127.0.0.1:0",
+                                    "--admin-listen", "127.0.0.1:0", "--shards", "1"],
+                          stdout=subprocess.PIPE)
+    try:
+        harness.wait_line(child, harness.READY_PREFIX, timeout=EXIT_WITHIN)
+        err = child.stderr_path.read_text(errors="replace")
+    finally:
+        child.kill()
+    assert "stdio server gone: cannot start /nonexistent/bin/mcp-server-x: no such file: " \
+           "/nonexistent/bin/mcp-server-x (ENOENT)" in err, err
+    assert "command `no-such-mcp-server-x` not found in PATH" in err, err
+    assert "broke the protocol" not in err, err

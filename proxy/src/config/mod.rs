@@ -1429,7 +1429,7 @@ mod tests {
             4,
             "unknown field `header` in [[servers]]",
         );
-        assert_error("[proxi]\n", 1, "unknown field `proxi`");
+        assert_error("[proxi]\n", 1, "unknown table `proxi`");
     }
 
     #[test]
