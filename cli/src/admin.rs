@@ -50,7 +50,9 @@ impl Admin {
         let token = self.token.as_deref().ok_or_else(|| Failure {
             code: Code::Unauthorized,
             message: "no admin token: set MCPCTL_TOKEN (or --token) to the token printed by \
-                      mcp-proxy at start (`mcp-proxy admin token: ...`) or its [proxy] admin_token"
+                      mcp-proxy at start (`mcp-proxy admin token: ...`) or its [proxy] admin_token, \
+                      or MCPCTL_TOKEN_FILE (or --token-file) to a file holding it, such as \
+                      the proxy's {state_dir}/admin-token"
                 .into(),
         })?;
         let auth = format!("Bearer {token}");

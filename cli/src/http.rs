@@ -22,7 +22,7 @@ impl Url {
     pub fn parse(text: &str) -> Result<Url, Failure> {
         let rest = text.strip_prefix("http://").ok_or_else(|| {
             Failure::usage(format!(
-                "\"{text}\" is not an http:// URL; write e.g. http://127.0.0.1:9090"
+                "\"{text}\" is not an http:// URL; write e.g. http://127.0.0.1:8085"
             ))
         })?;
         let (authority, path) = match rest.find('/') {
@@ -183,13 +183,13 @@ mod tests {
 
     #[test]
     fn urls_parse_with_default_port_and_path() {
-        let u = Url::parse("http://127.0.0.1:9090/").expect("url");
-        assert_eq!(u.authority, "127.0.0.1:9090");
+        let u = Url::parse("http://127.0.0.1:8085/").expect("url");
+        assert_eq!(u.authority, "127.0.0.1:8085");
         assert_eq!(u.join("/api/v1/servers").path, "/api/v1/servers");
         let u = Url::parse("http://localhost/mcp").expect("url");
         assert_eq!(u.authority, "localhost:80");
         assert_eq!(u.path, "/mcp");
         assert!(Url::parse("https://x").is_err());
-        assert!(Url::parse("127.0.0.1:9090").is_err());
+        assert!(Url::parse("127.0.0.1:8085").is_err());
     }
 }

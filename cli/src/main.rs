@@ -42,13 +42,17 @@ struct Cli {
     #[arg(
         long,
         env = "MCPCTL_URL",
-        default_value = "http://127.0.0.1:9090",
+        default_value = "http://127.0.0.1:8085",
         global = true
     )]
     admin_url: String,
     /// Admin token (printed as `mcp-proxy admin token: ...`, or [proxy] admin_token).
     #[arg(long, env = "MCPCTL_TOKEN", hide_env_values = true, global = true)]
     token: Option<String>,
+    /// A file holding the admin token, such as the proxy's `{state_dir}/admin-token`; used when
+    /// no --token is given.
+    #[arg(long, env = "MCPCTL_TOKEN_FILE", global = true)]
+    token_file: Option<std::path::PathBuf>,
     /// Print JSON for scripts instead of tables (the same as `-o json`).
     #[arg(long, global = true)]
     json: bool,
@@ -246,6 +250,20 @@ fn main() {
     }
 }
 
+/// The token in `path` (surrounding whitespace removed), when a file is named.
+fn token_from_file(path: Option<&std::path::Path>) -> Result<Option<String>, Failure> {
+    let Some(path) = path else {
+        return Ok(None);
+    };
+    match std::fs::read_to_string(path) {
+        Ok(text) => Ok(Some(text.trim().to_string()).filter(|t| !t.is_empty())),
+        Err(e) => Err(Failure {
+            code: Code::Usage,
+            message: format!("cannot read the admin token file {}: {e}", path.display()),
+        }),
+    }
+}
+
 fn run(cli: Cli) -> Result<(), Failure> {
     if let Command::Completions { shell } = cli.command {
         let mut cmd = Cli::command();
@@ -254,7 +272,10 @@ fn run(cli: Cli) -> Result<(), Failure> {
     }
     let admin = Admin {
         url: Url::parse(&cli.admin_url)?,
-        token: cli.token.clone().filter(|t| !t.is_empty()),
+        token: match cli.token.clone().filter(|t| !t.is_empty()) {
+            Some(token) => Some(token),
+            None => token_from_file(cli.token_file.as_deref())?,
+        },
     };
     let out = Out {
         json: cli.json || cli.output == Some(Format::Json),

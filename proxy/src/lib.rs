@@ -20,6 +20,7 @@
 //! Protocol code never touches a socket; the HTTP layer never looks inside JSON-RPC.
 
 pub mod admin;
+pub mod admin_token;
 pub mod auth;
 pub mod balance;
 pub mod config;
@@ -29,6 +30,7 @@ pub mod health;
 pub mod http;
 pub mod limits;
 pub mod listener;
+pub mod memlock;
 pub mod metrics;
 pub mod orchestration;
 pub mod protocol;

@@ -7,7 +7,7 @@ use std::sync::atomic::Ordering;
 
 use anyhow::Context;
 use clap::Parser;
-use mcp_proxy::config::Config;
+use mcp_proxy::config::{address, Config};
 use mcp_proxy::metrics::logs::{self, LogFormat};
 use mcp_proxy::runtime::{self, Mode};
 use mcp_proxy::transport::stdio::child;
@@ -21,7 +21,7 @@ struct Args {
     #[arg(long, short = 'c', env = "MCP_PROXY_CONFIG")]
     config: Option<PathBuf>,
     /// Listen address, overriding the configuration (port 0 picks a free port).
-    #[arg(long)]
+    #[arg(long, value_parser = |s: &str| address::parse(s, "--listen"))]
     listen: Option<SocketAddr>,
     /// Number of shards (one executor pinned per core), overriding the configuration; 0 = every core.
     #[arg(long)]
@@ -30,7 +30,7 @@ struct Args {
     #[arg(long)]
     stdio: bool,
     /// Admin endpoints address (/metrics, /stats, /healthz), overriding the configuration.
-    #[arg(long)]
+    #[arg(long, value_parser = |s: &str| address::parse(s, "--admin-listen"))]
     admin_listen: Option<SocketAddr>,
     /// Share the listen and admin ports with a proxy already running on them instead of
     /// refusing to start: for a zero-downtime restart, start the new proxy with --takeover, wait
@@ -44,6 +44,10 @@ struct Args {
     /// the configuration.
     #[arg(long)]
     log_level: Option<String>,
+    /// Validate this configuration file, print `OK` or the located error, and exit (0 or 1)
+    /// without starting anything.
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["stdio", "takeover"])]
+    check_config: Option<PathBuf>,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -52,6 +56,18 @@ fn main() -> anyhow::Result<()> {
         std::process::exit(child::run_supervisor(&argv[2..]));
     }
     let args = Args::parse();
+    if let Some(path) = &args.check_config {
+        match Config::load(path) {
+            Ok(_) => {
+                println!("{}: OK", path.display());
+                return Ok(());
+            }
+            Err(e) => {
+                eprintln!("{e}");
+                std::process::exit(1);
+            }
+        }
+    }
     let mut config = match &args.config {
         Some(path) => Config::load(path)?,
         None => Config::default(),
@@ -72,6 +88,10 @@ fn main() -> anyhow::Result<()> {
         config.proxy.admin_token = std::env::var("MCP_PROXY_ADMIN_TOKEN")
             .ok()
             .filter(|t| !t.is_empty());
+        if let Some(token) = &config.proxy.admin_token {
+            mcp_proxy::config::admin_token::check(token, "MCP_PROXY_ADMIN_TOKEN")
+                .map_err(anyhow::Error::msg)?;
+        }
     }
     if config.proxy.session_key.is_none() {
         config.proxy.session_key = std::env::var("MCP_PROXY_SESSION_KEY")
@@ -108,9 +128,10 @@ fn main() -> anyhow::Result<()> {
             takeover: args.takeover,
         }
     };
-    let running = runtime::start(config, mode).context("mcp-proxy could not start")?;
-    let stop = running.stop_flag();
-    let reload = running.reload_flag();
+    // The signal thread runs from before start-up, so SIGTERM and SIGINT stop a start that is
+    // slow or stuck (a discovery round waiting on upstreams) as well as a running proxy.
+    let control = runtime::Control::default();
+    let (stop, reload) = (control.stop.clone(), control.reload.clone());
     std::thread::Builder::new()
         .name("signals".into())
         .spawn(move || loop {
@@ -125,6 +146,16 @@ fn main() -> anyhow::Result<()> {
             return;
         })
         .context("cannot start the signal thread")?;
+    let running = match runtime::start(config, mode, control) {
+        Ok(running) => running,
+        Err(runtime::StartError::Interrupted) => {
+            // Shards still starting end with the process; stdio children get SIGTERM from
+            // their parent-death signal.
+            log::info!("stopped during start-up");
+            return Ok(());
+        }
+        Err(e) => return Err(anyhow::Error::new(e).context("mcp-proxy could not start")),
+    };
     if args.stdio {
         log::info!("serving {servers} upstream server(s) on stdin/stdout");
     } else {

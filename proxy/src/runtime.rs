@@ -56,6 +56,33 @@ pub enum StartError {
     /// The listener's TLS files are not usable.
     #[error("[tls] {0}")]
     Tls(#[from] crate::tls::TlsError),
+    /// The locked-memory limit is too low for io_uring.
+    #[error(transparent)]
+    Memlock(#[from] crate::memlock::MemlockTooLow),
+    /// The kernel or a seccomp profile refuses io_uring.
+    #[error(transparent)]
+    IoUring(#[from] crate::memlock::IoUringUnavailable),
+    /// A shard's thread ended before serving (its executor could not be built).
+    #[error("a shard stopped during start-up: {detail}")]
+    ShardFailed {
+        /// What the shard's thread returned.
+        detail: String,
+    },
+    /// The kept admin token could not be read or written.
+    #[error(transparent)]
+    AdminToken(#[from] crate::admin_token::TokenFileError),
+    /// SIGTERM or SIGINT arrived before every shard was serving.
+    #[error("stopped by a signal during start-up")]
+    Interrupted,
+}
+
+/// The flags the signal thread raises, made before start-up so a signal is honoured at any time.
+#[derive(Clone, Default)]
+pub struct Control {
+    /// Raised to shut down (SIGTERM, SIGINT).
+    pub stop: Arc<AtomicBool>,
+    /// Raised to re-read the configuration file (SIGHUP).
+    pub reload: Arc<AtomicBool>,
 }
 
 /// Where clients come from.
@@ -132,7 +159,12 @@ fn allowed_cpus() -> Option<glommio::CpuSet> {
 }
 
 /// Starts every shard and returns once all listen and the first discovery round is done.
-pub fn start(mut config: Config, mode: Mode) -> Result<Running, StartError> {
+///
+/// Returns [`StartError::Interrupted`] when `control.stop` is raised before then, and an error
+/// (never a hang) when a shard's thread ends before serving.
+pub fn start(mut config: Config, mode: Mode, control: Control) -> Result<Running, StartError> {
+    crate::memlock::check()?;
+    crate::memlock::probe_io_uring()?;
     let (stdio, takeover) = match mode {
         Mode::Stdio => (
             Some(stdio_downstream::bridge_stdio().map_err(StartError::Stdio)?),
@@ -169,10 +201,14 @@ pub fn start(mut config: Config, mode: Mode) -> Result<Running, StartError> {
         None => (None, PortHold::none()),
     };
     config.proxy.admin_listen = admin;
-    // The admin API is never open: without a configured token, one is made for this run.
+    // The admin API is never open: without a configured token, one is made (kept in the state
+    // directory when there is one, so it survives a restart).
     let generated_token = match (admin, &config.proxy.admin_token) {
         (Some(_), None) => {
-            let token = random_token();
+            let token = match &config.proxy.state_dir {
+                Some(dir) => crate::admin_token::kept_in(dir)?,
+                None => crate::admin_token::random_token(),
+            };
             config.proxy.admin_token = Some(token.clone());
             Some(token)
         }
@@ -188,11 +224,10 @@ pub fn start(mut config: Config, mode: Mode) -> Result<Running, StartError> {
     crate::limits::apply(&config.limits);
     crate::limits::apply_connection(&crate::limits::ConnectionLimits::of(&config.proxy));
     let config = Arc::new(config);
-    let reload = Arc::new(AtomicBool::new(false));
+    let Control { stop, reload } = control;
     let ready = Arc::new(AtomicUsize::new(0));
     let first_catalog = Arc::new(AtomicU64::new(0));
     let drained = Arc::new(AtomicUsize::new(0));
-    let stop = Arc::new(AtomicBool::new(false));
     let mesh = (shards > 1).then(|| MeshBuilder::<Msg, _>::full(shards, CHANNEL_SIZE));
     let stdio = Arc::new(std::sync::Mutex::new(stdio));
     let handles = {
@@ -223,6 +258,12 @@ pub fn start(mut config: Config, mode: Mode) -> Result<Running, StartError> {
             })?
     };
     while ready.load(Ordering::Acquire) < shards {
+        if stop.load(Ordering::Acquire) {
+            return Err(StartError::Interrupted);
+        }
+        if handles.handles().iter().any(|h| h.is_finished()) {
+            return Err(shard_failure(&handles, shards));
+        }
         std::thread::sleep(Duration::from_millis(5));
     }
     // Every listener is bound: the ports are ours now.
@@ -237,18 +278,18 @@ pub fn start(mut config: Config, mode: Mode) -> Result<Running, StartError> {
     })
 }
 
-/// 32 random bytes in hex: an admin token for this run.
-fn random_token() -> String {
-    let mut bytes = [0u8; 32];
-    if getrandom::fill(&mut bytes).is_err() {
-        // Only before the kernel's CSPRNG is seeded; a time-based token is still per run.
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_nanos();
-        bytes[..16].copy_from_slice(&nanos.to_le_bytes());
+/// A shard thread that ended before serving: glommio could not build its executor. Its error
+/// stays in the thread (joining it could wait on shards blocked on the mesh), so the likely
+/// causes are named instead; [`crate::memlock::check`] and [`crate::memlock::probe_io_uring`]
+/// already ruled out the common ones with their own messages.
+fn shard_failure(handles: &glommio::PoolThreadHandles<()>, shards: usize) -> StartError {
+    let ended = handles.handles().iter().filter(|h| h.is_finished()).count();
+    StartError::ShardFailed {
+        detail: format!(
+            "{ended} of {shards} shard thread(s) could not build an io_uring executor \
+             (check the locked-memory limit, `ulimit -l`, and that io_uring is allowed)"
+        ),
     }
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Resolves when `stop` is raised.

@@ -22,7 +22,10 @@ use toml::Spanned;
 use crate::metrics::logs::LogFormat;
 use crate::protocol::names::{is_valid_server_name, MAX_SERVER_NAME_LEN, NAME_SEPARATOR};
 
+pub mod address;
+pub mod admin_token;
 pub mod auth;
+mod hints;
 pub mod limits;
 mod mcp_servers;
 pub mod restart;
@@ -504,10 +507,11 @@ impl Config {
         let raw: RawConfig = toml::from_str(text).map_err(|e| {
             let span = e.span();
             let mut message = e.message().trim_end().to_owned();
+            let offset = span.as_ref().map(|s| s.start);
             if message.starts_with("unknown field") {
-                if let Some(section) = span.as_ref().and_then(|s| section_at(text, s.start)) {
-                    message = message.replacen(',', &format!(" in {section},"), 1);
-                }
+                message = hints::unknown_field(&message, text, offset);
+            } else if message.starts_with("invalid type") {
+                message = hints::invalid_type(&message, text, offset);
             }
             message.push_str(toml_hint(&message));
             invalid(span, message)
@@ -553,7 +557,14 @@ impl Config {
                 None => None,
             },
             session_max_age: raw.proxy.session_max_age,
-            admin_token: raw.proxy.admin_token.filter(|t| !t.is_empty()),
+            admin_token: match raw.proxy.admin_token.filter(|t| !t.get_ref().is_empty()) {
+                Some(t) => {
+                    admin_token::check(t.get_ref(), "admin_token")
+                        .map_err(|m| invalid(Some(t.span()), m))?;
+                    Some(t.into_inner())
+                }
+                None => None,
+            },
             config_path: None,
         };
 
@@ -811,23 +822,6 @@ fn position(text: &str, offset: usize) -> Position {
     Position { line, column }
 }
 
-/// The table header (`[proxy]`, `[[servers]]`) in force at byte `offset`, if any.
-fn section_at(text: &str, offset: usize) -> Option<&str> {
-    let line = text
-        .get(..offset)?
-        .lines()
-        .rev()
-        .map(str::trim_start)
-        .find(|l| l.starts_with('['))?;
-    // Cut after the header's own closing brackets, dropping any trailing comment.
-    let end = if line.starts_with("[[") {
-        line.find("]]").map(|i| i + 2)
-    } else {
-        line.find(']').map(|i| i + 1)
-    };
-    Some(&line[..end.unwrap_or(line.len())])
-}
-
 /// Checks a server name against [`is_valid_server_name`], suggesting a fixed one.
 fn check_server_name(name: &str) -> Result<(), String> {
     if is_valid_server_name(name) {
@@ -960,7 +954,10 @@ struct RawConfig {
 #[serde(deny_unknown_fields)]
 struct RawProxy {
     /// See [`ProxyConfig::listen`].
-    #[serde(default = "default_listen")]
+    #[serde(
+        default = "default_listen",
+        deserialize_with = "address::deserialize_listen"
+    )]
     listen: SocketAddr,
     /// See [`ProxyConfig::shards`].
     #[serde(default)]
@@ -1030,7 +1027,7 @@ struct RawProxy {
     log_level: Option<Spanned<String>>,
     /// See [`ProxyConfig::admin_token`].
     #[serde(default)]
-    admin_token: Option<String>,
+    admin_token: Option<Spanned<String>>,
 }
 
 impl Default for RawProxy {
@@ -1171,14 +1168,10 @@ fn observability(
     let admin_listen = match &raw.admin_listen {
         None => Some(default_admin_listen()),
         Some(a) if a.get_ref() == "off" => None,
-        Some(a) => Some(a.get_ref().parse::<SocketAddr>().map_err(|_| {
+        Some(a) => Some(address::parse(a.get_ref(), "admin_listen").map_err(|m| {
             (
                 a.span(),
-                format!(
-                    "admin_listen \"{}\" is not an address; write an IP address and a port, \
-                     e.g. \"127.0.0.1:9090\" (port 0 picks a free port), or \"off\"",
-                    a.get_ref()
-                ),
+                format!("{m} (port 0 picks a free port), or \"off\""),
             )
         })?),
     };
@@ -1197,8 +1190,11 @@ fn observability(
 }
 
 /// Default admin address: loopback only; Prometheus scrapes it from the same host or network.
+/// Port 8085 sits beside the client port (8080) and outside both Prometheus's own ports
+/// (9090 server, 9091 Pushgateway, 9093 Alertmanager) and the 9100-9999 range its exporters use,
+/// so the proxy and a Prometheus run side by side as shipped.
 fn default_admin_listen() -> SocketAddr {
-    SocketAddr::from(([127, 0, 0, 1], 9090))
+    SocketAddr::from(([127, 0, 0, 1], 8085))
 }
 /// Default listen address: loopback only, so a fresh install is not reachable from outside.
 fn default_listen() -> SocketAddr {
@@ -1433,7 +1429,7 @@ mod tests {
             4,
             "unknown field `header` in [[servers]]",
         );
-        assert_error("[proxi]\n", 1, "unknown field `proxi`");
+        assert_error("[proxi]\n", 1, "unknown table `proxi`");
     }
 
     #[test]
@@ -1443,7 +1439,7 @@ mod tests {
         assert_error(
             "[proxy]\n\nlisten = \"localhost\"\n",
             3,
-            "config.toml:3:10: invalid socket address syntax; write an IP address and a port",
+            "config.toml:3:10: listen \"localhost\" has no port; write an IP address and a port",
         );
         assert_error(
             "[[servers]]\nname = \"a\"\n",
@@ -1669,7 +1665,7 @@ mod tests {
         let c = Config::from_toml_str("", "c.toml").expect("valid");
         assert_eq!(
             c.proxy.admin_listen,
-            Some("127.0.0.1:9090".parse().expect("addr"))
+            Some("127.0.0.1:8085".parse().expect("addr"))
         );
         assert_eq!(c.proxy.log_format, LogFormat::Text);
         let c = Config::from_toml_str(

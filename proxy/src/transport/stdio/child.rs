@@ -43,6 +43,8 @@ impl ChildProcess {
         name: &str,
         cmd: &StdioCommand,
     ) -> std::io::Result<(ChildProcess, glommio::net::UnixStream)> {
+        // The supervisor would start and then fail to run it: say here what is missing.
+        super::program::locate(cmd)?;
         let (ours, theirs) = std::os::unix::net::UnixStream::pair()?;
         let theirs_out = theirs.try_clone()?;
         let (tx, rx) = std::sync::mpsc::channel();

@@ -134,7 +134,15 @@ impl StdioLink {
         loop {
             match &*self.state.borrow() {
                 State::Ready(init) => return Ok(init.clone()),
-                State::Failed(why) => return Err(self.error(format!("stdio server failed: {why}"))),
+                // The child never ran (or kept dying): nothing was exchanged, so this is a
+                // failure to reach it, not a protocol error.
+                State::Failed(why) => {
+                    return Err(UpstreamError::Connect {
+                        server: self.name.clone(),
+                        addr: format!("command {}", self.command.command),
+                        source: std::io::Error::other(format!("stdio server failed: {why}")),
+                    })
+                }
                 State::Stopped => return Err(self.error("stopped".into())),
                 State::Starting => {}
             }
@@ -491,13 +499,19 @@ impl StdioLink {
         loop {
             *self.state.borrow_mut() = State::Starting;
             let started = Instant::now();
+            // Why this start failed, when the child could not even be started.
+            let spawn_error: Option<String>;
             match ChildProcess::spawn(&self.name, &self.command) {
-                Err(e) => log::warn!(
-                    "stdio server {}: cannot start {}: {e}",
-                    self.name,
-                    self.command.command
-                ),
+                Err(e) => {
+                    log::warn!(
+                        "stdio server {}: cannot start {}: {e}",
+                        self.name,
+                        self.command.command
+                    );
+                    spawn_error = Some(e.to_string());
+                }
                 Ok((child, stream)) => {
+                    spawn_error = None;
                     log::info!("started stdio server {} (pid {})", self.name, child.pid);
                     crate::metrics::fleet::child_started(&self.name, runs > 0);
                     runs += 1;
@@ -514,12 +528,15 @@ impl StdioLink {
                 quick_exits + 1
             };
             if quick_exits >= CRASH_LIMIT {
-                let why = format!(
+                let why = match &spawn_error {
+                    Some(e) => format!("cannot start {}: {e}", self.command.command),
+                    None => format!(
                     "it exited {quick_exits} times in a row within {}s of starting; fix its command \
                      ({}) and restart the proxy",
-                    STABLE_AFTER.as_secs(),
-                    self.command.command
-                );
+                        STABLE_AFTER.as_secs(),
+                        self.command.command
+                    ),
+                };
                 log::error!("stdio server {} failed: {why}", self.name);
                 crate::metrics::fleet::child_failed(&self.name);
                 *self.state.borrow_mut() = State::Failed(why);

@@ -13,4 +13,5 @@ pub mod child;
 pub mod downstream;
 pub mod lines;
 pub mod link;
+pub mod program;
 pub mod stderr_log;
