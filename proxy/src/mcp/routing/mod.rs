@@ -3,11 +3,13 @@
 //! - [`relay`]: rewriting upstream messages for the client (ids, URIs).
 //! - [`forward`]: sending one request to its server and relaying the conversation back.
 //! - [`aggregate`]: the merged lists and their pagination.
+//! - [`own_tools`]: the proxy's own tools, called with the session as their caller.
 //!
 //! Routing works on parsed JSON-RPC and a session; it knows nothing of HTTP.
 
 pub mod aggregate;
 pub mod forward;
+pub mod own_tools;
 pub mod relay;
 
 use std::rc::Rc;
@@ -240,7 +242,7 @@ pub(crate) async fn request(
                 )),
             );
         }
-        let answer = orchestration::call_tool(shard, session, id, &msg, delivery.accepts_sse).await;
+        let answer = own_tools::call(shard, session, id, &msg, delivery.accepts_sse).await;
         return local(method, answer);
     }
     if let Some(uri) = params
@@ -258,7 +260,8 @@ pub(crate) async fn request(
                 )),
             );
         }
-        return local(method, orchestration::read_resource(shard, &id, &msg).await);
+        let answer = Answer::Json(orchestration::read_resource(shard, &id, &msg).await);
+        return local(method, answer);
     }
     let target = match method {
         "ping" => return local(method, Answer::Json(jsonrpc::result_body(&id, b"{}"))),
