@@ -5,13 +5,17 @@
 //! - [`caller`]: what orchestration needs of the session a tool runs for, and what a tool
 //!   answers.
 //! - [`tools`]: the tool definitions, argument checking and dispatch.
-//! - [`workflow`]: the workflow model, validation (DAG, references) and templating.
+//! - [`workflow`]: the workflow model and its validation (DAG, references).
+//! - [`template`]: the `{{...}}` templates of step arguments: parsing and rendering.
 //! - [`engine`]: running a workflow: parallel steps, timeouts, retries, `on_error`, cancellation.
 //! - [`search`]: BM25 over every upstream tool (`search_tools`, `discover_servers`, plans).
 //! - [`plan`]: `plan_workflow`: a candidate workflow from a goal and capabilities.
 //! - [`resources`]: `orchestration://workflows/`, `servers://registry/`, `metrics://performance/`.
 //! - [`store`]: saved workflows, persisted atomically in the state directory.
-//! - [`fleet`]: figures gathered from every shard over the mesh, and live balancing changes.
+//! - [`fleet`]: figures gathered from every shard over the mesh (replica statistics added up
+//!   by one rule, for these tools and the admin API), and live balancing changes.
+//! - [`registry_change`]: a new live registry saved, then put in force on every shard (the
+//!   admin API's server changes and the balancing changes).
 //!
 //! # How it hooks in
 //! Routing sends `tools/call` of a `proxy__*` name to [`call_tool`], with its session as the
@@ -29,9 +33,11 @@ pub mod caller;
 pub mod engine;
 pub mod fleet;
 pub mod plan;
+pub mod registry_change;
 pub mod resources;
 pub mod search;
 pub mod store;
+pub mod template;
 pub mod tools;
 pub mod workflow;
 

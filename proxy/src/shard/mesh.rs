@@ -18,7 +18,6 @@ use glommio::channels::local_channel::{self, LocalReceiver, LocalSender};
 use glommio::task::JoinHandle;
 
 use super::Shard;
-use crate::admin::replicas::ReplicaReport;
 use crate::endpoint::http::{McpRequest, Reply};
 use crate::mcp::session::Closed;
 use crate::orchestration::fleet::{self, Ask, Tell};
@@ -86,22 +85,6 @@ pub enum Msg {
     },
     /// Shard 0: list this server again.
     Rediscover(usize),
-    /// Report your statistics of server `server`'s replicas (admin API, from shard 0).
-    ReplicaQuery {
-        /// The asking shard.
-        from: usize,
-        /// Its tag for the report.
-        token: u64,
-        /// The server's index.
-        server: usize,
-    },
-    /// The answer to a `ReplicaQuery`.
-    ReplicaReport {
-        /// The asker's tag.
-        token: u64,
-        /// One entry per replica; empty when the server is not an HTTP server here.
-        replicas: Vec<ReplicaReport>,
-    },
     /// The live registry (servers added, removed or changed) and the catalog built from it,
     /// from shard 0: one message, so a shard applies both at once.
     Snapshot {
@@ -168,7 +151,6 @@ pub struct Mesh {
     waiting: RefCell<HashMap<u64, LocalSender<ReplyPart>>>,
     serving: RefCell<HashMap<(usize, u64), JoinHandle<()>>>,
     next_token: Cell<u64>,
-    reports: RefCell<HashMap<u64, LocalSender<Vec<ReplicaReport>>>>,
 }
 
 impl Mesh {
@@ -179,7 +161,6 @@ impl Mesh {
             waiting: RefCell::new(HashMap::new()),
             serving: RefCell::new(HashMap::new()),
             next_token: Cell::new(1),
-            reports: RefCell::new(HashMap::new()),
         }
     }
 
@@ -197,37 +178,6 @@ impl Mesh {
     /// Sends the live registry and its catalog to `peer`.
     pub fn send_snapshot(&self, peer: usize, registry: Arc<Registry>, catalog: Arc<Catalog>) {
         self.send_later(peer, Msg::Snapshot { registry, catalog });
-    }
-
-    /// Asks `peer` for its statistics of server `server`'s replicas; `None` when it does not
-    /// answer within `limit` (a shard busy for that long is reported as such).
-    pub async fn query_replicas(
-        &self,
-        me: usize,
-        peer: usize,
-        server: usize,
-        limit: std::time::Duration,
-    ) -> Option<Vec<ReplicaReport>> {
-        let senders = self.senders.as_ref()?;
-        let token = self.next_token.get();
-        self.next_token.set(token + 1);
-        let (tx, rx) = local_channel::new_bounded(1);
-        self.reports.borrow_mut().insert(token, tx);
-        let msg = Msg::ReplicaQuery {
-            from: me,
-            token,
-            server,
-        };
-        let got = if senders.send_to(peer, msg).await.is_ok() {
-            glommio::timer::timeout(limit, async { Ok(rx.recv().await) })
-                .await
-                .ok()
-                .flatten()
-        } else {
-            None
-        };
-        self.reports.borrow_mut().remove(&token);
-        got
     }
 
     /// Asks `peer` (shard 0) to rediscover `server`.
@@ -438,19 +388,6 @@ impl Mesh {
                 }
             }
             Msg::Rediscover(server) => shard.request_rediscovery(server),
-            Msg::ReplicaQuery {
-                from,
-                token,
-                server,
-            } => {
-                let replicas = crate::admin::replicas::local_report(shard, server);
-                self.send_later(from, Msg::ReplicaReport { token, replicas });
-            }
-            Msg::ReplicaReport { token, replicas } => {
-                if let Some(tx) = self.reports.borrow_mut().remove(&token) {
-                    let _ = tx.try_send(replicas);
-                }
-            }
             Msg::Snapshot { registry, catalog } => shard.install_snapshot(registry, catalog),
             Msg::Ask { from, token, ask } => {
                 let owner = shard.clone();
