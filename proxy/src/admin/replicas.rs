@@ -208,7 +208,7 @@ mod tests {
         let text = r#"
 [[servers]]
 name = "pair"
-replicas = ["http://127.0.0.1:1/mcp", "http://127.0.0.1:2/mcp"]
+replicas = [{ url = "http://127.0.0.1:1/mcp" }, { url = "http://127.0.0.1:2/mcp" }]
 "#;
         let config = crate::config::Config::from_toml_str(text, "t").expect("config");
         Entry {
