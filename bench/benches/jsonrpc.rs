@@ -5,9 +5,9 @@
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use mcp_bench::{large_result, SMALL_REQUEST, TOOLS_CALL};
+use mcp_proxy::mcp::routing::relay;
 use mcp_proxy::protocol::jsonrpc::{self, classify, parse, Id};
 use mcp_proxy::protocol::splice;
-use mcp_proxy::routing::relay;
 use simd_json::prelude::*;
 
 fn read_messages(c: &mut Criterion) {

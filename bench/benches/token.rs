@@ -3,7 +3,7 @@
 
 use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, Criterion};
-use mcp_proxy::session::token::{Claims, SessionKey};
+use mcp_proxy::mcp::session::token::{Claims, SessionKey};
 
 const INIT_PARAMS: &str = r#"{"protocolVersion":"2025-11-25","capabilities":{"sampling":{},"elicitation":{"form":{}},"roots":{"listChanged":true}},"clientInfo":{"name":"mcp","version":"2.3.0"}}"#;
 

@@ -13,7 +13,7 @@ use std::time::Duration;
 use futures_lite::{AsyncRead, AsyncWrite};
 
 use crate::http::{HttpError, Limits, ServerConn};
-use crate::session::token::SessionKey;
+use crate::mcp::session::token::SessionKey;
 
 /// A peer that sends `input` in pieces of `step` bytes, then closes; writes are discarded.
 struct Replay {
@@ -107,7 +107,10 @@ pub fn http_request(data: &[u8]) {
 /// Parses and classifies `data` as a JSON-RPC message, as every POST body is.
 pub fn jsonrpc(data: &[u8]) {
     let mut buf = data.to_vec();
-    let deep = !crate::limits::json_depth_within(data, crate::limits::max_json_depth());
+    let deep = !crate::endpoint::limits::json_depth_within(
+        data,
+        crate::endpoint::limits::max_json_depth(),
+    );
     match crate::protocol::jsonrpc::parse(&mut buf) {
         Ok(msg) => {
             assert!(!deep, "a message over the depth limit was parsed");
@@ -193,11 +196,11 @@ pub fn forwarded_meaning(data: &[u8]) {
             if let Some((field, original)) = name {
                 expected["params"][field] = serde_json::Value::from(original.as_str());
                 if let Some(params) = msg.get_mut("params") {
-                    crate::routing::relay::set(params, field, original.into());
+                    crate::mcp::routing::relay::set(params, field, original.into());
                 }
             }
             if has_id {
-                crate::routing::relay::set(&mut msg, "id", upstream_id.to_value());
+                crate::mcp::routing::relay::set(&mut msg, "id", upstream_id.to_value());
                 expected["id"] = id_json(&upstream_id);
             }
             let out = jsonrpc::to_bytes(&msg);
@@ -206,7 +209,7 @@ pub fn forwarded_meaning(data: &[u8]) {
     }
 
     // The byte splice of a request.
-    let max_depth = crate::limits::max_json_depth();
+    let max_depth = crate::endpoint::limits::max_json_depth();
     if let Some(peeked) = splice::request(data, max_depth, |m| target(m).is_some()) {
         let (Some(tree), Some(view)) = (&tree, &view) else {
             panic!("the splice took a message the full parse refuses");

@@ -1,43 +1,62 @@
 //! mcp-proxy: a thread-per-core gateway that serves many upstream MCP servers as one.
 //!
 //! # Layout
-//! - [`balance`]: choosing a replica: per-shard latency, load and failure statistics.
-//! - [`health`]: active health checks of every replica, per shard.
-//! - [`config`]: the TOML configuration, its defaults and its validation.
-//! - [`runtime`]: starts one glommio executor per core and wires the shards together.
-//! - [`listener`]: binds the listeners; refuses a fixed port in use unless told to take it over.
-//! - [`shard`]: what one core owns (sessions, pools, catalog) and cross-shard forwarding.
-//! - [`http`]: HTTP/1.1 framing for both sides (server and client) and Server-Sent Events.
-//! - [`protocol`]: JSON-RPC and MCP wire facts: message peeking, errors, versions, names, cursors.
-//! - [`transport`]: Streamable HTTP semantics, downstream (the `/mcp` endpoint) and upstream (a client).
-//! - [`session`]: downstream sessions, their event streams and the id maps that relay a conversation.
-//! - [`registry`]: configured upstream servers and the catalog discovered from them.
-//! - [`routing`]: what each MCP method does: answer locally, aggregate, or forward to one server.
+//!
+//! Folders are the layers a request passes through, top to bottom; a module imports only from
+//! layers below its own (`proxy/tests/layers.rs` checks this against the table in
+//! `docs/architecture.md`).
+//!
+//! - [`runtime`]: the process: executors, pinning, listeners, start-up checks, wiring.
+//! - [`admin`]: the admin HTTP listener: `/metrics`, `/stats`, `/healthz`, the admin API.
+//! - [`endpoint`]: where clients come in: the `/mcp` HTTP endpoint and the stdio endpoint.
+//! - [`mcp`]: sessions, what each MCP method does, and the bridge between protocol eras.
 //! - [`orchestration`]: the proxy's own tools and resources: workflows, tool search, fleet views.
+//! - [`discovery`]: listing every upstream server and publishing the catalog.
+//! - [`auth`]: client identity, per-client policy, rate buckets and quotas.
+//! - [`upstream`]: the proxy as a client of its servers: HTTP pools, stdio children, MCP
+//!   sessions, health checks.
+//! - [`balance`]: choosing a replica: statistics, the circuit, the retry budget, strategies.
+//! - [`shard`]: the per-core context and the mesh between cores.
+//! - [`registry`]: the live set of servers and the catalog discovered from them.
 //! - [`metrics`]: Prometheus metrics, per-shard latency histograms, structured logs.
-//! - [`admin`]: the admin HTTP listener (`/metrics`, `/stats`, `/healthz`).
+//! - [`tls`]: rustls configurations, reloadable.
+//! - [`config`]: the TOML configuration, its defaults and its validation.
+//! - [`protocol`]: JSON-RPC and MCP wire facts: parsing, errors, versions, names, cursors.
+//! - [`http`]: HTTP/1.1 framing for both sides (server and client) and Server-Sent Events.
 //!
 //! Protocol code never touches a socket; the HTTP layer never looks inside JSON-RPC.
 
+pub mod runtime;
+
 pub mod admin;
-pub mod admin_token;
+
+pub mod endpoint;
+
+pub mod mcp;
+
+pub mod orchestration;
+
+pub mod discovery;
+
 pub mod auth;
+
+pub mod upstream;
+
 pub mod balance;
+
+pub mod shard;
+
+pub mod registry;
+
+pub mod metrics;
+
+pub mod tls;
+
 pub mod config;
+
+pub mod protocol;
+
+pub mod http;
+
 #[doc(hidden)]
 pub mod fuzzing;
-pub mod health;
-pub mod http;
-pub mod limits;
-pub mod listener;
-pub mod memlock;
-pub mod metrics;
-pub mod orchestration;
-pub mod protocol;
-pub mod registry;
-pub mod routing;
-pub mod runtime;
-pub mod session;
-pub mod shard;
-pub mod tls;
-pub mod transport;

@@ -10,7 +10,7 @@ use clap::Parser;
 use mcp_proxy::config::{address, Config};
 use mcp_proxy::metrics::logs::{self, LogFormat};
 use mcp_proxy::runtime::{self, Mode};
-use mcp_proxy::transport::stdio::child;
+use mcp_proxy::upstream::stdio::child;
 
 /// A thread-per-core MCP gateway: many upstream MCP servers served as one.
 #[derive(Parser, Debug)]
@@ -40,7 +40,7 @@ struct Args {
     /// Log format: text, json or logfmt, overriding the configuration.
     #[arg(long)]
     log_format: Option<LogFormat>,
-    /// Log filter such as `debug` or `warn,mcp_proxy::routing=debug`, overriding RUST_LOG and
+    /// Log filter such as `debug` or `warn,mcp_proxy::mcp::routing=debug`, overriding RUST_LOG and
     /// the configuration.
     #[arg(long)]
     log_level: Option<String>,

@@ -335,23 +335,23 @@ impl AsyncWrite for UpstreamStream {
 /// listener has it (the handshake bounded by `header_read_timeout`), then HTTP.
 pub async fn serve(shard: Rc<crate::shard::Shard>, tcp: TcpStream) {
     let _ = tcp.set_nodelay(true);
-    let Some(_slot) = crate::limits::connection_slot(crate::limits::max_connections()) else {
-        crate::limits::refuse_connection(tcp, acceptor().is_some()).await;
+    let Some(_slot) =
+        crate::endpoint::limits::connection_slot(crate::endpoint::limits::max_connections())
+    else {
+        crate::endpoint::limits::refuse_connection(tcp, acceptor().is_some()).await;
         return;
     };
     let _open = crate::metrics::Connection::open();
     // Counted below TLS: the byte counters measure the wire.
     let counted = crate::metrics::Counted::new(tcp);
     match acceptor() {
-        None => crate::transport::downstream::serve_connection(shard, counted).await,
+        None => crate::endpoint::http::serve_connection(shard, counted).await,
         Some(acceptor) => {
-            let limit = crate::limits::connection_limits().header_read_timeout;
+            let limit = crate::endpoint::limits::connection_limits().header_read_timeout;
             let handshake =
                 glommio::timer::timeout(limit, async { Ok(acceptor.accept(counted).await) }).await;
             match handshake {
-                Ok(Ok(stream)) => {
-                    crate::transport::downstream::serve_connection(shard, stream).await
-                }
+                Ok(Ok(stream)) => crate::endpoint::http::serve_connection(shard, stream).await,
                 Ok(Err(e)) => log::debug!("TLS handshake failed: {e}"),
                 Err(_) => log::debug!("TLS handshake not finished within {limit:?}"),
             }

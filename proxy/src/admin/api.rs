@@ -12,7 +12,7 @@ use simd_json::prelude::*;
 use super::{servers, stats, Response};
 use crate::http::{Method, Request};
 use crate::protocol::cursor::ListKind;
-use crate::registry::live::{Entry, RegistryError, State};
+use crate::registry::servers::{Entry, RegistryError, State};
 use crate::registry::ServerStatus;
 use crate::shard::Shard;
 
@@ -448,7 +448,7 @@ fn health(shard: &Shard) -> Value {
         // Discovery lists a server once and then waits to be told of changes; the active
         // checks (this shard's) are what notice a server that went away meanwhile.
         let checks = shard.upstreams.get(i).and_then(|u| match &*u {
-            crate::transport::upstream::Upstream::Http(c) => {
+            crate::upstream::Upstream::Http(c) => {
                 let healthy = c.stats.iter().filter(|s| s.healthy.get()).count();
                 Some((healthy, c.replica_count()))
             }

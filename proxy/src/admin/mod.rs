@@ -63,7 +63,7 @@ impl Response {
 
 /// Binds `addr` and serves the admin routes on this shard (shard 0), forever.
 pub fn start(shard: &Rc<Shard>, addr: SocketAddr) -> std::io::Result<()> {
-    let listener = crate::listener::bind(addr)?;
+    let listener = crate::runtime::listener::bind(addr)?;
     let queue =
         glommio::executor().create_task_queue(Shares::Static(100), Latency::NotImportant, "admin");
     let shard = shard.clone();
@@ -218,7 +218,7 @@ fn health(shard: &Shard) -> String {
         .entries
         .iter()
         .zip(catalog.status.iter())
-        .filter(|(e, _)| e.state != crate::registry::live::State::Removed)
+        .filter(|(e, _)| e.state != crate::registry::servers::State::Removed)
         .map(|(e, status)| {
             let s = &e.config;
             let state = match status {

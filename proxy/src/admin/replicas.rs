@@ -25,9 +25,9 @@ use crate::balance::ReplicaSnapshot;
 use crate::config::{Strategy, Transport};
 use crate::http::{Method, Request};
 use crate::metrics::latency::{add_into, Quantiles};
-use crate::registry::live::Entry;
+use crate::registry::servers::Entry;
 use crate::shard::Shard;
-use crate::transport::upstream::Upstream;
+use crate::upstream::Upstream;
 
 /// How long a list waits for each other shard's statistics.
 pub const QUERY_LIMIT: Duration = Duration::from_secs(2);

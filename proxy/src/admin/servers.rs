@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::config::Config;
-use crate::registry::live::{self, Changes, Registry, RegistryError, State};
+use crate::registry::servers::{self, Changes, Registry, RegistryError, State};
 use crate::shard::Shard;
 
 /// Why a reload failed.
@@ -61,7 +61,7 @@ fn commit(shard: &Rc<Shard>, next: Registry) -> Result<Arc<Registry>, RegistryEr
 /// Writes `next` to the state directory, if there is one, so it outlives a restart.
 fn save(shard: &Shard, next: &Registry) -> Result<(), RegistryError> {
     match &shard.config.proxy.state_dir {
-        Some(dir) => live::save_state(dir, &next.state_doc()),
+        Some(dir) => servers::save_state(dir, &next.state_doc()),
         None => Ok(()),
     }
 }
@@ -208,12 +208,12 @@ pub fn reload(shard: &Rc<Shard>) -> Result<Reloaded, ReloadError> {
     }
     // Turning auth on or off is in `restart`: the running mode and its [auth] are kept whole.
     let auth = crate::auth::reload(&config.auth);
-    let limits = crate::limits::apply(&config.limits);
+    let limits = crate::endpoint::limits::apply(&config.limits);
     if limits {
         log::info!("reload: [limits] now {:?}", config.limits);
     }
-    let connection = crate::limits::ConnectionLimits::of(&config.proxy);
-    let proxy_limits = crate::limits::apply_connection(&connection);
+    let connection = crate::endpoint::limits::ConnectionLimits::of(&config.proxy);
+    let proxy_limits = crate::endpoint::limits::apply_connection(&connection);
     if proxy_limits {
         log::info!("reload: [proxy] connection limits now {connection:?}");
     }

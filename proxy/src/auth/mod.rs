@@ -31,10 +31,10 @@ use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use crate::config::auth::{sha256, AuthConfig, ClientConfig, Rate};
+use crate::endpoint::http::Reply;
 use crate::http::Request;
+use crate::mcp::session::Session;
 use crate::protocol::jsonrpc::code;
-use crate::session::Session;
-use crate::transport::downstream::Reply;
 
 /// Name of the proxy's own namespace in `servers` patterns.
 pub const PROXY_SERVER: &str = "proxy";

@@ -91,7 +91,7 @@ pub struct ProxyConfig {
     pub admin_allowed_hosts: Vec<String>,
     /// How logs are written.
     pub log_format: LogFormat,
-    /// Log filter such as `info` or `warn,mcp_proxy::routing=debug`; `None`: `info`.
+    /// Log filter such as `info` or `warn,mcp_proxy::mcp::routing=debug`; `None`: `info`.
     pub log_level: Option<String>,
     /// Bearer token of the admin API (`MCP_PROXY_ADMIN_TOKEN` also sets it); `None`: one is
     /// generated at start and printed.
@@ -550,7 +550,7 @@ impl Config {
             idle_poll: raw.proxy.idle_poll,
             session_key: match raw.proxy.session_key {
                 Some(k) => {
-                    crate::session::token::SessionKey::from_hex(k.get_ref())
+                    crate::mcp::session::token::SessionKey::from_hex(k.get_ref())
                         .map_err(|e| invalid(Some(k.span()), e.to_string()))?;
                     Some(k.into_inner())
                 }

@@ -2,7 +2,7 @@
 //!
 //! A reload (SIGHUP, admin API) applies `[[servers]]`, `[auth]`, `[limits]`, the
 //! per-connection HTTP limits of `[proxy]` (`max_body_bytes`, `max_header_bytes`,
-//! `header_read_timeout`, `idle_timeout`: see `crate::limits`) and a new certificate; every
+//! `header_read_timeout`, `idle_timeout`: see `crate::endpoint::limits`) and a new certificate; every
 //! other `[proxy]` setting and switching `[tls]` on or off wait for a restart: they are bound
 //! into listeners, executors and each shard's `Arc<Config>` at start. So does switching
 //! `[auth]` on or off: the running mode is kept whole (see `crate::auth::reload`). So that an
@@ -61,7 +61,7 @@ pub fn changed(before: &Config, after: &Config) -> Vec<&'static str> {
         listen,
         shards,
         allowed_origins,
-        // Applied by a reload to new connections (`crate::limits::apply_connection`).
+        // Applied by a reload to new connections (`crate::endpoint::limits::apply_connection`).
         max_body_bytes: _,
         max_header_bytes: _,
         header_read_timeout: _,

@@ -190,11 +190,11 @@ impl StreamEnd {
     /// did not reach the client was not completed.
     pub fn of(
         cut: Option<crate::http::sse::Ended>,
-        closed: Option<crate::session::Closed>,
+        closed: Option<crate::mcp::session::Closed>,
         written: bool,
     ) -> StreamEnd {
         use crate::http::sse::Ended;
-        use crate::session::Closed;
+        use crate::mcp::session::Closed;
         match (cut, closed, written) {
             (Some(Ended::Expired), _, _) => StreamEnd::TokenExpired,
             (Some(Ended::Revoked), _, _) => StreamEnd::CredentialRevoked,
@@ -246,7 +246,7 @@ mod tests {
     #[test]
     fn stream_end_reasons() {
         use crate::http::sse::Ended;
-        use crate::session::Closed;
+        use crate::mcp::session::Closed;
         let finished = Some(Closed::Finished);
         assert_eq!(StreamEnd::of(None, finished, true), StreamEnd::Completed);
         assert_eq!(

@@ -13,7 +13,7 @@ use metrics::Counter;
 
 use super::labels::{Method, Outcome};
 use super::names::LOCAL_ANSWERS;
-use crate::routing::Answer;
+use crate::mcp::routing::Answer;
 
 /// Outcomes a local answer can have (`ok`, `error`): the first two of [`Outcome`].
 const OUTCOMES: usize = 2;

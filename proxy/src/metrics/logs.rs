@@ -45,7 +45,7 @@ impl FromStr for LogFormat {
     }
 }
 
-/// Checks a log filter (`info`, `warn,mcp_proxy::routing=debug`); the error says how to fix it.
+/// Checks a log filter (`info`, `warn,mcp_proxy::mcp::routing=debug`); the error says how to fix it.
 pub fn check_filter(filter: &str) -> Result<(), String> {
     const LEVELS: &[&str] = &["off", "error", "warn", "info", "debug", "trace"];
     for directive in filter.split(',').map(str::trim).filter(|d| !d.is_empty()) {
@@ -54,7 +54,7 @@ pub fn check_filter(filter: &str) -> Result<(), String> {
         if !LEVELS.iter().any(|l| l.eq_ignore_ascii_case(level)) {
             return Err(format!(
                 "invalid log level \"{directive}\"; use one of {} or module=level, \
-                 e.g. \"info,mcp_proxy::routing=debug\"",
+                 e.g. \"info,mcp_proxy::mcp::routing=debug\"",
                 LEVELS.join(", ")
             ));
         }
@@ -266,7 +266,7 @@ mod tests {
         let record = Record::builder()
             .args(format_args!("upstream said \"Bearer s3cr3t-token\" is bad"))
             .level(log::Level::Warn)
-            .target("mcp_proxy::routing")
+            .target("mcp_proxy::mcp::routing")
             .key_values(&kvs)
             .build();
         render(format, "2026-01-01T00:00:00.000Z", &record, secrets)
@@ -310,7 +310,7 @@ mod tests {
         let logfmt = line(LogFormat::Logfmt, &secrets);
         assert!(logfmt.contains(" server=alpha"), "{logfmt}");
         assert!(
-            logfmt.contains("level=warn target=mcp_proxy::routing"),
+            logfmt.contains("level=warn target=mcp_proxy::mcp::routing"),
             "{logfmt}"
         );
     }
@@ -340,7 +340,7 @@ mod tests {
     #[test]
     fn filters_and_formats_parse() {
         assert!(check_filter("info").is_ok());
-        assert!(check_filter("warn,mcp_proxy::routing=debug").is_ok());
+        assert!(check_filter("warn,mcp_proxy::mcp::routing=debug").is_ok());
         assert!(check_filter("mcp_proxy").is_err());
         assert!(check_filter("loud").is_err());
         assert!(check_filter("mcp_proxy=loud").is_err());

@@ -11,7 +11,7 @@
 //! - this file: metric names, the per-shard handles and the call-site functions;
 //! - [`labels`]: bounded label values (MCP methods, outcomes);
 //! - [`latency`]: per-shard hdrhistograms, published every second and merged on demand;
-//! - [`counted`]: a stream wrapper counting the bytes a client connection moves;
+//! - [`counting_stream`]: a stream wrapper counting the bytes a client connection moves;
 //! - [`exposition`]: the `/metrics` text: live servers' series, build and process metrics;
 //! - [`logs`]: the text/JSON/logfmt log formats, with configured secrets redacted.
 //!
@@ -22,7 +22,7 @@
 //! is formatted and no registry lookup happens per request. The hdrhistograms are plain
 //! thread-local data, touched by their own shard only.
 
-pub mod counted;
+pub mod counting_stream;
 pub mod exposition;
 pub mod labels;
 pub mod latency;
@@ -38,7 +38,7 @@ use metrics::{Counter, Gauge, Histogram};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 use crate::config::Config;
-pub use counted::Counted;
+pub use counting_stream::Counted;
 pub use labels::{Method, Outcome, ProbeOutcome, StreamEnd};
 
 /// Every exported metric name, so the dashboards, the rules and the tests can be checked.

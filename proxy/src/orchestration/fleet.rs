@@ -27,10 +27,10 @@ use crate::balance::ReplicaSnapshot;
 use crate::config::{ServerConfig, Strategy, Transport};
 use crate::metrics::latency::{self, Quantiles};
 use crate::metrics::tools::{self as tool_counts, ToolCounts};
-use crate::registry::live::State;
+use crate::registry::servers::State;
 use crate::registry::ServerStatus;
 use crate::shard::Shard;
-use crate::transport::upstream::Upstream;
+use crate::upstream::Upstream;
 
 /// How long a view waits for another shard's answer before showing what it has.
 const ASK_TIMEOUT: Duration = Duration::from_secs(2);
@@ -630,7 +630,7 @@ headers = { "X-Key" = "v" }
 "#;
         let config = crate::config::Config::from_toml_str(text, "t").expect("config");
         let server = &config.servers[0];
-        let back = crate::registry::live::parse_spec(&spec_of(server)).expect("spec parses");
+        let back = crate::registry::servers::parse_spec(&spec_of(server)).expect("spec parses");
         assert_eq!(&back, server);
         let text = r#"
 [[servers]]
@@ -643,7 +643,7 @@ env_allow = ["PATH", "npm_config_*"]
 "#;
         let config = crate::config::Config::from_toml_str(text, "t").expect("config");
         let server = &config.servers[0];
-        let back = crate::registry::live::parse_spec(&spec_of(server)).expect("spec parses");
+        let back = crate::registry::servers::parse_spec(&spec_of(server)).expect("spec parses");
         assert_eq!(&back, server);
     }
 

@@ -40,11 +40,11 @@ use simd_json::prelude::*;
 use simd_json::BorrowedValue as Value;
 
 use crate::config::Config;
+use crate::mcp::routing::Answer;
+use crate::mcp::session::Session;
 use crate::protocol::jsonrpc::{self, code, Id};
 use crate::registry::catalog::Item;
 use crate::registry::{Catalog, ServerStatus};
-use crate::routing::Answer;
-use crate::session::Session;
 use crate::shard::Shard;
 
 /// Arbitrary JSON as orchestration holds it.

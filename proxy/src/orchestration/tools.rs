@@ -12,14 +12,14 @@ use simd_json::prelude::*;
 use super::engine::{self, Cancel, Executor, RunStatus, StepError};
 use super::workflow::Workflow;
 use super::{fleet, plan, resources, ArgError, Json, TOOL_PREFIX};
+use crate::mcp::routing::{forward, Answer};
+use crate::mcp::session::{Session, STANDALONE};
 use crate::protocol::jsonrpc::{self, code, Id};
 use crate::registry::catalog::Item;
 use crate::registry::Catalog;
-use crate::routing::{forward, Answer};
-use crate::session::{Session, STANDALONE};
 use crate::shard::Shard;
-use crate::transport::upstream::cancel::CancelOnDrop;
-use crate::transport::upstream::Upstream;
+use crate::upstream::cancel::CancelOnDrop;
+use crate::upstream::Upstream;
 
 /// `search_tools`.
 pub const SEARCH_TOOLS: &str = "proxy__search_tools";

@@ -3,7 +3,7 @@
 pub mod cursor;
 pub mod duplicate_keys;
 pub mod jsonrpc;
-pub mod modern;
 pub mod names;
 pub mod splice;
+pub mod stateless;
 pub mod version;

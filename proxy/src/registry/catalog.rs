@@ -11,7 +11,7 @@ use simd_json::BorrowedValue as Value;
 
 use crate::protocol::cursor::ListKind;
 use crate::protocol::names::{self, NameTable};
-use crate::protocol::{jsonrpc, modern};
+use crate::protocol::{jsonrpc, stateless};
 
 /// What one server listed, as raw JSON items in the server's own names.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -51,7 +51,7 @@ pub struct Item {
     /// The item's JSON with its exposed name/URI.
     pub json: Bytes,
     /// For tools: the `x-mcp-header` annotations of its `inputSchema`.
-    pub param_headers: Vec<modern::ParamHeader>,
+    pub param_headers: Vec<stateless::ParamHeader>,
 }
 
 /// How a server is named and how its items are exposed.
@@ -204,7 +204,7 @@ impl Catalog {
     }
 
     /// The `x-mcp-header` annotations of the tool exposed as `exposed` (none when unknown).
-    pub fn tool_param_headers(&self, exposed: &str) -> &[modern::ParamHeader] {
+    pub fn tool_param_headers(&self, exposed: &str) -> &[stateless::ParamHeader] {
         self.tool(exposed)
             .and_then(|(server, original)| {
                 self.tools
@@ -331,7 +331,7 @@ fn rewrite(
     };
     let retry_safe = hint("readOnlyHint") || hint("idempotentHint");
     let param_headers = if field == "name" {
-        match modern::param_headers(v.get("inputSchema")) {
+        match stateless::param_headers(v.get("inputSchema")) {
             Ok(p) => p,
             Err(why) => {
                 // The spec makes a client drop such a tool rather than call it without the

@@ -19,12 +19,12 @@ use glommio::task::JoinHandle;
 
 use super::Shard;
 use crate::admin::replicas::ReplicaReport;
+use crate::endpoint::http::{McpRequest, Reply};
+use crate::mcp::session::Closed;
 use crate::orchestration::fleet::{self, Ask, Tell};
-use crate::registry::live::Registry;
+use crate::registry::servers::Registry;
 use crate::registry::Catalog;
-use crate::session::Closed;
-use crate::transport::downstream::{self, McpRequest, Reply};
-use crate::transport::stdio::link::LinkReply;
+use crate::upstream::stdio::connection::LinkReply;
 
 /// Capacity of each shard-to-shard channel.
 pub const CHANNEL_SIZE: usize = 1024;
@@ -380,7 +380,7 @@ impl Mesh {
             } => {
                 let owner = shard.clone();
                 let task = glommio::spawn_local(async move {
-                    let reply = downstream::handle_owned(&owner, *request).await;
+                    let reply = crate::endpoint::http::handle_owned(&owner, *request).await;
                     owner.mesh.send_reply(from, token, reply).await;
                     owner.mesh.serving.borrow_mut().remove(&(from, token));
                 })
@@ -429,12 +429,12 @@ impl Mesh {
                 server,
                 message,
             } => {
-                // A stdio child's updates for a bridge session (routing::bridge) come here too.
+                // A stdio child's updates for a bridge session (mcp::bridge) come here too.
                 let found = shard
                     .session(&session)
                     .or_else(|| shard.bridge.session_named(&session));
                 if let Some(s) = found {
-                    crate::transport::upstream::UpstreamSink::unsolicited(&*s, server, message);
+                    crate::upstream::UpstreamSink::unsolicited(&*s, server, message);
                 }
             }
             Msg::Rediscover(server) => shard.request_rediscovery(server),

@@ -10,7 +10,6 @@
 //! over the mesh.
 
 pub mod mesh;
-pub mod upstreams;
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -22,18 +21,18 @@ use std::time::Duration;
 
 use crate::config::Config;
 use crate::config::Transport;
+use crate::discovery::Discovery;
+use crate::mcp::session::ended::EndedIds;
+use crate::mcp::session::token::{Claims, SessionKey};
+use crate::mcp::session::{Session, STANDALONE};
 use crate::protocol::cursor::ListKind;
 use crate::protocol::jsonrpc;
-use crate::registry::discovery::Discovery;
-use crate::registry::live::{Registry, State};
+use crate::registry::servers::{Registry, State};
 use crate::registry::Catalog;
-use crate::session::ended::EndedIds;
-use crate::session::token::{Claims, SessionKey};
-use crate::session::{Session, STANDALONE};
-use crate::transport::stdio::link::StdioLink;
-use crate::transport::upstream::{Upstream, UpstreamClient, STDIO_SHARD};
+use crate::upstream::stdio::connection::StdioLink;
+pub use crate::upstream::Upstreams;
+use crate::upstream::{Upstream, UpstreamClient, STDIO_SHARD};
 pub use mesh::Mesh;
-pub use upstreams::Upstreams;
 
 /// One core's state.
 pub struct Shard {
@@ -62,7 +61,7 @@ pub struct Shard {
     /// Workflow runs, saved workflows and the tool search index of this shard.
     pub orchestration: crate::orchestration::State,
     /// Bridge sessions and pending input rounds of stateless-era clients.
-    pub bridge: crate::routing::bridge::State,
+    pub bridge: crate::mcp::bridge::State,
 }
 
 fn unix_now() -> u64 {
@@ -145,7 +144,7 @@ impl Shard {
     pub async fn end_all_sessions(&self) {
         let ids: Vec<String> = self.sessions.borrow().keys().cloned().collect();
         for id in ids {
-            self.end_session(&id, crate::session::Closed::Shutdown)
+            self.end_session(&id, crate::mcp::session::Closed::Shutdown)
                 .await;
         }
         self.bridge.close().await;
@@ -403,7 +402,7 @@ impl Shard {
     }
 
     /// Removes a session and ends it for `why`; its id is not restored again.
-    pub async fn end_session(&self, id: &str, why: crate::session::Closed) -> bool {
+    pub async fn end_session(&self, id: &str, why: crate::mcp::session::Closed) -> bool {
         let removed = self.sessions.borrow_mut().remove(id);
         if removed.is_some() {
             self.ended.borrow_mut().insert(id, unix_now());
@@ -438,7 +437,7 @@ impl Shard {
                 .collect();
             for id in expired {
                 log::debug!("session {id} expired");
-                self.end_session(&id, crate::session::Closed::SessionEnded)
+                self.end_session(&id, crate::mcp::session::Closed::SessionEnded)
                     .await;
             }
         }

@@ -1,0 +1,775 @@
+//! The `/mcp` endpoint: Streamable HTTP as clients see it (basic/transports.mdx, 2025-11-25).
+//!
+//! Header-level checks (path, Origin, method, Accept, protocol version) happen on the shard
+//! that accepted the connection; everything that needs the session happens on the session's
+//! owner shard, reached over the mesh when that is another shard.
+
+use std::rc::Rc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_lite::future::poll_fn;
+use glommio::channels::local_channel::LocalReceiver;
+
+use crate::endpoint::drain;
+use crate::http::{sse, Method, Request, ServerConn};
+use crate::mcp::routing::{self, Answer};
+use crate::mcp::session::{Closed, Next, Position, Session, STANDALONE};
+use crate::protocol::jsonrpc::{self, code, Kind};
+use crate::protocol::{stateless, version};
+use crate::shard::mesh::ReplyPart;
+use crate::shard::Shard;
+
+/// A comment sent on idle SSE streams so dead clients are noticed and middleboxes keep the line.
+const KEEPALIVE_EVERY: Duration = Duration::from_secs(25);
+
+/// The HTTP methods of Streamable HTTP.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HttpMethod {
+    /// Client-to-server messages.
+    Post,
+    /// The server-to-client stream.
+    Get,
+    /// Session end.
+    Delete,
+}
+
+/// A request reduced to what MCP needs; `Send`, so it can be forwarded to the owner shard.
+#[derive(Debug)]
+pub struct McpRequest {
+    /// POST, GET or DELETE.
+    pub method: HttpMethod,
+    /// `Mcp-Session-Id`, if sent.
+    pub session_id: Option<String>,
+    /// `MCP-Protocol-Version`, if sent (already checked to be supported).
+    pub protocol_version: Option<String>,
+    /// `Last-Event-ID`, for resuming a stream.
+    pub last_event_id: Option<String>,
+    /// Whether the client takes `text/event-stream` answers.
+    pub accepts_sse: bool,
+    /// The request-metadata headers when the request speaks the stateless era (2026-07-28).
+    pub modern: Option<stateless::Headers>,
+    /// The JSON-RPC message.
+    pub body: Bytes,
+    /// The authenticated client (`None` with `[auth]` off).
+    pub client: Option<crate::auth::Identity>,
+    /// When the request was read: the proxy's own time on it is counted from here, across a
+    /// hop to the owner shard too.
+    pub received: std::time::Instant,
+}
+
+/// An answer to write.
+pub enum Reply {
+    /// A complete response.
+    Full {
+        /// HTTP status.
+        status: u16,
+        /// Headers besides Content-Length.
+        headers: Vec<(&'static str, String)>,
+        /// The body.
+        body: Bytes,
+    },
+    /// An SSE stream.
+    Events {
+        /// Headers besides the SSE ones.
+        headers: Vec<(&'static str, String)>,
+        /// Where the events come from.
+        source: EventSource,
+    },
+}
+
+impl Reply {
+    fn json(status: u16, body: Bytes) -> Reply {
+        Reply::Full {
+            status,
+            headers: vec![("Content-Type", "application/json".into())],
+            body,
+        }
+    }
+
+    /// An HTTP error with a JSON-RPC error body explaining it.
+    pub fn error(status: u16, rpc_code: i32, message: &str) -> Reply {
+        Reply::json(status, jsonrpc::error_body(None, rpc_code, message))
+    }
+}
+
+/// Encoded SSE events, from a local session or from the owner shard.
+pub enum EventSource {
+    /// Following a stream of a session on this shard.
+    Follow(Follower),
+    /// Relayed from the owner shard.
+    Remote(RemoteEvents),
+}
+
+impl EventSource {
+    /// The next encoded event (or keep-alive comment); `None` at the end.
+    pub async fn next(&mut self) -> Option<Bytes> {
+        match self {
+            EventSource::Follow(f) => f.next().await,
+            EventSource::Remote(r) => r.next().await,
+        }
+    }
+
+    /// Why the source ran out, as the session's owner told; `None` while it has not.
+    pub fn closed(&self) -> Option<Closed> {
+        match self {
+            EventSource::Follow(f) => f.closed,
+            // The owner tells only reasons other than `Finished` (see `ReplyPart::Ended`).
+            EventSource::Remote(r) => r.ended.then_some(r.closed.unwrap_or(Closed::Finished)),
+        }
+    }
+}
+
+/// Reads one of a session's streams from a position.
+pub struct Follower {
+    /// Counts this stream against the session's limit while it is open.
+    _slot: Option<crate::endpoint::limits::StreamSlot>,
+    session: Rc<Session>,
+    stream: u64,
+    after: u64,
+    epoch: u64,
+    /// Whether the priming event is still to be sent; encoded when sent, so a `Reply` (an
+    /// `Err` of many functions) stays small.
+    prime: bool,
+    /// Why the stream ended, once it has.
+    closed: Option<Closed>,
+}
+
+impl Follower {
+    /// Follows `stream` from after `after`, displacing any other reader of it.
+    pub fn new(session: Rc<Session>, stream: u64, after: u64) -> Follower {
+        let epoch = session.events.claim(stream);
+        // 2025-11-25: open with an id and empty data, so a client can resume before any message.
+        let prime = version::primes_streams(&session.version);
+        Follower {
+            _slot: None,
+            session,
+            stream,
+            after,
+            epoch,
+            prime,
+            closed: None,
+        }
+    }
+
+    /// Keeps `slot` until the stream ends.
+    fn holding(mut self, slot: crate::endpoint::limits::StreamSlot) -> Follower {
+        self._slot = Some(slot);
+        self
+    }
+
+    async fn next(&mut self) -> Option<Bytes> {
+        if std::mem::take(&mut self.prime) {
+            let id = format!("{}-{}", self.stream, self.after);
+            return Some(sse::encode_event(Some(&id), b""));
+        }
+        let wait = poll_fn(|cx| {
+            self.session
+                .events
+                .poll_next(self.stream, self.after, self.epoch, cx)
+        });
+        let next = match glommio::timer::timeout(KEEPALIVE_EVERY, async { Ok(wait.await) }).await {
+            Ok(next) => next,
+            Err(_) => return Some(Bytes::from_static(b": keep-alive\n\n")),
+        };
+        match next {
+            Next::Event(seq, message) => {
+                self.after = seq;
+                self.session.touch();
+                Some(sse::encode_event(
+                    Some(&format!("{}-{seq}", self.stream)),
+                    &message,
+                ))
+            }
+            Next::End(why) => {
+                self.closed = Some(why);
+                None
+            }
+        }
+    }
+}
+
+/// The reply parts of a request forwarded to its owner shard.
+pub struct RemoteEvents {
+    shard: Rc<Shard>,
+    owner: usize,
+    token: u64,
+    parts: LocalReceiver<ReplyPart>,
+    ended: bool,
+    /// Why the owner's stream ended, when it said.
+    closed: Option<Closed>,
+}
+
+impl RemoteEvents {
+    async fn next(&mut self) -> Option<Bytes> {
+        while !self.ended {
+            match self.parts.recv().await {
+                Some(ReplyPart::Data(b)) => return Some(b),
+                Some(ReplyPart::Ended(why)) => self.closed = Some(why),
+                _ => self.ended = true,
+            }
+        }
+        None
+    }
+}
+
+impl Drop for RemoteEvents {
+    fn drop(&mut self) {
+        if !self.ended {
+            self.shard
+                .mesh
+                .abandon(self.shard.id, self.owner, self.token);
+        }
+    }
+}
+
+/// The most a client may send ahead (a pipelined request) while its request is served before
+/// the proxy stops reading, and so stops watching for it to leave.
+const PIPELINED_KEPT: usize = 64 * 1024;
+
+/// How long a connection closed after an HTTP-level error keeps draining the client's input,
+/// so the error response is read before the close (see `ServerConn::linger`).
+const ERROR_LINGER: std::time::Duration = std::time::Duration::from_secs(2);
+/// The most input drained while lingering; a client pushing more is cut off at once.
+const ERROR_LINGER_BYTES: usize = 64 * 1024;
+
+/// Serves one client connection (plain or TLS, see `crate::tls::serve`) until it closes.
+pub async fn serve_connection<S>(shard: Rc<Shard>, stream: S)
+where
+    S: futures_lite::AsyncRead + futures_lite::AsyncWrite + Unpin,
+{
+    let limits = crate::endpoint::limits::http_limits();
+    let mut conn = ServerConn::new(stream);
+    loop {
+        // A draining shard closes a connection that waits for its next request at once.
+        if !conn
+            .next_request_begins(limits.idle_timeout, drain::started())
+            .await
+        {
+            return;
+        }
+        let request = match conn.read_request(&limits).await {
+            Ok(Some(r)) => r,
+            Ok(None) => return,
+            Err(e) => {
+                if let Some(status) = e.status() {
+                    let body = jsonrpc::error_body(None, code::INVALID_REQUEST, &e.to_string());
+                    if conn
+                        .write_response(
+                            status,
+                            &[("Content-Type", "application/json")],
+                            &body,
+                            false,
+                        )
+                        .await
+                        .is_ok()
+                    {
+                        conn.linger(ERROR_LINGER, ERROR_LINGER_BYTES).await;
+                    }
+                }
+                return;
+            }
+        };
+        let (started, is_post) = (std::time::Instant::now(), request.method == Method::Post);
+        let mut opened = None;
+        let reply = match check(&shard, &request) {
+            Ok(mcp) => {
+                opened = crate::auth::Opened::of(mcp.client.as_ref());
+                let _busy = shard.begin_request();
+                // A client that goes away while its request is served takes the work with it:
+                // dropping `handle` drops the upstream exchange (the server is told to stop,
+                // see `routing::forward`) or, across shards, sends the owner `Abandon`.
+                let served = async { Some(handle(&shard, mcp).await) };
+                let gone = async {
+                    conn.gone(PIPELINED_KEPT).await;
+                    None
+                };
+                match futures_lite::future::or(served, gone).await {
+                    Some(reply) => reply,
+                    None => return,
+                }
+            }
+            Err(reply) => reply,
+        };
+        // While draining, every answer is the connection's last.
+        let keep_alive = request.keep_alive && !drain::draining();
+        // Access ends with the credential: when it expires or a reload stops accepting it.
+        let deadline = matches!(reply, Reply::Events { .. })
+            .then(|| crate::auth::stream_deadline(opened, request.header("authorization")));
+        drop(request);
+        let written = match reply {
+            Reply::Full {
+                status,
+                headers,
+                body,
+            } => {
+                let headers: Vec<(&str, &str)> =
+                    headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
+                conn.write_response(status, &headers, &body, keep_alive)
+                    .await
+                    .is_ok()
+            }
+            Reply::Events {
+                headers,
+                mut source,
+            } => {
+                let mut all: Vec<(&str, &str)> =
+                    headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
+                all.push(("Content-Type", "text/event-stream"));
+                all.push(("Cache-Control", "no-cache"));
+                let counted = crate::metrics::EventStream::open();
+                let mut ok = conn.start_stream(200, &all, keep_alive).await.is_ok();
+                let mut deadline = deadline.unwrap_or_else(|| sse::Deadline::new(None));
+                while ok {
+                    // A client that leaves is noticed at once, not at the next write (which
+                    // may be a keep-alive 25 s away): its connection is freed.
+                    let next = async { Some(deadline.within(source.next()).await.flatten()) };
+                    let gone = async {
+                        conn.gone(PIPELINED_KEPT).await;
+                        None
+                    };
+                    match futures_lite::future::or(next, gone).await {
+                        Some(Some(chunk)) => ok = conn.write_chunk(&chunk).await.is_ok(),
+                        Some(None) => break,
+                        None => ok = false,
+                    }
+                }
+                let ok = ok && conn.finish_stream().await.is_ok();
+                let closed = source.closed();
+                counted.end(crate::metrics::StreamEnd::of(deadline.ended(), closed, ok));
+                ok
+            }
+        };
+        if is_post {
+            crate::metrics::request_done(started);
+        }
+        if !written || !keep_alive {
+            return;
+        }
+    }
+}
+
+/// The header-level checks of the transport, done where the request arrived.
+fn check(shard: &Shard, request: &Request) -> Result<McpRequest, Reply> {
+    if request.path() != "/mcp" {
+        return Err(Reply::error(
+            404,
+            code::INVALID_REQUEST,
+            "not found: the MCP endpoint is /mcp",
+        ));
+    }
+    if let Some(origin) = request.header("origin") {
+        if !shard.config.proxy.origin_allowed(origin) {
+            return Err(Reply::error(
+                403,
+                code::INVALID_REQUEST,
+                &format!("origin {origin} is not allowed; add it to [proxy] allowed_origins"),
+            ));
+        }
+    }
+    let client = crate::auth::gate(request)?;
+    let method = match request.method {
+        Method::Post => HttpMethod::Post,
+        Method::Get => HttpMethod::Get,
+        Method::Delete => HttpMethod::Delete,
+        _ => {
+            return Err(Reply::Full {
+                status: 405,
+                headers: vec![
+                    ("Allow", "GET, POST, DELETE".into()),
+                    ("Content-Type", "application/json".into()),
+                ],
+                body: jsonrpc::error_body(
+                    None,
+                    code::INVALID_REQUEST,
+                    "method not allowed: use POST, GET or DELETE",
+                ),
+            })
+        }
+    };
+    let protocol_version = request.header("mcp-protocol-version").map(str::to_owned);
+    if let Some(v) = protocol_version.as_deref() {
+        if !version::is_supported(v) {
+            // The era's UnsupportedProtocolVersionError lists both eras, so a client of either
+            // can pick one (and a dual-era client knows this is a modern server).
+            return Err(Reply::json(
+                400,
+                stateless::unsupported_version(None, v, &version::ALL),
+            ));
+        }
+    }
+    let modern = protocol_version
+        .as_deref()
+        .filter(|v| stateless::is_modern(v))
+        .map(|v| stateless::Headers {
+            version: Some(v.to_owned()),
+            method: request.header("mcp-method").map(str::to_owned),
+            name: request.header("mcp-name").map(str::to_owned),
+            params: stateless::param_fields(request.fields().iter()),
+        });
+    if modern.is_some() && method != HttpMethod::Post {
+        // 2026-07-28 has no GET stream and no session to DELETE.
+        return Err(Reply::Full {
+            status: 405,
+            headers: vec![
+                ("Allow", "POST".into()),
+                ("Content-Type", "application/json".into()),
+            ],
+            body: jsonrpc::error_body(
+                None,
+                code::INVALID_REQUEST,
+                "method not allowed: 2026-07-28 has no GET stream or sessions; POST requests (subscriptions/listen for change notifications)",
+            ),
+        });
+    }
+    let (accepts_json, accepts_sse) = accepts(request);
+    match method {
+        HttpMethod::Post if !(accepts_json && accepts_sse) => {
+            return Err(Reply::error(
+                406,
+                code::INVALID_REQUEST,
+                "not acceptable: a POST must accept both application/json and text/event-stream",
+            ))
+        }
+        HttpMethod::Get if !accepts_sse => {
+            return Err(Reply::error(
+                406,
+                code::INVALID_REQUEST,
+                "not acceptable: a GET must accept text/event-stream",
+            ))
+        }
+        HttpMethod::Post => {
+            let json = request.header("content-type").is_some_and(|c| {
+                c.split(';')
+                    .next()
+                    .is_some_and(|t| t.trim().eq_ignore_ascii_case("application/json"))
+            });
+            if !json {
+                return Err(Reply::error(
+                    415,
+                    code::INVALID_REQUEST,
+                    "unsupported media type: send Content-Type: application/json",
+                ));
+            }
+        }
+        _ => {}
+    }
+    Ok(McpRequest {
+        method,
+        // A stateless-era request ignores any session id (streamable-http.mdx).
+        session_id: request
+            .header("mcp-session-id")
+            .filter(|_| modern.is_none())
+            .map(str::to_owned),
+        modern,
+        protocol_version,
+        last_event_id: request.header("last-event-id").map(str::to_owned),
+        accepts_sse,
+        body: request.body.clone(),
+        client,
+        received: std::time::Instant::now(),
+    })
+}
+
+/// Which of JSON and SSE the client's `Accept` headers allow.
+fn accepts(request: &Request) -> (bool, bool) {
+    let (mut json, mut sse) = (false, false);
+    for value in request.headers("accept") {
+        for media in value.split(',') {
+            let media = media
+                .split(';')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_ascii_lowercase();
+            match media.as_str() {
+                "*/*" => (json, sse) = (true, true),
+                "application/json" | "application/*" => json = true,
+                "text/event-stream" | "text/*" => sse = true,
+                _ => {}
+            }
+        }
+    }
+    (json, sse)
+}
+
+/// Serves a checked request here or on the session's owner shard.
+pub async fn handle(shard: &Rc<Shard>, request: McpRequest) -> Reply {
+    let owner = match request.session_id.as_deref() {
+        // A stateless retry goes to the shard holding its round, if it continues one.
+        None if request.modern.is_some() => request
+            .modern
+            .as_ref()
+            .and_then(|h| crate::mcp::bridge::owner(shard, h, &request.body))
+            .unwrap_or(shard.id),
+        Some(id) => match shard.owner_of(id) {
+            Some(owner) => owner,
+            None => return unknown_session(),
+        },
+        None => shard.id,
+    };
+    if owner == shard.id {
+        return handle_owned(shard, request).await;
+    }
+    let Some((token, parts)) = shard.mesh.forward(shard.id, owner, request).await else {
+        return Reply::error(
+            503,
+            code::INTERNAL_ERROR,
+            "the shard owning this session is not running",
+        );
+    };
+    // Dropping `remote` before the end tells the owner to stop, whatever path returns early.
+    let mut remote = RemoteEvents {
+        shard: shard.clone(),
+        owner,
+        token,
+        parts,
+        ended: false,
+        closed: None,
+    };
+    let Some(ReplyPart::Head {
+        status,
+        headers,
+        streaming,
+    }) = remote.parts.recv().await
+    else {
+        remote.ended = true;
+        return Reply::error(
+            503,
+            code::INTERNAL_ERROR,
+            "the shard owning this session did not answer",
+        );
+    };
+    let headers: Vec<(&'static str, String)> = headers
+        .into_iter()
+        .filter_map(|(k, v)| static_header(&k).map(|k| (k, v)))
+        .collect();
+    if streaming {
+        return Reply::Events {
+            headers,
+            source: EventSource::Remote(remote),
+        };
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = remote.next().await {
+        body.extend_from_slice(&chunk);
+    }
+    Reply::Full {
+        status,
+        headers,
+        body: Bytes::from(body),
+    }
+}
+
+/// Maps a forwarded header name back to the static names this module uses.
+fn static_header(name: &str) -> Option<&'static str> {
+    [
+        "Content-Type",
+        "Mcp-Session-Id",
+        "Allow",
+        "Cache-Control",
+        "Retry-After",
+        "X-Accel-Buffering",
+    ]
+    .into_iter()
+    .find(|h| h.eq_ignore_ascii_case(name))
+}
+
+fn unknown_session() -> Reply {
+    Reply::error(
+        404,
+        code::INVALID_REQUEST,
+        "session not found: it ended or expired; send initialize to start a new one",
+    )
+}
+
+fn missing_session() -> Reply {
+    Reply::error(
+        400,
+        code::INVALID_REQUEST,
+        "bad request: Mcp-Session-Id header is required; send initialize first",
+    )
+}
+
+/// Serves a request on the shard that owns its session (or will, for initialize).
+pub async fn handle_owned(shard: &Rc<Shard>, request: McpRequest) -> Reply {
+    match request.method {
+        HttpMethod::Post => post(shard, request).await,
+        HttpMethod::Get => get(shard, request),
+        HttpMethod::Delete => {
+            let Some(id) = request.session_id else {
+                return missing_session();
+            };
+            let Some(session) = shard.find_session(&id) else {
+                return unknown_session();
+            };
+            if let Err(r) = crate::auth::admit(&session, request.client.as_ref()) {
+                return r;
+            }
+            if shard
+                .end_session(&id, crate::mcp::session::Closed::SessionEnded)
+                .await
+            {
+                Reply::Full {
+                    status: 200,
+                    headers: Vec::new(),
+                    body: Bytes::new(),
+                }
+            } else {
+                unknown_session()
+            }
+        }
+    }
+}
+
+async fn post(shard: &Rc<Shard>, request: McpRequest) -> Reply {
+    if let Some(headers) = &request.modern {
+        return match crate::mcp::bridge::handle(
+            shard,
+            headers,
+            request.body,
+            request.accepts_sse,
+            request.client.as_ref(),
+            request.received,
+        )
+        .await
+        {
+            crate::mcp::bridge::Modern::Json(body) => Reply::json(200, body),
+            crate::mcp::bridge::Modern::Refused(body) => Reply::json(400, body),
+            crate::mcp::bridge::Modern::Unknown(body) => Reply::json(404, body),
+            crate::mcp::bridge::Modern::Accepted => Reply::Full {
+                status: 202,
+                headers: Vec::new(),
+                body: Bytes::new(),
+            },
+            crate::mcp::bridge::Modern::Stream(session, stream) => Reply::Events {
+                headers: vec![("X-Accel-Buffering", "no".into())],
+                source: EventSource::Follow(Follower::new(session, stream, 0)),
+            },
+        };
+    }
+    let Some(session_id) = request.session_id.as_deref() else {
+        return sessionless_post(shard, request.body, request.client.as_ref()).await;
+    };
+    let Some(session) = shard.find_session(session_id) else {
+        return unknown_session();
+    };
+    if let Err(r) = crate::auth::admit(&session, request.client.as_ref()) {
+        return r;
+    }
+    session.touch();
+    let Some(slot) = stream_slot(&session.id) else {
+        return too_many_streams();
+    };
+    match routing::handle(
+        shard,
+        &session,
+        request.body,
+        request.accepts_sse,
+        request.received,
+    )
+    .await
+    {
+        Answer::Json(body) => Reply::json(200, body),
+        Answer::Accepted => Reply::Full {
+            status: 202,
+            headers: Vec::new(),
+            body: Bytes::new(),
+        },
+        Answer::BadRequest(body) => Reply::json(400, body),
+        // An empty event stream: the exchange ends, no message, and no event id to resume from.
+        Answer::Silent => Reply::Full {
+            status: 200,
+            headers: vec![("Content-Type", "text/event-stream".into())],
+            body: Bytes::new(),
+        },
+        Answer::Stream(stream) => Reply::Events {
+            headers: Vec::new(),
+            source: EventSource::Follow(Follower::new(session, stream, 0).holding(slot)),
+        },
+    }
+}
+
+/// A POST without a session: only `initialize` may open one.
+async fn sessionless_post(
+    shard: &Rc<Shard>,
+    body: Bytes,
+    client: Option<&crate::auth::Identity>,
+) -> Reply {
+    let mut buf = body.to_vec();
+    let msg = match jsonrpc::parse(&mut buf) {
+        Ok(m) => m,
+        Err(e) => return Reply::json(400, jsonrpc::error_body(None, e.code(), &e.to_string())),
+    };
+    match jsonrpc::classify(&msg) {
+        Err(e) => Reply::json(400, jsonrpc::error_body(None, e.code(), &e.to_string())),
+        Ok(Kind::Request { id, method: "initialize" }) => match crate::auth::open(client)
+            .and_then(|o| routing::initialize(shard, &id, &msg, o).map_err(|a| Reply::json(400, a)))
+        {
+            Ok((session, answer)) => Reply::Full {
+                status: 200,
+                headers: vec![("Content-Type", "application/json".into()), ("Mcp-Session-Id", session.id.clone())],
+                body: answer,
+            },
+            Err(reply) => reply,
+        },
+        // 2026-07-28 requests are recognized by their MCP-Protocol-Version header; without it
+        // this is no request of either era.
+        Ok(Kind::Request { id, method: "server/discover" }) => Reply::json(
+            400,
+            jsonrpc::error_body(
+                Some(&id),
+                code::INVALID_REQUEST,
+                "server/discover is a 2026-07-28 method: send it with MCP-Protocol-Version: 2026-07-28 (or initialize for the stateful protocol)",
+            ),
+        ),
+        Ok(_) => missing_session(),
+    }
+}
+
+fn get(shard: &Rc<Shard>, request: McpRequest) -> Reply {
+    let Some(session_id) = request.session_id.as_deref() else {
+        return missing_session();
+    };
+    let Some(session) = shard.find_session(session_id) else {
+        return unknown_session();
+    };
+    if let Err(r) = crate::auth::admit(&session, request.client.as_ref()) {
+        return r;
+    }
+    session.touch();
+    let Some(slot) = stream_slot(&session.id) else {
+        return too_many_streams();
+    };
+    let resume = request
+        .last_event_id
+        .as_deref()
+        .and_then(Position::parse)
+        .filter(|p| session.events.contains(p.stream));
+    let (stream, after) = match resume {
+        Some(p) => (p.stream, p.seq),
+        None => (STANDALONE, session.events.delivered(STANDALONE)),
+    };
+    Reply::Events {
+        headers: Vec::new(),
+        source: EventSource::Follow(Follower::new(session, stream, after).holding(slot)),
+    }
+}
+
+/// A stream slot of the session, within `[limits] max_streams_per_session`.
+fn stream_slot(id: &str) -> Option<crate::endpoint::limits::StreamSlot> {
+    crate::endpoint::limits::stream_slot(id, crate::endpoint::limits::max_streams_per_session())
+}
+
+fn too_many_streams() -> Reply {
+    let max = crate::endpoint::limits::max_streams_per_session();
+    Reply::Full {
+        status: 429,
+        headers: vec![("Content-Type", "application/json".into()), ("Retry-After", "1".into())],
+        body: jsonrpc::error_body(
+            None,
+            code::INVALID_REQUEST,
+            &format!("too many open streams in this session (limit {max}): close a GET stream or wait for a request to finish (or raise [limits] max_streams_per_session)"),
+        ),
+    }
+}

@@ -1,0 +1,813 @@
+//! One MCP session with one upstream server, owned by one downstream session (or by discovery).
+//!
+//! The upstream session is created lazily and re-created transparently: when the server
+//! answers that it no longer knows the session (it restarted, or expired it), the session is
+//! initialized again with the same client parameters and the request that hit the loss is sent
+//! once more. That is safe because a server that does not know the session did not act on it.
+//! The resource subscriptions the lost session held are renewed in the new one before that
+//! request goes out; a session holding subscriptions is re-opened as soon as its GET stream
+//! finds it lost, so a client that only listens keeps getting its updates.
+
+use std::cell::{Cell, RefCell};
+use std::rc::{Rc, Weak};
+use std::time::Duration;
+
+use bytes::Bytes;
+use glommio::sync::Semaphore;
+use glommio::task::JoinHandle;
+use simd_json::prelude::*;
+
+use super::client::{PostReply, ReplyBody, UpstreamClient, UpstreamError};
+use super::subscriptions::{uri_params, Subscriptions};
+use crate::balance::Traffic;
+use crate::metrics::Outcome;
+use crate::protocol::jsonrpc::{self, Id};
+
+/// Receives what an upstream sends outside any request of ours (its GET stream).
+pub trait UpstreamSink {
+    /// One JSON-RPC message from server `server`.
+    fn unsolicited(&self, server: usize, message: Bytes);
+}
+
+/// A live upstream session.
+#[derive(Debug)]
+pub struct Established {
+    /// `Mcp-Session-Id` the upstream issued, if it is stateful.
+    pub session_id: Option<String>,
+    /// The protocol version the upstream agreed to.
+    pub version: String,
+    /// Bumped at each (re-)initialization, so a loss is handled once.
+    pub generation: u64,
+    /// The `result` of the upstream's initialize answer.
+    pub init_result: Bytes,
+    /// The replica the session lives on.
+    pub replica: usize,
+    /// The upstream speaks 2026-07-28: no session, the envelope goes on every request, and
+    /// any replica may take any request.
+    pub modern: Option<Envelope>,
+}
+
+/// What a 2026-07-28 upstream gets in every request's `_meta`: the client's capabilities and
+/// identity (JSON text), taken from the `initialize` params the session was opened with.
+#[derive(Debug, Clone)]
+pub struct Envelope {
+    capabilities: String,
+    client_info: String,
+}
+
+impl Envelope {
+    fn of(init_params: &[u8]) -> Envelope {
+        let mut buf = init_params.to_vec();
+        let parsed = simd_json::to_borrowed_value(&mut buf).ok();
+        let field = |key: &str, default: &str| {
+            parsed
+                .as_ref()
+                .and_then(|p| p.get(key))
+                .map_or_else(|| default.to_owned(), |v| v.encode())
+        };
+        Envelope {
+            capabilities: field("capabilities", "{}"),
+            client_info: field("clientInfo", r#"{"name":"mcp-proxy","version":"0"}"#),
+        }
+    }
+}
+
+/// Attempts of one request across replicas, the first included.
+const MAX_ATTEMPTS: u32 = 3;
+
+/// One MCP session with one upstream, (re-)established on demand.
+pub struct UpstreamSession {
+    client: Rc<UpstreamClient>,
+    /// `initialize` params sent upstream: the client's capabilities and info.
+    init_params: Bytes,
+    state: RefCell<Option<Rc<Established>>>,
+    /// Serializes (re-)initialization so concurrent requests share one handshake.
+    init_lock: Semaphore,
+    generation: Cell<u64>,
+    next_id: Cell<i64>,
+    sink: Option<Weak<dyn UpstreamSink>>,
+    listener: RefCell<Option<JoinHandle<()>>>,
+    /// The replica chosen when the downstream session began (kept in its sealed id).
+    preferred: Cell<Option<usize>>,
+    /// Resource subscriptions to renew in a re-initialized session.
+    subscriptions: Subscriptions,
+    /// Whose work the session's own exchanges (set-up, messages of the proxy's) are:
+    /// [`Traffic::Own`] for a client's session, [`Traffic::Background`] for discovery's.
+    own: Cell<Traffic>,
+}
+
+impl UpstreamSession {
+    /// A session that will initialize with `init_params` on first use.
+    pub fn new(
+        client: Rc<UpstreamClient>,
+        init_params: Bytes,
+        sink: Option<Weak<dyn UpstreamSink>>,
+    ) -> Rc<Self> {
+        Rc::new(UpstreamSession {
+            client,
+            init_params,
+            state: RefCell::new(None),
+            init_lock: Semaphore::new(1),
+            generation: Cell::new(0),
+            next_id: Cell::new(1),
+            sink,
+            listener: RefCell::new(None),
+            preferred: Cell::new(None),
+            subscriptions: Subscriptions::default(),
+            own: Cell::new(Traffic::Own),
+        })
+    }
+
+    /// The server accepted `resources/subscribe` for `uri` (its own URI) in this session.
+    pub fn subscribed(&self, uri: &str) {
+        self.subscriptions.add(uri);
+    }
+
+    /// The client let go of `uri`: a new session must not subscribe to it again.
+    pub fn unsubscribed(&self, uri: &str) {
+        self.subscriptions.remove(uri);
+    }
+
+    /// Binds to `replica` on first use, if it is available then.
+    pub fn prefer(&self, replica: Option<usize>) {
+        self.preferred
+            .set(replica.filter(|r| *r < self.client.replica_count()));
+    }
+
+    /// Marks the session as the proxy's own, with no client waiting on it (discovery's): its
+    /// failures do not count against a replica's circuit.
+    pub fn in_background(&self) {
+        self.own.set(Traffic::Background);
+    }
+
+    /// The server this session talks to.
+    pub fn client(&self) -> &Rc<UpstreamClient> {
+        &self.client
+    }
+
+    /// A fresh id for a request the proxy sends in this session.
+    pub fn next_id(&self) -> Id {
+        let id = self.next_id.get();
+        self.next_id.set(id + 1);
+        Id::Num(id)
+    }
+
+    /// The established session, if any, without initializing.
+    pub fn current(&self) -> Option<Rc<Established>> {
+        self.state.borrow().clone()
+    }
+
+    /// The established session, initializing it first when needed.
+    pub async fn established(self: &Rc<Self>) -> Result<Rc<Established>, UpstreamError> {
+        self.established_avoiding(None, self.own.get()).await
+    }
+
+    /// The established session; a session on a replica that was taken out (or on `avoid`)
+    /// moves to another replica first: a new upstream session opened with the client's own
+    /// capabilities, which the client never notices. A replica that is out still serves its
+    /// sessions while the balancer is in panic (`balance::panic`): there is nowhere better.
+    /// `traffic` is whose work the set-up is, should one be needed.
+    async fn established_avoiding(
+        self: &Rc<Self>,
+        avoid: Option<usize>,
+        traffic: Traffic,
+    ) -> Result<Rc<Established>, UpstreamError> {
+        if let Some(s) = self.current() {
+            let serves = self.client.serves(s.replica, std::time::Instant::now());
+            if serves && Some(s.replica) != avoid {
+                return Ok(s);
+            }
+            crate::metrics::fleet::failed_over(self.client.name());
+            log::info!(
+                "upstream {}: moving a session off replica {} ({})",
+                self.client.name(),
+                s.replica,
+                self.client.replica_url(s.replica)
+            );
+            self.invalidate(s.generation);
+        }
+        let _permit =
+            self.init_lock
+                .acquire_permit(1)
+                .await
+                .map_err(|e| UpstreamError::Protocol {
+                    server: self.client.name().to_owned(),
+                    detail: e.to_string(),
+                })?;
+        if let Some(s) = self.current() {
+            return Ok(s);
+        }
+        if avoid.is_some() {
+            // Moving off a failed replica: the original choice no longer holds.
+            self.preferred.set(None);
+        }
+        let now = std::time::Instant::now();
+        // Opening an upstream session is new work: a replica drained since the binding was
+        // chosen is passed over like an unhealthy one.
+        let preferred = self
+            .preferred
+            .get()
+            .filter(|r| self.client.takes_new_work(*r, now));
+        let mut replica = preferred
+            .or_else(|| self.client.pick(avoid))
+            .or_else(|| self.client.pick(None))
+            .ok_or_else(|| UpstreamError::Connect {
+                server: self.client.name().to_owned(),
+                addr: "every replica".into(),
+                source: std::io::Error::other(
+                    "no replica is available (each is draining or asked for a pause)",
+                ),
+            })?;
+        // The client's request has not left the proxy while its upstream session is being
+        // set up, so a replica that fails the set-up (refused, broken, timed out, a gateway
+        // failure) is passed over for another, as any request that never left the proxy is:
+        // the client does not pay for a replica whose circuit is about to open, nor for the
+        // one request a half-open circuit lets through. At worst the failed replica keeps an
+        // upstream session nobody uses, which it expires.
+        let mut attempt = 1;
+        loop {
+            let error = match self.initialize(replica, traffic).await {
+                Ok(est) => return Ok(est),
+                Err(e) => e,
+            };
+            let retry = error.never_sent() || error.is_replica_failure();
+            if !retry || attempt >= MAX_ATTEMPTS || !self.client.retry_budget.withdraw() {
+                return Err(error);
+            }
+            let Some(next) = self.client.pick(Some(replica)) else {
+                return Err(error);
+            };
+            crate::metrics::fleet::retried(self.client.name());
+            log::info!(
+                "upstream {}: replica {replica} ({}) failed to open a session: {error}; \
+                 opening it on another replica",
+                self.client.name(),
+                self.client.replica_url(replica)
+            );
+            replica = next;
+            attempt += 1;
+        }
+    }
+
+    /// Forgets the session of `generation` (if still current) so the next use re-initializes.
+    fn invalidate(&self, generation: u64) {
+        let mut state = self.state.borrow_mut();
+        if state.as_ref().is_some_and(|s| s.generation == generation) {
+            *state = None;
+            self.listener.borrow_mut().take();
+        }
+    }
+
+    async fn initialize(
+        self: &Rc<Self>,
+        replica: usize,
+        traffic: Traffic,
+    ) -> Result<Rc<Established>, UpstreamError> {
+        if self.client.modern.get() != Some(false) {
+            if let Some(est) = self.discover(replica, traffic).await? {
+                return Ok(est);
+            }
+        }
+        let id = self.next_id();
+        let body = jsonrpc::request_body(&id, "initialize", &self.init_params);
+        let reply = self
+            .client
+            .post(replica, traffic, None, None, &body)
+            .await?;
+        let session_id = reply.session_id.clone();
+        let answer = self.await_answer(reply, &id).await?;
+        let mut buf = answer.to_vec();
+        let protocol_error = |detail: String| UpstreamError::Protocol {
+            server: self.client.name().to_owned(),
+            detail,
+        };
+        let msg = jsonrpc::parse(&mut buf).map_err(|e| protocol_error(e.to_string()))?;
+        if let Some(err) = msg.get("error") {
+            return Err(protocol_error(format!(
+                "initialize refused: {}",
+                err.encode()
+            )));
+        }
+        let result = msg
+            .get("result")
+            .ok_or_else(|| protocol_error("initialize answer has no result".into()))?;
+        let version = result
+            .get_str("protocolVersion")
+            .unwrap_or(crate::protocol::version::LATEST)
+            .to_owned();
+        let init_result = Bytes::from(result.encode().into_bytes());
+        let generation = self.generation.get() + 1;
+        self.generation.set(generation);
+        let est = Rc::new(Established {
+            session_id,
+            version,
+            generation,
+            init_result,
+            replica,
+            modern: None,
+        });
+        let initialized = jsonrpc::notification_body("notifications/initialized", None);
+        self.client
+            .post(
+                replica,
+                traffic,
+                est.session_id.as_deref(),
+                Some(&est.version),
+                &initialized,
+            )
+            .await?;
+        *self.state.borrow_mut() = Some(est.clone());
+        self.start_listener(&est);
+        log::debug!(
+            "upstream {}: session {:?} ready ({})",
+            self.client.name(),
+            est.session_id,
+            est.version
+        );
+        self.resubscribe(&est).await;
+        Ok(est)
+    }
+
+    /// Subscribes `est`, a new session, to what the sessions before it held: the server forgot
+    /// those with the old session, and the client still counts on their updates. Sent straight
+    /// to `est` (no re-initialization of its own, so a session lost again cannot recurse), before
+    /// the request that opened it; a failure is logged and fails nothing else, since the
+    /// client's request is about something else, and counts nothing against the replica
+    /// ([`Traffic::Background`]).
+    async fn resubscribe(&self, est: &Established) {
+        let uris = self.subscriptions.uris();
+        if uris.is_empty() {
+            return;
+        }
+        let mut renewed = 0;
+        for uri in &uris {
+            let id = self.next_id();
+            let body = jsonrpc::request_body(&id, "resources/subscribe", &uri_params(uri));
+            let sent = self
+                .client
+                .post(
+                    est.replica,
+                    Traffic::Background,
+                    est.session_id.as_deref(),
+                    Some(&est.version),
+                    &body,
+                )
+                .await;
+            let answer = match sent {
+                Ok(reply) => self.await_answer(reply, &id).await,
+                Err(e) => Err(e),
+            };
+            match answer {
+                Ok(a) if Outcome::of_response(&a) == Outcome::Ok => renewed += 1,
+                Ok(a) => log::warn!(
+                    server = self.client.name();
+                    "upstream {}: could not renew the subscription to {uri} in a new session: {}",
+                    self.client.name(),
+                    String::from_utf8_lossy(&a[..a.len().min(300)])
+                ),
+                Err(e) => log::warn!(
+                    server = self.client.name();
+                    "upstream {}: could not renew the subscription to {uri} in a new session: {e}",
+                    self.client.name()
+                ),
+            }
+        }
+        log::info!(
+            "upstream {}: renewed {renewed} of {} resource subscriptions in a new session",
+            self.client.name(),
+            uris.len()
+        );
+    }
+
+    /// Probes `server/discover` at 2026-07-28 (once per shard and server): a server that
+    /// answers with that version is used statelessly; anything else means the stateful era,
+    /// as clients of that era decide (streamable-http.mdx, "Backward Compatibility").
+    async fn discover(
+        self: &Rc<Self>,
+        replica: usize,
+        traffic: Traffic,
+    ) -> Result<Option<Rc<Established>>, UpstreamError> {
+        use crate::protocol::stateless;
+        let envelope = Envelope::of(&self.init_params);
+        let id = self.next_id();
+        let body = stateless::discover_request(&id, &envelope.capabilities, &envelope.client_info);
+        let headers = [("Mcp-Method", "server/discover")];
+        let answer = match self
+            .client
+            .post_with(
+                replica,
+                traffic,
+                None,
+                Some(stateless::VERSION),
+                &headers,
+                &body,
+            )
+            .await
+        {
+            Ok(reply) => self.await_answer(reply, &id).await,
+            Err(e) if e.never_sent() => return Err(e),
+            Err(e) => Err(e),
+        };
+        let answer = match answer {
+            Ok(a) => Some(a),
+            // A refusal is the stateful era's answer to the probe; a timeout, a broken
+            // exchange or a gateway failure (502/503/504: the server never saw it) says
+            // nothing, so `initialize` is tried without remembering a verdict.
+            Err(e @ UpstreamError::Status { .. }) if e.is_replica_failure() => {
+                log::debug!(
+                    "upstream {}: server/discover probe failed ({e}); trying initialize",
+                    self.client.name()
+                );
+                return Ok(None);
+            }
+            Err(UpstreamError::Status { .. } | UpstreamError::Protocol { .. }) => None,
+            Err(e) => {
+                log::debug!(
+                    "upstream {}: server/discover probe failed ({e}); trying initialize",
+                    self.client.name()
+                );
+                return Ok(None);
+            }
+        };
+        let mut buf = answer.map(|a| a.to_vec()).unwrap_or_default();
+        let result = jsonrpc::parse(&mut buf)
+            .ok()
+            .and_then(|m| m.get("result").cloned())
+            .filter(stateless::discover_says_modern)
+            .map(|r| Bytes::from(r.encode().into_bytes()));
+        let Some(init_result) = result else {
+            self.client.modern.set(Some(false));
+            return Ok(None);
+        };
+        if self.client.modern.get().is_none() {
+            log::info!(
+                "upstream {}: speaks 2026-07-28; calling it statelessly",
+                self.client.name()
+            );
+        }
+        self.client.modern.set(Some(true));
+        let generation = self.generation.get() + 1;
+        self.generation.set(generation);
+        let est = Rc::new(Established {
+            session_id: None,
+            version: stateless::VERSION.to_owned(),
+            generation,
+            init_result,
+            replica,
+            modern: Some(envelope),
+        });
+        *self.state.borrow_mut() = Some(est.clone());
+        Ok(Some(est))
+    }
+
+    /// True when the upstream is used in the stateless era.
+    pub fn is_modern(&self) -> bool {
+        self.current().is_some_and(|e| e.modern.is_some())
+    }
+
+    /// POSTs a message of the proxy's own in this session (not a client request: see
+    /// [`Traffic`]); retried elsewhere only when it never left the proxy.
+    pub async fn post(self: &Rc<Self>, body: &[u8]) -> Result<PostReply, UpstreamError> {
+        self.deliver_with(body, false, self.own.get(), None).await
+    }
+
+    /// POSTs a message in this session. A session the upstream lost is re-initialized and the
+    /// message sent once more (the server did not act on it). A replica that fails moves the
+    /// session to another replica, and the message is sent again there only when that is safe:
+    /// it never reached the upstream, or `retry_safe` (a read-only or idempotent tool). Retries
+    /// back off with jitter and draw on the server's retry budget, so a failing fleet is not
+    /// hammered.
+    pub async fn send(
+        self: &Rc<Self>,
+        body: &[u8],
+        retry_safe: bool,
+    ) -> Result<PostReply, UpstreamError> {
+        self.deliver_with(body, retry_safe, Traffic::Client, None)
+            .await
+    }
+
+    /// [`send`](Self::send) to the replica in `pin` when it is usable, recording the replica
+    /// that took the request there: the rounds of one `input_required` call stay on the
+    /// replica that asked, which matters for servers whose `requestState` key is their own.
+    pub async fn send_pinned(
+        self: &Rc<Self>,
+        body: &[u8],
+        retry_safe: bool,
+        pin: &Cell<Option<usize>>,
+    ) -> Result<PostReply, UpstreamError> {
+        self.deliver_with(body, retry_safe, Traffic::Client, Some(pin))
+            .await
+    }
+
+    /// [`send`](Self::send), counting the request on its replica (requests, errors, latency
+    /// histogram, balancer average) only when it is a client's: `traffic` says which.
+    async fn deliver_with(
+        self: &Rc<Self>,
+        body: &[u8],
+        retry_safe: bool,
+        traffic: Traffic,
+        pin: Option<&Cell<Option<usize>>>,
+    ) -> Result<PostReply, UpstreamError> {
+        self.client.retry_budget.deposit();
+        let stateless = self.client.config.balance.stateless;
+        let mut avoid = None;
+        let mut attempt = 1;
+        // A client's request opens what it needs on the client's behalf.
+        let setup = match traffic {
+            Traffic::Client => self.own.get(),
+            own => own,
+        };
+        loop {
+            let est = self.established_avoiding(avoid, setup).await?;
+            // Stateless servers keep nothing per session: every request may go anywhere.
+            let now = std::time::Instant::now();
+            let pinned = pin
+                .and_then(Cell::get)
+                .filter(|r| Some(*r) != avoid && self.client.serves(*r, now));
+            let replica = if stateless || est.modern.is_some() {
+                pinned
+                    .or_else(|| self.client.pick(avoid))
+                    .unwrap_or(est.replica)
+            } else {
+                est.replica
+            };
+            if let Some(pin) = pin {
+                pin.set(Some(replica));
+            }
+            let started = std::time::Instant::now();
+            let result = match &est.modern {
+                Some(envelope) => {
+                    let Some(stamped) = crate::protocol::stateless::stamp(
+                        body,
+                        &envelope.capabilities,
+                        &envelope.client_info,
+                        |tool| {
+                            let params = self.client.tool_params.borrow();
+                            params.get(tool).cloned().unwrap_or_default()
+                        },
+                    ) else {
+                        // No client notifications or responses exist in this era over HTTP
+                        // (cancelling is closing the stream): nothing to send.
+                        return Ok(PostReply {
+                            session_id: None,
+                            body: ReplyBody::Accepted,
+                        });
+                    };
+                    let mut headers = vec![("Mcp-Method", stamped.method.as_str())];
+                    if let Some(name) = stamped.name.as_deref() {
+                        headers.push(("Mcp-Name", name));
+                    }
+                    headers.extend(stamped.params.iter().map(|(n, v)| (n.as_str(), v.as_str())));
+                    self.client
+                        .post_with(
+                            replica,
+                            traffic,
+                            None,
+                            Some(&est.version),
+                            &headers,
+                            &stamped.body,
+                        )
+                        .await
+                }
+                None => {
+                    self.client
+                        .post(
+                            replica,
+                            traffic,
+                            est.session_id.as_deref(),
+                            Some(&est.version),
+                            body,
+                        )
+                        .await
+                }
+            };
+            if traffic == Traffic::Client {
+                self.client
+                    .record_request(replica, started.elapsed(), result.as_ref().err());
+            }
+            let error = match result {
+                Err(e) => e,
+                ok => return ok,
+            };
+            if let UpstreamError::SessionLost { server } = &error {
+                if attempt == 1 {
+                    log::info!("upstream {server}: session lost; initializing a new one");
+                    self.invalidate(est.generation);
+                    attempt += 1;
+                    continue;
+                }
+                return Err(error);
+            }
+            let safe = error.never_sent() || (retry_safe && error.is_replica_failure());
+            let others = self.client.replica_count() > 1;
+            if !safe || attempt >= MAX_ATTEMPTS || !others || !self.client.retry_budget.withdraw() {
+                return Err(error);
+            }
+            crate::metrics::fleet::retried(self.client.name());
+            log::info!(
+                "upstream {}: replica {replica} ({}) failed: {error}; retrying on another replica",
+                self.client.name(),
+                self.client.replica_url(replica)
+            );
+            if !stateless {
+                self.invalidate(est.generation);
+            }
+            avoid = Some(replica);
+            glommio::timer::sleep(backoff(attempt)).await;
+            attempt += 1;
+        }
+    }
+
+    /// Sends a request of the proxy's own and returns the whole response message.
+    pub async fn request(
+        self: &Rc<Self>,
+        method: &str,
+        params_json: &[u8],
+    ) -> Result<Bytes, UpstreamError> {
+        let id = self.next_id();
+        let body = jsonrpc::request_body(&id, method, params_json);
+        self.request_as(&id, &body).await
+    }
+
+    /// Sends `body`, a request whose id `id` came from [`Self::next_id`], and returns the
+    /// whole response message (the caller keeps the id, to cancel the request upstream).
+    pub async fn request_as(self: &Rc<Self>, id: &Id, body: &[u8]) -> Result<Bytes, UpstreamError> {
+        let reply = self.post(body).await?;
+        self.await_answer(reply, id).await
+    }
+
+    /// Reads a POST's answer until the response to `id`, passing anything else to the sink.
+    async fn await_answer(&self, reply: PostReply, id: &Id) -> Result<Bytes, UpstreamError> {
+        await_answer(self.client.name(), reply, id, |m| self.deliver(m)).await
+    }
+
+    fn deliver(&self, message: Bytes) {
+        if let Some(sink) = self.sink.as_ref().and_then(Weak::upgrade) {
+            sink.unsolicited(self.client.index, message);
+        }
+    }
+
+    /// Listens on the upstream's GET stream for as long as this session is alive.
+    fn start_listener(self: &Rc<Self>, est: &Rc<Established>) {
+        if self.sink.is_none() {
+            return;
+        }
+        let Some(session_id) = est.session_id.clone() else {
+            return;
+        };
+        let weak = Rc::downgrade(self);
+        let version = est.version.clone();
+        let generation = est.generation;
+        let replica = est.replica;
+        let task = glommio::spawn_local(async move {
+            let mut backoff = Duration::from_millis(250);
+            let mut last_event_id: Option<String> = None;
+            loop {
+                let Some(this) = weak.upgrade() else { return };
+                if this.current().map(|s| s.generation) != Some(generation) {
+                    return;
+                }
+                let client = this.client.clone();
+                drop(this);
+                match client
+                    .open_stream(replica, &session_id, &version, last_event_id.as_deref())
+                    .await
+                {
+                    Ok(None) => return,
+                    Ok(Some(mut stream)) => {
+                        backoff = Duration::from_millis(250);
+                        loop {
+                            match stream.next().await {
+                                Ok(Some(message)) => match weak.upgrade() {
+                                    Some(this) => this.deliver(message),
+                                    None => return,
+                                },
+                                Ok(None) => break,
+                                Err(e) => {
+                                    log::debug!(
+                                        "upstream {}: GET stream broke: {e}",
+                                        client.name()
+                                    );
+                                    break;
+                                }
+                            }
+                        }
+                        last_event_id = stream.last_event_id().map(str::to_owned);
+                    }
+                    Err(UpstreamError::SessionLost { .. }) => {
+                        if let Some(this) = weak.upgrade() {
+                            this.invalidate(generation);
+                        }
+                        // Otherwise the next request re-opens it; subscriptions cannot wait
+                        // for one, since a client that only listens sends none.
+                        reopen_for_subscriptions(weak).await;
+                        return;
+                    }
+                    Err(e) => {
+                        log::debug!("upstream {}: cannot open GET stream: {e}", client.name())
+                    }
+                }
+                glommio::timer::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(30));
+            }
+        });
+        *self.listener.borrow_mut() = Some(task.detach());
+    }
+
+    /// Ends the upstream session (DELETE), if one was established.
+    pub async fn close(&self) {
+        let est = self.state.borrow_mut().take();
+        if let Some(handle) = self.listener.borrow_mut().take() {
+            handle.cancel();
+        }
+        if let Some(est) = est {
+            if let Some(sid) = est.session_id.as_deref() {
+                self.client.delete(est.replica, sid, &est.version).await;
+            }
+        }
+    }
+}
+
+impl Drop for UpstreamSession {
+    fn drop(&mut self) {
+        if let Some(handle) = self.listener.get_mut().take() {
+            handle.cancel();
+        }
+    }
+}
+
+/// Opens a new session for a lost one that held resource subscriptions (renewing them, and
+/// with them the GET stream that carries their updates), retrying with backoff while the
+/// session lives, still holds some and no request has opened one meanwhile.
+async fn reopen_for_subscriptions(weak: Weak<UpstreamSession>) {
+    let mut pause = Duration::from_millis(250);
+    loop {
+        let Some(this) = weak.upgrade() else { return };
+        if this.subscriptions.is_empty() || this.current().is_some() {
+            return;
+        }
+        log::info!(
+            "upstream {}: session lost; opening a new one to keep its resource subscriptions",
+            this.client.name()
+        );
+        match this.established_avoiding(None, Traffic::Background).await {
+            Ok(_) => return,
+            Err(e) => log::warn!(
+                server = this.client.name();
+                "upstream {}: cannot open a new session to renew its resource subscriptions: {e}",
+                this.client.name()
+            ),
+        }
+        drop(this);
+        glommio::timer::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_secs(30));
+    }
+}
+
+/// The id of a response message, or `None` when the message is not a response.
+pub fn response_id(message: &[u8]) -> Option<Id> {
+    let mut buf = message.to_vec();
+    let v = jsonrpc::parse(&mut buf).ok()?;
+    if v.contains_key("method") {
+        return None;
+    }
+    v.get("id").and_then(Id::from_value)
+}
+
+/// Reads a POST's answer until the response to `id`; anything else goes to `other`.
+pub async fn await_answer(
+    server: &str,
+    reply: PostReply,
+    id: &Id,
+    other: impl Fn(Bytes),
+) -> Result<Bytes, UpstreamError> {
+    match reply.body {
+        ReplyBody::Json(b) => Ok(b),
+        ReplyBody::Accepted => Err(UpstreamError::Protocol {
+            server: server.to_owned(),
+            detail: "a request was answered with 202 Accepted".into(),
+        }),
+        ReplyBody::Stream(mut stream) => {
+            while let Some(message) = stream.next().await? {
+                if response_id(&message).as_ref() == Some(id) {
+                    return Ok(message);
+                }
+                other(message);
+            }
+            Err(UpstreamError::Protocol {
+                server: server.to_owned(),
+                detail: "the answer ended before the response".into(),
+            })
+        }
+    }
+}
+
+/// Pause before retry `attempt` (1-based): 10 ms doubling, with ±50% jitter so shards and
+/// sessions retrying together spread out.
+fn backoff(attempt: u32) -> Duration {
+    let base = 10u64 << attempt.min(6);
+    let mut noise = [0u8; 2];
+    let _ = getrandom::fill(&mut noise);
+    let jitter = u64::from(u16::from_le_bytes(noise)) % base;
+    Duration::from_millis(base / 2 + jitter)
+}
