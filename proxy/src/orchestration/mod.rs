@@ -131,6 +131,18 @@ pub struct RunEntry {
     pub report: Option<engine::Report>,
 }
 
+/// A shard's orchestration state, the local this layer keeps on each shard.
+pub trait ShardOrchestration {
+    /// Workflow runs, saved workflows and the tool search index of this shard.
+    fn orchestration(&self) -> &State;
+}
+
+impl ShardOrchestration for Shard {
+    fn orchestration(&self) -> &State {
+        self.local::<State>()
+    }
+}
+
 /// One shard's orchestration state.
 pub struct State {
     /// Saved workflows.
@@ -326,7 +338,7 @@ pub fn cancel(session: &dyn Caller, request: &Id) -> bool {
         return false;
     };
     let key = (session.session_id().to_owned(), request.clone());
-    let found = shard.orchestration.active.borrow().get(&key).cloned();
+    let found = shard.orchestration().active.borrow().get(&key).cloned();
     match found {
         Some(c) => {
             c.cancel();

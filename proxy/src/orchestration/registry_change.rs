@@ -10,6 +10,7 @@
 use std::rc::Rc;
 use std::sync::Arc;
 
+use crate::discovery::ShardDiscovery;
 use crate::registry::servers::{self, Registry, RegistryError};
 use crate::shard::Shard;
 

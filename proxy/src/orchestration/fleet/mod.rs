@@ -12,8 +12,7 @@
 //!   what the admin API's replica routes show).
 //! - [`balance_change`]: changing a server's strategy or weights live ([`set_balance`]).
 //!
-//! Every question to another shard goes through [`ask`] (one place to change how shards are
-//! asked).
+//! Every question to another shard goes over the mesh's typed call (`shard::Mesh::ask`).
 
 pub mod balance_change;
 pub mod replicas;
@@ -33,6 +32,7 @@ use super::Json;
 use crate::config::{Strategy, Transport};
 use crate::metrics::latency::{self, Quantiles};
 use crate::metrics::tools::{self as tool_counts, ToolCounts};
+use crate::orchestration::ShardOrchestration;
 use crate::registry::servers::State;
 use crate::registry::ServerStatus;
 use crate::shard::Shard;
@@ -47,8 +47,6 @@ pub const RUNS_LISTED: usize = 128;
 pub enum Ask {
     /// Your figures: sessions, requests, tool counts, runs.
     Figures,
-    /// Your figures of every server's replicas, or of one server's.
-    Replicas(Option<usize>),
     /// One of your runs, with its report.
     Run(String),
     /// Shard 0: change a server's balancing through the live registry.
@@ -107,7 +105,7 @@ pub fn figures(shard: &Shard) -> ShardFigures {
         requests_in_flight: shard.requests_in_flight(),
         tools: tool_counts::snapshot(),
         runs: shard
-            .orchestration
+            .orchestration()
             .runs()
             .iter()
             .filter_map(|r| serde_json::to_value(r).ok())
@@ -119,9 +117,6 @@ pub fn figures(shard: &Shard) -> ShardFigures {
 pub async fn answer(shard: &Rc<Shard>, ask: Ask) -> Bytes {
     let value = match ask {
         Ask::Figures => serde_json::to_value(figures(shard)).unwrap_or(Value::Null),
-        Ask::Replicas(only) => {
-            serde_json::to_value(replicas::local(shard, only)).unwrap_or(Value::Null)
-        }
         Ask::Run(id) => local_run(shard, &id).unwrap_or(Value::Null),
         Ask::SetBalance(change) => match balance_change::apply_balance(shard, &change) {
             Ok(v) => v,
@@ -134,13 +129,14 @@ pub async fn answer(shard: &Rc<Shard>, ask: Ask) -> Bytes {
 /// Takes a notice from another shard.
 pub fn told(shard: &Shard, tell: Tell) {
     match tell {
-        Tell::Workflows(all) => shard.orchestration.store.replace_memory(all),
+        Tell::Workflows(all) => shard.orchestration().store.replace_memory(all),
     }
 }
 
 /// Asks `peer` and waits at most [`ASK_TIMEOUT`].
 async fn ask(shard: &Rc<Shard>, peer: usize, ask: Ask) -> Option<Value> {
-    let body = shard.mesh.ask(shard.id, peer, ask, ASK_TIMEOUT).await?;
+    let work = move |owner: Rc<Shard>| async move { answer(&owner, ask).await };
+    let body = crate::shard::Mesh::ask(shard, peer, ASK_TIMEOUT, work).await?;
     serde_json::from_slice(&body).ok()
 }
 
@@ -160,7 +156,7 @@ pub async fn gather(shard: &Rc<Shard>) -> Vec<ShardFigures> {
 
 /// One kept run of this shard, with its report.
 fn local_run(shard: &Shard, run_id: &str) -> Option<Value> {
-    let run = shard.orchestration.run(run_id)?;
+    let run = shard.orchestration().run(run_id)?;
     let mut v = serde_json::to_value(&run).ok()?;
     if let Some(report) = &run.report {
         v["report"] = serde_json::to_value(report).ok()?;

@@ -3,8 +3,8 @@
 //! resources both read them from here, so they show the same figures.
 //!
 //! Each shard keeps its own statistics of each replica (`balance::ReplicaStats` in its
-//! `UpstreamClient`) and its own latency histogram of it; nothing is shared or locked. A
-//! shard's figures travel as JSON over the mesh ([`Ask::Replicas`]), the histogram as
+//! `UpstreamClient`) and its own latency histogram of it; nothing is shared or locked. Each
+//! other shard is asked for its figures over the mesh ([`Mesh::ask`]), the histogram sent as
 //! (value, count) pairs that rebuild it exactly.
 
 use std::rc::Rc;
@@ -12,10 +12,11 @@ use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 
-use super::{ask, strategy_label, Ask};
+use super::{strategy_label, ASK_TIMEOUT};
 use crate::balance::ReplicaSnapshot;
 use crate::metrics::latency::{self, Quantiles};
-use crate::shard::Shard;
+use crate::shard::{Mesh, Shard};
+use crate::upstream::table::ShardUpstreams;
 use crate::upstream::Upstream;
 
 /// One server on one shard.
@@ -51,7 +52,7 @@ pub fn local(shard: &Shard, only: Option<usize>) -> Vec<ServerFigures> {
         .live()
         .filter(|(i, _)| only.is_none_or(|o| o == *i))
         .filter_map(|(i, e)| {
-            let upstream = shard.upstreams.get(i)?;
+            let upstream = shard.upstreams().get(i)?;
             let (strategy, replicas) = match &*upstream {
                 Upstream::Http(c) => (
                     strategy_label(c.strategy()),
@@ -102,10 +103,8 @@ pub async fn gather(shard: &Rc<Shard>, only: Option<usize>) -> Gathered {
         missing: Vec::new(),
     };
     for peer in (0..shard.nr_shards).filter(|p| *p != shard.id) {
-        match ask(shard, peer, Ask::Replicas(only))
-            .await
-            .and_then(|v| serde_json::from_value::<Vec<ServerFigures>>(v).ok())
-        {
+        let work = move |owner: Rc<Shard>| async move { local(&owner, only) };
+        match Mesh::ask(shard, peer, ASK_TIMEOUT, work).await {
             Some(f) => gathered.shards.push(f),
             None => gathered.missing.push(peer),
         }

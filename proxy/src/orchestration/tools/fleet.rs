@@ -10,6 +10,7 @@ use super::tool_result;
 use crate::orchestration::{fleet, resources, ArgError, Json};
 use crate::registry::Catalog;
 use crate::shard::Shard;
+use crate::upstream::table::ShardUpstreams;
 use crate::upstream::Upstream;
 
 pub(super) async fn monitor_health(
@@ -82,7 +83,7 @@ fn parse_weights(
     server: usize,
     weights: &Json,
 ) -> Result<Vec<(usize, u32)>, ArgError> {
-    let urls: Vec<String> = match shard.upstreams.get(server).as_deref() {
+    let urls: Vec<String> = match shard.upstreams().get(server).as_deref() {
         Some(Upstream::Http(c)) => (0..c.replica_count()).map(|r| c.replica_url(r)).collect(),
         _ => {
             return Err(ArgError::new(

@@ -22,6 +22,7 @@ use simd_json::prelude::*;
 use self::args::Args;
 use super::caller::{Caller, ToolReply};
 use super::{plan, resources, ArgError, Json, TOOL_PREFIX};
+use crate::orchestration::ShardOrchestration;
 use crate::protocol::jsonrpc::{self, Id};
 use crate::registry::catalog::Item;
 use crate::registry::Catalog;
@@ -149,7 +150,7 @@ fn search_tools(
     let query = a.str_req("query")?;
     let k = a.int_opt("k", 1, MAX_K)?.unwrap_or(5) as usize;
     let server = a.server_opt(catalog, "server")?;
-    let index = shard.orchestration.index(catalog, &shard.config);
+    let index = shard.orchestration().index(catalog, &shard.config);
     // Only what the client's policy lets it call is found.
     let policy = caller.policy();
     let allowed = |d: &super::search::Doc| {
@@ -201,7 +202,7 @@ fn plan_workflow(shard: &Shard, catalog: &Catalog, args: &Json) -> Result<String
             )
         })?;
     let inputs = a.strings_opt("inputs", 64)?.unwrap_or_default();
-    let index = shard.orchestration.index(catalog, &shard.config);
+    let index = shard.orchestration().index(catalog, &shard.config);
     let planned = plan::plan(goal, &capabilities, &inputs, &index);
     Ok(tool_result(&planned, false))
 }
@@ -221,7 +222,7 @@ fn discover_servers(shard: &Shard, catalog: &Catalog, args: &Json) -> Result<Str
         }
     };
     let matching: Option<Vec<(usize, String)>> = capability.map(|c| {
-        let index = shard.orchestration.index(catalog, &shard.config);
+        let index = shard.orchestration().index(catalog, &shard.config);
         index
             .search(c, 20, |_| true)
             .iter()

@@ -11,6 +11,7 @@ use super::{tool_result, Call};
 use crate::orchestration::caller::{Caller, ToolReply};
 use crate::orchestration::engine::{self, Cancel, Executor, RunStatus, StepError};
 use crate::orchestration::workflow::Workflow;
+use crate::orchestration::ShardOrchestration;
 use crate::orchestration::{check_step_tool, is_own_tool, to_json_text, ArgError, Json};
 use crate::protocol::jsonrpc::{self, code};
 use crate::registry::Catalog;
@@ -140,7 +141,7 @@ pub(super) async fn orchestrate(call: Call, catalog: &std::sync::Arc<Catalog>) -
             (None, Some(name)) => {
                 let saved = call
                     .shard
-                    .orchestration
+                    .orchestration()
                     .store
                     .get(name)
                     .map_err(|e| ArgError::new("name", e.to_string()))?
@@ -174,7 +175,7 @@ pub(super) async fn orchestrate(call: Call, catalog: &std::sync::Arc<Catalog>) -
     };
     let shard = call.shard.clone();
     let session = call.session.clone();
-    let state = &shard.orchestration;
+    let state = &shard.orchestration();
     let entry = state.start_run(shard.id, wf.name.clone(), wf.steps.len());
     let watched = Rc::downgrade(&session);
     let request = call.id.clone();
@@ -221,7 +222,7 @@ pub(super) async fn orchestrate(call: Call, catalog: &std::sync::Arc<Catalog>) -
             }
         };
         let report = engine::run(&wf, &inputs, exec, &cancel, &mut progress).await;
-        shard.orchestration.active.borrow_mut().remove(&key);
+        shard.orchestration().active.borrow_mut().remove(&key);
         {
             let mut e = entry.borrow_mut();
             e.status = report.status;
