@@ -14,7 +14,8 @@ use glommio::channels::local_channel::LocalReceiver;
 use crate::endpoint::drain;
 use crate::http::{sse, Method, Request, ServerConn};
 use crate::mcp::routing::{self, Answer};
-use crate::mcp::session::{Closed, Next, Position, Session, STANDALONE};
+use crate::mcp::session::{Next, Position, Session, STANDALONE};
+use crate::metrics::Closed;
 use crate::protocol::jsonrpc::{self, code, Kind};
 use crate::protocol::{stateless, version};
 use crate::shard::mesh::ReplyPart;
@@ -48,7 +49,7 @@ pub struct McpRequest {
     /// Whether the client takes `text/event-stream` answers.
     pub accepts_sse: bool,
     /// The request-metadata headers when the request speaks the stateless era (2026-07-28).
-    pub modern: Option<stateless::Headers>,
+    pub stateless: Option<stateless::Headers>,
     /// The JSON-RPC message.
     pub body: Bytes,
     /// The authenticated client (`None` with `[auth]` off).
@@ -391,23 +392,23 @@ fn check(shard: &Shard, request: &Request) -> Result<McpRequest, Reply> {
     if let Some(v) = protocol_version.as_deref() {
         if !version::is_supported(v) {
             // The era's UnsupportedProtocolVersionError lists both eras, so a client of either
-            // can pick one (and a dual-era client knows this is a modern server).
+            // can pick one (and a dual-era client knows this server speaks 2026-07-28).
             return Err(Reply::json(
                 400,
                 stateless::unsupported_version(None, v, &version::ALL),
             ));
         }
     }
-    let modern = protocol_version
+    let stateless_headers = protocol_version
         .as_deref()
-        .filter(|v| stateless::is_modern(v))
+        .filter(|v| stateless::is_stateless_version(v))
         .map(|v| stateless::Headers {
             version: Some(v.to_owned()),
             method: request.header("mcp-method").map(str::to_owned),
             name: request.header("mcp-name").map(str::to_owned),
             params: stateless::param_fields(request.fields().iter()),
         });
-    if modern.is_some() && method != HttpMethod::Post {
+    if stateless_headers.is_some() && method != HttpMethod::Post {
         // 2026-07-28 has no GET stream and no session to DELETE.
         return Err(Reply::Full {
             status: 405,
@@ -459,9 +460,9 @@ fn check(shard: &Shard, request: &Request) -> Result<McpRequest, Reply> {
         // A stateless-era request ignores any session id (streamable-http.mdx).
         session_id: request
             .header("mcp-session-id")
-            .filter(|_| modern.is_none())
+            .filter(|_| stateless_headers.is_none())
             .map(str::to_owned),
-        modern,
+        stateless: stateless_headers,
         protocol_version,
         last_event_id: request.header("last-event-id").map(str::to_owned),
         accepts_sse,
@@ -497,8 +498,8 @@ fn accepts(request: &Request) -> (bool, bool) {
 pub async fn handle(shard: &Rc<Shard>, request: McpRequest) -> Reply {
     let owner = match request.session_id.as_deref() {
         // A stateless retry goes to the shard holding its round, if it continues one.
-        None if request.modern.is_some() => request
-            .modern
+        None if request.stateless.is_some() => request
+            .stateless
             .as_ref()
             .and_then(|h| crate::mcp::bridge::owner(shard, h, &request.body))
             .unwrap_or(shard.id),
@@ -606,10 +607,7 @@ pub async fn handle_owned(shard: &Rc<Shard>, request: McpRequest) -> Reply {
             if let Err(r) = crate::auth::admit(&session, request.client.as_ref()) {
                 return r;
             }
-            if shard
-                .end_session(&id, crate::mcp::session::Closed::SessionEnded)
-                .await
-            {
+            if shard.end_session(&id, Closed::SessionEnded).await {
                 Reply::Full {
                     status: 200,
                     headers: Vec::new(),
@@ -623,8 +621,8 @@ pub async fn handle_owned(shard: &Rc<Shard>, request: McpRequest) -> Reply {
 }
 
 async fn post(shard: &Rc<Shard>, request: McpRequest) -> Reply {
-    if let Some(headers) = &request.modern {
-        return match crate::mcp::bridge::handle(
+    if let Some(headers) = &request.stateless {
+        let answer = crate::mcp::bridge::handle(
             shard,
             headers,
             request.body,
@@ -632,21 +630,8 @@ async fn post(shard: &Rc<Shard>, request: McpRequest) -> Reply {
             request.client.as_ref(),
             request.received,
         )
-        .await
-        {
-            crate::mcp::bridge::Modern::Json(body) => Reply::json(200, body),
-            crate::mcp::bridge::Modern::Refused(body) => Reply::json(400, body),
-            crate::mcp::bridge::Modern::Unknown(body) => Reply::json(404, body),
-            crate::mcp::bridge::Modern::Accepted => Reply::Full {
-                status: 202,
-                headers: Vec::new(),
-                body: Bytes::new(),
-            },
-            crate::mcp::bridge::Modern::Stream(session, stream) => Reply::Events {
-                headers: vec![("X-Accel-Buffering", "no".into())],
-                source: EventSource::Follow(Follower::new(session, stream, 0)),
-            },
-        };
+        .await;
+        return reply(answer, None);
     }
     let Some(session_id) = request.session_id.as_deref() else {
         return sessionless_post(shard, request.body, request.client.as_ref()).await;
@@ -661,32 +646,48 @@ async fn post(shard: &Rc<Shard>, request: McpRequest) -> Reply {
     let Some(slot) = stream_slot(&session.id) else {
         return too_many_streams();
     };
-    match routing::handle(
+    let answer = routing::handle(
         shard,
         &session,
         request.body,
         request.accepts_sse,
         request.received,
     )
-    .await
-    {
+    .await;
+    reply(answer, Some(slot))
+}
+
+/// The HTTP reply to an MCP answer: the one place answers become statuses. A message is 200,
+/// a refused message 400, a method the client's era lacks 404, a taken notification or
+/// response 202; a stream is SSE (counted against the session's stream limit when `slot` is
+/// given), and a cancelled exchange an empty event stream (no message, no event id to
+/// resume from).
+pub fn reply(answer: Answer, slot: Option<crate::endpoint::limits::StreamSlot>) -> Reply {
+    match answer {
         Answer::Json(body) => Reply::json(200, body),
+        Answer::Refused(body) => Reply::json(400, body),
+        Answer::Unknown(body) => Reply::json(404, body),
         Answer::Accepted => Reply::Full {
             status: 202,
             headers: Vec::new(),
             body: Bytes::new(),
         },
-        Answer::BadRequest(body) => Reply::json(400, body),
-        // An empty event stream: the exchange ends, no message, and no event id to resume from.
         Answer::Silent => Reply::Full {
             status: 200,
             headers: vec![("Content-Type", "text/event-stream".into())],
             body: Bytes::new(),
         },
-        Answer::Stream(stream) => Reply::Events {
-            headers: Vec::new(),
-            source: EventSource::Follow(Follower::new(session, stream, 0).holding(slot)),
-        },
+        Answer::Stream(session, stream) => {
+            let follower = Follower::new(session, stream, 0);
+            Reply::Events {
+                // Proxies in front (nginx) pass each event on as it comes.
+                headers: vec![("X-Accel-Buffering", "no".into())],
+                source: EventSource::Follow(match slot {
+                    Some(slot) => follower.holding(slot),
+                    None => follower,
+                }),
+            }
+        }
     }
 }
 
@@ -697,14 +698,15 @@ async fn sessionless_post(
     client: Option<&crate::auth::Identity>,
 ) -> Reply {
     let mut buf = body.to_vec();
+    let refused = |body| reply(Answer::Refused(body), None);
     let msg = match jsonrpc::parse(&mut buf) {
         Ok(m) => m,
-        Err(e) => return Reply::json(400, jsonrpc::error_body(None, e.code(), &e.to_string())),
+        Err(e) => return refused(jsonrpc::error_body(None, e.code(), &e.to_string())),
     };
     match jsonrpc::classify(&msg) {
-        Err(e) => Reply::json(400, jsonrpc::error_body(None, e.code(), &e.to_string())),
+        Err(e) => refused(jsonrpc::error_body(None, e.code(), &e.to_string())),
         Ok(Kind::Request { id, method: "initialize" }) => match crate::auth::open(client)
-            .and_then(|o| routing::initialize(shard, &id, &msg, o).map_err(|a| Reply::json(400, a)))
+            .and_then(|o| routing::initialize(shard, &id, &msg, o).map_err(refused))
         {
             Ok((session, answer)) => Reply::Full {
                 status: 200,
@@ -715,8 +717,7 @@ async fn sessionless_post(
         },
         // 2026-07-28 requests are recognized by their MCP-Protocol-Version header; without it
         // this is no request of either era.
-        Ok(Kind::Request { id, method: "server/discover" }) => Reply::json(
-            400,
+        Ok(Kind::Request { id, method: "server/discover" }) => refused(
             jsonrpc::error_body(
                 Some(&id),
                 code::INVALID_REQUEST,
