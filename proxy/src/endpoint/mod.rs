@@ -2,6 +2,8 @@
 //!
 //! - [`http`]: `/mcp` semantics: status codes, Accept/Origin/version checks, SSE replies, and
 //!   handing a request for another shard's session to its owner.
+//! - [`reply`]: the HTTP reply, mapped from the MCP layer's answer in one function, and the
+//!   event sources of SSE replies.
 //! - [`stdio`]: the proxy itself as a stdio MCP server (`mcp-proxy --stdio`).
 //! - [`drain`]: whether the shard is stopping, so connections close as soon as they are idle.
 //! - [`limits`]: connection and stream counts, and the listener's HTTP limits.
@@ -9,4 +11,5 @@
 pub mod drain;
 pub mod http;
 pub mod limits;
+pub mod reply;
 pub mod stdio;
