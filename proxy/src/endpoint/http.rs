@@ -8,16 +8,16 @@ use std::rc::Rc;
 
 use bytes::Bytes;
 
-pub use super::reply::Reply;
-use super::reply::{reply, EventSource, Follower, RemoteEvents};
+use super::reply::{reply, Follower};
+pub use super::reply::{EventSource, Reply};
 use crate::endpoint::drain;
 use crate::http::{sse, Method, Request, ServerConn};
 use crate::mcp::routing::{self, Answer};
+use crate::mcp::session::ShardSessions;
 use crate::mcp::session::{Position, STANDALONE};
 use crate::metrics::Closed;
 use crate::protocol::jsonrpc::{self, code, Kind};
 use crate::protocol::{stateless, version};
-use crate::shard::mesh::ReplyPart;
 use crate::shard::Shard;
 
 /// The HTTP methods of Streamable HTTP.
@@ -343,60 +343,7 @@ pub async fn handle(shard: &Rc<Shard>, request: McpRequest) -> Reply {
     if owner == shard.id {
         return handle_owned(shard, request).await;
     }
-    let Some((token, parts)) = shard.mesh.forward(shard.id, owner, request).await else {
-        return Reply::error(
-            503,
-            code::INTERNAL_ERROR,
-            "the shard owning this session is not running",
-        );
-    };
-    // Dropping `remote` before the end tells the owner to stop, whatever path returns early.
-    let mut remote = RemoteEvents::new(shard.clone(), owner, token, parts);
-    let Some(ReplyPart::Head {
-        status,
-        headers,
-        streaming,
-    }) = remote.head().await
-    else {
-        return Reply::error(
-            503,
-            code::INTERNAL_ERROR,
-            "the shard owning this session did not answer",
-        );
-    };
-    let headers: Vec<(&'static str, String)> = headers
-        .into_iter()
-        .filter_map(|(k, v)| static_header(&k).map(|k| (k, v)))
-        .collect();
-    if streaming {
-        return Reply::Events {
-            headers,
-            source: EventSource::Remote(remote),
-        };
-    }
-    let mut body = Vec::new();
-    while let Some(chunk) = remote.next().await {
-        body.extend_from_slice(&chunk);
-    }
-    Reply::Full {
-        status,
-        headers,
-        body: Bytes::from(body),
-    }
-}
-
-/// Maps a forwarded header name back to the static names this module uses.
-fn static_header(name: &str) -> Option<&'static str> {
-    [
-        "Content-Type",
-        "Mcp-Session-Id",
-        "Allow",
-        "Cache-Control",
-        "Retry-After",
-        "X-Accel-Buffering",
-    ]
-    .into_iter()
-    .find(|h| h.eq_ignore_ascii_case(name))
+    super::forward::to_owner(shard, owner, request).await
 }
 
 fn unknown_session() -> Reply {

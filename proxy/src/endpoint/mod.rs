@@ -2,6 +2,8 @@
 //!
 //! - [`http`]: `/mcp` semantics: status codes, Accept/Origin/version checks, SSE replies, and
 //!   handing a request for another shard's session to its owner.
+//! - [`forward`]: a request for a session another shard owns, sent there and its reply
+//!   streamed back.
 //! - [`reply`]: the HTTP reply, mapped from the MCP layer's answer in one function, and the
 //!   event sources of SSE replies.
 //! - [`stdio`]: the proxy itself as a stdio MCP server (`mcp-proxy --stdio`).
@@ -9,6 +11,7 @@
 //! - [`limits`]: connection and stream counts, and the listener's HTTP limits.
 
 pub mod drain;
+pub mod forward;
 pub mod http;
 pub mod limits;
 pub mod reply;

@@ -7,16 +7,14 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures_lite::future::poll_fn;
-use glommio::channels::local_channel::LocalReceiver;
 
+use super::forward::RemoteEvents;
 use crate::http::sse;
 use crate::mcp::routing::Answer;
 use crate::mcp::session::{Next, Session};
 use crate::metrics::Closed;
 use crate::protocol::jsonrpc;
 use crate::protocol::version;
-use crate::shard::mesh::ReplyPart;
-use crate::shard::Shard;
 
 /// A comment sent on idle SSE streams so dead clients are noticed and middleboxes keep the line.
 const KEEPALIVE_EVERY: Duration = Duration::from_secs(25);
@@ -148,66 +146,6 @@ impl Follower {
                 self.closed = Some(why);
                 None
             }
-        }
-    }
-}
-
-/// The reply parts of a request forwarded to its owner shard.
-pub struct RemoteEvents {
-    shard: Rc<Shard>,
-    owner: usize,
-    token: u64,
-    parts: LocalReceiver<ReplyPart>,
-    ended: bool,
-    /// Why the owner's stream ended, when it said.
-    closed: Option<Closed>,
-}
-
-impl RemoteEvents {
-    /// The reply of the request sent to `owner` under `token`, read from `parts`.
-    pub(super) fn new(
-        shard: Rc<Shard>,
-        owner: usize,
-        token: u64,
-        parts: LocalReceiver<ReplyPart>,
-    ) -> RemoteEvents {
-        RemoteEvents {
-            shard,
-            owner,
-            token,
-            parts,
-            ended: false,
-            closed: None,
-        }
-    }
-
-    /// The first part, which should be the head; anything else ends the reply.
-    pub(super) async fn head(&mut self) -> Option<ReplyPart> {
-        let part = self.parts.recv().await;
-        if !matches!(part, Some(ReplyPart::Head { .. })) {
-            self.ended = true;
-        }
-        part
-    }
-
-    pub(super) async fn next(&mut self) -> Option<Bytes> {
-        while !self.ended {
-            match self.parts.recv().await {
-                Some(ReplyPart::Data(b)) => return Some(b),
-                Some(ReplyPart::Ended(why)) => self.closed = Some(why),
-                _ => self.ended = true,
-            }
-        }
-        None
-    }
-}
-
-impl Drop for RemoteEvents {
-    fn drop(&mut self) {
-        if !self.ended {
-            self.shard
-                .mesh
-                .abandon(self.shard.id, self.owner, self.token);
         }
     }
 }

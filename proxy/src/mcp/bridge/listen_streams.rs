@@ -9,7 +9,7 @@ use simd_json::prelude::*;
 use simd_json::BorrowedValue as Value;
 
 use super::listen::{self, Grant, SUBSCRIPTION_ID};
-use super::State;
+use super::{ShardBridge, State};
 use crate::auth::Identity;
 use crate::mcp::routing::Answer;
 use crate::mcp::session::Session;
@@ -131,8 +131,8 @@ pub(super) async fn listen(
     let mut id_buf = Vec::new();
     id.write_json(&mut id_buf);
     let id_json = String::from_utf8_lossy(&id_buf).into_owned();
-    let n = shard.bridge.next_session.get() + 1;
-    shard.bridge.next_session.set(n);
+    let n = shard.bridge().next_session.get() + 1;
+    shard.bridge().next_session.set(n);
     let session = Session::new(
         shard,
         format!(
@@ -158,7 +158,7 @@ pub(super) async fn listen(
         // Upstream subscriptions go through the client's bridge session: the upstream session
         // that watches a resource is the one its calls use.
         let (caps, info) = stateless::client_meta(msg);
-        let through = shard.bridge.session(shard, &caps, &info, client);
+        let through = shard.bridge().session(shard, &caps, &info, client);
         let catalog = shard.catalog();
         let wanted: Vec<Grant> = uris
             .iter()
@@ -201,7 +201,7 @@ pub(super) async fn listen(
     );
     target.ready.set(true);
     let watching = !granted.is_empty();
-    shard.bridge.listeners.borrow_mut().push(Listener {
+    shard.bridge().listeners.borrow_mut().push(Listener {
         session: Rc::downgrade(&session),
         stream,
         id_json,
@@ -223,7 +223,7 @@ pub(super) async fn listen(
                 reader.cancel();
             }
             shard
-                .bridge
+                .bridge()
                 .listeners
                 .borrow_mut()
                 .retain(|l| l.session.strong_count() > 0);

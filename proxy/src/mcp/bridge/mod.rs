@@ -59,6 +59,18 @@ const MAX_SESSIONS: usize = 64;
 /// The revision bridge sessions speak to stateful upstreams.
 const BRIDGED_VERSION: &str = "2025-11-25";
 
+/// A shard's bridge sessions, the local the bridge keeps on each shard.
+pub trait ShardBridge {
+    /// This shard's bridge sessions and pending input rounds.
+    fn bridge(&self) -> &State;
+}
+
+impl ShardBridge for Shard {
+    fn bridge(&self) -> &State {
+        self.local::<State>()
+    }
+}
+
 /// Per-shard bridge state.
 #[derive(Default)]
 pub struct State {

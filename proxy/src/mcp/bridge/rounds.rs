@@ -12,7 +12,7 @@ use futures_lite::future::{poll_fn, poll_once};
 use simd_json::prelude::*;
 use simd_json::BorrowedValue as Value;
 
-use super::{restore, State, MAX_ROUNDS, ROUND_PREFIX, ROUND_TTL};
+use super::{restore, ShardBridge, State, MAX_ROUNDS, ROUND_PREFIX, ROUND_TTL};
 use crate::auth::Identity;
 use crate::mcp::routing::forward::Delivery;
 use crate::mcp::routing::Answer;
@@ -80,8 +80,8 @@ pub(super) async fn first_call(
         .and_then(|f| msg.get("params").and_then(|p| p.get_str(f)))
         .map(str::to_owned);
     stateless::strip_envelope(msg);
-    let session = shard.bridge.session(shard, &caps, &info, client);
-    let inner = shard.bridge.fresh_id();
+    let session = shard.bridge().session(shard, &caps, &info, client);
+    let inner = shard.bridge().fresh_id();
     jsonrpc::set_member(msg, "id", inner.to_value());
     let owned = std::mem::replace(msg, Value::null());
     // The answer comes back through the bridge session, which always takes a stream.
@@ -231,7 +231,7 @@ impl Bridged {
                 requests: requests.clone(),
                 created: Instant::now(),
             };
-            let token = shard.bridge.keep_round(shard.id, round);
+            let token = shard.bridge().keep_round(shard.id, round);
             if token.is_empty() {
                 return Answer::Json(jsonrpc::error_body(
                     Some(&id),
@@ -258,13 +258,13 @@ pub(super) async fn continuation(
     // A round answered with other credentials is treated as unknown (and stays kept for its
     // owner): a leaked requestState gives no one else the call.
     let owned = shard
-        .bridge
+        .bridge()
         .rounds
         .borrow()
         .get(token)
         .map(|r| r.session.auth.owned_by(client));
     let round = match owned {
-        Some(true) => shard.bridge.rounds.borrow_mut().remove(token),
+        Some(true) => shard.bridge().rounds.borrow_mut().remove(token),
         _ => None,
     };
     let Some(round) = round else {
@@ -317,7 +317,7 @@ pub(super) async fn continuation(
             created: Instant::now(),
             ..round
         };
-        let token = shard.bridge.keep_round(shard.id, again);
+        let token = shard.bridge().keep_round(shard.id, again);
         return Answer::Json(stateless::input_required(&id, &requests, &token));
     }
     let call = Bridged {
