@@ -59,7 +59,7 @@ pub enum EventSource {
     /// Following a stream of a session on this shard.
     Follow(Follower),
     /// Relayed from the owner shard.
-    Remote(RemoteEvents),
+    Remote(Box<RemoteEvents>),
 }
 
 impl EventSource {
