@@ -367,7 +367,7 @@ fn check(shard: &Shard, request: &Request) -> Result<McpRequest, Reply> {
             ));
         }
     }
-    let client = crate::auth::gate(request)?;
+    let client = crate::endpoint::gate::authenticate(request)?;
     let method = match request.method {
         Method::Post => HttpMethod::Post,
         Method::Get => HttpMethod::Get,
@@ -603,7 +603,7 @@ pub async fn handle_owned(shard: &Rc<Shard>, request: McpRequest) -> Reply {
             let Some(session) = shard.find_session(&id) else {
                 return unknown_session();
             };
-            if let Err(r) = crate::auth::admit(&session, request.client.as_ref()) {
+            if let Err(r) = crate::endpoint::gate::admit(&session, request.client.as_ref()) {
                 return r;
             }
             if shard
@@ -654,7 +654,7 @@ async fn post(shard: &Rc<Shard>, request: McpRequest) -> Reply {
     let Some(session) = shard.find_session(session_id) else {
         return unknown_session();
     };
-    if let Err(r) = crate::auth::admit(&session, request.client.as_ref()) {
+    if let Err(r) = crate::endpoint::gate::admit(&session, request.client.as_ref()) {
         return r;
     }
     session.touch();
@@ -703,7 +703,7 @@ async fn sessionless_post(
     };
     match jsonrpc::classify(&msg) {
         Err(e) => Reply::json(400, jsonrpc::error_body(None, e.code(), &e.to_string())),
-        Ok(Kind::Request { id, method: "initialize" }) => match crate::auth::open(client)
+        Ok(Kind::Request { id, method: "initialize" }) => match crate::endpoint::gate::open(client)
             .and_then(|o| routing::initialize(shard, &id, &msg, o).map_err(|a| Reply::json(400, a)))
         {
             Ok((session, answer)) => Reply::Full {
@@ -734,7 +734,7 @@ fn get(shard: &Rc<Shard>, request: McpRequest) -> Reply {
     let Some(session) = shard.find_session(session_id) else {
         return unknown_session();
     };
-    if let Err(r) = crate::auth::admit(&session, request.client.as_ref()) {
+    if let Err(r) = crate::endpoint::gate::admit(&session, request.client.as_ref()) {
         return r;
     }
     session.touch();

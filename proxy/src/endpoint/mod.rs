@@ -1,5 +1,7 @@
 //! The endpoints clients reach: the `/mcp` HTTP endpoint and the proxy as a stdio server.
 //!
+//! - [`gate`]: the door of `/mcp`: credentials, rate and session owner checked, and auth's
+//!   refusals answered.
 //! - [`http`]: `/mcp` semantics: status codes, Accept/Origin/version checks, SSE replies, and
 //!   handing a request for another shard's session to its owner.
 //! - [`stdio`]: the proxy itself as a stdio MCP server (`mcp-proxy --stdio`).
@@ -7,6 +9,7 @@
 //! - [`limits`]: connection and stream counts, and the listener's HTTP limits.
 
 pub mod drain;
+pub mod gate;
 pub mod http;
 pub mod limits;
 pub mod stdio;

@@ -189,16 +189,16 @@ fn spliced<'a>(
     let (server, original) = match peeked.method {
         "tools/call" if !orchestration::is_own_tool(exposed) => catalog
             .tool(exposed)
-            .filter(|(s, _)| crate::auth::shows_tool(session, &catalog, *s, exposed)),
+            .filter(|(s, _)| session.auth.shows_tool(&catalog, *s, exposed)),
         "prompts/get" => catalog
             .prompt(exposed)
-            .filter(|(s, _)| crate::auth::shows_server(session, &catalog, *s)),
+            .filter(|(s, _)| session.auth.shows_server(&catalog, *s)),
         "resources/read" | "resources/subscribe" | "resources/unsubscribe"
             if !orchestration::is_own_resource(exposed) =>
         {
             catalog
                 .resource(exposed)
-                .filter(|(s, _)| crate::auth::shows_server(session, &catalog, *s))
+                .filter(|(s, _)| session.auth.shows_server(&catalog, *s))
         }
         _ => None,
     }?;
@@ -229,7 +229,7 @@ pub(crate) async fn request(
         .and_then(|p| p.get_str("name"))
         .filter(|n| method == "tools/call" && orchestration::is_own_tool(n))
     {
-        if !crate::auth::permits_tool(session, &catalog, usize::MAX, name) {
+        if !session.auth.permits_tool(&catalog, usize::MAX, name) {
             let message = format!("unknown tool: {name}");
             return local(
                 method,
@@ -247,7 +247,7 @@ pub(crate) async fn request(
         .and_then(|p| p.get_str("uri"))
         .filter(|u| method == "resources/read" && orchestration::is_own_resource(u))
     {
-        if !crate::auth::permits_server(session, &catalog, usize::MAX) {
+        if !session.auth.permits_server(&catalog, usize::MAX) {
             let message = format!("unknown resource: {uri}");
             return local(
                 method,
@@ -287,20 +287,18 @@ pub(crate) async fn request(
             )
         }
         "tools/call" => by_name(&catalog, &mut msg, "name", "tool", |n| {
-            owned(catalog.tool(n))
-                .filter(|(s, _)| crate::auth::permits_tool(session, &catalog, *s, n))
+            owned(catalog.tool(n)).filter(|(s, _)| session.auth.permits_tool(&catalog, *s, n))
         }),
         "prompts/get" => by_name(&catalog, &mut msg, "name", "prompt", |n| {
-            owned(catalog.prompt(n))
-                .filter(|(s, _)| crate::auth::permits_server(session, &catalog, *s))
+            owned(catalog.prompt(n)).filter(|(s, _)| session.auth.permits_server(&catalog, *s))
         }),
         "resources/read" | "resources/subscribe" | "resources/unsubscribe" => {
             by_name(&catalog, &mut msg, "uri", "resource", |u| {
                 owned(catalog.resource(u))
-                    .filter(|(s, _)| crate::auth::permits_server(session, &catalog, *s))
+                    .filter(|(s, _)| session.auth.permits_server(&catalog, *s))
             })
         }
-        "completion/complete" => match crate::auth::hidden_reference(session, &catalog, &msg) {
+        "completion/complete" => match session.auth.hidden_reference(&catalog, &msg) {
             Some(message) => Err(message),
             None => completion_target(&mut msg, &catalog),
         },
