@@ -15,7 +15,7 @@
 //! - [`running`]: the running `[auth]`, kept in a [`slot`] with a generation number: a reload
 //!   swaps it, and each shard keeps its own copy, refreshed when one atomic load shows a new
 //!   generation, so the hot path takes no lock.
-//! - [`revoke`]: open streams end when a reload stops accepting their credential.
+//! - `revoke`: open streams end when a reload stops accepting their credential.
 //!
 //! With `[auth]` off, every check here is a no-op and sessions carry no identity.
 
@@ -33,7 +33,7 @@ pub use denial::{count_denial, Denial};
 pub use identity::{authenticate, check_request, stream_end, Identity};
 pub use policy::{server_name, shows, Policy, PROXY_SERVER};
 pub use revoke::{stream_deadline, Opened};
-pub use running::{current, generation, install, reload, Auth};
+pub use running::{install, reload};
 pub use sessions::{count_session, open, Opening, SessionSlot};
 
 /// Byte-equality of two digests in time independent of their contents.

@@ -138,3 +138,63 @@ impl Owner {
         self.policy()?.hidden_reference(catalog, msg)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn identity(client: &str, principal: u8) -> Identity {
+        Identity {
+            client: client.into(),
+            principal: [principal; 32],
+            expires: None,
+        }
+    }
+
+    #[test]
+    fn a_session_admits_only_the_credentials_that_opened_it() {
+        let unowned = Owner::default();
+        assert!(
+            unowned.admit(None).is_ok(),
+            "without auth: no owner, no credentials"
+        );
+        assert!(matches!(
+            unowned.admit(Some(&identity("a", 1))),
+            Err(Denial::Forbidden {
+                reason: "session_mismatch",
+                ..
+            })
+        ));
+
+        let restored = Owner::default();
+        restored.restore(&[1; 32]);
+        assert_eq!(restored.client(), None);
+        assert!(restored.admit(Some(&identity("a", 1))).is_ok());
+        assert_eq!(
+            restored.client().as_deref(),
+            Some("a"),
+            "a restored session learns its client from its owner's next request"
+        );
+        assert!(matches!(
+            restored.admit(Some(&identity("a", 2))),
+            Err(Denial::Forbidden {
+                client: Some(_),
+                reason: "session_mismatch",
+                ..
+            })
+        ));
+        assert!(
+            restored.admit(None).is_err(),
+            "an owned session refuses a request without credentials"
+        );
+        assert!(
+            restored.owned_by(Some(&identity("b", 1))),
+            "the principal owns the session, whichever client it now belongs to"
+        );
+        restored.restore(&[9; 5]);
+        assert!(
+            restored.owned_by(Some(&identity("a", 1))),
+            "a sealed principal of the wrong length changes nothing"
+        );
+    }
+}
