@@ -1,29 +1,20 @@
-//! The door of `/mcp`: each request's credentials checked before anything else reads it, the
-//! session's owner checked before the session is used, and the HTTP answer when auth refuses.
+//! The door of `/mcp`: each request's credentials checked before anything else reads it, and
+//! the HTTP answer when auth refuses a request.
 //!
-//! Auth decides (`crate::auth`, typed [`Denial`]s); this is the one place a refusal becomes a
-//! status, its headers and a JSON-RPC error body, and where it is counted.
+//! Auth decides (`crate::auth`, typed [`Denial`]s: at the door, when a session is opened
+//! (`auth::open`), and when a session's owner is checked (`mcp::session::owner`)); this is the
+//! one place a refusal becomes a status, its headers and a JSON-RPC error body, and where it
+//! is counted.
 
-use crate::auth::{self, Denial, Identity, Opening};
+use crate::auth::{self, Denial, Identity};
 use crate::endpoint::http::Reply;
 use crate::http::Request;
-use crate::mcp::session::Session;
 use crate::protocol::jsonrpc::{self, code};
 
 /// Authenticates `request` and takes a token from its client's bucket on this shard.
 /// `Ok(None)` when `[auth]` is off.
-pub fn authenticate(request: &Request) -> Result<Option<Identity>, Reply> {
-    auth::check_request(|| request.header("authorization")).map_err(refusal)
-}
-
-/// Refuses a request made on `session` with other credentials than the ones that opened it.
-pub fn admit(session: &Session, identity: Option<&Identity>) -> Result<(), Reply> {
-    session.auth.admit(identity).map_err(refusal)
-}
-
-/// Reserves a session for `identity`'s client, or refuses when it has `max_sessions`.
-pub fn open(identity: Option<&Identity>) -> Result<Option<Opening>, Reply> {
-    auth::open(identity).map_err(refusal)
+pub fn authenticate(request: &Request) -> Result<Option<Identity>, Denial> {
+    auth::check_request(|| request.header("authorization"))
 }
 
 /// The HTTP answer to `denial`, counted in `mcp_proxy_auth_denied_total`.
