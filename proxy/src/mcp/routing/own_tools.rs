@@ -26,11 +26,11 @@ impl Caller for Session {
     }
 
     fn policy(&self) -> Option<Policy> {
-        crate::auth::policy(self)
+        self.auth.policy()
     }
 
     fn permits_tool(&self, catalog: &Catalog, server: usize, exposed: &str) -> bool {
-        crate::auth::permits_tool(self, catalog, server, exposed)
+        self.auth.permits_tool(catalog, server, exposed)
     }
 
     fn upstream(&self, server: usize) -> Option<UpstreamHandle> {
@@ -66,7 +66,7 @@ pub(super) async fn call(
     let reply = crate::orchestration::call_tool(shard, caller, id.clone(), msg, accepts_sse).await;
     match reply {
         ToolReply::Json(body) => Answer::Json(body),
-        ToolReply::Stream(stream) => Answer::Stream(stream),
+        ToolReply::Stream(stream) => Answer::Stream(session.clone(), stream),
         ToolReply::Silent => Answer::Silent,
         ToolReply::Forward { server, request } => {
             let mut buf = request.to_vec();
