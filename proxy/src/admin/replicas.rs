@@ -52,6 +52,7 @@ pub fn local_report(shard: &Shard, server: usize) -> Vec<ReplicaReport> {
     };
     let now = Instant::now();
     client
+        .balancer
         .stats
         .iter()
         .enumerate()

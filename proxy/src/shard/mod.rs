@@ -468,8 +468,7 @@ fn make_upstream(
             } else {
                 Vec::new()
             },
-            replicas: command.replicas.max(1),
-            next: std::cell::Cell::new(0),
+            children: crate::balance::Children::new(command.replicas),
         },
     }
 }

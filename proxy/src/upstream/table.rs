@@ -48,7 +48,7 @@ impl Upstreams {
     /// the replicas keep their statistics and the sessions bound to them.
     pub fn apply_replica_drain(&self, index: usize, entry: &Entry) {
         if let Some(Upstream::Http(client)) = self.get(index).as_deref() {
-            for (replica, stats) in client.stats.iter().enumerate() {
+            for (replica, stats) in client.balancer.stats.iter().enumerate() {
                 stats.drain.set(entry.replica_drained(replica));
             }
         }
