@@ -35,4 +35,6 @@ pub use selection::{Candidates, Selection};
 pub use stats::{ReplicaSnapshot, ReplicaStats, Traffic};
 
 #[cfg(test)]
+mod properties;
+#[cfg(test)]
 mod tests;
