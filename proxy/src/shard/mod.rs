@@ -456,20 +456,20 @@ fn make_upstream(
         Transport::Http { replicas, .. } => {
             Upstream::Http(UpstreamClient::new(index, s.clone(), replicas))
         }
-        Transport::Stdio(command) => Upstream::Stdio {
+        Transport::Stdio(command) => Upstream::stdio(
             index,
-            config: Box::new(s.clone()),
+            s,
             // Children live on one shard: a stdio child holds one session, and a stateful
             // server (memory) must see every call of the sessions bound to it.
-            links: if id == STDIO_SHARD {
+            if id == STDIO_SHARD {
                 (0..command.replicas.max(1))
                     .map(|_| StdioLink::start(this.clone(), index, s, command))
                     .collect()
             } else {
                 Vec::new()
             },
-            children: crate::balance::Children::new(command.replicas),
-        },
+            command.replicas,
+        ),
     }
 }
 

@@ -41,6 +41,22 @@ pub enum Upstream {
 }
 
 impl Upstream {
+    /// Stdio server `index` with `replicas` children, whose `links` this shard holds (none
+    /// but on [`STDIO_SHARD`]).
+    pub fn stdio(
+        index: usize,
+        config: &ServerConfig,
+        links: Vec<Rc<StdioLink>>,
+        replicas: usize,
+    ) -> Upstream {
+        Upstream::Stdio {
+            index,
+            config: Box::new(config.clone()),
+            links,
+            children: Children::new(replicas),
+        }
+    }
+
     /// The server's configuration.
     pub fn config(&self) -> &ServerConfig {
         match self {
