@@ -11,8 +11,9 @@ use super::client::{UpstreamClient, MAX_UPSTREAM_MESSAGE};
 use super::deadline::{self, AnswerDeadline};
 use super::error::UpstreamError;
 use crate::http::{ClientConn, OwnedBody, ResponseHead, SseParser};
-use crate::shard::mesh::ReplyPart;
+use crate::shard::mesh::Stream;
 use crate::tls::UpstreamStream;
+use crate::upstream::handle::StdioPart;
 
 /// JSON-RPC messages arriving on an upstream SSE stream, one per `next()`.
 pub struct SseMessages {
@@ -200,7 +201,7 @@ pub struct MessageStream {
 enum Source {
     Sse(Box<SseMessages>),
     Local(LocalReceiver<Bytes>),
-    Remote(LocalReceiver<ReplyPart>),
+    Remote(Stream<StdioPart>),
 }
 
 impl MessageStream {
@@ -220,7 +221,7 @@ impl MessageStream {
     }
 
     /// Messages relayed from the shard that owns a stdio link.
-    pub fn remote(rx: LocalReceiver<ReplyPart>) -> Self {
+    pub fn remote(rx: Stream<StdioPart>) -> Self {
         MessageStream {
             source: Source::Remote(rx),
             deadline: None,
@@ -240,8 +241,8 @@ impl MessageStream {
             match source {
                 Source::Sse(s) => s.next().await,
                 Source::Local(rx) => Ok(rx.recv().await),
-                Source::Remote(rx) => match rx.recv().await {
-                    Some(ReplyPart::Data(b)) => Ok(Some(b)),
+                Source::Remote(rx) => match rx.next().await {
+                    Some(StdioPart::Message(b)) => Ok(Some(b)),
                     _ => Ok(None),
                 },
             }
