@@ -451,7 +451,7 @@ fn health(shard: &Shard) -> Value {
         // checks (this shard's) are what notice a server that went away meanwhile.
         let checks = shard.upstreams().get(i).and_then(|u| match &*u {
             crate::upstream::Upstream::Http(c) => {
-                let healthy = c.stats.iter().filter(|s| s.healthy.get()).count();
+                let healthy = c.balancer.stats.iter().filter(|s| s.healthy.get()).count();
                 Some((healthy, c.replica_count()))
             }
             _ => None,

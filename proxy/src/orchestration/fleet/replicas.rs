@@ -55,11 +55,11 @@ pub fn local(shard: &Shard, only: Option<usize>) -> Vec<ServerFigures> {
             let upstream = shard.upstreams().get(i)?;
             let (strategy, replicas) = match &*upstream {
                 Upstream::Http(c) => (
-                    strategy_label(c.strategy()),
+                    strategy_label(c.balancer.strategy()),
                     (0..c.replica_count())
                         .map(|r| ReplicaFigures {
                             url: c.replica_url(r),
-                            stats: c.stats[r].snapshot(now),
+                            stats: c.balancer.stats[r].snapshot(now),
                             latency: latency::to_counts(&c.replica_latency(r)),
                         })
                         .collect(),
