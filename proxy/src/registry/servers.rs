@@ -3,7 +3,7 @@
 //! At start the registry is the configuration's `[[servers]]` plus what the state directory
 //! remembers (servers added, updated, drained or removed through the admin API). Shard 0 owns
 //! it; every change makes a new immutable [`Registry`] that is persisted, then broadcast to
-//! every shard (see [`crate::shard::Shard::publish_registry`]).
+//! every shard (see [`crate::discovery::ShardDiscovery::publish_registry`]).
 //!
 //! Server indices are positions in [`Registry::entries`] and never move: a removed server stays
 //! as a tombstone ([`State::Removed`]) and a new one is appended, so every index held by a
