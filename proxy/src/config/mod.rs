@@ -19,16 +19,19 @@ use std::time::Duration;
 use serde::Deserialize;
 use toml::Spanned;
 
-use crate::metrics::logs::LogFormat;
 use crate::protocol::names::{is_valid_server_name, MAX_SERVER_NAME_LEN, NAME_SEPARATOR};
+use logging::LogFormat;
 
 pub mod address;
+pub mod admin_host;
 pub mod admin_token;
 pub mod auth;
 mod hints;
 pub mod limits;
+pub mod logging;
 mod mcp_servers;
 pub mod restart;
+pub mod session_key;
 pub mod stdio_env;
 pub mod tls;
 
@@ -526,7 +529,7 @@ impl Config {
         }
         let mut admin_allowed_hosts = Vec::with_capacity(raw.proxy.admin_allowed_hosts.len());
         for h in raw.proxy.admin_allowed_hosts {
-            let value = crate::admin::host::check_allowed_host(h.get_ref())
+            let value = admin_host::check_allowed_host(h.get_ref())
                 .map_err(|m| invalid(Some(h.span()), m))?;
             admin_allowed_hosts.push(value);
         }
@@ -550,7 +553,7 @@ impl Config {
             idle_poll: raw.proxy.idle_poll,
             session_key: match raw.proxy.session_key {
                 Some(k) => {
-                    crate::mcp::session::token::SessionKey::from_hex(k.get_ref())
+                    session_key::key_bytes(k.get_ref())
                         .map_err(|e| invalid(Some(k.span()), e.to_string()))?;
                     Some(k.into_inner())
                 }
@@ -1182,7 +1185,7 @@ fn observability(
     let log_level = match &raw.log_level {
         None => None,
         Some(l) => {
-            crate::metrics::logs::check_filter(l.get_ref()).map_err(|m| (l.span(), m))?;
+            logging::check_filter(l.get_ref()).map_err(|m| (l.span(), m))?;
             Some(l.get_ref().clone())
         }
     };

@@ -11,12 +11,12 @@ use bytes::Bytes;
 use futures_lite::future::poll_fn;
 use glommio::channels::local_channel::LocalReceiver;
 
-use crate::endpoint::drain;
 use crate::http::{sse, Method, Request, ServerConn};
 use crate::mcp::routing::{self, Answer};
 use crate::mcp::session::{Closed, Next, Position, Session, STANDALONE};
 use crate::protocol::jsonrpc::{self, code, Kind};
 use crate::protocol::{stateless, version};
+use crate::shard::drain;
 use crate::shard::mesh::ReplyPart;
 use crate::shard::Shard;
 

@@ -3,10 +3,8 @@
 //! - [`http`]: `/mcp` semantics: status codes, Accept/Origin/version checks, SSE replies, and
 //!   handing a request for another shard's session to its owner.
 //! - [`stdio`]: the proxy itself as a stdio MCP server (`mcp-proxy --stdio`).
-//! - [`drain`]: whether the shard is stopping, so connections close as soon as they are idle.
 //! - [`limits`]: connection and stream counts, and the listener's HTTP limits.
 
-pub mod drain;
 pub mod http;
 pub mod limits;
 pub mod stdio;

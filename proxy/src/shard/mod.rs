@@ -8,7 +8,12 @@
 //! that lands elsewhere (clients pool connections, and the kernel spreads connections over
 //! shards) is forwarded whole to the owner, and the owner's reply, streamed or not, comes back
 //! over the mesh.
+//!
+//! - [`drain`]: whether this shard is stopping (connections close when idle, nothing is
+//!   spawned once its executor ends).
+//! - [`mesh`]: the channels between shards.
 
+pub mod drain;
 pub mod mesh;
 
 use std::cell::RefCell;

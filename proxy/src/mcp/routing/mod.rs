@@ -182,7 +182,7 @@ fn spliced<'a>(
         "resources/read" | "resources/subscribe" | "resources/unsubscribe" => Some("uri"),
         _ => None,
     };
-    let depth = crate::endpoint::limits::max_json_depth();
+    let depth = crate::protocol::depth::max_json_depth();
     let peeked = crate::protocol::splice::request(body, depth, |m| target(m).is_some())?;
     let (span, exposed) = peeked.param_str(body, target(peeked.method)?)?;
     let catalog = shard.catalog();
