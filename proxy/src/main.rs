@@ -58,7 +58,7 @@ fn main() -> anyhow::Result<()> {
     }
     let args = Args::parse();
     if let Some(path) = &args.check_config {
-        match Config::load(path) {
+        match Config::load(path, &mcp_proxy::tls::RustlsFiles) {
             Ok(_) => {
                 println!("{}: OK", path.display());
                 return Ok(());
@@ -70,7 +70,7 @@ fn main() -> anyhow::Result<()> {
         }
     }
     let mut config = match &args.config {
-        Some(path) => Config::load(path)?,
+        Some(path) => Config::load(path, &mcp_proxy::tls::RustlsFiles)?,
         None => Config::default(),
     };
     // Before the overrides below, so a reload compares file with file.

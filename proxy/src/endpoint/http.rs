@@ -233,7 +233,7 @@ const ERROR_LINGER: std::time::Duration = std::time::Duration::from_secs(2);
 /// The most input drained while lingering; a client pushing more is cut off at once.
 const ERROR_LINGER_BYTES: usize = 64 * 1024;
 
-/// Serves one client connection (plain or TLS, see `crate::tls::serve`) until it closes.
+/// Serves one client connection (plain or TLS, see `crate::endpoint::accept`) until it closes.
 pub async fn serve_connection<S>(shard: Rc<Shard>, stream: S)
 where
     S: futures_lite::AsyncRead + futures_lite::AsyncWrite + Unpin,

@@ -1,10 +1,12 @@
 //! The endpoints clients reach: the `/mcp` HTTP endpoint and the proxy as a stdio server.
 //!
+//! - [`accept`]: a connection the listener accepted: the connection limit, the TLS handshake.
 //! - [`http`]: `/mcp` semantics: status codes, Accept/Origin/version checks, SSE replies, and
 //!   handing a request for another shard's session to its owner.
 //! - [`stdio`]: the proxy itself as a stdio MCP server (`mcp-proxy --stdio`).
 //! - [`limits`]: connection and stream counts, and the listener's HTTP limits.
 
+pub mod accept;
 pub mod http;
 pub mod limits;
 pub mod stdio;

@@ -59,7 +59,7 @@ pub enum StartError {
     Registry(#[from] crate::registry::servers::RegistryError),
     /// The listener's TLS files are not usable.
     #[error("[tls] {0}")]
-    Tls(#[from] crate::tls::TlsError),
+    Tls(#[from] crate::config::tls::TlsError),
     /// The locked-memory limit is too low for io_uring.
     #[error(transparent)]
     Memlock(#[from] crate::runtime::memlock::MemlockTooLow),
@@ -413,7 +413,8 @@ async fn accept(shard: &Rc<Shard>, listener: &TcpListener) {
     loop {
         match listener.accept().await {
             Ok(stream) => {
-                glommio::spawn_local(crate::tls::serve(shard.clone(), stream)).detach();
+                glommio::spawn_local(crate::endpoint::accept::serve(shard.clone(), stream))
+                    .detach();
             }
             Err(e) => {
                 // Out of descriptors or a transient accept error: back off instead of spinning.
