@@ -11,10 +11,12 @@ use simd_json::prelude::*;
 
 use super::{servers, stats, Response};
 use crate::http::{Method, Request};
+use crate::orchestration::ShardOrchestration;
 use crate::protocol::cursor::ListKind;
 use crate::registry::servers::{Entry, RegistryError, State};
 use crate::registry::ServerStatus;
 use crate::shard::Shard;
+use crate::upstream::table::ShardUpstreams;
 
 /// Path prefix of every API route.
 pub const PREFIX: &str = "/api/v1/";
@@ -355,8 +357,8 @@ fn items(shard: &Shard, kind: ListKind, key: &str, query: &str) -> Response {
     let catalog = shard.catalog();
     // The proxy's own tools and resources come first, as clients see them in their lists.
     let own: &[crate::registry::catalog::Item] = match kind {
-        ListKind::Tools => shard.orchestration.tool_items(),
-        ListKind::Resources => shard.orchestration.resource_items(),
+        ListKind::Tools => shard.orchestration().tool_items(),
+        ListKind::Resources => shard.orchestration().resource_items(),
         _ => &[],
     };
     let list: Vec<Value> = own
@@ -447,7 +449,7 @@ fn health(shard: &Shard) -> Value {
         let (mut status, mut why, _) = status_of(shard, i);
         // Discovery lists a server once and then waits to be told of changes; the active
         // checks (this shard's) are what notice a server that went away meanwhile.
-        let checks = shard.upstreams.get(i).and_then(|u| match &*u {
+        let checks = shard.upstreams().get(i).and_then(|u| match &*u {
             crate::upstream::Upstream::Http(c) => {
                 let healthy = c.stats.iter().filter(|s| s.healthy.get()).count();
                 Some((healthy, c.replica_count()))

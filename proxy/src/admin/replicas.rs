@@ -27,6 +27,7 @@ use crate::http::{Method, Request};
 use crate::metrics::latency::{add_into, Quantiles};
 use crate::registry::servers::Entry;
 use crate::shard::Shard;
+use crate::upstream::table::ShardUpstreams;
 use crate::upstream::Upstream;
 
 /// How long a list waits for each other shard's statistics.
@@ -44,7 +45,7 @@ pub struct ReplicaReport {
 
 /// This shard's view of every replica of server `server` (empty unless it is an HTTP server).
 pub fn local_report(shard: &Shard, server: usize) -> Vec<ReplicaReport> {
-    let Some(upstream) = shard.upstreams.get(server) else {
+    let Some(upstream) = shard.upstreams().get(server) else {
         return Vec::new();
     };
     let Upstream::Http(client) = &*upstream else {
@@ -145,11 +146,8 @@ async fn list(shard: &Rc<Shard>, name: &str, only: Option<usize>) -> Response {
     let mut views = vec![local_report(shard, index)];
     let mut missing = Vec::new();
     for peer in (0..shard.nr_shards).filter(|p| *p != shard.id) {
-        match shard
-            .mesh
-            .query_replicas(shard.id, peer, index, QUERY_LIMIT)
-            .await
-        {
+        let work = move |owner: Rc<Shard>| async move { local_report(&owner, index) };
+        match crate::shard::Mesh::ask(shard, peer, QUERY_LIMIT, work).await {
             Some(view) => views.push(view),
             None => missing.push(peer),
         }

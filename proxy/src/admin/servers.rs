@@ -14,6 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::config::Config;
+use crate::discovery::ShardDiscovery;
 use crate::registry::servers::{self, Changes, Registry, RegistryError, State};
 use crate::shard::Shard;
 

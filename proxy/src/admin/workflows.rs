@@ -15,6 +15,7 @@ use super::Response;
 use crate::http::Request;
 use crate::orchestration::fleet::Tell;
 use crate::orchestration::workflow::Workflow;
+use crate::orchestration::ShardOrchestration;
 use crate::orchestration::{check_step_tool, Json};
 use crate::shard::Shard;
 
@@ -35,7 +36,7 @@ fn state_error(e: impl std::fmt::Display) -> Response {
 
 /// Answers `METHOD /api/v1/workflows[/NAME]` (`rest` is what follows `workflows`).
 pub fn handle(shard: &Rc<Shard>, method: &str, rest: &[&str], request: &Request) -> Response {
-    let store = &shard.orchestration.store;
+    let store = &shard.orchestration().store;
     match (method, rest) {
         ("GET", []) => match store.all() {
             Ok(all) => {
@@ -86,7 +87,7 @@ pub fn handle(shard: &Rc<Shard>, method: &str, rest: &[&str], request: &Request)
 }
 
 fn not_found(shard: &Shard, name: &str) -> Response {
-    let known = shard.orchestration.store.names().unwrap_or_default();
+    let known = shard.orchestration().store.names().unwrap_or_default();
     answer(
         404,
         json!({
@@ -137,7 +138,7 @@ fn put(shard: &Rc<Shard>, name: &str, request: &Request) -> Response {
             json!({"error": e.to_string(), "kind": "invalid", "field": e.field}),
         );
     }
-    let store = &shard.orchestration.store;
+    let store = &shard.orchestration().store;
     let existed = match store.get(name) {
         Ok(found) => found.is_some(),
         Err(e) => return state_error(e),
@@ -155,7 +156,7 @@ fn put(shard: &Rc<Shard>, name: &str, request: &Request) -> Response {
 
 /// Without a state directory, every other shard gets the new set (with one, they read the file).
 fn share(shard: &Shard) {
-    let store = &shard.orchestration.store;
+    let store = &shard.orchestration().store;
     if !store.in_memory() {
         return;
     }
@@ -163,7 +164,10 @@ fn share(shard: &Shard) {
         return;
     };
     for peer in (0..shard.nr_shards).filter(|p| *p != shard.id) {
-        shard.mesh.tell(peer, Tell::Workflows(all.clone()));
+        let all = all.clone();
+        shard.mesh.tell(peer, move |owner: &std::rc::Rc<Shard>| {
+            crate::orchestration::fleet::told(owner, Tell::Workflows(all))
+        });
     }
 }
 

@@ -24,12 +24,71 @@ use crate::registry::catalog::{Catalog, ServerListing, ServerStatus};
 use crate::registry::servers::{Registry, State};
 use crate::shard::Shard;
 use crate::upstream::stdio::connection::DISCOVERY;
+use crate::upstream::table::ShardUpstreams;
 use crate::upstream::{UpstreamError, UpstreamHandle, UpstreamSink};
 
 const RETRY_MIN: Duration = Duration::from_millis(500);
 const RETRY_MAX: Duration = Duration::from_secs(30);
 /// Pages followed per list before giving up on a server that never stops paginating.
 const MAX_PAGES: usize = 1000;
+
+/// Shard 0's discovery, the local this layer keeps on each shard (empty elsewhere).
+#[derive(Default)]
+pub struct Running(RefCell<Option<Rc<Discovery>>>);
+
+/// Discovery as a shard runs it.
+// Shards run on single-threaded executors: these futures never need to be `Send`.
+#[allow(async_fn_in_trait)]
+pub trait ShardDiscovery {
+    /// Starts discovery here (shard 0 only) and waits for its first round, bounded.
+    async fn start_discovery(self: &Rc<Self>);
+
+    /// Shard 0's discovery, once started.
+    fn discovery(&self) -> Option<Rc<Discovery>>;
+
+    /// Installs a new registry here, lets discovery follow it (which republishes the
+    /// catalog without the servers that left), then sends both to every other shard as one
+    /// message (called on shard 0, which owns the registry).
+    fn publish_registry(self: &Rc<Self>, registry: Arc<Registry>);
+}
+
+impl ShardDiscovery for Shard {
+    async fn start_discovery(self: &Rc<Self>) {
+        let discovery = Discovery::start(self);
+        *self.local::<Running>().0.borrow_mut() = Some(discovery.clone());
+        let weak = Rc::downgrade(&discovery);
+        self.set_rediscover(Box::new(move |server| {
+            if let Some(d) = weak.upgrade() {
+                d.trigger(server);
+            }
+        }));
+        let limit = self
+            .registry()
+            .live()
+            .map(|(_, e)| e.config.connect_timeout + e.config.timeout)
+            .max()
+            .unwrap_or_default();
+        discovery
+            .first_round(limit.min(Duration::from_secs(15)))
+            .await;
+    }
+
+    fn discovery(&self) -> Option<Rc<Discovery>> {
+        self.local::<Running>().0.borrow().clone()
+    }
+
+    fn publish_registry(self: &Rc<Self>, registry: Arc<Registry>) {
+        let old = self.install_registry(registry.clone());
+        let catalog_before = self.catalog().generation;
+        if let Some(d) = self.discovery() {
+            d.follow(self, &old, &registry);
+        }
+        // A catalog republished by `follow` has already gone out with this registry.
+        if self.catalog().generation == catalog_before {
+            self.broadcast_snapshot();
+        }
+    }
+}
 
 /// Shard 0's discovery of every upstream.
 pub struct Discovery {
@@ -63,7 +122,7 @@ impl Discovery {
                 env!("CARGO_PKG_VERSION")
             )),
         });
-        for server in 0..shard.upstreams.len() {
+        for server in 0..shard.upstreams().len() {
             discovery.start_server(shard, server);
         }
         discovery
@@ -91,7 +150,7 @@ impl Discovery {
         }
         // Dropping the old sender wakes the old task, which sees its epoch is over.
         self.triggers.borrow_mut()[server] = None;
-        let Some(upstream) = shard.upstreams.get(server) else {
+        let Some(upstream) = shard.upstreams().get(server) else {
             self.status.borrow_mut()[server] = ServerStatus::Down("removed".into());
             return;
         };

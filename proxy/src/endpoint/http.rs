@@ -9,15 +9,15 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures_lite::future::poll_fn;
-use glommio::channels::local_channel::LocalReceiver;
 
+use super::forward::RemoteEvents;
 use crate::http::{sse, Method, Request, ServerConn};
 use crate::mcp::routing::{self, Answer};
+use crate::mcp::session::ShardSessions;
 use crate::mcp::session::{Closed, Next, Position, Session, STANDALONE};
 use crate::protocol::jsonrpc::{self, code, Kind};
 use crate::protocol::{stateless, version};
 use crate::shard::drain;
-use crate::shard::mesh::ReplyPart;
 use crate::shard::Shard;
 
 /// A comment sent on idle SSE streams so dead clients are noticed and middleboxes keep the line.
@@ -185,40 +185,6 @@ impl Follower {
                 self.closed = Some(why);
                 None
             }
-        }
-    }
-}
-
-/// The reply parts of a request forwarded to its owner shard.
-pub struct RemoteEvents {
-    shard: Rc<Shard>,
-    owner: usize,
-    token: u64,
-    parts: LocalReceiver<ReplyPart>,
-    ended: bool,
-    /// Why the owner's stream ended, when it said.
-    closed: Option<Closed>,
-}
-
-impl RemoteEvents {
-    async fn next(&mut self) -> Option<Bytes> {
-        while !self.ended {
-            match self.parts.recv().await {
-                Some(ReplyPart::Data(b)) => return Some(b),
-                Some(ReplyPart::Ended(why)) => self.closed = Some(why),
-                _ => self.ended = true,
-            }
-        }
-        None
-    }
-}
-
-impl Drop for RemoteEvents {
-    fn drop(&mut self) {
-        if !self.ended {
-            self.shard
-                .mesh
-                .abandon(self.shard.id, self.owner, self.token);
         }
     }
 }
@@ -511,68 +477,7 @@ pub async fn handle(shard: &Rc<Shard>, request: McpRequest) -> Reply {
     if owner == shard.id {
         return handle_owned(shard, request).await;
     }
-    let Some((token, parts)) = shard.mesh.forward(shard.id, owner, request).await else {
-        return Reply::error(
-            503,
-            code::INTERNAL_ERROR,
-            "the shard owning this session is not running",
-        );
-    };
-    // Dropping `remote` before the end tells the owner to stop, whatever path returns early.
-    let mut remote = RemoteEvents {
-        shard: shard.clone(),
-        owner,
-        token,
-        parts,
-        ended: false,
-        closed: None,
-    };
-    let Some(ReplyPart::Head {
-        status,
-        headers,
-        streaming,
-    }) = remote.parts.recv().await
-    else {
-        remote.ended = true;
-        return Reply::error(
-            503,
-            code::INTERNAL_ERROR,
-            "the shard owning this session did not answer",
-        );
-    };
-    let headers: Vec<(&'static str, String)> = headers
-        .into_iter()
-        .filter_map(|(k, v)| static_header(&k).map(|k| (k, v)))
-        .collect();
-    if streaming {
-        return Reply::Events {
-            headers,
-            source: EventSource::Remote(remote),
-        };
-    }
-    let mut body = Vec::new();
-    while let Some(chunk) = remote.next().await {
-        body.extend_from_slice(&chunk);
-    }
-    Reply::Full {
-        status,
-        headers,
-        body: Bytes::from(body),
-    }
-}
-
-/// Maps a forwarded header name back to the static names this module uses.
-fn static_header(name: &str) -> Option<&'static str> {
-    [
-        "Content-Type",
-        "Mcp-Session-Id",
-        "Allow",
-        "Cache-Control",
-        "Retry-After",
-        "X-Accel-Buffering",
-    ]
-    .into_iter()
-    .find(|h| h.eq_ignore_ascii_case(name))
+    super::forward::to_owner(shard, owner, request).await
 }
 
 fn unknown_session() -> Reply {

@@ -3,10 +3,13 @@
 //! - [`accept`]: a connection the listener accepted: the connection limit, the TLS handshake.
 //! - [`http`]: `/mcp` semantics: status codes, Accept/Origin/version checks, SSE replies, and
 //!   handing a request for another shard's session to its owner.
+//! - [`forward`]: a request for a session another shard owns, sent there and its reply
+//!   streamed back.
 //! - [`stdio`]: the proxy itself as a stdio MCP server (`mcp-proxy --stdio`).
 //! - [`limits`]: connection and stream counts, and the listener's HTTP limits.
 
 pub mod accept;
+pub mod forward;
 pub mod http;
 pub mod limits;
 pub mod stdio;

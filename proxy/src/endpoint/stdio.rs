@@ -15,6 +15,7 @@ use glommio::channels::local_channel::{self, LocalSender};
 use glommio::net::UnixStream;
 
 use crate::mcp::routing::{self, Answer};
+use crate::mcp::session::ShardSessions;
 use crate::mcp::session::{Next, Session, STANDALONE};
 use crate::protocol::jsonrpc::{self, code, Kind};
 use crate::shard::Shard;

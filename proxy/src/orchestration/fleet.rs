@@ -27,9 +27,11 @@ use crate::balance::ReplicaSnapshot;
 use crate::config::{ServerConfig, Strategy, Transport};
 use crate::metrics::latency::{self, Quantiles};
 use crate::metrics::tools::{self as tool_counts, ToolCounts};
+use crate::orchestration::ShardOrchestration;
 use crate::registry::servers::State;
 use crate::registry::ServerStatus;
 use crate::shard::Shard;
+use crate::upstream::table::ShardUpstreams;
 use crate::upstream::Upstream;
 
 /// How long a view waits for another shard's answer before showing what it has.
@@ -137,7 +139,7 @@ pub fn figures(shard: &Shard) -> ShardFigures {
     let servers = registry
         .live()
         .filter_map(|(i, e)| {
-            let upstream = shard.upstreams.get(i)?;
+            let upstream = shard.upstreams().get(i)?;
             let (strategy, replicas) = match &*upstream {
                 Upstream::Http(c) => (
                     strategy_label(c.strategy()),
@@ -166,7 +168,7 @@ pub fn figures(shard: &Shard) -> ShardFigures {
         servers,
         tools: tool_counts::snapshot(),
         runs: shard
-            .orchestration
+            .orchestration()
             .runs()
             .iter()
             .filter_map(|r| serde_json::to_value(r).ok())
@@ -190,13 +192,14 @@ pub async fn answer(shard: &Rc<Shard>, ask: Ask) -> Bytes {
 /// Takes a notice from another shard.
 pub fn told(shard: &Shard, tell: Tell) {
     match tell {
-        Tell::Workflows(all) => shard.orchestration.store.replace_memory(all),
+        Tell::Workflows(all) => shard.orchestration().store.replace_memory(all),
     }
 }
 
 /// Asks `peer` and waits at most [`ASK_TIMEOUT`].
 async fn ask(shard: &Rc<Shard>, peer: usize, ask: Ask) -> Option<Value> {
-    let body = shard.mesh.ask(shard.id, peer, ask, ASK_TIMEOUT).await?;
+    let work = move |owner: Rc<Shard>| async move { answer(&owner, ask).await };
+    let body = crate::shard::Mesh::ask(shard, peer, ASK_TIMEOUT, work).await?;
     serde_json::from_slice(&body).ok()
 }
 
@@ -216,7 +219,7 @@ pub async fn gather(shard: &Rc<Shard>) -> Vec<ShardFigures> {
 
 /// One kept run of this shard, with its report.
 fn local_run(shard: &Shard, run_id: &str) -> Option<Value> {
-    let run = shard.orchestration.run(run_id)?;
+    let run = shard.orchestration().run(run_id)?;
     let mut v = serde_json::to_value(&run).ok()?;
     if let Some(report) = &run.report {
         v["report"] = serde_json::to_value(report).ok()?;

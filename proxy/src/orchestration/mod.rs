@@ -122,6 +122,18 @@ pub struct RunEntry {
     pub report: Option<engine::Report>,
 }
 
+/// A shard's orchestration state, the local this layer keeps on each shard.
+pub trait ShardOrchestration {
+    /// Workflow runs, saved workflows and the tool search index of this shard.
+    fn orchestration(&self) -> &State;
+}
+
+impl ShardOrchestration for Shard {
+    fn orchestration(&self) -> &State {
+        self.local::<State>()
+    }
+}
+
 /// One shard's orchestration state.
 pub struct State {
     /// Saved workflows.
@@ -317,7 +329,7 @@ pub fn cancel(session: &Session, request: &Id) -> bool {
         return false;
     };
     let key = (session.id.clone(), request.clone());
-    let found = shard.orchestration.active.borrow().get(&key).cloned();
+    let found = shard.orchestration().active.borrow().get(&key).cloned();
     match found {
         Some(c) => {
             c.cancel();

@@ -22,6 +22,7 @@ use super::engine::StepStatus;
 use super::fleet::{self, Fleet, ReplicaView};
 use super::{ArgError, Json};
 use crate::config::Transport;
+use crate::orchestration::ShardOrchestration;
 use crate::registry::catalog::Item;
 use crate::registry::{Catalog, ServerStatus};
 use crate::shard::Shard;
@@ -142,7 +143,7 @@ pub struct StepStats {
 /// Per-tool statistics from the runs this shard keeps.
 pub fn recent_step_stats(shard: &Shard, catalog: &Catalog) -> Vec<StepStats> {
     let mut by_tool: BTreeMap<String, (u64, u64, u64, u64, Option<String>)> = BTreeMap::new();
-    for run in shard.orchestration.runs().into_iter().rev() {
+    for run in shard.orchestration().runs().into_iter().rev() {
         let Some(report) = &run.report else {
             continue;
         };
@@ -414,7 +415,7 @@ const HOT_SHARE: f64 = 0.5;
 /// The text of one of the proxy's resources; an unknown one is a bad `uri`.
 pub async fn read(shard: &Rc<Shard>, uri: &str) -> Result<String, ArgError> {
     let catalog = shard.catalog();
-    let state = &shard.orchestration;
+    let state = &shard.orchestration();
     if uri == WORKFLOWS_URI {
         let all = fleet::gather(shard).await;
         let runs = fleet::merged_runs(&all);

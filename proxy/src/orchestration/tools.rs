@@ -14,11 +14,13 @@ use super::workflow::Workflow;
 use super::{fleet, plan, resources, ArgError, Json, TOOL_PREFIX};
 use crate::mcp::routing::{forward, Answer};
 use crate::mcp::session::{Session, STANDALONE};
+use crate::orchestration::ShardOrchestration;
 use crate::protocol::jsonrpc::{self, code, Id};
 use crate::registry::catalog::Item;
 use crate::registry::Catalog;
 use crate::shard::Shard;
 use crate::upstream::cancel::CancelOnDrop;
+use crate::upstream::table::ShardUpstreams;
 use crate::upstream::Upstream;
 
 /// `search_tools`.
@@ -240,7 +242,7 @@ fn search_tools(
     let query = a.str_req("query")?;
     let k = a.int_opt("k", 1, MAX_K)?.unwrap_or(5) as usize;
     let server = a.server_opt(catalog, "server")?;
-    let index = shard.orchestration.index(catalog, &shard.config);
+    let index = shard.orchestration().index(catalog, &shard.config);
     // Only what the client's policy lets it call is found.
     let policy = crate::auth::policy(session);
     let allowed = |d: &super::search::Doc| {
@@ -292,7 +294,7 @@ fn plan_workflow(shard: &Shard, catalog: &Catalog, args: &Json) -> Result<String
             )
         })?;
     let inputs = a.strings_opt("inputs", 64)?.unwrap_or_default();
-    let index = shard.orchestration.index(catalog, &shard.config);
+    let index = shard.orchestration().index(catalog, &shard.config);
     let planned = plan::plan(goal, &capabilities, &inputs, &index);
     Ok(tool_result(&planned, false))
 }
@@ -312,7 +314,7 @@ fn discover_servers(shard: &Shard, catalog: &Catalog, args: &Json) -> Result<Str
         }
     };
     let matching: Option<Vec<(usize, String)>> = capability.map(|c| {
-        let index = shard.orchestration.index(catalog, &shard.config);
+        let index = shard.orchestration().index(catalog, &shard.config);
         index
             .search(c, 20, |_| true)
             .iter()
@@ -415,7 +417,7 @@ fn parse_weights(
     server: usize,
     weights: &Json,
 ) -> Result<Vec<(usize, u32)>, ArgError> {
-    let urls: Vec<String> = match shard.upstreams.get(server).as_deref() {
+    let urls: Vec<String> = match shard.upstreams().get(server).as_deref() {
         Some(Upstream::Http(c)) => (0..c.replica_count()).map(|r| c.replica_url(r)).collect(),
         _ => {
             return Err(ArgError::new(
@@ -745,7 +747,7 @@ async fn orchestrate(call: Call, catalog: &std::sync::Arc<Catalog>) -> Answer {
             (None, Some(name)) => {
                 let saved = call
                     .shard
-                    .orchestration
+                    .orchestration()
                     .store
                     .get(name)
                     .map_err(|e| ArgError::new("name", e.to_string()))?
@@ -779,7 +781,7 @@ async fn orchestrate(call: Call, catalog: &std::sync::Arc<Catalog>) -> Answer {
     };
     let shard = call.shard.clone();
     let session = call.session.clone();
-    let state = &shard.orchestration;
+    let state = &shard.orchestration();
     let entry = state.start_run(shard.id, wf.name.clone(), wf.steps.len());
     let watched = Rc::downgrade(&session);
     let request = call.id.clone();
@@ -827,7 +829,7 @@ async fn orchestrate(call: Call, catalog: &std::sync::Arc<Catalog>) -> Answer {
             }
         };
         let report = engine::run(&wf, &inputs, exec, &cancel, &mut progress).await;
-        shard.orchestration.active.borrow_mut().remove(&key);
+        shard.orchestration().active.borrow_mut().remove(&key);
         {
             let mut e = entry.borrow_mut();
             e.status = report.status;

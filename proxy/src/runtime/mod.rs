@@ -12,6 +12,7 @@
 pub mod admin_token;
 pub mod listener;
 pub mod memlock;
+pub mod wiring;
 
 use std::net::SocketAddr;
 use std::rc::Rc;
@@ -24,15 +25,16 @@ use glommio::net::TcpListener;
 use glommio::{LocalExecutorPoolBuilder, PoolPlacement};
 
 use crate::config::Config;
+use crate::discovery::ShardDiscovery;
 use crate::endpoint::stdio as stdio_downstream;
+use crate::mcp::session::ShardSessions;
 use crate::shard::mesh::{Msg, CHANNEL_SIZE};
 use crate::shard::{Mesh, Shard};
 use listener::{PortHold, Role};
 
 /// How long shutdown waits for requests in flight.
 pub const DRAIN_LIMIT: Duration = Duration::from_secs(10);
-/// How long a stdio child has to exit after SIGTERM before SIGKILL.
-pub const CHILD_GRACE: Duration = Duration::from_secs(3);
+pub use crate::upstream::table::CHILD_GRACE;
 
 /// Why the proxy could not start.
 #[derive(Debug, thiserror::Error)]
@@ -338,17 +340,17 @@ async fn run_shard(
         Some(builder) => match builder.join().await {
             Ok((senders, receivers)) => {
                 let id = senders.peer_id();
-                (Mesh::new(Some(senders)), Some(receivers), id)
+                (Mesh::new(id, Some(senders)), Some(receivers), id)
             }
             Err(e) => {
                 log::error!("could not join the shard mesh: {e}");
                 return;
             }
         },
-        None => (Mesh::new(None), None, 0),
+        None => (Mesh::new(0, None), None, 0),
     };
     let addr = config.proxy.listen;
-    let shard = Shard::new(id, shards, config, mesh);
+    let shard = wiring::build_shard(id, shards, config, mesh);
     // Same servers as the configuration now holds; this brings in their states (drained).
     shard.install_registry(registry);
     if let Some(receivers) = receivers {
@@ -445,6 +447,6 @@ async fn shut_down(shard: &Rc<Shard>, drained: &AtomicUsize) {
         glommio::timer::sleep(Duration::from_millis(20)).await;
     }
     shard.end_all_sessions().await;
-    shard.stop_children(CHILD_GRACE).await;
+    crate::upstream::table::stop_children(shard, CHILD_GRACE).await;
     log::debug!("shard {} stopped", shard.id);
 }

@@ -24,7 +24,8 @@ use glommio::channels::local_channel::LocalReceiver;
 use super::deadline::{self, AnswerDeadline};
 use crate::http::{ClientConn, HttpError, Limits, OwnedBody, ResponseHead, SseParser};
 use crate::protocol::stateless::ParamHeader;
-use crate::shard::mesh::ReplyPart;
+use crate::shard::mesh::Stream;
+use crate::upstream::handle::StdioPart;
 
 /// How long an idle pooled connection is trusted (below Node's 5 s keep-alive timeout).
 pub const POOL_IDLE: Duration = Duration::from_secs(4);
@@ -1136,7 +1137,7 @@ pub struct MessageStream {
 enum Source {
     Sse(Box<SseMessages>),
     Local(LocalReceiver<Bytes>),
-    Remote(LocalReceiver<ReplyPart>),
+    Remote(Stream<StdioPart>),
 }
 
 impl MessageStream {
@@ -1156,7 +1157,7 @@ impl MessageStream {
     }
 
     /// Messages relayed from the shard that owns a stdio link.
-    pub fn remote(rx: LocalReceiver<ReplyPart>) -> Self {
+    pub fn remote(rx: Stream<StdioPart>) -> Self {
         MessageStream {
             source: Source::Remote(rx),
             deadline: None,
@@ -1176,8 +1177,8 @@ impl MessageStream {
             match source {
                 Source::Sse(s) => s.next().await,
                 Source::Local(rx) => Ok(rx.recv().await),
-                Source::Remote(rx) => match rx.recv().await {
-                    Some(ReplyPart::Data(b)) => Ok(Some(b)),
+                Source::Remote(rx) => match rx.next().await {
+                    Some(StdioPart::Message(b)) => Ok(Some(b)),
                     _ => Ok(None),
                 },
             }

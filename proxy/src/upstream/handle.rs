@@ -13,9 +13,10 @@ use super::client::{MessageStream, PostReply, ReplyBody, UpstreamClient, Upstrea
 use super::session::{await_answer, UpstreamSession, UpstreamSink};
 use crate::config::ServerConfig;
 use crate::protocol::jsonrpc::{self, Id};
-use crate::shard::mesh::ReplyPart;
+use crate::shard::mesh::{Mesh, Sender};
 use crate::shard::Shard;
 use crate::upstream::stdio::connection::{LinkReply, StdioLink};
+use crate::upstream::table::ShardUpstreams;
 
 /// The shard every stdio link lives on.
 pub const STDIO_SHARD: usize = 0;
@@ -284,7 +285,7 @@ pub struct StdioHandle {
 impl StdioHandle {
     fn local_link(&self) -> Option<Rc<StdioLink>> {
         let shard = self.shard.upgrade()?;
-        match shard.upstreams.get(self.server)?.as_ref() {
+        match shard.upstreams().get(self.server)?.as_ref() {
             Upstream::Stdio { links, .. } => links.get(self.replica).cloned(),
             Upstream::Http(_) => None,
         }
@@ -315,38 +316,28 @@ impl StdioHandle {
             });
         }
         let shard = self.shard.upgrade().ok_or_else(|| self.gone())?;
-        let (_, parts) = shard
-            .mesh
-            .stdio_post(
-                shard.id,
-                STDIO_SHARD,
-                (self.server, self.replica),
-                self.session_key.clone(),
-                body,
-            )
+        let (server, session) = ((self.server, self.replica), self.session_key.clone());
+        let work = move |owner: Rc<Shard>, parts: Sender<StdioPart>| async move {
+            serve_post(&owner, server, &session, body, parts).await;
+        };
+        let mut parts = Mesh::stream(&shard, STDIO_SHARD, work)
             .await
             .ok_or_else(|| self.gone())?;
-        match parts.recv().await {
-            Some(ReplyPart::Head { status: 202, .. }) => Ok(PostReply {
+        match parts.next().await {
+            Some(StdioPart::Accepted) => Ok(PostReply {
                 session_id: None,
                 body: ReplyBody::Accepted,
             }),
-            Some(ReplyPart::Head { status: 200, .. }) => Ok(PostReply {
+            Some(StdioPart::Streaming) => Ok(PostReply {
                 session_id: None,
                 body: ReplyBody::Stream(Box::new(
                     MessageStream::remote(parts).within(deadline, &self.name),
                 )),
             }),
-            Some(ReplyPart::Head { .. }) => {
-                let detail = match parts.recv().await {
-                    Some(ReplyPart::Data(b)) => String::from_utf8_lossy(&b).into_owned(),
-                    _ => "unavailable".into(),
-                };
-                Err(UpstreamError::Protocol {
-                    server: self.name.clone(),
-                    detail,
-                })
-            }
+            Some(StdioPart::Failed(detail)) => Err(UpstreamError::Protocol {
+                server: self.name.clone(),
+                detail,
+            }),
             _ => Err(self.gone()),
         }
     }
@@ -355,11 +346,62 @@ impl StdioHandle {
         if let Some(link) = self.local_link() {
             link.detach(&self.session_key).await;
         } else if let Some(shard) = self.shard.upgrade() {
-            shard.mesh.stdio_detach(
-                STDIO_SHARD,
-                (self.server, self.replica),
-                self.session_key.clone(),
-            );
+            let ((server, replica), session) =
+                ((self.server, self.replica), self.session_key.clone());
+            shard.mesh.tell(STDIO_SHARD, move |owner: &Rc<Shard>| {
+                if let Some(link) = owner.stdio_link(server, replica) {
+                    glommio::spawn_local(async move { link.detach(&session).await }).detach();
+                }
+            });
+        }
+    }
+}
+
+/// What the shard owning a stdio child sends back for a message posted from another shard.
+pub enum StdioPart {
+    /// The child took a notification or response.
+    Accepted,
+    /// The messages answering the request follow, ending with its response.
+    Streaming,
+    /// One of those messages.
+    Message(Bytes),
+    /// The child could not take it (it is not running here, or it failed).
+    Failed(String),
+}
+
+/// Posts `body` from `session` to child `server` (its index and replica) on the shard that
+/// owns it, and sends back what comes of it.
+async fn serve_post(
+    owner: &Shard,
+    server: (usize, usize),
+    session: &str,
+    body: Bytes,
+    parts: Sender<StdioPart>,
+) {
+    let outcome = match owner.stdio_link(server.0, server.1) {
+        Some(link) => link.post(session, body).await,
+        None => {
+            let detail = "no stdio link on this shard".to_owned();
+            parts.send(StdioPart::Failed(detail)).await;
+            return;
+        }
+    };
+    match outcome {
+        Ok(LinkReply::Accepted) => {
+            parts.send(StdioPart::Accepted).await;
+        }
+        Ok(LinkReply::Stream(rx)) => {
+            if !parts.send(StdioPart::Streaming).await {
+                return;
+            }
+            while let Some(message) = rx.recv().await {
+                if !parts.send(StdioPart::Message(message)).await {
+                    return;
+                }
+            }
+        }
+        Err(e) => {
+            parts.send(StdioPart::Failed(e.to_string())).await;
         }
     }
 }

@@ -11,6 +11,7 @@ use std::rc::{Rc, Weak};
 use std::time::Duration;
 
 use crate::shard::Shard;
+use crate::upstream::table::ShardUpstreams;
 use crate::upstream::{Upstream, UpstreamClient};
 
 /// Good checks in a row that bring an unhealthy replica back.
@@ -25,8 +26,8 @@ thread_local! {
 /// Starts the checks of every HTTP server of `shard`.
 pub fn start(shard: &Rc<Shard>) {
     STARTED.with(|s| s.set(true));
-    for index in 0..shard.upstreams.len() {
-        if let Some(upstream) = shard.upstreams.get(index) {
+    for index in 0..shard.upstreams().len() {
+        if let Some(upstream) = shard.upstreams().get(index) {
             spawn_checks(shard, &upstream);
         }
     }
@@ -52,7 +53,7 @@ fn spawn_checks(shard: &Rc<Shard>, upstream: &Upstream) {
 
 /// True while `client` is what its shard uses for its server (not removed, not replaced).
 fn current(shard: &Shard, client: &Rc<UpstreamClient>) -> bool {
-    match shard.upstreams.get(client.index).as_deref() {
+    match shard.upstreams().get(client.index).as_deref() {
         Some(Upstream::Http(c)) => Rc::ptr_eq(c, client),
         _ => false,
     }

@@ -29,6 +29,7 @@ use glommio::task::JoinHandle;
 use simd_json::prelude::*;
 use simd_json::BorrowedValue as Value;
 
+use crate::mcp::bridge::ShardBridge;
 use crate::mcp::session::Session;
 use crate::orchestration;
 use crate::protocol::jsonrpc;
@@ -36,6 +37,7 @@ use crate::protocol::names;
 use crate::registry::Catalog;
 use crate::shard::Shard;
 use crate::upstream::client::ReplyBody;
+use crate::upstream::table::ShardUpstreams;
 use crate::upstream::UpstreamHandle;
 
 /// The most URIs one listen request may name; more is refused (-32602) rather than cut short,
@@ -271,14 +273,14 @@ pub async fn subscribe(
         }
         for grant in grants {
             let first = shard
-                .bridge
+                .bridge()
                 .held
                 .acquire(&bridge.id, server, &grant.original);
             if !first || ask(&handle, "resources/subscribe", &grant.original).await {
                 out.stateful.push(grant);
             } else {
                 shard
-                    .bridge
+                    .bridge()
                     .held
                     .release(&bridge.id, server, &grant.original);
             }
@@ -292,7 +294,7 @@ pub async fn subscribe(
 pub async fn unsubscribe(shard: &Rc<Shard>, bridge: &Rc<Session>, grants: Vec<Grant>) {
     for grant in grants {
         if !shard
-            .bridge
+            .bridge()
             .held
             .release(&bridge.id, grant.server, &grant.original)
         {
@@ -364,7 +366,7 @@ async fn listen_upstream(
         return None;
     }
     let prefix = shard
-        .upstreams
+        .upstreams()
         .get(granted[0].server)
         .map(|u| u.config().prefix.clone())
         .unwrap_or_default();

@@ -92,6 +92,18 @@ struct Round {
 }
 
 /// Per-shard bridge state.
+/// A shard's bridge sessions, the local the bridge keeps on each shard.
+pub trait ShardBridge {
+    /// This shard's bridge sessions and pending input rounds.
+    fn bridge(&self) -> &State;
+}
+
+impl ShardBridge for Shard {
+    fn bridge(&self) -> &State {
+        self.local::<State>()
+    }
+}
+
 #[derive(Default)]
 pub struct State {
     sessions: RefCell<HashMap<String, Rc<Session>>>,
@@ -437,8 +449,8 @@ async fn listen(shard: &Rc<Shard>, id: &Id, msg: &Value<'_>, client: Option<&Ide
     let mut id_buf = Vec::new();
     id.write_json(&mut id_buf);
     let id_json = String::from_utf8_lossy(&id_buf).into_owned();
-    let n = shard.bridge.next_session.get() + 1;
-    shard.bridge.next_session.set(n);
+    let n = shard.bridge().next_session.get() + 1;
+    shard.bridge().next_session.set(n);
     let session = Session::new(
         shard,
         format!(
@@ -464,7 +476,7 @@ async fn listen(shard: &Rc<Shard>, id: &Id, msg: &Value<'_>, client: Option<&Ide
         // Upstream subscriptions go through the client's bridge session: the upstream session
         // that watches a resource is the one its calls use.
         let (caps, info) = stateless::client_meta(msg);
-        let through = shard.bridge.session(shard, &caps, &info, client);
+        let through = shard.bridge().session(shard, &caps, &info, client);
         let catalog = shard.catalog();
         let wanted: Vec<Grant> = uris
             .iter()
@@ -507,7 +519,7 @@ async fn listen(shard: &Rc<Shard>, id: &Id, msg: &Value<'_>, client: Option<&Ide
     );
     target.ready.set(true);
     let watching = !granted.is_empty();
-    shard.bridge.listeners.borrow_mut().push(Listener {
+    shard.bridge().listeners.borrow_mut().push(Listener {
         session: Rc::downgrade(&session),
         stream,
         id_json,
@@ -529,7 +541,7 @@ async fn listen(shard: &Rc<Shard>, id: &Id, msg: &Value<'_>, client: Option<&Ide
                 reader.cancel();
             }
             shard
-                .bridge
+                .bridge()
                 .listeners
                 .borrow_mut()
                 .retain(|l| l.session.strong_count() > 0);
@@ -575,8 +587,8 @@ async fn first_call(
         .and_then(|f| msg.get("params").and_then(|p| p.get_str(f)))
         .map(str::to_owned);
     stateless::strip_envelope(msg);
-    let session = shard.bridge.session(shard, &caps, &info, client);
-    let inner = shard.bridge.fresh_id();
+    let session = shard.bridge().session(shard, &caps, &info, client);
+    let inner = shard.bridge().fresh_id();
     relay::set(msg, "id", inner.to_value());
     let owned = std::mem::replace(msg, Value::null());
     // The answer comes back through the bridge session, which always takes a stream.
@@ -723,7 +735,7 @@ impl Bridged {
                 requests: requests.clone(),
                 created: Instant::now(),
             };
-            let token = shard.bridge.keep_round(shard.id, round);
+            let token = shard.bridge().keep_round(shard.id, round);
             if token.is_empty() {
                 return Modern::Json(jsonrpc::error_body(
                     Some(&id),
@@ -750,13 +762,13 @@ async fn continuation(
     // A round answered with other credentials is treated as unknown (and stays kept for its
     // owner): a leaked requestState gives no one else the call.
     let owned = shard
-        .bridge
+        .bridge()
         .rounds
         .borrow()
         .get(token)
         .map(|r| r.session.auth.owned_by(client));
     let round = match owned {
-        Some(true) => shard.bridge.rounds.borrow_mut().remove(token),
+        Some(true) => shard.bridge().rounds.borrow_mut().remove(token),
         _ => None,
     };
     let Some(round) = round else {
@@ -809,7 +821,7 @@ async fn continuation(
             created: Instant::now(),
             ..round
         };
-        let token = shard.bridge.keep_round(shard.id, again);
+        let token = shard.bridge().keep_round(shard.id, again);
         return Modern::Json(stateless::input_required(&id, &requests, &token));
     }
     let call = Bridged {

@@ -10,6 +10,7 @@ use super::Answer;
 use crate::config::ToolExposure;
 use crate::discovery::list_all;
 use crate::mcp::session::{Session, ToolView};
+use crate::orchestration::ShardOrchestration;
 use crate::protocol::cursor::{self, Cursor, ListKind};
 use crate::protocol::jsonrpc::{self, code, Id};
 use crate::registry::catalog::Item;
@@ -37,8 +38,8 @@ pub async fn list(
     // the spec allows (cursors are opaque and lists may change between pages).
     // The proxy's own tools and resources come first; in search mode they are the only tools.
     let own: &[Item] = match kind {
-        ListKind::Tools => shard.orchestration.tool_items(),
-        ListKind::Resources => shard.orchestration.resource_items(),
+        ListKind::Tools => shard.orchestration().tool_items(),
+        ListKind::Resources => shard.orchestration().resource_items(),
         _ => &[],
     };
     // A client's policy (`[auth]`) hides what it may not use, its own tools included.

@@ -19,6 +19,7 @@ use crate::protocol::jsonrpc::{self, code, Id};
 use crate::protocol::splice;
 use crate::registry::Catalog;
 use crate::upstream::cancel::CancelOnDrop;
+use crate::upstream::table::ShardUpstreams;
 use crate::upstream::{MessageStream, ReplyBody, UpstreamError};
 
 /// Clears a client request from the in-flight table however its relay ends.
@@ -395,7 +396,7 @@ pub(in crate::mcp) async fn next_relayed(
             Ok(None) => {
                 let name = session
                     .shard()
-                    .and_then(|s| s.upstreams.get(server).map(|u| u.name().to_owned()));
+                    .and_then(|s| s.upstreams().get(server).map(|u| u.name().to_owned()));
                 return Step::Failed(jsonrpc::error_body(
                     Some(client),
                     code::UPSTREAM_PROTOCOL,

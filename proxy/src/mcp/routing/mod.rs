@@ -19,11 +19,13 @@ use simd_json::BorrowedValue as Value;
 
 use crate::mcp::session::token::NO_BINDING;
 use crate::mcp::session::Session;
+use crate::mcp::session::ShardSessions;
 use crate::orchestration;
 use crate::protocol::cursor::ListKind;
 use crate::protocol::jsonrpc::{self, code, Id, Kind};
 use crate::protocol::version;
 use crate::shard::Shard;
+use crate::upstream::table::ShardUpstreams;
 
 /// How the transport should answer a POSTed message.
 pub enum Answer {
@@ -70,8 +72,8 @@ pub fn initialize(
     let upstream_params = Bytes::from(upstream_params);
     // Replicas are chosen now, while the balancer's view is fresh, and sealed into the id, so
     // the session keeps them across a proxy restart.
-    let bindings: Vec<u8> = (0..shard.upstreams.len())
-        .map(|i| shard.upstreams.get(i))
+    let bindings: Vec<u8> = (0..shard.upstreams().len())
+        .map(|i| shard.upstreams().get(i))
         .map(|u| {
             u.and_then(|u| u.pick_binding())
                 .and_then(|r| u8::try_from(r).ok())

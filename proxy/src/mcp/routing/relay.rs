@@ -14,6 +14,7 @@ use simd_json::BorrowedValue as Value;
 use crate::mcp::session::Session;
 use crate::protocol::jsonrpc::{self, Id};
 use crate::protocol::{names, splice};
+use crate::upstream::table::ShardUpstreams;
 
 /// What to do with one upstream message.
 pub enum Relayed {
@@ -114,7 +115,7 @@ fn notification(session: &Rc<Session>, server: usize, method: &str, mut msg: Val
         "notifications/resources/updated" => {
             let prefix = session
                 .shard()
-                .and_then(|s| s.upstreams.get(server).map(|u| u.config().prefix.clone()));
+                .and_then(|s| s.upstreams().get(server).map(|u| u.config().prefix.clone()));
             let uri = msg
                 .get("params")
                 .and_then(|p| p.get_str("uri"))

@@ -6,6 +6,7 @@
 
 pub mod ended;
 pub mod events;
+pub mod local;
 pub mod token;
 
 use std::cell::{Cell, RefCell};
@@ -15,10 +16,13 @@ use std::time::Instant;
 
 use bytes::Bytes;
 
+use crate::mcp::bridge::ShardBridge;
 use crate::protocol::jsonrpc::Id;
 use crate::shard::Shard;
+use crate::upstream::table::ShardUpstreams;
 use crate::upstream::{UpstreamHandle, UpstreamSink};
 pub use events::{Closed, EventLog, Next, Position, STANDALONE};
+pub use local::{Sessions, ShardSessions};
 
 /// The id prefix of bridge sessions (never a sealed id, which starts with two hex digits).
 pub const BRIDGE_PREFIX: &str = "bridge-";
@@ -143,7 +147,7 @@ impl Session {
             .get(server)
             .filter(|b| **b != token::NO_BINDING)
             .map(|b| usize::from(*b));
-        let handle = shard.upstreams.get(server)?.open(
+        let handle = shard.upstreams().get(server)?.open(
             &shard,
             &self.id,
             self.init_params.clone(),
@@ -303,7 +307,7 @@ impl UpstreamSink for Session {
             let taken = self.is_bridge()
                 && self
                     .shard()
-                    .is_some_and(|s| s.bridge.unsolicited(&self.id, &out));
+                    .is_some_and(|s| s.bridge().unsolicited(&self.id, &out));
             if !taken {
                 self.events.push(STANDALONE, out);
             }

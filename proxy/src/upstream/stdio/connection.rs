@@ -477,16 +477,14 @@ impl StdioLink {
         let Some(shard) = self.shard.upgrade() else {
             return;
         };
-        match shard.owner_of(session) {
-            Some(owner) if owner == shard.id => {
-                if let Some(s) = shard.session(session) {
-                    s.unsolicited(self.index, message);
-                }
-            }
+        let index = self.index;
+        match (shard.local::<SessionDirectory>().owner_of)(&shard, session) {
+            Some(owner) if owner == shard.id => deliver_here(&shard, session, index, message),
             Some(owner) => {
-                shard
-                    .mesh
-                    .send_unsolicited(owner, session.to_owned(), self.index, message)
+                let session = session.to_owned();
+                shard.mesh.tell(owner, move |owner: &Rc<Shard>| {
+                    deliver_here(owner, &session, index, message)
+                });
             }
             None => {}
         }
@@ -698,4 +696,19 @@ async fn read_child(link: Rc<StdioLink>, mut reader: ReadHalf<UnixStream>) {
     // The child's output ended: whatever waits on it (the handshake included) learns now.
     link.out.borrow_mut().take();
     link.fail_pending();
+}
+
+/// How this layer finds the session an unasked message is for: given by the layer that owns
+/// sessions, kept as a shard local.
+pub struct SessionDirectory {
+    /// The shard owning a session id, if the id names one.
+    pub owner_of: fn(&Shard, &str) -> Option<usize>,
+    /// The session (bridge sessions included) on this shard, as a sink for server messages.
+    pub find: fn(&Shard, &str) -> Option<Rc<dyn UpstreamSink>>,
+}
+
+fn deliver_here(shard: &Shard, session: &str, server: usize, message: Bytes) {
+    if let Some(s) = (shard.local::<SessionDirectory>().find)(shard, session) {
+        s.unsolicited(server, message);
+    }
 }
