@@ -1,4 +1,4 @@
-"""Client identity on /mcp (issue 9): API keys, JWTs, per-client policy and per-client limits.
+"""Client identity on /mcp: API keys, JWTs, per-client policy and per-client limits.
 
 Real peers: the official Python SDK (`mcp` 2.3.0) as the client, sending its credentials as an
 `Authorization: Bearer` header; server-everything over Streamable HTTP (`everything`) and

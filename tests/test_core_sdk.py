@@ -89,7 +89,7 @@ def test_tools_list_merges_both_servers_namespaced(proxy_ab):
             return await harness.list_all_tools(s)
 
     tools = run(go)
-    # The proxy's own tools (proxy__*, issue 7) are not any server's.
+    # The proxy's own tools (proxy__*) are not any server's.
     names = [t.name for t in tools if not t.name.startswith("proxy__")]
     expected = {f"{server}__{tool}" for server in SERVERS for tool in direct[server]}
     assert len(names) == len(set(names)), f"duplicate tool names: {sorted(names)}"

@@ -1,4 +1,4 @@
-"""Fleet orchestration (issues 5 and 7): the proxy's fleet tools on live figures, saved workflows
+"""Fleet orchestration: the proxy's fleet tools on live figures, saved workflows
 through the admin API and mcpctl, and cancellation reaching upstream servers.
 
 Upstreams are real where behaviour is the point (server-everything, server-memory) and

@@ -1,4 +1,4 @@
-"""Orchestration (issue 7): the proxy's own tools and resources over real upstreams.
+"""Orchestration: the proxy's own tools and resources over real upstreams.
 
 Topology (module fixture `orch`): server-everything over Streamable HTTP (`everything`),
 server-memory and server-filesystem over stdio (`memory`, `filesystem`), behind one proxy with

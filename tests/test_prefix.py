@@ -25,7 +25,7 @@ def test_empty_prefix_exposes_original_names_to_sdk_and_inspector(spawner, tmp_p
 
     async def go():
         async with sdk_session(proxy.url) as s:
-            # The proxy's own tools and resources (issue 7) are not the server's.
+            # The proxy's own tools and resources are not the server's.
             tools = [t.name for t in (await s.list_tools()).tools if not t.name.startswith("proxy__")]
             resources = [str(r.uri) for r in (await s.list_resources()).resources
                          if not str(r.uri).startswith(("orchestration://", "servers://", "metrics://"))]

@@ -1,4 +1,4 @@
-"""Per-replica control (issue 6): list, show, drain and enable one replica through `mcpctl`.
+"""Per-replica control: list, show, drain and enable one replica through `mcpctl`.
 
 - Three `mcp-loadgen upstream --id rN --log-requests` replicas of one server: `whoami` answers
   the replica's id and each replica logs the requests it read, so the test sees where every call

@@ -1,4 +1,4 @@
-"""Replicas (issue 4): balancing, health, failover, safe retries, portable sessions.
+"""Replicas: balancing, health, failover, safe retries, portable sessions.
 
 Topologies are started per test and killed at teardown whatever the outcome (the `spawner`
 fixture, or `Fleet` below for processes `spawner` cannot start: server-everything with an

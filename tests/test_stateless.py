@@ -1,4 +1,4 @@
-"""Both protocol eras through one endpoint, and the bridge between them (issue #10).
+"""Both protocol eras through one endpoint, and the bridge between them.
 
 Topology (module fixture `eras`): `alpha` is server-everything (stateful, 2025-11-25, with a
 sampling tool); `modern` is two replicas of the Python SDK's MCPServer answering 2026-07-28

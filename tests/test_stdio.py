@@ -1,4 +1,4 @@
-"""Stdio on both sides (issue 3): supervised child-process upstreams, and the proxy as a stdio server.
+"""Stdio on both sides: supervised child-process upstreams, and the proxy as a stdio server.
 
 Real peers: @modelcontextprotocol/server-memory and server-filesystem (stdio), server-everything
 over stdio (`mcp-server-everything stdio`) and over Streamable HTTP, and tests/fixtures/crashy_stdio.py
@@ -288,7 +288,7 @@ def tail(text: str, n: int = 60) -> str:
 
 
 # ---------------------------------------------------------------------------------------------
-# The three servers of the issue: memory + filesystem (stdio), everything (HTTP)
+# Three real servers: memory + filesystem (stdio), everything (HTTP)
 
 
 class Three:
@@ -350,7 +350,7 @@ def direct_tools():
 
 async def exercise_three(session, three: Three, direct: dict[str, set[str]]) -> None:
     """List the merged tools and call one tool of each server, checking every answer."""
-    # The proxy's own tools (proxy__*, issue 7) are not any server's.
+    # The proxy's own tools (proxy__*) are not any server's.
     names = [t.name for t in await harness.list_all_tools(session) if not t.name.startswith("proxy__")]
     assert len(names) == len(set(names)), f"duplicate tool names: {sorted(names)}"
     by_server: dict[str, set[str]] = {}
