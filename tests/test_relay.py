@@ -379,6 +379,24 @@ def test_dropped_tool_call_stream_resumes_with_last_event_id(proxy_ab):
     assert ended, "the resumed stream stayed open after the final response"
 
 
+def test_a_streamed_answer_asks_proxies_in_front_not_to_buffer_it(proxy_ab):
+    """A POST answered as an event stream carries `X-Accel-Buffering: no`, so a reverse proxy
+    in front (nginx) passes each event on as it comes: in the stateful era as in 2026-07-28."""
+    url = proxy_ab.url
+    sid = raw_initialize(url)
+    call = rpc("tools/call", {
+        "name": "alpha__trigger-long-running-operation",
+        "arguments": {"duration": 1, "steps": 2},
+        "_meta": {"progressToken": "tok-unbuffered"},
+    })
+    post = SseStream(url, "POST", session_headers(sid, Accept=ACCEPT_BOTH), body=call, timeout=10)
+    try:
+        assert post.status == 200 and post.content_type.startswith("text/event-stream"), (post.status, post.content_type)
+        assert post.resp.getheader("x-accel-buffering") == "no", dict(post.resp.getheaders())
+    finally:
+        post.close()
+
+
 # ---------------------------------------------------------------------------------------------
 # 5. Pagination
 

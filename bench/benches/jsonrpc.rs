@@ -5,7 +5,6 @@
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use mcp_bench::{large_result, SMALL_REQUEST, TOOLS_CALL};
-use mcp_proxy::mcp::routing::relay;
 use mcp_proxy::protocol::jsonrpc::{self, classify, parse, Id};
 use mcp_proxy::protocol::splice;
 use simd_json::prelude::*;
@@ -51,7 +50,7 @@ fn answer_id(c: &mut Criterion) {
             b.iter(|| {
                 let mut buf = msg.to_vec();
                 let mut value = parse(&mut buf).expect("fixture parses");
-                relay::set(&mut value, "id", client.to_value());
+                jsonrpc::set_member(&mut value, "id", client.to_value());
                 std::hint::black_box(jsonrpc::to_bytes(&value))
             })
         });
@@ -82,8 +81,8 @@ fn request_rewrite(c: &mut Criterion) {
                 _ => unreachable!("fixture is a request"),
             };
             let params = value.get_mut("params").expect("fixture has params");
-            relay::set(params, "name", "search_issues".into());
-            relay::set(&mut value, "id", upstream_id.to_value());
+            jsonrpc::set_member(params, "name", "search_issues".into());
+            jsonrpc::set_member(&mut value, "id", upstream_id.to_value());
             std::hint::black_box((id, jsonrpc::to_bytes(&value)))
         })
     });

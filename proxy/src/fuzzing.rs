@@ -194,11 +194,11 @@ pub fn forwarded_meaning(data: &[u8]) {
             if let Some((field, original)) = name {
                 expected["params"][field] = serde_json::Value::from(original.as_str());
                 if let Some(params) = msg.get_mut("params") {
-                    crate::mcp::routing::relay::set(params, field, original.into());
+                    crate::protocol::jsonrpc::set_member(params, field, original.into());
                 }
             }
             if has_id {
-                crate::mcp::routing::relay::set(&mut msg, "id", upstream_id.to_value());
+                crate::protocol::jsonrpc::set_member(&mut msg, "id", upstream_id.to_value());
                 expected["id"] = id_json(&upstream_id);
             }
             let out = jsonrpc::to_bytes(&msg);

@@ -90,7 +90,7 @@ pub async fn to_owner(shard: &Rc<Shard>, owner: usize, request: McpRequest) -> R
     if streaming {
         return Reply::Events {
             headers,
-            source: EventSource::Remote(remote),
+            source: EventSource::Remote(Box::new(remote)),
         };
     }
     let mut body = Vec::new();

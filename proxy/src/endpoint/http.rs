@@ -5,23 +5,20 @@
 //! owner shard, reached over the mesh when that is another shard.
 
 use std::rc::Rc;
-use std::time::Duration;
 
 use bytes::Bytes;
-use futures_lite::future::poll_fn;
 
-use super::forward::RemoteEvents;
+use super::reply::{reply, Follower};
+pub use super::reply::{EventSource, Reply};
 use crate::http::{sse, Method, Request, ServerConn};
 use crate::mcp::routing::{self, Answer};
 use crate::mcp::session::ShardSessions;
-use crate::mcp::session::{Closed, Next, Position, Session, STANDALONE};
+use crate::mcp::session::{Position, STANDALONE};
+use crate::metrics::Closed;
 use crate::protocol::jsonrpc::{self, code, Kind};
 use crate::protocol::{stateless, version};
 use crate::shard::drain;
 use crate::shard::Shard;
-
-/// A comment sent on idle SSE streams so dead clients are noticed and middleboxes keep the line.
-const KEEPALIVE_EVERY: Duration = Duration::from_secs(25);
 
 /// The HTTP methods of Streamable HTTP.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -48,7 +45,7 @@ pub struct McpRequest {
     /// Whether the client takes `text/event-stream` answers.
     pub accepts_sse: bool,
     /// The request-metadata headers when the request speaks the stateless era (2026-07-28).
-    pub modern: Option<stateless::Headers>,
+    pub stateless: Option<stateless::Headers>,
     /// The JSON-RPC message.
     pub body: Bytes,
     /// The authenticated client (`None` with `[auth]` off).
@@ -56,137 +53,6 @@ pub struct McpRequest {
     /// When the request was read: the proxy's own time on it is counted from here, across a
     /// hop to the owner shard too.
     pub received: std::time::Instant,
-}
-
-/// An answer to write.
-pub enum Reply {
-    /// A complete response.
-    Full {
-        /// HTTP status.
-        status: u16,
-        /// Headers besides Content-Length.
-        headers: Vec<(&'static str, String)>,
-        /// The body.
-        body: Bytes,
-    },
-    /// An SSE stream.
-    Events {
-        /// Headers besides the SSE ones.
-        headers: Vec<(&'static str, String)>,
-        /// Where the events come from.
-        source: EventSource,
-    },
-}
-
-impl Reply {
-    fn json(status: u16, body: Bytes) -> Reply {
-        Reply::Full {
-            status,
-            headers: vec![("Content-Type", "application/json".into())],
-            body,
-        }
-    }
-
-    /// An HTTP error with a JSON-RPC error body explaining it.
-    pub fn error(status: u16, rpc_code: i32, message: &str) -> Reply {
-        Reply::json(status, jsonrpc::error_body(None, rpc_code, message))
-    }
-}
-
-/// Encoded SSE events, from a local session or from the owner shard.
-pub enum EventSource {
-    /// Following a stream of a session on this shard.
-    Follow(Follower),
-    /// Relayed from the owner shard.
-    Remote(RemoteEvents),
-}
-
-impl EventSource {
-    /// The next encoded event (or keep-alive comment); `None` at the end.
-    pub async fn next(&mut self) -> Option<Bytes> {
-        match self {
-            EventSource::Follow(f) => f.next().await,
-            EventSource::Remote(r) => r.next().await,
-        }
-    }
-
-    /// Why the source ran out, as the session's owner told; `None` while it has not.
-    pub fn closed(&self) -> Option<Closed> {
-        match self {
-            EventSource::Follow(f) => f.closed,
-            // The owner tells only reasons other than `Finished` (see `ReplyPart::Ended`).
-            EventSource::Remote(r) => r.ended.then_some(r.closed.unwrap_or(Closed::Finished)),
-        }
-    }
-}
-
-/// Reads one of a session's streams from a position.
-pub struct Follower {
-    /// Counts this stream against the session's limit while it is open.
-    _slot: Option<crate::endpoint::limits::StreamSlot>,
-    session: Rc<Session>,
-    stream: u64,
-    after: u64,
-    epoch: u64,
-    /// Whether the priming event is still to be sent; encoded when sent, so a `Reply` (an
-    /// `Err` of many functions) stays small.
-    prime: bool,
-    /// Why the stream ended, once it has.
-    closed: Option<Closed>,
-}
-
-impl Follower {
-    /// Follows `stream` from after `after`, displacing any other reader of it.
-    pub fn new(session: Rc<Session>, stream: u64, after: u64) -> Follower {
-        let epoch = session.events.claim(stream);
-        // 2025-11-25: open with an id and empty data, so a client can resume before any message.
-        let prime = version::primes_streams(&session.version);
-        Follower {
-            _slot: None,
-            session,
-            stream,
-            after,
-            epoch,
-            prime,
-            closed: None,
-        }
-    }
-
-    /// Keeps `slot` until the stream ends.
-    fn holding(mut self, slot: crate::endpoint::limits::StreamSlot) -> Follower {
-        self._slot = Some(slot);
-        self
-    }
-
-    async fn next(&mut self) -> Option<Bytes> {
-        if std::mem::take(&mut self.prime) {
-            let id = format!("{}-{}", self.stream, self.after);
-            return Some(sse::encode_event(Some(&id), b""));
-        }
-        let wait = poll_fn(|cx| {
-            self.session
-                .events
-                .poll_next(self.stream, self.after, self.epoch, cx)
-        });
-        let next = match glommio::timer::timeout(KEEPALIVE_EVERY, async { Ok(wait.await) }).await {
-            Ok(next) => next,
-            Err(_) => return Some(Bytes::from_static(b": keep-alive\n\n")),
-        };
-        match next {
-            Next::Event(seq, message) => {
-                self.after = seq;
-                self.session.touch();
-                Some(sse::encode_event(
-                    Some(&format!("{}-{seq}", self.stream)),
-                    &message,
-                ))
-            }
-            Next::End(why) => {
-                self.closed = Some(why);
-                None
-            }
-        }
-    }
 }
 
 /// The most a client may send ahead (a pipelined request) while its request is served before
@@ -357,23 +223,23 @@ fn check(shard: &Shard, request: &Request) -> Result<McpRequest, Reply> {
     if let Some(v) = protocol_version.as_deref() {
         if !version::is_supported(v) {
             // The era's UnsupportedProtocolVersionError lists both eras, so a client of either
-            // can pick one (and a dual-era client knows this is a modern server).
+            // can pick one (and a dual-era client knows this server speaks 2026-07-28).
             return Err(Reply::json(
                 400,
                 stateless::unsupported_version(None, v, &version::ALL),
             ));
         }
     }
-    let modern = protocol_version
+    let stateless_headers = protocol_version
         .as_deref()
-        .filter(|v| stateless::is_modern(v))
+        .filter(|v| stateless::is_stateless_version(v))
         .map(|v| stateless::Headers {
             version: Some(v.to_owned()),
             method: request.header("mcp-method").map(str::to_owned),
             name: request.header("mcp-name").map(str::to_owned),
             params: stateless::param_fields(request.fields().iter()),
         });
-    if modern.is_some() && method != HttpMethod::Post {
+    if stateless_headers.is_some() && method != HttpMethod::Post {
         // 2026-07-28 has no GET stream and no session to DELETE.
         return Err(Reply::Full {
             status: 405,
@@ -425,9 +291,9 @@ fn check(shard: &Shard, request: &Request) -> Result<McpRequest, Reply> {
         // A stateless-era request ignores any session id (streamable-http.mdx).
         session_id: request
             .header("mcp-session-id")
-            .filter(|_| modern.is_none())
+            .filter(|_| stateless_headers.is_none())
             .map(str::to_owned),
-        modern,
+        stateless: stateless_headers,
         protocol_version,
         last_event_id: request.header("last-event-id").map(str::to_owned),
         accepts_sse,
@@ -463,8 +329,8 @@ fn accepts(request: &Request) -> (bool, bool) {
 pub async fn handle(shard: &Rc<Shard>, request: McpRequest) -> Reply {
     let owner = match request.session_id.as_deref() {
         // A stateless retry goes to the shard holding its round, if it continues one.
-        None if request.modern.is_some() => request
-            .modern
+        None if request.stateless.is_some() => request
+            .stateless
             .as_ref()
             .and_then(|h| crate::mcp::bridge::owner(shard, h, &request.body))
             .unwrap_or(shard.id),
@@ -511,10 +377,7 @@ pub async fn handle_owned(shard: &Rc<Shard>, request: McpRequest) -> Reply {
             if let Err(r) = crate::auth::admit(&session, request.client.as_ref()) {
                 return r;
             }
-            if shard
-                .end_session(&id, crate::mcp::session::Closed::SessionEnded)
-                .await
-            {
+            if shard.end_session(&id, Closed::SessionEnded).await {
                 Reply::Full {
                     status: 200,
                     headers: Vec::new(),
@@ -528,8 +391,8 @@ pub async fn handle_owned(shard: &Rc<Shard>, request: McpRequest) -> Reply {
 }
 
 async fn post(shard: &Rc<Shard>, request: McpRequest) -> Reply {
-    if let Some(headers) = &request.modern {
-        return match crate::mcp::bridge::handle(
+    if let Some(headers) = &request.stateless {
+        let answer = crate::mcp::bridge::handle(
             shard,
             headers,
             request.body,
@@ -537,21 +400,8 @@ async fn post(shard: &Rc<Shard>, request: McpRequest) -> Reply {
             request.client.as_ref(),
             request.received,
         )
-        .await
-        {
-            crate::mcp::bridge::Modern::Json(body) => Reply::json(200, body),
-            crate::mcp::bridge::Modern::Refused(body) => Reply::json(400, body),
-            crate::mcp::bridge::Modern::Unknown(body) => Reply::json(404, body),
-            crate::mcp::bridge::Modern::Accepted => Reply::Full {
-                status: 202,
-                headers: Vec::new(),
-                body: Bytes::new(),
-            },
-            crate::mcp::bridge::Modern::Stream(session, stream) => Reply::Events {
-                headers: vec![("X-Accel-Buffering", "no".into())],
-                source: EventSource::Follow(Follower::new(session, stream, 0)),
-            },
-        };
+        .await;
+        return reply(answer, None);
     }
     let Some(session_id) = request.session_id.as_deref() else {
         return sessionless_post(shard, request.body, request.client.as_ref()).await;
@@ -566,33 +416,15 @@ async fn post(shard: &Rc<Shard>, request: McpRequest) -> Reply {
     let Some(slot) = stream_slot(&session.id) else {
         return too_many_streams();
     };
-    match routing::handle(
+    let answer = routing::handle(
         shard,
         &session,
         request.body,
         request.accepts_sse,
         request.received,
     )
-    .await
-    {
-        Answer::Json(body) => Reply::json(200, body),
-        Answer::Accepted => Reply::Full {
-            status: 202,
-            headers: Vec::new(),
-            body: Bytes::new(),
-        },
-        Answer::BadRequest(body) => Reply::json(400, body),
-        // An empty event stream: the exchange ends, no message, and no event id to resume from.
-        Answer::Silent => Reply::Full {
-            status: 200,
-            headers: vec![("Content-Type", "text/event-stream".into())],
-            body: Bytes::new(),
-        },
-        Answer::Stream(stream) => Reply::Events {
-            headers: Vec::new(),
-            source: EventSource::Follow(Follower::new(session, stream, 0).holding(slot)),
-        },
-    }
+    .await;
+    reply(answer, Some(slot))
 }
 
 /// A POST without a session: only `initialize` may open one.
@@ -602,14 +434,15 @@ async fn sessionless_post(
     client: Option<&crate::auth::Identity>,
 ) -> Reply {
     let mut buf = body.to_vec();
+    let refused = |body| reply(Answer::Refused(body), None);
     let msg = match jsonrpc::parse(&mut buf) {
         Ok(m) => m,
-        Err(e) => return Reply::json(400, jsonrpc::error_body(None, e.code(), &e.to_string())),
+        Err(e) => return refused(jsonrpc::error_body(None, e.code(), &e.to_string())),
     };
     match jsonrpc::classify(&msg) {
-        Err(e) => Reply::json(400, jsonrpc::error_body(None, e.code(), &e.to_string())),
+        Err(e) => refused(jsonrpc::error_body(None, e.code(), &e.to_string())),
         Ok(Kind::Request { id, method: "initialize" }) => match crate::auth::open(client)
-            .and_then(|o| routing::initialize(shard, &id, &msg, o).map_err(|a| Reply::json(400, a)))
+            .and_then(|o| routing::initialize(shard, &id, &msg, o).map_err(refused))
         {
             Ok((session, answer)) => Reply::Full {
                 status: 200,
@@ -620,8 +453,7 @@ async fn sessionless_post(
         },
         // 2026-07-28 requests are recognized by their MCP-Protocol-Version header; without it
         // this is no request of either era.
-        Ok(Kind::Request { id, method: "server/discover" }) => Reply::json(
-            400,
+        Ok(Kind::Request { id, method: "server/discover" }) => refused(
             jsonrpc::error_body(
                 Some(&id),
                 code::INVALID_REQUEST,

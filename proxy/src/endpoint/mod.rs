@@ -5,6 +5,8 @@
 //!   handing a request for another shard's session to its owner.
 //! - [`forward`]: a request for a session another shard owns, sent there and its reply
 //!   streamed back.
+//! - [`reply`]: the HTTP reply, mapped from the MCP layer's answer in one function, and the
+//!   event sources of SSE replies.
 //! - [`stdio`]: the proxy itself as a stdio MCP server (`mcp-proxy --stdio`).
 //! - [`limits`]: connection and stream counts, and the listener's HTTP limits.
 
@@ -12,4 +14,5 @@ pub mod accept;
 pub mod forward;
 pub mod http;
 pub mod limits;
+pub mod reply;
 pub mod stdio;

@@ -89,7 +89,7 @@ pub async fn serve(shard: Rc<Shard>, io: std::os::unix::net::UnixStream) {
     let ended = session.borrow_mut().take();
     if let Some(s) = ended {
         shard
-            .end_session(&s.id, crate::mcp::session::Closed::SessionEnded)
+            .end_session(&s.id, crate::metrics::Closed::SessionEnded)
             .await;
     }
     drop(out);
@@ -135,11 +135,19 @@ async fn handle_line(
     };
     current.touch();
     let received = std::time::Instant::now();
-    match routing::handle(&shard, &current, line, true, received).await {
-        Answer::Json(b) | Answer::BadRequest(b) => {
+    let answer = routing::handle(&shard, &current, line, true, received).await;
+    write_answer(answer, out).await;
+}
+
+/// Writes an MCP answer as lines: the one place answers reach stdout. A message is one line;
+/// a stream is each of its messages as it comes; a taken notification or response and a
+/// cancelled exchange write nothing.
+async fn write_answer(answer: Answer, out: Rc<LocalSender<Bytes>>) {
+    match answer {
+        Answer::Json(b) | Answer::Refused(b) | Answer::Unknown(b) => {
             let _ = out.try_send(b);
         }
-        Answer::Stream(stream) => follow(current, stream, out).await,
+        Answer::Stream(session, stream) => follow(session, stream, out).await,
         Answer::Accepted | Answer::Silent => {}
     }
 }

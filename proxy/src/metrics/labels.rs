@@ -149,6 +149,21 @@ impl ProbeOutcome {
     }
 }
 
+/// Why a reader's session stream ran out, as the session's owner knows it: the owner's half
+/// of a [`StreamEnd`] (the session layer ends streams with it; the endpoint writing the
+/// stream adds what only it can tell).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Closed {
+    /// The stream ran its course: its answer is complete (or it is no longer kept).
+    Finished,
+    /// A newer reader of the same stream (a newer GET, or a resumption) took it over.
+    Replaced,
+    /// The session ended: DELETE, idle expiry, or evicted.
+    SessionEnded,
+    /// The proxy is shutting down.
+    Shutdown,
+}
+
 /// Why an event stream (a GET stream, a streamed answer, a `subscriptions/listen` stream)
 /// ended, as the shard writing it to the client can tell (with the owner's word, for a
 /// stream relayed from another shard).
@@ -190,11 +205,10 @@ impl StreamEnd {
     /// did not reach the client was not completed.
     pub fn of(
         cut: Option<crate::http::sse::Ended>,
-        closed: Option<crate::mcp::session::Closed>,
+        closed: Option<Closed>,
         written: bool,
     ) -> StreamEnd {
         use crate::http::sse::Ended;
-        use crate::mcp::session::Closed;
         match (cut, closed, written) {
             (Some(Ended::Expired), _, _) => StreamEnd::TokenExpired,
             (Some(Ended::Revoked), _, _) => StreamEnd::CredentialRevoked,
@@ -246,7 +260,6 @@ mod tests {
     #[test]
     fn stream_end_reasons() {
         use crate::http::sse::Ended;
-        use crate::mcp::session::Closed;
         let finished = Some(Closed::Finished);
         assert_eq!(StreamEnd::of(None, finished, true), StreamEnd::Completed);
         assert_eq!(

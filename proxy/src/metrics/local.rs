@@ -13,7 +13,6 @@ use metrics::Counter;
 
 use super::labels::{Method, Outcome};
 use super::names::LOCAL_ANSWERS;
-use crate::mcp::routing::Answer;
 
 /// Outcomes a local answer can have (`ok`, `error`): the first two of [`Outcome`].
 const OUTCOMES: usize = 2;
@@ -31,13 +30,9 @@ pub(super) fn describe() {
     );
 }
 
-/// Counts `answer`, given by the proxy itself to a request of `method`. Answers that are not
-/// one JSON-RPC message (a stream of the proxy's own tool, a cancelled exchange) count as ok.
-pub fn answered(method: &str, answer: &Answer) {
-    let outcome = match answer {
-        Answer::Json(body) | Answer::BadRequest(body) => Outcome::of_response(body),
-        _ => Outcome::Ok,
-    };
+/// Counts an answer the proxy gave itself to a request of `method`: `outcome` is `Ok` or
+/// `Error` (any other value counts as an error).
+pub fn answered(method: &str, outcome: Outcome) {
     let outcome = if outcome == Outcome::Ok {
         Outcome::Ok
     } else {

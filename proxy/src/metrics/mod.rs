@@ -9,7 +9,7 @@
 //!
 //! # Layout
 //! - this file: metric names, the per-shard handles and the call-site functions;
-//! - [`labels`]: bounded label values (MCP methods, outcomes);
+//! - [`labels`]: bounded label values (MCP methods, outcomes, why event streams end);
 //! - [`latency`]: per-shard hdrhistograms, published every second and merged on demand;
 //! - [`counting_stream`]: a stream wrapper counting the bytes a client connection moves;
 //! - [`exposition`]: the `/metrics` text: live servers' series, build and process metrics;
@@ -39,7 +39,7 @@ use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 use crate::config::Config;
 pub use counting_stream::Counted;
-pub use labels::{Method, Outcome, ProbeOutcome, StreamEnd};
+pub use labels::{Closed, Method, Outcome, ProbeOutcome, StreamEnd};
 
 /// Every exported metric name, so the dashboards, the rules and the tests can be checked.
 pub mod names {

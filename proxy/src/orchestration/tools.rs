@@ -856,6 +856,7 @@ async fn orchestrate(call: Call, catalog: &std::sync::Arc<Catalog>) -> Answer {
     match stream {
         Some(out) => {
             let session = call.session.clone();
+            let handed = session.clone();
             glommio::spawn_local(async move {
                 if let Some(answer) = work.await {
                     session.events.push(out, answer);
@@ -863,7 +864,7 @@ async fn orchestrate(call: Call, catalog: &std::sync::Arc<Catalog>) -> Answer {
                 session.events.finish(out);
             })
             .detach();
-            Answer::Stream(out)
+            Answer::Stream(handed, out)
         }
         None => match work.await {
             Some(answer) => Answer::Json(answer),

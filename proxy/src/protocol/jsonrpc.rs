@@ -190,6 +190,14 @@ pub fn classify<'v>(msg: &'v Value<'v>) -> Result<Kind<'v>, RpcError> {
     }
 }
 
+/// Sets member `key` of an object value (replacing one of that name); a no-op on anything
+/// else. How messages are rewritten in place before they are re-serialised.
+pub fn set_member<'v>(obj: &mut Value<'v>, key: &'static str, value: Value<'v>) {
+    if let Some(map) = obj.as_object_mut() {
+        map.insert(key.into(), value);
+    }
+}
+
 /// Serializes a (possibly rewritten) message.
 pub fn to_bytes(msg: &Value<'_>) -> Bytes {
     Bytes::from(msg.encode().into_bytes())

@@ -35,7 +35,7 @@ pub mod code {
 }
 
 /// True for revisions that carry version and capabilities on each request.
-pub fn is_modern(version: &str) -> bool {
+pub fn is_stateless_version(version: &str) -> bool {
     version >= VERSION
 }
 
@@ -406,7 +406,7 @@ pub fn unsupported_version(id: Option<&Id>, requested: &str, supported: &[&str])
 /// `resultType: "complete"`, list results gain the required cache hints, and the stateful
 /// "resource not found" code (-32002) becomes -32602; `id`, when given, replaces the id.
 /// Bodies that do not parse pass unchanged.
-pub fn modernize_response(method: &str, id: Option<&Id>, body: Bytes) -> Bytes {
+pub fn stateless_response(method: &str, id: Option<&Id>, body: Bytes) -> Bytes {
     let mut buf = body.to_vec();
     let Ok(mut msg) = jsonrpc::parse(&mut buf) else {
         return body;
@@ -696,8 +696,8 @@ mod tests {
     }
 
     #[test]
-    fn responses_are_modernized() {
-        let out = modernize_response(
+    fn responses_gain_the_stateless_result_shape() {
+        let out = stateless_response(
             "tools/list",
             None,
             Bytes::from_static(br#"{"jsonrpc":"2.0","id":1,"result":{"tools":[]}}"#),
@@ -705,7 +705,7 @@ mod tests {
         let text = std::str::from_utf8(&out).unwrap();
         assert!(text.contains(r#""resultType":"complete""#), "{text}");
         assert!(text.contains(r#""cacheScope":"private""#), "{text}");
-        let out = modernize_response(
+        let out = stateless_response(
             "resources/read",
             Some(&Id::Num(9)),
             Bytes::from_static(

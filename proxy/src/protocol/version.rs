@@ -34,7 +34,7 @@ pub fn negotiate(requested: Option<&str>) -> &'static str {
 /// True from the revision that added the SSE priming event (an id with empty data) until
 /// 2026-07-28, which removed resumption.
 pub fn primes_streams(version: &str) -> bool {
-    version >= "2025-11-25" && !super::stateless::is_modern(version)
+    version >= "2025-11-25" && !super::stateless::is_stateless_version(version)
 }
 
 #[cfg(test)]

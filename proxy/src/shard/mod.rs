@@ -42,6 +42,9 @@ pub type RegistryHook = Box<dyn Fn(&Rc<Shard>, &Registry, &Arc<Registry>)>;
 /// the lists that changed since the previous one (often none).
 pub type CatalogHook = Box<dyn Fn(&Shard, &Arc<Catalog>, &[ListKind])>;
 
+/// Shard 0's way to list server `index` again, given by discovery.
+pub type Rediscover = Box<dyn Fn(usize)>;
+
 /// What the layers above put on a shard when it is built.
 #[derive(Default)]
 pub struct Wiring {
@@ -89,7 +92,7 @@ pub struct Shard {
     sessions_open: Cell<usize>,
     wiring: Wiring,
     /// Shard 0's way to list a server again, set once discovery runs.
-    rediscover: RefCell<Option<Box<dyn Fn(usize)>>>,
+    rediscover: RefCell<Option<Rediscover>>,
 }
 
 /// Counts a request as in flight until dropped.
@@ -234,7 +237,7 @@ impl Shard {
     }
 
     /// Shard 0's discovery lists servers again through `rediscover` from now on.
-    pub fn set_rediscover(&self, rediscover: Box<dyn Fn(usize)>) {
+    pub fn set_rediscover(&self, rediscover: Rediscover) {
         *self.rediscover.borrow_mut() = Some(rediscover);
     }
 

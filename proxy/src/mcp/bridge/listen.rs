@@ -1,6 +1,6 @@
 //! Resource subscriptions of `subscriptions/listen` streams (2026-07-28 clients).
 //!
-//! A modern client names the resources it wants `notifications/resources/updated` for in the
+//! A 2026-07-28 client names the resources it wants `notifications/resources/updated` for in the
 //! listen request's `resourceSubscriptions`. The proxy subscribes upstream on the client's
 //! behalf, through the client's *bridge session* (`mcp::bridge`), so the upstream session
 //! that watches a resource is the one the client's own calls use:
@@ -233,7 +233,7 @@ pub struct Subscribed {
     /// Granted through `resources/subscribe` on stateful upstreams.
     pub stateful: Vec<Grant>,
     /// Granted by 2026-07-28 upstreams' own listen streams.
-    pub modern: Vec<Grant>,
+    pub stateless: Vec<Grant>,
     /// The tasks reading those streams.
     pub readers: Vec<JoinHandle<()>>,
 }
@@ -266,7 +266,7 @@ pub async fn subscribe(
         }
         if handle.is_modern() {
             if let Some((granted, reader)) = listen_upstream(shard, &handle, grants, target).await {
-                out.modern.extend(granted);
+                out.stateless.extend(granted);
                 out.readers.push(reader);
             }
             continue;

@@ -15,9 +15,9 @@ use bytes::Bytes;
 use simd_json::prelude::*;
 use simd_json::BorrowedValue as Value;
 
-use super::relay;
-use super::Answer;
 use crate::mcp::routing::forward::{self, InFlight, Step};
+use crate::mcp::routing::relay;
+use crate::mcp::routing::Answer;
 use crate::mcp::session::{Session, STANDALONE};
 use crate::metrics::{Forwarded, Outcome};
 use crate::protocol::jsonrpc::{self, code, Id};
@@ -69,6 +69,7 @@ impl Call {
         }
         let out = self.session.events.open();
         let session = self.session.clone();
+        let handed = self.session.clone();
         glommio::spawn_local(async move {
             let answer = self.rounds(first, out).await;
             timing.finish(Outcome::of_response(&answer));
@@ -79,7 +80,7 @@ impl Call {
             drop(guard);
         })
         .detach();
-        Answer::Stream(out)
+        Answer::Stream(handed, out)
     }
 
     async fn rounds(&self, mut answer: Bytes, out: u64) -> Bytes {
@@ -195,15 +196,15 @@ impl Call {
         let mut responses_buf = responses.unwrap_or("{}").as_bytes().to_vec();
         let mut msg = jsonrpc::parse(&mut buf).map_err(|e| self.error(&e.to_string()))?;
         let upstream_id = self.upstream.next_id();
-        relay::set(&mut msg, "id", upstream_id.to_value());
+        jsonrpc::set_member(&mut msg, "id", upstream_id.to_value());
         if let Some(params) = msg.get_mut("params") {
             if responses.is_some() {
                 let parsed = simd_json::to_borrowed_value(&mut responses_buf)
                     .map_err(|e| self.error(&e.to_string()))?;
-                relay::set(params, "inputResponses", parsed);
+                jsonrpc::set_member(params, "inputResponses", parsed);
             }
             if let Some(state) = state {
-                relay::set(params, "requestState", Value::from(state.to_owned()));
+                jsonrpc::set_member(params, "requestState", Value::from(state.to_owned()));
             }
         }
         let body = jsonrpc::to_bytes(&msg);

@@ -113,7 +113,7 @@ pub async fn request(
     let retry_safe = retry_safe(session, server, &msg);
     let subscription = Subscription::of(method, msg.get("params").and_then(|p| p.get_str("uri")));
     let upstream_id = upstream.next_id();
-    relay::set(&mut msg, "id", upstream_id.to_value());
+    jsonrpc::set_member(&mut msg, "id", upstream_id.to_value());
     let body = jsonrpc::to_bytes(&msg);
     drop(msg);
     let outgoing = Outgoing {
@@ -309,6 +309,7 @@ async fn send(
                 Step::Message(m) if accepts_sse => {
                     let out = session.events.open();
                     session.events.push(out, m);
+                    let handed = Rc::clone(session);
                     let session = session.clone();
                     glommio::spawn_local(async move {
                         let ids = (upstream_id, client_id);
@@ -324,7 +325,7 @@ async fn send(
                         drop(guard);
                     })
                     .detach();
-                    return Answer::Stream(out);
+                    return Answer::Stream(handed, out);
                 }
                 // A client that takes only JSON gets interim messages on its GET stream.
                 Step::Message(m) => session.events.push(STANDALONE, m),
@@ -531,7 +532,7 @@ pub async fn client_notification(session: &Rc<Session>, method: &str, mut msg: V
             };
             session.cancel_request(&client_id);
             if let Some(params) = msg.get_mut("params") {
-                relay::set(params, "requestId", upstream_id.to_value());
+                jsonrpc::set_member(params, "requestId", upstream_id.to_value());
             }
             send_to(session, server, jsonrpc::to_bytes(&msg)).await;
         }
@@ -559,7 +560,7 @@ pub async fn client_response(session: &Rc<Session>, proxy_id: &Id, mut msg: Valu
         );
         return;
     };
-    relay::set(&mut msg, "id", pending.upstream_id.to_value());
+    jsonrpc::set_member(&mut msg, "id", pending.upstream_id.to_value());
     send_to(session, pending.server, jsonrpc::to_bytes(&msg)).await;
 }
 

@@ -1,14 +1,22 @@
 //! What each MCP method does: answered by the proxy, merged across servers, or sent to one.
 //!
+//! - [`answer`]: the one answer type both eras and both endpoints use.
+//! - [`target`]: which server a named tool, prompt or resource goes to, under the session's
+//!   policy (one check for the spliced and the parsed route).
 //! - [`relay`]: rewriting upstream messages for the client (ids, URIs).
 //! - [`forward`]: sending one request to its server and relaying the conversation back.
 //! - [`aggregate`]: the merged lists and their pagination.
 //!
-//! Routing works on parsed JSON-RPC and a session; it knows nothing of HTTP.
+//! Routing works on parsed JSON-RPC (or, for plain named requests, on spliced bytes) and a
+//! session; it knows nothing of HTTP.
 
 pub mod aggregate;
+pub mod answer;
 pub mod forward;
 pub mod relay;
+pub mod target;
+
+pub use answer::Answer;
 
 use std::rc::Rc;
 use std::time::Instant;
@@ -24,22 +32,10 @@ use crate::orchestration;
 use crate::protocol::cursor::ListKind;
 use crate::protocol::jsonrpc::{self, code, Id, Kind};
 use crate::protocol::version;
+use crate::registry::Catalog;
 use crate::shard::Shard;
 use crate::upstream::table::ShardUpstreams;
-
-/// How the transport should answer a POSTed message.
-pub enum Answer {
-    /// One JSON-RPC message.
-    Json(Bytes),
-    /// A notification or response was taken (202).
-    Accepted,
-    /// The body was not a valid JSON-RPC message (400 with this error).
-    BadRequest(Bytes),
-    /// Stream this session stream to the client (SSE).
-    Stream(u64),
-    /// End the exchange without a JSON-RPC message (the request was cancelled).
-    Silent,
-}
+use target::{Refusal, Target};
 
 /// Opens a session for an `initialize` request and returns the answer to send.
 pub fn initialize(
@@ -104,7 +100,7 @@ pub fn initialize(
 pub const INSTRUCTIONS: &str = "A gateway aggregating several MCP servers. Tool and prompt names are prefixed with their server's name and two underscores; resource URIs with the server's name and '+'.";
 
 /// The proxy's capabilities, from what the servers behind it declare.
-pub fn server_capabilities(catalog: &crate::registry::Catalog) -> String {
+pub fn server_capabilities(catalog: &Catalog) -> String {
     let mut caps = String::from(
         r#"{"tools":{"listChanged":true},"prompts":{"listChanged":true},"resources":{"listChanged":true"#,
     );
@@ -136,13 +132,13 @@ pub async fn handle(
     let mut buf = body.to_vec();
     let msg = match jsonrpc::parse(&mut buf) {
         Ok(m) => m,
-        Err(e) => return Answer::BadRequest(jsonrpc::error_body(None, e.code(), &e.to_string())),
+        Err(e) => return Answer::Refused(jsonrpc::error_body(None, e.code(), &e.to_string())),
     };
     let kind = match jsonrpc::classify(&msg) {
         Ok(k) => k,
         Err(e) => {
             let id = msg.get("id").and_then(Id::from_value);
-            return Answer::BadRequest(jsonrpc::error_body(id.as_ref(), e.code(), &e.to_string()));
+            return Answer::Refused(jsonrpc::error_body(id.as_ref(), e.code(), &e.to_string()));
         }
     };
     match kind {
@@ -179,31 +175,20 @@ fn spliced<'a>(
     accepts_sse: bool,
     received: Instant,
 ) -> Option<impl std::future::Future<Output = Answer> + 'a> {
-    let target = |method: &str| match method {
-        "tools/call" | "prompts/get" => Some("name"),
-        "resources/read" | "resources/subscribe" | "resources/unsubscribe" => Some("uri"),
-        _ => None,
-    };
+    let field = |method: &str| target::named_field(method).map(|(field, _)| field);
     let depth = crate::protocol::depth::max_json_depth();
-    let peeked = crate::protocol::splice::request(body, depth, |m| target(m).is_some())?;
-    let (span, exposed) = peeked.param_str(body, target(peeked.method)?)?;
+    let peeked = crate::protocol::splice::request(body, depth, |m| field(m).is_some())?;
+    let (span, exposed) = peeked.param_str(body, field(peeked.method)?)?;
     let catalog = shard.catalog();
-    let (server, original) = match peeked.method {
-        "tools/call" if !orchestration::is_own_tool(exposed) => catalog
-            .tool(exposed)
-            .filter(|(s, _)| crate::auth::shows_tool(session, &catalog, *s, exposed)),
-        "prompts/get" => catalog
-            .prompt(exposed)
-            .filter(|(s, _)| crate::auth::shows_server(session, &catalog, *s)),
-        "resources/read" | "resources/subscribe" | "resources/unsubscribe"
-            if !orchestration::is_own_resource(exposed) =>
-        {
-            catalog
-                .resource(exposed)
-                .filter(|(s, _)| crate::auth::shows_server(session, &catalog, *s))
-        }
-        _ => None,
-    }?;
+    let Target::Upstream(server, original) = target::target(
+        session,
+        &catalog,
+        peeked.method,
+        exposed,
+        Refusal::Uncounted,
+    ) else {
+        return None;
+    };
     let original = original.to_owned();
     Some(async move {
         let delivery = forward::Delivery {
@@ -224,203 +209,85 @@ pub(crate) async fn request(
     delivery: forward::Delivery,
 ) -> Answer {
     let catalog = shard.catalog();
-    // The proxy's own tools and resources (the `proxy` namespace is reserved in the config).
-    // A client whose policy hides them gets the answer for a name that does not exist.
-    let params = msg.get("params");
-    if let Some(name) = params
-        .and_then(|p| p.get_str("name"))
-        .filter(|n| method == "tools/call" && orchestration::is_own_tool(n))
-    {
-        if !crate::auth::permits_tool(session, &catalog, usize::MAX, name) {
-            let message = format!("unknown tool: {name}");
-            return local(
-                method,
-                Answer::Json(jsonrpc::error_body(
-                    Some(&id),
-                    code::INVALID_PARAMS,
-                    &message,
-                )),
-            );
+    let answer = match route(session, &catalog, method, &mut msg) {
+        Route::Upstream(server) => {
+            return forward::request(session, server, id, msg, delivery).await
         }
-        let answer = orchestration::call_tool(shard, session, id, &msg, delivery.accepts_sse).await;
-        return local(method, answer);
-    }
-    if let Some(uri) = params
-        .and_then(|p| p.get_str("uri"))
-        .filter(|u| method == "resources/read" && orchestration::is_own_resource(u))
-    {
-        if !crate::auth::permits_server(session, &catalog, usize::MAX) {
-            let message = format!("unknown resource: {uri}");
-            return local(
-                method,
-                Answer::Json(jsonrpc::error_body(
-                    Some(&id),
-                    code::INVALID_PARAMS,
-                    &message,
-                )),
-            );
+        Route::OwnTool => {
+            orchestration::call_tool(shard, session, id, &msg, delivery.accepts_sse).await
         }
-        return local(method, orchestration::read_resource(shard, &id, &msg).await);
-    }
-    let target = match method {
-        "ping" => return local(method, Answer::Json(jsonrpc::result_body(&id, b"{}"))),
-        "initialize" => {
-            let answer = Answer::Json(jsonrpc::error_body(
-                Some(&id),
-                code::INVALID_REQUEST,
-                "the session is already initialized",
-            ));
-            return local(method, answer);
-        }
-        "tools/list" | "prompts/list" | "resources/list" | "resources/templates/list" => {
-            let kind = match method {
-                "tools/list" => ListKind::Tools,
-                "prompts/list" => ListKind::Prompts,
-                "resources/list" => ListKind::Resources,
-                _ => ListKind::ResourceTemplates,
-            };
-            let answer = aggregate::list(shard, session, &catalog, &id, &msg, kind).await;
-            return local(method, answer);
-        }
-        "logging/setLevel" => {
-            return local(
-                method,
-                forward::set_level(session, &catalog, &id, &msg).await,
-            )
-        }
-        "tools/call" => by_name(&catalog, &mut msg, "name", "tool", |n| {
-            owned(catalog.tool(n))
-                .filter(|(s, _)| crate::auth::permits_tool(session, &catalog, *s, n))
-        }),
-        "prompts/get" => by_name(&catalog, &mut msg, "name", "prompt", |n| {
-            owned(catalog.prompt(n))
-                .filter(|(s, _)| crate::auth::permits_server(session, &catalog, *s))
-        }),
-        "resources/read" | "resources/subscribe" | "resources/unsubscribe" => {
-            by_name(&catalog, &mut msg, "uri", "resource", |u| {
-                owned(catalog.resource(u))
-                    .filter(|(s, _)| crate::auth::permits_server(session, &catalog, *s))
-            })
-        }
-        "completion/complete" => match crate::auth::hidden_reference(session, &catalog, &msg) {
-            Some(message) => Err(message),
-            None => completion_target(&mut msg, &catalog),
-        },
-        _ => {
-            let answer = Answer::Json(jsonrpc::error_body(
-                Some(&id),
-                code::METHOD_NOT_FOUND,
-                &format!("method not found: {method}"),
-            ));
-            return local(method, answer);
-        }
+        Route::OwnResource => orchestration::read_resource(shard, &id, &msg).await,
+        Route::List(kind) => aggregate::list(shard, session, &catalog, &id, &msg, kind).await,
+        Route::SetLevel => forward::set_level(session, &catalog, &id, &msg).await,
+        Route::Ping => Answer::Json(jsonrpc::result_body(&id, b"{}")),
+        Route::Error(code, message) => Answer::Json(jsonrpc::error_body(Some(&id), code, &message)),
     };
-    match target {
-        Ok(server) => forward::request(session, server, id, msg, delivery).await,
-        Err(message) => local(
-            method,
-            Answer::Json(jsonrpc::error_body(
-                Some(&id),
-                code::INVALID_PARAMS,
-                &message,
-            )),
-        ),
-    }
-}
-
-/// Counts an answer the proxy gave itself (no upstream involved) and returns it.
-fn local(method: &str, answer: Answer) -> Answer {
-    crate::metrics::local::answered(method, &answer);
+    // Every answer the proxy gives itself, without an upstream, is counted here.
+    crate::metrics::local::answered(method, answer.outcome());
     answer
 }
 
-/// Finds the server behind `params.{field}` and rewrites the field to the server's own name.
-fn by_name(
-    catalog: &crate::registry::Catalog,
-    msg: &mut Value<'_>,
-    field: &'static str,
-    what: &str,
-    lookup: impl Fn(&str) -> Option<(usize, String)>,
-) -> Result<usize, String> {
-    let Some(params) = msg.get_mut("params").filter(|p| p.is_object()) else {
-        return Err(format!("missing params: the {what} {field} is required"));
-    };
-    let Some(exposed) = params.get_str(field) else {
-        return Err(format!(
-            "missing params.{field}: the {what} {field} is required"
-        ));
-    };
-    let Some((server, original)) = lookup(exposed) else {
-        return Err(format!(
-            "unknown {what}: {exposed}{}",
-            down_hint(catalog, exposed)
-        ));
-    };
-    relay::set(params, field, Value::from(original));
-    Ok(server)
+/// Who answers a parsed request.
+enum Route {
+    /// The server at this index (names in the message already rewritten to its own).
+    Upstream(usize),
+    /// The proxy's own tool named in `params.name`.
+    OwnTool,
+    /// The proxy's own resource named in `params.uri`.
+    OwnResource,
+    /// The merged list of this kind.
+    List(ListKind),
+    /// `logging/setLevel`, sent on to every server of the session.
+    SetLevel,
+    /// `ping`.
+    Ping,
+    /// The proxy refuses it with this JSON-RPC error code and message.
+    Error(i32, String),
 }
 
-/// `completion/complete` names a prompt or a resource inside `params.ref`.
-fn completion_target(
-    msg: &mut Value<'_>,
-    catalog: &crate::registry::Catalog,
-) -> Result<usize, String> {
-    let reference = msg
-        .get_mut("params")
-        .and_then(|p| p.get_mut("ref"))
-        .filter(|r| r.is_object());
-    let Some(reference) = reference else {
-        return Err("missing params.ref".into());
+/// Where a parsed request of `method` goes. The proxy's own tools and resources (the `proxy`
+/// namespace is reserved in the config) are found by name like any other; a client whose
+/// policy hides a name gets the answer for a name that does not exist.
+fn route(session: &Session, catalog: &Catalog, method: &str, msg: &mut Value<'_>) -> Route {
+    let named = |found: Result<Option<usize>, String>, own: Route| match found {
+        Ok(Some(server)) => Route::Upstream(server),
+        Ok(None) => own,
+        Err(message) => Route::Error(code::INVALID_PARAMS, message),
     };
-    match reference.get_str("type") {
-        Some("ref/prompt") => {
-            let Some(name) = reference.get_str("name") else {
-                return Err("missing params.ref.name".into());
-            };
-            let (server, original) = catalog
-                .prompt(name)
-                .ok_or_else(|| format!("unknown prompt: {name}"))?;
-            let original = original.to_owned();
-            relay::set(reference, "name", Value::from(original));
-            Ok(server)
-        }
-        Some("ref/resource") => {
-            let Some(uri) = reference.get_str("uri") else {
-                return Err("missing params.ref.uri".into());
-            };
-            let (server, original) = catalog
-                .resource(uri)
-                .ok_or_else(|| format!("unknown resource: {uri}"))?;
-            let original = original.to_owned();
-            relay::set(reference, "uri", Value::from(original));
-            Ok(server)
-        }
-        _ => Err("params.ref.type must be ref/prompt or ref/resource".into()),
-    }
-}
-
-/// Why a name may be unknown: its prefix names a server that is down.
-fn down_hint(catalog: &crate::registry::Catalog, exposed: &str) -> String {
-    let down = catalog.servers.iter().zip(&catalog.status).find(|(s, _)| {
-        !s.prefix.is_empty()
-            && (exposed.starts_with(&format!("{}__", s.prefix))
-                || exposed.starts_with(&format!("{}+", s.prefix)))
-    });
-    match down {
-        Some((s, crate::registry::ServerStatus::Down(why))) if why == "draining" => format!(
-            " (server {} is drained and takes no new work; `mcpctl servers enable {}` offers it again)",
-            s.name, s.name
+    match method {
+        "ping" => Route::Ping,
+        "initialize" => Route::Error(
+            code::INVALID_REQUEST,
+            "the session is already initialized".into(),
         ),
-        Some((s, crate::registry::ServerStatus::Down(why))) => {
-            format!(" (server {} is unavailable: {why})", s.name)
+        "tools/list" => Route::List(ListKind::Tools),
+        "prompts/list" => Route::List(ListKind::Prompts),
+        "resources/list" => Route::List(ListKind::Resources),
+        "resources/templates/list" => Route::List(ListKind::ResourceTemplates),
+        "logging/setLevel" => Route::SetLevel,
+        "tools/call" => named(
+            target::by_name(session, catalog, method, msg),
+            Route::OwnTool,
+        ),
+        "prompts/get" | "resources/read" | "resources/subscribe" | "resources/unsubscribe" => {
+            named(
+                target::by_name(session, catalog, method, msg),
+                Route::OwnResource,
+            )
         }
-        Some((s, crate::registry::ServerStatus::Pending)) => {
-            format!(" (server {} has not been reached yet)", s.name)
+        "completion/complete" => {
+            let found = match crate::auth::hidden_reference(session, catalog, msg) {
+                Some(message) => Err(message),
+                None => target::completion_target(msg, catalog),
+            };
+            match found {
+                Ok(server) => Route::Upstream(server),
+                Err(message) => Route::Error(code::INVALID_PARAMS, message),
+            }
         }
-        _ => String::new(),
+        _ => Route::Error(
+            code::METHOD_NOT_FOUND,
+            format!("method not found: {method}"),
+        ),
     }
-}
-
-fn owned(found: Option<(usize, &str)>) -> Option<(usize, String)> {
-    found.map(|(server, original)| (server, original.to_owned()))
 }

@@ -12,7 +12,7 @@ use simd_json::prelude::*;
 use simd_json::BorrowedValue as Value;
 
 use crate::mcp::session::Session;
-use crate::protocol::jsonrpc::{self, Id};
+use crate::protocol::jsonrpc::{self, set_member as set, Id};
 use crate::protocol::{names, splice};
 use crate::upstream::table::ShardUpstreams;
 
@@ -126,12 +126,5 @@ fn notification(session: &Rc<Session>, server: usize, method: &str, mut msg: Val
             Relayed::Message(jsonrpc::to_bytes(&msg))
         }
         _ => Relayed::Message(jsonrpc::to_bytes(&msg)),
-    }
-}
-
-/// Sets `key` on an object value; a no-op on anything else.
-pub fn set<'v>(obj: &mut Value<'v>, key: &'static str, value: Value<'v>) {
-    if let Some(map) = obj.as_object_mut() {
-        map.insert(key.into(), value);
     }
 }

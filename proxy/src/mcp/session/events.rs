@@ -11,6 +11,8 @@ use std::task::{Context, Poll, Waker};
 
 use bytes::Bytes;
 
+pub use crate::metrics::Closed;
+
 /// The stream of server-initiated messages that a GET opens.
 pub const STANDALONE: u64 = 0;
 /// Messages kept per stream for a client that reconnects.
@@ -78,20 +80,6 @@ pub enum Next {
     Event(u64, Bytes),
     /// The stream is over, for this reason.
     End(Closed),
-}
-
-/// Why a reader's stream ended, as the session's owner knows it (counted in
-/// `mcp_proxy_event_streams_ended_total{reason}`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Closed {
-    /// The stream ran its course: its answer is complete (or it is no longer kept).
-    Finished,
-    /// A newer reader of the same stream (a newer GET, or a resumption) took it over.
-    Replaced,
-    /// The session ended: DELETE, idle expiry, or evicted.
-    SessionEnded,
-    /// The proxy is shutting down.
-    Shutdown,
 }
 
 impl EventLog {

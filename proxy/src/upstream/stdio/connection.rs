@@ -30,7 +30,6 @@ use simd_json::BorrowedValue as Value;
 use super::child::ChildProcess;
 use super::lines::{read_lines, write_lines};
 use crate::config::{ServerConfig, StdioCommand};
-use crate::mcp::routing::relay::set;
 use crate::protocol::jsonrpc::{self, code, Id, Kind};
 use crate::protocol::version;
 use crate::shard::Shard;
@@ -214,12 +213,12 @@ impl StdioLink {
         }
         let child_id = self.next_id.get();
         self.next_id.set(child_id + 1);
-        set(&mut msg, "id", Value::from(child_id));
+        jsonrpc::set_member(&mut msg, "id", Value::from(child_id));
         let mut token = None;
         if let Some(meta) = msg.get_mut("params").and_then(|p| p.get_mut("_meta")) {
             if let Some(original) = meta.get("progressToken").and_then(Id::from_value) {
                 let child_token = format!("p{child_id}");
-                set(meta, "progressToken", Value::from(child_token.clone()));
+                jsonrpc::set_member(meta, "progressToken", Value::from(child_token.clone()));
                 self.tokens
                     .borrow_mut()
                     .insert(child_token.clone(), child_id);
@@ -270,7 +269,7 @@ impl StdioLink {
                 let (Some(child_id), Some(params)) = (child_id, msg.get_mut("params")) else {
                     return Ok(());
                 };
-                set(params, "requestId", Value::from(child_id));
+                jsonrpc::set_member(params, "requestId", Value::from(child_id));
                 self.send(jsonrpc::to_bytes(&msg))
             }
             _ => self.send(jsonrpc::to_bytes(&msg)),
@@ -373,7 +372,7 @@ impl StdioLink {
         match kind {
             (Some(Id::Num(n)), None) => {
                 if let Some(p) = self.forget(n) {
-                    set(&mut msg, "id", p.origin_id.to_value());
+                    jsonrpc::set_member(&mut msg, "id", p.origin_id.to_value());
                     let _ = p.tx.try_send(jsonrpc::to_bytes(&msg));
                 }
             }
@@ -425,7 +424,7 @@ impl StdioLink {
                     return;
                 };
                 if let (Some((_, original)), Some(params)) = (&p.token, msg.get_mut("params")) {
-                    set(params, "progressToken", original.to_value());
+                    jsonrpc::set_member(params, "progressToken", original.to_value());
                 }
                 let _ = p.tx.try_send(jsonrpc::to_bytes(&msg));
             }
