@@ -10,14 +10,15 @@
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::num::NonZeroU64;
-use std::sync::atomic::Ordering;
 use std::task::Waker;
 use std::time::Duration;
 
 use crate::config::auth::AuthConfig;
 use crate::http::sse::{Deadline, Revocation};
 
-use super::{authenticate, current, same, unix_now, Identity, GENERATION};
+use super::identity::{authenticate, unix_now, Identity};
+use super::running::{current_with_generation, generation};
+use super::same;
 
 /// How often a shard with waiting streams looks for a new `[auth]`.
 const WATCH_EVERY: Duration = Duration::from_millis(500);
@@ -78,11 +79,11 @@ struct StreamAccess {
 
 impl Revocation for StreamAccess {
     fn revoked(&mut self) -> bool {
-        if GENERATION.load(Ordering::Acquire) == self.generation {
+        if generation() == self.generation {
             return false;
         }
-        let auth = current();
-        self.generation = auth.generation;
+        let (checked, auth) = current_with_generation();
+        self.generation = checked;
         !auth.config.enabled
             || !still_accepted(&auth.config, &self.header, &self.principal, unix_now())
     }
@@ -140,7 +141,7 @@ thread_local! {
 async fn watch() {
     loop {
         glommio::timer::sleep(WATCH_EVERY).await;
-        let generation = GENERATION.load(Ordering::Acquire);
+        let running = generation();
         let stale: Vec<Waker> = WAITING.with(|w| {
             let mut w = w.borrow_mut();
             if w.streams.is_empty() {
@@ -149,7 +150,7 @@ async fn watch() {
             }
             let mut stale = Vec::new();
             w.streams.retain(|_, (g, waker)| {
-                if *g == generation {
+                if *g == running {
                     return true;
                 }
                 stale.push(waker.clone());
@@ -251,7 +252,7 @@ mod tests {
         let (pa, pb) = (principal(&before, &alice), principal(&before, &bob));
         // A reload forgets the tokens a shard verified; so does each step here.
         let check = |auth: &AuthConfig, header: &str, p: &[u8; 32], now: u64| {
-            super::super::VERIFIED.with(|v| v.borrow_mut().clear());
+            super::super::identity::forget_verified();
             still_accepted(auth, header, p, now)
         };
         assert!(

@@ -199,7 +199,8 @@ fn check(shard: &Shard, request: &Request) -> Result<McpRequest, Reply> {
             ));
         }
     }
-    let client = crate::auth::gate(request)?;
+    let client =
+        crate::endpoint::gate::authenticate(request).map_err(crate::endpoint::gate::refusal)?;
     let method = match request.method {
         Method::Post => HttpMethod::Post,
         Method::Get => HttpMethod::Get,
@@ -374,8 +375,8 @@ pub async fn handle_owned(shard: &Rc<Shard>, request: McpRequest) -> Reply {
             let Some(session) = shard.find_session(&id) else {
                 return unknown_session();
             };
-            if let Err(r) = crate::auth::admit(&session, request.client.as_ref()) {
-                return r;
+            if let Err(denial) = session.auth.admit(request.client.as_ref()) {
+                return crate::endpoint::gate::refusal(denial);
             }
             if shard.end_session(&id, Closed::SessionEnded).await {
                 Reply::Full {
@@ -409,8 +410,8 @@ async fn post(shard: &Rc<Shard>, request: McpRequest) -> Reply {
     let Some(session) = shard.find_session(session_id) else {
         return unknown_session();
     };
-    if let Err(r) = crate::auth::admit(&session, request.client.as_ref()) {
-        return r;
+    if let Err(denial) = session.auth.admit(request.client.as_ref()) {
+        return crate::endpoint::gate::refusal(denial);
     }
     session.touch();
     let Some(slot) = stream_slot(&session.id) else {
@@ -441,16 +442,20 @@ async fn sessionless_post(
     };
     match jsonrpc::classify(&msg) {
         Err(e) => refused(jsonrpc::error_body(None, e.code(), &e.to_string())),
-        Ok(Kind::Request { id, method: "initialize" }) => match crate::auth::open(client)
-            .and_then(|o| routing::initialize(shard, &id, &msg, o).map_err(refused))
-        {
-            Ok((session, answer)) => Reply::Full {
-                status: 200,
-                headers: vec![("Content-Type", "application/json".into()), ("Mcp-Session-Id", session.id.clone())],
-                body: answer,
-            },
-            Err(reply) => reply,
-        },
+        Ok(Kind::Request { id, method: "initialize" }) => {
+            let opening = match crate::auth::open(client) {
+                Ok(opening) => opening,
+                Err(denial) => return crate::endpoint::gate::refusal(denial),
+            };
+            match routing::initialize(shard, &id, &msg, opening) {
+                Ok((session, answer)) => Reply::Full {
+                    status: 200,
+                    headers: vec![("Content-Type", "application/json".into()), ("Mcp-Session-Id", session.id.clone())],
+                    body: answer,
+                },
+                Err(answer) => refused(answer),
+            }
+        }
         // 2026-07-28 requests are recognized by their MCP-Protocol-Version header; without it
         // this is no request of either era.
         Ok(Kind::Request { id, method: "server/discover" }) => refused(
@@ -471,8 +476,8 @@ fn get(shard: &Rc<Shard>, request: McpRequest) -> Reply {
     let Some(session) = shard.find_session(session_id) else {
         return unknown_session();
     };
-    if let Err(r) = crate::auth::admit(&session, request.client.as_ref()) {
-        return r;
+    if let Err(denial) = session.auth.admit(request.client.as_ref()) {
+        return crate::endpoint::gate::refusal(denial);
     }
     session.touch();
     let Some(slot) = stream_slot(&session.id) else {

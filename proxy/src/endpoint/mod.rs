@@ -1,6 +1,7 @@
 //! The endpoints clients reach: the `/mcp` HTTP endpoint and the proxy as a stdio server.
 //!
 //! - [`accept`]: a connection the listener accepted: the connection limit, the TLS handshake.
+//! - [`gate`]: the door of `/mcp`: credentials and rate checked, and auth's refusals answered.
 //! - [`http`]: `/mcp` semantics: status codes, Accept/Origin/version checks, SSE replies, and
 //!   handing a request for another shard's session to its owner.
 //! - [`forward`]: a request for a session another shard owns, sent there and its reply
@@ -12,6 +13,7 @@
 
 pub mod accept;
 pub mod forward;
+pub mod gate;
 pub mod http;
 pub mod limits;
 pub mod reply;

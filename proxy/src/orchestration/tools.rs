@@ -244,7 +244,7 @@ fn search_tools(
     let server = a.server_opt(catalog, "server")?;
     let index = shard.orchestration().index(catalog, &shard.config);
     // Only what the client's policy lets it call is found.
-    let policy = crate::auth::policy(session);
+    let policy = session.auth.policy();
     let allowed = |d: &super::search::Doc| {
         policy
             .as_ref()
@@ -619,7 +619,7 @@ async fn call_tool(call: Call, catalog: &Catalog) -> Answer {
         }
         let (server, original) = catalog
             .tool(name)
-            .filter(|(s, _)| crate::auth::permits_tool(&call.session, catalog, *s, name))
+            .filter(|(s, _)| call.session.auth.permits_tool(catalog, *s, name))
             .ok_or_else(|| {
                 // A tool the client's policy hides gets the words of one that does not exist.
                 let why = super::check_step_tool(catalog, name).err().unwrap_or_else(|| {
@@ -678,7 +678,7 @@ impl Executor for SessionExecutor {
         let found = self
             .catalog
             .tool(tool)
-            .filter(|(s, _)| crate::auth::permits_tool(&self.session, &self.catalog, *s, tool))
+            .filter(|(s, _)| self.session.auth.permits_tool(&self.catalog, *s, tool))
             .map(|(s, o)| (s, o.to_owned()));
         let session = self.session.clone();
         let tool = tool.to_owned();
@@ -734,11 +734,9 @@ async fn orchestrate(call: Call, catalog: &std::sync::Arc<Catalog>) -> Answer {
         let check = |t: &str| {
             super::check_step_tool(catalog, t)?;
             match catalog.tool(t) {
-                Some((s, _)) if !crate::auth::permits_tool(&call.session, catalog, s, t) => {
-                    Err(format!(
-                        "unknown tool \"{t}\"; proxy__search_tools finds tools by what they do"
-                    ))
-                }
+                Some((s, _)) if !call.session.auth.permits_tool(catalog, s, t) => Err(format!(
+                    "unknown tool \"{t}\"; proxy__search_tools finds tools by what they do"
+                )),
                 _ => Ok(()),
             }
         };

@@ -96,7 +96,7 @@ pub fn requested(filter: Option<&Value<'_>>) -> Result<Vec<String>, String> {
 /// The proxy's own resources do not change while it runs, so they are never granted.
 pub fn resolve(catalog: &Catalog, session: &Session, exposed: &str) -> Option<(usize, String)> {
     resolve_with(catalog, exposed, |server| {
-        crate::auth::permits_server(session, catalog, server)
+        session.auth.permits_server(catalog, server)
     })
 }
 

@@ -43,7 +43,7 @@ pub async fn list(
         _ => &[],
     };
     // A client's policy (`[auth]`) hides what it may not use, its own tools included.
-    let policy = crate::auth::policy(session);
+    let policy = session.auth.policy();
     let shown = |i: &&Item| crate::auth::shows(policy.as_ref(), catalog, kind, i);
     let items: Vec<&Item> =
         if kind == ListKind::Tools && shard.config.proxy.tool_exposure == ToolExposure::Search {
@@ -112,7 +112,7 @@ async fn tool_view(session: &Rc<Session>, catalog: &Catalog) -> Rc<ToolView> {
     }
     let mut tasks = Vec::new();
     for (server, status) in catalog.status.iter().enumerate() {
-        if !crate::auth::shows_server(session, catalog, server) {
+        if !session.auth.shows_server(catalog, server) {
             continue;
         }
         let Some(upstream) = session

@@ -591,7 +591,7 @@ pub async fn set_level(
         .unwrap_or_else(|| "{}".into());
     let servers = (0..catalog.status.len())
         .filter(|s| catalog.declares(*s, "logging", None))
-        .filter(|s| crate::auth::shows_server(session, catalog, *s));
+        .filter(|s| session.auth.shows_server(catalog, *s));
     for server in servers {
         let Some(upstream) = session.upstream(server) else {
             continue;

@@ -276,7 +276,7 @@ fn route(session: &Session, catalog: &Catalog, method: &str, msg: &mut Value<'_>
             )
         }
         "completion/complete" => {
-            let found = match crate::auth::hidden_reference(session, catalog, msg) {
+            let found = match session.auth.hidden_reference(catalog, msg) {
                 Some(message) => Err(message),
                 None => target::completion_target(msg, catalog),
             };

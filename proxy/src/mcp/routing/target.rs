@@ -56,12 +56,12 @@ pub fn target<'c>(
     refusal: Refusal,
 ) -> Target<'c> {
     let shows_tool = |server: usize| match refusal {
-        Refusal::Counted => crate::auth::permits_tool(session, catalog, server, exposed),
-        Refusal::Uncounted => crate::auth::shows_tool(session, catalog, server, exposed),
+        Refusal::Counted => session.auth.permits_tool(catalog, server, exposed),
+        Refusal::Uncounted => session.auth.shows_tool(catalog, server, exposed),
     };
     let shows_server = |server: usize| match refusal {
-        Refusal::Counted => crate::auth::permits_server(session, catalog, server),
-        Refusal::Uncounted => crate::auth::shows_server(session, catalog, server),
+        Refusal::Counted => session.auth.permits_server(catalog, server),
+        Refusal::Uncounted => session.auth.shows_server(catalog, server),
     };
     // The proxy's own things are checked under the proxy's server name (`usize::MAX`).
     let found = match method {

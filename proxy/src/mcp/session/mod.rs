@@ -3,10 +3,18 @@
 //! A session holds what relaying a whole conversation needs: its upstream sessions (one per
 //! server, created when first needed), its SSE streams, the client requests in flight (to pass
 //! on cancellations) and the server-to-client requests awaiting the client's answer.
+//!
+//! - [`events`]: the session's SSE streams, their event logs and resumption positions.
+//! - [`owner`]: who the session belongs to (with `[auth]`), its client's policy, and the
+//!   check that a request comes from its owner.
+//! - [`token`]: sealed session ids, from which any shard restores the session.
+//! - [`ended`]: ids of sessions that ended, so a still-valid sealed id is not restored.
+//! - [`local`]: the sessions of one shard.
 
 pub mod ended;
 pub mod events;
 pub mod local;
+pub mod owner;
 pub mod token;
 
 use std::cell::{Cell, RefCell};
@@ -81,7 +89,7 @@ pub struct Session {
     closed: Cell<bool>,
     tool_view: RefCell<Option<Rc<ToolView>>>,
     /// The client identity that opened the session, and its policy.
-    pub auth: crate::auth::SessionAuth,
+    pub auth: owner::Owner,
     /// Proxy id -> where the client's answer goes when the proxy itself asked (the input
     /// requests of a 2026-07-28 upstream, asked as server-to-client requests).
     waiters: RefCell<HashMap<Id, Rc<Waiter>>>,

@@ -1,0 +1,99 @@
+//! The running `[auth]`: one process-wide [`Slot`] that a reload replaces, and each shard's
+//! copy of it, refreshed when one atomic load shows a new generation.
+//!
+//! Sessions name their client, not an index, so a reload that reorders clients keeps each
+//! session's client; the session counters and this shard's buckets follow the client's name.
+
+use std::rc::Rc;
+use std::sync::atomic::AtomicUsize;
+use std::sync::Arc;
+
+use crate::config::auth::AuthConfig;
+
+use super::slot::{ShardCopy, Slot};
+
+/// One generation of `[auth]` and the session counters of its clients.
+#[derive(Clone, Debug, Default)]
+pub struct Auth {
+    /// The configuration this generation was built from.
+    pub config: AuthConfig,
+    /// Open sessions per client (same order as `config.clients`); shared with every earlier
+    /// generation that had a client of the same name, so a reload keeps the counts.
+    pub(super) sessions: Vec<Arc<AtomicUsize>>,
+}
+
+impl Auth {
+    /// The index of client `name` in this generation.
+    pub(super) fn find(&self, name: &str) -> Option<usize> {
+        self.config.clients.iter().position(|c| c.name == name)
+    }
+}
+
+static RUNNING: Slot<Auth> = Slot::new();
+
+thread_local! {
+    /// This shard's copy of the running `[auth]`.
+    static LOCAL: ShardCopy<Auth> = ShardCopy::new();
+}
+
+/// Installs `config` as the running `[auth]`; counters of clients that keep their name carry over.
+pub fn install(config: AuthConfig) {
+    RUNNING.replace(|old| {
+        let sessions = config
+            .clients
+            .iter()
+            .map(|c| {
+                old.and_then(|o| o.find(&c.name).map(|i| o.sessions[i].clone()))
+                    .unwrap_or_default()
+            })
+            .collect();
+        Auth { config, sessions }
+    });
+}
+
+/// Installs the `[auth]` of a re-read configuration; returns whether anything changed.
+///
+/// One that turns auth on or off is not installed at all, and the running `[auth]` (mode,
+/// clients, keys) stays whole until a restart (`config::restart` names it): turning auth off
+/// live would open `/mcp` to anyone holding a session id, and turning it on would strand the
+/// open sessions, which have no owner to match their requests against. Keeping the running one
+/// whole, rather than applying the rest of the new `[auth]`, means a reload never leaves auth
+/// half switched.
+pub fn reload(config: &AuthConfig) -> bool {
+    let running = RUNNING.get().unwrap_or_default();
+    if running.config.enabled != config.enabled || running.config == *config {
+        return false;
+    }
+    install(config.clone());
+    log::info!(
+        "reload: [auth] applied ({} client(s), {} JWKS key(s))",
+        config.clients.len(),
+        config.keys.len()
+    );
+    true
+}
+
+/// This shard's copy of the running `[auth]`, refreshed when a reload happened.
+pub fn current() -> Rc<Auth> {
+    LOCAL.with(|local| local.get(&RUNNING, refresh_shard_state))
+}
+
+/// This shard's copy of the running `[auth]` and its generation.
+pub(super) fn current_with_generation() -> (u64, Rc<Auth>) {
+    LOCAL.with(|local| {
+        let auth = local.get(&RUNNING, refresh_shard_state);
+        (local.generation(), auth)
+    })
+}
+
+/// The generation of the newest `[auth]` installed: one atomic load.
+pub fn generation() -> u64 {
+    RUNNING.generation()
+}
+
+/// Moves this shard's buckets to the new client order and forgets remembered tokens (their
+/// key, issuer or subject may be gone).
+fn refresh_shard_state(old: &Auth, next: &Auth) {
+    super::identity::forget_verified();
+    super::rate::follow_clients(old, next);
+}
