@@ -451,7 +451,7 @@ fn health(shard: &Shard) -> Value {
         // checks (this shard's) are what notice a server that went away meanwhile.
         let checks = shard.upstreams().get(i).and_then(|u| match &*u {
             crate::upstream::Upstream::Http(c) => {
-                let healthy = c.stats.iter().filter(|s| s.healthy.get()).count();
+                let healthy = c.balancer.stats.iter().filter(|s| s.healthy.get()).count();
                 Some((healthy, c.replica_count()))
             }
             _ => None,
@@ -484,7 +484,7 @@ fn stats_json(shard: &Shard) -> Value {
     let reg = shard.registry();
     let live = reg.live().map(|(i, e)| (i, e.config.name.as_str()));
     let mut v: Value = serde_json::from_str(&stats::render_servers(live)).unwrap_or(Value::Null);
-    let counts = request_counts();
+    let counts = crate::metrics::request_counts::per_server();
     if let Some(servers) = v.get_mut("servers").and_then(Value::as_object_mut) {
         for (name, s) in servers.iter_mut() {
             let (requests, errors) = counts.get(name).copied().unwrap_or_default();
@@ -493,67 +493,13 @@ fn stats_json(shard: &Shard) -> Value {
         }
     }
     if let Some(obj) = v.as_object_mut() {
-        let (requests, errors) = local_answer_counts();
+        let (requests, errors) = crate::metrics::request_counts::answered_locally();
         obj.insert(
             "proxy".into(),
             json!({ "requests": requests, "errors": errors }),
         );
     }
     v
-}
-
-/// Requests the proxy answered itself and how many of them were errors, from
-/// `mcp_proxy_local_answers_total`.
-fn local_answer_counts() -> (u64, u64) {
-    let Some(handle) = crate::metrics::handle() else {
-        return (0, 0);
-    };
-    let prefix = "mcp_proxy_local_answers_total{";
-    let (mut requests, mut errors) = (0, 0);
-    for line in handle.render().lines().filter(|l| l.starts_with(prefix)) {
-        let Some((labels, value)) = line.rsplit_once(' ') else {
-            continue;
-        };
-        let n = value.parse::<f64>().unwrap_or(0.0) as u64;
-        requests += n;
-        if labels.contains("outcome=\"error\"") {
-            errors += n;
-        }
-    }
-    (requests, errors)
-}
-
-/// Requests and failed requests per server, from `mcp_proxy_requests_total`.
-pub fn request_counts() -> std::collections::HashMap<String, (u64, u64)> {
-    let mut out = std::collections::HashMap::new();
-    let Some(handle) = crate::metrics::handle() else {
-        return out;
-    };
-    let text = handle.render();
-    for line in text
-        .lines()
-        .filter(|l| l.starts_with("mcp_proxy_requests_total{"))
-    {
-        let Some((labels, value)) = line.rsplit_once(' ') else {
-            continue;
-        };
-        let label = |k: &str| {
-            let start = labels.find(&format!("{k}=\""))? + k.len() + 2;
-            let end = labels[start..].find('"')? + start;
-            Some(labels[start..end].to_owned())
-        };
-        let (Some(server), Some(outcome), Ok(n)) =
-            (label("server"), label("outcome"), value.parse::<f64>())
-        else {
-            continue;
-        };
-        let entry: &mut (u64, u64) = out.entry(server).or_default();
-        entry.0 += n as u64;
-        if outcome != "ok" && outcome != "cancelled" {
-            entry.1 += n as u64;
-        }
-    }
-    out
 }
 
 fn shards(shard: &Shard) -> Value {

@@ -9,59 +9,25 @@
 //! | `POST /api/v1/servers/{name}/replicas/{i}/enable` | let it take new work again |
 //!
 //! Every shard keeps its own statistics of each replica (see [`crate::balance`]), so a list
-//! asks every shard over the mesh and adds the answers up: counts are summed, a replica is
-//! healthy when every shard's checks say so and ejected when any shard ejected it, latency
-//! quantiles come from the shards' histograms merged. A shard that does not answer within
-//! [`QUERY_LIMIT`] is left out and named in `shards_missing`.
+//! gathers every shard's and adds them up by the fleet's one rule
+//! ([`crate::orchestration::fleet::replicas`], which the proxy's fleet tools read too):
+//! counts are summed, a replica is healthy when every shard's checks say so and ejected when
+//! any shard ejected it, latency quantiles come from the shards' histograms merged, the
+//! latency average is weighted by each shard's exchanges. A shard that does not answer in
+//! time is left out and named in `shards_missing`.
 
 use std::rc::Rc;
-use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
 use super::api::{answer, error, refuse_unauthorized, registry_error, PREFIX};
 use super::{servers, Response};
-use crate::balance::ReplicaSnapshot;
-use crate::config::{Strategy, Transport};
+use crate::config::Transport;
 use crate::http::{Method, Request};
-use crate::metrics::latency::{add_into, Quantiles};
+use crate::orchestration::fleet::replicas::{self, ReplicaFigures};
+use crate::orchestration::fleet::strategy_label;
 use crate::registry::servers::Entry;
 use crate::shard::Shard;
-use crate::upstream::table::ShardUpstreams;
-use crate::upstream::Upstream;
-
-/// How long a list waits for each other shard's statistics.
-pub const QUERY_LIMIT: Duration = Duration::from_secs(2);
-
-/// One shard's view of one replica, sent to shard 0 for a list.
-#[derive(Clone, Debug, Default)]
-pub struct ReplicaReport {
-    /// The balancer's statistics.
-    pub stats: ReplicaSnapshot,
-    /// Upstream latencies of client requests, in microseconds (the client's histogram: the
-    /// same one the fleet views read).
-    pub latency: Option<hdrhistogram::Histogram<u64>>,
-}
-
-/// This shard's view of every replica of server `server` (empty unless it is an HTTP server).
-pub fn local_report(shard: &Shard, server: usize) -> Vec<ReplicaReport> {
-    let Some(upstream) = shard.upstreams().get(server) else {
-        return Vec::new();
-    };
-    let Upstream::Http(client) = &*upstream else {
-        return Vec::new();
-    };
-    let now = Instant::now();
-    client
-        .stats
-        .iter()
-        .enumerate()
-        .map(|(i, s)| ReplicaReport {
-            stats: s.snapshot(now),
-            latency: client.replica_latency(i),
-        })
-        .collect()
-}
 
 /// Answers the per-replica routes; `None` when `request` is for another route.
 pub async fn route(shard: &Rc<Shard>, token: &str, request: &Request) -> Option<Response> {
@@ -143,27 +109,24 @@ async fn list(shard: &Rc<Shard>, name: &str, only: Option<usize>) -> Response {
         return registry_error(&e);
     }
     // Every shard's view, this one's first; a shard that does not answer is named.
-    let mut views = vec![local_report(shard, index)];
-    let mut missing = Vec::new();
-    for peer in (0..shard.nr_shards).filter(|p| *p != shard.id) {
-        let work = move |owner: Rc<Shard>| async move { local_report(&owner, index) };
-        match crate::shard::Mesh::ask(shard, peer, QUERY_LIMIT, work).await {
-            Some(view) => views.push(view),
-            None => missing.push(peer),
-        }
-    }
+    let gathered = replicas::gather(shard, Some(index)).await;
+    let views = gathered.server(index);
     let replicas: Vec<Value> = (0..entry.replica_count())
         .filter(|r| only.is_none_or(|o| o == *r))
-        .map(|r| replica_json(&entry, r, &views))
+        .map(|r| {
+            let seen: Vec<&ReplicaFigures> =
+                views.iter().filter_map(|s| s.replicas.get(r)).collect();
+            replica_json(&entry, r, &seen)
+        })
         .collect();
     let mut body = json!({
         "server": entry.config.name,
         "index": index,
         "state": entry.state.label(),
-        "strategy": strategy_name(&entry),
+        "strategy": strategy_label(entry.config.balance.strategy),
         "stateless": entry.config.balance.stateless,
         "shards": shard.nr_shards,
-        "shards_missing": missing,
+        "shards_missing": gathered.missing,
     });
     match only {
         Some(_) => {
@@ -176,42 +139,19 @@ async fn list(shard: &Rc<Shard>, name: &str, only: Option<usize>) -> Response {
     answer(200, body)
 }
 
-fn strategy_name(entry: &Entry) -> &'static str {
-    match entry.config.balance.strategy {
-        Strategy::LeastLatency => "least_latency",
-        Strategy::RoundRobin => "round_robin",
-        Strategy::Weighted => "weighted",
-        Strategy::Random => "random",
-    }
-}
-
 /// One replica, its shards' views added up.
-fn replica_json(entry: &Entry, replica: usize, views: &[Vec<ReplicaReport>]) -> Value {
+fn replica_json(entry: &Entry, replica: usize, seen: &[&ReplicaFigures]) -> Value {
     let config = match &entry.config.transport {
         Transport::Http { replicas, .. } => replicas.get(replica),
         Transport::Stdio(_) => None,
     };
-    let mine: Vec<&ReplicaReport> = views.iter().filter_map(|v| v.get(replica)).collect();
-    let sum = |f: fn(&ReplicaSnapshot) -> u64| mine.iter().map(|r| f(&r.stats)).sum::<u64>();
-    let unhealthy = mine.iter().filter(|r| !r.stats.healthy).count();
-    let ejected_for_ms = mine
-        .iter()
-        .map(|r| r.stats.ejected_for_ms)
-        .filter(|ms| *ms > 0)
-        .max();
-    let measured: Vec<f64> = mine.iter().filter_map(|r| r.stats.ewma_us).collect();
-    let ewma_ms = (!measured.is_empty())
-        .then(|| measured.iter().sum::<f64>() / measured.len() as f64 / 1000.0);
-    let mut latency = None;
-    for r in &mine {
-        add_into(&mut latency, &r.latency);
-    }
-    let q = Quantiles::of(&latency);
+    let t = replicas::merge(seen);
+    let unhealthy = t.shards - t.healthy_shards;
+    let ejected_for_ms = (t.ejected_for_ms > 0).then_some(t.ejected_for_ms);
+    let ewma_ms = t.ewma_us.map(|us| us / 1000.0);
+    let q = t.latency;
     // The newest failure any shard saw: what an operator asks first of a replica that is out.
-    let last_error = mine
-        .iter()
-        .filter_map(|r| Some((r.stats.last_error_ago_ms?, r.stats.last_error.as_ref()?)))
-        .min_by_key(|(ago, _)| *ago);
+    let last_error = t.last_error.as_ref();
     let drained = entry.replica_drained(replica);
     let drained_by = match (drained, entry.replica_drain.get(&replica)) {
         (true, Some(_)) => json!("api"),
@@ -220,7 +160,7 @@ fn replica_json(entry: &Entry, replica: usize, views: &[Vec<ReplicaReport>]) -> 
     };
     let status = if drained {
         "drained"
-    } else if unhealthy > 0 && unhealthy == mine.len() {
+    } else if unhealthy > 0 && unhealthy == t.shards {
         "unhealthy"
     } else if ejected_for_ms.is_some() {
         "ejected"
@@ -240,13 +180,13 @@ fn replica_json(entry: &Entry, replica: usize, views: &[Vec<ReplicaReport>]) -> 
         "unhealthy_shards": unhealthy,
         "ejected": ejected_for_ms.is_some(),
         "ejected_for_ms": ejected_for_ms,
-        "inflight": sum(|s| u64::from(s.inflight)),
-        "picks": sum(|s| s.picks),
-        "requests": sum(|s| s.requests),
-        "errors": sum(|s| s.failures),
-        "probes": sum(|s| s.probes),
-        "probe_errors": sum(|s| s.failed_probes),
-        "consecutive_failures": mine.iter().map(|r| r.stats.consecutive_failures).max().unwrap_or(0),
+        "inflight": t.inflight,
+        "picks": t.picks,
+        "requests": t.requests,
+        "errors": t.failures,
+        "probes": t.probes,
+        "probe_errors": t.failed_probes,
+        "consecutive_failures": t.consecutive_failures,
         "last_error": last_error.map(|(_, m)| m),
         "last_error_ago_ms": last_error.map(|(ago, _)| ago),
         "ewma_ms": ewma_ms.map(|v| (v * 1000.0).round() / 1000.0),
@@ -254,4 +194,56 @@ fn replica_json(entry: &Entry, replica: usize, views: &[Vec<ReplicaReport>]) -> 
             "count": q.count, "p50": q.p50, "p90": q.p90, "p99": q.p99, "p99_9": q.p999, "max": q.max,
         },
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::balance::ReplicaSnapshot;
+    use crate::registry::servers::{Origin, State};
+
+    fn entry() -> Entry {
+        let text = r#"
+[[servers]]
+name = "pair"
+replicas = [{ url = "http://127.0.0.1:1/mcp" }, { url = "http://127.0.0.1:2/mcp" }]
+"#;
+        let config = crate::config::Config::from_toml_str(text, "t").expect("config");
+        Entry {
+            config: config.servers[0].clone(),
+            origin: Origin::Config,
+            state: State::Active,
+            spec: None,
+            replica_drain: BTreeMap::new(),
+        }
+    }
+
+    fn shard_saw(ewma_us: f64, exchanges: u64) -> ReplicaFigures {
+        ReplicaFigures {
+            url: "http://127.0.0.1:1/mcp".into(),
+            stats: ReplicaSnapshot {
+                weight: 1,
+                healthy: true,
+                ewma_us: Some(ewma_us),
+                exchanges,
+                requests: exchanges,
+                ..ReplicaSnapshot::default()
+            },
+            latency: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn the_latency_average_counts_each_shard_by_its_exchanges() {
+        // One shard sent the replica one request (1 ms), the other three (3 ms each): the
+        // replica's average per exchange is 2.5 ms, as the fleet tools show it.
+        let (light, busy) = (shard_saw(1000.0, 1), shard_saw(3000.0, 3));
+        let listed = replica_json(&entry(), 0, &[&light, &busy]);
+        assert_eq!(listed["ewma_ms"], json!(2.5), "{listed}");
+        assert_eq!(listed["requests"], json!(4), "{listed}");
+        let fleet = crate::orchestration::fleet::replicas::merge(&[&light, &busy]);
+        assert_eq!(fleet.ewma_us.map(|us| us / 1000.0), Some(2.5));
+    }
 }

@@ -2,8 +2,9 @@
 //!
 //! Every change follows the same steps, with no await in between, so two admin requests
 //! (served by tasks on the same thread) can never interleave and lose one another's change:
-//! compute the next [`Registry`], persist it (when a state directory is configured), then
-//! publish it to every shard, whose discovery and catalog follow.
+//! compute the next [`Registry`](crate::registry::servers::Registry), persist it (when a state
+//! directory is configured), then publish it to every shard, whose discovery and catalog
+//! follow ([`crate::orchestration::registry_change`], shared with the balancing tool).
 //!
 //! Persisting is a small synchronous write and fsync on shard 0: admin changes are rare, and
 //! doing it inline is what makes "saved, then applied" hold even across a kill -9.
@@ -14,8 +15,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::config::Config;
-use crate::discovery::ShardDiscovery;
-use crate::registry::servers::{self, Changes, Registry, RegistryError, State};
+use crate::orchestration::registry_change::{commit, publish, save};
+use crate::registry::servers::{Changes, RegistryError, State};
 use crate::shard::Shard;
 
 /// Why a reload failed.
@@ -51,27 +52,6 @@ pub struct Reloaded {
     /// Settings the file changes since the proxy started that only a restart applies
     /// (`[proxy] listen`, ...), in a stable order; every reload names them until the restart.
     pub restart: Vec<&'static str>,
-}
-
-/// Saves `next` and applies it everywhere.
-fn commit(shard: &Rc<Shard>, next: Registry) -> Result<Arc<Registry>, RegistryError> {
-    save(shard, &next)?;
-    Ok(publish(shard, next))
-}
-
-/// Writes `next` to the state directory, if there is one, so it outlives a restart.
-fn save(shard: &Shard, next: &Registry) -> Result<(), RegistryError> {
-    match &shard.config.proxy.state_dir {
-        Some(dir) => servers::save_state(dir, &next.state_doc()),
-        None => Ok(()),
-    }
-}
-
-/// Puts `next` in force on every shard.
-fn publish(shard: &Rc<Shard>, next: Registry) -> Arc<Registry> {
-    let next = Arc::new(next);
-    shard.publish_registry(next.clone());
-    next
 }
 
 /// Adds the server described by `spec`; returns its index.

@@ -1,6 +1,8 @@
 //! Unit tests of the balancer: strategies, the circuit, pauses asked for, the retry budget.
 
+use super::circuit::{EJECT_MAX, EJECT_MIN};
 use super::*;
+use std::time::{Duration, Instant};
 
 fn fleet(n: usize) -> Vec<ReplicaStats> {
     (0..n).map(|_| ReplicaStats::new(1, false)).collect()

@@ -13,6 +13,7 @@
 //! - [`latency`]: per-shard hdrhistograms, published every second and merged on demand;
 //! - [`counting_stream`]: a stream wrapper counting the bytes a client connection moves;
 //! - [`exposition`]: the `/metrics` text: live servers' series, build and process metrics;
+//! - [`request_counts`]: request and failure counts read back from the series;
 //! - [`logs`]: the text/JSON/logfmt log formats, with configured secrets redacted.
 //!
 //! # Cost on the hot path
@@ -28,6 +29,7 @@ pub mod labels;
 pub mod latency;
 pub mod local;
 pub mod logs;
+pub mod request_counts;
 pub mod tools;
 
 use std::cell::RefCell;

@@ -16,7 +16,8 @@ use glommio::channels::local_channel::{self, LocalSender};
 use serde::Serialize;
 use simd_json::prelude::*;
 
-use super::workflow::{self, Context, OnError, Workflow};
+use super::template::{self, Context};
+use super::workflow::{self, OnError, Workflow};
 use super::Json;
 
 /// How often a run waiting on its steps looks at its cancellation flag.
@@ -259,10 +260,10 @@ pub async fn run(
                     ids: &ids,
                     results: &results,
                 };
-                let args = workflow::render(&step.arguments, &ctx);
+                let args = template::render(&step.arguments, &ctx);
                 let fallback = match &step.on_error {
                     OnError::Fallback { tool, arguments } => {
-                        Some((tool.clone(), workflow::render(arguments, &ctx)))
+                        Some((tool.clone(), template::render(arguments, &ctx)))
                     }
                     _ => None,
                 };
@@ -457,7 +458,7 @@ async fn attempt(
     })
     .await?;
     if result.get_bool("isError") == Some(true) {
-        let text = workflow::text_of(&result);
+        let text = template::text_of(&result);
         return Err(StepError::Tool(if text.is_empty() {
             "no details".into()
         } else {

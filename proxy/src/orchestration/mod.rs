@@ -2,18 +2,25 @@
 //! and views of the fleet.
 //!
 //! # Layout
+//! - [`caller`]: what orchestration needs of the session a tool runs for, and what a tool
+//!   answers.
 //! - [`tools`]: the tool definitions, argument checking and dispatch.
-//! - [`workflow`]: the workflow model, validation (DAG, references) and templating.
+//! - [`workflow`]: the workflow model and its validation (DAG, references).
+//! - [`template`]: the `{{...}}` templates of step arguments: parsing and rendering.
 //! - [`engine`]: running a workflow: parallel steps, timeouts, retries, `on_error`, cancellation.
 //! - [`search`]: BM25 over every upstream tool (`search_tools`, `discover_servers`, plans).
 //! - [`plan`]: `plan_workflow`: a candidate workflow from a goal and capabilities.
 //! - [`resources`]: `orchestration://workflows/`, `servers://registry/`, `metrics://performance/`.
 //! - [`store`]: saved workflows, persisted atomically in the state directory.
-//! - [`fleet`]: figures gathered from every shard over the mesh, and live balancing changes.
+//! - [`fleet`]: figures gathered from every shard over the mesh (replica statistics added up
+//!   by one rule, for these tools and the admin API), and live balancing changes.
+//! - [`registry_change`]: a new live registry saved, then put in force on every shard (the
+//!   admin API's server changes and the balancing changes).
 //!
 //! # How it hooks in
-//! Routing sends `tools/call` of a `proxy__*` name to [`call_tool`] and `resources/read` of one
-//! of [`RESOURCE_URIS`] to [`read_resource`]; the merged lists put [`State::tool_items`] and
+//! Routing sends `tools/call` of a `proxy__*` name to [`call_tool`], with its session as the
+//! [`caller::Caller`], and answers the [`caller::ToolReply`]; `resources/read` of one of
+//! [`RESOURCE_URIS`] goes to [`read_resource`]; the merged lists put [`State::tool_items`] and
 //! [`State::resource_items`] first. The `proxy` namespace is reserved in the configuration,
 //! so no server's tools can collide with these.
 //!
@@ -22,12 +29,15 @@
 //! (runs of every shard, replica figures, tool counts) ask the other shards over the mesh
 //! ([`fleet`]).
 
+pub mod caller;
 pub mod engine;
 pub mod fleet;
 pub mod plan;
+pub mod registry_change;
 pub mod resources;
 pub mod search;
 pub mod store;
+pub mod template;
 pub mod tools;
 pub mod workflow;
 
@@ -39,9 +49,8 @@ use bytes::Bytes;
 use simd_json::prelude::*;
 use simd_json::BorrowedValue as Value;
 
+use self::caller::{Caller, ToolReply};
 use crate::config::Config;
-use crate::mcp::routing::Answer;
-use crate::mcp::session::Session;
 use crate::protocol::jsonrpc::{self, code, Id};
 use crate::registry::catalog::Item;
 use crate::registry::{Catalog, ServerStatus};
@@ -272,18 +281,18 @@ pub fn is_own_resource(uri: &str) -> bool {
 /// Answers `tools/call` of one of the proxy's own tools.
 pub async fn call_tool(
     shard: &Rc<Shard>,
-    session: &Rc<Session>,
+    session: Rc<dyn Caller>,
     id: Id,
     msg: &Value<'_>,
     accepts_sse: bool,
-) -> Answer {
+) -> ToolReply {
     let params = msg.get("params");
     let name = params.and_then(|p| p.get_str("name")).unwrap_or_default();
     let arguments = match params.and_then(|p| p.get("arguments")) {
         None => Json::object(),
         Some(a) if a.is_object() => Json::from(a.clone()),
         Some(_) => {
-            return Answer::Json(ArgError::new("arguments", "must be an object").to_body(&id))
+            return ToolReply::Json(ArgError::new("arguments", "must be an object").to_body(&id))
         }
     };
     let progress_token = params
@@ -292,7 +301,7 @@ pub async fn call_tool(
         .map(|t| Json::from(t.clone()));
     let call = tools::Call {
         shard: shard.clone(),
-        session: session.clone(),
+        session,
         id,
         name: name.to_owned(),
         arguments,
@@ -302,8 +311,8 @@ pub async fn call_tool(
     tools::dispatch(call).await
 }
 
-/// Answers `resources/read` of one of the proxy's own resources.
-pub async fn read_resource(shard: &Rc<Shard>, id: &Id, msg: &Value<'_>) -> Answer {
+/// Answers `resources/read` of one of the proxy's own resources (a JSON-RPC message).
+pub async fn read_resource(shard: &Rc<Shard>, id: &Id, msg: &Value<'_>) -> Bytes {
     let uri = msg
         .get("params")
         .and_then(|p| p.get_str("uri"))
@@ -317,18 +326,18 @@ pub async fn read_resource(shard: &Rc<Shard>, id: &Id, msg: &Value<'_>) -> Answe
             out.extend_from_slice(b",\"mimeType\":\"application/json\",\"text\":");
             jsonrpc::write_json_string(&mut out, &text);
             out.extend_from_slice(b"}]}");
-            Answer::Json(jsonrpc::result_body(id, &out))
+            jsonrpc::result_body(id, &out)
         }
-        Err(e) => Answer::Json(e.to_body(id)),
+        Err(e) => e.to_body(id),
     }
 }
 
 /// Stops a run when the client cancels the request that started it; true if it was one.
-pub fn cancel(session: &Session, request: &Id) -> bool {
+pub fn cancel(session: &dyn Caller, request: &Id) -> bool {
     let Some(shard) = session.shard() else {
         return false;
     };
-    let key = (session.id.clone(), request.clone());
+    let key = (session.session_id().to_owned(), request.clone());
     let found = shard.orchestration().active.borrow().get(&key).cloned();
     match found {
         Some(c) => {

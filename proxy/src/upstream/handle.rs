@@ -11,6 +11,7 @@ use bytes::Bytes;
 
 use super::client::{MessageStream, PostReply, ReplyBody, UpstreamClient, UpstreamError};
 use super::session::{await_answer, UpstreamSession, UpstreamSink};
+use crate::balance::Children;
 use crate::config::ServerConfig;
 use crate::protocol::jsonrpc::{self, Id};
 use crate::shard::mesh::{Mesh, Sender};
@@ -35,16 +36,28 @@ pub enum Upstream {
         config: Box<ServerConfig>,
         /// The links of its children (`replicas = N`), on [`STDIO_SHARD`] only.
         links: Vec<Rc<StdioLink>>,
-        /// Children to choose from, and the next one to bind a session to (round robin: a
-        /// child serves its sessions one message at a time, so spreading sessions evenly is
-        /// what balances them).
-        replicas: usize,
-        /// Round-robin position.
-        next: Cell<usize>,
+        /// Its children (`replicas = N`) as this shard binds sessions to them.
+        children: Children,
     },
 }
 
 impl Upstream {
+    /// Stdio server `index` with `replicas` children, whose `links` this shard holds (none
+    /// but on [`STDIO_SHARD`]).
+    pub fn stdio(
+        index: usize,
+        config: &ServerConfig,
+        links: Vec<Rc<StdioLink>>,
+        replicas: usize,
+    ) -> Upstream {
+        Upstream::Stdio {
+            index,
+            config: Box::new(config.clone()),
+            links,
+            children: Children::new(replicas),
+        }
+    }
+
     /// The server's configuration.
     pub fn config(&self) -> &ServerConfig {
         match self {
@@ -67,17 +80,13 @@ impl Upstream {
         }
     }
 
-    /// The replica a new session of this server should be bound to (`None` for stdio and
-    /// stateless servers, or when no replica is available).
+    /// The replica a new session of this server should be bound to (`None` for a server with
+    /// one child and for stateless servers, or when no replica is available).
     pub fn pick_binding(&self) -> Option<usize> {
         match self {
-            Upstream::Http(client) if !client.config.balance.stateless => client.pick(None),
-            Upstream::Stdio { replicas, next, .. } if *replicas > 1 => {
-                let n = next.get();
-                next.set(n.wrapping_add(1));
-                Some(n % replicas)
-            }
-            _ => None,
+            Upstream::Http(client) if !client.config.balance.stateless => client.balancer.bind(),
+            Upstream::Http(_) => None,
+            Upstream::Stdio { children, .. } => children.bind(),
         }
     }
 
@@ -99,19 +108,12 @@ impl Upstream {
             Upstream::Stdio {
                 index,
                 config,
-                replicas,
-                next,
+                children,
                 ..
             } => UpstreamHandle::Stdio(Rc::new(StdioHandle {
                 server: *index,
-                // A session bound at initialize keeps its child across restarts of the proxy;
-                // only an unbound handle takes the next turn, or every bound session would
-                // also move the turn and a shard would hand every session the same child.
-                replica: preferred_replica.unwrap_or_else(|| {
-                    let n = next.get();
-                    next.set(n.wrapping_add(1));
-                    n
-                }) % (*replicas).max(1),
+                // A session bound at initialize keeps its child across restarts of the proxy.
+                replica: children.serving(preferred_replica),
                 name: config.name.clone(),
                 timeout: config.timeout,
                 session_key: session_key.to_owned(),

@@ -78,13 +78,11 @@ async fn check_forever(shard: Weak<Shard>, client: Rc<UpstreamClient>, replica: 
         else {
             return;
         };
-        let stats = &client.stats[replica];
         if client.probe(replica, limit).await {
             misses = 0;
             hits += 1;
-            if !stats.healthy.get() && hits >= RECOVERY_CHECKS {
-                stats.healthy.set(true);
-                client.balancer_mode(std::time::Instant::now());
+            if !healthy(&client, replica) && hits >= RECOVERY_CHECKS {
+                client.balancer.set_healthy(replica, true);
                 if shard_id == 0 {
                     crate::metrics::fleet::healthy(
                         client.name(),
@@ -101,9 +99,8 @@ async fn check_forever(shard: Weak<Shard>, client: Rc<UpstreamClient>, replica: 
         } else {
             hits = 0;
             misses += 1;
-            if stats.healthy.get() && misses >= threshold {
-                stats.healthy.set(false);
-                client.balancer_mode(std::time::Instant::now());
+            if healthy(&client, replica) && misses >= threshold {
+                client.balancer.set_healthy(replica, false);
                 if shard_id == 0 {
                     crate::metrics::fleet::healthy(
                         client.name(),
@@ -119,4 +116,13 @@ async fn check_forever(shard: Weak<Shard>, client: Rc<UpstreamClient>, replica: 
             }
         }
     }
+}
+
+/// The health checks' last verdict on `replica` of `client`.
+fn healthy(client: &UpstreamClient, replica: usize) -> bool {
+    client
+        .balancer
+        .stats
+        .get(replica)
+        .is_some_and(|s| s.healthy.get())
 }

@@ -1,6 +1,10 @@
 //! The proxy as an MCP client of its upstream servers.
 //!
-//! - [`client`]: one shard's keep-alive pool per HTTP server and the exchanges of Streamable HTTP.
+//! - [`client`]: the exchanges of Streamable HTTP with one server (POST, GET stream, DELETE,
+//!   health check).
+//! - [`pool`]: one shard's keep-alive connections to each replica of a server.
+//! - [`message_stream`]: the messages that answer one request (SSE, resumed; or relayed).
+//! - [`error`]: why an exchange failed, and whether repeating it elsewhere is safe.
 //! - [`cancel`]: `notifications/cancelled` for a request the proxy stopped waiting for.
 //! - [`deadline`]: how long an answer may take: the server's `timeout`, moved on by progress.
 //! - [`session`]: one upstream MCP session over HTTP: initialize, re-initialize when the server
@@ -15,8 +19,11 @@
 pub mod cancel;
 pub mod client;
 pub mod deadline;
+pub mod error;
 pub mod handle;
 pub mod health;
+pub mod message_stream;
+pub mod pool;
 pub mod retry_after;
 pub mod session;
 pub mod stdio;

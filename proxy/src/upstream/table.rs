@@ -4,7 +4,7 @@
 //! an added one is appended. Slots hand out `Rc`s, so a request that started on a server that
 //! is then removed or replaced finishes on the `Upstream` it started with.
 
-use std::cell::{Cell, RefCell};
+use std::cell::RefCell;
 use std::rc::{Rc, Weak};
 use std::sync::Arc;
 use std::time::Duration;
@@ -113,21 +113,20 @@ fn make_upstream(this: &Weak<Shard>, id: usize, index: usize, s: &ServerConfig) 
         Transport::Http { replicas, .. } => {
             Upstream::Http(UpstreamClient::new(index, s.clone(), replicas))
         }
-        Transport::Stdio(command) => Upstream::Stdio {
+        Transport::Stdio(command) => Upstream::stdio(
             index,
-            config: Box::new(s.clone()),
+            s,
             // Children live on one shard: a stdio child holds one session, and a stateful
             // server (memory) must see every call of the sessions bound to it.
-            links: if id == STDIO_SHARD {
+            if id == STDIO_SHARD {
                 (0..command.replicas.max(1))
                     .map(|_| StdioLink::start(this.clone(), index, s, command))
                     .collect()
             } else {
                 Vec::new()
             },
-            replicas: command.replicas.max(1),
-            next: Cell::new(0),
-        },
+            command.replicas,
+        ),
     }
 }
 
@@ -175,7 +174,7 @@ impl Upstreams {
     /// the replicas keep their statistics and the sessions bound to them.
     pub fn apply_replica_drain(&self, index: usize, entry: &Entry) {
         if let Some(Upstream::Http(client)) = self.get(index).as_deref() {
-            for (replica, stats) in client.stats.iter().enumerate() {
+            for (replica, stats) in client.balancer.stats.iter().enumerate() {
                 stats.drain.set(entry.replica_drained(replica));
             }
         }

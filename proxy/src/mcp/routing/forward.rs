@@ -524,7 +524,7 @@ pub async fn client_notification(session: &Rc<Session>, method: &str, mut msg: V
             };
             // A workflow run is the proxy's own work: stopping it cancels its steps' upstream
             // calls (each step tells its server when its call is dropped).
-            if crate::orchestration::cancel(session, &client_id) {
+            if crate::orchestration::cancel(&**session, &client_id) {
                 return;
             }
             let Some((server, upstream_id)) = session.inflight(&client_id) else {

@@ -6,6 +6,7 @@
 //! - [`relay`]: rewriting upstream messages for the client (ids, URIs).
 //! - [`forward`]: sending one request to its server and relaying the conversation back.
 //! - [`aggregate`]: the merged lists and their pagination.
+//! - [`own_tools`]: the proxy's own tools, called with the session as their caller.
 //!
 //! Routing works on parsed JSON-RPC (or, for plain named requests, on spliced bytes) and a
 //! session; it knows nothing of HTTP.
@@ -13,6 +14,7 @@
 pub mod aggregate;
 pub mod answer;
 pub mod forward;
+pub mod own_tools;
 pub mod relay;
 pub mod target;
 
@@ -213,10 +215,8 @@ pub(crate) async fn request(
         Route::Upstream(server) => {
             return forward::request(session, server, id, msg, delivery).await
         }
-        Route::OwnTool => {
-            orchestration::call_tool(shard, session, id, &msg, delivery.accepts_sse).await
-        }
-        Route::OwnResource => orchestration::read_resource(shard, &id, &msg).await,
+        Route::OwnTool => own_tools::call(shard, session, id, &msg, delivery.accepts_sse).await,
+        Route::OwnResource => Answer::Json(orchestration::read_resource(shard, &id, &msg).await),
         Route::List(kind) => aggregate::list(shard, session, &catalog, &id, &msg, kind).await,
         Route::SetLevel => forward::set_level(session, &catalog, &id, &msg).await,
         Route::Ping => Answer::Json(jsonrpc::result_body(&id, b"{}")),

@@ -3,36 +3,39 @@
 //!
 //! Balancer statistics, health and circuits are per shard (`balance::ReplicaStats` in each
 //! shard's `UpstreamClient`), as are tool counts (`metrics::tools`) and workflow runs. A view
-//! asks every other shard for a [`ShardFigures`] ([`Ask::Figures`], answered as JSON by
-//! [`answer`] on the shard's own thread) and adds them to its own; nothing is shared or
-//! locked. A replica's latency quantiles come from each shard's client histogram of it, sent
-//! as (value, count) pairs with the figures and merged; a server's from the board of
-//! `metrics::latency` that `/stats` reads.
+//! asks every other shard for a [`ShardFigures`] ([`Ask::Figures`]) and for its replica
+//! figures ([`replicas::gather`]), each answered as JSON by [`answer`] on the shard's own
+//! thread, and adds them to its own; nothing is shared or locked. A server's latency comes
+//! from the board of `metrics::latency` that `/stats` reads.
 //!
-//! Changing a server's strategy or weights ([`set_balance`]) is a registry update made on
-//! shard 0 (asked over the mesh from other shards): saved in the state directory, broadcast,
-//! and taken in place by each shard's client (`UpstreamClient::retune`), so sessions, pools and
-//! statistics carry on.
+//! - [`replicas`]: replica statistics of every shard and the one rule adding them up (also
+//!   what the admin API's replica routes show).
+//! - [`balance_change`]: changing a server's strategy or weights live ([`set_balance`]).
+//!
+//! Every question to another shard goes over the mesh's typed call (`shard::Mesh::ask`).
+
+pub mod balance_change;
+pub mod replicas;
+
+pub use balance_change::{set_balance, spec_of, BalanceChange, ChangeError};
+pub use replicas::{ReplicaFigures, ServerFigures};
 
 use std::collections::BTreeMap;
 use std::rc::Rc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use super::Json;
-use crate::balance::ReplicaSnapshot;
-use crate::config::{ServerConfig, Strategy, Transport};
+use crate::config::{Strategy, Transport};
 use crate::metrics::latency::{self, Quantiles};
 use crate::metrics::tools::{self as tool_counts, ToolCounts};
 use crate::orchestration::ShardOrchestration;
 use crate::registry::servers::State;
 use crate::registry::ServerStatus;
 use crate::shard::Shard;
-use crate::upstream::table::ShardUpstreams;
-use crate::upstream::Upstream;
 
 /// How long a view waits for another shard's answer before showing what it has.
 const ASK_TIMEOUT: Duration = Duration::from_secs(2);
@@ -42,7 +45,7 @@ pub const RUNS_LISTED: usize = 128;
 /// A question one shard asks another.
 #[derive(Debug)]
 pub enum Ask {
-    /// Your figures: replicas of every server, tool counts, runs.
+    /// Your figures: sessions, requests, tool counts, runs.
     Figures,
     /// One of your runs, with its report.
     Run(String),
@@ -57,17 +60,6 @@ pub enum Tell {
     Workflows(BTreeMap<String, Json>),
 }
 
-/// A change of one server's balancing.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct BalanceChange {
-    /// The server.
-    pub server: String,
-    /// The new strategy, if it changes.
-    pub strategy: Option<Strategy>,
-    /// New weights by replica index.
-    pub weights: Vec<(usize, u32)>,
-}
-
 /// What one shard knows.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct ShardFigures {
@@ -77,37 +69,10 @@ pub struct ShardFigures {
     pub sessions: usize,
     /// Requests it is handling.
     pub requests_in_flight: usize,
-    /// Every live server, by index.
-    pub servers: Vec<ServerFigures>,
     /// Calls per tool.
     pub tools: Vec<ToolCounts>,
     /// Its kept runs, newest first (as `orchestration://workflows/` lists them).
     pub runs: Vec<Value>,
-}
-
-/// One server on one shard.
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
-pub struct ServerFigures {
-    /// Registry index.
-    pub index: usize,
-    /// Name.
-    pub name: String,
-    /// Strategy in force on this shard.
-    pub strategy: String,
-    /// HTTP replicas (stdio servers list none: their children are bound round robin).
-    pub replicas: Vec<ReplicaFigures>,
-}
-
-/// One replica on one shard.
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
-pub struct ReplicaFigures {
-    /// Its URL.
-    pub url: String,
-    /// Its statistics.
-    pub stats: ReplicaSnapshot,
-    /// Upstream latency of the client requests it answered (request to response head), as
-    /// the (µs, count) pairs of the shard's histogram (`metrics::latency::to_counts`).
-    pub latency: Vec<(u64, u64)>,
 }
 
 /// Name of a strategy as configured.
@@ -134,38 +99,10 @@ pub fn strategy_named(name: &str) -> Option<Strategy> {
 
 /// This shard's figures.
 pub fn figures(shard: &Shard) -> ShardFigures {
-    let now = Instant::now();
-    let registry = shard.registry();
-    let servers = registry
-        .live()
-        .filter_map(|(i, e)| {
-            let upstream = shard.upstreams().get(i)?;
-            let (strategy, replicas) = match &*upstream {
-                Upstream::Http(c) => (
-                    strategy_label(c.strategy()),
-                    (0..c.replica_count())
-                        .map(|r| ReplicaFigures {
-                            url: c.replica_url(r),
-                            stats: c.stats[r].snapshot(now),
-                            latency: latency::to_counts(&c.replica_latency(r)),
-                        })
-                        .collect(),
-                ),
-                Upstream::Stdio { .. } => ("round_robin", Vec::new()),
-            };
-            Some(ServerFigures {
-                index: i,
-                name: e.config.name.clone(),
-                strategy: strategy.to_owned(),
-                replicas,
-            })
-        })
-        .collect();
     ShardFigures {
         shard: shard.id,
         sessions: shard.session_count(),
         requests_in_flight: shard.requests_in_flight(),
-        servers,
         tools: tool_counts::snapshot(),
         runs: shard
             .orchestration()
@@ -181,7 +118,7 @@ pub async fn answer(shard: &Rc<Shard>, ask: Ask) -> Bytes {
     let value = match ask {
         Ask::Figures => serde_json::to_value(figures(shard)).unwrap_or(Value::Null),
         Ask::Run(id) => local_run(shard, &id).unwrap_or(Value::Null),
-        Ask::SetBalance(change) => match apply_balance(shard, &change) {
+        Ask::SetBalance(change) => match balance_change::apply_balance(shard, &change) {
             Ok(v) => v,
             Err(e) => json!({"error": e}),
         },
@@ -312,7 +249,7 @@ pub struct ReplicaView {
     /// shares are computed from.
     pub answered: u64,
     /// Requests in flight on it.
-    pub inflight: u32,
+    pub inflight: u64,
     /// Most failed requests in a row on any shard.
     pub consecutive_failures: u32,
     /// Longest remaining ejection on any shard, ms (0: circuit closed everywhere).
@@ -375,8 +312,9 @@ pub struct Fleet {
 /// Adds up every shard's figures with the histograms and counters.
 pub async fn fleet(shard: &Rc<Shard>) -> Fleet {
     let shards = gather(shard).await;
+    let figures = replicas::gather(shard, None).await;
     let (merged, _) = latency::merged();
-    let counts = crate::admin::api::request_counts();
+    let counts = crate::metrics::request_counts::per_server();
     let catalog = shard.catalog();
     let registry = shard.registry();
     let mut servers = Vec::new();
@@ -392,10 +330,7 @@ pub async fn fleet(shard: &Rc<Shard>) -> Fleet {
             (_, Some(ServerStatus::Down(why))) => ("down", Some(why.clone())),
             _ => ("pending", None),
         };
-        let per_shard: Vec<&ServerFigures> = shards
-            .iter()
-            .filter_map(|f| f.servers.iter().find(|s| s.index == i))
-            .collect();
+        let per_shard = figures.server(i);
         let strategy = per_shard.first().map_or_else(
             || strategy_label(config.balance.strategy).to_owned(),
             |s| s.strategy.clone(),
@@ -409,11 +344,7 @@ pub async fn fleet(shard: &Rc<Shard>) -> Fleet {
             .map(|r| {
                 let seen: Vec<&ReplicaFigures> =
                     per_shard.iter().filter_map(|s| s.replicas.get(r)).collect();
-                let mut hist = None;
-                for f in &seen {
-                    latency::add_into(&mut hist, &latency::from_counts(&f.latency));
-                }
-                replica_view(r, &seen, Quantiles::of(&hist))
+                replica_view(r, &seen)
             })
             .collect();
         let (requests, errors) = counts.get(&config.name).copied().unwrap_or_default();
@@ -440,47 +371,30 @@ pub async fn fleet(shard: &Rc<Shard>) -> Fleet {
     }
 }
 
-fn replica_view(replica: usize, seen: &[&ReplicaFigures], latency: Quantiles) -> ReplicaView {
+fn replica_view(replica: usize, seen: &[&ReplicaFigures]) -> ReplicaView {
+    let t = replicas::merge(seen);
     let mut v = ReplicaView {
         replica,
         url: seen.first().map(|f| f.url.clone()).unwrap_or_default(),
-        shards: seen.len(),
-        latency: LatencyMs::of(latency),
-        answered: latency.count,
+        shards: t.shards,
+        healthy_on_shards: t.healthy_shards,
+        weight: t.weight,
+        drain: t.drain,
+        picks: t.picks,
+        exchanges: t.exchanges,
+        failed_exchanges: t.failed_exchanges,
+        probes: t.probes,
+        failed_probes: t.failed_probes,
+        answered: t.latency.count,
+        inflight: t.inflight,
+        consecutive_failures: t.consecutive_failures,
+        ejected_for_ms: t.ejected_for_ms,
+        ewma_ms: t.ewma_us.map(|us| (us / 10.0).round() / 100.0),
+        last_error_ago_ms: t.last_error.as_ref().map(|(ago, _)| *ago),
+        last_error: t.last_error.map(|(_, msg)| msg),
+        latency: LatencyMs::of(t.latency),
         ..ReplicaView::default()
     };
-    let (mut weighted, mut weight_sum) = (0.0, 0.0);
-    let mut newest_error: Option<(u64, String)> = None;
-    for f in seen {
-        let s = &f.stats;
-        v.weight = s.weight;
-        v.drain |= s.drain;
-        v.healthy_on_shards += usize::from(s.healthy);
-        v.picks += s.picks;
-        v.exchanges += s.exchanges;
-        v.failed_exchanges += s.failed_exchanges;
-        v.probes += s.probes;
-        v.failed_probes += s.failed_probes;
-        v.inflight += s.inflight;
-        v.consecutive_failures = v.consecutive_failures.max(s.consecutive_failures);
-        v.ejected_for_ms = v.ejected_for_ms.max(s.ejected_for_ms);
-        if let Some(e) = s.ewma_us {
-            // Shards that sent it more work know its latency better.
-            let w = (s.exchanges as f64).max(1.0);
-            weighted += e * w;
-            weight_sum += w;
-        }
-        if let (Some(msg), Some(ago)) = (&s.last_error, s.last_error_ago_ms) {
-            if newest_error.as_ref().is_none_or(|(a, _)| ago < *a) {
-                newest_error = Some((ago, msg.clone()));
-            }
-        }
-    }
-    v.ewma_ms = (weight_sum > 0.0).then(|| (weighted / weight_sum / 10.0).round() / 100.0);
-    if let Some((ago, msg)) = newest_error {
-        v.last_error = Some(msg);
-        v.last_error_ago_ms = Some(ago);
-    }
     v.state = if v.healthy_on_shards < v.shards {
         "unhealthy"
     } else if v.ejected_for_ms > 0 {
@@ -496,159 +410,10 @@ fn replica_view(replica: usize, seen: &[&ReplicaFigures], latency: Quantiles) ->
     v
 }
 
-/// Why a balancing change was refused.
-pub type ChangeError = String;
-
-/// Applies a balancing change from any shard: on shard 0 directly, elsewhere by asking it.
-pub async fn set_balance(shard: &Rc<Shard>, change: BalanceChange) -> Result<Value, ChangeError> {
-    if shard.id == 0 {
-        return apply_balance(shard, &change);
-    }
-    match ask(shard, 0, Ask::SetBalance(change)).await {
-        Some(v) => match v.get("error").and_then(Value::as_str) {
-            Some(e) => Err(e.to_owned()),
-            None => Ok(v),
-        },
-        None => Err("shard 0 (which owns the registry) did not answer; try again".into()),
-    }
-}
-
-/// Shard 0: the registry update that makes `change`, saved and broadcast.
-fn apply_balance(shard: &Rc<Shard>, change: &BalanceChange) -> Result<Value, ChangeError> {
-    if shard.id != 0 {
-        return Err("balancing changes are made on shard 0".into());
-    }
-    let registry = shard.registry();
-    let (_, entry) = registry.get(&change.server).map_err(|e| e.to_string())?;
-    let mut config = entry.config.clone();
-    let Transport::Http { replicas, .. } = &mut config.transport else {
-        return Err(format!(
-            "{} is a stdio server: its children are bound to sessions round robin; strategy and weights apply to HTTP replicas",
-            change.server
-        ));
-    };
-    for (r, w) in &change.weights {
-        match replicas.get_mut(*r) {
-            Some(rep) => rep.weight = *w,
-            None => return Err(format!("{} has no replica {r}", change.server)),
-        }
-    }
-    if let Some(s) = change.strategy {
-        config.balance.strategy = s;
-    }
-    let spec = spec_of(&config);
-    crate::admin::servers::update(shard, &change.server, &spec).map_err(|e| e.to_string())?;
-    Ok(json!({
-        "server": change.server,
-        "strategy": strategy_label(config.balance.strategy),
-        "weights": replicas_weights(&config),
-    }))
-}
-
-fn replicas_weights(config: &ServerConfig) -> Value {
-    match &config.transport {
-        Transport::Http { replicas, .. } => replicas
-            .iter()
-            .map(|r| json!({"url": r.url.to_string(), "weight": r.weight}))
-            .collect(),
-        Transport::Stdio(_) => Value::Array(Vec::new()),
-    }
-}
-
-fn ms(d: Duration) -> String {
-    format!("{}ms", d.as_millis())
-}
-
-/// The admin API description of an HTTP server: what `parse_spec` turns back into `config`.
-pub fn spec_of(config: &ServerConfig) -> Value {
-    let mut spec = json!({
-        "name": config.name,
-        "prefix": config.prefix,
-        "timeout": ms(config.timeout),
-        "connect_timeout": ms(config.connect_timeout),
-        "tags": config.tags,
-        "strategy": strategy_label(config.balance.strategy),
-        "stateless": config.balance.stateless,
-        "health_check_interval": ms(config.balance.health_check_interval),
-        "failover_threshold": config.balance.failover_threshold,
-    });
-    match &config.transport {
-        Transport::Http { replicas, headers } => {
-            spec["replicas"] = replicas
-                .iter()
-                .map(|r| json!({"url": r.url.to_string(), "weight": r.weight, "drain": r.drain}))
-                .collect();
-            if !headers.is_empty() {
-                spec["headers"] = headers
-                    .iter()
-                    .map(|(k, v)| (k.clone(), Value::from(v.clone())))
-                    .collect::<serde_json::Map<_, _>>()
-                    .into();
-            }
-        }
-        Transport::Stdio(c) => {
-            spec["command"] = c.command.clone().into();
-            spec["args"] = c.args.clone().into();
-            spec["env"] = c
-                .env
-                .iter()
-                .map(|(k, v)| (k.clone(), Value::from(v.clone())))
-                .collect::<serde_json::Map<_, _>>()
-                .into();
-            spec["env_inherit"] = match c.env_inherit {
-                crate::config::stdio_env::EnvInherit::Base => "base",
-                crate::config::stdio_env::EnvInherit::All => "all",
-                crate::config::stdio_env::EnvInherit::None => "none",
-            }
-            .into();
-            if !c.env_allow.is_empty() {
-                spec["env_allow"] = c.env_allow.clone().into();
-            }
-            if let Some(cwd) = &c.cwd {
-                spec["cwd"] = cwd.display().to_string().into();
-            }
-            spec["replicas"] = c.replicas.into();
-        }
-    }
-    spec
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn a_spec_parses_back_into_the_same_server() {
-        let text = r#"
-[[servers]]
-name = "ev"
-prefix = "e"
-replicas = [{ url = "http://127.0.0.1:1/mcp", weight = 2 }, { url = "http://127.0.0.1:2/mcp", drain = true }]
-strategy = "weighted"
-timeout = "1500ms"
-health_check_interval = "2s"
-failover_threshold = 4
-tags = ["a"]
-headers = { "X-Key" = "v" }
-"#;
-        let config = crate::config::Config::from_toml_str(text, "t").expect("config");
-        let server = &config.servers[0];
-        let back = crate::registry::servers::parse_spec(&spec_of(server)).expect("spec parses");
-        assert_eq!(&back, server);
-        let text = r#"
-[[servers]]
-name = "child"
-command = "npx"
-args = ["-y", "x"]
-env = { A = "1" }
-env_inherit = "none"
-env_allow = ["PATH", "npm_config_*"]
-"#;
-        let config = crate::config::Config::from_toml_str(text, "t").expect("config");
-        let server = &config.servers[0];
-        let back = crate::registry::servers::parse_spec(&spec_of(server)).expect("spec parses");
-        assert_eq!(&back, server);
-    }
+    use crate::balance::ReplicaSnapshot;
 
     #[test]
     fn replicas_add_up_and_the_worst_state_shows() {
@@ -666,19 +431,16 @@ env_allow = ["PATH", "npm_config_*"]
             latency: Vec::new(),
         };
         let (a, b) = (f(true, 0, 3, Some(1000.0)), f(true, 0, 1, None));
-        let v = replica_view(0, &[&a, &b], Quantiles::default());
+        let v = replica_view(0, &[&a, &b]);
         assert_eq!((v.state, v.picks, v.ewma_ms), ("healthy", 4, Some(1.0)));
         let c = f(false, 2, 0, None);
-        let v = replica_view(0, &[&a, &c], Quantiles::default());
+        let v = replica_view(0, &[&a, &c]);
         assert_eq!(
             (v.state, v.failing, v.healthy_on_shards),
             ("unhealthy", true, 1)
         );
         let d = f(true, 2, 0, None);
-        assert_eq!(
-            replica_view(0, &[&d], Quantiles::default()).state,
-            "failing"
-        );
+        assert_eq!(replica_view(0, &[&d]).state, "failing");
     }
 
     #[test]

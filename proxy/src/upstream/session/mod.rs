@@ -7,6 +7,13 @@
 //! The resource subscriptions the lost session held are renewed in the new one before that
 //! request goes out; a session holding subscriptions is re-opened as soon as its GET stream
 //! finds it lost, so a client that only listens keeps getting its updates.
+//!
+//! Which replica the session opens on, moves to, and each request of a stateless server goes
+//! to is the balancer's decision (`balance::Balancer`); this module only asks.
+//!
+//! - `discover`: the 2026-07-28 probe and the envelope of a stateless server's requests.
+//! - `listen`: the GET stream, and re-opening a lost session that held subscriptions.
+//! - `answer`: reading a POST's answer until the response to one request.
 
 use std::cell::{Cell, RefCell};
 use std::rc::{Rc, Weak};
@@ -16,6 +23,13 @@ use bytes::Bytes;
 use glommio::sync::Semaphore;
 use glommio::task::JoinHandle;
 use simd_json::prelude::*;
+
+mod answer;
+mod discover;
+mod listen;
+
+pub use answer::{await_answer, response_id};
+pub use discover::Envelope;
 
 use super::client::{PostReply, ReplyBody, UpstreamClient, UpstreamError};
 use super::subscriptions::{uri_params, Subscriptions};
@@ -45,31 +59,6 @@ pub struct Established {
     /// The upstream speaks 2026-07-28: no session, the envelope goes on every request, and
     /// any replica may take any request.
     pub modern: Option<Envelope>,
-}
-
-/// What a 2026-07-28 upstream gets in every request's `_meta`: the client's capabilities and
-/// identity (JSON text), taken from the `initialize` params the session was opened with.
-#[derive(Debug, Clone)]
-pub struct Envelope {
-    capabilities: String,
-    client_info: String,
-}
-
-impl Envelope {
-    fn of(init_params: &[u8]) -> Envelope {
-        let mut buf = init_params.to_vec();
-        let parsed = simd_json::to_borrowed_value(&mut buf).ok();
-        let field = |key: &str, default: &str| {
-            parsed
-                .as_ref()
-                .and_then(|p| p.get(key))
-                .map_or_else(|| default.to_owned(), |v| v.encode())
-        };
-        Envelope {
-            capabilities: field("capabilities", "{}"),
-            client_info: field("clientInfo", r#"{"name":"mcp-proxy","version":"0"}"#),
-        }
-    }
 }
 
 /// Attempts of one request across replicas, the first included.
@@ -173,8 +162,7 @@ impl UpstreamSession {
         traffic: Traffic,
     ) -> Result<Rc<Established>, UpstreamError> {
         if let Some(s) = self.current() {
-            let serves = self.client.serves(s.replica, std::time::Instant::now());
-            if serves && Some(s.replica) != avoid {
+            if self.client.balancer.keeps(s.replica, avoid) {
                 return Ok(s);
             }
             crate::metrics::fleet::failed_over(self.client.name());
@@ -201,16 +189,9 @@ impl UpstreamSession {
             // Moving off a failed replica: the original choice no longer holds.
             self.preferred.set(None);
         }
-        let now = std::time::Instant::now();
-        // Opening an upstream session is new work: a replica drained since the binding was
-        // chosen is passed over like an unhealthy one.
-        let preferred = self
-            .preferred
-            .get()
-            .filter(|r| self.client.takes_new_work(*r, now));
-        let mut replica = preferred
-            .or_else(|| self.client.pick(avoid))
-            .or_else(|| self.client.pick(None))
+        let balancer = &self.client.balancer;
+        let mut replica = balancer
+            .open_on(self.preferred.get(), avoid)
             .ok_or_else(|| UpstreamError::Connect {
                 server: self.client.name().to_owned(),
                 addr: "every replica".into(),
@@ -231,10 +212,10 @@ impl UpstreamSession {
                 Err(e) => e,
             };
             let retry = error.never_sent() || error.is_replica_failure();
-            if !retry || attempt >= MAX_ATTEMPTS || !self.client.retry_budget.withdraw() {
+            if !retry || attempt >= MAX_ATTEMPTS || !balancer.retry_budget.withdraw() {
                 return Err(error);
             }
-            let Some(next) = self.client.pick(Some(replica)) else {
+            let Some(next) = balancer.retry_elsewhere(replica) else {
                 return Err(error);
             };
             crate::metrics::fleet::retried(self.client.name());
@@ -379,87 +360,6 @@ impl UpstreamSession {
         );
     }
 
-    /// Probes `server/discover` at 2026-07-28 (once per shard and server): a server that
-    /// answers with that version is used statelessly; anything else means the stateful era,
-    /// as clients of that era decide (streamable-http.mdx, "Backward Compatibility").
-    async fn discover(
-        self: &Rc<Self>,
-        replica: usize,
-        traffic: Traffic,
-    ) -> Result<Option<Rc<Established>>, UpstreamError> {
-        use crate::protocol::stateless;
-        let envelope = Envelope::of(&self.init_params);
-        let id = self.next_id();
-        let body = stateless::discover_request(&id, &envelope.capabilities, &envelope.client_info);
-        let headers = [("Mcp-Method", "server/discover")];
-        let answer = match self
-            .client
-            .post_with(
-                replica,
-                traffic,
-                None,
-                Some(stateless::VERSION),
-                &headers,
-                &body,
-            )
-            .await
-        {
-            Ok(reply) => self.await_answer(reply, &id).await,
-            Err(e) if e.never_sent() => return Err(e),
-            Err(e) => Err(e),
-        };
-        let answer = match answer {
-            Ok(a) => Some(a),
-            // A refusal is the stateful era's answer to the probe; a timeout, a broken
-            // exchange or a gateway failure (502/503/504: the server never saw it) says
-            // nothing, so `initialize` is tried without remembering a verdict.
-            Err(e @ UpstreamError::Status { .. }) if e.is_replica_failure() => {
-                log::debug!(
-                    "upstream {}: server/discover probe failed ({e}); trying initialize",
-                    self.client.name()
-                );
-                return Ok(None);
-            }
-            Err(UpstreamError::Status { .. } | UpstreamError::Protocol { .. }) => None,
-            Err(e) => {
-                log::debug!(
-                    "upstream {}: server/discover probe failed ({e}); trying initialize",
-                    self.client.name()
-                );
-                return Ok(None);
-            }
-        };
-        let mut buf = answer.map(|a| a.to_vec()).unwrap_or_default();
-        let result = jsonrpc::parse(&mut buf)
-            .ok()
-            .and_then(|m| m.get("result").cloned())
-            .filter(stateless::discover_says_modern)
-            .map(|r| Bytes::from(r.encode().into_bytes()));
-        let Some(init_result) = result else {
-            self.client.modern.set(Some(false));
-            return Ok(None);
-        };
-        if self.client.modern.get().is_none() {
-            log::info!(
-                "upstream {}: speaks 2026-07-28; calling it statelessly",
-                self.client.name()
-            );
-        }
-        self.client.modern.set(Some(true));
-        let generation = self.generation.get() + 1;
-        self.generation.set(generation);
-        let est = Rc::new(Established {
-            session_id: None,
-            version: stateless::VERSION.to_owned(),
-            generation,
-            init_result,
-            replica,
-            modern: Some(envelope),
-        });
-        *self.state.borrow_mut() = Some(est.clone());
-        Ok(Some(est))
-    }
-
     /// True when the upstream is used in the stateless era.
     pub fn is_modern(&self) -> bool {
         self.current().is_some_and(|e| e.modern.is_some())
@@ -508,7 +408,8 @@ impl UpstreamSession {
         traffic: Traffic,
         pin: Option<&Cell<Option<usize>>>,
     ) -> Result<PostReply, UpstreamError> {
-        self.client.retry_budget.deposit();
+        let balancer = &self.client.balancer;
+        balancer.retry_budget.deposit();
         let stateless = self.client.config.balance.stateless;
         let mut avoid = None;
         let mut attempt = 1;
@@ -520,14 +421,8 @@ impl UpstreamSession {
         loop {
             let est = self.established_avoiding(avoid, setup).await?;
             // Stateless servers keep nothing per session: every request may go anywhere.
-            let now = std::time::Instant::now();
-            let pinned = pin
-                .and_then(Cell::get)
-                .filter(|r| Some(*r) != avoid && self.client.serves(*r, now));
             let replica = if stateless || est.modern.is_some() {
-                pinned
-                    .or_else(|| self.client.pick(avoid))
-                    .unwrap_or(est.replica)
+                balancer.for_request(pin.and_then(Cell::get), avoid, est.replica)
             } else {
                 est.replica
             };
@@ -600,7 +495,7 @@ impl UpstreamSession {
             }
             let safe = error.never_sent() || (retry_safe && error.is_replica_failure());
             let others = self.client.replica_count() > 1;
-            if !safe || attempt >= MAX_ATTEMPTS || !others || !self.client.retry_budget.withdraw() {
+            if !safe || attempt >= MAX_ATTEMPTS || !others || !balancer.retry_budget.withdraw() {
                 return Err(error);
             }
             crate::metrics::fleet::retried(self.client.name());
@@ -647,73 +542,6 @@ impl UpstreamSession {
         }
     }
 
-    /// Listens on the upstream's GET stream for as long as this session is alive.
-    fn start_listener(self: &Rc<Self>, est: &Rc<Established>) {
-        if self.sink.is_none() {
-            return;
-        }
-        let Some(session_id) = est.session_id.clone() else {
-            return;
-        };
-        let weak = Rc::downgrade(self);
-        let version = est.version.clone();
-        let generation = est.generation;
-        let replica = est.replica;
-        let task = glommio::spawn_local(async move {
-            let mut backoff = Duration::from_millis(250);
-            let mut last_event_id: Option<String> = None;
-            loop {
-                let Some(this) = weak.upgrade() else { return };
-                if this.current().map(|s| s.generation) != Some(generation) {
-                    return;
-                }
-                let client = this.client.clone();
-                drop(this);
-                match client
-                    .open_stream(replica, &session_id, &version, last_event_id.as_deref())
-                    .await
-                {
-                    Ok(None) => return,
-                    Ok(Some(mut stream)) => {
-                        backoff = Duration::from_millis(250);
-                        loop {
-                            match stream.next().await {
-                                Ok(Some(message)) => match weak.upgrade() {
-                                    Some(this) => this.deliver(message),
-                                    None => return,
-                                },
-                                Ok(None) => break,
-                                Err(e) => {
-                                    log::debug!(
-                                        "upstream {}: GET stream broke: {e}",
-                                        client.name()
-                                    );
-                                    break;
-                                }
-                            }
-                        }
-                        last_event_id = stream.last_event_id().map(str::to_owned);
-                    }
-                    Err(UpstreamError::SessionLost { .. }) => {
-                        if let Some(this) = weak.upgrade() {
-                            this.invalidate(generation);
-                        }
-                        // Otherwise the next request re-opens it; subscriptions cannot wait
-                        // for one, since a client that only listens sends none.
-                        reopen_for_subscriptions(weak).await;
-                        return;
-                    }
-                    Err(e) => {
-                        log::debug!("upstream {}: cannot open GET stream: {e}", client.name())
-                    }
-                }
-                glommio::timer::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(30));
-            }
-        });
-        *self.listener.borrow_mut() = Some(task.detach());
-    }
-
     /// Ends the upstream session (DELETE), if one was established.
     pub async fn close(&self) {
         let est = self.state.borrow_mut().take();
@@ -732,72 +560,6 @@ impl Drop for UpstreamSession {
     fn drop(&mut self) {
         if let Some(handle) = self.listener.get_mut().take() {
             handle.cancel();
-        }
-    }
-}
-
-/// Opens a new session for a lost one that held resource subscriptions (renewing them, and
-/// with them the GET stream that carries their updates), retrying with backoff while the
-/// session lives, still holds some and no request has opened one meanwhile.
-async fn reopen_for_subscriptions(weak: Weak<UpstreamSession>) {
-    let mut pause = Duration::from_millis(250);
-    loop {
-        let Some(this) = weak.upgrade() else { return };
-        if this.subscriptions.is_empty() || this.current().is_some() {
-            return;
-        }
-        log::info!(
-            "upstream {}: session lost; opening a new one to keep its resource subscriptions",
-            this.client.name()
-        );
-        match this.established_avoiding(None, Traffic::Background).await {
-            Ok(_) => return,
-            Err(e) => log::warn!(
-                server = this.client.name();
-                "upstream {}: cannot open a new session to renew its resource subscriptions: {e}",
-                this.client.name()
-            ),
-        }
-        drop(this);
-        glommio::timer::sleep(pause).await;
-        pause = (pause * 2).min(Duration::from_secs(30));
-    }
-}
-
-/// The id of a response message, or `None` when the message is not a response.
-pub fn response_id(message: &[u8]) -> Option<Id> {
-    let mut buf = message.to_vec();
-    let v = jsonrpc::parse(&mut buf).ok()?;
-    if v.contains_key("method") {
-        return None;
-    }
-    v.get("id").and_then(Id::from_value)
-}
-
-/// Reads a POST's answer until the response to `id`; anything else goes to `other`.
-pub async fn await_answer(
-    server: &str,
-    reply: PostReply,
-    id: &Id,
-    other: impl Fn(Bytes),
-) -> Result<Bytes, UpstreamError> {
-    match reply.body {
-        ReplyBody::Json(b) => Ok(b),
-        ReplyBody::Accepted => Err(UpstreamError::Protocol {
-            server: server.to_owned(),
-            detail: "a request was answered with 202 Accepted".into(),
-        }),
-        ReplyBody::Stream(mut stream) => {
-            while let Some(message) = stream.next().await? {
-                if response_id(&message).as_ref() == Some(id) {
-                    return Ok(message);
-                }
-                other(message);
-            }
-            Err(UpstreamError::Protocol {
-                server: server.to_owned(),
-                detail: "the answer ended before the response".into(),
-            })
         }
     }
 }
