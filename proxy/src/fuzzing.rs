@@ -107,10 +107,8 @@ pub fn http_request(data: &[u8]) {
 /// Parses and classifies `data` as a JSON-RPC message, as every POST body is.
 pub fn jsonrpc(data: &[u8]) {
     let mut buf = data.to_vec();
-    let deep = !crate::endpoint::limits::json_depth_within(
-        data,
-        crate::endpoint::limits::max_json_depth(),
-    );
+    let deep =
+        !crate::protocol::depth::json_depth_within(data, crate::protocol::depth::max_json_depth());
     match crate::protocol::jsonrpc::parse(&mut buf) {
         Ok(msg) => {
             assert!(!deep, "a message over the depth limit was parsed");
@@ -209,7 +207,7 @@ pub fn forwarded_meaning(data: &[u8]) {
     }
 
     // The byte splice of a request.
-    let max_depth = crate::endpoint::limits::max_json_depth();
+    let max_depth = crate::protocol::depth::max_json_depth();
     if let Some(peeked) = splice::request(data, max_depth, |m| target(m).is_some()) {
         let (Some(tree), Some(view)) = (&tree, &view) else {
             panic!("the splice took a message the full parse refuses");

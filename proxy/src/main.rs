@@ -7,8 +7,9 @@ use std::sync::atomic::Ordering;
 
 use anyhow::Context;
 use clap::Parser;
+use mcp_proxy::config::logging::{self, LogFormat};
 use mcp_proxy::config::{address, Config};
-use mcp_proxy::metrics::logs::{self, LogFormat};
+use mcp_proxy::metrics::logs;
 use mcp_proxy::runtime::{self, Mode};
 use mcp_proxy::upstream::stdio::child;
 
@@ -57,7 +58,7 @@ fn main() -> anyhow::Result<()> {
     }
     let args = Args::parse();
     if let Some(path) = &args.check_config {
-        match Config::load(path) {
+        match Config::load(path, &mcp_proxy::tls::RustlsFiles) {
             Ok(_) => {
                 println!("{}: OK", path.display());
                 return Ok(());
@@ -69,7 +70,7 @@ fn main() -> anyhow::Result<()> {
         }
     }
     let mut config = match &args.config {
-        Some(path) => Config::load(path)?,
+        Some(path) => Config::load(path, &mcp_proxy::tls::RustlsFiles)?,
         None => Config::default(),
     };
     // Before the overrides below, so a reload compares file with file.
@@ -100,7 +101,7 @@ fn main() -> anyhow::Result<()> {
     }
     hide_own_secrets();
     if let Some(level) = &args.log_level {
-        logs::check_filter(level).map_err(anyhow::Error::msg)?;
+        logging::check_filter(level).map_err(anyhow::Error::msg)?;
     }
     logs::init(
         args.log_format.unwrap_or(config.proxy.log_format),

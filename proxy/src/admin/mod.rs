@@ -28,7 +28,6 @@ pub mod stats;
 pub mod workflows;
 
 use std::cell::RefCell;
-use std::net::SocketAddr;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
@@ -61,9 +60,9 @@ impl Response {
     }
 }
 
-/// Binds `addr` and serves the admin routes on this shard (shard 0), forever.
-pub fn start(shard: &Rc<Shard>, addr: SocketAddr) -> std::io::Result<()> {
-    let listener = crate::runtime::listener::bind(addr)?;
+/// Serves the admin routes on `listener` (bound by the runtime on `[proxy] admin_listen`)
+/// from this shard (shard 0), forever.
+pub fn start(shard: &Rc<Shard>, listener: glommio::net::TcpListener) -> std::io::Result<()> {
     let queue =
         glommio::executor().create_task_queue(Shares::Static(100), Latency::NotImportant, "admin");
     let shard = shard.clone();

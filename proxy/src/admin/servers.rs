@@ -168,7 +168,7 @@ pub fn reload(shard: &Rc<Shard>) -> Result<Reloaded, ReloadError> {
         .config_path
         .as_ref()
         .ok_or(ReloadError::NoFile)?;
-    let config = Config::load(path)?;
+    let config = Config::load(path, &crate::tls::RustlsFiles)?;
     // Against the file as started, not the running configuration: see `config::restart`.
     let restart = crate::config::restart::pending(&config);
     // Whatever can fail is done before anything is put in force, so a refused reload changes

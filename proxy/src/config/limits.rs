@@ -93,3 +93,35 @@ pub(super) fn check(raw: RawLimits) -> Result<LimitsConfig, (Range<usize>, Strin
         request_timeout: raw.request_timeout.unwrap_or(d.request_timeout),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::config::Config;
+
+    fn error(text: &str) -> String {
+        Config::from_toml_str(text, "t.toml")
+            .expect_err("should be refused")
+            .to_string()
+    }
+
+    #[test]
+    fn limits_defaults_and_ranges() {
+        let c = Config::from_toml_str("", "t.toml").expect("valid");
+        assert_eq!(c.limits, crate::config::limits::LimitsConfig::default());
+        let c = Config::from_toml_str(
+            "[limits]\nmax_json_depth = 16\nrequest_timeout = \"5s\"\nmax_connections = 2\n",
+            "t.toml",
+        )
+        .expect("valid");
+        assert_eq!(c.limits.max_json_depth, 16);
+        assert_eq!(c.limits.max_connections, 2);
+        assert_eq!(c.limits.request_timeout, std::time::Duration::from_secs(5));
+        let e = error("[limits]\nmax_headers = 2\n");
+        assert!(
+            e.starts_with("t.toml:2:15") && e.contains("8 to 1024"),
+            "{e}"
+        );
+        let e = error("[limits]\nrequest_timeout = \"0s\"\n");
+        assert!(e.contains("t.toml:2"), "{e}");
+    }
+}

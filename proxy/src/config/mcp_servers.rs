@@ -8,10 +8,10 @@ use std::collections::BTreeMap;
 
 use serde::Deserialize;
 
-use super::{
-    check_header, check_not_reserved, default_connect_timeout, default_timeout, position,
-    suggest_name, Config, ConfigError, ServerConfig, StdioCommand, Transport, UpstreamUrl,
+use super::servers::{
+    check_header, check_not_reserved, default_connect_timeout, default_timeout, suggest_name,
 };
+use super::{position, Config, ConfigError, ServerConfig, StdioCommand, Transport, UpstreamUrl};
 use crate::protocol::names::is_valid_server_name;
 
 #[derive(Deserialize)]

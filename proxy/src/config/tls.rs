@@ -1,15 +1,18 @@
 //! The `[tls]` table (the client-facing listener) and a server's `tls = { ... }` (upstream HTTPS).
 //!
-//! Paths are checked when the configuration is read, by building the very rustls configuration
-//! the proxy will use, so a missing file, a key that does not match its certificate or a CA file
-//! with no certificate is refused at start (or at reload) with the line of the setting at fault.
-//! Relative paths are relative to the proxy's working directory.
+//! The files a setting names are checked when the configuration is read, through [`TlsFiles`]:
+//! the TLS layer (`tls::RustlsFiles`) builds the very rustls configuration the proxy will use,
+//! so a missing file, a key that does not match its certificate or a CA file with no certificate
+//! is refused at start (or at reload) with the line of the setting at fault. This module reads
+//! no file itself. Relative paths are relative to the proxy's working directory.
 
 use std::ops::Range;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 use toml::Spanned;
+
+use super::Located;
 
 /// Lowest TLS version accepted or offered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -47,6 +50,52 @@ pub struct UpstreamTls {
     pub min_version: TlsVersion,
 }
 
+/// A TLS setting that cannot be used; `field` names the configuration key at fault.
+#[derive(Debug, thiserror::Error)]
+#[error("{field} {path:?}: {message}")]
+pub struct TlsError {
+    /// The configuration key (`cert_file`, `ca_file`, ...).
+    pub field: &'static str,
+    /// The file it names.
+    pub path: String,
+    /// What is wrong and how to fix it.
+    pub message: String,
+}
+
+impl TlsError {
+    /// The setting `field`, naming `path`, cannot be used because of `message`.
+    pub fn new(field: &'static str, path: &Path, message: impl Into<String>) -> TlsError {
+        TlsError {
+            field,
+            path: path.display().to_string(),
+            message: message.into(),
+        }
+    }
+}
+
+/// Whether the files a TLS setting names make a working configuration. The TLS layer answers
+/// (by building it); the configuration places the answer at the line of the key at fault.
+pub trait TlsFiles {
+    /// Checks the listener's `[tls]` files.
+    fn check_listener(&self, tls: &ListenerTls) -> Result<(), TlsError>;
+    /// Checks a server's `tls = { ... }` files (`None`: the built-in roots).
+    fn check_upstream(&self, tls: &UpstreamTls) -> Result<(), TlsError>;
+}
+
+/// Reads no file: for configuration text checked only for what it says
+/// ([`Config::from_toml_str`](super::Config::from_toml_str)).
+pub(super) struct FilesNotRead;
+
+impl TlsFiles for FilesNotRead {
+    fn check_listener(&self, _: &ListenerTls) -> Result<(), TlsError> {
+        Ok(())
+    }
+
+    fn check_upstream(&self, _: &UpstreamTls) -> Result<(), TlsError> {
+        Ok(())
+    }
+}
+
 /// `[tls]` as serde sees it.
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
@@ -67,9 +116,6 @@ pub(super) struct RawUpstreamTls {
     min_version: Option<Spanned<String>>,
 }
 
-/// An error message and the span of the value it is about.
-pub(super) type Located = (Option<Range<usize>>, String);
-
 fn version(v: &Option<Spanned<String>>) -> Result<TlsVersion, Located> {
     match v.as_ref().map(|s| (s.get_ref().as_str(), s.span())) {
         None | Some(("1.3", _)) => Ok(TlsVersion::Tls13),
@@ -87,7 +133,7 @@ fn path(v: &Option<Spanned<String>>) -> Option<PathBuf> {
     v.as_ref().map(|s| PathBuf::from(s.get_ref()))
 }
 
-/// Span of the field a [`crate::tls::TlsError`] names.
+/// Span of the field a [`TlsError`] names.
 fn span_of(field: &str, fields: &[(&str, &Option<Spanned<String>>)]) -> Option<Range<usize>> {
     fields
         .iter()
@@ -98,6 +144,7 @@ fn span_of(field: &str, fields: &[(&str, &Option<Spanned<String>>)]) -> Option<R
 /// Checks `[tls]`; `table` is the span of the whole table, for "missing" errors.
 pub(super) fn listener(
     raw: Option<Spanned<RawListenerTls>>,
+    files: &dyn TlsFiles,
 ) -> Result<Option<ListenerTls>, Located> {
     let Some(raw) = raw else { return Ok(None) };
     let table = raw.span();
@@ -115,7 +162,7 @@ pub(super) fn listener(
         client_ca_file: path(&raw.client_ca_file),
         min_version: version(&raw.min_version)?,
     };
-    crate::tls::server_config(&tls).map_err(|e| {
+    files.check_listener(&tls).map_err(|e| {
         let fields = [
             ("cert_file", &raw.cert_file),
             ("key_file", &raw.key_file),
@@ -131,6 +178,7 @@ pub(super) fn upstream(
     name: &str,
     raw: Option<Spanned<RawUpstreamTls>>,
     any_https: bool,
+    files: &dyn TlsFiles,
 ) -> Result<Option<UpstreamTls>, Located> {
     let Some(raw) = raw else { return Ok(None) };
     let table = raw.span();
@@ -153,7 +201,7 @@ pub(super) fn upstream(
         client_key_file: path(&raw.client_key_file),
         min_version: version(&raw.min_version)?,
     };
-    crate::tls::client_config(Some(&tls)).map_err(|e| {
+    files.check_upstream(&tls).map_err(|e| {
         let fields = [
             ("ca_file", &raw.ca_file),
             ("client_cert_file", &raw.client_cert_file),
@@ -169,10 +217,30 @@ pub(super) fn upstream(
 
 #[cfg(test)]
 mod tests {
+    use super::*;
     use crate::config::Config;
 
     fn error(text: &str) -> String {
         Config::from_toml_str(text, "t.toml")
+            .expect_err("should be refused")
+            .to_string()
+    }
+
+    /// Refuses every file setting, blaming `field`, as the TLS layer would.
+    struct Refuses(&'static str);
+
+    impl TlsFiles for Refuses {
+        fn check_listener(&self, tls: &ListenerTls) -> Result<(), TlsError> {
+            Err(TlsError::new(self.0, &tls.cert_file, "refused"))
+        }
+
+        fn check_upstream(&self, _: &UpstreamTls) -> Result<(), TlsError> {
+            Err(TlsError::new(self.0, Path::new("x.pem"), "refused"))
+        }
+    }
+
+    fn refused(text: &str, field: &'static str) -> String {
+        Config::from_toml_str_checked(text, "t.toml", &Refuses(field))
             .expect_err("should be refused")
             .to_string()
     }
@@ -182,15 +250,31 @@ mod tests {
         let e = error("[tls]\ncert_file = \"/nonexistent/cert.pem\"\n");
         assert!(e.starts_with("t.toml:1:1"), "{e}");
         assert!(e.contains("needs both cert_file and key_file"), "{e}");
-        let e = error(
-            "[tls]\ncert_file = \"/nonexistent/cert.pem\"\nkey_file = \"/nonexistent/key.pem\"\n",
-        );
-        assert!(e.starts_with("t.toml:2:13"), "{e}");
-        assert!(e.contains("cannot read it"), "{e}");
         let e = error("[tls]\ncert_file = \"a\"\nkey_file = \"b\"\nmin_version = \"1.1\"\n");
         assert!(e.starts_with("t.toml:4:15") && e.contains("\"1.3\""), "{e}");
         let e = error("[tls]\ncert_file = \"a\"\nkey_file = \"b\"\nverify = true\n");
         assert!(e.contains("unknown field"), "{e}");
+    }
+
+    #[test]
+    fn a_file_the_tls_layer_refuses_is_located_at_its_key() {
+        let text = "[tls]\ncert_file = \"a.pem\"\nkey_file = \"b.pem\"\n";
+        assert!(
+            Config::from_toml_str(text, "t.toml").is_ok(),
+            "no file is read"
+        );
+        let e = refused(text, "key_file");
+        assert!(
+            e.starts_with("t.toml:3:12: [tls] key_file \"a.pem\": refused"),
+            "{e}"
+        );
+        let text =
+            "[[servers]]\nname = \"a\"\nurl = \"https://h/mcp\"\ntls = { ca_file = \"c.pem\" }\n";
+        let e = refused(text, "ca_file");
+        assert!(e.starts_with("t.toml:4:19: server \"a\": ca_file"), "{e}");
+        // A key the table does not set: the table itself.
+        let e = refused(text, "client_key_file");
+        assert!(e.starts_with("t.toml:4:7"), "{e}");
     }
 
     #[test]
@@ -206,10 +290,6 @@ mod tests {
             "[[servers]]\nname = \"a\"\nurl = \"https://127.0.0.1:1/mcp\"\ntls = { client_cert_file = \"c.pem\" }\n",
         );
         assert!(e.contains("go together"), "{e}");
-        let e = error(
-            "[[servers]]\nname = \"a\"\nurl = \"https://127.0.0.1:1/mcp\"\ntls = { ca_file = \"/nonexistent/ca.pem\" }\n",
-        );
-        assert!(e.starts_with("t.toml:4:19") && e.contains("ca_file"), "{e}");
         // No tls table: the built-in roots, accepted without any file.
         let c = Config::from_toml_str(
             "[[servers]]\nname = \"a\"\nurl = \"https://example.com/mcp\"\n",
@@ -217,27 +297,5 @@ mod tests {
         )
         .expect("valid");
         assert!(c.servers[0].tls.is_none());
-        assert!(crate::tls::client_config(None).is_ok());
-    }
-
-    #[test]
-    fn limits_defaults_and_ranges() {
-        let c = Config::from_toml_str("", "t.toml").expect("valid");
-        assert_eq!(c.limits, crate::config::limits::LimitsConfig::default());
-        let c = Config::from_toml_str(
-            "[limits]\nmax_json_depth = 16\nrequest_timeout = \"5s\"\nmax_connections = 2\n",
-            "t.toml",
-        )
-        .expect("valid");
-        assert_eq!(c.limits.max_json_depth, 16);
-        assert_eq!(c.limits.max_connections, 2);
-        assert_eq!(c.limits.request_timeout, std::time::Duration::from_secs(5));
-        let e = error("[limits]\nmax_headers = 2\n");
-        assert!(
-            e.starts_with("t.toml:2:15") && e.contains("8 to 1024"),
-            "{e}"
-        );
-        let e = error("[limits]\nrequest_timeout = \"0s\"\n");
-        assert!(e.contains("t.toml:2"), "{e}");
     }
 }

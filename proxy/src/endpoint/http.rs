@@ -10,7 +10,6 @@ use bytes::Bytes;
 
 use super::reply::{reply, Follower};
 pub use super::reply::{EventSource, Reply};
-use crate::endpoint::drain;
 use crate::http::{sse, Method, Request, ServerConn};
 use crate::mcp::routing::{self, Answer};
 use crate::mcp::session::ShardSessions;
@@ -18,6 +17,7 @@ use crate::mcp::session::{Position, STANDALONE};
 use crate::metrics::Closed;
 use crate::protocol::jsonrpc::{self, code, Kind};
 use crate::protocol::{stateless, version};
+use crate::shard::drain;
 use crate::shard::Shard;
 
 /// The HTTP methods of Streamable HTTP.
@@ -65,7 +65,7 @@ const ERROR_LINGER: std::time::Duration = std::time::Duration::from_secs(2);
 /// The most input drained while lingering; a client pushing more is cut off at once.
 const ERROR_LINGER_BYTES: usize = 64 * 1024;
 
-/// Serves one client connection (plain or TLS, see `crate::tls::serve`) until it closes.
+/// Serves one client connection (plain or TLS, see `crate::endpoint::accept`) until it closes.
 pub async fn serve_connection<S>(shard: Rc<Shard>, stream: S)
 where
     S: futures_lite::AsyncRead + futures_lite::AsyncWrite + Unpin,

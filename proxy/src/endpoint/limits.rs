@@ -1,4 +1,5 @@
-//! Bounds on what one client can make a shard hold: connections, streams per session, JSON depth.
+//! Bounds on what one client can make a shard hold: connections and streams per session; and
+//! putting `[limits]` in force (the JSON depth limit is `protocol::depth`'s, set from here).
 //!
 //! Counters are per shard (thread-local cells, no atomics on the hot path): connections are
 //! accepted by the kernel's choice of shard, and a session's streams are served on its owner
@@ -98,7 +99,6 @@ fn micros(d: Duration) -> u64 {
 }
 
 static MAX_HEADERS: AtomicUsize = AtomicUsize::new(64);
-static MAX_JSON_DEPTH: AtomicUsize = AtomicUsize::new(128);
 static MAX_CONNECTIONS: AtomicUsize = AtomicUsize::new(1024);
 static MAX_STREAMS_PER_SESSION: AtomicUsize = AtomicUsize::new(32);
 static REQUEST_TIMEOUT_US: AtomicU64 = AtomicU64::new(30_000_000);
@@ -109,7 +109,7 @@ static REQUEST_TIMEOUT_US: AtomicU64 = AtomicU64::new(30_000_000);
 pub fn apply(limits: &LimitsConfig) -> bool {
     let changed = in_force() != *limits;
     MAX_HEADERS.store(limits.max_headers, Ordering::Relaxed);
-    MAX_JSON_DEPTH.store(limits.max_json_depth, Ordering::Relaxed);
+    crate::protocol::depth::set_max_json_depth(limits.max_json_depth);
     MAX_CONNECTIONS.store(limits.max_connections, Ordering::Relaxed);
     MAX_STREAMS_PER_SESSION.store(limits.max_streams_per_session, Ordering::Relaxed);
     REQUEST_TIMEOUT_US.store(micros(limits.request_timeout), Ordering::Relaxed);
@@ -120,7 +120,7 @@ pub fn apply(limits: &LimitsConfig) -> bool {
 pub fn in_force() -> LimitsConfig {
     LimitsConfig {
         max_headers: MAX_HEADERS.load(Ordering::Relaxed),
-        max_json_depth: max_json_depth(),
+        max_json_depth: crate::protocol::depth::max_json_depth(),
         max_connections: MAX_CONNECTIONS.load(Ordering::Relaxed),
         max_streams_per_session: MAX_STREAMS_PER_SESSION.load(Ordering::Relaxed),
         request_timeout: Duration::from_micros(REQUEST_TIMEOUT_US.load(Ordering::Relaxed)),
@@ -231,58 +231,9 @@ pub fn stream_slot(id: &str, max: usize) -> Option<StreamSlot> {
     })
 }
 
-/// The JSON depth limit in force.
-pub fn max_json_depth() -> usize {
-    MAX_JSON_DEPTH.load(Ordering::Relaxed)
-}
-
-/// Whether `json` nests arrays and objects at most `max` deep. One pass over the bytes,
-/// skipping strings (with their escapes), run before simd-json so a hostile `[[[[...` is refused
-/// in linear time without building anything. Malformed JSON that stays shallow passes: the
-/// parser reports it.
-pub fn json_depth_within(json: &[u8], max: usize) -> bool {
-    let mut depth = 0usize;
-    let mut in_string = false;
-    let mut escaped = false;
-    for &b in json {
-        if in_string {
-            if escaped {
-                escaped = false;
-            } else if b == b'\\' {
-                escaped = true;
-            } else if b == b'"' {
-                in_string = false;
-            }
-            continue;
-        }
-        match b {
-            b'"' => in_string = true,
-            b'[' | b'{' => {
-                depth += 1;
-                if depth > max {
-                    return false;
-                }
-            }
-            b']' | b'}' => depth = depth.saturating_sub(1),
-            _ => {}
-        }
-    }
-    true
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn depth_counts_nesting_not_strings() {
-        assert!(json_depth_within(br#"{"a":[1,{"b":2}]}"#, 3));
-        assert!(!json_depth_within(br#"{"a":[1,{"b":2}]}"#, 2));
-        assert!(json_depth_within(br#"{"a":"[[[[[[[[\"[[["}"#, 1));
-        let deep = "[".repeat(100_000);
-        assert!(!json_depth_within(deep.as_bytes(), 128));
-        assert!(json_depth_within(b"", 1));
-    }
 
     #[test]
     fn connection_limits_put_in_force_reach_the_next_connections_limits() {

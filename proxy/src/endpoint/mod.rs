@@ -1,5 +1,6 @@
 //! The endpoints clients reach: the `/mcp` HTTP endpoint and the proxy as a stdio server.
 //!
+//! - [`accept`]: a connection the listener accepted: the connection limit, the TLS handshake.
 //! - [`gate`]: the door of `/mcp`: credentials and rate checked, and auth's refusals answered.
 //! - [`http`]: `/mcp` semantics: status codes, Accept/Origin/version checks, SSE replies, and
 //!   handing a request for another shard's session to its owner.
@@ -8,10 +9,9 @@
 //! - [`reply`]: the HTTP reply, mapped from the MCP layer's answer in one function, and the
 //!   event sources of SSE replies.
 //! - [`stdio`]: the proxy itself as a stdio MCP server (`mcp-proxy --stdio`).
-//! - [`drain`]: whether the shard is stopping, so connections close as soon as they are idle.
 //! - [`limits`]: connection and stream counts, and the listener's HTTP limits.
 
-pub mod drain;
+pub mod accept;
 pub mod forward;
 pub mod gate;
 pub mod http;

@@ -132,8 +132,8 @@ pub enum Kind<'v> {
 /// the server behind it the last (see `duplicate_keys`), so what was checked would not be what
 /// runs. Every message read whole, from a client or a server, comes through here.
 pub fn parse(buf: &mut [u8]) -> Result<Value<'_>, RpcError> {
-    let max = crate::endpoint::limits::max_json_depth();
-    if !crate::endpoint::limits::json_depth_within(buf, max) {
+    let max = crate::protocol::depth::max_json_depth();
+    if !crate::protocol::depth::json_depth_within(buf, max) {
         return Err(RpcError::TooDeep(max));
     }
     // The tape first, checked, then the tree from it: what `to_borrowed_value` does in one call,

@@ -1,6 +1,7 @@
 //! JSON-RPC and MCP wire facts. Nothing here knows about sockets or HTTP.
 
 pub mod cursor;
+pub mod depth;
 pub mod duplicate_keys;
 pub mod jsonrpc;
 pub mod names;

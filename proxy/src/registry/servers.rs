@@ -544,15 +544,17 @@ pub fn parse_spec(spec: &serde_json::Value) -> Result<ServerConfig, RegistryErro
     let mut doc = toml::Table::new();
     doc.insert("servers".into(), toml::Value::Array(vec![entry]));
     let text = toml::to_string(&doc).map_err(|e| RegistryError::InvalidSpec(e.to_string()))?;
-    let config = Config::from_toml_str(&text, "server description").map_err(|e| {
-        // "server description:2:8: message": positions in a generated document mean nothing.
-        let msg = e.to_string();
-        let msg = msg
-            .split_once(": ")
-            .map_or(msg.as_str(), |(_, rest)| rest)
-            .to_owned();
-        RegistryError::InvalidSpec(msg)
-    })?;
+    let config =
+        Config::from_toml_str_checked(&text, "server description", &crate::tls::RustlsFiles)
+            .map_err(|e| {
+                // "server description:2:8: message": positions in a generated document mean nothing.
+                let msg = e.to_string();
+                let msg = msg
+                    .split_once(": ")
+                    .map_or(msg.as_str(), |(_, rest)| rest)
+                    .to_owned();
+                RegistryError::InvalidSpec(msg)
+            })?;
     config
         .servers
         .into_iter()

@@ -5,7 +5,7 @@
 //! fixed port another process already holds is refused unless `--takeover` (see [`listener`]).
 //! Shutdown is cooperative: [`Running::stop`] raises a flag every shard watches; each stops
 //! accepting, closes its idle keep-alive connections and answers the rest with
-//! `Connection: close` (`endpoint::drain`), lets requests in flight finish (up to
+//! `Connection: close` (`shard::drain`), lets requests in flight finish (up to
 //! [`DRAIN_LIMIT`]), ends its sessions (deleting upstream sessions), and shard 0 stops the
 //! stdio children.
 
@@ -61,7 +61,7 @@ pub enum StartError {
     Registry(#[from] crate::registry::servers::RegistryError),
     /// The listener's TLS files are not usable.
     #[error("[tls] {0}")]
-    Tls(#[from] crate::tls::TlsError),
+    Tls(#[from] crate::config::tls::TlsError),
     /// The locked-memory limit is too low for io_uring.
     #[error(transparent)]
     Memlock(#[from] crate::runtime::memlock::MemlockTooLow),
@@ -370,7 +370,8 @@ async fn run_shard(
     crate::upstream::health::start(&shard);
     crate::metrics::init_shard(id, &shard.config);
     if let (0, Some(admin)) = (id, shard.config.proxy.admin_listen) {
-        if let Err(e) = crate::admin::start(&shard, admin) {
+        let started = listener::bind(admin).and_then(|l| crate::admin::start(&shard, l));
+        if let Err(e) = started {
             log::error!("cannot serve the admin endpoints on {admin}: {e}");
             std::process::exit(1);
         }
@@ -405,16 +406,17 @@ async fn run_shard(
     }
     // Idle keep-alive connections close now and busy ones after their answer, so only
     // requests in flight keep the shard.
-    crate::endpoint::drain::begin();
+    crate::shard::drain::begin();
     shut_down(&shard, &drained).await;
-    crate::endpoint::drain::finish();
+    crate::shard::drain::finish();
 }
 
 async fn accept(shard: &Rc<Shard>, listener: &TcpListener) {
     loop {
         match listener.accept().await {
             Ok(stream) => {
-                glommio::spawn_local(crate::tls::serve(shard.clone(), stream)).detach();
+                glommio::spawn_local(crate::endpoint::accept::serve(shard.clone(), stream))
+                    .detach();
             }
             Err(e) => {
                 // Out of descriptors or a transient accept error: back off instead of spinning.

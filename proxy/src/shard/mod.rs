@@ -15,7 +15,12 @@
 //! A session lives on the shard that created it; its id names that shard. A request for it
 //! that lands elsewhere is forwarded whole to the owner, and the owner's reply, streamed or
 //! not, comes back over the mesh.
+//!
+//! - [`drain`]: whether this shard is stopping (connections close when idle, nothing is
+//!   spawned once its executor ends).
+//! - [`mesh`]: the channels between shards.
 
+pub mod drain;
 pub mod mesh;
 
 use std::any::Any;

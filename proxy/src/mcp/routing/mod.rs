@@ -178,7 +178,7 @@ fn spliced<'a>(
     received: Instant,
 ) -> Option<impl std::future::Future<Output = Answer> + 'a> {
     let field = |method: &str| target::named_field(method).map(|(field, _)| field);
-    let depth = crate::endpoint::limits::max_json_depth();
+    let depth = crate::protocol::depth::max_json_depth();
     let peeked = crate::protocol::splice::request(body, depth, |m| field(m).is_some())?;
     let (span, exposed) = peeked.param_str(body, field(peeked.method)?)?;
     let catalog = shard.catalog();

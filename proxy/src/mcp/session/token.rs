@@ -14,16 +14,7 @@ use base64::Engine;
 use bytes::Bytes;
 use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, CHACHA20_POLY1305, NONCE_LEN};
 
-/// Bytes of key material.
-pub const KEY_LEN: usize = 32;
-
-/// Why a configured key cannot be used.
-#[derive(Debug, thiserror::Error)]
-pub enum KeyError {
-    /// Not 64 hex digits.
-    #[error("session_key must be {} hex digits (32 random bytes, e.g. from `openssl rand -hex 32`)", KEY_LEN * 2)]
-    Malformed,
-}
+pub use crate::config::session_key::{KeyError, KEY_LEN};
 
 /// What a session id carries.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -54,16 +45,9 @@ pub struct SessionKey {
 impl SessionKey {
     /// A key from 64 hex digits.
     pub fn from_hex(hex: &str) -> Result<SessionKey, KeyError> {
-        let hex = hex.trim();
-        if hex.len() != KEY_LEN * 2 {
-            return Err(KeyError::Malformed);
-        }
-        let mut bytes = [0u8; KEY_LEN];
-        for (i, b) in bytes.iter_mut().enumerate() {
-            *b = u8::from_str_radix(hex.get(i * 2..i * 2 + 2).ok_or(KeyError::Malformed)?, 16)
-                .map_err(|_| KeyError::Malformed)?;
-        }
-        Ok(SessionKey::from_bytes(&bytes))
+        Ok(SessionKey::from_bytes(
+            &crate::config::session_key::key_bytes(hex)?,
+        ))
     }
 
     /// A random key: sessions then last as long as this process.
