@@ -12,7 +12,8 @@
 //! - [`policy`]: what a client may see and call; a hidden tool is answered exactly like a tool
 //!   that does not exist, so a client cannot probe for names.
 //! - [`denial`]: why a request is refused, and the refusal counter.
-//! - [`running`]: the running `[auth]`, kept in a [`slot`] with a generation number: a reload
+//! - [`running`]: the running `[auth]`, kept in a [`crate::config::reloadable::Reloadable`]
+//!   with a generation number: a reload
 //!   swaps it, and each shard keeps its own copy, refreshed when one atomic load shows a new
 //!   generation, so the hot path takes no lock.
 //! - `revoke`: open streams end when a reload stops accepting their credential.
@@ -27,7 +28,6 @@ pub mod rate;
 mod revoke;
 pub mod running;
 pub mod sessions;
-pub mod slot;
 
 pub use denial::{count_denial, Denial};
 pub use identity::{authenticate, check_request, stream_end, Identity};

@@ -1,16 +1,16 @@
-//! The running `[auth]`: one process-wide [`Slot`] that a reload replaces, and each shard's
-//! copy of it, refreshed when one atomic load shows a new generation.
+//! The running `[auth]`: one process-wide [`Reloadable`] that a reload replaces, and each
+//! shard's copy of it, refreshed when one atomic load shows a new generation.
 //!
 //! Sessions name their client, not an index, so a reload that reorders clients keeps each
 //! session's client; the session counters and this shard's buckets follow the client's name.
 
+use std::cell::RefCell;
 use std::rc::Rc;
 use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
 
 use crate::config::auth::AuthConfig;
-
-use super::slot::{ShardCopy, Slot};
+use crate::config::reloadable::{Reloadable, ShardCopy};
 
 /// One generation of `[auth]` and the session counters of its clients.
 #[derive(Clone, Debug, Default)]
@@ -29,16 +29,17 @@ impl Auth {
     }
 }
 
-static RUNNING: Slot<Auth> = Slot::new();
+static RUNNING: Reloadable<Auth> = Reloadable::new();
 
 thread_local! {
-    /// This shard's copy of the running `[auth]`.
-    static LOCAL: ShardCopy<Auth> = ShardCopy::new();
+    /// This shard's copy of the running `[auth]` (its own `Rc`, so no refcount is shared).
+    static LOCAL: RefCell<ShardCopy<Rc<Auth>>> =
+        RefCell::new(ShardCopy::new(Rc::new(Auth::default())));
 }
 
 /// Installs `config` as the running `[auth]`; counters of clients that keep their name carry over.
 pub fn install(config: AuthConfig) {
-    RUNNING.replace(|old| {
+    RUNNING.update(|old| {
         let sessions = config
             .clients
             .iter()
@@ -47,7 +48,7 @@ pub fn install(config: AuthConfig) {
                     .unwrap_or_default()
             })
             .collect();
-        Auth { config, sessions }
+        Some(Auth { config, sessions })
     });
 }
 
@@ -60,7 +61,7 @@ pub fn install(config: AuthConfig) {
 /// whole, rather than applying the rest of the new `[auth]`, means a reload never leaves auth
 /// half switched.
 pub fn reload(config: &AuthConfig) -> bool {
-    let running = RUNNING.get().unwrap_or_default();
+    let running = RUNNING.current().unwrap_or_default();
     if running.config.enabled != config.enabled || running.config == *config {
         return false;
     }
@@ -75,13 +76,24 @@ pub fn reload(config: &AuthConfig) -> bool {
 
 /// This shard's copy of the running `[auth]`, refreshed when a reload happened.
 pub fn current() -> Rc<Auth> {
-    LOCAL.with(|local| local.get(&RUNNING, refresh_shard_state))
+    current_with_generation().1
 }
 
 /// This shard's copy of the running `[auth]` and its generation.
 pub(super) fn current_with_generation() -> (u64, Rc<Auth>) {
     LOCAL.with(|local| {
-        let auth = local.get(&RUNNING, refresh_shard_state);
+        let mut local = local.borrow_mut();
+        let auth = local
+            .refresh(&RUNNING, |running, old| match running {
+                Some(next) => {
+                    let next = Rc::new(Auth::clone(&next));
+                    refresh_shard_state(old, &next);
+                    next
+                }
+                // `[auth]` is never cleared: keep what this shard has.
+                None => old.clone(),
+            })
+            .clone();
         (local.generation(), auth)
     })
 }

@@ -113,6 +113,11 @@ impl<U> ShardCopy<U> {
         }
         &self.copy
     }
+
+    /// The generation of the slot this copy was last made from.
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
 }
 
 #[cfg(test)]
