@@ -13,7 +13,7 @@ use super::{servers, stats, Response};
 use crate::http::{Method, Request};
 use crate::orchestration::ShardOrchestration;
 use crate::protocol::cursor::ListKind;
-use crate::registry::servers::{Entry, RegistryError, State};
+use crate::registry::servers::{Entry, RegistryError, ServerState};
 use crate::registry::ServerStatus;
 use crate::shard::Shard;
 use crate::upstream::table::ShardUpstreams;
@@ -138,7 +138,10 @@ pub fn handle(shard: &Rc<Shard>, token: &str, request: &Request) -> Response {
                 .registry()
                 .get(name)
                 .map(|(i, e)| server_json(shard, i, e, false));
-            match (before, servers::set_state(shard, name, State::Removed)) {
+            match (
+                before,
+                servers::set_state(shard, name, ServerState::Removed),
+            ) {
                 (Ok(mut v), Ok(_)) => {
                     v["state"] = "removed".into();
                     answer(200, v)
@@ -146,12 +149,16 @@ pub fn handle(shard: &Rc<Shard>, token: &str, request: &Request) -> Response {
                 (Err(e), _) | (_, Err(e)) => registry_error(&e),
             }
         }
-        ("POST", ["servers", name, "drain"]) => {
-            changed(shard, servers::set_state(shard, name, State::Draining), 200)
-        }
-        ("POST", ["servers", name, "enable"]) => {
-            changed(shard, servers::set_state(shard, name, State::Active), 200)
-        }
+        ("POST", ["servers", name, "drain"]) => changed(
+            shard,
+            servers::set_state(shard, name, ServerState::Draining),
+            200,
+        ),
+        ("POST", ["servers", name, "enable"]) => changed(
+            shard,
+            servers::set_state(shard, name, ServerState::Active),
+            200,
+        ),
         ("GET", ["tools"]) => items(shard, ListKind::Tools, "name", query),
         ("GET", ["prompts"]) => items(shard, ListKind::Prompts, "name", query),
         ("GET", ["resources"]) => items(shard, ListKind::Resources, "uri", query),
@@ -465,7 +472,7 @@ fn health(shard: &Shard) -> Value {
                 ));
             }
         }
-        all_up &= status == "up" || e.state == State::Draining;
+        all_up &= status == "up" || e.state == ServerState::Draining;
         let mut v = json!({"status": status, "state": e.state.label(), "error": why});
         if let Some((healthy, total)) = checks {
             v["replicas"] = json!({"healthy": healthy, "total": total});

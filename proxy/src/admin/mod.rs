@@ -217,7 +217,7 @@ fn health(shard: &Shard) -> String {
         .entries
         .iter()
         .zip(catalog.status.iter())
-        .filter(|(e, _)| e.state != crate::registry::servers::State::Removed)
+        .filter(|(e, _)| e.state != crate::registry::servers::ServerState::Removed)
         .map(|(e, status)| {
             let s = &e.config;
             let state = match status {

@@ -202,7 +202,7 @@ mod tests {
 
     use super::*;
     use crate::balance::ReplicaSnapshot;
-    use crate::registry::servers::{Origin, State};
+    use crate::registry::servers::{Origin, ServerState};
 
     fn entry() -> Entry {
         let text = r#"
@@ -214,7 +214,7 @@ replicas = [{ url = "http://127.0.0.1:1/mcp" }, { url = "http://127.0.0.1:2/mcp"
         Entry {
             config: config.servers[0].clone(),
             origin: Origin::Config,
-            state: State::Active,
+            state: ServerState::Active,
             spec: None,
             replica_drain: BTreeMap::new(),
         }

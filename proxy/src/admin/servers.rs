@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use crate::config::Config;
 use crate::orchestration::registry_change::{commit, publish, save};
-use crate::registry::servers::{Changes, RegistryError, State};
+use crate::registry::servers::{Changes, RegistryError, ServerState};
 use crate::shard::Shard;
 
 /// Why a reload failed.
@@ -135,7 +135,11 @@ fn file_spec(shard: &Shard, name: &str) -> Result<serde_json::Value, RegistryErr
 }
 
 /// Drains, enables or removes server `name`.
-pub fn set_state(shard: &Rc<Shard>, name: &str, state: State) -> Result<usize, RegistryError> {
+pub fn set_state(
+    shard: &Rc<Shard>,
+    name: &str,
+    state: ServerState,
+) -> Result<usize, RegistryError> {
     let (next, index) = shard.registry().set_state(name, state)?;
     commit(shard, next)?;
     log::info!(server = name; "admin: server {name} is now {}", state.label());

@@ -21,7 +21,7 @@ use simd_json::prelude::*;
 use crate::protocol::jsonrpc::{self, code, Id, Kind};
 use crate::protocol::version;
 use crate::registry::catalog::{Catalog, ServerListing, ServerStatus};
-use crate::registry::servers::{Registry, State};
+use crate::registry::servers::{Registry, ServerState};
 use crate::shard::Shard;
 use crate::upstream::stdio::connection::DISCOVERY;
 use crate::upstream::table::ShardUpstreams;
@@ -171,8 +171,8 @@ impl Discovery {
     pub fn follow(self: &Rc<Self>, shard: &Rc<Shard>, old: &Registry, new: &Registry) {
         for (i, entry) in new.entries.iter().enumerate() {
             let before = old.entries.get(i);
-            let was_live = before.is_some_and(|b| b.state != State::Removed);
-            let live = entry.state != State::Removed;
+            let was_live = before.is_some_and(|b| b.state != ServerState::Removed);
+            let live = entry.state != ServerState::Removed;
             let changed = before.is_none_or(|b| b.config != entry.config);
             if live != was_live || (live && changed) {
                 self.start_server(shard, i);
@@ -275,14 +275,14 @@ impl Discovery {
             .iter()
             .enumerate()
             .map(|(i, e)| match e.state {
-                State::Active => self
+                ServerState::Active => self
                     .status
                     .borrow()
                     .get(i)
                     .cloned()
                     .unwrap_or(ServerStatus::Pending),
-                State::Draining => ServerStatus::Down("draining".into()),
-                State::Removed => ServerStatus::Down("removed".into()),
+                ServerState::Draining => ServerStatus::Down("draining".into()),
+                ServerState::Removed => ServerStatus::Down("removed".into()),
             })
             .collect();
         let identities = registry.identities();

@@ -20,8 +20,8 @@
 //! # How it hooks in
 //! Routing sends `tools/call` of a `proxy__*` name to [`call_tool`], with its session as the
 //! [`caller::Caller`], and answers the [`caller::ToolReply`]; `resources/read` of one of
-//! [`RESOURCE_URIS`] goes to [`read_resource`]; the merged lists put [`State::tool_items`] and
-//! [`State::resource_items`] first. The `proxy` namespace is reserved in the configuration,
+//! [`RESOURCE_URIS`] goes to [`read_resource`]; the merged lists put [`OrchestrationState::tool_items`] and
+//! [`OrchestrationState::resource_items`] first. The `proxy` namespace is reserved in the configuration,
 //! so no server's tools can collide with these.
 //!
 //! Everything here is per shard, like the sessions it serves: a run is kept on the shard of
@@ -134,17 +134,17 @@ pub struct RunEntry {
 /// A shard's orchestration state, the local this layer keeps on each shard.
 pub trait ShardOrchestration {
     /// Workflow runs, saved workflows and the tool search index of this shard.
-    fn orchestration(&self) -> &State;
+    fn orchestration(&self) -> &OrchestrationState;
 }
 
 impl ShardOrchestration for Shard {
-    fn orchestration(&self) -> &State {
-        self.local::<State>()
+    fn orchestration(&self) -> &OrchestrationState {
+        self.local::<OrchestrationState>()
     }
 }
 
 /// One shard's orchestration state.
-pub struct State {
+pub struct OrchestrationState {
     /// Saved workflows.
     pub store: store::Store,
     tool_items: Vec<Item>,
@@ -156,10 +156,10 @@ pub struct State {
     index: RefCell<Option<Rc<search::Index>>>,
 }
 
-impl State {
+impl OrchestrationState {
     /// The state of a fresh shard.
-    pub fn new(config: &Config) -> State {
-        State {
+    pub fn new(config: &Config) -> OrchestrationState {
+        OrchestrationState {
             store: store::Store::new(config.proxy.state_dir.clone()),
             tool_items: tools::items(),
             resource_items: resources::items(),

@@ -563,7 +563,7 @@ pub fn discover_request(id: &Id, capabilities: &str, client_info: &str) -> Bytes
 }
 
 /// True when a discover answer's `supportedVersions` names this era.
-pub fn discover_says_modern(result: &Value<'_>) -> bool {
+pub fn discover_says_stateless(result: &Value<'_>) -> bool {
     result
         .get("supportedVersions")
         .and_then(|v| v.as_array())

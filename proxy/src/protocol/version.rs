@@ -10,7 +10,7 @@ pub const LATEST: &str = "2025-11-25";
 pub const ASSUMED_WHEN_ABSENT: &str = "2025-03-26";
 
 /// Every revision served, both eras, oldest first: the stateful ones through `initialize`,
-/// 2026-07-28 per request (`protocol::modern`). The era is chosen per request, so old and
+/// 2026-07-28 per request (`protocol::stateless`). The era is chosen per request, so old and
 /// new clients share one endpoint.
 pub const ALL: [&str; 4] = [
     "2025-03-26",

@@ -6,7 +6,7 @@
 //! every shard (see [`crate::discovery::ShardDiscovery::publish_registry`]).
 //!
 //! Server indices are positions in [`Registry::entries`] and never move: a removed server stays
-//! as a tombstone ([`State::Removed`]) and a new one is appended, so every index held by a
+//! as a tombstone ([`ServerState::Removed`]) and a new one is appended, so every index held by a
 //! session, a metric or a catalog item keeps naming the same server. Indices are only
 //! renumbered at the next start, when tombstones are not loaded.
 //!
@@ -103,7 +103,7 @@ pub enum Origin {
 /// Whether a server takes traffic.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
-pub enum State {
+pub enum ServerState {
     /// Discovered and offered to clients.
     Active,
     /// Kept but hidden: its items leave the catalog, so no new calls reach it.
@@ -112,13 +112,13 @@ pub enum State {
     Removed,
 }
 
-impl State {
+impl ServerState {
     /// The lower-case name used in JSON.
     pub fn label(self) -> &'static str {
         match self {
-            State::Active => "active",
-            State::Draining => "draining",
-            State::Removed => "removed",
+            ServerState::Active => "active",
+            ServerState::Draining => "draining",
+            ServerState::Removed => "removed",
         }
     }
 }
@@ -131,7 +131,7 @@ pub struct Entry {
     /// Where the description comes from.
     pub origin: Origin,
     /// Whether it takes traffic.
-    pub state: State,
+    pub state: ServerState,
     /// The description as given to the admin API (persisted); `None` for configured servers.
     pub spec: Option<serde_json::Value>,
     /// Replicas drained (`true`) or enabled (`false`) through the API, by replica index,
@@ -146,7 +146,7 @@ impl Entry {
         Entry {
             config,
             origin,
-            state: State::Active,
+            state: ServerState::Active,
             spec,
             replica_drain: BTreeMap::new(),
         }
@@ -223,11 +223,11 @@ impl Registry {
         reg.removed_config = doc.removed.clone();
         for entry in &mut reg.entries {
             if doc.removed.contains(&entry.config.name) {
-                Arc::make_mut(entry).state = State::Removed;
+                Arc::make_mut(entry).state = ServerState::Removed;
             }
         }
         // Tombstones are not carried across a restart: indices are renumbered now.
-        reg.entries.retain(|e| e.state != State::Removed);
+        reg.entries.retain(|e| e.state != ServerState::Removed);
         for saved in &doc.servers {
             let found = reg.index_of(&saved.name);
             match (&saved.spec, found) {
@@ -262,7 +262,7 @@ impl Registry {
     pub fn index_of(&self, name: &str) -> Option<usize> {
         self.entries
             .iter()
-            .position(|e| e.state != State::Removed && e.config.name == name)
+            .position(|e| e.state != ServerState::Removed && e.config.name == name)
     }
 
     /// The live server `name`, or an error listing the known ones.
@@ -289,7 +289,7 @@ impl Registry {
         self.entries
             .iter()
             .enumerate()
-            .filter(|(_, e)| e.state != State::Removed)
+            .filter(|(_, e)| e.state != ServerState::Removed)
             .map(|(i, e)| (i, &**e))
     }
 
@@ -304,7 +304,7 @@ impl Registry {
             .iter()
             .map(|e| ServerIdentity {
                 name: e.config.name.clone(),
-                prefix: if e.state == State::Removed {
+                prefix: if e.state == ServerState::Removed {
                     TOMBSTONE_PREFIX.to_owned()
                 } else {
                     e.config.prefix.clone()
@@ -438,16 +438,20 @@ impl Registry {
     }
 
     /// Sets server `name`'s state (drain, enable, remove).
-    pub fn set_state(&self, name: &str, state: State) -> Result<(Registry, usize), RegistryError> {
+    pub fn set_state(
+        &self,
+        name: &str,
+        state: ServerState,
+    ) -> Result<(Registry, usize), RegistryError> {
         let (index, entry) = self.get(name)?;
         let mut next = self.next();
-        if state == State::Removed && entry.origin == Origin::Config {
+        if state == ServerState::Removed && entry.origin == Origin::Config {
             next.removed_config.push(name.to_owned());
         }
         // A configured server overridden through the API is still in the file: removing the
         // override must not bring the file's version back at the next start. (A name the file
         // does not have is harmless here and dropped at the next reload.)
-        if state == State::Removed && entry.origin == Origin::Api {
+        if state == ServerState::Removed && entry.origin == Origin::Api {
             next.removed_config.push(name.to_owned());
         }
         Arc::make_mut(&mut next.entries[index]).state = state;
@@ -461,12 +465,12 @@ impl Registry {
         let mut next = self.next();
         let mut changes = Changes::default();
         for (i, e) in self.entries.iter().enumerate() {
-            if e.state == State::Removed || e.origin != Origin::Config {
+            if e.state == ServerState::Removed || e.origin != Origin::Config {
                 continue;
             }
             match config.servers.iter().find(|s| s.name == e.config.name) {
                 None => {
-                    Arc::make_mut(&mut next.entries[i]).state = State::Removed;
+                    Arc::make_mut(&mut next.entries[i]).state = ServerState::Removed;
                     changes.removed.push(e.config.name.clone());
                 }
                 Some(s) if *s != e.config => {
@@ -502,7 +506,11 @@ impl Registry {
     /// What differs from the configuration file, to persist.
     pub fn state_doc(&self) -> StateDoc {
         let mut servers = Vec::new();
-        for e in self.entries.iter().filter(|e| e.state != State::Removed) {
+        for e in self
+            .entries
+            .iter()
+            .filter(|e| e.state != ServerState::Removed)
+        {
             match (&e.spec, e.origin, e.state) {
                 (Some(spec), Origin::Api, state) => servers.push(SavedServer {
                     name: e.config.name.clone(),
@@ -510,13 +518,14 @@ impl Registry {
                     state,
                     replica_drain: e.replica_drain.clone(),
                 }),
-                (_, _, state) if state == State::Draining || !e.replica_drain.is_empty() => servers
-                    .push(SavedServer {
+                (_, _, state) if state == ServerState::Draining || !e.replica_drain.is_empty() => {
+                    servers.push(SavedServer {
                         name: e.config.name.clone(),
                         spec: None,
                         state,
                         replica_drain: e.replica_drain.clone(),
-                    }),
+                    })
+                }
                 _ => {}
             }
         }
@@ -585,7 +594,7 @@ pub struct SavedServer {
     #[serde(default)]
     pub spec: Option<serde_json::Value>,
     /// Its state.
-    pub state: State,
+    pub state: ServerState,
     /// Replicas drained or enabled through the API (replica index to drained).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub replica_drain: BTreeMap<usize, bool>,
@@ -682,7 +691,9 @@ mod tests {
         let reg = Registry::from_config(&config());
         let (reg, i) = reg.add(&spec("gamma")).expect("added");
         assert_eq!(i, 2);
-        let (reg, i) = reg.set_state("alpha", State::Removed).expect("removed");
+        let (reg, i) = reg
+            .set_state("alpha", ServerState::Removed)
+            .expect("removed");
         assert_eq!(i, 0);
         assert_eq!(reg.entries.len(), 3);
         assert_eq!(reg.names(), vec!["beta", "gamma"]);
@@ -704,7 +715,9 @@ mod tests {
             .add(&json!({"name": "x", "prefix": "beta", "url": "http://h:1/mcp"}))
             .expect_err("prefix clash");
         assert!(e.to_string().contains("prefix"), "{e}");
-        let e = reg.set_state("nope", State::Draining).expect_err("unknown");
+        let e = reg
+            .set_state("nope", ServerState::Draining)
+            .expect_err("unknown");
         assert!(e.to_string().contains("alpha, beta"), "{e}");
         let e = reg.add(&json!({"name": "x"})).expect_err("no url");
         assert!(e.to_string().contains("neither url nor command"), "{e}");
@@ -718,13 +731,17 @@ mod tests {
         let cfg = config();
         let reg = Registry::from_config(&cfg);
         let (reg, _) = reg.add(&spec("gamma")).expect("added");
-        let (reg, _) = reg.set_state("alpha", State::Removed).expect("removed");
-        let (reg, _) = reg.set_state("beta", State::Draining).expect("drained");
+        let (reg, _) = reg
+            .set_state("alpha", ServerState::Removed)
+            .expect("removed");
+        let (reg, _) = reg
+            .set_state("beta", ServerState::Draining)
+            .expect("drained");
         save_state(&dir, &reg.state_doc()).expect("saved");
         let doc = load_state(&dir).expect("read").expect("present");
         let back = Registry::with_state(&cfg, &doc);
         assert_eq!(back.names(), vec!["beta", "gamma"]);
-        assert_eq!(back.entries[0].state, State::Draining);
+        assert_eq!(back.entries[0].state, ServerState::Draining);
         assert_eq!(back.version, reg.version);
         assert!(!dir.join("registry.json.tmp").exists());
         let _ = fs::remove_dir_all(&dir);

@@ -23,9 +23,9 @@ pub fn shard_wiring(this: &Weak<Shard>, id: usize, config: &Arc<Config>) -> Wiri
         .on_catalog(Box::new(table::follow_catalog))
         .local(session::Sessions::new(config))
         .local(session::local::directory())
-        .local(bridge::State::default())
+        .local(bridge::BridgeSessions::default())
         .on_catalog(Box::new(session::local::follow_catalog))
-        .local(orchestration::State::new(config))
+        .local(orchestration::OrchestrationState::new(config))
         .local(discovery::Running::default());
     wiring
 }

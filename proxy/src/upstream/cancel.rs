@@ -13,7 +13,7 @@ use super::UpstreamHandle;
 /// Sends `upstream` `notifications/cancelled` for its request `id`, in a task of its own (the
 /// caller may be a guard being dropped). Best effort: a failure is logged at debug level.
 pub fn cancel(upstream: &UpstreamHandle, id: &Id, reason: &str) {
-    if upstream.is_modern() || !crate::shard::drain::running() {
+    if upstream.is_stateless() || !crate::shard::drain::running() {
         return;
     }
     let mut params = Vec::with_capacity(64 + reason.len());

@@ -71,7 +71,7 @@ pub struct UpstreamClient {
     limits: Limits,
     /// The server's protocol era as this shard found it: `None` until first probed,
     /// `Some(true)` for 2026-07-28 (stateless), `Some(false)` for the stateful era.
-    pub modern: std::cell::Cell<Option<bool>>,
+    pub stateless: std::cell::Cell<Option<bool>>,
     /// The `x-mcp-header` annotations of the server's tools, by upstream tool name, from the
     /// catalog this shard serves (only tools that have some).
     pub tool_params: RefCell<std::collections::HashMap<String, Vec<ParamHeader>>>,
@@ -123,7 +123,7 @@ impl UpstreamClient {
             probe_counters,
             headers,
             limits,
-            modern: std::cell::Cell::new(None),
+            stateless: std::cell::Cell::new(None),
             tool_params: RefCell::default(),
         })
     }

@@ -163,9 +163,9 @@ impl UpstreamHandle {
     }
 
     /// True when the upstream is used in the stateless era (2026-07-28).
-    pub fn is_modern(&self) -> bool {
+    pub fn is_stateless(&self) -> bool {
         match self {
-            UpstreamHandle::Http(s) => s.is_modern(),
+            UpstreamHandle::Http(s) => s.is_stateless(),
             UpstreamHandle::Stdio(_) => false,
         }
     }

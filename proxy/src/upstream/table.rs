@@ -12,7 +12,7 @@ use std::time::Duration;
 use crate::config::{Config, ServerConfig, Transport};
 use crate::protocol::cursor::ListKind;
 use crate::registry::catalog::Catalog;
-use crate::registry::servers::{Entry, Registry, State};
+use crate::registry::servers::{Entry, Registry, ServerState};
 use crate::shard::Shard;
 use crate::upstream::stdio::connection::StdioLink;
 use crate::upstream::{Upstream, UpstreamClient, STDIO_SHARD};
@@ -62,8 +62,8 @@ pub fn follow_registry(shard: &Rc<Shard>, old: &Registry, registry: &Arc<Registr
     let this = Rc::downgrade(shard);
     for (i, entry) in registry.entries.iter().enumerate() {
         let before = old.entries.get(i);
-        let was_live = before.is_some_and(|b| b.state != State::Removed);
-        let live = entry.state != State::Removed;
+        let was_live = before.is_some_and(|b| b.state != ServerState::Removed);
+        let live = entry.state != ServerState::Removed;
         let changed = before.is_none_or(|b| b.config != entry.config);
         if before.is_none() {
             crate::metrics::add_server(i, &entry.config);

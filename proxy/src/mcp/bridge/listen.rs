@@ -264,7 +264,7 @@ pub async fn subscribe(
             log::info!("subscriptions/listen: server #{server} is unavailable ({e}); its resources are not granted");
             continue;
         }
-        if handle.is_modern() {
+        if handle.is_stateless() {
             if let Some((granted, reader)) = listen_upstream(shard, &handle, grants, target).await {
                 out.stateless.extend(granted);
                 out.readers.push(reader);

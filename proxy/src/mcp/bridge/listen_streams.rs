@@ -9,7 +9,7 @@ use simd_json::prelude::*;
 use simd_json::BorrowedValue as Value;
 
 use super::listen::{self, Grant, SUBSCRIPTION_ID};
-use super::{ShardBridge, State};
+use super::{BridgeSessions, ShardBridge};
 use crate::auth::Identity;
 use crate::mcp::routing::Answer;
 use crate::mcp::session::Session;
@@ -33,7 +33,7 @@ pub(super) struct Listener {
     resources: Vec<Grant>,
 }
 
-impl State {
+impl BridgeSessions {
     /// Tells listeners that opted in which lists changed.
     pub fn lists_changed(&self, kinds: &[ListKind]) {
         self.listeners.borrow_mut().retain(|l| {

@@ -62,18 +62,18 @@ const BRIDGED_VERSION: &str = "2025-11-25";
 /// A shard's bridge sessions, the local the bridge keeps on each shard.
 pub trait ShardBridge {
     /// This shard's bridge sessions and pending input rounds.
-    fn bridge(&self) -> &State;
+    fn bridge(&self) -> &BridgeSessions;
 }
 
 impl ShardBridge for Shard {
-    fn bridge(&self) -> &State {
-        self.local::<State>()
+    fn bridge(&self) -> &BridgeSessions {
+        self.local::<BridgeSessions>()
     }
 }
 
 /// Per-shard bridge state.
 #[derive(Default)]
-pub struct State {
+pub struct BridgeSessions {
     sessions: RefCell<HashMap<String, Rc<Session>>>,
     rounds: RefCell<HashMap<String, Round>>,
     next_id: Cell<i64>,
@@ -83,7 +83,7 @@ pub struct State {
     pub(crate) held: listen::Held,
 }
 
-impl State {
+impl BridgeSessions {
     fn fresh_id(&self) -> Id {
         let n = self.next_id.get().wrapping_add(1);
         self.next_id.set(n);

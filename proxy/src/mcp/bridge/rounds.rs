@@ -12,7 +12,7 @@ use futures_lite::future::{poll_fn, poll_once};
 use simd_json::prelude::*;
 use simd_json::BorrowedValue as Value;
 
-use super::{restore, ShardBridge, State, MAX_ROUNDS, ROUND_PREFIX, ROUND_TTL};
+use super::{restore, BridgeSessions, ShardBridge, MAX_ROUNDS, ROUND_PREFIX, ROUND_TTL};
 use crate::auth::Identity;
 use crate::mcp::routing::forward::Delivery;
 use crate::mcp::routing::Answer;
@@ -37,7 +37,7 @@ pub(super) struct Round {
     created: Instant,
 }
 
-impl State {
+impl BridgeSessions {
     fn keep_round(&self, shard_id: usize, round: Round) -> String {
         let mut random = [0u8; 18];
         // A token that cannot be guessed is what stops one client from answering another's

@@ -347,7 +347,7 @@ async fn send(
     };
     // 2026-07-28 upstreams may answer input_required; a stateful client is asked instead
     // (a bridged 2026-07-28 client gets the result as it is and retries itself).
-    if upstream.is_modern()
+    if upstream.is_stateless()
         && !session.is_bridge()
         && crate::mcp::bridge::stateless_upstream::requires_input(&answer)
     {

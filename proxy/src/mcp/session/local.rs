@@ -186,7 +186,9 @@ impl ShardSessions for Shard {
         for id in ids {
             self.end_session(&id, Closed::Shutdown).await;
         }
-        self.local::<crate::mcp::bridge::State>().close().await;
+        self.local::<crate::mcp::bridge::BridgeSessions>()
+            .close()
+            .await;
     }
 
     async fn expire_sessions(self: Rc<Self>) {
@@ -216,7 +218,7 @@ pub fn follow_catalog(shard: &Shard, _catalog: &Arc<Catalog>, changed: &[ListKin
         return;
     }
     shard
-        .local::<crate::mcp::bridge::State>()
+        .local::<crate::mcp::bridge::BridgeSessions>()
         .lists_changed(changed);
     let notices: Vec<_> = changed
         .iter()
@@ -244,9 +246,11 @@ pub fn directory() -> SessionDirectory {
     SessionDirectory {
         owner_of: |shard, id| shard.owner_of(id),
         find: |shard, id| {
-            let session = shard
-                .session(id)
-                .or_else(|| shard.local::<crate::mcp::bridge::State>().session_named(id))?;
+            let session = shard.session(id).or_else(|| {
+                shard
+                    .local::<crate::mcp::bridge::BridgeSessions>()
+                    .session_named(id)
+            })?;
             Some(session as Rc<dyn UpstreamSink>)
         },
     }

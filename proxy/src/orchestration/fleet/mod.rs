@@ -33,7 +33,7 @@ use crate::config::{Strategy, Transport};
 use crate::metrics::latency::{self, Quantiles};
 use crate::metrics::tools::{self as tool_counts, ToolCounts};
 use crate::orchestration::ShardOrchestration;
-use crate::registry::servers::State;
+use crate::registry::servers::ServerState;
 use crate::registry::ServerStatus;
 use crate::shard::Shard;
 
@@ -325,7 +325,7 @@ pub async fn fleet(shard: &Rc<Shard>) -> Fleet {
             Transport::Stdio(c) => ("stdio", Some(c.replicas)),
         };
         let (state, detail) = match (entry.state, catalog.status.get(i)) {
-            (State::Draining, _) => ("draining", None),
+            (ServerState::Draining, _) => ("draining", None),
             (_, Some(ServerStatus::Up(_))) => ("up", None),
             (_, Some(ServerStatus::Down(why))) => ("down", Some(why.clone())),
             _ => ("pending", None),

@@ -91,19 +91,19 @@ impl UpstreamSession {
         let result = jsonrpc::parse(&mut buf)
             .ok()
             .and_then(|m| m.get("result").cloned())
-            .filter(stateless::discover_says_modern)
+            .filter(stateless::discover_says_stateless)
             .map(|r| Bytes::from(r.encode().into_bytes()));
         let Some(init_result) = result else {
-            self.client.modern.set(Some(false));
+            self.client.stateless.set(Some(false));
             return Ok(None);
         };
-        if self.client.modern.get().is_none() {
+        if self.client.stateless.get().is_none() {
             log::info!(
                 "upstream {}: speaks 2026-07-28; calling it statelessly",
                 self.client.name()
             );
         }
-        self.client.modern.set(Some(true));
+        self.client.stateless.set(Some(true));
         let generation = self.generation.get() + 1;
         self.generation.set(generation);
         let est = Rc::new(Established {
@@ -112,7 +112,7 @@ impl UpstreamSession {
             generation,
             init_result,
             replica,
-            modern: Some(envelope),
+            stateless: Some(envelope),
         });
         *self.state.borrow_mut() = Some(est.clone());
         Ok(Some(est))

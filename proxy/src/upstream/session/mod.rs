@@ -58,7 +58,7 @@ pub struct Established {
     pub replica: usize,
     /// The upstream speaks 2026-07-28: no session, the envelope goes on every request, and
     /// any replica may take any request.
-    pub modern: Option<Envelope>,
+    pub stateless: Option<Envelope>,
 }
 
 /// Attempts of one request across replicas, the first included.
@@ -244,7 +244,7 @@ impl UpstreamSession {
         replica: usize,
         traffic: Traffic,
     ) -> Result<Rc<Established>, UpstreamError> {
-        if self.client.modern.get() != Some(false) {
+        if self.client.stateless.get() != Some(false) {
             if let Some(est) = self.discover(replica, traffic).await? {
                 return Ok(est);
             }
@@ -285,7 +285,7 @@ impl UpstreamSession {
             generation,
             init_result,
             replica,
-            modern: None,
+            stateless: None,
         });
         let initialized = jsonrpc::notification_body("notifications/initialized", None);
         self.client
@@ -361,8 +361,8 @@ impl UpstreamSession {
     }
 
     /// True when the upstream is used in the stateless era.
-    pub fn is_modern(&self) -> bool {
-        self.current().is_some_and(|e| e.modern.is_some())
+    pub fn is_stateless(&self) -> bool {
+        self.current().is_some_and(|e| e.stateless.is_some())
     }
 
     /// POSTs a message of the proxy's own in this session (not a client request: see
@@ -421,7 +421,7 @@ impl UpstreamSession {
         loop {
             let est = self.established_avoiding(avoid, setup).await?;
             // Stateless servers keep nothing per session: every request may go anywhere.
-            let replica = if stateless || est.modern.is_some() {
+            let replica = if stateless || est.stateless.is_some() {
                 balancer.for_request(pin.and_then(Cell::get), avoid, est.replica)
             } else {
                 est.replica
@@ -430,7 +430,7 @@ impl UpstreamSession {
                 pin.set(Some(replica));
             }
             let started = std::time::Instant::now();
-            let result = match &est.modern {
+            let result = match &est.stateless {
                 Some(envelope) => {
                     let Some(stamped) = crate::protocol::stateless::stamp(
                         body,

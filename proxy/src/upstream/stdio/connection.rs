@@ -54,7 +54,7 @@ pub enum LinkReply {
     Stream(LocalReceiver<Bytes>),
 }
 
-enum State {
+enum ChildState {
     Starting,
     Ready(Bytes),
     Failed(String),
@@ -75,7 +75,7 @@ pub struct StdioLink {
     command: StdioCommand,
     timeout: Duration,
     shard: Weak<Shard>,
-    state: RefCell<State>,
+    state: RefCell<ChildState>,
     out: RefCell<Option<LocalSender<Bytes>>>,
     child: RefCell<Option<ChildProcess>>,
     next_id: Cell<i64>,
@@ -104,7 +104,7 @@ impl StdioLink {
             command: command.clone(),
             timeout: config.timeout,
             shard,
-            state: RefCell::new(State::Starting),
+            state: RefCell::new(ChildState::Starting),
             out: RefCell::new(None),
             child: RefCell::new(None),
             next_id: Cell::new(1),
@@ -132,18 +132,18 @@ impl StdioLink {
         let start = Instant::now();
         loop {
             match &*self.state.borrow() {
-                State::Ready(init) => return Ok(init.clone()),
+                ChildState::Ready(init) => return Ok(init.clone()),
                 // The child never ran (or kept dying): nothing was exchanged, so this is a
                 // failure to reach it, not a protocol error.
-                State::Failed(why) => {
+                ChildState::Failed(why) => {
                     return Err(UpstreamError::Connect {
                         server: self.name.clone(),
                         addr: format!("command {}", self.command.command),
                         source: std::io::Error::other(format!("stdio server failed: {why}")),
                     })
                 }
-                State::Stopped => return Err(self.error("stopped".into())),
-                State::Starting => {}
+                ChildState::Stopped => return Err(self.error("stopped".into())),
+                ChildState::Starting => {}
             }
             if start.elapsed() > self.timeout {
                 return Err(UpstreamError::Timeout {
@@ -494,7 +494,7 @@ impl StdioLink {
         let mut quick_exits = 0u32;
         let mut runs = 0u32;
         loop {
-            *self.state.borrow_mut() = State::Starting;
+            *self.state.borrow_mut() = ChildState::Starting;
             let started = Instant::now();
             // Why this start failed, when the child could not even be started.
             let spawn_error: Option<String>;
@@ -516,7 +516,7 @@ impl StdioLink {
                 }
             }
             if self.stopping.get() {
-                *self.state.borrow_mut() = State::Stopped;
+                *self.state.borrow_mut() = ChildState::Stopped;
                 return;
             }
             quick_exits = if started.elapsed() > STABLE_AFTER {
@@ -536,7 +536,7 @@ impl StdioLink {
                 };
                 log::error!("stdio server {} failed: {why}", self.name);
                 crate::metrics::fleet::child_failed(&self.name);
-                *self.state.borrow_mut() = State::Failed(why);
+                *self.state.borrow_mut() = ChildState::Failed(why);
                 if let Some(shard) = self.shard.upgrade() {
                     shard.request_rediscovery(self.index);
                 }
@@ -547,7 +547,7 @@ impl StdioLink {
             log::info!("stdio server {}: restarting in {backoff:?}", self.name);
             glommio::timer::sleep(backoff).await;
             if self.stopping.get() {
-                *self.state.borrow_mut() = State::Stopped;
+                *self.state.borrow_mut() = ChildState::Stopped;
                 return;
             }
         }
@@ -562,7 +562,7 @@ impl StdioLink {
         let reader = glommio::spawn_local(read_child(self.clone(), reader));
         match self.handshake().await {
             Ok(init) => {
-                *self.state.borrow_mut() = State::Ready(init);
+                *self.state.borrow_mut() = ChildState::Ready(init);
                 self.resubscribe();
                 if restarted {
                     if let Some(shard) = self.shard.upgrade() {
@@ -584,7 +584,7 @@ impl StdioLink {
             // Whatever the child left running in its group goes with it.
             c.signal(libc::SIGKILL);
         }
-        *self.state.borrow_mut() = State::Starting;
+        *self.state.borrow_mut() = ChildState::Starting;
         self.fail_pending();
     }
 
