@@ -206,18 +206,10 @@ fn check(shard: &Shard, request: &Request) -> Result<McpRequest, Reply> {
         Method::Get => HttpMethod::Get,
         Method::Delete => HttpMethod::Delete,
         _ => {
-            return Err(Reply::Full {
-                status: 405,
-                headers: vec![
-                    ("Allow", "GET, POST, DELETE".into()),
-                    ("Content-Type", "application/json".into()),
-                ],
-                body: jsonrpc::error_body(
-                    None,
-                    code::INVALID_REQUEST,
-                    "method not allowed: use POST, GET or DELETE",
-                ),
-            })
+            return Err(method_not_allowed(
+                "GET, POST, DELETE",
+                "method not allowed: use POST, GET or DELETE",
+            ))
         }
     };
     let protocol_version = request.header("mcp-protocol-version").map(str::to_owned);
@@ -242,18 +234,10 @@ fn check(shard: &Shard, request: &Request) -> Result<McpRequest, Reply> {
         });
     if stateless_headers.is_some() && method != HttpMethod::Post {
         // 2026-07-28 has no GET stream and no session to DELETE.
-        return Err(Reply::Full {
-            status: 405,
-            headers: vec![
-                ("Allow", "POST".into()),
-                ("Content-Type", "application/json".into()),
-            ],
-            body: jsonrpc::error_body(
-                None,
-                code::INVALID_REQUEST,
-                "method not allowed: 2026-07-28 has no GET stream or sessions; POST requests (subscriptions/listen for change notifications)",
-            ),
-        });
+        return Err(method_not_allowed(
+            "POST",
+            "method not allowed: 2026-07-28 has no GET stream or sessions; POST requests (subscriptions/listen for change notifications)",
+        ));
     }
     let (accepts_json, accepts_sse) = accepts(request);
     match method {
@@ -345,6 +329,18 @@ pub async fn handle(shard: &Rc<Shard>, request: McpRequest) -> Reply {
         return handle_owned(shard, request).await;
     }
     super::forward::to_owner(shard, owner, request).await
+}
+
+/// 405 with the methods this endpoint takes, as a JSON-RPC error.
+fn method_not_allowed(allow: &str, message: &str) -> Reply {
+    Reply::Full {
+        status: 405,
+        headers: vec![
+            ("Allow", allow.into()),
+            ("Content-Type", "application/json".into()),
+        ],
+        body: jsonrpc::error_body(None, code::INVALID_REQUEST, message),
+    }
 }
 
 fn unknown_session() -> Reply {

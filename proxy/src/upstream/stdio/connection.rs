@@ -332,14 +332,10 @@ impl StdioLink {
         }
     }
 
-    /// Sends a request of the link's own whose answer nobody needs.
-    fn fire_and_forget(&self, method: &str, uri: &str) {
-        let child_id = self.next_id.get();
-        self.next_id.set(child_id + 1);
-        let mut params = b"{\"uri\":".to_vec();
-        jsonrpc::write_json_string(&mut params, uri);
-        params.push(b'}');
-        let (tx, _rx) = local_channel::new_unbounded();
+    /// Registers `child_id` as a request the connection itself sent; its answer arrives on
+    /// the returned receiver.
+    fn expect_own_answer(&self, child_id: i64) -> LocalReceiver<Bytes> {
+        let (tx, rx) = local_channel::new_unbounded();
         self.pending.borrow_mut().insert(
             child_id,
             Pending {
@@ -349,6 +345,18 @@ impl StdioLink {
                 token: None,
             },
         );
+        rx
+    }
+
+    /// Sends a request of the link's own whose answer nobody needs.
+    fn fire_and_forget(&self, method: &str, uri: &str) {
+        let child_id = self.next_id.get();
+        self.next_id.set(child_id + 1);
+        let mut params = b"{\"uri\":".to_vec();
+        jsonrpc::write_json_string(&mut params, uri);
+        params.push(b'}');
+        // Nobody waits for the answer; it is read and dropped like any other.
+        let _answer = self.expect_own_answer(child_id);
         let _ = self.send(jsonrpc::request_body(&Id::Num(child_id), method, &params));
     }
 
@@ -598,16 +606,7 @@ impl StdioLink {
             version::LATEST,
             env!("CARGO_PKG_VERSION")
         );
-        let (tx, rx) = local_channel::new_unbounded();
-        self.pending.borrow_mut().insert(
-            child_id,
-            Pending {
-                tx,
-                session: LINK.into(),
-                origin_id: Id::Num(child_id),
-                token: None,
-            },
-        );
+        let rx = self.expect_own_answer(child_id);
         self.send(jsonrpc::request_body(
             &Id::Num(child_id),
             "initialize",
