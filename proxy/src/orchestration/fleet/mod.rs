@@ -3,9 +3,9 @@
 //!
 //! Balancer statistics, health and circuits are per shard (`balance::ReplicaStats` in each
 //! shard's `UpstreamClient`), as are tool counts (`metrics::tools`) and workflow runs. A view
-//! asks every other shard for a [`ShardFigures`] ([`Ask::Figures`]) and for its replica
-//! figures ([`replicas::gather`]), each answered as JSON by [`answer`] on the shard's own
-//! thread, and adds them to its own; nothing is shared or locked. A server's latency comes
+//! asks every other shard for its [`ShardFigures`] ([`figures`], run there) and for its replica
+//! figures ([`replicas::gather`]), each made on that shard's own thread and carried over the
+//! mesh as the value itself, and adds them to its own; nothing is shared or locked. A server's latency comes
 //! from the board of `metrics::latency` that `/stats` reads.
 //!
 //! - [`replicas`]: replica statistics of every shard and the one rule adding them up (also
@@ -24,7 +24,6 @@ use std::collections::BTreeMap;
 use std::rc::Rc;
 use std::time::Duration;
 
-use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
@@ -45,8 +44,6 @@ pub const RUNS_LISTED: usize = 128;
 /// A question one shard asks another.
 #[derive(Debug)]
 pub enum Ask {
-    /// Your figures: sessions, requests, tool counts, runs.
-    Figures,
     /// One of your runs, with its report.
     Run(String),
     /// Shard 0: change a server's balancing through the live registry.
@@ -114,16 +111,14 @@ pub fn figures(shard: &Shard) -> ShardFigures {
 }
 
 /// Answers another shard's question (on this shard's thread).
-pub async fn answer(shard: &Rc<Shard>, ask: Ask) -> Bytes {
-    let value = match ask {
-        Ask::Figures => serde_json::to_value(figures(shard)).unwrap_or(Value::Null),
+pub async fn answer(shard: &Rc<Shard>, ask: Ask) -> Value {
+    match ask {
         Ask::Run(id) => local_run(shard, &id).unwrap_or(Value::Null),
         Ask::SetBalance(change) => match balance_change::apply_balance(shard, &change) {
             Ok(v) => v,
             Err(e) => json!({"error": e}),
         },
-    };
-    Bytes::from(value.to_string())
+    }
 }
 
 /// Takes a notice from another shard.
@@ -135,19 +130,17 @@ pub fn told(shard: &Shard, tell: Tell) {
 
 /// Asks `peer` and waits at most [`ASK_TIMEOUT`].
 async fn ask(shard: &Rc<Shard>, peer: usize, ask: Ask) -> Option<Value> {
+    // The mesh carries the value itself: no text in between.
     let work = move |owner: Rc<Shard>| async move { answer(&owner, ask).await };
-    let body = crate::shard::Mesh::ask(shard, peer, ASK_TIMEOUT, work).await?;
-    serde_json::from_slice(&body).ok()
+    crate::shard::Mesh::ask(shard, peer, ASK_TIMEOUT, work).await
 }
 
 /// Every shard's figures, this one's first; a shard that does not answer in time is left out.
 pub async fn gather(shard: &Rc<Shard>) -> Vec<ShardFigures> {
     let mut all = vec![figures(shard)];
     for peer in (0..shard.nr_shards).filter(|p| *p != shard.id) {
-        if let Some(f) = ask(shard, peer, Ask::Figures)
-            .await
-            .and_then(|v| serde_json::from_value::<ShardFigures>(v).ok())
-        {
+        let work = |owner: Rc<Shard>| async move { figures(&owner) };
+        if let Some(f) = crate::shard::Mesh::ask(shard, peer, ASK_TIMEOUT, work).await {
             all.push(f);
         }
     }
