@@ -102,7 +102,9 @@ fn authenticate_indexed(
             },
         ));
     }
-    if token.bytes().filter(|b| *b == b'.').count() != 2 || auth.keys.is_empty() {
+    if token.bytes().filter(|b| *b == b'.').count() != 2
+        || (auth.keys.is_empty() && auth.oauth.is_none())
+    {
         return Err(Denial::Invalid {
             reason: "invalid",
             message: "unknown API key: check the key, or ask the proxy's operator for one".into(),
@@ -116,9 +118,21 @@ fn authenticate_indexed(
             return Ok((c, id));
         }
     }
-    let verified = jwt::verify(auth, token, now).map_err(|e| Denial::Invalid {
-        reason: e.reason(),
-        message: e.to_string(),
+    let verified = jwt::verify(auth, &super::oauth::keys::current(), token, now).map_err(|e| {
+        if let (jwt::JwtError::UnknownKid(_), Some(oauth)) = (&e, &auth.oauth) {
+            // The issuer may have rotated its keys: ask for them again (the fetch thread
+            // honours that at most once per kid_refresh_seconds). The claimed issuer is read
+            // unverified, only to pick which trusted issuer to ask.
+            if let Some(issuer) = jwt::unverified_issuer(token) {
+                if oauth.issuers.contains(&issuer) {
+                    super::oauth::fetch::unknown_kid(&issuer);
+                }
+            }
+        }
+        Denial::Invalid {
+            reason: e.reason(),
+            message: e.to_string(),
+        }
     })?;
     let Some(client) = auth
         .clients

@@ -29,20 +29,25 @@ pub fn refusal(denial: Denial) -> Reply {
             body: jsonrpc::error_body(None, code::INVALID_REQUEST, message),
         }
     };
+    // With [auth.oauth], every challenge points to the Protected Resource Metadata, where an
+    // OAuth client finds the authorization server (MCP authorization, RFC 9728 section 5.1).
+    let resource = crate::auth::oauth::challenge()
+        .map(|params| format!(", {params}"))
+        .unwrap_or_default();
     match denial {
         Denial::Missing => full(
             401,
-            vec![("WWW-Authenticate", r#"Bearer realm="mcp-proxy""#.into())],
+            vec![("WWW-Authenticate", format!(r#"Bearer realm="mcp-proxy"{resource}"#))],
             "missing credentials: send Authorization: Bearer <API key or JWT>",
         ),
         Denial::Invalid { message, .. } => full(
             401,
-            vec![("WWW-Authenticate", format!(r#"Bearer realm="mcp-proxy", error="invalid_token", error_description="{}""#, message.replace(['"', '\\'], "'")))],
+            vec![("WWW-Authenticate", format!(r#"Bearer realm="mcp-proxy", error="invalid_token", error_description="{}"{resource}"#, message.replace(['"', '\\'], "'")))],
             &message,
         ),
         Denial::Forbidden { message, .. } => full(
             403,
-            vec![("WWW-Authenticate", r#"Bearer realm="mcp-proxy", error="insufficient_scope""#.into())],
+            vec![("WWW-Authenticate", format!(r#"Bearer realm="mcp-proxy", error="insufficient_scope"{resource}"#))],
             &message,
         ),
         Denial::RateLimited { client, retry_after } => {

