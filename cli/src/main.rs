@@ -129,6 +129,8 @@ enum Command {
     Sessions,
     /// The shards and what they hold.
     Shards,
+    /// The trusted OAuth issuers ([auth.oauth]): their keys and when they were last fetched.
+    Issuers,
     /// Re-read the proxy's configuration file (sessions are kept).
     Reload,
     /// The proxy's version.
@@ -455,6 +457,52 @@ fn run(cli: Cli) -> Result<(), Failure> {
                     t.row(vec![i.to_string(), n.to_string()]);
                 }
                 format!("{}total: {}\n", t.render(), cell(v.get("total")))
+            });
+            Ok(())
+        }
+        Command::Issuers => {
+            let v = admin.get("auth/issuers")?;
+            out.print(&v, || {
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_secs());
+                let ago = |t: &Value| {
+                    t.as_u64().map_or_else(
+                        || "never".to_owned(),
+                        |t| format!("{}s ago", now.saturating_sub(t)),
+                    )
+                };
+                let mut t = Table::new(&[
+                    "ISSUER",
+                    "KEYS",
+                    "LAST REFRESH",
+                    "FETCHES OK/FAILED",
+                    "LAST ERROR",
+                ]);
+                let list = v["issuers"].as_array().cloned().unwrap_or_default();
+                for i in &list {
+                    let kids: Vec<&str> = i["kids"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .filter_map(Value::as_str)
+                        .collect();
+                    t.row(vec![
+                        cell(i.get("issuer")),
+                        if kids.is_empty() {
+                            "none".into()
+                        } else {
+                            kids.join(",")
+                        },
+                        ago(&i["last_refresh"]),
+                        format!("{}/{}", cell(i.get("refreshes")), cell(i.get("failures"))),
+                        i["last_error"].as_str().unwrap_or("-").to_owned(),
+                    ]);
+                }
+                if list.is_empty() {
+                    t.note("no [auth.oauth] issuers configured".into());
+                }
+                t.render()
             });
             Ok(())
         }

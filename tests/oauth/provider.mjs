@@ -43,7 +43,20 @@ server.listen(options.port || 0, "127.0.0.1", () => {
   });
   const provider = new Provider(issuer, {
     jwks: { keys: options.kids.map(signingKey) },
-    clients: [minter("minter"), minter("minter-short"), minter("minter-admin")],
+    clients: [
+      minter("minter"),
+      minter("minter-short"),
+      // Pre-registered public client (PKCE, loopback redirect) with no scope restriction; a
+      // dynamically registered one is limited to the scope it registered with.
+      {
+        client_id: "mcp-test-client",
+        token_endpoint_auth_method: "none",
+        application_type: "native",
+        grant_types: ["authorization_code", "refresh_token"],
+        response_types: ["code"],
+        redirect_uris: ["http://127.0.0.1:9/callback"],
+      },
+    ],
     scopes: ["openid", "offline_access", "mcp:tools", "mcp:admin"],
     pkce: { required: () => true },
     features: {

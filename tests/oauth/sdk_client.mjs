@@ -4,7 +4,8 @@
 // The browser step is done here by following the authorization server's redirects (its
 // login and consent complete by themselves), so the redirect URL is never actually served.
 //
-// argv[2]: the MCP URL; argv[3]: a tool to call; argv[4]: its arguments (JSON).
+// argv[2]: the MCP URL; argv[3]: a tool to call; argv[4]: its arguments (JSON); argv[5]: a
+// pre-registered client_id (without it, the client registers dynamically).
 // Prints one JSON line: the tools, the call's text, the access token's claims, the statuses seen.
 import { Client } from "@modelcontextprotocol/sdk/client/index.js";
 import { StreamableHTTPClientTransport } from "@modelcontextprotocol/sdk/client/streamableHttp.js";
@@ -13,6 +14,7 @@ import { UnauthorizedError } from "@modelcontextprotocol/sdk/client/auth.js";
 const url = new URL(process.argv[2]);
 const tool = process.argv[3];
 const args = JSON.parse(process.argv[4] || "{}");
+const preRegistered = process.argv[5];
 const redirectUrl = "http://127.0.0.1:9/callback";
 const seen = { statuses: [], authorizations: 0, registered: false };
 
@@ -28,7 +30,7 @@ class TestProvider {
       application_type: "native",
     };
   }
-  clientInformation() { return this.client; }
+  clientInformation() { return this.client ?? (preRegistered && { client_id: preRegistered }); }
   saveClientInformation(info) { this.client = info; seen.registered = true; }
   tokens() { return this.saved; }
   saveTokens(tokens) { this.saved = tokens; }

@@ -100,6 +100,9 @@ pub struct ClientConfig {
     pub api_keys: Vec<[u8; 32]>,
     /// Glob patterns on a JWT's `sub` that map the token to this client.
     pub subjects: Vec<String>,
+    /// Scopes a JWT must carry (all of them) to be this client; with no `subjects`, any
+    /// verified token carrying them is.
+    pub scopes: Vec<String>,
     /// Glob patterns on server names this client may use (`proxy` names the proxy's own tools).
     pub servers: Vec<String>,
     /// Glob patterns on exposed tool names (`server__tool`) this client may see and call.
@@ -166,6 +169,8 @@ struct RawClient {
     #[serde(default)]
     subjects: Vec<Spanned<String>>,
     #[serde(default)]
+    scopes: Vec<Spanned<String>>,
+    #[serde(default)]
     servers: Option<Vec<Spanned<String>>>,
     #[serde(default)]
     tools: Option<Vec<Spanned<String>>>,
@@ -220,10 +225,10 @@ pub(super) fn build(raw: RawAuth) -> Result<AuthConfig, Located> {
         if clients.iter().any(|o| &o.name == name) {
             return Err((Some(c.name.span()), format!("duplicate client name \"{name}\"; give each [[auth.clients]] entry a unique name")));
         }
-        if c.api_keys.is_empty() && c.subjects.is_empty() {
+        if c.api_keys.is_empty() && c.subjects.is_empty() && c.scopes.is_empty() {
             return Err((
                 Some(c.name.span()),
-                format!("client \"{name}\" has neither api_keys nor subjects, so nobody can be it; add api_keys = [\"...\"] or subjects = [\"...\"]"),
+                format!("client \"{name}\" has neither api_keys nor subjects nor scopes, so nobody can be it; add api_keys = [\"...\"], subjects = [\"...\"] or scopes = [\"...\"]"),
             ));
         }
         let mut api_keys = Vec::with_capacity(c.api_keys.len());
@@ -244,7 +249,7 @@ pub(super) fn build(raw: RawAuth) -> Result<AuthConfig, Located> {
             }
             api_keys.push(digest);
         }
-        if let Some(s) = c.subjects.first() {
+        if let Some(s) = c.subjects.first().or(c.scopes.first()) {
             if keys.is_empty() && oauth.is_none() {
                 return Err((
                     Some(s.span()),
@@ -275,6 +280,17 @@ pub(super) fn build(raw: RawAuth) -> Result<AuthConfig, Located> {
             return Err((
                 Some(c.name.span()),
                 format!("client \"{name}\" has an empty subject pattern"),
+            ));
+        }
+        let scopes: Vec<String> = c.scopes.iter().map(|s| s.get_ref().clone()).collect();
+        if let Some(bad) = c.scopes.iter().find(|s| {
+            s.get_ref().is_empty()
+                || s.get_ref()
+                    .contains(|ch: char| ch.is_whitespace() || ch == '"')
+        }) {
+            return Err((
+                Some(bad.span()),
+                format!("client \"{name}\" has scope {:?}; a scope is one non-empty word without spaces or quotes", bad.get_ref()),
             ));
         }
         let servers = patterns(c.servers, "servers")?;
@@ -319,6 +335,7 @@ pub(super) fn build(raw: RawAuth) -> Result<AuthConfig, Located> {
             name: name.clone(),
             api_keys,
             subjects,
+            scopes,
             servers,
             tools,
             max_sessions,

@@ -36,8 +36,29 @@ pub struct OAuthConfig {
     /// Longest time fetched keys are used before they are fetched again.
     pub refresh: Duration,
     /// Shortest time between two fetches of one issuer's keys when a token names an unknown
-    /// `kid` (so forged `kid`s cannot make the proxy hammer the issuer).
+    /// `kid` (so forged `kid`s cannot make the proxy hammer the issuer); also the pause before
+    /// a failed fetch (keys or an upstream's token) is tried again.
     pub kid_refresh: Duration,
+    /// Servers the proxy gets its own token for (client credentials), instead of ever passing
+    /// a client's token on.
+    pub upstreams: Vec<UpstreamCredentials>,
+}
+
+/// `[[auth.oauth.upstreams]]`: the proxy's own OAuth client for one upstream server.
+#[derive(Clone, PartialEq, Eq)]
+pub struct UpstreamCredentials {
+    /// The `[[servers]]` name whose requests carry the token.
+    pub server: String,
+    /// The authorization server's token endpoint.
+    pub token_url: String,
+    /// The proxy's client id there.
+    pub client_id: String,
+    /// Its secret (sent as `client_secret_post`; never logged).
+    pub client_secret: String,
+    /// `scope` to ask for, if any.
+    pub scope: Option<String>,
+    /// `resource` (RFC 8707) to ask for: the upstream's canonical URL.
+    pub resource: Option<String>,
 }
 
 impl OAuthConfig {
@@ -77,6 +98,20 @@ fn same_resource(a: &str, b: &str) -> bool {
     oa.eq_ignore_ascii_case(ob) && pa.trim_end_matches('/') == pb.trim_end_matches('/')
 }
 
+impl std::fmt::Debug for UpstreamCredentials {
+    // The secret stays out of every log and error that prints a configuration.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UpstreamCredentials")
+            .field("server", &self.server)
+            .field("token_url", &self.token_url)
+            .field("client_id", &self.client_id)
+            .field("client_secret", &"<redacted>")
+            .field("scope", &self.scope)
+            .field("resource", &self.resource)
+            .finish()
+    }
+}
+
 /// `[auth.oauth]` as serde sees it.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -93,6 +128,21 @@ pub(super) struct RawOAuth {
     refresh_seconds: Option<Spanned<u64>>,
     #[serde(default)]
     kid_refresh_seconds: Option<Spanned<u64>>,
+    #[serde(default)]
+    upstreams: Vec<RawUpstream>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawUpstream {
+    server: Spanned<String>,
+    token_url: Spanned<String>,
+    client_id: String,
+    client_secret: String,
+    #[serde(default)]
+    scope: Option<String>,
+    #[serde(default)]
+    resource: Option<String>,
 }
 
 /// Checks `[auth.oauth]`.
@@ -137,7 +187,37 @@ pub(super) fn build(raw: RawOAuth) -> Result<OAuthConfig, Located> {
         Some(s) => Ok(Duration::from_secs(*s.get_ref())),
         None => Ok(default),
     };
+    let mut upstreams: Vec<UpstreamCredentials> = Vec::new();
+    for u in raw.upstreams {
+        let url = UpstreamUrl::parse(u.token_url.get_ref())
+            .map_err(|m| (Some(u.token_url.span()), format!("token_url: {m}")))?;
+        let loopback = matches!(url.host.as_str(), "127.0.0.1" | "::1" | "localhost");
+        if !url.tls && !loopback {
+            return Err((
+                Some(u.token_url.span()),
+                format!(
+                    "token_url \"{}\" is not https; the client secret must travel over TLS",
+                    u.token_url.get_ref()
+                ),
+            ));
+        }
+        if upstreams.iter().any(|o| &o.server == u.server.get_ref()) {
+            return Err((
+                Some(u.server.span()),
+                format!("server \"{}\" already has [[auth.oauth.upstreams]] credentials; keep one entry", u.server.get_ref()),
+            ));
+        }
+        upstreams.push(UpstreamCredentials {
+            server: u.server.into_inner(),
+            token_url: u.token_url.into_inner(),
+            client_id: u.client_id,
+            client_secret: u.client_secret,
+            scope: u.scope,
+            resource: u.resource,
+        });
+    }
     Ok(OAuthConfig {
+        upstreams,
         public_url: public_url.trim_end_matches('/').to_owned(),
         issuers: raw.issuers.into_inner(),
         audiences: raw.audience,

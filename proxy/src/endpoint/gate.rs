@@ -31,7 +31,11 @@ pub fn refusal(denial: Denial) -> Reply {
     };
     // With [auth.oauth], every challenge points to the Protected Resource Metadata, where an
     // OAuth client finds the authorization server (MCP authorization, RFC 9728 section 5.1).
-    let resource = crate::auth::oauth::challenge()
+    let needed = match &denial {
+        Denial::InsufficientScope { scope, .. } => Some(scope.as_str()),
+        _ => None,
+    };
+    let resource = crate::auth::oauth::challenge(needed)
         .map(|params| format!(", {params}"))
         .unwrap_or_default();
     match denial {
@@ -50,6 +54,18 @@ pub fn refusal(denial: Denial) -> Reply {
             vec![("WWW-Authenticate", format!(r#"Bearer realm="mcp-proxy", error="insufficient_scope"{resource}"#))],
             &message,
         ),
+        Denial::InsufficientScope { scope, message, .. } => {
+            let scoped = if resource.is_empty() {
+                format!(r#", scope="{scope}""#)
+            } else {
+                resource
+            };
+            full(
+                403,
+                vec![("WWW-Authenticate", format!(r#"Bearer realm="mcp-proxy", error="insufficient_scope"{scoped}"#))],
+                &message,
+            )
+        }
         Denial::RateLimited { client, retry_after } => {
             // Retry-After is whole seconds; round up so a client that waits gets a token.
             let secs = retry_after.as_millis().div_ceil(1000).max(1);

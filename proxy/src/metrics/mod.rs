@@ -98,6 +98,9 @@ pub mod names {
     /// Fetches of a trusted OAuth issuer's metadata and keys, by `issuer` and `outcome`
     /// (`ok`, `failed`) (counter).
     pub const OAUTH_KEY_FETCHES: &str = "mcp_proxy_oauth_key_fetches_total";
+    /// Client credentials grants for an upstream server's token, by `server` and `outcome`
+    /// (`ok`, `failed`) (counter).
+    pub const OAUTH_UPSTREAM_TOKENS: &str = "mcp_proxy_oauth_upstream_tokens_total";
     /// Event streams being written to clients, by accepting `shard` (gauge).
     pub const EVENT_STREAMS: &str = "mcp_proxy_event_streams";
     /// Event streams that ended, by `reason` (counter).
@@ -106,6 +109,7 @@ pub mod names {
     pub const ALL: &[&str] = &[
         AUTH_DENIED,
         OAUTH_KEY_FETCHES,
+        OAUTH_UPSTREAM_TOKENS,
         EVENT_STREAMS,
         EVENT_STREAMS_ENDED,
         BALANCER_PICKS,
@@ -237,6 +241,10 @@ fn describe() {
     describe_counter!(
         names::OAUTH_KEY_FETCHES,
         "Fetches of a trusted OAuth issuer's metadata and keys, by issuer and outcome (ok, failed)"
+    );
+    describe_counter!(
+        names::OAUTH_UPSTREAM_TOKENS,
+        "Client credentials grants for an upstream server's token, by server and outcome (ok, failed)"
     );
     describe_gauge!(
         names::EVENT_STREAMS,

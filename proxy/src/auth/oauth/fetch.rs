@@ -95,6 +95,8 @@ struct Issuer {
 
 fn run(rx: Receiver<Nudge>) {
     let mut issuers: HashMap<String, Issuer> = HashMap::new();
+    let mut tokens: HashMap<String, super::upstream_tokens::Held> = HashMap::new();
+    let mut published_tokens: Option<HashMap<String, String>> = None;
     let mut agent: Option<(Option<std::path::PathBuf>, ureq::Agent)> = None;
     let mut published: Option<Vec<IssuerKeys>> = None;
     loop {
@@ -104,12 +106,15 @@ fn run(rx: Receiver<Nudge>) {
                 if agent.as_ref().is_none_or(|(c, _)| *c != ca) {
                     agent = make_agent(&oauth).map(|a| (ca, a));
                 }
-                round(
+                let agent = agent.as_ref().map(|(_, a)| a);
+                let keys = round(&oauth, agent, &mut issuers, &mut published);
+                let upstream = super::upstream_tokens::round(
                     &oauth,
-                    agent.as_ref().map(|(_, a)| a),
-                    &mut issuers,
-                    &mut published,
-                )
+                    agent,
+                    &mut tokens,
+                    &mut published_tokens,
+                );
+                keys.min(upstream).max(Duration::from_millis(10))
             }
             None => Duration::from_secs(3600),
         };

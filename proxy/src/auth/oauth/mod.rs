@@ -9,10 +9,13 @@
 //!   when the issuer cannot be reached.
 //! - [`resource`]: the Protected Resource Metadata document and the `WWW-Authenticate`
 //!   parameters that point clients to it.
+//! - `upstream_tokens`: the proxy's own tokens for upstream servers (client credentials), on
+//!   the same thread, handed to `upstream::credentials`.
 
 pub mod fetch;
 pub mod keys;
 pub mod resource;
+mod upstream_tokens;
 
 pub use fetch::{follow, wait_first_fetch};
 pub use keys::{IssuerKeys, IssuerStatus};

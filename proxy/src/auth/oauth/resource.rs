@@ -27,17 +27,17 @@ fn document(oauth: &OAuthConfig) -> Vec<u8> {
 }
 
 /// The `resource_metadata` parameter every `WWW-Authenticate` challenge on `/mcp` carries
-/// when `[auth.oauth]` is set (MCP authorization, RFC 9728 section 5.1), with `scope` when
-/// `scopes_supported` names the scopes basic use needs.
-pub fn challenge() -> Option<String> {
+/// when `[auth.oauth]` is set (MCP authorization, RFC 9728 section 5.1), with `scope`: the
+/// scopes `needed` for this request, or else `scopes_supported` (what basic use needs).
+pub fn challenge(needed: Option<&str>) -> Option<String> {
     let auth = super::super::running::current();
     let oauth = auth.config.oauth.as_ref()?;
     let mut params = format!(r#"resource_metadata="{}""#, oauth.metadata_url());
-    if !oauth.scopes_supported.is_empty() {
-        params.push_str(&format!(
-            r#", scope="{}""#,
-            oauth.scopes_supported.join(" ")
-        ));
+    let scope = needed
+        .map(str::to_owned)
+        .unwrap_or_else(|| oauth.scopes_supported.join(" "));
+    if !scope.is_empty() {
+        params.push_str(&format!(r#", scope="{scope}""#));
     }
     Some(params)
 }
@@ -56,6 +56,7 @@ mod tests {
             ca_file: None,
             refresh: std::time::Duration::from_secs(60),
             kid_refresh: std::time::Duration::from_secs(5),
+            upstreams: Vec::new(),
         };
         let doc: serde_json::Value = serde_json::from_slice(&document(&oauth)).expect("json");
         assert_eq!(doc["resource"], "https://mcp.example.com/mcp");
