@@ -7,16 +7,19 @@ the TypeScript SDK's OAuth client (tests/oauth/sdk_client.mjs); server-everythin
 a proxy with two shards whose `[auth.oauth]` trusts the provider's issuer.
 
 What the proxy is held to (docs/auth.md, OAuth):
-- from nothing but the proxy's URL, the SDK gets 401 with `resource_metadata`, reads the
-  Protected Resource Metadata, registers with the authorization server, gets a token for the
-  proxy's URL and lists and calls tools;
+- from nothing but the proxy's URL, the TypeScript SDK and the Python SDK get 401 with
+  `resource_metadata`, read the Protected Resource Metadata, register with the authorization
+  server, get a token for the proxy's URL and list and call tools;
 - the metadata is served at both places clients look, with `resource` = `public_url`;
 - tokens for another audience, of another issuer, expired, `alg: none`, or HS256 signed with
   the issuer's RSA public key get 401 with `error="invalid_token"` and `resource_metadata`;
 - keys the issuer rotates in are picked up without a restart (a token naming the new `kid`
   makes the proxy fetch them again), and with the issuer stopped, tokens signed with the keys
   the proxy has keep working; `mcpctl issuers` shows the keys in use, the last refresh and
-  the failed fetch.
+  the failed fetch;
+- a client's missing scope gets 403 `insufficient_scope` with the scope, and the SDK steps up;
+- an upstream is sent only the proxy's own token (client credentials), never the client's, and
+  one that wants a token the proxy lacks is reported naming the server.
 """
 
 from __future__ import annotations
@@ -390,3 +393,16 @@ resource = "{protected.url}"
     error = json.loads(health.stdout)["servers"]["bare"]["error"]
     assert 'server "bare" refused the proxy\'s credentials' in error, error
     assert "invalid_token" in error and "[[auth.oauth.upstreams]]" in error, error
+
+
+def test_the_python_sdk_connects_from_the_proxy_url_alone(world):
+    env = dict(os.environ, SSL_CERT_FILE=str(world.pki.ca_file))
+    done = subprocess.run([harness.TESTS_DIR / ".venv" / "bin" / "python",
+                           harness.TESTS_DIR / "oauth" / "python_sdk_client.py", world.public_url,
+                           "everything__echo", json.dumps({"message": "python through oauth"})],
+                          env=env, capture_output=True, timeout=120)
+    assert done.returncode == 0, done.stderr.decode()[-3000:]
+    seen = json.loads(done.stdout.decode().strip().splitlines()[-1])
+    assert seen["registered"] and seen["authorizations"] == 1
+    assert "everything__echo" in seen["tools"]
+    assert seen["text"] == "Echo: python through oauth"
