@@ -17,6 +17,7 @@
 mod admin;
 mod fail;
 mod http;
+mod issuers;
 mod mcp;
 mod replicas;
 mod table;
@@ -462,48 +463,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
         }
         Command::Issuers => {
             let v = admin.get("auth/issuers")?;
-            out.print(&v, || {
-                let now = std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map_or(0, |d| d.as_secs());
-                let ago = |t: &Value| {
-                    t.as_u64().map_or_else(
-                        || "never".to_owned(),
-                        |t| format!("{}s ago", now.saturating_sub(t)),
-                    )
-                };
-                let mut t = Table::new(&[
-                    "ISSUER",
-                    "KEYS",
-                    "LAST REFRESH",
-                    "FETCHES OK/FAILED",
-                    "LAST ERROR",
-                ]);
-                let list = v["issuers"].as_array().cloned().unwrap_or_default();
-                for i in &list {
-                    let kids: Vec<&str> = i["kids"]
-                        .as_array()
-                        .into_iter()
-                        .flatten()
-                        .filter_map(Value::as_str)
-                        .collect();
-                    t.row(vec![
-                        cell(i.get("issuer")),
-                        if kids.is_empty() {
-                            "none".into()
-                        } else {
-                            kids.join(",")
-                        },
-                        ago(&i["last_refresh"]),
-                        format!("{}/{}", cell(i.get("refreshes")), cell(i.get("failures"))),
-                        i["last_error"].as_str().unwrap_or("-").to_owned(),
-                    ]);
-                }
-                if list.is_empty() {
-                    t.note("no [auth.oauth] issuers configured".into());
-                }
-                t.render()
-            });
+            out.print(&v, || issuers::table(&v));
             Ok(())
         }
         Command::Shards => {

@@ -373,4 +373,77 @@ mod tests {
             Err(JwtError::Malformed(_))
         ));
     }
+
+    /// An ES256 key pair as a trusted issuer would hold it, and a signer with it.
+    fn es256_issuer(issuer: &str) -> (IssuerKeys, impl Fn(&str) -> String) {
+        use ring::signature::{EcdsaKeyPair, KeyPair, ECDSA_P256_SHA256_FIXED_SIGNING};
+        let rng = ring::rand::SystemRandom::new();
+        let pkcs8 =
+            EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &rng).expect("key");
+        let pair = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8.as_ref(), &rng)
+            .expect("pair");
+        let keys = IssuerKeys {
+            issuer: issuer.to_owned(),
+            keys: vec![Jwk {
+                kid: Some("e1".into()),
+                key: JwkKey::Es256(pair.public_key().as_ref().to_vec()),
+            }],
+        };
+        let sign = move |claims: &str| {
+            let input = format!(
+                "{}.{}",
+                URL_SAFE_NO_PAD.encode(r#"{"alg":"ES256","kid":"e1"}"#),
+                URL_SAFE_NO_PAD.encode(claims)
+            );
+            let sig = pair.sign(&rng, input.as_bytes()).expect("sign");
+            format!("{input}.{}", URL_SAFE_NO_PAD.encode(sig.as_ref()))
+        };
+        (keys, sign)
+    }
+
+    #[test]
+    fn a_trusted_issuers_key_vouches_for_its_own_issuer_and_this_proxys_audience_only() {
+        let mut a = auth();
+        a.oauth = Some(crate::config::oauth::OAuthConfig {
+            public_url: "https://mcp.example.com/mcp".into(),
+            issuers: vec!["https://login.example.com".into()],
+            audiences: Vec::new(),
+            scopes_supported: Vec::new(),
+            ca_file: None,
+            refresh: std::time::Duration::from_secs(60),
+            kid_refresh: std::time::Duration::from_secs(5),
+            upstreams: Vec::new(),
+        });
+        let (keys, sign) = es256_issuer("https://login.example.com");
+        let good = sign(
+            r#"{"iss":"https://login.example.com","aud":"https://mcp.example.com/mcp","sub":"alice","exp":2000,"scope":"mcp:tools mcp:admin"}"#,
+        );
+        let v = verify(&a, std::slice::from_ref(&keys), &good, 1000).expect("valid");
+        assert_eq!(v.scopes, ["mcp:tools", "mcp:admin"]);
+        // The same key signing for another issuer (one whose own keys the proxy may not have).
+        let other = sign(
+            r#"{"iss":"https://evil.example.com","aud":"https://mcp.example.com/mcp","sub":"alice","exp":2000}"#,
+        );
+        assert!(matches!(
+            verify(&a, std::slice::from_ref(&keys), &other, 1000),
+            Err(JwtError::Issuer { .. })
+        ));
+        // A token of the trusted issuer meant for another resource, or with [auth]'s audience.
+        for aud in [
+            r#""https://other.example.com/mcp""#,
+            r#""mcp-proxy""#,
+            "null",
+        ] {
+            let t = sign(&format!(
+                r#"{{"iss":"https://login.example.com","aud":{aud},"sub":"alice","exp":2000}}"#
+            ));
+            assert!(
+                matches!(
+                    verify(&a, std::slice::from_ref(&keys), &t, 1000),
+                    Err(JwtError::Audience { .. })
+                ),
+                "{aud}"
+            );
+        }
+    }
 }

@@ -13,8 +13,11 @@ use crate::config::reloadable::{Reloadable, ShardCopy};
 
 static TOKENS: Reloadable<HashMap<String, String>> = Reloadable::new();
 
+/// A shard's copy: server name to its `Authorization` value.
+type ShardTokens = Rc<HashMap<String, Rc<str>>>;
+
 thread_local! {
-    static LOCAL: RefCell<ShardCopy<Rc<HashMap<String, Rc<str>>>>> =
+    static LOCAL: RefCell<ShardCopy<ShardTokens>> =
         RefCell::new(ShardCopy::new(Rc::new(HashMap::new())));
 }
 
