@@ -6,6 +6,9 @@
 //! - [`http`]: a tiny blocking HTTP/1.1 client (no async runtime in a CLI).
 //! - [`mcp`]: `call`, the proxy's `/mcp` endpoint as an MCP client.
 //! - [`replicas`]: `servers replicas` and per-replica `drain`/`enable`.
+//! - [`settings`]: `log-level` and `config view`, the proxy's running settings.
+//! - [`token`]: which admin token is sent (flag, file, or the one a local proxy left).
+//! - [`names`]: shell completion of server and tool names from the running proxy.
 //! - [`top`]: the refreshing per-server table.
 //! - [`workflows`]: saved workflows (admin API) and running them (`/mcp`).
 //! - [`table`]: table rendering.
@@ -18,8 +21,11 @@ mod admin;
 mod fail;
 mod http;
 mod mcp;
+mod names;
 mod replicas;
+mod settings;
 mod table;
+mod token;
 mod top;
 mod workflows;
 
@@ -27,12 +33,16 @@ use std::io::Write;
 use std::time::Duration;
 
 use clap::{CommandFactory, Parser, Subcommand};
+use clap_complete::engine::ArgValueCandidates;
 use serde_json::{json, Map, Value};
 
 use admin::Admin;
 use fail::{Code, Failure};
 use http::Url;
 use table::{cell, ms, Table};
+
+/// The admin address mcpctl talks to when none is given (the proxy's default `admin_listen`).
+pub(crate) const DEFAULT_ADMIN_URL: &str = "http://127.0.0.1:8085";
 
 /// Operate a running mcp-proxy: servers, tools, health, stats, routing, calls.
 #[derive(Parser, Debug)]
@@ -42,11 +52,13 @@ struct Cli {
     #[arg(
         long,
         env = "MCPCTL_URL",
-        default_value = "http://127.0.0.1:8085",
+        default_value = DEFAULT_ADMIN_URL,
         global = true
     )]
     admin_url: String,
-    /// Admin token (printed as `mcp-proxy admin token: ...`, or [proxy] admin_token).
+    /// Admin token (printed as `mcp-proxy admin token: ...`, or [proxy] admin_token). Without
+    /// it or --token-file, the token a proxy on this machine generated is found by the admin
+    /// port.
     #[arg(long, env = "MCPCTL_TOKEN", hide_env_values = true, global = true)]
     token: Option<String>,
     /// A file holding the admin token, such as the proxy's `{state_dir}/admin-token`; used when
@@ -56,7 +68,8 @@ struct Cli {
     /// Print JSON for scripts instead of tables (the same as `-o json`).
     #[arg(long, global = true)]
     json: bool,
-    /// Output format: `table` (the default), `json`, or `wide` (tables with nothing cut short).
+    /// Output format: `table` (the default), `json`, `yaml`, or `wide` (tables with nothing cut
+    /// short).
     #[arg(short = 'o', long = "output", value_enum, global = true)]
     output: Option<Format>,
     #[command(subcommand)]
@@ -70,6 +83,8 @@ enum Format {
     Table,
     /// JSON for scripts.
     Json,
+    /// YAML, the API's answer as JSON gives it.
+    Yaml,
     /// Tables with nothing cut short.
     Wide,
 }
@@ -102,11 +117,13 @@ enum Command {
     /// Which server would serve a tool, and why.
     Route {
         /// The exposed tool name (as in `tools ls`).
+        #[arg(add = ArgValueCandidates::new(names::tools))]
         tool: String,
     },
     /// Call a tool through the proxy, as an MCP client.
     Call {
         /// The exposed tool name.
+        #[arg(add = ArgValueCandidates::new(names::tools))]
         tool: String,
         /// Arguments as a JSON object.
         #[arg(long, default_value = "{}")]
@@ -133,11 +150,28 @@ enum Command {
     Reload,
     /// The proxy's version.
     Version,
-    /// Print a shell completion script.
+    /// The log filter in force on every shard, or set a new one (no restart):
+    /// `mcpctl log-level debug`, `mcpctl log-level info,mcp_proxy::mcp::routing=debug`.
+    LogLevel {
+        /// A level (error, warn, info, debug, trace, off) or module=level pairs.
+        level: Option<String>,
+    },
+    /// The proxy's configuration.
+    #[command(subcommand)]
+    Config(ConfigCmd),
+    /// Print a shell completion script (static: commands and options). For server and tool
+    /// names completed from the running proxy, use `source <(COMPLETE=bash mcpctl)` instead.
     Completions {
         /// bash, zsh, fish, elvish or powershell.
         shell: clap_complete::Shell,
     },
+}
+
+#[derive(Subcommand, Debug)]
+enum ConfigCmd {
+    /// The running configuration as TOML: the file plus the changes made through the admin
+    /// API (servers added, updated, removed), secrets redacted.
+    View,
 }
 
 #[derive(Subcommand, Debug)]
@@ -147,6 +181,7 @@ enum Servers {
     /// Show one server with its tools.
     Show {
         /// Server name.
+        #[arg(add = ArgValueCandidates::new(names::servers))]
         name: String,
     },
     /// Add a server (HTTP with --url, stdio with --command, or any fields with --spec).
@@ -163,12 +198,14 @@ enum Servers {
     /// Remove a server: its tools go at once, calls in flight finish.
     Rm {
         /// Server name.
+        #[arg(add = ArgValueCandidates::new(names::servers))]
         name: String,
     },
     /// Hide a server's tools (no new calls) without removing it; with --replica, take one
     /// replica out of balancing (its bound sessions finish there).
     Drain {
         /// Server name.
+        #[arg(add = ArgValueCandidates::new(names::servers))]
         name: String,
         /// Drain only this replica (index as in `servers replicas NAME`).
         #[arg(long)]
@@ -177,6 +214,7 @@ enum Servers {
     /// Offer a drained server's tools again; with --replica, let one replica take new work.
     Enable {
         /// Server name.
+        #[arg(add = ArgValueCandidates::new(names::servers))]
         name: String,
         /// Enable only this replica (index as in `servers replicas NAME`).
         #[arg(long)]
@@ -185,6 +223,7 @@ enum Servers {
     /// A server's replicas: state, health, load, latency and errors (summed over shards).
     Replicas {
         /// Server name.
+        #[arg(add = ArgValueCandidates::new(names::servers))]
         name: String,
         /// Show only this replica.
         index: Option<usize>,
@@ -233,6 +272,8 @@ enum Tools {
 }
 
 fn main() {
+    // `COMPLETE=bash mcpctl ...`: answer the shell's completion request and exit.
+    clap_complete::CompleteEnv::with_factory(Cli::command).complete();
     let cli = match Cli::try_parse() {
         Ok(c) => c,
         Err(e) => {
@@ -250,35 +291,20 @@ fn main() {
     }
 }
 
-/// The token in `path` (surrounding whitespace removed), when a file is named.
-fn token_from_file(path: Option<&std::path::Path>) -> Result<Option<String>, Failure> {
-    let Some(path) = path else {
-        return Ok(None);
-    };
-    match std::fs::read_to_string(path) {
-        Ok(text) => Ok(Some(text.trim().to_string()).filter(|t| !t.is_empty())),
-        Err(e) => Err(Failure {
-            code: Code::Usage,
-            message: format!("cannot read the admin token file {}: {e}", path.display()),
-        }),
-    }
-}
-
 fn run(cli: Cli) -> Result<(), Failure> {
     if let Command::Completions { shell } = cli.command {
         let mut cmd = Cli::command();
         clap_complete::generate(shell, &mut cmd, "mcpctl", &mut std::io::stdout());
         return Ok(());
     }
+    let url = Url::parse(&cli.admin_url)?;
     let admin = Admin {
-        url: Url::parse(&cli.admin_url)?,
-        token: match cli.token.clone().filter(|t| !t.is_empty()) {
-            Some(token) => Some(token),
-            None => token_from_file(cli.token_file.as_deref())?,
-        },
+        token: token::resolve(cli.token.as_deref(), cli.token_file.as_deref(), &url)?,
+        url,
     };
     let out = Out {
         json: cli.json || cli.output == Some(Format::Json),
+        yaml: cli.output == Some(Format::Yaml),
         wide: cli.output == Some(Format::Wide),
     };
     match cli.command {
@@ -538,6 +564,16 @@ fn run(cli: Cli) -> Result<(), Failure> {
             });
             Ok(())
         }
+        Command::LogLevel { level } => {
+            let (v, text) = settings::log_level(&admin, level.as_deref())?;
+            out.print(&v, || text);
+            Ok(())
+        }
+        Command::Config(ConfigCmd::View) => {
+            let (v, text) = settings::config_view(&admin)?;
+            out.print(&v, || text);
+            Ok(())
+        }
         Command::Completions { .. } => Ok(()),
     }
 }
@@ -545,6 +581,8 @@ fn run(cli: Cli) -> Result<(), Failure> {
 /// Where output goes: a table for people, or JSON for scripts.
 struct Out {
     json: bool,
+    /// YAML instead of JSON, for people reading a whole answer.
+    yaml: bool,
     /// Tables keep long cells whole.
     wide: bool,
 }
@@ -553,6 +591,9 @@ impl Out {
     fn print(&self, value: &Value, table: impl FnOnce() -> String) {
         let text = if self.json {
             format!("{value}\n")
+        } else if self.yaml {
+            serde_yaml_ng::to_string(value)
+                .unwrap_or_else(|e| format!("# not YAML: {e}\n{value}\n"))
         } else {
             table()
         };
