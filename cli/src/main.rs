@@ -540,6 +540,9 @@ fn run(cli: Cli) -> Result<(), Failure> {
                     applied("limits"),
                     applied("proxy_limits")
                 );
+                if let Some(level) = v["log_level"].as_str() {
+                    text.push_str(&format!("log level now {level}\n"));
+                }
                 // A warning, not a failure: what did apply stays applied, and the exit is 0.
                 let waiting = restart_only(&v);
                 if !waiting.is_empty() {
