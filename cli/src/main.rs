@@ -21,6 +21,7 @@
 mod admin;
 mod fail;
 mod http;
+mod issuers;
 mod mcp;
 mod names;
 mod replicas;
@@ -148,6 +149,8 @@ enum Command {
     Sessions,
     /// The shards and what they hold.
     Shards,
+    /// The trusted OAuth issuers ([auth.oauth]): their keys and when they were last fetched.
+    Issuers,
     /// Re-read the proxy's configuration file (sessions are kept).
     Reload,
     /// The proxy's version.
@@ -398,6 +401,11 @@ fn run(cli: Cli) -> Result<(), Failure> {
                 }
                 format!("{}total: {}\n", t.render(), cell(v.get("total")))
             });
+            Ok(())
+        }
+        Command::Issuers => {
+            let v = admin.get("auth/issuers")?;
+            out.print(&v, || issuers::table(&v));
             Ok(())
         }
         Command::Shards => {

@@ -174,6 +174,9 @@ pub fn handle(shard: &Rc<Shard>, token: &str, request: &Request) -> Response {
             answer(200, json!({"total": total, "per_shard": counts}))
         }
         ("GET", ["shards"]) => answer(200, shards(shard)),
+        ("GET", ["auth", "issuers"]) => {
+            answer(200, json!({"issuers": crate::auth::oauth::keys::status()}))
+        }
         ("POST", ["reload"]) => match servers::reload(shard) {
             Ok(done) => answer(
                 200,

@@ -26,6 +26,16 @@ pub enum Denial {
         /// What is wrong and how to fix it.
         message: String,
     },
+    /// A valid token without the scopes a client is granted by (403, so the client can ask
+    /// its authorization server for them: OAuth step-up).
+    InsufficientScope {
+        /// The client whose scopes are missing.
+        client: String,
+        /// The scopes needed, space-separated.
+        scope: String,
+        /// What is wrong and how to fix it.
+        message: String,
+    },
     /// Over the client's rate (429).
     RateLimited {
         /// The client.
@@ -49,6 +59,7 @@ impl Denial {
             Denial::Missing => (None, "missing"),
             Denial::Invalid { reason, .. } => (None, reason),
             Denial::Forbidden { client, reason, .. } => (client.as_deref(), reason),
+            Denial::InsufficientScope { client, .. } => (Some(client), "insufficient_scope"),
             Denial::RateLimited { client, .. } => (Some(client), "rate_limited"),
             Denial::TooManySessions { client, .. } => (Some(client), "too_many_sessions"),
         }

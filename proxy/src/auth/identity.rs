@@ -102,7 +102,9 @@ fn authenticate_indexed(
             },
         ));
     }
-    if token.bytes().filter(|b| *b == b'.').count() != 2 || auth.keys.is_empty() {
+    if token.bytes().filter(|b| *b == b'.').count() != 2
+        || (auth.keys.is_empty() && auth.oauth.is_none())
+    {
         return Err(Denial::Invalid {
             reason: "invalid",
             message: "unknown API key: check the key, or ask the proxy's operator for one".into(),
@@ -116,23 +118,47 @@ fn authenticate_indexed(
             return Ok((c, id));
         }
     }
-    let verified = jwt::verify(auth, token, now).map_err(|e| Denial::Invalid {
-        reason: e.reason(),
-        message: e.to_string(),
+    let verified = jwt::verify(auth, &super::oauth::keys::current(), token, now).map_err(|e| {
+        if let (jwt::JwtError::UnknownKid(_), Some(oauth)) = (&e, &auth.oauth) {
+            // The issuer may have rotated its keys: ask for them again (the fetch thread
+            // honours that at most once per kid_refresh_seconds). The claimed issuer is read
+            // unverified, only to pick which trusted issuer to ask.
+            if let Some(issuer) = jwt::unverified_issuer(token) {
+                if oauth.issuers.contains(&issuer) {
+                    super::oauth::fetch::unknown_kid(&issuer);
+                }
+            }
+        }
+        Denial::Invalid {
+            reason: e.reason(),
+            message: e.to_string(),
+        }
     })?;
-    let Some(client) = auth
-        .clients
-        .iter()
-        .position(|c| c.subjects.iter().any(|p| glob(p, &verified.subject)))
-    else {
-        return Err(Denial::Forbidden {
-            client: None,
-            reason: "forbidden",
-            message: format!(
-                "token subject \"{}\" is valid but not allowed here; ask the operator to add it to an [[auth.clients]] entry's subjects",
-                verified.subject
-            ),
-        });
+    let client = match client_of(auth, &verified) {
+        Ok(client) => client,
+        Err(Some(lacking)) => {
+            let c = &auth.clients[lacking];
+            return Err(Denial::InsufficientScope {
+                client: c.name.clone(),
+                scope: c.scopes.join(" "),
+                message: format!(
+                    "token of \"{}\" lacks scope \"{}\" that client \"{}\" is granted by; ask the authorization server for it",
+                    verified.subject,
+                    c.scopes.join(" "),
+                    c.name
+                ),
+            });
+        }
+        Err(None) => {
+            return Err(Denial::Forbidden {
+                client: None,
+                reason: "forbidden",
+                message: format!(
+                    "token subject \"{}\" is valid but not allowed here; ask the operator to add it to an [[auth.clients]] entry's subjects",
+                    verified.subject
+                ),
+            })
+        }
     };
     let identity = Identity {
         client: auth.clients[client].name.clone(),
@@ -142,6 +168,26 @@ fn authenticate_indexed(
     };
     remember(digest, verified.expires, &identity);
     Ok((client, identity))
+}
+
+/// The first client a verified token is: its `subjects` match the token's `sub` (or it has
+/// none, only `scopes`) and the token carries every scope in its `scopes`. Otherwise the
+/// first client the token would be with more scopes (`Err(Some)`: the client can step up),
+/// or none at all.
+fn client_of(auth: &AuthConfig, token: &jwt::Verified) -> Result<usize, Option<usize>> {
+    let named = |c: &crate::config::auth::ClientConfig| {
+        if c.subjects.is_empty() {
+            !c.scopes.is_empty()
+        } else {
+            c.subjects.iter().any(|p| glob(p, &token.subject))
+        }
+    };
+    let scoped =
+        |c: &crate::config::auth::ClientConfig| c.scopes.iter().all(|s| token.scopes.contains(s));
+    auth.clients
+        .iter()
+        .position(|c| named(c) && scoped(c))
+        .ok_or_else(|| auth.clients.iter().position(named))
 }
 
 /// Verified tokens remembered per shard; past this many, the memory starts afresh.
@@ -318,6 +364,60 @@ mod tests {
                 Err(Denial::Forbidden { .. })
             ));
         }
+    }
+
+    #[test]
+    fn clients_are_granted_by_scope_and_a_missing_scope_names_what_to_ask_for() {
+        let dir = std::env::temp_dir().join(format!("mcp-proxy-scopes-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let jwks = dir.join("jwks.json");
+        let secret = b"0123456789abcdef0123456789abcdef";
+        std::fs::write(
+            &jwks,
+            format!(r#"{{"keys":[{{"kty":"oct","k":"{}"}}]}}"#, b64(secret)),
+        )
+        .expect("write");
+        let c = Config::from_toml_str(
+            &format!("[auth]\nenabled = true\njwks_file = \"{}\"\n\
+                [[auth.clients]]\nname = \"admins\"\nsubjects = [\"staff-*\"]\nscopes = [\"mcp:admin\", \"mcp:tools\"]\n\
+                [[auth.clients]]\nname = \"readers\"\nscopes = [\"mcp:read\"]\n", jwks.display()),
+            "t.toml",
+        )
+        .expect("valid");
+        let _ = std::fs::remove_dir_all(&dir);
+        let token = |sub: &str, scope: &str| {
+            let claims = format!(r#"{{"sub":"{sub}","exp":2000,"scope":"{scope}"}}"#);
+            format!(
+                "Bearer {}",
+                jwt::sign(r#"{"alg":"HS256"}"#, &claims, secret)
+            )
+        };
+        let admin = authenticate(
+            &c.auth,
+            Some(&token("staff-1", "mcp:tools mcp:admin")),
+            1000,
+        );
+        assert_eq!(admin.map(|i| i.client).as_deref(), Ok("admins"));
+        let reader = authenticate(&c.auth, Some(&token("anyone", "mcp:read")), 1000);
+        assert_eq!(
+            reader.map(|i| i.client).as_deref(),
+            Ok("readers"),
+            "by scope alone"
+        );
+        match authenticate(&c.auth, Some(&token("staff-2", "mcp:tools")), 1000) {
+            Err(Denial::InsufficientScope { client, scope, .. }) => {
+                assert_eq!(
+                    (client.as_str(), scope.as_str()),
+                    ("admins", "mcp:admin mcp:tools")
+                );
+            }
+            other => panic!("expected insufficient_scope, got {other:?}"),
+        }
+        // A client granted by scope alone could be anyone's: others are told its scopes.
+        assert!(matches!(
+            authenticate(&c.auth, Some(&token("visitor", "mcp:tools")), 1000),
+            Err(Denial::InsufficientScope { client, .. }) if client == "readers"
+        ));
     }
 
     #[test]

@@ -10,7 +10,9 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use ring::signature::{self, UnparsedPublicKey};
 
-use crate::config::auth::{AuthConfig, JwkKey};
+use crate::config::auth::{AuthConfig, Jwk, JwkKey};
+
+use super::oauth::IssuerKeys;
 
 /// Why a token was refused; the message says what is wrong and how to fix it.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -21,8 +23,8 @@ pub enum JwtError {
     /// `alg` is none or not one of the accepted ones.
     #[error("token algorithm {0:?} is not accepted; sign with HS256, RS256 or ES256")]
     Algorithm(String),
-    /// The header names a key the JWKS does not hold.
-    #[error("token names key id {0:?}, which is not in the proxy's jwks_file; sign with a configured key or add its public key")]
+    /// The header names a key none of the key sets holds.
+    #[error("token names key id {0:?}, which none of the proxy's keys has (jwks_file, or the trusted issuers' JWKS); if the issuer just rotated its keys, retry in a few seconds")]
     UnknownKid(String),
     /// No configured key of the token's algorithm verifies the signature.
     #[error("token signature is invalid (forged, altered, or signed with a key the proxy does not know)")]
@@ -78,6 +80,8 @@ pub struct Verified {
     pub subject: String,
     /// `exp`, seconds since the epoch.
     pub expires: u64,
+    /// The scopes granted (`scope`, space-separated, or `scp`, a list).
+    pub scopes: Vec<String>,
 }
 
 fn part(text: &str, what: &str) -> Result<Vec<u8>, JwtError> {
@@ -86,8 +90,16 @@ fn part(text: &str, what: &str) -> Result<Vec<u8>, JwtError> {
         .map_err(|_| JwtError::Malformed(format!("the {what} is not base64url")))
 }
 
-/// Verifies `token` against `auth`'s keys and claim rules at `now` (seconds since the epoch).
-pub fn verify(auth: &AuthConfig, token: &str, now: u64) -> Result<Verified, JwtError> {
+/// Verifies `token` at `now` (seconds since the epoch) against `auth`'s `jwks_file` keys, with
+/// its `issuer` and `audience` rules, and against the keys of the trusted OAuth issuers
+/// (`issuers`): a token one of those verifies must carry that issuer as `iss` (a key speaks for
+/// its own issuer only) and the proxy's canonical URL or a configured audience as `aud`.
+pub fn verify(
+    auth: &AuthConfig,
+    issuers: &[IssuerKeys],
+    token: &str,
+    now: u64,
+) -> Result<Verified, JwtError> {
     let mut parts = token.split('.');
     let (Some(h), Some(c), Some(s), None) =
         (parts.next(), parts.next(), parts.next(), parts.next())
@@ -109,21 +121,27 @@ pub fn verify(auth: &AuthConfig, token: &str, now: u64) -> Result<Verified, JwtE
         return Err(JwtError::Algorithm(alg.to_owned()));
     }
     let kid = header.get("kid").and_then(|k| k.as_str());
+    // Every key with the issuer it speaks for (`None`: a jwks_file key, under [auth]'s rules).
+    let all = auth.keys.iter().map(|k| (k, None)).chain(
+        issuers
+            .iter()
+            .flat_map(|i| i.keys.iter().map(move |k| (k, Some(i.issuer.as_str())))),
+    );
+    let all: Vec<(&Jwk, Option<&str>)> = all.collect();
     if let Some(kid) = kid {
-        if !auth.keys.iter().any(|k| k.kid.as_deref() == Some(kid)) {
+        if !all.iter().any(|(k, _)| k.kid.as_deref() == Some(kid)) {
             return Err(JwtError::UnknownKid(kid.to_owned()));
         }
     }
     let signature = part(s, "signature")?;
     let signed = &token.as_bytes()[..h.len() + 1 + c.len()];
-    let candidates = auth
-        .keys
+    let candidates = all
         .iter()
-        .filter(|k| k.key.alg() == alg)
-        .filter(|k| kid.is_none() || k.kid.as_deref() == kid);
-    let mut ok = false;
-    for k in candidates {
-        ok = match &k.key {
+        .filter(|(k, _)| k.key.alg() == alg)
+        .filter(|(k, _)| kid.is_none() || k.kid.as_deref() == kid);
+    let mut verified_by: Option<Option<&str>> = None;
+    for (k, issuer) in candidates {
+        let ok = match &k.key {
             JwkKey::Hs256(secret) => {
                 let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, secret);
                 ring::hmac::verify(&key, signed, &signature).is_ok()
@@ -138,12 +156,13 @@ pub fn verify(auth: &AuthConfig, token: &str, now: u64) -> Result<Verified, JwtE
             }
         };
         if ok {
+            verified_by = Some(*issuer);
             break;
         }
     }
-    if !ok {
+    let Some(verified_by) = verified_by else {
         return Err(JwtError::Signature);
-    }
+    };
     // Claims are only read once the signature holds: nothing unauthenticated is interpreted.
     let claims: serde_json::Value = serde_json::from_slice(&part(c, "claims")?)
         .map_err(|_| JwtError::Malformed("the claims are not JSON".into()))?;
@@ -168,31 +187,59 @@ pub fn verify(auth: &AuthConfig, token: &str, now: u64) -> Result<Verified, JwtE
         .and_then(|v| v.as_str())
         .unwrap_or("")
         .to_owned();
-    if !auth.issuers.is_empty() && !auth.issuers.contains(&issuer) {
-        return Err(JwtError::Issuer {
-            got: issuer,
-            expected: auth.issuers.join(" or "),
-        });
-    }
-    if !auth.audiences.is_empty() {
-        let aud: Vec<&str> = match claims.get("aud") {
-            Some(serde_json::Value::String(a)) => vec![a.as_str()],
-            Some(serde_json::Value::Array(list)) => {
-                list.iter().filter_map(|a| a.as_str()).collect()
+    let aud: Vec<&str> = match claims.get("aud") {
+        Some(serde_json::Value::String(a)) => vec![a.as_str()],
+        Some(serde_json::Value::Array(list)) => list.iter().filter_map(|a| a.as_str()).collect(),
+        _ => Vec::new(),
+    };
+    let wrong_audience = |expected: String| JwtError::Audience {
+        got: if aud.is_empty() {
+            "(none)".into()
+        } else {
+            format!("{aud:?}")
+        },
+        expected,
+    };
+    match (verified_by, &auth.oauth) {
+        (Some(trusted), Some(oauth)) => {
+            if issuer != trusted {
+                return Err(JwtError::Issuer {
+                    got: issuer,
+                    expected: trusted.to_owned(),
+                });
             }
-            _ => Vec::new(),
-        };
-        if !aud.iter().any(|a| auth.audiences.iter().any(|x| x == a)) {
-            return Err(JwtError::Audience {
-                got: if aud.is_empty() {
-                    "(none)".into()
-                } else {
-                    format!("{aud:?}")
-                },
-                expected: auth.audiences.join(" or "),
-            });
+            // RFC 8707 / MCP authorization: a token meant for another resource is refused,
+            // never accepted or passed on.
+            if !aud.iter().any(|a| oauth.accepts_audience(a)) {
+                let mut expected = vec![oauth.public_url.clone()];
+                expected.extend(oauth.audiences.iter().cloned());
+                return Err(wrong_audience(expected.join(" or ")));
+            }
+        }
+        _ => {
+            if !auth.issuers.is_empty() && !auth.issuers.contains(&issuer) {
+                return Err(JwtError::Issuer {
+                    got: issuer,
+                    expected: auth.issuers.join(" or "),
+                });
+            }
+            if !auth.audiences.is_empty()
+                && !aud.iter().any(|a| auth.audiences.iter().any(|x| x == a))
+            {
+                return Err(wrong_audience(auth.audiences.join(" or ")));
+            }
         }
     }
+    let scopes = match (claims.get("scope"), claims.get("scp")) {
+        (Some(serde_json::Value::String(s)), _) => {
+            s.split_whitespace().map(str::to_owned).collect()
+        }
+        (_, Some(serde_json::Value::Array(list))) => list
+            .iter()
+            .filter_map(|s| s.as_str().map(str::to_owned))
+            .collect(),
+        _ => Vec::new(),
+    };
     let subject = claims
         .get("sub")
         .and_then(|v| v.as_str())
@@ -203,7 +250,16 @@ pub fn verify(auth: &AuthConfig, token: &str, now: u64) -> Result<Verified, JwtE
         issuer,
         subject,
         expires: exp,
+        scopes,
     })
+}
+
+/// The `iss` a token claims, read without verifying anything: only to choose which trusted
+/// issuer's keys to fetch again when the token names an unknown `kid`.
+pub fn unverified_issuer(token: &str) -> Option<String> {
+    let claims = part(token.split('.').nth(1)?, "claims").ok()?;
+    let claims: serde_json::Value = serde_json::from_slice(&claims).ok()?;
+    claims.get("iss")?.as_str().map(str::to_owned)
 }
 
 /// An HS256 token over `header` and `claims`, for the tests of every module that verifies them.
@@ -237,6 +293,7 @@ mod tests {
                 key: JwkKey::Hs256(SECRET.to_vec()),
             }],
             clients: Vec::new(),
+            oauth: None,
         }
     }
 
@@ -246,11 +303,11 @@ mod tests {
     #[test]
     fn a_good_token_verifies() {
         let t = sign(r#"{"alg":"HS256","kid":"k1"}"#, GOOD, SECRET);
-        let v = verify(&auth(), &t, 1000).expect("valid");
+        let v = verify(&auth(), &[], &t, 1000).expect("valid");
         assert_eq!(v.subject, "alice");
         let t = sign(r#"{"alg":"HS256"}"#, GOOD, SECRET);
         assert!(
-            verify(&auth(), &t, 1000).is_ok(),
+            verify(&auth(), &[], &t, 1000).is_ok(),
             "no kid: every HS256 key is tried"
         );
     }
@@ -263,21 +320,27 @@ mod tests {
             GOOD,
             b"another secret of thirty-two b!!",
         );
-        assert_eq!(verify(&a, &t, 1000), Err(JwtError::Signature));
+        assert_eq!(verify(&a, &[], &t, 1000), Err(JwtError::Signature));
         let t = sign(r#"{"alg":"none"}"#, GOOD, SECRET);
-        assert!(matches!(verify(&a, &t, 1000), Err(JwtError::Algorithm(_))));
+        assert!(matches!(
+            verify(&a, &[], &t, 1000),
+            Err(JwtError::Algorithm(_))
+        ));
         let t = sign(r#"{"alg":"HS256","kid":"k9"}"#, GOOD, SECRET);
-        assert!(matches!(verify(&a, &t, 1000), Err(JwtError::UnknownKid(_))));
+        assert!(matches!(
+            verify(&a, &[], &t, 1000),
+            Err(JwtError::UnknownKid(_))
+        ));
         let t = sign(r#"{"alg":"HS256"}"#, GOOD, SECRET);
-        assert_eq!(verify(&a, &t, 2031), Err(JwtError::Expired(31)));
-        assert!(verify(&a, &t, 2029).is_ok(), "within the leeway");
+        assert_eq!(verify(&a, &[], &t, 2031), Err(JwtError::Expired(31)));
+        assert!(verify(&a, &[], &t, 2029).is_ok(), "within the leeway");
         let t = sign(
             r#"{"alg":"HS256"}"#,
             r#"{"iss":"https://issuer","aud":"other","sub":"a","exp":2000}"#,
             SECRET,
         );
         assert!(matches!(
-            verify(&a, &t, 1000),
+            verify(&a, &[], &t, 1000),
             Err(JwtError::Audience { .. })
         ));
         let t = sign(
@@ -285,26 +348,102 @@ mod tests {
             r#"{"iss":"evil","aud":"mcp-proxy","sub":"a","exp":2000}"#,
             SECRET,
         );
-        assert!(matches!(verify(&a, &t, 1000), Err(JwtError::Issuer { .. })));
+        assert!(matches!(
+            verify(&a, &[], &t, 1000),
+            Err(JwtError::Issuer { .. })
+        ));
         let t = sign(
             r#"{"alg":"HS256"}"#,
             r#"{"iss":"https://issuer","aud":"mcp-proxy","sub":"a"}"#,
             SECRET,
         );
-        assert_eq!(verify(&a, &t, 1000), Err(JwtError::NoExpiry));
+        assert_eq!(verify(&a, &[], &t, 1000), Err(JwtError::NoExpiry));
         let t = sign(r#"{"alg":"RS256"}"#, GOOD, SECRET);
         assert_eq!(
-            verify(&a, &t, 1000),
+            verify(&a, &[], &t, 1000),
             Err(JwtError::Signature),
             "an HMAC key never verifies RS256"
         );
         assert!(matches!(
-            verify(&a, "a.b", 1000),
+            verify(&a, &[], "a.b", 1000),
             Err(JwtError::Malformed(_))
         ));
         assert!(matches!(
-            verify(&a, "!!.!!.!!", 1000),
+            verify(&a, &[], "!!.!!.!!", 1000),
             Err(JwtError::Malformed(_))
         ));
+    }
+
+    /// An ES256 key pair as a trusted issuer would hold it, and a signer with it.
+    fn es256_issuer(issuer: &str) -> (IssuerKeys, impl Fn(&str) -> String) {
+        use ring::signature::{EcdsaKeyPair, KeyPair, ECDSA_P256_SHA256_FIXED_SIGNING};
+        let rng = ring::rand::SystemRandom::new();
+        let pkcs8 =
+            EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &rng).expect("key");
+        let pair = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8.as_ref(), &rng)
+            .expect("pair");
+        let keys = IssuerKeys {
+            issuer: issuer.to_owned(),
+            keys: vec![Jwk {
+                kid: Some("e1".into()),
+                key: JwkKey::Es256(pair.public_key().as_ref().to_vec()),
+            }],
+        };
+        let sign = move |claims: &str| {
+            let input = format!(
+                "{}.{}",
+                URL_SAFE_NO_PAD.encode(r#"{"alg":"ES256","kid":"e1"}"#),
+                URL_SAFE_NO_PAD.encode(claims)
+            );
+            let sig = pair.sign(&rng, input.as_bytes()).expect("sign");
+            format!("{input}.{}", URL_SAFE_NO_PAD.encode(sig.as_ref()))
+        };
+        (keys, sign)
+    }
+
+    #[test]
+    fn a_trusted_issuers_key_vouches_for_its_own_issuer_and_this_proxys_audience_only() {
+        let mut a = auth();
+        a.oauth = Some(crate::config::oauth::OAuthConfig {
+            public_url: "https://mcp.example.com/mcp".into(),
+            issuers: vec!["https://login.example.com".into()],
+            audiences: Vec::new(),
+            scopes_supported: Vec::new(),
+            ca_file: None,
+            refresh: std::time::Duration::from_secs(60),
+            kid_refresh: std::time::Duration::from_secs(5),
+            upstreams: Vec::new(),
+        });
+        let (keys, sign) = es256_issuer("https://login.example.com");
+        let good = sign(
+            r#"{"iss":"https://login.example.com","aud":"https://mcp.example.com/mcp","sub":"alice","exp":2000,"scope":"mcp:tools mcp:admin"}"#,
+        );
+        let v = verify(&a, std::slice::from_ref(&keys), &good, 1000).expect("valid");
+        assert_eq!(v.scopes, ["mcp:tools", "mcp:admin"]);
+        // The same key signing for another issuer (one whose own keys the proxy may not have).
+        let other = sign(
+            r#"{"iss":"https://evil.example.com","aud":"https://mcp.example.com/mcp","sub":"alice","exp":2000}"#,
+        );
+        assert!(matches!(
+            verify(&a, std::slice::from_ref(&keys), &other, 1000),
+            Err(JwtError::Issuer { .. })
+        ));
+        // A token of the trusted issuer meant for another resource, or with [auth]'s audience.
+        for aud in [
+            r#""https://other.example.com/mcp""#,
+            r#""mcp-proxy""#,
+            "null",
+        ] {
+            let t = sign(&format!(
+                r#"{{"iss":"https://login.example.com","aud":{aud},"sub":"alice","exp":2000}}"#
+            ));
+            assert!(
+                matches!(
+                    verify(&a, std::slice::from_ref(&keys), &t, 1000),
+                    Err(JwtError::Audience { .. })
+                ),
+                "{aud}"
+            );
+        }
     }
 }

@@ -17,12 +17,15 @@
 //!   swaps it, and each shard keeps its own copy, refreshed when one atomic load shows a new
 //!   generation, so the hot path takes no lock.
 //! - `revoke`: open streams end when a reload stops accepting their credential.
+//! - [`oauth`]: the proxy as an OAuth protected resource: the trusted issuers' keys, fetched
+//!   off the shards, and the metadata that points clients to them.
 //!
 //! With `[auth]` off, every check here is a no-op and sessions carry no identity.
 
 pub mod denial;
 pub mod identity;
 pub mod jwt;
+pub mod oauth;
 pub mod policy;
 pub mod rate;
 mod revoke;

@@ -48,8 +48,12 @@ pub fn install(config: AuthConfig) {
                     .unwrap_or_default()
             })
             .collect();
-        Some(Auth { config, sessions })
+        Some(Auth {
+            config: config.clone(),
+            sessions,
+        })
     });
+    super::oauth::follow(&config);
 }
 
 /// Installs the `[auth]` of a re-read configuration; returns whether anything changed.
@@ -108,4 +112,9 @@ pub fn generation() -> u64 {
 fn refresh_shard_state(old: &Auth, next: &Auth) {
     super::identity::forget_verified();
     super::rate::follow_clients(old, next);
+}
+
+/// The running `[auth.oauth]`, for the key fetch thread (not a shard: it reads the slot).
+pub(super) fn oauth() -> Option<crate::config::oauth::OAuthConfig> {
+    RUNNING.current().and_then(|a| a.config.oauth.clone())
 }

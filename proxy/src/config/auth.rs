@@ -12,6 +12,8 @@ use base64::Engine;
 use serde::Deserialize;
 use toml::Spanned;
 
+use super::oauth::{OAuthConfig, RawOAuth};
+
 /// Longest leeway accepted for `exp`/`nbf`: more would make expiry meaningless.
 const MAX_LEEWAY_SECS: u64 = 300;
 /// Shortest API key accepted: shorter ones can be guessed.
@@ -35,6 +37,8 @@ pub struct AuthConfig {
     pub keys: Vec<Jwk>,
     /// The known clients, in file order (a JWT goes to the first whose subjects match).
     pub clients: Vec<ClientConfig>,
+    /// `[auth.oauth]`: trusted authorization servers and the proxy's canonical URL.
+    pub oauth: Option<OAuthConfig>,
 }
 
 impl Default for AuthConfig {
@@ -46,6 +50,7 @@ impl Default for AuthConfig {
             audiences: Vec::new(),
             keys: Vec::new(),
             clients: Vec::new(),
+            oauth: None,
         }
     }
 }
@@ -95,6 +100,9 @@ pub struct ClientConfig {
     pub api_keys: Vec<[u8; 32]>,
     /// Glob patterns on a JWT's `sub` that map the token to this client.
     pub subjects: Vec<String>,
+    /// Scopes a JWT must carry (all of them) to be this client; with no `subjects`, any
+    /// verified token carrying them is.
+    pub scopes: Vec<String>,
     /// Glob patterns on server names this client may use (`proxy` names the proxy's own tools).
     pub servers: Vec<String>,
     /// Glob patterns on exposed tool names (`server__tool`) this client may see and call.
@@ -132,6 +140,8 @@ pub(super) struct RawAuth {
     jwks_file: Option<Spanned<String>>,
     #[serde(default)]
     clients: Vec<RawClient>,
+    #[serde(default)]
+    oauth: Option<RawOAuth>,
 }
 
 #[derive(Deserialize)]
@@ -159,6 +169,8 @@ struct RawClient {
     #[serde(default)]
     subjects: Vec<Spanned<String>>,
     #[serde(default)]
+    scopes: Vec<Spanned<String>>,
+    #[serde(default)]
     servers: Option<Vec<Spanned<String>>>,
     #[serde(default)]
     tools: Option<Vec<Spanned<String>>>,
@@ -171,7 +183,7 @@ struct RawClient {
 }
 
 /// An error at a span of the configuration text.
-pub(super) type Located = (Option<Range<usize>>, String);
+pub type Located = (Option<Range<usize>>, String);
 
 /// Checks `[auth]` and reads its JWKS file.
 pub(super) fn build(raw: RawAuth) -> Result<AuthConfig, Located> {
@@ -195,6 +207,7 @@ pub(super) fn build(raw: RawAuth) -> Result<AuthConfig, Located> {
         })?,
         None => Vec::new(),
     };
+    let oauth = raw.oauth.map(super::oauth::build).transpose()?;
     let mut clients: Vec<ClientConfig> = Vec::with_capacity(raw.clients.len());
     for c in raw.clients {
         let name = c.name.get_ref();
@@ -212,10 +225,10 @@ pub(super) fn build(raw: RawAuth) -> Result<AuthConfig, Located> {
         if clients.iter().any(|o| &o.name == name) {
             return Err((Some(c.name.span()), format!("duplicate client name \"{name}\"; give each [[auth.clients]] entry a unique name")));
         }
-        if c.api_keys.is_empty() && c.subjects.is_empty() {
+        if c.api_keys.is_empty() && c.subjects.is_empty() && c.scopes.is_empty() {
             return Err((
                 Some(c.name.span()),
-                format!("client \"{name}\" has neither api_keys nor subjects, so nobody can be it; add api_keys = [\"...\"] or subjects = [\"...\"]"),
+                format!("client \"{name}\" has neither api_keys nor subjects nor scopes, so nobody can be it; add api_keys = [\"...\"], subjects = [\"...\"] or scopes = [\"...\"]"),
             ));
         }
         let mut api_keys = Vec::with_capacity(c.api_keys.len());
@@ -236,11 +249,11 @@ pub(super) fn build(raw: RawAuth) -> Result<AuthConfig, Located> {
             }
             api_keys.push(digest);
         }
-        if let Some(s) = c.subjects.first() {
-            if keys.is_empty() {
+        if let Some(s) = c.subjects.first().or(c.scopes.first()) {
+            if keys.is_empty() && oauth.is_none() {
                 return Err((
                     Some(s.span()),
-                    format!("client \"{name}\" is recognized by JWT subjects, but [auth] has no jwks_file to verify tokens with; add jwks_file = \"path/to/jwks.json\""),
+                    format!("client \"{name}\" is recognized by JWT subjects, but [auth] has no jwks_file or [auth.oauth] to verify tokens with; add jwks_file = \"path/to/jwks.json\" or an [auth.oauth] table"),
                 ));
             }
         }
@@ -267,6 +280,17 @@ pub(super) fn build(raw: RawAuth) -> Result<AuthConfig, Located> {
             return Err((
                 Some(c.name.span()),
                 format!("client \"{name}\" has an empty subject pattern"),
+            ));
+        }
+        let scopes: Vec<String> = c.scopes.iter().map(|s| s.get_ref().clone()).collect();
+        if let Some(bad) = c.scopes.iter().find(|s| {
+            s.get_ref().is_empty()
+                || s.get_ref()
+                    .contains(|ch: char| ch.is_whitespace() || ch == '"')
+        }) {
+            return Err((
+                Some(bad.span()),
+                format!("client \"{name}\" has scope {:?}; a scope is one non-empty word without spaces or quotes", bad.get_ref()),
             ));
         }
         let servers = patterns(c.servers, "servers")?;
@@ -311,6 +335,7 @@ pub(super) fn build(raw: RawAuth) -> Result<AuthConfig, Located> {
             name: name.clone(),
             api_keys,
             subjects,
+            scopes,
             servers,
             tools,
             max_sessions,
@@ -334,6 +359,7 @@ pub(super) fn build(raw: RawAuth) -> Result<AuthConfig, Located> {
             .unwrap_or_default(),
         keys,
         clients,
+        oauth,
     })
 }
 
@@ -405,40 +431,55 @@ fn read_jwks(path: &str) -> Result<Vec<Jwk>, String> {
     let text = std::fs::read_to_string(path).map_err(|e| format!("cannot be read: {e}"))?;
     let doc: serde_json::Value =
         serde_json::from_str(&text).map_err(|e| format!("is not JSON: {e}"))?;
+    let mut keys = Vec::new();
+    for key in jwks_entries(&doc)? {
+        keys.push(key?);
+    }
+    if keys.is_empty() {
+        return Err("has no keys; add at least one".into());
+    }
+    Ok(keys)
+}
+
+/// Each key of a JWKS document (RFC 7517), read or refused with what is wrong with it: a file
+/// the operator wrote is refused whole for one bad key, a set fetched from an authorization
+/// server keeps the keys the proxy can use (it may also publish encryption or other keys).
+pub fn jwks_entries(doc: &serde_json::Value) -> Result<Vec<Result<Jwk, String>>, String> {
     let list = doc
         .get("keys")
         .and_then(|k| k.as_array())
         .ok_or("is not a JWKS: it needs {\"keys\": [...]}")?;
-    if list.is_empty() {
-        return Err("has no keys; add at least one".into());
-    }
-    let mut keys = Vec::with_capacity(list.len());
-    for (i, k) in list.iter().enumerate() {
-        let kid = k.get("kid").and_then(|v| v.as_str()).map(str::to_owned);
-        let which = match &kid {
-            Some(kid) => format!("key {i} (kid {kid})"),
-            None => format!("key {i}"),
-        };
-        let key = parse_jwk(k).map_err(|m| format!("{which}: {m}"))?;
-        if let Some(alg) = k.get("alg").and_then(|v| v.as_str()) {
-            if alg != key.alg() {
-                return Err(format!(
-                    "{which}: alg {alg} does not fit its kty; this key verifies {}",
-                    key.alg()
-                ));
-            }
-        }
-        if k.get("use")
-            .and_then(|v| v.as_str())
-            .is_some_and(|u| u != "sig")
-        {
+    Ok(list
+        .iter()
+        .enumerate()
+        .map(|(i, k)| jwk_entry(i, k))
+        .collect())
+}
+
+fn jwk_entry(i: usize, k: &serde_json::Value) -> Result<Jwk, String> {
+    let kid = k.get("kid").and_then(|v| v.as_str()).map(str::to_owned);
+    let which = match &kid {
+        Some(kid) => format!("key {i} (kid {kid})"),
+        None => format!("key {i}"),
+    };
+    let key = parse_jwk(k).map_err(|m| format!("{which}: {m}"))?;
+    if let Some(alg) = k.get("alg").and_then(|v| v.as_str()) {
+        if alg != key.alg() {
             return Err(format!(
-                "{which}: use is not \"sig\"; only signature keys verify tokens"
+                "{which}: alg {alg} does not fit its kty; this key verifies {}",
+                key.alg()
             ));
         }
-        keys.push(Jwk { kid, key });
     }
-    Ok(keys)
+    if k.get("use")
+        .and_then(|v| v.as_str())
+        .is_some_and(|u| u != "sig")
+    {
+        return Err(format!(
+            "{which}: use is not \"sig\"; only signature keys verify tokens"
+        ));
+    }
+    Ok(Jwk { kid, key })
 }
 
 fn parse_jwk(k: &serde_json::Value) -> Result<JwkKey, String> {

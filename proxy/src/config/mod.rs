@@ -33,6 +33,7 @@ mod hints;
 pub mod limits;
 pub mod logging;
 mod mcp_servers;
+pub mod oauth;
 pub mod proxy;
 pub mod reloadable;
 pub mod restart;

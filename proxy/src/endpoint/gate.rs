@@ -29,22 +29,43 @@ pub fn refusal(denial: Denial) -> Reply {
             body: jsonrpc::error_body(None, code::INVALID_REQUEST, message),
         }
     };
+    // With [auth.oauth], every challenge points to the Protected Resource Metadata, where an
+    // OAuth client finds the authorization server (MCP authorization, RFC 9728 section 5.1).
+    let needed = match &denial {
+        Denial::InsufficientScope { scope, .. } => Some(scope.as_str()),
+        _ => None,
+    };
+    let resource = crate::auth::oauth::challenge(needed)
+        .map(|params| format!(", {params}"))
+        .unwrap_or_default();
     match denial {
         Denial::Missing => full(
             401,
-            vec![("WWW-Authenticate", r#"Bearer realm="mcp-proxy""#.into())],
+            vec![("WWW-Authenticate", format!(r#"Bearer realm="mcp-proxy"{resource}"#))],
             "missing credentials: send Authorization: Bearer <API key or JWT>",
         ),
         Denial::Invalid { message, .. } => full(
             401,
-            vec![("WWW-Authenticate", format!(r#"Bearer realm="mcp-proxy", error="invalid_token", error_description="{}""#, message.replace(['"', '\\'], "'")))],
+            vec![("WWW-Authenticate", format!(r#"Bearer realm="mcp-proxy", error="invalid_token", error_description="{}"{resource}"#, message.replace(['"', '\\'], "'")))],
             &message,
         ),
         Denial::Forbidden { message, .. } => full(
             403,
-            vec![("WWW-Authenticate", r#"Bearer realm="mcp-proxy", error="insufficient_scope""#.into())],
+            vec![("WWW-Authenticate", format!(r#"Bearer realm="mcp-proxy", error="insufficient_scope"{resource}"#))],
             &message,
         ),
+        Denial::InsufficientScope { scope, message, .. } => {
+            let scoped = if resource.is_empty() {
+                format!(r#", scope="{scope}""#)
+            } else {
+                resource
+            };
+            full(
+                403,
+                vec![("WWW-Authenticate", format!(r#"Bearer realm="mcp-proxy", error="insufficient_scope"{scoped}"#))],
+                &message,
+            )
+        }
         Denial::RateLimited { client, retry_after } => {
             // Retry-After is whole seconds; round up so a client that waits gets a token.
             let secs = retry_after.as_millis().div_ceil(1000).max(1);

@@ -183,6 +183,20 @@ where
 
 /// The header-level checks of the transport, done where the request arrived.
 fn check(shard: &Shard, request: &Request) -> Result<McpRequest, Reply> {
+    if request.method == Method::Get {
+        // RFC 9728: where OAuth clients learn which authorization servers issue tokens for
+        // this proxy; public, so any origin may read it.
+        if let Some(doc) = crate::auth::oauth::metadata_document(request.path()) {
+            return Err(Reply::Full {
+                status: 200,
+                headers: vec![
+                    ("Content-Type", "application/json".into()),
+                    ("Access-Control-Allow-Origin", "*".into()),
+                ],
+                body: doc.into(),
+            });
+        }
+    }
     if request.path() != "/mcp" {
         return Err(Reply::error(
             404,

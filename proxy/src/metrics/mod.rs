@@ -97,6 +97,12 @@ pub mod names {
     pub const CHILD_FAILED: &str = "mcp_proxy_child_failed";
     /// Requests and calls refused by `[auth]`, by `client` and `reason` (counter).
     pub const AUTH_DENIED: &str = "mcp_proxy_auth_denied_total";
+    /// Fetches of a trusted OAuth issuer's metadata and keys, by `issuer` and `outcome`
+    /// (`ok`, `failed`) (counter).
+    pub const OAUTH_KEY_FETCHES: &str = "mcp_proxy_oauth_key_fetches_total";
+    /// Client credentials grants for an upstream server's token, by `server` and `outcome`
+    /// (`ok`, `failed`) (counter).
+    pub const OAUTH_UPSTREAM_TOKENS: &str = "mcp_proxy_oauth_upstream_tokens_total";
     /// Event streams being written to clients, by accepting `shard` (gauge).
     pub const EVENT_STREAMS: &str = "mcp_proxy_event_streams";
     /// Event streams that ended, by `reason` (counter).
@@ -104,6 +110,8 @@ pub mod names {
     /// Every name above.
     pub const ALL: &[&str] = &[
         AUTH_DENIED,
+        OAUTH_KEY_FETCHES,
+        OAUTH_UPSTREAM_TOKENS,
         EVENT_STREAMS,
         EVENT_STREAMS_ENDED,
         BALANCER_PICKS,
@@ -231,6 +239,14 @@ fn describe() {
     describe_counter!(
         names::AUTH_DENIED,
         "Requests and calls refused by [auth], by client and reason"
+    );
+    describe_counter!(
+        names::OAUTH_KEY_FETCHES,
+        "Fetches of a trusted OAuth issuer's metadata and keys, by issuer and outcome (ok, failed)"
+    );
+    describe_counter!(
+        names::OAUTH_UPSTREAM_TOKENS,
+        "Client credentials grants for an upstream server's token, by server and outcome (ok, failed)"
     );
     describe_gauge!(
         names::EVENT_STREAMS,

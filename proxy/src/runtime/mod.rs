@@ -233,6 +233,9 @@ pub fn start(mut config: Config, mode: Mode, control: Control) -> Result<Running
     crate::metrics::install(shards, &config)?;
     crate::tls::install_listener(config.tls.as_ref())?;
     crate::auth::install(config.auth.clone());
+    // Serve with the trusted issuers' keys when they can be had; an issuer down at start is
+    // retried in the background.
+    crate::auth::oauth::wait_first_fetch(&config.auth, std::time::Duration::from_secs(15));
     crate::endpoint::limits::apply(&config.limits);
     crate::endpoint::limits::apply_connection(&crate::endpoint::limits::ConnectionLimits::of(
         &config.proxy,

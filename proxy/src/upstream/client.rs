@@ -243,10 +243,15 @@ impl UpstreamClient {
         headers: &[(&str, &str)],
         body: Option<&[u8]>,
     ) -> Result<(ClientConn<UpstreamStream>, ResponseHead), UpstreamError> {
-        let mut all: Vec<(&str, &str)> = Vec::with_capacity(headers.len() + self.headers.len());
+        let mut all: Vec<(&str, &str)> = Vec::with_capacity(headers.len() + self.headers.len() + 1);
         all.extend_from_slice(headers);
         for (k, v) in &self.headers {
             all.push((k.as_str(), v.as_str()));
+        }
+        // The proxy's own token for this server ([[auth.oauth.upstreams]]), never a client's.
+        let credential = super::credentials::authorization(self.name());
+        if let Some(value) = credential.as_deref() {
+            all.push(("Authorization", value));
         }
         if let Some(mut conn) = self.pool.checkout(replica) {
             match self.send_on(replica, &mut conn, method, &all, body).await {
@@ -570,6 +575,14 @@ impl UpstreamClient {
             self.balancer.note_error(replica, message);
         }
         let server = self.config.name.clone();
+        let text = match (head.status, head.header("www-authenticate")) {
+            // The upstream wants credentials of its own: say which server and what it asked.
+            (401 | 403, Some(challenge)) => format!(
+                "server \"{server}\" refused the proxy's credentials ({challenge}); give the proxy a token for it with [[auth.oauth.upstreams]] (client credentials) or its headers. {}",
+                text.trim()
+            ),
+            _ => text,
+        };
         // 404 is the spec's answer for an unknown session; the TypeScript SDK's servers answer
         // 400 instead, so a 400 that mentions the session means the same.
         let lost = had_session

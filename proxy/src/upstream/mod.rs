@@ -2,6 +2,8 @@
 //!
 //! - [`client`]: the exchanges of Streamable HTTP with one server (POST, GET stream, DELETE,
 //!   health check).
+//! - [`credentials`]: the proxy's own `Authorization` for a server (client credentials),
+//!   handed in off the shards; a client's token is never sent upstream.
 //! - [`pool`]: one shard's keep-alive connections to each replica of a server.
 //! - [`message_stream`]: the messages that answer one request (SSE, resumed; or relayed).
 //! - [`error`]: why an exchange failed, and whether repeating it elsewhere is safe.
@@ -18,6 +20,7 @@
 
 pub mod cancel;
 pub mod client;
+pub mod credentials;
 pub mod deadline;
 pub mod error;
 pub mod handle;
