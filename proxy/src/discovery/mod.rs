@@ -386,7 +386,16 @@ pub async fn list_all(
             }
             None => b"{}".to_vec(),
         };
-        let answer = session.request(method, &params).await?;
+        let answer = match session.request(method, &params).await {
+            Ok(answer) => answer,
+            // A 2026-07-28 server answers a list it does not serve with 404 and -32601.
+            Err(UpstreamError::Refused { code, .. })
+                if code == i64::from(code::METHOD_NOT_FOUND) =>
+            {
+                return Ok(items)
+            }
+            Err(e) => return Err(e),
+        };
         let mut buf = answer.to_vec();
         let protocol = |detail: String| UpstreamError::Protocol {
             server: session.name().to_owned(),

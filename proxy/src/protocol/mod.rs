@@ -7,4 +7,5 @@ pub mod jsonrpc;
 pub mod names;
 pub mod splice;
 pub mod stateless;
+pub mod stateless_answer;
 pub mod version;
