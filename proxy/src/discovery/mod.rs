@@ -239,7 +239,13 @@ impl Discovery {
                         );
                         glommio::spawn_local(watch).detach();
                     }
-                    log::info!(server = name.as_str();
+                    let level = if matches!(&self.status.borrow()[server], ServerStatus::Up(l) if *l == listing)
+                    {
+                        log::Level::Debug
+                    } else {
+                        log::Level::Info
+                    };
+                    log::log!(level, server = name.as_str();
                         "discovered {name}: {} tools, {} prompts, {} resources, {} templates",
                         listing.tools.len(),
                         listing.prompts.len(),
