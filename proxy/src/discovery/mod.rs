@@ -9,6 +9,8 @@
 //! ended (each task holds an epoch and stops when its server's epoch moves on), and drained
 //! servers are published as down so their items leave the catalog.
 
+mod watch;
+
 use std::cell::{Cell, RefCell};
 use std::rc::{Rc, Weak};
 use std::sync::Arc;
@@ -31,6 +33,9 @@ const RETRY_MIN: Duration = Duration::from_millis(500);
 const RETRY_MAX: Duration = Duration::from_secs(30);
 /// Pages followed per list before giving up on a server that never stops paginating.
 const MAX_PAGES: usize = 1000;
+/// The shortest pause between listings a list's `ttlMs` asks for: `ttlMs: 0` ("do not cache")
+/// would otherwise have shard 0 list the server without pause.
+const TTL_FLOOR: Duration = Duration::from_secs(5);
 
 /// Shard 0's discovery, the local this layer keeps on each shard (empty elsewhere).
 #[derive(Default)]
@@ -215,6 +220,7 @@ impl Discovery {
         rx: LocalReceiver<()>,
     ) {
         let mut backoff = RETRY_MIN;
+        let mut watching = false;
         let name = session.name().to_owned();
         loop {
             let listed = list_server(&session).await;
@@ -222,8 +228,24 @@ impl Discovery {
                 return;
             }
             let wait = match listed {
-                Ok(listing) => {
-                    log::info!(server = name.as_str();
+                Ok((listing, ttl)) => {
+                    if session.is_stateless() && !watching {
+                        watching = true;
+                        let watch = watch::list_changes(
+                            Rc::downgrade(&self),
+                            server,
+                            epoch,
+                            session.clone(),
+                        );
+                        glommio::spawn_local(watch).detach();
+                    }
+                    let level = if matches!(&self.status.borrow()[server], ServerStatus::Up(l) if *l == listing)
+                    {
+                        log::Level::Debug
+                    } else {
+                        log::Level::Info
+                    };
+                    log::log!(level, server = name.as_str();
                         "discovered {name}: {} tools, {} prompts, {} resources, {} templates",
                         listing.tools.len(),
                         listing.prompts.len(),
@@ -233,7 +255,8 @@ impl Discovery {
                     self.status.borrow_mut()[server] = ServerStatus::Up(listing);
                     crate::metrics::upstream_up(server, true);
                     backoff = RETRY_MIN;
-                    None
+                    // A list that may be kept only so long is listed again when it expires.
+                    ttl.map(|t| t.max(TTL_FLOOR))
                 }
                 Err(e) => {
                     let was_down = matches!(self.status.borrow()[server], ServerStatus::Down(_));
@@ -335,8 +358,11 @@ impl UpstreamSink for Discovery {
     }
 }
 
-/// Initializes (if needed) and lists everything `session`'s server declares.
-async fn list_server(session: &UpstreamHandle) -> Result<ServerListing, UpstreamError> {
+/// Initializes (if needed) and lists everything `session`'s server declares; with the
+/// shortest `ttlMs` its lists gave, if any.
+async fn list_server(
+    session: &UpstreamHandle,
+) -> Result<(ServerListing, Option<Duration>), UpstreamError> {
     let init_result = session.init_result().await?;
     let mut buf = init_result.to_vec();
     let caps: Vec<&str> = match simd_json::to_borrowed_value(&mut buf) {
@@ -354,18 +380,24 @@ async fn list_server(session: &UpstreamHandle) -> Result<ServerListing, Upstream
         init_result: init_result.clone(),
         ..ServerListing::default()
     };
+    let mut ttl = None;
     if caps.contains(&"tools") {
-        listing.tools = list_all(session, "tools/list", "tools").await?;
+        listing.tools = list_pages(session, "tools/list", "tools", &mut ttl).await?;
     }
     if caps.contains(&"prompts") {
-        listing.prompts = list_all(session, "prompts/list", "prompts").await?;
+        listing.prompts = list_pages(session, "prompts/list", "prompts", &mut ttl).await?;
     }
     if caps.contains(&"resources") {
-        listing.resources = list_all(session, "resources/list", "resources").await?;
-        listing.templates =
-            list_all(session, "resources/templates/list", "resourceTemplates").await?;
+        listing.resources = list_pages(session, "resources/list", "resources", &mut ttl).await?;
+        listing.templates = list_pages(
+            session,
+            "resources/templates/list",
+            "resourceTemplates",
+            &mut ttl,
+        )
+        .await?;
     }
-    Ok(listing)
+    Ok((listing, ttl.map(Duration::from_millis)))
 }
 
 /// Follows a list's pagination to the end.
@@ -373,6 +405,16 @@ pub async fn list_all(
     session: &UpstreamHandle,
     method: &str,
     key: &str,
+) -> Result<Vec<Bytes>, UpstreamError> {
+    list_pages(session, method, key, &mut None).await
+}
+
+/// Follows a list's pagination to the end, lowering `ttl_ms` to any page's `ttlMs`.
+async fn list_pages(
+    session: &UpstreamHandle,
+    method: &str,
+    key: &str,
+    ttl_ms: &mut Option<u64>,
 ) -> Result<Vec<Bytes>, UpstreamError> {
     let mut items = Vec::new();
     let mut cursor: Option<String> = None;
@@ -386,7 +428,16 @@ pub async fn list_all(
             }
             None => b"{}".to_vec(),
         };
-        let answer = session.request(method, &params).await?;
+        let answer = match session.request(method, &params).await {
+            Ok(answer) => answer,
+            // A 2026-07-28 server answers a list it does not serve with 404 and -32601.
+            Err(UpstreamError::Refused { code, .. })
+                if code == i64::from(code::METHOD_NOT_FOUND) =>
+            {
+                return Ok(items)
+            }
+            Err(e) => return Err(e),
+        };
         let mut buf = answer.to_vec();
         let protocol = |detail: String| UpstreamError::Protocol {
             server: session.name().to_owned(),
@@ -403,6 +454,9 @@ pub async fn list_all(
         let result = msg
             .get("result")
             .ok_or_else(|| protocol(format!("{method} answer has no result")))?;
+        if let Some(ttl) = result.get_u64("ttlMs") {
+            *ttl_ms = Some(ttl_ms.map_or(ttl, |t| t.min(ttl)));
+        }
         if let Some(list) = result.get(key).and_then(|l| l.as_array()) {
             items.extend(
                 list.iter()

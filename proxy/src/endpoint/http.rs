@@ -16,7 +16,7 @@ use crate::mcp::session::ShardSessions;
 use crate::mcp::session::{Position, STANDALONE};
 use crate::metrics::Closed;
 use crate::protocol::jsonrpc::{self, code, Kind};
-use crate::protocol::{stateless, version};
+use crate::protocol::{stateless, stateless_answer, version};
 use crate::shard::drain;
 use crate::shard::Shard;
 
@@ -231,9 +231,10 @@ fn check(shard: &Shard, request: &Request) -> Result<McpRequest, Reply> {
         if !version::is_supported(v) {
             // The era's UnsupportedProtocolVersionError lists both eras, so a client of either
             // can pick one (and a dual-era client knows this server speaks 2026-07-28).
+            let id = request_id(&request.body);
             return Err(Reply::json(
                 400,
-                stateless::unsupported_version(None, v, &version::ALL),
+                stateless_answer::unsupported_version(id.as_ref(), v, &version::ALL),
             ));
         }
     }
@@ -300,6 +301,15 @@ fn check(shard: &Shard, request: &Request) -> Result<McpRequest, Reply> {
         client,
         received: std::time::Instant::now(),
     })
+}
+
+/// The id of the request in `body`, when it is a JSON-RPC request that parses: an error
+/// decided from the headers alone still names the request it answers.
+fn request_id(body: &[u8]) -> Option<jsonrpc::Id> {
+    use simd_json::prelude::*;
+    let mut buf = body.to_vec();
+    let msg = jsonrpc::parse(&mut buf).ok()?;
+    msg.get("id").and_then(jsonrpc::Id::from_value)
 }
 
 /// Which of JSON and SSE the client's `Accept` headers allow.

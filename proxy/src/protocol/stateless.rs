@@ -126,6 +126,28 @@ pub fn check_headers(headers: &Headers, method: &str, msg: &Value<'_>) -> Result
     Ok(())
 }
 
+/// Checks that a request carries the envelope's required `_meta` fields (basic/index.mdx,
+/// "Per-request protocol fields"): `protocolVersion` (a string) and `clientCapabilities` (an
+/// object); `clientInfo` is optional. The error text names what is missing.
+pub fn check_envelope(msg: &Value<'_>) -> Result<(), String> {
+    let Some(meta) = msg.get("params").and_then(|p| p.get("_meta")) else {
+        return Err(format!(
+            "params._meta is required on every 2026-07-28 request, with {META_VERSION} and {META_CAPABILITIES}"
+        ));
+    };
+    if meta.get(META_VERSION).and_then(|v| v.as_str()).is_none() {
+        return Err(format!(
+            "params._meta.{META_VERSION} is required (a string, e.g. \"{VERSION}\")"
+        ));
+    }
+    if !meta.get(META_CAPABILITIES).is_some_and(|c| c.is_object()) {
+        return Err(format!(
+            "params._meta.{META_CAPABILITIES} is required (an object, {{}} for none)"
+        ));
+    }
+    Ok(())
+}
+
 /// The `Mcp-Param-*` fields of a request head, for [`Headers::params`].
 pub fn param_fields<'a>(
     fields: impl Iterator<Item = (&'a str, &'a [u8])>,
@@ -375,109 +397,6 @@ pub fn strip_envelope(msg: &mut Value<'_>) {
     }
 }
 
-/// An `UnsupportedProtocolVersionError` naming every version served here.
-pub fn unsupported_version(id: Option<&Id>, requested: &str, supported: &[&str]) -> Bytes {
-    let mut data = String::from(r#"{"supported":["#);
-    for (i, v) in supported.iter().enumerate() {
-        if i > 0 {
-            data.push(',');
-        }
-        data.push('"');
-        data.push_str(v);
-        data.push('"');
-    }
-    data.push_str(r#"],"requested":"#);
-    let mut requested_json = Vec::new();
-    jsonrpc::write_json_string(&mut requested_json, requested);
-    data.push_str(&String::from_utf8_lossy(&requested_json));
-    data.push('}');
-    jsonrpc::error_with_data(
-        id,
-        code::UNSUPPORTED_PROTOCOL_VERSION,
-        &format!(
-            "Unsupported protocol version {requested}; supported: {}",
-            supported.join(", ")
-        ),
-        &data,
-    )
-}
-
-/// Rewrites a stateful-era response for a stateless-era client: results gain
-/// `resultType: "complete"`, list results gain the required cache hints, and the stateful
-/// "resource not found" code (-32002) becomes -32602; `id`, when given, replaces the id.
-/// Bodies that do not parse pass unchanged.
-pub fn stateless_response(method: &str, id: Option<&Id>, body: Bytes) -> Bytes {
-    let mut buf = body.to_vec();
-    let Ok(mut msg) = jsonrpc::parse(&mut buf) else {
-        return body;
-    };
-    if let (Some(id), Some(obj)) = (id, msg.as_object_mut()) {
-        obj.insert("id".into(), id.to_value());
-    }
-    if let Some(result) = msg.get_mut("result").and_then(|r| r.as_object_mut()) {
-        if !result.contains_key("resultType") {
-            result.insert("resultType".into(), Value::from("complete"));
-        }
-        if cacheable(method) {
-            if !result.contains_key("ttlMs") {
-                result.insert("ttlMs".into(), Value::from(0_u64));
-            }
-            if !result.contains_key("cacheScope") {
-                // Lists are filtered per client, so a shared cache must not keep them.
-                result.insert("cacheScope".into(), Value::from("private"));
-            }
-        }
-    } else if let Some(error) = msg.get_mut("error").and_then(|e| e.as_object_mut()) {
-        if error.get("code").and_then(|c| c.as_i64()) == Some(-32002) {
-            error.insert("code".into(), Value::from(-32602_i64));
-        }
-    }
-    jsonrpc::to_bytes(&msg)
-}
-
-fn cacheable(method: &str) -> bool {
-    matches!(
-        method,
-        "tools/list"
-            | "prompts/list"
-            | "resources/list"
-            | "resources/templates/list"
-            | "resources/read"
-    )
-}
-
-/// An `InputRequiredResult` around `(key, request JSON)` pairs and the proxy's state token.
-pub fn input_required(id: &Id, requests: &[(String, Bytes)], state: &str) -> Bytes {
-    let mut out = Vec::with_capacity(128 + requests.iter().map(|(_, r)| r.len()).sum::<usize>());
-    out.extend_from_slice(br#"{"resultType":"input_required","inputRequests":{"#);
-    for (i, (key, request)) in requests.iter().enumerate() {
-        if i > 0 {
-            out.push(b',');
-        }
-        jsonrpc::write_json_string(&mut out, key);
-        out.push(b':');
-        out.extend_from_slice(request);
-    }
-    out.extend_from_slice(br#"},"requestState":"#);
-    jsonrpc::write_json_string(&mut out, state);
-    out.push(b'}');
-    jsonrpc::result_body(id, &out)
-}
-
-/// The `{method, params}` of a server-to-client request, for an `inputRequests` entry.
-pub fn input_request_of(request: &Value<'_>) -> Option<String> {
-    let method = request.get_str("method")?;
-    let mut out = Vec::new();
-    out.extend_from_slice(br#"{"method":"#);
-    jsonrpc::write_json_string(&mut out, method);
-    if let Some(params) = request.get("params") {
-        out.extend_from_slice(br#","params":"#);
-        out.extend_from_slice(params.encode().as_bytes());
-    }
-    out.push(b'}');
-    String::from_utf8(out).ok()
-}
-
 /// Encodes a value for `Mcp-Name` (or `Mcp-Param-*`): plain when it is safe ASCII, else the
 /// `=?base64?…?=` sentinel (streamable-http.mdx, "Value Encoding").
 pub fn encode_header_value(value: &str) -> String {
@@ -696,30 +615,6 @@ mod tests {
     }
 
     #[test]
-    fn responses_gain_the_stateless_result_shape() {
-        let out = stateless_response(
-            "tools/list",
-            None,
-            Bytes::from_static(br#"{"jsonrpc":"2.0","id":1,"result":{"tools":[]}}"#),
-        );
-        let text = std::str::from_utf8(&out).unwrap();
-        assert!(text.contains(r#""resultType":"complete""#), "{text}");
-        assert!(text.contains(r#""cacheScope":"private""#), "{text}");
-        let out = stateless_response(
-            "resources/read",
-            Some(&Id::Num(9)),
-            Bytes::from_static(
-                br#"{"jsonrpc":"2.0","id":1,"error":{"code":-32002,"message":"x"}}"#,
-            ),
-        );
-        let text = std::str::from_utf8(&out).unwrap();
-        assert!(
-            text.contains("-32602") && text.contains(r#""id":9"#),
-            "{text}"
-        );
-    }
-
-    #[test]
     fn envelope_is_stripped_but_progress_token_kept() {
         let mut buf = parsed(
             r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"x","_meta":{"progressToken":7,"io.modelcontextprotocol/protocolVersion":"2026-07-28"}}}"#,
@@ -780,20 +675,29 @@ mod tests {
     }
 
     #[test]
-    fn input_required_shape() {
-        let body = input_required(
-            &Id::Num(3),
-            &[(
-                "s1".into(),
-                Bytes::from_static(br#"{"method":"sampling/createMessage","params":{}}"#),
-            )],
-            "tok",
+    fn the_envelope_needs_version_and_capabilities() {
+        let check = |text: &str| {
+            let mut buf = parsed(text);
+            let msg = jsonrpc::parse(&mut buf).unwrap();
+            check_envelope(&msg)
+        };
+        let v = META_VERSION;
+        let c = META_CAPABILITIES;
+        assert!(check(r#"{"jsonrpc":"2.0","id":1,"method":"server/discover"}"#).is_err());
+        assert!(
+            check(r#"{"jsonrpc":"2.0","id":1,"method":"server/discover","params":{}}"#).is_err()
         );
-        let mut buf = body.to_vec();
-        let msg = jsonrpc::parse(&mut buf).unwrap();
-        let result = msg.get("result").unwrap();
-        assert_eq!(result.get_str("resultType"), Some("input_required"));
-        assert_eq!(result.get_str("requestState"), Some("tok"));
-        assert!(result.get("inputRequests").unwrap().get("s1").is_some());
+        let only_caps = format!(
+            r#"{{"jsonrpc":"2.0","id":1,"method":"m","params":{{"_meta":{{"{c}":{{}}}}}}}}"#
+        );
+        assert!(check(&only_caps).unwrap_err().contains(v));
+        let only_version = format!(
+            r#"{{"jsonrpc":"2.0","id":1,"method":"m","params":{{"_meta":{{"{v}":"2026-07-28"}}}}}}"#
+        );
+        assert!(check(&only_version).unwrap_err().contains(c));
+        let both = format!(
+            r#"{{"jsonrpc":"2.0","id":1,"method":"m","params":{{"_meta":{{"{v}":"2026-07-28","{c}":{{}}}}}}}}"#
+        );
+        assert!(check(&both).is_ok(), "clientInfo is optional");
     }
 }

@@ -589,16 +589,40 @@ impl UpstreamClient {
             && (head.status == 404
                 || (head.status == 400 && text.to_ascii_lowercase().contains("session")));
         if lost {
-            UpstreamError::SessionLost { server }
-        } else {
-            UpstreamError::Status {
+            return UpstreamError::SessionLost { server };
+        }
+        match refusal(head.status, pause, &body) {
+            Some((code, error)) => UpstreamError::Refused {
+                server,
+                status: head.status,
+                code,
+                error,
+            },
+            None => UpstreamError::Status {
                 server,
                 status: head.status,
                 body: text,
                 pause,
-            }
+            },
         }
     }
+}
+
+/// The code and `error` JSON of a JSON-RPC error response carried by an HTTP 4xx that is about
+/// the request (not 408 or 429, which are about timing); `None` for anything else.
+fn refusal(status: u16, pause: Option<std::time::Duration>, body: &[u8]) -> Option<(i64, String)> {
+    use simd_json::prelude::*;
+    if !(400..500).contains(&status)
+        || matches!(status, 408 | 429)
+        || is_replica_status(status, pause)
+    {
+        return None;
+    }
+    let mut buf = body.to_vec();
+    let msg = crate::protocol::jsonrpc::parse(&mut buf).ok()?;
+    let error = msg.get("error").filter(|e| e.is_object())?;
+    let code = error.get_i64("code")?;
+    Some((code, error.encode()))
 }
 
 /// What an answer's head says of the replica: `None` when it is alive (whatever it thinks of

@@ -49,6 +49,21 @@ pub enum UpstreamError {
         /// The pause its `Retry-After` asked for (503, 429), if any.
         pause: Option<Duration>,
     },
+    /// The upstream refused the request with a JSON-RPC error carried by an HTTP 4xx (the
+    /// 2026-07-28 era answers an unknown method with 404 and a refusal with 400; some stateful
+    /// servers answer a bad request so too): the error is the server's answer to the request,
+    /// passed on to the client as it is.
+    #[error("upstream {server} refused the request (HTTP {status}): {error}")]
+    Refused {
+        /// The server's configured name.
+        server: String,
+        /// The HTTP status.
+        status: u16,
+        /// The JSON-RPC error code.
+        code: i64,
+        /// The JSON of the response's `error` object.
+        error: String,
+    },
     /// The upstream answered something that is not Streamable HTTP.
     #[error("upstream {server} broke the protocol: {detail}")]
     Protocol {

@@ -42,6 +42,7 @@ use crate::mcp::routing::Answer;
 use crate::mcp::session::{Closed, Session};
 use crate::protocol::jsonrpc::{self, code, Id, Kind};
 use crate::protocol::stateless::{self, Headers};
+use crate::protocol::stateless_answer;
 use crate::protocol::version;
 use crate::shard::Shard;
 use listen_streams::Listener;
@@ -220,6 +221,9 @@ pub async fn handle(
             &why,
         ));
     }
+    if let Err(why) = stateless::check_envelope(&msg) {
+        return Answer::Refused(jsonrpc::error_body(Some(&id), code::INVALID_PARAMS, &why));
+    }
     if method == "tools/call" {
         let params = msg.get("params");
         let checked = params.and_then(|p| p.get_str("name")).map(|tool| {
@@ -245,11 +249,19 @@ pub async fn handle(
         .map(str::to_owned);
     if let Some(v) = requested.as_deref() {
         if !version::is_supported(v) || !stateless::is_stateless_version(v) {
-            return Answer::Refused(stateless::unsupported_version(Some(&id), v, &version::ALL));
+            return Answer::Refused(stateless_answer::unsupported_version(
+                Some(&id),
+                v,
+                &version::ALL,
+            ));
         }
     }
     match method.as_str() {
-        "server/discover" => Answer::Json(jsonrpc::result_body(&id, discover(shard).as_bytes())),
+        "server/discover" => restore(
+            &method,
+            &id,
+            jsonrpc::result_body(&id, discover(shard).as_bytes()),
+        ),
         "initialize" => Answer::Refused(jsonrpc::error_body(
             Some(&id),
             code::INVALID_REQUEST,
@@ -301,7 +313,21 @@ fn discover(shard: &Rc<Shard>) -> String {
     )
 }
 
-/// Puts the client's id back on an answer and dresses it for the stateless era.
-fn restore(method: &str, id: &Id, body: Bytes) -> Bytes {
-    stateless::stateless_response(method, Some(id), body)
+/// Puts the client's id back on an answer and dresses it for the stateless era, with the
+/// HTTP status its error code calls for (a method no one serves is 404, a refusal 400).
+fn restore(method: &str, id: &Id, body: Bytes) -> Answer {
+    let dressed = stateless_answer::dress(method, Some(id), body, &server_info());
+    match dressed.status {
+        404 => Answer::Unknown(dressed.body),
+        400 => Answer::Refused(dressed.body),
+        _ => Answer::Json(dressed.body),
+    }
+}
+
+/// The proxy's `Implementation`, as JSON: what 2026-07-28 clients see in `serverInfo`.
+fn server_info() -> String {
+    format!(
+        r#"{{"name":"mcp-proxy","version":"{}"}}"#,
+        env!("CARGO_PKG_VERSION")
+    )
 }

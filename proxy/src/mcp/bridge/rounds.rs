@@ -18,7 +18,7 @@ use crate::mcp::routing::forward::Delivery;
 use crate::mcp::routing::Answer;
 use crate::mcp::session::{Next, Session};
 use crate::protocol::jsonrpc::{self, code, Id};
-use crate::protocol::stateless;
+use crate::protocol::{stateless, stateless_answer};
 use crate::shard::Shard;
 
 /// A server-to-client exchange waiting for the client's `inputResponses`.
@@ -92,9 +92,18 @@ pub(super) async fn first_call(
     let answer =
         crate::mcp::routing::request(shard, &session, inner, method, owned, inner_delivery).await;
     match answer {
-        Answer::Json(body) => Answer::Json(restore(method, &id, body)),
-        Answer::Refused(body) => Answer::Refused(restore(method, &id, body)),
-        Answer::Unknown(body) => Answer::Unknown(restore(method, &id, body)),
+        Answer::Json(body) => restore(method, &id, body),
+        // Refused by the proxy itself: that stays a refusal whatever its code.
+        Answer::Refused(body) => match restore(method, &id, body) {
+            Answer::Json(body) | Answer::Refused(body) => Answer::Refused(body),
+            other => other,
+        },
+        Answer::Unknown(body) => match restore(method, &id, body) {
+            Answer::Json(body) | Answer::Refused(body) | Answer::Unknown(body) => {
+                Answer::Unknown(body)
+            }
+            other => other,
+        },
         Answer::Stream(_, stream) => {
             let call = Bridged {
                 session,
@@ -179,7 +188,7 @@ impl Bridged {
                 match (parsed.get_str("method"), proxy_id) {
                     // A server-to-client request: it becomes one of the client's input requests.
                     (Some(_), Some(proxy_id)) => {
-                        if let Some(request) = stateless::input_request_of(&parsed) {
+                        if let Some(request) = stateless_answer::input_request_of(&parsed) {
                             let key = match &proxy_id {
                                 Id::Str(s) => s.clone(),
                                 Id::Num(n) => n.to_string(),
@@ -212,7 +221,7 @@ impl Bridged {
                     },
                     (None, _) => {
                         drop(parsed);
-                        return Answer::Json(restore(&self.method, &self.id, message));
+                        return restore(&self.method, &self.id, message);
                     }
                 }
             }
@@ -239,7 +248,7 @@ impl Bridged {
                     "the server asked for input but the proxy could not keep the round (no randomness)",
                 ));
             }
-            Answer::Json(stateless::input_required(&id, &requests, &token))
+            Answer::Json(stateless_answer::input_required(&id, &requests, &token))
         })
     }
 }
@@ -318,7 +327,7 @@ pub(super) async fn continuation(
             ..round
         };
         let token = shard.bridge().keep_round(shard.id, again);
-        return Answer::Json(stateless::input_required(&id, &requests, &token));
+        return Answer::Json(stateless_answer::input_required(&id, &requests, &token));
     }
     let call = Bridged {
         session: round.session,

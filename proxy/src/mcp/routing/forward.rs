@@ -504,6 +504,17 @@ fn method_retry_safe(
 
 /// The client's error for an upstream failure; it always names the server.
 pub fn upstream_error(client_id: &Id, e: &UpstreamError) -> Bytes {
+    if let UpstreamError::Refused { error, .. } = e {
+        // The server's own answer to the request: its code and data reach the client, under
+        // the client's id (the HTTP status is the client's era's, decided by the endpoint).
+        let mut body = Vec::with_capacity(error.len() + 48);
+        body.extend_from_slice(br#"{"jsonrpc":"2.0","id":"#);
+        client_id.write_json(&mut body);
+        body.extend_from_slice(br#","error":"#);
+        body.extend_from_slice(error.as_bytes());
+        body.push(b'}');
+        return Bytes::from(body);
+    }
     let message = match e {
         UpstreamError::Connect { server, .. } => format!("server {server} is unavailable: {e}"),
         other => other.to_string(),

@@ -2,7 +2,8 @@
 //!
 //! Upstream ids mean nothing to the client: responses get the client's id back, and the
 //! server's own requests get a proxy id unique in the session (servers all start at 0, so
-//! their ids collide). Resource URIs get the server's prefix. `list_changed` is not passed
+//! their ids collide). Resource URIs get the server's prefix, in notifications and in results
+//! (`protocol::result_uris`). `list_changed` is not passed
 //! on as is: the proxy re-discovers the server and announces its own merged change.
 
 use std::rc::Rc;
@@ -13,7 +14,7 @@ use simd_json::BorrowedValue as Value;
 
 use crate::mcp::session::Session;
 use crate::protocol::jsonrpc::{self, set_member as set, Id};
-use crate::protocol::{names, splice};
+use crate::protocol::{names, result_uris, splice};
 use crate::upstream::table::ShardUpstreams;
 
 /// What to do with one upstream message.
@@ -44,7 +45,17 @@ pub fn from_upstream(
     exchange: Option<(&Id, &Id)>,
     message: &[u8],
 ) -> Relayed {
-    if let Some((up, down)) = exchange {
+    // The server's resource URIs in a result get its prefix, so the client can read them back.
+    let prefix = result_uris::may_hold_uris(message)
+        .then(|| {
+            session
+                .shard()
+                .and_then(|s| s.upstreams().get(server).map(|u| u.config().prefix.clone()))
+        })
+        .flatten()
+        .unwrap_or_default();
+    let maps_uris = !prefix.is_empty();
+    if let Some((up, down)) = exchange.filter(|_| !maps_uris) {
         // The common case needs no parse of the result, however large.
         if let Some(answer) = splice::answer(message, up, down) {
             return Relayed::Final(Bytes::from(answer));
@@ -66,6 +77,9 @@ pub fn from_upstream(
         (None, Some(id)) => match exchange {
             Some((up, down)) if *up == id => {
                 set(&mut msg, "id", down.to_value());
+                if maps_uris {
+                    result_uris::prefix_result_uris(&mut msg, &prefix);
+                }
                 Relayed::Final(jsonrpc::to_bytes(&msg))
             }
             _ => Relayed::Nothing,

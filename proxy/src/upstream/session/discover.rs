@@ -78,7 +78,11 @@ impl UpstreamSession {
                 );
                 return Ok(None);
             }
-            Err(UpstreamError::Status { .. } | UpstreamError::Protocol { .. }) => None,
+            Err(
+                UpstreamError::Status { .. }
+                | UpstreamError::Refused { .. }
+                | UpstreamError::Protocol { .. },
+            ) => None,
             Err(e) => {
                 log::debug!(
                     "upstream {}: server/discover probe failed ({e}); trying initialize",
