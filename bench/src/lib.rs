@@ -78,7 +78,10 @@ pub fn many_tools(real: &[toolrank::Tool], count: usize) -> Vec<toolrank::Tool> 
             let base = &real[i % real.len()];
             let copy = i / real.len();
             let server = format!("{}{copy}", base.server);
-            let short = base.name.split_once("__").map_or(base.name.as_str(), |p| p.1);
+            let short = base
+                .name
+                .split_once("__")
+                .map_or(base.name.as_str(), |p| p.1);
             toolrank::Tool {
                 name: format!("{server}__{short}"),
                 server,

@@ -37,8 +37,8 @@ pub const SEMANTIC_WEIGHT: f32 = 1.0;
 pub const LEXICAL_WEIGHT: f32 = 0.2;
 /// The BM25 score that counts half of [`LEXICAL_WEIGHT`].
 const LEXICAL_HALF: f32 = 4.0;
-/// A tool scoring less is not a match: an unrelated need still has a small cosine with
-/// every tool, and "nothing matched" is the honest answer to it.
+/// A tool sharing no term with the need is a match only from this cosine up: an unrelated
+/// need still has a small cosine with every tool, and "nothing matched" is the honest answer.
 pub const MIN_SCORE: f32 = 0.3;
 
 /// One tool as the ranker reads it.
@@ -234,7 +234,13 @@ impl Index {
 
     /// The `k` best tools for `need` scoring at least [`MIN_SCORE`], best first, among those
     /// `keep` accepts (by position in the list the index was built from).
-    pub fn search(&self, need: &str, k: usize, mode: Mode, keep: impl Fn(usize) -> bool) -> Vec<Hit> {
+    pub fn search(
+        &self,
+        need: &str,
+        k: usize,
+        mode: Mode,
+        keep: impl Fn(usize) -> bool,
+    ) -> Vec<Hit> {
         let lexical = self.bm25(need);
         let query = match mode {
             Mode::Hybrid => self.need_vector(need),
@@ -253,11 +259,8 @@ impl Index {
                 lexical: lex,
                 semantic: sem,
             };
-            let floor = match mode {
-                Mode::Hybrid => MIN_SCORE,
-                Mode::Lexical => f32::MIN_POSITIVE,
-            };
-            if hit.score >= floor {
+            // A shared term always qualifies; meaning alone must be close enough.
+            if lex > 0.0 || (mode == Mode::Hybrid && sem >= MIN_SCORE) {
                 hits.push(hit);
             }
         }
@@ -398,4 +401,48 @@ fn unique_terms(need: &str) -> Vec<String> {
 fn table_words(table: &'static Vectors) -> &'static [&'static str] {
     static WORDS: std::sync::OnceLock<Vec<&'static str>> = std::sync::OnceLock::new();
     WORDS.get_or_init(|| table.words().collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tool(name: &str, description: &str) -> Tool {
+        Tool {
+            name: name.to_owned(),
+            description: description.to_owned(),
+            server: "s".to_owned(),
+            ..Tool::default()
+        }
+    }
+
+    #[test]
+    fn a_shared_term_is_found_even_without_a_vector() {
+        let ix = Index::build(&[
+            tool("s__frobz_qux", "Frobz the qux"),
+            tool("s__echo", "Echoes back the input string"),
+        ]);
+        let hits = ix.search("frobz", 5, Mode::Hybrid, |_| true);
+        assert_eq!(hits.first().map(|h| h.tool), Some(0));
+        assert!(hits[0].lexical > 0.0);
+    }
+
+    #[test]
+    fn meaning_alone_ranks_and_explains() {
+        let ix = Index::build(&[
+            tool("s__get_tiny_image", "Returns a tiny logo image."),
+            tool("s__get_sum", "Returns the sum of two numbers"),
+        ]);
+        let hits = ix.search("give me a small sample picture", 5, Mode::Hybrid, |_| true);
+        assert_eq!(hits.first().map(|h| h.tool), Some(0));
+        assert!(ix
+            .search("give me a small sample picture", 5, Mode::Lexical, |_| true)
+            .is_empty());
+        let why = ix.explain("give me a small sample picture", 0);
+        assert!(why
+            .related_words
+            .iter()
+            .any(|(n, t, _)| n == "picture" && t == "image"));
+        assert!((why.score - hits[0].score).abs() < 1e-4);
+    }
 }

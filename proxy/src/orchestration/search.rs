@@ -156,7 +156,11 @@ pub fn explanation_json(e: &Explanation) -> Json {
         .collect();
     let _ = out.insert("related_words", Json::Array(Box::new(related)));
     if !e.unknown_words.is_empty() {
-        let unknown: Vec<Json> = e.unknown_words.iter().map(|w| Json::from(w.clone())).collect();
+        let unknown: Vec<Json> = e
+            .unknown_words
+            .iter()
+            .map(|w| Json::from(w.clone()))
+            .collect();
         let _ = out.insert("unknown_words", Json::Array(Box::new(unknown)));
     }
     out

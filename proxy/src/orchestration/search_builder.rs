@@ -82,19 +82,18 @@ fn build_loop(jobs: Receiver<Job>, shards: Arc<Mutex<Vec<Sender<Arc<Index>>>>>) 
     }
 }
 
+/// The index of the catalog's tools and the proxy's own (which agents find by need too).
 fn build(job: &Job) -> Index {
     let catalog = &job.catalog;
     let no_tags: Vec<String> = Vec::new();
-    let docs = catalog
-        .items(crate::protocol::cursor::ListKind::Tools)
+    let own = super::tools::items();
+    let docs = own
         .iter()
+        .chain(catalog.items(crate::protocol::cursor::ListKind::Tools))
         .filter_map(|item| {
             let mut buf = item.json.to_vec();
             let json = simd_json::to_owned_value(&mut buf).ok()?;
-            let name = catalog
-                .servers
-                .get(item.server)
-                .map_or("", |s| s.name.as_str());
+            let name = crate::auth::server_name(catalog, item.server);
             let tags = job.tags.get(item.server).unwrap_or(&no_tags);
             Some((item.server, name, tags.as_slice(), json))
         });
@@ -127,7 +126,11 @@ impl ShardIndex {
 
     /// Asks for the index of `catalog` (once per generation), without waiting for it.
     pub fn request(&self, shard: &Shard, catalog: &Arc<Catalog>) {
-        if self.requested.get().is_some_and(|r| r >= catalog.generation) {
+        if self
+            .requested
+            .get()
+            .is_some_and(|r| r >= catalog.generation)
+        {
             return;
         }
         self.requested.set(Some(catalog.generation));

@@ -52,7 +52,7 @@ const MAX_K: u64 = 50;
 
 /// The tool definitions, as listed.
 const DEFINITIONS: &[&str] = &[
-    r#"{"name":"proxy__search_tools","title":"Search tools","description":"Find the upstream tools that fit a plain-language need: ranks every tool of every server by meaning and by words (a word embedding and BM25 over names, descriptions, parameters and server tags) and returns the best k with their input schemas. Call the one you pick by its name, or with proxy__call_tool.","inputSchema":{"type":"object","properties":{"query":{"type":"string","description":"What you need done, in plain words"},"k":{"type":"integer","minimum":1,"maximum":50,"description":"How many tools to return (default 5)"},"server":{"type":"string","description":"Only tools of this server"},"explain":{"type":"boolean","description":"Say why each tool ranked: shared words, words related in meaning, each part of the score"}},"required":["query"],"additionalProperties":false}}"#,
+    r#"{"name":"proxy__search_tools","title":"Search tools","description":"Find the tools that fit a plain-language need: ranks every tool of every server and the proxy's own by meaning and by words (a word embedding and BM25 over names, descriptions, parameters and server tags) and returns the best k with their input schemas. Call the one you pick by its name, or with proxy__call_tool.","inputSchema":{"type":"object","properties":{"query":{"type":"string","description":"What you need done, in plain words"},"k":{"type":"integer","minimum":1,"maximum":50,"description":"How many tools to return (default 5)"},"server":{"type":"string","description":"Only tools of this server"},"explain":{"type":"boolean","description":"Say why each tool ranked: shared words, words related in meaning, each part of the score"}},"required":["query"],"additionalProperties":false}}"#,
     r#"{"name":"proxy__orchestrate_workflow","title":"Run a workflow","description":"Run a workflow: a DAG of tool calls across servers. Steps have id, tool (server__tool), arguments (templates {{inputs.x}}, {{steps.ID.text}}, {{steps.ID/json/pointer}} into structuredContent or JSON text), depends_on, timeout_ms, retry {attempts, backoff_ms} and on_error abort|continue|fallback (with fallback {tool, arguments}). Independent steps run in parallel (max_parallel, default 4). Returns every step's result and timing; sends a progress notification per step when the request has a progressToken; honours cancellation.","inputSchema":{"type":"object","properties":{"workflow":{"type":"object","description":"An inline workflow: {name?, max_parallel?, steps: [...]}"},"name":{"type":"string","description":"The name of a saved workflow (instead of workflow)"},"inputs":{"type":"object","description":"Values for {{inputs.NAME}} templates"}},"additionalProperties":false}}"#,
     r#"{"name":"proxy__plan_workflow","title":"Plan a workflow","description":"Turn a goal and the capabilities it needs into a candidate workflow: the best tool per capability, arguments wired by matching parameter names to inputs and earlier steps' outputs. Edit it, then run it with proxy__orchestrate_workflow.","inputSchema":{"type":"object","properties":{"goal":{"type":"string","description":"What the workflow should achieve"},"capabilities":{"type":"array","items":{"type":"string"},"minItems":1,"maxItems":16,"description":"One plain-language capability per step, in order"},"inputs":{"type":"array","items":{"type":"string"},"description":"Names of the inputs you will provide"}},"required":["goal","capabilities"],"additionalProperties":false}}"#,
     r#"{"name":"proxy__discover_servers","title":"Discover servers","description":"List the upstream servers with their state, tool counts and tags; filter by tag, by a capability (servers with a matching tool) or by health.","inputSchema":{"type":"object","properties":{"tag":{"type":"string","description":"Only servers with this configured tag"},"capability":{"type":"string","description":"Only servers offering a tool for this need"},"health":{"type":"string","enum":["up","down","pending"],"description":"Only servers in this state"}},"additionalProperties":false}}"#,
@@ -176,17 +176,11 @@ fn search_tools(
             let _ = t.insert("name", h.doc.name.clone());
             let _ = t.insert(
                 "server",
-                catalog
-                    .servers
-                    .get(h.doc.server)
-                    .map_or(String::new(), |s| s.name.clone()),
+                crate::auth::server_name(catalog, h.doc.server).to_owned(),
             );
             let _ = t.insert("score", (h.score * 1000.0).round() / 1000.0);
             if explain {
-                let _ = t.insert(
-                    "why",
-                    search::explanation_json(&index.explain(query, h)),
-                );
+                let _ = t.insert("why", search::explanation_json(&index.explain(query, h)));
             }
             for field in ["title", "description", "inputSchema", "outputSchema"] {
                 if let Some(v) = h.doc.json.get(field) {
