@@ -47,6 +47,9 @@ pub const OPTIMIZE_PERFORMANCE: &str = "proxy__optimize_performance";
 /// `call_tool`: the generic call for `tool_exposure = "search"`.
 pub const CALL_TOOL: &str = "proxy__call_tool";
 
+/// Share of the best match's score a tool needs for `discover_servers`' capability filter.
+const CAPABILITY_SHARE: f64 = 0.8;
+
 /// Most tools `search_tools` returns.
 const MAX_K: u64 = 50;
 
@@ -235,10 +238,13 @@ async fn discover_servers(
     let matching: Option<Vec<(usize, String)>> = match capability {
         Some(c) => {
             let index = shard.orchestration().search.get(shard, catalog).await;
+            let hits = index.search(c, 20, |_| true);
+            // A server offers the capability when one of its tools scores near the best
+            // match: a weaker hit only resembles the need.
+            let floor = hits.first().map_or(0.0, |h| h.score * CAPABILITY_SHARE);
             Some(
-                index
-                    .search(c, 20, |_| true)
-                    .iter()
+                hits.iter()
+                    .filter(|h| h.score >= floor)
                     .map(|h| (h.doc.server, h.doc.name.clone()))
                     .collect(),
             )
