@@ -183,17 +183,29 @@ pub fn handle(shard: &Rc<Shard>, token: &str, request: &Request) -> Response {
                     "auth": done.auth,
                     "limits": done.limits,
                     "proxy_limits": done.proxy_limits,
+                    "log_level": done.log_level,
                     "not_applied_until_restart": done.restart,
                 }),
             ),
             Err(servers::ReloadError::Registry(e)) => registry_error(&e),
             Err(e) => error(400, "reload", e),
         },
+        ("GET", ["config"]) => match super::config_view::running(shard) {
+            Ok(v) => answer(200, v),
+            Err(e) => error(500, "config", e),
+        },
+        ("GET", ["log-level"]) => {
+            answer(200, json!({"level": crate::metrics::log_filter::current()}))
+        }
+        ("PUT", ["log-level"]) => match parse_body(request) {
+            Ok(body) => set_log_level(&body),
+            Err(r) => r,
+        },
         (_, ["workflows", rest @ ..]) => super::workflows::handle(shard, method, rest, request),
         (
             _,
             ["servers" | "tools" | "prompts" | "resources" | "route" | "health" | "stats"
-            | "sessions" | "shards" | "reload" | "version", ..],
+            | "sessions" | "shards" | "reload" | "version" | "log-level" | "config", ..],
         ) => error(
             405,
             "method",
@@ -203,8 +215,28 @@ pub fn handle(shard: &Rc<Shard>, token: &str, request: &Request) -> Response {
             404,
             "not_found",
             "no such route; see docs/admin-api.md (servers, tools, prompts, resources, route, \
-             health, stats, sessions, shards, reload, version, workflows)",
+             health, stats, sessions, shards, reload, version, log-level, config, workflows)",
         ),
+    }
+}
+
+/// `PUT /api/v1/log-level` with `{"level": FILTER}`: every thread logs with FILTER from now on
+/// (until a restart, or a reload of a file whose `[proxy] log_level` changed).
+fn set_log_level(body: &Value) -> Response {
+    let Some(level) = body.get("level").and_then(Value::as_str) else {
+        return error(
+            400,
+            "invalid",
+            r#"send {"level": "debug"} (a level, or module=level pairs such as "info,mcp_proxy::mcp::routing=debug")"#,
+        );
+    };
+    let before = crate::metrics::log_filter::current();
+    match crate::metrics::log_filter::set(level) {
+        Ok(()) => {
+            log::info!("log level now {} (was {before})", level.trim());
+            answer(200, json!({"level": level.trim(), "previous": before}))
+        }
+        Err(e) => error(400, "invalid", e),
     }
 }
 
@@ -269,9 +301,9 @@ fn hex(b: u8) -> Option<u8> {
 }
 
 /// Discovery state of a server: its status word, why it is down, and its item counts.
-type Status = (&'static str, Option<String>, Option<[usize; 4]>);
+pub(crate) type Status = (&'static str, Option<String>, Option<[usize; 4]>);
 
-fn status_of(shard: &Shard, index: usize) -> Status {
+pub(crate) fn status_of(shard: &Shard, index: usize) -> Status {
     let catalog = shard.catalog();
     match catalog.status.get(index) {
         Some(ServerStatus::Up(l)) => (

@@ -49,6 +49,8 @@ pub struct Reloaded {
     /// `max_header_bytes`, `header_read_timeout`, `idle_timeout`) were put in force (for new
     /// connections).
     pub proxy_limits: bool,
+    /// The log filter a changed `[proxy] log_level` put in force, if the file changed it.
+    pub log_level: Option<String>,
     /// Settings the file changes since the proxy started that only a restart applies
     /// (`[proxy] listen`, ...), in a stable order; every reload names them until the restart.
     pub restart: Vec<&'static str>,
@@ -57,6 +59,7 @@ pub struct Reloaded {
 /// Adds the server described by `spec`; returns its index.
 pub fn add(shard: &Rc<Shard>, spec: &serde_json::Value) -> Result<usize, RegistryError> {
     let (next, index) = shard.registry().add(spec)?;
+    program_exists(&next.entries[index].config)?;
     let name = next.entries[index].config.name.clone();
     commit(shard, next)?;
     log::info!(server = name.as_str(); "admin: server {name} added (index {index})");
@@ -70,9 +73,21 @@ pub fn update(
     spec: &serde_json::Value,
 ) -> Result<usize, RegistryError> {
     let (next, index) = shard.registry().update(name, spec)?;
+    program_exists(&next.entries[index].config)?;
     commit(shard, next)?;
     log::info!(server = name; "admin: server {name} updated");
     Ok(index)
+}
+
+/// Refuses a stdio server whose program is not there (ENOENT, with the path looked at), so
+/// `servers add` says so rather than registering a server that can only fail to start.
+fn program_exists(config: &crate::config::ServerConfig) -> Result<(), RegistryError> {
+    match &config.transport {
+        crate::config::Transport::Stdio(cmd) => crate::upstream::stdio::program::locate(cmd)
+            .map(|_| ())
+            .map_err(|e| RegistryError::InvalidSpec(format!("server {}: {e}", config.name))),
+        crate::config::Transport::Http { .. } => Ok(()),
+    }
 }
 
 /// The description of server `name` with `fields` laid over it: each field given replaces
@@ -191,6 +206,18 @@ pub fn reload(shard: &Rc<Shard>) -> Result<Reloaded, ReloadError> {
     if let Some(certificate) = certificate {
         certificate.install();
     }
+    // The file's filter was checked when it was read, so this cannot refuse it.
+    let log_level =
+        match crate::metrics::log_filter::reload_from_file(config.proxy.log_level.as_deref()) {
+            Ok(applied) => applied,
+            Err(e) => {
+                log::warn!("reload: [proxy] log_level not applied: {e}");
+                None
+            }
+        };
+    if let Some(filter) = &log_level {
+        log::info!("reload: log level now {filter}");
+    }
     // Turning auth on or off is in `restart`: the running mode and its [auth] are kept whole.
     let auth = crate::auth::reload(&config.auth);
     let limits = crate::endpoint::limits::apply(&config.limits);
@@ -219,6 +246,7 @@ pub fn reload(shard: &Rc<Shard>) -> Result<Reloaded, ReloadError> {
         auth,
         limits,
         proxy_limits,
+        log_level,
         restart,
     })
 }
