@@ -247,11 +247,10 @@ impl Index {
             Mode::Lexical => None,
         };
         let mut hits: Vec<Hit> = Vec::new();
-        for tool in 0..self.len() {
+        for (tool, &lex) in lexical.iter().enumerate() {
             if !keep(tool) {
                 continue;
             }
-            let lex = lexical[tool];
             let sem = query.as_ref().map_or(0.0, |q| dot(q, self.vector(tool)));
             let hit = Hit {
                 tool,
