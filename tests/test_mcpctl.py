@@ -46,7 +46,8 @@ def test_tools_lists_include_the_proxys_own_tools(spawner, mcpctl_bin):
     listed = {t["name"]: t for t in ok_json(proxy, "tools", "ls")["items"]}
     assert "proxy__orchestrate_workflow" in listed and "alpha__echo" in listed, sorted(listed)
     assert listed["proxy__orchestrate_workflow"]["server"] == "proxy"
-    found = {t["name"] for t in ok_json(proxy, "tools", "search", "workflow")["items"]}
+    found = {t["name"] for t in
+             ok_json(proxy, "tools", "search", "workflow", "--mcp-url", proxy.url)["tools"]}
     assert "proxy__orchestrate_workflow" in found, found
 
 

@@ -43,3 +43,50 @@ pub fn catalog(tools: usize) -> Vec<(usize, String, String)> {
         })
         .collect()
 }
+
+/// The ranker's view of a tool as `tools/list` gives it (`tool`), with its server and tags.
+pub fn tool_of(tool: &serde_json::Value, server: &str, tags: &serde_json::Value) -> toolrank::Tool {
+    let text = |v: &serde_json::Value| v.as_str().unwrap_or("").to_owned();
+    let params = tool["inputSchema"]["properties"]
+        .as_object()
+        .map(|p| {
+            p.iter()
+                .map(|(k, v)| (k.clone(), text(&v["description"])))
+                .collect()
+        })
+        .unwrap_or_default();
+    toolrank::Tool {
+        name: text(&tool["name"]),
+        title: text(&tool["title"]),
+        description: text(&tool["description"]),
+        params,
+        server: server.to_owned(),
+        tags: tags
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|t| t.as_str().map(str::to_owned))
+            .collect(),
+    }
+}
+
+/// `count` tools made from `real` ones as if `count / real.len()` copies of their servers ran
+/// under other names: the shape of a large deployment's catalog.
+pub fn many_tools(real: &[toolrank::Tool], count: usize) -> Vec<toolrank::Tool> {
+    (0..count)
+        .map(|i| {
+            let base = &real[i % real.len()];
+            let copy = i / real.len();
+            let server = format!("{}{copy}", base.server);
+            let short = base
+                .name
+                .split_once("__")
+                .map_or(base.name.as_str(), |p| p.1);
+            toolrank::Tool {
+                name: format!("{server}__{short}"),
+                server,
+                ..base.clone()
+            }
+        })
+        .collect()
+}

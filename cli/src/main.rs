@@ -25,6 +25,7 @@ mod issuers;
 mod mcp;
 mod names;
 mod replicas;
+mod search;
 mod servers;
 mod settings;
 mod table;
@@ -183,10 +184,24 @@ enum ConfigCmd {
 enum Tools {
     /// List every exposed tool.
     Ls,
-    /// Tools whose name or description contains TEXT (case-insensitive).
+    /// The tools that fit a need, best first: the proxy's own ranking (proxy__search_tools:
+    /// BM25 with a word embedding, so "folder" finds "directory"), over its MCP endpoint.
     Search {
-        /// Text to look for.
+        /// The need, in plain words.
         text: String,
+        /// How many tools to show.
+        #[arg(short = 'k', long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=50))]
+        k: u64,
+        /// Say why each tool ranked: shared words, words related in meaning, the score's parts.
+        #[arg(long)]
+        explain: bool,
+        /// The proxy's MCP endpoint (printed at start as `mcp-proxy ready: ...`).
+        #[arg(
+            long,
+            env = "MCPCTL_MCP_URL",
+            default_value = "http://127.0.0.1:8080/mcp"
+        )]
+        mcp_url: String,
     },
 }
 
@@ -229,8 +244,13 @@ fn run(cli: Cli) -> Result<(), Failure> {
     match cli.command {
         Command::Servers(s) => servers::run(&admin, &out, s),
         Command::Workflows(w) => workflows::run(&admin, &out, w),
-        Command::Tools(Tools::Ls) => tools(&admin, &out, None),
-        Command::Tools(Tools::Search { text }) => tools(&admin, &out, Some(&text)),
+        Command::Tools(Tools::Ls) => tools(&admin, &out),
+        Command::Tools(Tools::Search {
+            text,
+            k,
+            explain,
+            mcp_url,
+        }) => search::tools(&Url::parse(&mcp_url)?, &out, &text, k, explain),
         Command::Health => {
             let v = admin.get("health")?;
             out.print(&v, || {
@@ -555,12 +575,8 @@ fn restart_only(answer: &Value) -> Vec<&str> {
         .collect()
 }
 
-fn tools(admin: &Admin, out: &Out, search: Option<&str>) -> Result<(), Failure> {
-    let path = match search {
-        Some(q) => format!("tools?q={}", encode(q)),
-        None => "tools".to_owned(),
-    };
-    let v = admin.get(&path)?;
+fn tools(admin: &Admin, out: &Out) -> Result<(), Failure> {
+    let v = admin.get("tools")?;
     out.print(&v, || {
         let mut t = Table::new(&["TOOL", "SERVER", "DESCRIPTION"]);
         for tool in v["items"].as_array().into_iter().flatten() {

@@ -8,7 +8,11 @@
 //! - [`workflow`]: the workflow model and its validation (DAG, references).
 //! - [`template`]: the `{{...}}` templates of step arguments: parsing and rendering.
 //! - [`engine`]: running a workflow: parallel steps, timeouts, retries, `on_error`, cancellation.
-//! - [`search`]: BM25 over every upstream tool (`search_tools`, `discover_servers`, plans).
+//! - [`search`]: capability search over every upstream tool (`search_tools`,
+//!   `discover_servers`, plans), ranked by the `toolrank` crate (BM25 with a static word
+//!   embedding), the same ranking as `mcpctl tools search`.
+//! - [`search_builder`]: the thread that builds each catalog's search index off the shards,
+//!   and each shard's end of it.
 //! - [`plan`]: `plan_workflow`: a candidate workflow from a goal and capabilities.
 //! - [`resources`]: `orchestration://workflows/`, `servers://registry/`, `metrics://performance/`.
 //! - [`store`]: saved workflows, persisted atomically in the state directory.
@@ -36,6 +40,7 @@ pub mod plan;
 pub mod registry_change;
 pub mod resources;
 pub mod search;
+pub mod search_builder;
 pub mod store;
 pub mod template;
 pub mod tools;
@@ -153,7 +158,8 @@ pub struct OrchestrationState {
     /// Cancellation flags of running runs, by (session id, request id).
     active: RefCell<HashMap<(String, Id), engine::Cancel>>,
     next_run: Cell<u64>,
-    index: RefCell<Option<Rc<search::Index>>>,
+    /// The tool-search index, built off the shard.
+    pub search: search_builder::ShardIndex,
 }
 
 impl OrchestrationState {
@@ -166,7 +172,7 @@ impl OrchestrationState {
             runs: RefCell::new(VecDeque::new()),
             active: RefCell::new(HashMap::new()),
             next_run: Cell::new(1),
-            index: RefCell::new(None),
+            search: search_builder::ShardIndex::new(),
         }
     }
 
@@ -178,38 +184,6 @@ impl OrchestrationState {
     /// The proxy's own resources, as `resources/list` items.
     pub fn resource_items(&self) -> &[Item] {
         &self.resource_items
-    }
-
-    /// The search index of `catalog`'s tools, built once per catalog generation.
-    pub fn index(&self, catalog: &Catalog, config: &Config) -> Rc<search::Index> {
-        if let Some(ix) = self
-            .index
-            .borrow()
-            .as_ref()
-            .filter(|ix| ix.generation == catalog.generation)
-        {
-            return ix.clone();
-        }
-        let no_tags: Vec<String> = Vec::new();
-        let docs = catalog
-            .items(crate::protocol::cursor::ListKind::Tools)
-            .iter()
-            .filter_map(|item| {
-                let mut buf = item.json.to_vec();
-                let json = simd_json::to_owned_value(&mut buf).ok()?;
-                let name = catalog
-                    .servers
-                    .get(item.server)
-                    .map_or("", |s| s.name.as_str());
-                let tags = config
-                    .servers
-                    .get(item.server)
-                    .map_or(no_tags.as_slice(), |s| s.tags.as_slice());
-                Some((item.server, name, tags, json))
-            });
-        let ix = Rc::new(search::Index::build(catalog.generation, docs));
-        *self.index.borrow_mut() = Some(ix.clone());
-        ix
     }
 
     /// Registers a new run and returns its entry.
@@ -266,6 +240,16 @@ impl OrchestrationState {
             .find(|r| r.borrow().run_id == run_id)
             .map(|r| r.borrow().clone())
     }
+}
+
+/// Catalog hook: asks for the new catalog's search index at once, so it is ready (or nearly)
+/// when the first search comes.
+pub fn follow_catalog(
+    shard: &Shard,
+    catalog: &std::sync::Arc<Catalog>,
+    _kinds: &[crate::protocol::cursor::ListKind],
+) {
+    shard.orchestration().search.request(shard, catalog);
 }
 
 /// True when `name` is one of the proxy's own tools.

@@ -26,6 +26,7 @@ pub fn shard_wiring(this: &Weak<Shard>, id: usize, config: &Arc<Config>) -> Wiri
         .local(bridge::BridgeSessions::default())
         .on_catalog(Box::new(session::local::follow_catalog))
         .local(orchestration::OrchestrationState::new(config))
+        .on_catalog(Box::new(orchestration::follow_catalog))
         .local(discovery::Running::default());
     wiring
 }

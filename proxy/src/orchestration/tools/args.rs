@@ -45,6 +45,16 @@ impl<'a> Args<'a> {
         }
     }
 
+    pub(super) fn bool_opt(&self, field: &str) -> Result<Option<bool>, ArgError> {
+        match self.0.get(field) {
+            None => Ok(None),
+            Some(v) => v
+                .as_bool()
+                .map(Some)
+                .ok_or_else(|| ArgError::new(field, "must be true or false")),
+        }
+    }
+
     pub(super) fn int_opt(&self, field: &str, lo: u64, hi: u64) -> Result<Option<u64>, ArgError> {
         match self.0.get(field) {
             None => Ok(None),

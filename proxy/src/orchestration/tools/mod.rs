@@ -15,12 +15,14 @@ mod fleet;
 mod upstream_calls;
 
 use std::rc::Rc;
+use std::sync::Arc;
 
 use bytes::Bytes;
 use simd_json::prelude::*;
 
 use self::args::Args;
 use super::caller::{Caller, ToolReply};
+use super::search::{self, Index};
 use super::{plan, resources, ArgError, Json, TOOL_PREFIX};
 use crate::orchestration::ShardOrchestration;
 use crate::protocol::jsonrpc::{self, Id};
@@ -45,12 +47,15 @@ pub const OPTIMIZE_PERFORMANCE: &str = "proxy__optimize_performance";
 /// `call_tool`: the generic call for `tool_exposure = "search"`.
 pub const CALL_TOOL: &str = "proxy__call_tool";
 
+/// Share of the best match's score a tool needs for `discover_servers`' capability filter.
+const CAPABILITY_SHARE: f64 = 0.8;
+
 /// Most tools `search_tools` returns.
 const MAX_K: u64 = 50;
 
 /// The tool definitions, as listed.
 const DEFINITIONS: &[&str] = &[
-    r#"{"name":"proxy__search_tools","title":"Search tools","description":"Find the upstream tools that fit a plain-language need: ranks every tool of every server (BM25 over names, descriptions, parameters and server tags) and returns the best k with their input schemas. Call the one you pick by its name, or with proxy__call_tool.","inputSchema":{"type":"object","properties":{"query":{"type":"string","description":"What you need done, in plain words"},"k":{"type":"integer","minimum":1,"maximum":50,"description":"How many tools to return (default 5)"},"server":{"type":"string","description":"Only tools of this server"}},"required":["query"],"additionalProperties":false}}"#,
+    r#"{"name":"proxy__search_tools","title":"Search tools","description":"Find the tools that fit a plain-language need: ranks every tool of every server and the proxy's own by meaning and by words (a word embedding and BM25 over names, descriptions, parameters and server tags) and returns the best k with their input schemas. Call the one you pick by its name, or with proxy__call_tool.","inputSchema":{"type":"object","properties":{"query":{"type":"string","description":"What you need done, in plain words"},"k":{"type":"integer","minimum":1,"maximum":50,"description":"How many tools to return (default 5)"},"server":{"type":"string","description":"Only tools of this server"},"explain":{"type":"boolean","description":"Say why each tool ranked: shared words, words related in meaning, each part of the score"}},"required":["query"],"additionalProperties":false}}"#,
     r#"{"name":"proxy__orchestrate_workflow","title":"Run a workflow","description":"Run a workflow: a DAG of tool calls across servers. Steps have id, tool (server__tool), arguments (templates {{inputs.x}}, {{steps.ID.text}}, {{steps.ID/json/pointer}} into structuredContent or JSON text), depends_on, timeout_ms, retry {attempts, backoff_ms} and on_error abort|continue|fallback (with fallback {tool, arguments}). Independent steps run in parallel (max_parallel, default 4). Returns every step's result and timing; sends a progress notification per step when the request has a progressToken; honours cancellation.","inputSchema":{"type":"object","properties":{"workflow":{"type":"object","description":"An inline workflow: {name?, max_parallel?, steps: [...]}"},"name":{"type":"string","description":"The name of a saved workflow (instead of workflow)"},"inputs":{"type":"object","description":"Values for {{inputs.NAME}} templates"}},"additionalProperties":false}}"#,
     r#"{"name":"proxy__plan_workflow","title":"Plan a workflow","description":"Turn a goal and the capabilities it needs into a candidate workflow: the best tool per capability, arguments wired by matching parameter names to inputs and earlier steps' outputs. Edit it, then run it with proxy__orchestrate_workflow.","inputSchema":{"type":"object","properties":{"goal":{"type":"string","description":"What the workflow should achieve"},"capabilities":{"type":"array","items":{"type":"string"},"minItems":1,"maxItems":16,"description":"One plain-language capability per step, in order"},"inputs":{"type":"array","items":{"type":"string"},"description":"Names of the inputs you will provide"}},"required":["goal","capabilities"],"additionalProperties":false}}"#,
     r#"{"name":"proxy__discover_servers","title":"Discover servers","description":"List the upstream servers with their state, tool counts and tags; filter by tag, by a capability (servers with a matching tool) or by health.","inputSchema":{"type":"object","properties":{"tag":{"type":"string","description":"Only servers with this configured tag"},"capability":{"type":"string","description":"Only servers offering a tool for this need"},"health":{"type":"string","enum":["up","down","pending"],"description":"Only servers in this state"}},"additionalProperties":false}}"#,
@@ -106,9 +111,15 @@ pub async fn dispatch(call: Call) -> ToolReply {
     let catalog = call.shard.catalog();
     let shard = &call.shard;
     let outcome = match call.name.as_str() {
-        SEARCH_TOOLS => search_tools(shard, &*call.session, &catalog, &call.arguments),
-        PLAN_WORKFLOW => plan_workflow(shard, &catalog, &call.arguments),
-        DISCOVER_SERVERS => discover_servers(shard, &catalog, &call.arguments),
+        SEARCH_TOOLS => {
+            let index = shard.orchestration().search.get(shard, &catalog).await;
+            search_tools(&index, &*call.session, &catalog, &call.arguments)
+        }
+        PLAN_WORKFLOW => {
+            let index = shard.orchestration().search.get(shard, &catalog).await;
+            plan_workflow(&index, &call.arguments)
+        }
+        DISCOVER_SERVERS => discover_servers(shard, &catalog, &call.arguments).await,
         MONITOR_HEALTH => fleet::monitor_health(shard, &catalog, &call.arguments).await,
         BALANCE_LOAD => fleet::balance_load(shard, &catalog, &call.arguments).await,
         OPTIMIZE_PERFORMANCE => fleet::optimize_performance(shard, &catalog, &call.arguments).await,
@@ -141,16 +152,16 @@ pub(crate) fn tool_result<T: serde::Serialize>(value: &T, is_error: bool) -> Str
 }
 
 fn search_tools(
-    shard: &Shard,
+    index: &Index,
     caller: &dyn Caller,
     catalog: &Catalog,
     args: &Json,
 ) -> Result<String, ArgError> {
-    let a = Args::new(args, &["query", "k", "server"])?;
+    let a = Args::new(args, &["query", "k", "server", "explain"])?;
     let query = a.str_req("query")?;
     let k = a.int_opt("k", 1, MAX_K)?.unwrap_or(5) as usize;
     let server = a.server_opt(catalog, "server")?;
-    let index = shard.orchestration().index(catalog, &shard.config);
+    let explain = a.bool_opt("explain")?.unwrap_or(false);
     // Only what the client's policy lets it call is found.
     let policy = caller.policy();
     let allowed = |d: &super::search::Doc| {
@@ -168,12 +179,12 @@ fn search_tools(
             let _ = t.insert("name", h.doc.name.clone());
             let _ = t.insert(
                 "server",
-                catalog
-                    .servers
-                    .get(h.doc.server)
-                    .map_or(String::new(), |s| s.name.clone()),
+                crate::auth::server_name(catalog, h.doc.server).to_owned(),
             );
             let _ = t.insert("score", (h.score * 1000.0).round() / 1000.0);
+            if explain {
+                let _ = t.insert("why", search::explanation_json(&index.explain(query, h)));
+            }
             for field in ["title", "description", "inputSchema", "outputSchema"] {
                 if let Some(v) = h.doc.json.get(field) {
                     let _ = t.insert(field, v.clone());
@@ -189,7 +200,7 @@ fn search_tools(
     Ok(tool_result(&out, false))
 }
 
-fn plan_workflow(shard: &Shard, catalog: &Catalog, args: &Json) -> Result<String, ArgError> {
+fn plan_workflow(index: &Index, args: &Json) -> Result<String, ArgError> {
     let a = Args::new(args, &["goal", "capabilities", "inputs"])?;
     let goal = a.str_req("goal")?;
     let capabilities = a
@@ -202,12 +213,15 @@ fn plan_workflow(shard: &Shard, catalog: &Catalog, args: &Json) -> Result<String
             )
         })?;
     let inputs = a.strings_opt("inputs", 64)?.unwrap_or_default();
-    let index = shard.orchestration().index(catalog, &shard.config);
-    let planned = plan::plan(goal, &capabilities, &inputs, &index);
+    let planned = plan::plan(goal, &capabilities, &inputs, index);
     Ok(tool_result(&planned, false))
 }
 
-fn discover_servers(shard: &Shard, catalog: &Catalog, args: &Json) -> Result<String, ArgError> {
+async fn discover_servers(
+    shard: &Rc<Shard>,
+    catalog: &Arc<Catalog>,
+    args: &Json,
+) -> Result<String, ArgError> {
     let a = Args::new(args, &["tag", "capability", "health"])?;
     let tag = a.str_opt("tag")?;
     let capability = a.str_opt("capability")?;
@@ -221,14 +235,22 @@ fn discover_servers(shard: &Shard, catalog: &Catalog, args: &Json) -> Result<Str
             ))
         }
     };
-    let matching: Option<Vec<(usize, String)>> = capability.map(|c| {
-        let index = shard.orchestration().index(catalog, &shard.config);
-        index
-            .search(c, 20, |_| true)
-            .iter()
-            .map(|h| (h.doc.server, h.doc.name.clone()))
-            .collect()
-    });
+    let matching: Option<Vec<(usize, String)>> = match capability {
+        Some(c) => {
+            let index = shard.orchestration().search.get(shard, catalog).await;
+            let hits = index.search(c, 20, |_| true);
+            // A server offers the capability when one of its tools scores near the best
+            // match: a weaker hit only resembles the need.
+            let floor = hits.first().map_or(0.0, |h| h.score * CAPABILITY_SHARE);
+            Some(
+                hits.iter()
+                    .filter(|h| h.score >= floor)
+                    .map(|h| (h.doc.server, h.doc.name.clone()))
+                    .collect(),
+            )
+        }
+        None => None,
+    };
     let servers: Vec<Json> = resources::server_facts(shard, catalog)
         .into_iter()
         .enumerate()
