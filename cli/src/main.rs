@@ -15,6 +15,7 @@
 //! 6 degraded (`health`: some server is not up).
 
 mod admin;
+mod cluster;
 mod fail;
 mod http;
 mod mcp;
@@ -129,6 +130,9 @@ enum Command {
     Sessions,
     /// The shards and what they hold.
     Shards,
+    /// The fleet this proxy is a member of (`[cluster]`): members, leader, health.
+    #[command(subcommand)]
+    Cluster(cluster::Cluster),
     /// Re-read the proxy's configuration file (sessions are kept).
     Reload,
     /// The proxy's version.
@@ -284,6 +288,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
     match cli.command {
         Command::Servers(s) => servers(&admin, &out, s),
         Command::Workflows(w) => workflows::run(&admin, &out, w),
+        Command::Cluster(c) => cluster::run(&admin, &out, c),
         Command::Tools(Tools::Ls) => tools(&admin, &out, None),
         Command::Tools(Tools::Search { text }) => tools(&admin, &out, Some(&text)),
         Command::Health => {

@@ -77,6 +77,9 @@ pub enum StartError {
     /// The kept admin token could not be read or written.
     #[error(transparent)]
     AdminToken(#[from] crate::runtime::admin_token::TokenFileError),
+    /// The fleet's etcd settings cannot be used (`[cluster]`).
+    #[error(transparent)]
+    Cluster(#[from] crate::cluster::StartError),
     /// SIGTERM or SIGINT arrived before every shard was serving.
     #[error("stopped by a signal during start-up")]
     Interrupted,
@@ -127,12 +130,15 @@ impl Running {
         self.stop.clone()
     }
 
-    /// Blocks until every shard has stopped.
+    /// Blocks until every shard has stopped, then leaves the fleet (if a member).
     pub fn join(self) {
         for result in self.handles.join_all() {
             if let Err(e) = result {
                 log::error!("a shard stopped with an error: {e}");
             }
+        }
+        if let Some(cluster) = crate::cluster::get() {
+            cluster.leave();
         }
     }
 }
@@ -192,6 +198,9 @@ pub fn start(mut config: Config, mode: Mode, control: Control) -> Result<Running
             listener::reserve(config.proxy.listen, Role::Clients, takeover)?;
     }
     let addr = config.proxy.listen;
+    if config.cluster.is_some() && config.proxy.session_key.is_none() {
+        return Err(crate::cluster::StartError::NoSessionKey.into());
+    }
     if config.proxy.session_key.is_none() {
         // Every shard must open every shard's ids, so one random key for the process.
         let mut key = [0u8; 32];
@@ -222,7 +231,19 @@ pub fn start(mut config: Config, mode: Mode, control: Control) -> Result<Running
     };
     // The registry's servers (the configuration plus the state directory's changes) are the
     // servers every shard starts with, so indices agree everywhere from the start.
-    let registry = Arc::new(crate::registry::servers::load(&config)?);
+    let registry = Arc::new(match &config.cluster {
+        Some(cluster) => {
+            let identity = member_identity(cluster, &config, addr, admin, shards);
+            let shared = crate::cluster::start(&config, identity)?;
+            // The shared registry replaces the state directory's.
+            let doc = shared.as_ref().and_then(|s| s.doc.as_ref());
+            match doc {
+                Some(doc) => crate::registry::servers::Registry::with_state(&config, doc),
+                None => crate::registry::servers::Registry::from_config(&config),
+            }
+        }
+        None => crate::registry::servers::load(&config)?,
+    });
     config.servers = registry.entries.iter().map(|e| e.config.clone()).collect();
     crate::metrics::install(shards, &config)?;
     crate::tls::install_listener(config.tls.as_ref())?;
@@ -284,6 +305,38 @@ pub fn start(mut config: Config, mode: Mode, control: Control) -> Result<Running
         reload,
         generated_token,
     })
+}
+
+/// What this member publishes to the fleet: its name (default: hostname and port), the
+/// address other members reach it at (default: the listen address), its admin listener.
+fn member_identity(
+    cluster: &crate::config::cluster::ClusterConfig,
+    config: &Config,
+    addr: SocketAddr,
+    admin: Option<SocketAddr>,
+    shards: usize,
+) -> crate::cluster::Identity {
+    let scheme = if config.tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    crate::cluster::Identity {
+        name: cluster
+            .name
+            .clone()
+            .unwrap_or_else(|| format!("{}-{}", crate::cluster::hostname(), addr.port())),
+        advertise: cluster
+            .advertise
+            .clone()
+            .unwrap_or_else(|| format!("{scheme}://{addr}")),
+        admin: admin.map(|a| a.to_string()),
+        shards,
+        version: env!("CARGO_PKG_VERSION").to_owned(),
+        started: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs()),
+    }
 }
 
 /// A shard thread that ended before serving: glommio could not build its executor. Its error
@@ -379,6 +432,7 @@ async fn run_shard(
     if id == 0 {
         shard.start_discovery().await;
         crate::admin::servers::watch_reload(&shard, reload);
+        crate::orchestration::registry_change::follow_shared(&shard);
         first_catalog.store(shard.catalog().generation + 1, Ordering::Release);
     } else {
         // The ready line promises the discovered catalog on every shard: a client that

@@ -1,0 +1,259 @@
+"""A fleet of three proxies on one real etcd (Debian's `etcd-server`, started here on free ports
+with a temporary data directory, killed at the end, failures included).
+
+- A server (a real server-everything) added through member 1's admin API is listed and called
+  by an SDK client connected to member 3; two adds of one name raced on two members: exactly
+  one is created, the other gets 409.
+- Membership: `GET /api/v1/cluster` and `mcpctl cluster ls` list the three members with their
+  health and exactly one leader; after a SIGKILL of the leader, the survivors list two members
+  once its lease has expired, and one of them leads.
+- etcd stopped for about 10 s under a steady loop of tool calls: no call fails, an admin write
+  in that window is refused with 503 naming etcd, and after etcd is back a write on one member
+  reaches the others without a restart.
+- A proxy with `[cluster]` but no session key refuses to start and says how to make one.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import tempfile
+import threading
+import time
+import urllib.error
+import urllib.request
+import uuid
+from pathlib import Path
+
+import anyio
+import pytest
+
+import harness
+from test_admin import MCPCTL, TOKEN, wait_until
+
+ETCD = shutil.which("etcd") or "/usr/bin/etcd"
+SESSION_KEY = "5e" * 32
+pytestmark = pytest.mark.skipif(not Path(ETCD).exists(), reason="etcd-server is not installed (tests/run.sh installs it)")
+
+
+class Etcd:
+    """One etcd member on free ports; stop() and start() keep its data directory."""
+
+    def __init__(self) -> None:
+        self.dir = Path(tempfile.mkdtemp(prefix="mcp-proxy-etcd-"))
+        self.client_port = harness.free_port()
+        self.peer_port = harness.free_port()
+        self.child: harness.Child | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.client_port}"
+
+    def start(self) -> None:
+        peer = f"http://127.0.0.1:{self.peer_port}"
+        self.child = harness.spawn("etcd", [
+            ETCD, "--name", "t", "--data-dir", self.dir / "data",
+            "--listen-client-urls", self.url, "--advertise-client-urls", self.url,
+            "--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer,
+            "--initial-cluster", f"t={peer}",
+        ])
+        harness.wait_for_port(self.client_port, self.child)
+        wait_until(lambda: _get(self.url + "/health")[0] == 200, what="etcd healthy")
+
+    def stop(self) -> None:
+        if self.child is not None:
+            self.child.kill()
+            self.child = None
+
+    def close(self) -> None:
+        self.stop()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+@pytest.fixture
+def etcd():
+    e = Etcd()
+    try:
+        e.start()
+        yield e
+    finally:
+        e.close()
+
+
+def _get(url: str) -> tuple[int, dict]:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as r:
+            return r.status, json.loads(r.read() or b"{}")
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read() or b"{}")
+    except OSError:
+        return 0, {}
+
+
+def admin(proxy: harness.Proxy, method: str, path: str, body: dict | None = None) -> tuple[int, dict]:
+    data = None if body is None else json.dumps(body).encode()
+    req = urllib.request.Request(f"{proxy.admin_url}/api/v1/{path}", data=data, method=method,
+                                 headers={"Authorization": f"Bearer {TOKEN}",
+                                          "Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=15) as r:
+            return r.status, json.loads(r.read() or b"{}")
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read() or b"{}")
+
+
+def member_config(etcd: Etcd, prefix: str, name: str, servers: str = "") -> str:
+    return (f'[proxy]\nadmin_token = "{TOKEN}"\nsession_key = "{SESSION_KEY}"\n\n'
+            f'[cluster]\netcd = ["{etcd.url}"]\nprefix = "{prefix}"\nname = "{name}"\n'
+            f'lease_ttl = "3s"\n\n{servers}')
+
+
+@pytest.fixture
+def members(spawner, etcd):
+    prefix = f"/t-{uuid.uuid4().hex[:8]}/"
+    return [spawner.proxy(member_config(etcd, prefix, f"m{i}"), shards=1) for i in (1, 2, 3)]
+
+
+def server_names(proxy: harness.Proxy) -> set[str]:
+    status, v = admin(proxy, "GET", "servers")
+    assert status == 200, v
+    return {s["name"] for s in v["servers"]}
+
+
+def cluster(proxy: harness.Proxy) -> dict:
+    status, v = admin(proxy, "GET", "cluster")
+    assert status == 200, v
+    return v
+
+
+def test_a_server_added_on_one_member_is_served_by_another(spawner, members):
+    m1, m2, m3 = members
+    ev = spawner.everything()
+    status, v = admin(m1, "POST", "servers", {"name": "ev", "url": ev.url})
+    assert status == 201, v
+    added = time.monotonic()
+    wait_until(lambda: "ev" in server_names(m3), timeout=10, what="ev on member 3")
+    print(f"member 3 had the server {time.monotonic() - added:.3f}s after member 1 added it")
+
+    async def call_on_m3() -> str:
+        deadline = time.monotonic() + 15
+        async with harness.sdk_session(m3.url) as session:
+            while True:
+                names = {t.name for t in await harness.list_all_tools(session)}
+                if "ev__echo" in names or time.monotonic() > deadline:
+                    break
+                await anyio.sleep(0.2)
+            assert "ev__echo" in names, names
+            result = await session.call_tool("ev__echo", {"message": "across the fleet"})
+            return harness.text_of(result)
+
+    assert "across the fleet" in anyio.run(call_on_m3)
+
+    # Two admins add the same name on two members at once: one is created, one is refused.
+    spec = {"name": "dup", "url": ev.url}
+    answers: list[tuple[int, dict]] = []
+    go = threading.Barrier(2)
+
+    def add(proxy: harness.Proxy) -> None:
+        go.wait()
+        answers.append(admin(proxy, "POST", "servers", spec))
+
+    threads = [threading.Thread(target=add, args=(p,)) for p in (m1, m2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    statuses = sorted(s for s, _ in answers)
+    assert statuses == [201, 409], answers
+    refused = next(v for s, v in answers if s == 409)
+    assert "dup" in refused["error"], refused
+    wait_until(lambda: "dup" in server_names(m3), timeout=10, what="dup on member 3")
+
+
+def test_members_are_listed_and_the_leader_moves_when_it_dies(members):
+    wait_until(lambda: len(cluster(members[0])["members"]) == 3, timeout=15, what="three members")
+    view = cluster(members[0])
+    names = sorted(m["name"] for m in view["members"])
+    assert names == ["m1", "m2", "m3"], view
+    leaders = [m["name"] for m in view["members"] if m["leader"]]
+    assert len(leaders) == 1 and view["leader"] == leaders[0], view
+    wait_until(lambda: all(m["health"] == "up" for m in cluster(members[0])["members"]),
+               timeout=10, what="every member healthy")
+    r = subprocess.run([str(MCPCTL), "cluster", "ls"], capture_output=True, text=True, timeout=30,
+                       env={"MCPCTL_URL": members[1].admin_url, "MCPCTL_TOKEN": TOKEN,
+                            "PATH": "/usr/bin:/bin"})
+    assert r.returncode == 0, r.stderr
+    assert all(n in r.stdout for n in names) and "*" in r.stdout, r.stdout
+
+    by_name = {f"m{i}": p for i, p in enumerate(members, 1)}
+    old = leaders[0]
+    by_name.pop(old).child.proc.kill()  # SIGKILL: no goodbye, the lease has to expire
+    survivor = next(iter(by_name.values()))
+    killed = time.monotonic()
+
+    def moved() -> bool:
+        v = cluster(survivor)
+        listed = sorted(m["name"] for m in v["members"])
+        return listed == sorted(by_name) and v["leader"] in by_name
+
+    wait_until(moved, timeout=20, what="the dead leader gone and a survivor leading")
+    print(f"leader {old} SIGKILLed; {cluster(survivor)['leader']} leads after {time.monotonic() - killed:.1f}s")
+
+
+def test_etcd_down_keeps_serving_refuses_writes_and_resyncs(spawner, etcd, members):
+    m1, m2, m3 = members
+    ev = spawner.everything()
+    assert admin(m1, "POST", "servers", {"name": "ev", "url": ev.url})[0] == 201
+    wait_until(lambda: "ev" in server_names(m2), timeout=10, what="ev on member 2")
+    session = harness.raw_initialize(m2.url)
+    wait_until(lambda: (harness.raw_call_tool(m2.url, session, "ev__echo", {"message": "x"})[1] or {})
+               .get("result") is not None, timeout=15, what="ev__echo callable on member 2")
+
+    failures: list[str] = []
+    calls = 0
+    stop = threading.Event()
+
+    def loop() -> None:
+        nonlocal calls
+        while not stop.is_set():
+            try:
+                r, answer = harness.raw_call_tool(m2.url, session, "ev__echo", {"message": "steady"})
+                if r.status != 200 or answer is None or "result" not in answer:
+                    failures.append(f"HTTP {r.status}: {answer}")
+            except Exception as e:  # noqa: BLE001 (every failure counts)
+                failures.append(repr(e))
+            calls += 1
+            time.sleep(0.05)
+
+    caller = threading.Thread(target=loop)
+    caller.start()
+    try:
+        etcd.stop()
+        down = time.monotonic()
+        time.sleep(1)
+        status, v = admin(m1, "POST", "servers", {"name": "late", "url": ev.url})
+        assert status == 503, (status, v)
+        assert "etcd" in v["error"] and v["kind"] == "etcd_unavailable", v
+        time.sleep(max(0.0, 10 - (time.monotonic() - down)))
+        etcd.start()
+        # Once the members see etcd again, a write on one reaches the others.
+        wait_until(lambda: admin(m3, "POST", "servers", {"name": "after", "url": ev.url})[0] == 201,
+                   timeout=20, what="a write accepted after etcd returned")
+        wait_until(lambda: "after" in server_names(m1) and "after" in server_names(m2),
+                   timeout=10, what="the write on member 3 reaching members 1 and 2")
+        assert "late" not in server_names(m1)
+    finally:
+        stop.set()
+        caller.join()
+    assert calls > 50, calls
+    assert failures == [], failures[:5]
+    print(f"{calls} calls while etcd was stopped for 10 s and back: none failed")
+
+
+def test_a_member_without_a_session_key_refuses_to_start(etcd):
+    text = f'[cluster]\netcd = ["{etcd.url}"]\n'
+    with pytest.raises(RuntimeError) as refused:
+        harness.start_proxy(text, shards=1, timeout=10)
+    message = str(refused.value)
+    assert "session_key" in message and "openssl rand -hex 32" in message, message
