@@ -4,6 +4,8 @@ with a temporary data directory, killed at the end, failures included).
 - A server (a real server-everything) added through member 1's admin API is listed and called
   by an SDK client connected to member 3; two adds of one name raced on two members: exactly
   one is created, the other gets 409.
+- A workflow saved through member 2 is listed by member 3 and run there by name
+  (`proxy__orchestrate_workflow`); removed through member 1, member 3 no longer has it.
 - Membership: `GET /api/v1/cluster` and `mcpctl cluster ls` list the three members with their
   health and exactly one leader; after a SIGKILL of the leader, the survivors list two members
   once its lease has expired, and one of them leads.
@@ -171,6 +173,39 @@ def test_a_server_added_on_one_member_is_served_by_another(spawner, members):
     wait_until(lambda: "dup" in server_names(m3), timeout=10, what="dup on member 3")
 
 
+def workflow_names(proxy: harness.Proxy) -> set[str]:
+    status, v = admin(proxy, "GET", "workflows")
+    assert status == 200, v
+    return {w["name"] for w in v["workflows"]}
+
+
+def test_a_workflow_saved_on_one_member_runs_on_another(spawner, members):
+    m1, m2, m3 = members
+    ev = spawner.everything()
+    assert admin(m1, "POST", "servers", {"name": "ev", "url": ev.url})[0] == 201
+    wait_until(lambda: "ev__echo" in {t["name"] for t in admin(m2, "GET", "tools")[1].get("items", [])},
+               timeout=15, what="ev__echo in member 2's catalog")
+    greet = {"steps": [{"id": "hello", "tool": "ev__echo",
+                        "arguments": {"message": "hello {{inputs.who}}"}}]}
+    status, v = admin(m2, "PUT", "workflows/greet", greet)
+    assert status == 201, v
+    wait_until(lambda: "greet" in workflow_names(m3), timeout=10, what="greet listed on member 3")
+    assert "greet" in workflow_names(m1)
+    wait_until(lambda: "ev" in server_names(m3), timeout=10, what="ev on member 3")
+    session = harness.raw_initialize(m3.url)
+
+    def ran() -> str:
+        _, answer = harness.raw_call_tool(m3.url, session, "proxy__orchestrate_workflow",
+                                          {"name": "greet", "inputs": {"who": "fleet"}})
+        return json.dumps(answer)
+
+    wait_until(lambda: "hello fleet" in ran(), timeout=15, what="greet run on member 3")
+    status, v = admin(m1, "DELETE", "workflows/greet")
+    assert status == 200, v
+    wait_until(lambda: "greet" not in workflow_names(m3), timeout=10, what="greet gone from member 3")
+    assert admin(m2, "DELETE", "workflows/greet")[0] == 404
+
+
 def test_members_are_listed_and_the_leader_moves_when_it_dies(members):
     wait_until(lambda: len(cluster(members[0])["members"]) == 3, timeout=15, what="three members")
     view = cluster(members[0])
@@ -180,11 +215,16 @@ def test_members_are_listed_and_the_leader_moves_when_it_dies(members):
     assert len(leaders) == 1 and view["leader"] == leaders[0], view
     wait_until(lambda: all(m["health"] == "up" for m in cluster(members[0])["members"]),
                timeout=10, what="every member healthy")
-    r = subprocess.run([str(MCPCTL), "cluster", "ls"], capture_output=True, text=True, timeout=30,
-                       env={"MCPCTL_URL": members[1].admin_url, "MCPCTL_TOKEN": TOKEN,
-                            "PATH": "/usr/bin:/bin"})
-    assert r.returncode == 0, r.stderr
-    assert all(n in r.stdout for n in names) and "*" in r.stdout, r.stdout
+
+    def listed_by_mcpctl() -> bool:
+        # Member 2's own view, which may be a heartbeat behind member 1's.
+        r = subprocess.run([str(MCPCTL), "cluster", "ls"], capture_output=True, text=True,
+                           timeout=30, env={"MCPCTL_URL": members[1].admin_url,
+                                            "MCPCTL_TOKEN": TOKEN, "PATH": "/usr/bin:/bin"})
+        assert r.returncode == 0, r.stderr
+        return all(n in r.stdout for n in names) and r.stdout.count("*") == 1
+
+    wait_until(listed_by_mcpctl, timeout=10, what="mcpctl cluster ls on member 2 listing all three")
 
     by_name = {f"m{i}": p for i, p in enumerate(members, 1)}
     old = leaders[0]

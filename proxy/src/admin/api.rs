@@ -191,7 +191,9 @@ pub async fn handle(shard: &Rc<Shard>, token: &str, request: &Request) -> Respon
             Err(servers::ReloadError::Registry(e)) => registry_error(&e),
             Err(e) => error(400, "reload", e),
         },
-        (_, ["workflows", rest @ ..]) => super::workflows::handle(shard, method, rest, request),
+        (_, ["workflows", rest @ ..]) => {
+            super::workflows::handle(shard, method, rest, request).await
+        }
         (
             _,
             ["servers" | "tools" | "prompts" | "resources" | "route" | "health" | "stats"

@@ -19,8 +19,8 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 
 use super::etcd::{Etcd, EtcdError};
-use super::registry_watch::decode;
-use super::{leader_key, member_key, registry_key, Identity, SharedRegistry, WriteError};
+use super::registry_watch::sighting;
+use super::{leader_key, member_key, registry_key, Identity, WriteError};
 use crate::config::cluster::ClusterConfig;
 
 /// Work asked of the control thread.
@@ -146,14 +146,11 @@ impl Control {
             Ok(revision) => Ok(revision),
             Err(now) => {
                 let kv = now.kvs.first();
-                Err(WriteError::Moved(SharedRegistry {
-                    seen: now.revision,
-                    mod_revision: kv.map_or(0, |kv| kv.mod_revision),
-                    doc: match kv {
-                        Some(kv) => decode(&kv.value)?,
-                        None => None,
-                    },
-                }))
+                Err(WriteError::Moved(sighting(
+                    now.revision,
+                    kv.map_or(0, |kv| kv.mod_revision),
+                    kv.map(|kv| kv.value.as_slice()),
+                )?))
             }
         }
     }

@@ -17,6 +17,7 @@ pub mod etcd;
 pub mod membership;
 pub mod registry_watch;
 
+use std::collections::BTreeMap;
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
@@ -39,6 +40,21 @@ pub struct SharedRegistry {
     pub mod_revision: i64,
     /// What differs from the configuration file; `None`: nothing (no key yet).
     pub doc: Option<StateDoc>,
+    /// The saved workflows by name (each as the admin API took it).
+    pub workflows: BTreeMap<String, serde_json::Value>,
+}
+
+/// The value of the registry key: the registry document (the one `registry.json` holds for
+/// one instance) with the saved workflows beside it, so one compare-and-set orders every
+/// change an operator makes to the fleet.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SharedDoc {
+    /// What differs from the configuration file.
+    #[serde(flatten)]
+    pub registry: StateDoc,
+    /// The saved workflows by name.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub workflows: BTreeMap<String, serde_json::Value>,
 }
 
 /// Why a write of the shared registry was not made.
@@ -201,7 +217,7 @@ impl Cluster {
     pub async fn write_registry(
         &self,
         mod_revision: i64,
-        doc: &StateDoc,
+        doc: &SharedDoc,
     ) -> Result<i64, WriteError> {
         let body = serde_json::to_vec(doc).map_err(|e| EtcdError::Protocol(e.to_string()))?;
         let (reply, answer) = flume::bounded(1);

@@ -9,8 +9,7 @@
 use std::time::Duration;
 
 use super::etcd::{Etcd, EtcdError};
-use super::SharedRegistry;
-use crate::registry::servers::StateDoc;
+use super::{SharedDoc, SharedRegistry};
 
 /// Wait between two rounds after a failure.
 const RETRY: Duration = Duration::from_millis(500);
@@ -18,26 +17,40 @@ const RETRY: Duration = Duration::from_millis(500);
 /// Reads the shared registry at `key` now.
 pub fn read(etcd: &Etcd, key: &str) -> Result<SharedRegistry, EtcdError> {
     let range = etcd.range(key, false)?;
-    let (mod_revision, doc) = match range.kvs.first() {
-        Some(kv) => (kv.mod_revision, decode(&kv.value)?),
-        None => (0, None),
-    };
-    Ok(SharedRegistry {
-        seen: range.revision,
-        mod_revision,
-        doc,
-    })
+    match range.kvs.first() {
+        Some(kv) => sighting(range.revision, kv.mod_revision, Some(&kv.value)),
+        None => sighting(range.revision, 0, None),
+    }
 }
 
-/// The document a registry value holds; an empty value is an empty document.
-pub fn decode(value: &[u8]) -> Result<Option<StateDoc>, EtcdError> {
-    if value.is_empty() {
-        return Ok(None);
-    }
-    serde_json::from_slice(value).map(Some).map_err(|e| {
-        EtcdError::Protocol(format!(
-            "the shared registry is not a registry document: {e}"
-        ))
+/// The shared registry a value of the key holds (`None`: no key; an empty value is an empty
+/// document).
+pub fn sighting(
+    seen: i64,
+    mod_revision: i64,
+    value: Option<&[u8]>,
+) -> Result<SharedRegistry, EtcdError> {
+    let doc = match value {
+        Some(v) if !v.is_empty() => Some(serde_json::from_slice::<SharedDoc>(v).map_err(|e| {
+            EtcdError::Protocol(format!(
+                "the shared registry is not a registry document: {e}"
+            ))
+        })?),
+        _ => None,
+    };
+    Ok(match doc {
+        Some(doc) => SharedRegistry {
+            seen,
+            mod_revision,
+            doc: Some(doc.registry),
+            workflows: doc.workflows,
+        },
+        None => SharedRegistry {
+            seen,
+            mod_revision,
+            doc: None,
+            workflows: Default::default(),
+        },
     })
 }
 
@@ -72,18 +85,13 @@ pub fn run(etcd: &Etcd, key: &str, seen: i64, changes: &flume::Sender<SharedRegi
         }
         let mut gone = false;
         let watched = etcd.watch(key, start, |value, revision| {
-            let doc = match value.as_deref().map(decode) {
-                Some(Ok(doc)) => doc,
-                Some(Err(e)) => {
+            let mod_revision = if value.is_some() { revision } else { 0 };
+            let shared = match sighting(revision, mod_revision, value.as_deref()) {
+                Ok(shared) => shared,
+                Err(e) => {
                     log::error!("cluster: ignoring a registry change at revision {revision}: {e}");
                     return true;
                 }
-                None => None,
-            };
-            let shared = SharedRegistry {
-                seen: revision,
-                mod_revision: if value.is_some() { revision } else { 0 },
-                doc,
             };
             if changes.send(shared).is_err() {
                 gone = true;

@@ -15,12 +15,17 @@
 //! at most. Changes other members make arrive from the watch ([`follow_shared`]) and are
 //! published the same way; while a write of this member is in flight they wait, so the
 //! registry published last is always the newest.
+//!
+//! A fleet's saved workflows live in the same shared document ([`change_workflows`]): one
+//! compare-and-set orders every operator change, and every member's shards hold the set in
+//! memory (shard 0 sends it to the others, as for one instance without a state directory).
 
 use std::cell::RefCell;
+use std::collections::BTreeMap;
 use std::rc::Rc;
 use std::sync::Arc;
 
-use crate::cluster::{SharedRegistry, WriteError};
+use crate::cluster::{SharedDoc, SharedRegistry, WriteError};
 use crate::discovery::ShardDiscovery;
 use crate::registry::servers::{self, Registry, RegistryError};
 use crate::shard::Shard;
@@ -56,20 +61,17 @@ pub async fn change<T>(
     };
     for _ in 0..ATTEMPTS {
         let (next, answer) = make(&shard.registry())?;
-        let base = SHARED.with(|s| s.borrow().known.as_ref().map_or(0, |k| k.mod_revision));
+        let (base, workflows) = known_base();
+        let doc = SharedDoc {
+            registry: next.state_doc(),
+            workflows,
+        };
         SHARED.with(|s| s.borrow_mut().writing += 1);
-        let written = cluster.write_registry(base, &next.state_doc()).await;
+        let written = cluster.write_registry(base, &doc).await;
         SHARED.with(|s| s.borrow_mut().writing -= 1);
         match written {
             Ok(revision) => {
-                let doc = next.state_doc();
-                SHARED.with(|s| {
-                    s.borrow_mut().known = Some(SharedRegistry {
-                        seen: revision,
-                        mod_revision: revision,
-                        doc: Some(doc),
-                    })
-                });
+                SHARED.with(|s| s.borrow_mut().known = Some(written_at(revision, doc)));
                 publish(shard, next);
                 follow_waiting(shard);
                 return Ok(answer);
@@ -86,6 +88,90 @@ pub async fn change<T>(
     Err(RegistryError::Shared(
         "other members kept changing the registry meanwhile".into(),
     ))
+}
+
+/// A fleet member's change of the saved workflows: `make` edits the set (each workflow as the
+/// admin API took it) and answers; the set is written to the shared document, then every shard
+/// of this member holds it (the other members follow through their watch).
+pub async fn change_workflows<T>(
+    shard: &Rc<Shard>,
+    make: impl Fn(&mut BTreeMap<String, serde_json::Value>) -> T,
+) -> Result<T, RegistryError> {
+    let Some(cluster) = crate::cluster::get() else {
+        return Err(RegistryError::NotApplicable(
+            "this proxy is not a fleet member: its workflows are in its state directory".into(),
+        ));
+    };
+    for _ in 0..ATTEMPTS {
+        let (base, mut workflows) = known_base();
+        let answer = make(&mut workflows);
+        let doc = SharedDoc {
+            registry: shard.registry().state_doc(),
+            workflows,
+        };
+        SHARED.with(|s| s.borrow_mut().writing += 1);
+        let written = cluster.write_registry(base, &doc).await;
+        SHARED.with(|s| s.borrow_mut().writing -= 1);
+        match written {
+            Ok(revision) => {
+                install_workflows(shard, &doc.workflows);
+                SHARED.with(|s| s.borrow_mut().known = Some(written_at(revision, doc)));
+                follow_waiting(shard);
+                return Ok(answer);
+            }
+            Err(WriteError::Moved(now)) => apply(shard, now),
+            Err(e) => {
+                follow_waiting(shard);
+                return Err(RegistryError::Shared(e.to_string()));
+            }
+        }
+    }
+    Err(RegistryError::Shared(
+        "other members kept changing the shared document meanwhile".into(),
+    ))
+}
+
+/// The revision a write compares against and the workflows it keeps.
+fn known_base() -> (i64, BTreeMap<String, serde_json::Value>) {
+    SHARED.with(|s| match &s.borrow().known {
+        Some(k) => (k.mod_revision, k.workflows.clone()),
+        None => (0, BTreeMap::new()),
+    })
+}
+
+/// What shard 0 knows once its write of `doc` made `revision`.
+fn written_at(revision: i64, doc: SharedDoc) -> SharedRegistry {
+    SharedRegistry {
+        seen: revision,
+        mod_revision: revision,
+        doc: Some(doc.registry),
+        workflows: doc.workflows,
+    }
+}
+
+/// Puts the fleet's saved workflows in every shard's memory (shard 0 here, the others told).
+fn install_workflows(shard: &Rc<Shard>, workflows: &BTreeMap<String, serde_json::Value>) {
+    use crate::orchestration::ShardOrchestration;
+    let mut all = BTreeMap::new();
+    for (name, workflow) in workflows {
+        let mut text = workflow.to_string().into_bytes();
+        match simd_json::to_owned_value(&mut text) {
+            Ok(json) => {
+                all.insert(name.clone(), json);
+            }
+            Err(e) => log::error!("cluster: skipping the shared workflow {name}: {e}"),
+        }
+    }
+    shard.orchestration().store.replace_memory(all.clone());
+    for peer in (0..shard.nr_shards).filter(|p| *p != shard.id) {
+        let all = all.clone();
+        shard.mesh.tell(peer, move |owner: &Rc<Shard>| {
+            crate::orchestration::fleet::told(
+                owner,
+                crate::orchestration::fleet::Tell::Workflows(all),
+            )
+        });
+    }
 }
 
 /// Saves `next` and applies it everywhere (one instance).
@@ -118,8 +204,12 @@ pub fn follow_shared(shard: &Rc<Shard>) {
     let Some(cluster) = crate::cluster::get() else {
         return;
     };
-    // The registry the shards started with follows this sighting.
+    // The registry the shards started with follows this sighting; its workflows are put in
+    // every shard's memory now.
     let started = cluster.take_started();
+    if let Some(started) = &started {
+        install_workflows(shard, &started.workflows);
+    }
     SHARED.with(|s| s.borrow_mut().known = started);
     let Some(changes) = cluster.take_changes() else {
         return;
@@ -165,14 +255,15 @@ fn apply(shard: &Rc<Shard>, shared: SharedRegistry) {
     let Some(cluster) = crate::cluster::get() else {
         return;
     };
-    let newer = SHARED.with(|s| {
-        s.borrow()
-            .known
-            .as_ref()
-            .is_none_or(|k| shared.seen > k.seen)
+    let (newer, workflows_changed) = SHARED.with(|s| match &s.borrow().known {
+        Some(k) => (shared.seen > k.seen, k.workflows != shared.workflows),
+        None => (true, true),
     });
     if !newer {
         return;
+    }
+    if workflows_changed {
+        install_workflows(shard, &shared.workflows);
     }
     let (next, changes) = shard
         .registry()
