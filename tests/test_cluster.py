@@ -2,8 +2,8 @@
 with a temporary data directory, killed at the end, failures included).
 
 - A server (a real server-everything) added through member 1's admin API is listed and called
-  by an SDK client connected to member 3; two adds of one name raced on two members: exactly
-  one is created, the other gets 409.
+  by an SDK client connected to member 3; a session opened on member 1 is answered by the
+  others; two adds of one name raced on two members: exactly one is created, the other gets 409.
 - A workflow saved through member 2 is listed by member 3 and run there by name
   (`proxy__orchestrate_workflow`); removed through member 1, member 3 no longer has it.
 - Membership: `GET /api/v1/cluster` and `mcpctl cluster ls` list the three members with their
@@ -152,6 +152,14 @@ def test_a_server_added_on_one_member_is_served_by_another(spawner, members):
 
     assert "across the fleet" in anyio.run(call_on_m3)
 
+    # A session opened on member 1 is answered by members 2 and 3 (each restores it from its
+    # sealed id: the fleet shares one session key).
+    wait_until(lambda: "ev" in server_names(m2), timeout=10, what="ev on member 2")
+    session = harness.raw_initialize(m1.url)
+    for member in (m2, m3, m1):
+        r, answer = harness.raw_call_tool(member.url, session, "ev__echo", {"message": "same session"})
+        assert r.status == 200 and "same session" in json.dumps(answer), (member.url, r.status, answer)
+
     # Two admins add the same name on two members at once: one is created, one is refused.
     spec = {"name": "dup", "url": ev.url}
     answers: list[tuple[int, dict]] = []
@@ -297,3 +305,19 @@ def test_a_member_without_a_session_key_refuses_to_start(etcd):
         harness.start_proxy(text, shards=1, timeout=10)
     message = str(refused.value)
     assert "session_key" in message and "openssl rand -hex 32" in message, message
+
+
+def test_the_command_line_and_the_environment_make_a_member(spawner, etcd, monkeypatch):
+    """`--cluster-etcd URL` and `MCP_PROXY_CLUSTER_ETCD` join the fleet a file does not name."""
+    monkeypatch.setenv("MCP_PROXY_SESSION_KEY", SESSION_KEY)
+    text = f'[proxy]\nadmin_token = "{TOKEN}"\n'
+    by_flag = harness.start_proxy(text, shards=1, extra_args=["--cluster-etcd", etcd.url])
+    spawner.started.append(by_flag)
+    monkeypatch.setenv("MCP_PROXY_CLUSTER_ETCD", etcd.url)
+    by_env = harness.start_proxy(text, shards=1)
+    spawner.started.append(by_env)
+    view = cluster(by_env)
+    assert view["etcd"] == [etcd.url] and view["prefix"] == "/mcp-proxy/", view
+    wait_until(lambda: len(cluster(by_flag)["members"]) == 2, timeout=10, what="both members listed")
+    # Default names: hostname and port, so two members on one host differ.
+    assert len({m["name"] for m in cluster(by_flag)["members"]}) == 2

@@ -153,3 +153,82 @@ pub(super) fn check(raw: RawCluster) -> Result<ClusterConfig, (Option<Range<usiz
     }
     Ok(config)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use crate::config::Config;
+
+    fn parse(text: &str) -> Result<Config, String> {
+        Config::from_toml_str(text, "t.toml").map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn absent_is_one_instance_and_present_fills_the_defaults() {
+        assert_eq!(parse("").expect("empty").cluster, None);
+        let c = parse("[cluster]\netcd = [\"http://10.0.0.9:2379\", \"https://e2:2379/\"]\n")
+            .expect("cluster")
+            .cluster
+            .expect("some");
+        assert_eq!(c.etcd.len(), 2);
+        assert_eq!(c.prefix, "/mcp-proxy/");
+        assert_eq!((c.name, c.advertise), (None, None));
+        assert_eq!(c.lease_ttl, Duration::from_secs(5));
+        let c = parse(
+            "[cluster]\netcd = [\"http://e:2379\"]\nprefix = \"/fleet\"\nname = \"p1\"\n\
+             advertise = \"http://10.0.0.5:8080/\"\nlease_ttl = \"3s\"\n",
+        )
+        .expect("cluster")
+        .cluster
+        .expect("some");
+        assert_eq!(c.prefix, "/fleet/");
+        assert_eq!(c.advertise.as_deref(), Some("http://10.0.0.5:8080"));
+        assert_eq!(c.lease_ttl, Duration::from_secs(3));
+    }
+
+    #[test]
+    fn bad_values_are_refused_with_the_fix() {
+        for (text, says) in [
+            (
+                "[cluster]\netcd = []\n",
+                "write etcd = [\"http://127.0.0.1:2379\"]",
+            ),
+            (
+                "[cluster]\netcd = [\"127.0.0.1:2379\"]\n",
+                "must start with http://",
+            ),
+            (
+                "[cluster]\netcd = [\"http://e:2379/v3\"]\n",
+                "scheme, host and port only",
+            ),
+            (
+                "[cluster]\netcd = [\"http://e:2379\"]\nprefix = \"x\"\n",
+                "must start with /",
+            ),
+            (
+                "[cluster]\netcd = [\"http://e:2379\"]\nname = \"a b\"\n",
+                "without / or blanks",
+            ),
+            (
+                "[cluster]\netcd = [\"http://e:2379\"]\nadvertise = \"10.0.0.5:8080\"\n",
+                "e.g. \"http://10.0.0.5:8080\"",
+            ),
+            (
+                "[cluster]\netcd = [\"http://e:2379\"]\ncert_file = \"c.pem\"\n",
+                "cert_file needs key_file",
+            ),
+            (
+                "[cluster]\netcd = [\"http://e:2379\"]\nlease_ttl = \"1h\"\n",
+                "between \"2s\" and \"60s\"",
+            ),
+            (
+                "[cluster]\netcd = [\"http://e:2379\"]\netcd_urls = 1\n",
+                "etcd_urls",
+            ),
+        ] {
+            let e = parse(text).expect_err(text);
+            assert!(e.contains(says), "{text}: {e}");
+        }
+    }
+}
