@@ -180,6 +180,10 @@ impl Control {
                     );
                 }
                 view.leader = leader;
+                // A member cut off from etcd keeps the last count: its clients' shares stay
+                // what they were rather than jumping to the whole limit.
+                super::LIVE_MEMBERS
+                    .store(members.len().max(1), std::sync::atomic::Ordering::Relaxed);
                 view.members = members;
             }
             Err(e) => {

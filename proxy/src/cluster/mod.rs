@@ -18,6 +18,7 @@ pub mod membership;
 pub mod registry_watch;
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
@@ -104,6 +105,15 @@ pub struct Cluster {
 }
 
 static CLUSTER: OnceLock<Arc<Cluster>> = OnceLock::new();
+
+/// Members listed at the last heartbeat (1 for a single instance). Per-client rate limits
+/// divide by it: an atomic read per request, no lock on the hot path.
+static LIVE_MEMBERS: AtomicUsize = AtomicUsize::new(1);
+
+/// How many members share the fleet's per-client limits now (1 for a single instance).
+pub fn live_members() -> usize {
+    LIVE_MEMBERS.load(Ordering::Relaxed).max(1)
+}
 
 /// The fleet this process is a member of; `None` for a single instance.
 pub fn get() -> Option<&'static Arc<Cluster>> {
