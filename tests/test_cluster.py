@@ -356,3 +356,27 @@ def test_a_per_client_rate_limit_holds_across_the_fleet(spawner, etcd):
     # Documented accuracy for a client spread evenly: the fleet's limit, give or take the
     # buckets' refill during the run; one member's whole limit each would admit ~3x.
     assert 0.75 * expected <= admitted <= 1.25 * expected, (admitted, expected)
+
+
+def test_a_member_started_while_etcd_is_down_catches_up_and_a_clean_stop_leaves_at_once(
+        spawner, etcd):
+    prefix = f"/t-{uuid.uuid4().hex[:8]}/"
+    m1 = spawner.proxy(member_config(etcd, prefix, "m1"), shards=1)
+    ev = spawner.everything()
+    assert admin(m1, "POST", "servers", {"name": "ev", "url": ev.url})[0] == 201
+    etcd.stop()
+    # etcd down: the newcomer starts from its file alone, and says why.
+    m2 = spawner.proxy(member_config(etcd, prefix, "m2"), shards=1)
+    assert "ev" not in server_names(m2)
+    assert cluster(m2)["members"] == [] or cluster(m2)["etcd_error"], cluster(m2)
+    etcd.start()
+    wait_until(lambda: "ev" in server_names(m2), timeout=15, what="m2 resynced from etcd")
+    wait_until(lambda: len(cluster(m1)["members"]) == 2, timeout=15, what="m2 listed")
+    # SIGTERM: the member revokes its lease on the way out, so it is gone well before the
+    # lease's TTL would have expired (3 s) plus a heartbeat.
+    m2.child.proc.terminate()
+    m2.child.proc.wait(timeout=20)
+    stopped = time.monotonic()
+    wait_until(lambda: [m["name"] for m in cluster(m1)["members"]] == ["m1"], timeout=10,
+               what="m2 gone after its clean stop")
+    print(f"a cleanly stopped member left the list after {time.monotonic() - stopped:.1f}s")
