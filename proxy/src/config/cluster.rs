@@ -18,7 +18,8 @@ pub struct ClusterConfig {
     pub etcd: Vec<String>,
     /// Key prefix every key of this fleet lives under; ends with `/`.
     pub prefix: String,
-    /// Where other members reach this one (`http://host:port`); `None`: the listen address.
+    /// Where other members reach this one (`http://host:port`); `None`: the listen address
+    /// (the hostname and port when listening on every address).
     pub advertise: Option<String>,
     /// This member's name; `None`: hostname and listen port.
     pub name: Option<String>,

@@ -321,21 +321,58 @@ fn member_identity(
     } else {
         "http"
     };
+    // Listening on every address, the listen address reaches nobody: the hostname does.
+    let advertise = cluster.advertise.clone().unwrap_or_else(|| {
+        if addr.ip().is_unspecified() {
+            format!("{scheme}://{}:{}", crate::cluster::hostname(), addr.port())
+        } else {
+            format!("{scheme}://{addr}")
+        }
+    });
+    // An admin listener on a wildcard address is reached at the advertised host.
+    let admin = admin.map(|a| {
+        if a.ip().is_unspecified() {
+            format!("{}:{}", advertised_host(&advertise), a.port())
+        } else {
+            a.to_string()
+        }
+    });
     crate::cluster::Identity {
         name: cluster
             .name
             .clone()
             .unwrap_or_else(|| format!("{}-{}", crate::cluster::hostname(), addr.port())),
-        advertise: cluster
-            .advertise
-            .clone()
-            .unwrap_or_else(|| format!("{scheme}://{addr}")),
-        admin: admin.map(|a| a.to_string()),
+        advertise,
+        admin,
         shards,
         version: env!("CARGO_PKG_VERSION").to_owned(),
         started: std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs()),
+    }
+}
+
+/// The host of an advertise URL (`http://host:port`, `http://[v6]:port` or without a port).
+fn advertised_host(advertise: &str) -> &str {
+    let rest = advertise.split_once("://").map_or(advertise, |(_, r)| r);
+    let authority = rest.split('/').next().unwrap_or(rest);
+    match authority.rsplit_once(':') {
+        Some((host, port)) if !host.is_empty() && port.bytes().all(|b| b.is_ascii_digit()) => host,
+        _ => authority,
+    }
+}
+
+#[cfg(test)]
+mod member_tests {
+    #[test]
+    fn a_wildcard_admin_address_is_reached_at_the_advertised_host() {
+        use super::advertised_host;
+        assert_eq!(advertised_host("http://10.0.0.5:8080"), "10.0.0.5");
+        assert_eq!(
+            advertised_host("https://proxy-1.internal"),
+            "proxy-1.internal"
+        );
+        assert_eq!(advertised_host("http://[fd00::5]:8080/"), "[fd00::5]");
     }
 }
 
