@@ -265,16 +265,19 @@ fn apply(shard: &Rc<Shard>, shared: SharedRegistry) {
     if workflows_changed {
         install_workflows(shard, &shared.workflows);
     }
-    let (next, changes) = shard
-        .registry()
-        .follow(&cluster.bootstrap, shared.doc.as_ref());
+    let running = shard.registry();
+    let (next, changes) = running.follow(&cluster.bootstrap, shared.doc.as_ref());
+    let seen = shared.seen;
+    SHARED.with(|s| s.borrow_mut().known = Some(shared));
+    // A change of the workflows alone leaves the registry as it is: nothing to republish.
+    if next.entries == running.entries && next.removed_config == running.removed_config {
+        return;
+    }
     log::info!(
-        "cluster: registry at revision {} ({} added, {} updated, {} removed)",
-        shared.seen,
+        "cluster: registry at revision {seen} ({} added, {} updated, {} removed)",
         changes.added.len(),
         changes.updated.len(),
         changes.removed.len()
     );
-    SHARED.with(|s| s.borrow_mut().known = Some(shared));
     publish(shard, next);
 }
