@@ -24,7 +24,7 @@ TOKEN = "test-admin-token-0123456789abcdef"
 # A server whose name and URL the refused answers must not reveal; nothing listens there.
 SECRET_NAME = "payroll"
 SECRET_URL = "http://127.0.0.1:9/payroll-mcp"
-ROUTES = ["/metrics", "/stats", "/healthz", "/api/v1/servers", "/api/v1/servers/payroll/replicas"]
+ROUTES = ["/metrics", "/stats", "/healthz", "/readyz", "/api/v1/servers", "/api/v1/servers/payroll/replicas"]
 
 
 def config(extra: str = "") -> str:

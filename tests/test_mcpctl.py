@@ -79,7 +79,9 @@ def test_output_formats_beside_json(spawner, mcpctl_bin):
     assert longest.replace("\n", " ") not in mcpctl(proxy, "tools", "ls").stdout
     wide = mcpctl(proxy, "tools", "ls", "-o", "wide")
     assert wide.returncode == 0 and longest.replace("\n", " ") in wide.stdout
-    assert mcpctl(proxy, "tools", "ls", "-o", "yaml").returncode == 2
+    as_yaml = mcpctl(proxy, "tools", "ls", "-o", "yaml")
+    assert as_yaml.returncode == 0 and "alpha__echo" in as_yaml.stdout, as_yaml.stderr
+    assert mcpctl(proxy, "tools", "ls", "-o", "xml").returncode == 2
 
 
 def test_servers_update_changes_only_the_fields_given(spawner, mcpctl_bin):

@@ -5,7 +5,11 @@
 //! - [`admin`]: admin API calls and the failures they map to.
 //! - [`http`]: a tiny blocking HTTP/1.1 client (no async runtime in a CLI).
 //! - [`mcp`]: `call`, the proxy's `/mcp` endpoint as an MCP client.
+//! - [`servers`]: `servers` commands: list, show, add, update, remove, drain, enable.
 //! - [`replicas`]: `servers replicas` and per-replica `drain`/`enable`.
+//! - [`settings`]: `log-level` and `config view`, the proxy's running settings.
+//! - [`token`]: which admin token is sent (flag, file, or the one a local proxy left).
+//! - [`names`]: shell completion of server and tool names from the running proxy.
 //! - [`top`]: the refreshing per-server table.
 //! - [`workflows`]: saved workflows (admin API) and running them (`/mcp`).
 //! - [`table`]: table rendering.
@@ -19,8 +23,12 @@ mod cluster;
 mod fail;
 mod http;
 mod mcp;
+mod names;
 mod replicas;
+mod servers;
+mod settings;
 mod table;
+mod token;
 mod top;
 mod workflows;
 
@@ -28,12 +36,16 @@ use std::io::Write;
 use std::time::Duration;
 
 use clap::{CommandFactory, Parser, Subcommand};
-use serde_json::{json, Map, Value};
+use clap_complete::engine::ArgValueCandidates;
+use serde_json::{json, Value};
 
 use admin::Admin;
 use fail::{Code, Failure};
 use http::Url;
 use table::{cell, ms, Table};
+
+/// The admin address mcpctl talks to when none is given (the proxy's default `admin_listen`).
+pub(crate) const DEFAULT_ADMIN_URL: &str = "http://127.0.0.1:8085";
 
 /// Operate a running mcp-proxy: servers, tools, health, stats, routing, calls.
 #[derive(Parser, Debug)]
@@ -43,11 +55,13 @@ struct Cli {
     #[arg(
         long,
         env = "MCPCTL_URL",
-        default_value = "http://127.0.0.1:8085",
+        default_value = DEFAULT_ADMIN_URL,
         global = true
     )]
     admin_url: String,
-    /// Admin token (printed as `mcp-proxy admin token: ...`, or [proxy] admin_token).
+    /// Admin token (printed as `mcp-proxy admin token: ...`, or [proxy] admin_token). Without
+    /// it or --token-file, the token a proxy on this machine generated is found by the admin
+    /// port.
     #[arg(long, env = "MCPCTL_TOKEN", hide_env_values = true, global = true)]
     token: Option<String>,
     /// A file holding the admin token, such as the proxy's `{state_dir}/admin-token`; used when
@@ -57,7 +71,8 @@ struct Cli {
     /// Print JSON for scripts instead of tables (the same as `-o json`).
     #[arg(long, global = true)]
     json: bool,
-    /// Output format: `table` (the default), `json`, or `wide` (tables with nothing cut short).
+    /// Output format: `table` (the default), `json`, `yaml`, or `wide` (tables with nothing cut
+    /// short).
     #[arg(short = 'o', long = "output", value_enum, global = true)]
     output: Option<Format>,
     #[command(subcommand)]
@@ -71,6 +86,8 @@ enum Format {
     Table,
     /// JSON for scripts.
     Json,
+    /// YAML, the API's answer as JSON gives it.
+    Yaml,
     /// Tables with nothing cut short.
     Wide,
 }
@@ -79,7 +96,7 @@ enum Format {
 enum Command {
     /// Upstream servers: list, show, add, update, remove, drain, enable, replicas.
     #[command(subcommand)]
-    Servers(Servers),
+    Servers(servers::Servers),
     /// Tools offered through the proxy.
     #[command(subcommand)]
     Tools(Tools),
@@ -103,11 +120,13 @@ enum Command {
     /// Which server would serve a tool, and why.
     Route {
         /// The exposed tool name (as in `tools ls`).
+        #[arg(add = ArgValueCandidates::new(names::tools))]
         tool: String,
     },
     /// Call a tool through the proxy, as an MCP client.
     Call {
         /// The exposed tool name.
+        #[arg(add = ArgValueCandidates::new(names::tools))]
         tool: String,
         /// Arguments as a JSON object.
         #[arg(long, default_value = "{}")]
@@ -137,7 +156,17 @@ enum Command {
     Reload,
     /// The proxy's version.
     Version,
-    /// Print a shell completion script.
+    /// The log filter in force on every shard, or set a new one (no restart):
+    /// `mcpctl log-level debug`, `mcpctl log-level info,mcp_proxy::mcp::routing=debug`.
+    LogLevel {
+        /// A level (error, warn, info, debug, trace, off) or module=level pairs.
+        level: Option<String>,
+    },
+    /// The proxy's configuration.
+    #[command(subcommand)]
+    Config(ConfigCmd),
+    /// Print a shell completion script (static: commands and options). For server and tool
+    /// names completed from the running proxy, use `source <(COMPLETE=bash mcpctl)` instead.
     Completions {
         /// bash, zsh, fish, elvish or powershell.
         shell: clap_complete::Shell,
@@ -145,84 +174,10 @@ enum Command {
 }
 
 #[derive(Subcommand, Debug)]
-enum Servers {
-    /// List servers.
-    Ls,
-    /// Show one server with its tools.
-    Show {
-        /// Server name.
-        name: String,
-    },
-    /// Add a server (HTTP with --url, stdio with --command, or any fields with --spec).
-    Add(AddArgs),
-    /// Change the fields given of a server's description (same flags as add); the others
-    /// stay. With --replace, the flags are the whole new description.
-    Update {
-        #[command(flatten)]
-        fields: AddArgs,
-        /// Replace the whole description instead of changing the fields given.
-        #[arg(long)]
-        replace: bool,
-    },
-    /// Remove a server: its tools go at once, calls in flight finish.
-    Rm {
-        /// Server name.
-        name: String,
-    },
-    /// Hide a server's tools (no new calls) without removing it; with --replica, take one
-    /// replica out of balancing (its bound sessions finish there).
-    Drain {
-        /// Server name.
-        name: String,
-        /// Drain only this replica (index as in `servers replicas NAME`).
-        #[arg(long)]
-        replica: Option<usize>,
-    },
-    /// Offer a drained server's tools again; with --replica, let one replica take new work.
-    Enable {
-        /// Server name.
-        name: String,
-        /// Enable only this replica (index as in `servers replicas NAME`).
-        #[arg(long)]
-        replica: Option<usize>,
-    },
-    /// A server's replicas: state, health, load, latency and errors (summed over shards).
-    Replicas {
-        /// Server name.
-        name: String,
-        /// Show only this replica.
-        index: Option<usize>,
-    },
-}
-
-#[derive(clap::Args, Debug)]
-struct AddArgs {
-    /// Server name (letters, digits, `-`, `_`).
-    name: String,
-    /// Streamable HTTP endpoint, e.g. http://127.0.0.1:3001/mcp.
-    #[arg(long)]
-    url: Option<String>,
-    /// Program to run as a stdio server.
-    #[arg(long)]
-    command: Option<String>,
-    /// Argument of --command (repeat for several).
-    #[arg(long = "arg", allow_hyphen_values = true)]
-    args: Vec<String>,
-    /// Exposed-name prefix (default: the name; "" for none).
-    #[arg(long)]
-    prefix: Option<String>,
-    /// Request timeout, e.g. 30s.
-    #[arg(long)]
-    timeout: Option<String>,
-    /// HTTP header sent upstream, NAME=VALUE (repeatable).
-    #[arg(long = "header")]
-    headers: Vec<String>,
-    /// Environment variable of --command, NAME=VALUE (repeatable).
-    #[arg(long = "env")]
-    env: Vec<String>,
-    /// Any `[[servers]]` fields as a JSON object; flags above override them.
-    #[arg(long)]
-    spec: Option<String>,
+enum ConfigCmd {
+    /// The running configuration as TOML: the file plus the changes made through the admin
+    /// API (servers added, updated, removed), secrets redacted.
+    View,
 }
 
 #[derive(Subcommand, Debug)]
@@ -237,6 +192,8 @@ enum Tools {
 }
 
 fn main() {
+    // `COMPLETE=bash mcpctl ...`: answer the shell's completion request and exit.
+    clap_complete::CompleteEnv::with_factory(Cli::command).complete();
     let cli = match Cli::try_parse() {
         Ok(c) => c,
         Err(e) => {
@@ -254,39 +211,24 @@ fn main() {
     }
 }
 
-/// The token in `path` (surrounding whitespace removed), when a file is named.
-fn token_from_file(path: Option<&std::path::Path>) -> Result<Option<String>, Failure> {
-    let Some(path) = path else {
-        return Ok(None);
-    };
-    match std::fs::read_to_string(path) {
-        Ok(text) => Ok(Some(text.trim().to_string()).filter(|t| !t.is_empty())),
-        Err(e) => Err(Failure {
-            code: Code::Usage,
-            message: format!("cannot read the admin token file {}: {e}", path.display()),
-        }),
-    }
-}
-
 fn run(cli: Cli) -> Result<(), Failure> {
     if let Command::Completions { shell } = cli.command {
         let mut cmd = Cli::command();
         clap_complete::generate(shell, &mut cmd, "mcpctl", &mut std::io::stdout());
         return Ok(());
     }
+    let url = Url::parse(&cli.admin_url)?;
     let admin = Admin {
-        url: Url::parse(&cli.admin_url)?,
-        token: match cli.token.clone().filter(|t| !t.is_empty()) {
-            Some(token) => Some(token),
-            None => token_from_file(cli.token_file.as_deref())?,
-        },
+        token: token::resolve(cli.token.as_deref(), cli.token_file.as_deref(), &url)?,
+        url,
     };
     let out = Out {
         json: cli.json || cli.output == Some(Format::Json),
+        yaml: cli.output == Some(Format::Yaml),
         wide: cli.output == Some(Format::Wide),
     };
     match cli.command {
-        Command::Servers(s) => servers(&admin, &out, s),
+        Command::Servers(s) => servers::run(&admin, &out, s),
         Command::Workflows(w) => workflows::run(&admin, &out, w),
         Command::Cluster(c) => cluster::run(&admin, &out, c),
         Command::Tools(Tools::Ls) => tools(&admin, &out, None),
@@ -519,6 +461,9 @@ fn run(cli: Cli) -> Result<(), Failure> {
                     applied("limits"),
                     applied("proxy_limits")
                 );
+                if let Some(level) = v["log_level"].as_str() {
+                    text.push_str(&format!("log level now {level}\n"));
+                }
                 // A warning, not a failure: what did apply stays applied, and the exit is 0.
                 let waiting = restart_only(&v);
                 if !waiting.is_empty() {
@@ -543,21 +488,36 @@ fn run(cli: Cli) -> Result<(), Failure> {
             });
             Ok(())
         }
+        Command::LogLevel { level } => {
+            let (v, text) = settings::log_level(&admin, level.as_deref())?;
+            out.print(&v, || text);
+            Ok(())
+        }
+        Command::Config(ConfigCmd::View) => {
+            let (v, text) = settings::config_view(&admin)?;
+            out.print(&v, || text);
+            Ok(())
+        }
         Command::Completions { .. } => Ok(()),
     }
 }
 
 /// Where output goes: a table for people, or JSON for scripts.
-struct Out {
+pub(crate) struct Out {
     json: bool,
+    /// YAML instead of JSON, for people reading a whole answer.
+    yaml: bool,
     /// Tables keep long cells whole.
     wide: bool,
 }
 
 impl Out {
-    fn print(&self, value: &Value, table: impl FnOnce() -> String) {
+    pub(crate) fn print(&self, value: &Value, table: impl FnOnce() -> String) {
         let text = if self.json {
             format!("{value}\n")
+        } else if self.yaml {
+            serde_yaml_ng::to_string(value)
+                .unwrap_or_else(|e| format!("# not YAML: {e}\n{value}\n"))
         } else {
             table()
         };
@@ -567,178 +527,6 @@ impl Out {
             .write_all(text.as_bytes())
             .and_then(|()| stdout.flush());
     }
-}
-
-fn servers(admin: &Admin, out: &Out, cmd: Servers) -> Result<(), Failure> {
-    let server_row = |s: &Value| {
-        vec![
-            cell(s.get("name")),
-            cell(s.get("status")),
-            cell(s.get("state")),
-            cell(s.get("transport")),
-            s.get("url")
-                .or(s.get("command"))
-                .map_or("-".into(), |v| cell(Some(v))),
-            cell(s.get("tools")),
-            cell(s.get("origin")),
-        ]
-    };
-    let header = [
-        "NAME",
-        "STATUS",
-        "STATE",
-        "TRANSPORT",
-        "TARGET",
-        "TOOLS",
-        "ORIGIN",
-    ];
-    let one = |v: &Value, verb: &str| {
-        out.print(v, || {
-            let mut t = Table::new(&header);
-            t.row(server_row(v));
-            format!("{verb}\n{}", t.render())
-        })
-    };
-    match cmd {
-        Servers::Ls => {
-            let v = admin.get("servers")?;
-            out.print(&v, || {
-                let mut t = Table::new(&header);
-                for s in v["servers"].as_array().into_iter().flatten() {
-                    t.row(server_row(s));
-                }
-                t.render()
-            });
-        }
-        Servers::Show { name } => {
-            let v = admin.get(&format!("servers/{}", encode(&name)))?;
-            out.print(&v, || {
-                let mut t = Table::new(&header);
-                t.row(server_row(&v));
-                let mut text = t.render();
-                if let Some(e) = v.get("error").and_then(Value::as_str) {
-                    text.push_str(&format!("error: {e}\n"));
-                }
-                let mut tools = Table::new(&["TOOL", "ORIGINAL"]);
-                for tool in v["tool_list"].as_array().into_iter().flatten() {
-                    tools.row(vec![cell(tool.get("name")), cell(tool.get("original"))]);
-                }
-                text.push('\n');
-                text.push_str(&tools.render());
-                text
-            });
-        }
-        Servers::Add(a) => {
-            let spec = spec_of(&a)?;
-            let v = admin.call("POST", "servers", Some(&spec))?;
-            one(&v, &format!("added {}", a.name));
-        }
-        Servers::Update { fields, replace } => {
-            let path = format!("servers/{}", encode(&fields.name));
-            let v = if replace {
-                admin.call("PUT", &path, Some(&spec_of(&fields)?))?
-            } else {
-                let changes = fields_of(&fields)?;
-                if changes.as_object().is_some_and(|m| m.len() <= 1) {
-                    return Err(Failure::usage(format!(
-                        "nothing to change: name a field of {}, e.g. --timeout 60s",
-                        fields.name
-                    )));
-                }
-                admin.call("PATCH", &path, Some(&changes))?
-            };
-            one(&v, &format!("updated {}", fields.name));
-        }
-        Servers::Rm { name } => {
-            let v = admin.call("DELETE", &format!("servers/{}", encode(&name)), None)?;
-            one(&v, &format!("removed {name}"));
-        }
-        Servers::Drain {
-            name,
-            replica: Some(r),
-        } => {
-            let (v, text) = replicas::set_drain(admin, &encode(&name), r, true)?;
-            out.print(&v, || text);
-        }
-        Servers::Enable {
-            name,
-            replica: Some(r),
-        } => {
-            let (v, text) = replicas::set_drain(admin, &encode(&name), r, false)?;
-            out.print(&v, || text);
-        }
-        Servers::Replicas { name, index } => {
-            let (v, text) = replicas::show(admin, &encode(&name), index)?;
-            out.print(&v, || text);
-        }
-        Servers::Drain {
-            name,
-            replica: None,
-        } => {
-            let v = admin.call("POST", &format!("servers/{}/drain", encode(&name)), None)?;
-            one(&v, &format!("draining {name}"));
-        }
-        Servers::Enable {
-            name,
-            replica: None,
-        } => {
-            let v = admin.call("POST", &format!("servers/{}/enable", encode(&name)), None)?;
-            one(&v, &format!("enabled {name}"));
-        }
-    }
-    Ok(())
-}
-
-/// The JSON description of `add`/`update --replace` from the flags: it must name a target.
-fn spec_of(a: &AddArgs) -> Result<Value, Failure> {
-    let spec = fields_of(a)?;
-    if spec.get("url").is_none() && spec.get("command").is_none() && spec.get("replicas").is_none()
-    {
-        return Err(Failure::usage(format!(
-            "server {} needs --url http://host:port/mcp or --command PROGRAM",
-            a.name
-        )));
-    }
-    Ok(spec)
-}
-
-/// The fields the flags (and --spec) give, with the name.
-fn fields_of(a: &AddArgs) -> Result<Value, Failure> {
-    let mut spec: Map<String, Value> = match &a.spec {
-        Some(text) => match serde_json::from_str(text) {
-            Ok(Value::Object(m)) => m,
-            Ok(_) => return Err(Failure::usage("--spec must be a JSON object")),
-            Err(e) => return Err(Failure::usage(format!("--spec is not JSON: {e}"))),
-        },
-        None => Map::new(),
-    };
-    spec.insert("name".into(), a.name.clone().into());
-    let mut set = |k: &str, v: &Option<String>| {
-        if let Some(v) = v {
-            spec.insert(k.into(), v.clone().into());
-        }
-    };
-    set("url", &a.url);
-    set("command", &a.command);
-    set("prefix", &a.prefix);
-    set("timeout", &a.timeout);
-    if !a.args.is_empty() {
-        spec.insert("args".into(), a.args.clone().into());
-    }
-    for (key, flag, list) in [("headers", "header", &a.headers), ("env", "env", &a.env)] {
-        if list.is_empty() {
-            continue;
-        }
-        let mut m = Map::new();
-        for kv in list {
-            let (k, v) = kv
-                .split_once('=')
-                .ok_or_else(|| Failure::usage(format!("--{flag} {kv}: write NAME=VALUE")))?;
-            m.insert(k.to_owned(), v.into());
-        }
-        spec.insert(key.into(), Value::Object(m));
-    }
-    Ok(Value::Object(spec))
 }
 
 /// Percent-encodes a path segment or query value.
@@ -806,19 +594,22 @@ mod tests {
             "A=b",
         ])
         .expect("parses");
-        let Command::Servers(Servers::Add(a)) = cli.command else {
+        let Command::Servers(servers::Servers::Add(a)) = cli.command else {
             panic!("not add");
         };
-        let spec = spec_of(&a).expect("spec");
+        let spec = servers::spec_of(&a).expect("spec");
         assert_eq!(
             spec,
             json!({"name": "x", "url": "http://h:1/mcp", "headers": {"A": "b"}})
         );
         let cli = Cli::try_parse_from(["mcpctl", "servers", "add", "y"]).expect("parses");
-        let Command::Servers(Servers::Add(a)) = cli.command else {
+        let Command::Servers(servers::Servers::Add(a)) = cli.command else {
             panic!("not add");
         };
-        assert_eq!(spec_of(&a).expect_err("no target").code, Code::Usage);
+        assert_eq!(
+            servers::spec_of(&a).expect_err("no target").code,
+            Code::Usage
+        );
     }
 
     #[test]

@@ -80,7 +80,7 @@ fn render(v: &Value) -> String {
         let q = &r["latency_us"];
         t.row(vec![
             cell(r.get("index")),
-            cell(r.get("url")),
+            cell(r.get("url").filter(|u| !u.is_null()).or(r.get("command"))),
             status,
             healthy,
             if r["ejected"] == true { "yes" } else { "no" }.to_owned(),
@@ -110,6 +110,9 @@ fn render(v: &Value) -> String {
         }
     );
     head.push_str(&t.render());
+    if let Some(note) = v.get("note").and_then(Value::as_str) {
+        head.push_str(&format!("{note}\n"));
+    }
     // Why a replica failed does not fit a column: one line each, under the table.
     for r in &list {
         if let Some(e) = r.get("last_error").and_then(Value::as_str) {

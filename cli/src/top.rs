@@ -188,7 +188,10 @@ fn render(frame: &Value) -> String {
     t.render()
 }
 
-/// Runs `top`; with `once`, prints one frame and returns; with `replicas`, adds replica rows.
+/// Shows the table every `interval` until interrupted (or once, with `once`). When the proxy
+/// stops answering (a restart, a crash), the screen says so and `top` keeps asking every
+/// `interval`; the rates start again from the first answer after it is back. `--once` fails
+/// at once instead, with the exit code of the failure.
 pub fn run(
     admin: &Admin,
     interval: Duration,
@@ -196,43 +199,63 @@ pub fn run(
     replicas: bool,
     as_json: bool,
 ) -> Result<(), Failure> {
-    let mut before = admin.get("stats")?;
-    let mut reps_before = if replicas {
-        sample_replicas(admin, &admin.get("health")?)
-    } else {
-        Replicas::new()
-    };
-    let mut at = Instant::now();
-    loop {
-        std::thread::sleep(interval);
-        let after = admin.get("stats")?;
+    let sample = |replicas: bool| -> Result<(Value, Value, Replicas), Failure> {
+        let stats = admin.get("stats")?;
         let health = admin.get("health")?;
-        let reps_after = if replicas {
+        let reps = if replicas {
             sample_replicas(admin, &health)
         } else {
             Replicas::new()
         };
-        let now = Instant::now();
-        let samples = replicas.then_some((&reps_before, &reps_after));
-        let f = frame(&before, &after, &health, now - at, samples);
-        if as_json {
-            println!("{f}");
-        } else {
-            if !once {
-                // Clear the screen and go home, so the table refreshes in place.
-                print!("\x1b[2J\x1b[H");
-                println!(
-                    "mcp-proxy at {} (every {:.1}s, Ctrl-C to quit)\n",
-                    admin.url.authority,
-                    interval.as_secs_f64()
-                );
+        Ok((stats, health, reps))
+    };
+    // The previous sample, when the proxy answered the last time it was asked.
+    let mut previous: Option<(Value, Replicas, Instant)> = None;
+    loop {
+        match sample(replicas) {
+            Ok((after, health, reps_after)) => {
+                let now = Instant::now();
+                if let Some((before, reps_before, at)) = &previous {
+                    let samples = replicas.then_some((reps_before, &reps_after));
+                    let f = frame(before, &after, &health, now - *at, samples);
+                    if as_json {
+                        println!("{f}");
+                    } else {
+                        if !once {
+                            // Clear the screen and go home, so the table refreshes in place.
+                            print!("\x1b[2J\x1b[H");
+                            println!(
+                                "mcp-proxy at {} (every {:.1}s, Ctrl-C to quit)\n",
+                                admin.url.authority,
+                                interval.as_secs_f64()
+                            );
+                        }
+                        print!("{}", render(&f));
+                    }
+                    if once {
+                        return Ok(());
+                    }
+                }
+                previous = Some((after, reps_after, now));
             }
-            print!("{}", render(&f));
+            Err(e) if once => return Err(e),
+            Err(e) => {
+                previous = None;
+                if as_json {
+                    println!("{}", json!({"error": e.message}));
+                } else {
+                    print!("\x1b[2J\x1b[H");
+                    println!(
+                        "mcp-proxy at {} does not answer; asking again every {:.1}s \
+                         (Ctrl-C to quit)\n{}",
+                        admin.url.authority,
+                        interval.as_secs_f64(),
+                        e.message
+                    );
+                }
+            }
         }
-        if once {
-            return Ok(());
-        }
-        (before, reps_before, at) = (after, reps_after, now);
+        std::thread::sleep(interval);
     }
 }
 

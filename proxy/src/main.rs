@@ -125,6 +125,7 @@ fn main() -> anyhow::Result<()> {
             .as_deref()
             .or(config.proxy.log_level.as_deref()),
         args.log_level.is_some(),
+        config.proxy.log_level.as_deref(),
         logs::secrets_of(&config),
     );
     // Every thread started from here on inherits the blocked signals; one thread takes them.

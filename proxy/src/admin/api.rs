@@ -185,11 +185,23 @@ pub async fn handle(shard: &Rc<Shard>, token: &str, request: &Request) -> Respon
                     "auth": done.auth,
                     "limits": done.limits,
                     "proxy_limits": done.proxy_limits,
+                    "log_level": done.log_level,
                     "not_applied_until_restart": done.restart,
                 }),
             ),
             Err(servers::ReloadError::Registry(e)) => registry_error(&e),
             Err(e) => error(400, "reload", e),
+        },
+        ("GET", ["config"]) => match super::config_view::running(shard) {
+            Ok(v) => answer(200, v),
+            Err(e) => error(500, "config", e),
+        },
+        ("GET", ["log-level"]) => {
+            answer(200, json!({"level": crate::metrics::log_filter::current()}))
+        }
+        ("PUT", ["log-level"]) => match parse_body(request) {
+            Ok(body) => set_log_level(&body),
+            Err(r) => r,
         },
         (_, ["workflows", rest @ ..]) => {
             super::workflows::handle(shard, method, rest, request).await
@@ -197,7 +209,7 @@ pub async fn handle(shard: &Rc<Shard>, token: &str, request: &Request) -> Respon
         (
             _,
             ["servers" | "tools" | "prompts" | "resources" | "route" | "health" | "stats"
-            | "sessions" | "shards" | "reload" | "version" | "cluster", ..],
+            | "sessions" | "shards" | "reload" | "version" | "log-level" | "config" | "cluster", ..],
         ) => error(
             405,
             "method",
@@ -207,8 +219,28 @@ pub async fn handle(shard: &Rc<Shard>, token: &str, request: &Request) -> Respon
             404,
             "not_found",
             "no such route; see docs/admin-api.md (servers, tools, prompts, resources, route, \
-             health, stats, sessions, shards, reload, version, workflows, cluster)",
+             health, stats, sessions, shards, reload, version, log-level, config, workflows, cluster)",
         ),
+    }
+}
+
+/// `PUT /api/v1/log-level` with `{"level": FILTER}`: every thread logs with FILTER from now on
+/// (until a restart, or a reload of a file whose `[proxy] log_level` changed).
+fn set_log_level(body: &Value) -> Response {
+    let Some(level) = body.get("level").and_then(Value::as_str) else {
+        return error(
+            400,
+            "invalid",
+            r#"send {"level": "debug"} (a level, or module=level pairs such as "info,mcp_proxy::mcp::routing=debug")"#,
+        );
+    };
+    let before = crate::metrics::log_filter::current();
+    match crate::metrics::log_filter::set(level) {
+        Ok(()) => {
+            log::info!("log level now {} (was {before})", level.trim());
+            answer(200, json!({"level": level.trim(), "previous": before}))
+        }
+        Err(e) => error(400, "invalid", e),
     }
 }
 
@@ -273,9 +305,9 @@ fn hex(b: u8) -> Option<u8> {
 }
 
 /// Discovery state of a server: its status word, why it is down, and its item counts.
-type Status = (&'static str, Option<String>, Option<[usize; 4]>);
+pub(crate) type Status = (&'static str, Option<String>, Option<[usize; 4]>);
 
-fn status_of(shard: &Shard, index: usize) -> Status {
+pub(crate) fn status_of(shard: &Shard, index: usize) -> Status {
     let catalog = shard.catalog();
     match catalog.status.get(index) {
         Some(ServerStatus::Up(l)) => (

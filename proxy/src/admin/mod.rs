@@ -4,9 +4,11 @@
 //! - `GET /metrics`: Prometheus text exposition of every `mcp_proxy_*` metric.
 //! - `GET /stats`: exact latency quantiles (JSON), merged across shards ([`stats`]).
 //! - `GET /healthz`: liveness, with each upstream server's discovery state (JSON).
-//! - `/api/v1/...`: the admin API ([`api`], bearer token), whose changes to the live registry
+//! - `GET /readyz`: readiness: 200 once every configured server was tried, 503 before.
+//! - `/api/v1/...`: the admin API ([`api`], bearer token; the running configuration in
+//!   [`config_view`]), whose changes to the live registry
 //!   go through [`servers`]; per-replica routes (which ask every shard) are in [`replicas`].
-//!   `/metrics`, `/stats` and `/healthz` stay open for scrapers.
+//!   `/metrics`, `/stats`, `/healthz` and `/readyz` stay open for scrapers and probes.
 //!
 //! Every route first checks `Host` and `Origin` ([`host`]), so a web page cannot read any of
 //! them by DNS rebinding.
@@ -22,6 +24,7 @@
 
 pub mod api;
 pub mod cluster;
+pub mod config_view;
 pub mod host;
 pub mod replicas;
 pub mod servers;
@@ -167,9 +170,10 @@ pub fn route(shard: &Shard, request: &Request) -> Response {
             Response::json(200, stats::render_servers(live))
         }
         "/healthz" => Response::json(200, health(shard)),
+        "/readyz" => readiness(shard),
         _ => Response::json(
             404,
-            r#"{"error":"not found: try /metrics, /stats or /healthz"}"#.into(),
+            r#"{"error":"not found: try /metrics, /stats, /healthz or /readyz"}"#.into(),
         ),
     }
 }
@@ -207,6 +211,30 @@ fn metrics_response(shard: &Shard) -> Response {
         status: 200,
         content_type: METRICS_TYPE,
         body,
+    }
+}
+
+/// `/readyz`: 200 once the catalog is built, every live server tried at least once (up or
+/// down, but no longer pending); 503 before, naming the servers still being tried. A load
+/// balancer or Kubernetes sends traffic only then, so the first clients see every tool.
+fn readiness(shard: &Shard) -> Response {
+    let catalog = shard.catalog();
+    let registry = shard.registry();
+    let waiting: Vec<String> = registry
+        .live()
+        .filter(|(i, _)| matches!(catalog.status.get(*i), Some(ServerStatus::Pending) | None))
+        .map(|(_, e)| stats::json_str(&e.config.name))
+        .collect();
+    if waiting.is_empty() {
+        Response::json(
+            200,
+            format!(r#"{{"ready":true,"servers":{}}}"#, registry.live().count()),
+        )
+    } else {
+        Response::json(
+            503,
+            format!(r#"{{"ready":false,"waiting_for":[{}]}}"#, waiting.join(",")),
+        )
     }
 }
 

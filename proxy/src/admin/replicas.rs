@@ -105,6 +105,9 @@ async fn list(shard: &Rc<Shard>, name: &str, only: Option<usize>) -> Response {
         Ok((i, e)) => (i, e.clone()),
         Err(e) => return registry_error(&e),
     };
+    if let (Transport::Stdio(cmd), None) = (&entry.config.transport, only) {
+        return answer(200, stdio_json(shard, index, &entry, cmd));
+    }
     if let Err(e) = registry.check_replica(name, &entry, only.unwrap_or(0)) {
         return registry_error(&e);
     }
@@ -137,6 +140,45 @@ async fn list(shard: &Rc<Shard>, name: &str, only: Option<usize>) -> Response {
         None => body["replicas"] = replicas.into(),
     }
     answer(200, body)
+}
+
+/// A stdio server's one program as its only replica: listed like an HTTP replica (status,
+/// why it is down), but not drainable on its own, and the answer says so.
+fn stdio_json(
+    shard: &Shard,
+    index: usize,
+    entry: &Entry,
+    cmd: &crate::config::StdioCommand,
+) -> Value {
+    let (status, why, _) = super::api::status_of(shard, index);
+    let command = std::iter::once(cmd.command.as_str())
+        .chain(cmd.args.iter().map(String::as_str))
+        .collect::<Vec<_>>()
+        .join(" ");
+    json!({
+        "server": entry.config.name,
+        "index": index,
+        "state": entry.state.label(),
+        "transport": "stdio",
+        "strategy": Value::Null,
+        "shards": shard.nr_shards,
+        "shards_missing": [],
+        "drainable": false,
+        "note": format!(
+            "a stdio server runs one program, started per session: it cannot be drained one \
+             replica at a time; `mcpctl servers drain {}` drains the whole server",
+            entry.config.name
+        ),
+        "replicas": [{
+            "index": 0,
+            "url": Value::Null,
+            "command": command,
+            "status": status,
+            "drain": entry.state == crate::registry::servers::ServerState::Draining,
+            "healthy": status == "up",
+            "last_error": why,
+        }],
+    })
 }
 
 /// One replica, its shards' views added up.

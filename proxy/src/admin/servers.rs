@@ -48,6 +48,8 @@ pub struct Reloaded {
     /// `max_header_bytes`, `header_read_timeout`, `idle_timeout`) were put in force (for new
     /// connections).
     pub proxy_limits: bool,
+    /// The log filter a changed `[proxy] log_level` put in force, if the file changed it.
+    pub log_level: Option<String>,
     /// Settings the file changes since the proxy started that only a restart applies
     /// (`[proxy] listen`, ...), in a stable order; every reload names them until the restart.
     pub restart: Vec<&'static str>,
@@ -55,7 +57,12 @@ pub struct Reloaded {
 
 /// Adds the server described by `spec`; returns its index.
 pub async fn add(shard: &Rc<Shard>, spec: &serde_json::Value) -> Result<usize, RegistryError> {
-    let index = change(shard, |registry| registry.add(spec)).await?;
+    let index = change(shard, |registry| {
+        let (next, index) = registry.add(spec)?;
+        program_exists(&next.entries[index].config)?;
+        Ok((next, index))
+    })
+    .await?;
     let name = shard
         .registry()
         .entries
@@ -72,9 +79,25 @@ pub async fn update(
     name: &str,
     spec: &serde_json::Value,
 ) -> Result<usize, RegistryError> {
-    let index = change(shard, |registry| registry.update(name, spec)).await?;
+    let index = change(shard, |registry| {
+        let (next, index) = registry.update(name, spec)?;
+        program_exists(&next.entries[index].config)?;
+        Ok((next, index))
+    })
+    .await?;
     log::info!(server = name; "admin: server {name} updated");
     Ok(index)
+}
+
+/// Refuses a stdio server whose program is not there (ENOENT, with the path looked at), so
+/// `servers add` says so rather than registering a server that can only fail to start.
+fn program_exists(config: &crate::config::ServerConfig) -> Result<(), RegistryError> {
+    match &config.transport {
+        crate::config::Transport::Stdio(cmd) => crate::upstream::stdio::program::locate(cmd)
+            .map(|_| ())
+            .map_err(|e| RegistryError::InvalidSpec(format!("server {}: {e}", config.name))),
+        crate::config::Transport::Http { .. } => Ok(()),
+    }
 }
 
 /// The description of server `name` with `fields` laid over it: each field given replaces
@@ -194,6 +217,18 @@ pub fn reload(shard: &Rc<Shard>) -> Result<Reloaded, ReloadError> {
     if let Some(certificate) = certificate {
         certificate.install();
     }
+    // The file's filter was checked when it was read, so this cannot refuse it.
+    let log_level =
+        match crate::metrics::log_filter::reload_from_file(config.proxy.log_level.as_deref()) {
+            Ok(applied) => applied,
+            Err(e) => {
+                log::warn!("reload: [proxy] log_level not applied: {e}");
+                None
+            }
+        };
+    if let Some(filter) = &log_level {
+        log::info!("reload: log level now {filter}");
+    }
     // Turning auth on or off is in `restart`: the running mode and its [auth] are kept whole.
     let auth = crate::auth::reload(&config.auth);
     let limits = crate::endpoint::limits::apply(&config.limits);
@@ -222,6 +257,7 @@ pub fn reload(shard: &Rc<Shard>) -> Result<Reloaded, ReloadError> {
         auth,
         limits,
         proxy_limits,
+        log_level,
         restart,
     })
 }

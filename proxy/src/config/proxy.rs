@@ -56,8 +56,8 @@ pub struct ProxyConfig {
     pub log_format: LogFormat,
     /// Log filter such as `info` or `warn,mcp_proxy::mcp::routing=debug`; `None`: `info`.
     pub log_level: Option<String>,
-    /// Bearer token of the admin API (`MCP_PROXY_ADMIN_TOKEN` also sets it); `None`: one is
-    /// generated at start and printed.
+    /// Bearer token of the admin API (`admin_token`, the file `admin_token_file` names, or
+    /// `MCP_PROXY_ADMIN_TOKEN`); `None`: one is generated at start and printed.
     pub admin_token: Option<String>,
     /// The file this configuration was read from (set by the binary, not by the file), so a
     /// reload (SIGHUP, admin API) can read it again.
@@ -195,15 +195,48 @@ pub(super) fn build(raw: RawProxy) -> Result<ProxyConfig, Located> {
             None => None,
         },
         session_max_age: raw.session_max_age,
-        admin_token: match raw.admin_token.filter(|t| !t.get_ref().is_empty()) {
-            Some(t) => {
-                admin_token::check(t.get_ref(), "admin_token").map_err(|m| (Some(t.span()), m))?;
-                Some(t.into_inner())
-            }
-            None => None,
-        },
+        admin_token: admin_token_of(raw.admin_token, raw.admin_token_file)?,
         config_path: None,
     })
+}
+
+/// The admin token from `admin_token`, or read from the file `admin_token_file` names (a
+/// mounted secret such as `/run/secrets/mcp-proxy-admin-token`, surrounding whitespace
+/// removed); naming both is refused, since one would silently lose.
+fn admin_token_of(
+    token: Option<Spanned<String>>,
+    file: Option<Spanned<String>>,
+) -> Result<Option<String>, Located> {
+    let token = token.filter(|t| !t.get_ref().is_empty());
+    match (token, file) {
+        (Some(_), Some(f)) => Err((
+            Some(f.span()),
+            "admin_token and admin_token_file are both set; keep one (the file keeps the \
+             token out of the configuration)"
+                .into(),
+        )),
+        (Some(t), None) => {
+            admin_token::check(t.get_ref(), "admin_token").map_err(|m| (Some(t.span()), m))?;
+            Ok(Some(t.into_inner()))
+        }
+        (None, Some(f)) => {
+            let path = f.get_ref();
+            let text = std::fs::read_to_string(path).map_err(|e| {
+                (
+                    Some(f.span()),
+                    format!(
+                        "admin_token_file \"{path}\" cannot be read ({e}); write the path of a \
+                         file holding the token, e.g. made with `openssl rand -hex 32 > {path}`"
+                    ),
+                )
+            })?;
+            let value = text.trim();
+            admin_token::check(value, &format!("the token in admin_token_file \"{path}\""))
+                .map_err(|m| (Some(f.span()), m))?;
+            Ok(Some(value.to_owned()))
+        }
+        (None, None) => Ok(None),
+    }
 }
 
 /// `[proxy]` as serde sees it; see [`ProxyConfig`] for each field's meaning.
@@ -285,6 +318,10 @@ pub(super) struct RawProxy {
     /// See [`ProxyConfig::admin_token`].
     #[serde(default)]
     admin_token: Option<Spanned<String>>,
+    /// A file holding the admin token (read at start and at each reload); see
+    /// [`ProxyConfig::admin_token`].
+    #[serde(default)]
+    admin_token_file: Option<Spanned<String>>,
 }
 
 impl Default for RawProxy {
@@ -311,6 +348,7 @@ impl Default for RawProxy {
             log_format: None,
             log_level: None,
             admin_token: None,
+            admin_token_file: None,
         }
     }
 }

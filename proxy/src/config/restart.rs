@@ -2,7 +2,8 @@
 //!
 //! A reload (SIGHUP, admin API) applies `[[servers]]`, `[auth]`, `[limits]`, the
 //! per-connection HTTP limits of `[proxy]` (`max_body_bytes`, `max_header_bytes`,
-//! `header_read_timeout`, `idle_timeout`: see `crate::endpoint::limits`) and a new certificate; every
+//! `header_read_timeout`, `idle_timeout`: see `crate::endpoint::limits`), `[proxy] log_level`
+//! (see `crate::metrics::log_filter`) and a new certificate; every
 //! other `[proxy]` setting and switching `[tls]` on or off wait for a restart: they are bound
 //! into listeners, executors and each shard's `Arc<Config>` at start. So does switching
 //! `[auth]` on or off: the running mode is kept whole (see `crate::auth::reload`). So that an
@@ -78,7 +79,8 @@ pub fn changed(before: &Config, after: &Config) -> Vec<&'static str> {
         admin_listen,
         admin_allowed_hosts,
         log_format,
-        log_level,
+        // Applied by a reload when the file changes it (`crate::metrics::log_filter`).
+        log_level: _,
         admin_token,
         config_path: _, // set by the binary, not read from the file
     } = &before.proxy;
@@ -113,7 +115,6 @@ pub fn changed(before: &Config, after: &Config) -> Vec<&'static str> {
             *admin_allowed_hosts != a.admin_allowed_hosts,
         ),
         ("[proxy] log_format", *log_format != a.log_format),
-        ("[proxy] log_level", *log_level != a.log_level),
         ("[proxy] admin_token", *admin_token != a.admin_token),
         // The certificate and its settings follow a reload; only the scheme does not.
         (
@@ -214,7 +215,7 @@ mod tests {
             "[proxy] admin_listen",
             "[proxy] admin_allowed_hosts",
             "[proxy] log_format",
-            "[proxy] log_level",
+            // log_level is edited above too, but a reload applies it.
             "[proxy] admin_token",
         ];
         // The order is the struct's, not the file's, so answers stay comparable between reloads.

@@ -10,7 +10,6 @@
 //! line that prints a configuration, never writes one.
 
 use std::fmt::Write as _;
-use std::io::Write;
 
 use log::kv::{Key, Value, VisitSource};
 use log::Record;
@@ -38,26 +37,23 @@ pub fn secrets_of(config: &Config) -> Vec<String> {
 }
 
 /// Installs the logger. `filter` is an env_logger filter; `RUST_LOG`, when set, overrides
-/// it unless `force` (a command-line `--log-level`).
-pub fn init(format: LogFormat, filter: Option<&str>, force: bool, secrets: Vec<String>) {
-    let mut builder = env_logger::Builder::new();
-    builder.filter_level(log::LevelFilter::Info);
+/// it unless `force` (a command-line `--log-level`). `file_filter` is `[proxy] log_level` as the
+/// file says it (a reload that changes it changes the filter: see [`super::log_filter`]).
+pub fn init(
+    format: LogFormat,
+    filter: Option<&str>,
+    force: bool,
+    file_filter: Option<&str>,
+    secrets: Vec<String>,
+) {
     let env = std::env::var("RUST_LOG").ok().filter(|v| !v.is_empty());
-    match (filter, env) {
-        (Some(f), _) if force => builder.parse_filters(f),
-        (_, Some(env)) => builder.parse_filters(&env),
-        (Some(f), None) => builder.parse_filters(f),
-        (None, None) => &mut builder,
+    let filter = match (filter, env.as_deref()) {
+        (Some(f), _) if force => f,
+        (_, Some(env)) => env,
+        (Some(f), None) => f,
+        (None, None) => super::log_filter::DEFAULT_FILTER,
     };
-    builder
-        .target(env_logger::Target::Stderr)
-        .format(move |buf, record| {
-            let ts = buf.timestamp_millis().to_string();
-            let line = render(format, &ts, record, &secrets);
-            buf.write_all(line.as_bytes())
-        });
-    // A second init (tests) keeps the first logger.
-    let _ = builder.try_init();
+    super::log_filter::install(format, filter, file_filter, secrets);
 }
 
 /// One record as a line (with its newline).

@@ -14,7 +14,8 @@
 //! - [`counting_stream`]: a stream wrapper counting the bytes a client connection moves;
 //! - [`exposition`]: the `/metrics` text: live servers' series, build and process metrics;
 //! - [`request_counts`]: request and failure counts read back from the series;
-//! - [`logs`]: the text/JSON/logfmt log formats, with configured secrets redacted.
+//! - [`logs`]: the text/JSON/logfmt log formats, with configured secrets redacted;
+//! - [`log_filter`]: the running log filter, changed without a restart (admin API, reload).
 //!
 //! # Cost on the hot path
 //! The `metrics` facade's recorder is global (an `Arc` of atomics). Every handle a request
@@ -28,6 +29,7 @@ pub mod exposition;
 pub mod labels;
 pub mod latency;
 pub mod local;
+pub mod log_filter;
 pub mod logs;
 pub mod request_counts;
 pub mod tools;

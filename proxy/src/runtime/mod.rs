@@ -11,6 +11,7 @@
 
 pub mod admin_token;
 pub mod listener;
+pub mod local_token;
 pub mod memlock;
 pub mod wiring;
 
@@ -117,6 +118,8 @@ pub struct Running {
     reload: Arc<AtomicBool>,
     /// The admin API token made at start (none was configured), for the operator to see.
     pub generated_token: Option<String>,
+    /// Where the generated token was left for `mcpctl` on this machine (removed at stop).
+    pub local_token: Option<std::path::PathBuf>,
 }
 
 impl Running {
@@ -136,6 +139,9 @@ impl Running {
             if let Err(e) = result {
                 log::error!("a shard stopped with an error: {e}");
             }
+        }
+        if let Some(path) = &self.local_token {
+            local_token::withdraw(path);
         }
         if let Some(cluster) = crate::cluster::get() {
             cluster.leave();
@@ -297,6 +303,17 @@ pub fn start(mut config: Config, mode: Mode, control: Control) -> Result<Running
     }
     // Every listener is bound: the ports are ours now.
     drop((listen_hold, admin_hold));
+    // mcpctl on this machine finds a generated token by the admin port, with no setting.
+    let local_token = match (admin, &generated_token) {
+        (Some(admin), Some(token)) => match local_token::publish(admin.port(), token) {
+            Ok(path) => Some(path),
+            Err(e) => {
+                log::warn!("the admin token is not left for mcpctl: {e}");
+                None
+            }
+        },
+        _ => None,
+    };
     Ok(Running {
         addr,
         admin,
@@ -304,6 +321,7 @@ pub fn start(mut config: Config, mode: Mode, control: Control) -> Result<Running
         stop,
         reload,
         generated_token,
+        local_token,
     })
 }
 
