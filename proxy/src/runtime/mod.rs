@@ -380,20 +380,6 @@ fn advertised_host(advertise: &str) -> &str {
     }
 }
 
-#[cfg(test)]
-mod member_tests {
-    #[test]
-    fn a_wildcard_admin_address_is_reached_at_the_advertised_host() {
-        use super::advertised_host;
-        assert_eq!(advertised_host("http://10.0.0.5:8080"), "10.0.0.5");
-        assert_eq!(
-            advertised_host("https://proxy-1.internal"),
-            "proxy-1.internal"
-        );
-        assert_eq!(advertised_host("http://[fd00::5]:8080/"), "[fd00::5]");
-    }
-}
-
 /// A shard thread that ended before serving: glommio could not build its executor. Its error
 /// stays in the thread (joining it could wait on shards blocked on the mesh), so the likely
 /// causes are named instead; [`crate::runtime::memlock::check`] and [`crate::runtime::memlock::probe_io_uring`]
@@ -558,4 +544,18 @@ async fn shut_down(shard: &Rc<Shard>, drained: &AtomicUsize) {
     shard.end_all_sessions().await;
     crate::upstream::table::stop_children(shard, CHILD_GRACE).await;
     log::debug!("shard {} stopped", shard.id);
+}
+
+#[cfg(test)]
+mod member_tests {
+    #[test]
+    fn a_wildcard_admin_address_is_reached_at_the_advertised_host() {
+        use super::advertised_host;
+        assert_eq!(advertised_host("http://10.0.0.5:8080"), "10.0.0.5");
+        assert_eq!(
+            advertised_host("https://proxy-1.internal"),
+            "proxy-1.internal"
+        );
+        assert_eq!(advertised_host("http://[fd00::5]:8080/"), "[fd00::5]");
+    }
 }
