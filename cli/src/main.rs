@@ -19,6 +19,7 @@
 //! 6 degraded (`health`: some server is not up).
 
 mod admin;
+mod cluster;
 mod fail;
 mod http;
 mod issuers;
@@ -152,6 +153,9 @@ enum Command {
     Shards,
     /// The trusted OAuth issuers ([auth.oauth]): their keys and when they were last fetched.
     Issuers,
+    /// The fleet this proxy is a member of (`[cluster]`): members, leader, health.
+    #[command(subcommand)]
+    Cluster(cluster::Cluster),
     /// Re-read the proxy's configuration file (sessions are kept).
     Reload,
     /// The proxy's version.
@@ -244,6 +248,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
     match cli.command {
         Command::Servers(s) => servers::run(&admin, &out, s),
         Command::Workflows(w) => workflows::run(&admin, &out, w),
+        Command::Cluster(c) => cluster::run(&admin, &out, c),
         Command::Tools(Tools::Ls) => tools(&admin, &out),
         Command::Tools(Tools::Search {
             text,

@@ -17,6 +17,7 @@
 //!   sessions, health checks.
 //! - [`balance`]: choosing a replica: statistics, the circuit, the retry budget, strategies.
 //! - [`shard`]: the per-core context and the mesh between cores.
+//! - [`cluster`]: a fleet of proxies on etcd: the shared registry, membership, the leader.
 //! - [`registry`]: the live set of servers and the catalog discovered from them.
 //! - [`metrics`]: Prometheus metrics, per-shard latency histograms, structured logs.
 //! - [`tls`]: rustls configurations, reloadable.
@@ -45,6 +46,8 @@ pub mod upstream;
 pub mod balance;
 
 pub mod shard;
+
+pub mod cluster;
 
 pub mod registry;
 

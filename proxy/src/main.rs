@@ -45,6 +45,12 @@ struct Args {
     /// the configuration.
     #[arg(long)]
     log_level: Option<String>,
+    /// Run as a member of a fleet whose registry and membership live in this etcd (comma-separated
+    /// endpoints), overriding `[cluster] etcd`; the other `[cluster]` settings keep their
+    /// defaults unless the file sets them. Needs a session key.
+    #[arg(long, env = "MCP_PROXY_CLUSTER_ETCD", value_name = "URL", value_delimiter = ',',
+          value_parser = |s: &str| mcp_proxy::config::cluster::check_endpoint(s).map(|()| s.to_owned()))]
+    cluster_etcd: Vec<String>,
     /// Validate this configuration file, print `OK` or the located error, and exit (0 or 1)
     /// without starting anything.
     #[arg(long, value_name = "FILE", conflicts_with_all = ["stdio", "takeover"])]
@@ -83,6 +89,16 @@ fn main() -> anyhow::Result<()> {
     }
     if let Some(admin) = args.admin_listen {
         config.proxy.admin_listen = Some(admin);
+    }
+    if !args.cluster_etcd.is_empty() {
+        match &mut config.cluster {
+            Some(cluster) => cluster.etcd = args.cluster_etcd.clone(),
+            None => {
+                config.cluster = Some(mcp_proxy::config::cluster::ClusterConfig::on(
+                    args.cluster_etcd.clone(),
+                ))
+            }
+        }
     }
     config.proxy.config_path = args.config.clone();
     if config.proxy.admin_token.is_none() {

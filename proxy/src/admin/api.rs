@@ -62,6 +62,7 @@ pub(crate) fn registry_error(e: &RegistryError) -> Response {
         RegistryError::Conflict(_) => error(409, "conflict", e),
         RegistryError::InvalidSpec(_) | RegistryError::NotApplicable(_) => error(400, "invalid", e),
         RegistryError::State { .. } => error(500, "state", e),
+        RegistryError::Shared(_) => error(503, "etcd_unavailable", e),
     }
 }
 
@@ -84,7 +85,7 @@ pub(crate) fn refuse_unauthorized(token: &str, request: &Request) -> Option<Resp
 }
 
 /// Answers an API request (any path under [`PREFIX`]).
-pub fn handle(shard: &Rc<Shard>, token: &str, request: &Request) -> Response {
+pub async fn handle(shard: &Rc<Shard>, token: &str, request: &Request) -> Response {
     if let Some(refused) = refuse_unauthorized(token, request) {
         return refused;
     }
@@ -119,16 +120,16 @@ pub fn handle(shard: &Rc<Shard>, token: &str, request: &Request) -> Response {
             Err(e) => registry_error(&e),
         },
         ("POST", ["servers"]) => match parse_body(request) {
-            Ok(spec) => changed(shard, servers::add(shard, &spec), 201),
+            Ok(spec) => changed(shard, servers::add(shard, &spec).await, 201),
             Err(r) => r,
         },
         ("PUT", ["servers", name]) => match parse_body(request) {
-            Ok(spec) => changed(shard, servers::update(shard, name, &spec), 200),
+            Ok(spec) => changed(shard, servers::update(shard, name, &spec).await, 200),
             Err(r) => r,
         },
         ("PATCH", ["servers", name]) => match parse_body(request) {
             Ok(fields) => match servers::patched_spec(shard, name, &fields) {
-                Ok(spec) => changed(shard, servers::update(shard, name, &spec), 200),
+                Ok(spec) => changed(shard, servers::update(shard, name, &spec).await, 200),
                 Err(e) => registry_error(&e),
             },
             Err(r) => r,
@@ -140,7 +141,7 @@ pub fn handle(shard: &Rc<Shard>, token: &str, request: &Request) -> Response {
                 .map(|(i, e)| server_json(shard, i, e, false));
             match (
                 before,
-                servers::set_state(shard, name, ServerState::Removed),
+                servers::set_state(shard, name, ServerState::Removed).await,
             ) {
                 (Ok(mut v), Ok(_)) => {
                     v["state"] = "removed".into();
@@ -151,12 +152,12 @@ pub fn handle(shard: &Rc<Shard>, token: &str, request: &Request) -> Response {
         }
         ("POST", ["servers", name, "drain"]) => changed(
             shard,
-            servers::set_state(shard, name, ServerState::Draining),
+            servers::set_state(shard, name, ServerState::Draining).await,
             200,
         ),
         ("POST", ["servers", name, "enable"]) => changed(
             shard,
-            servers::set_state(shard, name, ServerState::Active),
+            servers::set_state(shard, name, ServerState::Active).await,
             200,
         ),
         ("GET", ["tools"]) => items(shard, ListKind::Tools, "name", query),
@@ -177,6 +178,7 @@ pub fn handle(shard: &Rc<Shard>, token: &str, request: &Request) -> Response {
         ("GET", ["auth", "issuers"]) => {
             answer(200, json!({"issuers": crate::auth::oauth::keys::status()}))
         }
+        ("GET", ["cluster"]) => super::cluster::answer(),
         ("POST", ["reload"]) => match servers::reload(shard) {
             Ok(done) => answer(
                 200,
@@ -204,11 +206,13 @@ pub fn handle(shard: &Rc<Shard>, token: &str, request: &Request) -> Response {
             Ok(body) => set_log_level(&body),
             Err(r) => r,
         },
-        (_, ["workflows", rest @ ..]) => super::workflows::handle(shard, method, rest, request),
+        (_, ["workflows", rest @ ..]) => {
+            super::workflows::handle(shard, method, rest, request).await
+        }
         (
             _,
             ["servers" | "tools" | "prompts" | "resources" | "route" | "health" | "stats"
-            | "sessions" | "shards" | "reload" | "version" | "log-level" | "config", ..],
+            | "sessions" | "shards" | "reload" | "version" | "log-level" | "config" | "cluster", ..],
         ) => error(
             405,
             "method",
@@ -218,7 +222,7 @@ pub fn handle(shard: &Rc<Shard>, token: &str, request: &Request) -> Response {
             404,
             "not_found",
             "no such route; see docs/admin-api.md (servers, tools, prompts, resources, route, \
-             health, stats, sessions, shards, reload, version, log-level, config, workflows)",
+             health, stats, sessions, shards, reload, version, log-level, config, workflows, cluster)",
         ),
     }
 }

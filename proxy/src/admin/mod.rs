@@ -23,6 +23,7 @@
 //!   that costs a write, not a render.
 
 pub mod api;
+pub mod cluster;
 pub mod config_view;
 pub mod host;
 pub mod replicas;
@@ -133,7 +134,7 @@ async fn serve_connection(shard: Rc<Shard>, stream: TcpStream) {
             (None, Some(token)) if request.path().starts_with(api::PREFIX) => {
                 match replicas::route(&shard, token, &request).await {
                     Some(response) => response,
-                    None => api::handle(&shard, token, &request),
+                    None => api::handle(&shard, token, &request).await,
                 }
             }
             (None, _) => route(&shard, &request),

@@ -55,7 +55,7 @@ pub async fn route(shard: &Rc<Shard>, token: &str, request: &Request) -> Option<
         [index, action @ ("drain" | "enable")] if post => match parse_index(shard, name, index) {
             Ok(i) => {
                 let drain = *action == "drain";
-                match servers::set_replica_drain(shard, name, i, drain) {
+                match servers::set_replica_drain(shard, name, i, drain).await {
                     Ok(_) => list(shard, name, Some(i)).await,
                     Err(e) => registry_error(&e),
                 }

@@ -1,13 +1,12 @@
 //! Changes to the live registry, made on shard 0: add, update, drain, enable, remove, reload.
 //!
-//! Every change follows the same steps, with no await in between, so two admin requests
-//! (served by tasks on the same thread) can never interleave and lose one another's change:
-//! compute the next [`Registry`](crate::registry::servers::Registry), persist it (when a state
-//! directory is configured), then publish it to every shard, whose discovery and catalog
-//! follow ([`crate::orchestration::registry_change`], shared with the balancing tool).
-//!
-//! Persisting is a small synchronous write and fsync on shard 0: admin changes are rare, and
-//! doing it inline is what makes "saved, then applied" hold even across a kill -9.
+//! Every change goes through [`crate::orchestration::registry_change::change`] (shared with the
+//! balancing tool): compute the next [`Registry`](crate::registry::servers::Registry), persist
+//! it, then publish it to every shard, whose discovery and catalog follow. One instance
+//! persists in its state directory inline (no await in between, so two admin requests on the
+//! same thread never interleave and lose one another's change, and "saved, then applied" holds
+//! even across a kill -9); a fleet member writes the shared registry in etcd with a
+//! compare-and-set, which settles races between members and between requests alike.
 
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -15,7 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::config::Config;
-use crate::orchestration::registry_change::{commit, publish, save};
+use crate::orchestration::registry_change::{change, publish, save};
 use crate::registry::servers::{Changes, RegistryError, ServerState};
 use crate::shard::Shard;
 
@@ -57,24 +56,35 @@ pub struct Reloaded {
 }
 
 /// Adds the server described by `spec`; returns its index.
-pub fn add(shard: &Rc<Shard>, spec: &serde_json::Value) -> Result<usize, RegistryError> {
-    let (next, index) = shard.registry().add(spec)?;
-    program_exists(&next.entries[index].config)?;
-    let name = next.entries[index].config.name.clone();
-    commit(shard, next)?;
+pub async fn add(shard: &Rc<Shard>, spec: &serde_json::Value) -> Result<usize, RegistryError> {
+    let index = change(shard, |registry| {
+        let (next, index) = registry.add(spec)?;
+        program_exists(&next.entries[index].config)?;
+        Ok((next, index))
+    })
+    .await?;
+    let name = shard
+        .registry()
+        .entries
+        .get(index)
+        .map(|e| e.config.name.clone())
+        .unwrap_or_default();
     log::info!(server = name.as_str(); "admin: server {name} added (index {index})");
     Ok(index)
 }
 
 /// Replaces the description of server `name`.
-pub fn update(
+pub async fn update(
     shard: &Rc<Shard>,
     name: &str,
     spec: &serde_json::Value,
 ) -> Result<usize, RegistryError> {
-    let (next, index) = shard.registry().update(name, spec)?;
-    program_exists(&next.entries[index].config)?;
-    commit(shard, next)?;
+    let index = change(shard, |registry| {
+        let (next, index) = registry.update(name, spec)?;
+        program_exists(&next.entries[index].config)?;
+        Ok((next, index))
+    })
+    .await?;
     log::info!(server = name; "admin: server {name} updated");
     Ok(index)
 }
@@ -150,26 +160,27 @@ fn file_spec(shard: &Shard, name: &str) -> Result<serde_json::Value, RegistryErr
 }
 
 /// Drains, enables or removes server `name`.
-pub fn set_state(
+pub async fn set_state(
     shard: &Rc<Shard>,
     name: &str,
     state: ServerState,
 ) -> Result<usize, RegistryError> {
-    let (next, index) = shard.registry().set_state(name, state)?;
-    commit(shard, next)?;
+    let index = change(shard, |registry| registry.set_state(name, state)).await?;
     log::info!(server = name; "admin: server {name} is now {}", state.label());
     Ok(index)
 }
 
 /// Drains (`drain`) or enables replica `replica` of server `name` on every shard.
-pub fn set_replica_drain(
+pub async fn set_replica_drain(
     shard: &Rc<Shard>,
     name: &str,
     replica: usize,
     drain: bool,
 ) -> Result<usize, RegistryError> {
-    let (next, index) = shard.registry().set_replica_drain(name, replica, drain)?;
-    commit(shard, next)?;
+    let index = change(shard, |registry| {
+        registry.set_replica_drain(name, replica, drain)
+    })
+    .await?;
     let word = if drain { "drained" } else { "enabled" };
     log::info!(server = name; "admin: replica {replica} of {name} {word}");
     Ok(index)

@@ -3,17 +3,22 @@
 //! The workflows are the ones `proxy__orchestrate_workflow` runs by `name`: stored in
 //! `{state_dir}/workflows.json` (replaced atomically, read by every shard when a run asks), or
 //! in memory without a state directory, where shard 0 (which serves the admin API) sends the
-//! new set to every other shard after each change. A workflow is validated on PUT exactly as a
+//! new set to every other shard after each change. A fleet member's workflows are in the
+//! fleet's shared document in etcd (`registry_change::change_workflows`), held in memory by
+//! every shard and written with a compare-and-set like registry changes. A workflow is validated on PUT exactly as a
 //! run validates it, so a saved workflow always named tools that existed when it was saved.
 
+use std::collections::BTreeMap;
 use std::rc::Rc;
 
 use serde_json::{json, Value};
 use simd_json::prelude::*;
 
+use super::api::registry_error;
 use super::Response;
 use crate::http::Request;
 use crate::orchestration::fleet::Tell;
+use crate::orchestration::registry_change::change_workflows;
 use crate::orchestration::workflow::Workflow;
 use crate::orchestration::ShardOrchestration;
 use crate::orchestration::{check_step_tool, Json};
@@ -35,7 +40,7 @@ fn state_error(e: impl std::fmt::Display) -> Response {
 }
 
 /// Answers `METHOD /api/v1/workflows[/NAME]` (`rest` is what follows `workflows`).
-pub fn handle(shard: &Rc<Shard>, method: &str, rest: &[&str], request: &Request) -> Response {
+pub async fn handle(shard: &Rc<Shard>, method: &str, rest: &[&str], request: &Request) -> Response {
     let store = &shard.orchestration().store;
     match (method, rest) {
         ("GET", []) => match store.all() {
@@ -60,7 +65,20 @@ pub fn handle(shard: &Rc<Shard>, method: &str, rest: &[&str], request: &Request)
             Ok(None) => not_found(shard, name),
             Err(e) => state_error(e),
         },
-        ("PUT", [name]) => put(shard, name, request),
+        ("PUT", [name]) => put(shard, name, request).await,
+        ("DELETE", [name]) if crate::cluster::get().is_some() => {
+            let removed =
+                change_workflows(shard, |all: &mut BTreeMap<String, Value>| all.remove(*name).is_some())
+                    .await;
+            match removed {
+                Ok(true) => {
+                    log::info!("admin: workflow {name} removed from the fleet");
+                    answer(200, json!({"name": name, "removed": true}))
+                }
+                Ok(false) => not_found(shard, name),
+                Err(e) => registry_error(&e),
+            }
+        }
         ("DELETE", [name]) => match store.remove(name) {
             Ok(true) => {
                 share(shard);
@@ -98,7 +116,7 @@ fn not_found(shard: &Shard, name: &str) -> Response {
     )
 }
 
-fn put(shard: &Rc<Shard>, name: &str, request: &Request) -> Response {
+async fn put(shard: &Rc<Shard>, name: &str, request: &Request) -> Response {
     if name.is_empty()
         || name.len() > MAX_NAME
         || !name
@@ -137,6 +155,23 @@ fn put(shard: &Rc<Shard>, name: &str, request: &Request) -> Response {
             400,
             json!({"error": e.to_string(), "kind": "invalid", "field": e.field}),
         );
+    }
+    if crate::cluster::get().is_some() {
+        let value = to_serde(&workflow);
+        let saved = change_workflows(shard, |all: &mut BTreeMap<String, Value>| {
+            all.insert(name.to_owned(), value.clone()).is_some()
+        })
+        .await;
+        return match saved {
+            Ok(existed) => {
+                log::info!("admin: workflow {name} saved for the fleet");
+                answer(
+                    if existed { 200 } else { 201 },
+                    json!({"name": name, "created": !existed, "workflow": value}),
+                )
+            }
+            Err(e) => registry_error(&e),
+        };
     }
     let store = &shard.orchestration().store;
     let existed = match store.get(name) {

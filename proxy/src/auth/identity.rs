@@ -43,7 +43,9 @@ pub fn check_request<'a>(
     let (index, identity) = authenticate_indexed(&auth.config, authorization(), unix_now())?;
     let client = &auth.config.clients[index];
     if let Some(rate) = &client.rate {
-        if let Err(retry_after) = rate::take_token(index, rate, Instant::now()) {
+        if let Err(retry_after) =
+            rate::take_token(index, rate, crate::cluster::live_members(), Instant::now())
+        {
             return Err(Denial::RateLimited {
                 client: client.name.clone(),
                 retry_after,

@@ -28,6 +28,7 @@ pub mod address;
 pub mod admin_host;
 pub mod admin_token;
 pub mod auth;
+pub mod cluster;
 pub mod duration;
 mod hints;
 pub mod limits;
@@ -66,6 +67,8 @@ pub struct Config {
     pub tls: Option<tls::ListenerTls>,
     /// Request, connection and stream bounds (`[limits]`).
     pub limits: limits::LimitsConfig,
+    /// Membership of a fleet sharing its registry in etcd (`[cluster]`); `None`: one instance.
+    pub cluster: Option<cluster::ClusterConfig>,
 }
 
 /// Where in the configuration text an error is.
@@ -159,12 +162,18 @@ impl Config {
         let auth = auth::build(raw.auth).map_err(locate)?;
         let tls = tls::listener(raw.tls, files).map_err(locate)?;
         let limits = limits::check(raw.limits).map_err(|(span, m)| locate((Some(span), m)))?;
+        let cluster = raw
+            .cluster
+            .map(cluster::check)
+            .transpose()
+            .map_err(locate)?;
         Ok(Config {
             proxy,
             servers,
             auth,
             tls,
             limits,
+            cluster,
         })
     }
 }
@@ -234,6 +243,9 @@ struct RawConfig {
     /// The `[limits]` table.
     #[serde(default)]
     limits: limits::RawLimits,
+    /// The `[cluster]` table.
+    #[serde(default)]
+    cluster: Option<cluster::RawCluster>,
 }
 
 #[cfg(test)]

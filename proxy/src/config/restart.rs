@@ -44,6 +44,7 @@ fn restart_only(config: &Config) -> Config {
     Config {
         proxy: config.proxy.clone(),
         tls: config.tls.clone(),
+        cluster: config.cluster.clone(),
         auth: AuthConfig {
             enabled: config.auth.enabled,
             ..AuthConfig::default()
@@ -122,6 +123,8 @@ pub fn changed(before: &Config, after: &Config) -> Vec<&'static str> {
         ),
         // Likewise [auth]'s clients, keys and policies follow a reload; only the mode does not.
         ("[auth] (on/off)", before.auth.enabled != after.auth.enabled),
+        // Membership and the shared registry are set up once, at start.
+        ("[cluster]", before.cluster != after.cluster),
     ];
     fields
         .into_iter()

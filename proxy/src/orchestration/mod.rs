@@ -166,7 +166,11 @@ impl OrchestrationState {
     /// The state of a fresh shard.
     pub fn new(config: &Config) -> OrchestrationState {
         OrchestrationState {
-            store: store::Store::new(config.proxy.state_dir.clone()),
+            // A fleet member's workflows live in the shared document, held in memory here.
+            store: store::Store::new(match config.cluster {
+                Some(_) => None,
+                None => config.proxy.state_dir.clone(),
+            }),
             tool_items: tools::items(),
             resource_items: resources::items(),
             runs: RefCell::new(VecDeque::new()),

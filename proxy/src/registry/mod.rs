@@ -4,8 +4,10 @@
 //!   their exposed (namespaced) names. Shard 0 builds it; every shard holds an `Arc` of it.
 //! - [`servers`]: the set of servers as it changes at run time (admin API, reload), persisted in
 //!   the state directory.
+//! - [`follow`]: moving to a registry decided elsewhere (a fleet's shared one), indices kept.
 
 pub mod catalog;
+pub mod follow;
 pub mod servers;
 
 pub use catalog::{Catalog, ServerIdentity, ServerListing, ServerStatus};

@@ -64,6 +64,9 @@ pub enum RegistryError {
     /// The server description is not valid.
     #[error("invalid server description: {0}")]
     InvalidSpec(String),
+    /// The fleet's shared registry (etcd) could not be written.
+    #[error("the change was not made: {0}; retry when etcd answers")]
+    Shared(String),
     /// The state file could not be read or written.
     #[error("registry state {path}: {detail}")]
     State {

@@ -78,6 +78,9 @@ pub enum StartError {
     /// The kept admin token could not be read or written.
     #[error(transparent)]
     AdminToken(#[from] crate::runtime::admin_token::TokenFileError),
+    /// The fleet's etcd settings cannot be used (`[cluster]`).
+    #[error(transparent)]
+    Cluster(#[from] crate::cluster::StartError),
     /// SIGTERM or SIGINT arrived before every shard was serving.
     #[error("stopped by a signal during start-up")]
     Interrupted,
@@ -130,7 +133,7 @@ impl Running {
         self.stop.clone()
     }
 
-    /// Blocks until every shard has stopped.
+    /// Blocks until every shard has stopped, then leaves the fleet (if a member).
     pub fn join(self) {
         for result in self.handles.join_all() {
             if let Err(e) = result {
@@ -139,6 +142,9 @@ impl Running {
         }
         if let Some(path) = &self.local_token {
             local_token::withdraw(path);
+        }
+        if let Some(cluster) = crate::cluster::get() {
+            cluster.leave();
         }
     }
 }
@@ -198,6 +204,9 @@ pub fn start(mut config: Config, mode: Mode, control: Control) -> Result<Running
             listener::reserve(config.proxy.listen, Role::Clients, takeover)?;
     }
     let addr = config.proxy.listen;
+    if config.cluster.is_some() && config.proxy.session_key.is_none() {
+        return Err(crate::cluster::StartError::NoSessionKey.into());
+    }
     if config.proxy.session_key.is_none() {
         // Every shard must open every shard's ids, so one random key for the process.
         let mut key = [0u8; 32];
@@ -228,7 +237,19 @@ pub fn start(mut config: Config, mode: Mode, control: Control) -> Result<Running
     };
     // The registry's servers (the configuration plus the state directory's changes) are the
     // servers every shard starts with, so indices agree everywhere from the start.
-    let registry = Arc::new(crate::registry::servers::load(&config)?);
+    let registry = Arc::new(match &config.cluster {
+        Some(cluster) => {
+            let identity = member_identity(cluster, &config, addr, admin, shards);
+            let shared = crate::cluster::start(&config, identity)?;
+            // The shared registry replaces the state directory's.
+            let doc = shared.as_ref().and_then(|s| s.doc.as_ref());
+            match doc {
+                Some(doc) => crate::registry::servers::Registry::with_state(&config, doc),
+                None => crate::registry::servers::Registry::from_config(&config),
+            }
+        }
+        None => crate::registry::servers::load(&config)?,
+    });
     config.servers = registry.entries.iter().map(|e| e.config.clone()).collect();
     crate::metrics::install(shards, &config)?;
     crate::tls::install_listener(config.tls.as_ref())?;
@@ -305,6 +326,61 @@ pub fn start(mut config: Config, mode: Mode, control: Control) -> Result<Running
         generated_token,
         local_token,
     })
+}
+
+/// What this member publishes to the fleet: its name (default: hostname and port), the
+/// address other members reach it at (default: the listen address), its admin listener.
+fn member_identity(
+    cluster: &crate::config::cluster::ClusterConfig,
+    config: &Config,
+    addr: SocketAddr,
+    admin: Option<SocketAddr>,
+    shards: usize,
+) -> crate::cluster::Identity {
+    let scheme = if config.tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    // Listening on every address, the listen address reaches nobody: the hostname does.
+    let advertise = cluster.advertise.clone().unwrap_or_else(|| {
+        if addr.ip().is_unspecified() {
+            format!("{scheme}://{}:{}", crate::cluster::hostname(), addr.port())
+        } else {
+            format!("{scheme}://{addr}")
+        }
+    });
+    // An admin listener on a wildcard address is reached at the advertised host.
+    let admin = admin.map(|a| {
+        if a.ip().is_unspecified() {
+            format!("{}:{}", advertised_host(&advertise), a.port())
+        } else {
+            a.to_string()
+        }
+    });
+    crate::cluster::Identity {
+        name: cluster
+            .name
+            .clone()
+            .unwrap_or_else(|| format!("{}-{}", crate::cluster::hostname(), addr.port())),
+        advertise,
+        admin,
+        shards,
+        version: env!("CARGO_PKG_VERSION").to_owned(),
+        started: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs()),
+    }
+}
+
+/// The host of an advertise URL (`http://host:port`, `http://[v6]:port` or without a port).
+fn advertised_host(advertise: &str) -> &str {
+    let rest = advertise.split_once("://").map_or(advertise, |(_, r)| r);
+    let authority = rest.split('/').next().unwrap_or(rest);
+    match authority.rsplit_once(':') {
+        Some((host, port)) if !host.is_empty() && port.bytes().all(|b| b.is_ascii_digit()) => host,
+        _ => authority,
+    }
 }
 
 /// A shard thread that ended before serving: glommio could not build its executor. Its error
@@ -400,6 +476,7 @@ async fn run_shard(
     if id == 0 {
         shard.start_discovery().await;
         crate::admin::servers::watch_reload(&shard, reload);
+        crate::orchestration::registry_change::follow_shared(&shard);
         first_catalog.store(shard.catalog().generation + 1, Ordering::Release);
     } else {
         // The ready line promises the discovered catalog on every shard: a client that
@@ -470,4 +547,18 @@ async fn shut_down(shard: &Rc<Shard>, drained: &AtomicUsize) {
     shard.end_all_sessions().await;
     crate::upstream::table::stop_children(shard, CHILD_GRACE).await;
     log::debug!("shard {} stopped", shard.id);
+}
+
+#[cfg(test)]
+mod member_tests {
+    #[test]
+    fn a_wildcard_admin_address_is_reached_at_the_advertised_host() {
+        use super::advertised_host;
+        assert_eq!(advertised_host("http://10.0.0.5:8080"), "10.0.0.5");
+        assert_eq!(
+            advertised_host("https://proxy-1.internal"),
+            "proxy-1.internal"
+        );
+        assert_eq!(advertised_host("http://[fd00::5]:8080/"), "[fd00::5]");
+    }
 }

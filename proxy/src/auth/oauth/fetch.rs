@@ -1,6 +1,6 @@
 //! The control thread that fetches the trusted issuers' metadata and keys, off the shards.
 //!
-//! One OS thread ("oauth-keys") with a small blocking HTTPS client (`ureq` on the proxy's
+//! One OS thread ("oauth-keys") with a small blocking HTTPS client (`ureq` 2, as `ureq2`, on the proxy's
 //! rustls and ring), started the first time an `[auth.oauth]` is installed. It wakes when a key
 //! set is due (its cache lifetime, at most `refresh_seconds`), when a reload changed the
 //! issuers, and when a shard saw a token naming a `kid` it does not know: that last kind is
@@ -97,7 +97,7 @@ fn run(rx: Receiver<Nudge>) {
     let mut issuers: HashMap<String, Issuer> = HashMap::new();
     let mut tokens: HashMap<String, super::upstream_tokens::Held> = HashMap::new();
     let mut published_tokens: Option<HashMap<String, String>> = None;
-    let mut agent: Option<(Option<std::path::PathBuf>, ureq::Agent)> = None;
+    let mut agent: Option<(Option<std::path::PathBuf>, ureq2::Agent)> = None;
     let mut published: Option<Vec<IssuerKeys>> = None;
     loop {
         let wait = match super::super::running::oauth() {
@@ -135,14 +135,14 @@ fn run(rx: Receiver<Nudge>) {
     }
 }
 
-fn make_agent(oauth: &OAuthConfig) -> Option<ureq::Agent> {
+fn make_agent(oauth: &OAuthConfig) -> Option<ureq2::Agent> {
     let tls = UpstreamTls {
         ca_file: oauth.ca_file.clone(),
         ..UpstreamTls::default()
     };
     match crate::tls::client_config(Some(&tls)) {
         Ok(config) => Some(
-            ureq::AgentBuilder::new()
+            ureq2::AgentBuilder::new()
                 .tls_config(config)
                 .timeout(FETCH_TIMEOUT)
                 // A JWKS behind a redirect is unusual; never follow one to another place.
@@ -159,7 +159,7 @@ fn make_agent(oauth: &OAuthConfig) -> Option<ureq::Agent> {
 /// Fetches what is due; returns how long to sleep before the next thing is due.
 fn round(
     oauth: &OAuthConfig,
-    agent: Option<&ureq::Agent>,
+    agent: Option<&ureq2::Agent>,
     issuers: &mut HashMap<String, Issuer>,
     published: &mut Option<Vec<IssuerKeys>>,
 ) -> Duration {
@@ -268,7 +268,7 @@ struct Fetched {
 }
 
 /// Reads `issuer`'s metadata, then its JWKS.
-fn fetch(agent: &ureq::Agent, issuer: &str) -> Result<Fetched, String> {
+fn fetch(agent: &ureq2::Agent, issuer: &str) -> Result<Fetched, String> {
     let metadata = discover(agent, issuer)?;
     let jwks_uri = metadata
         .get("jwks_uri")
@@ -310,7 +310,7 @@ fn fetch(agent: &ureq::Agent, issuer: &str) -> Result<Fetched, String> {
 
 /// Authorization server metadata: RFC 8414 first, then OpenID Connect discovery; its `issuer`
 /// must be the one configured (RFC 8414 section 3.3), or it speaks for another server.
-fn discover(agent: &ureq::Agent, issuer: &str) -> Result<serde_json::Value, String> {
+fn discover(agent: &ureq2::Agent, issuer: &str) -> Result<serde_json::Value, String> {
     let base = issuer.trim_end_matches('/');
     let after_scheme = base.find("://").map_or(0, |i| i + 3);
     let path_at = base[after_scheme..]
@@ -342,10 +342,10 @@ fn discover(agent: &ureq::Agent, issuer: &str) -> Result<serde_json::Value, Stri
     Err(errors.join("; "))
 }
 
-fn describe(e: ureq::Error) -> String {
+fn describe(e: ureq2::Error) -> String {
     match e {
-        ureq::Error::Status(code, _) => format!("HTTP {code}"),
-        ureq::Error::Transport(t) => t.to_string(),
+        ureq2::Error::Status(code, _) => format!("HTTP {code}"),
+        ureq2::Error::Transport(t) => t.to_string(),
     }
 }
 

@@ -28,7 +28,7 @@ pub type ChangeError = String;
 /// Applies a balancing change from any shard: on shard 0 directly, elsewhere by asking it.
 pub async fn set_balance(shard: &Rc<Shard>, change: BalanceChange) -> Result<Value, ChangeError> {
     if shard.id == 0 {
-        return apply_balance(shard, &change);
+        return apply_balance(shard, &change).await;
     }
     match ask(shard, 0, Ask::SetBalance(change)).await {
         Some(v) => match v.get("error").and_then(Value::as_str) {
@@ -40,7 +40,7 @@ pub async fn set_balance(shard: &Rc<Shard>, change: BalanceChange) -> Result<Val
 }
 
 /// Shard 0: the registry update that makes `change`, saved and broadcast.
-pub(super) fn apply_balance(
+pub(super) async fn apply_balance(
     shard: &Rc<Shard>,
     change: &BalanceChange,
 ) -> Result<Value, ChangeError> {
@@ -66,10 +66,11 @@ pub(super) fn apply_balance(
         config.balance.strategy = s;
     }
     let spec = spec_of(&config);
-    let (next, _) = registry
-        .update(&change.server, &spec)
-        .map_err(|e| e.to_string())?;
-    crate::orchestration::registry_change::commit(shard, next).map_err(|e| e.to_string())?;
+    crate::orchestration::registry_change::change(shard, |registry| {
+        registry.update(&change.server, &spec)
+    })
+    .await
+    .map_err(|e| e.to_string())?;
     log::info!(server = change.server.as_str(); "fleet: server {} balancing changed", change.server);
     Ok(json!({
         "server": change.server,

@@ -114,7 +114,7 @@ pub fn figures(shard: &Shard) -> ShardFigures {
 pub async fn answer(shard: &Rc<Shard>, ask: Ask) -> Value {
     match ask {
         Ask::Run(id) => local_run(shard, &id).unwrap_or(Value::Null),
-        Ask::SetBalance(change) => match balance_change::apply_balance(shard, &change) {
+        Ask::SetBalance(change) => match balance_change::apply_balance(shard, &change).await {
             Ok(v) => v,
             Err(e) => json!({"error": e}),
         },
