@@ -501,8 +501,10 @@ def test_tool_patterns_also_govern_the_proxys_own_tools(topo):
     # proxy__call_tool does not open a way around the policy.
     assert 'unknown tool "everything__get-sum"' in bypass, bypass
     names = {t["name"] for t in found.structured_content["tools"]}
-    # Search finds what the client may call, and nothing else (get-sum matches the query too).
-    assert names == {"everything__echo"}, names
+    # Search finds what the client may call, and nothing else (get-sum matches the query too);
+    # the proxy's own tools, which this client may call, rank below by meaning.
+    assert {n for n in names if not n.startswith("proxy__")} == {"everything__echo"}, names
+    assert found.structured_content["tools"][0]["name"] == "everything__echo", names
 
 
 # ---------------------------------------------------------------------------------------------
