@@ -209,8 +209,15 @@ def test_unsupported_protocol_version_header_is_400(proxy_ab, sid):
 def test_stateless_discover_probe_is_answered(proxy_ab, good_client):
     """The Python SDK's mcp.Client probes 2026-07-28 `server/discover` first; the proxy speaks
     that era too (tests/test_stateless.py), so the probe gets a DiscoverResult naming both eras,
-    even with an empty `_meta`, while stateful clients keep being served alongside."""
-    req = rpc("server/discover", {"_meta": {}})
+    while stateful clients keep being served alongside. Like every 2026-07-28 request it carries
+    the `_meta` envelope (an empty one gets 400 -32602, which also sends the SDK to `initialize`)."""
+    empty = rpc("server/discover", {"_meta": {}})
+    r = raw_request(proxy_ab.url, body=empty, protocol_version=None,
+                    headers={"MCP-Protocol-Version": "2026-07-28", "Mcp-Method": "server/discover"})
+    assert r.status == 400, (r.status, r.body[:300])
+    assert r.response_for(empty["id"])["error"]["code"] == -32602, r.body[:300]
+    req = rpc("server/discover", {"_meta": {"io.modelcontextprotocol/protocolVersion": "2026-07-28",
+                                            "io.modelcontextprotocol/clientCapabilities": {}}})
     r = raw_request(proxy_ab.url, body=req, protocol_version=None,
                     headers={"MCP-Protocol-Version": "2026-07-28", "Mcp-Method": "server/discover"})
     assert r.status == 200, (r.status, r.body[:300])
