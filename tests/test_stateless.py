@@ -415,8 +415,10 @@ def test_unsupported_version_gets_the_eras_error(eras):
 
 
 def test_removed_methods_are_not_found_and_get_is_not_allowed(eras):
-    r = raw_request(eras.url, body=modern_body("ping"), headers=modern_headers("ping"))
-    assert r.status == 404 and r.messages[0]["error"]["code"] == -32601
+    for method in ("ping", "initialize", "logging/setLevel", "resources/subscribe"):
+        r = raw_request(eras.url, body=modern_body(method, request_id=7), headers=modern_headers(method))
+        assert r.status == 404, (method, r.status, r.body)
+        assert r.messages[0]["error"]["code"] == -32601 and r.messages[0]["id"] == 7, (method, r.messages)
     r = raw_request(eras.url, method="GET", headers={"Accept": "text/event-stream", "MCP-Protocol-Version": MODERN})
     assert r.status == 405
 
@@ -644,3 +646,24 @@ def test_listen_with_malformed_resource_subscriptions_is_refused(eras):
     error = r.messages[0]["error"]
     assert error["code"] == -32602 and "must be an array" in error["message"]
     assert r.messages[0]["id"] == "bad"
+
+
+def test_stateful_client_sees_only_its_eras_fields_from_a_stateless_upstream(eras):
+    """A 2026-07-28 server names itself in every result's `_meta` and marks it `resultType`;
+    a stateful client talks to the proxy (named in its `initialize`) and its era defines
+    neither, so through the proxy the result carries only what the server computed."""
+    modern = eras.started[1]
+    direct = raw_request(modern.url, body=modern_body("tools/call", {"name": "whoami", "arguments": {}}),
+                         headers=modern_headers("tools/call", "whoami"))
+    upstream_result = direct.messages[0]["result"]
+    assert "io.modelcontextprotocol/serverInfo" in upstream_result.get("_meta", {}), upstream_result
+    assert upstream_result.get("resultType") == "complete", upstream_result
+
+    session = harness.raw_initialize(eras.url)
+    r, answer = harness.raw_call_tool(eras.url, session, "modern__whoami", {})
+    assert answer is not None and "result" in answer, (r.status, r.body)
+    result = answer["result"]
+    assert harness.tool_text(result).startswith("m"), result
+    assert "resultType" not in result and "ttlMs" not in result, result
+    assert "io.modelcontextprotocol/serverInfo" not in result.get("_meta", {}), result
+    assert "structuredContent" in result, result

@@ -105,6 +105,14 @@ impl RpcError {
     }
 }
 
+/// The messages of a body that holds several JSON texts one per line (some servers stream a
+/// reply that way under `application/json` instead of SSE); blank lines are skipped.
+pub fn json_lines(body: &[u8]) -> impl Iterator<Item = &[u8]> {
+    body.split(|b| *b == b'\n')
+        .map(<[u8]>::trim_ascii)
+        .filter(|line| !line.is_empty())
+}
+
 /// What a message is, borrowed from its parsed form.
 #[derive(Debug)]
 pub enum Kind<'v> {

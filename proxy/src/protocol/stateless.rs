@@ -368,6 +368,46 @@ pub fn client_meta(msg: &Value<'_>) -> (String, String) {
     (caps, info)
 }
 
+/// Severity rank of a log level (server/utilities/logging.mdx, the RFC 5424 order), lowest
+/// first; `None` for a word that is not a level.
+pub fn log_level_rank(level: &str) -> Option<u8> {
+    const LEVELS: [&str; 8] = [
+        "debug",
+        "info",
+        "notice",
+        "warning",
+        "error",
+        "critical",
+        "alert",
+        "emergency",
+    ];
+    LEVELS
+        .iter()
+        .position(|l| *l == level)
+        .and_then(|i| u8::try_from(i).ok())
+}
+
+/// The rank of the level a request opts in to with `_meta` logLevel; `None` when it asks for
+/// no log messages (the era's default).
+pub fn requested_log_level(msg: &Value<'_>) -> Option<u8> {
+    msg.get("params")
+        .and_then(|p| p.get("_meta"))
+        .and_then(|m| m.get_str(META_LOG_LEVEL))
+        .and_then(log_level_rank)
+}
+
+/// Whether a `notifications/message` may go to a request that opted in to `wanted` (a rank
+/// from [`requested_log_level`]): none without the opt-in, then those at or above the level.
+/// A message without a known level counts as `debug`.
+pub fn log_wanted(notification: &Value<'_>, wanted: Option<u8>) -> bool {
+    let level = notification
+        .get("params")
+        .and_then(|p| p.get_str("level"))
+        .and_then(log_level_rank)
+        .unwrap_or(0);
+    wanted.is_some_and(|w| level >= w)
+}
+
 /// Removes the era's envelope keys from `params._meta` before the request goes to a stateful
 /// upstream, which would not know them; other `_meta` keys (progress tokens) stay.
 pub fn strip_envelope(msg: &mut Value<'_>) {

@@ -99,6 +99,49 @@ pub fn dress(method: &str, id: Option<&Id>, body: Bytes, server_info: &str) -> D
     }
 }
 
+/// Rewrites a 2026-07-28 server's response for a stateful-era client, which must see only
+/// what its own era defines: a result loses `resultType: "complete"`, the cache hints
+/// (`ttlMs`, `cacheScope`) and the server's identity in
+/// `_meta["io.modelcontextprotocol/serverInfo"]` (a stateful client learnt the proxy's in
+/// `initialize`); an emptied `_meta` goes too. Bodies that name none of these, or do not
+/// parse, pass unchanged.
+pub fn undress(body: Bytes) -> Bytes {
+    let named = [
+        b"resultType".as_slice(),
+        b"ttlMs",
+        b"cacheScope",
+        META_SERVER_INFO.as_bytes(),
+    ]
+    .iter()
+    .any(|k| body.windows(k.len()).any(|w| w == *k));
+    if !named {
+        return body;
+    }
+    let mut buf = body.to_vec();
+    let Ok(mut msg) = jsonrpc::parse(&mut buf) else {
+        return body;
+    };
+    let Some(result) = msg.get_mut("result").and_then(|r| r.as_object_mut()) else {
+        return body;
+    };
+    if result.get("resultType").and_then(|t| t.as_str()) == Some("complete") {
+        result.remove("resultType");
+    }
+    result.remove("ttlMs");
+    result.remove("cacheScope");
+    let emptied = match result.get_mut("_meta").and_then(|m| m.as_object_mut()) {
+        Some(meta) => {
+            meta.remove(META_SERVER_INFO);
+            meta.is_empty()
+        }
+        None => false,
+    };
+    if emptied {
+        result.remove("_meta");
+    }
+    jsonrpc::to_bytes(&msg)
+}
+
 /// The HTTP status a JSON-RPC error answering a 2026-07-28 request goes with
 /// (streamable-http.mdx, basic/index.mdx): 404 for a method the server does not implement,
 /// 400 for a message it cannot accept (malformed, headers that disagree with the body, a
@@ -164,6 +207,25 @@ pub fn input_request_of(request: &Value<'_>) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_stateful_client_sees_no_field_of_the_stateless_era() {
+        let body = Bytes::from_static(
+            br#"{"jsonrpc":"2.0","id":3,"result":{"content":[],"resultType":"complete","ttlMs":0,"cacheScope":"private","_meta":{"io.modelcontextprotocol/serverInfo":{"name":"up","version":"1"}}}}"#,
+        );
+        let text = String::from_utf8(undress(body).to_vec()).unwrap_or_default();
+        assert_eq!(text, r#"{"jsonrpc":"2.0","id":3,"result":{"content":[]}}"#);
+        let other = Bytes::from_static(
+            br#"{"jsonrpc":"2.0","id":3,"result":{"_meta":{"io.modelcontextprotocol/serverInfo":{"name":"up"},"k":1}}}"#,
+        );
+        let text = String::from_utf8(undress(other).to_vec()).unwrap_or_default();
+        assert_eq!(
+            text,
+            r#"{"jsonrpc":"2.0","id":3,"result":{"_meta":{"k":1}}}"#
+        );
+        let plain = Bytes::from_static(br#"{"jsonrpc":"2.0","id":3,"result":{"content":[]}}"#);
+        assert_eq!(undress(plain.clone()), plain);
+    }
 
     #[test]
     fn responses_gain_the_stateless_result_shape() {

@@ -29,7 +29,7 @@ pub mod rounds;
 pub mod stateless_upstream;
 
 use std::cell::{Cell, RefCell};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
@@ -80,6 +80,8 @@ pub struct BridgeSessions {
     next_id: Cell<i64>,
     next_session: Cell<u64>,
     listeners: RefCell<Vec<Listener>>,
+    /// Bridge sessions whose logging upstreams were asked for every level.
+    logging: RefCell<HashSet<String>>,
     /// Resource subscriptions held upstream for listen streams, through bridge sessions.
     pub(crate) held: listen::Held,
 }
@@ -120,6 +122,7 @@ impl BridgeSessions {
             if let Some(old) = oldest.and_then(|k| self.sessions.borrow_mut().remove(&k)) {
                 self.end_listeners_of(&old.id);
                 self.held.forget(&old.id);
+                self.logging.borrow_mut().remove(&old.id);
                 glommio::spawn_local(async move { old.close(Closed::SessionEnded).await }).detach();
             }
         }
@@ -142,6 +145,23 @@ impl BridgeSessions {
         session
     }
 
+    /// Has the upstreams of `session` that log send every level, the first time one of its
+    /// clients opts in to log messages (`_meta` logLevel). The session is shared by clients
+    /// asking for different levels, so each bridged call filters by its own request's level
+    /// rather than the upstream by the last one set; calls without the opt-in get none.
+    pub(super) async fn open_logging(&self, shard: &Rc<Shard>, session: &Rc<Session>) {
+        if !self.logging.borrow_mut().insert(session.id.clone()) {
+            return;
+        }
+        let mut params = br#"{"params":{"level":"debug"}}"#.to_vec();
+        let Ok(msg) = jsonrpc::parse(&mut params) else {
+            return;
+        };
+        let id = self.fresh_id();
+        let catalog = shard.catalog();
+        crate::mcp::routing::forward::set_level(session, &catalog, &id, &msg).await;
+    }
+
     /// The bridge session with this id, if the shard keeps it.
     pub fn session_named(&self, id: &str) -> Option<Rc<Session>> {
         self.sessions
@@ -157,6 +177,7 @@ impl BridgeSessions {
             l.end();
         }
         self.rounds.borrow_mut().clear();
+        self.logging.borrow_mut().clear();
         let sessions: Vec<_> = self.sessions.borrow_mut().drain().map(|(_, s)| s).collect();
         for s in sessions {
             // Closing the session ends its upstream subscriptions with it.
@@ -262,10 +283,12 @@ pub async fn handle(
             &id,
             jsonrpc::result_body(&id, discover(shard).as_bytes()),
         ),
-        "initialize" => Answer::Refused(jsonrpc::error_body(
+        // The era removed these methods: a server that does not implement one answers 404
+        // with -32601 (basic/index.mdx), `initialize` included.
+        "initialize" => Answer::Unknown(jsonrpc::error_body(
             Some(&id),
-            code::INVALID_REQUEST,
-            "initialize belongs to the stateful era: send it without MCP-Protocol-Version 2026-07-28, or call methods directly",
+            code::METHOD_NOT_FOUND,
+            "method not found: initialize belongs to the stateful era; send it without MCP-Protocol-Version 2026-07-28, or call methods directly",
         )),
         "subscriptions/listen" => listen_streams::listen(shard, &id, &msg, client).await,
         "ping" | "logging/setLevel" | "resources/subscribe" | "resources/unsubscribe" => {

@@ -79,8 +79,12 @@ pub(super) async fn first_call(
     let name = stateless::named_field(method)
         .and_then(|f| msg.get("params").and_then(|p| p.get_str(f)))
         .map(str::to_owned);
+    let log_level = stateless::requested_log_level(msg);
     stateless::strip_envelope(msg);
     let session = shard.bridge().session(shard, &caps, &info, client);
+    if log_level.is_some() {
+        shard.bridge().open_logging(shard, &session).await;
+    }
     let inner = shard.bridge().fresh_id();
     jsonrpc::set_member(msg, "id", inner.to_value());
     let owned = std::mem::replace(msg, Value::null());
@@ -111,6 +115,7 @@ pub(super) async fn first_call(
                 id,
                 method: method.to_owned(),
                 name,
+                log_level,
             };
             call.follow(shard, 0, delivery.accepts_sse.then_some(Relay::Open))
                 .await
@@ -139,12 +144,15 @@ struct Bridged {
     id: Id,
     method: String,
     name: Option<String>,
+    /// The log level the request opted in to (`_meta` logLevel), as a rank.
+    log_level: Option<u8>,
 }
 
 impl Bridged {
     /// Reads the call's stream from `after` until its answer, or until the upstream asks the
     /// client something: then the call becomes a round. Progress and log notifications go to
-    /// the client on an SSE answer when it takes one (opened at the first), else are dropped.
+    /// the client on an SSE answer when it takes one (opened at the first), else are dropped;
+    /// log messages only at or above the level the request opted in to, none without it.
     fn follow(
         self,
         shard: &Rc<Shard>,
@@ -196,6 +204,8 @@ impl Bridged {
                             asked.push((key, proxy_id, Bytes::from(request)));
                         }
                     }
+                    (Some("notifications/message"), None)
+                        if !stateless::log_wanted(&parsed, self.log_level) => {}
                     (Some(_), None) => match relay {
                         Some(Relay::Into(out)) => session.events.push(out, message),
                         Some(Relay::Open) if asked.is_empty() => {
@@ -329,12 +339,18 @@ pub(super) async fn continuation(
         let token = shard.bridge().keep_round(shard.id, again);
         return Answer::Json(stateless_answer::input_required(&id, &requests, &token));
     }
+    // The retry is a request of its own: its logLevel decides what it is sent.
+    let log_level = stateless::requested_log_level(msg);
+    if log_level.is_some() {
+        shard.bridge().open_logging(shard, &round.session).await;
+    }
     let call = Bridged {
         session: round.session,
         stream: round.stream,
         id,
         method: round.method,
         name: round.name,
+        log_level,
     };
     call.follow(shard, round.after, sse.then_some(Relay::Open))
         .await

@@ -21,7 +21,7 @@ use crate::mcp::routing::Answer;
 use crate::mcp::session::{Session, STANDALONE};
 use crate::metrics::{Forwarded, Outcome};
 use crate::protocol::jsonrpc::{self, code, Id};
-use crate::protocol::stateless;
+use crate::protocol::{stateless, stateless_answer};
 use crate::upstream::{ReplyBody, UpstreamHandle};
 
 /// Rounds before the proxy gives up on a server that keeps asking (the SDKs' default cap).
@@ -90,7 +90,8 @@ impl Call {
                 return answer;
             };
             if !stateless::is_input_required(&msg) {
-                return answer;
+                drop(msg);
+                return stateless_answer::undress(answer);
             }
             let result = msg.get("result");
             let state = result

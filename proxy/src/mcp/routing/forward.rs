@@ -16,7 +16,7 @@ use super::Answer;
 use crate::mcp::session::{Session, STANDALONE};
 use crate::metrics::{Forwarded, Outcome};
 use crate::protocol::jsonrpc::{self, code, Id};
-use crate::protocol::splice;
+use crate::protocol::{splice, stateless_answer};
 use crate::registry::Catalog;
 use crate::upstream::cancel::CancelOnDrop;
 use crate::upstream::table::ShardUpstreams;
@@ -268,14 +268,17 @@ async fn send(
             return Answer::Json(upstream_error(&client_id, &e));
         }
     };
+    // A stateful client of a 2026-07-28 upstream sees only what its own era defines (the
+    // upstream's era is known once a session to it is open, i.e. now).
+    let legacy = upstream.is_stateless() && !session.is_bridge();
     // The answer, from a JSON reply or from the stream once what precedes it is relayed.
     let answer = match reply.body {
         ReplyBody::Json(b) => {
             awaiting.cancel.disarm();
             timing.answered();
-            match relay::from_upstream(session, server, Some((&upstream_id, &client_id)), &b) {
-                Relayed::Final(answer) => answer,
-                _ => {
+            match json_answer(session, server, (&upstream_id, &client_id), &b) {
+                Some(answer) => answer,
+                None => {
                     return Answer::Json(jsonrpc::error_body(
                         Some(&client_id),
                         code::UPSTREAM_PROTOCOL,
@@ -318,8 +321,17 @@ async fn send(
                                 s.settle(&upstream, answer);
                             }
                         };
-                        let outcome =
-                            pump(&session, server, stream, ids, out, &mut awaiting, answered).await;
+                        let outcome = pump(
+                            &session,
+                            server,
+                            stream,
+                            ids,
+                            out,
+                            &mut awaiting,
+                            answered,
+                            legacy,
+                        )
+                        .await;
                         timing.finish(outcome);
                         drop(awaiting);
                         drop(guard);
@@ -365,7 +377,32 @@ async fn send(
         s.settle(&upstream, &answer);
     }
     timing.finish(Outcome::of_response(&answer));
-    Answer::Json(answer)
+    Answer::Json(if legacy {
+        stateless_answer::undress(answer)
+    } else {
+        answer
+    })
+}
+
+/// The response in a JSON reply, its interim messages (a body of JSON lines) relayed to the
+/// session's GET stream as a JSON-only client gets them; `None` when it holds no response.
+fn json_answer(
+    session: &Rc<Session>,
+    server: usize,
+    ids: (&Id, &Id),
+    body: &[u8],
+) -> Option<Bytes> {
+    if let Relayed::Final(answer) = relay::from_upstream(session, server, Some(ids), body) {
+        return Some(answer);
+    }
+    for line in jsonrpc::json_lines(body) {
+        match relay::from_upstream(session, server, Some(ids), line) {
+            Relayed::Final(answer) => return Some(answer),
+            Relayed::Message(m) => session.events.push(STANDALONE, m),
+            Relayed::Nothing => {}
+        }
+    }
+    None
 }
 
 pub(in crate::mcp) enum Step {
@@ -425,6 +462,7 @@ async fn pump(
     out: u64,
     awaiting: &mut Awaiting,
     answered: impl FnOnce(&[u8]),
+    legacy: bool,
 ) -> Outcome {
     let (up, client) = ids;
     loop {
@@ -439,6 +477,11 @@ async fn pump(
             Step::Final(answer) => {
                 answered(&answer);
                 let outcome = Outcome::of_response(&answer);
+                let answer = if legacy {
+                    stateless_answer::undress(answer)
+                } else {
+                    answer
+                };
                 session.events.push(out, answer);
                 session.events.finish(out);
                 drain(stream);
