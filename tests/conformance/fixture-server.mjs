@@ -7,9 +7,12 @@
 // tests/package-lock.json) with its low-level `Server` and the Node `StreamableHTTPServerTransport`,
 // on a bare `node:http` server, so it needs nothing but the SDK. Plain ESM, runs on Node 20 and 22.
 //
-// Usage: node fixture-server.mjs [--port N] [--host 127.0.0.1]   (or PORT / HOST in the environment)
+// Usage: node fixture-server.mjs [--port N] [--host 127.0.0.1] [--eras both|stateful]
+//        (or PORT / HOST in the environment)
 // Endpoint: http://HOST:PORT/mcp. Prints `fixture ready: http://HOST:PORT/mcp` on stdout once listening
 // (port 0 picks a free port). Stateful: one Server + transport per session (Mcp-Session-Id).
+// With `--eras both` (the default, as the suite's reference server) it also speaks 2026-07-28:
+// see fixture-stateless.mjs.
 //
 // Behaviour worth knowing when it sits behind the proxy:
 // - server-to-client requests (sampling, elicitation) and the notifications a tool emits (progress,
@@ -24,6 +27,7 @@ import http from 'node:http';
 import { randomUUID } from 'node:crypto';
 import { Server } from '@modelcontextprotocol/sdk/server/index.js';
 import { StreamableHTTPServerTransport } from '@modelcontextprotocol/sdk/server/streamableHttp.js';
+import { isStateless, serveStateless } from './fixture-stateless.mjs';
 import {
   CallToolRequestSchema,
   CompleteRequestSchema,
@@ -663,6 +667,10 @@ async function handle(req, res) {
       sendJsonError(res, 400, ErrorCode.ParseError, 'Parse error');
       return;
     }
+    if (ERAS === 'both' && isStateless(req, body)) {
+      await serveStateless(req, res, body, createServer);
+      return;
+    }
     if (sid) {
       const s = sessions.get(sid);
       if (!s) {
@@ -720,6 +728,7 @@ function parseArgs(argv) {
   for (let i = 0; i < argv.length; i++) {
     if (argv[i] === '--port') out.port = argv[++i];
     else if (argv[i] === '--host') out.host = argv[++i];
+    else if (argv[i] === '--eras') out.eras = argv[++i];
   }
   return out;
 }
@@ -727,6 +736,10 @@ function parseArgs(argv) {
 const args = parseArgs(process.argv.slice(2));
 const port = Number(args.port ?? process.env.PORT ?? 3000);
 const host = args.host ?? process.env.HOST ?? '127.0.0.1';
+// `both` (the default, as the suite's reference server): the 2026-07-28 era beside the stateful
+// one (fixture-stateless.mjs); `stateful`: the stateful era only.
+const ERAS = args.eras ?? 'both';
+if (!['both', 'stateful'].includes(ERAS)) throw new Error(`--eras takes both or stateful, not ${ERAS}`);
 
 // FIXTURE_LOG=1: one stderr line per HTTP request (method, MCP headers, body method/id, status).
 const LOG = process.env.FIXTURE_LOG === '1';

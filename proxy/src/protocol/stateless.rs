@@ -505,6 +505,12 @@ pub fn stamp(
     meta.insert(META_VERSION.into(), Value::from(VERSION));
     meta.insert(META_CAPABILITIES.into(), caps);
     meta.insert(META_CLIENT_INFO.into(), info);
+    // A stateful client has no per-request opt-in: it gets every log message, as from a
+    // stateful server it never sent `logging/setLevel`; a 2026-07-28 client's calls are
+    // filtered by the bridge to the level each asked for.
+    if !meta.contains_key(META_LOG_LEVEL) {
+        meta.insert(META_LOG_LEVEL.into(), Value::from("debug"));
+    }
     Some(Stamped {
         body: jsonrpc::to_bytes(&msg),
         method,
@@ -665,6 +671,22 @@ mod tests {
         assert!(
             text.contains("progressToken") && !text.contains("protocolVersion"),
             "{text}"
+        );
+    }
+
+    #[test]
+    fn log_messages_go_only_to_requests_that_opted_in_at_their_level() {
+        let mut buf = br#"{"jsonrpc":"2.0","method":"notifications/message","params":{"level":"warning","data":"x"}}"#.to_vec();
+        let warning = jsonrpc::parse(&mut buf).unwrap();
+        assert!(!log_wanted(&warning, None), "no opt-in, no log messages");
+        assert!(log_wanted(&warning, log_level_rank("debug")));
+        assert!(log_wanted(&warning, log_level_rank("warning")));
+        assert!(!log_wanted(&warning, log_level_rank("error")));
+        assert_eq!(log_level_rank("loud"), None);
+        let mut req = br#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"_meta":{"io.modelcontextprotocol/logLevel":"info"}}}"#.to_vec();
+        assert_eq!(
+            requested_log_level(&jsonrpc::parse(&mut req).unwrap()),
+            Some(1)
         );
     }
 

@@ -73,9 +73,13 @@ impl BridgeSessions {
         });
     }
 
-    /// Takes what a bridge session's upstreams sent unprompted: a resource update goes to the
-    /// listen streams granted its (prefixed) URI. False for anything else.
-    pub fn unsolicited(&self, bridge: &str, message: &[u8]) -> bool {
+    /// Takes what a bridge session's upstreams sent unprompted: a log message goes to the
+    /// session's open calls that opted in to logs, a resource update to the listen streams
+    /// granted its (prefixed) URI. False for anything else.
+    pub fn unsolicited(&self, bridge: &str, message: &Bytes) -> bool {
+        if self.log_to_calls(bridge, message) {
+            return true;
+        }
         let Some(uri) = listen::updated_uri(message) else {
             return false;
         };

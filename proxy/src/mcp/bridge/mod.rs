@@ -57,6 +57,8 @@ const ROUND_TTL: Duration = Duration::from_secs(600);
 const MAX_ROUNDS: usize = 4096;
 /// Bridge sessions kept per shard (distinct client capability sets).
 const MAX_SESSIONS: usize = 64;
+/// The method of log messages, searched for in upstream messages before any parse.
+const LOG_METHOD: &str = "\"notifications/message\"";
 /// The revision bridge sessions speak to stateful upstreams.
 const BRIDGED_VERSION: &str = "2025-11-25";
 
@@ -82,6 +84,8 @@ pub struct BridgeSessions {
     listeners: RefCell<Vec<Listener>>,
     /// Bridge sessions whose logging upstreams were asked for every level.
     logging: RefCell<HashSet<String>>,
+    /// The open calls that opted in to log messages, by bridge session id.
+    log_calls: RefCell<Vec<(String, Rc<rounds::LogTarget>)>>,
     /// Resource subscriptions held upstream for listen streams, through bridge sessions.
     pub(crate) held: listen::Held,
 }
@@ -160,6 +164,38 @@ impl BridgeSessions {
         let id = self.fresh_id();
         let catalog = shard.catalog();
         crate::mcp::routing::forward::set_level(session, &catalog, &id, &msg).await;
+    }
+
+    /// Hands a log message an upstream sent bridge session `bridge` outside any call (on its
+    /// GET stream, as server-everything's simulated logging does) to that session's open calls
+    /// that opted in to logs, each filtering by its own level: the era delivers log messages
+    /// only on a request's own stream. True when the message is a log message (taken, even
+    /// when no call is open to receive it: no client reads a bridge session's own stream).
+    pub(crate) fn log_to_calls(&self, bridge: &str, message: &Bytes) -> bool {
+        if !message
+            .windows(LOG_METHOD.len())
+            .any(|w| w == LOG_METHOD.as_bytes())
+        {
+            return false;
+        }
+        let calls: Vec<Rc<rounds::LogTarget>> = self
+            .log_calls
+            .borrow()
+            .iter()
+            .filter(|(b, _)| b == bridge)
+            .map(|(_, target)| target.clone())
+            .collect();
+        for target in calls {
+            match &*target {
+                rounds::LogTarget::Stream(stream) => {
+                    if let Some(session) = self.session_named(bridge) {
+                        session.events.push(*stream, message.clone());
+                    }
+                }
+                rounds::LogTarget::Held(held) => held.borrow_mut().push(message.clone()),
+            }
+        }
+        true
     }
 
     /// The bridge session with this id, if the shard keeps it.

@@ -2,6 +2,7 @@
 //! requests it raises on the way, which become `input_required` rounds the client's retry
 //! continues with `inputResponses`.
 
+use std::cell::RefCell;
 use std::rc::Rc;
 use std::time::Instant;
 
@@ -93,9 +94,27 @@ pub(super) async fn first_call(
         accepts_sse: true,
         ..delivery
     };
+    // Log messages the session gets outside any call while this one is a plain request.
+    let early =
+        log_level.map(|_| LogCall::open(shard, &session.id, LogTarget::Held(RefCell::default())));
     let answer =
         crate::mcp::routing::request(shard, &session, inner, method, owned, inner_delivery).await;
+    let logs = early.map(|c| c.held(log_level)).unwrap_or_default();
     match answer {
+        Answer::Json(body) if !logs.is_empty() && delivery.accepts_sse => {
+            // The answer goes as SSE, after the log messages that came while it was computed.
+            let out = session.events.open();
+            for log in logs {
+                session.events.push(out, log);
+            }
+            if let Answer::Json(b) | Answer::Refused(b) | Answer::Unknown(b) =
+                restore(method, &id, body)
+            {
+                session.events.push(out, b);
+            }
+            session.events.finish(out);
+            Answer::Stream(session, out)
+        }
         Answer::Json(body) => restore(method, &id, body),
         // Refused by the proxy itself: that stays a refusal whatever its code.
         Answer::Refused(body) => match restore(method, &id, body) {
@@ -109,6 +128,9 @@ pub(super) async fn first_call(
             other => other,
         },
         Answer::Stream(_, stream) => {
+            for log in logs {
+                session.events.push(stream, log);
+            }
             let call = Bridged {
                 session,
                 stream,
@@ -162,6 +184,9 @@ impl Bridged {
         Box::pin(async move {
             let session = self.session.clone();
             let stream = self.stream;
+            let _logs = self
+                .log_level
+                .map(|_| LogCall::open(shard, &session.id, LogTarget::Stream(stream)));
             let epoch = session.events.claim(stream);
             let mut asked: Vec<(String, Id, Bytes)> = Vec::new();
             loop {
@@ -260,6 +285,61 @@ impl Bridged {
             }
             Answer::Json(stateless_answer::input_required(&id, &requests, &token))
         })
+    }
+}
+
+/// Where the log messages a bridge session receives outside any call go for one open call.
+pub(crate) enum LogTarget {
+    /// The session stream relaying the call (read by `Bridged::follow`, which filters).
+    Stream(u64),
+    /// Held while the call is still a plain request, for its answer to carry.
+    Held(RefCell<Vec<Bytes>>),
+}
+
+/// An open bridged call that opted in to log messages, registered for the log messages its
+/// bridge session receives outside any call (`BridgeSessions::log_to_calls`) while it lives.
+struct LogCall {
+    shard: Rc<Shard>,
+    target: Rc<LogTarget>,
+}
+
+impl LogCall {
+    fn open(shard: &Rc<Shard>, bridge: &str, target: LogTarget) -> LogCall {
+        let target = Rc::new(target);
+        shard
+            .bridge()
+            .log_calls
+            .borrow_mut()
+            .push((bridge.to_owned(), target.clone()));
+        LogCall {
+            shard: shard.clone(),
+            target,
+        }
+    }
+
+    /// The messages held so far at or above `level`.
+    fn held(&self, level: Option<u8>) -> Vec<Bytes> {
+        let LogTarget::Held(held) = &*self.target else {
+            return Vec::new();
+        };
+        held.borrow_mut()
+            .drain(..)
+            .filter(|m| {
+                let mut buf = m.to_vec();
+                jsonrpc::parse(&mut buf).is_ok_and(|n| stateless::log_wanted(&n, level))
+            })
+            .collect()
+    }
+}
+
+impl Drop for LogCall {
+    fn drop(&mut self) {
+        let bridge = self.shard.bridge();
+        let mut calls = bridge.log_calls.borrow_mut();
+        let at = calls.iter().position(|(_, t)| Rc::ptr_eq(t, &self.target));
+        if let Some(at) = at {
+            calls.swap_remove(at);
+        }
     }
 }
 

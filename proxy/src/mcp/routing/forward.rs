@@ -316,22 +316,18 @@ async fn send(
                     let session = session.clone();
                     glommio::spawn_local(async move {
                         let ids = (upstream_id, client_id);
-                        let answered = |answer: &[u8]| {
+                        let answered = |answer: Bytes| {
                             if let Some(s) = &subscription {
-                                s.settle(&upstream, answer);
+                                s.settle(&upstream, &answer);
+                            }
+                            if legacy {
+                                stateless_answer::undress(answer)
+                            } else {
+                                answer
                             }
                         };
-                        let outcome = pump(
-                            &session,
-                            server,
-                            stream,
-                            ids,
-                            out,
-                            &mut awaiting,
-                            answered,
-                            legacy,
-                        )
-                        .await;
+                        let outcome =
+                            pump(&session, server, stream, ids, out, &mut awaiting, answered).await;
                         timing.finish(outcome);
                         drop(awaiting);
                         drop(guard);
@@ -453,7 +449,7 @@ pub(in crate::mcp) async fn next_relayed(
 }
 
 /// Relays the rest of an upstream stream into session stream `out`, ending with the answer,
-/// which `answered` sees first. `ids` are the request's upstream and client ids.
+/// as `answered` makes it (it sees it first). `ids` are the request's upstream and client ids.
 async fn pump(
     session: &Rc<Session>,
     server: usize,
@@ -461,8 +457,7 @@ async fn pump(
     ids: (Id, Id),
     out: u64,
     awaiting: &mut Awaiting,
-    answered: impl FnOnce(&[u8]),
-    legacy: bool,
+    answered: impl FnOnce(Bytes) -> Bytes,
 ) -> Outcome {
     let (up, client) = ids;
     loop {
@@ -475,14 +470,8 @@ async fn pump(
         match step {
             Step::Message(m) => session.events.push(out, m),
             Step::Final(answer) => {
-                answered(&answer);
                 let outcome = Outcome::of_response(&answer);
-                let answer = if legacy {
-                    stateless_answer::undress(answer)
-                } else {
-                    answer
-                };
-                session.events.push(out, answer);
+                session.events.push(out, answered(answer));
                 session.events.finish(out);
                 drain(stream);
                 return outcome;
