@@ -1,0 +1,100 @@
+"""Operating a fleet of three proxies on one real etcd (Debian's `etcd-server`, on free ports,
+killed at the end whatever the outcome), with a real server-everything upstream.
+
+- `mcpctl --all stats|sessions|top` asks every member listed by `GET /api/v1/cluster` at the
+  admin address it publishes: a row per member, and the fleet's rows with counts summed and
+  latency quantiles labelled as the worst member's; a member that is SIGKILLed (still listed
+  until its lease expires) is shown as unreachable and the command still succeeds.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+
+import harness
+from cluster_fixtures import (ETCD_MISSING, admin, cluster, etcd,  # noqa: F401
+                              members, server_names)
+from test_admin import MCPCTL, TOKEN, wait_until
+
+pytestmark = ETCD_MISSING
+
+
+def mcpctl(member: harness.Proxy, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([str(MCPCTL), *args], capture_output=True, text=True, timeout=60,
+                          env={"MCPCTL_URL": member.admin_url, "MCPCTL_TOKEN": TOKEN,
+                               "PATH": "/usr/bin:/bin"})
+
+
+def test_mcpctl_all_merges_every_members_figures_and_marks_a_dead_one(spawner, members):
+    m1, m2, m3 = members
+    ev = spawner.everything()
+    assert admin(m1, "POST", "servers", {"name": "ev", "url": ev.url})[0] == 201
+    for m in members:
+        wait_until(lambda m=m: "ev" in server_names(m), timeout=10, what="ev on every member")
+        wait_until(lambda m=m: len(cluster(m)["members"]) == 3, timeout=15, what="three members")
+    # Traffic: member i answers i calls in sessions of its own (1 + 2 + 3 = 6 calls, 3 sessions).
+    for n, m in enumerate(members, 1):
+        session = harness.raw_initialize(m.url)
+        for _ in range(n):
+            wait_until(lambda m=m, s=session: (harness.raw_call_tool(m.url, s, "ev__echo", {"message": "x"})[1]
+                                               or {}).get("result") is not None,
+                       timeout=15, what="ev__echo answered")
+
+    def stats_json() -> dict:
+        r = mcpctl(m2, "--all", "stats", "--json")
+        assert r.returncode == 0, r.stderr
+        return json.loads(r.stdout)
+
+    # Shards publish their figures once a second.
+    def summed() -> bool:
+        ev = stats_json()["fleet"]["servers"].get("ev", {})
+        return ev.get("requests", 0) >= 6 and ev["request"]["count"] >= 6
+
+    wait_until(summed, timeout=10, what="the fleet's ev requests and latencies summed")
+    v = stats_json()
+    per_member = {r["member"]: r["stats"]["servers"]["ev"]["requests"] for r in v["members"]}
+    assert sorted(per_member) == ["m1", "m2", "m3"], v
+    assert v["fleet"]["servers"]["ev"]["requests"] == sum(per_member.values()), v
+    request = v["fleet"]["servers"]["ev"]["request"]
+    assert request["merge"] == "worst_member", request
+    worst_p99 = max(r["stats"]["servers"]["ev"]["request"]["p99"] for r in v["members"])
+    assert request["p99"] == worst_p99, v
+
+    table = mcpctl(m1, "--all", "stats")
+    assert table.returncode == 0, table.stderr
+    assert "MEMBER" in table.stdout and "(fleet)" in table.stdout, table.stdout
+    assert "worst member" in table.stdout, table.stdout
+    for name in ("m1", "m2", "m3"):
+        assert any(line.split()[:2] == [name, "ev"] for line in table.stdout.splitlines()), table.stdout
+
+    r = mcpctl(m3, "--all", "sessions", "--json")
+    assert r.returncode == 0, r.stderr
+    sessions = json.loads(r.stdout)
+    assert {s["member"] for s in sessions["members"]} == {"m1", "m2", "m3"}, sessions
+    assert sessions["total"] == sum(s["total"] for s in sessions["members"]) >= 3, sessions
+
+    r = mcpctl(m1, "--all", "top", "--once", "--interval", "0.3", "--json")
+    assert r.returncode == 0, r.stderr
+    frame = json.loads(r.stdout)
+    assert {row["member"] for row in frame["members"]} == {"m1", "m2", "m3"}, frame
+    assert [row["server"] for row in frame["fleet"]] == ["ev"], frame
+
+    # A member killed outright is still listed until its lease expires (3 s): it is shown as
+    # unreachable, and the others' figures are still merged.
+    m3.child.proc.kill()
+    m3.child.proc.wait(timeout=10)
+    r = mcpctl(m1, "--all", "stats", "--json")
+    assert r.returncode == 0, r.stderr
+    rows = {row["member"]: row for row in json.loads(r.stdout)["members"]}
+    assert rows["m3"]["status"] == "unreachable", rows
+    assert rows["m1"]["status"] == rows["m2"]["status"] == "ok", rows
+    table = mcpctl(m1, "--all", "sessions")
+    assert table.returncode == 0, table.stderr
+    assert "(fleet)" in table.stdout, table.stdout
+
+    # A single instance is told that --all needs a fleet.
+    alone = spawner.proxy(f'[proxy]\nadmin_token = "{TOKEN}"\n', shards=1)
+    r = mcpctl(alone, "--all", "stats")
+    assert r.returncode == 2 and "runs alone" in r.stderr, r.stderr
+
