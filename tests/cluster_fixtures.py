@@ -93,10 +93,11 @@ def admin(proxy: harness.Proxy, method: str, path: str, body: dict | None = None
         return e.code, json.loads(e.read() or b"{}")
 
 
-def member_config(etcd: Etcd, prefix: str, name: str, servers: str = "") -> str:
+def member_config(etcd: Etcd, prefix: str, name: str, servers: str = "", cluster: str = "") -> str:
+    """A member's configuration; `cluster` adds lines to its `[cluster]` table."""
     return (f'[proxy]\nadmin_token = "{TOKEN}"\nsession_key = "{SESSION_KEY}"\n\n'
             f'[cluster]\netcd = ["{etcd.url}"]\nprefix = "{prefix}"\nname = "{name}"\n'
-            f'lease_ttl = "3s"\n\n{servers}')
+            f'lease_ttl = "3s"\n{cluster}\n{servers}')
 
 
 @pytest.fixture

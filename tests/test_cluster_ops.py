@@ -9,12 +9,16 @@ killed at the end whatever the outcome), with a real server-everything upstream.
 
 from __future__ import annotations
 
+import base64
 import json
 import subprocess
+import urllib.error
+import urllib.request
+import uuid
 
 import harness
 from cluster_fixtures import (ETCD_MISSING, admin, cluster, etcd,  # noqa: F401
-                              members, server_names)
+                              member_config, members, server_names)
 from test_admin import MCPCTL, TOKEN, wait_until
 
 pytestmark = ETCD_MISSING
@@ -98,3 +102,57 @@ def test_mcpctl_all_merges_every_members_figures_and_marks_a_dead_one(spawner, m
     r = mcpctl(alone, "--all", "stats")
     assert r.returncode == 2 and "runs alone" in r.stderr, r.stderr
 
+
+
+def task_runs(member: harness.Proxy, name: str = "compact_history") -> dict:
+    return next(t for t in cluster(member)["leader_tasks"] if t["name"] == name)
+
+
+def etcd_read_at(etcd, revision: int) -> str:
+    """What etcd says to a read of the registry key's history at `revision`."""
+    body = json.dumps({"key": base64.b64encode(b"/x").decode(), "revision": str(revision)}).encode()
+    req = urllib.request.Request(etcd.url + "/v3/kv/range", data=body, method="POST",
+                                 headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=5) as r:
+            return r.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.read().decode()
+
+
+def test_a_leader_task_runs_on_the_leader_only_and_moves_when_it_dies(spawner, etcd):
+    prefix = f"/t-{uuid.uuid4().hex[:8]}/"
+    by_name = {f"m{i}": spawner.proxy(member_config(etcd, prefix, f"m{i}", cluster='compact_every = "1s"\n'),
+                                      shards=1) for i in (1, 2, 3)}
+    first = next(iter(by_name.values()))
+    wait_until(lambda: len(cluster(first)["members"]) == 3 and cluster(first)["leader"], timeout=15,
+               what="three members and a leader")
+    leader = cluster(first)["leader"]
+    # Registry changes make history to compact.
+    for n in range(3):
+        assert admin(by_name[leader], "POST", "servers", {"name": f"s{n}", "url": "http://127.0.0.1:9/mcp"})[0] == 201
+    wait_until(lambda: "compacted to revision" in (task_runs(by_name[leader])["last_result"] or ""),
+               timeout=15, what="the leader compacting etcd's history")
+    assert "compacted" in etcd_read_at(etcd, 2), etcd_read_at(etcd, 2)
+    for name, m in by_name.items():
+        if name != leader:
+            assert task_runs(m)["runs"] == 0, (name, cluster(m))
+
+    by_name.pop(leader).child.proc.kill()
+    survivor = next(iter(by_name.values()))
+    wait_until(lambda: cluster(survivor)["leader"] in by_name, timeout=20, what="a new leader")
+    new = cluster(survivor)["leader"]
+    revision = int(json.loads(etcd_read_at(etcd, 0))["header"]["revision"])  # the store's now
+    writes = iter(range(100))
+
+    def compacted_past_the_death() -> bool:
+        # Each write makes a revision for the next run to note, and the run after compacts to it.
+        assert admin(by_name[new], "POST", "servers",
+                     {"name": f"after{next(writes)}", "url": "http://127.0.0.1:9/mcp"})[0] == 201
+        return "compacted" in etcd_read_at(etcd, revision)
+
+    wait_until(compacted_past_the_death, timeout=20,
+               what="the new leader compacting past the revision seen after the old one died")
+    assert task_runs(by_name[new])["runs"] >= 2, cluster(by_name[new])
+    other = next(m for name, m in by_name.items() if name != new)
+    assert task_runs(other)["runs"] == 0, cluster(other)
