@@ -6,6 +6,11 @@
   never written in the file; every proxy configuration it mounts passes
   `mcp-proxy --check-config`; the balancer sends connections to all three members and
   Prometheus scrapes all three (and `promtool check config` accepts its file, when installed).
+- `dashboards/kubernetes/` (fleet.yaml, secret.yaml) parses: a three-member StatefulSet behind
+  a headless Service (the DNS names the one shared configuration lists), a client Service, an
+  etcd, the session key and admin token from a Secret that ships placeholders only; the
+  mounted configuration passes `--check-config`, and the placeholder key, left in place, stops
+  the proxy at start naming MCP_PROXY_SESSION_KEY and how to make a key.
 - The Grafana dashboard has a member variable (`instance`), every metric selector in every
   panel and variable query follows it, and a fleet row shows each member apart (grouped by
   instance, and one panel repeated per member).
@@ -121,3 +126,73 @@ def test_the_dashboard_follows_a_member_variable_and_has_a_fleet_view():
     assert repeated and "$instance" in repeated[0]["title"], [p["title"] for p in fleet]
     ids = [p["id"] for p in dash["panels"]]
     assert len(ids) == len(set(ids)), "panel ids repeat"
+
+
+KUBE = DASHBOARDS / "kubernetes"
+
+
+def kube_objects() -> dict[tuple[str, str], dict]:
+    out = {}
+    for f in ("fleet.yaml", "secret.yaml"):
+        for doc in yaml.safe_load_all((KUBE / f).read_text()):
+            assert doc["metadata"]["namespace"] == "mcp-proxy", doc["metadata"]
+            out[(doc["kind"], doc["metadata"]["name"])] = doc
+    return out
+
+
+def test_the_kubernetes_set_runs_three_members_on_etcd_with_the_key_from_a_secret(tmp_path):
+    objects = kube_objects()
+    members = objects[("StatefulSet", "mcp-proxy")]
+    spec = members["spec"]
+    assert spec["replicas"] == 3
+    headless = objects[("Service", spec["serviceName"])]
+    assert headless["spec"]["clusterIP"] == "None"
+    pod = spec["template"]["spec"]
+    # The host name is the member's DNS name, so one configuration names every member.
+    assert pod["setHostnameAsFQDN"] is True
+    assert pod["securityContext"]["seccompProfile"]["type"] == "Unconfined"
+    (container,) = pod["containers"]
+    secret = objects[("Secret", "mcp-proxy-fleet")]
+    env = {e["name"]: e["valueFrom"]["secretKeyRef"] for e in container["env"]}
+    for var, key in (("MCP_PROXY_SESSION_KEY", "session-key"), ("MCP_PROXY_ADMIN_TOKEN", "admin-token")):
+        assert env[var] == {"name": "mcp-proxy-fleet", "key": key}, env
+        assert key in secret["stringData"]
+    # No real key is shipped: the placeholder is refused at start (test below).
+    assert not re.fullmatch(r"[0-9a-fA-F]{64}", secret["stringData"]["session-key"])
+    assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    clients = objects[("Service", "mcp-proxy")]
+    assert clients["spec"]["selector"] == spec["selector"]["matchLabels"]
+
+    # The configuration the members mount passes --check-config, and names the etcd Service.
+    (mount,) = container["volumeMounts"]
+    config_arg = container["args"][container["args"].index("--config") + 1]
+    assert config_arg.startswith(mount["mountPath"] + "/")
+    (volume,) = [v for v in pod["volumes"] if v["name"] == mount["name"]]
+    config_map = objects[("ConfigMap", volume["configMap"]["name"])]
+    text = config_map["data"][config_arg.rsplit("/", 1)[1]]
+    path = tmp_path / "mcp-proxy.toml"
+    path.write_text(text)
+    r = subprocess.run([str(harness.PROXY_BIN), "--check-config", str(path)],
+                       capture_output=True, text=True, timeout=30)
+    assert r.returncode == 0, r.stdout + r.stderr
+    etcd_service = objects[("Service", "mcp-proxy-etcd")]
+    assert f'"http://{etcd_service["metadata"]["name"]}:{etcd_service["spec"]["ports"][0]["port"]}"' in text
+    assert objects[("StatefulSet", "mcp-proxy-etcd")]["spec"]["template"]["metadata"]["labels"] == \
+        etcd_service["spec"]["selector"]
+    for n in range(3):
+        host = f"mcp-proxy-{n}.{spec['serviceName']}.mcp-proxy.svc.cluster.local:8085"
+        assert host in text, f"{host} missing from admin_allowed_hosts"
+
+
+def test_a_session_key_that_is_not_a_key_is_refused_at_start(tmp_path):
+    """The Secret's placeholder, left in place, stops the member at once with the fix."""
+    placeholder = kube_objects()[("Secret", "mcp-proxy-fleet")]["stringData"]["session-key"]
+    config = tmp_path / "p.toml"
+    config.write_text("[proxy]\n")
+    r = subprocess.run([str(harness.PROXY_BIN), "--config", str(config), "--listen", "127.0.0.1:0",
+                        "--admin-listen", "127.0.0.1:0", "--shards", "1"],
+                       env={"MCP_PROXY_SESSION_KEY": placeholder, "PATH": "/usr/bin:/bin"},
+                       capture_output=True, text=True, timeout=30)
+    assert r.returncode != 0, r.stdout
+    assert "MCP_PROXY_SESSION_KEY" in r.stderr and "openssl rand -hex 32" in r.stderr, r.stderr
+    assert placeholder not in r.stderr, "the configured value is echoed"

@@ -114,6 +114,11 @@ fn main() -> anyhow::Result<()> {
         config.proxy.session_key = std::env::var("MCP_PROXY_SESSION_KEY")
             .ok()
             .filter(|k| !k.is_empty());
+        // Refused at start like a bad key in the file, rather than failing every session.
+        if let Some(key) = &config.proxy.session_key {
+            mcp_proxy::config::session_key::key_bytes(key)
+                .map_err(|e| anyhow::anyhow!("MCP_PROXY_SESSION_KEY: {e}"))?;
+        }
     }
     hide_own_secrets();
     if let Some(level) = &args.log_level {
