@@ -161,6 +161,7 @@ impl Session {
             self.init_params.clone(),
             Some(sink),
             preferred,
+            !self.is_bridge(),
         );
         self.upstreams.borrow_mut().insert(server, handle.clone());
         Some(handle)
