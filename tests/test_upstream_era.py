@@ -9,6 +9,11 @@ Under `era = "auto"` a stateful client (the Python SDK's `ClientSession`) gets a
 upstream session, so elicitation works through the proxy as it does direct; a 2026-07-28
 client (the SDK's `mcp.Client`) keeps the stateless route. `era = "2025-11-25"` and
 `era = "2026-07-28"` force one era for every client, set in the file or through `mcpctl`.
+
+Resource subscriptions: the Python SDK's MCPServer in session mode
+(tests/fixtures/dual_era_server.py) speaks both eras and declares `resources.subscribe`; a
+stateful client's `resources/subscribe` through the proxy gets the server's
+`notifications/resources/updated`, as it does direct (the stateless era has no such method).
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ from harness import sdk_session, text_of
 from test_admin import TOKEN, mcpctl, mcpctl_bin, ok_json, wait_until  # noqa: F401
 
 FIXTURE = Path(__file__).resolve().parent / "fixtures" / "fastmcp_server.py"
+DUAL = Path(__file__).resolve().parent / "fixtures" / "dual_era_server.py"
 MODERN = "2026-07-28"
 
 
@@ -123,3 +129,39 @@ def test_a_misspelled_era_is_refused_with_the_spellings(tmp_path):
     r = subprocess.run([str(harness.PROXY_BIN), "--check-config", str(stdio)], capture_output=True,
                        text=True, timeout=30)
     assert r.returncode == 1 and "stateful era only" in r.stderr, r.stderr
+
+
+def updates_after_subscribing(url: str, uri: str) -> list[str]:
+    """The `resources/updated` URIs a stateful client gets after subscribing to `uri`."""
+    async def go():
+        seen: list[str] = []
+        got = anyio.Event()
+
+        async def on_message(message) -> None:
+            m = getattr(message, "root", message)
+            if getattr(m, "method", "") == "notifications/resources/updated":
+                seen.append(str(m.params.uri))
+                got.set()
+
+        async with sdk_session(url, message_handler=on_message) as s:
+            await s.subscribe_resource(uri)
+            with anyio.move_on_after(20):
+                await got.wait()
+        return seen
+
+    return anyio.run(go)
+
+
+@pytest.mark.filterwarnings("ignore:resources/subscribe is removed")
+def test_a_stateful_client_subscribes_through_a_dual_era_server(spawner):
+    port = harness.free_port()
+    child = harness.spawn("dual-era", [sys.executable, str(DUAL), str(port)])
+    spawner.started.append(child)
+    harness.wait_for_port(port, child, timeout=60)
+    url = f"http://127.0.0.1:{port}/mcp"
+    assert updates_after_subscribing(url, "demo://watched") == ["demo://watched"]
+    config = f'[proxy]\nadmin_token = "{TOKEN}"\n\n[[servers]]\nname = "dual"\nurl = "{url}"\n'
+    proxy = spawner.proxy(config)
+    wait_until(lambda: ok_json(proxy, "servers", "ls")["servers"][0]["status"] == "up",
+               timeout=30, what="dual up")
+    assert updates_after_subscribing(proxy.url, "dual+demo://watched") == ["dual+demo://watched"]
