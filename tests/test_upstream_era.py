@@ -89,12 +89,16 @@ def test_a_stateful_client_elicits_through_a_stateful_upstream_session(spawner, 
 
 def test_a_2026_client_keeps_the_stateless_route(spawner, fastmcp):
     proxy = proxy_for(spawner, fastmcp.url)
-    assert modern_calls(proxy.url, ["fm__era"]) == [f"stateless:{MODERN}"]
+    # FastMCP elicits only in a session: a 2026-07-28 client is told so, direct and through.
+    direct = modern_calls(fastmcp.url, ["era", "ask_name"])
+    assert direct[0] == f"stateless:{MODERN}"
+    assert modern_calls(proxy.url, ["fm__era", "fm__ask_name"]) == direct
 
 
 def test_era_in_the_file_forces_each_era(spawner, fastmcp):
     old = proxy_for(spawner, fastmcp.url, era="2025-11-25")
-    assert modern_calls(old.url, ["fm__era"]) == ["stateful"]
+    # The 2026-07-28 client is asked through the bridge's input_required round.
+    assert modern_calls(old.url, ["fm__era", "fm__ask_name"]) == ["stateful", "accept:Ada"]
     assert stateful_calls(old.url, ["fm__era"]) == ["stateful"]
     new = proxy_for(spawner, fastmcp.url, era=MODERN)
     assert stateful_calls(new.url, ["fm__era"]) == [f"stateless:{MODERN}"]
