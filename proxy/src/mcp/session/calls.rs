@@ -75,3 +75,24 @@ pub(super) fn arrival(id: &Id) -> (usize, String) {
         Id::Str(s) => (s.len(), s.clone()),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bridge_ids_order_by_arrival() {
+        let older = arrival(&Id::Str("mcp-proxy-b9".into()));
+        let newer = arrival(&Id::Str("mcp-proxy-b10".into()));
+        assert!(older < newer);
+    }
+
+    #[test]
+    fn requests_wait_for_the_calls_stream_then_go_straight_to_it() {
+        let mut calls = Calls::default();
+        let id = Id::Str("mcp-proxy-b1".into());
+        assert_eq!(calls.hand(&id, Bytes::from_static(b"first")), None);
+        assert_eq!(calls.open(&id, 7), vec![Bytes::from_static(b"first")]);
+        assert_eq!(calls.hand(&id, Bytes::from_static(b"second")), Some(7));
+    }
+}
