@@ -46,7 +46,7 @@ pub mod url;
 
 pub use proxy::{is_loopback_origin, ProxyConfig, ToolExposure};
 pub use servers::{
-    BalanceConfig, ReplicaConfig, ServerConfig, StdioCommand, Strategy, Transport,
+    BalanceConfig, ReplicaConfig, ServerConfig, StdioCommand, Strategy, Transport, UpstreamEra,
     RESERVED_SERVER_NAME,
 };
 pub use url::UpstreamUrl;

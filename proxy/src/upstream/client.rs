@@ -72,6 +72,9 @@ pub struct UpstreamClient {
     /// The server's protocol era as this shard found it: `None` until first probed,
     /// `Some(true)` for 2026-07-28 (stateless), `Some(false)` for the stateful era.
     pub stateless: std::cell::Cell<Option<bool>>,
+    /// Whether the server's `initialize` opens a session (`Mcp-Session-Id`), as this shard
+    /// found it: `None` until a stateful client's session first asked.
+    pub offers_sessions: std::cell::Cell<Option<bool>>,
     /// The `x-mcp-header` annotations of the server's tools, by upstream tool name, from the
     /// catalog this shard serves (only tools that have some).
     pub tool_params: RefCell<std::collections::HashMap<String, Vec<ParamHeader>>>,
@@ -124,6 +127,7 @@ impl UpstreamClient {
             headers,
             limits,
             stateless: std::cell::Cell::new(None),
+            offers_sessions: std::cell::Cell::new(None),
             tool_params: RefCell::default(),
         })
     }

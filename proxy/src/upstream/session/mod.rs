@@ -12,6 +12,7 @@
 //! to is the balancer's decision (`balance::Balancer`); this module only asks.
 //!
 //! - `discover`: the 2026-07-28 probe and the envelope of a stateless server's requests.
+//! - `era`: which era a stateful client's session is opened in, under `era = "auto"`.
 //! - `listen`: the GET stream, and re-opening a lost session that held subscriptions.
 //! - `answer`: reading a POST's answer until the response to one request.
 
@@ -26,6 +27,7 @@ use simd_json::prelude::*;
 
 mod answer;
 mod discover;
+mod era;
 mod listen;
 
 pub use answer::{await_answer, response_id};
@@ -83,6 +85,9 @@ pub struct UpstreamSession {
     /// Whose work the session's own exchanges (set-up, messages of the proxy's) are:
     /// [`Traffic::Own`] for a client's session, [`Traffic::Background`] for discovery's.
     own: Cell<Traffic>,
+    /// The downstream client speaks the stateful era: under `era = "auto"` the session is
+    /// stateful wherever the server issues sessions (see [`era`]).
+    stateful_client: Cell<bool>,
 }
 
 impl UpstreamSession {
@@ -104,7 +109,14 @@ impl UpstreamSession {
             preferred: Cell::new(None),
             subscriptions: Subscriptions::default(),
             own: Cell::new(Traffic::Own),
+            stateful_client: Cell::new(false),
         })
+    }
+
+    /// Marks the session as a stateful client's: what that client could use directly
+    /// (server-initiated requests, `resources/subscribe`) needs a stateful upstream session.
+    pub fn for_stateful_client(&self) {
+        self.stateful_client.set(true);
     }
 
     /// The server accepted `resources/subscribe` for `uri` (its own URI) in this session.
@@ -244,11 +256,36 @@ impl UpstreamSession {
         replica: usize,
         traffic: Traffic,
     ) -> Result<Rc<Established>, UpstreamError> {
-        if self.client.stateless.get() != Some(false) {
-            if let Some(est) = self.discover(replica, traffic).await? {
-                return Ok(est);
+        use crate::config::UpstreamEra;
+        match self.client.config.era {
+            UpstreamEra::Stateful => self.open_stateful(replica, traffic).await,
+            UpstreamEra::Stateless => match self.discover(replica, traffic).await? {
+                Some(est) => Ok(est),
+                None => Err(UpstreamError::Protocol {
+                    server: self.client.name().to_owned(),
+                    detail: "it does not answer server/discover with 2026-07-28, which its era = \"2026-07-28\" requires; set era = \"auto\" or \"2025-11-25\"".into(),
+                }),
+            },
+            UpstreamEra::Auto if self.stateful_client.get() => {
+                era::for_stateful_client(self, replica, traffic).await
+            }
+            UpstreamEra::Auto => {
+                if self.client.stateless.get() != Some(false) {
+                    if let Some(est) = self.discover(replica, traffic).await? {
+                        return Ok(est);
+                    }
+                }
+                self.open_stateful(replica, traffic).await
             }
         }
+    }
+
+    /// `initialize`, `notifications/initialized` and the GET stream: a stateful session.
+    async fn open_stateful(
+        self: &Rc<Self>,
+        replica: usize,
+        traffic: Traffic,
+    ) -> Result<Rc<Established>, UpstreamError> {
         let id = self.next_id();
         let body = jsonrpc::request_body(&id, "initialize", &self.init_params);
         let reply = self
