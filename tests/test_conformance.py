@@ -16,10 +16,9 @@ Every server scenario (`conformance list --server`, `--suite all`: pending and e
 runs against both URLs. The test fails when a scenario that passes directly does not pass through the
 proxy, and when a check that succeeds directly is FAILURE or WARNING through the proxy (WARNING is the
 suite's verdict that something the spec recommends is missing, e.g. the SEP-1699 priming event).
-The exception is ERA_CHOICE: what a dual-era server offers only to stateful sessions (server-to-client
-sampling and elicitation, resources/subscribe) is lost through a proxy that calls such a server in
-the 2026-07-28 era for every client; those scenarios are reported, not failed, against the dual-era
-fixture, and must pass against the stateful-only one.
+Against the dual-era fixture this shows that a stateful client keeps what such a server offers only
+in a stateful session (server-to-client sampling and elicitation, resources/subscribe): the proxy
+chooses the upstream era per client session. The one exception is FIRST_TOOL_CHECKS (below).
 Checks that succeed directly and are INFO / absent through the proxy (the suite found them not
 applicable, e.g. a JSON answer where the fixture streamed) and scenarios that fail even directly are
 printed, not held against the proxy.
@@ -72,11 +71,6 @@ name = "fixture"
 url = "{url}"
 prefix = ""
 """
-
-
-# Scenarios a dual-era server passes only in a stateful session (see the module docstring).
-ERA_CHOICE = {"tools-call-sampling", "tools-call-elicitation", "elicitation-sep1034-defaults",
-              "elicitation-sep1330-enums", "resources-subscribe", "resources-unsubscribe"}
 
 
 # Checks that call whichever tool is listed first, with no arguments: through the proxy that is the
@@ -156,11 +150,8 @@ def test_server_scenarios_pass_through_the_proxy_as_directly(eras, release, requ
     # The fixture has to be worth comparing against.
     assert sum(r.passed for r in direct.values()) > len(direct) // 2, f"most scenarios fail even directly:\n{report}"
     assert served.proxy.proc.poll() is None, f"the proxy died during the suite:\n{served.proxy.stderr_tail()}"
-    tolerated = ERA_CHOICE if eras == "both" else set()
-    regressions = [s for s in comparison.regressions
-                   if s not in tolerated and not only_first_tool_checks(comparison.proxied[s])]
-    check_regressions = [c for c in comparison.check_regressions if c[0] not in tolerated]
-    assert not regressions and not check_regressions, (
+    regressions = [s for s in comparison.regressions if not only_first_tool_checks(comparison.proxied[s])]
+    assert not regressions and not comparison.check_regressions, (
         "scenarios that pass directly against the fixture do not pass through the proxy:\n" + report)
 
 
