@@ -1,7 +1,6 @@
 //! The control thread that fetches the trusted issuers' metadata and keys, off the shards.
 //!
-//! One OS thread ("oauth-keys") with a small blocking HTTPS client (`ureq` 2, as `ureq2`, on the proxy's
-//! rustls and ring), started the first time an `[auth.oauth]` is installed. It wakes when a key
+//! One OS thread ("oauth-keys") with a small blocking HTTPS client ([`super::http`]), started the first time an `[auth.oauth]` is installed. It wakes when a key
 //! set is due (its cache lifetime, at most `refresh_seconds`), when a reload changed the
 //! issuers, and when a shard saw a token naming a `kid` it does not know: that last kind is
 //! honoured at most once per `kid_refresh_seconds` per issuer, so forged `kid`s cannot make the
@@ -15,12 +14,8 @@ use std::time::{Duration, Instant};
 
 use crate::config::auth::{jwks_entries, AuthConfig, Jwk, JwkKey};
 use crate::config::oauth::OAuthConfig;
-use crate::config::tls::UpstreamTls;
 
 use super::keys::{self, IssuerKeys, IssuerStatus};
-
-/// How long one HTTPS exchange with an issuer may take.
-const FETCH_TIMEOUT: Duration = Duration::from_secs(10);
 
 enum Nudge {
     /// `[auth]` was installed or reloaded: look at the issuers again.
@@ -97,7 +92,7 @@ fn run(rx: Receiver<Nudge>) {
     let mut issuers: HashMap<String, Issuer> = HashMap::new();
     let mut tokens: HashMap<String, super::upstream_tokens::Held> = HashMap::new();
     let mut published_tokens: Option<HashMap<String, String>> = None;
-    let mut agent: Option<(Option<std::path::PathBuf>, ureq2::Agent)> = None;
+    let mut agent: Option<(Option<std::path::PathBuf>, ureq::Agent)> = None;
     let mut published: Option<Vec<IssuerKeys>> = None;
     loop {
         let wait = match super::super::running::oauth() {
@@ -135,22 +130,11 @@ fn run(rx: Receiver<Nudge>) {
     }
 }
 
-fn make_agent(oauth: &OAuthConfig) -> Option<ureq2::Agent> {
-    let tls = UpstreamTls {
-        ca_file: oauth.ca_file.clone(),
-        ..UpstreamTls::default()
-    };
-    match crate::tls::client_config(Some(&tls)) {
-        Ok(config) => Some(
-            ureq2::AgentBuilder::new()
-                .tls_config(config)
-                .timeout(FETCH_TIMEOUT)
-                // A JWKS behind a redirect is unusual; never follow one to another place.
-                .redirects(0)
-                .build(),
-        ),
+fn make_agent(oauth: &OAuthConfig) -> Option<ureq::Agent> {
+    match super::http::agent(oauth.ca_file.as_deref()) {
+        Ok(agent) => Some(agent),
         Err(e) => {
-            log::error!("[auth.oauth] ca_file: {e}; the issuers' keys cannot be fetched");
+            log::error!("[auth.oauth] {e}; the issuers' keys cannot be fetched");
             None
         }
     }
@@ -159,7 +143,7 @@ fn make_agent(oauth: &OAuthConfig) -> Option<ureq2::Agent> {
 /// Fetches what is due; returns how long to sleep before the next thing is due.
 fn round(
     oauth: &OAuthConfig,
-    agent: Option<&ureq2::Agent>,
+    agent: Option<&ureq::Agent>,
     issuers: &mut HashMap<String, Issuer>,
     published: &mut Option<Vec<IssuerKeys>>,
 ) -> Duration {
@@ -268,22 +252,16 @@ struct Fetched {
 }
 
 /// Reads `issuer`'s metadata, then its JWKS.
-fn fetch(agent: &ureq2::Agent, issuer: &str) -> Result<Fetched, String> {
+fn fetch(agent: &ureq::Agent, issuer: &str) -> Result<Fetched, String> {
     let metadata = discover(agent, issuer)?;
     let jwks_uri = metadata
         .get("jwks_uri")
         .and_then(|v| v.as_str())
         .ok_or("its metadata has no jwks_uri")?
         .to_owned();
-    let response = agent
-        .get(&jwks_uri)
-        .set("Accept", "application/json")
-        .call()
-        .map_err(|e| format!("GET {jwks_uri}: {}", describe(e)))?;
-    let max_age = response.header("cache-control").and_then(max_age);
-    let doc: serde_json::Value = response
-        .into_json()
-        .map_err(|e| format!("{jwks_uri} is not JSON: {e}"))?;
+    let reply = super::http::get_json(agent, &jwks_uri)?;
+    let max_age = reply.cache_control.as_deref().and_then(max_age);
+    let doc = reply.doc;
     let mut keys = Vec::new();
     for entry in jwks_entries(&doc).map_err(|m| format!("{jwks_uri} {m}"))? {
         match entry {
@@ -310,7 +288,7 @@ fn fetch(agent: &ureq2::Agent, issuer: &str) -> Result<Fetched, String> {
 
 /// Authorization server metadata: RFC 8414 first, then OpenID Connect discovery; its `issuer`
 /// must be the one configured (RFC 8414 section 3.3), or it speaks for another server.
-fn discover(agent: &ureq2::Agent, issuer: &str) -> Result<serde_json::Value, String> {
+fn discover(agent: &ureq::Agent, issuer: &str) -> Result<serde_json::Value, String> {
     let base = issuer.trim_end_matches('/');
     let after_scheme = base.find("://").map_or(0, |i| i + 3);
     let path_at = base[after_scheme..]
@@ -323,11 +301,9 @@ fn discover(agent: &ureq2::Agent, issuer: &str) -> Result<serde_json::Value, Str
     ];
     let mut errors = Vec::new();
     for url in &urls {
-        match agent.get(url).set("Accept", "application/json").call() {
-            Ok(response) => {
-                let doc: serde_json::Value = response
-                    .into_json()
-                    .map_err(|e| format!("{url} is not JSON: {e}"))?;
+        match super::http::get_json(agent, url) {
+            Ok(reply) => {
+                let doc = reply.doc;
                 let named = doc.get("issuer").and_then(|v| v.as_str()).unwrap_or("");
                 if named != issuer {
                     return Err(format!(
@@ -336,17 +312,10 @@ fn discover(agent: &ureq2::Agent, issuer: &str) -> Result<serde_json::Value, Str
                 }
                 return Ok(doc);
             }
-            Err(e) => errors.push(format!("GET {url}: {}", describe(e))),
+            Err(e) => errors.push(e),
         }
     }
     Err(errors.join("; "))
-}
-
-fn describe(e: ureq2::Error) -> String {
-    match e {
-        ureq2::Error::Status(code, _) => format!("HTTP {code}"),
-        ureq2::Error::Transport(t) => t.to_string(),
-    }
 }
 
 /// `max-age` of a `Cache-Control` value.

@@ -13,6 +13,7 @@
 //!   the same thread, handed to `upstream::credentials`.
 
 pub mod fetch;
+mod http;
 pub mod keys;
 pub mod resource;
 mod upstream_tokens;
