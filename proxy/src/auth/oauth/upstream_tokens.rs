@@ -89,6 +89,11 @@ fn fetch(agent: &ureq::Agent, creds: &UpstreamCredentials) -> Result<(String, Du
         form.push(("resource", resource));
     }
     let body = super::http::post_form(agent, &creds.token_url, &form)?.doc;
+    access_token(&body)
+}
+
+/// The access token of a token endpoint's answer and its lifetime.
+pub(super) fn access_token(body: &serde_json::Value) -> Result<(String, Duration), String> {
     let token = body
         .get("access_token")
         .and_then(|t| t.as_str())

@@ -162,6 +162,7 @@ impl Session {
             Some(sink),
             preferred,
         );
+        handle.act_for(self.auth.principal());
         self.upstreams.borrow_mut().insert(server, handle.clone());
         Some(handle)
     }
