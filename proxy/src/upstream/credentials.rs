@@ -55,12 +55,22 @@ pub fn authorization(server: &str) -> Option<Rc<str>> {
 
 /// The exchanged tokens (RFC 8693) in force: for each server that takes the client's token by
 /// exchange, the `Authorization` value per client principal.
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
+#[derive(Default, Clone, PartialEq, Eq)]
 pub struct Exchanged {
     /// Servers configured with `grant = "token_exchange"`.
     pub servers: HashSet<String>,
     /// (client principal, server) to the `Authorization` value of its exchanged token.
     pub tokens: HashMap<([u8; 32], String), String>,
+}
+
+impl std::fmt::Debug for Exchanged {
+    // The tokens stay out of every log that prints this.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Exchanged")
+            .field("servers", &self.servers)
+            .field("tokens", &self.tokens.len())
+            .finish()
+    }
 }
 
 static EXCHANGED: Reloadable<Exchanged> = Reloadable::new();

@@ -1,7 +1,8 @@
 //! The control thread that fetches the trusted issuers' metadata and keys, off the shards.
 //!
-//! One OS thread ("oauth-keys") with a small blocking HTTPS client ([`super::http`]), started the first time an `[auth.oauth]` is installed. It wakes when a key
-//! set is due (its cache lifetime, at most `refresh_seconds`), when a reload changed the
+//! One OS thread ("oauth-keys") with a small blocking HTTPS client ([`super::http`]), started
+//! the first time an `[auth.oauth]` (or `[[auth.upstreams]]`) is installed. It wakes when a
+//! key set is due (its cache lifetime, at most `refresh_seconds`), when a reload changed the
 //! issuers, and when a shard saw a token naming a `kid` it does not know: that last kind is
 //! honoured at most once per `kid_refresh_seconds` per issuer, so forged `kid`s cannot make the
 //! proxy hammer the issuer. A fetch that fails keeps the keys in use and is tried again after
