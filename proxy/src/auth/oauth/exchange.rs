@@ -63,10 +63,8 @@ pub(super) fn request(
         server,
         reply,
     };
-    if let Err(e) = super::fetch::try_nudge(nudge) {
-        if let Nudge::Exchange { reply, .. } = e {
-            let _ = reply.try_send(Err("the token exchange thread is busy".into()));
-        }
+    if let Err(Nudge::Exchange { reply, .. }) = super::fetch::try_nudge(nudge) {
+        let _ = reply.try_send(Err("the token exchange thread is busy".into()));
     }
 }
 
