@@ -10,10 +10,13 @@
 //! - [`etcd`]: the client (range, compare-and-set, leases, watch).
 //! - [`membership`]: the control thread: this member's lease and record, the leader
 //!   election, the members seen, registry writes.
+//! - [`leader_tasks`]: work done once per fleet, by the leader, on the control thread
+//!   (compacting etcd's history).
 //! - [`registry_watch`]: the watch thread: the shared registry as it changes, resynced from a
 //!   full read whenever the watch breaks (etcd restarted or unreachable).
 
 pub mod etcd;
+pub mod leader_tasks;
 pub mod membership;
 pub mod registry_watch;
 
@@ -100,6 +103,7 @@ pub struct Cluster {
     etcd: Etcd,
     jobs: Mutex<mpsc::Sender<membership::Job>>,
     view: Arc<Mutex<View>>,
+    tasks: Arc<Mutex<Vec<leader_tasks::TaskStatus>>>,
     changes: Mutex<Option<flume::Receiver<SharedRegistry>>>,
     started: Mutex<Option<SharedRegistry>>,
 }
@@ -177,6 +181,8 @@ pub fn start(bootstrap: &Config, identity: Identity) -> Result<Option<SharedRegi
     let (jobs, job_rx) = mpsc::channel();
     let (change_tx, change_rx) = flume::unbounded();
     let view = Arc::new(Mutex::new(View::default()));
+    let tasks = Arc::new(Mutex::new(Vec::new()));
+    let leader_tasks = leader_tasks::LeaderTasks::configured(&config, tasks.clone());
     let cluster = Arc::new(Cluster {
         config: config.clone(),
         identity: identity.clone(),
@@ -184,6 +190,7 @@ pub fn start(bootstrap: &Config, identity: Identity) -> Result<Option<SharedRegi
         etcd: etcd.clone(),
         jobs: Mutex::new(jobs),
         view: view.clone(),
+        tasks,
         changes: Mutex::new(Some(change_rx)),
         started: Mutex::new(first.clone()),
     });
@@ -191,7 +198,8 @@ pub fn start(bootstrap: &Config, identity: Identity) -> Result<Option<SharedRegi
         log::warn!("cluster: joined twice in one process; the first membership is kept");
         return Ok(first);
     }
-    let control = membership::Control::new(etcd.clone(), config.clone(), identity, view);
+    let control =
+        membership::Control::new(etcd.clone(), config.clone(), identity, view, leader_tasks);
     std::thread::Builder::new()
         .name("cluster-control".into())
         .spawn(move || control.run(job_rx))
@@ -257,6 +265,11 @@ impl Cluster {
             let _ = jobs.send(membership::Job::Leave(reply));
         }
         let _ = done.recv_timeout(Duration::from_secs(1));
+    }
+
+    /// What this member has done of the fleet's leader-only tasks.
+    pub fn leader_tasks(&self) -> Vec<leader_tasks::TaskStatus> {
+        self.tasks.lock().map(|t| t.clone()).unwrap_or_default()
     }
 
     /// The etcd client (for the admin API's reads).
