@@ -252,9 +252,14 @@ impl UpstreamClient {
         for (k, v) in &self.headers {
             all.push((k.as_str(), v.as_str()));
         }
-        // The proxy's own token for this server ([[auth.oauth.upstreams]]), never a client's.
+        // The proxy's own token for this server ([[auth.oauth.upstreams]]), never a client's;
+        // a request made for a client of a token exchange server carries that client's
+        // exchanged token instead (among `headers`).
         let credential = super::credentials::authorization(self.name());
-        if let Some(value) = credential.as_deref() {
+        let carried = headers
+            .iter()
+            .any(|(k, _)| k.eq_ignore_ascii_case("authorization"));
+        if let Some(value) = credential.as_deref().filter(|_| !carried) {
             all.push(("Authorization", value));
         }
         if let Some(mut conn) = self.pool.checkout(replica) {
@@ -409,7 +414,7 @@ impl UpstreamClient {
                 session_id: new_session,
                 body: ReplyBody::Stream(Box::new(MessageStream::sse(
                     SseMessages::new(self.clone(), replica, conn, head, Some(deadline))
-                        .resumable(session_id.zip(version)),
+                        .resumable(session_id.zip(version), authorization_of(extra)),
                 ))),
             });
         }
@@ -500,10 +505,12 @@ impl UpstreamClient {
         session_id: &str,
         version: &str,
         last_event_id: Option<&str>,
+        authorization: Option<&str>,
     ) -> Result<Option<MessageStream>, UpstreamError> {
         let extra = last_event_id.map(|id| ("Last-Event-ID", id));
-        let headers =
+        let mut headers =
             Self::mcp_headers("text/event-stream", Some(session_id), Some(version), extra);
+        headers.extend(authorization.map(|a| ("Authorization", a)));
         let (conn, head) = self
             .exchange(replica, Traffic::Background, "GET", &headers, None)
             .await?;
@@ -526,13 +533,20 @@ impl UpstreamClient {
 
     /// Ends an upstream session (best effort: the upstream may not support DELETE; nobody
     /// waits on it, so a failure does not count against the replica).
-    pub async fn delete(self: &Rc<Self>, replica: usize, session_id: &str, version: &str) {
-        let headers = Self::mcp_headers(
+    pub async fn delete(
+        self: &Rc<Self>,
+        replica: usize,
+        session_id: &str,
+        version: &str,
+        authorization: Option<&str>,
+    ) {
+        let mut headers = Self::mcp_headers(
             "application/json, text/event-stream",
             Some(session_id),
             Some(version),
             None,
         );
+        headers.extend(authorization.map(|a| ("Authorization", a)));
         match self
             .exchange(replica, Traffic::Background, "DELETE", &headers, None)
             .await
@@ -644,3 +658,11 @@ struct SendFailure {
 #[cfg(test)]
 #[path = "client_tests.rs"]
 mod tests;
+
+/// The `Authorization` among `headers`, if any.
+fn authorization_of<'a>(headers: &[(&str, &'a str)]) -> Option<&'a str> {
+    headers
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case("authorization"))
+        .map(|(_, v)| *v)
+}

@@ -175,6 +175,14 @@ impl UpstreamHandle {
         }
     }
 
+    /// Makes the requests of this handle ones made for the client `principal` (whose token a
+    /// server configured for token exchange gets, exchanged).
+    pub fn act_for(&self, principal: Option<[u8; 32]>) {
+        if let UpstreamHandle::Http(s) = self {
+            s.act_for(principal);
+        }
+    }
+
     /// True when messages can be passed on without opening anything new.
     pub fn is_open(&self) -> bool {
         match self {

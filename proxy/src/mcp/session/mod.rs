@@ -169,6 +169,7 @@ impl Session {
             preferred,
             !self.is_bridge(),
         );
+        handle.act_for(self.auth.principal());
         self.upstreams.borrow_mut().insert(server, handle.clone());
         Some(handle)
     }

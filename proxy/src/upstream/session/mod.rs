@@ -88,6 +88,9 @@ pub struct UpstreamSession {
     /// The downstream client speaks the stateful era: under `era = "auto"` the session is
     /// stateful wherever the server issues sessions (see [`era`]).
     stateful_client: Cell<bool>,
+    /// The client the session works for, when it has a credential (its principal): a server
+    /// configured for token exchange gets that client's token exchanged.
+    acting_for: Cell<Option<[u8; 32]>>,
 }
 
 impl UpstreamSession {
@@ -110,7 +113,30 @@ impl UpstreamSession {
             subscriptions: Subscriptions::default(),
             own: Cell::new(Traffic::Own),
             stateful_client: Cell::new(false),
+            acting_for: Cell::new(None),
         })
+    }
+
+    /// Makes the session one of the client `principal`.
+    pub fn act_for(&self, principal: Option<[u8; 32]>) {
+        self.acting_for.set(principal);
+    }
+
+    /// The `Authorization` the session's requests carry when its server takes the client's
+    /// token by exchange (none otherwise: the client credentials token, if any, is added per
+    /// request by the client). A discovery session is the proxy's own and carries that.
+    pub(super) async fn authorization(&self) -> Result<Option<Rc<str>>, UpstreamError> {
+        let server = self.client.name();
+        if self.own.get() == Traffic::Background || !super::credentials::takes_exchanged(server) {
+            return Ok(None);
+        }
+        super::credentials::exchanged_authorization(self.acting_for.get(), server)
+            .await
+            .map(Some)
+            .map_err(|detail| UpstreamError::Credential {
+                server: server.to_owned(),
+                detail,
+            })
     }
 
     /// Marks the session as a stateful client's: what that client could use directly
@@ -286,11 +312,13 @@ impl UpstreamSession {
         replica: usize,
         traffic: Traffic,
     ) -> Result<Rc<Established>, UpstreamError> {
+        let credential = self.authorization().await?;
+        let auth = authorization_header(&credential);
         let id = self.next_id();
         let body = jsonrpc::request_body(&id, "initialize", &self.init_params);
         let reply = self
             .client
-            .post(replica, traffic, None, None, &body)
+            .post_with(replica, traffic, None, None, auth.as_slice(), &body)
             .await?;
         let session_id = reply.session_id.clone();
         let answer = self.await_answer(reply, &id).await?;
@@ -326,11 +354,12 @@ impl UpstreamSession {
         });
         let initialized = jsonrpc::notification_body("notifications/initialized", None);
         self.client
-            .post(
+            .post_with(
                 replica,
                 traffic,
                 est.session_id.as_deref(),
                 Some(&est.version),
+                auth.as_slice(),
                 &initialized,
             )
             .await?;
@@ -357,17 +386,26 @@ impl UpstreamSession {
         if uris.is_empty() {
             return;
         }
+        let credential = match self.authorization().await {
+            Ok(c) => c,
+            Err(e) => {
+                log::warn!("{e}; subscriptions not renewed");
+                return;
+            }
+        };
+        let auth = authorization_header(&credential);
         let mut renewed = 0;
         for uri in &uris {
             let id = self.next_id();
             let body = jsonrpc::request_body(&id, "resources/subscribe", &uri_params(uri));
             let sent = self
                 .client
-                .post(
+                .post_with(
                     est.replica,
                     Traffic::Background,
                     est.session_id.as_deref(),
                     Some(&est.version),
+                    auth.as_slice(),
                     &body,
                 )
                 .await;
@@ -466,6 +504,8 @@ impl UpstreamSession {
             if let Some(pin) = pin {
                 pin.set(Some(replica));
             }
+            let credential = self.authorization().await?;
+            let auth = authorization_header(&credential);
             let started = std::time::Instant::now();
             let result = match &est.stateless {
                 Some(envelope) => {
@@ -490,6 +530,7 @@ impl UpstreamSession {
                         headers.push(("Mcp-Name", name));
                     }
                     headers.extend(stamped.params.iter().map(|(n, v)| (n.as_str(), v.as_str())));
+                    headers.extend(auth);
                     self.client
                         .post_with(
                             replica,
@@ -503,11 +544,12 @@ impl UpstreamSession {
                 }
                 None => {
                     self.client
-                        .post(
+                        .post_with(
                             replica,
                             traffic,
                             est.session_id.as_deref(),
                             Some(&est.version),
+                            auth.as_slice(),
                             body,
                         )
                         .await
@@ -587,7 +629,16 @@ impl UpstreamSession {
         }
         if let Some(est) = est {
             if let Some(sid) = est.session_id.as_deref() {
-                self.client.delete(est.replica, sid, &est.version).await;
+                // Only a token in force: ending a session is not worth an exchange.
+                let credential = match super::credentials::takes_exchanged(self.client.name()) {
+                    true => self.acting_for.get().and_then(|p| {
+                        super::credentials::exchanged_in_force(p, self.client.name())
+                    }),
+                    false => None,
+                };
+                self.client
+                    .delete(est.replica, sid, &est.version, credential.as_deref())
+                    .await;
             }
         }
     }
@@ -609,4 +660,9 @@ fn backoff(attempt: u32) -> Duration {
     let _ = getrandom::fill(&mut noise);
     let jitter = u64::from(u16::from_le_bytes(noise)) % base;
     Duration::from_millis(base / 2 + jitter)
+}
+
+/// The header that carries `credential`, if any.
+fn authorization_header(credential: &Option<Rc<str>>) -> Option<(&'static str, &str)> {
+    credential.as_deref().map(|c| ("Authorization", c))
 }
