@@ -33,7 +33,7 @@ pub mod running;
 pub mod sessions;
 
 pub use denial::{count_denial, Denial};
-pub use identity::{authenticate, check_request, stream_end, Identity};
+pub use identity::{authenticate, check_forwarded, check_request, stream_end, Identity};
 pub use policy::{server_name, shows, Policy, PROXY_SERVER};
 pub use revoke::{stream_deadline, Opened};
 pub use running::{install, reload};

@@ -206,6 +206,10 @@ impl Control {
                 }
             }
         }
+        // Published after the lock is released: resolving a member's address may block.
+        let seen = view.clone();
+        drop(view);
+        super::member_routes::publish(&self.identity.name, &seen);
     }
 
     /// Renews the lease, or takes a new one and writes the member record under it.

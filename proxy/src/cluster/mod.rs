@@ -10,10 +10,15 @@
 //! - [`etcd`]: the client (range, compare-and-set, leases, watch).
 //! - [`membership`]: the control thread: this member's lease and record, the leader
 //!   election, the members seen, registry writes.
+//! - [`member_routes`]: where each session is served (its owner member or, once that is
+//!   gone, its successor), handed to every shard as membership changes.
+//! - [`member_hop`]: the signature of a request one member forwards to another.
 //! - [`registry_watch`]: the watch thread: the shared registry as it changes, resynced from a
 //!   full read whenever the watch breaks (etcd restarted or unreachable).
 
 pub mod etcd;
+pub mod member_hop;
+pub mod member_routes;
 pub mod membership;
 pub mod registry_watch;
 

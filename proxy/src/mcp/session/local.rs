@@ -31,6 +31,8 @@ pub struct Sessions {
     /// Ids of sessions ended here (DELETE, idle expiry), so a still-valid sealed id is not
     /// restored.
     ended: RefCell<EndedIds>,
+    /// This member's tag in a fleet, named in the ids of its sessions.
+    member: Option<u32>,
 }
 
 impl Sessions {
@@ -47,6 +49,8 @@ impl Sessions {
             by_id: RefCell::new(HashMap::new()),
             key,
             ended: RefCell::new(EndedIds::new(config.proxy.session_max_age)),
+            member: crate::cluster::get()
+                .map(|c| crate::cluster::member_routes::member_tag(&c.identity.name)),
         }
     }
 }
@@ -103,8 +107,10 @@ impl ShardSessions for Shard {
         bindings: &[u8],
         principal: &[u8],
     ) -> String {
-        self.local::<Sessions>().key.seal(&Claims {
+        let sessions = self.local::<Sessions>();
+        sessions.key.seal(&Claims {
             shard: self.id as u8,
+            member: sessions.member,
             issued_at: unix_now(),
             version: version.to_owned(),
             init_params: init_params.clone(),
