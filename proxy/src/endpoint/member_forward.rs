@@ -25,6 +25,7 @@ use crate::cluster::member_hop::{self, HopKey};
 use crate::cluster::member_routes::{self, RouteMember, Routes, Target};
 use crate::config::{BalanceConfig, Config, ReplicaConfig, ServerConfig, Transport};
 use crate::http::{ClientConn, OwnedBody};
+use crate::mcp::session::ShardSessions;
 use crate::metrics::Closed;
 use crate::protocol::jsonrpc::code;
 use crate::shard::Shard;
@@ -130,9 +131,17 @@ pub async fn follow_routes(shard: Rc<Shard>) {
     if crate::cluster::get().is_none() {
         return;
     }
-    let routes = member_routes::subscribe();
-    while let Ok(r) = routes.recv_async().await {
-        *shard.local::<MemberLinks>().routes.borrow_mut() = r;
+    let published = member_routes::subscribe();
+    while let Ok(routes) = published.recv_async().await {
+        *shard.local::<MemberLinks>().routes.borrow_mut() = routes.clone();
+        // A session this member took over (or its own, once it is detached) that another
+        // member serves now is let go, so its client's streams follow it there.
+        shard
+            .let_go_sessions(|id| {
+                crate::mcp::session::token::member_of(id)
+                    .is_some_and(|owner| routes.serving(owner, id, &[]) != Target::Here)
+            })
+            .await;
     }
 }
 
@@ -191,7 +200,9 @@ pub async fn to_member(shard: &Rc<Shard>, request: McpRequest) -> Result<Reply, 
 }
 
 enum Failed {
-    /// Never reached: nothing was sent.
+    /// Never reached: nothing was sent, or the connection was reset before any answer and
+    /// the member refuses connections now (it died; a dying process's sockets may still
+    /// complete a handshake for a moment before they are reset).
     Unreachable(String),
     /// The request was sent, the answer did not come whole.
     Broken(String),
@@ -211,10 +222,18 @@ async fn send(pool: &Rc<Pool>, request: &McpRequest, hop: &str) -> Result<Reply,
             let mut conn = connect(pool).await?;
             match exchange(&mut conn, request, hop).await {
                 Ok(head) => finish(pool, conn, head).await,
-                Err(e) => Err(Failed::Broken(e)),
+                Err(e) => Err(gone_or_broken(pool, e).await),
             }
         }
-        Err(e) => Err(Failed::Broken(e)),
+        Err(e) => Err(gone_or_broken(pool, e).await),
+    }
+}
+
+/// A request that got no answer at all: the member is gone when it now refuses connections.
+async fn gone_or_broken(pool: &Pool, why: String) -> Failed {
+    match pool.connect(0).await {
+        Err(_) => Failed::Unreachable(why),
+        Ok(_) => Failed::Broken(why),
     }
 }
 

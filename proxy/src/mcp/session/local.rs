@@ -95,6 +95,11 @@ pub trait ShardSessions {
     /// bridge sessions included.
     async fn end_all_sessions(&self);
 
+    /// Lets go of the sessions another fleet member now serves (`elsewhere` says which): their
+    /// streams end, so the client opens them again and reaches that member, and their upstream
+    /// sessions close; their ids stay valid (the member serving them restores them).
+    async fn let_go_sessions(&self, elsewhere: impl Fn(&str) -> bool);
+
     /// Ends sessions unused for longer than the configured idle timeout, forever.
     async fn expire_sessions(self: Rc<Self>);
 }
@@ -195,6 +200,26 @@ impl ShardSessions for Shard {
         self.local::<crate::mcp::bridge::BridgeSessions>()
             .close()
             .await;
+    }
+
+    async fn let_go_sessions(&self, elsewhere: impl Fn(&str) -> bool) {
+        let sessions = self.local::<Sessions>();
+        let ids: Vec<String> = sessions
+            .by_id
+            .borrow()
+            .keys()
+            .filter(|id| elsewhere(id))
+            .cloned()
+            .collect();
+        for id in ids {
+            let removed = sessions.by_id.borrow_mut().remove(&id);
+            self.set_session_count(sessions.by_id.borrow().len());
+            crate::metrics::sessions(self.session_count());
+            if let Some(s) = removed {
+                log::info!("session handed to the fleet member that serves it now");
+                s.close(Closed::SessionEnded).await;
+            }
+        }
     }
 
     async fn expire_sessions(self: Rc<Self>) {
