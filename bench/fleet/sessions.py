@@ -54,7 +54,7 @@ def main() -> None:
         up = harness.spawn("loadgen-upstream", [str(LOADGEN), "upstream", "--listen", "127.0.0.1:0"],
                            stdout=subprocess.PIPE)
         started.append(up)
-        line = up.proc.stdout.readline()
+        line = up.proc.stdout.readline().decode()
         up_url = line.split("ready:", 1)[1].strip()
         prefix = f"/bench-{uuid.uuid4().hex[:8]}/"
         servers = f'[[servers]]\nname = "up"\nurl = "{up_url}"\n'
@@ -69,31 +69,31 @@ def main() -> None:
             if all(len(fleet.admin(m, "GET", "cluster")[1].get("members", [])) == 3 for m in members):
                 break
             time.sleep(0.2)
-        common = ["--sessions", "16", "--concurrency", a.concurrency, "--warmup", "1s"]
-        local = loadgen("--url", m1.url, "--duration", a.duration, *common)
-        forwarded = loadgen("--open-url", m1.url, "--url", m2.url, "--duration", a.duration, *common)
-        for name, r in (("local", local), ("forwarded", forwarded)):
-            lat = r["latency_us"]
-            print(f"{name:>10}: {r['throughput_rps']:.0f} req/s, p50 {lat['p50']:.0f} us, "
-                  f"p99 {lat['p99']:.0f} us, errors {r['errors']}")
+        for concurrency in (1, int(a.concurrency)):
+            common = ["--sessions", "16", "--concurrency", str(concurrency), "--warmup", "1s"]
+            local = loadgen("--url", m1.url, "--duration", a.duration, *common)
+            forwarded = loadgen("--open-url", m1.url, "--url", m2.url, "--duration", a.duration, *common)
+            for name, r in (("local", local), ("forwarded", forwarded)):
+                lat = r["latency_us"]
+                print(f"concurrency {concurrency:>2} {name:>10}: {r['throughput_rps']:.0f} req/s, "
+                      f"p50 {lat['p50']:.0f} us, p99 {lat['p99']:.0f} us, errors {r['errors']}")
 
-        def kill_later() -> None:
-            time.sleep(1 + 3)
-            m1.child.proc.kill()
-            print(f"member 1 killed at {time.strftime('%H:%M:%S')}", file=sys.stderr)
-
-        killer = threading.Thread(target=kill_later)
+        kill_after = 4.0  # seconds after the load generator starts: about 3 s into its window
+        killer = threading.Timer(kill_after, m1.child.proc.kill)
         killer.start()
+        common = ["--sessions", "16", "--concurrency", a.concurrency, "--warmup", "1s"]
         killed = loadgen("--open-url", m1.url, "--url", m2.url, "--url", m3.url, "--duration", "8s",
                          "--timeline", "100ms", "--timeout", "5s", *common)
         killer.join()
-        print(f"owner killed: {killed['throughput_rps']:.0f} req/s over 8 s, errors {killed['errors']} "
+        print(f"owner killed: {killed['requests']} requests, {killed['errors']} failed "
               f"{killed['errors_by_kind']} {killed['error_samples']}")
-        # The slices around the kill (3 s into the measured window): requests, errors, max latency.
-        for s in killed["timeline"]:
-            if 2.5 <= s["at_s"] <= 4.5:
-                print(f"  at {s['at_s']:.1f} s: {s['requests']} requests, {s['errors']} errors, "
-                      f"p50 {s['p50_us']:.0f} us, max {s['max_us']:.0f} us")
+        # Requests per 100 ms slice and the slowest answer, around the kill.
+        for sl in killed["timeline"]:
+            if 2.5 <= sl["at_s"] <= 3.6:
+                print(f"  at {sl['at_s']:.1f} s: {sl['requests']:>4} requests, {sl['errors']} errors, "
+                      f"p50 {sl['p50_us']:.0f} us, max {sl['max_us']:.0f} us")
+        slowest = max(killed["timeline"], key=lambda sl: sl["max_us"])
+        print(f"  slowest answer: {slowest['max_us']:.0f} us at {slowest['at_s']:.1f} s")
     finally:
         for p in reversed(started):
             p.kill()
