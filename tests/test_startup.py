@@ -156,6 +156,20 @@ def test_short_admin_token_is_refused(tmp_path):
     assert status == 1 and "MCP_PROXY_ADMIN_TOKEN is 6 characters" in err, err
 
 
+def test_malformed_session_key_in_the_environment_is_refused():
+    child = harness.spawn("proxy", [harness.PROXY_BIN, "--listen", "127.0.0.1:0", "--admin-listen",
+                                    "127.0.0.1:0"], env={"MCP_PROXY_SESSION_KEY": "not-hex",
+                                                         "RUST_BACKTRACE": "0"})
+    try:
+        status = child.proc.wait(timeout=EXIT_WITHIN)
+    finally:
+        child.kill()
+    err = child.stderr_path.read_text(errors="replace")
+    assert status == 1, err
+    assert "MCP_PROXY_SESSION_KEY: session_key must be 64 hex digits" in err, err
+    assert "openssl rand -hex 32" in err, err
+
+
 def test_check_config_validates_without_starting(tmp_path):
     good = tmp_path / "good.toml"
     good.write_text('[proxy]\nlisten = "127.0.0.1:8080"\n')

@@ -114,6 +114,12 @@ fn main() -> anyhow::Result<()> {
         config.proxy.session_key = std::env::var("MCP_PROXY_SESSION_KEY")
             .ok()
             .filter(|k| !k.is_empty());
+        // Checked here as the file's value is when parsed: a key no shard can use would leave
+        // each shard sealing with its own random key, so ids would not open on another shard.
+        if let Some(key) = &config.proxy.session_key {
+            mcp_proxy::config::session_key::key_bytes(key)
+                .map_err(|e| anyhow::anyhow!("MCP_PROXY_SESSION_KEY: {e}"))?;
+        }
     }
     hide_own_secrets();
     if let Some(level) = &args.log_level {

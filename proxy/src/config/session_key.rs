@@ -15,7 +15,8 @@ pub enum KeyError {
 /// The key bytes written as 64 hex digits (surrounding blanks ignored).
 pub fn key_bytes(hex: &str) -> Result<[u8; KEY_LEN], KeyError> {
     let hex = hex.trim();
-    if hex.len() != KEY_LEN * 2 {
+    // `from_str_radix` alone would also take a sign (`+f`): one key, one spelling.
+    if hex.len() != KEY_LEN * 2 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
         return Err(KeyError::Malformed);
     }
     let mut bytes = [0u8; KEY_LEN];
@@ -34,7 +35,8 @@ mod tests {
     fn sixty_four_hex_digits_make_a_key_anything_else_is_refused() {
         assert_eq!(key_bytes(&"0f".repeat(32)).expect("key"), [0x0f; KEY_LEN]);
         assert!(key_bytes(&format!("  {}  ", "AB".repeat(32))).is_ok());
-        for bad in ["abc", &"zz".repeat(32), &"ab".repeat(33)] {
+        let signed = format!("+f{}", "ab".repeat(31));
+        for bad in ["abc", &"zz".repeat(32), &"ab".repeat(33), &signed] {
             let e = key_bytes(bad).expect_err(bad);
             assert!(e.to_string().contains("64 hex digits"), "{e}");
         }

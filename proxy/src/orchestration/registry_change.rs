@@ -54,40 +54,27 @@ pub async fn change<T>(
     shard: &Rc<Shard>,
     make: impl Fn(&Registry) -> Result<(Registry, T), RegistryError>,
 ) -> Result<T, RegistryError> {
-    let Some(cluster) = crate::cluster::get() else {
+    if crate::cluster::get().is_none() {
         let (next, answer) = make(&shard.registry())?;
         commit(shard, next)?;
         return Ok(answer);
-    };
-    for _ in 0..ATTEMPTS {
-        let (next, answer) = make(&shard.registry())?;
-        let (base, workflows) = known_base();
-        let doc = SharedDoc {
-            registry: next.state_doc(),
-            workflows,
-        };
-        SHARED.with(|s| s.borrow_mut().writing += 1);
-        let written = cluster.write_registry(base, &doc).await;
-        SHARED.with(|s| s.borrow_mut().writing -= 1);
-        match written {
-            Ok(revision) => {
-                SHARED.with(|s| s.borrow_mut().known = Some(written_at(revision, doc)));
-                publish(shard, next);
-                follow_waiting(shard);
-                return Ok(answer);
-            }
-            Err(WriteError::Moved(now)) => {
-                apply(shard, now);
-            }
-            Err(e) => {
-                follow_waiting(shard);
-                return Err(RegistryError::Shared(e.to_string()));
-            }
-        }
     }
-    Err(RegistryError::Shared(
-        "other members kept changing the registry meanwhile".into(),
-    ))
+    let written = write_shared(shard, "registry", |workflows| {
+        let (next, answer) = make(&shard.registry())?;
+        let registry = next.state_doc();
+        Ok((
+            SharedDoc {
+                registry,
+                workflows,
+            },
+            (next, answer),
+        ))
+    })
+    .await?;
+    let (next, answer) = written;
+    publish(shard, next);
+    follow_waiting(shard);
+    Ok(answer)
 }
 
 /// A fleet member's change of the saved workflows: `make` edits the set (each workflow as the
@@ -97,27 +84,51 @@ pub async fn change_workflows<T>(
     shard: &Rc<Shard>,
     make: impl Fn(&mut BTreeMap<String, serde_json::Value>) -> T,
 ) -> Result<T, RegistryError> {
-    let Some(cluster) = crate::cluster::get() else {
+    if crate::cluster::get().is_none() {
         return Err(RegistryError::NotApplicable(
             "this proxy is not a fleet member: its workflows are in its state directory".into(),
         ));
+    }
+    let (answer, workflows) = write_shared(shard, "shared document", |mut workflows| {
+        let answer = make(&mut workflows);
+        let registry = shard.registry().state_doc();
+        let doc = SharedDoc {
+            registry,
+            workflows: workflows.clone(),
+        };
+        Ok((doc, (answer, workflows)))
+    })
+    .await?;
+    install_workflows(shard, &workflows);
+    follow_waiting(shard);
+    Ok(answer)
+}
+
+/// The one compare-and-set loop of a fleet member's changes: `make` computes the document to
+/// write from the registry this member runs and the workflows it knows. A write that lost the
+/// race applies the winner's document and computes again, a few times at most. On success the
+/// document is what this member knows; the caller puts it in force, then follows any sighting
+/// that waited on the write.
+async fn write_shared<T>(
+    shard: &Rc<Shard>,
+    what: &str,
+    make: impl Fn(BTreeMap<String, serde_json::Value>) -> Result<(SharedDoc, T), RegistryError>,
+) -> Result<T, RegistryError> {
+    let Some(cluster) = crate::cluster::get() else {
+        return Err(RegistryError::NotApplicable(
+            "this proxy is not a fleet member".into(),
+        ));
     };
     for _ in 0..ATTEMPTS {
-        let (base, mut workflows) = known_base();
-        let answer = make(&mut workflows);
-        let doc = SharedDoc {
-            registry: shard.registry().state_doc(),
-            workflows,
-        };
+        let (base, workflows) = known_base();
+        let (doc, made) = make(workflows)?;
         SHARED.with(|s| s.borrow_mut().writing += 1);
         let written = cluster.write_registry(base, &doc).await;
         SHARED.with(|s| s.borrow_mut().writing -= 1);
         match written {
             Ok(revision) => {
-                install_workflows(shard, &doc.workflows);
                 SHARED.with(|s| s.borrow_mut().known = Some(written_at(revision, doc)));
-                follow_waiting(shard);
-                return Ok(answer);
+                return Ok(made);
             }
             Err(WriteError::Moved(now)) => apply(shard, now),
             Err(e) => {
@@ -126,9 +137,9 @@ pub async fn change_workflows<T>(
             }
         }
     }
-    Err(RegistryError::Shared(
-        "other members kept changing the shared document meanwhile".into(),
-    ))
+    Err(RegistryError::Shared(format!(
+        "other members kept changing the {what} meanwhile"
+    )))
 }
 
 /// The revision a write compares against and the workflows it keeps.
