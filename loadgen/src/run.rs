@@ -304,7 +304,8 @@ async fn thread_main(
             Some(open) => {
                 let lanes = plan.connections.min(plan.sessions).max(1);
                 let opening = sessions::connect(open, lanes, cfg.timeout).await?;
-                let (_, opened) = sessions::setup(open, opening, plan.sessions, id_base + 1).await?;
+                let (_, opened) =
+                    sessions::setup(open, opening, plan.sessions, id_base + 1).await?;
                 Ok((conns, opened))
             }
         }

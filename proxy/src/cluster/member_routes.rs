@@ -64,9 +64,9 @@ impl Routes {
     /// Where the session `session_id` of member `owner` is served, leaving out the members in
     /// `unreachable` (found so while forwarding).
     pub fn serving(&self, owner: u32, session_id: &str, unreachable: &[u32]) -> Target<'_> {
-        let usable = |m: &&RouteMember| {
-            !unreachable.contains(&m.tag) && !(self.detached && m.tag == self.this)
-        };
+        // A detached member leaves itself out: it claims no session.
+        let left_out = |m: &RouteMember| self.detached && m.tag == self.this;
+        let usable = |m: &&RouteMember| !unreachable.contains(&m.tag) && !left_out(m);
         if owner == self.this && !self.detached {
             return Target::Here;
         }
