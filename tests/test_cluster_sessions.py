@@ -10,12 +10,17 @@ server-everything upstream.
 - A GET stream read on member 2, dropped, and resumed on member 3 with `Last-Event-ID`
   replays exactly the events sent in between.
 - A client cannot pose as a member: a request with a forged `Mcp-Proxy-Hop` is refused.
+- Under load from `mcp-loadgen` (sessions opened on member 1, requests round-robin to members
+  2 and 3), member 1 killed: at most the requests in flight fail, and every request after goes
+  through on the same sessions.
 """
 
 from __future__ import annotations
 
 import json
 import random
+import subprocess
+import threading
 import time
 import uuid
 import warnings
@@ -194,3 +199,31 @@ def test_a_client_cannot_pose_as_a_member(fleet3):
     assert "Mcp-Proxy-Hop" in forged.body.decode(), forged.body
     ok = harness.raw_request(m2.url, body=harness.rpc("tools/list"), session=sid)
     assert ok.status == 200 and json.dumps(ok.messages).count("ev__echo"), ok.body
+
+
+def test_an_owner_killed_under_load_fails_at_most_its_requests_in_flight(fleet3):
+    """mcp-loadgen opens its sessions on member 1 and sends the load round-robin to members 2
+    and 3; member 1 is killed in the middle. Only requests in flight at that moment may fail;
+    the load goes on on the same sessions (the load generator would re-initialize on a 404)."""
+    m1, m2, m3 = fleet3
+    loadgen = harness.PROXY_BIN.parent / "mcp-loadgen"
+    concurrency = 4
+    killer = threading.Timer(4.0, m1.proc.kill)
+    killer.start()
+    try:
+        out = subprocess.run(
+            [str(loadgen), "run", "--json", "--quiet", "--max-error-rate", "1", "--skip-tool-check",
+             "--open-url", m1.url, "--url", m2.url, "--url", m3.url, "--sessions", "8",
+             "--concurrency", str(concurrency), "--warmup", "1s", "--duration", "7s",
+             "--timeline", "500ms", "--timeout", "10s",
+             "--mix", 'tools/call:ev__echo:{"message":"under load"}'],
+            capture_output=True, text=True, timeout=60)
+    finally:
+        killer.cancel()
+    assert out.returncode == 0, out.stderr[-2000:]
+    report = json.loads(out.stdout)
+    assert m1.proc.poll() is not None, "member 1 was not killed during the run"
+    print(f"{report['requests']} requests, {report['errors']} failed: {report['errors_by_kind']}")
+    assert report["errors"] <= concurrency, report["error_samples"]
+    after = [s for s in report["timeline"] if s["at_s"] >= 4.0]
+    assert after and all(s["requests"] > 0 and s["errors"] == 0 for s in after), report["timeline"]
