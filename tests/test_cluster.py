@@ -26,30 +26,12 @@ import uuid
 import anyio
 import pytest
 
-import fleet
 import harness
-from fleet import SESSION_KEY, admin, etcd, member_config  # noqa: F401 (etcd: a fixture)
+from cluster_fixtures import (ETCD_MISSING, SESSION_KEY, admin, cluster, etcd,  # noqa: F401
+                              member_config, members, server_names)
 from test_admin import MCPCTL, TOKEN, wait_until
 
-pytestmark = fleet.needs_etcd
-
-
-@pytest.fixture
-def members(spawner, etcd):
-    prefix = f"/t-{uuid.uuid4().hex[:8]}/"
-    return [spawner.proxy(member_config(etcd, prefix, f"m{i}"), shards=1) for i in (1, 2, 3)]
-
-
-def server_names(proxy: harness.Proxy) -> set[str]:
-    status, v = admin(proxy, "GET", "servers")
-    assert status == 200, v
-    return {s["name"] for s in v["servers"]}
-
-
-def cluster(proxy: harness.Proxy) -> dict:
-    status, v = admin(proxy, "GET", "cluster")
-    assert status == 200, v
-    return v
+pytestmark = ETCD_MISSING
 
 
 def test_a_server_added_on_one_member_is_served_by_another(spawner, members):

@@ -30,13 +30,12 @@ import httpx2
 import mcp_types as types
 import pytest
 
-import fleet
 import harness
-from fleet import admin, etcd, member_config  # noqa: F401 (etcd: a fixture)
+from cluster_fixtures import ETCD_MISSING, admin, etcd, member_config  # noqa: F401 (etcd: a fixture)
 from test_admin import wait_until
 from test_relay import ARCH, SseStream, open_get_stream, session_headers, split_event_id
 
-pytestmark = fleet.needs_etcd
+pytestmark = ETCD_MISSING
 
 EV_ARCH = f"ev+{ARCH}"
 

@@ -137,7 +137,7 @@ def test_dashboard_panels_follow_server_and_rate_interval():
     for title in named:
         for t in panels[title]["targets"]:
             expr = t["expr"]
-            assert '{server=~"$server"' in expr, f"{title}: {expr} ignores $server"
+            assert 'server=~"$server"' in expr, f"{title}: {expr} ignores $server"
             if "rate(" in expr or "increase(" in expr:
                 assert "[$__rate_interval]" in expr, f"{title}: {expr} has a fixed window"
     ratio = panels["Error ratio by server"]["targets"][0]["expr"]

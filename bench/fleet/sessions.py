@@ -28,7 +28,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "tests"))
 
-import fleet  # noqa: E402
+import cluster_fixtures as fleet  # noqa: E402
 import harness  # noqa: E402
 
 LOADGEN = ROOT / "target" / "release" / "mcp-loadgen"

@@ -119,8 +119,16 @@ pub fn request(
         .write_all(head.as_bytes())
         .and_then(|()| stream.write_all(body))
         .map_err(unreachable)?;
-    read_response(stream)
-        .map_err(|e| Failure::error(format!("bad answer from {}: {e}", url.authority)))
+    read_response(stream).map_err(|e| {
+        use std::io::ErrorKind::*;
+        // A proxy that dies or stalls mid-answer is as unreachable as one that is not there.
+        match e.kind() {
+            ConnectionReset | ConnectionAborted | BrokenPipe | TimedOut | WouldBlock => {
+                unreachable(e)
+            }
+            _ => Failure::error(format!("bad answer from {}: {e}", url.authority)),
+        }
+    })
 }
 
 fn read_response(stream: TcpStream) -> std::io::Result<Response> {

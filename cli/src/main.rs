@@ -11,6 +11,7 @@
 //! - [`token`]: which admin token is sent (flag, file, or the one a local proxy left).
 //! - [`names`]: shell completion of server and tool names from the running proxy.
 //! - [`top`]: the refreshing per-server table.
+//! - [`fleet`]: `--all stats|top|sessions`, every member of a fleet asked and merged.
 //! - [`workflows`]: saved workflows (admin API) and running them (`/mcp`).
 //! - [`table`]: table rendering.
 //! - [`fail`]: messages that say how to fix things, and exit codes.
@@ -21,6 +22,7 @@
 mod admin;
 mod cluster;
 mod fail;
+mod fleet;
 mod http;
 mod issuers;
 mod mcp;
@@ -77,6 +79,11 @@ struct Cli {
     /// short).
     #[arg(short = 'o', long = "output", value_enum, global = true)]
     output: Option<Format>,
+    /// `stats`, `top` and `sessions` of every member of the fleet (`[cluster]`) the proxy at
+    /// --admin-url belongs to, a row per member and the fleet's merged rows; every member is
+    /// sent the same admin token.
+    #[arg(long, global = true)]
+    all: bool,
     #[command(subcommand)]
     command: Command,
 }
@@ -245,6 +252,9 @@ fn run(cli: Cli) -> Result<(), Failure> {
         yaml: cli.output == Some(Format::Yaml),
         wide: cli.output == Some(Format::Wide),
     };
+    if cli.all {
+        return fleet_wide(&admin, &out, cli.command);
+    }
     match cli.command {
         Command::Servers(s) => servers::run(&admin, &out, s),
         Command::Workflows(w) => workflows::run(&admin, &out, w),
@@ -528,6 +538,43 @@ fn run(cli: Cli) -> Result<(), Failure> {
         }
         Command::Completions { .. } => Ok(()),
     }
+}
+
+/// `--all`: the command asked of every member of the fleet.
+fn fleet_wide(admin: &Admin, out: &Out, command: Command) -> Result<(), Failure> {
+    let positive = |interval: f64| {
+        if interval > 0.0 && interval.is_finite() {
+            Ok(Duration::from_secs_f64(interval))
+        } else {
+            Err(Failure::usage(
+                "--interval must be a positive number of seconds",
+            ))
+        }
+    };
+    match command {
+        Command::Stats => fleet::stats(&fleet::members(admin)?, out),
+        Command::Sessions => fleet::sessions(&fleet::members(admin)?, out),
+        Command::Top {
+            once,
+            interval,
+            replicas: false,
+        } => {
+            let interval = positive(interval)?;
+            fleet::top(&fleet::members(admin)?, interval, once, out.json);
+        }
+        Command::Top { replicas: true, .. } => {
+            return Err(Failure::usage(
+                "--replicas is per member: run `mcpctl top --replicas` against one member's \
+                 --admin-url",
+            ))
+        }
+        _ => {
+            return Err(Failure::usage(
+                "--all applies to stats, top and sessions; drop it for other commands",
+            ))
+        }
+    }
+    Ok(())
 }
 
 /// Where output goes: a table for people, or JSON for scripts.

@@ -1,5 +1,5 @@
 //! `GET /api/v1/cluster`: the fleet as this member sees it (members, the leader, each one's
-//! health, this member's standing with etcd).
+//! health, this member's standing with etcd, what it ran of the leader's tasks).
 
 use serde_json::json;
 
@@ -29,6 +29,7 @@ pub fn answer() -> Response {
             "leader": view.leader,
             "is_leader": view.is_leader,
             "members": view.members,
+            "leader_tasks": cluster.leader_tasks(),
         }),
     )
 }

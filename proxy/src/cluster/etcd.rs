@@ -200,6 +200,33 @@ impl Etcd {
         Ok(answer.get("succeeded").and_then(Value::as_bool) == Some(true))
     }
 
+    /// The store's current revision.
+    pub fn revision(&self) -> Result<i64, EtcdError> {
+        // A range of one absent key answers with the header alone.
+        let answer = self.call(
+            "/v3/kv/range",
+            &json!({"key": B64.encode("\0"), "limit": "1"}),
+        )?;
+        Ok(header_revision(&answer))
+    }
+
+    /// Compacts the store's history up to `revision`; false when it was compacted past it
+    /// already (by another member, or etcd's own auto-compaction).
+    pub fn compact(&self, revision: i64) -> Result<bool, EtcdError> {
+        match self.call(
+            "/v3/kv/compaction",
+            &json!({"revision": revision.to_string()}),
+        ) {
+            Ok(_) => Ok(true),
+            Err(EtcdError::Unreachable { detail, .. })
+                if detail.contains("required revision has been compacted") =>
+            {
+                Ok(false)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
     /// Puts `value` at `key` under `lease`.
     pub fn put(&self, key: &str, value: &[u8], lease: i64) -> Result<(), EtcdError> {
         let body =

@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 
 use super::etcd::{Etcd, EtcdError};
+use super::leader_tasks::LeaderTasks;
 use super::registry_watch::sighting;
 use super::{leader_key, member_key, registry_key, Identity, WriteError};
 use crate::config::cluster::ClusterConfig;
@@ -79,6 +80,7 @@ pub struct Control {
     lease: i64,
     renewed: Option<Instant>,
     probe: ureq::Agent,
+    tasks: LeaderTasks,
 }
 
 impl Control {
@@ -88,6 +90,7 @@ impl Control {
         config: ClusterConfig,
         identity: Identity,
         view: Arc<Mutex<View>>,
+        tasks: LeaderTasks,
     ) -> Control {
         let probe = ureq::Agent::config_builder()
             .proxy(None)
@@ -103,6 +106,7 @@ impl Control {
             lease: 0,
             renewed: None,
             probe,
+            tasks,
         }
     }
 
@@ -156,11 +160,21 @@ impl Control {
     }
 
     fn heartbeat(&mut self) {
+        let leader = self.standing();
+        self.tasks.tick(&self.etcd, leader);
+    }
+
+    /// Renews the lease, surveys the fleet and publishes what it saw; whether this member
+    /// leads.
+    fn standing(&mut self) -> bool {
         let outcome = self.renew().and_then(|()| self.survey());
         let mut view = match self.view.lock() {
             Ok(v) => v,
-            Err(_) => return,
+            Err(_) => return false,
         };
+        // Only a heartbeat that reached etcd and found this member holding the leader key
+        // runs the fleet's tasks.
+        let surveyed = outcome.is_ok();
         view.name = self.identity.name.clone();
         view.lease = self.lease;
         match outcome {
@@ -206,10 +220,12 @@ impl Control {
                 }
             }
         }
+        let leads = surveyed && view.is_leader;
         // Published after the lock is released: resolving a member's address may block.
         let seen = view.clone();
         drop(view);
         super::member_routes::publish(&self.identity.name, &seen);
+        leads
     }
 
     /// Renews the lease, or takes a new one and writes the member record under it.

@@ -10,6 +10,8 @@
 //! - [`etcd`]: the client (range, compare-and-set, leases, watch).
 //! - [`membership`]: the control thread: this member's lease and record, the leader
 //!   election, the members seen, registry writes.
+//! - [`leader_tasks`]: work done once per fleet, by the leader, on the control thread
+//!   (compacting etcd's history).
 //! - [`member_routes`]: where each session is served (its owner member or, once that is
 //!   gone, its successor), handed to every shard as membership changes.
 //! - [`member_hop`]: the signature of a request one member forwards to another.
@@ -17,6 +19,7 @@
 //!   full read whenever the watch breaks (etcd restarted or unreachable).
 
 pub mod etcd;
+pub mod leader_tasks;
 pub mod member_hop;
 pub mod member_routes;
 pub mod membership;
@@ -105,6 +108,7 @@ pub struct Cluster {
     etcd: Etcd,
     jobs: Mutex<mpsc::Sender<membership::Job>>,
     view: Arc<Mutex<View>>,
+    tasks: Arc<Mutex<Vec<leader_tasks::TaskStatus>>>,
     changes: Mutex<Option<flume::Receiver<SharedRegistry>>>,
     started: Mutex<Option<SharedRegistry>>,
 }
@@ -182,6 +186,8 @@ pub fn start(bootstrap: &Config, identity: Identity) -> Result<Option<SharedRegi
     let (jobs, job_rx) = mpsc::channel();
     let (change_tx, change_rx) = flume::unbounded();
     let view = Arc::new(Mutex::new(View::default()));
+    let tasks = Arc::new(Mutex::new(Vec::new()));
+    let leader_tasks = leader_tasks::LeaderTasks::configured(&config, tasks.clone());
     let cluster = Arc::new(Cluster {
         config: config.clone(),
         identity: identity.clone(),
@@ -189,6 +195,7 @@ pub fn start(bootstrap: &Config, identity: Identity) -> Result<Option<SharedRegi
         etcd: etcd.clone(),
         jobs: Mutex::new(jobs),
         view: view.clone(),
+        tasks,
         changes: Mutex::new(Some(change_rx)),
         started: Mutex::new(first.clone()),
     });
@@ -196,7 +203,8 @@ pub fn start(bootstrap: &Config, identity: Identity) -> Result<Option<SharedRegi
         log::warn!("cluster: joined twice in one process; the first membership is kept");
         return Ok(first);
     }
-    let control = membership::Control::new(etcd.clone(), config.clone(), identity, view);
+    let control =
+        membership::Control::new(etcd.clone(), config.clone(), identity, view, leader_tasks);
     std::thread::Builder::new()
         .name("cluster-control".into())
         .spawn(move || control.run(job_rx))
@@ -262,6 +270,11 @@ impl Cluster {
             let _ = jobs.send(membership::Job::Leave(reply));
         }
         let _ = done.recv_timeout(Duration::from_secs(1));
+    }
+
+    /// What this member has done of the fleet's leader-only tasks.
+    pub fn leader_tasks(&self) -> Vec<leader_tasks::TaskStatus> {
+        self.tasks.lock().map(|t| t.clone()).unwrap_or_default()
     }
 
     /// The etcd client (for the admin API's reads).

@@ -31,6 +31,9 @@ pub struct ClusterConfig {
     pub key_file: Option<PathBuf>,
     /// Time-to-live of this member's lease: how long after it dies it is still listed.
     pub lease_ttl: Duration,
+    /// How often the leader compacts etcd's history (keeping one period of it); `None`: never
+    /// (etcd's own `--auto-compaction-retention`, or an operator, does it).
+    pub compact_every: Option<Duration>,
 }
 
 /// The default key prefix.
@@ -48,6 +51,7 @@ impl ClusterConfig {
             cert_file: None,
             key_file: None,
             lease_ttl: Duration::from_secs(5),
+            compact_every: None,
         }
     }
 }
@@ -65,6 +69,8 @@ pub(super) struct RawCluster {
     key_file: Option<String>,
     #[serde(default, deserialize_with = "optional_duration")]
     lease_ttl: Option<Duration>,
+    #[serde(default, deserialize_with = "optional_duration")]
+    compact_every: Option<Duration>,
 }
 
 fn optional_duration<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
@@ -152,6 +158,17 @@ pub(super) fn check(raw: RawCluster) -> Result<ClusterConfig, (Option<Range<usiz
         }
         config.lease_ttl = ttl;
     }
+    if let Some(every) = raw.compact_every {
+        if every < Duration::from_secs(1) {
+            return Err((
+                None,
+                "[cluster] compact_every must be at least \"1s\" (e.g. \"5m\"), or left out to \
+                 never compact"
+                    .into(),
+            ));
+        }
+        config.compact_every = Some(every);
+    }
     Ok(config)
 }
 
@@ -176,9 +193,10 @@ mod tests {
         assert_eq!(c.prefix, "/mcp-proxy/");
         assert_eq!((c.name, c.advertise), (None, None));
         assert_eq!(c.lease_ttl, Duration::from_secs(5));
+        assert_eq!(c.compact_every, None);
         let c = parse(
             "[cluster]\netcd = [\"http://e:2379\"]\nprefix = \"/fleet\"\nname = \"p1\"\n\
-             advertise = \"http://10.0.0.5:8080/\"\nlease_ttl = \"3s\"\n",
+             advertise = \"http://10.0.0.5:8080/\"\nlease_ttl = \"3s\"\ncompact_every = \"5m\"\n",
         )
         .expect("cluster")
         .cluster
@@ -186,11 +204,16 @@ mod tests {
         assert_eq!(c.prefix, "/fleet/");
         assert_eq!(c.advertise.as_deref(), Some("http://10.0.0.5:8080"));
         assert_eq!(c.lease_ttl, Duration::from_secs(3));
+        assert_eq!(c.compact_every, Some(Duration::from_secs(300)));
     }
 
     #[test]
     fn bad_values_are_refused_with_the_fix() {
         for (text, says) in [
+            (
+                "[cluster]\netcd = [\"http://e:2379\"]\ncompact_every = \"500ms\"\n",
+                "compact_every must be at least",
+            ),
             (
                 "[cluster]\netcd = []\n",
                 "write etcd = [\"http://127.0.0.1:2379\"]",

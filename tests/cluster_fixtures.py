@@ -1,6 +1,10 @@
-"""A fleet's infrastructure for the tests: a real etcd (Debian's `etcd-server`) on free ports
-with a temporary data directory, killed at the end (failures included), and the helpers that
-configure members of a fleet on it and ask their admin API."""
+"""Fixtures and helpers shared by the fleet tests (test_cluster*.py): a real etcd (Debian's
+`etcd-server`) on free ports with a temporary data directory, killed at the end whatever the
+outcome; three members on it under a fresh prefix; the admin API as JSON.
+
+A test module imports the fixtures it uses by name (`from cluster_fixtures import etcd,
+members`) so pytest finds them there.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +13,7 @@ import shutil
 import tempfile
 import urllib.error
 import urllib.request
+import uuid
 from pathlib import Path
 
 import pytest
@@ -18,7 +23,8 @@ from test_admin import TOKEN, wait_until
 
 ETCD = shutil.which("etcd") or "/usr/bin/etcd"
 SESSION_KEY = "5e" * 32
-needs_etcd = pytest.mark.skipif(not Path(ETCD).exists(), reason="etcd-server is not installed (tests/run.sh installs it)")
+ETCD_MISSING = pytest.mark.skipif(not Path(ETCD).exists(),
+                                  reason="etcd-server is not installed (tests/run.sh installs it)")
 
 
 class Etcd:
@@ -43,7 +49,7 @@ class Etcd:
             "--initial-cluster", f"t={peer}",
         ])
         harness.wait_for_port(self.client_port, self.child)
-        wait_until(lambda: get_json(self.url + "/health")[0] == 200, what="etcd healthy")
+        wait_until(lambda: _get(self.url + "/health")[0] == 200, what="etcd healthy")
 
     def stop(self) -> None:
         if self.child is not None:
@@ -65,8 +71,7 @@ def etcd():
         e.close()
 
 
-def get_json(url: str) -> tuple[int, dict]:
-    """GET `url`: the status and the JSON answer (0 and {} when nothing answers)."""
+def _get(url: str) -> tuple[int, dict]:
     try:
         with urllib.request.urlopen(url, timeout=5) as r:
             return r.status, json.loads(r.read() or b"{}")
@@ -77,7 +82,6 @@ def get_json(url: str) -> tuple[int, dict]:
 
 
 def admin(proxy: harness.Proxy, method: str, path: str, body: dict | None = None) -> tuple[int, dict]:
-    """One admin API call on `proxy`: the status and the JSON answer."""
     data = None if body is None else json.dumps(body).encode()
     req = urllib.request.Request(f"{proxy.admin_url}/api/v1/{path}", data=data, method=method,
                                  headers={"Authorization": f"Bearer {TOKEN}",
@@ -89,8 +93,26 @@ def admin(proxy: harness.Proxy, method: str, path: str, body: dict | None = None
         return e.code, json.loads(e.read() or b"{}")
 
 
-def member_config(etcd: Etcd, prefix: str, name: str, servers: str = "") -> str:
-    """The configuration of member `name` of the fleet under `prefix` (3 s leases)."""
+def member_config(etcd: Etcd, prefix: str, name: str, servers: str = "", cluster: str = "") -> str:
+    """A member's configuration; `cluster` adds lines to its `[cluster]` table."""
     return (f'[proxy]\nadmin_token = "{TOKEN}"\nsession_key = "{SESSION_KEY}"\n\n'
             f'[cluster]\netcd = ["{etcd.url}"]\nprefix = "{prefix}"\nname = "{name}"\n'
-            f'lease_ttl = "3s"\n\n{servers}')
+            f'lease_ttl = "3s"\n{cluster}\n{servers}')
+
+
+@pytest.fixture
+def members(spawner, etcd):
+    prefix = f"/t-{uuid.uuid4().hex[:8]}/"
+    return [spawner.proxy(member_config(etcd, prefix, f"m{i}"), shards=1) for i in (1, 2, 3)]
+
+
+def server_names(proxy: harness.Proxy) -> set[str]:
+    status, v = admin(proxy, "GET", "servers")
+    assert status == 200, v
+    return {s["name"] for s in v["servers"]}
+
+
+def cluster(proxy: harness.Proxy) -> dict:
+    status, v = admin(proxy, "GET", "cluster")
+    assert status == 200, v
+    return v
