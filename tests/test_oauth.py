@@ -13,13 +13,21 @@ What the proxy is held to (docs/auth.md, OAuth):
 - the metadata is served at both places clients look, with `resource` = `public_url`;
 - tokens for another audience, of another issuer, expired, `alg: none`, or HS256 signed with
   the issuer's RSA public key get 401 with `error="invalid_token"` and `resource_metadata`;
-- keys the issuer rotates in are picked up without a restart (a token naming the new `kid`
-  makes the proxy fetch them again), and with the issuer stopped, tokens signed with the keys
+- keys the issuer rotates in are picked up without a restart: the first token naming the new
+  `kid` makes the proxy fetch them again, waits for that, and is accepted; and with the issuer stopped, tokens signed with the keys
   the proxy has keep working; `mcpctl issuers` shows the keys in use, the last refresh and
   the failed fetch;
 - a client's missing scope gets 403 `insufficient_scope` with the scope, and the SDK steps up;
+  a tool whose client policy takes a scope (`tool_scopes`) gets 403 naming that scope until
+  the token carries it;
 - an upstream is sent only the proxy's own token (client credentials), never the client's, and
-  one that wants a token the proxy lacks is reported naming the server.
+  one that wants a token the proxy lacks is reported naming the server;
+- an upstream configured for token exchange gets, for a client's requests, the client's token
+  exchanged (RFC 8693, by oidc-provider, which checks it against its own keys) for one with
+  the upstream as audience and the client as subject, fetched once and cached; never the
+  client's token itself; a client with an API key is refused naming the server;
+- the proxy's own client credentials work without `[auth.oauth]` (`[[auth.upstreams]]`), for
+  a proxy whose clients use API keys.
 """
 
 from __future__ import annotations
@@ -271,7 +279,9 @@ def test_rotated_keys_are_picked_up_and_cached_keys_outlive_the_issuer(spawner, 
     spawner.started.append(issuer)
     new = issuer.token(url)
     assert json.loads(base64.urlsafe_b64decode(new.split(".")[0] + "==")).get("kid") == "new"
-    until(lambda: init_with(url, new).status == 200, what="acceptance of the rotated-in key")
+    # The first request with the new kid waits for the refresh it asked for, and passes.
+    r = init_with(url, new)
+    assert r.status == 200, r.body[:300]
     assert init_with(url, old).status == 200
 
     # The issuer goes away; a refresh fails, and the keys the proxy has keep serving.
@@ -336,6 +346,42 @@ def test_a_missing_scope_gets_403_and_the_sdk_steps_up_to_it(world, spawner):
     assert seen["text"] == "The sum of 2 and 40 is 42."
 
 
+TOOL_SCOPED = ('[[auth.clients]]\nname = "users"\nsubjects = ["*"]\n'
+               'tool_scopes = { "everything__get-sum" = "mcp:admin" }')
+
+
+def test_a_tool_that_takes_a_scope_gets_403_naming_it_until_the_token_has_it(world, spawner):
+    everything = spawner.everything()
+    port = harness.free_port()
+    proxy = harness.start_proxy(
+        proxy_config(world.issuer.issuer, port, world.pki.ca_file, everything.url, clients=TOOL_SCOPED),
+        listen=f"127.0.0.1:{port}")
+    spawner.started.append(proxy)
+    url = f"http://127.0.0.1:{port}/mcp"
+    meta = url.replace("/mcp", "/.well-known/oauth-protected-resource/mcp")
+
+    def call(token: str, tool: str, arguments: dict, sid: str):
+        return raw_request(url, body=rpc("tools/call", {"name": tool, "arguments": arguments}),
+                           headers={"Authorization": f"Bearer {token}"}, session=sid)
+
+    basic = world.issuer.token(url, scope="mcp:tools")
+    sid = init_with(url, basic).header("mcp-session-id")
+    assert sid
+    r = call(basic, "everything__echo", {"message": "hi"}, sid)
+    assert r.status == 200 and r.messages[-1]["result"]["content"][0]["text"] == "Echo: hi"
+    r = call(basic, "everything__get-sum", {"a": 1, "b": 2}, sid)
+    assert r.status == 403, r.body[:300]
+    assert r.header("www-authenticate") == (
+        f'Bearer realm="mcp-proxy", error="insufficient_scope", resource_metadata="{meta}", '
+        f'scope="mcp:admin"')
+    assert "everything__get-sum" in r.messages[0]["error"]["message"]
+    # Stepped up: the same session, a token with the scope.
+    admin = world.issuer.token(url, scope="mcp:tools mcp:admin")
+    r = call(admin, "everything__get-sum", {"a": 1, "b": 2}, sid)
+    assert r.status == 200, r.body[:300]
+    assert r.messages[-1]["result"]["content"][0]["text"] == "The sum of 1 and 2 is 3."
+
+
 def start_protected_upstream(issuer: Issuer, ca: Path) -> harness.Upstream:
     """tests/oauth/protected_upstream.py: the Python SDK's MCPServer as a protected resource."""
     port = harness.free_port()
@@ -393,6 +439,105 @@ resource = "{protected.url}"
     error = json.loads(health.stdout)["servers"]["bare"]["error"]
     assert 'server "bare" refused the proxy\'s credentials' in error, error
     assert "invalid_token" in error and "[[auth.oauth.upstreams]]" in error, error
+
+
+def test_an_upstream_gets_the_clients_token_exchanged_never_the_token_itself(world, spawner):
+    protected = start_protected_upstream(world.issuer, world.pki.ca_file)
+    spawner.started.append(protected)
+    port = harness.free_port()
+    url = f"http://127.0.0.1:{port}/mcp"
+    keyed = USERS + '\n[[auth.clients]]\nname = "keyed"\napi_keys = ["key-0123456789abcdef"]'
+    config = proxy_config(world.issuer.issuer, port, world.pki.ca_file, protected.url,
+                          clients=keyed).replace('name = "everything"', 'name = "protected"')
+    config += f"""
+[[auth.oauth.upstreams]]
+server = "protected"
+grant = "token_exchange"
+token_url = "{world.issuer.issuer}/token"
+client_id = "exchanger"
+client_secret = "exchanger-secret-0123456789abcdef"
+scope = "mcp:tools"
+resource = "{protected.url}"
+"""
+    proxy = harness.start_proxy(config, listen=f"127.0.0.1:{port}")
+    spawner.started.append(proxy)
+
+    # The client's token: issued for the proxy, subject "minter".
+    client_token = world.issuer.token(url)
+    assert claims_of(client_token)["sub"] == "minter"
+    sid = init_with(url, client_token).header("mcp-session-id")
+    assert sid
+
+    def tokens_seen() -> list[str]:
+        r = raw_request(url, body=rpc("tools/call", {"name": "protected__tokens_seen", "arguments": {}}),
+                        headers={"Authorization": f"Bearer {client_token}"}, session=sid)
+        assert r.status == 200, r.body[:300]
+        assert not r.messages[-1]["result"].get("isError"), r.messages[-1]
+        return json.loads(r.messages[-1]["result"]["content"][0]["text"])
+
+    tokens_seen()
+    seen = tokens_seen()
+    # A client with an API key has no token to exchange: refused naming the server; the
+    # proxy's own token is not lent to it.
+    ksid = raw_request(url, body=rpc("initialize", initialize_params()),
+                       headers={"Authorization": "Bearer key-0123456789abcdef"}).header("mcp-session-id")
+    assert ksid
+    r = raw_request(url, body=rpc("tools/call", {"name": "protected__tokens_seen", "arguments": {}}),
+                    headers={"Authorization": "Bearer key-0123456789abcdef"}, session=ksid)
+    refused = json.dumps(r.messages[-1])
+    assert "protected" in refused and "sent no OAuth token" in refused, refused
+    assert client_token not in seen, "the client's token reached the upstream"
+    exchanged = {t for t in seen if "act" in claims_of(t)}
+    assert len(exchanged) == 1, "one exchanged token, cached for the client and server"
+    claims = claims_of(exchanged.pop())
+    assert claims["sub"] == "minter" and claims["act"] == {"sub": "exchanger"}
+    assert claims["aud"] == protected.url and claims["iss"] == world.issuer.issuer
+    # The proxy's own requests (discovery) carry its own token, never the client's subject.
+    for token in seen:
+        if "act" not in claims_of(token):
+            assert claims_of(token)["sub"] == "exchanger"
+            assert claims_of(token)["aud"] == protected.url
+
+
+def test_upstream_credentials_serve_a_proxy_whose_clients_use_api_keys(world, spawner):
+    protected = start_protected_upstream(world.issuer, world.pki.ca_file)
+    spawner.started.append(protected)
+    port = harness.free_port()
+    url = f"http://127.0.0.1:{port}/mcp"
+    proxy = harness.start_proxy(f"""
+[auth]
+enabled = true
+upstream_ca_file = "{world.pki.ca_file}"
+
+[[auth.clients]]
+name = "keyed"
+api_keys = ["key-0123456789abcdef"]
+
+[[auth.upstreams]]
+server = "protected"
+token_url = "{world.issuer.issuer}/token"
+client_id = "minter"
+client_secret = "minter-secret-0123456789abcdef"
+scope = "mcp:tools"
+resource = "{protected.url}"
+
+[[servers]]
+name = "protected"
+url = "{protected.url}"
+""", listen=f"127.0.0.1:{port}")
+    spawner.started.append(proxy)
+    key = {"Authorization": "Bearer key-0123456789abcdef"}
+    sid = raw_request(url, body=rpc("initialize", initialize_params()), headers=key).header("mcp-session-id")
+    assert sid
+    r = raw_request(url, body=rpc("tools/call", {"name": "protected__tokens_seen", "arguments": {}}),
+                    headers=key, session=sid)
+    assert r.status == 200, r.body[:300]
+    seen = json.loads(r.messages[-1]["result"]["content"][0]["text"])
+    assert seen and all(claims_of(t)["sub"] == "minter" and claims_of(t)["aud"] == protected.url
+                        for t in seen)
+    # No [auth.oauth]: the proxy is no OAuth protected resource.
+    meta = raw_request(url.replace("/mcp", "/.well-known/oauth-protected-resource/mcp"), method="GET")
+    assert meta.status == 404, meta.status
 
 
 def test_the_python_sdk_connects_from_the_proxy_url_alone(world):

@@ -84,6 +84,9 @@ pub(crate) struct AddArgs {
     /// Request timeout, e.g. 30s.
     #[arg(long)]
     pub(crate) timeout: Option<String>,
+    /// Protocol era spoken to the server: auto (per client session), 2025-11-25 or 2026-07-28.
+    #[arg(long)]
+    pub(crate) era: Option<String>,
     /// HTTP header sent upstream, NAME=VALUE (repeatable).
     #[arg(long = "header")]
     pub(crate) headers: Vec<String>,
@@ -144,6 +147,9 @@ pub(crate) fn run(admin: &Admin, out: &Out, cmd: Servers) -> Result<(), Failure>
                 let mut text = t.render();
                 if let Some(e) = v.get("error").and_then(Value::as_str) {
                     text.push_str(&format!("error: {e}\n"));
+                }
+                if let Some(era) = v.get("era").and_then(Value::as_str) {
+                    text.push_str(&format!("era: {era}\n"));
                 }
                 let mut tools = Table::new(&["TOOL", "ORIGINAL"]);
                 for tool in v["tool_list"].as_array().into_iter().flatten() {
@@ -248,6 +254,7 @@ fn fields_of(a: &AddArgs) -> Result<Value, Failure> {
     set("command", &a.command);
     set("prefix", &a.prefix);
     set("timeout", &a.timeout);
+    set("era", &a.era);
     if !a.args.is_empty() {
         spec.insert("args".into(), a.args.clone().into());
     }

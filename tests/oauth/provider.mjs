@@ -1,6 +1,7 @@
 // A real OAuth 2.1 / OpenID Connect authorization server for the tests: oidc-provider over
 // HTTPS (a test CA), with PKCE, dynamic client registration, resource indicators (RFC 8707:
-// access tokens are RS256 JWTs whose aud is the requested resource) and client credentials.
+// access tokens are RS256 JWTs whose aud is the requested resource), client credentials and
+// token exchange (RFC 8693, at the end).
 // The login and consent steps complete by themselves for account "alice", granting the scopes
 // asked for, so an SDK's OAuthClientProvider can follow the redirects programmatically.
 //
@@ -9,7 +10,7 @@
 import fs from "node:fs";
 import https from "node:https";
 import crypto from "node:crypto";
-import Provider from "oidc-provider";
+import Provider, { errors } from "oidc-provider";
 
 const options = JSON.parse(process.argv[2]);
 const keyDir = options.keyDir;
@@ -46,6 +47,9 @@ server.listen(options.port || 0, "127.0.0.1", () => {
     clients: [
       minter("minter"),
       minter("minter-short"),
+      // The proxy as a token exchange client: its own tokens for discovery (client
+      // credentials) and the client's tokens exchanged for an upstream (RFC 8693).
+      minter("exchanger", { grant_types: ["client_credentials", TOKEN_EXCHANGE] }),
       // Pre-registered public client (PKCE, loopback redirect) with no scope restriction; a
       // dynamically registered one is limited to the scope it registered with.
       {
@@ -80,6 +84,8 @@ server.listen(options.port || 0, "127.0.0.1", () => {
     // The authorization response carries iss (RFC 9207), as the MCP spec asks.
     ttl: { AccessToken: 600, AuthorizationCode: 60, Grant: 600, Interaction: 600, Session: 600 },
   });
+  provider.registerGrantType(TOKEN_EXCHANGE, exchange(provider, issuer, options.kids),
+    ["subject_token", "subject_token_type", "resource", "audience", "scope", "requested_token_type"]);
   provider.on("server_error", (ctx, err) => console.error("server_error", err));
   const callback = provider.callback();
   server.on("request", async (req, res) => {
@@ -111,3 +117,57 @@ server.listen(options.port || 0, "127.0.0.1", () => {
   });
   console.log(JSON.stringify({ issuer, port }));
 });
+
+const TOKEN_EXCHANGE = "urn:ietf:params:oauth:grant-type:token-exchange";
+const ACCESS_TOKEN_TYPE = "urn:ietf:params:oauth:token-type:access_token";
+const b64url = (v) => Buffer.from(typeof v === "string" ? v : JSON.stringify(v)).toString("base64url");
+
+// RFC 8693 token exchange: the subject_token must be an access token this server issued (RS256,
+// signed by one of its own keys, iss = this issuer, not expired); the answer is a new access
+// token for the requested resource, with the subject's sub and an act claim naming the client
+// that asked (the proxy). The exchanging client is authenticated by oidc-provider beforehand.
+function exchange(provider, issuer, kids) {
+  return async (ctx) => {
+    const { params, client } = ctx.oidc;
+    if (params.subject_token_type !== ACCESS_TOKEN_TYPE) {
+      throw new errors.InvalidRequest("subject_token_type must be an access token");
+    }
+    const resource = params.resource || params.audience;
+    if (!resource) throw new errors.InvalidTarget("resource (the upstream's URL) is required");
+    const parts = String(params.subject_token || "").split(".");
+    if (parts.length !== 3) throw new errors.InvalidGrant("subject_token is not a JWT");
+    let header, claims;
+    try {
+      header = JSON.parse(Buffer.from(parts[0], "base64url"));
+      claims = JSON.parse(Buffer.from(parts[1], "base64url"));
+    } catch {
+      throw new errors.InvalidGrant("subject_token is not a JWT");
+    }
+    if (header.alg !== "RS256" || !kids.includes(header.kid)) {
+      throw new errors.InvalidGrant("subject_token is not signed by this server");
+    }
+    const key = crypto.createPublicKey({ key: signingKey(header.kid), format: "jwk" });
+    const signed = crypto.verify("RSA-SHA256", Buffer.from(`${parts[0]}.${parts[1]}`), key,
+      Buffer.from(parts[2], "base64url"));
+    const now = Math.floor(Date.now() / 1000);
+    if (!signed || claims.iss !== issuer || !(claims.exp > now) || !claims.sub) {
+      throw new errors.InvalidGrant("subject_token is invalid or expired");
+    }
+    const lifetime = Math.min(600, claims.exp - now);
+    const kid = kids[0];
+    const body = {
+      iss: issuer, sub: claims.sub, aud: resource, client_id: client.clientId,
+      scope: params.scope || "mcp:tools", iat: now, exp: now + lifetime,
+      jti: crypto.randomUUID(), act: { sub: client.clientId },
+    };
+    const input = `${b64url({ alg: "RS256", kid, typ: "at+jwt" })}.${b64url(body)}`;
+    const signer = crypto.createPrivateKey({ key: signingKey(kid), format: "jwk" });
+    const signature = crypto.sign("RSA-SHA256", Buffer.from(input), signer).toString("base64url");
+    ctx.body = {
+      access_token: `${input}.${signature}`,
+      issued_token_type: ACCESS_TOKEN_TYPE,
+      token_type: "Bearer",
+      expires_in: lifetime,
+    };
+  };
+}

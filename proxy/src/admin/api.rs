@@ -342,6 +342,7 @@ fn server_json(shard: &Shard, index: usize, e: &Entry, detail: bool) -> Value {
         "state": e.state.label(),
         "status": status,
         "timeout_ms": c.timeout.as_millis() as u64,
+        "era": c.era.as_str(),
     });
     match &c.transport {
         crate::config::Transport::Http { replicas, .. } => {

@@ -28,6 +28,8 @@ pub struct Identity {
     /// not expire. Streams opened with it end when it does ([`stream_end`]). Non-zero so the
     /// option costs no tag: the identity rides in every forwarded request.
     pub expires: Option<NonZeroU64>,
+    /// The token's scopes, space-separated (`None` for an API key), for per-tool scopes.
+    pub scopes: Option<std::sync::Arc<str>>,
 }
 
 /// Authenticates the `Authorization` value `authorization` gives and takes a token from its
@@ -40,7 +42,17 @@ pub fn check_request<'a>(
     if !auth.config.enabled {
         return Ok(None);
     }
-    let (index, identity) = authenticate_indexed(&auth.config, authorization(), unix_now())?;
+    let header = authorization();
+    let (index, identity) = authenticate_indexed(&auth.config, header, unix_now())?;
+    if let (Some(oauth), Some(expires), Some(token)) = (
+        &auth.config.oauth,
+        identity.expires,
+        header
+            .and_then(|h| h.trim().split_once(' '))
+            .map(|(_, t)| t.trim()),
+    ) {
+        super::oauth::offer(oauth, identity.principal, token, expires.get());
+    }
     let client = &auth.config.clients[index];
     if let Some(rate) = &client.rate {
         if let Err(retry_after) =
@@ -113,6 +125,7 @@ fn authenticate_indexed(
                 client: auth.clients[c].name.clone(),
                 principal: sha256(&principal),
                 expires: None,
+                scopes: None,
             },
         ));
     }
@@ -179,6 +192,7 @@ fn authenticate_indexed(
         principal: sha256(format!("jwt:{}\0{}", verified.issuer, verified.subject).as_bytes()),
         // An exp of 0 never verifies; were one to, its streams would end at once.
         expires: Some(NonZeroU64::new(verified.expires).unwrap_or(NonZeroU64::MIN)),
+        scopes: Some(std::sync::Arc::from(verified.scopes.join(" "))),
     };
     remember(digest, verified.expires, &identity);
     Ok((client, identity))

@@ -294,6 +294,7 @@ mod tests {
             }],
             clients: Vec::new(),
             oauth: None,
+            ..AuthConfig::default()
         }
     }
 

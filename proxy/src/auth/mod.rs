@@ -11,6 +11,7 @@
 //!   and close, and the `max_sessions` quota ([`open`]).
 //! - [`policy`]: what a client may see and call; a hidden tool is answered exactly like a tool
 //!   that does not exist, so a client cannot probe for names.
+//! - `tool_scope`: per-tool scopes, checked at the door ([`check_tool_scope`]).
 //! - [`denial`]: why a request is refused, and the refusal counter.
 //! - [`running`]: the running `[auth]`, kept in a [`crate::config::reloadable::Reloadable`]
 //!   with a generation number: a reload
@@ -31,13 +32,16 @@ pub mod rate;
 mod revoke;
 pub mod running;
 pub mod sessions;
+mod tool_scope;
 
 pub use denial::{count_denial, Denial};
 pub use identity::{authenticate, check_forwarded, check_request, stream_end, Identity};
+pub use oauth::fetch::take_key_wait;
 pub use policy::{server_name, shows, Policy, PROXY_SERVER};
 pub use revoke::{stream_deadline, Opened};
 pub use running::{install, reload};
 pub use sessions::{count_session, open, Opening, SessionSlot};
+pub use tool_scope::check_tool_scope;
 
 /// Byte-equality of two digests in time independent of their contents.
 pub fn same(a: &[u8; 32], b: &[u8; 32]) -> bool {

@@ -114,7 +114,24 @@ fn refresh_shard_state(old: &Auth, next: &Auth) {
     super::rate::follow_clients(old, next);
 }
 
-/// The running `[auth.oauth]`, for the key fetch thread (not a shard: it reads the slot).
+/// What the key fetch thread works on (not a shard: it reads the slot): the running
+/// `[auth.oauth]` with every upstream's credentials, `[[auth.upstreams]]` included, or those
+/// alone when there is no `[auth.oauth]`.
 pub(super) fn oauth() -> Option<crate::config::oauth::OAuthConfig> {
-    RUNNING.current().and_then(|a| a.config.oauth.clone())
+    let auth = RUNNING.current()?;
+    let config = &auth.config;
+    match &config.oauth {
+        Some(o) => {
+            let mut o = o.clone();
+            o.upstreams.extend(config.upstreams.iter().cloned());
+            Some(o)
+        }
+        None if !config.upstreams.is_empty() => {
+            Some(crate::config::oauth::OAuthConfig::for_upstreams(
+                config.upstreams.clone(),
+                config.upstream_ca_file.clone(),
+            ))
+        }
+        None => None,
+    }
 }

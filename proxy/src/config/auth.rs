@@ -39,6 +39,11 @@ pub struct AuthConfig {
     pub clients: Vec<ClientConfig>,
     /// `[auth.oauth]`: trusted authorization servers and the proxy's canonical URL.
     pub oauth: Option<OAuthConfig>,
+    /// `[[auth.upstreams]]`: the proxy's own OAuth client credentials for upstream servers,
+    /// usable without `[auth.oauth]` (clients with API keys), with `upstream_ca_file`.
+    pub upstreams: Vec<super::oauth::UpstreamCredentials>,
+    /// PEM file of CAs trusted for `[[auth.upstreams]]` token endpoints instead of the web roots.
+    pub upstream_ca_file: Option<std::path::PathBuf>,
 }
 
 impl Default for AuthConfig {
@@ -51,6 +56,8 @@ impl Default for AuthConfig {
             keys: Vec::new(),
             clients: Vec::new(),
             oauth: None,
+            upstreams: Vec::new(),
+            upstream_ca_file: None,
         }
     }
 }
@@ -107,6 +114,9 @@ pub struct ClientConfig {
     pub servers: Vec<String>,
     /// Glob patterns on exposed tool names (`server__tool`) this client may see and call.
     pub tools: Vec<String>,
+    /// (pattern on exposed tool names, scope): calling a matching tool with a token takes the
+    /// scope (403 `insufficient_scope` naming it otherwise); API keys are not held to it.
+    pub tool_scopes: Vec<(String, String)>,
     /// Most sessions open at once for this client, across shards.
     pub max_sessions: Option<usize>,
     /// Requests allowed per shard, as a token bucket.
@@ -142,6 +152,10 @@ pub(super) struct RawAuth {
     clients: Vec<RawClient>,
     #[serde(default)]
     oauth: Option<RawOAuth>,
+    #[serde(default)]
+    upstreams: Vec<super::oauth::RawUpstream>,
+    #[serde(default)]
+    upstream_ca_file: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -174,6 +188,8 @@ struct RawClient {
     servers: Option<Vec<Spanned<String>>>,
     #[serde(default)]
     tools: Option<Vec<Spanned<String>>>,
+    #[serde(default)]
+    tool_scopes: Option<Spanned<std::collections::BTreeMap<String, String>>>,
     #[serde(default)]
     max_sessions: Option<Spanned<u64>>,
     #[serde(default)]
@@ -208,6 +224,18 @@ pub(super) fn build(raw: RawAuth) -> Result<AuthConfig, Located> {
         None => Vec::new(),
     };
     let oauth = raw.oauth.map(super::oauth::build).transpose()?;
+    let upstreams = super::oauth::build_upstreams(raw.upstreams, "[[auth.upstreams]]")?;
+    if let Some(u) = upstreams.iter().find(|u| u.token_exchange) {
+        return Err((None, format!("[[auth.upstreams]] server = \"{}\": grant = \"token_exchange\" exchanges clients' OAuth tokens; put it under [[auth.oauth.upstreams]]", u.server)));
+    }
+    if let Some(o) = &oauth {
+        if let Some(dup) = upstreams
+            .iter()
+            .find(|u| o.upstreams.iter().any(|x| x.server == u.server))
+        {
+            return Err((None, format!("server \"{}\" has credentials in both [[auth.upstreams]] and [[auth.oauth.upstreams]]; keep one", dup.server)));
+        }
+    }
     let mut clients: Vec<ClientConfig> = Vec::with_capacity(raw.clients.len());
     for c in raw.clients {
         let name = c.name.get_ref();
@@ -295,6 +323,22 @@ pub(super) fn build(raw: RawAuth) -> Result<AuthConfig, Located> {
         }
         let servers = patterns(c.servers, "servers")?;
         let tools = patterns(c.tools, "tools")?;
+        let mut tool_scopes = Vec::new();
+        if let Some(t) = c.tool_scopes {
+            let span = t.span();
+            for (pattern, scope) in t.into_inner() {
+                if pattern.is_empty()
+                    || scope.is_empty()
+                    || scope.contains(|ch: char| ch.is_whitespace() || ch == '"')
+                {
+                    return Err((
+                        Some(span),
+                        format!("client \"{name}\" has tool_scopes {pattern:?} = {scope:?}; write a tool pattern (e.g. \"billing__*\") and one scope word (e.g. \"billing:write\")"),
+                    ));
+                }
+                tool_scopes.push((pattern, scope));
+            }
+        }
         let max_sessions = match c.max_sessions {
             Some(m) if *m.get_ref() == 0 => {
                 return Err((Some(m.span()), "max_sessions = 0 would refuse every session; use 1 or more, or drop the line for no limit".into()))
@@ -338,6 +382,7 @@ pub(super) fn build(raw: RawAuth) -> Result<AuthConfig, Located> {
             scopes,
             servers,
             tools,
+            tool_scopes,
             max_sessions,
             rate,
         });
@@ -360,6 +405,8 @@ pub(super) fn build(raw: RawAuth) -> Result<AuthConfig, Located> {
         keys,
         clients,
         oauth,
+        upstreams,
+        upstream_ca_file: raw.upstream_ca_file.map(std::path::PathBuf::from),
     })
 }
 

@@ -141,6 +141,7 @@ pub(super) fn from_json(text: &str, origin: &str) -> Result<Config, ConfigError>
             connect_timeout: default_connect_timeout(),
             tags: Vec::new(),
             tls: None,
+            era: Default::default(),
         });
     }
     Ok(Config {

@@ -46,7 +46,7 @@ pub mod url;
 
 pub use proxy::{is_loopback_origin, ProxyConfig, ToolExposure};
 pub use servers::{
-    BalanceConfig, ReplicaConfig, ServerConfig, StdioCommand, Strategy, Transport,
+    BalanceConfig, ReplicaConfig, ServerConfig, StdioCommand, Strategy, Transport, UpstreamEra,
     RESERVED_SERVER_NAME,
 };
 pub use url::UpstreamUrl;
@@ -160,6 +160,10 @@ impl Config {
         let proxy = proxy::build(raw.proxy).map_err(locate)?;
         let servers = servers::build(raw.servers, text, files).map_err(locate)?;
         let auth = auth::build(raw.auth).map_err(locate)?;
+        if let Some(o) = &auth.oauth {
+            oauth::check_upstreams(&o.upstreams, &servers).map_err(|m| locate((None, m)))?;
+        }
+        oauth::check_upstreams(&auth.upstreams, &servers).map_err(|m| locate((None, m)))?;
         let tls = tls::listener(raw.tls, files).map_err(locate)?;
         let limits = limits::check(raw.limits).map_err(|(span, m)| locate((Some(span), m)))?;
         let cluster = raw

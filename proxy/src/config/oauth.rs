@@ -59,9 +59,29 @@ pub struct UpstreamCredentials {
     pub scope: Option<String>,
     /// `resource` (RFC 8707) to ask for: the upstream's canonical URL.
     pub resource: Option<String>,
+    /// `grant = "token_exchange"`: requests made for a client carry the client's token
+    /// exchanged (RFC 8693) for one meant for this upstream, with the client as its subject;
+    /// only the proxy's own requests (discovery, health) carry the client credentials token.
+    pub token_exchange: bool,
 }
 
 impl OAuthConfig {
+    /// What the fetch thread runs on for `[[auth.upstreams]]` without `[auth.oauth]`: no
+    /// issuers, the default lifetimes. Never installed as `[auth.oauth]` (no metadata, no
+    /// challenge points to it).
+    pub fn for_upstreams(upstreams: Vec<UpstreamCredentials>, ca_file: Option<PathBuf>) -> Self {
+        OAuthConfig {
+            public_url: String::new(),
+            issuers: Vec::new(),
+            audiences: Vec::new(),
+            scopes_supported: Vec::new(),
+            ca_file,
+            refresh: DEFAULT_REFRESH,
+            kid_refresh: DEFAULT_KID_REFRESH,
+            upstreams,
+        }
+    }
+
     /// Where the Protected Resource Metadata is (RFC 9728 section 3.1: the well-known name
     /// inserted between the host and the path of the resource).
     pub fn metadata_url(&self) -> String {
@@ -80,6 +100,102 @@ impl OAuthConfig {
     pub fn accepts_audience(&self, aud: &str) -> bool {
         same_resource(aud, &self.public_url) || self.audiences.iter().any(|a| a == aud)
     }
+}
+
+/// Checks `[[auth.oauth.upstreams]]` or `[[auth.upstreams]]` (named `table` in errors).
+pub(super) fn build_upstreams(
+    raw: Vec<RawUpstream>,
+    table: &str,
+) -> Result<Vec<UpstreamCredentials>, Located> {
+    let mut upstreams: Vec<UpstreamCredentials> = Vec::new();
+    for u in raw {
+        let url = UpstreamUrl::parse(u.token_url.get_ref())
+            .map_err(|m| (Some(u.token_url.span()), format!("token_url: {m}")))?;
+        let loopback = matches!(url.host.as_str(), "127.0.0.1" | "::1" | "localhost");
+        if !url.tls && !loopback {
+            return Err((
+                Some(u.token_url.span()),
+                format!(
+                    "token_url \"{}\" is not https; the client secret must travel over TLS",
+                    u.token_url.get_ref()
+                ),
+            ));
+        }
+        if upstreams.iter().any(|o| &o.server == u.server.get_ref()) {
+            return Err((
+                Some(u.server.span()),
+                format!(
+                    "server \"{}\" already has {table} credentials; keep one entry",
+                    u.server.get_ref()
+                ),
+            ));
+        }
+        let token_exchange = match &u.grant {
+            None => false,
+            Some(g) => match g.get_ref().as_str() {
+                "client_credentials" => false,
+                "token_exchange" => true,
+                other => {
+                    return Err((
+                        Some(g.span()),
+                        format!("grant = \"{other}\" is not known; use \"client_credentials\" (the proxy's own token) or \"token_exchange\" (the client's token exchanged for this upstream)"),
+                    ))
+                }
+            },
+        };
+        if token_exchange && u.resource.is_none() {
+            return Err((
+                Some(u.server.span()),
+                format!("server \"{}\": grant = \"token_exchange\" needs resource = the upstream's URL (the audience of the exchanged token)", u.server.get_ref()),
+            ));
+        }
+        upstreams.push(UpstreamCredentials {
+            token_exchange,
+            server: u.server.into_inner(),
+            token_url: u.token_url.into_inner(),
+            client_id: u.client_id,
+            client_secret: u.client_secret,
+            scope: u.scope,
+            resource: u.resource,
+        });
+    }
+    Ok(upstreams)
+}
+
+/// Checks that each `[[auth.oauth.upstreams]]` entry names an HTTP server of `servers` that
+/// does not already send its own `Authorization` header (two credentials: which one would the
+/// upstream see?).
+pub(super) fn check_upstreams(
+    upstreams: &[UpstreamCredentials],
+    servers: &[super::servers::ServerConfig],
+) -> Result<(), String> {
+    for u in upstreams {
+        let Some(server) = servers.iter().find(|s| s.name == u.server) else {
+            let names: Vec<&str> = servers.iter().map(|s| s.name.as_str()).collect();
+            return Err(format!(
+                "[[auth.oauth.upstreams]] server = \"{}\": no [[servers]] entry has that name (servers: {}); write the name of the server these credentials are for",
+                u.server,
+                names.join(", ")
+            ));
+        };
+        if server
+            .headers()
+            .iter()
+            .any(|(k, _)| k.eq_ignore_ascii_case("authorization"))
+        {
+            return Err(format!(
+                "server \"{}\" has both a static Authorization header and [[auth.oauth.upstreams]] credentials; keep one (remove the header to use OAuth)",
+                u.server
+            ));
+        }
+        if matches!(server.transport, super::servers::Transport::Stdio(_)) {
+            return Err(format!(
+                "[[auth.oauth.upstreams]] server = \"{}\" is a stdio server; OAuth credentials are for servers reached over HTTP",
+                u.server
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// `scheme://authority` and the path (empty, or starting with `/`) of an absolute URL.
@@ -108,6 +224,7 @@ impl std::fmt::Debug for UpstreamCredentials {
             .field("client_secret", &"<redacted>")
             .field("scope", &self.scope)
             .field("resource", &self.resource)
+            .field("token_exchange", &self.token_exchange)
             .finish()
     }
 }
@@ -134,7 +251,7 @@ pub(super) struct RawOAuth {
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct RawUpstream {
+pub(super) struct RawUpstream {
     server: Spanned<String>,
     token_url: Spanned<String>,
     client_id: String,
@@ -143,6 +260,8 @@ struct RawUpstream {
     scope: Option<String>,
     #[serde(default)]
     resource: Option<String>,
+    #[serde(default)]
+    grant: Option<Spanned<String>>,
 }
 
 /// Checks `[auth.oauth]`.
@@ -187,35 +306,7 @@ pub(super) fn build(raw: RawOAuth) -> Result<OAuthConfig, Located> {
         Some(s) => Ok(Duration::from_secs(*s.get_ref())),
         None => Ok(default),
     };
-    let mut upstreams: Vec<UpstreamCredentials> = Vec::new();
-    for u in raw.upstreams {
-        let url = UpstreamUrl::parse(u.token_url.get_ref())
-            .map_err(|m| (Some(u.token_url.span()), format!("token_url: {m}")))?;
-        let loopback = matches!(url.host.as_str(), "127.0.0.1" | "::1" | "localhost");
-        if !url.tls && !loopback {
-            return Err((
-                Some(u.token_url.span()),
-                format!(
-                    "token_url \"{}\" is not https; the client secret must travel over TLS",
-                    u.token_url.get_ref()
-                ),
-            ));
-        }
-        if upstreams.iter().any(|o| &o.server == u.server.get_ref()) {
-            return Err((
-                Some(u.server.span()),
-                format!("server \"{}\" already has [[auth.oauth.upstreams]] credentials; keep one entry", u.server.get_ref()),
-            ));
-        }
-        upstreams.push(UpstreamCredentials {
-            server: u.server.into_inner(),
-            token_url: u.token_url.into_inner(),
-            client_id: u.client_id,
-            client_secret: u.client_secret,
-            scope: u.scope,
-            resource: u.resource,
-        });
-    }
+    let upstreams = build_upstreams(raw.upstreams, "[[auth.oauth.upstreams]]")?;
     Ok(OAuthConfig {
         upstreams,
         public_url: public_url.trim_end_matches('/').to_owned(),
@@ -283,6 +374,40 @@ mod tests {
         let ok = Config::from_toml_str(
             &format!("[auth]\nenabled = true\n[auth.oauth]\npublic_url = \"https://m/mcp\"\nissuers = [\"https://127.0.0.1:1\"]\n{CLIENT}"),
             "t.toml",
+        );
+        assert!(ok.is_ok(), "{ok:?}");
+    }
+
+    #[test]
+    fn upstream_credentials_must_name_a_server_without_its_own_authorization() {
+        let err = |servers: &str, grant: &str| {
+            let text = format!(
+                "[auth]\nenabled = true\n[auth.oauth]\npublic_url = \"https://m/mcp\"\nissuers = [\"https://127.0.0.1:1\"]\n[[auth.oauth.upstreams]]\nserver = \"up\"\ntoken_url = \"https://127.0.0.1:1/token\"\nclient_id = \"c\"\nclient_secret = \"s\"\nresource = \"https://up/mcp\"\n{grant}\n{CLIENT}{servers}"
+            );
+            Config::from_toml_str(&text, "t.toml")
+                .map(drop)
+                .map_err(|e| e.to_string())
+        };
+        let m = err(
+            "[[servers]]\nname = \"other\"\nurl = \"http://127.0.0.1:9/mcp\"\n",
+            "",
+        )
+        .unwrap_err();
+        assert!(
+            m.contains("server = \"up\": no [[servers]] entry") && m.contains("other"),
+            "{m}"
+        );
+        let m = err("[[servers]]\nname = \"up\"\nurl = \"http://127.0.0.1:9/mcp\"\nheaders = { Authorization = \"Bearer x\" }\n", "").unwrap_err();
+        assert!(m.contains("both a static Authorization header"), "{m}");
+        let m = err(
+            "[[servers]]\nname = \"up\"\nurl = \"http://127.0.0.1:9/mcp\"\n",
+            "grant = \"password\"",
+        )
+        .unwrap_err();
+        assert!(m.contains("token_exchange"), "{m}");
+        let ok = err(
+            "[[servers]]\nname = \"up\"\nurl = \"http://127.0.0.1:9/mcp\"\n",
+            "grant = \"token_exchange\"",
         );
         assert!(ok.is_ok(), "{ok:?}");
     }

@@ -31,6 +31,46 @@ pub struct ServerConfig {
     pub tags: Vec<String>,
     /// TLS settings of its `https://` replicas (`tls = { ... }`); none: web roots, no client cert.
     pub tls: Option<tls::UpstreamTls>,
+    /// Which protocol era the proxy speaks to it (`era = ...`).
+    pub era: UpstreamEra,
+}
+
+/// The protocol era the proxy speaks to an upstream (`era = "auto" | "2025-11-25" |
+/// "2026-07-28"`); `docs/stateless.md` says how `auto` chooses per downstream session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum UpstreamEra {
+    /// Per downstream session: a stateful client gets a stateful upstream session where the
+    /// server issues one; a 2026-07-28 client (and discovery) the stateless era where offered.
+    #[default]
+    Auto,
+    /// Always `initialize` and a session (2025-11-25), even if the server speaks 2026-07-28.
+    Stateful,
+    /// Always 2026-07-28; a server that does not answer `server/discover` with it fails.
+    Stateless,
+}
+
+impl UpstreamEra {
+    /// The spellings `era` accepts, in the order error messages list them.
+    pub const SPELLINGS: [&'static str; 3] = ["auto", "2025-11-25", "2026-07-28"];
+
+    /// Reads one spelling of [`Self::SPELLINGS`].
+    pub fn parse(text: &str) -> Option<UpstreamEra> {
+        match text {
+            "auto" => Some(UpstreamEra::Auto),
+            "2025-11-25" => Some(UpstreamEra::Stateful),
+            "2026-07-28" => Some(UpstreamEra::Stateless),
+            _ => None,
+        }
+    }
+
+    /// The spelling, as the configuration writes it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            UpstreamEra::Auto => "auto",
+            UpstreamEra::Stateful => "2025-11-25",
+            UpstreamEra::Stateless => "2026-07-28",
+        }
+    }
 }
 
 /// How an upstream server is reached.
@@ -188,6 +228,7 @@ fn server(
     check_transport_name(&s, &transport)?;
     let prefix = prefix(&s, &name, claimed)?;
     let any_https = matches!(&transport, Transport::Http { replicas, .. } if replicas.iter().any(|r| r.url.tls));
+    let era = era(&s, &name, &transport)?;
     let tls = tls::upstream(&name, s.tls, any_https, files)?;
     if s.failover_threshold == 0 {
         return Err((
@@ -209,7 +250,32 @@ fn server(
         connect_timeout: s.connect_timeout,
         tags: s.tags,
         tls,
+        era,
     })
+}
+
+/// `era`: one of the spellings; a stdio server speaks the stateful era only.
+fn era(s: &RawServer, name: &str, transport: &Transport) -> Result<UpstreamEra, Located> {
+    let Some(raw) = &s.era else {
+        return Ok(UpstreamEra::Auto);
+    };
+    let Some(era) = UpstreamEra::parse(raw.get_ref()) else {
+        return Err((
+            Some(raw.span()),
+            format!(
+                "server \"{name}\": era = \"{}\" is not an era the proxy speaks upstream; write one of \"{}\" (auto: per client session)",
+                raw.get_ref(),
+                UpstreamEra::SPELLINGS.join("\", \"")
+            ),
+        ));
+    };
+    if era == UpstreamEra::Stateless && matches!(transport, Transport::Stdio(_)) {
+        return Err((
+            Some(raw.span()),
+            format!("server \"{name}\" is a stdio server, which the proxy speaks to in the stateful era only; remove era or write era = \"2025-11-25\""),
+        ));
+    }
+    Ok(era)
 }
 
 /// The name: valid, not reserved, not taken by an earlier entry.
@@ -575,6 +641,9 @@ pub(super) struct RawServer {
     /// See [`BalanceConfig::stateless`].
     #[serde(default)]
     stateless: bool,
+    /// See [`ServerConfig::era`]; spanned to point at a bad spelling.
+    #[serde(default)]
+    era: Option<Spanned<String>>,
     /// See [`BalanceConfig::health_check_interval`].
     #[serde(
         default = "default_health_check_interval",

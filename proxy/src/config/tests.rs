@@ -308,3 +308,33 @@ fn observability_settings() {
     assert_error("[proxy]\n\nlog_format = \"xml\"\n", 3, "\"logfmt\"");
     assert_error("[proxy]\nlog_level = \"loud\"\n", 2, "invalid log level");
 }
+
+#[test]
+fn era_takes_three_spellings_and_stdio_stays_stateful() {
+    let servers = |era: &str| {
+        Config::from_toml_str(
+            &format!("[[servers]]\nname = \"a\"\nurl = \"http://h/\"\nera = \"{era}\"\n"),
+            "config.toml",
+        )
+        .map(|c| c.servers[0].era)
+    };
+    assert_eq!(servers("auto").ok(), Some(UpstreamEra::Auto));
+    assert_eq!(servers("2025-11-25").ok(), Some(UpstreamEra::Stateful));
+    assert_eq!(servers("2026-07-28").ok(), Some(UpstreamEra::Stateless));
+    let default = Config::from_toml_str(
+        "[[servers]]\nname = \"a\"\nurl = \"http://h/\"\n",
+        "config.toml",
+    )
+    .expect("valid");
+    assert_eq!(default.servers[0].era, UpstreamEra::Auto);
+    assert_error(
+        "[[servers]]\nname = \"a\"\nurl = \"http://h/\"\nera = \"2025-06-18\"\n",
+        4,
+        r#"write one of "auto", "2025-11-25", "2026-07-28""#,
+    );
+    assert_error(
+        "[[servers]]\nname = \"t\"\ncommand = \"true\"\nera = \"2026-07-28\"\n",
+        4,
+        "stateful era only",
+    );
+}

@@ -160,7 +160,14 @@ impl Discovery {
             return;
         };
         let sink: Weak<dyn UpstreamSink> = Rc::downgrade(self) as Weak<dyn UpstreamSink>;
-        let session = upstream.open(shard, DISCOVERY, self.params.clone(), Some(sink), None);
+        let session = upstream.open(
+            shard,
+            DISCOVERY,
+            self.params.clone(),
+            Some(sink),
+            None,
+            false,
+        );
         // Discovery retries on its own while a server is down: that must not keep it out.
         session.in_background();
         self.sessions.borrow_mut()[server] = Some(session.clone());

@@ -110,7 +110,16 @@ where
         };
         let (started, is_post) = (std::time::Instant::now(), request.method == Method::Post);
         let mut opened = None;
-        let reply = match check(&shard, &request) {
+        let mut checked = check(&shard, &request);
+        if checked.is_err() {
+            // A token signed with a key the issuer just rotated in: checked again once the
+            // refresh its unknown kid asked for is in force.
+            if let Some(keys_fetched) = crate::auth::take_key_wait() {
+                keys_fetched.await;
+                checked = check(&shard, &request);
+            }
+        }
+        let reply = match checked {
             Ok(mcp) => {
                 opened = crate::auth::Opened::of(mcp.client.as_ref());
                 let _busy = shard.begin_request();
@@ -252,6 +261,10 @@ fn check(shard: &Shard, request: &Request) -> Result<McpRequest, Reply> {
         crate::endpoint::gate::authenticate(request)
     }
     .map_err(crate::endpoint::gate::refusal)?;
+    if request.method == Method::Post {
+        crate::auth::check_tool_scope(client.as_ref(), &request.body)
+            .map_err(crate::endpoint::gate::refusal)?;
+    }
     let protocol_version = request.header("mcp-protocol-version").map(str::to_owned);
     if let Some(v) = protocol_version.as_deref() {
         if !version::is_supported(v) {

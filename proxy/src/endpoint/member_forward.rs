@@ -114,6 +114,8 @@ impl MemberLinks {
             connect_timeout: CONNECT_TIMEOUT,
             tags: Vec::new(),
             tls: None,
+            // Unused: the pool only connects; what is spoken is the proxy's own /mcp.
+            era: Default::default(),
         };
         let replica = ReplicaConfig {
             url,

@@ -243,6 +243,7 @@ mod tests {
             connect_timeout: std::time::Duration::from_secs(1),
             tags: Vec::new(),
             tls: None,
+            era: Default::default(),
         });
         let secrets = secrets_of(&config);
         for format in [LogFormat::Text, LogFormat::Json, LogFormat::Logfmt] {

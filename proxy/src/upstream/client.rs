@@ -72,6 +72,9 @@ pub struct UpstreamClient {
     /// The server's protocol era as this shard found it: `None` until first probed,
     /// `Some(true)` for 2026-07-28 (stateless), `Some(false)` for the stateful era.
     pub stateless: std::cell::Cell<Option<bool>>,
+    /// Whether the server's `initialize` opens a session (`Mcp-Session-Id`), as this shard
+    /// found it: `None` until a stateful client's session first asked.
+    pub offers_sessions: std::cell::Cell<Option<bool>>,
     /// The `x-mcp-header` annotations of the server's tools, by upstream tool name, from the
     /// catalog this shard serves (only tools that have some).
     pub tool_params: RefCell<std::collections::HashMap<String, Vec<ParamHeader>>>,
@@ -124,6 +127,7 @@ impl UpstreamClient {
             headers,
             limits,
             stateless: std::cell::Cell::new(None),
+            offers_sessions: std::cell::Cell::new(None),
             tool_params: RefCell::default(),
         })
     }
@@ -248,9 +252,14 @@ impl UpstreamClient {
         for (k, v) in &self.headers {
             all.push((k.as_str(), v.as_str()));
         }
-        // The proxy's own token for this server ([[auth.oauth.upstreams]]), never a client's.
+        // The proxy's own token for this server ([[auth.oauth.upstreams]]), never a client's;
+        // a request made for a client of a token exchange server carries that client's
+        // exchanged token instead (among `headers`).
         let credential = super::credentials::authorization(self.name());
-        if let Some(value) = credential.as_deref() {
+        let carried = headers
+            .iter()
+            .any(|(k, _)| k.eq_ignore_ascii_case("authorization"));
+        if let Some(value) = credential.as_deref().filter(|_| !carried) {
             all.push(("Authorization", value));
         }
         if let Some(mut conn) = self.pool.checkout(replica) {
@@ -405,7 +414,7 @@ impl UpstreamClient {
                 session_id: new_session,
                 body: ReplyBody::Stream(Box::new(MessageStream::sse(
                     SseMessages::new(self.clone(), replica, conn, head, Some(deadline))
-                        .resumable(session_id.zip(version)),
+                        .resumable(session_id.zip(version), authorization_of(extra)),
                 ))),
             });
         }
@@ -496,10 +505,12 @@ impl UpstreamClient {
         session_id: &str,
         version: &str,
         last_event_id: Option<&str>,
+        authorization: Option<&str>,
     ) -> Result<Option<MessageStream>, UpstreamError> {
         let extra = last_event_id.map(|id| ("Last-Event-ID", id));
-        let headers =
+        let mut headers =
             Self::mcp_headers("text/event-stream", Some(session_id), Some(version), extra);
+        headers.extend(authorization.map(|a| ("Authorization", a)));
         let (conn, head) = self
             .exchange(replica, Traffic::Background, "GET", &headers, None)
             .await?;
@@ -522,13 +533,20 @@ impl UpstreamClient {
 
     /// Ends an upstream session (best effort: the upstream may not support DELETE; nobody
     /// waits on it, so a failure does not count against the replica).
-    pub async fn delete(self: &Rc<Self>, replica: usize, session_id: &str, version: &str) {
-        let headers = Self::mcp_headers(
+    pub async fn delete(
+        self: &Rc<Self>,
+        replica: usize,
+        session_id: &str,
+        version: &str,
+        authorization: Option<&str>,
+    ) {
+        let mut headers = Self::mcp_headers(
             "application/json, text/event-stream",
             Some(session_id),
             Some(version),
             None,
         );
+        headers.extend(authorization.map(|a| ("Authorization", a)));
         match self
             .exchange(replica, Traffic::Background, "DELETE", &headers, None)
             .await
@@ -640,3 +658,11 @@ struct SendFailure {
 #[cfg(test)]
 #[path = "client_tests.rs"]
 mod tests;
+
+/// The `Authorization` among `headers`, if any.
+fn authorization_of<'a>(headers: &[(&str, &'a str)]) -> Option<&'a str> {
+    headers
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case("authorization"))
+        .map(|(_, v)| *v)
+}

@@ -64,6 +64,15 @@ pub enum UpstreamError {
         /// The JSON of the response's `error` object.
         error: String,
     },
+    /// The request cannot carry the credential its server takes (a client's exchanged
+    /// token that could not be obtained): it never left the proxy.
+    #[error("no credential for upstream {server}: {detail}")]
+    Credential {
+        /// The server's configured name.
+        server: String,
+        /// Why there is none.
+        detail: String,
+    },
     /// The upstream answered something that is not Streamable HTTP.
     #[error("upstream {server} broke the protocol: {detail}")]
     Protocol {

@@ -90,7 +90,8 @@ impl Upstream {
         }
     }
 
-    /// A handle for one downstream session (`session_key`), not yet connected.
+    /// A handle for one downstream session (`session_key`), not yet connected;
+    /// `stateful_client` when that session's client speaks the stateful era.
     pub fn open(
         &self,
         shard: &Rc<Shard>,
@@ -98,11 +99,15 @@ impl Upstream {
         init_params: Bytes,
         sink: Option<Weak<dyn UpstreamSink>>,
         preferred_replica: Option<usize>,
+        stateful_client: bool,
     ) -> UpstreamHandle {
         match self {
             Upstream::Http(client) => {
                 let session = UpstreamSession::new(client.clone(), init_params, sink);
                 session.prefer(preferred_replica);
+                if stateful_client {
+                    session.for_stateful_client();
+                }
                 UpstreamHandle::Http(session)
             }
             Upstream::Stdio {
@@ -167,6 +172,14 @@ impl UpstreamHandle {
         match self {
             UpstreamHandle::Http(s) => s.is_stateless(),
             UpstreamHandle::Stdio(_) => false,
+        }
+    }
+
+    /// Makes the requests of this handle ones made for the client `principal` (whose token a
+    /// server configured for token exchange gets, exchanged).
+    pub fn act_for(&self, principal: Option<[u8; 32]>) {
+        if let UpstreamHandle::Http(s) = self {
+            s.act_for(principal);
         }
     }
 

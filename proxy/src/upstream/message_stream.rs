@@ -34,6 +34,8 @@ pub struct SseMessages {
 struct Resume {
     session_id: String,
     version: String,
+    /// The request's exchanged token, if it carried one.
+    authorization: Option<String>,
     attempts: u32,
     retry: Duration,
 }
@@ -61,10 +63,15 @@ impl SseMessages {
     }
 
     /// Lets `next` resume the stream with GET + `Last-Event-ID` if the server ends it early.
-    pub(super) fn resumable(mut self, session: Option<(&str, &str)>) -> Self {
+    pub(super) fn resumable(
+        mut self,
+        session: Option<(&str, &str)>,
+        authorization: Option<&str>,
+    ) -> Self {
         self.resume = session.map(|(session_id, version)| Resume {
             session_id: session_id.to_owned(),
             version: version.to_owned(),
+            authorization: authorization.map(str::to_owned),
             attempts: 0,
             retry: Duration::from_secs(1),
         });
@@ -94,6 +101,7 @@ impl SseMessages {
                 &resume.session_id,
                 &resume.version,
                 Some(last),
+                resume.authorization.as_deref(),
             )
             .await
         {

@@ -11,12 +11,17 @@
 //!   parameters that point clients to it.
 //! - `upstream_tokens`: the proxy's own tokens for upstream servers (client credentials), on
 //!   the same thread, handed to `upstream::credentials`.
+//! - `exchange`: clients' tokens exchanged (RFC 8693) for upstreams that take them, on the
+//!   same thread, handed over the same way; a request waiting for one is parked there.
 
+mod exchange;
 pub mod fetch;
+mod http;
 pub mod keys;
 pub mod resource;
 mod upstream_tokens;
 
+pub use exchange::offer;
 pub use fetch::{follow, wait_first_fetch};
 pub use keys::{IssuerKeys, IssuerStatus};
 pub use resource::{challenge, metadata_document};

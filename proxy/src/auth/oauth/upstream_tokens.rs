@@ -21,7 +21,7 @@ pub(super) struct Held {
 /// Fetches the tokens that are due; returns how long until the next one is.
 pub(super) fn round(
     oauth: &OAuthConfig,
-    agent: Option<&ureq2::Agent>,
+    agent: Option<&ureq::Agent>,
     held: &mut HashMap<String, Held>,
     published: &mut Option<HashMap<String, String>>,
 ) -> Duration {
@@ -76,7 +76,7 @@ pub(super) fn round(
 }
 
 /// One client credentials grant: the access token and its lifetime.
-fn fetch(agent: &ureq2::Agent, creds: &UpstreamCredentials) -> Result<(String, Duration), String> {
+fn fetch(agent: &ureq::Agent, creds: &UpstreamCredentials) -> Result<(String, Duration), String> {
     let mut form = vec![
         ("grant_type", "client_credentials"),
         ("client_id", creds.client_id.as_str()),
@@ -88,24 +88,12 @@ fn fetch(agent: &ureq2::Agent, creds: &UpstreamCredentials) -> Result<(String, D
     if let Some(resource) = &creds.resource {
         form.push(("resource", resource));
     }
-    let response = agent
-        .post(&creds.token_url)
-        .send_form(&form)
-        .map_err(|e| match e {
-            // The error body (RFC 6749 section 5.2) says what the server refused; no secret in it.
-            ureq2::Error::Status(code, r) => format!(
-                "HTTP {code}: {}",
-                r.into_string()
-                    .unwrap_or_default()
-                    .chars()
-                    .take(300)
-                    .collect::<String>()
-            ),
-            ureq2::Error::Transport(t) => t.to_string(),
-        })?;
-    let body: serde_json::Value = response
-        .into_json()
-        .map_err(|e| format!("the token response is not JSON: {e}"))?;
+    let body = super::http::post_form(agent, &creds.token_url, &form)?.doc;
+    access_token(&body)
+}
+
+/// The access token of a token endpoint's answer and its lifetime.
+pub(super) fn access_token(body: &serde_json::Value) -> Result<(String, Duration), String> {
     let token = body
         .get("access_token")
         .and_then(|t| t.as_str())

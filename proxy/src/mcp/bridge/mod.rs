@@ -10,8 +10,9 @@
 //! they become an `InputRequiredResult` whose `inputRequests` are the upstream's requests and
 //! whose `requestState` names a *round* kept here. The upstream call stays open, waiting; the
 //! client's retry carries `inputResponses`, which are delivered to the upstream as the
-//! answers to its requests, and the proxy goes on reading the same upstream stream. The
-//! mapping is documented in `docs/stateless.md`.
+//! answers to its requests, and the proxy goes on reading the same upstream stream. A request
+//! the upstream sends on its session's GET stream instead joins the round of a call in flight
+//! to it (`mcp::session::calls`). The mapping is documented in `docs/stateless.md`.
 //!
 //! - [`rounds`]: a bridged call followed to its answer, and the input rounds it raises.
 //! - [`listen_streams`]: open `subscriptions/listen` streams (list changes, resource updates).

@@ -300,7 +300,16 @@ async fn send(
             ));
         }
         ReplyBody::Stream(mut stream) => loop {
-            match next_relayed(session, server, &mut stream, &upstream_id, &client_id).await {
+            // A bridge session's call is relayed into its own stream from the start, not from
+            // its first message: a request the server sends for it on the GET stream instead
+            // (`session::calls`) must reach the call's round while the call's stream is
+            // still silent.
+            let first = if session.is_bridge() && accepts_sse {
+                Step::Message(Bytes::new())
+            } else {
+                next_relayed(session, server, &mut stream, &upstream_id, &client_id).await
+            };
+            match first {
                 Step::Final(answer) => {
                     awaiting.cancel.disarm();
                     drain(stream);
@@ -308,7 +317,13 @@ async fn send(
                 }
                 Step::Message(m) if accepts_sse => {
                     let out = session.events.open();
-                    session.events.push(out, m);
+                    // Empty only for a bridge call opened before its first message.
+                    if !m.is_empty() {
+                        session.events.push(out, m);
+                    }
+                    if session.is_bridge() {
+                        session.follow_call(&client_id, out);
+                    }
                     let handed = Rc::clone(session);
                     let session = session.clone();
                     glommio::spawn_local(async move {

@@ -10,7 +10,10 @@
 //! - [`token`]: sealed session ids, from which any shard restores the session.
 //! - [`ended`]: ids of sessions that ended, so a still-valid sealed id is not restored.
 //! - [`local`]: the sessions of one shard.
+//! - `calls`: a bridge session's calls in flight, and the requests an upstream sends
+//!   outside any call's stream.
 
+mod calls;
 pub mod ended;
 pub mod events;
 pub mod local;
@@ -93,6 +96,8 @@ pub struct Session {
     /// Proxy id -> where the client's answer goes when the proxy itself asked (the input
     /// requests of a 2026-07-28 upstream, asked as server-to-client requests).
     waiters: RefCell<HashMap<Id, Rc<Waiter>>>,
+    /// A bridge session's calls in flight and their streams (`calls`).
+    calls: RefCell<calls::Calls>,
 }
 
 /// Receives the client's answers to requests the proxy asked on an upstream's behalf.
@@ -125,6 +130,7 @@ impl Session {
             tool_view: RefCell::new(None),
             auth: Default::default(),
             waiters: RefCell::new(HashMap::new()),
+            calls: RefCell::default(),
         })
     }
 
@@ -161,7 +167,9 @@ impl Session {
             self.init_params.clone(),
             Some(sink),
             preferred,
+            !self.is_bridge(),
         );
+        handle.act_for(self.auth.principal());
         self.upstreams.borrow_mut().insert(server, handle.clone());
         Some(handle)
     }
@@ -188,6 +196,7 @@ impl Session {
         }
         self.inflight.borrow_mut().remove(client_id);
         self.cancelled.borrow_mut().remove(client_id);
+        self.calls.borrow_mut().end(client_id);
     }
 
     /// Notes that the client cancelled an in-flight request.
@@ -260,6 +269,36 @@ impl Session {
         self.id.starts_with(BRIDGE_PREFIX)
     }
 
+    /// The answer to bridge call `client_id` is relayed into session stream `out`; requests
+    /// the server sent it outside that stream before then are pushed there first.
+    pub fn follow_call(&self, client_id: &Id, out: u64) {
+        let held = self.calls.borrow_mut().open(client_id, out);
+        for message in held {
+            self.events.push(out, message);
+        }
+    }
+
+    /// Hands a server-to-client request that `server` sent outside any call's stream to the
+    /// oldest call in flight to it (see `calls`); false when there is none.
+    fn hand_to_call(&self, server: usize, message: Bytes) -> bool {
+        let oldest = self
+            .inflight
+            .borrow()
+            .iter()
+            .filter(|(_, (s, _))| *s == server)
+            .map(|(client_id, _)| client_id)
+            .min_by_key(|id| calls::arrival(id))
+            .cloned();
+        let Some(client_id) = oldest else {
+            return false;
+        };
+        let to = self.calls.borrow_mut().hand(&client_id, message.clone());
+        if let Some(out) = to {
+            self.events.push(out, message);
+        }
+        true
+    }
+
     /// The proxy id standing for `(server, upstream_id)`, for relaying the server's cancellation.
     pub fn pending_proxy_id(&self, server: usize, upstream_id: &Id) -> Option<Id> {
         self.pending
@@ -310,6 +349,14 @@ impl UpstreamSink for Session {
         if let Some(out) =
             crate::mcp::routing::relay::from_upstream(&this, server, None, &message).into_message()
         {
+            if self.is_bridge() {
+                if let Some(proxy_id) = request_id(&out) {
+                    if !self.hand_to_call(server, out) {
+                        glommio::spawn_local(refuse_stray(this, server, proxy_id)).detach();
+                    }
+                    return;
+                }
+            }
             // No client reads a bridge session's own stream: resource updates go to the listen
             // streams subscribed to them.
             let taken = self.is_bridge()
@@ -321,4 +368,34 @@ impl UpstreamSink for Session {
             }
         }
     }
+}
+
+/// The id of a JSON-RPC request (a message with a method and an id); `None` for anything else.
+fn request_id(message: &[u8]) -> Option<Id> {
+    use simd_json::prelude::*;
+    let mut buf = message.to_vec();
+    let parsed = crate::protocol::jsonrpc::parse(&mut buf).ok()?;
+    parsed.get_str("method")?;
+    parsed.get("id").and_then(Id::from_value)
+}
+
+/// Answers a request `server` sent a bridge session while no call to it was in flight: no
+/// 2026-07-28 client can be asked outside a call, and the server should not wait for its
+/// own timeout to learn that.
+async fn refuse_stray(session: Rc<Session>, server: usize, proxy_id: Id) {
+    use crate::protocol::jsonrpc::{self, code};
+    log::debug!(
+        "session {}: server {server} asked outside any call; refused",
+        session.id
+    );
+    let mut body = jsonrpc::error_body(
+        Some(&proxy_id),
+        code::INTERNAL_ERROR,
+        "no call is in flight to ask this of: the proxy serves this session for 2026-07-28 clients, who are asked only within a call",
+    )
+    .to_vec();
+    let Ok(parsed) = jsonrpc::parse(&mut body) else {
+        return;
+    };
+    crate::mcp::routing::forward::client_response(&session, &proxy_id, parsed).await;
 }

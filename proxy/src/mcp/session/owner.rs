@@ -54,6 +54,11 @@ impl Owner {
         }
     }
 
+    /// The principal that owns the session, if it was opened with a credential.
+    pub fn principal(&self) -> Option<[u8; 32]> {
+        *self.principal.borrow()
+    }
+
     /// Sets the principal sealed in a session id being restored (empty: opened without auth).
     pub fn restore(&self, principal: &[u8]) {
         if let Ok(p) = <[u8; 32]>::try_from(principal) {
@@ -148,6 +153,7 @@ mod tests {
             client: client.into(),
             principal: [principal; 32],
             expires: None,
+            scopes: None,
         }
     }
 

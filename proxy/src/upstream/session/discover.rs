@@ -49,7 +49,9 @@ impl UpstreamSession {
         let envelope = Envelope::of(&self.init_params);
         let id = self.next_id();
         let body = stateless::discover_request(&id, &envelope.capabilities, &envelope.client_info);
-        let headers = [("Mcp-Method", "server/discover")];
+        let credential = self.authorization().await?;
+        let mut headers = vec![("Mcp-Method", "server/discover")];
+        headers.extend(credential.as_deref().map(|c| ("Authorization", c)));
         let answer = match self
             .client
             .post_with(

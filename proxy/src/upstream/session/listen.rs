@@ -31,11 +31,23 @@ impl UpstreamSession {
                     return;
                 }
                 let client = this.client.clone();
+                let credential = this.authorization().await;
                 drop(this);
-                match client
-                    .open_stream(replica, &session_id, &version, last_event_id.as_deref())
-                    .await
-                {
+                let opened = match credential {
+                    Ok(credential) => {
+                        client
+                            .open_stream(
+                                replica,
+                                &session_id,
+                                &version,
+                                last_event_id.as_deref(),
+                                credential.as_deref(),
+                            )
+                            .await
+                    }
+                    Err(e) => Err(e),
+                };
+                match opened {
                     Ok(None) => return,
                     Ok(Some(mut stream)) => {
                         backoff = Duration::from_millis(250);

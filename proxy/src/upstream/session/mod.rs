@@ -12,6 +12,7 @@
 //! to is the balancer's decision (`balance::Balancer`); this module only asks.
 //!
 //! - `discover`: the 2026-07-28 probe and the envelope of a stateless server's requests.
+//! - `era`: which era a stateful client's session is opened in, under `era = "auto"`.
 //! - `listen`: the GET stream, and re-opening a lost session that held subscriptions.
 //! - `answer`: reading a POST's answer until the response to one request.
 
@@ -26,6 +27,7 @@ use simd_json::prelude::*;
 
 mod answer;
 mod discover;
+mod era;
 mod listen;
 
 pub use answer::{await_answer, response_id};
@@ -83,6 +85,12 @@ pub struct UpstreamSession {
     /// Whose work the session's own exchanges (set-up, messages of the proxy's) are:
     /// [`Traffic::Own`] for a client's session, [`Traffic::Background`] for discovery's.
     own: Cell<Traffic>,
+    /// The downstream client speaks the stateful era: under `era = "auto"` the session is
+    /// stateful wherever the server issues sessions (see [`era`]).
+    stateful_client: Cell<bool>,
+    /// The client the session works for, when it has a credential (its principal): a server
+    /// configured for token exchange gets that client's token exchanged.
+    acting_for: Cell<Option<[u8; 32]>>,
 }
 
 impl UpstreamSession {
@@ -104,7 +112,37 @@ impl UpstreamSession {
             preferred: Cell::new(None),
             subscriptions: Subscriptions::default(),
             own: Cell::new(Traffic::Own),
+            stateful_client: Cell::new(false),
+            acting_for: Cell::new(None),
         })
+    }
+
+    /// Makes the session one of the client `principal`.
+    pub fn act_for(&self, principal: Option<[u8; 32]>) {
+        self.acting_for.set(principal);
+    }
+
+    /// The `Authorization` the session's requests carry when its server takes the client's
+    /// token by exchange (none otherwise: the client credentials token, if any, is added per
+    /// request by the client). A discovery session is the proxy's own and carries that.
+    pub(super) async fn authorization(&self) -> Result<Option<Rc<str>>, UpstreamError> {
+        let server = self.client.name();
+        if self.own.get() == Traffic::Background || !super::credentials::takes_exchanged(server) {
+            return Ok(None);
+        }
+        super::credentials::exchanged_authorization(self.acting_for.get(), server)
+            .await
+            .map(Some)
+            .map_err(|detail| UpstreamError::Credential {
+                server: server.to_owned(),
+                detail,
+            })
+    }
+
+    /// Marks the session as a stateful client's: what that client could use directly
+    /// (server-initiated requests, `resources/subscribe`) needs a stateful upstream session.
+    pub fn for_stateful_client(&self) {
+        self.stateful_client.set(true);
     }
 
     /// The server accepted `resources/subscribe` for `uri` (its own URI) in this session.
@@ -244,16 +282,43 @@ impl UpstreamSession {
         replica: usize,
         traffic: Traffic,
     ) -> Result<Rc<Established>, UpstreamError> {
-        if self.client.stateless.get() != Some(false) {
-            if let Some(est) = self.discover(replica, traffic).await? {
-                return Ok(est);
+        use crate::config::UpstreamEra;
+        match self.client.config.era {
+            UpstreamEra::Stateful => self.open_stateful(replica, traffic).await,
+            UpstreamEra::Stateless => match self.discover(replica, traffic).await? {
+                Some(est) => Ok(est),
+                None => Err(UpstreamError::Protocol {
+                    server: self.client.name().to_owned(),
+                    detail: "it does not answer server/discover with 2026-07-28, which its era = \"2026-07-28\" requires; set era = \"auto\" or \"2025-11-25\"".into(),
+                }),
+            },
+            UpstreamEra::Auto if self.stateful_client.get() => {
+                era::for_stateful_client(self, replica, traffic).await
+            }
+            UpstreamEra::Auto => {
+                if self.client.stateless.get() != Some(false) {
+                    if let Some(est) = self.discover(replica, traffic).await? {
+                        return Ok(est);
+                    }
+                }
+                self.open_stateful(replica, traffic).await
             }
         }
+    }
+
+    /// `initialize`, `notifications/initialized` and the GET stream: a stateful session.
+    async fn open_stateful(
+        self: &Rc<Self>,
+        replica: usize,
+        traffic: Traffic,
+    ) -> Result<Rc<Established>, UpstreamError> {
+        let credential = self.authorization().await?;
+        let auth = authorization_header(&credential);
         let id = self.next_id();
         let body = jsonrpc::request_body(&id, "initialize", &self.init_params);
         let reply = self
             .client
-            .post(replica, traffic, None, None, &body)
+            .post_with(replica, traffic, None, None, auth.as_slice(), &body)
             .await?;
         let session_id = reply.session_id.clone();
         let answer = self.await_answer(reply, &id).await?;
@@ -289,11 +354,12 @@ impl UpstreamSession {
         });
         let initialized = jsonrpc::notification_body("notifications/initialized", None);
         self.client
-            .post(
+            .post_with(
                 replica,
                 traffic,
                 est.session_id.as_deref(),
                 Some(&est.version),
+                auth.as_slice(),
                 &initialized,
             )
             .await?;
@@ -320,17 +386,26 @@ impl UpstreamSession {
         if uris.is_empty() {
             return;
         }
+        let credential = match self.authorization().await {
+            Ok(c) => c,
+            Err(e) => {
+                log::warn!("{e}; subscriptions not renewed");
+                return;
+            }
+        };
+        let auth = authorization_header(&credential);
         let mut renewed = 0;
         for uri in &uris {
             let id = self.next_id();
             let body = jsonrpc::request_body(&id, "resources/subscribe", &uri_params(uri));
             let sent = self
                 .client
-                .post(
+                .post_with(
                     est.replica,
                     Traffic::Background,
                     est.session_id.as_deref(),
                     Some(&est.version),
+                    auth.as_slice(),
                     &body,
                 )
                 .await;
@@ -429,6 +504,8 @@ impl UpstreamSession {
             if let Some(pin) = pin {
                 pin.set(Some(replica));
             }
+            let credential = self.authorization().await?;
+            let auth = authorization_header(&credential);
             let started = std::time::Instant::now();
             let result = match &est.stateless {
                 Some(envelope) => {
@@ -453,6 +530,7 @@ impl UpstreamSession {
                         headers.push(("Mcp-Name", name));
                     }
                     headers.extend(stamped.params.iter().map(|(n, v)| (n.as_str(), v.as_str())));
+                    headers.extend(auth);
                     self.client
                         .post_with(
                             replica,
@@ -466,11 +544,12 @@ impl UpstreamSession {
                 }
                 None => {
                     self.client
-                        .post(
+                        .post_with(
                             replica,
                             traffic,
                             est.session_id.as_deref(),
                             Some(&est.version),
+                            auth.as_slice(),
                             body,
                         )
                         .await
@@ -550,7 +629,16 @@ impl UpstreamSession {
         }
         if let Some(est) = est {
             if let Some(sid) = est.session_id.as_deref() {
-                self.client.delete(est.replica, sid, &est.version).await;
+                // Only a token in force: ending a session is not worth an exchange.
+                let credential = match super::credentials::takes_exchanged(self.client.name()) {
+                    true => self.acting_for.get().and_then(|p| {
+                        super::credentials::exchanged_in_force(p, self.client.name())
+                    }),
+                    false => None,
+                };
+                self.client
+                    .delete(est.replica, sid, &est.version, credential.as_deref())
+                    .await;
             }
         }
     }
@@ -572,4 +660,9 @@ fn backoff(attempt: u32) -> Duration {
     let _ = getrandom::fill(&mut noise);
     let jitter = u64::from(u16::from_le_bytes(noise)) % base;
     Duration::from_millis(base / 2 + jitter)
+}
+
+/// The header that carries `credential`, if any.
+fn authorization_header(credential: &Option<Rc<str>>) -> Option<(&'static str, &str)> {
+    credential.as_deref().map(|c| ("Authorization", c))
 }
