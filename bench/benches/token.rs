@@ -11,6 +11,7 @@ fn token(c: &mut Criterion) {
     let key = SessionKey::from_hex(&"5a".repeat(32)).expect("key");
     let claims = Claims {
         shard: 1,
+        member: None,
         issued_at: 1_764_000_000,
         version: "2025-11-25".into(),
         init_params: Bytes::from_static(INIT_PARAMS.as_bytes()),

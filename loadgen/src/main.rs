@@ -34,9 +34,14 @@ enum Command {
 
 #[derive(clap::Args, Debug)]
 struct RunArgs {
-    /// MCP endpoint, e.g. http://127.0.0.1:8080/mcp.
+    /// MCP endpoint, e.g. http://127.0.0.1:8080/mcp; repeat it for a fleet: connections
+    /// (and reconnections) go round-robin over the URLs, as through an L4 balancer.
+    #[arg(long, required = true)]
+    url: Vec<String>,
+    /// Open the sessions here instead (e.g. on one member of a fleet, while the load goes to
+    /// the others through `--url`).
     #[arg(long)]
-    url: String,
+    open_url: Option<String>,
     /// MCP sessions to open; requests go round-robin over them.
     #[arg(long, default_value_t = 1)]
     sessions: usize,
@@ -188,11 +193,18 @@ fn run_cmd(a: RunArgs) -> anyhow::Result<()> {
         (0.0..=1.0).contains(&a.max_error_rate),
         "--max-error-rate must be between 0 and 1"
     );
-    let target = Target::parse(&a.url)?;
+    let targets = a
+        .url
+        .iter()
+        .map(|u| Target::parse(u))
+        .collect::<Result<Vec<_>, _>>()?;
+    let open_target = a.open_url.as_deref().map(Target::parse).transpose()?;
     let mix = Mix::parse(&a.mix).context("--mix")?;
     let cfg = RunConfig {
-        url: a.url,
-        target,
+        url: a.url.join(","),
+        target: targets[0].clone(),
+        targets,
+        open_target,
         sessions: a.sessions,
         connections: a.connections.unwrap_or(a.concurrency),
         concurrency: a.concurrency,

@@ -37,8 +37,12 @@ use crate::timeline::{self, TimelineError};
 pub struct RunConfig {
     /// Target URL as given (for the report).
     pub url: String,
-    /// Where to send.
+    /// Where to send (the first of `targets`).
     pub target: Target,
+    /// Every URL load goes to: connections go round-robin over them.
+    pub targets: Vec<Target>,
+    /// Where sessions are opened, when not where the load goes.
+    pub open_target: Option<Target>,
     /// MCP sessions to open; requests go round-robin over them.
     pub sessions: usize,
     /// TCP connections.
@@ -138,6 +142,10 @@ struct ThreadPlan {
 struct Lane {
     /// Where requests go.
     target: Target,
+    /// Where connections go, in turn.
+    targets: Vec<Target>,
+    /// The next of `targets` a connection goes to.
+    next_target: Cell<usize>,
     /// What they are.
     mix: Mix,
     /// Idle connections; None marks one that broke and must be reopened.
@@ -164,6 +172,15 @@ struct Lane {
     timeout: Duration,
     /// Counters for the progress line.
     progress: Arc<Progress>,
+}
+
+impl Lane {
+    /// The URL the next new connection goes to (round-robin over `--url`s).
+    fn next_target(&self) -> &Target {
+        let i = self.next_target.get();
+        self.next_target.set(i.wrapping_add(1));
+        &self.targets[i % self.targets.len()]
+    }
 }
 
 /// Runs the load and returns the report.
@@ -276,8 +293,22 @@ async fn thread_main(
     // Ids are unique across threads too: each thread counts from its own high base.
     let id_base = (plan.index as u64) << 40;
     let setup = async {
-        let conns = sessions::connect(&cfg.target, plan.connections, cfg.timeout).await?;
-        sessions::setup(&cfg.target, conns, plan.sessions, id_base + 1).await
+        let mut conns = Vec::with_capacity(plan.connections);
+        for i in 0..plan.connections {
+            // Spread from a different URL on each thread, so threads do not all pile on one.
+            let target = &cfg.targets[(plan.index + i) % cfg.targets.len()];
+            conns.extend(sessions::connect(target, 1, cfg.timeout).await?);
+        }
+        match &cfg.open_target {
+            None => sessions::setup(&cfg.target, conns, plan.sessions, id_base + 1).await,
+            Some(open) => {
+                let lanes = plan.connections.min(plan.sessions).max(1);
+                let opening = sessions::connect(open, lanes, cfg.timeout).await?;
+                let (_, opened) =
+                    sessions::setup(open, opening, plan.sessions, id_base + 1).await?;
+                Ok((conns, opened))
+            }
+        }
     }
     .await;
     // Wait even after a failure, or the other threads would wait for this one forever.
@@ -287,6 +318,8 @@ async fn thread_main(
     let warm_end = start + cfg.warmup;
     let lane = Rc::new(Lane {
         target: cfg.target.clone(),
+        targets: cfg.targets.clone(),
+        next_target: Cell::new(plan.index),
         mix: cfg.mix.clone(),
         pool: RefCell::new(conns.into_iter().map(Some).collect()),
         sessions: RefCell::new(sessions),
@@ -392,7 +425,7 @@ async fn exchange(
 ) -> (Result<(), Failure>, Option<Conn>, Option<String>) {
     let mut conn = match conn {
         Some(c) => c,
-        None => match Conn::open(&lane.target, lane.timeout).await {
+        None => match Conn::open(lane.next_target(), lane.timeout).await {
             Ok(c) => c,
             Err(f) => return (Err(f), None, None),
         },

@@ -288,10 +288,12 @@ fn claims() -> impl Strategy<Value = Claims> {
         prop::collection::vec(any::<u8>(), 0..512),
         prop::collection::vec(any::<u8>(), 0..32),
         prop::collection::vec(any::<u8>(), 0..64),
+        prop::option::of(any::<u32>()),
     )
         .prop_map(
-            |(shard, issued_at, version, init_params, bindings, principal)| Claims {
+            |(shard, issued_at, version, init_params, bindings, principal, member)| Claims {
                 shard,
+                member,
                 issued_at,
                 version,
                 init_params: init_params.into(),
@@ -367,7 +369,8 @@ proptest! {
     ) {
         let key = session_key(&key);
         let id = key.seal(&claims);
-        let (prefix, body) = id.split_at(2);
+        // The clear prefix: the shard, and in a fleet `.{member}.` after it.
+        let (prefix, body) = id.split_at(if claims.member.is_some() { 12 } else { 2 });
         let sealed = URL_SAFE_NO_PAD.decode(body).unwrap_or_else(|e| panic!("{e}"));
         for bit in 0..sealed.len() * 8 {
             let mut edited = sealed.clone();

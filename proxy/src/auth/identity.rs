@@ -67,6 +67,18 @@ pub fn check_request<'a>(
     Ok(Some(identity))
 }
 
+/// [`check_request`] for a request another member of the fleet received and forwarded: the
+/// client is authenticated again here, but its rate token was taken where it arrived.
+pub fn check_forwarded<'a>(
+    authorization: impl FnOnce() -> Option<&'a str>,
+) -> Result<Option<Identity>, Denial> {
+    let auth = current();
+    if !auth.config.enabled {
+        return Ok(None);
+    }
+    authenticate_indexed(&auth.config, authorization(), unix_now()).map(|(_, id)| Some(id))
+}
+
 /// Maps an `Authorization` header value to a client.
 pub fn authenticate(auth: &AuthConfig, header: Option<&str>, now: u64) -> Result<Identity, Denial> {
     authenticate_indexed(auth, header, now).map(|(_, id)| id)

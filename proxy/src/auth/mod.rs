@@ -35,7 +35,7 @@ pub mod sessions;
 mod tool_scope;
 
 pub use denial::{count_denial, Denial};
-pub use identity::{authenticate, check_request, stream_end, Identity};
+pub use identity::{authenticate, check_forwarded, check_request, stream_end, Identity};
 pub use oauth::fetch::take_key_wait;
 pub use policy::{server_name, shows, Policy, PROXY_SERVER};
 pub use revoke::{stream_deadline, Opened};

@@ -220,7 +220,12 @@ impl Control {
                 }
             }
         }
-        surveyed && view.is_leader
+        let leads = surveyed && view.is_leader;
+        // Published after the lock is released: resolving a member's address may block.
+        let seen = view.clone();
+        drop(view);
+        super::member_routes::publish(&self.identity.name, &seen);
+        leads
     }
 
     /// Renews the lease, or takes a new one and writes the member record under it.

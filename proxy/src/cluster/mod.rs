@@ -12,11 +12,16 @@
 //!   election, the members seen, registry writes.
 //! - [`leader_tasks`]: work done once per fleet, by the leader, on the control thread
 //!   (compacting etcd's history).
+//! - [`member_routes`]: where each session is served (its owner member or, once that is
+//!   gone, its successor), handed to every shard as membership changes.
+//! - [`member_hop`]: the signature of a request one member forwards to another.
 //! - [`registry_watch`]: the watch thread: the shared registry as it changes, resynced from a
 //!   full read whenever the watch breaks (etcd restarted or unreachable).
 
 pub mod etcd;
 pub mod leader_tasks;
+pub mod member_hop;
+pub mod member_routes;
 pub mod membership;
 pub mod registry_watch;
 

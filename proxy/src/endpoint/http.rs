@@ -50,6 +50,12 @@ pub struct McpRequest {
     pub body: Bytes,
     /// The authenticated client (`None` with `[auth]` off).
     pub client: Option<crate::auth::Identity>,
+    /// The client's credentials, kept in a fleet only: another member serving the session
+    /// checks them again.
+    pub authorization: Option<super::member_forward::Credentials>,
+    /// Whether another member of the fleet forwarded this request (signed): it is served
+    /// here, never forwarded again.
+    pub from_member: bool,
     /// When the request was read: the proxy's own time on it is counted from here, across a
     /// hop to the owner shard too.
     pub received: std::time::Instant,
@@ -222,12 +228,6 @@ fn check(shard: &Shard, request: &Request) -> Result<McpRequest, Reply> {
             ));
         }
     }
-    let client =
-        crate::endpoint::gate::authenticate(request).map_err(crate::endpoint::gate::refusal)?;
-    if request.method == Method::Post {
-        crate::auth::check_tool_scope(client.as_ref(), &request.body)
-            .map_err(crate::endpoint::gate::refusal)?;
-    }
     let method = match request.method {
         Method::Post => HttpMethod::Post,
         Method::Get => HttpMethod::Get,
@@ -239,6 +239,32 @@ fn check(shard: &Shard, request: &Request) -> Result<McpRequest, Reply> {
             ))
         }
     };
+    let from_member = match request.header(crate::cluster::member_hop::HEADER) {
+        None => false,
+        Some(hop) => {
+            let session = request.header("mcp-session-id").unwrap_or("");
+            let links = shard.local::<crate::endpoint::member_forward::MemberLinks>();
+            if !links.verify_hop(hop, method, session, &request.body) {
+                return Err(Reply::error(
+                    403,
+                    code::INVALID_REQUEST,
+                    "forbidden: Mcp-Proxy-Hop is for requests one proxy member forwards to another; a client must not send it",
+                ));
+            }
+            true
+        }
+    };
+    let client = if from_member {
+        // The member that received the request took the client's rate token.
+        crate::auth::check_forwarded(|| request.header("authorization"))
+    } else {
+        crate::endpoint::gate::authenticate(request)
+    }
+    .map_err(crate::endpoint::gate::refusal)?;
+    if request.method == Method::Post {
+        crate::auth::check_tool_scope(client.as_ref(), &request.body)
+            .map_err(crate::endpoint::gate::refusal)?;
+    }
     let protocol_version = request.header("mcp-protocol-version").map(str::to_owned);
     if let Some(v) = protocol_version.as_deref() {
         if !version::is_supported(v) {
@@ -312,6 +338,10 @@ fn check(shard: &Shard, request: &Request) -> Result<McpRequest, Reply> {
         accepts_sse,
         body: request.body.clone(),
         client,
+        authorization: crate::cluster::get()
+            .and(request.header("authorization"))
+            .map(|v| super::member_forward::Credentials(v.to_owned())),
+        from_member,
         received: std::time::Instant::now(),
     })
 }
@@ -347,8 +377,13 @@ fn accepts(request: &Request) -> (bool, bool) {
     (json, sse)
 }
 
-/// Serves a checked request here or on the session's owner shard.
+/// Serves a checked request here, on the session's owner shard, or on the fleet member
+/// serving the session.
 pub async fn handle(shard: &Rc<Shard>, request: McpRequest) -> Reply {
+    let request = match super::member_forward::to_member(shard, request).await {
+        Ok(reply) => return reply,
+        Err(here) => here,
+    };
     let owner = match request.session_id.as_deref() {
         // A stateless retry goes to the shard holding its round, if it continues one.
         None if request.stateless.is_some() => request

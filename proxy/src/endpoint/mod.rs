@@ -16,5 +16,6 @@ pub mod forward;
 pub mod gate;
 pub mod http;
 pub mod limits;
+pub mod member_forward;
 pub mod reply;
 pub mod stdio;

@@ -60,6 +60,8 @@ pub enum EventSource {
     Follow(Follower),
     /// Relayed from the owner shard.
     Remote(Box<RemoteEvents>),
+    /// Relayed from the fleet member serving the session.
+    Member(Box<super::member_forward::MemberEvents>),
 }
 
 impl EventSource {
@@ -68,6 +70,7 @@ impl EventSource {
         match self {
             EventSource::Follow(f) => f.next().await,
             EventSource::Remote(r) => r.next().await,
+            EventSource::Member(m) => m.next().await,
         }
     }
 
@@ -77,6 +80,7 @@ impl EventSource {
             EventSource::Follow(f) => f.closed,
             // The owner tells only reasons other than `Finished` (see `ReplyPart::Ended`).
             EventSource::Remote(r) => r.ended.then_some(r.closed.unwrap_or(Closed::Finished)),
+            EventSource::Member(m) => m.closed(),
         }
     }
 }

@@ -464,6 +464,10 @@ async fn run_shard(
         },
     };
     glommio::spawn_local(shard.clone().expire_sessions()).detach();
+    glommio::spawn_local(crate::endpoint::member_forward::follow_routes(
+        shard.clone(),
+    ))
+    .detach();
     crate::upstream::health::start(&shard);
     crate::metrics::init_shard(id, &shard.config);
     if let (0, Some(admin)) = (id, shard.config.proxy.admin_listen) {

@@ -27,7 +27,8 @@ pub fn shard_wiring(this: &Weak<Shard>, id: usize, config: &Arc<Config>) -> Wiri
         .on_catalog(Box::new(session::local::follow_catalog))
         .local(orchestration::OrchestrationState::new(config))
         .on_catalog(Box::new(orchestration::follow_catalog))
-        .local(discovery::Running::default());
+        .local(discovery::Running::default())
+        .local(crate::endpoint::member_forward::MemberLinks::new(config));
     wiring
 }
 

@@ -115,6 +115,7 @@ mod tests {
     fn session_id(key: &SessionKey) -> String {
         key.seal(&Claims {
             shard: 1,
+            member: None,
             issued_at: NOW,
             version: "2025-11-25".into(),
             init_params: Bytes::from_static(

@@ -31,6 +31,8 @@ pub struct Sessions {
     /// Ids of sessions ended here (DELETE, idle expiry), so a still-valid sealed id is not
     /// restored.
     ended: RefCell<EndedIds>,
+    /// This member's tag in a fleet, named in the ids of its sessions.
+    member: Option<u32>,
 }
 
 impl Sessions {
@@ -47,6 +49,8 @@ impl Sessions {
             by_id: RefCell::new(HashMap::new()),
             key,
             ended: RefCell::new(EndedIds::new(config.proxy.session_max_age)),
+            member: crate::cluster::get()
+                .map(|c| crate::cluster::member_routes::member_tag(&c.identity.name)),
         }
     }
 }
@@ -91,6 +95,11 @@ pub trait ShardSessions {
     /// bridge sessions included.
     async fn end_all_sessions(&self);
 
+    /// Lets go of the sessions another fleet member now serves (`elsewhere` says which): their
+    /// streams end, so the client opens them again and reaches that member, and their upstream
+    /// sessions close; their ids stay valid (the member serving them restores them).
+    async fn let_go_sessions(&self, elsewhere: impl Fn(&str) -> bool);
+
     /// Ends sessions unused for longer than the configured idle timeout, forever.
     async fn expire_sessions(self: Rc<Self>);
 }
@@ -103,8 +112,10 @@ impl ShardSessions for Shard {
         bindings: &[u8],
         principal: &[u8],
     ) -> String {
-        self.local::<Sessions>().key.seal(&Claims {
+        let sessions = self.local::<Sessions>();
+        sessions.key.seal(&Claims {
             shard: self.id as u8,
+            member: sessions.member,
             issued_at: unix_now(),
             version: version.to_owned(),
             init_params: init_params.clone(),
@@ -189,6 +200,26 @@ impl ShardSessions for Shard {
         self.local::<crate::mcp::bridge::BridgeSessions>()
             .close()
             .await;
+    }
+
+    async fn let_go_sessions(&self, elsewhere: impl Fn(&str) -> bool) {
+        let sessions = self.local::<Sessions>();
+        let ids: Vec<String> = sessions
+            .by_id
+            .borrow()
+            .keys()
+            .filter(|id| elsewhere(id))
+            .cloned()
+            .collect();
+        for id in ids {
+            let removed = sessions.by_id.borrow_mut().remove(&id);
+            self.set_session_count(sessions.by_id.borrow().len());
+            crate::metrics::sessions(self.session_count());
+            if let Some(s) = removed {
+                log::info!("session handed to the fleet member that serves it now");
+                s.close(Closed::SessionEnded).await;
+            }
+        }
     }
 
     async fn expire_sessions(self: Rc<Self>) {

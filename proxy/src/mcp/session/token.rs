@@ -1,7 +1,10 @@
 //! Sealed session ids: everything needed to restore a session, encrypted and authenticated.
 //!
 //! A session id is `{shard:02x}` followed by base64url(nonce || ChaCha20-Poly1305(claims)),
-//! with the shard prefix as associated data, so a forged or edited id fails to open. The
+//! with the shard prefix as associated data, so a forged or edited id fails to open. In a
+//! fleet the prefix also names the owning member, `{shard:02x}.{member:08x}.` (a tag of the
+//! member's name, [`crate::cluster::member_routes::member_tag`]): any member reads the owner
+//! from the prefix without opening the id, and an edited prefix fails to open too. The
 //! claims hold the client's `initialize` parameters, the negotiated version and (with `[auth]`)
 //! a digest of the client identity that opened the session: any shard, a restarted proxy or
 //! another instance with the same key can rebuild the session, owner included, and open fresh
@@ -21,6 +24,8 @@ pub use crate::config::session_key::{KeyError, KEY_LEN};
 pub struct Claims {
     /// The shard that created the session (its owner, modulo the shard count).
     pub shard: u8,
+    /// The fleet member that created the session (its tag), `None` for a single instance.
+    pub member: Option<u32>,
     /// Seconds since the Unix epoch when the session was created.
     pub issued_at: u64,
     /// The protocol version agreed with the client.
@@ -78,18 +83,18 @@ impl SessionKey {
         payload.push(principal.len() as u8);
         payload.extend_from_slice(principal);
         payload.extend_from_slice(&claims.init_params);
-        self.seal_payload(claims.shard, payload)
+        self.seal_payload(&prefix(claims.shard, claims.member), payload)
     }
 
     /// Seals raw plaintext as a session id of `shard`: lets the fuzz targets reach the parsing
     /// that follows a successful decryption, which forged ids never get to.
     #[doc(hidden)]
     pub fn seal_raw(&self, shard: u8, payload: &[u8]) -> String {
-        self.seal_payload(shard, payload.to_vec())
+        self.seal_payload(&prefix(shard, None), payload.to_vec())
     }
 
-    fn seal_payload(&self, shard: u8, mut payload: Vec<u8>) -> String {
-        let prefix = format!("{shard:02x}");
+    fn seal_payload(&self, prefix: &str, mut payload: Vec<u8>) -> String {
+        let prefix = prefix.to_owned();
         let mut nonce = [0u8; NONCE_LEN];
         fill_random(&mut nonce);
         // Sealing in place only fails for inputs larger than ring's limit (~256 GiB).
@@ -108,9 +113,10 @@ impl SessionKey {
 
     /// Opens a session id; `None` for anything this key did not seal, unaltered.
     pub fn open(&self, id: &str) -> Option<Claims> {
-        let prefix = id.get(..2)?;
-        let shard = u8::from_str_radix(prefix, 16).ok()?;
-        let mut sealed = URL_SAFE_NO_PAD.decode(id.get(2..)?).ok()?;
+        let shard = u8::from_str_radix(id.get(..2)?, 16).ok()?;
+        let member = member_of(id);
+        let prefix = id.get(..prefix_len(member))?;
+        let mut sealed = URL_SAFE_NO_PAD.decode(id.get(prefix.len()..)?).ok()?;
         if sealed.len() < NONCE_LEN {
             return None;
         }
@@ -137,6 +143,7 @@ impl SessionKey {
         let init_params = Bytes::copy_from_slice(plain.get(at + 1 + principal_len..)?);
         Some(Claims {
             shard,
+            member,
             issued_at,
             version,
             init_params,
@@ -144,6 +151,32 @@ impl SessionKey {
             principal,
         })
     }
+}
+
+/// The clear prefix of an id: the owner shard, and the owner member in a fleet.
+fn prefix(shard: u8, member: Option<u32>) -> String {
+    match member {
+        Some(m) => format!("{shard:02x}.{m:08x}."),
+        None => format!("{shard:02x}"),
+    }
+}
+
+fn prefix_len(member: Option<u32>) -> usize {
+    if member.is_some() {
+        12
+    } else {
+        2
+    }
+}
+
+/// The member named in a session id's prefix (not checked: only opening the id proves it),
+/// `None` for an id of a single instance or one that is malformed.
+pub fn member_of(id: &str) -> Option<u32> {
+    let b = id.as_bytes();
+    if b.len() < 12 || b[2] != b'.' || b[11] != b'.' {
+        return None;
+    }
+    u32::from_str_radix(id.get(3..11)?, 16).ok()
 }
 
 fn fill_random(buf: &mut [u8]) {
@@ -160,6 +193,7 @@ mod tests {
     fn claims() -> Claims {
         Claims {
             shard: 3,
+            member: None,
             issued_at: 1_764_000_000,
             version: "2025-11-25".into(),
             init_params: Bytes::from_static(br#"{"capabilities":{"sampling":{}}}"#),
@@ -205,6 +239,23 @@ mod tests {
         }
         assert_eq!(key.open("garbage"), None);
         assert_eq!(key.open(""), None);
+    }
+
+    #[test]
+    fn a_fleet_id_names_its_member_and_an_edited_member_fails_to_open() {
+        let key = SessionKey::random();
+        let mut c = claims();
+        c.member = Some(0x1234_abcd);
+        let id = key.seal(&c);
+        assert!(id.starts_with("03.1234abcd."), "{id}");
+        assert_eq!(member_of(&id), Some(0x1234_abcd));
+        assert_eq!(key.open(&id), Some(c));
+        let moved = id.replacen("1234abcd", "1234abce", 1);
+        assert_eq!(member_of(&moved), Some(0x1234_abce));
+        assert_eq!(key.open(&moved), None, "the member is authenticated");
+        let single = key.seal(&claims());
+        assert_eq!(member_of(&single), None);
+        assert_eq!(member_of("03.zz"), None);
     }
 
     #[test]

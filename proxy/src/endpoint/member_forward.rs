@@ -1,0 +1,374 @@
+//! A request for a session another member of the fleet serves: sent there over HTTP, its
+//! reply streamed back as it arrives.
+//!
+//! The session id names its owner member; [`Routes::serving`] says who serves it now (the
+//! owner, or its successor once the owner is gone). A request for another member is sent to
+//! its advertise address on this shard, with the project's HTTP client and a keep-alive pool
+//! per member ([`crate::upstream::pool::Pool`]), signed as a member hop
+//! ([`crate::cluster::member_hop`]) so the receiver serves it itself. An SSE reply (a GET
+//! stream, a streamed answer) is relayed chunk by chunk, unbuffered; `Last-Event-ID` goes
+//! along. A member that cannot be reached (connection refused, connect timeout) is left out
+//! and the session goes to the next in line, which may be this member: it then restores the
+//! session from its sealed id and takes it over.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+
+use super::http::{HttpMethod, McpRequest, Reply};
+use super::reply::EventSource;
+use crate::cluster::member_hop::{self, HopKey};
+use crate::cluster::member_routes::{self, RouteMember, Routes, Target};
+use crate::config::{BalanceConfig, Config, ReplicaConfig, ServerConfig, Transport};
+use crate::http::{ClientConn, OwnedBody};
+use crate::mcp::session::ShardSessions;
+use crate::metrics::Closed;
+use crate::protocol::jsonrpc::code;
+use crate::shard::Shard;
+use crate::tls::UpstreamStream;
+use crate::upstream::pool::Pool;
+
+/// How long a member may take to accept a connection before it counts as unreachable.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// The headers of a member's reply passed on to the client (the framing ones are the
+/// client connection's own).
+const PASSED: [&str; 6] = [
+    "Content-Type",
+    "Mcp-Session-Id",
+    "WWW-Authenticate",
+    "Retry-After",
+    "Allow",
+    "Access-Control-Allow-Origin",
+];
+
+/// The client's `Authorization` header, kept for the member serving its session (which checks
+/// it again); never printed.
+pub struct Credentials(pub String);
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Credentials(redacted)")
+    }
+}
+
+/// A shard's way to the other members: the routes in force and a pool per member.
+pub struct MemberLinks {
+    routes: RefCell<Arc<Routes>>,
+    pools: RefCell<HashMap<u32, (RouteMember, Rc<Pool>)>>,
+    hop: Option<HopKey>,
+    /// This member's tag, in the hops it signs.
+    this: u32,
+}
+
+impl MemberLinks {
+    /// The links of a member of the fleet `config` names (none for a single instance).
+    pub fn new(config: &Config) -> MemberLinks {
+        let cluster = crate::cluster::get();
+        let hop = cluster
+            .and(config.proxy.session_key.as_deref())
+            .and_then(|k| crate::config::session_key::key_bytes(k).ok())
+            .map(|k| HopKey::new(&k));
+        MemberLinks {
+            routes: RefCell::new(Arc::new(Routes::default())),
+            pools: RefCell::new(HashMap::new()),
+            hop,
+            this: cluster.map_or(0, |c| member_routes::member_tag(&c.identity.name)),
+        }
+    }
+
+    /// Whether `value` of the hop header signs this request.
+    pub fn verify_hop(&self, value: &str, method: HttpMethod, session: &str, body: &[u8]) -> bool {
+        self.hop
+            .as_ref()
+            .is_some_and(|k| k.verify(value, unix_now(), method_name(method), session, body))
+    }
+
+    fn pool(&self, member: &RouteMember) -> Rc<Pool> {
+        let mut pools = self.pools.borrow_mut();
+        if let Some((known, pool)) = pools.get(&member.tag) {
+            if known == member {
+                return pool.clone();
+            }
+        }
+        let mut url = member.url.clone();
+        // Connect to the address the control thread resolved: a shard never looks names up
+        // (with TLS the name stays, for the certificate check).
+        if let (false, Some(addr)) = (url.tls, member.addr) {
+            url.host = addr.ip().to_string();
+            url.port = addr.port();
+        }
+        let config = ServerConfig {
+            name: format!("member {}", member.name),
+            prefix: String::new(),
+            transport: Transport::Http {
+                replicas: Vec::new(),
+                headers: Vec::new(),
+            },
+            balance: BalanceConfig::default(),
+            timeout: Duration::MAX,
+            connect_timeout: CONNECT_TIMEOUT,
+            tags: Vec::new(),
+            tls: None,
+            // Unused: the pool only connects; what is spoken is the proxy's own /mcp.
+            era: Default::default(),
+        };
+        let replica = ReplicaConfig {
+            url,
+            weight: 1,
+            drain: false,
+        };
+        let pool = Rc::new(Pool::new(&config, &[replica]));
+        pools.insert(member.tag, (member.clone(), pool.clone()));
+        pool
+    }
+}
+
+/// Follows the routes the cluster's control thread publishes, on every shard of a member.
+pub async fn follow_routes(shard: Rc<Shard>) {
+    if crate::cluster::get().is_none() {
+        return;
+    }
+    let published = member_routes::subscribe();
+    while let Ok(routes) = published.recv_async().await {
+        *shard.local::<MemberLinks>().routes.borrow_mut() = routes.clone();
+        // A session this member took over (or its own, once it is detached) that another
+        // member serves now is let go, so its client's streams follow it there.
+        shard
+            .let_go_sessions(|id| {
+                crate::mcp::session::token::member_of(id)
+                    .is_some_and(|owner| routes.serving(owner, id, &[]) != Target::Here)
+            })
+            .await;
+    }
+}
+
+/// Sends `request` to the member serving its session, if that is another member; gives the
+/// request back when it is to be served here.
+pub async fn to_member(shard: &Rc<Shard>, request: McpRequest) -> Result<Reply, McpRequest> {
+    if request.from_member {
+        return Err(request);
+    }
+    let Some(id) = request.session_id.clone() else {
+        return Err(request);
+    };
+    let Some(owner) = crate::mcp::session::token::member_of(&id) else {
+        return Err(request);
+    };
+    let links = shard.local::<MemberLinks>();
+    let Some(hop) = &links.hop else {
+        return Err(request);
+    };
+    let routes = links.routes.borrow().clone();
+    let mut unreachable = Vec::new();
+    loop {
+        let member = match routes.serving(owner, &id, &unreachable) {
+            Target::Here => return Err(request),
+            Target::Member(m) => m,
+        };
+        let signed = hop.sign(
+            links.this,
+            unix_now(),
+            method_name(request.method),
+            &id,
+            &request.body,
+        );
+        match send(&links.pool(member), &request, &signed).await {
+            Ok(reply) => return Ok(reply),
+            Err(Failed::Unreachable(why)) => {
+                log::warn!(
+                    "member {} unreachable ({why}); its sessions go to the next member in line",
+                    member.name
+                );
+                unreachable.push(member.tag);
+            }
+            Err(Failed::Broken(why)) => {
+                log::warn!("member {} failed while answering: {why}", member.name);
+                return Ok(Reply::error(
+                    502,
+                    code::INTERNAL_ERROR,
+                    &format!(
+                        "the proxy member serving this session ({}) failed while answering; retry the request",
+                        member.name
+                    ),
+                ));
+            }
+        }
+    }
+}
+
+enum Failed {
+    /// Never reached: nothing was sent, or the connection was reset before any answer and
+    /// the member refuses connections now (it died; a dying process's sockets may still
+    /// complete a handshake for a moment before they are reset).
+    Unreachable(String),
+    /// The request was sent, the answer did not come whole.
+    Broken(String),
+}
+
+async fn send(pool: &Rc<Pool>, request: &McpRequest, hop: &str) -> Result<Reply, Failed> {
+    let pooled = pool.checkout(0);
+    let reused = pooled.is_some();
+    let mut conn = match pooled {
+        Some(c) => c,
+        None => connect(pool).await?,
+    };
+    match exchange(&mut conn, request, hop).await {
+        Ok(head) => finish(pool, conn, head).await,
+        // A kept connection the member closed meanwhile: once more on a fresh one.
+        Err(_) if reused => {
+            let mut conn = connect(pool).await?;
+            match exchange(&mut conn, request, hop).await {
+                Ok(head) => finish(pool, conn, head).await,
+                Err(e) => Err(gone_or_broken(pool, e).await),
+            }
+        }
+        Err(e) => Err(gone_or_broken(pool, e).await),
+    }
+}
+
+/// A request that got no answer at all: the member is gone when it now refuses connections.
+async fn gone_or_broken(pool: &Pool, why: String) -> Failed {
+    match pool.connect(0).await {
+        Err(_) => Failed::Unreachable(why),
+        Ok(_) => Failed::Broken(why),
+    }
+}
+
+async fn connect(pool: &Pool) -> Result<ClientConn<UpstreamStream>, Failed> {
+    pool.connect(0)
+        .await
+        .map_err(|e| Failed::Unreachable(e.to_string()))
+}
+
+async fn exchange(
+    conn: &mut ClientConn<UpstreamStream>,
+    request: &McpRequest,
+    hop: &str,
+) -> Result<crate::http::ResponseHead, String> {
+    let mut headers: Vec<(&str, &str)> = Vec::with_capacity(8);
+    if let Some(id) = request.session_id.as_deref() {
+        headers.push(("Mcp-Session-Id", id));
+    }
+    if let Some(v) = request.protocol_version.as_deref() {
+        headers.push(("MCP-Protocol-Version", v));
+    }
+    if let Some(v) = request.last_event_id.as_deref() {
+        headers.push(("Last-Event-ID", v));
+    }
+    if let Some(v) = &request.authorization {
+        headers.push(("Authorization", v.0.as_str()));
+    }
+    headers.push((member_hop::HEADER, hop));
+    let body = match request.method {
+        HttpMethod::Post => {
+            headers.push(("Accept", "application/json, text/event-stream"));
+            headers.push(("Content-Type", "application/json"));
+            Some(&request.body[..])
+        }
+        HttpMethod::Get => {
+            headers.push(("Accept", "text/event-stream"));
+            None
+        }
+        HttpMethod::Delete => {
+            headers.push(("Accept", "application/json, text/event-stream"));
+            None
+        }
+    };
+    let host = "mcp-proxy-member";
+    conn.send(method_name(request.method), host, "/mcp", &headers, body)
+        .await
+        .map_err(|e| e.to_string())?;
+    conn.read_response_head(&crate::http::Limits::default())
+        .await
+        .map_err(|e| e.to_string())
+}
+
+async fn finish(
+    pool: &Pool,
+    mut conn: ClientConn<UpstreamStream>,
+    head: crate::http::ResponseHead,
+) -> Result<Reply, Failed> {
+    let streaming = head
+        .header("content-type")
+        .is_some_and(|t| t.trim_start().starts_with("text/event-stream"));
+    let headers: Vec<(&'static str, String)> = PASSED
+        .iter()
+        .filter(|name| !(streaming && **name == "Content-Type"))
+        .filter_map(|name| head.header(name).map(|v| (*name, v.to_owned())))
+        .collect();
+    if streaming {
+        return Ok(Reply::Events {
+            headers,
+            source: EventSource::Member(Box::new(MemberEvents {
+                body: conn.into_body(&head),
+                closed: None,
+            })),
+        });
+    }
+    let limit = crate::http::Limits::default().max_body_bytes;
+    let body = conn
+        .body(&head)
+        .read_to_end(limit)
+        .await
+        .map_err(|e| Failed::Broken(e.to_string()))?;
+    if conn.reusable() {
+        pool.checkin(0, conn);
+    }
+    Ok(Reply::Full {
+        status: head.status,
+        headers,
+        body,
+    })
+}
+
+/// An SSE reply relayed from the member serving the session.
+pub struct MemberEvents {
+    body: OwnedBody<UpstreamStream>,
+    closed: Option<Closed>,
+}
+
+impl MemberEvents {
+    /// The next chunk as the member sent it; `None` at the end.
+    pub async fn next(&mut self) -> Option<Bytes> {
+        if self.closed.is_some() {
+            return None;
+        }
+        match self.body.next_chunk().await {
+            Ok(Some(chunk)) => Some(chunk),
+            Ok(None) => {
+                self.closed = Some(Closed::Finished);
+                None
+            }
+            Err(e) => {
+                // The member went away mid-stream: the client resumes with Last-Event-ID.
+                log::debug!("a stream relayed from another member broke: {e}");
+                self.closed = Some(Closed::SessionEnded);
+                None
+            }
+        }
+    }
+
+    /// Why the stream ended, once it has.
+    pub fn closed(&self) -> Option<Closed> {
+        self.closed
+    }
+}
+
+fn method_name(method: HttpMethod) -> &'static str {
+    match method {
+        HttpMethod::Post => "POST",
+        HttpMethod::Get => "GET",
+        HttpMethod::Delete => "DELETE",
+    }
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
