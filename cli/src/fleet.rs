@@ -19,7 +19,7 @@ use serde_json::{json, Map, Value};
 use crate::admin::Admin;
 use crate::fail::{Code, Failure};
 use crate::http::Url;
-use crate::table::{cell, ms, Table};
+use crate::table::{cell, ms, request_cells, Table};
 use crate::Out;
 
 /// The label of merged rows.
@@ -241,17 +241,9 @@ fn render_stats(v: &Value) -> String {
         "MEMBER", "SERVER", "REQUESTS", "ERRORS", "P50 MS", "P90 MS", "P99 MS", "MAX MS",
     ]);
     let mut line = |member: String, server: &str, s: &Value| {
-        let q = &s["request"];
-        t.row(vec![
-            member,
-            server.to_owned(),
-            cell(s.get("requests")),
-            cell(s.get("errors")),
-            ms(q.get("p50")),
-            ms(q.get("p90")),
-            ms(q.get("p99")),
-            ms(q.get("max")),
-        ]);
+        let mut row = vec![member, server.to_owned()];
+        row.extend(request_cells(s));
+        t.row(row);
     };
     let mut e2e = String::new();
     for r in v["members"].as_array().into_iter().flatten() {

@@ -46,7 +46,7 @@ use serde_json::{json, Value};
 use admin::Admin;
 use fail::{Code, Failure};
 use http::Url;
-use table::{cell, ms, Table};
+use table::{cell, ms, request_cells, Table};
 
 /// The admin address mcpctl talks to when none is given (the proxy's default `admin_listen`).
 pub(crate) const DEFAULT_ADMIN_URL: &str = "http://127.0.0.1:8085";
@@ -321,18 +321,11 @@ fn run(cli: Cli) -> Result<(), Failure> {
                     "OWN P99 US",
                 ]);
                 for (name, s) in v["servers"].as_object().into_iter().flatten() {
-                    let (q, own) = (&s["request"], &s["overhead"]);
-                    t.row(vec![
-                        name.clone(),
-                        cell(s.get("requests")),
-                        cell(s.get("errors")),
-                        ms(q.get("p50")),
-                        ms(q.get("p90")),
-                        ms(q.get("p99")),
-                        ms(q.get("max")),
-                        cell(own.get("p50")),
-                        cell(own.get("p99")),
-                    ]);
+                    let own = &s["overhead"];
+                    let mut row = vec![name.clone()];
+                    row.extend(request_cells(s));
+                    row.extend([cell(own.get("p50")), cell(own.get("p99"))]);
+                    t.row(row);
                 }
                 let e = &v["end_to_end"];
                 let own = &v["proxy"];

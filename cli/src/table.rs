@@ -84,6 +84,20 @@ pub fn ms(us: Option<&Value>) -> String {
         .map_or_else(|| "-".into(), |u| format!("{:.1}", u / 1000.0))
 }
 
+/// A server's request figures from `GET /stats` as the cells under REQUESTS, ERRORS, P50 MS,
+/// P90 MS, P99 MS and MAX MS (`mcpctl stats`, alone or for every member).
+pub fn request_cells(server: &Value) -> [String; 6] {
+    let q = &server["request"];
+    [
+        cell(server.get("requests")),
+        cell(server.get("errors")),
+        ms(q.get("p50")),
+        ms(q.get("p90")),
+        ms(q.get("p99")),
+        ms(q.get("max")),
+    ]
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
