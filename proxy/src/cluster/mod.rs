@@ -35,7 +35,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::cluster::ClusterConfig;
 use crate::config::Config;
-use crate::registry::servers::StateDoc;
+use crate::registry::state_file::StateDoc;
 
 pub use etcd::{Etcd, EtcdError};
 pub use membership::{Member, View};

@@ -27,7 +27,8 @@ use std::sync::Arc;
 
 use crate::cluster::{SharedDoc, SharedRegistry, WriteError};
 use crate::discovery::ShardDiscovery;
-use crate::registry::servers::{self, Registry, RegistryError};
+use crate::registry::servers::{Registry, RegistryError};
+use crate::registry::state_file;
 use crate::shard::Shard;
 
 /// Attempts at a change while other members keep changing the shared registry.
@@ -198,7 +199,7 @@ pub fn save(shard: &Shard, next: &Registry) -> Result<(), RegistryError> {
         return Ok(());
     }
     match &shard.config.proxy.state_dir {
-        Some(dir) => servers::save_state(dir, &next.state_doc()),
+        Some(dir) => state_file::save_state(dir, &next.state_doc()),
         None => Ok(()),
     }
 }

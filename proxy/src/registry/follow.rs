@@ -8,7 +8,8 @@
 
 use std::sync::Arc;
 
-use super::servers::{Changes, Registry, ServerState, StateDoc};
+use super::servers::{Changes, Registry, ServerState};
+use super::state_file::StateDoc;
 use crate::config::Config;
 
 impl Registry {
