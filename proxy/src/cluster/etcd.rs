@@ -63,8 +63,16 @@ pub struct Etcd {
     endpoints: Arc<Vec<String>>,
     current: Arc<AtomicUsize>,
     agent: ureq::Agent,
-    /// Without a body timeout: watches stream for as long as etcd keeps them.
-    streaming: ureq::Agent,
+}
+
+/// How a watch ended without an error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WatchEnd {
+    /// The callback asked to stop.
+    Stopped,
+    /// The stream lived its whole lifetime. Nothing is known of etcd since the last change it
+    /// carried: a quiet key and a connection that died silently look the same.
+    Expired,
 }
 
 /// Time for one request (connect included): etcd answers in milliseconds, so anything
@@ -81,13 +89,6 @@ impl Etcd {
             .proxy(None)
             .http_status_as_error(false)
             .timeout_global(Some(REQUEST_TIMEOUT))
-            .tls_config(tls.clone())
-            .build()
-            .new_agent();
-        let streaming = ureq::Agent::config_builder()
-            .proxy(None)
-            .http_status_as_error(false)
-            .timeout_connect(Some(REQUEST_TIMEOUT))
             .tls_config(tls)
             .build()
             .new_agent();
@@ -95,7 +96,6 @@ impl Etcd {
             endpoints: Arc::new(config.etcd.clone()),
             current: Arc::new(AtomicUsize::new(0)),
             agent,
-            streaming,
         })
     }
 
@@ -252,21 +252,29 @@ impl Etcd {
             .map(drop)
     }
 
-    /// Watches `key` from `start_revision` on: `each` gets every change (the new value, or
-    /// `None` when deleted, and its revision) until the stream ends or `each` returns false.
+    /// Watches `key` from `start_revision` on for at most `lifetime`: `each` gets every change
+    /// (the new value, or `None` when deleted, and its revision) until the lifetime is over,
+    /// `each` returns false, or the stream breaks (an error).
     pub fn watch(
         &self,
         key: &str,
         start_revision: i64,
+        lifetime: Duration,
         mut each: impl FnMut(Option<Vec<u8>>, i64) -> bool,
-    ) -> Result<(), EtcdError> {
+    ) -> Result<WatchEnd, EtcdError> {
         let i = self.current.load(Ordering::Relaxed) % self.endpoints.len();
         let url = format!("{}/v3/watch", self.endpoints[i].trim_end_matches('/'));
         let body = json!({"create_request": {"key": B64.encode(key),
                           "start_revision": start_revision.to_string()}});
+        // The lifetime bounds the whole exchange, the stream's reads included: a read on a
+        // connection that died without a FIN or RST would otherwise block for ever.
         let response = self
-            .streaming
+            .agent
             .post(&url)
+            .config()
+            .timeout_global(Some(lifetime))
+            .timeout_connect(Some(REQUEST_TIMEOUT))
+            .build()
             .header("content-type", "application/json")
             .send(body.to_string())
             .map_err(|e| {
@@ -279,7 +287,17 @@ impl Etcd {
         let reader = response.into_body().into_reader();
         // The gateway writes one JSON object per message, back to back.
         for message in serde_json::Deserializer::from_reader(reader).into_iter::<Value>() {
-            let message = message.map_err(|e| self.unreachable(format!("{url}: {e}")))?;
+            let message = match message {
+                Ok(message) => message,
+                Err(e) if e.is_io() => {
+                    let e = std::io::Error::from(e);
+                    if timed_out(&e) {
+                        return Ok(WatchEnd::Expired);
+                    }
+                    return Err(self.unreachable(format!("{url}: {e}")));
+                }
+                Err(e) => return Err(self.unreachable(format!("{url}: {e}"))),
+            };
             let Some(result) = message.get("result") else {
                 return Err(EtcdError::Protocol(format!("watch: {message}")));
             };
@@ -297,12 +315,23 @@ impl Etcd {
                 let deleted = event.get("type").and_then(Value::as_str) == Some("DELETE");
                 let value = (!deleted).then_some(kv.value);
                 if !each(value, kv.mod_revision) {
-                    return Ok(());
+                    return Ok(WatchEnd::Stopped);
                 }
             }
         }
         Err(self.unreachable(format!("{url}: the watch stream ended")))
     }
+}
+
+/// Whether reading a stream failed because its time was up: ureq reports its own deadline as
+/// an `io::Error` wrapping `ureq::Error::Timeout`, a socket's as `TimedOut`.
+fn timed_out(e: &std::io::Error) -> bool {
+    e.kind() == std::io::ErrorKind::TimedOut
+        || matches!(
+            e.get_ref()
+                .and_then(|inner| inner.downcast_ref::<ureq::Error>()),
+            Some(ureq::Error::Timeout(_))
+        )
 }
 
 /// The key just past every key starting with `prefix` (etcd's `range_end` for a prefix).
@@ -400,5 +429,39 @@ mod tests {
         assert_eq!(prefix_end("/p/"), b"/p0".to_vec());
         assert_eq!(int(Some(&json!("42"))), Some(42));
         assert_eq!(int(None), None);
+    }
+
+    /// An etcd that created the watch and then went silent (its connection held open): the
+    /// watch ends as expired when its lifetime is over, not as an outage, and not never.
+    #[test]
+    fn a_silent_watch_stream_expires_after_its_lifetime() {
+        use std::io::Write;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let url = format!("http://{}", listener.local_addr().expect("address"));
+        let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
+        let server = std::thread::spawn(move || {
+            let (mut conn, _) = listener.accept().expect("accept");
+            let mut request = [0u8; 4096];
+            let _ = conn.read(&mut request);
+            let created = r#"{"result":{"header":{"revision":"7"},"created":true}}"#;
+            let _ = write!(
+                conn,
+                "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n\
+                 Transfer-Encoding: chunked\r\n\r\n{:x}\r\n{created}\r\n",
+                created.len()
+            );
+            // Silent from here on, the connection held until the watch has ended.
+            let _ = done_rx.recv();
+        });
+        let etcd = Etcd::new(&ClusterConfig::on(vec![url])).expect("client");
+        let mut changes = 0;
+        let end = etcd.watch("/k", 8, Duration::from_millis(300), |_, _| {
+            changes += 1;
+            true
+        });
+        let _ = done_tx.send(());
+        let _ = server.join();
+        assert_eq!(end.expect("no outage"), WatchEnd::Expired);
+        assert_eq!(changes, 0);
     }
 }

@@ -16,7 +16,8 @@
 //!   gone, its successor), handed to every shard as membership changes.
 //! - [`member_hop`]: the signature of a request one member forwards to another.
 //! - [`registry_watch`]: the watch thread: the shared registry as it changes, resynced from a
-//!   full read whenever the watch breaks (etcd restarted or unreachable).
+//!   full read whenever the watch breaks (etcd restarted or unreachable) or has lived its
+//!   few seconds (a stream on a connection that died silently would never say so).
 
 pub mod etcd;
 pub mod leader_tasks;
@@ -210,10 +211,10 @@ pub fn start(bootstrap: &Config, identity: Identity) -> Result<Option<SharedRegi
         .spawn(move || control.run(job_rx))
         .map_err(StartError::Thread)?;
     let key = registry_key(&config.prefix);
-    let after = first.as_ref().map_or(0, |s| s.seen);
+    let started = first.clone();
     std::thread::Builder::new()
         .name("cluster-watch".into())
-        .spawn(move || registry_watch::run(&etcd, &key, after, &change_tx))
+        .spawn(move || registry_watch::run(&etcd, &key, started.as_ref(), &change_tx))
         .map_err(StartError::Thread)?;
     Ok(first)
 }
