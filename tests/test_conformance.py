@@ -26,8 +26,10 @@ printed, not held against the proxy.
 The suite cannot see one thing a client would: server-sse-polling treats any JSON answer to its
 `test_reconnection` call as "SSE not applicable", even a JSON-RPC error. The second test checks that
 case itself: the fixture closes the POST stream before answering (after a priming event with a
-retry hint), and a client must still get the tool's result, whether the proxy resumes the upstream
-stream itself or lets the client resume with GET + Last-Event-ID.
+5 s retry hint), and a client must still get the tool's result. As the suite's reference server
+does, the fixture keeps that result only for a client that is back with GET + Last-Event-ID before
+the result is ready (100 ms): a proxy that waits out the hint itself before resuming loses it, so
+the proxy has to pass the early end on and resume the upstream stream when its client does.
 
 (conformance 0.1.x sends its raw server-sse-polling call with MCP-Protocol-Version 2025-03-26, a suite
 bug fixed upstream; the fixture reads it as the negotiated 2025-11-25, see fixture-server.mjs, so that
@@ -158,9 +160,9 @@ def test_server_scenarios_pass_through_the_proxy_as_directly(eras, release, requ
 @pytest.mark.timeout(120)
 def test_tool_result_survives_a_stream_the_server_closes_mid_call(fixture_server, proxy_to_fixture):
     """SEP-1699 (2025-11-25): `test_reconnection` makes the fixture close the POST's SSE stream after
-    its priming event and send the result afterwards, for the client to fetch with GET +
-    Last-Event-ID. Directly that works (checked first, so the fixture is known good); through the
-    proxy the client must receive the same successful result."""
+    its priming event and send the result afterwards, for a client that reconnected at once to
+    fetch with GET + Last-Event-ID. Directly that works (checked first, so the fixture is known
+    good); through the proxy the client, reconnecting at once too, must receive the same result."""
     outcomes = {}
     for label, url in (("direct", fixture_server.url), ("proxy", proxy_to_fixture.url)):
         sid = harness.raw_initialize(url)

@@ -17,8 +17,11 @@
 // Behaviour worth knowing when it sits behind the proxy:
 // - server-to-client requests (sampling, elicitation) and the notifications a tool emits (progress,
 //   logging) are sent *related to the tool call*, i.e. on that POST's SSE stream;
-// - `test_reconnection` closes its POST stream before answering (SEP-1699); the answer is then
-//   replayed from the event store when the client resumes with GET + Last-Event-ID;
+// - `test_reconnection` closes its POST stream before answering (SEP-1699), with a 5 s retry hint
+//   as the suite's reference server; the answer is then replayed from the event store when the
+//   client resumes with GET + Last-Event-ID, and only if it did so before the answer was ready
+//   (within the tool's 100 ms), as the reference server (SDK 1.29) keeps an answer only for a
+//   stream connected when it is sent;
 // - a subscription to test://watched-resource gets one `notifications/resources/updated` on the
 //   session's GET stream shortly afterwards;
 // - requests whose Host or Origin is not localhost / 127.0.0.1 / [::1] get 403 (DNS rebinding).
@@ -252,8 +255,17 @@ const TOOLS = [
       'mid-call and sends the result after the client reconnects.',
     inputSchema: EMPTY_OBJECT_SCHEMA,
     run: async (_args, extra) => {
+      const session = sessions.get(extra.sessionId);
+      const closedAt = Date.now();
       if (extra.closeSSEStream) extra.closeSSEStream();
       await sleep(100);
+      // The reference server's transport drops an answer that finds no stream of its request
+      // connected; this SDK stores it for any later resumption. A client (or a proxy) that
+      // resumes only after the retry hint gets no answer from the reference server: here
+      // neither.
+      if (extra.closeSSEStream && session && !(session.resumedAt >= closedAt)) {
+        await new Promise(() => {});
+      }
       return {
         content: [
           text(
@@ -689,7 +701,7 @@ async function handle(req, res) {
     const transport = new StreamableHTTPServerTransport({
       sessionIdGenerator: () => randomUUID(),
       eventStore: createEventStore(),
-      retryInterval: 1000,
+      retryInterval: 5000,
       onsessioninitialized: (id) => {
         sessions.set(id, { transport, server, version: String(body.params?.protocolVersion ?? '') });
       },
@@ -715,6 +727,7 @@ async function handle(req, res) {
       sendJsonError(res, 404, -32001, 'Session not found');
       return;
     }
+    if (req.method === 'GET' && req.headers['last-event-id']) s.resumedAt = Date.now();
     await s.transport.handleRequest(req, res);
     return;
   }

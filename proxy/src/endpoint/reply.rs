@@ -124,6 +124,9 @@ impl Follower {
     }
 
     async fn next(&mut self) -> Option<Bytes> {
+        if self.closed.is_some() {
+            return None;
+        }
         if std::mem::take(&mut self.prime) {
             let id = format!("{}-{}", self.stream, self.after);
             return Some(sse::encode_event(Some(&id), b""));
@@ -148,7 +151,12 @@ impl Follower {
             }
             Next::End(why) => {
                 self.closed = Some(why);
-                None
+                // The server behind ended the stream early: so does this one, telling the
+                // client when to reconnect (with the last event id it saw) as the server did.
+                self.session
+                    .events
+                    .paused_retry(self.stream)
+                    .map(sse::encode_retry)
             }
         }
     }

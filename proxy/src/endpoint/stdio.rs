@@ -164,6 +164,11 @@ async fn follow(session: Rc<Session>, stream: u64, out: Rc<LocalSender<Bytes>>) 
                     return;
                 }
             }
+            // A stream the server behind ended early is resumed by the proxy itself after the
+            // server's retry hint; a stdio client cannot reconnect, so it waits for that.
+            Next::End(_) if session.events.paused_retry(stream).is_some() => {
+                poll_fn(|cx| session.events.poll_unpaused(stream, cx)).await;
+            }
             Next::End(_) => return,
         }
     }

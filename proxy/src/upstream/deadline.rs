@@ -74,17 +74,29 @@ impl AnswerDeadline {
 impl AnswerDeadline {
     /// The next message of the answer, from `next`, within the deadline; a progress
     /// notification moves the deadline on.
-    pub async fn next_message<E>(
+    pub async fn next_message<T: MaybeMessage, E>(
         &mut self,
-        next: impl Future<Output = Result<Option<bytes::Bytes>, E>>,
-    ) -> Result<Result<Option<bytes::Bytes>, E>, Expired> {
+        next: impl Future<Output = Result<T, E>>,
+    ) -> Result<Result<T, E>, Expired> {
         let got = self.within(next).await?;
-        if let Ok(Some(message)) = &got {
+        if let Ok(Some(message)) = got.as_ref().map(MaybeMessage::message) {
             if is_progress(message) {
                 self.progressed(Instant::now());
             }
         }
         Ok(got)
+    }
+}
+
+/// What reading an answer gives: a message, or something else (its end, a pause).
+pub trait MaybeMessage {
+    /// The message's JSON, if it is one.
+    fn message(&self) -> Option<&[u8]>;
+}
+
+impl MaybeMessage for Option<bytes::Bytes> {
+    fn message(&self) -> Option<&[u8]> {
+        self.as_deref()
     }
 }
 

@@ -1,5 +1,6 @@
 //! The messages that answer one request: an upstream's SSE stream (resumed with
-//! `Last-Event-ID` when the server ends it early), or what a stdio link relays.
+//! `Last-Event-ID` when the server ends it early: after its `retry` hint, or when the caller
+//! says, see [`StreamItem::Paused`]), or what a stdio link relays.
 
 use std::rc::Rc;
 use std::time::Duration;
@@ -8,7 +9,7 @@ use bytes::Bytes;
 use glommio::channels::local_channel::LocalReceiver;
 
 use super::client::{UpstreamClient, MAX_UPSTREAM_MESSAGE};
-use super::deadline::{self, AnswerDeadline};
+use super::deadline::{self, AnswerDeadline, MaybeMessage};
 use super::error::UpstreamError;
 use crate::http::{ClientConn, OwnedBody, ResponseHead, SseParser};
 use crate::shard::mesh::Stream;
@@ -42,6 +43,30 @@ struct Resume {
 
 /// Resumptions of one request's stream before the proxy gives up on the answer.
 const MAX_RESUMES: u32 = 3;
+
+/// The longest the proxy waits, on its own, before resuming a stream the server ended early
+/// (a server's `retry` hint may be far longer than a request's answer can wait).
+pub const MAX_OWN_WAIT: Duration = Duration::from_secs(5);
+
+/// What reading a request's stream gave.
+pub enum StreamItem {
+    /// A message's JSON.
+    Message(Bytes),
+    /// The stream ended.
+    End,
+    /// The server ended the stream early after an event id, asking for a reconnect after
+    /// this long (its `retry` hint, 1 s without one); [`MessageStream::resume`] picks it up.
+    Paused(Duration),
+}
+
+impl MaybeMessage for StreamItem {
+    fn message(&self) -> Option<&[u8]> {
+        match self {
+            StreamItem::Message(m) => Some(m),
+            _ => None,
+        }
+    }
+}
 
 impl SseMessages {
     pub(super) fn new(
@@ -83,8 +108,8 @@ impl SseMessages {
         self.resume = None;
     }
 
-    /// Reopens the stream after its last event; false when that is not possible.
-    async fn try_resume(&mut self) -> bool {
+    /// Reopens the stream after its last event now; false when that is not possible.
+    pub async fn resume(&mut self) -> bool {
         let (Some(resume), Some(last)) = (self.resume.as_mut(), self.last_event_id.as_deref())
         else {
             return false;
@@ -93,7 +118,6 @@ impl SseMessages {
             return false;
         }
         resume.attempts += 1;
-        glommio::timer::sleep(resume.retry.min(Duration::from_secs(5))).await;
         match self
             .client
             .open_stream(
@@ -124,14 +148,32 @@ impl SseMessages {
         }
     }
 
-    /// The next message's JSON, or `None` when the upstream ended the stream. A request's
+    /// The next message's JSON, or `None` when the upstream ended the stream; a stream the
+    /// server ends early is resumed after its `retry` hint (at most 5 s). A request's
     /// stream fails with [`UpstreamError::Timeout`] once its deadline passes, however busy
     /// with keep-alives the server keeps it; a progress notification moves the deadline on.
     pub async fn next(&mut self) -> Result<Option<Bytes>, UpstreamError> {
+        loop {
+            match self.next_item().await? {
+                StreamItem::Message(m) => return Ok(Some(m)),
+                StreamItem::End => return Ok(None),
+                StreamItem::Paused(retry) => {
+                    glommio::timer::sleep(retry.min(MAX_OWN_WAIT)).await;
+                    if !self.resume().await {
+                        return Ok(None);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Like [`next`](Self::next), but a stream the server ends early and that can be resumed
+    /// is [`StreamItem::Paused`], for the caller to [`resume`](Self::resume) when it sees fit.
+    pub async fn next_item(&mut self) -> Result<StreamItem, UpstreamError> {
         let Some(mut deadline) = self.deadline else {
-            return self.next_message().await;
+            return self.read_item().await;
         };
-        let next = deadline.next_message(self.next_message()).await;
+        let next = deadline.next_message(self.read_item()).await;
         self.deadline = Some(deadline);
         match next {
             Ok(got) => got,
@@ -147,7 +189,7 @@ impl SseMessages {
         }
     }
 
-    async fn next_message(&mut self) -> Result<Option<Bytes>, UpstreamError> {
+    async fn read_item(&mut self) -> Result<StreamItem, UpstreamError> {
         loop {
             match self.parser.next_event() {
                 Ok(Some(event)) => {
@@ -163,13 +205,13 @@ impl SseMessages {
                     {
                         continue;
                     }
-                    return Ok(Some(Bytes::from(event.data)));
+                    return Ok(StreamItem::Message(Bytes::from(event.data)));
                 }
                 Ok(None) => {}
                 Err(e) => return Err(self.protocol_error(e.to_string())),
             }
             let Some(body) = self.body.as_mut() else {
-                return Ok(None);
+                return Ok(StreamItem::End);
             };
             match body.next_chunk().await {
                 Ok(Some(bytes)) => self.parser.push(&bytes),
@@ -177,10 +219,12 @@ impl SseMessages {
                     if let Some(conn) = self.body.take().and_then(OwnedBody::into_conn) {
                         self.client.pool.checkin(self.replica, conn);
                     }
-                    if self.try_resume().await {
-                        continue;
-                    }
-                    return Ok(None);
+                    return Ok(match (&self.resume, &self.last_event_id) {
+                        (Some(r), Some(_)) if r.attempts < MAX_RESUMES => {
+                            StreamItem::Paused(r.retry)
+                        }
+                        _ => StreamItem::End,
+                    });
                 }
                 Err(e) => {
                     self.body = None;
@@ -264,6 +308,26 @@ impl MessageStream {
                 server: server.clone(),
                 timeout: deadline.timeout(),
             }),
+        }
+    }
+
+    /// The next message, the end, or (an SSE stream the server ended early) a pause, for
+    /// the caller to [`resume`](Self::resume) when it sees fit.
+    pub async fn next_item(&mut self) -> Result<StreamItem, UpstreamError> {
+        if let (Source::Sse(s), None) = (&mut self.source, &self.deadline) {
+            return s.next_item().await;
+        }
+        Ok(match self.next().await? {
+            Some(m) => StreamItem::Message(m),
+            None => StreamItem::End,
+        })
+    }
+
+    /// Reopens a paused SSE stream after its last event; false when that is not possible.
+    pub async fn resume(&mut self) -> bool {
+        match &mut self.source {
+            Source::Sse(s) => s.resume().await,
+            _ => false,
         }
     }
 

@@ -5,9 +5,10 @@
 //! log messages or server-to-client requests first is relayed as SSE while it lasts.
 
 use std::rc::Rc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use futures_lite::future::poll_fn;
 use simd_json::prelude::*;
 use simd_json::BorrowedValue as Value;
 
@@ -16,9 +17,11 @@ use super::Answer;
 use crate::mcp::session::{Session, STANDALONE};
 use crate::metrics::{Forwarded, Outcome};
 use crate::protocol::jsonrpc::{self, code, Id};
+use crate::protocol::version::primes_streams;
 use crate::protocol::{splice, stateless_answer};
 use crate::registry::Catalog;
 use crate::upstream::cancel::CancelOnDrop;
+use crate::upstream::message_stream::{StreamItem, MAX_OWN_WAIT};
 use crate::upstream::table::ShardUpstreams;
 use crate::upstream::{MessageStream, ReplyBody, UpstreamError};
 
@@ -303,14 +306,26 @@ async fn send(
             ));
         }
         ReplyBody::Stream(mut stream) => loop {
+            // A client that can resume (2025-11-25 streams, over HTTP: `accepts_sse`) sees a
+            // stream the server ends early end as well, and reconnects itself.
+            let pausing = accepts_sse && !session.is_bridge() && primes_streams(&session.version);
             // A bridge session's call is relayed into its own stream from the start, not from
             // its first message: a request the server sends for it on the GET stream instead
             // (`session::calls`) must reach the call's round while the call's stream is
             // still silent.
+            let mut paused = None;
             let first = if session.is_bridge() && accepts_sse {
                 Step::Message(Bytes::new())
             } else {
-                next_relayed(session, server, &mut stream, &upstream_id, &client_id).await
+                let ids = (&upstream_id, &client_id);
+                match relayed(session, server, &mut stream, ids, pausing).await {
+                    Relay::Step(step) => step,
+                    // The client's stream opens, to end at once after a `retry` hint.
+                    Relay::Paused(retry) => {
+                        paused = Some(retry);
+                        Step::Message(Bytes::new())
+                    }
+                }
             };
             match first {
                 Step::Final(answer) => {
@@ -320,7 +335,8 @@ async fn send(
                 }
                 Step::Message(m) if accepts_sse => {
                     let out = session.events.open();
-                    // Empty only for a bridge call opened before its first message.
+                    // Empty for a bridge call opened before its first message, and for a
+                    // stream the server ended before its first message.
                     if !m.is_empty() {
                         session.events.push(out, m);
                     }
@@ -341,6 +357,7 @@ async fn send(
                                 answer
                             }
                         };
+                        let out = (out, paused, pausing);
                         let outcome =
                             pump(&session, server, stream, ids, out, &mut awaiting, answered).await;
                         timing.finish(outcome);
@@ -433,34 +450,85 @@ pub(in crate::mcp) async fn next_relayed(
     up: &Id,
     client: &Id,
 ) -> Step {
+    match relayed(session, server, stream, (up, client), false).await {
+        Relay::Step(step) => step,
+        Relay::Paused(_) => Step::Failed(ended_without_answer(session, server, client)),
+    }
+}
+
+/// The next step of a relayed stream, or (`pausing`) the server's early end of it, for the
+/// caller to resume when the client reconnects.
+enum Relay {
+    Step(Step),
+    Paused(Duration),
+}
+
+async fn relayed(
+    session: &Rc<Session>,
+    server: usize,
+    stream: &mut MessageStream,
+    (up, client): (&Id, &Id),
+    pausing: bool,
+) -> Relay {
     loop {
-        match stream.next().await {
-            Ok(Some(raw)) => {
+        let item = if pausing {
+            stream.next_item().await
+        } else {
+            stream
+                .next()
+                .await
+                .map(|m| m.map_or(StreamItem::End, StreamItem::Message))
+        };
+        let step = match item {
+            Ok(StreamItem::Message(raw)) => {
                 match relay::from_upstream(session, server, Some((up, client)), &raw) {
-                    Relayed::Final(answer) => return Step::Final(answer),
-                    Relayed::Message(m) => return Step::Message(m),
+                    Relayed::Final(answer) => Step::Final(answer),
+                    Relayed::Message(m) => Step::Message(m),
                     Relayed::Nothing => continue,
                 }
             }
-            Ok(None) => {
-                let name = session
-                    .shard()
-                    .and_then(|s| s.upstreams().get(server).map(|u| u.name().to_owned()));
-                return Step::Failed(jsonrpc::error_body(
-                    Some(client),
-                    code::UPSTREAM_PROTOCOL,
-                    &format!(
-                        "server {} ended its stream without answering",
-                        name.unwrap_or_default()
-                    ),
-                ));
-            }
+            Ok(StreamItem::Paused(retry)) => return Relay::Paused(retry),
+            Ok(StreamItem::End) => Step::Failed(ended_without_answer(session, server, client)),
             Err(e @ UpstreamError::Timeout { timeout, .. }) => {
-                return Step::Expired(upstream_error(client, &e), timeout)
+                Step::Expired(upstream_error(client, &e), timeout)
             }
-            Err(e) => return Step::Failed(upstream_error(client, &e)),
-        }
+            Err(e) => Step::Failed(upstream_error(client, &e)),
+        };
+        return Relay::Step(step);
     }
+}
+
+fn ended_without_answer(session: &Rc<Session>, server: usize, client: &Id) -> Bytes {
+    let name = session
+        .shard()
+        .and_then(|s| s.upstreams().get(server).map(|u| u.name().to_owned()));
+    jsonrpc::error_body(
+        Some(client),
+        code::UPSTREAM_PROTOCOL,
+        &format!(
+            "server {} ended its stream without answering",
+            name.unwrap_or_default()
+        ),
+    )
+}
+
+/// A request's stream the server ended early (SEP-1699 polling) is passed on as such: the
+/// client's stream `out` ends after a `retry` hint, and the server's stream is resumed when
+/// the client reconnects (a server may keep the answer only for a client that reconnects
+/// soon), or on the proxy's own once the hint has passed (at most
+/// [`MAX_OWN_WAIT`]), for a client that reconnects later still.
+async fn resume_when_reconnected(
+    session: &Rc<Session>,
+    out: u64,
+    stream: &mut MessageStream,
+    retry: Duration,
+) -> bool {
+    let millis = u64::try_from(retry.as_millis()).unwrap_or(u64::MAX);
+    session.events.pause(out, millis);
+    let reconnected = poll_fn(|cx| session.events.poll_unpaused(out, cx));
+    futures_lite::future::or(reconnected, glommio::timer::sleep(retry.min(MAX_OWN_WAIT))).await;
+    session.events.unpause(out);
+    stream.resume().await
 }
 
 /// Relays the rest of an upstream stream into session stream `out`, ending with the answer,
@@ -470,13 +538,24 @@ async fn pump(
     server: usize,
     mut stream: Box<MessageStream>,
     ids: (Id, Id),
-    out: u64,
+    (out, mut paused, pausing): (u64, Option<Duration>, bool),
     awaiting: &mut Awaiting,
     answered: impl FnOnce(Bytes) -> Bytes,
 ) -> Outcome {
     let (up, client) = ids;
     loop {
-        let step = next_relayed(session, server, &mut stream, &up, &client).await;
+        let step = match paused.take() {
+            Some(retry) if !resume_when_reconnected(session, out, &mut stream, retry).await => {
+                Step::Failed(ended_without_answer(session, server, &client))
+            }
+            _ => match relayed(session, server, &mut stream, (&up, &client), pausing).await {
+                Relay::Step(step) => step,
+                Relay::Paused(retry) => {
+                    paused = Some(retry);
+                    continue;
+                }
+            },
+        };
         match &step {
             Step::Expired(_, timeout) => awaiting.timed_out(*timeout),
             Step::Message(_) => {}

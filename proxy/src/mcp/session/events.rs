@@ -28,6 +28,11 @@ struct Buffer {
     /// Highest sequence a reader has taken, so a fresh GET starts after what was delivered.
     delivered: u64,
     epoch: u64,
+    /// The upstream ended the stream early and will pick it up again (SEP-1699 polling): the
+    /// readers whose claim is at most `.0` end once they have caught up, telling the client to
+    /// reconnect after `.1` milliseconds. A newer claim (the client reconnecting) lifts it.
+    paused: Option<(u64, u64)>,
+    /// Readers, and whoever waits for the pause to be lifted.
     wakers: Vec<Waker>,
 }
 
@@ -161,16 +166,60 @@ impl EventLog {
         }
     }
 
-    /// Makes the caller the only reader of `stream`; returns its claim.
+    /// Makes the caller the only reader of `stream`; returns its claim. A claim newer than a
+    /// pause (a client reconnecting) lifts it.
     pub fn claim(&self, stream: u64) -> u64 {
         let mut inner = self.inner.borrow_mut();
         match inner.streams.get_mut(&stream) {
             Some(buf) => {
                 buf.epoch += 1;
+                if buf.paused.is_some_and(|(until, _)| buf.epoch > until) {
+                    buf.paused = None;
+                }
                 buf.wake();
                 buf.epoch
             }
             None => 0,
+        }
+    }
+
+    /// The upstream closed `stream` before its end and asks for a reconnect after
+    /// `retry_ms`: its current reader (or the first, if none has claimed it yet) ends once
+    /// it has caught up, so the client reconnects as it would to the server itself.
+    pub fn pause(&self, stream: u64, retry_ms: u64) {
+        let mut inner = self.inner.borrow_mut();
+        if let Some(buf) = inner.streams.get_mut(&stream) {
+            buf.paused = Some((buf.epoch.max(1), retry_ms));
+            buf.wake();
+        }
+    }
+
+    /// Lifts a pause without a reader reconnecting (the proxy resumes the upstream on its own).
+    pub fn unpause(&self, stream: u64) {
+        let mut inner = self.inner.borrow_mut();
+        if let Some(buf) = inner.streams.get_mut(&stream) {
+            buf.paused = None;
+            buf.wake();
+        }
+    }
+
+    /// The reconnect delay to tell a reader that `poll_next` just ended because `stream` is
+    /// paused; `None` when it ended for good.
+    pub fn paused_retry(&self, stream: u64) -> Option<u64> {
+        let inner = self.inner.borrow();
+        inner.streams.get(&stream)?.paused.map(|(_, ms)| ms)
+    }
+
+    /// Ready once `stream` is no longer paused (lifted, gone, or its session ended).
+    pub fn poll_unpaused(&self, stream: u64, cx: &mut Context<'_>) -> Poll<()> {
+        let mut inner = self.inner.borrow_mut();
+        let ended = inner.ended.is_some();
+        match inner.streams.get_mut(&stream) {
+            Some(buf) if buf.paused.is_some() && !ended => {
+                buf.wakers.push(cx.waker().clone());
+                Poll::Pending
+            }
+            _ => Poll::Ready(()),
         }
     }
 
@@ -206,6 +255,10 @@ impl EventLog {
         }
         // A stream that finished before the session ended ran its course.
         if buf.closed {
+            return Poll::Ready(Next::End(Closed::Finished));
+        }
+        // Paused for this reader: it ends here, and `paused_retry` tells it to come back.
+        if ended.is_none() && buf.paused.is_some_and(|(until, _)| epoch <= until) {
             return Poll::Ready(Next::End(Closed::Finished));
         }
         if let Some(why) = ended {
@@ -320,6 +373,57 @@ mod tests {
             poll(&log, 99, 0, 0),
             Err(Closed::Finished),
             "a stream no longer kept"
+        );
+    }
+
+    fn unpaused(log: &EventLog, stream: u64) -> bool {
+        block_on(poll_fn(|cx| {
+            Poll::Ready(log.poll_unpaused(stream, cx).is_ready())
+        }))
+    }
+
+    #[test]
+    fn a_paused_stream_ends_its_reader_and_a_reconnect_lifts_the_pause() {
+        let log = EventLog::new();
+        let s = log.open();
+        let post = log.claim(s);
+        log.push(s, Bytes::from_static(b"progress"));
+        log.pause(s, 5000);
+        assert_eq!(
+            next(&log, s, 0, post).unwrap().1,
+            "progress",
+            "what came before the pause is delivered first"
+        );
+        assert_eq!(poll(&log, s, 1, post), Err(Closed::Finished));
+        assert_eq!(
+            log.paused_retry(s),
+            Some(5000),
+            "the reader is told to come back"
+        );
+        assert!(!unpaused(&log, s));
+        let resumed = log.claim(s);
+        assert!(unpaused(&log, s), "the client's reconnect lifts the pause");
+        assert_eq!(log.paused_retry(s), None);
+        log.push(s, Bytes::from_static(b"answer"));
+        assert_eq!(next(&log, s, 1, resumed).unwrap().1, "answer");
+    }
+
+    #[test]
+    fn a_pause_before_the_first_reader_ends_that_reader_too() {
+        let log = EventLog::new();
+        let s = log.open();
+        log.pause(s, 1000);
+        let post = log.claim(s);
+        assert!(
+            !unpaused(&log, s),
+            "the POST's own reader is not a reconnect"
+        );
+        assert_eq!(poll(&log, s, 0, post), Err(Closed::Finished));
+        log.unpause(s);
+        assert_eq!(
+            poll(&log, s, 0, post).map(|e| e.0),
+            Ok(u64::MAX),
+            "once the proxy resumes on its own, the reader waits again"
         );
     }
 
