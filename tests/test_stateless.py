@@ -538,9 +538,9 @@ def test_listen_delivers_resource_updates_and_unsubscribes_at_close(spawner):
     prefixed URI tagged with the listen id, a stream sharing the subscription keeps it when the
     other closes, and closing the last one unsubscribes upstream.
 
-    One shard: server-everything sends updates only to the upstream session that switched them on
-    (its toggle-subscriber-updates tool), and the client's calls and its listen streams share a
-    bridge session only on one shard."""
+    server-everything sends updates only to the upstream session that switched them on (its
+    toggle-subscriber-updates tool): the client's calls and listen streams share one bridge
+    session (on two shards too: tests/test_stateless_shards.py)."""
     alpha = spawner.everything()
     proxy = spawner.proxy(harness.servers_toml([("alpha", alpha.url)]), shards=1)
     from test_relay import SseStream

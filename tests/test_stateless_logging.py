@@ -7,10 +7,9 @@ instead (server-everything's `toggle-simulated-logging` sends one message at onc
 every 5 s, at a random level, on the session's GET stream). The proxy relays those messages to
 the bridged calls of that session which opted in and are open, each filtered by its own level.
 
-Topology: server-everything (Streamable HTTP), one proxy with one shard (on more shards, a
-client's successive requests may be served by different bridge sessions, so the call that starts
-the simulated logging and the call that waits for the messages could sit in different upstream
-sessions). Raw HTTP, so the test sees exactly what arrives on the response stream.
+Topology: server-everything (Streamable HTTP), one proxy with one shard (calls accepted on
+different shards meet in one bridge session too: tests/test_stateless_shards.py). Raw HTTP, so the
+test sees exactly what arrives on the response stream.
 """
 
 from __future__ import annotations

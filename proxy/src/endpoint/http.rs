@@ -385,17 +385,15 @@ pub async fn handle(shard: &Rc<Shard>, request: McpRequest) -> Reply {
         Err(here) => here,
     };
     let owner = match request.session_id.as_deref() {
-        // A stateless retry goes to the shard holding its round, if it continues one.
-        None if request.stateless.is_some() => request
-            .stateless
-            .as_ref()
-            .and_then(|h| crate::mcp::bridge::owner(shard, h, &request.body))
-            .unwrap_or(shard.id),
+        // A stateless request goes to the shard holding its round or its bridge session.
+        None => match &request.stateless {
+            Some(h) => crate::mcp::bridge::owner(shard, h, &request.body, request.client.as_ref()),
+            None => shard.id,
+        },
         Some(id) => match shard.owner_of(id) {
             Some(owner) => owner,
             None => return unknown_session(),
         },
-        None => shard.id,
     };
     if owner == shard.id {
         return handle_owned(shard, request).await;

@@ -2,9 +2,16 @@
 //!
 //! A 2026-07-28 request carries the client's capabilities and identity in `_meta` instead of an
 //! `initialize`. The proxy serves it through a *bridge session*: a downstream session it keeps
-//! itself, one per (capabilities, client identity) on each shard, never named to any client.
+//! itself, one per (principal, capabilities, client identity), never named to any client.
 //! Its upstream sessions are opened with the client's own capabilities, exactly as for a
 //! stateful client, so a stateful upstream sees an ordinary session.
+//!
+//! Each such key has one *owner shard* ([`owner`]), a stable hash of the key over the shard
+//! count: every request served through a bridge session, and every `subscriptions/listen`, runs
+//! there whichever shard accepted its connection (`endpoint::forward` carries it over the mesh
+//! and streams the reply back). So a client's listen stream and all its calls share one bridge
+//! session and hence one upstream session, and a server that notifies only the session that
+//! asked (resource updates, log messages) reaches them.
 //!
 //! Server-to-client requests (sampling, elicitation, roots) cannot travel to a 2026-07-28 client:
 //! they become an `InputRequiredResult` whose `inputRequests` are the upstream's requests and
@@ -60,6 +67,13 @@ const MAX_ROUNDS: usize = 4096;
 const MAX_SESSIONS: usize = 64;
 /// The method of log messages, searched for in upstream messages before any parse.
 const LOG_METHOD: &str = "\"notifications/message\"";
+/// Stateful-era methods 2026-07-28 clients are refused (the era has no session to act on).
+const NOT_SERVED: [&str; 4] = [
+    "ping",
+    "logging/setLevel",
+    "resources/subscribe",
+    "resources/unsubscribe",
+];
 /// The revision bridge sessions speak to stateful upstreams.
 const BRIDGED_VERSION: &str = "2025-11-25";
 
@@ -107,10 +121,7 @@ impl BridgeSessions {
         info: &str,
         client: Option<&Identity>,
     ) -> Rc<Session> {
-        let owner: String = client
-            .map(|c| c.principal.iter().map(|b| format!("{b:02x}")).collect())
-            .unwrap_or_default();
-        let key = format!("{owner}\u{0}{caps}\u{0}{info}");
+        let key = session_key(caps, info, client);
         if let Some(s) = self.sessions.borrow().get(&key) {
             s.touch();
             return s.clone();
@@ -224,22 +235,74 @@ impl BridgeSessions {
     }
 }
 
-/// The shard holding the round a retry continues, found from the headers and a byte search
-/// for the proxy's token (no parse); `None` when the request continues no round of this proxy.
-/// Only the methods that can have rounds are searched, as `Mcp-Method` says.
-pub fn owner(shard: &Shard, headers: &Headers, body: &[u8]) -> Option<usize> {
-    if !headers
-        .method
-        .as_deref()
-        .is_some_and(stateless::may_require_input)
-    {
-        return None;
+/// The key naming a client's bridge session: its principal (clients authenticated as different
+/// principals never share one, their policies differ), capabilities and identity.
+fn session_key(caps: &str, info: &str, client: Option<&Identity>) -> String {
+    let principal: String = client
+        .map(|c| c.principal.iter().map(|b| format!("{b:02x}")).collect())
+        .unwrap_or_default();
+    format!("{principal}\u{0}{caps}\u{0}{info}")
+}
+
+/// The shard that serves a 2026-07-28 request: the shard holding the round a retry continues;
+/// for any other request served through a bridge session, the owner shard of the client's
+/// session key, so all of one client's calls and listen streams meet in one bridge session;
+/// the accepting shard for what no bridge session serves (`server/discover`, the removed
+/// methods). `Mcp-Method` says which (a request whose body disagrees is refused wherever it
+/// runs).
+pub fn owner(shard: &Shard, headers: &Headers, body: &[u8], client: Option<&Identity>) -> usize {
+    serving_shard(shard.id, shard.nr_shards, headers, body, client)
+}
+
+/// [`owner`] for a request accepted on shard `here` of `shards`.
+fn serving_shard(
+    here: usize,
+    shards: usize,
+    headers: &Headers,
+    body: &[u8],
+    client: Option<&Identity>,
+) -> usize {
+    let shards = shards.max(1);
+    if shards == 1 {
+        return here;
     }
+    let Some(method) = headers.method.as_deref() else {
+        return here;
+    };
+    if stateless::may_require_input(method) {
+        if let Some(n) = round_shard(body) {
+            return n % shards;
+        }
+    }
+    if !through_bridge(method) {
+        return here;
+    }
+    let mut buf = body.to_vec();
+    let Ok(msg) = jsonrpc::parse(&mut buf) else {
+        return here;
+    };
+    let (caps, info) = stateless::client_meta(&msg);
+    let key = session_key(&caps, &info, client);
+    // Every shard must name the same owner: a fixed hash (FNV-1a), not a seeded `RandomState`.
+    let hash = key.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+    });
+    (hash % shards as u64) as usize
+}
+
+/// Whether requests of `method` are served through the client's bridge session (or, for a
+/// listen stream, may hold resource subscriptions through it).
+fn through_bridge(method: &str) -> bool {
+    !matches!(method, "server/discover" | "initialize") && !NOT_SERVED.contains(&method)
+}
+
+/// The shard named in the proxy's round token in `body`, found by a byte search (no parse);
+/// `None` when the request continues no round of this proxy.
+fn round_shard(body: &[u8]) -> Option<usize> {
     let prefix = ROUND_PREFIX.as_bytes();
     let at = body.windows(prefix.len()).position(|w| w == prefix)?;
     let hex = body.get(at + prefix.len()..at + prefix.len() + 2)?;
-    let n = usize::from_str_radix(std::str::from_utf8(hex).ok()?, 16).ok()?;
-    Some(n % shard.nr_shards.max(1))
+    usize::from_str_radix(std::str::from_utf8(hex).ok()?, 16).ok()
 }
 
 /// Serves one POST of the stateless era.
@@ -328,7 +391,7 @@ pub async fn handle(
             "method not found: initialize belongs to the stateful era; send it without MCP-Protocol-Version 2026-07-28, or call methods directly",
         )),
         "subscriptions/listen" => listen_streams::listen(shard, &id, &msg, client).await,
-        "ping" | "logging/setLevel" | "resources/subscribe" | "resources/unsubscribe" => {
+        m if NOT_SERVED.contains(&m) => {
             Answer::Unknown(jsonrpc::error_body(
             Some(&id),
             code::METHOD_NOT_FOUND,
@@ -390,4 +453,58 @@ fn server_info() -> String {
         r#"{{"name":"mcp-proxy","version":"{}"}}"#,
         env!("CARGO_PKG_VERSION")
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(method: &str) -> Headers {
+        Headers {
+            version: Some(stateless::VERSION.to_owned()),
+            method: Some(method.to_owned()),
+            name: None,
+            params: Vec::new(),
+        }
+    }
+
+    fn call(client_name: &str) -> Vec<u8> {
+        format!(
+            r#"{{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{{"name":"a__echo","arguments":{{}},"_meta":{{"io.modelcontextprotocol/protocolVersion":"2026-07-28","io.modelcontextprotocol/clientCapabilities":{{}},"io.modelcontextprotocol/clientInfo":{{"name":"{client_name}","version":"1"}}}}}}}}"#
+        )
+        .into_bytes()
+    }
+
+    #[test]
+    fn one_clients_requests_are_served_on_one_shard_whichever_accepted_them() {
+        let body = call("alice");
+        let owners: HashSet<usize> = (0..4)
+            .map(|here| serving_shard(here, 4, &headers("tools/call"), &body, None))
+            .collect();
+        assert_eq!(owners.len(), 1, "{owners:?}");
+        let listen = serving_shard(1, 4, &headers("subscriptions/listen"), &body, None);
+        assert!(owners.contains(&listen));
+    }
+
+    #[test]
+    fn different_clients_spread_over_the_shards() {
+        let owners: HashSet<usize> = (0..32)
+            .map(|n| serving_shard(0, 4, &headers("tools/call"), &call(&format!("c{n}")), None))
+            .collect();
+        assert!(owners.len() > 1, "{owners:?}");
+    }
+
+    #[test]
+    fn what_no_bridge_session_serves_stays_where_it_arrived() {
+        for here in 0..4 {
+            let at = serving_shard(here, 4, &headers("server/discover"), &call("alice"), None);
+            assert_eq!(at, here);
+        }
+    }
+
+    #[test]
+    fn a_retry_goes_to_the_shard_holding_its_round() {
+        let retry = br#"{"params":{"requestState":"mcp-proxy-round.03.abc"}}"#;
+        assert_eq!(serving_shard(0, 4, &headers("tools/call"), retry, None), 3);
+    }
 }

@@ -1,0 +1,71 @@
+-- wrk script: a 2026-07-28 (stateless era) `tools/call` of an echo tool, no session: the
+-- client's capabilities and identity ride in `_meta` and `Mcp-Method`/`Mcp-Name` name the call.
+-- Every request has the same client key, so through mcp-proxy they share one bridge session.
+--
+-- Environment:
+--   TOOL  tool name (default "echo"; through mcp-proxy "<server>__echo")
+--
+-- done() prints one parseable line:
+--   ECHO_BENCH rps=... p50_us=... p90_us=... p99_us=... requests=... non200=... badbody=... ...
+-- badbody counts 200 answers whose body lacks "hi" or carries a JSON-RPC error.
+
+local threads = {}
+
+function setup(thread)
+   thread:set("tid", #threads)
+   table.insert(threads, thread)
+end
+
+local counter = 0
+local id_base = 0
+local non200 = 0
+local badbody = 0
+local headers
+local body_fmt
+
+function init(args)
+   local tool = os.getenv("TOOL") or "echo"
+   id_base = (tid or 0) * 1000000000
+   headers = {
+      ["Content-Type"] = "application/json",
+      ["Accept"] = "application/json, text/event-stream",
+      ["MCP-Protocol-Version"] = "2026-07-28",
+      ["Mcp-Method"] = "tools/call",
+      ["Mcp-Name"] = tool,
+   }
+   body_fmt = '{"jsonrpc":"2.0","id":%d,"method":"tools/call","params":{"name":"'
+      .. tool .. '","arguments":{"message":"hi"},"_meta":{'
+      .. '"io.modelcontextprotocol/protocolVersion":"2026-07-28",'
+      .. '"io.modelcontextprotocol/clientCapabilities":{},'
+      .. '"io.modelcontextprotocol/clientInfo":{"name":"wrk","version":"1"}}}}'
+end
+
+function request()
+   counter = counter + 1
+   return wrk.format("POST", wrk.path, headers, string.format(body_fmt, id_base + counter))
+end
+
+function response(status, hdrs, body)
+   if status ~= 200 then
+      non200 = non200 + 1
+   elseif body == nil or not string.find(body, "hi", 1, true) or string.find(body, '"error"', 1, true) then
+      badbody = badbody + 1
+   end
+end
+
+function done(summary, latency, requests)
+   local n200, bad = 0, 0
+   for _, t in ipairs(threads) do
+      n200 = n200 + (t:get("non200") or 0)
+      bad = bad + (t:get("badbody") or 0)
+   end
+   local secs = summary.duration / 1e6
+   local e = summary.errors
+   io.write(string.format(
+      "ECHO_BENCH rps=%.1f p50_us=%d p90_us=%d p99_us=%d max_us=%d requests=%d duration_s=%.2f"
+         .. " non200=%d badbody=%d err_connect=%d err_read=%d err_write=%d err_timeout=%d err_status=%d\n",
+      summary.requests / secs,
+      latency:percentile(50), latency:percentile(90), latency:percentile(99), latency.max,
+      summary.requests, secs, n200, bad,
+      e.connect, e.read, e.write, e.timeout, e.status))
+end
