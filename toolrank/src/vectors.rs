@@ -1,7 +1,8 @@
 //! The static word-vector table: one vector per English word, distilled at build time from
 //! all-MiniLM-L6-v2 (bench/semantic/distill.py; data/README.md has the sources and licences).
-//! A word's vector is its one-word sentence embedding reduced by PCA and scaled down for
-//! frequent words, so the mean of a text's word vectors is a cheap sentence embedding.
+//! A word's vector is its one-word sentence embedding reduced by PCA to a unit vector, so the
+//! sum of a text's word vectors (centred on its catalog's, `Index`) is a cheap sentence
+//! embedding.
 
 use std::collections::HashMap;
 use std::sync::OnceLock;
