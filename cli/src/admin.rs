@@ -115,13 +115,7 @@ impl Admin {
 
 /// " (did you mean a, b?)" from the `similar` names of a not-found answer; empty when none.
 pub fn did_you_mean(answer: &Value) -> String {
-    let names: Vec<&str> = answer
-        .get("similar")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-        .filter_map(Value::as_str)
-        .collect();
+    let names = crate::table::strings(&answer["similar"]);
     if names.is_empty() {
         String::new()
     } else {

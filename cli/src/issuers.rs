@@ -2,7 +2,7 @@
 
 use serde_json::Value;
 
-use crate::table::{cell, Table};
+use crate::table::{cell, strings, Table};
 
 /// The table of `GET /api/v1/auth/issuers`: keys in use, how long ago they were fetched, the
 /// fetches that worked and failed, and the last error (the proxy keeps serving with the keys
@@ -26,12 +26,7 @@ pub fn table(v: &Value) -> String {
     ]);
     let list = v["issuers"].as_array().cloned().unwrap_or_default();
     for i in &list {
-        let kids: Vec<&str> = i["kids"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(Value::as_str)
-            .collect();
+        let kids = strings(&i["kids"]);
         t.row(vec![
             cell(i.get("issuer")),
             if kids.is_empty() {

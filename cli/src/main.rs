@@ -46,7 +46,7 @@ use serde_json::{json, Value};
 use admin::Admin;
 use fail::{Code, Failure};
 use http::Url;
-use table::{cell, ms, request_cells, Table};
+use table::{cell, ms, request_cells, strings, Table};
 
 /// The admin address mcpctl talks to when none is given (the proxy's default `admin_listen`).
 pub(crate) const DEFAULT_ADMIN_URL: &str = "http://127.0.0.1:8085";
@@ -441,12 +441,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
             out.print(&v, || {
                 let mut t = Table::new(&["SHARD", "SESSIONS", "REQUESTS", "OWNS"]);
                 for s in v["shards"].as_array().into_iter().flatten() {
-                    let owns: Vec<&str> = s["owns"]
-                        .as_array()
-                        .into_iter()
-                        .flatten()
-                        .filter_map(Value::as_str)
-                        .collect();
+                    let owns = strings(&s["owns"]);
                     t.row(vec![
                         cell(s.get("shard")),
                         cell(s.get("sessions")),
@@ -463,12 +458,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
             out.print(&v, || {
                 let c = &v["changes"];
                 let list = |k: &str| {
-                    let names: Vec<&str> = c[k]
-                        .as_array()
-                        .into_iter()
-                        .flatten()
-                        .filter_map(Value::as_str)
-                        .collect();
+                    let names = strings(&c[k]);
                     if names.is_empty() {
                         "-".to_owned()
                     } else {
@@ -612,12 +602,7 @@ pub(crate) fn encode(s: &str) -> String {
 
 /// The settings a reload answer names as waiting for a restart (none from an older proxy).
 fn restart_only(answer: &Value) -> Vec<&str> {
-    answer["not_applied_until_restart"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(Value::as_str)
-        .collect()
+    strings(&answer["not_applied_until_restart"])
 }
 
 fn tools(admin: &Admin, out: &Out) -> Result<(), Failure> {

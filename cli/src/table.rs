@@ -84,6 +84,15 @@ pub fn ms(us: Option<&Value>) -> String {
         .map_or_else(|| "-".into(), |u| format!("{:.1}", u / 1000.0))
 }
 
+/// The strings of a JSON array (anything else in it, or a value that is no array, gives none).
+pub fn strings(v: &Value) -> Vec<&str> {
+    v.as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .collect()
+}
+
 /// A server's request figures from `GET /stats` as the cells under REQUESTS, ERRORS, P50 MS,
 /// P90 MS, P99 MS and MAX MS (`mcpctl stats`, alone or for every member).
 pub fn request_cells(server: &Value) -> [String; 6] {
@@ -116,5 +125,13 @@ mod tests {
         t.row(vec!["a".into(), "up".into()]);
         t.note("  a long marker line".into());
         assert_eq!(t.render(), "NAME  STATUS\na     up\n  a long marker line\n");
+    }
+
+    #[test]
+    fn strings_keeps_the_strings_of_an_array_and_nothing_else() {
+        let v = serde_json::json!({"a": ["x", 1, "y", null], "b": "x"});
+        assert_eq!(strings(&v["a"]), ["x", "y"]);
+        assert!(strings(&v["b"]).is_empty());
+        assert!(strings(&v["missing"]).is_empty());
     }
 }
