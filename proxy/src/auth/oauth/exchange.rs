@@ -219,20 +219,14 @@ fn exchange(
     creds: &UpstreamCredentials,
     subject_token: &str,
 ) -> Result<(String, Duration), String> {
-    let mut form = vec![
-        ("grant_type", TOKEN_EXCHANGE),
-        ("subject_token", subject_token),
-        ("subject_token_type", ACCESS_TOKEN),
-        ("requested_token_type", ACCESS_TOKEN),
-        ("client_id", creds.client_id.as_str()),
-        ("client_secret", creds.client_secret.as_str()),
-    ];
-    if let Some(resource) = &creds.resource {
-        form.push(("resource", resource));
-    }
-    if let Some(scope) = &creds.scope {
-        form.push(("scope", scope));
-    }
-    let body = super::http::post_form(agent, &creds.token_url, &form)?.doc;
-    super::upstream_tokens::access_token(&body)
+    super::upstream_tokens::request_token(
+        agent,
+        creds,
+        &[
+            ("grant_type", TOKEN_EXCHANGE),
+            ("subject_token", subject_token),
+            ("subject_token_type", ACCESS_TOKEN),
+            ("requested_token_type", ACCESS_TOKEN),
+        ],
+    )
 }

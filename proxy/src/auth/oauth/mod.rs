@@ -10,7 +10,8 @@
 //! - [`resource`]: the Protected Resource Metadata document and the `WWW-Authenticate`
 //!   parameters that point clients to it.
 //! - `upstream_tokens`: the proxy's own tokens for upstream servers (client credentials), on
-//!   the same thread, handed to `upstream::credentials`.
+//!   the same thread, handed to `upstream::credentials`; it also posts every grant to a token
+//!   endpoint (the client's credentials, scope and resource), for both kinds of token.
 //! - `exchange`: clients' tokens exchanged (RFC 8693) for upstreams that take them, on the
 //!   same thread, handed over the same way; a request waiting for one is parked there.
 

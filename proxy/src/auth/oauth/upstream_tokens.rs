@@ -77,11 +77,20 @@ pub(super) fn round(
 
 /// One client credentials grant: the access token and its lifetime.
 fn fetch(agent: &ureq::Agent, creds: &UpstreamCredentials) -> Result<(String, Duration), String> {
-    let mut form = vec![
-        ("grant_type", "client_credentials"),
-        ("client_id", creds.client_id.as_str()),
-        ("client_secret", creds.client_secret.as_str()),
-    ];
+    request_token(agent, creds, &[("grant_type", "client_credentials")])
+}
+
+/// Posts a grant to `creds.token_url`: `grant` (its type and fields) followed by what every
+/// grant of this upstream carries (the client's id and secret, as `client_secret_post`, and
+/// its `scope` and `resource` when configured); returns the access token and its lifetime.
+pub(super) fn request_token(
+    agent: &ureq::Agent,
+    creds: &UpstreamCredentials,
+    grant: &[(&str, &str)],
+) -> Result<(String, Duration), String> {
+    let mut form = grant.to_vec();
+    form.push(("client_id", creds.client_id.as_str()));
+    form.push(("client_secret", creds.client_secret.as_str()));
     if let Some(scope) = &creds.scope {
         form.push(("scope", scope));
     }
@@ -93,7 +102,7 @@ fn fetch(agent: &ureq::Agent, creds: &UpstreamCredentials) -> Result<(String, Du
 }
 
 /// The access token of a token endpoint's answer and its lifetime.
-pub(super) fn access_token(body: &serde_json::Value) -> Result<(String, Duration), String> {
+fn access_token(body: &serde_json::Value) -> Result<(String, Duration), String> {
     let token = body
         .get("access_token")
         .and_then(|t| t.as_str())
