@@ -53,6 +53,17 @@ struct Inner {
     ended: Option<Closed>,
 }
 
+impl Inner {
+    /// Changes `stream`'s buffer with `change` and wakes whoever waits on it, so a reader or
+    /// a waiter for the pause sees the change; nothing when the stream is gone.
+    fn with_stream(&mut self, stream: u64, change: impl FnOnce(&mut Buffer)) {
+        if let Some(buf) = self.streams.get_mut(&stream) {
+            change(buf);
+            buf.wake();
+        }
+    }
+}
+
 /// All SSE streams of one session.
 #[derive(Default)]
 pub struct EventLog {
@@ -127,25 +138,20 @@ impl EventLog {
 
     /// Appends a message to a stream; dropped if the stream is gone.
     pub fn push(&self, stream: u64, message: Bytes) {
-        let mut inner = self.inner.borrow_mut();
-        if let Some(buf) = inner.streams.get_mut(&stream) {
+        self.inner.borrow_mut().with_stream(stream, |buf| {
             let seq = buf.next_seq;
             buf.next_seq += 1;
             buf.events.push_back((seq, message));
             if buf.events.len() > KEEP_EVENTS {
                 buf.events.pop_front();
             }
-            buf.wake();
-        }
+        });
     }
 
     /// Marks a stream finished: readers drain it and end.
     pub fn finish(&self, stream: u64) {
         let mut inner = self.inner.borrow_mut();
-        if let Some(buf) = inner.streams.get_mut(&stream) {
-            buf.closed = true;
-            buf.wake();
-        }
+        inner.with_stream(stream, |buf| buf.closed = true);
         if stream != STANDALONE {
             inner.finished.push_back(stream);
             while inner.finished.len() > KEEP_FINISHED {
@@ -187,20 +193,16 @@ impl EventLog {
     /// `retry_ms`: its current reader (or the first, if none has claimed it yet) ends once
     /// it has caught up, so the client reconnects as it would to the server itself.
     pub fn pause(&self, stream: u64, retry_ms: u64) {
-        let mut inner = self.inner.borrow_mut();
-        if let Some(buf) = inner.streams.get_mut(&stream) {
-            buf.paused = Some((buf.epoch.max(1), retry_ms));
-            buf.wake();
-        }
+        self.inner.borrow_mut().with_stream(stream, |buf| {
+            buf.paused = Some((buf.epoch.max(1), retry_ms))
+        });
     }
 
     /// Lifts a pause without a reader reconnecting (the proxy resumes the upstream on its own).
     pub fn unpause(&self, stream: u64) {
-        let mut inner = self.inner.borrow_mut();
-        if let Some(buf) = inner.streams.get_mut(&stream) {
-            buf.paused = None;
-            buf.wake();
-        }
+        self.inner
+            .borrow_mut()
+            .with_stream(stream, |buf| buf.paused = None);
     }
 
     /// The reconnect delay to tell a reader that `poll_next` just ended because `stream` is
