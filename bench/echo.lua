@@ -9,9 +9,12 @@
 -- by id, so reusing one id on concurrent requests would mix answers up).
 -- Ids are offset per wrk thread, so -t N > 1 stays unique as well.
 --
--- done() prints one parseable line:
+-- done() prints one parseable line (bench/echo_report.lua):
 --   ECHO_BENCH rps=... p50_us=... p90_us=... p99_us=... requests=... non200=... badbody=... ...
 -- badbody counts 200 answers whose body lacks "Echo: hi" (e.g. JSON-RPC errors).
+
+-- The shared report, found beside this script whatever the working directory.
+dofile((debug.getinfo(1, "S").source:match("^@(.*/)") or "./") .. "echo_report.lua")
 
 local threads = {}
 
@@ -58,18 +61,5 @@ function response(status, hdrs, body)
 end
 
 function done(summary, latency, requests)
-   local n200, bad = 0, 0
-   for _, t in ipairs(threads) do
-      n200 = n200 + (t:get("non200") or 0)
-      bad = bad + (t:get("badbody") or 0)
-   end
-   local secs = summary.duration / 1e6
-   local e = summary.errors
-   io.write(string.format(
-      "ECHO_BENCH rps=%.1f p50_us=%d p90_us=%d p99_us=%d max_us=%d requests=%d duration_s=%.2f"
-         .. " non200=%d badbody=%d err_connect=%d err_read=%d err_write=%d err_timeout=%d err_status=%d\n",
-      summary.requests / secs,
-      latency:percentile(50), latency:percentile(90), latency:percentile(99), latency.max,
-      summary.requests, secs, n200, bad,
-      e.connect, e.read, e.write, e.timeout, e.status))
+   echo_report(threads, summary, latency)
 end
