@@ -392,13 +392,45 @@ def start_protected_upstream(issuer: Issuer, ca: Path) -> harness.Upstream:
     return harness.Upstream(child, port)
 
 
+@pytest.fixture
+def protected(world, spawner) -> harness.Upstream:
+    """A protected upstream trusting the world's issuer, stopped after the test."""
+    upstream = start_protected_upstream(world.issuer, world.pki.ca_file)
+    spawner.started.append(upstream)
+    return upstream
+
+
+def upstream_credentials(table: str, world: World, protected: harness.Upstream, client: str,
+                         grant: str = "") -> str:
+    """A `[[table]]` giving the proxy the issuer's `client` for `protected`, by `grant` (when
+    none is named, the client credentials grant)."""
+    grant_line = f'grant = "{grant}"' if grant else ""
+    return f"""
+[[{table}]]
+server = "protected"
+{grant_line}
+token_url = "{world.issuer.issuer}/token"
+client_id = "{client}"
+client_secret = "{client}-secret-0123456789abcdef"
+scope = "mcp:tools"
+resource = "{protected.url}"
+"""
+
+
+def tokens_seen(url: str, authorization: str, sid: str) -> list[str]:
+    """The tokens the protected upstream has been sent so far (its `tokens_seen` tool)."""
+    r = raw_request(url, body=rpc("tools/call", {"name": "protected__tokens_seen", "arguments": {}}),
+                    headers={"Authorization": authorization}, session=sid)
+    assert r.status == 200, r.body[:300]
+    assert not r.messages[-1]["result"].get("isError"), r.messages[-1]
+    return json.loads(r.messages[-1]["result"]["content"][0]["text"])
+
+
 def claims_of(token: str) -> dict:
     return json.loads(base64.urlsafe_b64decode(token.split(".")[1] + "=="))
 
 
-def test_an_upstream_gets_the_proxys_own_token_never_the_clients(world, spawner):
-    protected = start_protected_upstream(world.issuer, world.pki.ca_file)
-    spawner.started.append(protected)
+def test_an_upstream_gets_the_proxys_own_token_never_the_clients(world, spawner, protected):
     bare = start_protected_upstream(world.issuer, world.pki.ca_file)
     spawner.started.append(bare)
     port = harness.free_port()
@@ -409,25 +441,14 @@ def test_an_upstream_gets_the_proxys_own_token_never_the_clients(world, spawner)
 [[servers]]
 name = "bare"
 url = "{bare.url}"
-
-[[auth.oauth.upstreams]]
-server = "protected"
-token_url = "{world.issuer.issuer}/token"
-client_id = "minter"
-client_secret = "minter-secret-0123456789abcdef"
-scope = "mcp:tools"
-resource = "{protected.url}"
-"""
+""" + upstream_credentials("auth.oauth.upstreams", world, protected, "minter")
     proxy = harness.start_proxy(config, listen=f"127.0.0.1:{port}")
     spawner.started.append(proxy)
 
     client_token = world.issuer.token(url)
     sid = init_with(url, client_token).header("mcp-session-id")
     assert sid
-    r = raw_request(url, body=rpc("tools/call", {"name": "protected__tokens_seen", "arguments": {}}),
-                    headers={"Authorization": f"Bearer {client_token}"}, session=sid)
-    assert r.status == 200, r.body[:300]
-    seen = json.loads(r.messages[-1]["result"]["content"][0]["text"])
+    seen = tokens_seen(url, f"Bearer {client_token}", sid)
     assert seen, "the upstream was sent tokens"
     assert client_token not in seen, "the client's token reached the upstream"
     for token in seen:
@@ -441,24 +462,14 @@ resource = "{protected.url}"
     assert "invalid_token" in error and "[[auth.oauth.upstreams]]" in error, error
 
 
-def test_an_upstream_gets_the_clients_token_exchanged_never_the_token_itself(world, spawner):
-    protected = start_protected_upstream(world.issuer, world.pki.ca_file)
-    spawner.started.append(protected)
+def test_an_upstream_gets_the_clients_token_exchanged_never_the_token_itself(world, spawner, protected):
     port = harness.free_port()
     url = f"http://127.0.0.1:{port}/mcp"
     keyed = USERS + '\n[[auth.clients]]\nname = "keyed"\napi_keys = ["key-0123456789abcdef"]'
     config = proxy_config(world.issuer.issuer, port, world.pki.ca_file, protected.url,
                           clients=keyed).replace('name = "everything"', 'name = "protected"')
-    config += f"""
-[[auth.oauth.upstreams]]
-server = "protected"
-grant = "token_exchange"
-token_url = "{world.issuer.issuer}/token"
-client_id = "exchanger"
-client_secret = "exchanger-secret-0123456789abcdef"
-scope = "mcp:tools"
-resource = "{protected.url}"
-"""
+    config += upstream_credentials("auth.oauth.upstreams", world, protected, "exchanger",
+                                   grant="token_exchange")
     proxy = harness.start_proxy(config, listen=f"127.0.0.1:{port}")
     spawner.started.append(proxy)
 
@@ -468,15 +479,8 @@ resource = "{protected.url}"
     sid = init_with(url, client_token).header("mcp-session-id")
     assert sid
 
-    def tokens_seen() -> list[str]:
-        r = raw_request(url, body=rpc("tools/call", {"name": "protected__tokens_seen", "arguments": {}}),
-                        headers={"Authorization": f"Bearer {client_token}"}, session=sid)
-        assert r.status == 200, r.body[:300]
-        assert not r.messages[-1]["result"].get("isError"), r.messages[-1]
-        return json.loads(r.messages[-1]["result"]["content"][0]["text"])
-
-    tokens_seen()
-    seen = tokens_seen()
+    tokens_seen(url, f"Bearer {client_token}", sid)
+    seen = tokens_seen(url, f"Bearer {client_token}", sid)
     # A client with an API key has no token to exchange: refused naming the server; the
     # proxy's own token is not lent to it.
     ksid = raw_request(url, body=rpc("initialize", initialize_params()),
@@ -499,9 +503,7 @@ resource = "{protected.url}"
             assert claims_of(token)["aud"] == protected.url
 
 
-def test_upstream_credentials_serve_a_proxy_whose_clients_use_api_keys(world, spawner):
-    protected = start_protected_upstream(world.issuer, world.pki.ca_file)
-    spawner.started.append(protected)
+def test_upstream_credentials_serve_a_proxy_whose_clients_use_api_keys(world, spawner, protected):
     port = harness.free_port()
     url = f"http://127.0.0.1:{port}/mcp"
     proxy = harness.start_proxy(f"""
@@ -513,26 +515,15 @@ upstream_ca_file = "{world.pki.ca_file}"
 name = "keyed"
 api_keys = ["key-0123456789abcdef"]
 
-[[auth.upstreams]]
-server = "protected"
-token_url = "{world.issuer.issuer}/token"
-client_id = "minter"
-client_secret = "minter-secret-0123456789abcdef"
-scope = "mcp:tools"
-resource = "{protected.url}"
-
 [[servers]]
 name = "protected"
 url = "{protected.url}"
-""", listen=f"127.0.0.1:{port}")
+""" + upstream_credentials("auth.upstreams", world, protected, "minter"), listen=f"127.0.0.1:{port}")
     spawner.started.append(proxy)
     key = {"Authorization": "Bearer key-0123456789abcdef"}
     sid = raw_request(url, body=rpc("initialize", initialize_params()), headers=key).header("mcp-session-id")
     assert sid
-    r = raw_request(url, body=rpc("tools/call", {"name": "protected__tokens_seen", "arguments": {}}),
-                    headers=key, session=sid)
-    assert r.status == 200, r.body[:300]
-    seen = json.loads(r.messages[-1]["result"]["content"][0]["text"])
+    seen = tokens_seen(url, key["Authorization"], sid)
     assert seen and all(claims_of(t)["sub"] == "minter" and claims_of(t)["aud"] == protected.url
                         for t in seen)
     # No [auth.oauth]: the proxy is no OAuth protected resource.
