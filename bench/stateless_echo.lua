@@ -21,8 +21,9 @@ end
 
 local counter = 0
 local id_base = 0
-local non200 = 0
-local badbody = 0
+-- Globals, not locals: the report reads them per thread with thread:get, which sees globals only.
+non200 = 0
+badbody = 0
 local headers
 local body_fmt
 

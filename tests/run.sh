@@ -12,7 +12,7 @@ cd "$ROOT"
 log() { printf '\n== %s\n' "$*"; }
 
 # --- system packages (installed only when missing) -------------------------------------------
-APT_PACKAGES=(prometheus etcd-server)   # Debian packages the tests need (prometheus: test_metrics.py; etcd-server: test_cluster.py)
+APT_PACKAGES=(prometheus etcd-server wrk)   # Debian packages the tests need (prometheus: test_metrics.py; etcd-server: test_cluster.py; wrk: test_bench_scripts.py)
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
