@@ -162,7 +162,11 @@ def test_tool_result_survives_a_stream_the_server_closes_mid_call(fixture_server
     """SEP-1699 (2025-11-25): `test_reconnection` makes the fixture close the POST's SSE stream after
     its priming event and send the result afterwards, for a client that reconnected at once to
     fetch with GET + Last-Event-ID. Directly that works (checked first, so the fixture is known
-    good); through the proxy the client, reconnecting at once too, must receive the same result."""
+    good); through the proxy the client, reconnecting at once too, must receive the same result.
+    The proxy's metrics count the stream it ended early as `polling`, not as a completed answer."""
+    from test_relay import metrics_when, stream_metrics
+
+    polled_before = stream_metrics(proxy_to_fixture.admin_url)[0].get("polling", 0)
     outcomes = {}
     for label, url in (("direct", fixture_server.url), ("proxy", proxy_to_fixture.url)):
         sid = harness.raw_initialize(url)
@@ -178,6 +182,8 @@ def test_tool_result_survives_a_stream_the_server_closes_mid_call(fixture_server
     assert "result" in proxied and not proxied["result"].get("isError"), (
         f"through the proxy the tool call failed where the server answered it:\n{report}")
     assert harness.tool_text(proxied["result"]) == harness.tool_text(direct["result"]), report
+    metrics_when(proxy_to_fixture.admin_url, lambda ended, _: ended.get("polling", 0) > polled_before,
+                 "the stream ended for SSE polling counted as `polling`")
 
 
 CLIENT_SCENARIOS = ["initialize", "tools_call", "sse-retry", "elicitation-sep1034-client-defaults"]

@@ -162,6 +162,9 @@ pub enum Closed {
     SessionEnded,
     /// The proxy is shutting down.
     Shutdown,
+    /// The server behind ended it early with a retry hint (SSE polling): the client comes back
+    /// with `Last-Event-ID` for the rest.
+    Polling,
 }
 
 /// Why an event stream (a GET stream, a streamed answer, a `subscriptions/listen` stream)
@@ -183,11 +186,14 @@ pub enum StreamEnd {
     SessionEnded,
     /// The proxy is shutting down.
     Shutdown,
+    /// Ended early with a retry hint, as the server behind ended its stream (SSE polling);
+    /// the client resumes it.
+    Polling,
 }
 
 impl StreamEnd {
     /// Every value, in label order.
-    pub const ALL: [StreamEnd; 7] = [
+    pub const ALL: [StreamEnd; 8] = [
         StreamEnd::Completed,
         StreamEnd::ClientClosed,
         StreamEnd::TokenExpired,
@@ -195,6 +201,7 @@ impl StreamEnd {
         StreamEnd::Replaced,
         StreamEnd::SessionEnded,
         StreamEnd::Shutdown,
+        StreamEnd::Polling,
     ];
 
     /// The reason of a stream that stopped: `cut` is what its deadline ended it for, if it
@@ -216,6 +223,7 @@ impl StreamEnd {
             (None, Some(Closed::SessionEnded), _) => StreamEnd::SessionEnded,
             (None, Some(Closed::Shutdown), _) => StreamEnd::Shutdown,
             (None, _, false) => StreamEnd::ClientClosed,
+            (None, Some(Closed::Polling), true) => StreamEnd::Polling,
             (None, Some(Closed::Finished) | None, true) => StreamEnd::Completed,
         }
     }
@@ -230,6 +238,7 @@ impl StreamEnd {
             StreamEnd::Replaced => "replaced",
             StreamEnd::SessionEnded => "session_ended",
             StreamEnd::Shutdown => "shutdown",
+            StreamEnd::Polling => "polling",
         }
     }
 }
@@ -271,6 +280,13 @@ mod tests {
             StreamEnd::ClientClosed,
             "a write failed before the source ran out"
         );
+        let polling = Some(Closed::Polling);
+        assert_eq!(StreamEnd::of(None, polling, true), StreamEnd::Polling);
+        assert_eq!(
+            StreamEnd::of(None, polling, false),
+            StreamEnd::ClientClosed,
+            "the retry hint did not reach the client"
+        );
         for (closed, reason) in [
             (Closed::Replaced, StreamEnd::Replaced),
             (Closed::SessionEnded, StreamEnd::SessionEnded),
@@ -302,7 +318,8 @@ mod tests {
                 "credential_revoked",
                 "replaced",
                 "session_ended",
-                "shutdown"
+                "shutdown",
+                "polling"
             ]
         );
         for (i, r) in StreamEnd::ALL.iter().enumerate() {

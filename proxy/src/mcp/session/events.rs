@@ -261,7 +261,7 @@ impl EventLog {
         }
         // Paused for this reader: it ends here, and `paused_retry` tells it to come back.
         if ended.is_none() && buf.paused.is_some_and(|(until, _)| epoch <= until) {
-            return Poll::Ready(Next::End(Closed::Finished));
+            return Poll::Ready(Next::End(Closed::Polling));
         }
         if let Some(why) = ended {
             return Poll::Ready(Next::End(why));
@@ -396,7 +396,7 @@ mod tests {
             "progress",
             "what came before the pause is delivered first"
         );
-        assert_eq!(poll(&log, s, 1, post), Err(Closed::Finished));
+        assert_eq!(poll(&log, s, 1, post), Err(Closed::Polling));
         assert_eq!(
             log.paused_retry(s),
             Some(5000),
@@ -420,7 +420,7 @@ mod tests {
             !unpaused(&log, s),
             "the POST's own reader is not a reconnect"
         );
-        assert_eq!(poll(&log, s, 0, post), Err(Closed::Finished));
+        assert_eq!(poll(&log, s, 0, post), Err(Closed::Polling));
         log.unpause(s);
         assert_eq!(
             poll(&log, s, 0, post).map(|e| e.0),
