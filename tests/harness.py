@@ -225,11 +225,12 @@ ADMIN_PREFIX = "mcp-proxy admin: "
 
 def start_proxy(config: str | list[tuple[str, str]] | dict[str, str], shards: int = 2,
                 timeout: float = 20.0, extra_args: list[str] | None = None,
-                listen: str = "127.0.0.1:0") -> Proxy:
+                listen: str = "127.0.0.1:0", admin_listen: str = "127.0.0.1:0") -> Proxy:
     """Write a config, start the release binary on an ephemeral port, wait for its ready line.
 
     `config` is either complete TOML text or a list/dict of (name, url) upstreams; `listen` is a
-    fixed address when the config must name the proxy's own URL (`[auth.oauth] public_url`).
+    fixed address when the config must name the proxy's own URL (`[auth.oauth] public_url`);
+    `admin_listen` the admin listener's.
     """
     if not PROXY_BIN.exists():
         raise RuntimeError(f"{PROXY_BIN} missing: build it with `cargo build --release --workspace`")
@@ -239,7 +240,7 @@ def start_proxy(config: str | list[tuple[str, str]] | dict[str, str], shards: in
         f.write(text)
     cfg = Path(cfg_name)
     # The admin listener gets a free port too, so proxies started side by side never collide.
-    argv = [PROXY_BIN, "--config", cfg, "--listen", listen, "--admin-listen", "127.0.0.1:0",
+    argv = [PROXY_BIN, "--config", cfg, "--listen", listen, "--admin-listen", admin_listen,
             "--shards", str(shards), *(extra_args or [])]
     child = spawn("proxy", argv, env={"RUST_LOG": os.environ.get("RUST_LOG", "info")}, stdout=subprocess.PIPE)
     try:

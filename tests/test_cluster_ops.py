@@ -5,12 +5,16 @@ killed at the end whatever the outcome), with a real server-everything upstream.
   admin address it publishes: a row per member, and the fleet's rows with counts summed and
   latency quantiles labelled as the worst member's; a member that is SIGKILLed (still listed
   until its lease expires) is shown as unreachable and the command still succeeds.
+- Members listening on every address (`0.0.0.0`, no `advertise`) publish their admin listener at
+  the machine's hostname, a DNS name; each answers requests that name it so, and the members
+  see each other `up` and `mcpctl --all` reaches them without `admin_allowed_hosts`.
 """
 
 from __future__ import annotations
 
 import base64
 import json
+import socket
 import subprocess
 import time
 import urllib.error
@@ -202,3 +206,31 @@ def test_a_fleet_rate_limit_follows_the_members_when_one_dies(spawner, etcd):
     # The documented accuracy (docs/auth.md, "Limits"): burst + rate x window, within a quarter
     # for a client spread evenly; thirds of the limit on two members would give ~0.67.
     assert 0.75 * expected <= admitted <= 1.25 * expected, (admitted, expected)
+
+
+def test_members_on_every_address_reach_each_other_by_the_hostname_they_publish(spawner, etcd):
+    host = socket.gethostname()
+    # The name has to lead somewhere for this to show anything; on this machine it is loopback.
+    assert socket.gethostbyname(host), host
+    prefix = f"/t-{uuid.uuid4().hex[:8]}/"
+    wide = []
+    for name in ("w1", "w2"):
+        p = harness.start_proxy(member_config(etcd, prefix, name), shards=1,
+                                listen="0.0.0.0:0", admin_listen="0.0.0.0:0")
+        spawner.started.append(p)
+        wide.append(p)
+    w1, w2 = wide
+    wait_until(lambda: len(cluster(w1)["members"]) == 2, timeout=15, what="both members listed")
+    published = {m["name"]: m.get("admin") for m in cluster(w1)["members"]}
+    assert all(str(a).startswith(f"{host}:") for a in published.values()), published
+
+    def healths() -> dict:
+        return {m["name"]: m["health"] for m in cluster(w1)["members"]}
+
+    wait_until(lambda: healths() == {"w1": "up", "w2": "up"}, timeout=15,
+               what=f"w2 up as w1 sees it (its admin at {published.get('w2')})")
+    r = mcpctl(w1, "--all", "stats", "--json")
+    assert r.returncode == 0, r.stderr
+    rows = {row["member"]: row for row in json.loads(r.stdout)["members"]}
+    assert rows.keys() == {"w1", "w2"}, rows
+    assert rows["w1"]["status"] == rows["w2"]["status"] == "ok", rows

@@ -10,8 +10,12 @@
 //! - an IP address literal, any port: no page can be served from a name that *is* an address
 //!   of someone else's machine, so an address in `Host` is never a rebinding (this is what lets
 //!   a scraper reach an admin bound to `0.0.0.0` by `10.0.0.5:9090`);
-//! - or a name listed in `[proxy] admin_allowed_hosts` (how remote scrapers that use a DNS name
-//!   get in).
+//! - a name listed in `[proxy] admin_allowed_hosts` (how remote scrapers that use a DNS name
+//!   get in);
+//! - or, in a fleet, the admin address this member publishes (`host:port`, the host of its
+//!   `advertise` URL when the admin listener is bound to a wildcard address): the name the
+//!   operator gave the fleet to reach it by, so the other members' probes and `mcpctl --all`
+//!   are answered without listing it again.
 //!
 //! A request without `Host` is answered (only HTTP/1.0 may omit it, and browsers never do).
 //! `Origin`, when present, must pass the same rule as on `/mcp`
@@ -73,11 +77,40 @@ pub fn host_allowed(config: &ProxyConfig, host: &str) -> bool {
                 a_name.eq_ignore_ascii_case(name) && (a_port.is_empty() || a_port == port)
             })
         })
+        || crate::cluster::get()
+            .and_then(|c| c.identity.admin.as_deref())
+            .is_some_and(|published| same_host(published, name, port))
+}
+
+/// Whether `name:port` is `published` (`host:port`), the name compared without case.
+fn same_host(published: &str, name: &str, port: &str) -> bool {
+    split_host(published)
+        .is_some_and(|(p_name, p_port)| p_name.eq_ignore_ascii_case(name) && p_port == port)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_published_admin_address_is_matched_by_name_and_port() {
+        assert!(same_host(
+            "proxy-1.internal:9090",
+            "PROXY-1.internal",
+            "9090"
+        ));
+        assert!(!same_host(
+            "proxy-1.internal:9090",
+            "proxy-1.internal",
+            "9091"
+        ));
+        assert!(!same_host(
+            "proxy-1.internal:9090",
+            "proxy-2.internal",
+            "9090"
+        ));
+        assert!(!same_host("proxy-1.internal:9090", "proxy-1.internal", ""));
+    }
     use crate::config::admin_host::check_allowed_host;
 
     fn config(allowed: &[&str]) -> ProxyConfig {
