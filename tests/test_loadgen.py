@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -160,3 +162,67 @@ def test_errors_above_the_threshold_fail_the_run_with_a_sample_of_each_kind():
         assert report["errors"] > 0
     finally:
         child.kill()
+
+
+def proxy_metric(proxy: harness.Proxy, name: str, **labels: str) -> float:
+    """The sum of `name`'s series whose labels include `labels`, from the admin /metrics."""
+    with urllib.request.urlopen(f"{proxy.admin_url}/metrics", timeout=10) as r:
+        text = r.read().decode()
+    total = 0.0
+    for m in re.finditer(rf"^{name}(?:\{{([^}}]*)\}})? (\S+)$", text, re.M):
+        have = dict(re.findall(r'(\w+)="([^"]*)"', m.group(1) or ""))
+        if all(have.get(k) == v for k, v in labels.items()):
+            total += float(m.group(2))
+    return total
+
+
+def test_stateless_run_through_the_proxy_opens_no_session(spawner):
+    """`--protocol 2026-07-28` loads the proxy's stateless path: every call answered, none of
+    them in a session (the proxy counts the sessions it holds for stateful clients)."""
+    everything = spawner.everything()
+    proxy = spawner.proxy([("ev", everything.url)], shards=1)
+    done = run_load_raw(proxy.url, "--protocol", "2026-07-28", "--json",
+                        "--mix", 'tools/call:ev__echo:{"message":"hi"}=8,tools/list=1')
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    assert_clean(report)
+    assert report["settings"]["protocol"] == "2026-07-28" and report["settings"]["sessions"] == 0
+    calls = proxy_metric(proxy, "mcp_proxy_requests_total", method="tools/call", outcome="ok")
+    assert calls >= report["ok"] * 0.8 > 0, (calls, report["ok"])
+    assert proxy_metric(proxy, "mcp_proxy_sessions") == 0
+    # The same run the stateful way opens sessions (its preflight's and its own): the metric
+    # tells the two apart.
+    stateful = run_load_raw(proxy.url, "--mix", 'tools/call:ev__echo:{"message":"hi"}')
+    assert stateful.returncode == 0, stateful.stderr
+    assert proxy_metric(proxy, "mcp_proxy_sessions") >= 1
+
+
+def test_stateless_run_direct_to_a_sessionless_upstream():
+    child, url = start_upstream("--stateless", "--mode", "sse")
+    try:
+        done = run_load_raw(url, "--protocol", "2026-07-28", "--json", "--concurrency", "2",
+                            "--mix", 'tools/call:echo:{"message":"hi"}=8,tools/list=1,ping=1')
+    finally:
+        child.kill()
+    assert done.returncode == 0, done.stderr
+    assert_clean(json.loads(done.stdout))
+
+
+def test_stateless_run_stops_at_preflight_on_an_unknown_tool(spawner):
+    everything = spawner.everything()
+    proxy = spawner.proxy([("ev", everything.url)], shards=1)
+    done = run_load_raw(proxy.url, "--protocol", "2026-07-28")
+    assert done.returncode != 0, done.stdout
+    assert "tool `echo` is not offered" in done.stderr, done.stderr
+    assert "did you mean ev__echo?" in done.stderr, done.stderr
+    assert "throughput" not in done.stdout
+    # It is the stateful mode's message, word for word.
+    stateful = run_load_raw(proxy.url)
+    assert stateful.returncode != 0
+    assert done.stderr == stateful.stderr
+
+
+def test_stateless_run_refuses_session_options(upstream):
+    done = run_load_raw(upstream, "--protocol", "2026-07-28", "--sessions", "4")
+    assert done.returncode != 0
+    assert "--sessions has no meaning with --protocol 2026-07-28" in done.stderr, done.stderr

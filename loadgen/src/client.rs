@@ -1,5 +1,9 @@
 //! One MCP client connection over Streamable HTTP (HTTP/1.1 keep-alive, one request at a time).
 //!
+//! A [`Session`] says how requests present themselves: an initialized one sends its
+//! `Mcp-Session-Id` and negotiated version, [`Session::stateless`] sends the 2026-07-28 version
+//! and each request's [`Stamp`] headers instead.
+//!
 //! [`Conn::post`] sends one JSON-RPC message and reads the answer whichever way the server
 //! chose to send it: `application/json`, or `text/event-stream` read event by event until the
 //! response carrying the request's id. Every failure is sorted into a [`Failure`] kind, which is
@@ -12,6 +16,8 @@ use glommio::net::TcpStream;
 use mcp_proxy::http::{ClientConn, HttpError, Limits, SseParser};
 use mcp_proxy::protocol::jsonrpc::{self, Id, Kind};
 use simd_json::prelude::*;
+
+use crate::era::{Stamp, STATELESS_VERSION};
 
 /// The protocol revision asked for at initialize.
 pub const PROTOCOL_VERSION: &str = "2025-11-25";
@@ -142,10 +148,25 @@ pub struct Reply {
 /// An initialized MCP session, as the client must present it on later requests.
 #[derive(Debug, Clone)]
 pub struct Session {
-    /// The `Mcp-Session-Id`; None for a stateless server.
+    /// The `Mcp-Session-Id`; None for a server that keeps no sessions, and in 2026-07-28.
     pub id: Option<String>,
     /// The negotiated protocol revision, sent as `MCP-Protocol-Version`.
     pub version: &'static str,
+}
+
+impl Session {
+    /// What a 2026-07-28 client presents: the version and no session, with no handshake.
+    pub fn stateless() -> Session {
+        Session {
+            id: None,
+            version: STATELESS_VERSION,
+        }
+    }
+
+    /// Whether requests go out in the 2026-07-28 era (no session to renew when refused).
+    pub fn is_stateless(&self) -> bool {
+        self.version == STATELESS_VERSION
+    }
 }
 
 /// One keep-alive connection to the target.
@@ -210,17 +231,21 @@ impl Conn {
     }
 
     /// POSTs one message; `id` is the request id to wait for (None for a notification, which
-    /// must get 202). The answer is judged: a JSON-RPC error or a tool error is a [`Failure`].
+    /// must get 202). `stamp` gives the 2026-07-28 headers that mirror the body. The answer is
+    /// judged: a JSON-RPC error or a tool error is a [`Failure`].
     pub async fn post(
         &mut self,
         target: &Target,
         session: Option<&Session>,
+        stamp: Option<&Stamp>,
         body: &[u8],
         id: Option<u64>,
     ) -> Result<Reply, Failure> {
-        let mut headers: [(&str, &str); 4] = [
+        let mut headers: [(&str, &str); 6] = [
             ("Content-Type", "application/json"),
             ("Accept", ACCEPT),
+            ("", ""),
+            ("", ""),
             ("", ""),
             ("", ""),
         ];
@@ -230,6 +255,14 @@ impl Conn {
             n += 1;
             if let Some(sid) = &s.id {
                 headers[n] = ("Mcp-Session-Id", sid);
+                n += 1;
+            }
+        }
+        if let Some(stamp) = stamp {
+            headers[n] = ("Mcp-Method", &stamp.method);
+            n += 1;
+            if let Some(name) = &stamp.name {
+                headers[n] = ("Mcp-Name", name);
                 n += 1;
             }
         }
@@ -370,7 +403,9 @@ pub async fn initialize(conn: &mut Conn, target: &Target, id: u64) -> Result<Ses
          \"clientInfo\":{{\"name\":\"mcp-loadgen\",\"version\":\"{}\"}}}}}}",
         env!("CARGO_PKG_VERSION")
     );
-    let reply = conn.post(target, None, body.as_bytes(), Some(id)).await?;
+    let reply = conn
+        .post(target, None, None, body.as_bytes(), Some(id))
+        .await?;
     let version = reply
         .protocol_version
         .as_deref()
@@ -382,7 +417,7 @@ pub async fn initialize(conn: &mut Conn, target: &Target, id: u64) -> Result<Ses
         version,
     };
     let note = br#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#;
-    conn.post(target, Some(&session), note, None).await?;
+    conn.post(target, Some(&session), None, note, None).await?;
     Ok(session)
 }
 

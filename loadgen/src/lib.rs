@@ -3,6 +3,7 @@
 //!
 //! # Layout
 //! - [`client`]: one Streamable HTTP connection speaking MCP: initialize, post, read JSON or SSE.
+//! - [`era`]: stateful sessions or 2026-07-28 requests, and the envelope the latter carry.
 //! - [`mix`]: the request mix (`tools/call:echo:{..}=8,ping=1`) and the bodies it sends.
 //! - [`preflight`]: checks the tools a mix calls against the server's `tools/list`.
 //! - [`run`]: the load driver: threads, connections, closed and open loop, warm-up, progress.
@@ -21,6 +22,7 @@
 
 pub mod client;
 pub mod duration;
+pub mod era;
 pub mod mix;
 pub mod preflight;
 pub mod report;

@@ -8,6 +8,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
 use mcp_loadgen::client::Target;
+use mcp_loadgen::era::Era;
 use mcp_loadgen::mix::Mix;
 use mcp_loadgen::run::{self, RunConfig};
 use mcp_loadgen::upstream::faults::{self, ErrorKind, Faults, Latency};
@@ -42,9 +43,15 @@ struct RunArgs {
     /// the others through `--url`).
     #[arg(long)]
     open_url: Option<String>,
-    /// MCP sessions to open; requests go round-robin over them.
+    /// MCP sessions to open; requests go round-robin over them (not with --protocol 2026-07-28).
     #[arg(long, default_value_t = 1)]
     sessions: usize,
+    /// Protocol era: 2025-11-25 opens sessions (initialize, Mcp-Session-Id,
+    /// notifications/initialized); 2026-07-28 opens none, and every request carries the
+    /// version and the client's capabilities and identity in `_meta`, with the
+    /// MCP-Protocol-Version, Mcp-Method and Mcp-Name headers.
+    #[arg(long, value_enum, default_value_t = ProtocolArg::Stateful)]
+    protocol: ProtocolArg,
     /// TCP connections (default: the concurrency).
     #[arg(long)]
     connections: Option<usize>,
@@ -86,6 +93,16 @@ struct RunArgs {
     /// Send the mix without first checking its tools against the server's `tools/list`.
     #[arg(long)]
     skip_tool_check: bool,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum ProtocolArg {
+    /// Stateful: a session per `--sessions`.
+    #[value(name = "2025-11-25")]
+    Stateful,
+    /// Stateless: no handshake, no session.
+    #[value(name = "2026-07-28")]
+    Stateless,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -199,7 +216,11 @@ fn run_cmd(a: RunArgs) -> anyhow::Result<()> {
         .map(|u| Target::parse(u))
         .collect::<Result<Vec<_>, _>>()?;
     let open_target = a.open_url.as_deref().map(Target::parse).transpose()?;
-    let mix = Mix::parse(&a.mix).context("--mix")?;
+    let era = match a.protocol {
+        ProtocolArg::Stateful => Era::Stateful,
+        ProtocolArg::Stateless => Era::Stateless,
+    };
+    let mix = Mix::parse(&a.mix, era).context("--mix")?;
     let cfg = RunConfig {
         url: a.url.join(","),
         target: targets[0].clone(),
@@ -218,6 +239,7 @@ fn run_cmd(a: RunArgs) -> anyhow::Result<()> {
         progress: !a.quiet,
         timeline: a.timeline,
         check_tools: !a.skip_tool_check,
+        era,
     };
     let report = run::run(cfg)?;
     let mut out = std::io::stdout();

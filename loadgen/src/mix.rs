@@ -4,11 +4,15 @@
 //! `METHOD[:PARAMS]`, ARGS and PARAMS being JSON objects, e.g.
 //! `tools/call:echo:{"message":"hi"}=8,tools/list=1,ping=1`. Commas inside the JSON do not split.
 //!
-//! Bodies are prebuilt around the id, so sending costs one copy and the id's digits.
+//! Bodies are prebuilt around the id, so sending costs one copy and the id's digits. For a
+//! 2026-07-28 run each entry's params also carry the envelope (`_meta`) and the entry keeps the
+//! headers that mirror its body ([`crate::era`]).
 
 use std::io::Write as _;
 
 use mcp_proxy::protocol::jsonrpc::write_json_string;
+
+use crate::era::{self, Era, Stamp};
 
 /// Why a mix did not parse.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -31,6 +35,12 @@ pub enum MixError {
     /// A name with characters that would need escaping: tool names never do.
     #[error("name {0:?} has quotes, backslashes or control characters")]
     BadName(String),
+    /// Params whose `_meta` cannot take the 2026-07-28 envelope.
+    #[error("params of {entry:?} cannot carry the 2026-07-28 envelope: `_meta` must be an object")]
+    BadMeta {
+        /// The entry as written.
+        entry: String,
+    },
 }
 
 /// One kind of request in the mix.
@@ -42,6 +52,8 @@ pub struct Entry {
     pub weight: u32,
     /// The tool a `tools/call` entry calls.
     pub tool: Option<String>,
+    /// The `Mcp-Method`/`Mcp-Name` headers of a 2026-07-28 entry; None in the stateful era.
+    pub stamp: Option<Stamp>,
     /// The body before the id: `{"jsonrpc":"2.0","id":`.
     prefix: &'static [u8],
     /// The body after the id: `,"method":..,"params":..}`.
@@ -70,8 +82,8 @@ pub struct Mix {
 }
 
 impl Mix {
-    /// Parses the mix syntax described in the module docs.
-    pub fn parse(text: &str) -> Result<Mix, MixError> {
+    /// Parses the mix syntax described in the module docs, with bodies for `era`.
+    pub fn parse(text: &str, era: Era) -> Result<Mix, MixError> {
         let mut entries = Vec::new();
         for (pos, raw) in split_top_level(text).into_iter().enumerate() {
             let raw = raw.trim();
@@ -93,7 +105,7 @@ impl Mix {
             if spec.is_empty() {
                 return Err(MixError::Empty(pos));
             }
-            entries.push(entry(spec, weight)?);
+            entries.push(entry(spec, weight, era)?);
         }
         if entries.is_empty() {
             return Err(MixError::Empty(0));
@@ -138,7 +150,7 @@ fn split_top_level(text: &str) -> Vec<&str> {
 }
 
 /// Builds one entry from `tools/call:NAME[:ARGS]` or `METHOD[:PARAMS]`.
-fn entry(spec: &str, weight: u32) -> Result<Entry, MixError> {
+fn entry(spec: &str, weight: u32, era: Era) -> Result<Entry, MixError> {
     let bad_json = || MixError::BadJson {
         entry: spec.to_owned(),
     };
@@ -147,10 +159,8 @@ fn entry(spec: &str, weight: u32) -> Result<Entry, MixError> {
         None => (spec.trim(), None),
     };
     check_name(method)?;
-    let mut suffix = b",\"method\":".to_vec();
-    write_json_string(&mut suffix, method);
     let mut tool = None;
-    let label = if method == "tools/call" {
+    let (label, params) = if method == "tools/call" {
         let rest = rest.ok_or_else(bad_json)?;
         let (name, args) = match rest.split_once(':') {
             Some((n, a)) => (n.trim(), Some(a.trim())),
@@ -159,27 +169,48 @@ fn entry(spec: &str, weight: u32) -> Result<Entry, MixError> {
         check_name(name)?;
         let args = args.unwrap_or("{}");
         check_object(args).ok_or_else(bad_json)?;
-        suffix.extend_from_slice(b",\"params\":{\"name\":");
-        write_json_string(&mut suffix, name);
-        suffix.extend_from_slice(b",\"arguments\":");
-        suffix.extend_from_slice(args.as_bytes());
-        suffix.push(b'}');
+        let mut params = b"{\"name\":".to_vec();
+        write_json_string(&mut params, name);
+        params.extend_from_slice(b",\"arguments\":");
+        params.extend_from_slice(args.as_bytes());
+        params.push(b'}');
         tool = Some(name.to_owned());
-        format!("tools/call {name}")
+        (format!("tools/call {name}"), Some(params))
     } else {
-        if let Some(params) = rest {
-            let params = params.trim();
-            check_object(params).ok_or_else(bad_json)?;
-            suffix.extend_from_slice(b",\"params\":");
-            suffix.extend_from_slice(params.as_bytes());
-        }
-        method.to_owned()
+        let params = match rest {
+            Some(params) => {
+                let params = params.trim();
+                check_object(params).ok_or_else(bad_json)?;
+                Some(params.as_bytes().to_vec())
+            }
+            None => None,
+        };
+        (method.to_owned(), params)
     };
+    let (params, stamp) = match era {
+        Era::Stateful => (params, None),
+        Era::Stateless => {
+            // The params were checked above to be one JSON object, so they are UTF-8.
+            let text = params.as_deref().map(String::from_utf8_lossy);
+            let (with_meta, stamp) =
+                era::envelope(method, text.as_deref()).map_err(|_| MixError::BadMeta {
+                    entry: spec.to_owned(),
+                })?;
+            (Some(with_meta), Some(stamp))
+        }
+    };
+    let mut suffix = b",\"method\":".to_vec();
+    write_json_string(&mut suffix, method);
+    if let Some(params) = params {
+        suffix.extend_from_slice(b",\"params\":");
+        suffix.extend_from_slice(&params);
+    }
     suffix.push(b'}');
     Ok(Entry {
         label,
         weight,
         tool,
+        stamp,
         prefix: b"{\"jsonrpc\":\"2.0\",\"id\":",
         suffix,
     })
@@ -237,8 +268,11 @@ mod tests {
 
     #[test]
     fn parses_the_documented_example() {
-        let mix =
-            Mix::parse(r#"tools/call:echo:{"message":"hi, there"}=8,tools/list=1,ping=1"#).unwrap();
+        let mix = Mix::parse(
+            r#"tools/call:echo:{"message":"hi, there"}=8,tools/list=1,ping=1"#,
+            Era::Stateful,
+        )
+        .unwrap();
         let labels: Vec<_> = mix
             .entries
             .iter()
@@ -266,31 +300,72 @@ mod tests {
 
     #[test]
     fn equals_inside_json_is_not_a_weight() {
-        let mix = Mix::parse(r#"tools/call:echo:{"message":"a=b"}"#).unwrap();
+        let mix = Mix::parse(r#"tools/call:echo:{"message":"a=b"}"#, Era::Stateful).unwrap();
         assert_eq!(mix.entries[0].weight, 1);
-        let mix = Mix::parse("tools/call:get-sum:{\"a\":1,\"b\":2}=3").unwrap();
+        let mix = Mix::parse("tools/call:get-sum:{\"a\":1,\"b\":2}=3", Era::Stateful).unwrap();
         assert_eq!(mix.entries[0].weight, 3);
         assert!(body_of(&mix.entries[0], 1).contains(r#""arguments":{"a":1,"b":2}"#));
     }
 
     #[test]
     fn refuses_bad_entries() {
-        assert!(matches!(Mix::parse(""), Err(MixError::Empty(0))));
         assert!(matches!(
-            Mix::parse("ping=0"),
+            Mix::parse("", Era::Stateful),
+            Err(MixError::Empty(0))
+        ));
+        assert!(matches!(
+            Mix::parse("ping=0", Era::Stateful),
             Err(MixError::BadWeight { .. })
         ));
         assert!(matches!(
-            Mix::parse("tools/call:echo:{not json}"),
+            Mix::parse("tools/call:echo:{not json}", Era::Stateful),
             Err(MixError::BadJson { .. })
         ));
         assert!(matches!(
-            Mix::parse("tools/call"),
+            Mix::parse("tools/call", Era::Stateful),
             Err(MixError::BadJson { .. })
         ));
         assert!(matches!(
-            Mix::parse("tools/call:ec\"ho"),
+            Mix::parse("tools/call:ec\"ho", Era::Stateful),
             Err(MixError::BadName(_))
+        ));
+    }
+
+    #[test]
+    fn a_stateless_mix_carries_the_envelope_and_its_headers() {
+        let mix = Mix::parse(
+            r#"tools/call:a__echo:{"message":"hi"}=8,tools/list,ping"#,
+            Era::Stateless,
+        )
+        .unwrap();
+        let mut call = body_of(&mix.entries[0], 5).into_bytes();
+        let msg = simd_json::to_owned_value(&mut call).unwrap();
+        use simd_json::prelude::*;
+        let params = msg.get("params").unwrap();
+        assert_eq!(msg.get_u64("id"), Some(5));
+        assert_eq!(params.get_str("name"), Some("a__echo"));
+        assert_eq!(
+            params.get("arguments").and_then(|a| a.get_str("message")),
+            Some("hi")
+        );
+        assert_eq!(
+            params
+                .get("_meta")
+                .and_then(|m| m.get_str("io.modelcontextprotocol/protocolVersion")),
+            Some("2026-07-28")
+        );
+        let stamp = mix.entries[0].stamp.as_ref().unwrap();
+        assert_eq!(
+            (stamp.method.as_str(), stamp.name.as_deref()),
+            ("tools/call", Some("a__echo"))
+        );
+        assert!(body_of(&mix.entries[1], 6).contains(r#""params":{"_meta":"#));
+        assert!(Mix::parse("ping", Era::Stateful).unwrap().entries[0]
+            .stamp
+            .is_none());
+        assert!(matches!(
+            Mix::parse(r#"tools/list:{"_meta":1}"#, Era::Stateless),
+            Err(MixError::BadMeta { .. })
         ));
     }
 }

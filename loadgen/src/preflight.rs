@@ -1,13 +1,15 @@
 //! Before load is sent: the tools the mix calls must be among those the server offers, or
 //! every request would fail the same way (a gateway prefixes names, e.g. `echo` is
-//! `alpha__echo` behind mcp-proxy). One session, `tools/list` page by page, then a verdict
-//! that names what is offered and the nearest name.
+//! `alpha__echo` behind mcp-proxy). One session (or, in 2026-07-28, none: each page carries
+//! the envelope), `tools/list` page by page, then a verdict that names what is offered and the
+//! nearest name.
 
 use std::time::Duration;
 
 use simd_json::prelude::*;
 
-use crate::client::{initialize, Conn, Failure, Target};
+use crate::client::{initialize, Conn, Failure, Session, Target};
+use crate::era::{self, Era};
 use crate::mix::Mix;
 
 /// Most offered names quoted in the message.
@@ -32,8 +34,13 @@ pub enum PreflightError {
     List(String),
 }
 
-/// Checks every tool the mix calls against the server's `tools/list`.
-pub async fn check(target: &Target, mix: &Mix, timeout: Duration) -> Result<(), PreflightError> {
+/// Checks every tool the mix calls against the server's `tools/list`, asked in `era`.
+pub async fn check(
+    target: &Target,
+    mix: &Mix,
+    era: Era,
+    timeout: Duration,
+) -> Result<(), PreflightError> {
     let wanted: Vec<&str> = mix
         .entries
         .iter()
@@ -42,7 +49,7 @@ pub async fn check(target: &Target, mix: &Mix, timeout: Duration) -> Result<(), 
     if wanted.is_empty() {
         return Ok(());
     }
-    let offered = list_tools(target, timeout).await?;
+    let offered = list_tools(target, era, timeout).await?;
     match verdict(&wanted, &offered) {
         Some(message) => Err(PreflightError::Unknown(message)),
         None => Ok(()),
@@ -50,7 +57,11 @@ pub async fn check(target: &Target, mix: &Mix, timeout: Duration) -> Result<(), 
 }
 
 /// Every tool name the server offers.
-async fn list_tools(target: &Target, timeout: Duration) -> Result<Vec<String>, PreflightError> {
+async fn list_tools(
+    target: &Target,
+    era: Era,
+    timeout: Duration,
+) -> Result<Vec<String>, PreflightError> {
     let failed = |what: &str, f: Failure, conn: Option<&mut Conn>| {
         let said = conn.and_then(Conn::take_error);
         PreflightError::List(match said {
@@ -61,31 +72,46 @@ async fn list_tools(target: &Target, timeout: Duration) -> Result<Vec<String>, P
     let mut conn = Conn::open(target, timeout)
         .await
         .map_err(|f| failed("connect", f, None))?;
-    let session = initialize(&mut conn, target, 1)
-        .await
-        .map_err(|f| failed("initialize", f, Some(&mut conn)))?;
+    let session = match era {
+        Era::Stateful => initialize(&mut conn, target, 1)
+            .await
+            .map_err(|f| failed("initialize", f, Some(&mut conn)))?,
+        Era::Stateless => Session::stateless(),
+    };
     let mut names = Vec::new();
     let mut cursor: Option<String> = None;
     for page in 0..MAX_PAGES {
         let id = 2 + page as u64;
-        let params = match &cursor {
-            Some(c) => {
-                let mut p = br#","params":{"cursor":"#.to_vec();
-                mcp_proxy::protocol::jsonrpc::write_json_string(&mut p, c);
-                p.push(b'}');
-                p
-            }
-            None => Vec::new(),
-        };
+        let mut params = cursor.as_ref().map(|c| {
+            let mut p = br#"{"cursor":"#.to_vec();
+            mcp_proxy::protocol::jsonrpc::write_json_string(&mut p, c);
+            p.push(b'}');
+            p
+        });
+        let mut stamp = None;
+        if era == Era::Stateless {
+            // The cursor was written as a JSON string, so the params are UTF-8.
+            let text = params.as_deref().map(String::from_utf8_lossy);
+            let (with_meta, s) = era::envelope("tools/list", text.as_deref())
+                .map_err(|e| PreflightError::List(format!("tools/list: {e}")))?;
+            params = Some(with_meta);
+            stamp = Some(s);
+        }
         let mut body = format!(r#"{{"jsonrpc":"2.0","id":{id},"method":"tools/list""#).into_bytes();
-        body.extend_from_slice(&params);
+        if let Some(p) = params {
+            body.extend_from_slice(br#","params":"#);
+            body.extend_from_slice(&p);
+        }
         body.push(b'}');
         // A server that fails some requests on purpose (a fault-injecting upstream) gets a
         // few tries before the check gives up.
         let mut tries = 0;
         loop {
             conn.keep_next_answer();
-            match conn.post(target, Some(&session), &body, Some(id)).await {
+            match conn
+                .post(target, Some(&session), stamp.as_ref(), &body, Some(id))
+                .await
+            {
                 Ok(_) => break,
                 Err(_) if tries + 1 < LIST_TRIES && conn.reusable() => {
                     tries += 1;

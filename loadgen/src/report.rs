@@ -145,8 +145,10 @@ pub struct Settings {
     pub connections: usize,
     /// Requests in flight at most.
     pub concurrency: usize,
-    /// MCP sessions.
+    /// MCP sessions (0 in the 2026-07-28 era, which has none).
     pub sessions: usize,
+    /// The protocol revision asked for: `2025-11-25` (stateful) or `2026-07-28` (stateless).
+    pub protocol: &'static str,
     /// Measured seconds.
     pub duration_s: f64,
     /// Warm-up seconds (not measured).
@@ -315,8 +317,9 @@ impl Report {
         let _ = writeln!(out, "target       {}", s.url);
         let _ = writeln!(
             out,
-            "load         {rate}, {} thread(s), {} connection(s), concurrency {}, {} session(s)",
-            s.threads, s.connections, s.concurrency, s.sessions
+            "load         {rate}, {} thread(s), {} connection(s), concurrency {}, {} session(s), \
+             protocol {}",
+            s.threads, s.connections, s.concurrency, s.sessions, s.protocol
         );
         let _ = writeln!(
             out,
@@ -447,6 +450,7 @@ mod tests {
             connections: 1,
             concurrency: 1,
             sessions: 1,
+            protocol: "2025-11-25",
             duration_s: 2.0,
             warmup_s: 0.0,
             mix: "ping".into(),
@@ -489,6 +493,7 @@ mod tests {
             connections: 2,
             concurrency: 2,
             sessions: 1,
+            protocol: "2025-11-25",
             duration_s: 1.0,
             warmup_s: 0.0,
             mix: "ping".into(),
@@ -528,6 +533,7 @@ mod tests {
             connections: 2,
             concurrency: 2,
             sessions: 1,
+            protocol: "2025-11-25",
             duration_s: 0.4,
             warmup_s: 0.0,
             mix: "ping".into(),

@@ -15,6 +15,9 @@
 //!
 //! HTTP/1.1 carries one request at a time per connection, so `concurrency <= connections`;
 //! with more connections than workers, workers rotate through them.
+//!
+//! In the 2026-07-28 era ([`Era::Stateless`]) there is no setup: no session is opened, and
+//! every request carries the envelope and headers its mix entry was built with.
 
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
@@ -26,6 +29,7 @@ use std::time::{Duration, Instant};
 use glommio::{LocalExecutorBuilder, Placement};
 
 use crate::client::{initialize, Conn, Failure, Session, Target};
+use crate::era::{Era, Stamp};
 use crate::mix::Mix;
 use crate::preflight::{self, PreflightError};
 use crate::report::{Report, Settings, Stats};
@@ -69,6 +73,8 @@ pub struct RunConfig {
     pub timeline: Option<Duration>,
     /// Check the tools the mix calls against `tools/list` before sending load.
     pub check_tools: bool,
+    /// Stateful sessions or 2026-07-28 requests; `mix` must have been parsed for it.
+    pub era: Era,
 }
 
 /// Why a run could not be carried out.
@@ -91,6 +97,9 @@ pub enum RunError {
     /// A rate that is not a positive, finite number.
     #[error("--rate must be a positive number of requests per second")]
     BadRate,
+    /// A session option given for the 2026-07-28 era, which has no sessions.
+    #[error("--{0} has no meaning with --protocol 2026-07-28: that era opens no sessions")]
+    NoSessions(&'static str),
     /// Connecting or initializing sessions failed before any load was sent.
     #[error("setup failed: {0}")]
     Setup(#[from] SetupError),
@@ -204,15 +213,24 @@ pub fn run(cfg: RunConfig) -> Result<Report, RunError> {
     if cfg.rate.is_some_and(|r| !(r.is_finite() && r > 0.0)) {
         return Err(RunError::BadRate);
     }
+    if cfg.era == Era::Stateless {
+        if cfg.sessions > 1 {
+            return Err(RunError::NoSessions("sessions"));
+        }
+        if cfg.open_target.is_some() {
+            return Err(RunError::NoSessions("open-url"));
+        }
+    }
     let slices = cfg
         .timeline
         .map(|slice| timeline::slices(slice, cfg.duration).map(|n| (slice, n)))
         .transpose()?;
     if cfg.check_tools {
         let (target, mix, timeout) = (cfg.target.clone(), cfg.mix.clone(), cfg.timeout);
+        let era = cfg.era;
         LocalExecutorBuilder::new(Placement::Unbound)
             .name("mcp-loadgen-preflight")
-            .spawn(move || async move { preflight::check(&target, &mix, timeout).await })
+            .spawn(move || async move { preflight::check(&target, &mix, era, timeout).await })
             .map_err(|e| RunError::Executor(e.to_string()))?
             .join()
             .map_err(|e| RunError::Executor(e.to_string()))??;
@@ -275,7 +293,12 @@ pub fn run(cfg: RunConfig) -> Result<Report, RunError> {
         threads,
         connections: cfg.connections,
         concurrency: cfg.concurrency,
-        sessions: cfg.sessions,
+        sessions: if cfg.era == Era::Stateless {
+            0
+        } else {
+            cfg.sessions
+        },
+        protocol: cfg.era.version(),
         duration_s: cfg.duration.as_secs_f64(),
         warmup_s: cfg.warmup.as_secs_f64(),
         mix: cfg.mix_text.clone(),
@@ -300,6 +323,7 @@ async fn thread_main(
             conns.extend(sessions::connect(target, 1, cfg.timeout).await?);
         }
         match &cfg.open_target {
+            None if cfg.era == Era::Stateless => Ok((conns, vec![Rc::new(Session::stateless())])),
             None => sessions::setup(&cfg.target, conns, plan.sessions, id_base + 1).await,
             Some(open) => {
                 let lanes = plan.connections.min(plan.sessions).max(1);
@@ -375,11 +399,14 @@ async fn worker(lane: Rc<Lane>) {
         lane.next_id.set(id + 1);
         let session_index = (n as usize) % lane.sessions.borrow().len();
         let session = lane.sessions.borrow()[session_index].clone();
-        lane.mix.pick(n).body(id, &mut body);
+        let entry = lane.mix.pick(n);
+        entry.body(id, &mut body);
         let conn = lane.pool.borrow_mut().pop_front().flatten();
-        let (outcome, conn, said) = exchange(&lane, conn, &session, &body, id).await;
+        let (outcome, conn, said) =
+            exchange(&lane, conn, &session, entry.stamp.as_ref(), &body, id).await;
         let latency = intended.elapsed();
-        if outcome == Err(Failure::Http(404)) {
+        // In 2026-07-28 a 404 is an unknown method (-32601): there is no session to renew.
+        if outcome == Err(Failure::Http(404)) && !session.is_stateless() {
             // The server forgot the session (restart, expiry): open a new one, as a client must.
             if let Some(mut c) = conn {
                 let init_id = lane.next_id.get();
@@ -420,6 +447,7 @@ async fn exchange(
     lane: &Lane,
     conn: Option<Conn>,
     session: &Session,
+    stamp: Option<&Stamp>,
     body: &[u8],
     id: u64,
 ) -> (Result<(), Failure>, Option<Conn>, Option<String>) {
@@ -431,7 +459,9 @@ async fn exchange(
         },
     };
     let sent = glommio::timer::timeout(lane.timeout, async {
-        Ok(conn.post(&lane.target, Some(session), body, Some(id)).await)
+        Ok(conn
+            .post(&lane.target, Some(session), stamp, body, Some(id))
+            .await)
     })
     .await;
     match sent {
