@@ -6,7 +6,8 @@
   never written in the file; every proxy configuration it mounts passes
   `mcp-proxy --check-config`; the balancer sends connections to all three members and
   Prometheus scrapes all three (and `promtool check config` accepts its file, when installed).
-- `dashboards/kubernetes/` (fleet.yaml, secret.yaml) parses: a three-member StatefulSet behind
+- `dashboards/kubernetes/` (fleet.yaml, secret.yaml) is valid for a Kubernetes 1.33 API server
+  (every object, strictly, against the API's schemas) and holds a three-member StatefulSet behind
   a headless Service (the DNS names the one shared configuration lists), a client Service, an
   etcd, the session key and admin token from a Secret that ships placeholders only; the
   mounted configuration passes `--check-config`, and the placeholder key, left in place, stops
@@ -22,6 +23,7 @@ import json
 import re
 import subprocess
 
+import pytest
 import yaml
 
 import harness
@@ -138,6 +140,26 @@ def kube_objects() -> dict[tuple[str, str], dict]:
             assert doc["metadata"]["namespace"] == "mcp-proxy", doc["metadata"]
             out[(doc["kind"], doc["metadata"]["name"])] = doc
     return out
+
+
+KUBE_VERSION = "1.33"
+
+
+def test_the_kubernetes_files_are_valid_for_the_api_server():
+    """Every object of the Kubernetes files validates, strictly (no field the API does not know),
+    against the Kubernetes API's schemas (kubernetes-validate), as `kubectl apply` would check it."""
+    import copy
+
+    import kubernetes_validate
+
+    objects = kube_objects()
+    for doc in objects.values():
+        kubernetes_validate.validate(doc, KUBE_VERSION, strict=True)
+    # The check is strict: a misspelt field is refused.
+    wrong = copy.deepcopy(objects[("StatefulSet", "mcp-proxy")])
+    wrong["spec"]["replica"] = wrong["spec"].pop("replicas")
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(wrong, KUBE_VERSION, strict=True)
 
 
 def test_the_kubernetes_set_runs_three_members_on_etcd_with_the_key_from_a_secret(tmp_path):
