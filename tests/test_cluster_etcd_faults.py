@@ -9,7 +9,8 @@ controls; two other members reach etcd directly).
 - The registry key holds something that is not a registry document (written there by hand),
   at start and later in place of a good one. Each member logs the key, says it is not a registry
   document (not that etcd is unreachable) and how to look at and replace it, and keeps serving
-  what it ran (its file's servers, then the last good registry). An admin change is refused
+  what it ran (its file's servers, then the last good registry), and says so in
+  `/api/v1/cluster`'s `registry_error` until a valid value replaces it. An admin change is refused
   with a 500 naming the key and leaves the value alone; once the key is deleted, a change made
   on another member is listed without a restart (docs/architecture.md, "A fleet on etcd").
 """
@@ -20,15 +21,16 @@ import base64
 import json
 import select
 import socket
+import subprocess
 import threading
 import time
 import urllib.request
 import uuid
 
 import harness
-from cluster_fixtures import (ETCD_MISSING, admin, etcd,  # noqa: F401
+from cluster_fixtures import (ETCD_MISSING, admin, cluster, etcd,  # noqa: F401
                               member_config, server_names)
-from test_admin import wait_until
+from test_admin import MCPCTL, TOKEN, wait_until
 
 pytestmark = ETCD_MISSING
 
@@ -145,6 +147,12 @@ def etcd_call(etcd, op: str, body: dict) -> dict:
         return json.loads(r.read())
 
 
+def mcpctl(member: harness.Proxy, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([str(MCPCTL), *args], capture_output=True, text=True, timeout=60,
+                          env={"MCPCTL_URL": member.admin_url, "MCPCTL_TOKEN": TOKEN,
+                               "PATH": "/usr/bin:/bin"})
+
+
 def b64(data: bytes) -> str:
     return base64.b64encode(data).decode()
 
@@ -183,6 +191,7 @@ def test_a_registry_key_holding_no_registry_document_is_named_kept_and_replaced_
         assert f"etcdctl get {key}" in text and f"etcdctl del {key}" in text, text
         assert "unreachable" not in text and "until etcd answers" not in text, text
         assert server_names(m) == {"filed"}
+        assert key in (cluster(m)["registry_error"] or ""), cluster(m)
         with urllib.request.urlopen(f"{m.admin_url}/readyz", timeout=5) as r:
             assert r.status == 200
 
@@ -191,6 +200,10 @@ def test_a_registry_key_holding_no_registry_document_is_named_kept_and_replaced_
     assert status == 500, v
     assert v["kind"] == "shared_registry_unreadable", v
     assert key in v["error"] and "not a registry document" in v["error"], v
+    r = mcpctl(m1, "servers", "add", "added", "--url", ev.url)
+    assert r.returncode != 0 and f"etcdctl del {key}" in r.stderr, (r.returncode, r.stderr)
+    r = mcpctl(m1, "cluster", "ls")
+    assert r.returncode == 0 and f"registry: the etcd key {key}" in r.stdout, r.stdout
     assert etcd_value(etcd, key) == truncated
     assert server_names(m1) == {"filed"}
 
@@ -200,6 +213,7 @@ def test_a_registry_key_holding_no_registry_document_is_named_kept_and_replaced_
     assert status == 201, v
     wait_until(lambda: "added" in server_names(m1), timeout=10,
                what="a server added on m2 listed by m1 once the key was deleted")
+    assert cluster(m1)["registry_error"] is None
 
     # Later, the key is overwritten with a value that is no document: the watch names it, both
     # members keep the last good registry, and a change is refused again.
@@ -208,6 +222,7 @@ def test_a_registry_key_holding_no_registry_document_is_named_kept_and_replaced_
         wait_until(lambda: f"the etcd key {key} (revision {revision})" in log(m), timeout=10,
                    what="the watch naming the registry key overwritten")
         assert server_names(m) == {"filed", "added"}
+        assert f"revision {revision}" in (cluster(m)["registry_error"] or ""), cluster(m)
     status, v = admin(m2, "POST", "servers", {"name": "later", "url": ev.url})
     assert status == 500 and key in v["error"], v
     assert etcd_value(etcd, key) == b"servers = []\n"
@@ -218,3 +233,4 @@ def test_a_registry_key_holding_no_registry_document_is_named_kept_and_replaced_
     for m in (m1, m2):
         wait_until(lambda: server_names(m) == {"filed"}, timeout=10,
                    what="a valid document written over the bad one followed")
+        assert cluster(m)["registry_error"] is None

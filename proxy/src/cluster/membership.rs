@@ -67,6 +67,9 @@ pub struct View {
     pub detached: bool,
     /// etcd's last error, while it lasts.
     pub etcd_error: Option<String>,
+    /// Why the shared registry key's value is not followed (it is no registry document),
+    /// while it lasts; set and cleared by the watch thread.
+    pub registry_error: Option<String>,
     /// The member's lease id (0: none).
     pub lease: i64,
 }

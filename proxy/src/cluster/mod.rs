@@ -182,6 +182,7 @@ pub fn start(bootstrap: &Config, identity: Identity) -> Result<Option<SharedRegi
         return Err(StartError::NoSessionKey);
     }
     let etcd = Etcd::new(&config)?;
+    let mut registry_error = None;
     let (first, read_at) = match registry_watch::read(&etcd, &registry_key(&config.prefix)) {
         Ok(shared) => {
             let at = registry_watch::ReadAt::from(&shared);
@@ -192,6 +193,7 @@ pub fn start(bootstrap: &Config, identity: Identity) -> Result<Option<SharedRegi
                 "cluster: {bad}; serving the configuration file's servers until a registry \
                  document is written there"
             );
+            registry_error = Some(bad.to_string());
             (None, Some(registry_watch::ReadAt::from(&bad)))
         }
         Err(ReadError::Etcd(e)) => {
@@ -201,7 +203,10 @@ pub fn start(bootstrap: &Config, identity: Identity) -> Result<Option<SharedRegi
     };
     let (jobs, job_rx) = mpsc::channel();
     let (change_tx, change_rx) = flume::unbounded();
-    let view = Arc::new(Mutex::new(View::default()));
+    let view = Arc::new(Mutex::new(View {
+        registry_error,
+        ..View::default()
+    }));
     let tasks = Arc::new(Mutex::new(Vec::new()));
     let leader_tasks = leader_tasks::LeaderTasks::configured(&config, tasks.clone());
     let cluster = Arc::new(Cluster {
@@ -228,7 +233,7 @@ pub fn start(bootstrap: &Config, identity: Identity) -> Result<Option<SharedRegi
     let key = registry_key(&config.prefix);
     std::thread::Builder::new()
         .name("cluster-watch".into())
-        .spawn(move || registry_watch::run(&etcd, &key, read_at, &change_tx))
+        .spawn(move || registry_watch::run(&etcd, &key, read_at, &change_tx, &cluster.view))
         .map_err(StartError::Thread)?;
     Ok(first)
 }

@@ -16,10 +16,11 @@
 //! `--experimental-watch-progress-notify-interval`; TCP keepalive would not see an etcd
 //! whose host answers but whose process hangs, nor a proxy in between that holds the flow.
 
+use std::sync::Mutex;
 use std::time::Duration;
 
 use super::etcd::{Etcd, EtcdError, Range, WatchEnd};
-use super::{SharedDoc, SharedRegistry};
+use super::{SharedDoc, SharedRegistry, View};
 
 /// Wait between two rounds after a failure.
 const RETRY: Duration = Duration::from_millis(500);
@@ -148,13 +149,23 @@ pub fn sighting(
 const KEEPS_SERVING: &str = "this member keeps serving the registry it runs until a registry \
                              document is written there";
 
+/// Says in the member's view (`GET /api/v1/cluster`) why the key's value is not followed, or
+/// that it is again.
+fn note(view: &Mutex<View>, registry_error: Option<String>) {
+    if let Ok(mut view) = view.lock() {
+        view.registry_error = registry_error;
+    }
+}
+
 /// Follows `key` for as long as shard 0 listens on `changes`; `started` is where the read at
-/// start left off (`None`: etcd did not answer then).
+/// start left off (`None`: etcd did not answer then). An unreadable value is also noted in
+/// `view` until a readable one replaces it.
 pub fn run(
     etcd: &Etcd,
     key: &str,
     started: Option<ReadAt>,
     changes: &flume::Sender<SharedRegistry>,
+    view: &Mutex<View>,
 ) {
     // Where the next watch starts; `None`: reread the key first.
     let mut next: Option<i64> = started.map(|s| s.seen + 1);
@@ -175,11 +186,15 @@ pub fn run(
                         handed = Some(revision);
                         match registry_in(key, &range) {
                             Ok(shared) => {
+                                note(view, None);
                                 if changes.send(shared).is_err() {
                                     return;
                                 }
                             }
-                            Err(bad) => log::error!("cluster: {bad}; {KEEPS_SERVING}"),
+                            Err(bad) => {
+                                log::error!("cluster: {bad}; {KEEPS_SERVING}");
+                                note(view, Some(bad.to_string()));
+                            }
                         }
                     }
                     range.revision + 1
@@ -203,9 +218,11 @@ pub fn run(
                 Ok(shared) => shared,
                 Err(bad) => {
                     log::error!("cluster: {bad}; {KEEPS_SERVING}");
+                    note(view, Some(bad.to_string()));
                     return true;
                 }
             };
+            note(view, None);
             changes.send(shared).is_ok()
         });
         match watched {
