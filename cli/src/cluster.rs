@@ -42,6 +42,9 @@ pub fn run(admin: &Admin, out: &Out, command: Cluster) -> Result<(), Failure> {
                 if let Some(e) = v.get("etcd_error").and_then(Value::as_str) {
                     text.push_str(&format!("etcd: {e}\n"));
                 }
+                if let Some(e) = v.get("registry_error").and_then(Value::as_str) {
+                    text.push_str(&format!("registry: {e}\n"));
+                }
                 if v["detached"].as_bool() == Some(true) {
                     text.push_str(
                         "this member's lease has lapsed: it is not listed until etcd answers\n",

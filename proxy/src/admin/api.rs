@@ -63,6 +63,8 @@ pub(crate) fn registry_error(e: &RegistryError) -> Response {
         RegistryError::InvalidSpec(_) | RegistryError::NotApplicable(_) => error(400, "invalid", e),
         RegistryError::State { .. } => error(500, "state", e),
         RegistryError::Shared(_) => error(503, "etcd_unavailable", e),
+        // etcd answered; what it holds needs an operator, so not 503 (which invites a retry).
+        RegistryError::SharedUnreadable(_) => error(500, "shared_registry_unreadable", e),
     }
 }
 

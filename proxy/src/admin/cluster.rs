@@ -25,6 +25,7 @@ pub fn answer() -> Response {
             "prefix": cluster.config.prefix,
             "etcd": cluster.config.etcd,
             "etcd_error": view.etcd_error,
+            "registry_error": view.registry_error,
             "detached": view.detached,
             "leader": view.leader,
             "is_leader": view.is_leader,

@@ -20,7 +20,7 @@ use serde::Serialize;
 
 use super::etcd::{Etcd, EtcdError};
 use super::leader_tasks::LeaderTasks;
-use super::registry_watch::sighting;
+use super::registry_watch::registry_in;
 use super::{leader_key, member_key, registry_key, Identity, WriteError};
 use crate::config::cluster::ClusterConfig;
 
@@ -67,6 +67,9 @@ pub struct View {
     pub detached: bool,
     /// etcd's last error, while it lasts.
     pub etcd_error: Option<String>,
+    /// Why the shared registry key's value is not followed (it is no registry document),
+    /// while it lasts; set and cleared by the watch thread.
+    pub registry_error: Option<String>,
     /// The member's lease id (0: none).
     pub lease: i64,
 }
@@ -148,14 +151,8 @@ impl Control {
         let key = registry_key(&self.config.prefix);
         match self.etcd.put_if_revision(&key, body, mod_revision)? {
             Ok(revision) => Ok(revision),
-            Err(now) => {
-                let kv = now.kvs.first();
-                Err(WriteError::Moved(sighting(
-                    now.revision,
-                    kv.map_or(0, |kv| kv.mod_revision),
-                    kv.map(|kv| kv.value.as_slice()),
-                )?))
-            }
+            // A value that is no registry document is reported, never computed over.
+            Err(now) => Err(WriteError::Moved(registry_in(&key, &now)?)),
         }
     }
 

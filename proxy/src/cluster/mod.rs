@@ -40,6 +40,7 @@ use crate::registry::state_file::StateDoc;
 
 pub use etcd::{Etcd, EtcdError};
 pub use membership::{Member, View};
+pub use registry_watch::{ReadError, UnreadableDoc};
 
 /// The shared registry as read from etcd at one revision.
 #[derive(Debug, Clone, PartialEq)]
@@ -76,6 +77,9 @@ pub enum WriteError {
     /// etcd could not be asked.
     #[error(transparent)]
     Etcd(#[from] EtcdError),
+    /// The key holds a value that is not a registry document: it is left as it is.
+    #[error(transparent)]
+    Unreadable(#[from] UnreadableDoc),
     /// The control thread is gone (the proxy is stopping).
     #[error("the cluster's control thread has stopped")]
     Stopped,
@@ -165,7 +169,8 @@ pub fn leader_key(prefix: &str) -> String {
 
 /// Joins the fleet `config.cluster` names (if any): reads the shared registry once (so the
 /// shards start with it), then starts the control and watch threads. Returns the shared
-/// registry read, `None` when etcd did not answer (the file's servers are served until it does).
+/// registry read, `None` when etcd did not answer (the file's servers are served until it does)
+/// or its key holds no registry document (the file's servers are served until one is written).
 ///
 /// `bootstrap` is the configuration as read from the file; `identity` what this member
 /// publishes.
@@ -177,16 +182,31 @@ pub fn start(bootstrap: &Config, identity: Identity) -> Result<Option<SharedRegi
         return Err(StartError::NoSessionKey);
     }
     let etcd = Etcd::new(&config)?;
-    let first = match registry_watch::read(&etcd, &registry_key(&config.prefix)) {
-        Ok(shared) => Some(shared),
-        Err(e) => {
+    let mut registry_error = None;
+    let (first, read_at) = match registry_watch::read(&etcd, &registry_key(&config.prefix)) {
+        Ok(shared) => {
+            let at = registry_watch::ReadAt::from(&shared);
+            (Some(shared), Some(at))
+        }
+        Err(ReadError::Unreadable(bad)) => {
+            log::error!(
+                "cluster: {bad}; serving the configuration file's servers until a registry \
+                 document is written there"
+            );
+            registry_error = Some(bad.to_string());
+            (None, Some(registry_watch::ReadAt::from(&bad)))
+        }
+        Err(ReadError::Etcd(e)) => {
             log::warn!("cluster: {e}; serving the configuration file's servers until etcd answers");
-            None
+            (None, None)
         }
     };
     let (jobs, job_rx) = mpsc::channel();
     let (change_tx, change_rx) = flume::unbounded();
-    let view = Arc::new(Mutex::new(View::default()));
+    let view = Arc::new(Mutex::new(View {
+        registry_error,
+        ..View::default()
+    }));
     let tasks = Arc::new(Mutex::new(Vec::new()));
     let leader_tasks = leader_tasks::LeaderTasks::configured(&config, tasks.clone());
     let cluster = Arc::new(Cluster {
@@ -211,10 +231,9 @@ pub fn start(bootstrap: &Config, identity: Identity) -> Result<Option<SharedRegi
         .spawn(move || control.run(job_rx))
         .map_err(StartError::Thread)?;
     let key = registry_key(&config.prefix);
-    let started = first.clone();
     std::thread::Builder::new()
         .name("cluster-watch".into())
-        .spawn(move || registry_watch::run(&etcd, &key, started.as_ref(), &change_tx))
+        .spawn(move || registry_watch::run(&etcd, &key, read_at, &change_tx, &cluster.view))
         .map_err(StartError::Thread)?;
     Ok(first)
 }

@@ -16,10 +16,11 @@
 //! `--experimental-watch-progress-notify-interval`; TCP keepalive would not see an etcd
 //! whose host answers but whose process hangs, nor a proxy in between that holds the flow.
 
+use std::sync::Mutex;
 use std::time::Duration;
 
 use super::etcd::{Etcd, EtcdError, Range, WatchEnd};
-use super::{SharedDoc, SharedRegistry};
+use super::{SharedDoc, SharedRegistry, View};
 
 /// Wait between two rounds after a failure.
 const RETRY: Duration = Duration::from_millis(500);
@@ -30,9 +31,69 @@ const RETRY: Duration = Duration::from_millis(500);
 /// member per lifetime, a few requests a second for a large fleet.
 pub const WATCH_LIFETIME: Duration = Duration::from_secs(5);
 
+/// The registry key holds a value that is not a registry document (edited by hand, written by
+/// another tool, truncated). etcd answered: the operator has to replace or delete the value,
+/// and retrying the read would find the same bytes. The message names the key, what is wrong
+/// and both ways out.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "the etcd key {key} (revision {mod_revision}) is not a registry document: {detail}; \
+     look at it with `etcdctl get {key}`, then put a valid document there or delete it with \
+     `etcdctl del {key}` (the fleet then serves its configuration files' servers, and the next \
+     admin change writes the key anew)"
+)]
+pub struct UnreadableDoc {
+    /// The registry key.
+    pub key: String,
+    /// The store revision at which the value was read.
+    pub seen: i64,
+    /// The key's own revision: the value a later write has to replace.
+    pub mod_revision: i64,
+    /// What the parser said of the value.
+    pub detail: String,
+}
+
+/// Why the shared registry could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    /// etcd did not answer (a retry may).
+    #[error(transparent)]
+    Etcd(#[from] EtcdError),
+    /// etcd answered with a value that is not a registry document (a retry will not help).
+    #[error(transparent)]
+    Unreadable(#[from] UnreadableDoc),
+}
+
+/// Where the watch picks up from a read made before it started.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReadAt {
+    /// The store revision of the read: the watch starts after it.
+    pub seen: i64,
+    /// The key's revision then (0: no key), readable or not: not handed over again.
+    pub mod_revision: i64,
+}
+
+impl From<&SharedRegistry> for ReadAt {
+    fn from(shared: &SharedRegistry) -> Self {
+        ReadAt {
+            seen: shared.seen,
+            mod_revision: shared.mod_revision,
+        }
+    }
+}
+
+impl From<&UnreadableDoc> for ReadAt {
+    fn from(bad: &UnreadableDoc) -> Self {
+        ReadAt {
+            seen: bad.seen,
+            mod_revision: bad.mod_revision,
+        }
+    }
+}
+
 /// Reads the shared registry at `key` now.
-pub fn read(etcd: &Etcd, key: &str) -> Result<SharedRegistry, EtcdError> {
-    registry_in(&etcd.range(key, false)?)
+pub fn read(etcd: &Etcd, key: &str) -> Result<SharedRegistry, ReadError> {
+    Ok(registry_in(key, &etcd.range(key, false)?)?)
 }
 
 /// The registry key's revision in `range` (0: no key).
@@ -40,29 +101,34 @@ fn key_revision(range: &Range) -> i64 {
     range.kvs.first().map_or(0, |kv| kv.mod_revision)
 }
 
-/// The shared registry a range read of its key found.
-fn registry_in(range: &Range) -> Result<SharedRegistry, EtcdError> {
+/// The shared registry a range read of `key` found.
+pub fn registry_in(key: &str, range: &Range) -> Result<SharedRegistry, UnreadableDoc> {
     match range.kvs.first() {
-        Some(kv) => sighting(range.revision, kv.mod_revision, Some(&kv.value)),
-        None => sighting(range.revision, 0, None),
+        Some(kv) => sighting(key, range.revision, kv.mod_revision, Some(&kv.value)),
+        None => sighting(key, range.revision, 0, None),
     }
 }
 
-/// The shared registry a value of the key holds (`None`: no key; an empty value is an empty
+/// The shared registry a value of `key` holds (`None`: no key; an empty value is an empty
 /// document).
 pub fn sighting(
+    key: &str,
     seen: i64,
     mod_revision: i64,
     value: Option<&[u8]>,
-) -> Result<SharedRegistry, EtcdError> {
-    let doc = match value {
-        Some(v) if !v.is_empty() => Some(serde_json::from_slice::<SharedDoc>(v).map_err(|e| {
-            EtcdError::Protocol(format!(
-                "the shared registry is not a registry document: {e}"
-            ))
-        })?),
-        _ => None,
-    };
+) -> Result<SharedRegistry, UnreadableDoc> {
+    let doc =
+        match value {
+            Some(v) if !v.is_empty() => Some(serde_json::from_slice::<SharedDoc>(v).map_err(
+                |e| UnreadableDoc {
+                    key: key.to_owned(),
+                    seen,
+                    mod_revision,
+                    detail: e.to_string(),
+                },
+            )?),
+            _ => None,
+        };
     Ok(match doc {
         Some(doc) => SharedRegistry {
             seen,
@@ -79,13 +145,27 @@ pub fn sighting(
     })
 }
 
-/// Follows `key` for as long as shard 0 listens on `changes`; `started` is the registry read
-/// at start (`None`: etcd did not answer then).
+/// What a member says it does while the key is unreadable.
+const KEEPS_SERVING: &str = "this member keeps serving the registry it runs until a registry \
+                             document is written there";
+
+/// Says in the member's view (`GET /api/v1/cluster`) why the key's value is not followed, or
+/// that it is again.
+fn note(view: &Mutex<View>, registry_error: Option<String>) {
+    if let Ok(mut view) = view.lock() {
+        view.registry_error = registry_error;
+    }
+}
+
+/// Follows `key` for as long as shard 0 listens on `changes`; `started` is where the read at
+/// start left off (`None`: etcd did not answer then). An unreadable value is also noted in
+/// `view` until a readable one replaces it.
 pub fn run(
     etcd: &Etcd,
     key: &str,
-    started: Option<&SharedRegistry>,
+    started: Option<ReadAt>,
     changes: &flume::Sender<SharedRegistry>,
+    view: &Mutex<View>,
 ) {
     // Where the next watch starts; `None`: reread the key first.
     let mut next: Option<i64> = started.map(|s| s.seen + 1);
@@ -104,15 +184,17 @@ pub fn run(
                     let revision = key_revision(&range);
                     if handed != Some(revision) {
                         handed = Some(revision);
-                        match registry_in(&range) {
+                        match registry_in(key, &range) {
                             Ok(shared) => {
+                                note(view, None);
                                 if changes.send(shared).is_err() {
                                     return;
                                 }
                             }
-                            Err(e) => log::error!(
-                                "cluster: ignoring the registry at revision {revision}: {e}"
-                            ),
+                            Err(bad) => {
+                                log::error!("cluster: {bad}; {KEEPS_SERVING}");
+                                note(view, Some(bad.to_string()));
+                            }
                         }
                     }
                     range.revision + 1
@@ -132,13 +214,15 @@ pub fn run(
         let watched = etcd.watch(key, start, WATCH_LIFETIME, |value, revision| {
             let mod_revision = if value.is_some() { revision } else { 0 };
             handed = Some(mod_revision);
-            let shared = match sighting(revision, mod_revision, value.as_deref()) {
+            let shared = match sighting(key, revision, mod_revision, value.as_deref()) {
                 Ok(shared) => shared,
-                Err(e) => {
-                    log::error!("cluster: ignoring a registry change at revision {revision}: {e}");
+                Err(bad) => {
+                    log::error!("cluster: {bad}; {KEEPS_SERVING}");
+                    note(view, Some(bad.to_string()));
                     return true;
                 }
             };
+            note(view, None);
             changes.send(shared).is_ok()
         });
         match watched {
@@ -151,6 +235,53 @@ pub fn run(
                 outage = Some(e.to_string());
                 std::thread::sleep(RETRY);
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_value_that_is_no_registry_document_names_the_key_what_is_wrong_and_the_way_out() {
+        let bad = sighting("/fleet/registry", 12, 9, Some(b"{\"servers\": 7")).unwrap_err();
+        assert_eq!((bad.seen, bad.mod_revision), (12, 9));
+        let message = bad.to_string();
+        assert!(
+            message.starts_with(
+                "the etcd key /fleet/registry (revision 9) is not a registry document: "
+            ),
+            "{message}"
+        );
+        assert!(
+            message.contains(&bad.detail) && !bad.detail.is_empty(),
+            "{message}"
+        );
+        assert!(
+            message.contains("`etcdctl get /fleet/registry`"),
+            "{message}"
+        );
+        assert!(
+            message.contains("`etcdctl del /fleet/registry`"),
+            "{message}"
+        );
+        assert!(!message.contains("unreachable"), "{message}");
+        // Where the watch resumes: after this read, with this value not handed over again.
+        let at = ReadAt::from(&bad);
+        assert_eq!((at.seen, at.mod_revision), (12, 9));
+    }
+
+    #[test]
+    fn a_registry_document_no_key_and_an_empty_value_are_read() {
+        let doc = br#"{"format":1,"version":3,"servers":[],"workflows":{"w":{"steps":[]}}}"#;
+        let shared = sighting("/fleet/registry", 12, 9, Some(doc)).unwrap();
+        assert_eq!((shared.seen, shared.mod_revision), (12, 9));
+        assert_eq!(shared.doc.map(|d| d.version), Some(3));
+        assert!(shared.workflows.contains_key("w"));
+        for value in [None, Some(&b""[..])] {
+            let shared = sighting("/fleet/registry", 12, 0, value).unwrap();
+            assert_eq!(shared.doc, None);
         }
     }
 }

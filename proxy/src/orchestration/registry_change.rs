@@ -12,7 +12,8 @@
 //! revision that registry was read at (by the control thread; shard 0 only awaits the
 //! answer), then published. If another member wrote first, the change is computed again over
 //! theirs (so two adds of one name: one wins, the other is refused as a conflict), a few times
-//! at most. Changes other members make arrive from the watch ([`follow_shared`]) and are
+//! at most. A key that holds no registry document is never written over: the change is
+//! refused naming the key, until an operator replaces or deletes it (docs/architecture.md). Changes other members make arrive from the watch ([`follow_shared`]) and are
 //! published the same way; while a write of this member is in flight they wait, so the
 //! registry published last is always the newest.
 //!
@@ -132,6 +133,10 @@ async fn write_shared<T>(
                 return Ok(made);
             }
             Err(WriteError::Moved(now)) => apply(shard, now),
+            Err(WriteError::Unreadable(bad)) => {
+                follow_waiting(shard);
+                return Err(RegistryError::SharedUnreadable(bad.to_string()));
+            }
             Err(e) => {
                 follow_waiting(shard);
                 return Err(RegistryError::Shared(e.to_string()));

@@ -57,6 +57,10 @@ pub enum RegistryError {
     /// The fleet's shared registry (etcd) could not be written.
     #[error("the change was not made: {0}; retry when etcd answers")]
     Shared(String),
+    /// The fleet's shared registry key holds something that is not a registry document; the
+    /// message names the key and how to replace it. Retrying does not help: an operator must.
+    #[error("the change was not made: {0}")]
+    SharedUnreadable(String),
     /// The state file could not be read or written.
     #[error("registry state {path}: {detail}")]
     State {
