@@ -240,26 +240,48 @@ def tool_of(entry) -> dict:
     }
 
 
+class Eval:
+    """The needs and the catalog, with the baselines every path is read against: BM25 alone and
+    the shipped table + BM25, computed in the same run."""
+
+    def __init__(self) -> None:
+        self.tools = [tool_of(e) for e in json.loads((HERE / "catalog.json").read_text())["tools"]]
+        needs = json.loads((HERE / "needs.json").read_text())["needs"]
+        self.texts = [n["need"] for n in needs]
+        self.right = [n.get("tools") or [n["tool"]] for n in needs]
+        self.names = [t["name"] for t in self.tools]
+        self.lex = bm25_matrix(self.tools, self.texts)
+        rows, vecs = load_table(ROOT / "toolrank/data/word_vectors.bin")
+        centre = catalog_centre(rows, vecs, self.tools)
+        s_need = np.stack([static_vec(rows, vecs, [(q, 1.0)], centre) for q in self.texts])
+        s_tool = np.stack([static_tool(rows, vecs, t, centre) for t in self.tools])
+        self.results = [
+            ("BM25 alone", self.lex),
+            ("static word vectors + BM25 (toolrank)", combine(s_need @ s_tool.T, self.lex)),
+        ]
+
+    def print(self, show_misses: bool = False) -> None:
+        """Top-1 and top-3 of every ranking in `results`, with its misses if asked."""
+        width = max(len(label) for label, _ in self.results) + 2
+        print(f"{len(self.texts)} needs over {len(self.tools)} tools")
+        print(f"{'ranking':<{width}} {'top-1':>6} {'top-3':>6}")
+        for label, scores in self.results:
+            misses = [] if show_misses else None
+            t1, t3 = accuracy(scores, self.names, self.right, misses)
+            print(f"{label:<{width}} {t1:>5.1f}% {t3:>5.1f}%")
+            for qi, got in misses or []:
+                print(f"    {self.texts[qi]!r}: wanted {self.right[qi]}, got {got}")
+
+
 def main() -> None:
-    show_misses = "--misses" in sys.argv
-    tools = [tool_of(e) for e in json.loads((HERE / "catalog.json").read_text())["tools"]]
-    needs = json.loads((HERE / "needs.json").read_text())["needs"]
-    texts = [n["need"] for n in needs]
-    right = [n.get("tools") or [n["tool"]] for n in needs]
-    names = [t["name"] for t in tools]
+    run = Eval()
+    tools, texts, lex, results = run.tools, run.texts, run.lex, run.results
     mdir = model_dir()
     vocab = mdir.joinpath("vocab.txt").read_text().splitlines()
     ids_of = {t: i for i, t in enumerate(vocab)}
     w = load_safetensors(mdir / "model.safetensors")
-
-    lex = bm25_matrix(tools, texts)
-    rows, vecs = load_table(ROOT / "toolrank/data/word_vectors.bin")
-    centre = catalog_centre(rows, vecs, tools)
-    s_need = np.stack([static_vec(rows, vecs, [(q, 1.0)], centre) for q in texts])
-    s_tool = np.stack([static_tool(rows, vecs, t, centre) for t in tools])
     q_full = embed(w, texts, ids_of)
 
-    results = [("BM25 alone", lex), ("static word vectors + BM25 (toolrank)", combine(s_need @ s_tool.T, lex))]
     full_of = {}
     for label, text_of in TOOL_TEXTS.items():
         t_full = full_of[label] = embed(w, [text_of(t) for t in tools], ids_of)
@@ -295,14 +317,7 @@ def main() -> None:
         took.append((time.perf_counter() - started) * 1000)
     took.sort()
 
-    print(f"{len(needs)} needs over {len(tools)} tools")
-    print(f"{'ranking':<62} {'top-1':>6} {'top-3':>6}")
-    for label, scores in results:
-        misses = [] if show_misses else None
-        t1, t3 = accuracy(scores, names, right, misses)
-        print(f"{label:<62} {t1:>5.1f}% {t3:>5.1f}%")
-        for qi, got in misses or []:
-            print(f"    {texts[qi]!r}: wanted {right[qi]}, got {got}")
+    run.print("--misses" in sys.argv)
     print(
         f"full-model forward pass of one need (numpy, one BLAS thread): p50 {took[len(took) // 2]:.1f} ms, "
         f"max {took[-1]:.1f} ms over {len(took)} needs"

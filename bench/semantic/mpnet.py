@@ -80,18 +80,8 @@ def main() -> None:
     # The same uncased wordpiece split as BERT's, with <s> and </s> around it.
     ids_of["[CLS]"], ids_of["[SEP]"] = ids_of["<s>"], ids_of["</s>"]
 
-    tools = [C.tool_of(e) for e in json.loads((C.HERE / "catalog.json").read_text())["tools"]]
-    needs = json.loads((C.HERE / "needs.json").read_text())["needs"]
-    texts = [n["need"] for n in needs]
-    right = [n.get("tools") or [n["tool"]] for n in needs]
-    names = [t["name"] for t in tools]
-
-    lex = C.bm25_matrix(tools, texts)
-    rows, vecs = C.load_table(C.ROOT / "toolrank/data/word_vectors.bin")
-    centre = C.catalog_centre(rows, vecs, tools)
-    s_need = np.stack([C.static_vec(rows, vecs, [(q, 1.0)], centre) for q in texts])
-    s_tool = np.stack([C.static_tool(rows, vecs, t, centre) for t in tools])
-    results = [("BM25 alone", lex), ("static word vectors + BM25 (toolrank)", C.combine(s_need @ s_tool.T, lex))]
+    run = C.Eval()
+    tools, texts, lex, results = run.tools, run.texts, run.lex, run.results
 
     def embed(batch):
         return np.stack([encode(w, C.bert_ids(t, ids_of)) for t in batch])
@@ -123,14 +113,7 @@ def main() -> None:
         took.append((time.perf_counter() - started) * 1000)
     took.sort()
 
-    print(f"{len(needs)} needs over {len(tools)} tools")
-    print(f"{'ranking':<70} {'top-1':>6} {'top-3':>6}")
-    for label, scores in results:
-        misses = [] if show_misses else None
-        t1, t3 = C.accuracy(scores, names, right, misses)
-        print(f"{label:<70} {t1:>5.1f}% {t3:>5.1f}%")
-        for qi, got in misses or []:
-            print(f"    {texts[qi]!r}: wanted {right[qi]}, got {got}")
+    run.print(show_misses)
     print(f"forward pass of one need (numpy, one BLAS thread): p50 {took[len(took) // 2]:.1f} ms, max {took[-1]:.1f} ms")
 
 
