@@ -38,6 +38,18 @@ from test_stdio import (CLK_TCK, CRASHY, FILESYSTEM_BIN, MEMORY_BIN, PYTHON, ali
                         cmdline, descendants, log_of, proc_stat, procs, started, stdio_toml, tail,
                         wait_until)
 
+
+async def long_operation(s, out: dict, seconds: int) -> None:
+    """Calls everything's long-running operation (one progress step a second) in session `s`;
+    `out["long"]` is what came back: ("result", is_error, text) or ("error", code, message)."""
+    try:
+        r = await s.call_tool("evstdio__trigger-long-running-operation",
+                              {"duration": seconds, "steps": seconds},
+                              read_timeout_seconds=12 * seconds)
+        out["long"] = ("result", r.is_error, text_of(r))
+    except MCPError as e:
+        out["long"] = ("error", e.code, e.message)
+
 # ---------------------------------------------------------------------------------------------
 # 4. a child SIGKILLed during a call
 
@@ -61,12 +73,7 @@ def test_stdio_child_killed_mid_call_is_restarted(procs):
                 f"logged pid {victim} is not the everything server: {out['victim_cmd']!r}"
 
             async def long_call():
-                try:
-                    r = await s.call_tool("evstdio__trigger-long-running-operation",
-                                          {"duration": 5, "steps": 5}, read_timeout_seconds=60)
-                    out["long"] = ("result", r.is_error, text_of(r))
-                except MCPError as e:
-                    out["long"] = ("error", e.code, e.message)
+                await long_operation(s, out, seconds=5)
                 out["long_done"] = time.monotonic()
 
             async with anyio.create_task_group() as tg:
@@ -287,12 +294,7 @@ def test_sigterm_lets_the_call_in_flight_finish(procs):
             await s.call_tool("evstdio__echo", {"message": "warm"})
 
             async def long_call():
-                try:
-                    r = await s.call_tool("evstdio__trigger-long-running-operation",
-                                          {"duration": 2, "steps": 2}, read_timeout_seconds=30)
-                    out["long"] = ("result", r.is_error, text_of(r))
-                except MCPError as e:
-                    out["long"] = ("error", e.code, e.message)
+                await long_operation(s, out, seconds=2)
 
             async with anyio.create_task_group() as tg:
                 tg.start_soon(long_call)
