@@ -92,25 +92,6 @@ fn same_host(published: &str, name: &str, port: &str) -> bool {
 mod tests {
     use super::*;
 
-    #[test]
-    fn the_published_admin_address_is_matched_by_name_and_port() {
-        assert!(same_host(
-            "proxy-1.internal:9090",
-            "PROXY-1.internal",
-            "9090"
-        ));
-        assert!(!same_host(
-            "proxy-1.internal:9090",
-            "proxy-1.internal",
-            "9091"
-        ));
-        assert!(!same_host(
-            "proxy-1.internal:9090",
-            "proxy-2.internal",
-            "9090"
-        ));
-        assert!(!same_host("proxy-1.internal:9090", "proxy-1.internal", ""));
-    }
     use crate::config::admin_host::check_allowed_host;
 
     fn config(allowed: &[&str]) -> ProxyConfig {
@@ -163,5 +144,25 @@ mod tests {
         assert!(host_allowed(&c, "METRICS.internal"));
         assert!(host_allowed(&c, "metrics.internal:9090"));
         assert!(!host_allowed(&c, "evil.metrics.internal"));
+    }
+
+    #[test]
+    fn the_published_admin_address_is_matched_by_name_and_port() {
+        assert!(same_host(
+            "proxy-1.internal:9090",
+            "PROXY-1.internal",
+            "9090"
+        ));
+        assert!(!same_host(
+            "proxy-1.internal:9090",
+            "proxy-1.internal",
+            "9091"
+        ));
+        assert!(!same_host(
+            "proxy-1.internal:9090",
+            "proxy-2.internal",
+            "9090"
+        ));
+        assert!(!same_host("proxy-1.internal:9090", "proxy-1.internal", ""));
     }
 }

@@ -157,6 +157,26 @@ fn note(view: &Mutex<View>, registry_error: Option<String>) {
     }
 }
 
+/// Hands a readable value to shard 0, or logs and notes an unreadable one (which is not
+/// handed over: the member keeps what it runs). False once shard 0 no longer listens.
+fn hand_over(
+    read: Result<SharedRegistry, UnreadableDoc>,
+    changes: &flume::Sender<SharedRegistry>,
+    view: &Mutex<View>,
+) -> bool {
+    match read {
+        Ok(shared) => {
+            note(view, None);
+            changes.send(shared).is_ok()
+        }
+        Err(bad) => {
+            log::error!("cluster: {bad}; {KEEPS_SERVING}");
+            note(view, Some(bad.to_string()));
+            true
+        }
+    }
+}
+
 /// Follows `key` for as long as shard 0 listens on `changes`; `started` is where the read at
 /// start left off (`None`: etcd did not answer then). An unreadable value is also noted in
 /// `view` until a readable one replaces it.
@@ -184,17 +204,8 @@ pub fn run(
                     let revision = key_revision(&range);
                     if handed != Some(revision) {
                         handed = Some(revision);
-                        match registry_in(key, &range) {
-                            Ok(shared) => {
-                                note(view, None);
-                                if changes.send(shared).is_err() {
-                                    return;
-                                }
-                            }
-                            Err(bad) => {
-                                log::error!("cluster: {bad}; {KEEPS_SERVING}");
-                                note(view, Some(bad.to_string()));
-                            }
+                        if !hand_over(registry_in(key, &range), changes, view) {
+                            return;
                         }
                     }
                     range.revision + 1
@@ -214,16 +225,11 @@ pub fn run(
         let watched = etcd.watch(key, start, WATCH_LIFETIME, |value, revision| {
             let mod_revision = if value.is_some() { revision } else { 0 };
             handed = Some(mod_revision);
-            let shared = match sighting(key, revision, mod_revision, value.as_deref()) {
-                Ok(shared) => shared,
-                Err(bad) => {
-                    log::error!("cluster: {bad}; {KEEPS_SERVING}");
-                    note(view, Some(bad.to_string()));
-                    return true;
-                }
-            };
-            note(view, None);
-            changes.send(shared).is_ok()
+            hand_over(
+                sighting(key, revision, mod_revision, value.as_deref()),
+                changes,
+                view,
+            )
         });
         match watched {
             // Shard 0 stopped listening: the proxy is going away.
