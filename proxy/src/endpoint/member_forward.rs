@@ -23,7 +23,7 @@ use super::http::{HttpMethod, McpRequest, Reply};
 use super::reply::EventSource;
 use crate::cluster::member_hop::{self, HopKey};
 use crate::cluster::member_routes::{self, RouteMember, Routes, Target};
-use crate::config::{BalanceConfig, Config, ReplicaConfig, ServerConfig, Transport};
+use crate::config::{BalanceConfig, Config, ReplicaConfig, ServerConfig, Transport, UpstreamUrl};
 use crate::http::{ClientConn, OwnedBody};
 use crate::mcp::session::ShardSessions;
 use crate::metrics::Closed;
@@ -102,30 +102,35 @@ impl MemberLinks {
             url.host = addr.ip().to_string();
             url.port = addr.port();
         }
-        let config = ServerConfig {
-            name: format!("member {}", member.name),
-            prefix: String::new(),
-            transport: Transport::Http {
-                replicas: Vec::new(),
-                headers: Vec::new(),
-            },
-            balance: BalanceConfig::default(),
-            timeout: Duration::MAX,
-            connect_timeout: CONNECT_TIMEOUT,
-            tags: Vec::new(),
-            tls: None,
-            // Unused: the pool only connects; what is spoken is the proxy's own /mcp.
-            era: Default::default(),
-        };
-        let replica = ReplicaConfig {
-            url,
-            weight: 1,
-            drain: false,
-        };
-        let pool = Rc::new(Pool::new(&config, &[replica]));
+        let pool = Rc::new(member_pool(&member.name, url));
         pools.insert(member.tag, (member.clone(), pool.clone()));
         pool
     }
+}
+
+/// A pool of connections to one member's MCP listener at `url`.
+fn member_pool(name: &str, url: UpstreamUrl) -> Pool {
+    let config = ServerConfig {
+        name: format!("member {name}"),
+        prefix: String::new(),
+        transport: Transport::Http {
+            replicas: Vec::new(),
+            headers: Vec::new(),
+        },
+        balance: BalanceConfig::default(),
+        timeout: Duration::MAX,
+        connect_timeout: CONNECT_TIMEOUT,
+        tags: Vec::new(),
+        tls: None,
+        // Unused: the pool only connects; what is spoken is the proxy's own /mcp.
+        era: Default::default(),
+    };
+    let replica = ReplicaConfig {
+        url,
+        weight: 1,
+        drain: false,
+    };
+    Pool::new(&config, &[replica])
 }
 
 /// Follows the routes the cluster's control thread publishes, on every shard of a member.
@@ -202,9 +207,8 @@ pub async fn to_member(shard: &Rc<Shard>, request: McpRequest) -> Result<Reply, 
 }
 
 enum Failed {
-    /// Never reached: nothing was sent, or the connection was reset before any answer and
-    /// the member refuses connections now (it died; a dying process's sockets may still
-    /// complete a handshake for a moment before they are reset).
+    /// Never reached: nothing was sent, or the connection broke before any answer and the
+    /// member answers nothing now (it died).
     Unreachable(String),
     /// The request was sent, the answer did not come whole.
     Broken(String),
@@ -231,12 +235,40 @@ async fn send(pool: &Rc<Pool>, request: &McpRequest, hop: &str) -> Result<Reply,
     }
 }
 
-/// A request that got no answer at all: the member is gone when it now refuses connections.
+/// A request that got no answer at all: the member is gone unless it still answers a request.
+/// A connection alone proves nothing: a member that was killed keeps completing handshakes for
+/// some milliseconds after its process is reaped (its listeners close only when the kernel
+/// tears down its io_uring), then resets them.
 async fn gone_or_broken(pool: &Pool, why: String) -> Failed {
-    match pool.connect(0).await {
-        Err(_) => Failed::Unreachable(why),
-        Ok(_) => Failed::Broken(why),
+    if answers(pool).await {
+        Failed::Broken(why)
+    } else {
+        Failed::Unreachable(why)
     }
+}
+
+/// Whether the member answers a request within [`CONNECT_TIMEOUT`]. Any answer will do: a
+/// member's 404 for a path it does not serve is proof enough that it is alive.
+async fn answers(pool: &Pool) -> bool {
+    let probe = async {
+        let Ok(mut conn) = pool.connect(0).await else {
+            return Ok(false);
+        };
+        if conn
+            .send("GET", "mcp-proxy-member", "/", &[], None)
+            .await
+            .is_err()
+        {
+            return Ok(false);
+        }
+        let head = conn
+            .read_response_head(&crate::http::Limits::default())
+            .await;
+        Ok(head.is_ok())
+    };
+    glommio::timer::timeout(CONNECT_TIMEOUT, probe)
+        .await
+        .unwrap_or(false)
 }
 
 async fn connect(pool: &Pool) -> Result<ClientConn<UpstreamStream>, Failed> {
@@ -371,4 +403,63 @@ fn unix_now() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pool_at(port: u16) -> Pool {
+        let url = UpstreamUrl::parse(&format!("http://127.0.0.1:{port}/mcp")).expect("url");
+        member_pool("m", url)
+    }
+
+    #[test]
+    fn a_member_that_answers_anything_is_alive() {
+        crate::http::run_glommio(|| async {
+            let listener = glommio::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+            let port = listener.local_addr().expect("addr").port();
+            glommio::spawn_local(async move {
+                if let Ok(stream) = listener.accept().await {
+                    let mut conn = crate::http::ServerConn::new(stream);
+                    if let Ok(Some(_)) = conn.read_request(&crate::http::Limits::default()).await {
+                        let _ = conn.write_response(404, &[], b"not found", true).await;
+                    }
+                }
+            })
+            .detach();
+            assert!(answers(&pool_at(port)).await);
+        });
+    }
+
+    /// What a killed member looks like for some milliseconds: its listener still completes
+    /// handshakes, and then closes the connections without a word.
+    #[test]
+    fn a_member_that_takes_connections_but_never_answers_is_gone() {
+        // Handshakes complete in the backlog of a listener nobody accepts from.
+        let silent = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let silent_port = silent.local_addr().expect("addr").port();
+        // Connections accepted and closed at once.
+        let closing = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let closing_port = closing.local_addr().expect("addr").port();
+        std::thread::spawn(move || {
+            for stream in closing.incoming() {
+                drop(stream);
+            }
+        });
+        // Nothing listening at all.
+        let refused_port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("addr")
+            .port();
+        let gone = crate::http::run_glommio(move || async move {
+            let mut gone = Vec::new();
+            for port in [silent_port, closing_port, refused_port] {
+                gone.push(!answers(&pool_at(port)).await);
+            }
+            gone
+        });
+        drop(silent);
+        assert_eq!(gone, [true, true, true]);
+    }
 }
