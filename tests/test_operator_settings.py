@@ -183,6 +183,56 @@ def test_mcpctl_finds_a_generated_token_on_the_same_machine(spawner, mcpctl_bin)
     assert r.returncode == 4, r.stderr
 
 
+def printed_by_a_proxy(tmp_path: Path, config: str, env: dict[str, str] | None = None) -> tuple[str, str, str]:
+    """Stdout and stderr of a proxy started with `config` and no admin token, once it has said
+    where its generated token is, and what the file it named held; the proxy is stopped."""
+    cfg = tmp_path / "proxy.toml"
+    cfg.write_text(config)
+    out_path = tmp_path / "stdout"
+    argv = [harness.PROXY_BIN, "--config", cfg, "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0",
+            "--shards", "1"]
+    with open(out_path, "wb") as out:
+        child = harness.spawn("proxy", argv, env=env, stdout=out)
+    try:
+        wait_until(lambda: "mcp-proxy admin token:" in out_path.read_text(), timeout=20,
+                   what="the admin token line")
+        stdout = out_path.read_text()
+        named = re.search(r"^mcp-proxy admin token: in (\S+)$", stdout, re.M)
+        held = Path(named.group(1)).read_text().strip() if named else ""
+        return stdout, child.stderr_tail(400), held
+    finally:
+        child.kill()
+
+
+def test_stdout_names_the_generated_token_file_never_the_token(tmp_path):
+    """Stdout often ends up in a log (journald, `docker logs`): it names the file holding the
+    generated token, and neither stdout nor the log carries the token itself."""
+    stdout, stderr, token = printed_by_a_proxy(tmp_path, "[proxy]\n")
+    assert re.search(r"^mcp-proxy admin token: in \S+/admin-\d+\.token$", stdout, re.M), stdout
+    assert len(token) == 64
+    assert token not in stdout and token not in stderr
+
+    # With a state directory and no runtime directory to leave the token in, the state
+    # directory's file is the one named.
+    blocked = tmp_path / "runtime"
+    blocked.mkdir()
+    (blocked / "mcp-proxy").write_text("not a directory")
+    state = tmp_path / "state"
+    stdout, stderr, held = printed_by_a_proxy(tmp_path, f'[proxy]\nstate_dir = "{state}"\n',
+                                        env={"XDG_RUNTIME_DIR": str(blocked)})
+    token = (state / "admin-token").read_text().strip()
+    assert len(token) == 64 and held == token
+    assert f"mcp-proxy admin token: in {state / 'admin-token'}" in stdout, stdout
+    assert token not in stdout and token not in stderr
+    assert "could not be left for mcpctl" in stderr and "admin_token" in stderr, stderr
+
+    # With neither, the token is written nowhere, and the operator is told what to set.
+    stdout, stderr, _ = printed_by_a_proxy(tmp_path, "[proxy]\n", env={"XDG_RUNTIME_DIR": str(blocked)})
+    assert "mcp-proxy admin token: generated but written nowhere" in stdout, stdout
+    assert "MCP_PROXY_ADMIN_TOKEN" in stdout
+    assert not re.search(r"\b[0-9a-f]{64}\b", stdout + stderr), (stdout, stderr)
+
+
 def test_admin_token_file_is_read_and_both_settings_refused(spawner, mcpctl_bin, tmp_path):
     alpha = spawner.everything()
     token_file = tmp_path / "admin-token"

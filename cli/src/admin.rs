@@ -49,10 +49,10 @@ impl Admin {
     ) -> Result<(u16, Value), Failure> {
         let token = self.token.as_deref().ok_or_else(|| Failure {
             code: Code::Unauthorized,
-            message: "no admin token: set MCPCTL_TOKEN (or --token) to the token printed by \
-                      mcp-proxy at start (`mcp-proxy admin token: ...`) or its [proxy] admin_token, \
-                      or MCPCTL_TOKEN_FILE (or --token-file) to a file holding it, such as \
-                      the proxy's {state_dir}/admin-token"
+            message: "no admin token: set MCPCTL_TOKEN_FILE (or --token-file) to the file \
+                      mcp-proxy names at start (`mcp-proxy admin token: in FILE`), such as the \
+                      proxy's {state_dir}/admin-token, or MCPCTL_TOKEN (or --token) to its \
+                      [proxy] admin_token"
                 .into(),
         })?;
         let auth = format!("Bearer {token}");
@@ -93,8 +93,9 @@ impl Admin {
                 return Err(Failure {
                     code: Code::Unauthorized,
                     message: format!(
-                        "the proxy refused the token ({message}); set MCPCTL_TOKEN to the token \
-                         printed by mcp-proxy at start (`mcp-proxy admin token: ...`)"
+                        "the proxy refused the token ({message}); set MCPCTL_TOKEN_FILE to the \
+                         file mcp-proxy names at start (`mcp-proxy admin token: in FILE`), or \
+                         MCPCTL_TOKEN to its [proxy] admin_token"
                     ),
                 })
             }

@@ -63,7 +63,8 @@ struct Cli {
         global = true
     )]
     admin_url: String,
-    /// Admin token (printed as `mcp-proxy admin token: ...`, or [proxy] admin_token). Without
+    /// Admin token ([proxy] admin_token, or the generated one in the file mcp-proxy names at
+    /// start: `mcp-proxy admin token: in FILE`). Without
     /// it or --token-file, the token a proxy on this machine generated is found by the admin
     /// port.
     #[arg(long, env = "MCPCTL_TOKEN", hide_env_values = true, global = true)]

@@ -197,8 +197,15 @@ fn main() -> anyhow::Result<()> {
         writeln!(stdout, "mcp-proxy ready: {scheme}://{}/mcp", running.addr)?;
         if let Some(admin) = running.admin {
             writeln!(stdout, "mcp-proxy admin: http://{admin}")?;
-            if let Some(token) = &running.generated_token {
-                writeln!(stdout, "mcp-proxy admin token: {token}")?;
+            if running.token_generated {
+                match &running.generated_token_file {
+                    Some(file) => writeln!(stdout, "mcp-proxy admin token: in {}", file.display())?,
+                    None => writeln!(
+                        stdout,
+                        "mcp-proxy admin token: generated but written nowhere (see the warning \
+                         above); set [proxy] admin_token or MCP_PROXY_ADMIN_TOKEN to use the admin API"
+                    )?,
+                }
             }
         }
         stdout.flush()?;

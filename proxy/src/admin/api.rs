@@ -75,8 +75,8 @@ pub(crate) fn refuse_unauthorized(token: &str, request: &Request) -> Option<Resp
         Some(_) => Some(error(
             401,
             "unauthorized",
-            "wrong admin token: use the one printed by mcp-proxy at start \
-             (`mcp-proxy admin token: ...`) or set in [proxy] admin_token",
+            "wrong admin token: use the one in the file mcp-proxy names at start \
+             (`mcp-proxy admin token: in FILE`) or set in [proxy] admin_token",
         )),
         None => Some(error(
             401,

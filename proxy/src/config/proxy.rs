@@ -57,7 +57,7 @@ pub struct ProxyConfig {
     /// Log filter such as `info` or `warn,mcp_proxy::mcp::routing=debug`; `None`: `info`.
     pub log_level: Option<String>,
     /// Bearer token of the admin API (`admin_token`, the file `admin_token_file` names, or
-    /// `MCP_PROXY_ADMIN_TOKEN`); `None`: one is generated at start and printed.
+    /// `MCP_PROXY_ADMIN_TOKEN`); `None`: one is generated at start into a file only this user reads.
     pub admin_token: Option<String>,
     /// The file this configuration was read from (set by the binary, not by the file), so a
     /// reload (SIGHUP, admin API) can read it again.

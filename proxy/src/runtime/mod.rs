@@ -116,10 +116,14 @@ pub struct Running {
     handles: glommio::PoolThreadHandles<()>,
     stop: Arc<AtomicBool>,
     reload: Arc<AtomicBool>,
-    /// The admin API token made at start (none was configured), for the operator to see.
-    pub generated_token: Option<String>,
+    /// Whether the admin API token was made at start (none was configured).
+    pub token_generated: bool,
+    /// Where the operator reads a generated token: the file left for `mcpctl` on this machine,
+    /// else the state directory's. The token itself is never printed: stdout may end up in a
+    /// log (journald, `docker logs`).
+    pub generated_token_file: Option<std::path::PathBuf>,
     /// Where the generated token was left for `mcpctl` on this machine (removed at stop).
-    pub local_token: Option<std::path::PathBuf>,
+    local_token: Option<std::path::PathBuf>,
 }
 
 impl Running {
@@ -235,6 +239,11 @@ pub fn start(mut config: Config, mode: Mode, control: Control) -> Result<Running
         }
         _ => None,
     };
+    // Where a token kept across restarts is, for the operator.
+    let kept_token = match (&generated_token, &config.proxy.state_dir) {
+        (Some(_), Some(dir)) => Some(dir.join(crate::runtime::admin_token::TOKEN_FILE)),
+        _ => None,
+    };
     // The registry's servers (the configuration plus the state directory's changes) are the
     // servers every shard starts with, so indices agree everywhere from the start.
     let registry = Arc::new(match &config.cluster {
@@ -311,7 +320,10 @@ pub fn start(mut config: Config, mode: Mode, control: Control) -> Result<Running
         (Some(admin), Some(token)) => match local_token::publish(admin.port(), token) {
             Ok(path) => Some(path),
             Err(e) => {
-                log::warn!("the admin token is not left for mcpctl: {e}");
+                log::warn!(
+                    "the generated admin token could not be left for mcpctl: {e}; set [proxy] \
+                     admin_token (or MCP_PROXY_ADMIN_TOKEN) and give mcpctl the same token"
+                );
                 None
             }
         },
@@ -323,7 +335,8 @@ pub fn start(mut config: Config, mode: Mode, control: Control) -> Result<Running
         handles,
         stop,
         reload,
-        generated_token,
+        token_generated: generated_token.is_some(),
+        generated_token_file: local_token.clone().or(kept_token),
         local_token,
     })
 }
