@@ -7,8 +7,9 @@ controls; two other members reach etcd directly).
   relay within 10 s (docs/architecture.md, "etcd down": the watch lives 5 s, then the registry
   is reread on a fresh connection, which may first have to time out on a dead pooled one).
 - The registry key holds something that is not a registry document (written there by hand),
-  at start and later in place of a good one. Each member logs the key, says it is not a registry
-  document (not that etcd is unreachable) and how to look at and replace it, and keeps serving
+  at start and later in place of a good one, an empty value included. Each member logs the key,
+  says it is not a registry document (not that etcd is unreachable) and how to look at and
+  replace it with `etcdctl` commands that name this etcd, and keeps serving
   what it ran (its file's servers, then the last good registry), and says so in
   `/api/v1/cluster`'s `registry_error` until a valid value replaces it. An admin change is refused
   with a 500 naming the key and leaves the value alone; once the key is deleted, a change made
@@ -188,7 +189,9 @@ def test_a_registry_key_holding_no_registry_document_is_named_kept_and_replaced_
                    what="the member's log naming the registry key")
         text = log(m)
         assert "is not a registry document" in text, text
-        assert f"etcdctl get {key}" in text and f"etcdctl del {key}" in text, text
+        # The commands work as printed: they name this fleet's etcd.
+        etcdctl = f"etcdctl --endpoints={etcd.url}"
+        assert f"`{etcdctl} get {key}`" in text and f"`{etcdctl} del {key}`" in text, text
         assert "unreachable" not in text and "until etcd answers" not in text, text
         assert server_names(m) == {"filed"}
         assert key in (cluster(m)["registry_error"] or ""), cluster(m)
@@ -201,7 +204,7 @@ def test_a_registry_key_holding_no_registry_document_is_named_kept_and_replaced_
     assert v["kind"] == "shared_registry_unreadable", v
     assert key in v["error"] and "not a registry document" in v["error"], v
     r = mcpctl(m1, "servers", "add", "added", "--url", ev.url)
-    assert r.returncode != 0 and f"etcdctl del {key}" in r.stderr, (r.returncode, r.stderr)
+    assert r.returncode != 0 and f"del {key}" in r.stderr, (r.returncode, r.stderr)
     r = mcpctl(m1, "cluster", "ls")
     assert r.returncode == 0 and f"registry: the etcd key {key}" in r.stdout, r.stdout
     assert etcd_value(etcd, key) == truncated
@@ -226,6 +229,14 @@ def test_a_registry_key_holding_no_registry_document_is_named_kept_and_replaced_
     status, v = admin(m2, "POST", "servers", {"name": "later", "url": ev.url})
     assert status == 500 and key in v["error"], v
     assert etcd_value(etcd, key) == b"servers = []\n"
+
+    # An empty value is no document either (no member writes one): it does not take the
+    # servers added through the admin API off the fleet.
+    revision = etcd_put(etcd, key, b"")
+    for m in (m1, m2):
+        wait_until(lambda: f"the etcd key {key} (revision {revision}) is not a registry document: "
+                   "the value is empty" in log(m), timeout=10, what="the watch naming the empty value")
+        assert server_names(m) == {"filed", "added"}
 
     # A valid document written in its place (one that adds nothing to the file) is followed
     # without a restart.

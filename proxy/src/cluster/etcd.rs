@@ -61,6 +61,8 @@ pub struct Range {
 #[derive(Clone)]
 pub struct Etcd {
     endpoints: Arc<Vec<String>>,
+    /// `etcdctl` with the flags that reach this etcd, for the commands hints show operators.
+    etcdctl: Arc<str>,
     current: Arc<AtomicUsize>,
     agent: ureq::Agent,
 }
@@ -79,6 +81,22 @@ pub enum WatchEnd {
 /// slower means it is down or partitioned, and a write waiting on it is refused.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// `etcdctl` and the flags that reach the etcd `config` names.
+fn etcdctl_for(config: &ClusterConfig) -> String {
+    let mut command = format!("etcdctl --endpoints={}", config.etcd.join(","));
+    let files = [
+        ("cacert", &config.ca_file),
+        ("cert", &config.cert_file),
+        ("key", &config.key_file),
+    ];
+    for (flag, file) in files {
+        if let Some(file) = file {
+            command.push_str(&format!(" --{flag}={}", file.display()));
+        }
+    }
+    command
+}
+
 impl Etcd {
     /// A client for `config`'s endpoints; reads the TLS files it names.
     pub fn new(config: &ClusterConfig) -> Result<Etcd, EtcdError> {
@@ -94,9 +112,16 @@ impl Etcd {
             .new_agent();
         Ok(Etcd {
             endpoints: Arc::new(config.etcd.clone()),
+            etcdctl: etcdctl_for(config).into(),
             current: Arc::new(AtomicUsize::new(0)),
             agent,
         })
+    }
+
+    /// `etcdctl` with the flags that reach this etcd (endpoints, TLS files), so a command
+    /// shown to an operator works as printed.
+    pub fn etcdctl(&self) -> &str {
+        &self.etcdctl
     }
 
     fn unreachable(&self, detail: String) -> EtcdError {
@@ -423,6 +448,24 @@ fn tls_config(config: &ClusterConfig) -> Result<ureq::tls::TlsConfig, EtcdError>
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_etcdctl_shown_reaches_the_configured_etcd() {
+        let mut config =
+            ClusterConfig::on(vec!["https://e1:2379".into(), "https://e2:2379".into()]);
+        assert_eq!(
+            etcdctl_for(&config),
+            "etcdctl --endpoints=https://e1:2379,https://e2:2379"
+        );
+        config.ca_file = Some("/etc/ca.pem".into());
+        config.cert_file = Some("/etc/me.pem".into());
+        config.key_file = Some("/etc/me.key".into());
+        assert_eq!(
+            etcdctl_for(&config),
+            "etcdctl --endpoints=https://e1:2379,https://e2:2379 --cacert=/etc/ca.pem \
+             --cert=/etc/me.pem --key=/etc/me.key"
+        );
+    }
 
     #[test]
     fn a_prefix_ends_just_past_its_last_key() {

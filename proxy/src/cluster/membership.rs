@@ -152,7 +152,7 @@ impl Control {
         match self.etcd.put_if_revision(&key, body, mod_revision)? {
             Ok(revision) => Ok(revision),
             // A value that is no registry document is reported, never computed over.
-            Err(now) => Err(WriteError::Moved(registry_in(&key, &now)?)),
+            Err(now) => Err(WriteError::Moved(registry_in(&self.etcd, &key, &now)?)),
         }
     }
 

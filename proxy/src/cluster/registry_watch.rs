@@ -38,13 +38,15 @@ pub const WATCH_LIFETIME: Duration = Duration::from_secs(5);
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error(
     "the etcd key {key} (revision {mod_revision}) is not a registry document: {detail}; \
-     look at it with `etcdctl get {key}`, then put a valid document there or delete it with \
-     `etcdctl del {key}` (the fleet then serves its configuration files' servers, and the next \
+     look at it with `{etcdctl} get {key}`, then put a valid document there or delete it with \
+     `{etcdctl} del {key}` (the fleet then serves its configuration files' servers, and the next \
      admin change writes the key anew)"
 )]
 pub struct UnreadableDoc {
     /// The registry key.
     pub key: String,
+    /// `etcdctl` with the flags that reach the fleet's etcd.
+    pub etcdctl: String,
     /// The store revision at which the value was read.
     pub seen: i64,
     /// The key's own revision: the value a later write has to replace.
@@ -93,7 +95,7 @@ impl From<&UnreadableDoc> for ReadAt {
 
 /// Reads the shared registry at `key` now.
 pub fn read(etcd: &Etcd, key: &str) -> Result<SharedRegistry, ReadError> {
-    Ok(registry_in(key, &etcd.range(key, false)?)?)
+    Ok(registry_in(etcd, key, &etcd.range(key, false)?)?)
 }
 
 /// The registry key's revision in `range` (0: no key).
@@ -101,34 +103,51 @@ fn key_revision(range: &Range) -> i64 {
     range.kvs.first().map_or(0, |kv| kv.mod_revision)
 }
 
-/// The shared registry a range read of `key` found.
-pub fn registry_in(key: &str, range: &Range) -> Result<SharedRegistry, UnreadableDoc> {
+/// The shared registry a range read of `key` in `etcd` found.
+pub fn registry_in(etcd: &Etcd, key: &str, range: &Range) -> Result<SharedRegistry, UnreadableDoc> {
+    let key = Key {
+        key,
+        etcdctl: etcd.etcdctl(),
+    };
     match range.kvs.first() {
         Some(kv) => sighting(key, range.revision, kv.mod_revision, Some(&kv.value)),
         None => sighting(key, range.revision, 0, None),
     }
 }
 
-/// The shared registry a value of `key` holds (`None`: no key; an empty value is an empty
-/// document).
+/// The registry key, and how an operator reaches it.
+#[derive(Debug, Clone, Copy)]
+pub struct Key<'a> {
+    pub key: &'a str,
+    /// `etcdctl` with the flags that reach the fleet's etcd.
+    pub etcdctl: &'a str,
+}
+
+/// The shared registry a value of `key` holds (`None`: no key). An empty value is no
+/// document: no member writes one, and reading it as "no servers" would silently take every
+/// server added through the admin API off the fleet.
 pub fn sighting(
-    key: &str,
+    key: Key,
     seen: i64,
     mod_revision: i64,
     value: Option<&[u8]>,
 ) -> Result<SharedRegistry, UnreadableDoc> {
-    let doc =
-        match value {
-            Some(v) if !v.is_empty() => Some(serde_json::from_slice::<SharedDoc>(v).map_err(
-                |e| UnreadableDoc {
-                    key: key.to_owned(),
-                    seen,
-                    mod_revision,
-                    detail: e.to_string(),
-                },
-            )?),
-            _ => None,
-        };
+    let unreadable = |detail: String| UnreadableDoc {
+        key: key.key.to_owned(),
+        etcdctl: key.etcdctl.to_owned(),
+        seen,
+        mod_revision,
+        detail,
+    };
+    let doc = match value {
+        None => None,
+        Some(v) if v.trim_ascii().is_empty() => {
+            return Err(unreadable("the value is empty".into()))
+        }
+        Some(v) => {
+            Some(serde_json::from_slice::<SharedDoc>(v).map_err(|e| unreadable(e.to_string()))?)
+        }
+    };
     Ok(match doc {
         Some(doc) => SharedRegistry {
             seen,
@@ -204,7 +223,7 @@ pub fn run(
                     let revision = key_revision(&range);
                     if handed != Some(revision) {
                         handed = Some(revision);
-                        if !hand_over(registry_in(key, &range), changes, view) {
+                        if !hand_over(registry_in(etcd, key, &range), changes, view) {
                             return;
                         }
                     }
@@ -226,7 +245,15 @@ pub fn run(
             let mod_revision = if value.is_some() { revision } else { 0 };
             handed = Some(mod_revision);
             hand_over(
-                sighting(key, revision, mod_revision, value.as_deref()),
+                sighting(
+                    Key {
+                        key,
+                        etcdctl: etcd.etcdctl(),
+                    },
+                    revision,
+                    mod_revision,
+                    value.as_deref(),
+                ),
                 changes,
                 view,
             )
@@ -249,45 +276,47 @@ pub fn run(
 mod tests {
     use super::*;
 
+    const KEY: Key = Key {
+        key: "/fleet/registry",
+        etcdctl: "etcdctl --endpoints=https://e1:2379,https://e2:2379 --cacert=/etc/ca.pem",
+    };
+
     #[test]
     fn a_value_that_is_no_registry_document_names_the_key_what_is_wrong_and_the_way_out() {
-        let bad = sighting("/fleet/registry", 12, 9, Some(b"{\"servers\": 7")).unwrap_err();
-        assert_eq!((bad.seen, bad.mod_revision), (12, 9));
-        let message = bad.to_string();
-        assert!(
-            message.starts_with(
-                "the etcd key /fleet/registry (revision 9) is not a registry document: "
-            ),
-            "{message}"
-        );
-        assert!(
-            message.contains(&bad.detail) && !bad.detail.is_empty(),
-            "{message}"
-        );
-        assert!(
-            message.contains("`etcdctl get /fleet/registry`"),
-            "{message}"
-        );
-        assert!(
-            message.contains("`etcdctl del /fleet/registry`"),
-            "{message}"
-        );
-        assert!(!message.contains("unreachable"), "{message}");
-        // Where the watch resumes: after this read, with this value not handed over again.
-        let at = ReadAt::from(&bad);
-        assert_eq!((at.seen, at.mod_revision), (12, 9));
+        for value in [&b"{\"servers\": 7"[..], b"", b" \n"] {
+            let bad = sighting(KEY, 12, 9, Some(value)).unwrap_err();
+            assert_eq!((bad.seen, bad.mod_revision), (12, 9));
+            let message = bad.to_string();
+            assert!(
+                message.starts_with(
+                    "the etcd key /fleet/registry (revision 9) is not a registry document: "
+                ),
+                "{message}"
+            );
+            assert!(
+                message.contains(&bad.detail) && !bad.detail.is_empty(),
+                "{message}"
+            );
+            // The commands work as printed against this fleet's etcd.
+            for verb in ["get", "del"] {
+                let command = format!("`{} {verb} /fleet/registry`", KEY.etcdctl);
+                assert!(message.contains(&command), "{message}");
+            }
+            assert!(!message.contains("unreachable"), "{message}");
+            // Where the watch resumes: after this read, with this value not handed over again.
+            let at = ReadAt::from(&bad);
+            assert_eq!((at.seen, at.mod_revision), (12, 9));
+        }
     }
 
     #[test]
-    fn a_registry_document_no_key_and_an_empty_value_are_read() {
+    fn a_registry_document_and_no_key_are_read() {
         let doc = br#"{"format":1,"version":3,"servers":[],"workflows":{"w":{"steps":[]}}}"#;
-        let shared = sighting("/fleet/registry", 12, 9, Some(doc)).unwrap();
+        let shared = sighting(KEY, 12, 9, Some(doc)).unwrap();
         assert_eq!((shared.seen, shared.mod_revision), (12, 9));
         assert_eq!(shared.doc.map(|d| d.version), Some(3));
         assert!(shared.workflows.contains_key("w"));
-        for value in [None, Some(&b""[..])] {
-            let shared = sighting("/fleet/registry", 12, 0, value).unwrap();
-            assert_eq!(shared.doc, None);
-        }
+        let shared = sighting(KEY, 12, 0, None).unwrap();
+        assert_eq!(shared.doc, None);
     }
 }
