@@ -9,6 +9,8 @@ server-everything upstream.
   without a new initialize, and the GET stream comes back.
 - A GET stream read on member 2, dropped, and resumed on member 3 with `Last-Event-ID`
   replays exactly the events sent in between.
+- A stream the server ends for SSE polling (SEP-1699) on a session opened on member 1, called
+  and resumed through member 2: the result arrives, and both members count the end as `polling`.
 - A client cannot pose as a member: a request with a forged `Mcp-Proxy-Hop` is refused.
 - Under load from `mcp-loadgen` (sessions opened on member 1, requests round-robin to members
   2 and 3), member 1 killed: at most the requests in flight fail, and every request after goes
@@ -226,3 +228,32 @@ def test_an_owner_killed_under_load_fails_at_most_its_requests_in_flight(fleet3)
     assert report["errors"] <= concurrency, report["error_samples"]
     after = [s for s in report["timeline"] if s["at_s"] >= 4.0]
     assert after and all(s["requests"] > 0 and s["errors"] == 0 for s in after), report["timeline"]
+
+
+def test_a_stream_the_server_ends_for_polling_is_relayed_and_resumed_through_another_member(spawner, etcd):
+    """SEP-1699 across a member hop: the session is opened on member 1, its tool call and the
+    resumption go to member 2. The server closes the POST stream after its priming event with a
+    retry hint; member 2 relays that end, the client resumes there with Last-Event-ID and gets
+    the result the server sent meanwhile, and member 2 counts the stream it relayed as ended
+    for `polling`, as member 1 counts its own."""
+    from conformance import suite
+    from test_relay import metrics_when
+
+    fixture = suite.start_fixture(eras="stateful")
+    try:
+        servers = f'[[servers]]\nname = "fixture"\nurl = "{fixture.url}"\nprefix = ""\n'
+        prefix = f"/p-{uuid.uuid4().hex[:8]}/"
+        m1, m2 = (spawner.proxy(member_config(etcd, prefix, f"m{i}", servers), shards=1) for i in (1, 2))
+        for m in (m1, m2):
+            wait_until(lambda m=m: len(admin(m, "GET", "cluster")[1].get("members", [])) == 2,
+                       timeout=15, what="two members listed")
+        sid = harness.raw_initialize(m1.url)
+        answer, transcript = suite.call_tool_resuming(m2.url, sid, "test_reconnection", "over-the-hop")
+        assert answer is not None and "result" in answer and not answer["result"].get("isError"), \
+            "\n".join(transcript)
+        assert any("GET Last-Event-ID" in line for line in transcript), transcript
+        for m in (m1, m2):
+            metrics_when(m.admin_url, lambda ended, _: ended.get("polling", 0) >= 1,
+                         f"member {m.url}: the stream ended for SSE polling counted as `polling`")
+    finally:
+        fixture.kill()

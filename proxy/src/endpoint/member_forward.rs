@@ -336,10 +336,7 @@ async fn finish(
     if streaming {
         return Ok(Reply::Events {
             headers,
-            source: EventSource::Member(Box::new(MemberEvents {
-                body: conn.into_body(&head),
-                closed: None,
-            })),
+            source: EventSource::Member(Box::new(MemberEvents::new(conn.into_body(&head)))),
         });
     }
     let limit = crate::http::Limits::default().max_body_bytes;
@@ -361,19 +358,44 @@ async fn finish(
 /// An SSE reply relayed from the member serving the session.
 pub struct MemberEvents {
     body: OwnedBody<UpstreamStream>,
+    /// The last bytes relayed, enough to tell how the member ended the stream.
+    tail: Vec<u8>,
     closed: Option<Closed>,
 }
 
+/// Bytes of the relayed stream kept to read its end: a `retry` event with any number.
+const TAIL: usize = 32;
+
 impl MemberEvents {
+    fn new(body: OwnedBody<UpstreamStream>) -> MemberEvents {
+        MemberEvents {
+            body,
+            tail: Vec::with_capacity(2 * TAIL),
+            closed: None,
+        }
+    }
+
     /// The next chunk as the member sent it; `None` at the end.
     pub async fn next(&mut self) -> Option<Bytes> {
         if self.closed.is_some() {
             return None;
         }
         match self.body.next_chunk().await {
-            Ok(Some(chunk)) => Some(chunk),
+            Ok(Some(chunk)) => {
+                self.tail
+                    .extend_from_slice(&chunk[chunk.len().saturating_sub(TAIL)..]);
+                let excess = self.tail.len().saturating_sub(TAIL);
+                self.tail.drain(..excess);
+                Some(chunk)
+            }
             Ok(None) => {
-                self.closed = Some(Closed::Finished);
+                // The member ends a stream for SSE polling, and only then, with a `retry`
+                // event of its own (`reply::Follower`).
+                self.closed = Some(if ends_with_retry(&self.tail) {
+                    Closed::Polling
+                } else {
+                    Closed::Finished
+                });
                 None
             }
             Err(e) => {
@@ -389,6 +411,21 @@ impl MemberEvents {
     pub fn closed(&self) -> Option<Closed> {
         self.closed
     }
+}
+
+/// Whether an SSE stream's last event is a lone `retry` field (`retry: 1000\n\n`).
+fn ends_with_retry(tail: &[u8]) -> bool {
+    let Some(event) = tail.strip_suffix(b"\n\n") else {
+        return false;
+    };
+    let start = event
+        .windows(2)
+        .rposition(|w| w == b"\n\n")
+        .map_or(0, |at| at + 2);
+    let event = &event[start..];
+    event.strip_prefix(b"retry:").is_some_and(|ms| {
+        !ms.trim_ascii().is_empty() && ms.trim_ascii().iter().all(u8::is_ascii_digit)
+    })
 }
 
 fn method_name(method: HttpMethod) -> &'static str {
@@ -412,6 +449,17 @@ mod tests {
     fn pool_at(port: u16) -> Pool {
         let url = UpstreamUrl::parse(&format!("http://127.0.0.1:{port}/mcp")).expect("url");
         member_pool("m", url)
+    }
+
+    #[test]
+    fn a_relayed_stream_ended_by_a_retry_event_ended_for_polling() {
+        assert!(ends_with_retry(b"retry: 1000\n\n"));
+        assert!(ends_with_retry(b"id: 0-1\ndata:\n\nretry: 5\n\n"));
+        assert!(!ends_with_retry(b"id: 0-1\ndata: {}\n\n"));
+        assert!(!ends_with_retry(b"data: retry: 5\n\n"));
+        assert!(!ends_with_retry(b"retry: 5\n\nid: 0-2\ndata: {}\n\n"));
+        assert!(!ends_with_retry(b"retry: soon\n\n"));
+        assert!(!ends_with_retry(b""));
     }
 
     #[test]
