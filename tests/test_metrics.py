@@ -31,6 +31,7 @@ EXPORTED = [
     "mcp_proxy_upstream_duration_seconds",
     "mcp_proxy_inflight_requests",
     "mcp_proxy_sessions",
+    "mcp_proxy_bridge_sessions",
     "mcp_proxy_connections",
     "mcp_proxy_connections_total",
     "mcp_proxy_upstream_up",

@@ -158,6 +158,7 @@ impl BridgeSessions {
         );
         session.auth.assume(client);
         self.sessions.borrow_mut().insert(key, session.clone());
+        crate::metrics::bridge_sessions(self.sessions.borrow().len());
         session
     }
 
@@ -227,6 +228,7 @@ impl BridgeSessions {
         self.rounds.borrow_mut().clear();
         self.logging.borrow_mut().clear();
         let sessions: Vec<_> = self.sessions.borrow_mut().drain().map(|(_, s)| s).collect();
+        crate::metrics::bridge_sessions(0);
         for s in sessions {
             // Closing the session ends its upstream subscriptions with it.
             self.held.forget(&s.id);
