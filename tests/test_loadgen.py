@@ -197,6 +197,32 @@ def test_stateless_run_through_the_proxy_opens_no_session(spawner):
     assert proxy_metric(proxy, "mcp_proxy_sessions") >= 1
 
 
+def test_a_stateless_run_as_several_clients_spreads_over_the_shards(spawner):
+    """The proxy serves each 2026-07-28 client (its identity) on one owner shard. One client's
+    load therefore stays on one shard; `--clients 8` is eight clients, each with its own bridge
+    session, and they land on both shards."""
+    everything = spawner.everything()
+    proxy = spawner.proxy([("ev", everything.url)], shards=2)
+    mix = 'tools/call:ev__echo:{"message":"hi"}'
+    one = run_load_raw(proxy.url, "--protocol", "2026-07-28", "--json", "--mix", mix)
+    assert one.returncode == 0, one.stderr
+    assert json.loads(one.stdout)["settings"]["clients"] == 1
+    per_shard = [proxy_metric(proxy, "mcp_proxy_bridge_sessions", shard=str(s)) for s in (0, 1)]
+    assert sorted(per_shard) == [0, 1], per_shard
+
+    eight = run_load_raw(proxy.url, "--protocol", "2026-07-28", "--json", "--clients", "8", "--mix", mix)
+    assert eight.returncode == 0, eight.stderr
+    report = json.loads(eight.stdout)
+    assert_clean(report)
+    assert report["settings"]["clients"] == 8
+    per_shard = [proxy_metric(proxy, "mcp_proxy_bridge_sessions", shard=str(s)) for s in (0, 1)]
+    assert sum(per_shard) == 9 and min(per_shard) >= 1, per_shard
+
+    # Clients are the stateful era's sessions: the option says so rather than doing nothing.
+    stateful = run_load_raw(proxy.url, "--clients", "4", "--mix", mix)
+    assert stateful.returncode != 0 and "use --sessions" in stateful.stderr, stateful.stderr
+
+
 def test_stateless_run_direct_to_a_sessionless_upstream():
     child, url = start_upstream("--stateless", "--mode", "sse")
     try:

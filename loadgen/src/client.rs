@@ -152,14 +152,18 @@ pub struct Session {
     pub id: Option<String>,
     /// The negotiated protocol revision, sent as `MCP-Protocol-Version`.
     pub version: &'static str,
+    /// Which of the run's clients sends on it (2026-07-28: the identity in `_meta`).
+    pub client: usize,
 }
 
 impl Session {
-    /// What a 2026-07-28 client presents: the version and no session, with no handshake.
-    pub fn stateless() -> Session {
+    /// What 2026-07-28 client `client` presents: the version and no session, with no
+    /// handshake (its identity rides in each body's `_meta`).
+    pub fn stateless(client: usize) -> Session {
         Session {
             id: None,
             version: STATELESS_VERSION,
+            client,
         }
     }
 
@@ -415,6 +419,7 @@ pub async fn initialize(conn: &mut Conn, target: &Target, id: u64) -> Result<Ses
     let session = Session {
         id: reply.session_id,
         version,
+        client: 0,
     };
     let note = br#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#;
     conn.post(target, Some(&session), None, note, None).await?;

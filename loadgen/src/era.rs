@@ -53,10 +53,25 @@ pub struct Stamp {
 #[error("params are not a JSON object, or their `_meta` is not an object")]
 pub struct EnvelopeError;
 
-/// `params` (a JSON object's text; None for none) with the 2026-07-28 envelope merged into
-/// its `_meta` (fields the mix already gave there are kept, the envelope's own are set), and
-/// the headers that go with `method`.
-pub fn envelope(method: &str, params: Option<&str>) -> Result<(Vec<u8>, Stamp), EnvelopeError> {
+/// The `clientInfo.name` of client `k` of a run that speaks as `clients` clients:
+/// `mcp-loadgen`, or `mcp-loadgen-K` when there are several. A 2026-07-28 server (the proxy's
+/// bridge) tells clients apart by their identity alone, so these are several clients to it.
+pub fn client_name(k: usize, clients: usize) -> String {
+    if clients > 1 {
+        format!("mcp-loadgen-{k}")
+    } else {
+        "mcp-loadgen".to_owned()
+    }
+}
+
+/// `params` (a JSON object's text; None for none) with the 2026-07-28 envelope of the client
+/// named `client` merged into its `_meta` (fields the mix already gave there are kept, the
+/// envelope's own are set), and the headers that go with `method`.
+pub fn envelope(
+    method: &str,
+    params: Option<&str>,
+    client: &str,
+) -> Result<(Vec<u8>, Stamp), EnvelopeError> {
     let mut value = match params {
         Some(text) => {
             let mut buf = text.as_bytes().to_vec();
@@ -74,7 +89,7 @@ pub fn envelope(method: &str, params: Option<&str>) -> Result<(Vec<u8>, Stamp), 
     meta.insert(META_CAPABILITIES.into(), OwnedValue::object());
     let mut info = OwnedValue::object();
     if let Some(i) = info.as_object_mut() {
-        i.insert("name".into(), OwnedValue::from("mcp-loadgen"));
+        i.insert("name".into(), OwnedValue::from(client));
         i.insert(
             "version".into(),
             OwnedValue::from(env!("CARGO_PKG_VERSION")),
@@ -106,6 +121,7 @@ mod tests {
         let (params, stamp) = envelope(
             "tools/call",
             Some(r#"{"name":"a__echo","arguments":{"message":"hi"}}"#),
+            "mcp-loadgen",
         )
         .unwrap();
         let meta = meta_of(&params);
@@ -123,13 +139,19 @@ mod tests {
             }
         );
         // A method without params gets params holding just the envelope, and no Mcp-Name.
-        let (params, stamp) = envelope("tools/list", None).unwrap();
+        let (params, stamp) = envelope("tools/list", None, "mcp-loadgen").unwrap();
         assert!(meta_of(&params).get(META_VERSION).is_some());
         assert_eq!(stamp.name, None);
         // resources/read is named by its URI; a name that is not plain ASCII is encoded.
-        let (_, stamp) = envelope("resources/read", Some(r#"{"uri":"demo://x"}"#)).unwrap();
+        let (_, stamp) = envelope(
+            "resources/read",
+            Some(r#"{"uri":"demo://x"}"#),
+            "mcp-loadgen",
+        )
+        .unwrap();
         assert_eq!(stamp.name.as_deref(), Some("demo://x"));
-        let (_, stamp) = envelope("prompts/get", Some(r#"{"name":"grüß"}"#)).unwrap();
+        let (_, stamp) =
+            envelope("prompts/get", Some(r#"{"name":"grüß"}"#), "mcp-loadgen").unwrap();
         assert!(stamp.name.unwrap().starts_with("=?base64?"));
     }
 
@@ -138,6 +160,7 @@ mod tests {
         let (params, _) = envelope(
             "tools/list",
             Some(r#"{"_meta":{"io.modelcontextprotocol/logLevel":"info"}}"#),
+            "mcp-loadgen",
         )
         .unwrap();
         let meta = meta_of(&params);
@@ -147,8 +170,22 @@ mod tests {
         );
         assert_eq!(meta.get_str(META_VERSION), Some("2026-07-28"));
         assert_eq!(
-            envelope("tools/list", Some(r#"{"_meta":3}"#)),
+            envelope("tools/list", Some(r#"{"_meta":3}"#), "mcp-loadgen"),
             Err(EnvelopeError)
+        );
+    }
+
+    #[test]
+    fn several_clients_are_told_apart_by_their_names() {
+        assert_eq!(client_name(0, 1), "mcp-loadgen");
+        let names: std::collections::HashSet<_> = (0..4).map(|k| client_name(k, 4)).collect();
+        assert_eq!(names.len(), 4);
+        let (params, _) = envelope("tools/list", None, &client_name(2, 4)).unwrap();
+        assert_eq!(
+            meta_of(&params)
+                .get(META_CLIENT_INFO)
+                .and_then(|i| i.get_str("name")),
+            Some("mcp-loadgen-2")
         );
     }
 }

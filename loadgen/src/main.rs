@@ -46,6 +46,11 @@ struct RunArgs {
     /// MCP sessions to open; requests go round-robin over them (not with --protocol 2026-07-28).
     #[arg(long, default_value_t = 1)]
     sessions: usize,
+    /// With --protocol 2026-07-28: send as N clients (clientInfo mcp-loadgen-0 ...), requests
+    /// round-robin over them. The proxy serves each client's requests on one shard, so one
+    /// client loads one core; several spread over all.
+    #[arg(long, default_value_t = 1)]
+    clients: usize,
     /// Protocol era: 2025-11-25 opens sessions (initialize, Mcp-Session-Id,
     /// notifications/initialized); 2026-07-28 opens none, and every request carries the
     /// version and the client's capabilities and identity in `_meta`, with the
@@ -220,13 +225,14 @@ fn run_cmd(a: RunArgs) -> anyhow::Result<()> {
         ProtocolArg::Stateful => Era::Stateful,
         ProtocolArg::Stateless => Era::Stateless,
     };
-    let mix = Mix::parse(&a.mix, era).context("--mix")?;
+    let mix = Mix::parse(&a.mix, era, a.clients).context("--mix")?;
     let cfg = RunConfig {
         url: a.url.join(","),
         target: targets[0].clone(),
         targets,
         open_target,
         sessions: a.sessions,
+        clients: a.clients,
         connections: a.connections.unwrap_or(a.concurrency),
         concurrency: a.concurrency,
         duration: a.duration,

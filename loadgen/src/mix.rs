@@ -56,18 +56,20 @@ pub struct Entry {
     pub stamp: Option<Stamp>,
     /// The body before the id: `{"jsonrpc":"2.0","id":`.
     prefix: &'static [u8],
-    /// The body after the id: `,"method":..,"params":..}`.
-    suffix: Vec<u8>,
+    /// The body after the id: `,"method":..,"params":..}`, one per client of a 2026-07-28
+    /// run (each carries its client's identity in `_meta`), else one.
+    suffixes: Vec<Vec<u8>>,
 }
 
 impl Entry {
-    /// The complete request body with id `id`, written into `out` (cleared first).
-    pub fn body(&self, id: u64, out: &mut Vec<u8>) {
+    /// The complete request body with id `id`, as client `client` sends it, written into
+    /// `out` (cleared first).
+    pub fn body(&self, id: u64, client: usize, out: &mut Vec<u8>) {
         out.clear();
         out.extend_from_slice(self.prefix);
         // Writing an integer into a Vec cannot fail.
         let _ = write!(out, "{id}");
-        out.extend_from_slice(&self.suffix);
+        out.extend_from_slice(&self.suffixes[client % self.suffixes.len()]);
     }
 }
 
@@ -82,8 +84,9 @@ pub struct Mix {
 }
 
 impl Mix {
-    /// Parses the mix syntax described in the module docs, with bodies for `era`.
-    pub fn parse(text: &str, era: Era) -> Result<Mix, MixError> {
+    /// Parses the mix syntax described in the module docs, with bodies for `era` (for each of
+    /// `clients` clients in the 2026-07-28 era).
+    pub fn parse(text: &str, era: Era, clients: usize) -> Result<Mix, MixError> {
         let mut entries = Vec::new();
         for (pos, raw) in split_top_level(text).into_iter().enumerate() {
             let raw = raw.trim();
@@ -105,7 +108,7 @@ impl Mix {
             if spec.is_empty() {
                 return Err(MixError::Empty(pos));
             }
-            entries.push(entry(spec, weight, era)?);
+            entries.push(entry(spec, weight, era, clients)?);
         }
         if entries.is_empty() {
             return Err(MixError::Empty(0));
@@ -150,7 +153,7 @@ fn split_top_level(text: &str) -> Vec<&str> {
 }
 
 /// Builds one entry from `tools/call:NAME[:ARGS]` or `METHOD[:PARAMS]`.
-fn entry(spec: &str, weight: u32, era: Era) -> Result<Entry, MixError> {
+fn entry(spec: &str, weight: u32, era: Era, clients: usize) -> Result<Entry, MixError> {
     let bad_json = || MixError::BadJson {
         entry: spec.to_owned(),
     };
@@ -187,32 +190,44 @@ fn entry(spec: &str, weight: u32, era: Era) -> Result<Entry, MixError> {
         };
         (method.to_owned(), params)
     };
-    let (params, stamp) = match era {
-        Era::Stateful => (params, None),
+    let suffix_of = |params: Option<&[u8]>| {
+        let mut suffix = b",\"method\":".to_vec();
+        write_json_string(&mut suffix, method);
+        if let Some(params) = params {
+            suffix.extend_from_slice(b",\"params\":");
+            suffix.extend_from_slice(params);
+        }
+        suffix.push(b'}');
+        suffix
+    };
+    let (suffixes, stamp) = match era {
+        Era::Stateful => (vec![suffix_of(params.as_deref())], None),
         Era::Stateless => {
             // The params were checked above to be one JSON object, so they are UTF-8.
             let text = params.as_deref().map(String::from_utf8_lossy);
-            let (with_meta, stamp) =
-                era::envelope(method, text.as_deref()).map_err(|_| MixError::BadMeta {
-                    entry: spec.to_owned(),
-                })?;
-            (Some(with_meta), Some(stamp))
+            let mut suffixes = Vec::with_capacity(clients.max(1));
+            let mut stamp = None;
+            for k in 0..clients.max(1) {
+                let name = era::client_name(k, clients);
+                let (with_meta, s) =
+                    era::envelope(method, text.as_deref(), &name).map_err(|_| {
+                        MixError::BadMeta {
+                            entry: spec.to_owned(),
+                        }
+                    })?;
+                suffixes.push(suffix_of(Some(&with_meta)));
+                stamp = Some(s);
+            }
+            (suffixes, stamp)
         }
     };
-    let mut suffix = b",\"method\":".to_vec();
-    write_json_string(&mut suffix, method);
-    if let Some(params) = params {
-        suffix.extend_from_slice(b",\"params\":");
-        suffix.extend_from_slice(&params);
-    }
-    suffix.push(b'}');
     Ok(Entry {
         label,
         weight,
         tool,
         stamp,
         prefix: b"{\"jsonrpc\":\"2.0\",\"id\":",
-        suffix,
+        suffixes,
     })
 }
 
@@ -262,7 +277,7 @@ mod tests {
 
     fn body_of(e: &Entry, id: u64) -> String {
         let mut out = Vec::new();
-        e.body(id, &mut out);
+        e.body(id, 0, &mut out);
         String::from_utf8(out).unwrap()
     }
 
@@ -271,6 +286,7 @@ mod tests {
         let mix = Mix::parse(
             r#"tools/call:echo:{"message":"hi, there"}=8,tools/list=1,ping=1"#,
             Era::Stateful,
+            1,
         )
         .unwrap();
         let labels: Vec<_> = mix
@@ -300,9 +316,9 @@ mod tests {
 
     #[test]
     fn equals_inside_json_is_not_a_weight() {
-        let mix = Mix::parse(r#"tools/call:echo:{"message":"a=b"}"#, Era::Stateful).unwrap();
+        let mix = Mix::parse(r#"tools/call:echo:{"message":"a=b"}"#, Era::Stateful, 1).unwrap();
         assert_eq!(mix.entries[0].weight, 1);
-        let mix = Mix::parse("tools/call:get-sum:{\"a\":1,\"b\":2}=3", Era::Stateful).unwrap();
+        let mix = Mix::parse("tools/call:get-sum:{\"a\":1,\"b\":2}=3", Era::Stateful, 1).unwrap();
         assert_eq!(mix.entries[0].weight, 3);
         assert!(body_of(&mix.entries[0], 1).contains(r#""arguments":{"a":1,"b":2}"#));
     }
@@ -310,23 +326,23 @@ mod tests {
     #[test]
     fn refuses_bad_entries() {
         assert!(matches!(
-            Mix::parse("", Era::Stateful),
+            Mix::parse("", Era::Stateful, 1),
             Err(MixError::Empty(0))
         ));
         assert!(matches!(
-            Mix::parse("ping=0", Era::Stateful),
+            Mix::parse("ping=0", Era::Stateful, 1),
             Err(MixError::BadWeight { .. })
         ));
         assert!(matches!(
-            Mix::parse("tools/call:echo:{not json}", Era::Stateful),
+            Mix::parse("tools/call:echo:{not json}", Era::Stateful, 1),
             Err(MixError::BadJson { .. })
         ));
         assert!(matches!(
-            Mix::parse("tools/call", Era::Stateful),
+            Mix::parse("tools/call", Era::Stateful, 1),
             Err(MixError::BadJson { .. })
         ));
         assert!(matches!(
-            Mix::parse("tools/call:ec\"ho", Era::Stateful),
+            Mix::parse("tools/call:ec\"ho", Era::Stateful, 1),
             Err(MixError::BadName(_))
         ));
     }
@@ -336,6 +352,7 @@ mod tests {
         let mix = Mix::parse(
             r#"tools/call:a__echo:{"message":"hi"}=8,tools/list,ping"#,
             Era::Stateless,
+            1,
         )
         .unwrap();
         let mut call = body_of(&mix.entries[0], 5).into_bytes();
@@ -360,12 +377,40 @@ mod tests {
             ("tools/call", Some("a__echo"))
         );
         assert!(body_of(&mix.entries[1], 6).contains(r#""params":{"_meta":"#));
-        assert!(Mix::parse("ping", Era::Stateful).unwrap().entries[0]
+        assert!(Mix::parse("ping", Era::Stateful, 1).unwrap().entries[0]
             .stamp
             .is_none());
         assert!(matches!(
-            Mix::parse(r#"tools/list:{"_meta":1}"#, Era::Stateless),
+            Mix::parse(r#"tools/list:{"_meta":1}"#, Era::Stateless, 1),
             Err(MixError::BadMeta { .. })
         ));
+    }
+
+    #[test]
+    fn each_client_of_a_stateless_mix_sends_its_own_identity() {
+        let mix = Mix::parse("tools/list", Era::Stateless, 3).unwrap();
+        let entry = &mix.entries[0];
+        let name_of = |client: usize| {
+            let mut out = Vec::new();
+            entry.body(9, client, &mut out);
+            let msg = simd_json::to_owned_value(&mut out).unwrap();
+            use simd_json::prelude::*;
+            msg.get("params")
+                .and_then(|p| p.get("_meta"))
+                .and_then(|m| m.get("io.modelcontextprotocol/clientInfo"))
+                .and_then(|i| i.get_str("name"))
+                .map(str::to_owned)
+        };
+        let names: Vec<_> = (0..4).map(name_of).collect();
+        assert_eq!(
+            names,
+            [
+                "mcp-loadgen-0",
+                "mcp-loadgen-1",
+                "mcp-loadgen-2",
+                "mcp-loadgen-0"
+            ]
+            .map(|n| Some(n.to_owned()))
+        );
     }
 }

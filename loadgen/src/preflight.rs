@@ -76,7 +76,7 @@ async fn list_tools(
         Era::Stateful => initialize(&mut conn, target, 1)
             .await
             .map_err(|f| failed("initialize", f, Some(&mut conn)))?,
-        Era::Stateless => Session::stateless(),
+        Era::Stateless => Session::stateless(0),
     };
     let mut names = Vec::new();
     let mut cursor: Option<String> = None;
@@ -92,8 +92,9 @@ async fn list_tools(
         if era == Era::Stateless {
             // The cursor was written as a JSON string, so the params are UTF-8.
             let text = params.as_deref().map(String::from_utf8_lossy);
-            let (with_meta, s) = era::envelope("tools/list", text.as_deref())
-                .map_err(|e| PreflightError::List(format!("tools/list: {e}")))?;
+            let (with_meta, s) =
+                era::envelope("tools/list", text.as_deref(), &era::client_name(0, 1))
+                    .map_err(|e| PreflightError::List(format!("tools/list: {e}")))?;
             params = Some(with_meta);
             stamp = Some(s);
         }

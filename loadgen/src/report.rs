@@ -147,6 +147,9 @@ pub struct Settings {
     pub concurrency: usize,
     /// MCP sessions (0 in the 2026-07-28 era, which has none).
     pub sessions: usize,
+    /// Client identities the requests went out as (2026-07-28; 1 in the stateful era, where
+    /// each session is a client).
+    pub clients: usize,
     /// The protocol revision asked for: `2025-11-25` (stateful) or `2026-07-28` (stateless).
     pub protocol: &'static str,
     /// Measured seconds.
@@ -315,11 +318,16 @@ impl Report {
             |r| format!("open loop at {r} req/s"),
         );
         let _ = writeln!(out, "target       {}", s.url);
+        let who = if s.sessions > 0 {
+            format!("{} session(s)", s.sessions)
+        } else {
+            format!("{} client(s)", s.clients)
+        };
         let _ = writeln!(
             out,
-            "load         {rate}, {} thread(s), {} connection(s), concurrency {}, {} session(s), \
+            "load         {rate}, {} thread(s), {} connection(s), concurrency {}, {who}, \
              protocol {}",
-            s.threads, s.connections, s.concurrency, s.sessions, s.protocol
+            s.threads, s.connections, s.concurrency, s.protocol
         );
         let _ = writeln!(
             out,
@@ -450,6 +458,7 @@ mod tests {
             connections: 1,
             concurrency: 1,
             sessions: 1,
+            clients: 1,
             protocol: "2025-11-25",
             duration_s: 2.0,
             warmup_s: 0.0,
@@ -493,6 +502,7 @@ mod tests {
             connections: 2,
             concurrency: 2,
             sessions: 1,
+            clients: 1,
             protocol: "2025-11-25",
             duration_s: 1.0,
             warmup_s: 0.0,
@@ -533,6 +543,7 @@ mod tests {
             connections: 2,
             concurrency: 2,
             sessions: 1,
+            clients: 1,
             protocol: "2025-11-25",
             duration_s: 0.4,
             warmup_s: 0.0,

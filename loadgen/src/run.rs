@@ -49,6 +49,8 @@ pub struct RunConfig {
     pub open_target: Option<Target>,
     /// MCP sessions to open; requests go round-robin over them.
     pub sessions: usize,
+    /// 2026-07-28 client identities; requests go round-robin over them (1 when stateful).
+    pub clients: usize,
     /// TCP connections.
     pub connections: usize,
     /// Requests in flight at most.
@@ -98,8 +100,17 @@ pub enum RunError {
     #[error("--rate must be a positive number of requests per second")]
     BadRate,
     /// A session option given for the 2026-07-28 era, which has no sessions.
-    #[error("--{0} has no meaning with --protocol 2026-07-28: that era opens no sessions")]
+    #[error(
+        "--{0} has no meaning with --protocol 2026-07-28: that era opens no sessions (--clients N \
+         sends as N clients)"
+    )]
     NoSessions(&'static str),
+    /// `--clients` given for the stateful era, where each session is a client.
+    #[error("--clients is for --protocol 2026-07-28; in 2025-11-25 each session is a client: use --sessions")]
+    ClientsAreSessions,
+    /// `--clients 0`.
+    #[error("--clients must be at least 1")]
+    NoClients,
     /// Connecting or initializing sessions failed before any load was sent.
     #[error("setup failed: {0}")]
     Setup(#[from] SetupError),
@@ -213,6 +224,12 @@ pub fn run(cfg: RunConfig) -> Result<Report, RunError> {
     if cfg.rate.is_some_and(|r| !(r.is_finite() && r > 0.0)) {
         return Err(RunError::BadRate);
     }
+    if cfg.clients == 0 {
+        return Err(RunError::NoClients);
+    }
+    if cfg.era == Era::Stateful && cfg.clients > 1 {
+        return Err(RunError::ClientsAreSessions);
+    }
     if cfg.era == Era::Stateless {
         if cfg.sessions > 1 {
             return Err(RunError::NoSessions("sessions"));
@@ -298,6 +315,7 @@ pub fn run(cfg: RunConfig) -> Result<Report, RunError> {
         } else {
             cfg.sessions
         },
+        clients: cfg.clients,
         protocol: cfg.era.version(),
         duration_s: cfg.duration.as_secs_f64(),
         warmup_s: cfg.warmup.as_secs_f64(),
@@ -323,7 +341,12 @@ async fn thread_main(
             conns.extend(sessions::connect(target, 1, cfg.timeout).await?);
         }
         match &cfg.open_target {
-            None if cfg.era == Era::Stateless => Ok((conns, vec![Rc::new(Session::stateless())])),
+            None if cfg.era == Era::Stateless => Ok((
+                conns,
+                (0..cfg.clients)
+                    .map(|k| Rc::new(Session::stateless(k)))
+                    .collect(),
+            )),
             None => sessions::setup(&cfg.target, conns, plan.sessions, id_base + 1).await,
             Some(open) => {
                 let lanes = plan.connections.min(plan.sessions).max(1);
@@ -400,7 +423,7 @@ async fn worker(lane: Rc<Lane>) {
         let session_index = (n as usize) % lane.sessions.borrow().len();
         let session = lane.sessions.borrow()[session_index].clone();
         let entry = lane.mix.pick(n);
-        entry.body(id, &mut body);
+        entry.body(id, session.client, &mut body);
         let conn = lane.pool.borrow_mut().pop_front().flatten();
         let (outcome, conn, said) =
             exchange(&lane, conn, &session, entry.stamp.as_ref(), &body, id).await;
