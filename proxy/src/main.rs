@@ -10,7 +10,7 @@ use clap::Parser;
 use mcp_proxy::config::logging::{self, LogFormat};
 use mcp_proxy::config::{address, Config};
 use mcp_proxy::metrics::logs;
-use mcp_proxy::runtime::{self, Mode};
+use mcp_proxy::runtime::{self, GeneratedToken, Mode};
 use mcp_proxy::upstream::stdio::child;
 
 /// A thread-per-core MCP gateway: many upstream MCP servers served as one.
@@ -197,15 +197,16 @@ fn main() -> anyhow::Result<()> {
         writeln!(stdout, "mcp-proxy ready: {scheme}://{}/mcp", running.addr)?;
         if let Some(admin) = running.admin {
             writeln!(stdout, "mcp-proxy admin: http://{admin}")?;
-            if running.token_generated {
-                match &running.generated_token_file {
-                    Some(file) => writeln!(stdout, "mcp-proxy admin token: in {}", file.display())?,
-                    None => writeln!(
-                        stdout,
-                        "mcp-proxy admin token: generated but written nowhere (see the warning \
-                         above); set [proxy] admin_token or MCP_PROXY_ADMIN_TOKEN to use the admin API"
-                    )?,
+            match &running.generated_token {
+                GeneratedToken::NotMade => {}
+                GeneratedToken::In(file) => {
+                    writeln!(stdout, "mcp-proxy admin token: in {}", file.display())?
                 }
+                GeneratedToken::Nowhere => writeln!(
+                    stdout,
+                    "mcp-proxy admin token: generated but written nowhere (see the warning \
+                     above); set [proxy] admin_token or MCP_PROXY_ADMIN_TOKEN to use the admin API"
+                )?,
             }
         }
         stdout.flush()?;

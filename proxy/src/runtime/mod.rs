@@ -116,14 +116,22 @@ pub struct Running {
     handles: glommio::PoolThreadHandles<()>,
     stop: Arc<AtomicBool>,
     reload: Arc<AtomicBool>,
-    /// Whether the admin API token was made at start (none was configured).
-    pub token_generated: bool,
-    /// Where the operator reads a generated token: the file left for `mcpctl` on this machine,
-    /// else the state directory's. The token itself is never printed: stdout may end up in a
-    /// log (journald, `docker logs`).
-    pub generated_token_file: Option<std::path::PathBuf>,
+    /// Where the operator reads the admin token made at start, if one was.
+    pub generated_token: GeneratedToken,
     /// Where the generated token was left for `mcpctl` on this machine (removed at stop).
     local_token: Option<std::path::PathBuf>,
+}
+
+/// Where the operator reads an admin token the proxy made. The token itself is never printed:
+/// stdout may end up in a log (journald, `docker logs`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GeneratedToken {
+    /// None was made: one is configured (or there is no admin listener).
+    NotMade,
+    /// In this file: the one left for `mcpctl` on this machine, else the state directory's.
+    In(std::path::PathBuf),
+    /// Made, but no file could hold it: the admin API cannot be used.
+    Nowhere,
 }
 
 impl Running {
@@ -335,8 +343,11 @@ pub fn start(mut config: Config, mode: Mode, control: Control) -> Result<Running
         handles,
         stop,
         reload,
-        token_generated: generated_token.is_some(),
-        generated_token_file: local_token.clone().or(kept_token),
+        generated_token: match (&generated_token, local_token.clone().or(kept_token)) {
+            (None, _) => GeneratedToken::NotMade,
+            (Some(_), Some(file)) => GeneratedToken::In(file),
+            (Some(_), None) => GeneratedToken::Nowhere,
+        },
         local_token,
     })
 }
