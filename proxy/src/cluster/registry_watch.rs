@@ -105,10 +105,7 @@ fn key_revision(range: &Range) -> i64 {
 
 /// The shared registry a range read of `key` in `etcd` found.
 pub fn registry_in(etcd: &Etcd, key: &str, range: &Range) -> Result<SharedRegistry, UnreadableDoc> {
-    let key = Key {
-        key,
-        etcdctl: etcd.etcdctl(),
-    };
+    let key = Key::in_etcd(etcd, key);
     match range.kvs.first() {
         Some(kv) => sighting(key, range.revision, kv.mod_revision, Some(&kv.value)),
         None => sighting(key, range.revision, 0, None),
@@ -121,6 +118,16 @@ pub struct Key<'a> {
     pub key: &'a str,
     /// `etcdctl` with the flags that reach the fleet's etcd.
     pub etcdctl: &'a str,
+}
+
+impl<'a> Key<'a> {
+    /// `key` in `etcd`.
+    pub fn in_etcd(etcd: &'a Etcd, key: &'a str) -> Key<'a> {
+        Key {
+            key,
+            etcdctl: etcd.etcdctl(),
+        }
+    }
 }
 
 /// The shared registry a value of `key` holds (`None`: no key). An empty value is no
@@ -246,10 +253,7 @@ pub fn run(
             handed = Some(mod_revision);
             hand_over(
                 sighting(
-                    Key {
-                        key,
-                        etcdctl: etcd.etcdctl(),
-                    },
+                    Key::in_etcd(etcd, key),
                     revision,
                     mod_revision,
                     value.as_deref(),
